@@ -242,7 +242,7 @@ def build_outputs(store: RunStore, cfg: RunConfig, prompts: pl.DataFrame, fps: d
         else:
             dp_cfg = cfg.pairs if cfg.pairs.strategy == "dp_dpo" else replace(cfg.pairs, strategy="dp_dpo")
             table = pairs_stage.sft_dp(pairs if dp_cfg is cfg.pairs else pairs_stage.build_pairs(scored, prompts, dp_cfg)[0])
-        _replace_prefixed(store, "sft", export, table)
+        store.replace("sft", table, prefix=export)
     usable = judgments.filter(pl.col("parse_status").is_in(judge_stage.USABLE)).height if judgments.height else 0
     status = dict(zip(*judgments["parse_status"].value_counts().to_dict(as_series=False).values())) if judgments.height else {}
     return {
@@ -258,14 +258,6 @@ def build_outputs(store: RunStore, cfg: RunConfig, prompts: pl.DataFrame, fps: d
         "_scored": scored,
         "_pairs": pairs,
     }
-
-
-def _replace_prefixed(store: RunStore, name: str, prefix: str, table: pl.DataFrame) -> None:
-    """Replace only the parts of `name` written with `prefix` (sft/ holds one file per export)."""
-    old = [p for p in store.parts(name) if p.rsplit("/", 1)[-1].startswith(prefix + "-")]
-    store.append(name, table, prefix=prefix)
-    for path in old:
-        store.fs.rm(path)
 
 
 # -- the whole run --------------------------------------------------------------------------------

@@ -86,9 +86,19 @@ def _check_messages(value: Any, what: str) -> list[dict[str, str]]:
 
 
 def render_product_info(value: Any) -> str:
+    """Product info as short `key: value` lines (models echo pretty-printed JSON back verbatim)."""
     if isinstance(value, str):
         return value.strip()
-    return json.dumps(value, ensure_ascii=False, indent=1)
+    if isinstance(value, dict):
+        lines = []
+        for key, item in value.items():
+            if isinstance(item, dict):
+                item = "; ".join(f"{k}: {v}" for k, v in item.items())
+            elif isinstance(item, list):
+                item = ", ".join(map(str, item))
+            lines.append(f"- {key}: {item}")
+        return "\n".join(lines)
+    return json.dumps(value, ensure_ascii=False)
 
 
 def render_history(history: list[dict[str, str]]) -> str:

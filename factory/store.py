@@ -45,11 +45,14 @@ class RunStore:
         files = [p for p in self.fs.ls(folder, detail=False) if p.endswith(".parquet")]
         return sorted(p for p in files if not p.rsplit("/", 1)[-1].startswith(("_", ".")))
 
-    def append(self, name: str, table: pa.Table | pl.DataFrame, prefix: str = "part") -> str | None:
-        """Write one new part of table `name`; returns its path (None for an empty table)."""
+    def append(
+        self, name: str, table: pa.Table | pl.DataFrame, prefix: str = "part", keep_empty: bool = False
+    ) -> str | None:
+        """Write one new part of table `name`; returns its path (None for an empty table, unless
+        `keep_empty`: an output like pairs/ always has a file, with its schema, even with 0 rows)."""
         if isinstance(table, pl.DataFrame):
             table = table.to_arrow()
-        if table.num_rows == 0:
+        if table.num_rows == 0 and not keep_empty:
             return None
         self.fs.makedirs(self.path(name), exist_ok=True)
         final = self.path(name, f"{prefix}-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet")
@@ -57,9 +60,10 @@ class RunStore:
         return final
 
     def replace(self, name: str, table: pa.Table | pl.DataFrame, prefix: str = "part") -> str | None:
-        """Make `table` the whole content of `name`: the new part lands before the old ones go."""
-        old = self.parts(name)
-        new = self.append(name, table, prefix)
+        """Make `table` the content of `name` written under `prefix` (sft/ holds one prefix per export):
+        the new part lands before the old ones go, so a reader never finds the folder empty."""
+        old = [p for p in self.parts(name) if p.rsplit("/", 1)[-1].startswith(prefix + "-")]
+        new = self.append(name, table, prefix, keep_empty=True)
         for path in old:
             self.fs.rm(path)
         return new

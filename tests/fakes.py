@@ -1,0 +1,55 @@
+"""A deterministic in-memory engine for stage and runner tests (the real engines have their own tests)."""
+
+from __future__ import annotations
+
+import threading
+
+from factory.engines.base import Completion, Request
+
+
+class FakeEngine:
+    """Answers `<think>r</think>answer` with a length that depends on the seed; counts requests.
+
+    `script` maps a request's tag to a text (or an Exception to return as an error) to force outputs."""
+
+    model_name = "fake"
+    supports_json_schema = True
+
+    def __init__(self, script: dict | None = None, shuffle: bool = True):
+        self.script = script or {}
+        self.requests: list[Request] = []
+        self.shuffle = shuffle
+        self._lock = threading.Lock()
+
+    def _text(self, request: Request) -> str:
+        words = 3 + request.seed % 7
+        return f"<think>{'hmm ' * (request.seed % 3)}</think>" + " ".join(["word"] * words)
+
+    def generate(self, requests: list[Request]) -> list[Completion]:
+        with self._lock:
+            self.requests.extend(requests)
+        out = []
+        for request in requests:
+            scripted = self.script.get(request.tag)
+            if isinstance(scripted, Exception):
+                out.append(Completion(tag=request.tag, error=str(scripted)))
+                continue
+            text = scripted if scripted is not None else self._text(request)
+            out.append(
+                Completion(
+                    tag=request.tag,
+                    text=text,
+                    finish_reason="stop",
+                    prompt_tokens=10,
+                    completion_tokens=len(text.split()),
+                    latency_s=0.001,
+                )
+            )
+        # Async engines return in any order: the stages must put results back by tag.
+        return list(reversed(out)) if self.shuffle else out
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        return [len(t.split()) for t in texts]
+
+    def close(self) -> None:
+        pass
