@@ -1,0 +1,23 @@
+"""The inspection notebooks run top to bottom on a run directory."""
+
+from pathlib import Path
+
+import pytest
+
+from tests.synthetic import make_run
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_executes(path, tmp_path, monkeypatch):
+    make_run(str(tmp_path / "run"))
+    monkeypatch.setenv("FACTORY_RUN_DIR", str(tmp_path / "run"))
+    notebook = nbformat.read(path, as_version=4)
+    nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    assert any("pairs; columns" in o.get("text", "") for o in outputs)
