@@ -117,18 +117,36 @@ class JudgeConfig:
     sampling: SamplingConfig = _help(
         "Judge sampling parameters.", factory=lambda: SamplingConfig(temperature=0.2, top_p=1.0, max_tokens=256)
     )
-    rubric_file: str = _help("Rubric template with {product_info} {history} {question} {answer} {scale_max}.", "")
+    rubric_file: str = _help(
+        "Rubric template with {product_info} {history} {question} {answer} {reasoning} {scale_max}; "
+        "'' = conf/rubrics/default_en.txt (conf/rubrics/default_zh.txt is the Chinese one).",
+        "",
+    )
     scale_max: float = _help("Top of the score scale (scores lie in 0..scale_max).", 100.0)
-    votes: int = _help("Judgments per sample (different seeds); quality is their mean.", 1)
-    max_reasks: int = _help("Re-asks of the judge when its output cannot be parsed.", 2)
+    votes: int = _help("Judgments per sample (different seeds); quality is their mean, the spread is stored.", 1)
+    max_reasks: int = _help("Re-asks of the judge when its output cannot be parsed or is out of range.", 2)
     include_reasoning: bool = _help("Show the judge the sample's reasoning too (default: answer only).", False)
     structured: bool = _help("Constrain the judge output with a JSON schema where the engine supports it.", True)
+    dimensions: bool = _help(
+        "Ask for per-dimension scores (question, product_info, self, instruction) in the JSON schema; "
+        "stored as JSON in judgments.dimensions. The overall score stays the quality.",
+        False,
+    )
+    retry_failed: bool = _help("On a rerun, judge again the stored judgments that failed with engine_error.", False)
 
     def __post_init__(self) -> None:
         if self.votes < 1:
             raise ConfigError(f"judge.votes: must be >= 1, got {self.votes}")
         if self.scale_max <= 0:
             raise ConfigError(f"judge.scale_max: must be > 0, got {self.scale_max}")
+        if self.max_reasks < 0:
+            raise ConfigError(f"judge.max_reasks: must be >= 0, got {self.max_reasks}")
+        # Local engines are deterministic per seed at temperature 0: every vote would be the same.
+        if self.votes > 1 and self.sampling.temperature == 0 and self.engine.kind != "openai":
+            raise ConfigError(
+                f"judge.votes: {self.votes} votes at judge.sampling.temperature 0 would all be identical; "
+                "raise the temperature or use votes=1"
+            )
 
 
 PAIR_STRATEGIES = ("dp_dpo", "long2short", "quality")

@@ -63,6 +63,7 @@ def preflight(cfg: RunConfig) -> None:
     ):
         if path and "://" not in path and not Path(path).is_file():
             raise ConfigError(f"{key}: file not found: {path}")
+    judge_stage.check_rubric(rubric_text(cfg), "judge.rubric_file")
     if not cfg.prompts.path:
         raise ConfigError("prompts.path: no prompts file given")
 
@@ -298,7 +299,8 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     judge_run = _run_stage(
         "judge", cfg.judge.engine, cfg, judge_plan.to_dicts(), judge_stage.judge_batch,
         (cfg.judge, fps["judge"]), store, "judgments", JUDGMENTS,
-        _failed_judgments(fps["judge"]), lambda r: r["parse_status"] not in judge_stage.USABLE, lambda r: 0,
+        _failed_judgments(fps["judge"]), lambda r: r["parse_status"] not in judge_stage.USABLE,
+        lambda r: r.get("completion_tokens") or 0,
     )  # fmt: skip
     timings["judge"] = judge_run["seconds"]
 

@@ -44,6 +44,8 @@ JUDGMENTS = pa.schema(
         ("dimensions", pa.string()),
         ("raw", pa.string()),
         ("attempts", pa.int64()),
+        ("reasks", pa.int64()),
+        ("completion_tokens", pa.int64()),
         ("error", pa.string()),
         ("latency_s", pa.float64()),
         ("created_at", pa.float64()),

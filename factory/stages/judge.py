@@ -1,65 +1,156 @@
 """Judge stage: a generative reward model scores every usable sample on the rubric.
 
-Input columns:  samples   -> prompt_id, sample_idx, answer, reasoning, error
+Input columns:  samples   -> prompt_id, sample_idx, sampler_fp, answer, reasoning, error
                 prompts   -> prompt_id, product_info, history, question
-                stored    -> prompt_id, sample_idx, vote, judge_fp (what is already judged)
+                stored    -> prompt_id, sample_idx, sampler_fp, vote, judge_fp, parse_status (already judged)
 Output columns: judgments -> see factory.schemas.JUDGMENTS
 
+    >>> plan = plan_judgments(samples, prompts, stored, cfg, judge_fp, rubric)   # only what is missing
+    >>> rows = judge_batch(engine, plan.to_dicts(), cfg, judge_fp)             # inside a judge actor
+    >>> sample_quality(judgments)   # prompt_id, sample_idx, quality, score, quality_spread, votes_ok, votes
+
 Every judgment is a score or a reason: parse_status is one of
-ok | retried_ok (parsed after a re-ask) | unparseable | out_of_range | engine_error.
+ok | retried_ok (parsed after a re-ask) | unparseable | out_of_range | engine_error,
+and the judge's raw text is kept next to it.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
+import string
 import time
 from typing import Any
 
 import polars as pl
 
-from factory.config import JudgeConfig
+from factory.config import ConfigError, JudgeConfig
 from factory.engines.base import Engine, Request, check_order
 from factory.keys import derive_seed, stable_hash
 from factory.prompts import render_history
 from factory.schemas import require_columns
 
+STATUSES = ("ok", "retried_ok", "unparseable", "out_of_range", "engine_error")
 USABLE = ("ok", "retried_ok")
+PARSE_FAILURES = ("unparseable", "out_of_range")  # what a re-ask can fix; an engine error was already retried
 DIMENSIONS = ("question", "product_info", "self", "instruction")
+RUBRIC_FIELDS = ("product_info", "history", "question", "answer", "reasoning", "scale_max")
+REASK_ECHO_CHARS = 600  # how much of a failed reply goes back to the judge with the correction
 
 
-def judge_schema(scale_max: float) -> dict:
-    """The JSON schema the judge output is constrained to where the engine supports it."""
-    score = {"type": "integer", "minimum": 0, "maximum": int(scale_max)}
-    return {
-        "type": "object",
-        "properties": {"score": score, "reason": {"type": "string", "maxLength": 300}},
-        "required": ["score", "reason"],
-    }
+def judge_schema(scale_max: float, dimensions: bool = False) -> dict:
+    """The JSON schema the judge output is constrained to where the engine supports it.
+
+    The score comes first, so that an output cut at max_tokens still holds it; the reason is last."""
+    whole = float(scale_max).is_integer()
+    score = {"type": "integer" if whole else "number", "minimum": 0, "maximum": int(scale_max) if whole else scale_max}
+    properties: dict[str, Any] = {"score": score}
+    required = ["score"]
+    if dimensions:
+        properties["dimensions"] = {
+            "type": "object",
+            "properties": {name: score for name in DIMENSIONS},
+            "required": list(DIMENSIONS),
+        }
+        required.append("dimensions")
+    properties["reason"] = {"type": "string", "maxLength": 300}
+    required.append("reason")
+    return {"type": "object", "properties": properties, "required": required}
 
 
 def judge_fingerprint(cfg: JudgeConfig, model_id: str, rubric: str) -> str:
-    """What makes judgments comparable: judge model, rubric text, scale and judge sampling."""
-    return stable_hash(
-        {
-            "kind": cfg.engine.kind,
-            "model": model_id,
-            "rubric": rubric,
-            "scale_max": cfg.scale_max,
-            "include_reasoning": cfg.include_reasoning,
-            "structured": cfg.structured,
-            "temperature": cfg.sampling.temperature,
-            "top_p": cfg.sampling.top_p,
-            "max_tokens": cfg.sampling.max_tokens,
-            "seed": cfg.sampling.seed,
-        }
+    """What makes judgments comparable: judge model, rubric text, scale, output format and judge sampling.
+    `votes` and `max_reasks` are not in it: growing votes 1 -> 3 reuses vote 0 of every sample."""
+    identity = {
+        "kind": cfg.engine.kind,
+        "model": model_id,
+        "rubric": rubric,
+        "scale_max": cfg.scale_max,
+        "include_reasoning": cfg.include_reasoning,
+        "structured": cfg.structured,
+        "temperature": cfg.sampling.temperature,
+        "top_p": cfg.sampling.top_p,
+        "max_tokens": cfg.sampling.max_tokens,
+        "seed": cfg.sampling.seed,
+    }
+    if cfg.dimensions:  # only when set, so judgments stored before the option existed keep their key
+        identity["dimensions"] = True
+    return stable_hash(identity)
+
+
+# -- rubric ---------------------------------------------------------------------------------------
+def rubric_fields(rubric: str) -> set[str]:
+    """The {field} names a rubric template uses (raises ValueError on a malformed template)."""
+    return {name for _, name, _, _ in string.Formatter().parse(rubric) if name is not None}
+
+
+def check_rubric(rubric: str, key: str = "judge.rubric_file") -> None:
+    """Fail before any request when the rubric template cannot be rendered, naming the config key.
+
+    Fields: {product_info} {history} {question} {answer} {reasoning} {scale_max}; {answer} is required.
+    Literal braces (the JSON example) are written doubled: {{"score": ...}}."""
+    try:
+        fields = rubric_fields(rubric)
+    except ValueError as exc:
+        raise ConfigError(
+            f"{key}: the rubric is not a valid template ({exc}); write literal braces as {{{{ }}}}"
+        ) from None
+    unknown = sorted(fields - set(RUBRIC_FIELDS))
+    if unknown:
+        raise ConfigError(f"{key}: unknown field(s) {unknown} in the rubric; valid: {', '.join(RUBRIC_FIELDS)}")
+    if "answer" not in fields:
+        raise ConfigError(f"{key}: the rubric has no {{answer}} field, so the judge would never see the reply")
+
+
+def render_rubric(rubric: str, prompt: dict, sample: dict, cfg: JudgeConfig) -> list[dict[str, str]]:
+    """One judge request's messages: the rubric filled with the prompt's fields and the sample's answer.
+    The reasoning is shown (in <think> tags before the answer, and as {reasoning}) only with include_reasoning."""
+    answer = sample.get("answer") or ""
+    reasoning = (sample.get("reasoning") or "") if cfg.include_reasoning else ""
+    if reasoning and "reasoning" not in rubric_fields(rubric):
+        answer = f"<think>{reasoning}</think>\n{answer}"
+    history = prompt.get("history") or []
+    content = rubric.format(
+        product_info=prompt.get("product_info") or "(none)",
+        history=render_history(history),
+        question=prompt.get("question") or "",
+        answer=answer,
+        reasoning=reasoning or "(not shown)",
+        scale_max=int(cfg.scale_max) if float(cfg.scale_max).is_integer() else cfg.scale_max,
     )
+    return [{"role": "user", "content": content}]
 
 
-# -- parsing ------------------------------------------------------------------------------------
-_THINK_BLOCK = re.compile(r"<think>.*?(</think>|$)", re.DOTALL)
-_SCORE_TEXT = re.compile(r"(?:score|rating|评分|得分|分数)\s*[\"']?\s*[:：=]\s*[\"']?\s*(-?\d+(?:\.\d+)?)", re.IGNORECASE)
-_OUT_OF = re.compile(r"(-?\d+(?:\.\d+)?)\s*(?:/|out of)\s*(\d+)", re.IGNORECASE)
+# -- parsing ----------------------------------------------------------------------------------------
+_THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
+_THINK_OPEN = re.compile(r"<think>", re.IGNORECASE)
+_THINK_CLOSE = re.compile(r"</think>", re.IGNORECASE)
+_NUMBER = r"-?\d+(?:\.\d+)?"
+# "score: 85", "**Score:** 85", "Overall score is 85/100", "评分：85" - the words a judge puts before its number.
+_SCORE_TEXT = re.compile(
+    r"(?<![a-z])(?:overall[ _]score|final[ _]score|total[ _]score|score|rating|评分|得分|总分|分数)"
+    r"[\s*_\"'`]*(?:[:：=]|\bis\b|\bof\b|为|是)[\s*_\"'`]*"
+    rf"({_NUMBER})(?:\s*(?:/|out of)\s*({_NUMBER}))?",
+    re.IGNORECASE,
+)
+_OUT_OF = re.compile(rf"({_NUMBER})\s*(?:/|out of)\s*({_NUMBER})", re.IGNORECASE)
+_SCORE_KEYS = ("score", "overall", "overall_score", "total_score", "final_score", "rating", "评分", "得分", "总分")
+
+
+def strip_reasoning(text: str) -> tuple[str, bool]:
+    """(the judge's final text, whether it ended inside an unclosed <think>).
+
+    R1-style output: closed <think> blocks go; a `</think>` without its opening tag (templates that
+    open the block in the prompt) keeps what follows it; an unclosed <think> keeps what precedes it."""
+    body = _THINK_BLOCK.sub("", text)
+    closes = list(_THINK_CLOSE.finditer(body))
+    if closes:
+        body = body[closes[-1].end() :]
+    opened = _THINK_OPEN.search(body)
+    if opened:
+        return body[: opened.start()].strip(), True
+    return body.strip(), False
 
 
 def _json_objects(text: str) -> list[dict]:
@@ -70,7 +161,7 @@ def _json_objects(text: str) -> list[dict]:
     while index != -1:
         try:
             value, end = decoder.raw_decode(text, index)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # also ints too long to convert (> 4300 digits)
             index = text.find("{", index + 1)
             continue
         if isinstance(value, dict):
@@ -79,74 +170,103 @@ def _json_objects(text: str) -> list[dict]:
     return found
 
 
-def _number(value: Any) -> float | None:
+def _number(value: Any) -> tuple[float, float | None] | None:
+    """(number, its stated scale top or None) from a JSON value: 85, 85.0, "85", "85/100"."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, (int, float)):
-        return float(value)
+    if isinstance(value, int):
+        try:
+            return float(value), None
+        except OverflowError:  # an integer beyond float range: no finite score
+            return math.inf, None
+    if isinstance(value, float):
+        return value, None
     if isinstance(value, str):
-        match = re.fullmatch(r"\s*(-?\d+(?:\.\d+)?)\s*(?:/\s*\d+)?\s*", value)
-        return float(match.group(1)) if match else None
+        match = re.fullmatch(rf"\s*({_NUMBER})\s*(?:(?:/|out of)\s*({_NUMBER}))?\s*", value, re.IGNORECASE)
+        if match:
+            return float(match.group(1)), float(match.group(2)) if match.group(2) else None
     return None
 
 
-def parse_judgment(text: str, scale_max: float) -> dict[str, Any]:
+def _lookup(obj: dict, keys: tuple[str, ...]) -> Any:
+    lowered = {str(k).strip().lower(): v for k, v in obj.items()}
+    for key in keys:
+        if key in lowered and _number(lowered[key]) is not None:
+            return lowered[key]
+    return None
+
+
+def _dimensions(obj: dict, scale_max: float) -> dict[str, float] | None:
+    """Per-dimension scores that are numbers on the scale; anything else is left out (the overall
+    score is what the pairs use, so a bad dimension never costs the judgment)."""
+    dims = obj.get("dimensions", obj.get("scores"))
+    if not isinstance(dims, dict):
+        return None
+    out = {}
+    for name, value in dims.items():
+        parsed = _number(value)
+        if parsed is not None and math.isfinite(parsed[0]) and 0 <= parsed[0] <= scale_max:
+            out[str(name)] = parsed[0]
+    return out or None
+
+
+def parse_judgment(text: str | None, scale_max: float) -> dict[str, Any]:
     """Judge text -> {score, status, reason, dimensions}. Never raises; status says what went wrong.
 
-    Order: strip `<think>` blocks; the last JSON object with a numeric "score"; else a
-    "score: N" form; else "N/M" or "N out of M" with M == scale_max. Then the range check.
+    Order: strip <think> blocks; the last JSON object with a numeric "score" (or overall/rating);
+    else the last "score: N" form; else the last "N/M" or "N out of M" with M == scale_max.
+    Then: a non-finite number is unparseable; a score stated on another scale ("8/10" on 0..100) or
+    outside 0..scale_max is out_of_range (never clipped, never rescaled: the judge is re-asked).
     """
-    body = _THINK_BLOCK.sub("", text or "").strip()
-    score: float | None = None
-    reason = ""
-    dimensions: dict | None = None
+    body, in_think = strip_reasoning(text or "")
+    found: tuple[float, float | None] | None = None
+    reason, dimensions = "", None
     for obj in reversed(_json_objects(body)):
-        value = _number(obj.get("score", obj.get("overall")))
+        value = _lookup(obj, _SCORE_KEYS)
         if value is not None:
-            score = value
-            reason = str(obj.get("reason", "") or "")
-            dims = obj.get("dimensions")
-            dimensions = dims if isinstance(dims, dict) else None
+            found = _number(value)
+            reason = str(obj.get("reason") or obj.get("explanation") or "")
+            dimensions = _dimensions(obj, scale_max)
             break
-    if score is None:
+    if found is None:
         matches = _SCORE_TEXT.findall(body)
         if matches:
-            score = float(matches[-1])
-    if score is None:
+            value, top = matches[-1]
+            found = (float(value), float(top) if top else None)
+    if found is None:
         for value, top in _OUT_OF.findall(body):
             if float(top) == float(scale_max):
-                score = float(value)
-    if score is None:
-        return {"score": None, "status": "unparseable", "reason": "no score found in judge output", "dimensions": None}
-    if not 0 <= score <= scale_max:
+                found = (float(value), float(top))
+    if found is None:
+        if in_think:
+            why = "judge output ended inside <think> with no score (raise judge.sampling.max_tokens?)"
+        else:
+            why = "empty judge output" if not body else "no score found in judge output"
+        return {"score": None, "status": "unparseable", "reason": why, "dimensions": None}
+    score, top = found
+    if not math.isfinite(score):
         return {
-            "score": score,
-            "status": "out_of_range",
-            "reason": f"score {score:g} outside 0..{scale_max:g}",
-            "dimensions": dimensions,
+            "score": None,
+            "status": "unparseable",
+            "reason": f"score is not a finite number ({score})",
+            "dimensions": None,
         }
+    if top is not None and top != float(scale_max):
+        why = f"score given as {score:g}/{top:g}, but the scale is 0..{scale_max:g}"
+        return {"score": score, "status": "out_of_range", "reason": why, "dimensions": dimensions}
+    if not 0 <= score <= scale_max:
+        why = f"score {score:g} outside 0..{scale_max:g}"
+        return {"score": score, "status": "out_of_range", "reason": why, "dimensions": dimensions}
     return {"score": score, "status": "ok", "reason": reason, "dimensions": dimensions}
 
 
-# -- planning -----------------------------------------------------------------------------------
+# -- planning -----------------------------------------------------------------------------------------
 def judgeable(samples: pl.DataFrame) -> pl.DataFrame:
-    """Samples worth a judge call: no engine error and a non-empty answer."""
-    return samples.filter(pl.col("error").is_null() & (pl.col("answer").str.strip_chars().str.len_chars() > 0))
-
-
-def render_rubric(rubric: str, prompt: dict, sample: dict, cfg: JudgeConfig) -> list[dict[str, str]]:
-    answer = sample["answer"]
-    if cfg.include_reasoning and sample.get("reasoning"):
-        answer = f"<think>{sample['reasoning']}</think>\n{answer}"
-    history = prompt.get("history") or []
-    content = rubric.format(
-        product_info=prompt.get("product_info") or "(none)",
-        history=render_history(history),
-        question=prompt.get("question") or "",
-        answer=answer,
-        scale_max=int(cfg.scale_max) if float(cfg.scale_max).is_integer() else cfg.scale_max,
+    """Samples worth a judge call: no engine error and a non-empty answer (the pairs stage counts the
+    others under engine_error / empty_answer, so they are not lost)."""
+    return samples.filter(
+        pl.col("error").is_null() & (pl.col("answer").fill_null("").str.strip_chars().str.len_chars() > 0)
     )
-    return [{"role": "user", "content": content}]
 
 
 def plan_judgments(
@@ -157,15 +277,31 @@ def plan_judgments(
     judge_fp: str,
     rubric: str,
 ) -> pl.DataFrame:
-    """Every (sample, vote) not yet judged under `judge_fp`, with the rendered judge messages."""
+    """Every (sample, vote) not yet judged under `judge_fp`, with its seed and rendered judge messages.
+
+    The cache key is (prompt_id, sample_idx, sampler_fp, vote) under judge_fp: the same rubric plans
+    nothing, a changed rubric (new judge_fp) plans every vote of every sample again. With
+    `retry_failed`, stored engine_error judgments are planned again (their new row supersedes)."""
     require_columns(samples, ("prompt_id", "sample_idx", "sampler_fp", "answer", "reasoning", "error"), "judge.plan")
     require_columns(prompts, ("prompt_id", "product_info", "history", "question"), "judge.plan")
+    check_rubric(rubric)
+    key = ["prompt_id", "sample_idx", "sampler_fp", "vote"]
     wanted = judgeable(samples).select("prompt_id", "sample_idx", "sampler_fp", "answer", "reasoning")
     wanted = wanted.join(pl.DataFrame({"vote": list(range(cfg.votes))}, schema={"vote": pl.Int64}), how="cross")
     if stored is not None and stored.height:
-        done = stored.filter(pl.col("judge_fp") == judge_fp).select("prompt_id", "sample_idx", "sampler_fp", "vote")
-        wanted = wanted.join(done.unique(), on=["prompt_id", "sample_idx", "sampler_fp", "vote"], how="anti")
-    by_id = {row["prompt_id"]: row for row in prompts.select("prompt_id", "product_info", "history", "question").to_dicts()}
+        require_columns(stored, (*key, "judge_fp", "parse_status", "created_at"), "judge.plan")
+        done = stored.filter(pl.col("judge_fp") == judge_fp)
+        if cfg.retry_failed:  # the latest row of a key decides, as when the judgments are read
+            done = (
+                done.sort("created_at").unique(subset=key, keep="last").filter(pl.col("parse_status") != "engine_error")
+            )
+        wanted = wanted.join(done.select(key).unique(), on=key, how="anti", maintain_order="left")
+    by_id = {
+        row["prompt_id"]: row for row in prompts.select("prompt_id", "product_info", "history", "question").to_dicts()
+    }
+    orphans = set(wanted["prompt_id"].unique()) - set(by_id)
+    if orphans:
+        raise ValueError(f"judge.plan: samples of {len(orphans)} prompt(s) not in prompts, e.g. {sorted(orphans)[:3]}")
     rows = []
     for row in wanted.to_dicts():
         rows.append(
@@ -189,23 +325,45 @@ def plan_judgments(
     return pl.DataFrame(rows, schema=schema)
 
 
-# -- running ------------------------------------------------------------------------------------
+# -- running ------------------------------------------------------------------------------------------
+def reask_messages(
+    messages: list[dict[str, str]], failed_text: str, reason: str, cfg: JudgeConfig
+) -> list[dict[str, str]]:
+    """The original request plus the failed reply and a correction, so the judge knows what to fix
+    (a plain retry with a new seed tends to repeat a format mistake such as a 0..10 score)."""
+    body, _ = strip_reasoning(failed_text or "")
+    top = int(cfg.scale_max) if float(cfg.scale_max).is_integer() else cfg.scale_max
+    correction = (
+        f"Your reply could not be used: {reason}. Reply again with only a JSON object, "
+        f'{{"score": <a number from 0 to {top}>, "reason": "<one short sentence>"}}, and nothing else.'
+    )
+    echo = body[-REASK_ECHO_CHARS:] or "(no reply)"
+    return [*messages, {"role": "assistant", "content": echo}, {"role": "user", "content": correction}]
+
+
 def judge_batch(engine: Engine, rows: list[dict[str, Any]], cfg: JudgeConfig, judge_fp: str) -> list[dict]:
-    """Judge a batch; a row whose output cannot be parsed is re-asked (new seed) up to max_reasks."""
-    schema = judge_schema(cfg.scale_max) if cfg.structured and engine.supports_json_schema else None
-    results: dict[int, dict] = {}
+    """Judge a batch of planned rows -> judgment rows (one per plan row, same order).
+
+    A row whose output cannot be parsed (unparseable, out_of_range) is re-asked up to max_reasks
+    times with a new seed and the correction above; parsed on a re-ask -> retried_ok. An engine error
+    is not re-asked here (the engine already retried it). `attempts` counts the LLM requests made,
+    `completion_tokens` and `latency_s` add up over them; `raw` is the last reply."""
+    schema = judge_schema(cfg.scale_max, cfg.dimensions) if cfg.structured and engine.supports_json_schema else None
+    state = [
+        {"result": None, "attempts": 0, "reasks": 0, "tokens": None, "latency": 0.0, "messages": row["messages"]}
+        for row in rows
+    ]
     pending = list(range(len(rows)))
-    attempts = {i: 0 for i in pending}
     for round_no in range(cfg.max_reasks + 1):
         if not pending:
             break
         requests = [
             Request(
-                messages=rows[i]["messages"],
+                messages=state[i]["messages"],
                 max_tokens=cfg.sampling.max_tokens,
                 temperature=cfg.sampling.temperature,
                 top_p=cfg.sampling.top_p,
-                seed=rows[i]["seed"] + round_no,
+                seed=(rows[i]["seed"] + round_no) & 0x7FFFFFFF,
                 json_schema=schema,
                 tag=i,
             )
@@ -213,20 +371,32 @@ def judge_batch(engine: Engine, rows: list[dict[str, Any]], cfg: JudgeConfig, ju
         ]
         retry = []
         for i, completion in zip(pending, check_order(requests, engine.generate(requests))):
-            attempts[i] += completion.attempts
+            current = state[i]
+            previous = current["result"]
+            current["attempts"] += completion.attempts
+            current["reasks"] = round_no
+            current["latency"] += completion.latency_s or 0.0
+            if completion.completion_tokens is not None:
+                current["tokens"] = (current["tokens"] or 0) + completion.completion_tokens
             if completion.error:
                 parsed = {"score": None, "status": "engine_error", "reason": completion.error, "dimensions": None}
             else:
                 parsed = parse_judgment(completion.text, cfg.scale_max)
                 if parsed["status"] == "ok" and round_no > 0:
                     parsed["status"] = "retried_ok"
-            results[i] = {**parsed, "raw": completion.text, "latency_s": completion.latency_s, "error": completion.error}
-            if parsed["status"] in ("unparseable", "out_of_range"):
+                if completion.finish_reason == "length" and parsed["status"] in PARSE_FAILURES:
+                    parsed["reason"] += " (output cut at judge.sampling.max_tokens)"
+            if previous is not None and parsed["status"] not in USABLE:
+                parsed["reason"] += f"; after {round_no} re-ask(s), first: {previous['first_reason']}"
+            parsed["first_reason"] = previous["first_reason"] if previous else parsed["reason"]
+            current["result"] = {**parsed, "raw": completion.text, "error": completion.error}
+            if parsed["status"] in PARSE_FAILURES and round_no < cfg.max_reasks:
+                current["messages"] = reask_messages(rows[i]["messages"], completion.text, parsed["reason"], cfg)
                 retry.append(i)
         pending = retry
     out = []
-    for i, row in enumerate(rows):
-        result = results[i]
+    for row, current in zip(rows, state):
+        result = current["result"]
         usable = result["status"] in USABLE
         out.append(
             {
@@ -239,11 +409,13 @@ def judge_batch(engine: Engine, rows: list[dict[str, Any]], cfg: JudgeConfig, ju
                 "quality": result["score"] / cfg.scale_max if usable else None,
                 "parse_status": result["status"],
                 "reason": result["reason"],
-                "dimensions": json.dumps(result["dimensions"]) if result["dimensions"] else None,
+                "dimensions": json.dumps(result["dimensions"], ensure_ascii=False) if result["dimensions"] else None,
                 "raw": result["raw"],
-                "attempts": attempts[i],
+                "attempts": current["attempts"],
+                "reasks": current["reasks"],
+                "completion_tokens": current["tokens"],
                 "error": result["error"],
-                "latency_s": result["latency_s"],
+                "latency_s": current["latency"],
                 "created_at": time.time(),
             }
         )
@@ -251,13 +423,25 @@ def judge_batch(engine: Engine, rows: list[dict[str, Any]], cfg: JudgeConfig, ju
 
 
 def sample_quality(judgments: pl.DataFrame) -> pl.DataFrame:
-    """Votes -> one row per sample: quality (mean of usable votes), spread, vote counts, status."""
-    require_columns(judgments, ("prompt_id", "sample_idx", "quality", "parse_status"), "judge.aggregate")
+    """Votes -> one row per sample.
+
+    Input:  prompt_id, sample_idx, vote, score, quality, parse_status (one row per vote)
+    Output: prompt_id, sample_idx, quality (mean of usable votes, null when none), score (their mean
+            raw score), quality_spread (population std of usable votes: 0 for one vote, null for none),
+            votes_ok, votes
+    """
+    require_columns(judgments, ("prompt_id", "sample_idx", "score", "quality", "parse_status"), "judge.aggregate")
     usable = pl.col("parse_status").is_in(USABLE)
-    return judgments.group_by("prompt_id", "sample_idx").agg(
-        pl.col("quality").filter(usable).mean().alias("quality"),
-        pl.col("score").filter(usable).mean().alias("score"),
-        pl.col("quality").filter(usable).std(ddof=0).fill_null(0.0).alias("quality_spread"),
-        usable.sum().cast(pl.Int64).alias("votes_ok"),
-        pl.len().cast(pl.Int64).alias("votes"),
+    return (
+        judgments.group_by("prompt_id", "sample_idx")
+        .agg(
+            pl.col("quality").filter(usable).mean().alias("quality"),
+            pl.col("score").filter(usable).mean().alias("score"),
+            pl.col("quality").filter(usable).std(ddof=0).alias("quality_spread"),
+            usable.sum().cast(pl.Int64).alias("votes_ok"),
+            pl.len().cast(pl.Int64).alias("votes"),
+        )
+        .with_columns(
+            pl.when(pl.col("votes_ok") > 0).then(pl.col("quality_spread").fill_null(0.0)).alias("quality_spread")
+        )
     )

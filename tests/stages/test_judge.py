@@ -1,0 +1,578 @@
+"""Judge stage: parsing (a corpus of malformed outputs + properties), re-asks, votes, the judge cache
+counted in requests, and the structured path against the real embedded model (slow, tiny)."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from factory.config import ConfigError, EngineConfig, JudgeConfig, SamplingConfig
+from factory.engines.base import Completion, Request
+from factory.schemas import JUDGMENTS, SAMPLES
+from factory.stages import judge
+from factory.stages.sample import plan_samples
+from factory.store import RunStore
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+RUBRIC_EN = (CONF / "rubrics" / "default_en.txt").read_text().strip()
+RUBRIC_ZH = (CONF / "rubrics" / "default_zh.txt").read_text().strip()
+FAILURES = ("unparseable", "out_of_range")
+
+
+# -- a judge that can be scripted and counts its requests --------------------------------------------
+class CountingJudge:
+    """Replies `{"score": N, "reason": ...}` with N taken from the answer's `[N]` marker, unless a
+    script for a marker in the request says otherwise (a list: one reply per attempt; an Exception
+    is an engine error). Counts every request; returns completions in reverse order like an async engine."""
+
+    model_name = "counting-judge"
+
+    def __init__(self, script: dict[str, list] | None = None, supports_json_schema: bool = True):
+        self.script = script or {}
+        self.supports_json_schema = supports_json_schema
+        self.requests: list[Request] = []
+        self.calls: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def _reply(self, request: Request) -> str | Exception:
+        first = request.messages[0]["content"]
+        for marker, replies in self.script.items():
+            if marker in first:
+                n = self.calls.get(marker, 0)
+                self.calls[marker] = n + 1
+                return replies[min(n, len(replies) - 1)]
+        found = re.search(r"\[(\d+)\]", first)
+        return json.dumps({"score": int(found.group(1)) if found else 50, "reason": "fake"})
+
+    def generate(self, requests: list[Request]) -> list[Completion]:
+        out = []
+        with self._lock:
+            self.requests.extend(requests)
+            for request in requests:
+                reply = self._reply(request)
+                if isinstance(reply, Exception):
+                    out.append(Completion(tag=request.tag, error=str(reply), attempts=4))
+                else:
+                    tokens = len(reply.split())
+                    out.append(Completion(tag=request.tag, text=reply, finish_reason="stop", completion_tokens=tokens))
+        return list(reversed(out))
+
+    def count_tokens(self, texts: list[str]) -> None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+def cfg(**kwargs) -> JudgeConfig:
+    return JudgeConfig(engine=EngineConfig(batch_size=4), **kwargs)
+
+
+PROMPTS = pl.DataFrame(
+    {
+        "prompt_id": ["p1", "p2"],
+        "product_info": ["- name: Air Fryer\n- link: 3", "- name: Serum\n- link: 7"],
+        "history": [[], [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello!"}]],
+        "question": ["coupon today?", "with retinol?"],
+    },
+    schema={
+        "prompt_id": pl.String,
+        "product_info": pl.String,
+        "history": pl.List(pl.Struct({"role": pl.String, "content": pl.String})),
+        "question": pl.String,
+    },
+)
+
+
+def samples_frame(sampler_fp: str = "sfp") -> pl.DataFrame:
+    """2 prompts x 3 samples: one engine error, one empty answer, so 2 x 3 - 2 = 4 are judgeable."""
+    rows = []
+    for p, scores in (("p1", (80, 20, 60)), ("p2", (40, 90, 10))):
+        for i, s in enumerate(scores):
+            rows.append(
+                {"prompt_id": p, "sample_idx": i, "sampler_fp": sampler_fp, "reasoning": f"think {p}{i}",
+                 "answer": f"reply {p}{i} [{s}]", "error": None, "created_at": float(i)}
+            )  # fmt: skip
+    rows[2]["error"] = "engine down"
+    rows[5]["answer"] = "   "
+    return pl.DataFrame(rows)
+
+
+# -- parsing: a corpus of what judges really write -----------------------------------------------------
+CORPUS = [
+    ('{"score": 85, "reason": "good"}', "ok", 85),
+    ('{"score": 85.5, "reason": "good"}', "ok", 85.5),
+    ('{"score": "85", "reason": "string score"}', "ok", 85),
+    ('{"score": "85/100"}', "ok", 85),
+    ('{"Score": 55, "Reason": "capitalised keys"}', "ok", 55),
+    ('{"overall_score": 66}', "ok", 66),
+    ('```json\n{"score": 70, "reason": "fenced"}\n```', "ok", 70),
+    ('Here is my verdict:\n{"score": 40, "reason": "x"}\nHope that helps!', "ok", 40),
+    ('{"dimensions": {"question": 90}, "score": 77}', "ok", 77),
+    ('{"score": 10, "reason": "This is a JSON object with a JSON', "ok", 10),  # cut at max_tokens
+    ('<think>The reply invents a coupon. {"score": 90}</think>{"score": 20, "reason": "invented"}', "ok", 20),
+    ("<think>score: 99 maybe</think>\nScore: 35", "ok", 35),
+    ('the reply is fine overall</think>{"score": 64}', "ok", 64),  # template opened <think> in the prompt
+    ("<THINK>hmm</THINK> score = 12", "ok", 12),
+    ("**Score:** 72\n**Reason:** ok", "ok", 72),
+    ("Overall score is 91.", "ok", 91),
+    ("Final score: 45/100", "ok", 45),
+    ("I would rate it 70 out of 100.", "ok", 70),
+    ("评分：85", "ok", 85),
+    ("得分为 60 分", "ok", 60),
+    ("{'score': 33, 'reason': 'python dict'}", "ok", 33),
+    ('{"score": 0, "reason": "harmful"}', "ok", 0),
+    ('{"score": 100}', "ok", 100),
+    ('{"score": 150, "reason": "too good"}', "out_of_range", 150),
+    ('{"score": -5}', "out_of_range", -5),
+    ("Score: 8/10", "out_of_range", 8),  # another scale: re-asked, never rescaled
+    ('{"score": "9/10"}', "out_of_range", 9),
+    ("Score: 101", "out_of_range", 101),
+    ('{"score": NaN}', "unparseable", None),
+    ('{"score": Infinity}', "unparseable", None),
+    ('{"score": 1e999}', "unparseable", None),
+    ('{"score": null, "reason": "cannot judge"}', "unparseable", None),
+    ('{"score": true}', "unparseable", None),
+    ('{"score": "high"}', "unparseable", None),
+    ('{"reason": "no score key"}', "unparseable", None),
+    ("<think>The reply is good, I think the score should be", "unparseable", None),  # cut inside <think>
+    ("<think>score: 80</think>", "unparseable", None),  # a score only inside the reasoning is not the verdict
+    ("", "unparseable", None),
+    (None, "unparseable", None),
+    ("The reply is great!", "unparseable", None),
+    ("Released 2024/05/01, rated 4/5 stars", "unparseable", None),  # fractions on other scales are not scores
+    ("{{{{{{{{", "unparseable", None),
+    ("{" * 5000, "unparseable", None),
+    ("[" * 5000 + "]" * 5000, "unparseable", None),
+    ('{"score": 1' + "0" * 400 + "}", "unparseable", None),  # beyond float range
+    ('{"score": ' + "9" * 5000 + "}", "unparseable", None),  # beyond Python's int parsing limit
+]
+
+
+@pytest.mark.parametrize("text, status, score", CORPUS)
+def test_parse_corpus(text, status, score):
+    parsed = judge.parse_judgment(text, 100)
+    assert parsed["status"] == status, parsed
+    assert parsed["score"] == score
+    assert parsed["reason"] or status == "ok"  # every failure says why
+
+
+def test_parse_keeps_reason_and_only_valid_dimensions():
+    text = '{"score": 70, "reason": "ok", "dimensions": {"question": 80, "self": "90", "product_info": 300, "x": "?"}}'
+    parsed = judge.parse_judgment(text, 100)
+    assert parsed["reason"] == "ok"
+    assert parsed["dimensions"] == {"question": 80.0, "self": 90.0}
+
+
+def test_parse_unparseable_says_when_the_output_ended_in_think():
+    assert "inside <think>" in judge.parse_judgment("<think>long thought", 100)["reason"]
+    assert judge.parse_judgment("   ", 100)["reason"] == "empty judge output"
+
+
+def test_parse_other_scale():
+    assert judge.parse_judgment("Score: 8/10", 10) == {"score": 8.0, "status": "ok", "reason": "", "dimensions": None}
+    assert judge.parse_judgment('{"score": 4.5}', 5)["status"] == "ok"
+    assert judge.parse_judgment('{"score": 6}', 5)["status"] == "out_of_range"
+
+
+BRACE_FREE = st.text(alphabet=st.characters(blacklist_characters="{}<>"), max_size=80)
+
+
+@given(st.text(max_size=400), st.sampled_from([1, 5, 10, 100]))
+@settings(max_examples=300, deadline=None)
+def test_any_text_never_raises_and_usable_means_in_range(text, scale):
+    parsed = judge.parse_judgment(text, scale)
+    assert parsed["status"] in FAILURES + ("ok",)
+    if parsed["status"] == "ok":
+        assert 0 <= parsed["score"] <= scale
+    else:
+        assert parsed["reason"]
+
+
+FRAGMENTS = st.sampled_from(
+    ['{', '}', '"score"', "'score'", "Score", "score", ":", "：", "=", " ", "\n", ",", '"', "-", ".", "/", "out of",
+     "0", "7", "42", "100", "101", "1e400", "NaN", "<think>", "</think>", "```json", "```", "评分", "null", "true", "[", "]"]
+)  # fmt: skip
+
+
+@given(st.lists(FRAGMENTS, max_size=40).map("".join), st.sampled_from([10, 100]))
+@settings(max_examples=500, deadline=None)
+def test_judge_like_fragments_never_raise_and_usable_means_in_range(text, scale):
+    parsed = judge.parse_judgment(text, scale)
+    assert parsed["status"] in FAILURES + ("ok",)
+    assert parsed["status"] != "ok" or 0 <= parsed["score"] <= scale
+    assert parsed["status"] == "ok" or parsed["reason"]
+
+
+@given(
+    score=st.one_of(st.integers(0, 100), st.floats(0, 100, allow_nan=False).map(lambda x: round(x, 2))),
+    reason=st.text(max_size=60),
+    prefix=BRACE_FREE,
+    suffix=BRACE_FREE,
+    thinking=st.one_of(st.none(), st.text(max_size=200).filter(lambda t: "</think>" not in t.lower())),
+)
+@settings(max_examples=300, deadline=None)
+def test_json_with_a_score_in_range_parses_to_that_score(score, reason, prefix, suffix, thinking):
+    body = json.dumps({"score": score, "reason": reason}, ensure_ascii=False)
+    text = (f"<think>{thinking}</think>" if thinking is not None else "") + prefix + body + suffix
+    parsed = judge.parse_judgment(text, 100)
+    assert parsed["status"] == "ok", (text, parsed)
+    assert parsed["score"] == float(score)
+    assert parsed["reason"] == reason
+
+
+@given(
+    score=st.one_of(
+        st.integers(max_value=-1), st.integers(min_value=101), st.floats(100.01, 1e12), st.floats(-1e12, -0.01)
+    ),
+    form=st.sampled_from(["json", "text"]),
+)
+@settings(max_examples=300, deadline=None)
+def test_a_score_out_of_range_is_always_out_of_range(score, form):
+    text = (
+        json.dumps({"score": score})
+        if form == "json"
+        else f"Score: {score:f}"
+        if isinstance(score, float)
+        else f"Score: {score}"
+    )
+    parsed = judge.parse_judgment(text, 100)
+    assert parsed["status"] == "out_of_range", (text, parsed)
+    assert parsed["score"] == pytest.approx(float(score))
+
+
+# -- rubric and schema -----------------------------------------------------------------------------
+@pytest.mark.parametrize("rubric", [RUBRIC_EN, RUBRIC_ZH], ids=["en", "zh"])
+def test_default_rubrics_render_every_field(rubric):
+    judge.check_rubric(rubric)
+    prompt = PROMPTS.row(1, named=True)
+    (message,) = judge.render_rubric(
+        rubric, prompt, {"answer": "Link 7, ask customer service!", "reasoning": "hmm"}, cfg()
+    )
+    content = message["content"]
+    for expected in ("- name: Serum", "Viewer: hi", "Host: hello!", "with retinol?", "Link 7, ask customer service!"):
+        assert expected in content
+    assert "100" in content and "{scale_max}" not in content
+    assert '{"score": <' in content  # the doubled braces of the JSON example come out single
+    assert "hmm" not in content  # reasoning stays hidden by default
+
+
+def test_include_reasoning_shows_the_reasoning():
+    (message,) = judge.render_rubric(
+        RUBRIC_EN, PROMPTS.row(0, named=True), {"answer": "A", "reasoning": "R1 thought"}, cfg(include_reasoning=True)
+    )
+    assert "<think>R1 thought</think>\nA" in message["content"]
+    custom = "Reasoning: {reasoning}\nReply: {answer}"
+    (message,) = judge.render_rubric(custom, {}, {"answer": "A", "reasoning": "R"}, cfg(include_reasoning=True))
+    assert message["content"] == "Reasoning: R\nReply: A"
+
+
+@pytest.mark.parametrize(
+    "rubric, message",
+    [
+        ("Reply: {answer} {colour}", "unknown field"),
+        ("Reply: {reply}", "unknown field"),
+        ("Product: {product_info}", "no {answer} field"),
+        ('Reply: {answer} {"score": 1}', "judge.rubric_file"),
+        ("Reply: {answer", "not a valid template"),
+    ],
+)
+def test_bad_rubric_is_a_config_error_naming_the_key(rubric, message):
+    with pytest.raises(ConfigError, match=re.escape(message)) as info:
+        judge.check_rubric(rubric)
+    assert str(info.value).startswith("judge.rubric_file")
+
+
+def test_schema_score_first_and_dimensions_optional():
+    plain = judge.judge_schema(100)
+    assert list(plain["properties"]) == ["score", "reason"]
+    assert plain["properties"]["score"] == {"type": "integer", "minimum": 0, "maximum": 100}
+    dims = judge.judge_schema(10, dimensions=True)
+    assert dims["required"] == ["score", "dimensions", "reason"]
+    assert dims["properties"]["dimensions"]["required"] == list(judge.DIMENSIONS)
+    assert judge.judge_schema(1.5)["properties"]["score"]["type"] == "number"
+
+
+def test_fingerprint_changes_with_rubric_and_format_not_with_votes():
+    base = judge.judge_fingerprint(cfg(), "m", "rubric {answer}")
+    assert judge.judge_fingerprint(cfg(), "m", "rubric {answer}!") != base
+    assert judge.judge_fingerprint(cfg(dimensions=True), "m", "rubric {answer}") != base
+    assert judge.judge_fingerprint(cfg(scale_max=10), "m", "rubric {answer}") != base
+    assert judge.judge_fingerprint(cfg(votes=3, max_reasks=5), "m", "rubric {answer}") == base
+
+
+def test_config_refuses_identical_votes_and_negative_reasks():
+    with pytest.raises(ConfigError, match="judge.votes"):
+        JudgeConfig(votes=3, sampling=SamplingConfig(temperature=0.0))
+    with pytest.raises(ConfigError, match="judge.max_reasks"):
+        JudgeConfig(max_reasks=-1)
+    JudgeConfig(
+        votes=3, sampling=SamplingConfig(temperature=0.0), engine=EngineConfig(kind="openai", base_url="http://x")
+    )
+
+
+# -- judge_batch: structured requests, re-asks, statuses ----------------------------------------------
+def plan_rows(samples: pl.DataFrame | None = None, config: JudgeConfig | None = None) -> list[dict]:
+    config = config or cfg()
+    return judge.plan_judgments(
+        samples_frame() if samples is None else samples, PROMPTS, None, config, "jfp", RUBRIC_EN
+    ).to_dicts()
+
+
+def test_judge_batch_passes_the_schema_only_when_the_engine_supports_it():
+    for supports, structured, expected in (
+        (True, True, judge.judge_schema(100)),
+        (False, True, None),
+        (True, False, None),
+    ):
+        engine = CountingJudge(supports_json_schema=supports)
+        judge.judge_batch(engine, plan_rows(), cfg(structured=structured), "jfp")
+        assert all(r.json_schema == expected for r in engine.requests)
+    engine = CountingJudge()
+    judge.judge_batch(engine, plan_rows(), cfg(dimensions=True), "jfp")
+    assert engine.requests[0].json_schema == judge.judge_schema(100, dimensions=True)
+
+
+def test_judge_batch_uses_the_judge_sampling_params():
+    engine = CountingJudge()
+    config = cfg(sampling=SamplingConfig(temperature=0.3, top_p=0.7, max_tokens=77, seed=5))
+    rows = plan_rows(config=config)
+    judge.judge_batch(engine, rows, config, "jfp")
+    assert {(r.temperature, r.top_p, r.max_tokens) for r in engine.requests} == {(0.3, 0.7, 77)}
+    assert [r.seed for r in engine.requests] == [row["seed"] for row in rows]
+
+
+def test_judge_batch_results_in_plan_order_with_scores():
+    rows = plan_rows()
+    out = judge.judge_batch(CountingJudge(), rows, cfg(), "jfp")
+    assert [(r["prompt_id"], r["sample_idx"]) for r in out] == [(r["prompt_id"], r["sample_idx"]) for r in rows]
+    assert [r["score"] for r in out] == [80, 20, 40, 90]
+    assert [r["quality"] for r in out] == [0.8, 0.2, 0.4, 0.9]
+    assert {r["parse_status"] for r in out} == {"ok"}
+    assert all(r["attempts"] == 1 and r["reasks"] == 0 and r["completion_tokens"] > 0 for r in out)
+
+
+def test_reasks_fix_parse_failures_and_every_failure_keeps_its_reason_and_raw():
+    script = {
+        "reply p10": ["no idea", '{"score": 75, "reason": "fixed"}'],  # unparseable -> retried_ok
+        "reply p11": ["Score: 8/10", "Score: 80/100"],  # out_of_range -> retried_ok
+        "reply p20": ["???", "still ???", "nope"],  # unparseable after every re-ask
+        "reply p21": [RuntimeError("HTTP 500")],  # engine error: not re-asked (the engine retried)
+    }
+    engine = CountingJudge(script)
+    out = {
+        r["prompt_id"] + str(r["sample_idx"]): r
+        for r in judge.judge_batch(engine, plan_rows(), cfg(max_reasks=2), "jfp")
+    }
+    assert (out["p10"]["parse_status"], out["p10"]["score"], out["p10"]["reason"]) == ("retried_ok", 75, "fixed")
+    assert out["p10"]["attempts"] == 2 and out["p10"]["reasks"] == 1
+    assert out["p10"]["completion_tokens"] == 2 + 4  # the fake counts words: "no idea", then the JSON
+    assert (out["p11"]["parse_status"], out["p11"]["quality"]) == ("retried_ok", 0.8)
+    bad = out["p20"]
+    assert (bad["parse_status"], bad["score"], bad["quality"], bad["raw"]) == ("unparseable", None, None, "nope")
+    assert bad["attempts"] == 3 and bad["reasks"] == 2 and "after 2 re-ask(s)" in bad["reason"]
+    err = out["p21"]
+    assert (err["parse_status"], err["error"], err["reason"], err["attempts"]) == (
+        "engine_error",
+        "HTTP 500",
+        "HTTP 500",
+        4,
+    )
+    assert engine.calls == {"reply p10": 2, "reply p11": 2, "reply p20": 3, "reply p21": 1}
+    assert len(engine.requests) == 2 + 2 + 3 + 1
+
+
+def test_a_reask_shows_the_failed_reply_and_the_reason_with_a_new_seed():
+    engine = CountingJudge({"reply p10": ["Score: 8/10", '{"score": 80}']})
+    rows = plan_rows()
+    judge.judge_batch(engine, rows, cfg(), "jfp")
+    first, again = [r for r in engine.requests if "reply p10" in r.messages[0]["content"]]
+    assert again.messages[: len(first.messages)] == first.messages
+    assert again.messages[-2] == {"role": "assistant", "content": "Score: 8/10"}
+    assert "but the scale is 0..100" in again.messages[-1]["content"] and '"score"' in again.messages[-1]["content"]
+    assert again.seed != first.seed
+
+
+def test_no_reask_when_max_reasks_is_zero():
+    engine = CountingJudge({"reply p10": ["nothing"]})
+    out = judge.judge_batch(engine, plan_rows(), cfg(max_reasks=0), "jfp")
+    assert len(engine.requests) == 4
+    assert out[0]["parse_status"] == "unparseable" and out[0]["attempts"] == 1
+
+
+# -- votes -------------------------------------------------------------------------------------------
+def test_votes_have_their_own_seeds_and_quality_is_their_mean_with_the_spread():
+    config = cfg(votes=3)
+    rows = plan_rows(config=config)
+    assert len(rows) == 4 * 3
+    assert len({r["seed"] for r in rows}) == 12
+    script = {
+        "reply p10": ['{"score": 60}', '{"score": 80}', '{"score": 100}'],
+        "reply p11": ["x"],
+        "reply p20": ['{"score": 50}', "x"],
+    }
+    engine = CountingJudge(script)
+    out = judge.judge_batch(engine, rows, cfg(votes=3, max_reasks=0), "jfp")
+    quality = judge.sample_quality(pl.from_arrow(pa.Table.from_pylist(out, schema=JUDGMENTS))).sort(
+        "prompt_id", "sample_idx"
+    )
+    by_key = {(r["prompt_id"], r["sample_idx"]): r for r in quality.to_dicts()}
+    p10 = by_key[("p1", 0)]
+    assert (p10["votes"], p10["votes_ok"], p10["score"]) == (3, 3, 80)
+    assert p10["quality"] == pytest.approx(0.8)
+    assert p10["quality_spread"] == pytest.approx((((0.2**2) * 2) / 3) ** 0.5)
+    assert (by_key[("p1", 1)]["quality"], by_key[("p1", 1)]["quality_spread"], by_key[("p1", 1)]["votes_ok"]) == (
+        None,
+        None,
+        0,
+    )
+    assert (by_key[("p2", 0)]["quality"], by_key[("p2", 0)]["quality_spread"], by_key[("p2", 0)]["votes_ok"]) == (
+        0.5,
+        0.0,
+        1,
+    )
+
+
+def test_spread_reaches_the_pairs_input():
+    from factory.pipeline import scored_samples
+
+    out = judge.judge_batch(CountingJudge(), plan_rows(config=cfg(votes=2)), cfg(votes=2), "jfp")
+    judgments = pl.from_arrow(pa.Table.from_pylist(out, schema=JUDGMENTS))
+    scored = scored_samples(samples_frame(), judgments)
+    assert {"quality", "quality_spread", "votes_ok", "votes"} <= set(scored.columns)
+    assert scored.filter(pl.col("quality").is_not_null()).height == 4
+    assert scored.filter(pl.col("quality").is_null()).height == 2  # the engine error and the empty answer
+
+
+# -- the cache, counted in requests -----------------------------------------------------------------
+def judge_all(store: RunStore, engine: CountingJudge, config: JudgeConfig, rubric: str, samples: pl.DataFrame) -> int:
+    """One judge stage over the store, as the pipeline runs it; returns the requests it made."""
+    fp = judge.judge_fingerprint(config, engine.model_name, rubric)
+    plan = judge.plan_judgments(samples, PROMPTS, store.read("judgments", JUDGMENTS), config, fp, rubric)
+    before = len(engine.requests)
+    rows = judge.judge_batch(engine, plan.to_dicts(), config, fp) if plan.height else []
+    store.append("judgments", pa.Table.from_pylist(rows, schema=JUDGMENTS))
+    return len(engine.requests) - before
+
+
+def test_same_rubric_zero_requests_new_rubric_rejudges_all_and_resamples_nothing(tmp_path):
+    store = RunStore(f"memory://judge-cache/{tmp_path.name}")
+    samples = samples_frame()
+    store.append("samples", pa.Table.from_pylist(
+        [{**r, "seed": 0, "text": r["answer"], "completion_tokens": 5} for r in samples.to_dicts()], schema=SAMPLES
+    ))  # fmt: skip
+    engine = CountingJudge()
+    config = cfg()
+    assert judge_all(store, engine, config, RUBRIC_EN, samples) == 4  # the 4 judgeable samples
+    assert judge_all(store, engine, config, RUBRIC_EN, samples) == 0  # same rubric: nothing
+    changed = RUBRIC_EN + "\nBe extra strict about link numbers."
+    assert judge_all(store, engine, config, changed, samples) == 4  # every sample again
+    assert judge_all(store, engine, config, changed, samples) == 0
+    assert judge_all(store, engine, config, RUBRIC_ZH, samples) == 4
+    # the samples are not touched by any of this: their plan under the same sampler fp is empty
+    prompts = PROMPTS.with_columns(pl.lit([{"role": "user", "content": "x"}]).alias("messages"))
+    assert plan_samples(prompts, store.read("samples", SAMPLES), k=3, sampler_fp="sfp", base_seed=0).height == 0
+    stored = store.read("judgments", JUDGMENTS)
+    assert stored.height == 12 and stored["judge_fp"].n_unique() == 3
+    # growing votes asks only for the new vote; a new sampler fp (re-sampled) is judged anew
+    assert judge_all(store, engine, cfg(votes=2), RUBRIC_EN, samples) == 4
+    assert judge_all(store, engine, config, RUBRIC_EN, samples_frame("sfp2")) == 4
+    assert len(engine.requests) == 4 + 4 + 4 + 4 + 4
+
+
+def test_retry_failed_rejudges_engine_errors_only(tmp_path):
+    store = RunStore(f"memory://judge-retry/{tmp_path.name}")
+    samples = samples_frame()
+    engine = CountingJudge({"reply p10": [RuntimeError("HTTP 503")], "reply p11": ["garbage"]})
+    assert judge_all(store, engine, cfg(max_reasks=0), RUBRIC_EN, samples) == 4
+    assert judge_all(store, engine, cfg(max_reasks=0), RUBRIC_EN, samples) == 0  # stored failures are kept
+    engine.script = {}
+    assert judge_all(store, engine, cfg(max_reasks=0, retry_failed=True), RUBRIC_EN, samples) == 1  # only the 503
+    assert judge_all(store, engine, cfg(max_reasks=0, retry_failed=True), RUBRIC_EN, samples) == 0
+    latest = (
+        store.read("judgments", JUDGMENTS).sort("created_at")
+        .unique(subset=["prompt_id", "sample_idx", "vote"], keep="last").sort("prompt_id", "sample_idx")
+    )  # fmt: skip
+    assert latest["parse_status"].to_list() == ["ok", "unparseable", "ok", "ok"]
+
+
+def test_plan_skips_error_and_empty_samples_and_names_missing_columns():
+    plan = judge.plan_judgments(samples_frame(), PROMPTS, None, cfg(), "jfp", RUBRIC_EN)
+    assert sorted(zip(plan["prompt_id"], plan["sample_idx"])) == [("p1", 0), ("p1", 1), ("p2", 0), ("p2", 1)]
+    with pytest.raises(ValueError, match="answer"):
+        judge.plan_judgments(samples_frame().drop("answer"), PROMPTS, None, cfg(), "jfp", RUBRIC_EN)
+    with pytest.raises(ValueError, match="not in prompts"):
+        judge.plan_judgments(samples_frame(), PROMPTS.head(1), None, cfg(), "jfp", RUBRIC_EN)
+
+
+# -- the real embedded model (slow, tiny) ---------------------------------------------------------
+@pytest.mark.slow
+def test_structured_output_on_the_embedded_engine():
+    """llama.cpp turns the JSON schema into a grammar: even SmolLM2-135M, cut at 24 tokens, starts
+    with a score in range, which it almost never does unconstrained."""
+    from factory.engines import build_engine
+
+    engine = build_engine(EngineConfig(kind="llamacpp", parallel=2, cpus_per_replica=2, max_model_len=1024))
+    try:
+        config = cfg(sampling=SamplingConfig(temperature=0.2, top_p=1.0, max_tokens=24), max_reasks=0)
+        rows = plan_rows(config=config)[:2]
+        out = judge.judge_batch(engine, rows, config, "jfp")
+    finally:
+        engine.close()
+    for row in out:
+        assert re.match(r'\s*\{\s*"score"\s*:\s*\d+', row["raw"]), row["raw"]
+        assert row["parse_status"] == "ok", row
+        assert 0 <= row["score"] <= 100
+        assert 0 < row["completion_tokens"] <= 24
+        assert row["attempts"] == 1
+
+
+@pytest.mark.slow
+def test_pipeline_judge_cache_counts_requests_end_to_end(tmp_path):
+    """factory run on 2 prompts x K=2 with the embedded model: the rerun makes 0 requests; a changed
+    rubric re-judges every judgeable sample and re-samples nothing."""
+    from factory import config as config_mod
+    from factory import pipeline
+
+    rubric = tmp_path / "rubric.txt"
+    rubric.write_text(RUBRIC_EN)
+    overrides = [
+        f"output_dir={tmp_path / 'run'}",
+        "prompts.limit=2",
+        "sampler.k=2",
+        "sampler.sampling.max_tokens=8",
+        "judge.sampling.max_tokens=16",
+        "judge.max_reasks=0",
+        "judge.engine.parallel=2",
+        f"judge.rubric_file={rubric}",
+        "progress_interval_s=60",
+    ]
+    run_cfg = config_mod.load(CONF / "demo.yaml", overrides)
+    first = pipeline.run(run_cfg)
+    scored = first["_scored"]
+    judgeable = judge.judgeable(scored).height
+    assert first["requests"] == {"sampler": 4, "judge": judgeable}
+    judgments = RunStore(run_cfg.output_dir).read("judgments", JUDGMENTS)
+    assert judgments.height == judgeable
+    assert (judgments["completion_tokens"] <= 16).all()  # the judge's own max_tokens, not the sampler's 8...
+    assert judgments["completion_tokens"].max() > 8  # ...which it really used
+
+    again = pipeline.run(run_cfg)
+    assert again["requests"] == {"sampler": 0, "judge": 0}
+
+    rubric.write_text(RUBRIC_EN + "\nBe extra strict about link numbers.")
+    changed = pipeline.run(config_mod.load(CONF / "demo.yaml", overrides))
+    assert changed["requests"] == {"sampler": 0, "judge": judgeable}
+    assert changed["fingerprints"]["sampler"] == first["fingerprints"]["sampler"]
+    assert changed["fingerprints"]["judge"] != first["fingerprints"]["judge"]
+    stored = RunStore(run_cfg.output_dir)
+    assert stored.read("samples", SAMPLES).height == 4
+    assert stored.read("judgments", JUDGMENTS).height == 2 * judgeable
