@@ -3,6 +3,7 @@ same call works on a laptop and as the entry point of `ray job submit`.
 
     factory run CONFIG [key=value ...]     sample -> judge -> pair; resumes what is stored
     factory pairs RUN_DIR [key=value ...]  rebuild pairs/ and sft/ from what is stored, no LLM call
+    factory calibrate [CONFIG] [key=value ...] [--data F] [--out D]   judge agreement on better/worse replies
     factory keys                           every config key with its default and help
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from factory.config import ConfigError
@@ -32,6 +34,21 @@ def _pairs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate(args: argparse.Namespace) -> int:
+    from factory import calibrate, config
+
+    # CONFIG is optional: a first argument of the form key=value is an override, not a file.
+    overrides = list(args.overrides)
+    path = args.config
+    if path is not None and "=" in path and not os.path.exists(path):
+        overrides.insert(0, path)
+        path = None
+    cfg = config.load(path, overrides)
+    summary = calibrate.run_calibration(cfg, data=args.data, out=args.out, limit=args.limit)
+    print(calibrate.summary_table(summary))
+    return 0
+
+
 def _keys(args: argparse.Namespace) -> int:
     from factory.config import help_table
 
@@ -51,6 +68,13 @@ def parser() -> argparse.ArgumentParser:
     pairs.add_argument("run_dir")
     pairs.add_argument("overrides", nargs="*", help="key=value overrides, e.g. pairs.w_len=0.4")
     pairs.set_defaults(func=_pairs)
+    cal = sub.add_parser("calibrate", help="judge agreement on the calibration set (better vs worse replies)")
+    cal.add_argument("config", nargs="?", help="YAML config whose judge is used (default: built-in defaults)")
+    cal.add_argument("overrides", nargs="*", help="key=value overrides, e.g. judge.votes=3")
+    cal.add_argument("--data", help="calibration JSONL/Parquet (default: conf/data/calibration.jsonl)")
+    cal.add_argument("--out", help="output folder or fsspec URL (default: OUTPUT_DIR/calibration)")
+    cal.add_argument("--limit", type=int, help="use only the first N rows")
+    cal.set_defaults(func=_calibrate)
     keys = sub.add_parser("keys", help="list every config key with its default and help")
     keys.set_defaults(func=_keys)
     return top

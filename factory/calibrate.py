@@ -1,0 +1,270 @@
+"""`factory calibrate`: how often does the configured judge prefer the clearly better reply?
+
+The calibration set (conf/data/calibration.jsonl) holds hand-written rows of the demo domain, each a
+prompt with a clearly better and a clearly worse host reply:
+
+    {"id": "cal-01", "product_info": {...}, "history": [...], "question": "...", "better": "...", "worse": "..."}
+
+Both replies are judged apart (pointwise, as the pipeline judges samples), with the run's judge
+config: engine, rubric, scale, votes, re-asks. A row agrees when the better reply's quality is
+strictly higher, ties when both are equal, disagrees when lower, and is unscored when either side
+has no usable vote. Nothing is cached: a calibration always asks the judge.
+
+    agreement = agree / rows   (a judge that ignores the reply ties every row: 0; a coin flip: ~0.5)
+
+Writes OUT/calibration.json (the summary), OUT/calibration.csv (one line per row) and
+OUT/calibration_judgments.parquet (every judgment with its raw text and parse_status).
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from factory.config import JudgeConfig, RunConfig
+from factory.engines.base import Engine
+from factory.keys import derive_seed
+from factory.prompts import InvalidRow, read_rows, render_product_info
+from factory.schemas import JUDGMENTS
+from factory.stages import judge as judge_stage
+from factory.store import RunStore
+
+DEFAULT_DATA = Path(__file__).resolve().parent.parent / "conf" / "data" / "calibration.jsonl"
+SIDES = ("better", "worse")  # sample_idx 0 and 1 of each row
+CALIBRATION_FP = "calibration"  # stands in for the sampler fingerprint in the judgment rows
+
+
+def _text(row: dict, name: str) -> str:
+    value = row.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidRow(f"missing or empty text field {name!r}")
+    return value.strip()
+
+
+def _history(value: Any) -> list[dict[str, str]]:
+    if value is None:
+        return []
+    ok = isinstance(value, list) and all(
+        isinstance(t, dict) and t.get("role") in ("user", "assistant", "system") and isinstance(t.get("content"), str)
+        for t in value
+    )
+    if not ok:
+        raise InvalidRow("history is not a list of {role, content}")
+    return [{"role": t["role"], "content": t["content"]} for t in value]
+
+
+def load_calibration(path: str, limit: int | None = None) -> tuple[list[dict], list[dict]]:
+    """(rows, invalid): rows carry id, product_info (rendered), history, question, better, worse;
+    a row that cannot be used is listed in invalid with its reason, never dropped silently."""
+    rows: list[dict] = []
+    invalid: list[dict] = []
+    seen: set[str] = set()
+    for index, row in read_rows(path, limit):
+        try:
+            if isinstance(row, InvalidRow):
+                raise row
+            if not isinstance(row, dict):
+                raise InvalidRow("row is not an object")
+            row_id = str(row.get("id") or f"row-{index}")
+            if row_id in seen:
+                raise InvalidRow(f"duplicate id {row_id!r}")
+            if not row.get("product_info"):
+                raise InvalidRow("missing or empty field 'product_info'")
+            parsed = {
+                "id": row_id,
+                "product_info": render_product_info(row["product_info"]),
+                "history": _history(row.get("history")),
+                "question": _text(row, "question"),
+                "better": _text(row, "better"),
+                "worse": _text(row, "worse"),
+            }
+        except InvalidRow as exc:
+            invalid.append({"row_index": index, "reason": str(exc)})
+            continue
+        seen.add(row_id)
+        rows.append(parsed)
+    return rows, invalid
+
+
+def plan_calibration(rows: list[dict], cfg: JudgeConfig, rubric: str) -> list[dict]:
+    """Judge plan rows (the shape judge_batch takes): every row x side x vote."""
+    judge_stage.check_rubric(rubric)
+    plan = []
+    for row in rows:
+        for sample_idx, side in enumerate(SIDES):
+            for vote in range(cfg.votes):
+                plan.append(
+                    {
+                        "prompt_id": row["id"],
+                        "sample_idx": sample_idx,
+                        "sampler_fp": CALIBRATION_FP,
+                        "vote": vote,
+                        "seed": derive_seed(cfg.sampling.seed, "calibration", row["id"], sample_idx, vote),
+                        "messages": judge_stage.render_rubric(rubric, row, {"answer": row[side], "reasoning": ""}, cfg),
+                    }
+                )
+    return plan
+
+
+def agreement(rows: list[dict], judgments: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Per-row outcome and the summary counts.
+
+    Output rows: id, better_score, worse_score (mean usable raw score, null when none),
+                 better_spread, worse_spread, better_votes_ok, worse_votes_ok, outcome
+                 (agree | tie | disagree | unscored)."""
+    quality = judge_stage.sample_quality(judgments) if judgments.height else None
+    by_key = {(r["prompt_id"], r["sample_idx"]): r for r in quality.to_dicts()} if quality is not None else {}
+    out = []
+    for row in rows:
+        better = by_key.get((row["id"], 0), {})
+        worse = by_key.get((row["id"], 1), {})
+        b, w = better.get("quality"), worse.get("quality")
+        if b is None or w is None:
+            outcome = "unscored"
+        else:
+            outcome = "agree" if b > w else "tie" if b == w else "disagree"
+        out.append(
+            {
+                "id": row["id"],
+                "better_score": better.get("score"),
+                "worse_score": worse.get("score"),
+                "better_spread": better.get("quality_spread"),
+                "worse_spread": worse.get("quality_spread"),
+                "better_votes_ok": better.get("votes_ok", 0),
+                "worse_votes_ok": worse.get("votes_ok", 0),
+                "outcome": outcome,
+            }
+        )
+    schema = {
+        "id": pl.String, "better_score": pl.Float64, "worse_score": pl.Float64, "better_spread": pl.Float64,
+        "worse_spread": pl.Float64, "better_votes_ok": pl.Int64, "worse_votes_ok": pl.Int64, "outcome": pl.String,
+    }  # fmt: skip
+    per_row = pl.DataFrame(out, schema=schema)
+    n = per_row.height
+    counts = {k: per_row.filter(pl.col("outcome") == k).height for k in ("agree", "tie", "disagree", "unscored")}
+    scored = n - counts["unscored"]
+    statuses = judgments["parse_status"].value_counts(sort=True).to_dicts() if judgments.height else []
+    summary = {
+        "rows": n,
+        **counts,
+        "agreement": counts["agree"] / n if n else None,
+        "agreement_of_scored": counts["agree"] / scored if scored else None,
+        "tie_rate": counts["tie"] / n if n else None,
+        "mean_score_better": per_row["better_score"].mean(),
+        "mean_score_worse": per_row["worse_score"].mean(),
+        "judgments": judgments.height,
+        "parse_status": {s["parse_status"]: s["count"] for s in statuses},
+    }
+    return per_row, summary
+
+
+def calibrate(
+    engine: Engine, rows: list[dict], cfg: JudgeConfig, rubric: str, judge_fp: str, progress: Any = None
+) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
+    """(judgments, per_row, summary) of the judge on the calibration rows; `engine` is passed in."""
+    plan = plan_calibration(rows, cfg, rubric)
+    results: list[dict] = []
+    size = cfg.engine.batch_size
+    for start in range(0, len(plan), size):
+        batch = judge_stage.judge_batch(engine, plan[start : start + size], cfg, judge_fp)
+        results.extend(batch)
+        if progress is not None:
+            failed = sum(r["parse_status"] not in judge_stage.USABLE for r in batch)
+            progress.update(len(batch), tokens=sum(r["completion_tokens"] or 0 for r in batch), failed=failed)
+    judgments = pl.from_arrow(pa.Table.from_pylist(results, schema=JUDGMENTS))
+    per_row, summary = agreement(rows, judgments)  # type: ignore[arg-type]
+    summary["requests"] = int(judgments["attempts"].sum()) if judgments.height else 0
+    summary["completion_tokens"] = int(judgments["completion_tokens"].fill_null(0).sum()) if judgments.height else 0
+    return judgments, per_row, summary  # type: ignore[return-value]
+
+
+def run_calibration(
+    cfg: RunConfig,
+    data: str | None = None,
+    out: str | None = None,
+    limit: int | None = None,
+    engine: Engine | None = None,
+) -> dict[str, Any]:
+    """`factory calibrate`: judge the calibration set with the config's judge and write the results.
+    Builds the judge engine in this process unless one is passed in (a calibration is ~40 requests)."""
+    from factory import pipeline
+    from factory.engines import build_engine
+    from factory.runner import Progress
+
+    t0 = time.perf_counter()
+    data = data or str(DEFAULT_DATA)
+    out = out or f"{cfg.output_dir.rstrip('/')}/calibration"
+    rubric = pipeline.rubric_text(cfg)
+    judge_stage.check_rubric(rubric, "judge.rubric_file")
+    model = pipeline.model_id(cfg.judge.engine)
+    judge_fp = judge_stage.judge_fingerprint(cfg.judge, model, rubric)
+    rows, invalid = load_calibration(data, limit)
+    for bad in invalid:
+        print(f"[calibrate] row {bad['row_index']} invalid: {bad['reason']}", file=sys.stderr)
+    total = len(rows) * len(SIDES) * cfg.judge.votes
+    print(
+        f"[calibrate] {len(rows)} rows -> {total} judgments with {cfg.judge.engine.kind} judge {model}", file=sys.stderr
+    )
+    owned = engine is None
+    engine = engine or build_engine(cfg.judge.engine)
+    try:
+        progress = Progress("calibrate", total, cfg.progress_interval_s)
+        judgments, per_row, summary = calibrate(engine, rows, cfg.judge, rubric, judge_fp, progress)
+    finally:
+        if owned:
+            engine.close()
+    summary.update(
+        {
+            "rows_invalid": len(invalid),
+            "invalid": invalid,
+            "judge_fp": judge_fp,
+            "model": model,
+            "engine": cfg.judge.engine.kind,
+            "rubric_file": cfg.judge.rubric_file or str(pipeline.DEFAULT_RUBRIC),
+            "votes": cfg.judge.votes,
+            "scale_max": cfg.judge.scale_max,
+            "structured": cfg.judge.structured,
+            "data": data,
+            "seconds": round(time.perf_counter() - t0, 3),
+            "output": out,
+        }
+    )
+    store = RunStore(out)
+    store.write_json("calibration.json", summary)
+    store.write_bytes("calibration.csv", per_row.write_csv().encode())
+    sink = io.BytesIO()
+    pq.write_table(judgments.to_arrow(), sink, compression="zstd")
+    store.write_bytes("calibration_judgments.parquet", sink.getvalue())
+    return summary
+
+
+def summary_table(summary: dict[str, Any]) -> str:
+    from factory.summary import table
+
+    def share(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
+    def score(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1f}"
+
+    statuses = ", ".join(f"{k} {v}" for k, v in summary["parse_status"].items()) or "-"
+    rows = [
+        ("judge", f"{summary['engine']} {summary['model']}"),
+        ("rows (invalid)", f"{summary['rows']} ({summary['rows_invalid']})"),
+        ("agree / tie / disagree / unscored", f"{summary['agree']} / {summary['tie']} / {summary['disagree']} / {summary['unscored']}"),
+        ("agreement (all rows)", share(summary["agreement"])),
+        ("agreement (scored rows)", share(summary["agreement_of_scored"])),
+        ("mean score better / worse", f"{score(summary['mean_score_better'])} / {score(summary['mean_score_worse'])}"),
+        ("judgments by parse_status", statuses),
+        ("LLM requests", str(summary["requests"])),
+        ("time", f"{summary['seconds']:.1f}s"),
+        ("output", summary["output"]),
+    ]  # fmt: skip
+    return table(rows, "factory calibrate")
