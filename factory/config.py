@@ -164,7 +164,11 @@ class PairsConfig:
     quality_norm: str = _help("Q_max: scale (the rubric's scale_max) or group (per prompt max).", "scale")
     max_chosen_tokens: int = _help("long2short: the chosen sample must be under this many tokens.", 400)
     sft_max_tokens: int = _help("filter-long SFT export keeps samples with at most this many tokens.", 400)
-    target: Optional[int] = _help("Wanted number of pairs; the run reports how many more prompts it needs.", None)
+    target: Optional[int] = _help(
+        "Wanted number of pairs: the pair build says how many more prompts it needs at the observed survival "
+        "rate; `factory run` draws prompts (from prompts.limit, else an estimate) until it is met or the pool ends.",
+        None,
+    )
     format: str = _help("conversational (list of messages) or standard (plain strings) for TRL.", "conversational")
     include_reasoning: bool = _help("Put the reasoning (in <think> tags) in chosen/rejected.", True)
     sft: list = _help("SFT exports to write: filter_long, dp_sft.", factory=lambda: ["filter_long", "dp_sft"])
@@ -196,6 +200,10 @@ class PairsConfig:
 @dataclass
 class RayConfig:
     address: Optional[str] = _help("Ray cluster address; null = start or join a local one (RAY_ADDRESS wins).", None)
+        if self.target is not None and self.target < 1:
+            raise ConfigError(f"pairs.target: must be >= 1, got {self.target}")
+        if self.min_margin is not None and self.min_margin < 0:
+            raise ConfigError(f"pairs.min_margin: must be >= 0, got {self.min_margin}")
     num_cpus: Optional[int] = _help("CPUs for a locally started Ray (null = all).", None)
 
 
@@ -205,6 +213,37 @@ class RunConfig:
     prompts: PromptsConfig = _help("Where the prompts are and how they are rendered.", factory=PromptsConfig)
     sampler: SamplerConfig = _help("Teacher sampling.", factory=SamplerConfig)
     judge: JudgeConfig = _help("Judge (generative reward model).", factory=JudgeConfig)
+@dataclass
+class SweepConfig:
+    w_len_start: float = _help("`factory sweep`: first w_len of the grid.", 0.0)
+    w_len_stop: float = _help("`factory sweep`: last w_len of the grid (included).", 1.0)
+    w_len_step: float = _help("`factory sweep`: w_len step.", 0.1)
+    drop_ratio_start: float = _help("`factory sweep`: first drop_ratio of the grid.", 0.0)
+    drop_ratio_stop: float = _help("`factory sweep`: last drop_ratio of the grid (included).", 0.5)
+    drop_ratio_step: float = _help("`factory sweep`: drop_ratio step.", 0.1)
+
+    def __post_init__(self) -> None:
+        for axis, low, high in (("w_len", 0.0, 1.0), ("drop_ratio", 0.0, 0.999999)):
+            start, stop, step = (getattr(self, f"{axis}_{part}") for part in ("start", "stop", "step"))
+            if step <= 0:
+                raise ConfigError(f"sweep.{axis}_step: must be > 0, got {step}")
+            if not low <= start <= stop <= high:
+                raise ConfigError(f"sweep.{axis}_start/{axis}_stop: need {low} <= start <= stop <= {high:g}, got {start}, {stop}")
+
+    @staticmethod
+    def _grid(start: float, stop: float, step: float) -> list[float]:
+        count = int((stop - start) / step + 1e-9) + 1
+        return [round(start + i * step, 10) for i in range(count)]
+
+    @property
+    def w_lens(self) -> list[float]:
+        return self._grid(self.w_len_start, self.w_len_stop, self.w_len_step)
+
+    @property
+    def drop_ratios(self) -> list[float]:
+        return self._grid(self.drop_ratio_start, self.drop_ratio_stop, self.drop_ratio_step)
+
+
     pairs: PairsConfig = _help("Pair building.", factory=PairsConfig)
     ray: RayConfig = _help("Where the work runs.", factory=RayConfig)
     decode_tokens_per_s: float = _help("Decode speed for the RT (response time) estimate, tokens/s.", 62.5)
@@ -218,6 +257,7 @@ _PATH_KEYS = (
     "prompts.user_template_file",
     "judge.rubric_file",
 )
+    sweep: SweepConfig = _help("The w_len x drop_ratio grid of `factory sweep`.", factory=SweepConfig)
 
 
 def _valid_keys(cls: type, prefix: str = "") -> list[str]:

@@ -8,6 +8,7 @@ at most the batches in flight. `factory pairs` reuses `build_outputs` with no LL
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import sys
@@ -23,7 +24,7 @@ import pyarrow as pa
 from factory import config as config_mod
 from factory.config import ConfigError, EngineConfig, RunConfig
 from factory.prompts import load_prompts, read_text
-from factory.schemas import INVALID, JUDGMENTS, PAIRS, SAMPLES
+from factory.schemas import INVALID, JUDGMENTS, SAMPLES
 from factory.stages import judge as judge_stage
 from factory.stages import pairs as pairs_stage
 from factory.stages import sample as sample_stage
@@ -32,7 +33,8 @@ from factory.store import RunStore
 log = logging.getLogger("factory")
 
 DEFAULT_RUBRIC = Path(__file__).resolve().parent.parent / "conf" / "rubrics" / "default_en.txt"
-_SECRET = re.compile(r"key|token|secret|password", re.IGNORECASE)
+# Names that hold credentials (api_key, hf_token, secret); not counts such as max_tokens.
+_SECRET = re.compile(r"(^|_)(api_?key|key|token|secret|password)$", re.IGNORECASE)
 
 
 # -- preflight ----------------------------------------------------------------------------------
@@ -226,24 +228,39 @@ def scored_samples(samples: pl.DataFrame, judgments: pl.DataFrame) -> pl.DataFra
     return samples.join(quality, on=["prompt_id", "sample_idx"], how="left")
 
 
-def build_outputs(store: RunStore, cfg: RunConfig, prompts: pl.DataFrame, fps: dict[str, str]) -> dict[str, Any]:
-    """pairs/ and sft/ from what is stored: no LLM call. Returns counts for the manifest."""
+def stored_scored(
+    store: RunStore, cfg: RunConfig, prompts: pl.DataFrame, fps: dict[str, str]
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """(samples, judgments, scored samples) of this run's fingerprints and prompts, as stored."""
     samples = sample_stage.current_samples(store.read("samples", SAMPLES), fps["sampler"], prompts["prompt_id"], cfg.sampler.k)
     if not samples.height:
         samples = pl.from_arrow(SAMPLES.empty_table())  # type: ignore[assignment]
     judgments = current_judgments(store, fps["judge"], samples)
-    scored = scored_samples(samples, judgments)
-    pairs, stats = pairs_stage.build_pairs(scored, prompts, cfg.pairs)
-    store.replace("pairs", pairs.to_arrow().cast(PAIRS))
+    return samples, judgments, scored_samples(samples, judgments)
+
+
+def build_outputs(store: RunStore, cfg: RunConfig, prompts: pl.DataFrame, fps: dict[str, str]) -> dict[str, Any]:
+    """pairs/ and sft/ from what is stored: no LLM call. Returns counts for the manifest."""
+    samples, judgments, scored = stored_scored(store, cfg, prompts, fps)
+    groups, stats = pairs_stage.select_pairs(scored, cfg.pairs)
+    pairs = pairs_stage.render_pairs(groups, scored, prompts, cfg.pairs).collect()
+    store.replace("pairs", pairs.to_arrow().cast(pairs_stage.pairs_schema(cfg.pairs.format)))
     for export in ("filter_long", "dp_sft"):
-        if export not in cfg.pairs.sft:
+        if export not in cfg.pairs.sft:  # an export no longer asked for must not linger as if current
+            for path in [p for p in store.parts("sft") if p.rsplit("/", 1)[-1].startswith(export + "-")]:
+                store.fs.rm(path)
             continue
         if export == "filter_long":
-            table = pairs_stage.sft_filter_long(scored, prompts, cfg.pairs.sft_max_tokens, cfg.pairs.include_reasoning)
+            table = pairs_stage.sft_filter_long(scored, prompts, cfg.pairs)
         else:
-            dp_cfg = cfg.pairs if cfg.pairs.strategy == "dp_dpo" else replace(cfg.pairs, strategy="dp_dpo")
-            table = pairs_stage.sft_dp(pairs if dp_cfg is cfg.pairs else pairs_stage.build_pairs(scored, prompts, dp_cfg)[0])
+            dp_groups = groups if cfg.pairs.strategy == "dp_dpo" else None
+            if dp_groups is None:
+                dp_groups = pairs_stage.select_pairs(scored, replace(cfg.pairs, strategy="dp_dpo"))[0]
+            table = pairs_stage.sft_dp(dp_groups, scored, prompts, cfg.pairs)
         store.replace("sft", table, prefix=export)
+    note = pairs_stage.target_note(stats)
+    if note:
+        print(note, file=sys.stderr)
     usable = judgments.filter(pl.col("parse_status").is_in(judge_stage.USABLE)).height if judgments.height else 0
     status = dict(zip(*judgments["parse_status"].value_counts().to_dict(as_series=False).values())) if judgments.height else {}
     return {
@@ -263,6 +280,40 @@ def build_outputs(store: RunStore, cfg: RunConfig, prompts: pl.DataFrame, fps: d
 
 # -- the whole run --------------------------------------------------------------------------------
 def run(cfg: RunConfig) -> dict[str, Any]:
+    """One `factory run`; with pairs.target set, prompts are drawn until the target is met."""
+    return run_to_target(cfg) if cfg.pairs.target else _run_once(cfg)
+
+
+def run_to_target(cfg: RunConfig) -> dict[str, Any]:
+    """pairs.target: run on a first draw of prompt rows (prompts.limit, else an estimate from the
+    target and drop_ratio), then raise prompts.limit to what the observed survival rate (pairs kept
+    per prompt row) says is needed, +10%, and run again: only the new prompts are sampled and judged.
+    Stops when the target is met or the pool has no more rows; with no pair yet, the draw doubles."""
+    target = int(cfg.pairs.target or 0)
+    drop = cfg.pairs.drop_ratio if cfg.pairs.strategy != "long2short" and cfg.pairs.min_margin is None else 0.0
+    limit = cfg.prompts.limit or math.ceil(1.2 * target / (1.0 - drop))
+    requests = {"sampler": 0, "judge": 0}
+    draws: list[dict[str, int]] = []
+    while True:
+        manifest = _run_once(replace(cfg, prompts=replace(cfg.prompts, limit=limit)))
+        for key in requests:
+            requests[key] += manifest["requests"][key]
+        kept, rows = manifest["counts"]["pairs_kept"], manifest["counts"]["prompts_in"]
+        draws.append({"limit": limit, "prompts_in": rows, "pairs_kept": kept})
+        if kept >= target or rows < limit:  # met, or the pool ran out of rows
+            break
+        more = limit if kept == 0 else math.ceil(1.1 * (target - kept) * rows / kept)
+        limit = rows + max(more, 1)
+        print(f"[target] {kept} of {target} pairs from {rows} prompt rows; drawing up to {limit}", file=sys.stderr)
+    scored, pairs = manifest.pop("_scored"), manifest.pop("_pairs")
+    manifest["requests"] = requests
+    manifest["target"] = {"target": target, "met": kept >= target, "draws": draws}
+    RunStore(cfg.output_dir).write_json("manifest.json", manifest)
+    manifest["_scored"], manifest["_pairs"] = scored, pairs
+    return manifest
+
+
+def _run_once(cfg: RunConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     preflight(cfg)

@@ -10,6 +10,7 @@ from typing import Any
 
 import polars as pl
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from factory import config as config_mod
 from factory.config import ConfigError, RunConfig
@@ -22,7 +23,7 @@ def open_run(run_dir: str, overrides: list[str] | None = None) -> tuple[RunConfi
     manifest = store.read_json("manifest.json")
     if manifest is None:
         raise ConfigError(f"{run_dir}: no manifest.json; is this a run directory made by `factory run`?")
-    stored = manifest["config"]
+    stored = _unmasked(manifest["config"])
     layers = [OmegaConf.structured(RunConfig), OmegaConf.create(stored)]
     for item in overrides or []:
         if "=" not in item:
@@ -34,9 +35,19 @@ def open_run(run_dir: str, overrides: list[str] | None = None) -> tuple[RunConfi
         cfg = OmegaConf.to_object(OmegaConf.merge(*layers))
     except ConfigError:
         raise
-    except Exception as exc:
-        raise ConfigError(str(exc).splitlines()[0]) from None
+    except (OmegaConfBaseException, ValueError, TypeError) as exc:  # a bad override value names its key
+        key = getattr(exc, "full_key", None) or ""
+        msg = (getattr(exc, "msg", None) or str(exc)).splitlines()[0]
+        raise ConfigError(f"{key}: {msg}" if key else msg) from None
     return cfg, store, manifest  # type: ignore[return-value]
+
+
+def _unmasked(value: Any) -> Any:
+    """The stored config without masked values ("***"): those keys fall back to their defaults, since a
+    secret is never stored (older runs also masked harmless keys such as max_tokens)."""
+    if isinstance(value, dict):
+        return {k: _unmasked(v) for k, v in value.items() if v != "***"}
+    return value
 
 
 def stored_prompts(store: RunStore) -> pl.DataFrame:
@@ -61,6 +72,7 @@ def rebuild_pairs(run_dir: str, overrides: list[str] | None = None) -> tuple[dic
     manifest["pairs"] = outputs["pairs"]
     manifest["parse_status"] = outputs["parse_status"]
     manifest["requests"] = {"sampler": 0, "judge": 0}
+    manifest["output_dir"] = store.url  # the run may have been copied or moved since `factory run`
     manifest["timings"] = {"prompts": 0.0, "sample": 0.0, "judge": 0.0, "pairs": round(time.perf_counter() - t0, 3)}
     manifest["timings"]["total"] = manifest["timings"]["pairs"]
     store.write_json("manifest.json", manifest)

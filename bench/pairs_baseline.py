@@ -1,0 +1,128 @@
+"""The straightforward way to build pairs: rows into a dict of groups, a Python loop per group.
+
+This is the baseline `bench_pairs.py` measures the polars stage against (the shape of distilabel's
+per-row DPO formatting, with its chosen == rejected bug fixed). It follows the same rules as
+factory/stages/pairs.py (validity, S, tie-break, linear-interpolated delta) so the two must agree.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from typing import Any
+
+import polars as pl
+
+from factory.config import PairsConfig
+
+REASONS = ("engine_error", "truncated", "empty_answer", "no_token_count", "no_judgment")
+
+
+def exclusion(row: dict[str, Any]) -> str | None:
+    if row["error"] is not None:
+        return "engine_error"
+    if row["finish_reason"] == "length":
+        return "truncated"
+    if not (row["answer"] or "").strip():
+        return "empty_answer"
+    if row["completion_tokens"] is None:
+        return "no_token_count"
+    if row["quality"] is None or math.isnan(row["quality"]):
+        return "no_judgment"
+    return None
+
+
+def quantile(values: list[float], p: float) -> float:
+    """Linear interpolation between the nearest order statistics (numpy's default)."""
+    ordered = sorted(values)
+    h = (len(ordered) - 1) * p
+    lo, hi = math.floor(h), math.ceil(h)
+    return ordered[lo] + (h - lo) * (ordered[hi] - ordered[lo])
+
+
+def content(row: dict[str, Any], include_reasoning: bool) -> str:
+    answer = row["answer"] or ""
+    return f"<think>\n{row['reasoning'] or ''}\n</think>\n\n{answer}" if include_reasoning else answer
+
+
+def build_pairs(scored: pl.DataFrame, prompts: pl.DataFrame, cfg: PairsConfig) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """dp_dpo / quality pairs, conversational format; returns (pairs, counts)."""
+    w_len, w_q = (0.0, 1.0) if cfg.strategy == "quality" else (cfg.w_len, cfg.quality_weight)
+    messages = {row["prompt_id"]: row["messages"] for row in prompts.iter_rows(named=True)}
+    groups: dict[str, list[dict]] = defaultdict(list)
+    excluded: Counter[str] = Counter()
+    for row in scored.iter_rows(named=True):
+        reason = exclusion(row)
+        group = groups[row["prompt_id"]]  # every group is counted, even one with nothing valid
+        if reason is None:
+            group.append(row)
+        else:
+            excluded[reason] += 1
+    global_max = max((r["completion_tokens"] for rows in groups.values() for r in rows), default=0)
+    candidates = []
+    too_few = 0
+    for prompt_id, rows in groups.items():
+        if len(rows) < 2:
+            too_few += 1
+            continue
+        if cfg.length_norm == "group":
+            l_max = max(r["completion_tokens"] for r in rows)
+        elif cfg.length_norm == "global":
+            l_max = global_max
+        else:
+            l_max = cfg.length_max
+        q_max = max(r["quality"] for r in rows)
+        scored_rows = []
+        for r in rows:
+            length_term = 1.0 - r["completion_tokens"] / l_max if l_max > 0 else 0.0
+            if cfg.quality_norm == "group":
+                q_term = r["quality"] / q_max if q_max > 0 else 0.0
+            else:
+                q_term = r["quality"]
+            scored_rows.append((w_len * length_term + w_q * q_term, r))
+        order = sorted(
+            scored_rows, key=lambda sr: (-sr[0], sr[1]["completion_tokens"], -sr[1]["quality"], sr[1]["sample_idx"])
+        )
+        (s_chosen, chosen), (s_rejected, rejected) = order[0], order[-1]
+        candidates.append((prompt_id, s_chosen - s_rejected, s_chosen, s_rejected, chosen, rejected))
+    if cfg.min_margin is not None:
+        delta = cfg.min_margin
+    else:
+        delta = quantile([c[1] for c in candidates], cfg.drop_ratio) if candidates else None
+    rows_out, tied, dropped = [], 0, 0
+    for prompt_id, margin, s_chosen, s_rejected, chosen, rejected in candidates:
+        if margin <= 0:
+            tied += 1
+            continue
+        if delta is not None and margin < delta:
+            dropped += 1
+            continue
+        rows_out.append(
+            {
+                "prompt": messages.get(prompt_id),
+                "chosen": [{"role": "assistant", "content": content(chosen, cfg.include_reasoning)}],
+                "rejected": [{"role": "assistant", "content": content(rejected, cfg.include_reasoning)}],
+                "prompt_id": prompt_id,
+                "chosen_idx": chosen["sample_idx"],
+                "rejected_idx": rejected["sample_idx"],
+                "chosen_tokens": chosen["completion_tokens"],
+                "rejected_tokens": rejected["completion_tokens"],
+                "chosen_quality": chosen["quality"],
+                "rejected_quality": rejected["quality"],
+                "chosen_score": s_chosen,
+                "rejected_score": s_rejected,
+                "margin": margin,
+                "strategy": cfg.strategy,
+            }
+        )
+    rows_out.sort(key=lambda r: r["prompt_id"])
+    counts = {
+        "groups": len(groups),
+        "pairs_kept": len(rows_out),
+        "pairs_dropped": dropped,
+        "tied": tied,
+        "fewer_than_2_valid": too_few,
+        "delta": delta,
+        "samples_excluded": {r: excluded[r] for r in REASONS},
+    }
+    return pl.DataFrame(rows_out), counts
