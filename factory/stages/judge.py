@@ -42,21 +42,22 @@ REASK_ECHO_CHARS = 600  # how much of a failed reply goes back to the judge with
 def judge_schema(scale_max: float, dimensions: bool = False) -> dict:
     """The JSON schema the judge output is constrained to where the engine supports it.
 
-    The score comes first, so that an output cut at max_tokens still holds it; the reason is last."""
+    The score comes first, so that an output cut at max_tokens still holds it; the reason is last.
+    Kept to the subset every backend takes (llama.cpp grammars, vLLM guided decoding, OpenAI strict
+    mode): all properties required, no additional properties, no string length limits (the rubric
+    asks for one short sentence and max_tokens bounds it)."""
     whole = float(scale_max).is_integer()
     score = {"type": "integer" if whole else "number", "minimum": 0, "maximum": int(scale_max) if whole else scale_max}
     properties: dict[str, Any] = {"score": score}
-    required = ["score"]
     if dimensions:
         properties["dimensions"] = {
             "type": "object",
             "properties": {name: score for name in DIMENSIONS},
             "required": list(DIMENSIONS),
+            "additionalProperties": False,
         }
-        required.append("dimensions")
-    properties["reason"] = {"type": "string", "maxLength": 300}
-    required.append("reason")
-    return {"type": "object", "properties": properties, "required": required}
+    properties["reason"] = {"type": "string"}
+    return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
 
 
 def judge_fingerprint(cfg: JudgeConfig, model_id: str, rubric: str) -> str:

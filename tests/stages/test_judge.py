@@ -301,6 +301,26 @@ def test_schema_score_first_and_dimensions_optional():
     assert judge.judge_schema(1.5)["properties"]["score"]["type"] == "number"
 
 
+@pytest.mark.parametrize("dimensions", [False, True])
+def test_schema_stays_in_the_subset_strict_backends_accept(dimensions):
+    """OpenAI strict mode refuses objects that allow extra keys or leave a property optional."""
+
+    def objects(node):
+        if isinstance(node, dict):
+            if node.get("type") == "object":
+                yield node
+            for value in node.values():
+                yield from objects(value)
+
+    schema = judge.judge_schema(100, dimensions)
+    found = list(objects(schema))
+    assert len(found) == (2 if dimensions else 1)
+    for node in found:
+        assert node["additionalProperties"] is False
+        assert node["required"] == list(node["properties"])
+    assert "maxLength" not in json.dumps(schema)
+
+
 def test_fingerprint_changes_with_rubric_and_format_not_with_votes():
     base = judge.judge_fingerprint(cfg(), "m", "rubric {answer}")
     assert judge.judge_fingerprint(cfg(), "m", "rubric {answer}!") != base
