@@ -15,17 +15,21 @@ import time
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 MAX_TOKENS = 1024
 SAMPLER_FP = "synth-sampler"
 JUDGE_FP = "synth-judge"
 
 
-def scored_frame(groups: int, k: int = 8, seed: int = 0, text: bool = True) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(scored samples, prompts): the columns the pair stage reads, plus score/parse_status."""
+def scored_frame(
+    groups: int, k: int = 8, seed: int = 0, text: bool = True, first_group: int = 0, reasoning_repeat: int = 1
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(scored samples, prompts): the columns the pair stage reads, plus score/parse_status.
+    The reasoning is one ~50-character sentence, `reasoning_repeat` times over."""
     rng = np.random.default_rng(seed)
     n = groups * k
-    group = np.repeat(np.arange(groups, dtype=np.int64), k)
+    group = np.repeat(np.arange(first_group, first_group + groups, dtype=np.int64), k)
     tokens = np.minimum(np.round(rng.lognormal(np.log(300), 0.45, n)), MAX_TOKENS).astype(np.int64)
     tokens = np.maximum(tokens, 8)
     truncated = tokens >= MAX_TOKENS
@@ -61,6 +65,8 @@ def scored_frame(groups: int, k: int = 8, seed: int = 0, text: bool = True) -> t
         ).alias("answer"),
         (
             pl.format("Viewer asks about item {}; try {} of the reasoning.", pl.col("group"), pl.col("sample_idx"))
+            .repeat_by(reasoning_repeat)
+            .list.join(" ")
             if text
             else pl.lit("")
         ).alias("reasoning"),
@@ -68,7 +74,7 @@ def scored_frame(groups: int, k: int = 8, seed: int = 0, text: bool = True) -> t
         (pl.col("score").fill_nan(None) / 100.0).alias("quality"),
         "parse_status",
     )
-    prompts = pl.DataFrame({"group": np.arange(groups, dtype=np.int64)}).select(
+    prompts = pl.DataFrame({"group": np.arange(first_group, first_group + groups, dtype=np.int64)}).select(
         prompt_id.alias("prompt_id"),
         pl.concat_list(
             pl.struct(pl.lit("system").alias("role"), pl.lit("You are a live-stream host.").alias("content")),
@@ -78,6 +84,32 @@ def scored_frame(groups: int, k: int = 8, seed: int = 0, text: bool = True) -> t
         ).alias("messages"),
     )
     return scored, prompts
+
+
+def write_parquet(
+    folder: str, groups: int, k: int = 8, seed: int = 0, chunk: int = 100_000, reasoning_repeat: int = 1
+) -> None:
+    """scored.parquet and prompts.parquet in `folder`, generated `chunk` groups at a time so that
+    making 1M x 8 rows never holds them all in memory."""
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    writers: dict[str, pq.ParquetWriter] = {}
+    try:
+        for index, start in enumerate(range(0, groups, chunk)):
+            frames = scored_frame(
+                min(chunk, groups - start), k, seed + index, first_group=start, reasoning_repeat=reasoning_repeat
+            )
+            for name, frame in zip(("scored", "prompts"), frames):
+                table = frame.to_arrow()
+                if name not in writers:
+                    writers[name] = pq.ParquetWriter(f"{folder}/{name}.parquet", table.schema, compression="zstd")
+                writers[name].write_table(table, row_group_size=100_000)  # row groups of a usual size
+    finally:
+        for writer in writers.values():
+            writer.close()
 
 
 def write_run(path: str, groups: int = 15_000, k: int = 8, seed: int = 0) -> None:
@@ -126,8 +158,8 @@ def write_run(path: str, groups: int = 15_000, k: int = 8, seed: int = 0) -> Non
         pl.lit(now).alias("created_at"),
     )
     store.replace("prompts", prompts.with_row_index("row_index").with_columns(pl.col("row_index").cast(pl.Int64)))
-    store.replace("samples", samples.to_arrow().cast(SAMPLES))
-    store.replace("judgments", judgments.to_arrow().cast(JUDGMENTS))
+    store.replace("samples", _conform(samples, SAMPLES))
+    store.replace("judgments", _conform(judgments, JUDGMENTS))
     cfg = config_mod.load(None, [f"output_dir={path}", f"sampler.k={k}", "sampler.sampling.max_tokens=1024"])
     usable = judgments.filter(pl.col("parse_status") == "ok").height
     counts = {
@@ -151,6 +183,16 @@ def write_run(path: str, groups: int = 15_000, k: int = 8, seed: int = 0) -> Non
         "synthetic": {"groups": groups, "k": k, "seed": seed},
     }
     store.write_json("manifest.json", manifest)
+
+
+def _conform(frame: pl.DataFrame, schema: pa.Schema) -> pa.Table:
+    """`frame` in `schema`'s columns and types; a column the schema has and the frame lacks is null."""
+    table = frame.to_arrow()
+    columns = [
+        table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(len(table), f.type)
+        for f in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@ same call works on a laptop and as the entry point of `ray job submit`.
 
     factory run CONFIG [key=value ...]     sample -> judge -> pair; resumes what is stored
     factory pairs RUN_DIR [key=value ...]  rebuild pairs/ and sft/ from what is stored, no LLM call
+    factory sweep RUN_DIR [key=value ...]  w_len x drop_ratio grid -> sweep/ (csv + heatmaps), no LLM call
+    factory report RUN_DIR [key=value ...] tables + PNG plots -> report/, no LLM call
     factory calibrate [CONFIG] [key=value ...] [--data F] [--out D]   judge agreement on better/worse replies
     factory keys                           every config key with its default and help
 """
@@ -31,6 +33,27 @@ def _pairs(args: argparse.Namespace) -> int:
 
     manifest, scored = rebuild.rebuild_pairs(args.run_dir, args.overrides)
     print(summary.run_summary(manifest, scored))
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from factory import sweep
+
+    table, info = sweep.run_sweep(args.run_dir, args.overrides)
+    print(sweep.format_table(table))
+    if info["crossing_w_len"] is not None:
+        print(f"token gap and quality gap (each scaled to its max) cross at w_len ~ {info['crossing_w_len']:.2f}")
+    print(f"{info['points']} points; load {info['seconds']['load']}s, table {info['seconds']['table']}s, "
+          f"plots {info['seconds']['plots']}s; 0 LLM requests")  # fmt: skip
+    print("\n".join(info["files"]))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from factory import report
+
+    text, _ = report.run_report(args.run_dir, args.overrides)
+    print(text)
     return 0
 
 
@@ -68,6 +91,14 @@ def parser() -> argparse.ArgumentParser:
     pairs.add_argument("run_dir")
     pairs.add_argument("overrides", nargs="*", help="key=value overrides, e.g. pairs.w_len=0.4")
     pairs.set_defaults(func=_pairs)
+    sweep = sub.add_parser("sweep", help="w_len x drop_ratio grid -> sweep/sweep.csv + heatmaps (no LLM call)")
+    sweep.add_argument("run_dir")
+    sweep.add_argument("overrides", nargs="*", help="key=value overrides, e.g. sweep.w_len_step=0.05")
+    sweep.set_defaults(func=_sweep)
+    report = sub.add_parser("report", help="tables and PNG plots of a run -> report/ (no LLM call)")
+    report.add_argument("run_dir")
+    report.add_argument("overrides", nargs="*", help="key=value overrides, e.g. pairs.strategy=quality")
+    report.set_defaults(func=_report)
     cal = sub.add_parser("calibrate", help="judge agreement on the calibration set (better vs worse replies)")
     cal.add_argument("config", nargs="?", help="YAML config whose judge is used (default: built-in defaults)")
     cal.add_argument("overrides", nargs="*", help="key=value overrides, e.g. judge.votes=3")

@@ -420,32 +420,40 @@ def fetch_content(scored: pl.LazyFrame | pl.DataFrame, rows: pl.Series, cfg: Pai
     content = assistant_content(pl.col("reasoning"), pl.col("answer"), cfg.include_reasoning).alias("content")
     if isinstance(scored, pl.DataFrame):
         return scored.select(pl.col("reasoning", "answer").gather(rows)).select(content).to_series()
-    wanted = pl.DataFrame({"row": rows}).with_row_index("pos")
+    if not rows.len():
+        return pl.Series("content", [], pl.String)
+    # Only the row range in question is read (slice pushdown), and a streaming filter keeps just the
+    # wanted rows' text; a join here could hash the whole scan.
+    first, last = int(rows.min()), int(rows.max())  # type: ignore[arg-type]
     found = (
-        scored.with_row_index("row")
-        .select("row", "reasoning", "answer")
-        .join(wanted.lazy(), on="row", how="inner")
+        scored.slice(first, last - first + 1)
+        .with_row_index("row", offset=first)
+        .filter(pl.col("row").is_in(rows.implode()))
+        .select("row", content)
         .collect(engine="streaming")
     )
-    return found.sort("pos").select(content).to_series()
+    wanted = pl.DataFrame({"row": rows})
+    return wanted.join(found, on="row", how="left", maintain_order="left")["content"]
 
 
 def render_pairs(
     groups: pl.DataFrame, scored: pl.LazyFrame | pl.DataFrame, prompts: pl.LazyFrame | pl.DataFrame, cfg: PairsConfig
 ) -> pl.LazyFrame:
-    """Kept groups (from `select_pairs`) -> pairs rows in `pairs_schema(cfg.format)`, sorted by prompt_id."""
-    kept = groups.filter(pl.col("outcome") == "kept").sort("prompt_id")
+    """Kept groups (from `select_pairs`, in prompt_id order) -> pairs rows in
+    `pairs_schema(cfg.format)`, in prompt_id order. Lazy only where `prompts` is (a Parquet scan
+    then streams into sink_parquet); in memory every step runs eagerly, which is faster here."""
+    kept = groups.filter(pl.col("outcome") == "kept")
     prompt = pl.col("messages") if cfg.format == "conversational" else prompt_text(pl.col("messages"))
     side = as_messages if cfg.format == "conversational" else (lambda content: content)
-    out = kept.with_columns(
-        fetch_content(scored, kept["chosen_row"], cfg).alias("chosen"),
-        fetch_content(scored, kept["rejected_row"], cfg).alias("rejected"),
-    ).lazy()
+    content = fetch_content(scored, pl.concat([kept["chosen_row"], kept["rejected_row"]]), cfg)
+    out = kept.with_columns(content[: kept.height].alias("chosen"), content[kept.height :].alias("rejected"))
     out = out.with_columns(side(pl.col("chosen")).alias("chosen"), side(pl.col("rejected")).alias("rejected"))
-    out = out.join(
-        prompts.lazy().select("prompt_id", prompt.alias("prompt")), on="prompt_id", how="left", maintain_order="left"
-    )
-    return out.select(
+    prompts_side = prompts.select("prompt_id", prompt.alias("prompt"))
+    if isinstance(prompts_side, pl.DataFrame):
+        out = out.join(prompts_side, on="prompt_id", how="left", maintain_order="left")
+    else:
+        out = out.lazy().join(prompts_side, on="prompt_id", how="left", maintain_order="left")  # type: ignore[assignment]
+    return out.lazy().select(
         "prompt",
         "chosen",
         "rejected",
@@ -455,6 +463,30 @@ def render_pairs(
         "margin",
         pl.lit(cfg.strategy).alias("strategy"),
     )
+
+
+def sink_pairs(
+    groups: pl.DataFrame,
+    scored: pl.LazyFrame,
+    prompts: pl.LazyFrame,
+    cfg: PairsConfig,
+    path: str,
+    batch: int = 100_000,
+) -> int:
+    """Kept groups -> one Parquet file at `path`, `batch` pairs at a time, so that the text held at
+    once is one batch's (for runs too big to render in memory). Returns the pairs written."""
+    import pyarrow.parquet as pq
+
+    kept = groups.filter(pl.col("outcome") == "kept")
+    schema = pairs_schema(cfg.format)
+    written = 0
+    with pq.ParquetWriter(path, schema, compression="zstd") as writer:
+        for start in range(0, max(kept.height, 1), batch):
+            part = kept.slice(start, batch)
+            table = render_pairs(part, scored, prompts, cfg).collect().to_arrow().cast(schema)
+            writer.write_table(table)
+            written += table.num_rows
+    return written
 
 
 def build_pairs(

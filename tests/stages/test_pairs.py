@@ -154,6 +154,10 @@ def test_unsorted_and_lazy_input_give_the_same_pairs(tmp_path):
     lazy, lazy_stats = P.build_pairs(pl.scan_parquet(tmp_path / "scored.parquet"), prompts.lazy(), cfg)
     assert shuffled.equals(expected) and lazy.equals(expected)
     assert lazy_stats.as_dict() == stats.as_dict()
+    groups, _ = P.select_pairs(pl.scan_parquet(tmp_path / "scored.parquet"), cfg)
+    out = str(tmp_path / "pairs.parquet")
+    written = P.sink_pairs(groups, pl.scan_parquet(tmp_path / "scored.parquet"), prompts.lazy(), cfg, out, batch=7)
+    assert written == expected.height and pl.read_parquet(out).equals(expected)
 
 
 # -- the threshold -------------------------------------------------------------------------------------
@@ -354,3 +358,27 @@ def test_w_len_one_picks_shortest_and_longest_and_zero_best_and_worst(groups):
             rejected = row["rejected_tokens"] if column == "completion_tokens" else row["rejected_quality"]
             best, worst = (values.min(), values.max()) if pick_min else (values.max(), values.min())
             assert (chosen, rejected) == (best, worst)
+
+
+# -- `factory pairs` on a stored run ---------------------------------------------------------------------
+def test_rebuild_makes_no_request_and_follows_the_new_settings(tmp_path):
+    from factory.rebuild import rebuild_pairs
+    from factory.store import RunStore
+    from tests.synthetic import make_run
+
+    url = str(tmp_path / "run")
+    store = make_run(url, n_prompts=10, k=4)
+    manifest = store.read_json("manifest.json")
+    manifest["config"]["pairs"]["max_chosen_tokens"] = "***"  # older runs masked such keys
+    store.write_json("manifest.json", manifest)
+
+    manifest, _ = rebuild_pairs(url, ["pairs.strategy=quality", "pairs.drop_ratio=0", "pairs.format=standard"])
+    assert manifest["requests"] == {"sampler": 0, "judge": 0}
+    assert manifest["config"]["pairs"]["strategy"] == "quality"
+    pairs = RunStore(url).read("pairs")
+    assert pairs.height == manifest["pairs"]["pairs_kept"] and pairs["prompt"].dtype == pl.String
+    assert set(pairs["strategy"]) <= {"quality"}
+    assert {p.rsplit("/", 1)[-1].split("-")[0] for p in RunStore(url).parts("sft")} == {"filter_long", "dp_sft"}
+
+    rebuild_pairs(url, ["pairs.sft=[]"])
+    assert RunStore(url).parts("sft") == []  # exports no longer asked for do not linger

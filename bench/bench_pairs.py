@@ -1,0 +1,170 @@
+"""Pair-stage benchmarks. Prints ratios measured in this one run; asserts nothing about speed.
+
+    .venv/bin/python bench/bench_pairs.py            # all three
+    .venv/bin/python bench/bench_pairs.py --skip-1m  # the two 15k benchmarks only
+
+1. 15k groups x K=8 synthetic scored samples: factory.stages.pairs.build_pairs (polars) against the
+   per-group Python baseline in bench/pairs_baseline.py on the same in-memory frame; the results are
+   checked to be the same (pairs row for row, floats to 1e-12, and the counts); goal >= 20x.
+2. The full default sweep (11 w_len x 6 drop_ratio = 66 points) over the same data against one pair
+   build; goal < 2x (the sweep loads and prepares the data once, not per point).
+3. 1M groups x K=8 (8M samples) from Parquet, in a fresh process: select_pairs over a scan, then the
+   kept pairs rendered and written in batches (sink_pairs); prints wall time and the process's peak
+   RSS (goal < 4 GiB). Data is generated first (chunked, ~1.1k characters of reasoning per sample,
+   about 8.7 GB of text) into a temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent)]
+
+import pairs_baseline
+import polars as pl
+import synth
+
+from factory import sweep
+from factory.config import PairsConfig, SweepConfig
+from factory.stages import pairs as pairs_stage
+
+
+def best_of(repeats: int, fn):  # type: ignore[no-untyped-def]
+    times, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return min(times), result
+
+
+def same_pairs(polars_pairs: pl.DataFrame, python_pairs: pl.DataFrame) -> bool:
+    if polars_pairs.height != python_pairs.height:
+        return False
+    for column in polars_pairs.columns:
+        ours, theirs = polars_pairs[column], python_pairs[column]
+        if ours.dtype == pl.Float64:
+            if not ((ours - theirs).abs().max() or 0.0) <= 1e-12:
+                return False
+        elif ours.to_list() != theirs.to_list():
+            return False
+    return True
+
+
+def bench_15k(groups: int, k: int) -> None:
+    scored, prompts = synth.scored_frame(groups, k, seed=0)
+    print(f"== {groups} groups x K={k} ({scored.height} samples), in memory")
+    configs = [
+        ("default dp_dpo (w_len 0.6, drop 0.3)", PairsConfig()),
+        ("quality only (w_len 0, many ties)", PairsConfig(strategy="quality")),
+        ("global length norm, group quality norm", PairsConfig(length_norm="global", quality_norm="group")),
+    ]
+    for label, cfg in configs:
+        pairs_stage.build_pairs(scored, prompts, cfg)  # warm-up
+        t_python, (python_pairs, counts) = best_of(3, lambda c=cfg: pairs_baseline.build_pairs(scored, prompts, c))
+        t_polars, (polars_pairs, stats) = best_of(7, lambda c=cfg: pairs_stage.build_pairs(scored, prompts, c))
+        same = (
+            same_pairs(polars_pairs, python_pairs.select(polars_pairs.columns))
+            and counts["pairs_kept"] == stats.pairs_kept
+            and counts["pairs_dropped"] == stats.pairs_dropped
+            and counts["tied"] == stats.groups_excluded["tied"]
+            and counts["samples_excluded"] == stats.samples_excluded
+            and counts["delta"] == stats.delta
+        )
+        print(
+            f"{label:42} python {t_python * 1000:7.1f} ms   polars {t_polars * 1000:6.1f} ms   "
+            f"speed-up {t_python / t_polars:5.1f}x   pairs {stats.pairs_kept}   same results: {same}"
+        )
+
+
+def bench_sweep(groups: int, k: int) -> None:
+    scored, prompts = synth.scored_frame(groups, k, seed=0)
+    grid = SweepConfig()
+    cfg = PairsConfig()
+    pairs_stage.build_pairs(scored, prompts, cfg)
+    sweep.sweep_table(scored, cfg, grid.w_lens, grid.drop_ratios)
+    t_build, _ = best_of(7, lambda: pairs_stage.build_pairs(scored, prompts, cfg))
+    t_sweep, table = best_of(7, lambda: sweep.sweep_table(scored, cfg, grid.w_lens, grid.drop_ratios))
+    print(f"== sweep: {table.height} points over {groups} x {k}")
+    print(
+        f"one pair build {t_build * 1000:.1f} ms   full sweep {t_sweep * 1000:.1f} ms   "
+        f"ratio {t_sweep / t_build:.2f}x (goal < 2x)"
+    )
+
+
+def worker_1m(folder: str) -> None:
+    """Runs in its own process so that its peak RSS is the stage's alone."""
+    cfg = PairsConfig()
+    start = time.perf_counter()
+    scored = pl.scan_parquet(f"{folder}/scored.parquet")
+    prompts = pl.scan_parquet(f"{folder}/prompts.parquet")
+    groups, stats = pairs_stage.select_pairs(scored, cfg)
+    t_select = time.perf_counter() - start
+    pairs_stage.sink_pairs(groups, scored, prompts, cfg, f"{folder}/pairs.parquet")
+    elapsed = time.perf_counter() - start
+    written = pl.scan_parquet(f"{folder}/pairs.parquet").select(pl.len()).collect().item()
+    peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # ru_maxrss is KiB on Linux
+    print(
+        f"groups {stats.groups}  samples {stats.samples_total}  pairs kept {stats.pairs_kept} (written {written})  "
+        f"select {t_select:.1f} s  total {elapsed:.1f} s  peak RSS {peak_gib:.2f} GiB (goal < 4 GiB)"
+    )
+
+
+def bench_1m(groups: int, k: int, reasoning_repeat: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="pairs1m-") as folder:
+        start = time.perf_counter()
+        command = [sys.executable, str(Path(__file__)), "--generate", folder, "--groups", str(groups)]
+        subprocess.run([*command, "--reasoning-repeat", str(reasoning_repeat)], check=True)
+        size = sum(p.stat().st_size for p in Path(folder).glob("*.parquet")) / 2**20
+        text_mib = (
+            pl.scan_parquet(f"{folder}/scored.parquet")
+            .select(
+                pl.col("reasoning").str.len_bytes().cast(pl.UInt64).sum()
+                + pl.col("answer").str.len_bytes().cast(pl.UInt64).sum()
+            )
+            .collect()
+            .item()
+            / 2**20
+        )
+        print(
+            f"== {groups} groups x K={k} from Parquet ({size:.0f} MiB on disk, {text_mib:.0f} MiB of reasoning + answer "
+            f"text, generated in {time.perf_counter() - start:.0f} s)"
+        )
+        subprocess.run([sys.executable, str(Path(__file__)), "--worker-1m", folder], check=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--groups", type=int, default=15_000)
+    parser.add_argument("--big-groups", type=int, default=1_000_000)
+    parser.add_argument("--skip-1m", action="store_true")
+    parser.add_argument(
+        "--reasoning-repeat",
+        type=int,
+        default=20,
+        help="1M case: reasoning is a ~55-character sentence this many times",
+    )
+    parser.add_argument("--worker-1m", help=argparse.SUPPRESS)
+    parser.add_argument("--generate", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.generate:
+        synth.write_parquet(args.generate, args.groups, k=8, reasoning_repeat=args.reasoning_repeat)
+        return
+    if args.worker_1m:
+        worker_1m(args.worker_1m)
+        return
+    bench_15k(args.groups, 8)
+    bench_sweep(args.groups, 8)
+    if not args.skip_1m:
+        bench_1m(args.big_groups, 8, args.reasoning_repeat)
+
+
+if __name__ == "__main__":
+    main()

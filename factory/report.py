@@ -1,0 +1,293 @@
+"""`factory report RUN_DIR`: the paper's tables and plots for any run, from what is stored, no LLM call.
+
+Writes to RUN_DIR/report/:
+    report.md      the tables below, as Markdown (also printed)
+    report.json    the same numbers, for scripts
+    lengths.png    histogram of decoded tokens per sample, with the filter-long line (400)
+    margins.png    histogram of the group margins, with the delta line of the current settings
+    quality.png    histogram of judge scores: all valid samples, chosen, rejected
+
+Table "samples and pairs" (the source's Table 4.6 shape), one row per data set:
+    set                  n     mean score  mean tokens  max tokens  mean RT (s)  max RT (s)
+    all samples          ...   (score on the rubric's scale; RT = tokens / decode_tokens_per_s)
+    valid samples, chosen, rejected (current strategy), filter-long SFT, long2short chosen/rejected
+Table "long2short": mean chosen / rejected tokens, groups succeeded / total.
+Table "rates": judge parse statuses, sample exclusions by reason, group outcomes by reason.
+The pair decisions are recomputed with the run's stored config (and any key=value given), the same
+code `factory pairs` runs; a stale pairs/ folder is pointed out.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from factory.config import RunConfig
+from factory.stages import judge as judge_stage
+from factory.stages import pairs as pairs_stage
+
+
+def _num(value: Any, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "-"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def markdown(headers: list[str], rows: list[list[Any]]) -> str:
+    cells = [[str(h) for h in headers]] + [[v if isinstance(v, str) else _num(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(cells[0], widths)) + " |"]
+    lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    # Names sit left, numbers right.
+    lines += [
+        "| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) + " |"
+        for row in cells[1:]
+    ]
+    return "\n".join(lines)
+
+
+def set_stats(name: str, tokens: pl.Series, quality: pl.Series, cfg: RunConfig) -> dict[str, Any]:
+    """One row of the samples-and-pairs table."""
+    tokens = tokens.drop_nulls().cast(pl.Float64)
+    quality = quality.drop_nulls().fill_nan(None).drop_nulls()
+    speed = cfg.decode_tokens_per_s
+    mean_tokens = tokens.mean() if tokens.len() else None
+    max_tokens = int(tokens.max()) if tokens.len() else None  # type: ignore[arg-type]
+    return {
+        "set": name,
+        "n": tokens.len(),
+        "mean_score": float(quality.mean() * cfg.judge.scale_max) if quality.len() else None,  # type: ignore[operator]
+        "mean_tokens": mean_tokens,
+        "max_tokens": max_tokens,
+        "mean_rt_s": None if mean_tokens is None else mean_tokens / speed,  # type: ignore[operator]
+        "max_rt_s": None if max_tokens is None else max_tokens / speed,  # type: ignore[operator]
+    }
+
+
+def side_stats(name: str, groups: pl.DataFrame, side: str, cfg: RunConfig) -> dict[str, Any]:
+    kept = groups.filter(pl.col("outcome") == "kept")
+    return set_stats(name, kept[f"{side}_tokens"], kept[f"{side}_quality"], cfg)
+
+
+def build_report(scored: pl.DataFrame, judgments: pl.DataFrame, cfg: RunConfig) -> dict[str, Any]:
+    """All the numbers of the report (plots aside) from scored samples and judgments."""
+    groups, stats = pairs_stage.select_pairs(scored, cfg.pairs)
+    l2s_groups, l2s = pairs_stage.select_pairs(scored, replace(cfg.pairs, strategy="long2short"))
+    marked = pairs_stage.mark_samples(scored.lazy()).collect()
+    ok = marked.filter(pl.col("exclusion").cast(pl.String).fill_null("") != "engine_error")
+    valid = marked.filter(pl.col("exclusion").is_null())
+    short = valid.filter(pl.col("completion_tokens") <= cfg.pairs.sft_max_tokens)
+    strategy = cfg.pairs.strategy
+    table = [
+        set_stats("all samples (no engine error)", ok["completion_tokens"], ok["quality"], cfg),
+        set_stats("valid samples", valid["completion_tokens"], valid["quality"], cfg),
+        side_stats(f"chosen ({strategy})", groups, "chosen", cfg),
+        side_stats(f"rejected ({strategy})", groups, "rejected", cfg),
+        set_stats(
+            f"filter-long SFT (<= {cfg.pairs.sft_max_tokens})", short["completion_tokens"], short["quality"], cfg
+        ),
+        side_stats("long2short chosen", l2s_groups, "chosen", cfg),
+        side_stats("long2short rejected", l2s_groups, "rejected", cfg),
+    ]
+    status = judgments["parse_status"].value_counts() if judgments.height else None
+    parse = {str(k): int(v) for k, v in status.iter_rows()} if status is not None else {}
+    judged = sum(parse.values())
+    failed = sum(v for k, v in parse.items() if k not in judge_stage.USABLE)
+    return {
+        "strategy": strategy,
+        "pairs": stats.as_dict(),
+        "table": table,
+        "long2short": {
+            "max_chosen_tokens": cfg.pairs.max_chosen_tokens,
+            "mean_chosen_tokens": l2s.mean_chosen_tokens,
+            "mean_rejected_tokens": l2s.mean_rejected_tokens,
+            "groups_succeeded": l2s.pairs_kept,
+            "groups_total": l2s.groups,
+            "groups_no_short_sample": l2s.groups_excluded.get("no_short_sample", 0),
+        },
+        "judgments": {"total": judged, "by_status": parse, "parse_failure_rate": failed / judged if judged else None},
+        "margins": groups["margin"].to_list(),
+        "lengths": {
+            "valid": valid["completion_tokens"].to_list(),
+            "excluded": ok.filter(pl.col("exclusion").is_not_null())["completion_tokens"].drop_nulls().to_list(),
+        },
+        "quality": {
+            "valid": valid["quality"].to_list(),
+            "chosen": groups.filter(pl.col("outcome") == "kept")["chosen_quality"].to_list(),
+            "rejected": groups.filter(pl.col("outcome") == "kept")["rejected_quality"].to_list(),
+        },
+    }
+
+
+def render_markdown(report: dict[str, Any], cfg: RunConfig, note: str | None = None) -> str:
+    pairs, l2s = report["pairs"], report["long2short"]
+    scale = f"/{cfg.judge.scale_max:g}"
+    out = [f"# factory report: {cfg.output_dir}", ""]
+    if note:
+        out += [f"> {note}", ""]
+    out += ["## Samples and pairs", ""]
+    out.append(
+        markdown(
+            ["set", "n", f"mean score {scale}", "mean tokens", "max tokens", "mean RT (s)", "max RT (s)"],
+            [
+                [r["set"], r["n"], r["mean_score"], r["mean_tokens"], r["max_tokens"], r["mean_rt_s"], r["max_rt_s"]]
+                for r in report["table"]
+            ],
+        )
+    )
+    out += ["", f"RT = decoded tokens / {cfg.decode_tokens_per_s:g} tokens/s (decode_tokens_per_s).", ""]
+    w_q = cfg.pairs.quality_weight
+    threshold = "-" if pairs["delta"] is None else f"{pairs['delta']:.4f} ({pairs['delta_rule']})"
+    out += ["## Pairs", ""]
+    out.append(
+        markdown(
+            ["setting or count", "value"],
+            [
+                ["strategy", report["strategy"]],
+                ["w_len / w_quality", f"{cfg.pairs.w_len:g} / {w_q:g}"],
+                ["drop_ratio / delta", f"{cfg.pairs.drop_ratio:g} / {threshold}"],
+                ["groups (prompts with samples)", pairs["groups"]],
+                ["pairs kept / dropped below delta", f"{pairs['pairs_kept']} / {pairs['pairs_dropped']}"],
+                ["mean token gap (rejected - chosen)", pairs["mean_token_gap"]],
+                [
+                    f"mean score gap (chosen - rejected, {scale})",
+                    None if pairs["mean_quality_gap"] is None else pairs["mean_quality_gap"] * cfg.judge.scale_max,
+                ],
+            ],
+        )
+    )
+    out += ["", "## long2short", ""]
+    out.append(
+        markdown(
+            ["mean chosen tokens", "mean rejected tokens", "groups succeeded / total", "no sample under limit"],
+            [
+                [
+                    l2s["mean_chosen_tokens"],
+                    l2s["mean_rejected_tokens"],
+                    f"{l2s['groups_succeeded']} / {l2s['groups_total']}",
+                    f"{l2s['groups_no_short_sample']} (limit < {l2s['max_chosen_tokens']} tokens)",
+                ]
+            ],
+        )
+    )
+    out += ["", "## Rates", ""]
+    judged = report["judgments"]
+    rows = [[f"judgment {status}", n, _rate(n, judged["total"])] for status, n in sorted(judged["by_status"].items())]
+    rows.append(["judge parse failures (not ok)", "", _rate_value(judged["parse_failure_rate"])])
+    for reason, n in pairs["samples_excluded"].items():
+        rows.append([f"samples excluded: {reason}", n, _rate(n, pairs["samples_total"])])
+    rows.append(["samples valid", pairs["samples_valid"], _rate(pairs["samples_valid"], pairs["samples_total"])])
+    for reason, n in pairs["groups_excluded"].items():
+        rows.append([f"groups excluded: {reason}", n, _rate(n, pairs["groups"])])
+        if reason == "fewer_than_2_valid":
+            for cause, count in sorted(pairs["groups_too_few_by_reason"].items()):
+                rows.append([f"  of which mostly {cause}", count, _rate(count, pairs["groups"])])
+    rows.append(["groups dropped below delta", pairs["pairs_dropped"], _rate(pairs["pairs_dropped"], pairs["groups"])])
+    rows.append(["groups kept as pairs", pairs["pairs_kept"], _rate(pairs["pairs_kept"], pairs["groups"])])
+    out.append(markdown(["what", "count", "rate"], rows))
+    out += ["", "Plots: lengths.png, margins.png, quality.png.", ""]
+    return "\n".join(out)
+
+
+def _rate(n: int, total: int) -> str:
+    return f"{100 * n / total:.1f}%" if total else "-"
+
+
+def _rate_value(rate: float | None) -> str:
+    return "-" if rate is None else f"{100 * rate:.1f}%"
+
+
+# -- plots ---------------------------------------------------------------------------------------
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig: Any) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    _pyplot().close(fig)
+    return buffer.getvalue()
+
+
+def lengths_png(report: dict[str, Any], cfg: RunConfig) -> bytes:
+    plt = _pyplot()
+    valid, excluded = report["lengths"]["valid"], report["lengths"]["excluded"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    everything = valid + excluded
+    bins = np.histogram_bin_edges(everything or [0, 1], bins=40)
+    ax.hist([valid, excluded], bins=bins, stacked=True, label=["valid", "excluded (truncated, empty, unjudged)"])
+    ax.axvline(cfg.pairs.sft_max_tokens, color="red", ls="--", label=f"{cfg.pairs.sft_max_tokens} tokens (filter-long)")
+    ax.set_xlabel("decoded tokens per sample (reasoning + answer)")
+    ax.set_ylabel("samples")
+    ax.set_title("Sample lengths")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def margins_png(report: dict[str, Any], cfg: RunConfig) -> bytes:
+    plt = _pyplot()
+    margins, delta = report["margins"], report["pairs"]["delta"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.hist(margins or [0.0], bins=40, color="tab:green", alpha=0.8 if margins else 0.0)
+    if delta is not None:
+        ax.axvline(delta, color="red", ls="--", label=f"delta = {delta:.3f} ({report['pairs']['delta_rule']})")
+        ax.legend(fontsize=8)
+    ax.set_xlabel("group margin S_chosen - S_rejected")
+    ax.set_ylabel("groups")
+    ax.set_title(f"Margins ({report['strategy']}, w_len {cfg.pairs.w_len:g}, drop_ratio {cfg.pairs.drop_ratio:g})")
+    return _png(fig)
+
+
+def quality_png(report: dict[str, Any], cfg: RunConfig) -> bytes:
+    plt = _pyplot()
+    scale = cfg.judge.scale_max
+    fig, ax = plt.subplots(figsize=(7, 4))
+    bins = np.linspace(0, scale, 21)
+    for name, style in (("valid", "stepfilled"), ("chosen", "step"), ("rejected", "step")):
+        values = [q * scale for q in report["quality"][name] if q is not None and np.isfinite(q)]
+        if values:
+            ax.hist(values, bins=bins, histtype=style, alpha=0.35 if style == "stepfilled" else 1.0, lw=1.5, label=name)
+    ax.set_xlabel(f"judge score (0..{scale:g})")
+    ax.set_ylabel("samples")
+    ax.set_title("Quality")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    return _png(fig)
+
+
+# -- the command ---------------------------------------------------------------------------------
+def run_report(run_dir: str, overrides: list[str] | None = None) -> tuple[str, dict[str, Any]]:
+    """`factory report`: report/ in the run directory; returns (markdown, numbers)."""
+    from factory import pipeline, rebuild
+
+    cfg, store, manifest = rebuild.open_run(run_dir, overrides)
+    cfg.output_dir = store.url
+    prompts = rebuild.stored_prompts(store)
+    _, judgments, scored = pipeline.stored_scored(store, cfg, prompts, manifest["fingerprints"])
+    report = build_report(scored, judgments, cfg)
+    stored = store.read("pairs")
+    stored_n = 0 if stored is None else stored.height
+    note = None
+    if stored_n != report["pairs"]["pairs_kept"]:
+        note = (
+            f"pairs/ holds {stored_n} pairs but these settings keep {report['pairs']['pairs_kept']}: "
+            "run `factory pairs` with the same keys to rebuild it"
+        )
+    text = render_markdown(report, cfg, note)
+    numbers = {k: v for k, v in report.items() if k not in ("margins", "lengths", "quality")}
+    store.write_bytes("report/report.md", text.encode())
+    store.write_bytes("report/report.json", json.dumps(numbers, indent=2, default=str).encode())
+    store.write_bytes("report/lengths.png", lengths_png(report, cfg))
+    store.write_bytes("report/margins.png", margins_png(report, cfg))
+    store.write_bytes("report/quality.png", quality_png(report, cfg))
+    return text, numbers
