@@ -34,6 +34,7 @@ import synth
 from factory import sweep
 from factory.config import PairsConfig, SweepConfig
 from factory.stages import pairs as pairs_stage
+from factory.stages import pairs_output
 
 
 def best_of(repeats: int, fn):  # type: ignore[no-untyped-def]
@@ -67,9 +68,9 @@ def bench_15k(groups: int, k: int) -> None:
         ("global length norm, group quality norm", PairsConfig(length_norm="global", quality_norm="group")),
     ]
     for label, cfg in configs:
-        pairs_stage.build_pairs(scored, prompts, cfg)  # warm-up
+        pairs_output.build_pairs(scored, prompts, cfg)  # warm-up
         t_python, (python_pairs, counts) = best_of(3, lambda c=cfg: pairs_baseline.build_pairs(scored, prompts, c))
-        t_polars, (polars_pairs, stats) = best_of(7, lambda c=cfg: pairs_stage.build_pairs(scored, prompts, c))
+        t_polars, (polars_pairs, stats) = best_of(7, lambda c=cfg: pairs_output.build_pairs(scored, prompts, c))
         same = (
             same_pairs(polars_pairs, python_pairs.select(polars_pairs.columns))
             and counts["pairs_kept"] == stats.pairs_kept
@@ -88,9 +89,9 @@ def bench_sweep(groups: int, k: int) -> None:
     scored, prompts = synth.scored_frame(groups, k, seed=0)
     grid = SweepConfig()
     cfg = PairsConfig()
-    pairs_stage.build_pairs(scored, prompts, cfg)
+    pairs_output.build_pairs(scored, prompts, cfg)
     sweep.sweep_table(scored, cfg, grid.w_lens, grid.drop_ratios)
-    t_build, _ = best_of(7, lambda: pairs_stage.build_pairs(scored, prompts, cfg))
+    t_build, _ = best_of(7, lambda: pairs_output.build_pairs(scored, prompts, cfg))
     t_sweep, table = best_of(7, lambda: sweep.sweep_table(scored, cfg, grid.w_lens, grid.drop_ratios))
     print(f"== sweep: {table.height} points over {groups} x {k}")
     print(
@@ -107,7 +108,7 @@ def worker_1m(folder: str) -> None:
     prompts = pl.scan_parquet(f"{folder}/prompts.parquet")
     groups, stats = pairs_stage.select_pairs(scored, cfg)
     t_select = time.perf_counter() - start
-    pairs_stage.sink_pairs(groups, scored, prompts, cfg, f"{folder}/pairs.parquet")
+    pairs_output.sink_pairs(groups, scored, prompts, cfg, f"{folder}/pairs.parquet")
     elapsed = time.perf_counter() - start
     written = pl.scan_parquet(f"{folder}/pairs.parquet").select(pl.len()).collect().item()
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # ru_maxrss is KiB on Linux

@@ -1,11 +1,13 @@
-"""Pair stage: normalized length + quality -> weighted score S -> chosen/rejected per group -> margin
-threshold. Pure polars, no Python loop per group, no LLM call.
+"""Pair stage, the decision: normalized length + quality -> weighted score S -> chosen/rejected per
+group -> margin threshold. Vectorized (polars frames, numpy reductions over each group's contiguous
+rows), no Python loop per group, no LLM call. factory.stages.pairs_output turns the decision into
+pairs/ and sft/ rows.
 
 Input columns:  scored  -> prompt_id, sample_idx, completion_tokens, finish_reason, error, answer,
-                           reasoning, quality (mean usable judge vote, 0..1, null when none)
-                prompts -> prompt_id, messages
-Output columns: pairs   -> `pairs_schema(cfg.format)` (factory.schemas.PAIRS for the conversational
-                           format that TRL's DPOTrainer loads; plain strings for the standard format)
+                           quality (mean usable judge vote, 0..1, null when none)
+Output columns: groups  -> one row per group with >= 2 valid samples: prompt_id, chosen_/rejected_
+                           idx, row, tokens, quality, score; margin; outcome (kept, below_margin,
+                           tied, no_short_sample)
 
     rows in (scored):  prompt_id  sample_idx  completion_tokens  finish_reason  quality  answer ...
                        p1         0           120                stop           0.9      "..."
@@ -37,8 +39,8 @@ samples (distinct sample_idx) the two never pick the same sample, and a group wh
 are equal (margin 0, no preference) is never kept.
 
 Memory: the decision is made from numbers only (`mark_samples` keeps prompt_id, sample_idx, tokens,
-quality and the exclusion reason); reasoning and answer text are joined back for the kept pairs
-only, so a LazyFrame over Parquet (`pl.scan_parquet`) is never held in memory with its text.
+quality and the exclusion reason); reasoning and answer text are fetched for the kept pairs only
+(pairs_output), so a LazyFrame over Parquet (`pl.scan_parquet`) is never held in memory with its text.
 """
 
 from __future__ import annotations
@@ -49,10 +51,9 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
 
 from factory.config import PairsConfig
-from factory.schemas import PAIRS, require_columns
+from factory.schemas import require_columns
 
 SCORED_COLUMNS = (
     "prompt_id",
@@ -72,7 +73,6 @@ GROUP_EXCLUSIONS = ("fewer_than_2_valid", "no_short_sample", "tied")
 TIE_KEYS = ["completion_tokens", "quality", "sample_idx"]
 CHOSEN_ORDER = [False, True, False]
 REJECTED_ORDER = [True, False, True]
-SIDE_COLUMNS = ("idx", "tokens", "quality", "score")
 
 
 @dataclass
@@ -385,169 +385,3 @@ def target_note(stats: PairStats | dict[str, Any]) -> str | None:
         f"[pairs] target {target} not met: {kept} pairs from {groups} prompts (survival {kept / groups:.1%}); "
         f"about {s['prompts_needed_more']} more prompts are needed at this rate"
     )
-
-
-# -- rendering ---------------------------------------------------------------------------------
-def pairs_schema(fmt: str) -> pa.Schema:
-    """PAIRS for the conversational format; prompt/chosen/rejected as plain strings for standard."""
-    if fmt == "conversational":
-        return PAIRS
-    return pa.schema(
-        [pa.field(f.name, pa.string()) if f.name in ("prompt", "chosen", "rejected") else f for f in PAIRS]
-    )
-
-
-def assistant_content(reasoning: pl.Expr, answer: pl.Expr, include_reasoning: bool) -> pl.Expr:
-    """The assistant turn's text; the reasoning sits in <think> tags in the same form on both sides."""
-    if not include_reasoning:
-        return answer.fill_null("")
-    return pl.concat_str([pl.lit("<think>\n"), reasoning.fill_null(""), pl.lit("\n</think>\n\n"), answer.fill_null("")])
-
-
-def as_messages(content: pl.Expr) -> pl.Expr:
-    return pl.concat_list(pl.struct(pl.lit("assistant").alias("role"), content.alias("content")))
-
-
-def prompt_text(messages: pl.Expr) -> pl.Expr:
-    """Standard (string) format prompt: the messages' contents joined by blank lines, system first.
-    No chat template is applied: that belongs to the trainer's tokenizer."""
-    return messages.list.eval(pl.element().struct.field("content")).list.join("\n\n")
-
-
-def fetch_content(scored: pl.LazyFrame | pl.DataFrame, rows: pl.Series, cfg: PairsConfig) -> pl.Series:
-    """The assistant content of the samples at positions `rows` of `scored`, in that order. In
-    memory this is a gather; over a LazyFrame (Parquet scan) only those rows' text is kept."""
-    content = assistant_content(pl.col("reasoning"), pl.col("answer"), cfg.include_reasoning).alias("content")
-    if isinstance(scored, pl.DataFrame):
-        return scored.select(pl.col("reasoning", "answer").gather(rows)).select(content).to_series()
-    if not rows.len():
-        return pl.Series("content", [], pl.String)
-    # Only the row range in question is read (slice pushdown), and a streaming filter keeps just the
-    # wanted rows' text; a join here could hash the whole scan.
-    first, last = int(rows.min()), int(rows.max())  # type: ignore[arg-type]
-    found = (
-        scored.slice(first, last - first + 1)
-        .with_row_index("row", offset=first)
-        .filter(pl.col("row").is_in(rows.implode()))
-        .select("row", content)
-        .collect(engine="streaming")
-    )
-    wanted = pl.DataFrame({"row": rows})
-    return wanted.join(found, on="row", how="left", maintain_order="left")["content"]
-
-
-def render_pairs(
-    groups: pl.DataFrame, scored: pl.LazyFrame | pl.DataFrame, prompts: pl.LazyFrame | pl.DataFrame, cfg: PairsConfig
-) -> pl.LazyFrame:
-    """Kept groups (from `select_pairs`, in prompt_id order) -> pairs rows in
-    `pairs_schema(cfg.format)`, in prompt_id order. Lazy only where `prompts` is (a Parquet scan
-    then streams into sink_parquet); in memory every step runs eagerly, which is faster here."""
-    kept = groups.filter(pl.col("outcome") == "kept")
-    prompt = pl.col("messages") if cfg.format == "conversational" else prompt_text(pl.col("messages"))
-    side = as_messages if cfg.format == "conversational" else (lambda content: content)
-    content = fetch_content(scored, pl.concat([kept["chosen_row"], kept["rejected_row"]]), cfg)
-    out = kept.with_columns(content[: kept.height].alias("chosen"), content[kept.height :].alias("rejected"))
-    out = out.with_columns(side(pl.col("chosen")).alias("chosen"), side(pl.col("rejected")).alias("rejected"))
-    prompts_side = prompts.select("prompt_id", prompt.alias("prompt"))
-    if isinstance(prompts_side, pl.DataFrame):
-        out = out.join(prompts_side, on="prompt_id", how="left", maintain_order="left")
-    else:
-        out = out.lazy().join(prompts_side, on="prompt_id", how="left", maintain_order="left")  # type: ignore[assignment]
-    return out.lazy().select(
-        "prompt",
-        "chosen",
-        "rejected",
-        "prompt_id",
-        *[pl.col(f"{s}_{c}").cast(pl.Int64) for c in ("idx", "tokens") for s in ("chosen", "rejected")],
-        *[pl.col(f"{s}_{c}").cast(pl.Float64) for c in ("quality", "score") for s in ("chosen", "rejected")],
-        "margin",
-        pl.lit(cfg.strategy).alias("strategy"),
-    )
-
-
-def sink_pairs(
-    groups: pl.DataFrame,
-    scored: pl.LazyFrame,
-    prompts: pl.LazyFrame,
-    cfg: PairsConfig,
-    path: str,
-    batch: int = 100_000,
-) -> int:
-    """Kept groups -> one Parquet file at `path`, `batch` pairs at a time, so that the text held at
-    once is one batch's (for runs too big to render in memory). Returns the pairs written."""
-    import pyarrow.parquet as pq
-
-    kept = groups.filter(pl.col("outcome") == "kept")
-    schema = pairs_schema(cfg.format)
-    written = 0
-    with pq.ParquetWriter(path, schema, compression="zstd") as writer:
-        for start in range(0, max(kept.height, 1), batch):
-            part = kept.slice(start, batch)
-            table = render_pairs(part, scored, prompts, cfg).collect().to_arrow().cast(schema)
-            writer.write_table(table)
-            written += table.num_rows
-    return written
-
-
-def build_pairs(
-    scored: pl.LazyFrame | pl.DataFrame, prompts: pl.LazyFrame | pl.DataFrame, cfg: PairsConfig
-) -> tuple[pl.DataFrame, PairStats]:
-    """Scored samples + prompts -> (pairs in `pairs_schema(cfg.format)`, stats)."""
-    require_columns(prompts.lazy(), ("prompt_id", "messages"), "pairs")
-    groups, stats = select_pairs(scored, cfg)
-    return render_pairs(groups, scored, prompts, cfg).collect(), stats
-
-
-# -- SFT exports -------------------------------------------------------------------------------
-def _sft_frame(rows: pl.LazyFrame, prompts: pl.LazyFrame, source: str, cfg: PairsConfig) -> pl.DataFrame:
-    """rows: prompt_id, sample_idx, completion_tokens, quality, content -> one SFT example each.
-
-    Output columns: prompt_id, sample_idx, messages (prompt + assistant) for the conversational
-    format, or prompt and completion strings for the standard one; completion_tokens, quality, source.
-    """
-    joined = rows.join(prompts.select("prompt_id", "messages"), on="prompt_id", how="inner")
-    if cfg.format == "conversational":
-        text = [pl.concat_list("messages", as_messages(pl.col("content"))).alias("messages")]
-    else:
-        text = [prompt_text(pl.col("messages")).alias("prompt"), pl.col("content").alias("completion")]
-    return (
-        joined.select(
-            "prompt_id",
-            pl.col("sample_idx").cast(pl.Int64),
-            *text,
-            pl.col("completion_tokens").cast(pl.Int64),
-            pl.col("quality").cast(pl.Float64),
-            pl.lit(source).alias("source"),
-        )
-        .sort("prompt_id", "sample_idx")
-        .collect()
-    )
-
-
-def sft_filter_long(
-    scored: pl.LazyFrame | pl.DataFrame, prompts: pl.LazyFrame | pl.DataFrame, cfg: PairsConfig
-) -> pl.DataFrame:
-    """Filter-long SFT baseline: every valid sample with at most `cfg.sft_max_tokens` decoded tokens."""
-    keep = (
-        mark_samples(scored.lazy())
-        .filter(pl.col("exclusion").is_null() & (pl.col("completion_tokens") <= cfg.sft_max_tokens))
-        .select("row", "prompt_id", "sample_idx", "completion_tokens", "quality")
-        .collect(engine="streaming")
-    )
-    rows = keep.with_columns(fetch_content(scored, keep["row"], cfg).alias("content")).lazy()
-    return _sft_frame(rows, prompts.lazy(), "filter_long", cfg)
-
-
-def sft_dp(
-    dp_groups: pl.DataFrame, scored: pl.LazyFrame | pl.DataFrame, prompts: pl.LazyFrame | pl.DataFrame, cfg: PairsConfig
-) -> pl.DataFrame:
-    """DP-SFT: the chosen side of the kept dp_dpo pairs (`dp_groups` from `select_pairs`)."""
-    kept = dp_groups.filter(pl.col("outcome") == "kept")
-    rows = kept.select(
-        "prompt_id",
-        pl.col("chosen_idx").alias("sample_idx"),
-        pl.col("chosen_tokens").alias("completion_tokens"),
-        pl.col("chosen_quality").alias("quality"),
-        fetch_content(scored, kept["chosen_row"], cfg).alias("content"),
-    ).lazy()
-    return _sft_frame(rows, prompts.lazy(), "dp_sft", cfg)

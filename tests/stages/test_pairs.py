@@ -12,6 +12,7 @@ from factory import pipeline
 from factory.config import ConfigError, PairsConfig, load
 from factory.schemas import PAIRS
 from factory.stages import pairs as P
+from factory.stages import pairs_output as O
 
 
 def scored(rows: list[tuple]) -> pl.DataFrame:
@@ -148,15 +149,15 @@ def test_unsorted_and_lazy_input_give_the_same_pairs(tmp_path):
     frame = scored([(f"p{g}", i, int(rng.integers(10, 900)), float(rng.random())) for g in range(40) for i in range(4)])
     prompts = prompts_for(frame)
     cfg = PairsConfig()
-    expected, stats = P.build_pairs(frame, prompts, cfg)
-    shuffled, _ = P.build_pairs(frame.sample(fraction=1.0, shuffle=True, seed=1), prompts, cfg)
+    expected, stats = O.build_pairs(frame, prompts, cfg)
+    shuffled, _ = O.build_pairs(frame.sample(fraction=1.0, shuffle=True, seed=1), prompts, cfg)
     frame.sample(fraction=1.0, shuffle=True, seed=2).write_parquet(tmp_path / "scored.parquet")
-    lazy, lazy_stats = P.build_pairs(pl.scan_parquet(tmp_path / "scored.parquet"), prompts.lazy(), cfg)
+    lazy, lazy_stats = O.build_pairs(pl.scan_parquet(tmp_path / "scored.parquet"), prompts.lazy(), cfg)
     assert shuffled.equals(expected) and lazy.equals(expected)
     assert lazy_stats.as_dict() == stats.as_dict()
     groups, _ = P.select_pairs(pl.scan_parquet(tmp_path / "scored.parquet"), cfg)
     out = str(tmp_path / "pairs.parquet")
-    written = P.sink_pairs(groups, pl.scan_parquet(tmp_path / "scored.parquet"), prompts.lazy(), cfg, out, batch=7)
+    written = O.sink_pairs(groups, pl.scan_parquet(tmp_path / "scored.parquet"), prompts.lazy(), cfg, out, batch=7)
     assert written == expected.height and pl.read_parquet(out).equals(expected)
 
 
@@ -211,7 +212,7 @@ def test_quality_strategy_ignores_w_len():
 # -- output --------------------------------------------------------------------------------------------
 def test_conversational_output_matches_the_contract_with_think_tags_on_both_sides():
     frame = scored([("a", 0, 10, 0.9), ("a", 1, 500, 0.2)])
-    pairs, _ = P.build_pairs(frame, prompts_for(frame), PairsConfig(drop_ratio=0.0))
+    pairs, _ = O.build_pairs(frame, prompts_for(frame), PairsConfig(drop_ratio=0.0))
     table = pairs.to_arrow().cast(PAIRS)
     assert table.schema.names == PAIRS.names
     row = pairs.row(0, named=True)
@@ -224,8 +225,8 @@ def test_conversational_output_matches_the_contract_with_think_tags_on_both_side
 def test_standard_format_and_leaving_reasoning_out():
     frame = scored([("a", 0, 10, 0.9), ("a", 1, 500, 0.2)])
     cfg = PairsConfig(drop_ratio=0.0, format="standard", include_reasoning=False)
-    pairs, _ = P.build_pairs(frame, prompts_for(frame), cfg)
-    table = pairs.to_arrow().cast(P.pairs_schema("standard"))
+    pairs, _ = O.build_pairs(frame, prompts_for(frame), cfg)
+    table = pairs.to_arrow().cast(O.pairs_schema("standard"))
     assert table.schema.field("chosen").type == pa.string()
     row = pairs.row(0, named=True)
     assert (row["prompt"], row["chosen"], row["rejected"]) == ("host\n\nq a", "answer a/0", "answer a/1")
@@ -237,13 +238,13 @@ def test_sft_exports_filter_long_and_dp_sft():
     )
     prompts = prompts_for(frame)
     cfg = PairsConfig(drop_ratio=0.0)
-    long = P.sft_filter_long(frame, prompts, cfg)
+    long = O.sft_filter_long(frame, prompts, cfg)
     assert long.select("prompt_id", "sample_idx").rows() == [("a", 0), ("a", 1), ("b", 0)]
     assert long["messages"][0].to_list()[-1]["content"].endswith("answer a/0")
     groups, _ = P.select_pairs(frame, cfg)
-    dp = P.sft_dp(groups, frame, prompts, cfg)
+    dp = O.sft_dp(groups, frame, prompts, cfg)
     assert dp.select("prompt_id", "sample_idx", "source").rows() == [("a", 0, "dp_sft")]
-    standard = P.sft_dp(groups, frame, prompts, replace(cfg, format="standard"))
+    standard = O.sft_dp(groups, frame, prompts, replace(cfg, format="standard"))
     assert standard.columns[:4] == ["prompt_id", "sample_idx", "prompt", "completion"]
 
 

@@ -1,0 +1,185 @@
+"""Pair stage, the output: the decided groups (factory.stages.pairs.select_pairs) -> pairs rows per
+the pairs/ contract, and the SFT exports. Text is fetched only for the samples that are used.
+
+    rows in (groups): prompt_id=p1  chosen_idx=0  chosen_row=0  rejected_idx=1  rejected_row=1  margin ...
+    row out (pairs):  prompt=[{system}, {user}]  chosen=[{assistant: "<think>\\n...\\n</think>\\n\\nanswer"}]
+                      rejected=[...]  prompt_id=p1  chosen_idx=0 ... margin  strategy=dp_dpo
+
+Formats: conversational (factory.schemas.PAIRS, what TRL's DPOTrainer loads as is) or standard
+(prompt/chosen/rejected as plain strings); `include_reasoning: false` leaves the <think> part out.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+import pyarrow as pa
+
+from factory.config import PairsConfig
+from factory.schemas import PAIRS, require_columns
+from factory.stages.pairs import PairStats, mark_samples, select_pairs
+
+
+# -- rendering ---------------------------------------------------------------------------------
+def pairs_schema(fmt: str) -> pa.Schema:
+    """PAIRS for the conversational format; prompt/chosen/rejected as plain strings for standard."""
+    if fmt == "conversational":
+        return PAIRS
+    return pa.schema(
+        [pa.field(f.name, pa.string()) if f.name in ("prompt", "chosen", "rejected") else f for f in PAIRS]
+    )
+
+
+def assistant_content(reasoning: pl.Expr, answer: pl.Expr, include_reasoning: bool) -> pl.Expr:
+    """The assistant turn's text; the reasoning sits in <think> tags in the same form on both sides."""
+    if not include_reasoning:
+        return answer.fill_null("")
+    return pl.concat_str([pl.lit("<think>\n"), reasoning.fill_null(""), pl.lit("\n</think>\n\n"), answer.fill_null("")])
+
+
+def as_messages(content: pl.Expr) -> pl.Expr:
+    return pl.concat_list(pl.struct(pl.lit("assistant").alias("role"), content.alias("content")))
+
+
+def prompt_text(messages: pl.Expr) -> pl.Expr:
+    """Standard (string) format prompt: the messages' contents joined by blank lines, system first.
+    No chat template is applied: that belongs to the trainer's tokenizer."""
+    return messages.list.eval(pl.element().struct.field("content")).list.join("\n\n")
+
+
+def fetch_content(scored: pl.LazyFrame | pl.DataFrame, rows: pl.Series, cfg: PairsConfig) -> pl.Series:
+    """The assistant content of the samples at positions `rows` of `scored`, in that order. In
+    memory this is a gather; over a LazyFrame (Parquet scan) only those rows' text is kept."""
+    content = assistant_content(pl.col("reasoning"), pl.col("answer"), cfg.include_reasoning).alias("content")
+    if isinstance(scored, pl.DataFrame):
+        return scored.select(pl.col("reasoning", "answer").gather(rows)).select(content).to_series()
+    if not rows.len():
+        return pl.Series("content", [], pl.String)
+    # Only the row range in question is read (slice pushdown), and a streaming filter keeps just the
+    # wanted rows' text; a join here could hash the whole scan.
+    first, last = int(rows.min()), int(rows.max())  # type: ignore[arg-type]
+    found = (
+        scored.slice(first, last - first + 1)
+        .with_row_index("row", offset=first)
+        .filter(pl.col("row").is_in(rows.implode()))
+        .select("row", content)
+        .collect(engine="streaming")
+    )
+    wanted = pl.DataFrame({"row": rows})
+    return wanted.join(found, on="row", how="left", maintain_order="left")["content"]
+
+
+def render_pairs(
+    groups: pl.DataFrame, scored: pl.LazyFrame | pl.DataFrame, prompts: pl.LazyFrame | pl.DataFrame, cfg: PairsConfig
+) -> pl.LazyFrame:
+    """Kept groups (from `select_pairs`, in prompt_id order) -> pairs rows in
+    `pairs_schema(cfg.format)`, in prompt_id order. Lazy only where `prompts` is (a Parquet scan
+    then streams into sink_parquet); in memory every step runs eagerly, which is faster here."""
+    kept = groups.filter(pl.col("outcome") == "kept")
+    prompt = pl.col("messages") if cfg.format == "conversational" else prompt_text(pl.col("messages"))
+    side = as_messages if cfg.format == "conversational" else (lambda content: content)
+    content = fetch_content(scored, pl.concat([kept["chosen_row"], kept["rejected_row"]]), cfg)
+    out = kept.with_columns(content[: kept.height].alias("chosen"), content[kept.height :].alias("rejected"))
+    out = out.with_columns(side(pl.col("chosen")).alias("chosen"), side(pl.col("rejected")).alias("rejected"))
+    prompts_side = prompts.select("prompt_id", prompt.alias("prompt"))
+    if isinstance(prompts_side, pl.DataFrame):
+        out = out.join(prompts_side, on="prompt_id", how="left", maintain_order="left")
+    else:
+        out = out.lazy().join(prompts_side, on="prompt_id", how="left", maintain_order="left")  # type: ignore[assignment]
+    return out.lazy().select(
+        "prompt",
+        "chosen",
+        "rejected",
+        "prompt_id",
+        *[pl.col(f"{s}_{c}").cast(pl.Int64) for c in ("idx", "tokens") for s in ("chosen", "rejected")],
+        *[pl.col(f"{s}_{c}").cast(pl.Float64) for c in ("quality", "score") for s in ("chosen", "rejected")],
+        "margin",
+        pl.lit(cfg.strategy).alias("strategy"),
+    )
+
+
+def sink_pairs(
+    groups: pl.DataFrame,
+    scored: pl.LazyFrame,
+    prompts: pl.LazyFrame,
+    cfg: PairsConfig,
+    path: str,
+    batch: int = 100_000,
+) -> int:
+    """Kept groups -> one Parquet file at `path`, `batch` pairs at a time, so that the text held at
+    once is one batch's (for runs too big to render in memory). Returns the pairs written."""
+    import pyarrow.parquet as pq
+
+    kept = groups.filter(pl.col("outcome") == "kept")
+    schema = pairs_schema(cfg.format)
+    written = 0
+    with pq.ParquetWriter(path, schema, compression="zstd") as writer:
+        for start in range(0, max(kept.height, 1), batch):
+            part = kept.slice(start, batch)
+            table = render_pairs(part, scored, prompts, cfg).collect().to_arrow().cast(schema)
+            writer.write_table(table)
+            written += table.num_rows
+    return written
+
+
+def build_pairs(
+    scored: pl.LazyFrame | pl.DataFrame, prompts: pl.LazyFrame | pl.DataFrame, cfg: PairsConfig
+) -> tuple[pl.DataFrame, PairStats]:
+    """Scored samples + prompts -> (pairs in `pairs_schema(cfg.format)`, stats)."""
+    require_columns(prompts.lazy(), ("prompt_id", "messages"), "pairs")
+    groups, stats = select_pairs(scored, cfg)
+    return render_pairs(groups, scored, prompts, cfg).collect(), stats
+
+
+# -- SFT exports -------------------------------------------------------------------------------
+def _sft_frame(rows: pl.LazyFrame, prompts: pl.LazyFrame, source: str, cfg: PairsConfig) -> pl.DataFrame:
+    """rows: prompt_id, sample_idx, completion_tokens, quality, content -> one SFT example each.
+
+    Output columns: prompt_id, sample_idx, messages (prompt + assistant) for the conversational
+    format, or prompt and completion strings for the standard one; completion_tokens, quality, source.
+    """
+    joined = rows.join(prompts.select("prompt_id", "messages"), on="prompt_id", how="inner")
+    if cfg.format == "conversational":
+        text = [pl.concat_list("messages", as_messages(pl.col("content"))).alias("messages")]
+    else:
+        text = [prompt_text(pl.col("messages")).alias("prompt"), pl.col("content").alias("completion")]
+    return (
+        joined.select(
+            "prompt_id",
+            pl.col("sample_idx").cast(pl.Int64),
+            *text,
+            pl.col("completion_tokens").cast(pl.Int64),
+            pl.col("quality").cast(pl.Float64),
+            pl.lit(source).alias("source"),
+        )
+        .sort("prompt_id", "sample_idx")
+        .collect()
+    )
+
+
+def sft_filter_long(
+    scored: pl.LazyFrame | pl.DataFrame, prompts: pl.LazyFrame | pl.DataFrame, cfg: PairsConfig
+) -> pl.DataFrame:
+    """Filter-long SFT baseline: every valid sample with at most `cfg.sft_max_tokens` decoded tokens."""
+    keep = (
+        mark_samples(scored.lazy())
+        .filter(pl.col("exclusion").is_null() & (pl.col("completion_tokens") <= cfg.sft_max_tokens))
+        .select("row", "prompt_id", "sample_idx", "completion_tokens", "quality")
+        .collect(engine="streaming")
+    )
+    rows = keep.with_columns(fetch_content(scored, keep["row"], cfg).alias("content")).lazy()
+    return _sft_frame(rows, prompts.lazy(), "filter_long", cfg)
+
+
+def sft_dp(
+    dp_groups: pl.DataFrame, scored: pl.LazyFrame | pl.DataFrame, prompts: pl.LazyFrame | pl.DataFrame, cfg: PairsConfig
+) -> pl.DataFrame:
+    """DP-SFT: the chosen side of the kept dp_dpo pairs (`dp_groups` from `select_pairs`)."""
+    kept = dp_groups.filter(pl.col("outcome") == "kept")
+    rows = kept.select(
+        "prompt_id",
+        pl.col("chosen_idx").alias("sample_idx"),
+        pl.col("chosen_tokens").alias("completion_tokens"),
+        pl.col("chosen_quality").alias("quality"),
+        fetch_content(scored, kept["chosen_row"], cfg).alias("content"),
+    ).lazy()
+    return _sft_frame(rows, prompts.lazy(), "dp_sft", cfg)
