@@ -36,7 +36,7 @@ class ReplyJudge:
         out = []
         for request in requests:
             reply = re.search(
-                r"Host reply:\n(.*?)\n\nJudge the host reply", request.messages[0]["content"], re.DOTALL
+                r"Host reply:\n(.*?)\n\nYour JSON verdict:", request.messages[0]["content"], re.DOTALL
             ).group(1)
             text = self.rule(reply)
             if isinstance(text, Exception):
