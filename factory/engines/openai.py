@@ -1,0 +1,304 @@
+"""Any OpenAI-compatible chat API (DeepSeek, OpenAI, a vLLM / SGLang / llama.cpp server) through the
+`openai` async client.
+
+    engine = OpenAIEngine(EngineConfig(kind="openai", base_url="http://127.0.0.1:8000/v1", model="r1"))
+    engine.generate([Request(messages=[{"role": "user", "content": "hi"}], max_tokens=64, seed=7)])
+    -> [Completion(text="Hello!", reasoning=None, finish_reason="stop", prompt_tokens=9, ...)]
+
+Per replica: at most `parallel` requests in flight, paced to `rpm` / `tpm` (split over the replicas),
+each with `request_timeout_s`. A 429 (its Retry-After honoured), a 5xx, a timeout or a lost connection
+is retried `max_retries` times with exponential backoff and full jitter; any other error, or the last
+retry's, becomes the request's `error` and the batch goes on. DeepSeek's `reasoning_content` and
+`usage.completion_tokens_details.reasoning_tokens` are read when the server sends them; otherwise the
+sample stage finds `<think>` in the content and splits the tokens with `engine.tokenizer`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import os
+import random
+import re
+import threading
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from factory.config import ConfigError, EngineConfig
+from factory.engines.base import Completion, Request
+
+MAX_BACKOFF_S = 60.0
+_LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+# How servers word a prompt that does not fit: vLLM ("... your prompt contains at least 2049 input tokens",
+# older: "(2049 in the messages, ...)"), llama.cpp (JSON fields n_prompt_tokens / n_ctx).
+_PROMPT_TOKENS = re.compile(r"(\d+)\s+(?:input tokens|in the messages|tokens in the prompt)")
+_CONTEXT = re.compile(r"maximum context length is (\d+)")
+
+
+class RatePacer:
+    """Spaces out work to `per_minute` units (GCRA): a request of `amount` units moves the earliest next
+    start by amount * 60 / per_minute seconds. Over-estimates are handed back with `refund`, so a request
+    charged at prompt + max_tokens ends up costing what the server says it used."""
+
+    def __init__(self, per_minute: float):
+        self.interval = 60.0 / per_minute
+        self.next_start = 0.0
+        self.lock = asyncio.Lock()
+
+    async def acquire(self, amount: float = 1.0) -> None:
+        async with self.lock:  # waiters go in arrival order
+            now = time.monotonic()
+            start = max(self.next_start, now)
+            if start > now:
+                await asyncio.sleep(start - now)
+            self.next_start = start + amount * self.interval
+
+    def refund(self, amount: float) -> None:
+        self.next_start -= amount * self.interval
+
+
+def retry_after_s(headers: Any) -> float | None:
+    """Seconds asked for by `retry-after-ms` / `Retry-After` (seconds or an HTTP date), if any."""
+    if headers is None:
+        return None
+    value = headers.get("retry-after-ms")
+    if value is not None:
+        try:
+            return max(0.0, float(value) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+def backoff_s(attempt: int, base: float, rng: random.Random) -> float:
+    """Full jitter: uniform in [0, min(cap, base * 2**(attempt-1))]."""
+    return rng.uniform(0, min(MAX_BACKOFF_S, base * 2 ** (attempt - 1)))
+
+
+def context_error(message: str, body: Any, max_model_len: int) -> str | None:
+    """'prompt has N tokens, max_model_len M' when an HTTP 400 says the prompt does not fit, else None."""
+    err = body.get("error", body) if isinstance(body, dict) else {}
+    if isinstance(err, dict) and err.get("n_prompt_tokens") is not None:
+        return f"prompt has {err['n_prompt_tokens']} tokens, max_model_len {err.get('n_ctx') or max_model_len}"
+    found = _PROMPT_TOKENS.search(message)
+    if found and ("context" in message or "max_model_len" in message):
+        limit = _CONTEXT.search(message)
+        return f"prompt has {found.group(1)} tokens, max_model_len {limit.group(1) if limit else max_model_len}"
+    return None
+
+
+def _estimate_prompt_tokens(messages: list[dict[str, str]]) -> int:
+    # Used only to pace `tpm` before the server reports usage: about 2 characters per token is on the
+    # safe side for English and Chinese alike; the difference is refunded from the real usage.
+    return sum(len(m.get("content") or "") for m in messages) // 2 + 4 * len(messages)
+
+
+class _Tokenizer:
+    """Counts tokens of plain texts: a tokenizer.json / HF folder, or the server's /tokenize."""
+
+    def __init__(self, spec: str, base_url: str, model: str):
+        self.spec, self.model = spec, model
+        self.root = re.sub(r"/v1/?$", "", base_url.rstrip("/"))
+        self.local = None
+        if spec and spec != "server":
+            from factory.engines import requires
+
+            requires("tokenizers", "openai", "pip install tokenizers (to count tokens with engine.tokenizer)")
+            from tokenizers import Tokenizer
+
+            path = Path(spec).expanduser()
+            path = path / "tokenizer.json" if path.is_dir() else path
+            if not path.is_file():
+                raise ConfigError(f"engine.tokenizer: no tokenizer.json at {path}")
+            self.local = Tokenizer.from_file(str(path))
+
+    def count(self, text: str) -> int:
+        if not text:
+            return 0
+        if self.local is not None:
+            return len(self.local.encode(text, add_special_tokens=False).ids)
+        # llama.cpp reads `content`, vLLM reads `prompt`; each ignores the other's fields.
+        body = {"content": text, "add_special": False, "model": self.model, "prompt": text, "add_special_tokens": False}
+        req = urllib.request.Request(
+            f"{self.root}/tokenize", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+        )
+        with _NO_PROXY.open(req, timeout=60) as response:
+            reply = json.loads(response.read())
+        return int(reply["count"]) if "count" in reply else len(reply["tokens"])
+
+
+class OpenAIEngine:
+    supports_json_schema = True
+    concurrent_batches = True  # generate() is thread-safe: batches of one replica share its slots
+
+    def __init__(self, cfg: EngineConfig, client: Any = None):
+        import openai
+
+        self.cfg = cfg
+        self.model_name = cfg.model
+        self.finished = 0  # requests answered so far (the runner's watchdog reads it)
+        self._openai = openai
+        self._rng = random.Random()
+        self._tokenizer = _Tokenizer(cfg.tokenizer, cfg.base_url, cfg.model) if cfg.tokenizer else None
+        # One event loop per engine in a thread of its own: generate() stays a plain call for Ray actors
+        # and stages, and concurrent batches share one connection pool and one set of limits.
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="openai-engine", daemon=True)
+        self._thread.start()
+        self.client = client or self._call(self._make_client())
+        self._slots, self._rpm, self._tpm = self._call(self._make_limits())
+
+    def _call(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    async def _make_client(self) -> Any:
+        api_key = os.environ.get(self.cfg.api_key_env, "") if self.cfg.api_key_env else ""
+        host = urllib.parse.urlsplit(self.cfg.base_url).hostname or ""
+        # A loopback server is never reached through an HTTP proxy from the environment.
+        http_client = self._openai.DefaultAsyncHttpxClient(trust_env=False) if host in _LOOPBACK else None
+        return self._openai.AsyncOpenAI(
+            base_url=self.cfg.base_url,
+            api_key=api_key or "EMPTY",  # local servers take any key; the client refuses none
+            max_retries=0,  # retries are ours: backoff with jitter, counted per request
+            timeout=self.cfg.request_timeout_s,
+            http_client=http_client,
+        )
+
+    async def _make_limits(self) -> tuple[asyncio.Semaphore, RatePacer | None, RatePacer | None]:
+        replicas = max(1, self.cfg.replicas)  # every replica paces its share of the limits
+        rpm = RatePacer(self.cfg.rpm / replicas) if self.cfg.rpm else None
+        tpm = RatePacer(self.cfg.tpm / replicas) if self.cfg.tpm else None
+        return asyncio.Semaphore(self.cfg.parallel), rpm, tpm
+
+    # -- one request -----------------------------------------------------------------------------
+    def _body(self, request: Request) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.cfg.model,
+            "messages": request.messages,
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+            "top_p": request.top_p,
+            "seed": request.seed,
+        }
+        if request.json_schema is not None:
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "output", "schema": request.json_schema, "strict": True},
+            }
+        extra = self.cfg.engine_kwargs.get("extra_body")
+        if extra:
+            body["extra_body"] = dict(extra)
+        return body
+
+    async def _one(self, request: Request) -> Completion:
+        body = self._body(request)
+        estimate = _estimate_prompt_tokens(request.messages) + request.max_tokens
+        error = "no attempt made"
+        attempts = self.cfg.max_retries + 1
+        for attempt in range(1, attempts + 1):
+            wait = None
+            async with self._slots:
+                if self._rpm:
+                    await self._rpm.acquire(1)
+                if self._tpm:
+                    await self._tpm.acquire(estimate)
+                start = time.perf_counter()
+                try:
+                    response = await self.client.chat.completions.create(**body, timeout=self.cfg.request_timeout_s)
+                except self._openai.APIStatusError as exc:
+                    if self._tpm:
+                        self._tpm.refund(estimate)
+                    error = _status_message(exc)
+                    if exc.status_code not in (408, 409, 429) and exc.status_code < 500:
+                        fits = context_error(str(exc), exc.body, self.cfg.max_model_len)
+                        return self._done(Completion(tag=request.tag, error=fits or error, attempts=attempt))
+                    wait = retry_after_s(exc.response.headers)
+                except self._openai.APIConnectionError as exc:  # includes APITimeoutError
+                    if self._tpm:
+                        self._tpm.refund(estimate)
+                    kind = "timeout" if isinstance(exc, self._openai.APITimeoutError) else "connection error"
+                    error = f"{kind} after {time.perf_counter() - start:.1f}s: {exc}"
+                else:
+                    completion = self._completion(request, response, time.perf_counter() - start, attempt)
+                    if self._tpm:
+                        used = (response.usage.total_tokens or 0) if response.usage else estimate
+                        self._tpm.refund(estimate - used)
+                    return self._done(completion)
+            if attempt < attempts:  # wait outside the slot: other requests go on meanwhile
+                await asyncio.sleep(wait if wait is not None else backoff_s(attempt, self.cfg.backoff_s, self._rng))
+        return self._done(Completion(tag=request.tag, error=f"{error} (after {attempts} attempts)", attempts=attempts))
+
+    def _done(self, completion: Completion) -> Completion:
+        self.finished += 1
+        return completion
+
+    def _completion(self, request: Request, response: Any, latency: float, attempt: int) -> Completion:
+        if not response.choices:
+            return Completion(tag=request.tag, error="the API returned no choices", latency_s=latency, attempts=attempt)
+        choice = response.choices[0]
+        message = choice.message
+        extra = getattr(message, "model_extra", None) or {}
+        # DeepSeek: reasoning_content; newer vLLM servers: reasoning.
+        reasoning = (
+            getattr(message, "reasoning_content", None) or extra.get("reasoning_content") or extra.get("reasoning")
+        )
+        usage = response.usage
+        details = getattr(usage, "completion_tokens_details", None) if usage else None
+        reasoning_tokens = getattr(details, "reasoning_tokens", None) if details else None
+        if reasoning_tokens == 0 and (
+            reasoning or "<think>" in (message.content or "") or "</think>" in (message.content or "")
+        ):
+            reasoning_tokens = None  # a server that reports 0 while it did reason: count it ourselves
+        return Completion(
+            tag=request.tag,
+            text=message.content or "",
+            reasoning=reasoning or None,
+            finish_reason=choice.finish_reason or "",
+            prompt_tokens=usage.prompt_tokens if usage else None,
+            completion_tokens=usage.completion_tokens if usage else None,
+            reasoning_tokens=reasoning_tokens,
+            latency_s=latency,
+            attempts=attempt,
+        )
+
+    # -- the Engine protocol ---------------------------------------------------------------------
+    def generate(self, requests: list[Request]) -> list[Completion]:
+        async def gather() -> list[Completion]:
+            return list(await asyncio.gather(*(self._one(r) for r in requests)))
+
+        return self._call(gather())
+
+    def count_tokens(self, texts: list[str]) -> list[int] | None:
+        if self._tokenizer is None:
+            return None
+        return [self._tokenizer.count(text) for text in texts]
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        try:
+            self._call(self.client.close())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+            self._loop.close()
+
+
+def _status_message(exc: Any) -> str:
+    body = exc.body
+    detail = body.get("message") if isinstance(body, dict) else None
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        detail = body["error"].get("message") or detail
+    return f"HTTP {exc.status_code}: {detail or exc.message}"

