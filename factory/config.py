@@ -200,6 +200,10 @@ class PairsConfig:
             raise ConfigError(f"pairs.quality_norm: {self.quality_norm!r} is not one of scale, group")
         if self.format not in ("conversational", "standard"):
             raise ConfigError(f"pairs.format: {self.format!r} is not one of conversational, standard")
+        if self.target is not None and self.target < 1:
+            raise ConfigError(f"pairs.target: must be >= 1, got {self.target}")
+        if self.min_margin is not None and self.min_margin < 0:
+            raise ConfigError(f"pairs.min_margin: must be >= 0, got {self.min_margin}")
         unknown = set(self.sft) - {"filter_long", "dp_sft"}
         if unknown:
             raise ConfigError(f"pairs.sft: unknown export(s) {sorted(unknown)}; valid: filter_long, dp_sft")
@@ -209,22 +213,6 @@ class PairsConfig:
         return 1.0 - self.w_len if self.w_quality is None else self.w_quality
 
 
-@dataclass
-class RayConfig:
-    address: Optional[str] = _help("Ray cluster address; null = start or join a local one (RAY_ADDRESS wins).", None)
-        if self.target is not None and self.target < 1:
-            raise ConfigError(f"pairs.target: must be >= 1, got {self.target}")
-        if self.min_margin is not None and self.min_margin < 0:
-            raise ConfigError(f"pairs.min_margin: must be >= 0, got {self.min_margin}")
-    num_cpus: Optional[int] = _help("CPUs for a locally started Ray (null = all).", None)
-
-
-@dataclass
-class RunConfig:
-    output_dir: str = _help("Run directory: a local path or any fsspec URL (s3://, memory://).", "runs/demo")
-    prompts: PromptsConfig = _help("Where the prompts are and how they are rendered.", factory=PromptsConfig)
-    sampler: SamplerConfig = _help("Teacher sampling.", factory=SamplerConfig)
-    judge: JudgeConfig = _help("Judge (generative reward model).", factory=JudgeConfig)
 @dataclass
 class SweepConfig:
     w_len_start: float = _help("`factory sweep`: first w_len of the grid.", 0.0)
@@ -256,7 +244,20 @@ class SweepConfig:
         return self._grid(self.drop_ratio_start, self.drop_ratio_stop, self.drop_ratio_step)
 
 
+@dataclass
+class RayConfig:
+    address: Optional[str] = _help("Ray cluster address; null = start or join a local one (RAY_ADDRESS wins).", None)
+    num_cpus: Optional[int] = _help("CPUs for a locally started Ray (null = all).", None)
+
+
+@dataclass
+class RunConfig:
+    output_dir: str = _help("Run directory: a local path or any fsspec URL (s3://, memory://).", "runs/demo")
+    prompts: PromptsConfig = _help("Where the prompts are and how they are rendered.", factory=PromptsConfig)
+    sampler: SamplerConfig = _help("Teacher sampling.", factory=SamplerConfig)
+    judge: JudgeConfig = _help("Judge (generative reward model).", factory=JudgeConfig)
     pairs: PairsConfig = _help("Pair building.", factory=PairsConfig)
+    sweep: SweepConfig = _help("The w_len x drop_ratio grid of `factory sweep`.", factory=SweepConfig)
     ray: RayConfig = _help("Where the work runs.", factory=RayConfig)
     decode_tokens_per_s: float = _help("Decode speed for the RT (response time) estimate, tokens/s.", 62.5)
     progress_interval_s: float = _help("Seconds between progress lines.", 5.0)
@@ -269,7 +270,6 @@ _PATH_KEYS = (
     "prompts.user_template_file",
     "judge.rubric_file",
 )
-    sweep: SweepConfig = _help("The w_len x drop_ratio grid of `factory sweep`.", factory=SweepConfig)
 
 
 def _valid_keys(cls: type, prefix: str = "") -> list[str]:
