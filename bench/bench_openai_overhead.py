@@ -29,7 +29,7 @@ sys.path[:0] = [str(HERE.parent)]
 import pyarrow as pa
 
 from factory import config
-from factory.config import EngineConfig, SamplingConfig
+from factory.config import EngineConfig, RayConfig, SamplingConfig
 from factory.engines.llamacpp import LlamaCppEngine
 from factory.prompts import load_prompts
 from factory.schemas import SAMPLES
@@ -98,9 +98,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     args = parser.parse_args()
 
-    import ray
+    from factory.runner import init_ray
 
-    ray.init(include_dashboard=False, logging_level="ERROR")
+    init_ray(RayConfig())  # the Ray `factory run` starts
     rows = plan(args.prompts, args.k)
     sampling = SamplingConfig(temperature=0.9, top_p=0.95, max_tokens=args.max_tokens)
     server = LlamaCppEngine(

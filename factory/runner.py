@@ -46,7 +46,9 @@ def init_ray(cfg: RayConfig) -> None:
     if address:
         ray.init(address=address, **kwargs)
     else:
-        ray.init(num_cpus=cfg.num_cpus, include_dashboard=False, **kwargs)
+        # Ray nices its workers (15) to keep its own daemons responsive; here the workers are the engines,
+        # and on a shared machine a niced engine yields its cores to every other process.
+        ray.init(num_cpus=cfg.num_cpus, include_dashboard=False, _system_config={"worker_niceness": 0}, **kwargs)
 
 
 class Progress:

