@@ -256,3 +256,19 @@ def test_token_accounting_matches_the_in_process_engine(llama, api):
     for a, b in zip(direct, http):
         assert {k: a[k] for k in fields} == {k: b[k] for k in fields}
         assert b["reasoning_tokens"] + b["answer_tokens"] == b["completion_tokens"] > 0
+
+
+def test_the_api_example_reads_its_key_from_the_named_variable(monkeypatch):
+    from pathlib import Path
+
+    from factory import config
+    from factory.pipeline import preflight, redact
+
+    path = Path(__file__).resolve().parents[2] / "conf" / "r1_api.yaml"
+    monkeypatch.delenv("DEEPSEEK_API_KEY", raising=False)
+    with pytest.raises(ConfigError, match=r"sampler\.engine\.api_key_env: environment variable 'DEEPSEEK_API_KEY'"):
+        preflight(config.load(path))
+    monkeypatch.setenv("DEEPSEEK_API_KEY", "sk-secret-value")
+    cfg = config.load(path)
+    preflight(cfg)
+    assert "sk-secret-value" not in json.dumps(redact(config.to_dict(cfg)))

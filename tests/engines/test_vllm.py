@@ -193,3 +193,15 @@ def test_factory_run_samples_with_vllm_in_a_ray_actor(model_dir, tmp_path):
     assert manifest["restarts"]["sampler"] == 0
     again = pipeline.run(config.load(ROOT / "conf" / "demo.yaml", overrides))
     assert again["requests"] == {"sampler": 0, "judge": 0}
+
+
+def test_the_cluster_examples_load_and_ask_for_the_gpus_docs_cluster_md_explains():
+    from factory import config
+
+    one_node = config.load(ROOT / "conf" / "r1_distill_14b_vllm.yaml")
+    engine = one_node.sampler.engine
+    assert engine.replicas * gpus_per_replica(engine) == 8 and placement_bundles(engine) is None
+    assert 2 * engine.batch_size >= 256  # keeps vLLM's offline batch (max_num_seqs) full
+    multi = config.load(ROOT / "conf" / "r1_vllm_multinode.yaml")
+    bundles, strategy = placement_bundles(multi.sampler.engine)
+    assert len(bundles) == 16 and strategy == "PACK" and multi.sampler.engine.replicas * 16 == 32
