@@ -96,6 +96,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=1, help="each round runs bare, factory, factory, bare")
     args = parser.parse_args()
 
     from factory.runner import init_ray
@@ -119,7 +120,7 @@ def main() -> None:
     times = {"bare": 0.0, "factory": 0.0}
     tokens = {"bare": [], "factory": []}
     start_s = []
-    for arm in ("bare", "factory", "factory", "bare"):
+    for arm in ["bare", "factory", "factory", "bare"] * args.rounds:
         if arm == "bare":
             seconds, n = asyncio.run(bare(base_url, rows, sampling, args.concurrency))
         else:

@@ -8,7 +8,8 @@
 Per replica: at most `parallel` requests in flight, paced to `rpm` / `tpm` (split over the replicas),
 each with `request_timeout_s`. A 429 (its Retry-After honoured), a 5xx, a timeout or a lost connection
 is retried `max_retries` times with exponential backoff and full jitter; any other error, or the last
-retry's, becomes the request's `error` and the batch goes on. DeepSeek's `reasoning_content` and
+retry's, becomes the request's `error` and the batch goes on. `engine_kwargs.extra_body` (a mapping) is
+sent with every request, for server-specific fields. DeepSeek's `reasoning_content` and
 `usage.completion_tokens_details.reasoning_tokens` are read when the server sends them; otherwise the
 sample stage finds `<think>` in the content and splits the tokens with `engine.tokenizer`.
 """
@@ -32,6 +33,7 @@ from factory.config import ConfigError, EngineConfig
 from factory.engines.base import Completion, Request
 
 MAX_BACKOFF_S = 60.0
+MAX_RETRY_AFTER_S = 600.0  # a server asking for more is taken to ask for this (the watchdog is next)
 _LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 # How servers word a prompt that does not fit: vLLM ("... your prompt contains at least 2049 input tokens",
@@ -225,6 +227,7 @@ class OpenAIEngine:
                         fits = context_error(str(exc), exc.body, self.cfg.max_model_len)
                         return self._done(Completion(tag=request.tag, error=fits or error, attempts=attempt))
                     wait = retry_after_s(exc.response.headers)
+                    wait = min(wait, MAX_RETRY_AFTER_S) if wait is not None else None
                 except self._openai.APIConnectionError as exc:  # includes APITimeoutError
                     if self._tpm:
                         self._tpm.refund(estimate)
