@@ -54,3 +54,13 @@ def test_redact_masks_secret_looking_values_but_keeps_env_var_names():
     stored = json.dumps(redact(config.to_dict(cfg)))
     assert "sk-live-123" not in stored
     assert '"api_key_env": "MY_KEY"' in stored
+
+
+def test_vllm_dtype_and_quantization_are_part_of_the_sampler_fingerprint():
+    from factory.stages.sample import sampler_fingerprint
+
+    base = config.load(DEMO, ["sampler.engine.kind=vllm", "sampler.engine.model=/m"]).sampler
+    fp = sampler_fingerprint(base.engine, base.sampling, "/m", "t")
+    for override in ("sampler.engine.dtype=float32", "sampler.engine.quantization=awq"):
+        other = config.load(DEMO, ["sampler.engine.kind=vllm", "sampler.engine.model=/m", override]).sampler
+        assert sampler_fingerprint(other.engine, other.sampling, "/m", "t") != fp

@@ -22,6 +22,16 @@ class Request:
     json_schema: dict | None = None  # constrain the output where the engine supports it
     tag: Any = None  # the caller's key, handed back untouched on the Completion
 
+    def chat_body(self) -> dict[str, Any]:
+        """The OpenAI-style chat fields every HTTP-ish engine sends (each adds its own extras)."""
+        return {
+            "messages": self.messages,
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "seed": self.seed,
+        }
+
 
 @dataclass
 class Completion:

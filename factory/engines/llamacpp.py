@@ -76,13 +76,7 @@ class LlamaCppEngine:
         return self.server.listening_address  # type: ignore[attr-defined]
 
     def _one(self, request: Request) -> Completion:
-        body: dict = {
-            "messages": request.messages,
-            "max_tokens": request.max_tokens,
-            "temperature": request.temperature,
-            "top_p": request.top_p,
-            "seed": request.seed,
-        }
+        body = request.chat_body()
         if request.json_schema is not None:
             body["json_schema"] = request.json_schema
         error = None

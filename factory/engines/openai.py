@@ -186,14 +186,7 @@ class OpenAIEngine:
 
     # -- one request -----------------------------------------------------------------------------
     def _body(self, request: Request) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "model": self.cfg.model,
-            "messages": request.messages,
-            "max_tokens": request.max_tokens,
-            "temperature": request.temperature,
-            "top_p": request.top_p,
-            "seed": request.seed,
-        }
+        body: dict[str, Any] = {"model": self.cfg.model, **request.chat_body()}
         if request.json_schema is not None:
             body["response_format"] = {
                 "type": "json_schema",

@@ -26,19 +26,21 @@ _THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 
 
 def sampler_fingerprint(engine: EngineConfig, sampling: SamplingConfig, model_id: str, template: str) -> str:
-    """What makes samples comparable: model, engine kind, sampling params and the prompt template.
+    """What makes samples comparable: model, engine kind, sampling params and the prompt template
+    (and, for vLLM, the weights' dtype and quantization, which change what the model says).
     K is not in it: growing K 4 -> 8 reuses the first 4 samples of every prompt."""
-    return stable_hash(
-        {
-            "kind": engine.kind,
-            "model": model_id,
-            "temperature": sampling.temperature,
-            "top_p": sampling.top_p,
-            "max_tokens": sampling.max_tokens,
-            "seed": sampling.seed,
-            "template": template,
-        }
-    )
+    identity = {
+        "kind": engine.kind,
+        "model": model_id,
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "max_tokens": sampling.max_tokens,
+        "seed": sampling.seed,
+        "template": template,
+    }
+    if engine.kind == "vllm":
+        identity |= {"dtype": engine.dtype, "quantization": engine.quantization}
+    return stable_hash(identity)
 
 
 def plan_samples(
