@@ -117,6 +117,7 @@ class SamplerConfig:
     k: int = _help("Samples per prompt.", 4)
     engine: EngineConfig = _help("The teacher engine.", factory=EngineConfig)
     sampling: SamplingConfig = _help("Teacher sampling parameters.", factory=SamplingConfig)
+    retry_failed: bool = _help("On a rerun, sample again the stored samples that failed (error set).", False)
 
     def __post_init__(self) -> None:
         if self.k < 2:

@@ -333,7 +333,10 @@ def _run_once(cfg: RunConfig) -> dict[str, Any]:
     print(f"[prompts] {prompts.height} valid, {invalid.height} invalid", file=sys.stderr)
 
     # sample
-    plan = sample_stage.plan_samples(prompts, store.read("samples", SAMPLES), cfg.sampler.k, fps["sampler"], cfg.sampler.sampling.seed)
+    plan = sample_stage.plan_samples(
+        prompts, store.read("samples", SAMPLES), cfg.sampler.k, fps["sampler"], cfg.sampler.sampling.seed,
+        retry_failed=cfg.sampler.retry_failed,
+    )  # fmt: skip
     sample_run = _run_stage(
         "sample", cfg.sampler.engine, cfg, plan.to_dicts(), sample_stage.sample_batch,
         (cfg.sampler.sampling, fps["sampler"]), store, "samples", SAMPLES,

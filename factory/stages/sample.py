@@ -44,17 +44,28 @@ def sampler_fingerprint(engine: EngineConfig, sampling: SamplingConfig, model_id
 
 
 def plan_samples(
-    prompts: pl.DataFrame, stored: pl.DataFrame | None, k: int, sampler_fp: str, base_seed: int
+    prompts: pl.DataFrame,
+    stored: pl.DataFrame | None,
+    k: int,
+    sampler_fp: str,
+    base_seed: int,
+    retry_failed: bool = False,
 ) -> pl.DataFrame:
-    """Every (prompt_id, sample_idx < k) not yet stored under `sampler_fp`, with its derived seed."""
+    """Every (prompt_id, sample_idx < k) not yet stored under `sampler_fp`, with its derived seed.
+    With `retry_failed`, keys whose latest stored row failed (error set) are planned again; the new
+    row supersedes the old one when samples are read (latest `created_at` wins)."""
     require_columns(prompts, ("prompt_id", "messages"), "sample.plan")
+    key = ["prompt_id", "sample_idx"]
     wanted = prompts.select("prompt_id", "messages").join(
         pl.DataFrame({"sample_idx": list(range(k))}, schema={"sample_idx": pl.Int64}), how="cross"
     )
     if stored is not None and stored.height:
-        require_columns(stored, ("prompt_id", "sample_idx", "sampler_fp"), "sample.plan")
-        done = stored.filter(pl.col("sampler_fp") == sampler_fp).select("prompt_id", "sample_idx").unique()
-        wanted = wanted.join(done, on=["prompt_id", "sample_idx"], how="anti", maintain_order="left")
+        require_columns(stored, (*key, "sampler_fp"), "sample.plan")
+        done = stored.filter(pl.col("sampler_fp") == sampler_fp)
+        if retry_failed:
+            require_columns(stored, ("error", "created_at"), "sample.plan")
+            done = done.sort("created_at").unique(subset=key, keep="last").filter(pl.col("error").is_null())
+        wanted = wanted.join(done.select(key).unique(), on=key, how="anti", maintain_order="left")
     seeds = [derive_seed(base_seed, p, i) for p, i in zip(wanted["prompt_id"], wanted["sample_idx"])]
     return wanted.with_columns(pl.Series("seed", seeds, dtype=pl.Int64)).select(PLAN_COLUMNS)
 

@@ -87,3 +87,21 @@ def test_current_samples_keeps_one_row_per_key_of_this_run():
     )
     rows = current_samples(stored, "fp", pl.Series(["a"]), k=2)
     assert rows["answer"].to_list() == ["new"]
+
+
+def test_retry_failed_plans_keys_whose_latest_row_failed_only():
+    stored = pl.DataFrame(
+        {
+            "prompt_id": ["a", "a", "b", "b"],
+            "sample_idx": [0, 1, 0, 0],
+            "sampler_fp": ["fp"] * 4,
+            "error": [None, "timeout", "timeout", None],
+            "created_at": [1.0, 1.0, 1.0, 2.0],  # b/0 failed, then succeeded on a later run
+        }
+    )
+    prompts = PROMPTS.filter(pl.col("prompt_id").is_in(["a", "b"]))
+    assert plan_samples(prompts, stored, k=2, sampler_fp="fp", base_seed=0).select("prompt_id", "sample_idx").rows() == [
+        ("b", 1)
+    ]
+    retry = plan_samples(prompts, stored, k=2, sampler_fp="fp", base_seed=0, retry_failed=True)
+    assert sorted(retry.select("prompt_id", "sample_idx").rows()) == [("a", 1), ("b", 1)]
