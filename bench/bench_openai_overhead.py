@@ -18,31 +18,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
-import tempfile
 import time
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent)]
+from common import plan, sample_on_pool
 
-import pyarrow as pa
-
-from factory import config
 from factory.config import EngineConfig, RayConfig, SamplingConfig
 from factory.engines.llamacpp import LlamaCppEngine
-from factory.prompts import load_prompts
-from factory.schemas import SAMPLES
-from factory.stages.sample import plan_samples, sample_batch
-from factory.store import RunStore
-
-DEMO = HERE.parent / "conf" / "demo.yaml"
-
-
-def plan(n_prompts: int, k: int) -> list[dict]:
-    cfg = config.load(DEMO, [f"prompts.limit={n_prompts}"])
-    prompts, _ = load_prompts(cfg.prompts)
-    return plan_samples(prompts, None, k, "bench", 0).to_dicts()
 
 
 async def bare(base_url: str, rows: list[dict], sampling: SamplingConfig, concurrency: int) -> tuple[float, int]:
@@ -71,23 +52,14 @@ async def bare(base_url: str, rows: list[dict], sampling: SamplingConfig, concur
 def factory_arm(engine_cfg: EngineConfig, rows: list[dict], sampling: SamplingConfig) -> tuple[float, float, int]:
     from factory.runner import EnginePool
 
-    store = RunStore(tempfile.mkdtemp(prefix="bench-openai-"))
-    tokens = 0
-
-    def on_result(batch: list[dict], results: list[dict]) -> None:
-        nonlocal tokens
-        store.append("samples", pa.Table.from_pylist(results, schema=SAMPLES))
-        tokens += sum(r["completion_tokens"] for r in results)
-        assert not any(r["error"] for r in results), [r["error"] for r in results if r["error"]][:1]
-
     start = time.perf_counter()
     pool = EnginePool(engine_cfg, "bench")
     ready = time.perf_counter()
     try:
-        pool.map_batches(sample_batch, rows, (sampling, "bench"), on_result=on_result, on_fail=lambda b, r: [])
+        seconds, tokens = sample_on_pool(pool, rows, sampling, "bench-openai-")
     finally:
         pool.shutdown()
-    return time.perf_counter() - ready, ready - start, tokens
+    return seconds, ready - start, tokens
 
 
 def main() -> None:

@@ -19,31 +19,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent)]
+from common import plan, sample_on_pool
 
-import pyarrow as pa
-
-from factory import config
 from factory.config import EngineConfig, RayConfig, SamplingConfig
 from factory.engines.vllm import embedded_hf_model, engine_args
-from factory.prompts import load_prompts
-from factory.schemas import SAMPLES
-from factory.stages.sample import plan_samples, sample_batch
-from factory.store import RunStore
-
-DEMO = HERE.parent / "conf" / "demo.yaml"
-
-
-def plan(n_prompts: int, k: int) -> list[dict]:
-    cfg = config.load(DEMO, [f"prompts.limit={n_prompts}"])
-    prompts, _ = load_prompts(cfg.prompts)
-    return plan_samples(prompts, None, k, "bench", 0).to_dicts()
 
 
 class VLLMArm:
@@ -91,20 +73,7 @@ class FactoryArm:
         self.pool = EnginePool(engine_cfg, "bench")
 
     def run(self) -> tuple[float, int]:
-        store = RunStore(tempfile.mkdtemp(prefix="bench-vllm-"))
-        tokens = 0
-
-        def on_result(batch: list[dict], results: list[dict]) -> None:
-            nonlocal tokens
-            store.append("samples", pa.Table.from_pylist(results, schema=SAMPLES))
-            tokens += sum(r["completion_tokens"] for r in results)
-            assert not any(r["error"] for r in results), [r["error"] for r in results if r["error"]][:1]
-
-        start = time.perf_counter()
-        self.pool.map_batches(
-            sample_batch, self.rows, (self.sampling, "bench"), on_result=on_result, on_fail=lambda b, r: []
-        )
-        return time.perf_counter() - start, tokens
+        return sample_on_pool(self.pool, self.rows, self.sampling, "bench-vllm-")
 
 
 def main() -> None:
