@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from factory.engines.base import Completion, Request
+from factory.engines.base import Completion, OnDone, Request
 
 
 class FakeEngine:
@@ -14,20 +14,23 @@ class FakeEngine:
 
     model_name = "fake"
     supports_json_schema = True
+    concurrent_batches = True
 
     def __init__(self, script: dict | None = None, shuffle: bool = True):
         self.script = script or {}
         self.requests: list[Request] = []
         self.shuffle = shuffle
+        self.finished = 0
         self._lock = threading.Lock()
 
     def _text(self, request: Request) -> str:
         words = 3 + request.seed % 7
         return f"<think>{'hmm ' * (request.seed % 3)}</think>" + " ".join(["word"] * words)
 
-    def generate(self, requests: list[Request]) -> list[Completion]:
+    def generate(self, requests: list[Request], on_done: OnDone | None = None) -> list[Completion]:
         with self._lock:
             self.requests.extend(requests)
+            self.finished += len(requests)
         out = []
         for request in requests:
             scripted = self.script.get(request.tag)
@@ -46,7 +49,10 @@ class FakeEngine:
                 )
             )
         # Async engines return in any order: the stages must put results back by tag.
-        return list(reversed(out)) if self.shuffle else out
+        out = list(reversed(out)) if self.shuffle else out
+        for completion in out if on_done is not None else ():
+            on_done(completion)
+        return out
 
     def count_tokens(self, texts: list[str]) -> list[int]:
         return [len(t.split()) for t in texts]

@@ -11,8 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-import cloudpickle
 import pytest
+from ray import cloudpickle
 
 from factory.config import ConfigError, EngineConfig
 from factory.engines.base import Completion

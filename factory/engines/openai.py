@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from factory.config import ConfigError, EngineConfig
-from factory.engines.base import Completion, Request
+from factory.engines.base import Completion, OnDone, Request, gather
 
 MAX_BACKOFF_S = 60.0
 MAX_RETRY_AFTER_S = 600.0  # a server asking for more is taken to ask for this (the watchdog is next)
@@ -115,15 +115,15 @@ class _Tokenizer:
         self.root = re.sub(r"/v1/?$", "", base_url.rstrip("/"))
         self.local = None
         if spec and spec != "server":
+            path = Path(spec).expanduser()
+            path = path / "tokenizer.json" if path.is_dir() else path
+            if not path.is_file():
+                raise ConfigError(f"engine.tokenizer: no tokenizer.json at {path}")
             from factory.engines import requires
 
             requires("tokenizers", "openai", "pip install tokenizers (to count tokens with engine.tokenizer)")
             from tokenizers import Tokenizer
 
-            path = Path(spec).expanduser()
-            path = path / "tokenizer.json" if path.is_dir() else path
-            if not path.is_file():
-                raise ConfigError(f"engine.tokenizer: no tokenizer.json at {path}")
             self.local = Tokenizer.from_file(str(path))
 
     def count(self, text: str) -> int:
@@ -270,11 +270,9 @@ class OpenAIEngine:
         )
 
     # -- the Engine protocol ---------------------------------------------------------------------
-    def generate(self, requests: list[Request]) -> list[Completion]:
-        async def gather() -> list[Completion]:
-            return list(await asyncio.gather(*(self._one(r) for r in requests)))
-
-        return self._call(gather())
+    def generate(self, requests: list[Request], on_done: OnDone | None = None) -> list[Completion]:
+        futures = [asyncio.run_coroutine_threadsafe(self._one(r), self._loop) for r in requests]
+        return gather(requests, futures, on_done)
 
     def count_tokens(self, texts: list[str]) -> list[int] | None:
         if self._tokenizer is None:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from factory.config import EngineConfig
-from factory.engines.base import Completion, Request
+from factory.engines.base import Completion, OnDone, Request, gather
 
 
 def gpus_per_replica(cfg: EngineConfig) -> int:
@@ -173,18 +173,14 @@ class VLLMEngine:
             prompt_tokens=len(ids),
         )
 
-    def generate(self, requests: list[Request]) -> list[Completion]:
+    def generate(self, requests: list[Request], on_done: OnDone | None = None) -> list[Completion]:
         prompts = [self.prompt_ids(r.messages) for r in requests]
-
-        async def gather() -> list[Completion]:
-            # A prompt needs room for at least one generated token.
-            jobs = [
-                self._one(r, ids) if len(ids) < self.cfg.max_model_len else asyncio.sleep(0, self._too_long(r, ids))
-                for r, ids in zip(requests, prompts)
-            ]
-            return list(await asyncio.gather(*jobs))
-
-        return self._call(gather())
+        # A prompt needs room for at least one generated token.
+        jobs = [
+            self._one(r, ids) if len(ids) < self.cfg.max_model_len else asyncio.sleep(0, self._too_long(r, ids))
+            for r, ids in zip(requests, prompts)
+        ]
+        return gather(requests, [asyncio.run_coroutine_threadsafe(job, self._loop) for job in jobs], on_done)
 
     def count_tokens(self, texts: list[str]) -> list[int] | None:
         return [len(self.tokenizer.encode(t, add_special_tokens=False)) if t else 0 for t in texts]
