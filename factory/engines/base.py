@@ -61,6 +61,12 @@ class Completion:
 OnDone = Callable[[Completion], None]
 
 
+class FatalEngineError(RuntimeError):
+    """Raised by an engine when going on cannot succeed for any request (the server refuses the
+    credentials: HTTP 401/403). The executor stops the whole run on it, stores no row for the
+    requests it hit, and exits non-zero with this message (which must never hold a secret)."""
+
+
 @runtime_checkable
 class Engine(Protocol):
     model_name: str
