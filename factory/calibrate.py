@@ -21,11 +21,11 @@ from __future__ import annotations
 import io
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import polars as pl
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from factory.config import JudgeConfig, RunConfig
@@ -165,24 +165,71 @@ def agreement(rows: list[dict], judgments: pl.DataFrame) -> tuple[pl.DataFrame, 
     return per_row, summary
 
 
+class CalibrationStage:
+    """Judges the calibration plan (stage contract, factory/stages/base.py); nothing is cached, so
+    its plan is every request, whatever is stored."""
+
+    name = "calibrate"
+    table = "judgments"
+    key = judge_stage.KEY
+    schema = JUDGMENTS
+    upstream = None
+    run_batch = staticmethod(judge_stage.judge_batch)
+
+    def __init__(self, plan: list[dict], cfg: JudgeConfig, judge_fp: str):
+        self.requests, self.cfg, self.judge_fp, self.engine = plan, cfg, judge_fp, cfg.engine
+
+    @property
+    def batch_size(self) -> int:
+        return self.engine.batch_size
+
+    @property
+    def batch_args(self) -> tuple:
+        return (self.cfg, self.judge_fp)
+
+    def plan(self, store: Any) -> pl.DataFrame:
+        return pl.DataFrame(self.requests, schema=judge_stage.REQUEST_SCHEMA)
+
+    def follow(self, rows: list[dict]) -> list[dict]:
+        return []
+
+    def render(self, work: list[dict]) -> list[dict]:
+        return work  # planned already rendered
+
+    def failed(self, requests: list[dict], reason: str) -> list[dict]:
+        return judge_stage.failed_judgments(requests, reason, self.judge_fp)
+
+    def read(self, store: Any) -> pl.DataFrame:
+        stored = store.read("judgments", JUDGMENTS)
+        return stored if stored is not None else pl.from_arrow(JUDGMENTS.empty_table())  # type: ignore[return-value]
+
+    def ok(self, row: dict) -> bool:
+        return row["parse_status"] in judge_stage.USABLE
+
+    def tokens(self, row: dict) -> tuple[int, int]:
+        return 0, int(row.get("completion_tokens") or 0)
+
+
 def calibrate(
-    engine: Engine, rows: list[dict], cfg: JudgeConfig, rubric: str, judge_fp: str, progress: Any = None
+    rows: list[dict], cfg: RunConfig, rubric: str, judge_fp: str, build: Any = None, close_engines: bool = True
 ) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
-    """(judgments, per_row, summary) of the judge on the calibration rows; `engine` is passed in."""
-    plan = plan_calibration(rows, cfg, rubric)
-    results: list[dict] = []
-    size = cfg.engine.batch_size
-    for start in range(0, len(plan), size):
-        batch = judge_stage.judge_batch(engine, plan[start : start + size], cfg, judge_fp)
-        results.extend(batch)
-        if progress is not None:
-            failed = sum(r["parse_status"] not in judge_stage.USABLE for r in batch)
-            progress.update(len(batch), tokens=sum(r["completion_tokens"] or 0 for r in batch), failed=failed)
-    judgments = pl.from_arrow(pa.Table.from_pylist(results, schema=JUDGMENTS))
-    per_row, summary = agreement(rows, judgments)  # type: ignore[arg-type]
+    """(judgments, per_row, summary) of the judge on the calibration rows, on the in-process executor;
+    `build(engine_cfg) -> Engine` makes the judge engine (the registry's builder by default)."""
+    from factory.executor import Executor
+
+    stage = CalibrationStage(plan_calibration(rows, cfg.judge, rubric), cfg.judge, judge_fp)
+    scratch = RunStore(f"memory://factory-calibration-{uuid.uuid4().hex}")
+    try:
+        with Executor(scratch, cfg, backend="local", build=build) as executor:
+            executor.backend.close_engines = close_engines
+            executor.run([stage])
+        judgments = stage.read(scratch).sort("prompt_id", "sample_idx", "vote")
+    finally:
+        scratch.fs.rm(scratch.root, recursive=True)
+    per_row, summary = agreement(rows, judgments)
     summary["requests"] = int(judgments["attempts"].sum()) if judgments.height else 0
     summary["completion_tokens"] = int(judgments["completion_tokens"].fill_null(0).sum()) if judgments.height else 0
-    return judgments, per_row, summary  # type: ignore[return-value]
+    return judgments, per_row, summary
 
 
 def run_calibration(
@@ -193,17 +240,15 @@ def run_calibration(
     engine: Engine | None = None,
 ) -> dict[str, Any]:
     """`factory calibrate`: judge the calibration set with the config's judge and write the results.
-    Builds the judge engine in this process unless one is passed in (a calibration is ~40 requests)."""
-    from factory import pipeline
-    from factory.engines import build_engine
-    from factory.runner import Progress
+    Runs the judge engine in this process (a calibration is ~40 requests); `engine` replaces it."""
+    from factory import run
 
     t0 = time.perf_counter()
     data = data or str(DEFAULT_DATA)
     out = out or f"{cfg.output_dir.rstrip('/')}/calibration"
-    rubric = pipeline.rubric_text(cfg)
+    rubric = run.rubric_text(cfg)
     judge_stage.check_rubric(rubric, "judge.rubric_file")
-    model = pipeline.model_id(cfg.judge.engine)
+    model = run.model_id(cfg.judge.engine)
     judge_fp = judge_stage.judge_fingerprint(cfg.judge, model, rubric)
     rows, invalid = load_calibration(data, limit)
     for bad in invalid:
@@ -212,14 +257,8 @@ def run_calibration(
     print(
         f"[calibrate] {len(rows)} rows -> {total} judgments with {cfg.judge.engine.kind} judge {model}", file=sys.stderr
     )
-    owned = engine is None
-    engine = engine or build_engine(cfg.judge.engine)
-    try:
-        progress = Progress("calibrate", total, cfg.progress_interval_s)
-        judgments, per_row, summary = calibrate(engine, rows, cfg.judge, rubric, judge_fp, progress)
-    finally:
-        if owned:
-            engine.close()
+    build = None if engine is None else (lambda _cfg: engine)
+    judgments, per_row, summary = calibrate(rows, cfg, rubric, judge_fp, build, close_engines=engine is None)
     summary.update(
         {
             "rows_invalid": len(invalid),
@@ -227,7 +266,7 @@ def run_calibration(
             "judge_fp": judge_fp,
             "model": model,
             "engine": cfg.judge.engine.kind,
-            "rubric_file": cfg.judge.rubric_file or str(pipeline.DEFAULT_RUBRIC),
+            "rubric_file": cfg.judge.rubric_file or str(run.DEFAULT_RUBRIC),
             "votes": cfg.judge.votes,
             "scale_max": cfg.judge.scale_max,
             "structured": cfg.judge.structured,

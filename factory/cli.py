@@ -20,10 +20,11 @@ from factory.config import ConfigError
 
 
 def _run(args: argparse.Namespace) -> int:
-    from factory import config, pipeline, summary
+    from factory import config, summary
+    from factory.run import run
 
     cfg = config.load(args.config, args.overrides)
-    manifest = pipeline.run(cfg)
+    manifest = run(cfg)
     print(summary.run_summary(manifest, manifest.pop("_scored")))
     return 0
 

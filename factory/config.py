@@ -246,6 +246,23 @@ class SweepConfig:
 
 
 @dataclass
+class StoreConfig:
+    flush_s: float = _help(
+        "Finished rows are written at least this often (seconds): a kill -9 loses at most these and the "
+        "requests in flight.",
+        5.0,
+    )
+    part_mb: float = _help("A run's small parts are merged into one Parquet file once they hold this many MiB.", 64.0)
+    part_s: float = _help("... or once the oldest of them is this many seconds old (and at the end of the run).", 600.0)
+    compact_mb: float = _help("`factory compact`: target size of each merged file, MiB of Arrow data.", 1024.0)
+
+    def __post_init__(self) -> None:
+        for name in ("flush_s", "part_mb", "part_s", "compact_mb"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"store.{name}: must be > 0, got {getattr(self, name)}")
+
+
+@dataclass
 class RayConfig:
     address: Optional[str] = _help("Ray cluster address; null = start or join a local one (RAY_ADDRESS wins).", None)
     num_cpus: Optional[int] = _help("CPUs for a locally started Ray (null = all).", None)
@@ -260,6 +277,7 @@ class RunConfig:
     pairs: PairsConfig = _help("Pair building.", factory=PairsConfig)
     sweep: SweepConfig = _help("The w_len x drop_ratio grid of `factory sweep`.", factory=SweepConfig)
     ray: RayConfig = _help("Where the work runs.", factory=RayConfig)
+    store: StoreConfig = _help("How rows are written to the run directory.", factory=StoreConfig)
     decode_tokens_per_s: float = _help("Decode speed for the RT (response time) estimate, tokens/s.", 62.5)
     progress_interval_s: float = _help("Seconds between progress lines.", 5.0)
 

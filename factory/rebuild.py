@@ -59,15 +59,15 @@ def stored_prompts(store: RunStore) -> pl.DataFrame:
 
 def rebuild_pairs(run_dir: str, overrides: list[str] | None = None) -> tuple[dict[str, Any], pl.DataFrame]:
     """`factory pairs`: pairs/ and sft/ from stored samples and judgments; the manifest is updated."""
-    from factory import pipeline
+    from factory import run as run_graph
 
     t0 = time.perf_counter()
     cfg, store, manifest = open_run(run_dir, overrides)
     prompts = stored_prompts(store)
-    outputs = pipeline.build_outputs(store, cfg, prompts, manifest["fingerprints"])
+    outputs = run_graph.build_outputs(store, cfg, prompts, manifest["fingerprints"])
     scored = outputs.pop("_scored")
     outputs.pop("_pairs")
-    manifest["config"] = pipeline.redact(config_mod.to_dict(cfg))
+    manifest["config"] = run_graph.redact(config_mod.to_dict(cfg))
     manifest["counts"].update({k: v for k, v in outputs.items() if k not in ("pairs", "parse_status")})
     manifest["pairs"] = outputs["pairs"]
     manifest["parse_status"] = outputs["parse_status"]

@@ -268,12 +268,12 @@ def quality_png(report: dict[str, Any], cfg: RunConfig) -> bytes:
 # -- the command ---------------------------------------------------------------------------------
 def run_report(run_dir: str, overrides: list[str] | None = None) -> tuple[str, dict[str, Any]]:
     """`factory report`: report/ in the run directory; returns (markdown, numbers)."""
-    from factory import pipeline, rebuild
+    from factory import rebuild, run
 
     cfg, store, manifest = rebuild.open_run(run_dir, overrides)
     cfg.output_dir = store.url
     prompts = rebuild.stored_prompts(store)
-    _, judgments, scored = pipeline.stored_scored(store, cfg, prompts, manifest["fingerprints"])
+    _, judgments, scored = run.stored_scored(store, cfg, prompts, manifest["fingerprints"])
     report = build_report(scored, judgments, cfg)
     stored = store.read("pairs")
     stored_n = 0 if stored is None else stored.height

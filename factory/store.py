@@ -1,12 +1,24 @@
-"""The run directory over fsspec: atomic Parquet parts, the manifest, and what is already done.
+"""The run directory over fsspec: atomic Parquet parts, merges, the manifest, and what is already done.
 
-    store = RunStore("s3://bucket/runs/r1")      # or a local path, or memory://...
-    store.append("samples", table)                # samples/part-<time>-<uuid>.parquet, atomically
-    store.read("samples")                         # every part, as one polars DataFrame (or None)
+    store = RunStore("s3://bucket/runs/r1")          # or a local path, or memory://...
+    store.append("samples", table)                    # samples/part-<time>-<uuid>.parquet, atomically
+    store.read("samples", columns=["prompt_id"])      # every part, only those columns (or None)
+    for part in store.iter_parts("samples", cols):    # one projected Arrow table per part: bounded memory
+    store.merge("samples", old_paths, table)          # many parts -> one, readers never see a row twice
 
 Every read and write of a run goes through this one object. A part is written under a temporary
 name and then moved into place, so a reader never sees half a file; on object stores a PUT is
 already atomic. Files whose names start with '_' or '.' are never read as data.
+
+Merges (the executor's part roll-over and `factory compact`) replace several parts by one without a
+moment where a reader of this store sees a row twice or not at all:
+  1. the merged parts are written under hidden names (`_merged-<id>-<n>.parquet`),
+  2. `_merge-<id>.json` names the old parts and the new ones: this is the commit point,
+  3. the new parts are moved to their visible names, the old parts are removed, then the marker.
+While a marker exists, `parts()` lists its new parts in place of its old ones. A merge cut short
+before step 2 leaves only a hidden file (removed by `recover()`); after step 2, `recover()` finishes it.
+A glob reader outside the factory (`pl.read_parquet("samples/*.parquet")`) may see a row twice for the
+milliseconds between steps 3a and 3b.
 """
 
 from __future__ import annotations
@@ -15,6 +27,7 @@ import io
 import json
 import time
 import uuid
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import fsspec
@@ -23,12 +36,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
+class CorruptPartError(RuntimeError):
+    """A Parquet part that cannot be read; the message names it and says how to move it aside."""
+
+
 class RunStore:
-    def __init__(self, url: str, storage_options: dict | None = None):
+    def __init__(self, url: str, storage_options: dict | None = None, create: bool = True):
         self.url = url.rstrip("/")
         self.fs, self.root = fsspec.core.url_to_fs(self.url, **(storage_options or {}))
         self.root = self.root.rstrip("/")
-        self.fs.makedirs(self.root, exist_ok=True)
+        if create:
+            self.fs.makedirs(self.root, exist_ok=True)
 
     def path(self, *parts: str) -> str:
         return "/".join([self.root, *parts])
@@ -37,13 +55,36 @@ class RunStore:
         """The user-facing URL of a path in the run."""
         return "/".join([self.url, *parts])
 
+    def display_path(self, path: str) -> str:
+        """The user-facing URL of a path returned by `parts()`."""
+        return self.display(path[len(self.root) :].lstrip("/")) if path.startswith(self.root) else path
+
     # -- Parquet parts ---------------------------------------------------------------------
-    def parts(self, name: str) -> list[str]:
+    def _listing(self, name: str) -> list[str]:
         folder = self.path(name)
-        if not self.fs.exists(folder):
+        try:
+            return [p.rstrip("/") for p in self.fs.ls(folder, detail=False)]
+        except FileNotFoundError:
             return []
-        files = [p for p in self.fs.ls(folder, detail=False) if p.endswith(".parquet")]
-        return sorted(p for p in files if not p.rsplit("/", 1)[-1].startswith(("_", ".")))
+
+    def parts(self, name: str) -> list[str]:
+        """The data parts of table `name`, as a reader must take them (merges in progress resolved)."""
+        listing = self._listing(name)
+        visible = {p for p in listing if _is_part(p)}
+        for marker in (p for p in listing if _base(p).startswith("_merge-") and p.endswith(".json")):
+            try:
+                record = json.loads(self.fs.cat_file(marker))
+            except (FileNotFoundError, ValueError):  # finished meanwhile, or still being written
+                continue
+            new = []
+            for hidden, final in record["new"]:
+                final_path, hidden_path = self.path(name, final), self.path(name, hidden)
+                new.append(final_path if final_path in visible or not self.fs.exists(hidden_path) else hidden_path)
+            if not all(p in visible or self.fs.exists(p) for p in new):  # finished meanwhile (the marker goes last)
+                continue
+            visible -= {self.path(name, old) for old in record["old"]}
+            visible |= set(new)
+        return sorted(visible)
 
     def append(
         self, name: str, table: pa.Table | pl.DataFrame, prefix: str = "part", keep_empty: bool = False
@@ -54,32 +95,132 @@ class RunStore:
             table = table.to_arrow()
         if table.num_rows == 0 and not keep_empty:
             return None
-        self.fs.makedirs(self.path(name), exist_ok=True)
         final = self.path(name, f"{prefix}-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet")
-        self._atomic_write(final, _parquet_bytes(table))
+        self._atomic_write(final, parquet_bytes(table))
         return final
 
     def replace(self, name: str, table: pa.Table | pl.DataFrame, prefix: str = "part") -> str | None:
-        """Make `table` the content of `name` written under `prefix` (sft/ holds one prefix per export):
-        the new part lands before the old ones go, so a reader never finds the folder empty."""
-        old = [p for p in self.parts(name) if p.rsplit("/", 1)[-1].startswith(prefix + "-")]
+        """Make `table` the content of `name` written under `prefix`: the new part lands before the old
+        ones go, so a reader never finds the folder empty."""
+        old = [p for p in self.parts(name) if _base(p).startswith(prefix + "-")]
         new = self.append(name, table, prefix, keep_empty=True)
         for path in old:
             self.fs.rm(path)
         return new
 
-    def read(self, name: str, schema: pa.Schema | None = None) -> pl.DataFrame | None:
-        """All parts of `name` as one DataFrame, or None when there are none."""
-        paths = self.parts(name)
-        if not paths:
-            return None
-        tables = []
-        for path in paths:
+    def remove(self, name: str) -> None:
+        """Remove every part of table `name` (an output that is no longer asked for)."""
+        for path in self.parts(name):
+            self.fs.rm(path)
+
+    def merge(self, name: str, old: list[str], tables: pa.Table | Iterable[pa.Table], max_bytes: int = 0) -> list[str]:
+        """Replace the parts `old` of `name` by new parts holding `tables` (their rows; an iterable is
+        streamed, starting a new part past `max_bytes` of input when > 0), see the module doc."""
+        merge_id = f"{time.time_ns()}-{uuid.uuid4().hex[:8]}"
+        hidden = self._write_hidden(name, merge_id, [tables] if isinstance(tables, pa.Table) else tables, max_bytes)
+        marker = self.path(name, f"_merge-{merge_id}.json")
+        new = [[h, f"part-{merge_id}-{i:03d}.parquet"] for i, h in enumerate(hidden)]
+        record = {"old": [_base(p) for p in old], "new": new}
+        self._atomic_write(marker, json.dumps(record).encode())
+        self._finish_merge(name, marker, record)
+        return [self.path(name, final) for _, final in new]
+
+    def _write_hidden(self, name: str, merge_id: str, tables: Iterable[pa.Table], max_bytes: int) -> list[str]:
+        """Stream tables into hidden `_merged-<id>-<n>.parquet` files (never read as data until committed)."""
+        names: list[str] = []
+        writer, handle, size = None, None, 0
+        try:
+            for table in tables:
+                if writer is None or (max_bytes and size >= max_bytes):
+                    if writer is not None:
+                        writer.close()
+                        handle.close()  # type: ignore[union-attr]
+                    names.append(f"_merged-{merge_id}-{len(names):03d}.parquet")
+                    self.fs.makedirs(self.path(name), exist_ok=True)
+                    handle = self.fs.open(self.path(name, names[-1]), "wb")
+                    writer, size = pq.ParquetWriter(handle, table.schema, compression="zstd"), 0
+                writer.write_table(table.cast(writer.schema) if table.schema != writer.schema else table)
+                size += table.nbytes
+        finally:
+            if writer is not None:
+                writer.close()
+                handle.close()  # type: ignore[union-attr]
+        return names
+
+    def _finish_merge(self, name: str, marker: str, record: dict) -> None:
+        for hidden, final in record["new"]:
+            if self.fs.exists(self.path(name, hidden)):
+                self.fs.mv(self.path(name, hidden), self.path(name, final))
+        for old in record["old"]:
+            path = self.path(name, old)
+            if self.fs.exists(path):
+                self.fs.rm(path)
+        self.fs.rm(marker)
+
+    def recover(self, name: str) -> int:
+        """Finish the merges a killed process committed and drop its uncommitted leftovers; returns how
+        many files it touched. Run by the one writer of the run (under its lease), never by a reader."""
+        touched = 0
+        listing = self._listing(name)
+        committed = set()
+        for marker in [p for p in listing if _base(p).startswith("_merge-") and p.endswith(".json")]:
+            try:
+                record = json.loads(self.fs.cat_file(marker))
+            except ValueError:  # a marker cut short was never a commit
+                self.fs.rm(marker)
+                touched += 1
+                continue
+            committed |= {hidden for hidden, _ in record["new"]}
+            self._finish_merge(name, marker, record)
+            touched += 1
+        for path in listing:
+            base = _base(path)
+            if (base.startswith("_merged-") and base not in committed) or base.startswith("_tmp-"):
+                if self.fs.exists(path):
+                    self.fs.rm(path)
+                    touched += 1
+        return touched
+
+    def read_part(self, path: str, columns: list[str] | None = None) -> pa.Table:
+        """One part (only `columns` that it has, when given); an unreadable part raises CorruptPartError."""
+        try:
             with self.fs.open(path, "rb") as handle:
-                tables.append(pq.read_table(handle))
+                parquet = pq.ParquetFile(handle)
+                names = parquet.schema_arrow.names
+                wanted = None if columns is None else [c for c in columns if c in names]
+                return parquet.read(columns=wanted)
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            if isinstance(exc, FileNotFoundError):
+                raise
+            raise CorruptPartError(
+                f"{self.display_path(path)}: not a readable Parquet part ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''}); `factory doctor {self.url}` moves it aside"
+            ) from None
+
+    def iter_parts(
+        self, name: str, columns: list[str] | None = None, schema: pa.Schema | None = None
+    ) -> Iterator[pa.Table]:
+        """Each part of `name` as an Arrow table of `columns` (conformed to `schema` when given), one at a time."""
+        for path in self.parts(name):
+            try:
+                table = self.read_part(path, columns)
+            except FileNotFoundError:  # merged away between the listing and the read: its rows are in the new part
+                continue
+            if schema is not None:
+                wanted = schema if columns is None else pa.schema([schema.field(c) for c in columns if c in schema.names])
+                table = conform(table, wanted)
+            yield table
+
+    def read(
+        self, name: str, schema: pa.Schema | None = None, columns: list[str] | None = None
+    ) -> pl.DataFrame | None:
+        """All parts of `name` (only `columns` when given) as one DataFrame, or None when there are none."""
+        if not self.parts(name):
+            return None
+        tables = list(self.iter_parts(name, columns, schema))
+        if not tables:
+            return None
         table = pa.concat_tables(tables, promote_options="permissive")
-        if schema is not None:
-            table = _conform(table, schema)
         return pl.from_arrow(table)  # type: ignore[return-value]
 
     # -- small files -------------------------------------------------------------------------
@@ -96,10 +237,13 @@ class RunStore:
     def write_bytes(self, name: str, data: bytes) -> None:
         self._atomic_write(self.path(name), data)
 
+    def exists(self, name: str) -> bool:
+        return self.fs.exists(self.path(name))
+
     def _atomic_write(self, final: str, data: bytes) -> None:
         folder, base = final.rsplit("/", 1)
-        self.fs.makedirs(folder, exist_ok=True)
-        if self.fs.protocol in ("file", "local") or "file" in getattr(self.fs, "protocol", ()):
+        if _is_local(self.fs):
+            self.fs.makedirs(folder, exist_ok=True)
             tmp = f"{folder}/_tmp-{uuid.uuid4().hex[:8]}-{base}"
             self.fs.pipe_file(tmp, data)
             self.fs.mv(tmp, final)
@@ -107,14 +251,29 @@ class RunStore:
             self.fs.pipe_file(final, data)
 
 
-def _parquet_bytes(table: pa.Table) -> bytes:
+def _base(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _is_part(path: str) -> bool:
+    base = _base(path)
+    return base.endswith(".parquet") and not base.startswith(("_", "."))
+
+
+def _is_local(fs: Any) -> bool:
+    protocol = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return "file" in protocol or "local" in protocol
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
     sink = io.BytesIO()
     pq.write_table(table, sink, compression="zstd")
     return sink.getvalue()
 
 
-def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """Cast to `schema`, adding missing nullable columns (parts written by older versions)."""
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Cast to `schema`, adding missing nullable columns (parts written by older versions); columns
+    that are not in the schema are kept after it."""
     columns = []
     for f in schema:
         if f.name in table.column_names:

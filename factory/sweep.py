@@ -305,12 +305,12 @@ def run_sweep(run_dir: str, overrides: list[str] | None = None) -> tuple[pl.Data
     """`factory sweep`: sweep/ in the run directory; returns (table, info)."""
     import time
 
-    from factory import pipeline, rebuild
+    from factory import rebuild, run
 
     t0 = time.perf_counter()
     cfg, store, manifest = rebuild.open_run(run_dir, overrides)
     prompts = rebuild.stored_prompts(store)
-    _, _, scored = pipeline.stored_scored(store, cfg, prompts, manifest["fingerprints"])
+    _, _, scored = run.stored_scored(store, cfg, prompts, manifest["fingerprints"])
     t_load = time.perf_counter()
     table = sweep_table(scored, cfg.pairs, cfg.sweep.w_lens, cfg.sweep.drop_ratios, cfg.judge.scale_max)
     t_table = time.perf_counter()

@@ -1,7 +1,8 @@
-"""A deterministic in-memory engine for stage and runner tests (the real engines have their own tests)."""
+"""A deterministic in-memory engine for stage and executor tests (the real engines have their own tests)."""
 
 from __future__ import annotations
 
+import json
 import threading
 
 from factory.engines.base import Completion, OnDone, Request
@@ -9,6 +10,7 @@ from factory.engines.base import Completion, OnDone, Request
 
 class FakeEngine:
     """Answers `<think>r</think>answer` with a length that depends on the seed; counts requests.
+    A request with a JSON schema (a judge's) gets `{"score": (seed * 37) % 101, "reason": "r"}`.
 
     `script` maps a request's tag to a text (or an Exception to return as an error) to force outputs."""
 
@@ -24,6 +26,8 @@ class FakeEngine:
         self._lock = threading.Lock()
 
     def _text(self, request: Request) -> str:
+        if request.json_schema is not None:
+            return json.dumps({"score": (request.seed * 37) % 101, "reason": "r"})
         words = 3 + request.seed % 7
         return f"<think>{'hmm ' * (request.seed % 3)}</think>" + " ".join(["word"] * words)
 

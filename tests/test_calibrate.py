@@ -31,7 +31,10 @@ class ReplyJudge:
         self.rule = rule
         self.requests: list[Request] = []
 
-    def generate(self, requests: list[Request]) -> list[Completion]:
+    concurrent_batches = False
+    finished = 0
+
+    def generate(self, requests: list[Request], on_done=None) -> list[Completion]:
         self.requests.extend(requests)
         out = []
         for request in requests:
@@ -43,6 +46,8 @@ class ReplyJudge:
                 out.append(Completion(tag=request.tag, error=str(text)))
             else:
                 out.append(Completion(tag=request.tag, text=text, finish_reason="stop", completion_tokens=7))
+        for completion in out if on_done else ():
+            on_done(completion)
         return out
 
     def count_tokens(self, texts):

@@ -17,7 +17,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from factory import config, pipeline
+from factory import config
+from factory.run import run
 from factory.config import EngineConfig
 from factory.keys import derive_seed
 from factory.schemas import SAMPLES
@@ -77,7 +78,7 @@ class Counted:
     def run(self, out, *extra):
         sampler, judge = self.servers
         before = (len(sampler.chat_requests()), len(judge.chat_requests()))
-        manifest = pipeline.run(config.load(DEMO, overrides(self.servers, out, *extra)))
+        manifest = run(config.load(DEMO, overrides(self.servers, out, *extra)))
         sent = sampler.chat_requests()[before[0] :]
         judged = judge.chat_requests()[before[1] :]
         return manifest, sent, judged

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import importlib
+from dataclasses import asdict
+from typing import Any
 
 from factory.config import EngineConfig
-from factory.engines.base import Completion, Engine, Request
+from factory.engines.base import Completion, Engine, FatalEngineError, Request
+from factory.keys import stable_hash
 
 ENGINES = {
     "llamacpp": ("factory.engines.llamacpp", "LlamaCppEngine", "xllamacpp", "pip install xllamacpp"),
@@ -40,4 +43,38 @@ def build_engine(cfg: EngineConfig) -> Engine:
     return engine_class(cfg.kind)(cfg)
 
 
-__all__ = ["Completion", "Engine", "Request", "build_engine", "engine_class", "requires", "MissingDependency"]
+# -- what the executor asks of an engine kind before building one (its module, never its package) --
+def _module(kind: str) -> Any:
+    return importlib.import_module(ENGINES[kind][0])
+
+
+def gpus_per_replica(cfg: EngineConfig) -> int:
+    fn = getattr(_module(cfg.kind), "gpus_per_replica", None)
+    return int(fn(cfg)) if fn else 0
+
+
+def actor_options(cfg: EngineConfig) -> dict[str, Any]:
+    """Extra Ray actor options of one replica (e.g. num_gpus)."""
+    fn = getattr(_module(cfg.kind), "actor_options", None)
+    return fn(cfg) if fn else {}
+
+
+def placement_bundles(cfg: EngineConfig) -> tuple[list[dict[str, float]], str] | None:
+    """(bundles, strategy) of one replica's placement group, or None when it needs none."""
+    fn = getattr(_module(cfg.kind), "placement_bundles", None)
+    return fn(cfg) if fn else None
+
+
+# Per-stage settings: two stages whose engines differ only in these still share one pool.
+PER_STAGE = ("batch_size",)
+
+
+def engine_identity(cfg: EngineConfig) -> str:
+    """Two stages with the same identity (kind, model, resources, limits) run on one pool."""
+    return stable_hash({k: v for k, v in asdict(cfg).items() if k not in PER_STAGE})
+
+
+__all__ = [
+    "Completion", "Engine", "FatalEngineError", "Request", "build_engine", "engine_class", "requires",
+    "MissingDependency", "engine_identity", "gpus_per_replica", "actor_options", "placement_bundles",
+]  # fmt: skip

@@ -150,7 +150,7 @@ class OpenAIEngine:
 
         self.cfg = cfg
         self.model_name = cfg.model
-        self.finished = 0  # requests answered so far (the runner's watchdog reads it)
+        self.finished = 0  # requests answered so far (the executor's watchdog reads it)
         self._openai = openai
         self._rng = random.Random()
         self._tokenizer = _Tokenizer(cfg.tokenizer, cfg.base_url, cfg.model) if cfg.tokenizer else None

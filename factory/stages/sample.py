@@ -1,11 +1,13 @@
 """Sample stage: K teacher completions per prompt, keyed (prompt_id, sample_idx) under a fingerprint.
 
 Input columns:  prompts  -> prompt_id, messages
-                stored   -> prompt_id, sample_idx, sampler_fp (what is already done)
+                stored   -> prompt_id, sample_idx, sampler_fp, error, created_at (what is already done)
 Output columns: samples  -> see factory.schemas.SAMPLES
 
-    >>> plan = plan_samples(prompts, stored, k=4, sampler_fp="ab12", base_seed=0)
-    >>> rows = sample_batch(engine, plan.to_dicts(), sampling, "ab12")   # inside an engine actor
+    >>> stage = SampleStage(cfg, sampler_fp="ab12", prompts=prompts)    # the contract (stages/base.py)
+    >>> work = stage.plan(store)                 # prompt_id, sample_idx, seed: only the missing keys
+    >>> rows = sample_batch(engine, stage.render(work.to_dicts()), None, cfg.sampler.sampling, "ab12")
+    rows: prompt_id="p1" sample_idx=0 reasoning="..." answer="..." completion_tokens=212 error=None ...
 """
 
 from __future__ import annotations
@@ -16,12 +18,16 @@ from typing import Any
 
 import polars as pl
 
-from factory.config import EngineConfig, SamplingConfig
-from factory.engines.base import Completion, Engine, Request, check_order
+from factory.config import EngineConfig, RunConfig, SamplingConfig
+from factory.engines.base import Completion, Engine, Request
 from factory.keys import derive_seed, stable_hash
-from factory.schemas import require_columns
+from factory.schemas import SAMPLES, require_columns
+from factory.stages.base import Emit, latest
 
-PLAN_COLUMNS = ("prompt_id", "sample_idx", "seed", "messages")
+PLAN_COLUMNS = ("prompt_id", "sample_idx", "seed")
+KEY = ("prompt_id", "sample_idx")
+# What planning and resume read of the stored samples: keys and status, never the text.
+STATUS_COLUMNS = ["prompt_id", "sample_idx", "sampler_fp", "error", "created_at"]
 _THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 
 
@@ -54,9 +60,9 @@ def plan_samples(
     """Every (prompt_id, sample_idx < k) not yet stored under `sampler_fp`, with its derived seed.
     With `retry_failed`, keys whose latest stored row failed (error set) are planned again; the new
     row supersedes the old one when samples are read (latest `created_at` wins)."""
-    require_columns(prompts, ("prompt_id", "messages"), "sample.plan")
-    key = ["prompt_id", "sample_idx"]
-    wanted = prompts.select("prompt_id", "messages").join(
+    require_columns(prompts, ("prompt_id",), "sample.plan")
+    key = list(KEY)
+    wanted = prompts.select("prompt_id").join(
         pl.DataFrame({"sample_idx": list(range(k))}, schema={"sample_idx": pl.Int64}), how="cross"
     )
     if stored is not None and stored.height:
@@ -78,7 +84,7 @@ def split_reasoning(text: str, reasoning: str | None = None) -> tuple[str, str]:
         return reasoning.strip(), _THINK.sub("", text).strip()
     found = _THINK.findall(text)
     if found:
-        return "\n".join(part.strip() for part in found), _THINK.sub("", text).strip()
+        return "\n".join(part.strip() for part in found).strip(), _THINK.sub("", text).strip()
     if "<think>" in text:
         return text.split("<think>", 1)[1].strip(), ""
     if "</think>" in text:  # templates that open the think block in the prompt
@@ -93,6 +99,8 @@ def token_split(completion: Completion, reasoning: str, answer: str, engine: Eng
     total = completion.completion_tokens
     if total is not None and completion.reasoning_tokens is not None:
         return completion.reasoning_tokens, total - completion.reasoning_tokens, total
+    if total is not None and not reasoning:  # nothing to charge to reasoning, not even a rounding gap
+        return 0, total, total
     counts = engine.count_tokens([reasoning, answer]) if (reasoning or answer) else [0, 0]
     if counts is None:
         counts = [len(reasoning.split()), len(answer.split())]  # last resort: words
@@ -102,8 +110,12 @@ def token_split(completion: Completion, reasoning: str, answer: str, engine: Eng
     return total - answer_tokens, answer_tokens, total
 
 
-def sample_batch(engine: Engine, rows: list[dict[str, Any]], sampling: SamplingConfig, sampler_fp: str) -> list[dict]:
-    """Run one batch of planned samples on `engine` -> sample rows (one per plan row, same order)."""
+def sample_batch(
+    engine: Engine, rows: list[dict[str, Any]], emit: Emit | None, sampling: SamplingConfig, sampler_fp: str
+) -> list[dict]:
+    """Run one batch of planned samples (with their messages) on `engine` -> sample rows, one per
+    plan row, in plan order; each row is also handed to `emit` as soon as its request finishes."""
+    by_tag = {(row["prompt_id"], row["sample_idx"]): row for row in rows}
     requests = [
         Request(
             messages=row["messages"],
@@ -115,36 +127,61 @@ def sample_batch(engine: Engine, rows: list[dict[str, Any]], sampling: SamplingC
         )
         for row in rows
     ]
-    completions = check_order(requests, engine.generate(requests))
-    out = []
-    for row, completion in zip(rows, completions):
-        reasoning, answer = split_reasoning(completion.text, completion.reasoning)
-        if completion.error:
-            r_tok = a_tok = c_tok = 0
-        else:
-            r_tok, a_tok, c_tok = token_split(completion, reasoning, answer, engine)
-        out.append(
-            {
-                "prompt_id": row["prompt_id"],
-                "sample_idx": row["sample_idx"],
-                "sampler_fp": sampler_fp,
-                "seed": row["seed"],
-                "reasoning": reasoning,
-                "answer": answer,
-                "text": completion.text,
-                "reasoning_tokens": r_tok,
-                "answer_tokens": a_tok,
-                "completion_tokens": c_tok,
-                "prompt_tokens": completion.prompt_tokens,
-                "finish_reason": completion.finish_reason or ("error" if completion.error else ""),
-                "error": completion.error,
-                "latency_s": completion.latency_s,
-                "attempts": completion.attempts,
-                "model": engine.model_name,
-                "created_at": time.time(),
-            }
-        )
-    return out
+    out: dict[tuple, dict] = {}
+
+    def done(completion: Completion) -> None:
+        row = sample_row(by_tag[completion.tag], completion, engine, sampler_fp)
+        out[completion.tag] = row
+        if emit is not None:
+            emit([row])
+
+    engine.generate(requests, on_done=done)
+    missing = [tag for tag in by_tag if tag not in out]
+    if missing:
+        raise RuntimeError(f"engine lost {len(missing)} completion(s), e.g. {missing[0]}")
+    return [out[tag] for tag in by_tag]
+
+
+def sample_row(row: dict[str, Any], completion: Completion, engine: Engine, sampler_fp: str) -> dict:
+    """One stored sample from its plan row and the engine's completion."""
+    reasoning, answer = split_reasoning(completion.text, completion.reasoning)
+    if completion.error:
+        r_tok = a_tok = c_tok = 0
+    else:
+        r_tok, a_tok, c_tok = token_split(completion, reasoning, answer, engine)
+    return {
+        "prompt_id": row["prompt_id"],
+        "sample_idx": row["sample_idx"],
+        "sampler_fp": sampler_fp,
+        "seed": row["seed"],
+        "reasoning": reasoning,
+        "answer": answer,
+        "text": completion.text,
+        "reasoning_tokens": r_tok,
+        "answer_tokens": a_tok,
+        "completion_tokens": c_tok,
+        "prompt_tokens": completion.prompt_tokens,
+        "finish_reason": completion.finish_reason or ("error" if completion.error else ""),
+        "error": completion.error,
+        "latency_s": completion.latency_s,
+        "attempts": completion.attempts,
+        "model": engine.model_name,
+        "created_at": time.time(),
+    }
+
+
+def failed_samples(requests: list[dict], reason: str, sampler_fp: str, attempts: int = 0) -> list[dict]:
+    """The rows stored for planned samples that could not be served (their replica kept failing)."""
+    now = time.time()
+    return [
+        {
+            "prompt_id": r["prompt_id"], "sample_idx": r["sample_idx"], "sampler_fp": sampler_fp, "seed": r["seed"],
+            "reasoning": "", "answer": "", "text": "", "reasoning_tokens": 0, "answer_tokens": 0,
+            "completion_tokens": 0, "prompt_tokens": None, "finish_reason": "error", "error": reason,
+            "latency_s": 0.0, "attempts": attempts, "model": None, "created_at": now,
+        }
+        for r in requests
+    ]  # fmt: skip
 
 
 def current_samples(stored: pl.DataFrame | None, sampler_fp: str, prompt_ids: pl.Series, k: int) -> pl.DataFrame:
@@ -152,11 +189,57 @@ def current_samples(stored: pl.DataFrame | None, sampler_fp: str, prompt_ids: pl
     (the latest, should a retried write have stored a key twice)."""
     if stored is None:
         return pl.DataFrame()
-    return (
-        stored.filter(
-            (pl.col("sampler_fp") == sampler_fp) & pl.col("prompt_id").is_in(prompt_ids.implode()) & (pl.col("sample_idx") < k)
-        )
-        .sort("created_at")
-        .unique(subset=["prompt_id", "sample_idx"], keep="last", maintain_order=True)
-        .sort("prompt_id", "sample_idx")
+    mine = stored.filter(
+        (pl.col("sampler_fp") == sampler_fp) & pl.col("prompt_id").is_in(prompt_ids.implode()) & (pl.col("sample_idx") < k)
     )
+    return latest(mine, list(KEY)).sort("prompt_id", "sample_idx")
+
+
+class SampleStage:
+    """The sample stage as the executor drives it (factory/stages/base.py)."""
+
+    name = "sample"
+    table = "samples"
+    key = KEY
+    schema = SAMPLES
+    upstream = None
+    run_batch = staticmethod(sample_batch)
+
+    def __init__(self, cfg: RunConfig, sampler_fp: str, prompts: pl.DataFrame):
+        require_columns(prompts, ("prompt_id", "messages"), "sample")
+        self.cfg, self.sampler_fp = cfg, sampler_fp
+        self.engine = cfg.sampler.engine
+        self.prompts = prompts
+        self._messages = dict(zip(prompts["prompt_id"].to_list(), prompts["messages"].to_list()))
+
+    @property
+    def batch_size(self) -> int:
+        return self.engine.batch_size
+
+    @property
+    def batch_args(self) -> tuple:
+        return (self.cfg.sampler.sampling, self.sampler_fp)
+
+    def plan(self, store: Any) -> pl.DataFrame:
+        stored = store.read("samples", SAMPLES, columns=STATUS_COLUMNS)
+        s = self.cfg.sampler
+        return plan_samples(self.prompts, stored, s.k, self.sampler_fp, s.sampling.seed, retry_failed=s.retry_failed)
+
+    def follow(self, rows: list[dict]) -> list[dict]:
+        return []  # the first stage: fed by the prompts only
+
+    def render(self, work: list[dict]) -> list[dict]:
+        return [{**row, "messages": self._messages[row["prompt_id"]]} for row in work]
+
+    def failed(self, requests: list[dict], reason: str) -> list[dict]:
+        return failed_samples(requests, reason, self.sampler_fp)
+
+    def read(self, store: Any) -> pl.DataFrame:
+        samples = current_samples(store.read("samples", SAMPLES), self.sampler_fp, self.prompts["prompt_id"], self.cfg.sampler.k)
+        return samples if samples.height else pl.from_arrow(SAMPLES.empty_table())  # type: ignore[return-value]
+
+    def ok(self, row: dict) -> bool:
+        return row["error"] is None
+
+    def tokens(self, row: dict) -> tuple[int, int]:
+        return int(row.get("prompt_tokens") or 0), int(row.get("completion_tokens") or 0)

@@ -118,7 +118,7 @@ def test_reasoning_content_and_reasoning_tokens_are_read(monkeypatch):
         engine = engine_for(server.url, api_key_env="FACTORY_TEST_API_KEY")
         try:
             (row,) = sample_batch(
-                engine, [{"prompt_id": "p", "sample_idx": 0, "seed": 1, "messages": chat("q")}], SamplingConfig(), "fp"
+                engine, [{"prompt_id": "p", "sample_idx": 0, "seed": 1, "messages": chat("q")}], None, SamplingConfig(), "fp"
             )
         finally:
             engine.close()
@@ -262,7 +262,7 @@ def test_the_api_example_reads_its_key_from_the_named_variable(monkeypatch):
     from pathlib import Path
 
     from factory import config
-    from factory.pipeline import preflight, redact
+    from factory.run import preflight, redact
 
     path = Path(__file__).resolve().parents[2] / "conf" / "r1_api.yaml"
     monkeypatch.delenv("DEEPSEEK_API_KEY", raising=False)

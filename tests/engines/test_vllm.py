@@ -34,7 +34,7 @@ def chat(text):
 def test_factory_imports_without_vllm_and_asking_for_it_is_one_clear_error():
     code = (
         "import sys; sys.modules['vllm'] = None\n"  # as if vllm were not installed
-        "import factory, factory.pipeline, factory.runner, factory.engines.vllm\n"
+        "import factory, factory.run, factory.executor, factory.engines.vllm\n"
         "from factory.config import EngineConfig\n"
         "from factory.engines import build_engine, MissingDependency\n"
         "try:\n"
@@ -180,7 +180,8 @@ def test_sample_rows_count_tokens_like_every_engine(engine):
 
 @real
 def test_factory_run_samples_with_vllm_in_a_ray_actor(model_dir, tmp_path):
-    from factory import config, pipeline
+    from factory import config
+    from factory.run import run
 
     overrides = [
         f"output_dir={tmp_path / 'run'}", "prompts.limit=2", "sampler.k=2", "sampler.sampling.max_tokens=12",
@@ -188,10 +189,10 @@ def test_factory_run_samples_with_vllm_in_a_ray_actor(model_dir, tmp_path):
         "sampler.engine.max_model_len=1024", "sampler.engine.dtype=bfloat16", "sampler.engine.cpus_per_replica=1",
         "judge.sampling.max_tokens=16", "judge.engine.parallel=2", "judge.engine.cpus_per_replica=1",
     ]  # fmt: skip
-    manifest = pipeline.run(config.load(ROOT / "conf" / "demo.yaml", overrides))
+    manifest = run(config.load(ROOT / "conf" / "demo.yaml", overrides))
     assert manifest["requests"]["sampler"] == 4 and manifest["counts"]["samples_ok"] == 4
-    assert manifest["restarts"]["sampler"] == 0
-    again = pipeline.run(config.load(ROOT / "conf" / "demo.yaml", overrides))
+    assert manifest["pools"]["sample"]["restarts"] == 0 and manifest["pools"]["sample"]["starts"] == 1
+    again = run(config.load(ROOT / "conf" / "demo.yaml", overrides))
     assert again["requests"] == {"sampler": 0, "judge": 0}
 
 

@@ -52,7 +52,10 @@ class CountingJudge:
         found = re.search(r"\[(\d+)\]", first)
         return json.dumps({"score": int(found.group(1)) if found else 50, "reason": "fake"})
 
-    def generate(self, requests: list[Request]) -> list[Completion]:
+    concurrent_batches = True
+    finished = 0
+
+    def generate(self, requests: list[Request], on_done=None) -> list[Completion]:
         out = []
         with self._lock:
             self.requests.extend(requests)
@@ -63,7 +66,10 @@ class CountingJudge:
                 else:
                     tokens = len(reply.split())
                     out.append(Completion(tag=request.tag, text=reply, finish_reason="stop", completion_tokens=tokens))
-        return list(reversed(out))
+        out.reverse()
+        for completion in out if on_done else ():
+            on_done(completion)
+        return out
 
     def count_tokens(self, texts: list[str]) -> None:
         return None
@@ -354,10 +360,10 @@ def test_judge_batch_passes_the_schema_only_when_the_engine_supports_it():
         (True, False, None),
     ):
         engine = CountingJudge(supports_json_schema=supports)
-        judge.judge_batch(engine, plan_rows(), cfg(structured=structured), "jfp")
+        judge.judge_batch(engine, plan_rows(), None, cfg(structured=structured), "jfp")
         assert all(r.json_schema == expected for r in engine.requests)
     engine = CountingJudge()
-    judge.judge_batch(engine, plan_rows(), cfg(dimensions=True), "jfp")
+    judge.judge_batch(engine, plan_rows(), None, cfg(dimensions=True), "jfp")
     assert engine.requests[0].json_schema == judge.judge_schema(100, dimensions=True)
 
 
@@ -365,14 +371,14 @@ def test_judge_batch_uses_the_judge_sampling_params():
     engine = CountingJudge()
     config = cfg(sampling=SamplingConfig(temperature=0.3, top_p=0.7, max_tokens=77, seed=5))
     rows = plan_rows(config=config)
-    judge.judge_batch(engine, rows, config, "jfp")
+    judge.judge_batch(engine, rows, None, config, "jfp")
     assert {(r.temperature, r.top_p, r.max_tokens) for r in engine.requests} == {(0.3, 0.7, 77)}
     assert [r.seed for r in engine.requests] == [row["seed"] for row in rows]
 
 
 def test_judge_batch_results_in_plan_order_with_scores():
     rows = plan_rows()
-    out = judge.judge_batch(CountingJudge(), rows, cfg(), "jfp")
+    out = judge.judge_batch(CountingJudge(), rows, None, cfg(), "jfp")
     assert [(r["prompt_id"], r["sample_idx"]) for r in out] == [(r["prompt_id"], r["sample_idx"]) for r in rows]
     assert [r["score"] for r in out] == [80, 20, 40, 90]
     assert [r["quality"] for r in out] == [0.8, 0.2, 0.4, 0.9]
@@ -390,7 +396,7 @@ def test_reasks_fix_parse_failures_and_every_failure_keeps_its_reason_and_raw():
     engine = CountingJudge(script)
     out = {
         r["prompt_id"] + str(r["sample_idx"]): r
-        for r in judge.judge_batch(engine, plan_rows(), cfg(max_reasks=2), "jfp")
+        for r in judge.judge_batch(engine, plan_rows(), None, cfg(max_reasks=2), "jfp")
     }
     assert (out["p10"]["parse_status"], out["p10"]["score"], out["p10"]["reason"]) == ("retried_ok", 75, "fixed")
     assert out["p10"]["attempts"] == 2 and out["p10"]["reasks"] == 1
@@ -413,7 +419,7 @@ def test_reasks_fix_parse_failures_and_every_failure_keeps_its_reason_and_raw():
 def test_a_reask_shows_the_failed_reply_and_the_reason_with_a_new_seed():
     engine = CountingJudge({"reply p10": ["Score: 8/10", '{"score": 80}']})
     rows = plan_rows()
-    judge.judge_batch(engine, rows, cfg(), "jfp")
+    judge.judge_batch(engine, rows, None, cfg(), "jfp")
     first, again = [r for r in engine.requests if "reply p10" in r.messages[0]["content"]]
     assert again.messages[: len(first.messages)] == first.messages
     assert again.messages[-2] == {"role": "assistant", "content": "Score: 8/10"}
@@ -423,7 +429,7 @@ def test_a_reask_shows_the_failed_reply_and_the_reason_with_a_new_seed():
 
 def test_no_reask_when_max_reasks_is_zero():
     engine = CountingJudge({"reply p10": ["nothing"]})
-    out = judge.judge_batch(engine, plan_rows(), cfg(max_reasks=0), "jfp")
+    out = judge.judge_batch(engine, plan_rows(), None, cfg(max_reasks=0), "jfp")
     assert len(engine.requests) == 4
     assert out[0]["parse_status"] == "unparseable" and out[0]["attempts"] == 1
 
@@ -440,7 +446,7 @@ def test_votes_have_their_own_seeds_and_quality_is_their_mean_with_the_spread():
         "reply p20": ['{"score": 50}', "x"],
     }
     engine = CountingJudge(script)
-    out = judge.judge_batch(engine, rows, cfg(votes=3, max_reasks=0), "jfp")
+    out = judge.judge_batch(engine, rows, None, cfg(votes=3, max_reasks=0), "jfp")
     quality = judge.sample_quality(pl.from_arrow(pa.Table.from_pylist(out, schema=JUDGMENTS))).sort(
         "prompt_id", "sample_idx"
     )
@@ -462,9 +468,9 @@ def test_votes_have_their_own_seeds_and_quality_is_their_mean_with_the_spread():
 
 
 def test_spread_reaches_the_pairs_input():
-    from factory.pipeline import scored_samples
+    from factory.run import scored_samples
 
-    out = judge.judge_batch(CountingJudge(), plan_rows(config=cfg(votes=2)), cfg(votes=2), "jfp")
+    out = judge.judge_batch(CountingJudge(), plan_rows(config=cfg(votes=2)), None, cfg(votes=2), "jfp")
     judgments = pl.from_arrow(pa.Table.from_pylist(out, schema=JUDGMENTS))
     scored = scored_samples(samples_frame(), judgments)
     assert {"quality", "quality_spread", "votes_ok", "votes"} <= set(scored.columns)
@@ -474,11 +480,11 @@ def test_spread_reaches_the_pairs_input():
 
 # -- the cache, counted in requests -----------------------------------------------------------------
 def judge_all(store: RunStore, engine: CountingJudge, config: JudgeConfig, rubric: str, samples: pl.DataFrame) -> int:
-    """One judge stage over the store, as the pipeline runs it; returns the requests it made."""
+    """One judge stage over the store, as a run drives it; returns the requests it made."""
     fp = judge.judge_fingerprint(config, engine.model_name, rubric)
     plan = judge.plan_judgments(samples, PROMPTS, store.read("judgments", JUDGMENTS), config, fp, rubric)
     before = len(engine.requests)
-    rows = judge.judge_batch(engine, plan.to_dicts(), config, fp) if plan.height else []
+    rows = judge.judge_batch(engine, plan.to_dicts(), None, config, fp) if plan.height else []
     store.append("judgments", pa.Table.from_pylist(rows, schema=JUDGMENTS))
     return len(engine.requests) - before
 
@@ -544,7 +550,7 @@ def test_structured_output_on_the_embedded_engine():
     try:
         config = cfg(sampling=SamplingConfig(temperature=0.2, top_p=1.0, max_tokens=24), max_reasks=0)
         rows = plan_rows(config=config)[:2]
-        out = judge.judge_batch(engine, rows, config, "jfp")
+        out = judge.judge_batch(engine, rows, None, config, "jfp")
     finally:
         engine.close()
     for row in out:
@@ -560,7 +566,7 @@ def test_pipeline_judge_cache_counts_requests_end_to_end(tmp_path):
     """factory run on 2 prompts x K=2 with the embedded model: the rerun makes 0 requests; a changed
     rubric re-judges every judgeable sample and re-samples nothing."""
     from factory import config as config_mod
-    from factory import pipeline
+    from factory.run import run
 
     rubric = tmp_path / "rubric.txt"
     rubric.write_text(RUBRIC_EN)
@@ -576,7 +582,9 @@ def test_pipeline_judge_cache_counts_requests_end_to_end(tmp_path):
         "progress_interval_s=60",
     ]
     run_cfg = config_mod.load(CONF / "demo.yaml", overrides)
-    first = pipeline.run(run_cfg)
+    first = run(run_cfg)
+    assert first["pools"] == {"sample+judge": first["pools"]["sample+judge"]}  # one engine for both stages
+    assert first["pools"]["sample+judge"]["starts"] == 1
     scored = first["_scored"]
     judgeable = judge.judgeable(scored).height
     assert first["requests"] == {"sampler": 4, "judge": judgeable}
@@ -585,11 +593,11 @@ def test_pipeline_judge_cache_counts_requests_end_to_end(tmp_path):
     assert (judgments["completion_tokens"] <= 16).all()  # the judge's own max_tokens, not the sampler's 8...
     assert judgments["completion_tokens"].max() > 8  # ...which it really used
 
-    again = pipeline.run(run_cfg)
+    again = run(run_cfg)
     assert again["requests"] == {"sampler": 0, "judge": 0}
 
     rubric.write_text(RUBRIC_EN + "\nBe extra strict about link numbers.")
-    changed = pipeline.run(config_mod.load(CONF / "demo.yaml", overrides))
+    changed = run(config_mod.load(CONF / "demo.yaml", overrides))
     assert changed["requests"] == {"sampler": 0, "judge": judgeable}
     assert changed["fingerprints"]["sampler"] == first["fingerprints"]["sampler"]
     assert changed["fingerprints"]["judge"] != first["fingerprints"]["judge"]

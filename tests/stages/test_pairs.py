@@ -8,7 +8,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from factory import pipeline
 from factory.config import ConfigError, PairsConfig, load
 from factory.schemas import PAIRS
 from factory.stages import pairs as P
@@ -264,28 +263,6 @@ def test_target_reports_the_prompts_still_needed_at_the_observed_survival():
 def test_target_must_be_positive():
     with pytest.raises(ConfigError, match="pairs.target"):
         load(None, ["pairs.target=0"])
-
-
-def test_run_draws_more_prompts_until_the_target_is_met(monkeypatch, tmp_path):
-    """run_to_target raises prompts.limit from the observed survival; each draw is a resumable run."""
-    pool, survival, calls = 500, 0.25, []
-
-    def fake_run_once(cfg):
-        calls.append(cfg.prompts.limit)
-        rows = min(cfg.prompts.limit, pool)
-        kept = int(rows * survival)
-        return {"counts": {"pairs_kept": kept, "prompts_in": rows}, "requests": {"sampler": rows, "judge": rows},
-                "_scored": None, "_pairs": None}  # fmt: skip
-
-    monkeypatch.setattr(pipeline, "_run_once", fake_run_once)
-    cfg = load(None, [f"output_dir={tmp_path}", "pairs.target=60", "prompts.limit=40"])
-    manifest = pipeline.run(cfg)
-    assert calls[0] == 40 and calls == sorted(calls) and len(calls) >= 2
-    assert manifest["target"]["met"] and manifest["counts"]["pairs_kept"] >= 60
-    assert manifest["requests"]["sampler"] == sum(min(c, pool) for c in calls)
-    calls.clear()
-    short = pipeline.run(load(None, [f"output_dir={tmp_path}", "pairs.target=1000", "prompts.limit=40"]))
-    assert not short["target"]["met"] and calls[-1] > pool  # stopped because the pool ran out
 
 
 # -- properties ----------------------------------------------------------------------------------------

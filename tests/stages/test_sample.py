@@ -3,7 +3,15 @@ import pytest
 
 from factory.config import SamplingConfig
 from factory.engines.base import Completion
-from factory.stages.sample import current_samples, plan_samples, sample_batch, split_reasoning, token_split
+from factory.config import RunConfig
+from factory.stages.sample import (
+    SampleStage,
+    current_samples,
+    plan_samples,
+    sample_batch,
+    split_reasoning,
+    token_split,
+)
 from tests.fakes import FakeEngine
 
 PROMPTS = pl.DataFrame(
@@ -30,9 +38,11 @@ def test_plan_skips_stored_keys_of_the_same_fingerprint_only():
     assert sorted(zip(grown["prompt_id"], grown["sample_idx"])) == [("a", 2), ("a", 3)] + [("b", i) for i in range(4)]
 
 
-def test_plan_names_a_missing_column():
+def test_plan_and_stage_name_a_missing_column():
+    with pytest.raises(ValueError, match="prompt_id"):
+        plan_samples(PROMPTS.drop("prompt_id"), None, k=2, sampler_fp="fp", base_seed=0)
     with pytest.raises(ValueError, match="messages"):
-        plan_samples(PROMPTS.drop("messages"), None, k=2, sampler_fp="fp", base_seed=0)
+        SampleStage(RunConfig(), "fp", PROMPTS.drop("messages"))
 
 
 @pytest.mark.parametrize(
@@ -62,7 +72,9 @@ def test_token_split_sums_to_the_completion_tokens():
 def test_sample_batch_puts_results_back_by_key_and_records_errors():
     plan = plan_samples(PROMPTS, None, k=2, sampler_fp="fp", base_seed=0).to_dicts()
     engine = FakeEngine(script={("b", 1): RuntimeError("prompt has 9000 tokens, max_model_len 2048")})
-    rows = sample_batch(engine, plan, SamplingConfig(max_tokens=16), "fp")
+    rows = sample_batch(
+        engine, SampleStage(RunConfig(), "fp", PROMPTS).render(plan), None, SamplingConfig(max_tokens=16), "fp"
+    )
     assert [(r["prompt_id"], r["sample_idx"]) for r in rows] == [(p["prompt_id"], p["sample_idx"]) for p in plan]
     assert len(engine.requests) == 4
     by_key = {(r["prompt_id"], r["sample_idx"]): r for r in rows}
@@ -100,8 +112,8 @@ def test_retry_failed_plans_keys_whose_latest_row_failed_only():
         }
     )
     prompts = PROMPTS.filter(pl.col("prompt_id").is_in(["a", "b"]))
-    assert plan_samples(prompts, stored, k=2, sampler_fp="fp", base_seed=0).select("prompt_id", "sample_idx").rows() == [
-        ("b", 1)
-    ]
+    assert plan_samples(prompts, stored, k=2, sampler_fp="fp", base_seed=0).select(
+        "prompt_id", "sample_idx"
+    ).rows() == [("b", 1)]
     retry = plan_samples(prompts, stored, k=2, sampler_fp="fp", base_seed=0, retry_failed=True)
     assert sorted(retry.select("prompt_id", "sample_idx").rows()) == [("a", 1), ("b", 1)]

@@ -1,8 +1,10 @@
-"""One invocation of the factory: prompts -> sample -> judge -> pairs, resuming what is stored.
+"""The graph of `factory run`: prompts -> sample -> judge -> pairs, resuming what is stored.
 
-The driver plans the missing keys of each stage from the run directory, hands them to a Ray
-engine pool, and writes each finished batch as its own Parquet part, so an interrupted run loses
-at most the batches in flight. `factory pairs` reuses `build_outputs` with no LLM at all.
+    manifest = run(load("conf/demo.yaml"))        # on Ray; run(cfg, backend="local") in process
+
+The stages (factory/stages) plan what is missing from the run directory's keys; the executor
+(factory/executor) runs them on engine pools that live for the whole run and stores every finished
+row within `store.flush_s`. `factory pairs` reuses `build_outputs` with no LLM at all.
 """
 
 from __future__ import annotations
@@ -19,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-import pyarrow as pa
 
 from factory import config as config_mod
 from factory.config import ConfigError, EngineConfig, RunConfig
+from factory.executor import Executor
 from factory.prompts import load_prompts, read_text
-from factory.schemas import INVALID, JUDGMENTS, SAMPLES
+from factory.schemas import INVALID
 from factory.stages import judge as judge_stage
 from factory.stages import pairs as pairs_stage
 from factory.stages import pairs_output
@@ -108,116 +110,7 @@ def versions() -> dict[str, str]:
     return out
 
 
-# -- the stages on Ray --------------------------------------------------------------------------
-class _PartWriter:
-    """Buffers finished rows and writes a Parquet part every `every` rows (and at the end)."""
-
-    def __init__(self, store: RunStore, name: str, schema: pa.Schema, every: int):
-        self.store, self.name, self.schema, self.every = store, name, schema, every
-        self.rows: list[dict] = []
-
-    def add(self, rows: list[dict]) -> None:
-        self.rows.extend(rows)
-        if len(self.rows) >= self.every:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.rows:
-            self.store.append(self.name, pa.Table.from_pylist(self.rows, schema=self.schema))
-            self.rows = []
-
-
-def _run_stage(
-    label: str,
-    engine_cfg: EngineConfig,
-    cfg: RunConfig,
-    plan_rows: list[dict],
-    fn: Any,
-    args: tuple,
-    store: RunStore,
-    name: str,
-    schema: pa.Schema,
-    on_fail: Any,
-    is_failed: Any,
-    tokens_of: Any,
-) -> dict[str, Any]:
-    """Run one stage's plan on a fresh engine pool; returns requests made, restarts, seconds."""
-    from factory.runner import EnginePool, Progress, init_ray
-
-    if not plan_rows:
-        print(f"[{label}] nothing to do: every key is already stored", file=sys.stderr)
-        return {"requests": 0, "restarts": 0, "seconds": 0.0, "rows": 0}
-    start = time.perf_counter()
-    init_ray(cfg.ray)
-    print(f"[{label}] {len(plan_rows)} requests to make; starting {engine_cfg.replicas} {engine_cfg.kind} replica(s)", file=sys.stderr)
-    pool = EnginePool(engine_cfg, label)
-    writer = _PartWriter(store, name, schema, every=max(engine_cfg.batch_size, 32))
-    progress = Progress(label, len(plan_rows), cfg.progress_interval_s)
-    requests = 0
-
-    def on_result(batch: list[dict], results: list[dict]) -> None:
-        nonlocal requests
-        if len(results) != len(batch):
-            raise RuntimeError(f"{label}: a batch of {len(batch)} came back with {len(results)} rows")
-        writer.add(results)
-        requests += sum(int(r.get("attempts") or 1) for r in results)
-        progress.update(len(results), tokens=sum(tokens_of(r) for r in results), failed=sum(map(is_failed, results)))
-
-    try:
-        pool.map_batches(fn, plan_rows, args, on_result=on_result, on_fail=on_fail)
-    finally:
-        writer.flush()
-        restarts = pool.restarts
-        pool.shutdown()
-    return {"requests": requests, "restarts": restarts, "seconds": time.perf_counter() - start, "rows": len(plan_rows)}
-
-
-def _failed_samples(sampler_fp: str):
-    def on_fail(batch: list[dict], reason: str) -> list[dict]:
-        now = time.time()
-        return [
-            {
-                "prompt_id": r["prompt_id"], "sample_idx": r["sample_idx"], "sampler_fp": sampler_fp, "seed": r["seed"],
-                "reasoning": "", "answer": "", "text": "", "reasoning_tokens": 0, "answer_tokens": 0,
-                "completion_tokens": 0, "prompt_tokens": None, "finish_reason": "error", "error": reason,
-                "latency_s": 0.0, "attempts": 0, "model": None, "created_at": now,
-            }
-            for r in batch
-        ]  # fmt: skip
-
-    return on_fail
-
-
-def _failed_judgments(judge_fp: str):
-    def on_fail(batch: list[dict], reason: str) -> list[dict]:
-        now = time.time()
-        return [
-            {
-                "prompt_id": r["prompt_id"], "sample_idx": r["sample_idx"], "sampler_fp": r["sampler_fp"],
-                "vote": r["vote"], "judge_fp": judge_fp, "score": None, "quality": None,
-                "parse_status": "engine_error", "reason": reason, "dimensions": None, "raw": None,
-                "attempts": 0, "error": reason, "latency_s": 0.0, "created_at": now,
-            }
-            for r in batch
-        ]  # fmt: skip
-
-    return on_fail
-
-
 # -- reading what is stored ---------------------------------------------------------------------
-def current_judgments(store: RunStore, judge_fp: str, samples: pl.DataFrame) -> pl.DataFrame:
-    stored = store.read("judgments", JUDGMENTS)
-    if stored is None or not samples.height:
-        return pl.from_arrow(JUDGMENTS.empty_table())  # type: ignore[return-value]
-    keys = samples.select("prompt_id", "sample_idx", "sampler_fp")
-    return (
-        stored.filter(pl.col("judge_fp") == judge_fp)
-        .join(keys, on=["prompt_id", "sample_idx", "sampler_fp"], how="semi")
-        .sort("created_at")
-        .unique(subset=["prompt_id", "sample_idx", "vote"], keep="last", maintain_order=True)
-    )
-
-
 def scored_samples(samples: pl.DataFrame, judgments: pl.DataFrame) -> pl.DataFrame:
     """Samples with their aggregated judge quality (null when no usable vote)."""
     quality = judge_stage.sample_quality(judgments) if judgments.height else None
@@ -229,14 +122,21 @@ def scored_samples(samples: pl.DataFrame, judgments: pl.DataFrame) -> pl.DataFra
     return samples.join(quality, on=["prompt_id", "sample_idx"], how="left")
 
 
+def stages(cfg: RunConfig, prompts: pl.DataFrame, fps: dict[str, str]) -> list:
+    """The stage graph of `factory run`: sample -> judge (the judge is fed by stored samples)."""
+    return [
+        sample_stage.SampleStage(cfg, fps["sampler"], prompts),
+        judge_stage.JudgeStage(cfg, fps, prompts, rubric_text(cfg)),
+    ]
+
+
 def stored_scored(
     store: RunStore, cfg: RunConfig, prompts: pl.DataFrame, fps: dict[str, str]
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """(samples, judgments, scored samples) of this run's fingerprints and prompts, as stored."""
-    samples = sample_stage.current_samples(store.read("samples", SAMPLES), fps["sampler"], prompts["prompt_id"], cfg.sampler.k)
-    if not samples.height:
-        samples = pl.from_arrow(SAMPLES.empty_table())  # type: ignore[assignment]
-    judgments = current_judgments(store, fps["judge"], samples)
+    sample, judge = stages(cfg, prompts, fps)
+    samples = sample.read(store)
+    judgments = judge.read(store, samples)
     return samples, judgments, scored_samples(samples, judgments)
 
 
@@ -280,23 +180,47 @@ def build_outputs(store: RunStore, cfg: RunConfig, prompts: pl.DataFrame, fps: d
 
 
 # -- the whole run --------------------------------------------------------------------------------
-def run(cfg: RunConfig) -> dict[str, Any]:
-    """One `factory run`; with pairs.target set, prompts are drawn until the target is met."""
-    return run_to_target(cfg) if cfg.pairs.target else _run_once(cfg)
+def run(cfg: RunConfig, backend: str = "ray", build: Any = None) -> dict[str, Any]:
+    """One `factory run`: the stage graph on pools that live for the whole run (every `pairs.target`
+    round included); returns the manifest (plus `_scored` and `_pairs` frames for the summary)."""
+    t0 = time.perf_counter()
+    preflight(cfg)
+    fps = fingerprints(cfg)
+    store = RunStore(cfg.output_dir)
+    previous = store.read_json("manifest.json") or {}
+    with Executor(store, cfg, backend=backend, build=build) as executor:
+        try:
+            manifest = _to_target(cfg, store, fps, executor) if cfg.pairs.target else _round(cfg, store, fps, executor)
+        finally:
+            metrics = executor.metrics_json()
+            store.write_json("metrics.json", metrics)
+    manifest.update(
+        {
+            "pools": metrics["pools"],
+            "timings": {**manifest["timings"], "overlap": metrics["overlap_s"], "total": round(time.perf_counter() - t0, 3)},
+            "history": (previous.get("history") or [])
+            + [{"at": time.time(), "requests": manifest["requests"], "counts": manifest["counts"]}],
+        }
+    )
+    scored, pairs = manifest.pop("_scored"), manifest.pop("_pairs")
+    store.write_json("manifest.json", manifest)
+    manifest["_scored"], manifest["_pairs"] = scored, pairs
+    return manifest
 
 
-def run_to_target(cfg: RunConfig) -> dict[str, Any]:
+def _to_target(cfg: RunConfig, store: RunStore, fps: dict[str, str], executor: Executor) -> dict[str, Any]:
     """pairs.target: run on a first draw of prompt rows (prompts.limit, else an estimate from the
     target and drop_ratio), then raise prompts.limit to what the observed survival rate (pairs kept
-    per prompt row) says is needed, +10%, and run again: only the new prompts are sampled and judged.
-    Stops when the target is met or the pool has no more rows; with no pair yet, the draw doubles."""
+    per prompt row) says is needed, +10%, and run again on the same pools: only the new prompts are
+    sampled and judged. Stops when the target is met or the pool has no more rows; with no pair yet,
+    the draw doubles."""
     target = int(cfg.pairs.target or 0)
     drop = cfg.pairs.drop_ratio if cfg.pairs.strategy != "long2short" and cfg.pairs.min_margin is None else 0.0
     limit = cfg.prompts.limit or math.ceil(1.2 * target / (1.0 - drop))
     requests = {"sampler": 0, "judge": 0}
     draws: list[dict[str, int]] = []
     while True:
-        manifest = _run_once(replace(cfg, prompts=replace(cfg.prompts, limit=limit)))
+        manifest = _round(replace(cfg, prompts=replace(cfg.prompts, limit=limit)), store, fps, executor)
         for key in requests:
             requests[key] += manifest["requests"][key]
         kept, rows = manifest["counts"]["pairs_kept"], manifest["counts"]["prompts_in"]
@@ -305,67 +229,32 @@ def run_to_target(cfg: RunConfig) -> dict[str, Any]:
             break
         more = limit if kept == 0 else math.ceil(1.1 * (target - kept) * rows / kept)
         limit = rows + max(more, 1)
-        print(f"[target] {kept} of {target} pairs from {rows} prompt rows; drawing up to {limit}", file=sys.stderr)
-    scored, pairs = manifest.pop("_scored"), manifest.pop("_pairs")
+        executor.progress.say(f"[target] {kept} of {target} pairs from {rows} prompt rows; drawing up to {limit}")
     manifest["requests"] = requests
     manifest["target"] = {"target": target, "met": kept >= target, "draws": draws}
-    RunStore(cfg.output_dir).write_json("manifest.json", manifest)
-    manifest["_scored"], manifest["_pairs"] = scored, pairs
     return manifest
 
 
-def _run_once(cfg: RunConfig) -> dict[str, Any]:
-    t0 = time.perf_counter()
+def _round(cfg: RunConfig, store: RunStore, fps: dict[str, str], executor: Executor) -> dict[str, Any]:
+    """Prompts -> the stage graph on the executor's pools -> pairs; the manifest of this round."""
     timings: dict[str, float] = {}
-    preflight(cfg)
-    fps = fingerprints(cfg)
-    store = RunStore(cfg.output_dir)
-    previous = store.read_json("manifest.json") or {}
-
     t = time.perf_counter()
     prompts, invalid = load_prompts(cfg.prompts)
     store.replace("prompts", prompts)
     if invalid.height:
         store.replace("invalid", invalid.to_arrow().cast(INVALID))
     for row in invalid.iter_rows(named=True):
-        print(f"[prompts] row {row['row_index']} invalid: {row['reason']}", file=sys.stderr)
+        executor.progress.say(f"[prompts] row {row['row_index']} invalid: {row['reason']}")
     timings["prompts"] = time.perf_counter() - t
-    print(f"[prompts] {prompts.height} valid, {invalid.height} invalid", file=sys.stderr)
+    executor.progress.say(f"[prompts] {prompts.height} valid, {invalid.height} invalid")
 
-    # sample
-    plan = sample_stage.plan_samples(
-        prompts, store.read("samples", SAMPLES), cfg.sampler.k, fps["sampler"], cfg.sampler.sampling.seed,
-        retry_failed=cfg.sampler.retry_failed,
-    )  # fmt: skip
-    sample_run = _run_stage(
-        "sample", cfg.sampler.engine, cfg, plan.to_dicts(), sample_stage.sample_batch,
-        (cfg.sampler.sampling, fps["sampler"]), store, "samples", SAMPLES,
-        _failed_samples(fps["sampler"]), lambda r: r["error"] is not None, lambda r: r["completion_tokens"] or 0,
-    )  # fmt: skip
-    timings["sample"] = sample_run["seconds"]
-
-    # judge
-    samples = sample_stage.current_samples(store.read("samples", SAMPLES), fps["sampler"], prompts["prompt_id"], cfg.sampler.k)
-    judge_plan = (
-        judge_stage.plan_judgments(samples, prompts, store.read("judgments", JUDGMENTS), cfg.judge, fps["judge"], rubric_text(cfg))
-        if samples.height
-        else pl.DataFrame()
-    )
-    judge_run = _run_stage(
-        "judge", cfg.judge.engine, cfg, judge_plan.to_dicts(), judge_stage.judge_batch,
-        (cfg.judge, fps["judge"]), store, "judgments", JUDGMENTS,
-        _failed_judgments(fps["judge"]), lambda r: r["parse_status"] not in judge_stage.USABLE,
-        lambda r: r.get("completion_tokens") or 0,
-    )  # fmt: skip
-    timings["judge"] = judge_run["seconds"]
+    done = executor.run(stages(cfg, prompts, fps))
+    timings["sample"], timings["judge"] = done["sample"].elapsed(), done["judge"].elapsed()
 
     t = time.perf_counter()
     outputs = build_outputs(store, cfg, prompts, fps)
     timings["pairs"] = time.perf_counter() - t
-    timings["total"] = time.perf_counter() - t0
-
-    scored = outputs.pop("_scored")
-    pairs = outputs.pop("_pairs")
+    scored, pairs = outputs.pop("_scored"), outputs.pop("_pairs")
     counts = {
         "prompts_in": prompts.height + invalid.height,
         "prompts_valid": prompts.height,
@@ -373,20 +262,16 @@ def _run_once(cfg: RunConfig) -> dict[str, Any]:
         "samples_expected": prompts.height * cfg.sampler.k,
         **{k: v for k, v in outputs.items() if k not in ("pairs", "parse_status")},
     }
-    manifest = {
+    return {
         "config": redact(config_mod.to_dict(cfg)),
         "fingerprints": fps,
         "versions": versions(),
         "counts": counts,
-        "requests": {"sampler": sample_run["requests"], "judge": judge_run["requests"]},
-        "restarts": {"sampler": sample_run["restarts"], "judge": judge_run["restarts"]},
+        "requests": {"sampler": done["sample"].requests, "judge": done["judge"].requests},
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "parse_status": outputs["parse_status"],
         "pairs": outputs["pairs"],
-        "history": (previous.get("history") or [])
-        + [{"at": time.time(), "requests": {"sampler": sample_run["requests"], "judge": judge_run["requests"]}, "counts": counts}],
         "output_dir": store.url,
+        "_scored": scored,
+        "_pairs": pairs,
     }
-    store.write_json("manifest.json", manifest)
-    manifest["_scored"], manifest["_pairs"] = scored, pairs
-    return manifest

@@ -7,7 +7,7 @@ import pytest
 
 from factory import config
 from factory.config import ConfigError
-from factory.pipeline import fingerprints, preflight, redact
+from factory.run import fingerprints, preflight, redact
 
 DEMO = Path(__file__).resolve().parent.parent / "conf" / "demo.yaml"
 

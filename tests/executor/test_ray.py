@@ -1,6 +1,7 @@
-"""The Ray runner on a local Ray: restarts of dead and stalled replicas, retries, placement groups.
+"""The Ray executor on a local Ray: restarts of dead and stalled replicas, per-request retries, placement
+groups, shared pools, the request-level watchdog.
 
-The engines here are fakes handed to EnginePool through `build` (pickled by value to the actors), so
+The engines here are fakes handed to the executor through `build` (pickled by value to the actors), so
 these tests need no model: they die (os._exit), stall (sleep), or count, on command.
 """
 
@@ -9,17 +10,23 @@ from __future__ import annotations
 import os
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 from ray import cloudpickle
 
-from factory.config import ConfigError, EngineConfig
+from factory.config import ConfigError, EngineConfig, RunConfig
 from factory.engines.base import Completion
-from factory.runner import EnginePool, Progress
+from factory.executor import Executor
+from factory.store import RunStore
+from tests.executor import echo as echo_module
+from tests.executor.echo import EchoStage
 
 pytestmark = pytest.mark.slow
-cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import tests/
+# Ray workers cannot import tests/: these modules travel by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+cloudpickle.register_pickle_by_value(echo_module)
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +41,11 @@ def ray_gpus():
 
 
 class ScriptedEngine:
-    """`mode` on the first `times` calls (counted across restarts in a file): die | stall | slow | raise."""
+    """`mode` on the first `times` batches (counted across restarts in a file): die | stall | slow | raise."""
 
     model_name = "scripted"
     supports_json_schema = False
+    concurrent_batches = False
 
     def __init__(self, marker: str, mode: str, times: int):
         self.marker, self.mode, self.times = Path(marker), mode, times
@@ -49,7 +57,7 @@ class ScriptedEngine:
             f.write(b".")
         return self.marker.stat().st_size
 
-    def generate(self, requests):
+    def generate(self, requests, on_done=None):
         turn = self._turn()
         if turn <= self.times:
             if self.mode == "die":
@@ -58,11 +66,15 @@ class ScriptedEngine:
                 time.sleep(3600)
             if self.mode == "raise":
                 raise RuntimeError("engine broke")
-        if self.mode == "slow":  # makes progress, slowly: one request every 0.4 s
-            for _ in requests:
+        out = []
+        for r in requests:
+            if self.mode == "slow":  # makes progress, slowly: one request every 0.4 s
                 time.sleep(0.4)
-                self.finished += 1
-        return [Completion(tag=r, text=f"ok {r}") for r in requests]
+            self.finished += 1
+            out.append(Completion(tag=r.tag, text=f"ok {r.tag}"))
+            if on_done:
+                on_done(out[-1])
+        return out
 
     def count_tokens(self, texts):
         return None
@@ -75,30 +87,17 @@ def builder(marker, mode, times):
     return lambda cfg: ScriptedEngine(str(marker), mode, times)
 
 
-def echo(engine, rows):
-    return [{"key": c.tag, "text": c.text, "error": None} for c in engine.generate([r["key"] for r in rows])]
-
-
-def run_pool(cfg, build, n_rows=4):
-    results, failures = {}, []
-
-    def on_result(batch, rows):
-        assert len(batch) == len(rows)
-        for row in rows:
-            assert row["key"] not in results, "a row came back twice"
-            results[row["key"]] = row
-
-    def on_fail(batch, reason):
-        failures.append(reason)
-        return [{"key": r["key"], "text": None, "error": reason} for r in batch]
-
-    pool = EnginePool(cfg, "test", build=build)
+def run_pool(engine_cfg, build, n_rows=4):
+    """One echo stage of n_rows on the Ray executor -> (rows by key, failures, restarts, seconds)."""
+    store = RunStore(f"memory://ray-test-{uuid.uuid4().hex}")
     start = time.monotonic()
-    try:
-        pool.map_batches(echo, [{"key": i} for i in range(n_rows)], (), on_result=on_result, on_fail=on_fail)
-    finally:
-        pool.shutdown()
-    return results, failures, pool.restarts, time.monotonic() - start
+    with Executor(store, RunConfig(), backend="ray", build=build) as executor:
+        executor.run([EchoStage(engine_cfg, n_rows)])
+        restarts = sum(p["restarts"] for p in executor.metrics_json()["pools"].values())
+    rows = {r["key"]: r for r in store.read("echo").to_dicts()}
+    assert len(rows) == store.read("echo").height, "a row was stored twice"
+    failures = [r["error"] for r in rows.values() if r["error"]]
+    return rows, failures, restarts, time.monotonic() - start
 
 
 def cfg(**kw):
@@ -124,7 +123,7 @@ def test_a_dead_replica_is_restarted_and_its_batches_retried(ray_gpus, tmp_path)
 def test_a_replica_that_keeps_dying_ends_in_failed_rows_after_max_retries(ray_gpus, tmp_path):
     marker = tmp_path / "m"
     results, failures, restarts, _ = run_pool(cfg(max_retries=1), builder(marker, "die", 10**6), n_rows=2)
-    assert sorted(results) == [0, 1] and len(failures) == 1  # one batch of 2 rows, failed once
+    assert sorted(results) == [0, 1] and len(failures) == 2  # one batch of 2 rows, failed, stored with its reason
     assert all(
         r["error"] and "failed after 2 attempts" in r["error"] and "Actor" in r["error"] for r in results.values()
     )
@@ -142,7 +141,7 @@ def test_a_replica_that_keeps_stalling_ends_in_failed_rows(ray_gpus, tmp_path):
     results, failures, restarts, _ = run_pool(
         cfg(watchdog_s=2.0, max_retries=1), builder(tmp_path / "m", "stall", 10**6), 2
     )
-    assert all("watchdog: no progress for 2s" in r["error"] for r in results.values()) and len(failures) == 1
+    assert all("watchdog: no progress for 2s" in r["error"] for r in results.values()) and len(failures) == 2
     assert restarts == 2
 
 
@@ -169,16 +168,20 @@ def test_vllm_replicas_get_placement_groups_of_tp_x_pp_gpus(ray_gpus, tmp_path):
         info = {"pg": ctx.get_placement_group_id(), "gpus": ray.get_gpu_ids()}
 
         class Where(ScriptedEngine):
-            def generate(self, requests):
-                return [Completion(tag=r, text=repr(info)) for r in requests]
+            def generate(self, requests, on_done=None):
+                time.sleep(1.0)  # slow enough that both replicas are up and busy before the work runs out
+                out = [Completion(tag=r.tag, text=repr(info)) for r in requests]
+                for c in out:
+                    on_done(c)
+                return out
 
         return Where(str(tmp_path / "m"), "none", 0)
 
     tp2 = EngineConfig(kind="vllm", model="m", replicas=2, tensor_parallel_size=2, batch_size=1, cpus_per_replica=0.5)
-    results, failures, _, _ = run_pool(tp2, where, n_rows=4)
+    results, failures, _, _ = run_pool(tp2, where, n_rows=8)
     placed = {eval(r["text"])["pg"] for r in results.values()}
     assert not failures and len(placed) == 2 and None not in placed  # one group per replica
-    groups = [g for g in ray.util.placement_group_table().values() if g["name"].startswith("factory-test-")]
+    groups = [g for g in ray.util.placement_group_table().values() if g["name"].startswith("factory-echo-")]
     assert len(groups) == 2
     for group in groups:
         assert group["state"] == "REMOVED"  # shutdown gives the GPUs back
@@ -192,15 +195,8 @@ def test_vllm_replicas_get_placement_groups_of_tp_x_pp_gpus(ray_gpus, tmp_path):
 
 
 def test_asking_for_more_gpus_than_the_cluster_has_fails_at_once(ray_gpus):
+    from factory.executor.ray import RayPool
+
     big = EngineConfig(kind="vllm", model="m", replicas=2, tensor_parallel_size=4)
     with pytest.raises(ConfigError, match=r"needs 8 GPUs; the Ray cluster has 4"):
-        EnginePool(big, "sample")
-
-
-def test_progress_line_counts_and_rates():
-    import io
-
-    out = io.StringIO()
-    progress = Progress("sample", total=4, interval=0.0, stream=out)
-    progress.update(2, tokens=100, failed=1)
-    assert out.getvalue().startswith("[sample] 2/4 (50%) failed 1 |")
+        RayPool(big, "sample").start()

