@@ -6,6 +6,7 @@ same call works on a laptop and as the entry point of `ray job submit`.
     factory sweep RUN_DIR [key=value ...]  w_len x drop_ratio grid -> sweep/ (csv + heatmaps), no LLM call
     factory report RUN_DIR [key=value ...] tables + PNG plots -> report/, no LLM call
     factory calibrate [CONFIG] [key=value ...] [--data F] [--out D]   judge agreement on better/worse replies
+    factory compact RUN_DIR                merge each table's parts into few large files
     factory keys                           every config key with its default and help
 """
 
@@ -73,6 +74,21 @@ def _calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compact(args: argparse.Namespace) -> int:
+    from factory import compact
+    from factory.config import StoreConfig
+    from factory.store import RunStore
+    from factory.summary import table
+
+    store = RunStore(args.run_dir, create=False)
+    if not store.exists("manifest.json"):
+        raise ConfigError(f"{args.run_dir}: no manifest.json; is this a run directory made by `factory run`?")
+    done = compact.compact(store, args.target_mb or StoreConfig().compact_mb)
+    rows = [(name, f"{d['parts_before']} -> {d['parts_after']} parts") for name, d in done.items()]
+    print(table(rows or [("tables", "none to compact")], f"factory compact {store.url}"))
+    return 0
+
+
 def _keys(args: argparse.Namespace) -> int:
     from factory.config import help_table
 
@@ -107,6 +123,10 @@ def parser() -> argparse.ArgumentParser:
     cal.add_argument("--out", help="output folder or fsspec URL (default: OUTPUT_DIR/calibration)")
     cal.add_argument("--limit", type=int, help="use only the first N rows")
     cal.set_defaults(func=_calibrate)
+    compact = sub.add_parser("compact", help="merge each table's parts into few large files (atomic, resumable)")
+    compact.add_argument("run_dir")
+    compact.add_argument("--target-mb", type=float, help="size of each merged file, MiB (default: store.compact_mb)")
+    compact.set_defaults(func=_compact)
     keys = sub.add_parser("keys", help="list every config key with its default and help")
     keys.set_defaults(func=_keys)
     return top

@@ -242,6 +242,7 @@ class Executor:
             for s in stages:
                 writers[s.name].close()
                 metrics[s.name].feeding = False
+                metrics[s.name].parts_written, metrics[s.name].merges = writers[s.name].parts_written, writers[s.name].merges
             self.progress.tick(force=True)
         if self.fatal:
             raise FatalRunError(self.fatal)
@@ -333,7 +334,8 @@ class Executor:
         stages: dict[str, StageMetrics] = {}
         for m in self.history:
             total = stages.setdefault(m.name, StageMetrics(m.name))
-            for name in ("planned", "rows", "ok", "failed", "requests", "retried_calls", "prompt_tokens", "completion_tokens"):
+            for name in ("planned", "rows", "ok", "failed", "requests", "retried_calls", "prompt_tokens",
+                         "completion_tokens", "parts_written", "merges"):  # fmt: skip
                 setattr(total, name, getattr(total, name) + getattr(m, name))
             total.latencies += m.latencies
             if m.first_dispatch is not None:

@@ -2,7 +2,7 @@
 
 metrics.json (in the run directory), per stage:
     requests       LLM requests actually sent (every attempt, re-asks and retries included)
-    rows, ok, failed, retried_calls, prompt_tokens, completion_tokens
+    rows, ok, failed, retried_calls, prompt_tokens, completion_tokens, parts_written, merges
     tokens_per_s, rows_per_s       completion tokens and rows per second of the stage's wall time
     latency_s      {p50, p95, max} of the rows' request latency
     wall_s, started_at, ended_at   first dispatch -> last row stored (seconds since the run began)
@@ -33,6 +33,8 @@ class StageMetrics:
     first_dispatch: float | None = None
     last_row: float | None = None
     feeding: bool = False  # an upstream stage may still add work
+    parts_written: int = 0  # small parts flushed (durability), before the merges
+    merges: int = 0
 
     def add(self, ok: bool, requests: int, prompt_tokens: int, completion_tokens: int, latency: float | None) -> None:
         self.rows += 1
@@ -65,6 +67,8 @@ class StageMetrics:
             "ok": self.ok,
             "failed": self.failed,
             "retried_calls": self.retried_calls,
+            "parts_written": self.parts_written,
+            "merges": self.merges,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "tokens_per_s": round(self.completion_tokens / wall, 2) if wall > 1e-6 else None,

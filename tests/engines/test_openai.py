@@ -250,8 +250,8 @@ def test_token_accounting_matches_the_in_process_engine(llama, api):
     # The same model answered twice, in process and over HTTP, gives the same rows and the same counts.
     sampling = SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=12)
     rows = [{"prompt_id": "p", "sample_idx": i, "seed": 7 + i, "messages": chat(f"Say {i} words.")} for i in range(2)]
-    direct = sample_batch(llama, rows, sampling, "fp")
-    http = sample_batch(api, rows, sampling, "fp")
+    direct = sample_batch(llama, rows, None, sampling, "fp")
+    http = sample_batch(api, rows, None, sampling, "fp")
     fields = ("answer", "reasoning_tokens", "answer_tokens", "completion_tokens", "prompt_tokens", "finish_reason")
     for a, b in zip(direct, http):
         assert {k: a[k] for k in fields} == {k: b[k] for k in fields}

@@ -172,7 +172,7 @@ def test_sample_rows_count_tokens_like_every_engine(engine):
     from factory.stages.sample import sample_batch
 
     rows = [{"prompt_id": "p", "sample_idx": i, "seed": i, "messages": chat("Say hi.")} for i in range(2)]
-    for row in sample_batch(engine, rows, SamplingConfig(temperature=0.8, max_tokens=10), "fp"):
+    for row in sample_batch(engine, rows, None, SamplingConfig(temperature=0.8, max_tokens=10), "fp"):
         assert row["error"] is None and row["model"] == Path(engine.cfg.model).name
         assert row["reasoning_tokens"] + row["answer_tokens"] == row["completion_tokens"] <= 10
         assert row["answer_tokens"] == engine.count_tokens([row["answer"]])[0]
