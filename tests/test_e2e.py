@@ -50,6 +50,14 @@ def test_first_run_makes_every_request_once(run_dir):
     assert counts["pairs_kept"] + counts["pairs_dropped"] <= counts["groups"] == 3
 
 
+def test_sampler_and_judge_share_one_pool_started_once(run_dir):
+    out, first, second = run_dir
+    assert list(first["pools"]) == ["sample+judge"] and first["pools"]["sample+judge"]["starts"] == 1
+    assert second["pools"]["sample+judge"]["starts"] == 0  # a rerun with nothing to do loads no model
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["stages"]["sample"]["requests"] == 0  # metrics.json describes the last invocation
+
+
 def test_rerun_makes_zero_requests_and_keeps_the_counts(run_dir):
     _, first, second = run_dir
     assert second["requests"] == {"sampler": 0, "judge": 0}

@@ -50,6 +50,7 @@ from factory.store import RunStore
 log = logging.getLogger("factory")
 
 STOP_GRACE_S = 5.0
+WAIT_BEFORE_MAKING_ROOM_S = 2.0  # a started pool not placed by then is taken to wait for resources
 FATAL = "FatalEngineError"
 
 
@@ -136,6 +137,9 @@ class Executor:
         self.t0 = time.monotonic()
         self.stopping: str | None = None
         self._stop_deadline = 0.0
+        self._next_start_check = 0.0
+        self._waiting_since: dict[int, float] = {}
+        self._starved_warned = False
         self.fatal: str | None = None
         self._ids = itertools.count()
 
@@ -200,18 +204,20 @@ class Executor:
                 len(queues[up]) or writers[up].pending or any(c.stage == up for c in calls.values()) or upstream_active(up)
             )
 
+        def wanted(s: Stage) -> bool:
+            return bool(len(queues[s.name]) or metrics[s.name].feeding or any(c.stage == s.name for c in calls.values()))
+
         for s in stages:
             metrics[s.name].feeding = upstream_active(s.name)
-            if len(queues[s.name]) or metrics[s.name].feeding:
-                pools[s.name].start()
-                if metrics[s.name].planned or metrics[s.name].feeding:
-                    self.progress.track(metrics[s.name])
+            if wanted(s) and (metrics[s.name].planned or metrics[s.name].feeding):
+                self.progress.track(metrics[s.name])
         self.history += metrics.values()
         restore = self._install_signals()
         try:
             while True:
                 now = time.monotonic()
                 if not self.stopping and not self.fatal:
+                    self._start_pools(stages, pools, wanted, now)
                     self._dispatch(stages, queues, pools, calls, metrics)
                 busy = any(len(q) for q in queues.values()) or calls
                 events = self.backend.wait(0.05 if busy else 0.01)
@@ -253,6 +259,39 @@ class Executor:
                 "run the same command again to resume: only the missing keys are requested"
             )
         return metrics
+
+    def _start_pools(self, stages: list[Stage], pools: dict, wanted: Callable[[Stage], bool], now: float) -> None:
+        """Start the pools that have work, in stage order, as far as the cluster holds them. When it cannot
+        hold a pool with work beside the others, a pool whose stages are all done is closed to make room
+        (its stages run one after the other instead of overlapping; a later round starts it again)."""
+        if now < self._next_start_check:
+            return
+        self._next_start_check = now + 0.5
+        distinct = list({id(p): p for p in pools.values()}.values())
+        for stage in stages:
+            pool = pools[stage.name]
+            if not wanted(stage) or pool.ready:
+                continue
+            if not pool.started:
+                # What started pools still wait for is not free, whatever the cluster reports yet.
+                waiting = [p.needs() for p in distinct if p.started and not p.ready]
+                if self.backend.fits(pool, reserved=waiting):
+                    pool.start()
+                    self._waiting_since[id(pool)] = now
+                    continue
+            elif now - self._waiting_since.get(id(pool), now) < WAIT_BEFORE_MAKING_ROOM_S:
+                return
+            idle = [p for p in distinct if p.started and p is not pool and not any(wanted(s) for s in stages if pools[s.name] is p)]
+            for other in idle:
+                self.progress.say(
+                    f"[executor] the cluster cannot hold the {stage.name} pool beside the others: closing the idle "
+                    f"{'+'.join(self.pool_stages[engine_identity(other.cfg)])} pool to make room"
+                )
+                other.close()
+            if not idle and not self._starved_warned:
+                self._starved_warned = True
+                self.progress.say(f"[executor] waiting for the cluster to free resources for the {stage.name} pool")
+            return  # one pool at a time, in stage order
 
     def _dispatch(self, stages: list[Stage], queues: dict, pools: dict, calls: dict, metrics: dict) -> None:
         for stage in reversed(stages):  # downstream first: its work finishes groups

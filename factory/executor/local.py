@@ -40,8 +40,12 @@ class LocalPool:
         workers = IN_FLIGHT_PER_REPLICA * len(self.engines)
         self.threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"factory-{self.name}")
         self.starts += 1
-        self.start_s = self.first_ready_s = time.monotonic() - t0
+        self.start_s += time.monotonic() - t0
+        self.first_ready_s = self.first_ready_s or self.start_s
         self.started = True
+
+    def needs(self) -> dict[str, float]:
+        return {}
 
     @property
     def ready(self) -> bool:
@@ -103,6 +107,9 @@ class LocalBackend:
         pool = LocalPool(cfg, name, self.build, self.events, lambda: self.close_engines)
         self.pools.append(pool)
         return pool
+
+    def fits(self, pool: LocalPool, reserved: list = ()) -> bool:  # type: ignore[assignment]
+        return True
 
     def wait(self, timeout: float) -> list[Event]:
         try:

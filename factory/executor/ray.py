@@ -131,6 +131,7 @@ class RayPool:
         self.start_s = self.first_ready_s = 0.0  # seconds until every replica / the first one was ready
         self.started = False
         self._start_t = 0.0
+        self._start_recorded = False
 
     # -- resources -------------------------------------------------------------------------------
     def _check_resources(self) -> None:
@@ -189,13 +190,19 @@ class RayPool:
             self.groups[index] = group
         return self.groups[index]
 
+    def needs(self) -> dict[str, float]:
+        """What all replicas ask Ray for together."""
+        from factory.engines import gpus_per_replica
+
+        return {"CPU": self.cfg.replicas * self.cfg.cpus_per_replica, "GPU": float(self.cfg.replicas * gpus_per_replica(self.cfg))}
+
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
         """Create the actors; they load their engines in the background (`ready` events)."""
         if self.started:
             return
         self._check_resources()
-        self.started, self._start_t = True, time.monotonic()
+        self.started, self._start_t, self._start_recorded = True, time.monotonic(), False
         self.starts += 1
         for index in range(len(self.replicas)):
             self._spawn(index)
@@ -222,8 +229,10 @@ class RayPool:
         """Close every engine (vLLM frees its GPU memory and child processes), then end the actors."""
         if not self.started:
             return
-        closing = [r.actor.close.remote() for r in self.replicas if r.actor is not None]
-        self._ray.wait(closing, num_returns=len(closing), timeout=60)
+        # Only a replica that is up can close its engine; one still waiting for resources is just killed.
+        closing = [r.actor.close.remote() for r in self.replicas if r.actor is not None and r.ready]
+        if closing:
+            self._ray.wait(closing, num_returns=len(closing), timeout=60)
         for replica in self.replicas:
             with contextlib.suppress(Exception):  # already dead
                 self._ray.kill(replica.actor, no_restart=True)
@@ -232,6 +241,7 @@ class RayPool:
                 self._ray.util.remove_placement_group(group)
         self.groups = [None] * len(self.replicas)
         self.refs.clear()
+        self.replicas = [_Replica(generation=r.generation) for r in self.replicas]
         self.started = False
 
     # -- work --------------------------------------------------------------------------------------
@@ -286,8 +296,9 @@ class RayPool:
         self.replicas[index].last_progress = time.monotonic()
         if not self.first_ready_s:
             self.first_ready_s = time.monotonic() - self._start_t
-        if all(r.ready for r in self.replicas) and not self.start_s:
-            self.start_s = time.monotonic() - self._start_t
+        if all(r.ready for r in self.replicas) and not self._start_recorded:
+            self.start_s += time.monotonic() - self._start_t  # summed over the pool's starts
+            self._start_recorded = True
         return []
 
     def _on_poll(self, ref: Any, replica: _Replica) -> list[Event]:
@@ -347,6 +358,20 @@ class RayBackend:
         pool = RayPool(cfg, name, self.build)
         self.pools.append(pool)
         return pool
+
+    def fits(self, pool: RayPool, reserved: list[dict[str, float]] = ()) -> bool:  # type: ignore[assignment]
+        """Whether the cluster has the resources free to start `pool` now (an autoscaling cluster may
+        add them later: then the pool starts when they appear)."""
+        needs, total = pool.needs(), self._ray.cluster_resources()
+        if needs["CPU"] > total.get("CPU", 0.0) + 1e-9:
+            raise ConfigError(
+                f"{pool.name}: engine.replicas={pool.cfg.replicas} x cpus_per_replica={pool.cfg.cpus_per_replica:g} "
+                f"needs {needs['CPU']:g} CPUs; the Ray cluster has {total.get('CPU', 0.0):g}"
+            )
+        free = self._ray.available_resources()
+        for ask in reserved:
+            free = {name: free.get(name, 0.0) - ask.get(name, 0.0) for name in set(free) | set(ask)}
+        return all(free.get(name, 0.0) + 1e-9 >= amount for name, amount in needs.items() if amount)
 
     def wait(self, timeout: float) -> list[Event]:
         owner = {ref: pool for pool in self.pools for ref in pool.pending()}

@@ -583,8 +583,8 @@ def test_pipeline_judge_cache_counts_requests_end_to_end(tmp_path):
     ]
     run_cfg = config_mod.load(CONF / "demo.yaml", overrides)
     first = run(run_cfg)
-    assert first["pools"] == {"sample+judge": first["pools"]["sample+judge"]}  # one engine for both stages
-    assert first["pools"]["sample+judge"]["starts"] == 1
+    # judge.engine.parallel differs from the sampler's: two pools, each started once
+    assert sorted(first["pools"]) == ["judge", "sample"] and all(p["starts"] == 1 for p in first["pools"].values())
     scored = first["_scored"]
     judgeable = judge.judgeable(scored).height
     assert first["requests"] == {"sampler": 4, "judge": judgeable}
