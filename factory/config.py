@@ -9,6 +9,7 @@ against that file's folder, so `conf/demo.yaml` works from any working directory
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -68,21 +69,7 @@ class EngineConfig:
     engine_kwargs: dict = _help("Extra keyword arguments passed to the engine constructor as they are.", factory=dict)
 
     def __post_init__(self) -> None:
-        if self.kind not in ENGINE_KINDS:
-            raise ConfigError(f"engine.kind: {self.kind!r} is not one of {', '.join(ENGINE_KINDS)}")
-        for name in ("replicas", "parallel", "max_model_len", "batch_size", "tensor_parallel_size", "pipeline_parallel_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"engine.{name}: must be >= 1, got {getattr(self, name)}")
-        if self.kind == "openai" and not self.base_url:
-            raise ConfigError("engine.base_url: required when engine.kind is openai")
-        if self.kind == "vllm" and not self.model:
-            raise ConfigError("engine.model: required when engine.kind is vllm")
-        if self.device not in ("cuda", "cpu"):
-            raise ConfigError(f"engine.device: {self.device!r} is not one of cuda, cpu")
-        if self.rpm < 0 or self.tpm < 0 or self.backoff_s < 0 or self.max_retries < 0:
-            raise ConfigError("engine.rpm, engine.tpm, engine.backoff_s and engine.max_retries must be >= 0")
-        if self.watchdog_s <= 0 or self.request_timeout_s <= 0:
-            raise ConfigError("engine.watchdog_s and engine.request_timeout_s must be > 0")
+        _check_engine(self, "engine.")
 
 
 @dataclass
@@ -93,15 +80,12 @@ class SamplingConfig:
     seed: int = _help("Base seed; request i of a prompt uses a seed derived from (seed, prompt_id, i).", 0)
 
     def __post_init__(self) -> None:
-        if self.max_tokens < 1:
-            raise ConfigError(f"sampling.max_tokens: must be >= 1, got {self.max_tokens}")
-        if not 0 < self.top_p <= 1:
-            raise ConfigError(f"sampling.top_p: must be in (0, 1], got {self.top_p}")
+        _check_sampling(self, "sampling.")
 
 
 @dataclass
 class PromptsConfig:
-    path: str = _help("Prompts file or folder: Parquet or JSONL, any fsspec URL.", "")
+    path: str = _help("Prompts file or folder (.parquet, .jsonl, .json array), any fsspec URL.", "")
     limit: Optional[int] = _help("Use only the first N prompts (in file order).", None)
     id_column: Optional[str] = _help("Column with a stable prompt id; null = hash of the rendered messages.", "id")
     messages_column: str = _help("Column with ready chat messages; used when present instead of the template.", "messages")
@@ -110,6 +94,9 @@ class PromptsConfig:
     question_column: str = _help("Column with the viewer's question.", "question")
     system_prompt_file: str = _help("Host system prompt (text file); '' = none.", "")
     user_template_file: str = _help("User message template with {product_info}, {history}, {question}.", "")
+
+    def __post_init__(self) -> None:
+        _check_prompts(self, "prompts.")
 
 
 @dataclass
@@ -120,8 +107,7 @@ class SamplerConfig:
     retry_failed: bool = _help("On a rerun, sample again the stored samples that failed (error set).", False)
 
     def __post_init__(self) -> None:
-        if self.k < 2:
-            raise ConfigError(f"sampler.k: needs at least 2 samples per prompt to make a pair, got {self.k}")
+        _check_sampler(self, "sampler.")
 
 
 @dataclass
@@ -148,18 +134,7 @@ class JudgeConfig:
     retry_failed: bool = _help("On a rerun, judge again the stored judgments that failed with engine_error.", False)
 
     def __post_init__(self) -> None:
-        if self.votes < 1:
-            raise ConfigError(f"judge.votes: must be >= 1, got {self.votes}")
-        if self.scale_max <= 0:
-            raise ConfigError(f"judge.scale_max: must be > 0, got {self.scale_max}")
-        if self.max_reasks < 0:
-            raise ConfigError(f"judge.max_reasks: must be >= 0, got {self.max_reasks}")
-        # Local engines are deterministic per seed at temperature 0: every vote would be the same.
-        if self.votes > 1 and self.sampling.temperature == 0 and self.engine.kind != "openai":
-            raise ConfigError(
-                f"judge.votes: {self.votes} votes at judge.sampling.temperature 0 would all be identical; "
-                "raise the temperature or use votes=1"
-            )
+        _check_judge(self, "judge.")
 
 
 PAIR_STRATEGIES = ("dp_dpo", "long2short", "quality")
@@ -267,6 +242,9 @@ class RayConfig:
     address: Optional[str] = _help("Ray cluster address; null = start or join a local one (RAY_ADDRESS wins).", None)
     num_cpus: Optional[int] = _help("CPUs for a locally started Ray (null = all).", None)
 
+    def __post_init__(self) -> None:
+        _check_ray(self, "ray.")
+
 
 @dataclass
 class RunConfig:
@@ -280,6 +258,113 @@ class RunConfig:
     store: StoreConfig = _help("How rows are written to the run directory.", factory=StoreConfig)
     decode_tokens_per_s: float = _help("Decode speed for the RT (response time) estimate, tokens/s.", 62.5)
     progress_interval_s: float = _help("Seconds between progress lines.", 5.0)
+
+    def __post_init__(self) -> None:
+        _check_run(self, "")
+
+
+# -- validation -------------------------------------------------------------------------------------
+# Each check takes the node to check (a config object, or the merged OmegaConf tree before it becomes
+# one) and the node's dotted prefix. A nested config does not know where it sits (sampler.sampling or
+# judge.sampling), so `validate` walks the whole tree from the root with full prefixes before any object
+# is built; __post_init__ runs the same check with the node's short name for configs built in code.
+_RULES = {
+    ">= 0": lambda v: v >= 0,
+    "> 0": lambda v: v > 0,
+    ">= 1": lambda v: v >= 1,
+    "in (0, 1]": lambda v: 0 < v <= 1,
+}
+
+
+def _ranges(node: Any, prefix: str, rules: dict[str, str]) -> None:
+    """`rules`: key -> one of _RULES, with " or null" when the key may be null. Numbers must be finite."""
+    for name, rule in rules.items():
+        value = getattr(node, name)
+        nullable = rule.endswith(" or null")
+        if value is None and nullable:
+            continue
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not (number and _RULES[rule.removesuffix(" or null")](value)):
+            raise ConfigError(f"{prefix}{name}: must be {rule}, got {value!r}")
+
+
+def _one_of(node: Any, prefix: str, name: str, choices: tuple[str, ...]) -> None:
+    if getattr(node, name) not in choices:
+        raise ConfigError(f"{prefix}{name}: {getattr(node, name)!r} is not one of {', '.join(choices)}")
+
+
+def _check_engine(c: Any, p: str) -> None:
+    _one_of(c, p, "kind", ENGINE_KINDS)
+    _ranges(
+        c,
+        p,
+        {
+            "replicas": ">= 1", "parallel": ">= 1", "cpus_per_replica": "> 0", "max_model_len": ">= 1",
+            "batch_size": ">= 1", "watchdog_s": "> 0", "max_retries": ">= 0", "request_timeout_s": "> 0",
+            "rpm": ">= 0", "tpm": ">= 0", "backoff_s": ">= 0", "tensor_parallel_size": ">= 1",
+            "pipeline_parallel_size": ">= 1", "gpu_memory_utilization": "in (0, 1]",
+        },
+    )  # fmt: skip
+    if c.kind == "openai" and not c.base_url:
+        raise ConfigError(f"{p}base_url: required when {p}kind is openai")
+    if c.kind == "vllm" and not c.model:
+        raise ConfigError(f"{p}model: required when {p}kind is vllm")
+    _one_of(c, p, "device", ("cuda", "cpu"))
+
+
+def _check_sampling(c: Any, p: str) -> None:
+    _ranges(c, p, {"temperature": ">= 0", "top_p": "in (0, 1]", "max_tokens": ">= 1"})
+
+
+def _check_prompts(c: Any, p: str) -> None:
+    _ranges(c, p, {"limit": ">= 1 or null"})
+
+
+def _check_sampler(c: Any, p: str) -> None:
+    if c.k < 2:
+        raise ConfigError(f"{p}k: needs at least 2 samples per prompt to make a pair, got {c.k}")
+
+
+def _check_judge(c: Any, p: str) -> None:
+    _ranges(c, p, {"votes": ">= 1", "scale_max": "> 0", "max_reasks": ">= 0"})
+    # Local engines are deterministic per seed at temperature 0: every vote would be the same.
+    if c.votes > 1 and c.sampling.temperature == 0 and c.engine.kind != "openai":
+        raise ConfigError(
+            f"{p}votes: {c.votes} votes at {p}sampling.temperature 0 would all be identical; "
+            "raise the temperature or use votes=1"
+        )
+
+
+def _check_ray(c: Any, p: str) -> None:
+    _ranges(c, p, {"num_cpus": ">= 1 or null"})
+
+
+def _check_run(c: Any, p: str) -> None:
+    _ranges(c, p, {"decode_tokens_per_s": "> 0", "progress_interval_s": "> 0"})
+
+
+_CHECKS = {
+    EngineConfig: _check_engine,
+    SamplingConfig: _check_sampling,
+    PromptsConfig: _check_prompts,
+    SamplerConfig: _check_sampler,
+    JudgeConfig: _check_judge,
+    RayConfig: _check_ray,
+    RunConfig: _check_run,
+}
+
+
+def validate(node: Any, cls: type = RunConfig, prefix: str = "") -> None:
+    """Check every key under `node` (a RunConfig, or the merged OmegaConf tree), innermost first, each
+    error naming the full dotted key: `sampler.sampling.temperature: must be >= 0, got -1`.
+    PairsConfig and SweepConfig check themselves (their keys sit at the top, so they know their names)."""
+    for f in fields(cls):
+        default = f.default_factory() if f.default_factory is not MISSING else f.default
+        if is_dataclass(default):
+            validate(getattr(node, f.name), type(default), f"{prefix}{f.name}.")
+    check = _CHECKS.get(cls)
+    if check is not None:
+        check(node, prefix)
 
 
 # Keys that hold file paths: a relative path written in a YAML file is taken relative to that file.
@@ -367,6 +452,7 @@ def load(path: str | os.PathLike | None = None, overrides: list[str] | None = No
         layers.append(OmegaConf.from_dotlist([o.lstrip("+") for o in overrides]))
     try:
         merged = OmegaConf.merge(*layers)
+        validate(merged)  # before any object is built, so that errors name the full key
         return OmegaConf.to_object(merged)  # type: ignore[return-value]
     except ConfigError:
         raise

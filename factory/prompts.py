@@ -1,6 +1,7 @@
 """Read, validate and render prompts.
 
-Input rows (Parquet or JSONL, any fsspec URL) come in one of two shapes:
+Input rows (Parquet, JSONL or a JSON array; a file or a folder of them; any fsspec URL) come in one of
+two shapes:
 - a `messages` column with ready chat messages, or
 - fields rendered by the user template: product_info (object or text), history (list of
   {role, content}, optional) and question (text).
@@ -9,20 +10,25 @@ Input rows (Parquet or JSONL, any fsspec URL) come in one of two shapes:
     valid:   prompt_id, messages, product_info, history, question, row_index, <other input fields>
     invalid: stage="prompts", row_index, prompt_id, reason, raw
 
-A row that cannot be used never stops the run: it goes to `invalid` with its reason.
+A row that cannot be used never stops the run: it goes to `invalid` with its reason (a line that is not
+UTF-8 or not JSON, a missing field, a duplicate id; a file with no row is one ledger row with no
+row_index). A file that cannot be read at all (a truncated Parquet file, a broken JSON array, a .csv,
+a subfolder) is one PromptsFileError naming it, before any request. README "Bad input and failures"
+has the table.
 """
 
 from __future__ import annotations
 
+import io
 import json
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import fsspec
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from factory.config import PromptsConfig
+from factory.config import ConfigError, PromptsConfig
 from factory.keys import stable_hash
 from factory.schemas import INVALID, MESSAGES
 
@@ -31,45 +37,196 @@ ROLES = ("system", "user", "assistant")
 
 
 class InvalidRow(ValueError):
-    pass
+    """A row that cannot be used, with its reason; `raw` keeps what was read (a bad line's text)."""
+
+    def __init__(self, reason: str, raw: str | None = None):
+        super().__init__(reason)
+        self.raw = raw
 
 
-def read_rows(path: str, limit: int | None = None) -> Iterable[tuple[int, Any]]:
-    """Yield (row_index, row) from a Parquet/JSONL file or a folder of them. A JSONL line that is
-    not JSON is yielded as an InvalidRow so that it is recorded, not lost."""
+class FileProblem(InvalidRow):
+    """A whole file that holds no row to read (0 bytes, only blank lines, a Parquet file of 0 rows):
+    one ledger row for the file, with no row_index."""
+
+
+class PromptsFileError(ConfigError):
+    """A prompts file or folder that cannot be read at all; the message names prompts.path and the file."""
+
+
+# file suffix -> reader; anything else is refused by name (a .csv is not guessed at).
+FORMATS = {".parquet": "parquet", ".jsonl": "jsonl", ".json": "json"}
+_HINT = {
+    ".csv": "CSV cannot hold the product_info object or the history list: convert it to JSONL or Parquet",
+    ".tsv": "TSV cannot hold the product_info object or the history list: convert it to JSONL or Parquet",
+}
+
+
+def _name(file: str) -> str:
+    return file.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _format(file: str) -> str:
+    suffix = "." + _name(file).rsplit(".", 1)[-1].lower() if "." in _name(file) else ""
+    if suffix not in FORMATS:
+        hint = _HINT.get(suffix, f"prompts are read from {', '.join(FORMATS)} files")
+        raise PromptsFileError(f"prompts.path: {file} is not a prompts file ({hint})")
+    return FORMATS[suffix]
+
+
+def prompt_files(path: str) -> tuple[Any, list[str]]:
+    """(filesystem, files) of `path`: the file itself, or the files of a folder in name order.
+    In a folder, names starting with '.' or '_' are not data (_SUCCESS, .DS_Store, .ipynb_checkpoints:
+    the Arrow/Spark rule) and are passed over; a subfolder or a file of another kind is an error."""
     if not path:
         raise ValueError("prompts.path: no prompts file given")
     fs, root = fsspec.core.url_to_fs(path)
     if not fs.exists(root):
         raise FileNotFoundError(f"prompts.path: {path} does not exist")
-    if fs.isdir(root):
-        files = sorted(p for p in fs.ls(root, detail=False) if p.endswith((".parquet", ".jsonl", ".json")))
-    else:
-        files = [root]
+    if not fs.isdir(root):
+        _format(root)
+        return fs, [root]
+    files = []
+    for entry in sorted(fs.ls(root, detail=True), key=lambda e: e["name"]):
+        name = _name(entry["name"])
+        if name.startswith((".", "_")) or entry["name"].rstrip("/") == root.rstrip("/"):
+            continue
+        if entry.get("type") == "directory":
+            raise PromptsFileError(
+                f"prompts.path: {path} holds a subfolder {name}/; prompts are read from the files directly in "
+                "the folder: point prompts.path at the subfolder, or move its files up"
+            )
+        _format(entry["name"])
+        files.append(entry["name"])
+    if not files:
+        raise PromptsFileError(f"prompts.path: {path} holds no prompts file ({', '.join(FORMATS)})")
+    return fs, files
+
+
+def read_rows(path: str, limit: int | None = None) -> Iterable[tuple[int | None, Any]]:
+    """Yield (row_index, row) from a Parquet/JSONL/JSON file or a folder of them, in file order.
+    A row that cannot be read (a line that is not valid UTF-8 or not JSON) is yielded as an InvalidRow
+    so that it is recorded, not lost; a file with no row at all is one FileProblem with row_index None.
+    A file that cannot be read as a whole (a truncated Parquet file, a broken JSON array) raises
+    PromptsFileError naming it."""
+    fs, files = prompt_files(path)
     index = 0
     for file in files:
-        if file.endswith(".parquet"):
-            with fs.open(file, "rb") as handle:
-                parquet = pq.ParquetFile(handle)
-                for batch in parquet.iter_batches(batch_size=4096):
-                    for row in batch.to_pylist():
-                        if limit is not None and index >= limit:
-                            return
-                        yield index, row
-                        index += 1
-        else:
-            with fs.open(file, "rt", encoding="utf-8") as handle:
-                for line_no, line in enumerate(handle, 1):
-                    if not line.strip():
-                        continue
-                    if limit is not None and index >= limit:
-                        return
-                    try:
-                        row: Any = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        row = InvalidRow(f"{file.rsplit('/', 1)[-1]} line {line_no}: not valid JSON ({exc.msg})")
-                    yield index, row
-                    index += 1
+        for row in _read_file(fs, file):
+            if isinstance(row, FileProblem):
+                yield None, row
+                continue
+            if limit is not None and index >= limit:
+                return
+            yield index, row
+            index += 1
+        if limit is not None and index >= limit:
+            return
+
+
+def _read_file(fs: Any, file: str) -> Iterator[Any]:
+    name = _name(file)
+    kind = _format(file)
+    if fs.size(file) == 0:
+        yield FileProblem(f"{name}: empty file (0 bytes), no rows")
+        return
+    rows = _parquet_rows(fs, file) if kind == "parquet" else _json_rows(fs, file, kind)
+    count = 0
+    for row in rows:
+        count += 1
+        yield row
+    if count == 0:
+        yield FileProblem(
+            f"{name}: no rows" + (" (only blank lines)" if kind != "parquet" else " (0-row Parquet file)")
+        )
+
+
+def _parquet_rows(fs: Any, file: str) -> Iterator[Any]:
+    name, done = _name(file), 0
+    try:
+        with fs.open(file, "rb") as handle:
+            parquet = pq.ParquetFile(handle)
+            for batch in parquet.iter_batches(batch_size=4096):
+                try:
+                    rows = batch.to_pylist()
+                except UnicodeDecodeError:  # a text column with bytes that are not UTF-8: find the rows
+                    rows = [_parquet_row(batch, i, name, done + i) for i in range(batch.num_rows)]
+                for row in rows:
+                    yield row
+                    done += 1
+    except (pa.ArrowException, OSError) as exc:
+        after = f" after {done} rows" if done else ""
+        raise PromptsFileError(
+            f"prompts.path: {file} is not a readable Parquet file{after} ({type(exc).__name__}: {exc})"
+        ) from None
+
+
+def _parquet_row(batch: pa.RecordBatch, i: int, name: str, row_no: int) -> Any:
+    row, bad = {}, []
+    for column_name, column in zip(batch.schema.names, batch.columns):
+        try:
+            row[column_name] = column[i].as_py()
+        except UnicodeDecodeError:
+            bad.append(column_name)
+    if bad:
+        return InvalidRow(f"{name} row {row_no + 1}: column {', '.join(bad)} is not valid UTF-8")
+    return row
+
+
+def _json_rows(fs: Any, file: str, kind: str) -> Iterator[Any]:
+    """JSONL: one object per line, each line on its own (a bad line is that row's problem only).
+    JSON: an array of objects (pretty-printed or not), a single object, or one object per line."""
+    name = _name(file)
+    if kind == "json":
+        with fs.open(file, "rb") as handle:
+            data = handle.read()
+        text = data.lstrip(b"\xef\xbb\xbf \t\r\n")
+        if text.startswith(b"["):
+            yield from _json_array(data, file)
+            return
+        if text.startswith(b"{"):
+            try:
+                whole = json.loads(data.decode("utf-8-sig"))
+            except ValueError:  # UnicodeDecodeError included: not one document, read it line by line
+                whole = None
+            if isinstance(whole, dict):
+                yield whole
+                return
+        yield from _json_lines(io.BytesIO(data), name)
+        return
+    with fs.open(file, "rb") as handle:
+        yield from _json_lines(handle, name)
+
+
+def _json_array(data: bytes, file: str) -> Iterator[Any]:
+    try:
+        rows = json.loads(data.decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise PromptsFileError(
+            f"prompts.path: {file} is a JSON array with bytes that are not UTF-8 (byte {exc.start}): the "
+            "array cannot be split into rows around them; fix the file or write it as JSONL"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise PromptsFileError(
+            f"prompts.path: {file} is not a valid JSON array ({exc.msg} at line {exc.lineno} column {exc.colno})"
+        ) from None
+    yield from rows
+
+
+def _json_lines(handle: Any, name: str) -> Iterator[Any]:
+    for line_no, raw in enumerate(handle, 1):
+        try:
+            line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            text = raw.decode("utf-8", errors="replace").strip()
+            reason = f"{name} line {line_no}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})"
+            yield InvalidRow(reason, raw=text)
+            continue
+        if not line.strip():
+            continue
+        try:
+            yield json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield InvalidRow(f"{name} line {line_no}: not valid JSON ({exc.msg})", raw=line.strip())
 
 
 def _check_messages(value: Any, what: str) -> list[dict[str, str]]:
@@ -145,13 +302,32 @@ def render_row(row: dict, cfg: PromptsConfig, system_prompt: str, user_template:
 
 
 def _scalar(value: Any) -> Any:
-    return value if value is None or isinstance(value, (str, int, float, bool)) else json.dumps(value, ensure_ascii=False)
+    """An input field as a Parquet-friendly scalar: objects and lists as JSON text, other values that
+    are not JSON scalars (a Parquet timestamp, decimal, bytes) as their text."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return str(value)
+
+
+FIXED = pa.schema(
+    [
+        ("prompt_id", pa.string()),
+        ("row_index", pa.int64()),
+        ("messages", MESSAGES),
+        ("product_info", pa.string()),
+        ("history", MESSAGES),
+        ("question", pa.string()),
+    ]
+)
 
 
 def prepare_prompts(
-    rows: Iterable[tuple[int, Any]], cfg: PromptsConfig, system_prompt: str = "", user_template: str = ""
+    rows: Iterable[tuple[int | None, Any]], cfg: PromptsConfig, system_prompt: str = "", user_template: str = ""
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Validate and render rows -> (valid prompts, invalid ledger)."""
+    """Validate and render rows -> (valid prompts, invalid ledger). The input's other fields are kept as
+    columns; one whose name is taken by a prompts column (row_index, ...) is kept as input_<name>."""
     template = user_template or DEFAULT_USER_TEMPLATE
     special = {cfg.messages_column, cfg.product_info_column, cfg.history_column, cfg.question_column}
     valid: list[dict] = []
@@ -170,32 +346,37 @@ def prepare_prompts(
                 raise InvalidRow(f"duplicate prompt_id {prompt_id!r}")
             seen.add(prompt_id)
         except InvalidRow as exc:
-            raw = json.dumps(row, ensure_ascii=False, default=str) if isinstance(row, dict) else None
+            raw = json.dumps(row, ensure_ascii=False, default=str) if isinstance(row, dict) else exc.raw
             invalid.append(
                 {"stage": "prompts", "row_index": row_index, "prompt_id": given_id, "reason": str(exc), "raw": raw}
             )
             continue
-        extras = {k: _scalar(v) for k, v in row.items() if k not in special and k != "prompt_id"}
+        extras = {}
+        for key, value in row.items():
+            if key in special or (key == cfg.id_column and key in FIXED.names):
+                continue
+            extras[f"input_{key}" if key in FIXED.names else key] = _scalar(value)
         valid.append({"prompt_id": prompt_id, "row_index": row_index, **rendered, **extras})
     return _prompts_frame(valid), pl.from_arrow(pa.Table.from_pylist(invalid, schema=INVALID))  # type: ignore[return-value]
 
 
 def _prompts_frame(rows: list[dict]) -> pl.DataFrame:
-    fixed = pa.schema(
-        [
-            ("prompt_id", pa.string()),
-            ("row_index", pa.int64()),
-            ("messages", MESSAGES),
-            ("product_info", pa.string()),
-            ("history", MESSAGES),
-            ("question", pa.string()),
-        ]
-    )
-    extra_names = sorted({k for r in rows for k in r} - set(fixed.names))
-    columns = {f.name: pa.array([r[f.name] for r in rows], type=f.type) for f in fixed}
-    for name in extra_names:
-        columns[name] = pa.array([r.get(name) for r in rows])
+    columns = {f.name: pa.array([r[f.name] for r in rows], type=f.type) for f in FIXED}
+    for name in sorted({k for r in rows for k in r} - set(FIXED.names)):
+        columns[name] = _column([r.get(name) for r in rows])
     return pl.from_arrow(pa.table(columns))  # type: ignore[return-value]
+
+
+def _column(values: list[Any]) -> pa.Array:
+    """An input field's column; when its values mix types that share no Arrow type (an id that is a
+    number in some rows and text in others), each value is kept as its JSON text: 7 -> "7", true -> "true"."""
+    try:
+        return pa.array(values)
+    except (pa.ArrowException, OverflowError):
+        return pa.array(
+            [v if v is None or isinstance(v, str) else json.dumps(v, ensure_ascii=False) for v in values],
+            type=pa.string(),
+        )
 
 
 def load_prompts(cfg: PromptsConfig) -> tuple[pl.DataFrame, pl.DataFrame]:

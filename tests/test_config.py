@@ -1,3 +1,5 @@
+import dataclasses
+import typing
 from pathlib import Path
 
 import pytest
@@ -62,3 +64,77 @@ def test_help_table_lists_every_key_with_help():
     keys = [k for k, _, _ in rows]
     assert "pairs.drop_ratio" in keys and "sampler.engine.api_key_env" in keys
     assert all(text for _, _, text in rows)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("sampler.sampling.temperature=-1", "sampler.sampling.temperature: must be >= 0, got -1.0"),
+        ("judge.sampling.temperature=-0.5", "judge.sampling.temperature: must be >= 0, got -0.5"),
+        ("sampler.sampling.top_p=0", "sampler.sampling.top_p: must be in (0, 1], got 0.0"),
+        ("judge.sampling.top_p=1.5", "judge.sampling.top_p: must be in (0, 1], got 1.5"),
+        ("sampler.sampling.max_tokens=0", "sampler.sampling.max_tokens: must be >= 1, got 0"),
+        ("prompts.limit=-1", "prompts.limit: must be >= 1 or null, got -1"),
+        ("prompts.limit=0", "prompts.limit: must be >= 1 or null, got 0"),
+        ("sampler.engine.cpus_per_replica=0", "sampler.engine.cpus_per_replica: must be > 0, got 0.0"),
+        ("judge.engine.gpu_memory_utilization=1.2", "judge.engine.gpu_memory_utilization: must be in (0, 1], got 1.2"),
+        ("judge.engine.parallel=0", "judge.engine.parallel: must be >= 1, got 0"),
+        ("sampler.engine.max_retries=-1", "sampler.engine.max_retries: must be >= 0, got -1"),
+        ("sampler.engine.request_timeout_s=nan", "sampler.engine.request_timeout_s: must be > 0, got nan"),
+        ("sampler.engine.watchdog_s=inf", "sampler.engine.watchdog_s: must be > 0, got inf"),
+        ("judge.scale_max=0", "judge.scale_max: must be > 0, got 0.0"),
+        ("ray.num_cpus=0", "ray.num_cpus: must be >= 1 or null, got 0"),
+        ("decode_tokens_per_s=0", "decode_tokens_per_s: must be > 0, got 0.0"),
+        ("progress_interval_s=-5", "progress_interval_s: must be > 0, got -5.0"),
+        ("sampler.engine.kind=tgi", "sampler.engine.kind: 'tgi' is not one of llamacpp, openai, vllm"),
+        ("judge.engine.kind=openai", "judge.engine.base_url: required when judge.engine.kind is openai"),
+    ],
+)
+def test_each_bad_value_is_refused_with_its_full_key(override, message):
+    with pytest.raises(ConfigError) as raised:
+        config.load(DEMO, [override])
+    assert str(raised.value) == message
+
+
+def numeric_keys(cls: type = config.RunConfig, prefix: str = "") -> list[str]:
+    """Every key typed int or float (Optional too), from the dataclasses' type hints."""
+    keys = []
+    for name, hint in typing.get_type_hints(cls).items():
+        if dataclasses.is_dataclass(hint):
+            keys += numeric_keys(hint, f"{prefix}{name}.")
+        elif {int, float} & ({hint} | set(typing.get_args(hint))):
+            keys.append(prefix + name)
+    return keys
+
+
+NUMERIC_KEYS = numeric_keys()
+
+
+@pytest.mark.parametrize(
+    "key", [k for k in NUMERIC_KEYS if not k.startswith(("pairs.", "sweep.")) and not k.endswith(".seed")]
+)
+def test_every_numeric_key_has_its_range_checked_under_its_full_name(key):
+    with pytest.raises(ConfigError, match="^" + key.replace(".", r"\.") + ": "):
+        config.load(DEMO, [f"{key}=-1000000"])
+
+
+def test_the_numeric_keys_are_found():  # the test above must not pass by finding none
+    assert {"sampler.sampling.temperature", "prompts.limit", "ray.num_cpus", "progress_interval_s"} <= set(NUMERIC_KEYS)
+
+
+def test_edge_values_are_accepted():
+    cfg = config.load(
+        DEMO,
+        [
+            "sampler.sampling.temperature=0", "sampler.sampling.top_p=1", "sampler.engine.max_retries=0",
+            "sampler.engine.gpu_memory_utilization=1", "prompts.limit=1", "ray.num_cpus=null", "sampler.engine.rpm=0",
+        ],
+    )  # fmt: skip
+    assert (cfg.sampler.sampling.temperature, cfg.prompts.limit, cfg.ray.num_cpus) == (0.0, 1, None)
+
+
+def test_configs_built_in_code_are_checked_too():
+    with pytest.raises(ConfigError, match=r"^sampling\.temperature: must be >= 0, got -1$"):
+        config.SamplingConfig(temperature=-1)
+    with pytest.raises(ConfigError, match=r"^engine\.gpu_memory_utilization: must be in \(0, 1\], got 0$"):
+        config.EngineConfig(gpu_memory_utilization=0)

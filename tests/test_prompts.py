@@ -1,11 +1,12 @@
 import json
+from pathlib import Path
 
 import fsspec
 import polars as pl
 import pytest
 
 from factory.config import PromptsConfig
-from factory.prompts import load_prompts, prepare_prompts, read_rows
+from factory.prompts import PromptsFileError, load_prompts, prepare_prompts, read_rows
 
 PRODUCT = {"name": "Air Fryer", "price": "$79", "attributes": {"capacity": "5.8 qt"}, "link": 3}
 GOOD = {"id": "p1", "product_info": PRODUCT, "history": [], "question": "how big?"}
@@ -81,7 +82,9 @@ def test_jsonl_on_memory_fs_with_limit_and_a_broken_line():
 
 def test_parquet_input(tmp_path):
     path = tmp_path / "p.parquet"
-    pl.DataFrame([{"id": "a", "product_info": "plain text info", "question": "q?", "history": None}]).write_parquet(path)
+    pl.DataFrame([{"id": "a", "product_info": "plain text info", "question": "q?", "history": None}]).write_parquet(
+        path
+    )
     valid, invalid = load_prompts(PromptsConfig(path=str(path)))
     assert valid["prompt_id"].to_list() == ["a"] and valid["product_info"][0] == "plain text info"
     assert invalid.height == 0
@@ -90,3 +93,113 @@ def test_parquet_input(tmp_path):
 def test_missing_file_is_a_clear_error():
     with pytest.raises(FileNotFoundError, match="prompts.path"):
         list(read_rows("/no/such/file.jsonl"))
+
+
+# -- the bad-input corpus (tests/data/bad_inputs/make.py writes it): every row accounted -------------
+CORPUS = Path(__file__).resolve().parent / "data" / "bad_inputs"
+NOT_UTF8 = "not valid UTF-8"
+# file -> (valid prompt ids, [(row_index, reason)] in the ledger), or the error that names the file
+OUTCOMES = {
+    "invalid_utf8.jsonl": (["p1", "p3"], [(1, "invalid_utf8.jsonl line 2: not valid UTF-8 (byte 0xe9 at offset 33)")]),
+    "mixed_types.jsonl": (["1", "p2", "3", "p4"], []),
+    "bom.jsonl": (["p1", "p2"], []),
+    "empty.jsonl": ([], [(None, "empty.jsonl: empty file (0 bytes), no rows")]),
+    "blank_lines.jsonl": ([], [(None, "blank_lines.jsonl: no rows (only blank lines)")]),
+    "empty.parquet": ([], [(None, "empty.parquet: empty file (0 bytes), no rows")]),
+    "zero_rows.parquet": ([], [(None, "zero_rows.parquet: no rows (0-row Parquet file)")]),
+    "invalid_utf8.parquet": (["p1", "p3"], [(1, "invalid_utf8.parquet row 2: column question is not valid UTF-8")]),
+    "array.json": (["p1", "p2"], [(2, "row is not an object")]),
+    "lines.json": (["p1", "p2"], []),
+    "truncated.parquet": r"truncated\.parquet is not a readable Parquet file \(ArrowInvalid: ",
+    "garbage.parquet": r"garbage\.parquet is not a readable Parquet file \(ArrowInvalid: ",
+    "broken_array.json": r"broken_array\.json is not a valid JSON array \(Expecting ',' delimiter at line 3 column 3\)",
+    "prompts.csv": r"prompts\.csv is not a prompts file \(CSV cannot hold the product_info object",
+}
+
+
+def test_the_corpus_is_what_the_outcomes_table_covers():
+    assert sorted(p.name for p in CORPUS.iterdir() if p.suffix != ".py") == sorted(OUTCOMES)
+
+
+@pytest.mark.parametrize("name", sorted(OUTCOMES))
+def test_each_bad_input_becomes_ledger_rows_or_one_error_naming_the_file(name):
+    expected = OUTCOMES[name]
+    cfg = PromptsConfig(path=str(CORPUS / name))
+    if isinstance(expected, str):
+        with pytest.raises(PromptsFileError, match=r"^prompts\.path: \S*" + expected):
+            load_prompts(cfg)
+        return
+    valid, invalid = load_prompts(cfg)
+    ids, ledger = expected
+    assert valid["prompt_id"].to_list() == ids
+    assert list(zip(invalid["row_index"].to_list(), invalid["reason"].to_list())) == ledger
+
+
+def test_a_bad_line_keeps_its_text_in_the_ledger():
+    _, invalid = load_prompts(PromptsConfig(path=str(CORPUS / "invalid_utf8.jsonl")))
+    assert invalid["raw"][0] == '{"id": "p2", "product_info": "caf\ufffd \ufffd", "question": "q"}'
+
+
+def test_columns_of_mixed_types_are_kept_as_text():
+    valid, _ = load_prompts(PromptsConfig(path=str(CORPUS / "mixed_types.jsonl")))
+    assert valid["id"].to_list() == ["1", "p2", "3", "p4"]
+    assert valid["tag"].to_list() == ["5", "new", "true", '{"a": 1}']
+
+
+def test_an_input_field_named_like_a_prompts_column_is_kept_apart():
+    valid, _ = prepare_prompts(rows({**GOOD, "row_index": "r-7", "prompt_id": "theirs"}), PromptsConfig())
+    row = valid.row(0, named=True)
+    assert (row["row_index"], row["input_row_index"], row["prompt_id"], row["input_prompt_id"]) == (
+        0,
+        "r-7",
+        "p1",
+        "theirs",
+    )
+
+
+def test_a_folder_reads_every_prompts_file_and_accounts_for_an_empty_one(tmp_path):
+    (tmp_path / "a.jsonl").write_text(json.dumps(GOOD) + "\n")
+    (tmp_path / "b.json").write_bytes((CORPUS / "array.json").read_bytes())
+    (tmp_path / "c.jsonl").write_bytes(b"")
+    (tmp_path / "_SUCCESS").write_bytes(b"")  # marker files (Arrow/Spark rule): not data
+    (tmp_path / ".DS_Store").write_bytes(b"\x00")
+    valid, invalid = load_prompts(PromptsConfig(path=str(tmp_path)))
+    assert valid["prompt_id"].to_list() == ["p1", "p2"]  # b.json's p1 is a duplicate of a.jsonl's
+    assert invalid["reason"].to_list() == [
+        "duplicate prompt_id 'p1'",
+        "row is not an object",
+        "c.jsonl: empty file (0 bytes), no rows",
+    ]
+    assert invalid["row_index"].to_list() == [1, 3, None]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ("notes.txt", r"notes\.txt is not a prompts file \(prompts are read from \.parquet, \.jsonl, \.json files\)"),
+        ("more.csv", r"more\.csv is not a prompts file \(CSV cannot"),
+        ("older/", r"holds a subfolder older/"),
+    ],
+)
+def test_a_folder_with_anything_else_is_one_error_naming_it(tmp_path, extra, message):
+    (tmp_path / "a.jsonl").write_text(json.dumps(GOOD) + "\n")
+    if extra.endswith("/"):
+        (tmp_path / extra).mkdir()
+        (tmp_path / extra / "a.jsonl").write_text(json.dumps(GOOD) + "\n")
+    else:
+        (tmp_path / extra).write_text("x\n")
+    with pytest.raises(PromptsFileError, match=message):
+        load_prompts(PromptsConfig(path=str(tmp_path)))
+
+
+def test_a_folder_without_prompts_files_is_an_error(tmp_path):
+    (tmp_path / "_SUCCESS").write_bytes(b"")
+    with pytest.raises(PromptsFileError, match=r"holds no prompts file"):
+        load_prompts(PromptsConfig(path=str(tmp_path)))
+
+
+def test_limit_counts_rows_not_empty_files(tmp_path):
+    (tmp_path / "a.jsonl").write_bytes(b"")
+    (tmp_path / "b.jsonl").write_text("".join(json.dumps({**GOOD, "id": f"p{i}"}) + "\n" for i in range(5)))
+    valid, invalid = load_prompts(PromptsConfig(path=str(tmp_path), limit=2))
+    assert valid["prompt_id"].to_list() == ["p0", "p1"] and invalid["row_index"].to_list() == [None]

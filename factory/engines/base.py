@@ -104,11 +104,19 @@ def gather(
 ) -> list[Completion]:
     """Wait for one future per request (futures[i] answers requests[i]); hand each Completion to
     `on_done` in this thread as it lands (never in an engine's worker thread or event loop), then
-    return them in request order."""
+    return them in request order. A future that raises (FatalEngineError: per-request failures come
+    back as Completions) cancels the requests still pending and the error goes to the caller at once,
+    without waiting for the slowest request of the batch."""
     futures = list(futures)
     if len(futures) != len(requests):
         raise RuntimeError(f"{len(futures)} futures for {len(requests)} requests")
-    if on_done is not None:
+    try:
         for future in concurrent.futures.as_completed(futures):
-            on_done(future.result())
+            completion = future.result()
+            if on_done is not None:
+                on_done(completion)
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        raise
     return [future.result() for future in futures]

