@@ -25,7 +25,7 @@ def _run(args: argparse.Namespace) -> int:
     from factory.run import run
 
     cfg = config.load(args.config, args.overrides)
-    manifest = run(cfg)
+    manifest = run(cfg, take_over=args.take_over, allow_fewer_prompts=args.allow_fewer_prompts)
     print(summary.run_summary(manifest, manifest.pop("_scored")))
     return 0
 
@@ -103,6 +103,11 @@ def parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="sample -> judge -> pairs; resumes what is stored")
     run.add_argument("config", help="YAML config, e.g. conf/demo.yaml")
     run.add_argument("overrides", nargs="*", help="key=value overrides, e.g. sampler.k=8")
+    run.add_argument("--take-over", action="store_true", help="take the run directory's lease from a run you know is dead")
+    run.add_argument(
+        "--allow-fewer-prompts", action="store_true",
+        help="replace prompts/, pairs/ and sft/ even when this run has fewer valid prompts than they were built from",
+    )  # fmt: skip
     run.set_defaults(func=_run)
     pairs = sub.add_parser("pairs", help="rebuild pairs/ and sft/ from stored samples and judgments (no LLM call)")
     pairs.add_argument("run_dir")
@@ -135,11 +140,24 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = parser().parse_args(argv)
+    from factory.executor import FatalRunError, Interrupted
+    from factory.lease import LeaseHeld
+    from factory.store import CorruptPartError
+
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError) as exc:
+    except (ConfigError, FileNotFoundError, CorruptPartError) as exc:
         print(f"factory: error: {exc}", file=sys.stderr)
         return 2
+    except LeaseHeld as exc:
+        print(f"factory: refused: {exc}", file=sys.stderr)
+        return 3
+    except FatalRunError as exc:
+        print(f"factory: stopped: {exc}", file=sys.stderr)
+        return 4
+    except Interrupted as exc:
+        print(f"factory: {exc}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

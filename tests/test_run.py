@@ -1,8 +1,10 @@
 """Preflight, fingerprints and redaction: the checks made before any request (no model, no Ray)."""
 
 import json
+import socket
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from factory import config
@@ -64,3 +66,95 @@ def test_vllm_dtype_and_quantization_are_part_of_the_sampler_fingerprint():
     for override in ("sampler.engine.dtype=float32", "sampler.engine.quantization=awq"):
         other = config.load(DEMO, ["sampler.engine.kind=vllm", "sampler.engine.model=/m", override]).sampler
         assert sampler_fingerprint(other.engine, other.sampling, "/m", "t") != fp
+
+
+# -- one writer, nothing degenerate, nothing secret: `factory run` on the in-process executor -----------
+def synthetic_cfg(tmp_path, n_prompts=4, *extra):
+    from tests.synthetic import write_prompts
+
+    prompts = write_prompts(tmp_path / f"prompts-{n_prompts}.jsonl", n_prompts)
+    rubric = tmp_path / "rubric.txt"
+    rubric.write_text("Rate {answer} from 0 to {scale_max}.")
+    return config.load(
+        None,
+        [f"output_dir={tmp_path / 'run'}", f"prompts.path={prompts}", "sampler.k=2", f"judge.rubric_file={rubric}",
+         "progress_interval_s=60", *extra],
+    )  # fmt: skip
+
+
+def local_run(cfg, engine=None, **kw):
+    from factory.run import run
+    from tests.fakes import FakeEngine
+
+    engine = engine or FakeEngine()
+    return run(cfg, backend="local", build=lambda _cfg: engine, command="factory run test", **kw)
+
+
+def test_a_second_writer_is_refused_naming_the_holder_and_a_dead_ones_lease_is_taken_over(tmp_path, capsys):
+    from factory.lease import Lease, LeaseHeld
+    from factory.store import RunStore
+
+    cfg = synthetic_cfg(tmp_path)
+    store = RunStore(cfg.output_dir)
+    with Lease(store, "factory run other.yaml"):
+        with pytest.raises(LeaseHeld, match=r"being written by 'factory run other.yaml' .*\(pid \d+.*--take-over"):
+            local_run(cfg)
+        assert store.read("samples") is None  # refused before any request
+    # A lease whose pid is gone on this host is stale: taken over, with a line saying so.
+    store.write_json("_lease.json", {"owner": "x", "host": socket.gethostname(), "pid": 2**22 + 7,
+                                     "command": "factory run crashed.yaml", "started_at": 0, "heartbeat_at": 9e18,
+                                     "token": "dead"})  # fmt: skip
+    manifest = local_run(cfg)
+    assert manifest["counts"]["samples_ok"] == 8
+    assert "taking over the stale lease of 'factory run crashed.yaml'" in capsys.readouterr().err
+    assert not store.exists("_lease.json")  # released at the end
+
+
+def test_no_valid_prompt_is_an_error_and_replaces_nothing(tmp_path):
+    cfg = synthetic_cfg(tmp_path)
+    local_run(cfg)
+    pairs_before = sorted(p.name for p in (tmp_path / "run" / "pairs").iterdir())
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n\n")
+    with pytest.raises(ConfigError, match=r"prompts.path: no valid prompt in .*empty.jsonl"):
+        local_run(config.load(None, [f"output_dir={tmp_path / 'run'}", f"prompts.path={empty}", "progress_interval_s=60"]))
+    assert sorted(p.name for p in (tmp_path / "run" / "pairs").iterdir()) == pairs_before
+
+
+def test_fewer_prompts_than_the_outputs_were_built_from_is_refused_unless_asked(tmp_path):
+    from factory.store import RunStore
+
+    local_run(synthetic_cfg(tmp_path, 4))
+    fewer = synthetic_cfg(tmp_path, 4, "prompts.limit=2")
+    with pytest.raises(ConfigError, match=r"this run has 2 valid prompt\(s\) but the outputs .* were built from 4"):
+        local_run(fewer)
+    assert RunStore(str(tmp_path / "run")).read("prompts").height == 4
+    manifest = local_run(fewer, allow_fewer_prompts=True)
+    assert manifest["counts"]["prompts_valid"] == 2 and manifest["requests"] == {"sampler": 0, "judge": 0}
+
+
+def test_a_secret_echoed_by_the_server_is_stored_nowhere(tmp_path, monkeypatch):
+    from tests.fakes import FakeEngine
+
+    monkeypatch.setenv("FACTORY_TEST_SECRET", "sk-live-abcdef123456")
+    cfg = synthetic_cfg(tmp_path, 2, "sampler.engine.api_key_env=FACTORY_TEST_SECRET")
+    engine = FakeEngine(script={("p0", 0): RuntimeError("HTTP 500: bad key sk-live-abcdef123456 for user")})
+    local_run(cfg, engine)
+    errors = pl.read_parquet(tmp_path / "run" / "samples")["error"].drop_nulls().to_list()
+    assert errors == ["HTTP 500: bad key *** for user"]
+    for path in (tmp_path / "run").rglob("*"):
+        if path.suffix == ".parquet":
+            text = " ".join(str(v) for v in pl.read_parquet(path).to_dicts())
+        elif path.is_file():
+            text = path.read_text()
+        else:
+            continue
+        assert "sk-live-abcdef123456" not in text, path
+
+
+def test_an_output_dir_under_a_file_is_one_line_naming_the_key(tmp_path):
+    from factory.store import open_output
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match=r"output_dir: cannot write to .*file/run: a file is in the way"):
+        open_output(str(tmp_path / "file" / "run"))

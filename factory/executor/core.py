@@ -137,6 +137,7 @@ class Executor:
         self.t0 = time.monotonic()
         self.stopping: str | None = None
         self._stop_deadline = 0.0
+        self.lease: Any = None  # a Lease: when another run takes the directory over, stop like on a signal
         self._next_start_check = 0.0
         self._waiting_since: dict[int, float] = {}
         self._starved_warned = False
@@ -216,6 +217,8 @@ class Executor:
         try:
             while True:
                 now = time.monotonic()
+                if self.lease is not None and self.lease.lost and not self.stopping:
+                    self.stopping, self._stop_deadline = "a lost lease", now + STOP_GRACE_S
                 if not self.stopping and not self.fatal:
                     self._start_pools(stages, pools, wanted, now)
                     self._dispatch(stages, queues, pools, calls, metrics)
@@ -330,7 +333,7 @@ class Executor:
         if not missing and event.kind == "done" and error is None:
             return
         if error and error.startswith(FATAL):
-            self.fatal = error.split(": ", 1)[-1]
+            self.fatal = f"{call.stage}: {error.split(': ', 1)[-1]}"
             return
         if self.stopping or self.fatal or not missing:
             return  # abandoned (a resume asks again), or nothing of the call is lost
