@@ -7,6 +7,7 @@ same call works on a laptop and as the entry point of `ray job submit`.
     factory report RUN_DIR [key=value ...] tables + PNG plots -> report/, no LLM call
     factory calibrate [CONFIG] [key=value ...] [--data F] [--out D]   judge agreement on better/worse replies
     factory compact RUN_DIR                merge each table's parts into few large files
+    factory doctor RUN_DIR                 read every part; move unreadable ones aside (quarantine)
     factory keys                           every config key with its default and help
 """
 
@@ -77,16 +78,37 @@ def _calibrate(args: argparse.Namespace) -> int:
 def _compact(args: argparse.Namespace) -> int:
     from factory import compact
     from factory.config import StoreConfig
+    from factory.lease import Lease
     from factory.store import RunStore
     from factory.summary import table
 
     store = RunStore(args.run_dir, create=False)
     if not store.exists("manifest.json"):
         raise ConfigError(f"{args.run_dir}: no manifest.json; is this a run directory made by `factory run`?")
-    done = compact.compact(store, args.target_mb or StoreConfig().compact_mb)
+    with Lease(store, "factory compact", take_over=args.take_over):
+        done = compact.compact(store, args.target_mb or StoreConfig().compact_mb)
     rows = [(name, f"{d['parts_before']} -> {d['parts_after']} parts") for name, d in done.items()]
     print(table(rows or [("tables", "none to compact")], f"factory compact {store.url}"))
     return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from factory import doctor
+    from factory.lease import Lease
+    from factory.store import RunStore
+    from factory.summary import table
+
+    store = RunStore(args.run_dir, create=False)
+    if not store.exists("manifest.json"):
+        raise ConfigError(f"{args.run_dir}: no manifest.json; is this a run directory made by `factory run`?")
+    with Lease(store, "factory doctor", take_over=args.take_over):
+        found = doctor.doctor(store)
+    if not found:
+        print(f"factory doctor: every part of {store.url} reads whole")
+        return 0
+    print(table([(f"{f['table']}/{f['part']}", f["reason"][:90]) for f in found], f"factory doctor: {len(found)} part(s) quarantined"))
+    print(f"moved to {store.display(doctor.QUARANTINE)}/; run `factory run` with the same config to request their keys again")
+    return 1
 
 
 def _keys(args: argparse.Namespace) -> int:
@@ -131,7 +153,12 @@ def parser() -> argparse.ArgumentParser:
     compact = sub.add_parser("compact", help="merge each table's parts into few large files (atomic, resumable)")
     compact.add_argument("run_dir")
     compact.add_argument("--target-mb", type=float, help="size of each merged file, MiB (default: store.compact_mb)")
+    compact.add_argument("--take-over", action="store_true", help="take the lease from a run you know is dead")
     compact.set_defaults(func=_compact)
+    doc = sub.add_parser("doctor", help="read every part; move unreadable ones to _quarantine/ (a rerun asks again for their keys)")
+    doc.add_argument("run_dir")
+    doc.add_argument("--take-over", action="store_true", help="take the lease from a run you know is dead")
+    doc.set_defaults(func=_doctor)
     keys = sub.add_parser("keys", help="list every config key with its default and help")
     keys.set_defaults(func=_keys)
     return top

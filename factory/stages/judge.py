@@ -34,7 +34,8 @@ from factory.stages.base import Emit, latest
 
 KEY = ("prompt_id", "sample_idx", "sampler_fp", "vote")
 # What planning and resume read of the stored judgments: keys and status, never the text.
-STATUS_COLUMNS = [*KEY, "judge_fp", "parse_status", "created_at"]
+STATUS_COLUMNS = [*KEY, "judge_fp", "parse_status", "sample_created_at", "created_at"]
+SAMPLE_KEY = ["prompt_id", "sample_idx", "sampler_fp"]
 STATUSES = ("ok", "retried_ok", "unparseable", "out_of_range", "engine_error")
 USABLE = ("ok", "retried_ok")
 PARSE_FAILURES = ("unparseable", "out_of_range")  # what a re-ask can fix; an engine error was already retried
@@ -274,22 +275,36 @@ def judgeable(samples: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def of_current_samples(judgments: pl.DataFrame, samples: pl.DataFrame) -> pl.DataFrame:
+    """The judgments made of the samples as they are stored now: when both sides carry the sample's
+    created_at, a judgment of an earlier row under the same key (a sample asked again) does not count.
+    Judgments stored before the column existed (null) count."""
+    if "created_at" not in samples.columns or "sample_created_at" not in judgments.columns:
+        return judgments.join(samples.select(SAMPLE_KEY).unique(), on=SAMPLE_KEY, how="semi")
+    current = samples.select(*SAMPLE_KEY, pl.col("created_at").alias("_current"))
+    return (
+        judgments.join(current, on=SAMPLE_KEY, how="inner")
+        .filter(pl.col("sample_created_at").is_null() | (pl.col("sample_created_at") == pl.col("_current")))
+        .drop("_current")
+    )
+
+
 def pending_keys(
     samples: pl.DataFrame, stored: pl.DataFrame | None, votes: int, judge_fp: str, retry_failed: bool = False
 ) -> pl.DataFrame:
     """(prompt_id, sample_idx, sampler_fp, vote) of every vote not yet judged under `judge_fp`.
 
-    Input: samples -> at least prompt_id, sample_idx, sampler_fp (the ones to judge);
-           stored  -> prompt_id, sample_idx, sampler_fp, vote, judge_fp, parse_status, created_at.
+    Input: samples -> prompt_id, sample_idx, sampler_fp (the ones to judge; and created_at, which ties
+                      a judgment to the very sample row it judged);
+           stored  -> prompt_id, sample_idx, sampler_fp, vote, judge_fp, parse_status, created_at
+                      (and sample_created_at).
     The same rubric plans nothing, a changed rubric (new judge_fp) plans every vote again. With
     `retry_failed`, stored engine_error judgments are planned again (the new row supersedes)."""
     key = list(KEY)
-    wanted = samples.select("prompt_id", "sample_idx", "sampler_fp").join(
-        pl.DataFrame({"vote": list(range(votes))}, schema={"vote": pl.Int64}), how="cross"
-    )
+    wanted = samples.select(SAMPLE_KEY).join(pl.DataFrame({"vote": list(range(votes))}, schema={"vote": pl.Int64}), how="cross")
     if stored is not None and stored.height:
         require_columns(stored, (*key, "judge_fp", "parse_status", "created_at"), "judge.plan")
-        done = stored.filter(pl.col("judge_fp") == judge_fp)
+        done = of_current_samples(stored.filter(pl.col("judge_fp") == judge_fp), samples)
         if retry_failed:  # the latest row of a key decides, as when the judgments are read
             done = latest(done, key).filter(pl.col("parse_status") != "engine_error")
         wanted = wanted.join(done.select(key).unique(), on=key, how="anti", maintain_order="left")
@@ -308,8 +323,12 @@ def plan_judgments(
     judge_batch takes (prompt_id, sample_idx, sampler_fp, vote, seed, messages)."""
     require_columns(samples, ("prompt_id", "sample_idx", "sampler_fp", "answer", "reasoning", "error"), "judge.plan")
     check_rubric(rubric)
-    work = judgeable(samples).select("prompt_id", "sample_idx", "sampler_fp", "answer", "reasoning")
+    work = judgeable(samples).select(
+        *SAMPLE_KEY, "answer", "reasoning", *(["created_at"] if "created_at" in samples.columns else [])
+    )
     keys = pending_keys(work, stored, cfg.votes, judge_fp, cfg.retry_failed)
+    if "created_at" in work.columns:
+        work = work.rename({"created_at": "sample_created_at"})
     work = keys.join(work, on=["prompt_id", "sample_idx", "sampler_fp"], how="left", maintain_order="left")
     rows = render_requests(work.to_dicts(), prompt_fields(prompts), rubric, cfg)
     return pl.DataFrame(rows, schema=REQUEST_SCHEMA)
@@ -320,6 +339,7 @@ REQUEST_SCHEMA = {
     "sample_idx": pl.Int64,
     "sampler_fp": pl.String,
     "vote": pl.Int64,
+    "sample_created_at": pl.Float64,
     "seed": pl.Int64,
     "messages": pl.List(pl.Struct({"role": pl.String, "content": pl.String})),
 }
@@ -342,6 +362,7 @@ def render_requests(work: list[dict], prompts: dict[str, dict], rubric: str, cfg
             "sample_idx": row["sample_idx"],
             "sampler_fp": row["sampler_fp"],
             "vote": row["vote"],
+            "sample_created_at": row.get("sample_created_at"),
             "seed": derive_seed(cfg.sampling.seed, "judge", row["prompt_id"], row["sample_idx"], row["vote"]),
             "messages": render_rubric(rubric, prompts[row["prompt_id"]], row, cfg),
         }
@@ -451,6 +472,7 @@ def judgment_row(row: dict, current: dict, cfg: JudgeConfig, judge_fp: str) -> d
         "sampler_fp": row["sampler_fp"],
         "vote": row["vote"],
         "judge_fp": judge_fp,
+        "sample_created_at": row.get("sample_created_at"),
         "score": result["score"],
         "quality": result["score"] / cfg.scale_max if usable else None,
         "parse_status": result["status"],
@@ -503,8 +525,7 @@ def current_judgments(stored: pl.DataFrame | None, judge_fp: str, samples: pl.Da
     """The judgments of `samples` under `judge_fp`, one row per (sample, vote): the latest stored."""
     if stored is None or not samples.height:
         return pl.from_arrow(JUDGMENTS.empty_table())  # type: ignore[return-value]
-    keys = samples.select("prompt_id", "sample_idx", "sampler_fp")
-    mine = stored.filter(pl.col("judge_fp") == judge_fp).join(keys, on=["prompt_id", "sample_idx", "sampler_fp"], how="semi")
+    mine = of_current_samples(stored.filter(pl.col("judge_fp") == judge_fp), samples)
     return latest(mine, ["prompt_id", "sample_idx", "vote"])
 
 
@@ -547,18 +568,19 @@ class JudgeStage:
 
         status = store.read("samples", SAMPLES, columns=SAMPLE_STATUS)
         if status is None:
-            return pl.DataFrame(schema={**{k: REQUEST_SCHEMA[k] for k in KEY}, "answer": pl.String, "reasoning": pl.String})
+            return pl.DataFrame(schema={**{k: REQUEST_SCHEMA[k] for k in KEY}, "answer": pl.String, "reasoning": pl.String,
+                                        "sample_created_at": pl.Float64})  # fmt: skip
         samples = latest(self._mine(status), ["prompt_id", "sample_idx"])
         failed = samples.filter(pl.col("error").is_not_null()).height
         samples = samples.filter(pl.col("error").is_null())
         stored = store.read("judgments", JUDGMENTS, columns=STATUS_COLUMNS)
         keys = pending_keys(samples, stored, self.cfg.votes, self.judge_fp, self.cfg.retry_failed)
-        text = self._text(store, keys.select("prompt_id", "sample_idx", "sampler_fp").unique())
-        work = judgeable(keys.join(text, on=["prompt_id", "sample_idx", "sampler_fp"], how="inner", maintain_order="left"))
+        text = self._text(store, keys.select(SAMPLE_KEY).unique())
+        work = judgeable(keys.join(text, on=SAMPLE_KEY, how="inner", maintain_order="left"))
         empty = (keys.height - work.height) // max(self.cfg.votes, 1)
         skipped = [f"{failed} failed sample(s)" if failed else "", f"{empty} with an empty answer" if empty else ""]
         self.note = " and ".join(p for p in skipped if p) + " not judged" if failed or empty else ""
-        return work.select(*KEY, "answer", "reasoning")
+        return work.select(*KEY, "answer", "reasoning", pl.col("created_at").alias("sample_created_at"))
 
     @staticmethod
     def _text(store: Any, keys: pl.DataFrame) -> pl.DataFrame:
@@ -570,9 +592,10 @@ class JudgeStage:
         ] if keys.height else []  # fmt: skip
         if not found:
             return pl.DataFrame(schema={"prompt_id": pl.String, "sample_idx": pl.Int64, "sampler_fp": pl.String,
-                                        "answer": pl.String, "reasoning": pl.String, "error": pl.String})  # fmt: skip
-        text = latest(pl.concat(found), ["prompt_id", "sample_idx", "sampler_fp"])  # type: ignore[arg-type]
-        return text.select("prompt_id", "sample_idx", "sampler_fp", "answer", "reasoning", "error")
+                                        "answer": pl.String, "reasoning": pl.String, "error": pl.String,
+                                        "created_at": pl.Float64})  # fmt: skip
+        text = latest(pl.concat(found), SAMPLE_KEY)  # type: ignore[arg-type]
+        return text.select(*SAMPLE_KEY, "answer", "reasoning", "error", "created_at")
 
     def follow(self, rows: list[dict]) -> list[dict]:
         """Samples just stored -> their judge work (every vote of each usable one)."""
@@ -583,8 +606,8 @@ class JudgeStage:
             if row["prompt_id"] not in self.prompts or row["sample_idx"] >= self.k:
                 continue
             for vote in range(self.cfg.votes):
-                work.append({**{k: row[k] for k in KEY if k != "vote"}, "vote": vote,
-                             "answer": row["answer"], "reasoning": row["reasoning"]})  # fmt: skip
+                work.append({**{k: row[k] for k in SAMPLE_KEY}, "vote": vote, "answer": row["answer"],
+                             "reasoning": row["reasoning"], "sample_created_at": row["created_at"]})  # fmt: skip
         return work
 
     def render(self, work: list[dict]) -> list[dict]:
@@ -594,7 +617,10 @@ class JudgeStage:
         return failed_judgments(requests, reason, self.judge_fp)
 
     def read(self, store: Any, samples: pl.DataFrame | None = None) -> pl.DataFrame:
-        samples = samples if samples is not None else self._mine(store.read("samples", SAMPLES, columns=["prompt_id", "sample_idx", "sampler_fp"]) or pl.DataFrame(schema={"prompt_id": pl.String, "sample_idx": pl.Int64, "sampler_fp": pl.String}))
+        """The current judgments of `samples` (default: this run's stored samples)."""
+        if samples is None:
+            status = store.read("samples", SAMPLES, columns=[*SAMPLE_KEY, "created_at"])
+            samples = latest(self._mine(status), SAMPLE_KEY) if status is not None else pl.DataFrame()
         return current_judgments(store.read("judgments", JUDGMENTS), self.judge_fp, samples)
 
     def ok(self, row: dict) -> bool:
