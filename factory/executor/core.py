@@ -165,8 +165,11 @@ class Executor:
         self.close()
 
     # -- one pass over a stage graph ---------------------------------------------------------------
-    def run(self, stages: list[Stage]) -> dict[str, StageMetrics]:
-        """Plan every stage from the store and run until nothing is missing; returns each stage's metrics."""
+    def run(self, stages: list[Stage], store: RunStore | None = None) -> dict[str, StageMetrics]:
+        """Plan every stage from the store and run until nothing is missing; returns each stage's metrics.
+        `store` runs this graph against another run directory on the same pools (eval, benchmarks)."""
+        if store is not None:
+            self.store = store
         by_name = {s.name: s for s in stages}
         feeds = {s.name: [d for d in stages if d.upstream == s.name] for s in stages}
         queues = {s.name: WorkQueue() for s in stages}
