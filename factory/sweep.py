@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from factory.config import PairsConfig
+from factory.config import ConfigError, PairsConfig
 from factory.pairs import kernel
 from factory.pairs.marks import Prepared, prepare
 from factory.pairs.terms import weights as term_weights
@@ -45,7 +45,10 @@ COUNTS = ("groups_candidate", "pairs_candidate", "pairs_kept", "pairs_dropped", 
 
 def point_config(cfg: PairsConfig, prepared: Prepared, term: str, weight: float) -> PairsConfig:
     """The pair settings of one grid row: dp_dpo with `term`'s weight set to `weight`."""
-    index = prepared.term_index(term)  # fails naming sweep.term when it is not a term
+    names = [t.name for t in prepared.terms]
+    if term not in names:
+        raise ConfigError(f"sweep.term: {term!r} is not a pair term; the terms are {', '.join(names)}")
+    index = names.index(term)
     base = replace(cfg, strategy="dp_dpo", min_margin=None)
     if term == "length":
         return replace(base, w_len=weight, w_quality=None)

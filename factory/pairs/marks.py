@@ -26,6 +26,8 @@ from factory.pairs import rules
 from factory.pairs.segments import segments
 from factory.pairs.terms import BASE_REASONS, DUPLICATE, Term, normalize, required_columns, resolve
 
+_GROUP_MIX = np.uint64(0x9E3779B97F4A7C15)  # odd multipliers: fold the group (and sample_idx) into the text key
+_SAMPLE_MIX = np.uint64(0xC2B2AE3D27D4EB4F)
 SCORED_COLUMNS = ("prompt_id", "sample_idx", "completion_tokens", "finish_reason", "error", "answer", "quality")
 
 
@@ -44,19 +46,13 @@ class Prepared:
     starts: np.ndarray
     counts: np.ndarray
     reasons: tuple[str, ...]
-    counts_by_reason: dict[str, Any] = field(default_factory=dict)
+    exclusions: dict[str, Any] = field(default_factory=dict)  # the counts of `_count`
 
     def __post_init__(self) -> None:
         self.gid = self.valid["gid"].to_numpy()
         self.tokens = self.valid["completion_tokens"].to_numpy()
         self.quality = self.valid["quality"].to_numpy()
         self.sample_idx = self.valid["sample_idx"].to_numpy()
-
-    def term_index(self, name: str) -> int:
-        names = [t.name for t in self.terms]
-        if name not in names:
-            raise ConfigError(f"sweep.term: {name!r} is not a pair term; the terms are {', '.join(names)}")
-        return names.index(name)
 
 
 def check_columns(names: list[str], terms: list[Term], judges: list[Term], key_from: tuple[str, ...]) -> None:
@@ -74,16 +70,26 @@ def check_columns(names: list[str], terms: list[Term], judges: list[Term], key_f
             )
 
 
+def value_column(i: int, term: Term) -> str:
+    """Where term i's raw value sits in the collected frame: a score column under its own name (so a
+    judge that is also a term is held once), length as completion_tokens, a rule as raw_<i>."""
+    if term.column == "length":
+        return "completion_tokens"
+    return term.column if term.source.missing else f"raw_{i}"
+
+
+def _score_columns(terms: list[Term], judges: list[Term]) -> set[str]:
+    """The judge and judge-like columns read (quality, quality_*, dim_*, reward_*): null means unjudged."""
+    return {j.column for j in judges} | {t.column for t in terms if t.name != "quality" and t.source.missing}
+
+
 def _exclusion(terms: list[Term], judges: list[Term], reasons: tuple[str, ...]) -> pl.Expr:
     def missing(column: str) -> pl.Expr:
         return pl.col(column).is_null() | pl.col(column).is_nan()
 
     unjudged = missing("quality")
-    for j in range(len(judges)):
-        unjudged |= missing(f"judge_{j}")
-    for i, term in enumerate(terms):
-        if term.name != "quality" and term.source.missing:
-            unjudged |= missing(f"raw_{i}")
+    for column in sorted(_score_columns(terms, judges)):
+        unjudged |= missing(column)
     chain = (
         pl.when(pl.col("error").is_not_null())
         .then(pl.lit("engine_error"))
@@ -98,7 +104,7 @@ def _exclusion(terms: list[Term], judges: list[Term], reasons: tuple[str, ...]) 
     )
     for i, term in enumerate(terms):
         if term.is_filter:
-            raw = pl.col(f"raw_{i}")
+            raw = pl.col(value_column(i, term))
             broken = pl.lit(False)
             if term.exclude_above is not None:
                 broken |= raw > term.exclude_above
@@ -118,17 +124,21 @@ def _group_keys(marked: pl.DataFrame) -> pl.DataFrame:
 
 def _mark_duplicates(marked: pl.DataFrame, reasons: tuple[str, ...]) -> pl.DataFrame:
     """Among the rows otherwise valid, every copy after the lowest sample_idx of the same key."""
-    candidates = (
-        marked.select("gid", "sample_idx", "key").with_row_index("position").filter(marked["exclusion"].is_null())
-    )
-    idx, gid = candidates["sample_idx"].to_numpy(), candidates["gid"].to_numpy()
+    position = np.flatnonzero(marked["exclusion"].is_null().to_numpy())
+    gid = marked["gid"].to_numpy()[position].astype(np.uint64)
+    idx = marked["sample_idx"].to_numpy()[position]
     if not np.all((idx[1:] > idx[:-1]) | (gid[1:] != gid[:-1])):  # stored samples are already in order
-        candidates = candidates.sort("gid", "sample_idx")
+        order = np.lexsort((idx, gid))
+        position, gid, idx = position[order], gid[order], idx[order]
+    key = marked["key"].to_numpy()[position]
+    with np.errstate(over="ignore"):  # one u64 per (group, text) and per (group, text, sample_idx)
+        in_group = key ^ (gid * _GROUP_MIX)
+        same_sample = in_group ^ (idx.astype(np.uint64) * _SAMPLE_MIX)
     # A repeat of the whole (group, key, sample_idx) is one sample stored twice, not a duplicate: it
     # stays, and the kernel refuses it by name if it is ever paired with itself.
-    later = ~pl.struct("gid", "key").is_first_distinct() & pl.struct("gid", "key", "sample_idx").is_first_distinct()
+    later = ~pl.Series(in_group).is_first_distinct().to_numpy() & pl.Series(same_sample).is_first_distinct().to_numpy()
     is_copy = np.zeros(marked.height, dtype=bool)
-    is_copy[candidates.filter(later)["position"].to_numpy()] = True
+    is_copy[position[later]] = True
     return marked.with_columns(
         pl.when(pl.Series(is_copy))
         .then(pl.lit(DUPLICATE, pl.Enum(reasons)))
@@ -184,20 +194,20 @@ def prepare(scored: pl.LazyFrame | pl.DataFrame, cfg: PairsConfig, scale_max: fl
     text = rules.normalized_columns(
         {t.entry.field for t in terms if t.column == "repetition" and t.entry} | set(key_from)
     )
-    raw = [term.value.alias(f"raw_{i}") for i, term in enumerate(terms) if term.name != "quality"]
-    judge_raw = [pl.col(judge.column).cast(pl.Float64).alias(f"judge_{j}") for j, judge in enumerate(judges)]
+    rule_values = [t.value.alias(f"raw_{i}") for i, t in enumerate(terms) if value_column(i, t) == f"raw_{i}"]
+    scores = sorted(_score_columns(terms, judges))
     slim = (
         frame.with_row_index("row")
         .with_columns(*text)
-        .with_columns(*raw, *judge_raw)
+        .with_columns(*rule_values, *[pl.col(c).cast(pl.Float64) for c in scores])
         .select(
             "row",
             "prompt_id",
             pl.col("sample_idx").cast(pl.Int64),
             pl.col("completion_tokens").cast(pl.Int64),
             pl.col("quality").cast(pl.Float64),
-            *[f"raw_{i}" for i, term in enumerate(terms) if term.name != "quality"],
-            *[f"judge_{j}" for j in range(len(judges))],
+            *[c for c in scores if c != "quality"],
+            *[v.meta.output_name() for v in rule_values],
             _exclusion(terms, judges, reasons).alias("exclusion"),
             *([rules.duplicate_key(key_from).alias("key")] if key_from else []),
         )
@@ -210,15 +220,16 @@ def prepare(scored: pl.LazyFrame | pl.DataFrame, cfg: PairsConfig, scale_max: fl
     valid = marked.filter(pl.col("exclusion").is_null()).drop("exclusion")
     starts, counts = segments(valid["gid"])
     judge_values = np.stack(
-        [normalize(valid[f"judge_{j}"].to_numpy(), judge, starts, counts, scale_max) for j, judge in enumerate(judges)]
+        [normalize(valid[judge.column].to_numpy(), judge, starts, counts, scale_max) for judge in judges]
     )
     values = np.empty((len(terms), valid.height))
     for i, term in enumerate(terms):
         if term.name == "quality":  # the judges' mean; one judge is itself, to the last bit
             values[i] = judge_values[0] if len(judges) == 1 else judge_values.mean(axis=0)
         else:
-            values[i] = normalize(valid[f"raw_{i}"].to_numpy().astype(np.float64), term, starts, counts, scale_max)
-    numbers = [c for c in marked.columns if c.startswith(("raw_", "judge_"))]
+            raw = valid[value_column(i, term)].to_numpy().astype(np.float64)
+            values[i] = normalize(raw, term, starts, counts, scale_max)
+    numbers = [c for c in scores if c != "quality"] + [v.meta.output_name() for v in rule_values]
     return Prepared(
         marked=marked.drop(numbers),
         valid=valid.drop(numbers),
@@ -229,5 +240,5 @@ def prepare(scored: pl.LazyFrame | pl.DataFrame, cfg: PairsConfig, scale_max: fl
         starts=starts,
         counts=counts,
         reasons=reasons,
-        counts_by_reason=_count(marked, reasons),
+        exclusions=_count(marked, reasons),
     )

@@ -57,22 +57,21 @@ def repeated_ngram_ratio(text: pl.Series, n: int, unit: str) -> pl.Series:
     offsets = arrow.offsets.to_numpy().astype(np.int64)
     offsets -= offsets[0]
     flat = arrow.values.to_numpy(zero_copy_only=False).astype(np.uint64, copy=False)[: offsets[-1]]
-    rows = len(offsets) - 1
-    row_of = np.repeat(np.arange(rows), np.diff(offsets))
-    kept = flat != _EMPTY  # an empty text is [""]: no token
-    flat, row_of = flat[kept], row_of[kept]
-    lengths = np.bincount(row_of, minlength=rows)
-    starts = np.r_[0, np.cumsum(lengths)[:-1]]
+    starts, lengths = offsets[:-1], np.diff(offsets)
+    if not len(flat):
+        return pl.Series(text.name, np.zeros(len(lengths)))
+    # An empty text splits into one empty token: it has none. Any other row's tokens are all words.
+    lengths[(lengths == 1) & (flat[np.minimum(starts, len(flat) - 1)] == _EMPTY)] = 0
     grams = np.maximum(lengths - (n - 1), 0)
     total = int(grams.sum())
     if total == 0:
-        return pl.Series(text.name, np.zeros(rows))
+        return pl.Series(text.name, np.zeros(len(lengths)))
     span = len(flat) - (n - 1)
     with np.errstate(over="ignore"):
         gram_hash = flat[:span].copy()
         for k in range(1, n):
             gram_hash = gram_hash * _MIX + flat[k : k + span]
-    # Row r's n-grams start at starts[r] .. starts[r] + grams[r] - 1 (none crosses into the next row).
+    # Row r's n-grams start at starts[r] .. starts[r] + grams[r] - 1: none crosses into the next row.
     gram_offsets = np.r_[0, np.cumsum(grams)]
     take = np.repeat(starts - gram_offsets[:-1], grams) + np.arange(total)
     per_row = pa.LargeListArray.from_arrays(pa.array(gram_offsets), pa.array(gram_hash[take]))

@@ -75,7 +75,7 @@ def summarize(
     agreement: dict[str, float | None],
 ) -> PairStats:
     """Stats of one decision: `frame` and `codes` hold its candidate pairs, `group` their groups."""
-    excluded = prepared.counts_by_reason
+    excluded = prepared.exclusions
     stats = PairStats(strategy=cfg.strategy, pairing=cfg.pairing, combine=cfg.combine, target=cfg.target)
     stats.samples_total, stats.samples_valid = excluded["samples_total"], excluded["samples_valid"]
     stats.samples_excluded = dict(excluded["samples_excluded"])
