@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from factory import pairs, pipeline
-from factory.config import ConfigError, PairsConfig, load
+from factory.config import ConfigError, PairsConfig, TermConfig, load
 from factory.pairs import render
 from factory.schemas import PAIRS
 
@@ -143,11 +143,12 @@ def test_missing_column_is_named():
         pairs.select(scored([("a", 0, 1, 0.5)]).drop("quality"), PairsConfig())
 
 
-def test_unsorted_and_lazy_input_give_the_same_pairs(tmp_path):
+@pytest.mark.parametrize("pairing", ["one", "best_vs_each", "all_ranked"])
+def test_unsorted_and_lazy_input_give_the_same_pairs(tmp_path, pairing):
     rng = np.random.default_rng(3)
     frame = scored([(f"p{g}", i, int(rng.integers(10, 900)), float(rng.random())) for g in range(40) for i in range(4)])
     prompts = prompts_for(frame)
-    cfg = PairsConfig()
+    cfg = PairsConfig(pairing=pairing, terms=[TermConfig(source="repetition", field="reasoning", n=1, weight=0.1)])
     built = pairs.build(frame, prompts, cfg)
     expected, stats = built.pairs, built.stats
     shuffled = pairs.build(frame.sample(fraction=1.0, shuffle=True, seed=1), prompts, cfg).pairs
