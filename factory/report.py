@@ -34,6 +34,7 @@ import polars as pl
 
 from factory import pairs as pair_kernel
 from factory.config import RunConfig
+from factory.pairs.terms import NOT_JUDGES
 from factory.stages import judge as judge_stage
 
 SCORE_COLUMNS = r"^(quality_\w+|dim_\w+|reward_\w+)$"
@@ -86,7 +87,7 @@ def score_columns(scored: pl.DataFrame, prepared: pair_kernel.Prepared, groups: 
     chosen and rejected sides."""
     kept = groups.filter(pl.col("outcome") == "kept")
     rows = []
-    for column in scored.select(pl.col(SCORE_COLUMNS)).columns:
+    for column in [c for c in scored.select(pl.col(SCORE_COLUMNS)).columns if c not in NOT_JUDGES]:
         values = scored[column].cast(pl.Float64)
 
         def mean(positions: pl.Series, values: pl.Series = values) -> float | None:

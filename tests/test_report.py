@@ -66,7 +66,8 @@ def test_report_shows_terms_rule_reasons_judges_and_pair_outcomes():
             ("a", 0, 125, 0.9, "stop", None, "Link 3, yes."), ("a", 1, 500, 0.5), ("a", 2, 250, 0.7),
             ("b", 0, 100, 0.8, "stop", None, "x" * 81), ("b", 1, 300, 0.6), ("b", 2, 200, 0.4),
         ]
-    ).with_columns(pl.Series("quality_b", [0.2, 0.9, 0.5, 0.8, 0.6, 0.4]), pl.Series("dim_tone", [4.0, 2, 3, 5, 1, 2]))  # fmt: skip
+    ).with_columns(pl.Series("quality_b", [0.2, 0.9, 0.5, 0.8, 0.6, 0.4]), pl.Series("dim_tone", [4.0, 2, 3, 5, 1, 2]),
+                   pl.lit(0.0).alias("quality_spread"))  # fmt: skip
     cfg = RunConfig()
     cfg.pairs = PairsConfig(
         w_len=0.0,  # quality alone: the judges disagree on group a (0 vs 1 chosen) and agree on b

@@ -51,6 +51,8 @@ DIRECTIONS = ("higher", "lower")
 BASE_REASONS = ("engine_error", "truncated", "empty_answer", "no_token_count", "no_judgment")
 DUPLICATE = "duplicate"
 JUDGE_COLUMN = r"quality(_\w+)?|reward_\w+"
+# Scored columns that look like a judge's but are not one: the spread of the primary judge's votes.
+NOT_JUDGES = ("quality_spread",)
 
 
 @dataclass(frozen=True)
@@ -206,7 +208,7 @@ def check_config(cfg: PairsConfig) -> None:
     if not cfg.judges:
         raise ConfigError("pairs.judges: needs at least one judge column (quality is the primary judge)")
     for column in cfg.judges:
-        if not re.fullmatch(JUDGE_COLUMN, column):
+        if not re.fullmatch(JUDGE_COLUMN, column) or column in NOT_JUDGES:
             raise ConfigError(
                 f"pairs.judges: {column!r} is not a judge column (quality, quality_<judge>, reward_<name>)"
             )

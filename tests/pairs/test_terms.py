@@ -155,6 +155,7 @@ def test_a_missing_column_names_the_key_that_needs_it():
         ("pairs.judges=[]", r"pairs\.judges"),
         ("pairs.judges=[quality, dim_x]", r"pairs\.judges"),
         ("pairs.judges=[quality, quality]", r"pairs\.judges"),
+        ("pairs.judges=[quality, quality_spread]", r"pairs\.judges"),
         ("pairs.pairing=every", r"pairs\.pairing"),
         ("pairs.combine=mean", r"pairs\.combine"),
         ("pairs.dedupe=yes", r"pairs\.dedupe"),
