@@ -91,11 +91,11 @@ def _exclusion(terms: list[Term], judges: list[Term], reasons: tuple[str, ...]) 
     for column in sorted(_score_columns(terms, judges)):
         unjudged |= missing(column)
     chain = (
-        pl.when(pl.col("error").is_not_null())
+        pl.when(pl.col("_engine_error"))
         .then(pl.lit("engine_error"))
-        .when(pl.col("finish_reason") == "length")
+        .when(pl.col("_truncated"))
         .then(pl.lit("truncated"))
-        .when(~pl.col("answer").str.contains(r"\S").fill_null(False))
+        .when(~pl.col("_has_answer"))
         .then(pl.lit("empty_answer"))
         .when(pl.col("completion_tokens").is_null())
         .then(pl.lit("no_token_count"))
@@ -181,8 +181,8 @@ def _count(marked: pl.DataFrame, reasons: tuple[str, ...]) -> dict[str, Any]:
 
 
 def prepare(scored: pl.LazyFrame | pl.DataFrame, cfg: PairsConfig, scale_max: float = 100.0) -> Prepared:
-    """Scored samples -> Prepared (see the module doc). A LazyFrame is collected with the streaming
-    engine; only numbers are collected."""
+    """Scored samples -> Prepared (see the module doc). A LazyFrame (Parquet scan) is read with the
+    streaming engine, in a second pass for the repetition terms; only numbers are collected."""
     terms, judges = resolve(cfg)
     frame = scored.lazy()
     names = frame.collect_schema().names()
@@ -190,31 +190,46 @@ def prepare(scored: pl.LazyFrame | pl.DataFrame, cfg: PairsConfig, scale_max: fl
     check_columns(names, terms, judges, key_from)
     filters = tuple(t.name for t in terms if t.is_filter)
     reasons = BASE_REASONS + filters + ((DUPLICATE,) if key_from else ())
-    # Each text column is normalized once, for every repetition term and the duplicate key that read it.
-    text = rules.normalized_columns(
-        {t.entry.field for t in terms if t.column == "repetition" and t.entry} | set(key_from)
-    )
-    rule_values = [t.value.alias(f"raw_{i}") for i, t in enumerate(terms) if value_column(i, t) == f"raw_{i}"]
-    scores = sorted(_score_columns(terms, judges))
-    slim = (
+    rule_values = {i: t.value.alias(f"raw_{i}") for i, t in enumerate(terms) if value_column(i, t) == f"raw_{i}"}
+    batched = [i for i, t in enumerate(terms) if t.column == "repetition"]  # Python batches
+    scores = sorted(_score_columns(terms, judges) | {"quality"})
+    # Every sample reduced to numbers and flags; the exclusion reasons are decided on those afterwards.
+    numbers = (
         frame.with_row_index("row")
-        .with_columns(*text)
-        .with_columns(*rule_values, *[pl.col(c).cast(pl.Float64) for c in scores])
+        .with_columns(*rules.normalized_columns(set(key_from)))
         .select(
             "row",
             "prompt_id",
             pl.col("sample_idx").cast(pl.Int64),
             pl.col("completion_tokens").cast(pl.Int64),
-            pl.col("quality").cast(pl.Float64),
-            *[c for c in scores if c != "quality"],
-            *[v.meta.output_name() for v in rule_values],
-            _exclusion(terms, judges, reasons).alias("exclusion"),
+            pl.col("error").is_not_null().alias("_engine_error"),
+            (pl.col("finish_reason") == "length").fill_null(False).alias("_truncated"),
+            pl.col("answer").str.contains(r"\S").fill_null(False).alias("_has_answer"),
+            *[pl.col(c).cast(pl.Float64) for c in scores],
+            *[v for i, v in rule_values.items() if i not in batched],
             *([rules.duplicate_key(key_from).alias("key")] if key_from else []),
         )
     )
-    # A Parquet scan streams (only the numbers are held); an in-memory frame needs no streaming.
-    engine = "in-memory" if isinstance(scored, pl.DataFrame) else "streaming"
-    marked = _group_keys(slim.collect(engine=engine))  # type: ignore[arg-type]
+    normalized = rules.normalized_columns({terms[i].entry.field for i in batched})  # type: ignore[union-attr]
+    repetitions = (
+        frame.with_row_index("_row").with_columns(*normalized).select("_row", *[rule_values[i] for i in batched])
+    )
+    if isinstance(scored, pl.DataFrame):  # in memory: one pass
+        slim = (pl.concat([numbers, repetitions], how="horizontal") if batched else numbers).collect()
+    else:
+        # A Parquet scan streams; the repetition batches (Python, one at a time) read it in a pass of
+        # their own, so that the other text work never waits for them holding its text in memory.
+        slim = numbers.collect(engine="streaming")
+        if batched:
+            slim = slim.hstack(repetitions.collect(engine="streaming"))  # type: ignore[arg-type]
+    if batched and not slim["_row"].equals(slim["row"], check_names=False):
+        raise RuntimeError("pairs: the two passes over the scored samples came back in different orders")
+    slim = (
+        slim.drop("_row", strict=False)
+        .with_columns(_exclusion(terms, judges, reasons).alias("exclusion"))
+        .drop("_engine_error", "_truncated", "_has_answer")
+    )
+    marked = _group_keys(slim)
     if key_from:
         marked = _mark_duplicates(marked, reasons)
     valid = marked.filter(pl.col("exclusion").is_null()).drop("exclusion")
@@ -229,10 +244,10 @@ def prepare(scored: pl.LazyFrame | pl.DataFrame, cfg: PairsConfig, scale_max: fl
         else:
             raw = valid[value_column(i, term)].to_numpy().astype(np.float64)
             values[i] = normalize(raw, term, starts, counts, scale_max)
-    numbers = [c for c in scores if c != "quality"] + [v.meta.output_name() for v in rule_values]
+    held = [c for c in scores if c != "quality"] + [f"raw_{i}" for i in rule_values]
     return Prepared(
-        marked=marked.drop(numbers),
-        valid=valid.drop(numbers),
+        marked=marked.drop(held),
+        valid=valid.drop(held),
         terms=terms,
         judges=judges,
         values=values,

@@ -11,8 +11,7 @@ made one space, ends stripped. Words are the space-separated tokens of the norma
 char` takes the characters instead, whitespace dropped (for Chinese, which has no spaces between
 words). Two samples are duplicates when their normalized texts are equal (64-bit hash).
 
-Each text column a build needs is normalized once (`normalized_columns`) and read by every
-repetition term and the duplicate key. The repeated n-gram ratio works one batch at a time: polars
+The repeated n-gram ratio reads the normalized text (`normalized_columns`) one batch at a time: polars
 splits and hashes the tokens, numpy forms the n-gram hashes over the batch's flat token array, and
 polars counts distinct n-grams per row. Two different n-grams share a 64-bit hash with negligible
 probability.
@@ -113,6 +112,8 @@ def key_columns(mode: str, include_reasoning: bool) -> tuple[str, ...]:
 
 
 def duplicate_key(columns: tuple[str, ...]) -> pl.Expr:
-    """u64 hash of the normalized text of `columns` (from `normalized_columns`)."""
+    """u64 hash of the normalized text of `columns`, read from `normalized_columns` (added in a step
+    of their own: the streaming engine then holds far less text at once than with the normalization
+    inside this expression)."""
     texts = [pl.col(normalized_column(c)).alias(c) for c in columns]
     return texts[0].hash() if len(texts) == 1 else pl.struct(texts).hash()
