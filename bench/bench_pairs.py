@@ -26,6 +26,7 @@ duplicate samples (other case and spacing), besides the usual errors, truncation
 from __future__ import annotations
 
 import argparse
+import gc
 import resource
 import subprocess
 import sys
@@ -50,8 +51,12 @@ FOUR_TERMS = PairsConfig(
 
 
 def best_of(repeats: int, fn):  # type: ignore[no-untyped-def]
+    """The fastest of `repeats` runs (the machine is shared: the minimum is the least disturbed run),
+    each after a garbage collection so that none pays for the previous one's garbage."""
     times, result = [], None
     for _ in range(repeats):
+        result = None
+        gc.collect()
         start = time.perf_counter()
         result = fn()
         times.append(time.perf_counter() - start)
@@ -84,7 +89,7 @@ def bench_15k(groups: int, k: int) -> None:
     for label, cfg in configs:
         pairs.build(scored, prompts, cfg)  # warm-up
         t_python, (python_pairs, counts) = best_of(3, lambda c=cfg: pairs_baseline.build_pairs(scored, prompts, c))
-        t_polars, built = best_of(7, lambda c=cfg: pairs.build(scored, prompts, c))
+        t_polars, built = best_of(15, lambda c=cfg: pairs.build(scored, prompts, c))
         stats = built.stats
         same = (
             same_pairs(built.pairs, python_pairs.select(built.pairs.columns))
@@ -107,8 +112,8 @@ def bench_sweep(groups: int, k: int) -> None:
     for label, cfg in (("paper's two terms", PairsConfig(sft=[])), ("four terms", FOUR_TERMS)):
         pairs.build(scored, prompts, cfg)
         sweep.sweep_table(scored, cfg, grid.w_lens, grid.drop_ratios)
-        t_build, _ = best_of(7, lambda c=cfg: pairs.build(scored, prompts, c))
-        t_sweep, table = best_of(7, lambda c=cfg: sweep.sweep_table(scored, c, grid.w_lens, grid.drop_ratios))
+        t_build, _ = best_of(15, lambda c=cfg: pairs.build(scored, prompts, c))
+        t_sweep, table = best_of(15, lambda c=cfg: sweep.sweep_table(scored, c, grid.w_lens, grid.drop_ratios))
         print(f"== sweep ({label}): {table.height} points over {groups} x {k}")
         print(
             f"one pair build {t_build * 1000:.1f} ms   full sweep {t_sweep * 1000:.1f} ms   "
