@@ -23,6 +23,7 @@ from typing import Any
 import polars as pl
 
 from factory import config as config_mod
+from factory import pairs as pair_kernel
 from factory.config import ConfigError, EngineConfig, RunConfig
 from factory.executor import Executor
 from factory.lease import Lease
@@ -30,8 +31,6 @@ from factory.prompts import load_prompts, read_text
 from factory.schemas import INVALID
 from factory.secrets import redact_url, scrub, scrub_all, scrub_table, secret_values
 from factory.stages import judge as judge_stage
-from factory.stages import pairs as pairs_stage
-from factory.stages import pairs_output
 from factory.stages import sample as sample_stage
 from factory.store import RunStore, open_output
 
@@ -148,23 +147,16 @@ def stored_scored(
 def build_outputs(store: RunStore, cfg: RunConfig, prompts: pl.DataFrame, fps: dict[str, str]) -> dict[str, Any]:
     """pairs/ and sft/ from what is stored: no LLM call. Returns counts for the manifest."""
     samples, judgments, scored = stored_scored(store, cfg, prompts, fps)
-    groups, stats = pairs_stage.select_pairs(scored, cfg.pairs)
-    pairs = pairs_output.render_pairs(groups, scored, prompts, cfg.pairs).collect()
-    store.replace("pairs", pairs.to_arrow().cast(pairs_output.pairs_schema(cfg.pairs.format)))
+    built = pair_kernel.build(scored, prompts, cfg.pairs, cfg.judge.scale_max)
+    stats, pairs = built.stats, built.pairs
+    store.replace("pairs", pairs.to_arrow().cast(pair_kernel.pairs_schema(cfg.pairs.format)))
     for export in ("filter_long", "dp_sft"):
-        if export not in cfg.pairs.sft:  # an export no longer asked for must not linger as if current
+        if export in built.sft:
+            store.replace("sft", built.sft[export], prefix=export)
+        else:  # an export no longer asked for must not linger as if current
             for path in [p for p in store.parts("sft") if p.rsplit("/", 1)[-1].startswith(export + "-")]:
                 store.fs.rm(path)
-            continue
-        if export == "filter_long":
-            table = pairs_output.sft_filter_long(scored, prompts, cfg.pairs)
-        else:
-            dp_groups = groups if cfg.pairs.strategy == "dp_dpo" else None
-            if dp_groups is None:
-                dp_groups = pairs_stage.select_pairs(scored, replace(cfg.pairs, strategy="dp_dpo"))[0]
-            table = pairs_output.sft_dp(dp_groups, scored, prompts, cfg.pairs)
-        store.replace("sft", table, prefix=export)
-    note = pairs_stage.target_note(stats)
+    note = pair_kernel.target_note(stats)
     if note:
         print(note, file=sys.stderr)
     usable = judgments.filter(pl.col("parse_status").is_in(judge_stage.USABLE)).height if judgments.height else 0
