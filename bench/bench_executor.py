@@ -40,6 +40,7 @@ from factory.stages.judge import JudgeStage
 from factory.stages.sample import SampleStage, plan_samples
 from factory.store import RunStore
 
+RUBRIC = "Rate {answer} from 0 to {scale_max}."
 BEFORE = "d8814a3"  # the last commit with factory/runner.py and factory/pipeline.py
 
 
@@ -68,8 +69,9 @@ def factory_arm(args: argparse.Namespace) -> None:
     cfg = run_cfg(args.replicas, args.batch_size, k)
     quiet = Progress(3600, stream=open("/dev/null", "w"))  # noqa: SIM115
     with Executor(RunStore(tempfile.mkdtemp(prefix="bench-exec-")), cfg, build=InstantEngine, progress=quiet) as ex:
-        warm = SampleStage(cfg, "warm", prompts.head(200))
-        ex.run([warm])  # pools up, code paths warm
+        fps = {"sampler": "warm", "judge": "warm-judge"}
+        head = prompts.head(200)
+        ex.run([SampleStage(cfg, "warm", head), JudgeStage(cfg, fps, head, RUBRIC)])  # both pools up, code warm
         root = Path(tempfile.mkdtemp(prefix="bench-exec-"))
         stage = SampleStage(cfg, "bench", prompts)
         start = time.perf_counter()
@@ -82,7 +84,7 @@ def factory_arm(args: argparse.Namespace) -> None:
         root = Path(tempfile.mkdtemp(prefix="bench-exec-"))
         store = RunStore(str(root))
         fps = {"sampler": "bench", "judge": "bench-judge"}
-        stages = [SampleStage(cfg, "bench", prompts), JudgeStage(cfg, fps, prompts, "Rate {answer} 0-{scale_max}.")]
+        stages = [SampleStage(cfg, "bench", prompts), JudgeStage(cfg, fps, prompts, RUBRIC)]
         start = time.perf_counter()
         done = ex.run(stages, store=store)
         seconds = time.perf_counter() - start

@@ -70,15 +70,19 @@ class InstantEngine:
     def generate(self, requests, on_done=None):
         if self.delay:
             time.sleep(self.delay)
-        out = [
-            Completion(tag=r.tag, text='{"score": 50, "reason": "r"}' if r.json_schema else "<think>r</think>answer words",
-                       finish_reason="stop", prompt_tokens=10, completion_tokens=4)
-            for r in requests
-        ]  # fmt: skip
+        out = [Completion(tag=r.tag, text=self.text(r), finish_reason="stop", prompt_tokens=10, completion_tokens=4)
+               for r in requests]  # fmt: skip
         self.finished += len(out)
         for completion in out if on_done else ():
             on_done(completion)
         return out
+
+    @staticmethod
+    def text(request) -> str:
+        """A sample whose length, and a judge score whose value, follow the request's seed."""
+        if request.json_schema is not None:
+            return f'{{"score": {request.seed % 101}, "reason": "r"}}'
+        return "<think>r</think>" + " ".join(["word"] * (1 + request.seed % 12))
 
     def count_tokens(self, texts):
         return [len(t.split()) for t in texts]

@@ -189,3 +189,22 @@ def test_a_corrupt_part_is_named_then_quarantined_and_only_its_keys_are_asked_ag
     assert asked == [("p3", 0), ("p3", 1)] and manifest["requests"] == {"sampler": 2, "judge": 2}
     # The new p3 samples are judged again: a judgment of the lost rows never stands for the new ones.
     assert main(["doctor", cfg.output_dir]) == 0
+
+
+def test_target_rounds_reuse_one_pool_and_ask_only_for_new_prompts(tmp_path):
+    from factory.run import run
+    from tests.fakes import FakeEngine
+    from tests.synthetic import write_prompts
+
+    prompts = write_prompts(tmp_path / "pool.jsonl", 300)
+    rubric = tmp_path / "rubric.txt"
+    rubric.write_text("Rate {answer} from 0 to {scale_max}.")
+    cfg = config.load(None, [f"output_dir={tmp_path / 'run'}", f"prompts.path={prompts}", f"judge.rubric_file={rubric}",
+                             "sampler.k=4", "prompts.limit=1", "pairs.target=60", "progress_interval_s=60"])  # fmt: skip
+    builds, engine = [], FakeEngine()
+    manifest = run(cfg, backend="local", build=lambda c: builds.append(c) or engine, command="t")
+    draws = manifest["target"]["draws"]
+    assert len(draws) >= 2 and manifest["target"]["met"]
+    assert len(builds) == 1 and manifest["pools"]["sample+judge"]["starts"] == 1  # one engine for every round
+    asked = [r.tag for r in engine.requests if r.json_schema is None]
+    assert len(asked) == len(set(asked)) == 4 * draws[-1]["prompts_in"] == manifest["requests"]["sampler"]
