@@ -35,7 +35,7 @@ def _pairs(args: argparse.Namespace) -> int:
     from factory import rebuild, summary
 
     manifest, scored = rebuild.rebuild_pairs(args.run_dir, args.overrides)
-    print(summary.run_summary(manifest, scored))
+    print(summary.run_summary(manifest, scored, "factory pairs summary"))
     return 0
 
 

@@ -150,12 +150,12 @@ def build_outputs(store: RunStore, cfg: RunConfig, prompts: pl.DataFrame, fps: d
     built = pair_kernel.build(scored, prompts, cfg.pairs, cfg.judge.scale_max)
     stats, pairs = built.stats, built.pairs
     store.replace("pairs", pairs.to_arrow().cast(pair_kernel.pairs_schema(cfg.pairs.format)))
+    store.remove("sft")  # the layout before each export had its own folder (sft/<export>-*.parquet)
     for export in ("filter_long", "dp_sft"):
-        if export in built.sft:
-            store.replace("sft", built.sft[export], prefix=export)
+        if export in built.sft:  # one folder per export, so that sft/<export>/*.parquet is one data set
+            store.replace(f"sft/{export}", built.sft[export])
         else:  # an export no longer asked for must not linger as if current
-            for path in [p for p in store.parts("sft") if p.rsplit("/", 1)[-1].startswith(export + "-")]:
-                store.fs.rm(path)
+            store.remove(f"sft/{export}")
     note = pair_kernel.target_note(stats)
     if note:
         print(note, file=sys.stderr)

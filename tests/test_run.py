@@ -208,3 +208,24 @@ def test_target_rounds_reuse_one_pool_and_ask_only_for_new_prompts(tmp_path):
     assert len(builds) == 1 and manifest["pools"]["sample+judge"]["starts"] == 1  # one engine for every round
     asked = [r.tag for r in engine.requests if r.json_schema is None]
     assert len(asked) == len(set(asked)) == 4 * draws[-1]["prompts_in"] == manifest["requests"]["sampler"]
+
+
+def test_the_end_table_says_why_groups_were_not_paired_in_the_judges_units(tmp_path, capsys):
+    from factory.cli import main
+    from factory.summary import run_summary
+    from tests.fakes import FakeEngine
+
+    # Two of p0's samples fail: p0 has fewer than 2 valid samples, counted under engine_error.
+    engine = FakeEngine(script={("p0", 0): RuntimeError("HTTP 500"), ("p0", 1): RuntimeError("HTTP 500")})
+    manifest = local_run(synthetic_cfg(tmp_path, 4), engine)
+    text = run_summary(manifest, manifest["_scored"])
+    assert text.startswith("factory run summary")
+    assert "| samples excluded, by reason" in text and "engine_error 2" in text
+    assert "fewer_than_2_valid 1" in text
+    score = manifest["_scored"]["score"].drop_nulls().mean()
+    assert f"{score:.1f} / 100" in text  # the judge score with its scale
+    gap = manifest["pairs"]["mean_quality_gap"] * 100
+    assert f"{gap:.1f} / 100" in text  # the quality gap in the same unit as the report's and the sweep's
+    assert "pool sample+judge" in text and "1 start(s)" in text
+    assert main(["pairs", str(tmp_path / "run")]) == 0
+    assert capsys.readouterr().out.startswith("factory pairs summary")

@@ -356,11 +356,16 @@ def test_rebuild_makes_no_request_and_follows_the_new_settings(tmp_path):
 
     manifest, _ = rebuild_pairs(url, ["pairs.strategy=quality", "pairs.drop_ratio=0", "pairs.format=standard"])
     assert manifest["requests"] == {"sampler": 0, "judge": 0}
-    assert manifest["config"]["pairs"]["strategy"] == "quality"
+    assert manifest["pairs_build"]["overrides"][0] == "pairs.strategy=quality"
+    assert manifest["config"]["pairs"]["strategy"] == "dp_dpo"  # the run's config: overrides do not stick
     pairs = RunStore(url).read("pairs")
-    assert pairs.height == manifest["pairs"]["pairs_kept"] and pairs["prompt"].dtype == pl.String
-    assert set(pairs["strategy"]) <= {"quality"}
-    assert {p.rsplit("/", 1)[-1].split("-")[0] for p in RunStore(url).parts("sft")} == {"filter_long", "dp_sft"}
+    assert pairs.height == manifest["pairs"]["pairs_kept"] > 0 and pairs["prompt"].dtype == pl.String
+    assert set(pairs["strategy"]) == {"quality"}
+    store = RunStore(url)
+    assert len(store.parts("sft/filter_long")) == len(store.parts("sft/dp_sft")) == 1 and store.parts("sft") == []
+    again, _ = rebuild_pairs(url)  # a plain rebuild: the run's own settings again
+    assert set(RunStore(url).read("pairs")["strategy"]) == {"dp_dpo"} and again["pairs_build"]["overrides"] == []
 
     rebuild_pairs(url, ["pairs.sft=[]"])
-    assert RunStore(url).parts("sft") == []  # exports no longer asked for do not linger
+    store = RunStore(url)
+    assert store.parts("sft/filter_long") == store.parts("sft/dp_sft") == []  # exports no longer asked for do not linger
