@@ -212,6 +212,27 @@ class RunStore:
                 table = conform(table, wanted)
             yield table
 
+    def iter_batches(
+        self, name: str, columns: list[str], schema: pa.Schema | None = None, rows: int = 65_536
+    ) -> Iterator[pa.Table]:
+        """The rows of `name` (only `columns`), a few thousand at a time: memory stays bounded by the
+        batch, not by a part (a compacted part may hold gigabytes of text)."""
+        for path in self.parts(name):
+            try:
+                with self.fs.open(path, "rb") as handle:
+                    parquet = pq.ParquetFile(handle)
+                    present = [c for c in columns if c in parquet.schema_arrow.names]
+                    for batch in parquet.iter_batches(batch_size=rows, columns=present):
+                        table = pa.Table.from_batches([batch])
+                        if schema is not None:
+                            table = conform(table, pa.schema([schema.field(c) for c in columns if c in schema.names]))
+                        yield table
+            except FileNotFoundError:  # merged away between the listing and the read: its rows are in the new part
+                continue
+            except (pa.ArrowException, OSError, ValueError):
+                self.read_part(path, columns)  # raises CorruptPartError naming the part
+                raise
+
     def read(
         self, name: str, schema: pa.Schema | None = None, columns: list[str] | None = None
     ) -> pl.DataFrame | None:

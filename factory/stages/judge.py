@@ -21,6 +21,7 @@ import math
 import re
 import string
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import polars as pl
@@ -30,7 +31,7 @@ from factory.engines.base import Completion, Engine, Request
 from factory.keys import derive_seed, stable_hash
 from factory.prompts import render_history
 from factory.schemas import JUDGMENTS, SAMPLES, require_columns
-from factory.stages.base import Emit, latest
+from factory.stages.base import Emit, PromptRows, latest, read_status
 
 KEY = ("prompt_id", "sample_idx", "sampler_fp", "vote")
 # What planning and resume read of the stored judgments: keys and status, never the text.
@@ -345,15 +346,15 @@ REQUEST_SCHEMA = {
 }
 
 
-def prompt_fields(prompts: pl.DataFrame) -> dict[str, dict]:
+def prompt_fields(prompts: pl.DataFrame) -> Mapping[str, dict]:
     """prompt_id -> the fields a rubric shows (product_info, history, question)."""
     require_columns(prompts, ("prompt_id", "product_info", "history", "question"), "judge")
-    return {row["prompt_id"]: row for row in prompts.select("prompt_id", "product_info", "history", "question").to_dicts()}
+    return PromptRows(prompts, ["product_info", "history", "question"])
 
 
-def render_requests(work: list[dict], prompts: dict[str, dict], rubric: str, cfg: JudgeConfig) -> list[dict]:
+def render_requests(work: list[dict], prompts: Mapping[str, dict], rubric: str, cfg: JudgeConfig) -> list[dict]:
     """Work rows (keys + answer, reasoning) -> request rows with their derived seed and rubric messages."""
-    orphans = {row["prompt_id"] for row in work} - set(prompts)
+    orphans = {row["prompt_id"] for row in work if row["prompt_id"] not in prompts}
     if orphans:
         raise ValueError(f"judge.plan: samples of {len(orphans)} prompt(s) not in prompts, e.g. {sorted(orphans)[:3]}")
     return [
@@ -545,6 +546,7 @@ class JudgeStage:
         self.k = cfg.sampler.k
         self.engine = cfg.judge.engine
         self.prompts = prompt_fields(prompts)
+        self.prompt_ids = prompts["prompt_id"]
         self.note = ""
 
     @property
@@ -558,23 +560,24 @@ class JudgeStage:
     def _mine(self, samples: pl.DataFrame) -> pl.DataFrame:
         return samples.filter(
             (pl.col("sampler_fp") == self.sampler_fp)
-            & pl.col("prompt_id").is_in(list(self.prompts))
+            & pl.col("prompt_id").is_in(self.prompt_ids.implode())
             & (pl.col("sample_idx") < self.k)
         )
 
     def plan(self, store: Any) -> pl.DataFrame:
-        """Keys first (samples' status, judgments' status), then the answer text of the pending samples only."""
+        """Keys first (samples' status, judgments' status, prompt ids as integer codes), then the answer
+        text of the pending samples only."""
         from factory.stages.sample import STATUS_COLUMNS as SAMPLE_STATUS
 
-        status = store.read("samples", SAMPLES, columns=SAMPLE_STATUS)
-        if status is None:
-            return pl.DataFrame(schema={**{k: REQUEST_SCHEMA[k] for k in KEY}, "answer": pl.String, "reasoning": pl.String,
-                                        "sample_created_at": pl.Float64})  # fmt: skip
-        samples = latest(self._mine(status), ["prompt_id", "sample_idx"])
+        ids = self.prompt_ids
+        mine = (pl.col("sampler_fp") == self.sampler_fp) & (pl.col("sample_idx") < self.k)
+        samples = latest(read_status(store, "samples", SAMPLES, SAMPLE_STATUS, ids, mine), ["prompt_id", "sample_idx"])
         failed = samples.filter(pl.col("error").is_not_null()).height
         samples = samples.filter(pl.col("error").is_null())
-        stored = store.read("judgments", JUDGMENTS, columns=STATUS_COLUMNS)
+        ours = (pl.col("judge_fp") == self.judge_fp) & (pl.col("sampler_fp") == self.sampler_fp)
+        stored = read_status(store, "judgments", JUDGMENTS, STATUS_COLUMNS, ids, ours)
         keys = pending_keys(samples, stored, self.cfg.votes, self.judge_fp, self.cfg.retry_failed)
+        keys = keys.with_columns(ids.gather(keys["prompt_id"]).alias("prompt_id"))
         text = self._text(store, keys.select(SAMPLE_KEY).unique())
         work = judgeable(keys.join(text, on=SAMPLE_KEY, how="inner", maintain_order="left"))
         empty = (keys.height - work.height) // max(self.cfg.votes, 1)
@@ -588,7 +591,7 @@ class JudgeStage:
         columns = ["prompt_id", "sample_idx", "sampler_fp", "answer", "reasoning", "error", "created_at"]
         found = [
             pl.from_arrow(part).join(keys, on=["prompt_id", "sample_idx", "sampler_fp"], how="semi")
-            for part in store.iter_parts("samples", columns, SAMPLES)
+            for part in store.iter_batches("samples", columns, SAMPLES)
         ] if keys.height else []  # fmt: skip
         if not found:
             return pl.DataFrame(schema={"prompt_id": pl.String, "sample_idx": pl.Int64, "sampler_fp": pl.String,
