@@ -16,7 +16,7 @@ def test_tables_hold_means_maxima_and_response_times():
             ("b", 0, 100, 0.8), ("b", 1, 300, 0.6),
         ]
     )  # fmt: skip
-    judgments = pl.DataFrame({"parse_status": ["ok", "ok", "ok", "ok", "unparsable"]})
+    judgments = pl.DataFrame({"parse_status": ["ok", "ok", "ok", "ok", "unparseable"]})
     cfg = RunConfig()
     cfg.pairs.drop_ratio = 0.0
     numbers = report.build_report(frame, judgments, cfg)
@@ -33,6 +33,7 @@ def test_tables_hold_means_maxima_and_response_times():
         "max_chosen_tokens": 400, "mean_chosen_tokens": 112.5, "mean_rejected_tokens": 400.0,
         "groups_succeeded": 2, "groups_total": 2, "groups_no_short_sample": 0,
     }  # fmt: skip
+    assert numbers["judgments"]["by_status"] == {"ok": 4, "unparseable": 1}
     assert numbers["judgments"]["parse_failure_rate"] == pytest.approx(0.2)
     text = report.render_markdown(numbers, cfg)
     assert "| long2short chosen" in text and "20.0%" in text

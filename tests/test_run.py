@@ -229,3 +229,19 @@ def test_the_end_table_says_why_groups_were_not_paired_in_the_judges_units(tmp_p
     assert "pool sample+judge" in text and "1 start(s)" in text
     assert main(["pairs", str(tmp_path / "run")]) == 0
     assert capsys.readouterr().out.startswith("factory pairs summary")
+
+
+def test_pairs_parquet_matches_the_contract_schema_with_rows(tmp_path):
+    import pyarrow.parquet as pq
+
+    from factory.schemas import PAIRS
+
+    manifest = local_run(synthetic_cfg(tmp_path, 6))
+    (path,) = (tmp_path / "run" / "pairs").glob("*.parquet")
+    table = pq.read_table(path)
+    assert table.schema.equals(PAIRS, check_metadata=False)
+    assert table.num_rows == manifest["counts"]["pairs_kept"] > 0
+    for row in table.to_pylist():
+        assert row["chosen_idx"] != row["rejected_idx"] and row["margin"] > 0
+        assert row["chosen"][0]["role"] == "assistant" and row["chosen"][0]["content"].startswith("<think>")
+        assert row["prompt"][-1]["role"] == "user"
