@@ -190,3 +190,20 @@ def test_progress_line_and_overlap():
     assert text.startswith("[sample] 2/4+ (50%) failed 1 |") and "tok/s" in text and "ETA" in text
     spans = [{"started_at": 0.0, "ended_at": 10.0}, {"started_at": 4.0, "ended_at": 12.0}, {"started_at": None, "ended_at": None}]
     assert overlap_s(spans) == 6.0
+
+
+def test_a_terminal_gets_a_live_bar_per_stage_with_counts_and_rates():
+    out = io.StringIO()
+    progress = Progress(1, stream=out, live=True)
+    sample, judge = StageMetrics("sample", planned=40), StageMetrics("judge", planned=10, feeding=True)
+    for m in (sample, judge):
+        m.first_dispatch = time.monotonic() - 3
+        progress.track(m)
+    for _ in range(12):
+        sample.add(True, 1, 10, 50, 0.1)
+    judge.add(False, 1, 0, 5, 0.1)
+    progress.tick()
+    progress.close()
+    text = out.getvalue()
+    assert "sample" in text and "12/40 failed 0" in text and "tok/s" in text and "rows/s" in text
+    assert "judge" in text and "1/10+ failed 1" in text  # still fed by an upstream stage: "+"

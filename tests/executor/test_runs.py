@@ -194,3 +194,37 @@ def test_compaction_then_growth_asks_only_for_the_new_keys(servers, tmp_path):
     assert manifest["requests"]["sampler"] == 4 and len(sampler.sample_requests()) - before == 4  # p4, p5 x K=2
     assert len(keys(tmp_path / "run", "samples")) == 12
     assert json.loads((tmp_path / "run" / "manifest.json").read_text())["counts"]["samples_ok"] == 12
+
+
+def test_a_faulty_server_every_attempt_counted_and_every_key_stored_once(tmp_path):
+    """Faults mixed into the sampler's replies: each is one request's own retry; the manifest's request
+    count equals what the server received, and no sample is missing or doubled."""
+    from factory import config
+    from factory.run import run
+    from tests.engines.loopback import ScriptedServer, dropped, malformed, no_choices, null_content, ok, server_error
+
+    answer = ok("<think>fine</think>a short answer")
+    script = [server_error(500), answer, malformed(), answer, dropped(), no_choices(), answer, null_content(), answer]
+    with ScriptedServer(script) as sampler, FakeModelServer(delay=0.05) as judge:
+        path = write_config(tmp_path, sampler.url, judge.url, n_prompts=6)
+        manifest = run(config.load(path, ["sampler.engine.max_retries=3", "sampler.engine.backoff_s=0.05"]))
+        received = len(sampler.chat_requests())
+    assert manifest["requests"]["sampler"] == received == 12 + 5  # 12 samples + 5 faulty replies retried
+    assert keys(tmp_path / "run", "samples") == sorted({(f"p{i}", j) for i in range(6) for j in range(2)})
+    assert manifest["counts"]["samples_failed"] == 0
+
+
+def test_a_refused_key_stops_the_run_stores_no_sample_and_names_the_variable(tmp_path, monkeypatch):
+    from tests.engines.loopback import ScriptedServer, unauthorized
+
+    monkeypatch.setenv("FACTORY_TEST_KEY", "sk-test-secret-998877")
+    with ScriptedServer([unauthorized(401)]) as sampler, FakeModelServer(delay=0.05) as judge:
+        config = write_config(tmp_path, sampler.url, judge.url, n_prompts=6)
+        process = start(config, "sampler.engine.api_key_env=FACTORY_TEST_KEY")
+        out, _ = process.communicate(timeout=180)
+        received = len(sampler.chat_requests())
+    assert process.returncode == 4, out
+    assert "factory: stopped: sample: " in out and "engine.api_key_env" in out and "FACTORY_TEST_KEY" in out
+    assert "sk-test-secret-998877" not in out
+    assert received <= 2  # the requests in flight when the first 401 came back; nothing after
+    assert keys(tmp_path / "run", "samples") == [] and len(judge.chat_requests()) == 0
