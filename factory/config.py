@@ -94,6 +94,11 @@ class PromptsConfig:
     question_column: str = _help("Column with the viewer's question.", "question")
     system_prompt_file: str = _help("Host system prompt (text file); '' = none.", "")
     user_template_file: str = _help("User message template with {product_info}, {history}, {question}.", "")
+    dedupe_text: bool = _help(
+        "A row whose rendered messages equal an earlier row's (same prompt text under another id) is recorded "
+        "in invalid/ as a duplicate instead of being sampled again.",
+        True,
+    )
 
     def __post_init__(self) -> None:
         _check_prompts(self, "prompts.")

@@ -333,6 +333,7 @@ def prepare_prompts(
     valid: list[dict] = []
     invalid: list[dict] = []
     seen: set[str] = set()
+    texts: dict[str, tuple[str, int | None]] = {}  # hash of the rendered messages -> the first (id, row)
     for row_index, row in rows:
         given_id = None
         try:
@@ -341,10 +342,18 @@ def prepare_prompts(
             if isinstance(row, dict) and cfg.id_column and row.get(cfg.id_column) is not None:
                 given_id = str(row[cfg.id_column])
             rendered = render_row(row, cfg, system_prompt, template)
-            prompt_id = given_id or stable_hash(rendered["messages"])
+            text = stable_hash(rendered["messages"])
+            prompt_id = given_id or text
             if prompt_id in seen:
                 raise InvalidRow(f"duplicate prompt_id {prompt_id!r}")
+            if cfg.dedupe_text and text in texts:
+                first_id, first_row = texts[text]
+                raise InvalidRow(
+                    f"duplicate prompt text: the same messages as prompt_id {first_id!r} (row {first_row}); "
+                    "sampling it again would pay twice for one prompt (prompts.dedupe_text=false keeps both)"
+                )
             seen.add(prompt_id)
+            texts.setdefault(text, (prompt_id, row_index))
         except InvalidRow as exc:
             raw = json.dumps(row, ensure_ascii=False, default=str) if isinstance(row, dict) else exc.raw
             invalid.append(
