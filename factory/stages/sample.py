@@ -205,10 +205,26 @@ class SampleStage:
     upstream = None
     run_batch = staticmethod(sample_batch)
 
-    def __init__(self, cfg: RunConfig, sampler_fp: str, prompts: pl.DataFrame):
+    def __init__(
+        self,
+        cfg: RunConfig,
+        sampler_fp: str,
+        prompts: pl.DataFrame,
+        *,
+        engine: EngineConfig | None = None,
+        sampling: SamplingConfig | None = None,
+        k: int | None = None,
+        retry_failed: bool | None = None,
+        name: str = "sample",
+    ):
+        """`factory run`'s sampler from `cfg.sampler`; `factory eval` passes a candidate's engine, sampling,
+        k and a stage name of its own (one sample stage per candidate, all writing samples/)."""
         require_columns(prompts, ("prompt_id", "messages"), "sample")
-        self.cfg, self.sampler_fp = cfg, sampler_fp
-        self.engine = cfg.sampler.engine
+        self.cfg, self.sampler_fp, self.name = cfg, sampler_fp, name
+        self.engine = engine if engine is not None else cfg.sampler.engine
+        self.sampling = sampling if sampling is not None else cfg.sampler.sampling
+        self.k = k if k is not None else cfg.sampler.k
+        self.retry_failed = cfg.sampler.retry_failed if retry_failed is None else retry_failed
         self.prompts = prompts
         self._messages = dict(zip(prompts["prompt_id"].to_list(), prompts["messages"].to_list()))
 
@@ -218,12 +234,11 @@ class SampleStage:
 
     @property
     def batch_args(self) -> tuple:
-        return (self.cfg.sampler.sampling, self.sampler_fp)
+        return (self.sampling, self.sampler_fp)
 
     def plan(self, store: Any) -> pl.DataFrame:
         stored = store.read("samples", SAMPLES, columns=STATUS_COLUMNS)
-        s = self.cfg.sampler
-        return plan_samples(self.prompts, stored, s.k, self.sampler_fp, s.sampling.seed, retry_failed=s.retry_failed)
+        return plan_samples(self.prompts, stored, self.k, self.sampler_fp, self.sampling.seed, retry_failed=self.retry_failed)
 
     def follow(self, rows: list[dict]) -> list[dict]:
         return []  # the first stage: fed by the prompts only
@@ -235,7 +250,7 @@ class SampleStage:
         return failed_samples(requests, reason, self.sampler_fp)
 
     def read(self, store: Any) -> pl.DataFrame:
-        samples = current_samples(store.read("samples", SAMPLES), self.sampler_fp, self.prompts["prompt_id"], self.cfg.sampler.k)
+        samples = current_samples(store.read("samples", SAMPLES), self.sampler_fp, self.prompts["prompt_id"], self.k)
         return samples if samples.height else pl.from_arrow(SAMPLES.empty_table())  # type: ignore[return-value]
 
     def ok(self, row: dict) -> bool:
