@@ -8,6 +8,7 @@ same call works on a laptop and as the entry point of `ray job submit`.
     factory calibrate [CONFIG] [key=value ...] [--data F] [--out D]   judge agreement on better/worse replies
     factory compact RUN_DIR                merge each table's parts into few large files
     factory keys                           every config key with its default and help
+    factory plan CONFIG [key=value ...]    requests, tokens, USD, GPU-hours of a run; no request (= run --dry-run)
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ def _run(args: argparse.Namespace) -> int:
     from factory import config, summary
     from factory.run import run
 
+    if getattr(args, "dry_run", False):
+        return _plan(args)
     cfg = config.load(args.config, args.overrides)
     manifest = run(cfg)
     print(summary.run_summary(manifest, manifest.pop("_scored")))
@@ -103,6 +106,7 @@ def parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="sample -> judge -> pairs; resumes what is stored")
     run.add_argument("config", help="YAML config, e.g. conf/demo.yaml")
     run.add_argument("overrides", nargs="*", help="key=value overrides, e.g. sampler.k=8")
+    run.add_argument("--dry-run", action="store_true", help="print the plan (as `factory plan`) and send nothing")
     run.set_defaults(func=_run)
     pairs = sub.add_parser("pairs", help="rebuild pairs/ and sft/ from stored samples and judgments (no LLM call)")
     pairs.add_argument("run_dir")
@@ -129,17 +133,40 @@ def parser() -> argparse.ArgumentParser:
     compact.set_defaults(func=_compact)
     keys = sub.add_parser("keys", help="list every config key with its default and help")
     keys.set_defaults(func=_keys)
+    plan = sub.add_parser("plan", help="requests, tokens, dollars and hours a run would take; sends nothing")
+    plan.add_argument("config", help="YAML config, e.g. conf/r1_api.yaml")
+    plan.add_argument("overrides", nargs="*", help="key=value overrides, e.g. pairs.target=15000")
+    plan.set_defaults(func=_plan)
     return top
 
 
+def _plan(args: argparse.Namespace) -> int:
+    from factory import config, plan
+
+    print(plan.format_plan(plan.make_plan(config.load(args.config, args.overrides))))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    from factory.cost import BUDGET_EXIT
+    from factory.executor.core import BudgetExceeded
+
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    args = parser().parse_args(argv)
+    top = parser()
+    args, extra = top.parse_known_args(argv)
+    # key=value overrides written after an option (`factory eval CONFIG --dry-run k=v`) land here
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        top.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
     except (ConfigError, FileNotFoundError) as exc:
         print(f"factory: error: {exc}", file=sys.stderr)
         return 2
+    except BudgetExceeded as exc:
+        print(f"factory: {exc}", file=sys.stderr)
+        return BUDGET_EXIT
 
 
 if __name__ == "__main__":

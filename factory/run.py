@@ -24,6 +24,7 @@ import polars as pl
 
 from factory import config as config_mod
 from factory.config import ConfigError, EngineConfig, RunConfig
+from factory.cost import Budget, run_prices
 from factory.executor import Executor
 from factory.prompts import load_prompts, read_text
 from factory.schemas import INVALID
@@ -188,7 +189,8 @@ def run(cfg: RunConfig, backend: str = "ray", build: Any = None) -> dict[str, An
     fps = fingerprints(cfg)
     store = RunStore(cfg.output_dir)
     previous = store.read_json("manifest.json") or {}
-    with Executor(store, cfg, backend=backend, build=build) as executor:
+    budget = Budget(run_prices(cfg), cfg.cost.max_usd)
+    with Executor(store, cfg, backend=backend, build=build, budget=budget) as executor:
         try:
             manifest = _to_target(cfg, store, fps, executor) if cfg.pairs.target else _round(cfg, store, fps, executor)
         finally:
@@ -197,6 +199,7 @@ def run(cfg: RunConfig, backend: str = "ray", build: Any = None) -> dict[str, An
     manifest.update(
         {
             "pools": metrics["pools"],
+            "spend": budget.as_dict(),
             "timings": {**manifest["timings"], "overlap": metrics["overlap_s"], "total": round(time.perf_counter() - t0, 3)},
             "history": (previous.get("history") or [])
             + [{"at": time.time(), "requests": manifest["requests"], "counts": manifest["counts"]}],
@@ -215,8 +218,7 @@ def _to_target(cfg: RunConfig, store: RunStore, fps: dict[str, str], executor: E
     sampled and judged. Stops when the target is met or the pool has no more rows; with no pair yet,
     the draw doubles."""
     target = int(cfg.pairs.target or 0)
-    drop = cfg.pairs.drop_ratio if cfg.pairs.strategy != "long2short" and cfg.pairs.min_margin is None else 0.0
-    limit = cfg.prompts.limit or math.ceil(1.2 * target / (1.0 - drop))
+    limit = cfg.prompts.limit or target_draw(cfg.pairs)
     requests = {"sampler": 0, "judge": 0}
     draws: list[dict[str, int]] = []
     while True:
@@ -227,12 +229,23 @@ def _to_target(cfg: RunConfig, store: RunStore, fps: dict[str, str], executor: E
         draws.append({"limit": limit, "prompts_in": rows, "pairs_kept": kept})
         if kept >= target or rows < limit:  # met, or the pool ran out of rows
             break
-        more = limit if kept == 0 else math.ceil(1.1 * (target - kept) * rows / kept)
-        limit = rows + max(more, 1)
+        limit = target_draw(cfg.pairs, kept, rows, limit)
         executor.progress.say(f"[target] {kept} of {target} pairs from {rows} prompt rows; drawing up to {limit}")
     manifest["requests"] = requests
     manifest["target"] = {"target": target, "met": kept >= target, "draws": draws}
     return manifest
+
+
+def target_draw(pairs: Any, kept: int | None = None, rows: int | None = None, limit: int | None = None) -> int:
+    """The prompt rows to draw for `pairs.target`: with nothing observed, target / (1 - drop_ratio) + 20%;
+    after a round that kept `kept` pairs of `rows` prompt rows, enough more at that survival rate + 10%
+    (twice `limit` when no pair survived). `factory plan` estimates with the same rule."""
+    target = int(pairs.target or 0)
+    if kept is None or rows is None:
+        drop = pairs.drop_ratio if pairs.strategy != "long2short" and pairs.min_margin is None else 0.0
+        return math.ceil(1.2 * target / (1.0 - drop))
+    more = (limit or rows) if kept == 0 else math.ceil(1.1 * (target - kept) * rows / kept)
+    return rows + max(more, 1)
 
 
 def _round(cfg: RunConfig, store: RunStore, fps: dict[str, str], executor: Executor) -> dict[str, Any]:
