@@ -9,6 +9,7 @@ same call works on a laptop and as the entry point of `ray job submit`.
     factory compact RUN_DIR                merge each table's parts into few large files
     factory keys                           every config key with its default and help
     factory plan CONFIG [key=value ...]    requests, tokens, USD, GPU-hours of a run; no request (= run --dry-run)
+    factory eval CONFIG [key=value ...]    candidate models on held-out prompts, judged -> EVAL_DIR/report/
 """
 
 from __future__ import annotations
@@ -137,6 +138,11 @@ def parser() -> argparse.ArgumentParser:
     plan.add_argument("config", help="YAML config, e.g. conf/r1_api.yaml")
     plan.add_argument("overrides", nargs="*", help="key=value overrides, e.g. pairs.target=15000")
     plan.set_defaults(func=_plan)
+    ev = sub.add_parser("eval", help="candidate models on held-out prompts, judged: the paper's table + PNG")
+    ev.add_argument("config", help="YAML config with an eval: section, e.g. conf/eval_demo.yaml")
+    ev.add_argument("overrides", nargs="*", help="key=value overrides, e.g. eval.k=4")
+    ev.add_argument("--dry-run", action="store_true", help="print the plan of the eval and send nothing")
+    ev.set_defaults(func=_eval)
     return top
 
 
@@ -144,6 +150,19 @@ def _plan(args: argparse.Namespace) -> int:
     from factory import config, plan
 
     print(plan.format_plan(plan.make_plan(config.load(args.config, args.overrides))))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from factory import config, plan
+    from factory.evaluation import run as evaluation
+
+    cfg = config.load(args.config, args.overrides)
+    if args.dry_run:
+        print(plan.format_plan(evaluation.eval_plan(cfg)))
+        return 0
+    result = evaluation.evaluate(cfg)
+    print(result["markdown"])
     return 0
 
 

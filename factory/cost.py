@@ -95,8 +95,11 @@ class Budget:
             "prompt_tokens": int(sum(s["prompt_tokens"] for s in self.stages.values())),
             "completion_tokens": int(sum(s["completion_tokens"] for s in self.stages.values())),
             "stages": {
-                name: {"prompt_tokens": int(s["prompt_tokens"]), "completion_tokens": int(s["completion_tokens"]),
-                       "usd": round(s["usd"], 6)}
+                name: {
+                    "prompt_tokens": int(s["prompt_tokens"]),
+                    "completion_tokens": int(s["completion_tokens"]),
+                    "usd": round(s["usd"], 6),
+                }
                 for name, s in self.stages.items()
             },  # fmt: skip
         }

@@ -60,7 +60,9 @@ def tokenizer_counter(engine: EngineConfig) -> tuple[Callable[[str], int] | None
             except ImportError:
                 return None, "tokenizers not installed"
             local = Tokenizer.from_file(str(file))
-            return (lambda text: len(local.encode(text, add_special_tokens=False).ids) if text else 0), "counted (tokenizer)"
+            return (
+                lambda text: len(local.encode(text, add_special_tokens=False).ids) if text else 0
+            ), "counted (tokenizer)"
     return None, "no tokenizer without loading the model"
 
 
@@ -84,7 +86,15 @@ def _spread(frame: pl.DataFrame, n: int) -> pl.DataFrame:
 
 # -- what is stored --------------------------------------------------------------------------------
 def _stored_samples(store: RunStore, fp: str) -> pl.DataFrame | None:
-    cols = ["prompt_id", "sampler_fp", "error", "prompt_tokens", "completion_tokens", "answer_tokens", "reasoning_tokens"]
+    cols = [
+        "prompt_id",
+        "sampler_fp",
+        "error",
+        "prompt_tokens",
+        "completion_tokens",
+        "answer_tokens",
+        "reasoning_tokens",
+    ]
     stored = store.read("samples", SAMPLES, columns=cols)
     return None if stored is None else stored.filter(pl.col("sampler_fp") == fp)
 
@@ -101,7 +111,11 @@ def _mean(series: pl.Series) -> float | None:
 
 # -- one stage -------------------------------------------------------------------------------------
 def plan_stage(
-    stage: Any, store: RunStore, upstream: dict[str, Any] | None, price: StageCostConfig | None, observed_tps: float | None
+    stage: Any,
+    store: RunStore,
+    upstream: dict[str, Any] | None,
+    price: StageCostConfig | None,
+    observed_tps: float | None,
 ) -> dict[str, Any]:
     """The plan of one stage (see the module doc); `upstream` is the plan of the stage feeding it, if any."""
     work = stage.plan(store)
@@ -157,15 +171,21 @@ def plan_stage(
             return sum(count(m["content"] or "") for ms in batch for m in ms) / len(batch) + overhead, count_how
         ratio = _observed_ratio(stage, store, stored) if sample else None
         if ratio is not None:
-            return sum(_message_chars(ms) for ms in batch) / len(batch) * ratio[0], f"est. chars x {ratio[0]:.3f} (observed, {ratio[1]} samples)"
-        return sum(chars_tokens(m["content"] or "") for ms in batch for m in ms) / len(batch) + overhead, "est. chars (~4/token, 1.5 CJK)"
+            return sum(_message_chars(ms) for ms in batch) / len(batch) * ratio[
+                0
+            ], f"est. chars x {ratio[0]:.3f} (observed, {ratio[1]} samples)"
+        return sum(chars_tokens(m["content"] or "") for ms in batch for m in ms) / len(
+            batch
+        ) + overhead, "est. chars (~4/token, 1.5 CJK)"
 
     exact_mean, how_exact = per_request(rendered)
     future_mean, how_future = per_request(future)
     prompt_tokens = exact * exact_mean + estimated * (future_mean + extra_tokens)
     prompt_how = how_exact or how_future
     if estimated and upstream is not None:
-        notes.append(f"estimated requests' prompts hold an answer of ~{extra_tokens:.0f} tokens ({upstream['answer_how']})")
+        notes.append(
+            f"estimated requests' prompts hold an answer of ~{extra_tokens:.0f} tokens ({upstream['answer_how']})"
+        )
 
     # completion tokens: the stored rows' mean, else max_tokens as an upper bound
     max_tokens = stage.sampling.max_tokens if sample else stage.cfg.sampling.max_tokens
@@ -184,7 +204,11 @@ def plan_stage(
     # dollars, GPU-hours and wall time
     cost_in = usd(prompt_tokens, 0, price) if price is not None and priced(price) else None
     cost_out = usd(0, completion_tokens, price) if price is not None and priced(price) else None
-    tps, tps_how = (price.tokens_per_s, "cost tokens_per_s") if price is not None and price.tokens_per_s else (observed_tps, "observed")
+    tps, tps_how = (
+        (price.tokens_per_s, "cost tokens_per_s")
+        if price is not None and price.tokens_per_s
+        else (observed_tps, "observed")
+    )
     from factory.engines import engine_identity, gpus_per_replica
 
     gpus = gpus_per_replica(stage.engine)
@@ -267,7 +291,9 @@ def totals(plans: list[dict[str, Any]]) -> dict[str, Any]:
         "completion_tokens": sum(p["completion_tokens"] for p in plans),
         "usd": sum(known) if known else None,
         "gpu_hours": sum(gpu) if gpu else None,
-        "wall_s": max(pools.values()) if pools and all(p["wall_s"] is not None for p in plans if p["requests"]) else None,
+        "wall_s": max(pools.values())
+        if pools and all(p["wall_s"] is not None for p in plans if p["requests"])
+        else None,
     }
 
 
@@ -351,28 +377,41 @@ def _without_secrets(cfg: RunConfig) -> RunConfig:
 
 
 def format_plan(plan: dict[str, Any]) -> str:
-    """The terminal table of a plan."""
+    """The terminal table of a plan: "~" marks an estimate, "<=" an upper bound; the notes say from what."""
     from factory.executor.progress import duration
     from factory.report import markdown
 
+    def hours(value: float | None) -> str:
+        return "-" if value is None else f"{value:,.1f}"
+
+    def wall(value: float | None) -> str:
+        return "-" if value is None else duration(value)
+
     rows = []
     for p in plan["stages"]:
-        requests = str(p["requests"]) if not p["requests_estimated"] else f"~{p['requests']} ({p['requests_exact']} exact)"
-        rows.append([
-            p["stage"], p["engine"], requests,
-            f"{tokens_text(p['prompt_tokens'])} {p['prompt_tokens_how']}",
-            f"{tokens_text(p['completion_tokens'])} {p['completion_tokens_how']}",
-            usd_text(p["usd"]), "-" if p["gpu_hours"] is None else f"{p['gpu_hours']:.1f}",
-            "-" if p["wall_s"] is None else duration(p["wall_s"]),
-        ])  # fmt: skip
+        requests = f"~{p['requests']}" if p["requests_estimated"] else str(p["requests"])
+        prompt = ("" if p["prompt_tokens_how"].startswith("counted") else "~") + tokens_text(p["prompt_tokens"])
+        completion = ("<= " if "upper bound" in p["completion_tokens_how"] else "~") + tokens_text(
+            p["completion_tokens"]
+        )
+        rows.append(
+            [
+                p["stage"],
+                p["engine"],
+                requests,
+                prompt,
+                completion,
+                usd_text(p["usd"]),
+                hours(p["gpu_hours"]),
+                wall(p["wall_s"]),
+            ]
+        )
     t = plan["total"]
-    rows.append([
-        "total", "", str(t["requests"]), tokens_text(t["prompt_tokens"]), tokens_text(t["completion_tokens"]),
-        usd_text(t["usd"]), "-" if t["gpu_hours"] is None else f"{t['gpu_hours']:.1f}",
-        "-" if t["wall_s"] is None else duration(t["wall_s"]),
-    ])  # fmt: skip
-    head = f"factory plan: {plan['output_dir']} ({plan['run_directory']} run directory); no request was sent"
-    out = [head, ""]
+    rows.append(["total", "", str(t["requests"]), tokens_text(t["prompt_tokens"]), tokens_text(t["completion_tokens"]),
+                 usd_text(t["usd"]), hours(t["gpu_hours"]), wall(t["wall_s"])])  # fmt: skip
+    kind = "eval" if plan.get("command") == "eval" else "run"
+    existing = "existing" if plan["run_directory"] == "exists" else "new"
+    out = [f"factory plan: {plan['output_dir']} ({existing} {kind} directory); nothing was sent", ""]
     prompts = plan.get("prompts")
     if prompts:
         out.append(f"prompts: {prompts['valid']} valid, {prompts['invalid']} invalid ({prompts['path']})")
@@ -381,19 +420,25 @@ def format_plan(plan: dict[str, Any]) -> str:
         out.append(f"pairs.target {target['target']}: {target['prompt_rows']} prompt rows planned; {target['why']}")
         if target.get("short"):
             out.append(f"  warning: {target['short']}")
-    out += ["", markdown(
-        ["stage", "engine", "requests", "prompt tokens", "completion tokens", "USD", "GPU-h", "wall"], rows
-    ), ""]  # fmt: skip
+    headers = ["stage", "engine", "requests", "prompt tokens", "completion tokens", "USD", "GPU-hours", "wall"]
+    out += ["", markdown(headers, rows), ""]
     for p in plan["stages"]:
-        for note in p["notes"]:
-            out.append(f"{p['stage']}: {note}")
+        out.append(f"{p['stage']}: prompt tokens {p['prompt_tokens_how']}; completion {p['completion_tokens_how']}")
+        out += [f"{p['stage']}: {note}" for note in p["notes"]]
         speed = p["tokens_per_s_per_replica"]
+        if speed:
+            out.append(
+                f"{p['stage']}: {speed:.1f} completion tokens/s per replica ({p['tokens_per_s_how']}) x {p['replicas']} "
+                f"replica(s) of {p['gpus_per_replica']} GPU(s)"
+            )
+    if any(not p["tokens_per_s_per_replica"] for p in plan["stages"] if p["requests"]):
         out.append(
-            f"{p['stage']}: throughput {'-' if not speed else f'{speed:.1f}'} tokens/s per replica "
-            f"({p['tokens_per_s_how']}) x {p['replicas']} replica(s), {p['gpus_per_replica']} GPU(s) each"
+            "wall time and GPU-hours need a throughput: cost.<stage>.tokens_per_s (completion tokens/s per replica), "
+            "or a finished run's metrics.json"
         )
+    if not any(p["usd"] is not None for p in plan["stages"]):
+        out.append("USD: no prices set (cost.sampler.input_usd_per_m, output_usd_per_m, cost.judge.*)")
     if plan.get("max_usd") is not None:
-        out.append(f"budget: cost.max_usd={plan['max_usd']:g} stops this invocation once reached")
-    out.append(f"plan.json: {plan['output_dir']}/plan.json")
+        out.append(f"budget: cost.max_usd={plan['max_usd']:g} stops each invocation once reached")
+    out.append(f"written: {plan['output_dir']}/plan.json")
     return "\n".join(out)
-
