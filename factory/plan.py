@@ -110,6 +110,67 @@ def _mean(series: pl.Series) -> float | None:
 
 
 # -- one stage -------------------------------------------------------------------------------------
+def _estimated_requests(stage: Any, store: RunStore, upstream: dict[str, Any] | None) -> tuple[int, list[str]]:
+    """Requests that rows not stored yet will feed `stage`: upstream requests x judgeable share x votes."""
+    if upstream is None or not upstream["requests"]:
+        return 0, []
+    fanout = getattr(stage, "fanout", 1)
+    up = _stored_samples(store, upstream["fingerprint"])
+    if "share" in upstream:
+        share, how = upstream["share"]
+    elif up is not None and up.height:
+        usable = up.filter(pl.col("error").is_null() & (pl.col("answer_tokens").fill_null(0) > 0)).height
+        share, how = usable / up.height, f"observed on {up.height} stored samples"
+    else:
+        share, how = 1.0, "assumed, no sample stored yet"
+    estimated = round(upstream["requests"] * share * fanout)
+    note = (
+        f"{estimated} of its requests are estimated: {upstream['requests']} {upstream['stage']} requests x "
+        f"{share:.0%} judgeable ({how}) x {fanout} vote(s)"
+    )
+    return estimated, [note]
+
+
+def _prompt_tokens(
+    stage: Any, store: RunStore, work: pl.DataFrame, estimated: int, upstream: dict[str, Any] | None, stored: Any
+) -> tuple[float, str, list[str]]:
+    """(prompt tokens of every planned request, how they were had, notes): the rendered requests (at most
+    COUNT_AT_MOST of them, the rest extrapolated) counted or estimated; an estimated judge request is its
+    rubric and prompt rendered around an answer of the upstream's expected length."""
+    count, count_how = tokenizer_counter(stage.engine)
+    ratio = _observed_ratio(stage, stored) if isinstance(stage, SampleStage) else None
+
+    def per_request(batch: list[list[dict]]) -> tuple[float, str]:
+        if not batch:
+            return 0.0, ""
+        overhead = TEMPLATE_TOKENS_PER_MESSAGE * sum(len(ms) for ms in batch) / len(batch) + 3
+        if count is not None:
+            return sum(count(m["content"] or "") for ms in batch for m in ms) / len(batch) + overhead, count_how
+        if ratio is not None:  # the server's own counts of stored prompts (template included) per character
+            chars = sum(_message_chars(ms) for ms in batch) / len(batch)
+            return chars * ratio[0], f"est. chars x {ratio[0]:.3f} (observed, {ratio[1]} samples)"
+        guess = sum(chars_tokens(m["content"] or "") for ms in batch for m in ms) / len(batch)
+        return guess + overhead, "est. chars (~4/token, 1.5 CJK)"
+
+    rendered = [r["messages"] for r in stage.render(_spread(work, COUNT_AT_MOST).to_dicts())] if work.height else []
+    exact_mean, how = per_request(rendered)
+    total, notes = work.height * exact_mean, []
+    if estimated and upstream is not None:
+        ids = _spread(upstream["_work"].select("prompt_id").unique(maintain_order=True), COUNT_AT_MOST)
+        future = ids.with_columns(
+            pl.lit(0, pl.Int64).alias("sample_idx"), pl.lit(upstream["fingerprint"]).alias("sampler_fp"),
+            pl.lit(0, pl.Int64).alias("vote"), pl.lit("").alias("answer"), pl.lit("").alias("reasoning"),
+        )  # fmt: skip
+        future_mean, future_how = per_request([r["messages"] for r in stage.render(future.to_dicts())])
+        answer = upstream["answer_tokens"] + (upstream["reasoning_tokens"] if stage.cfg.include_reasoning else 0)
+        total += estimated * (future_mean + answer)
+        how = how or future_how
+        notes.append(f"estimated requests' prompts hold an answer of ~{answer:.0f} tokens ({upstream['answer_how']})")
+        if "upper bound" in upstream["answer_how"]:
+            how += "; the answers to judge at max_tokens (upper bound)"
+    return total, how or "-", notes
+
+
 def plan_stage(
     stage: Any,
     store: RunStore,
@@ -118,111 +179,48 @@ def plan_stage(
     observed_tps: float | None,
 ) -> dict[str, Any]:
     """The plan of one stage (see the module doc); `upstream` is the plan of the stage feeding it, if any."""
-    work = stage.plan(store)
-    exact = work.height
+    from factory.engines import engine_identity, gpus_per_replica
+
     sample = isinstance(stage, SampleStage)
-    if sample:
-        stored = _stored_samples(store, stage.sampler_fp)
-    else:
-        stored = _stored_judgments(store, stage.judge_fp)
-    stored_ok = None if stored is None else stored.filter(pl.col("error").is_null()) if sample else stored
-    notes: list[str] = []
-
-    # requests: exact from the stored keys, plus what upstream rows not made yet will feed it
-    estimated = 0
-    share, share_how = 1.0, ""
-    if upstream is not None and upstream["requests"]:
-        up = _stored_samples(store, upstream["fingerprint"])
-        if "share" in upstream:
-            share, share_how = upstream["share"]
-        elif up is not None and up.height:
-            usable = up.filter(pl.col("error").is_null() & (pl.col("answer_tokens").fill_null(0) > 0)).height
-            share, share_how = usable / up.height, f"observed on {up.height} stored samples"
-        else:
-            share_how = "assumed, no sample stored yet"
-        estimated = round(upstream["requests"] * share * getattr(stage, "fanout", 1))
-        notes.append(
-            f"{estimated} of its requests are estimated: {upstream['requests']} {upstream['stage']} requests x "
-            f"{share:.0%} judgeable ({share_how}) x {getattr(stage, 'fanout', 1)} vote(s)"
-        )
-    requests = exact + estimated
-
-    # prompt tokens of the requests: counted on up to COUNT_AT_MOST rendered ones, the rest extrapolated
-    count, count_how = tokenizer_counter(stage.engine)
-    rendered = [r["messages"] for r in stage.render(_spread(work, COUNT_AT_MOST).to_dicts())] if exact else []
-    extra_tokens = 0.0  # per estimated request: the answer the judge will see, not known yet
-    if estimated and upstream is not None:
-        ids = upstream["_work"].select("prompt_id").unique(maintain_order=True)
-        fake = _spread(ids, COUNT_AT_MOST).with_columns(
-            pl.lit(0, pl.Int64).alias("sample_idx"), pl.lit(upstream["fingerprint"]).alias("sampler_fp"),
-            pl.lit(0, pl.Int64).alias("vote"), pl.lit("").alias("answer"), pl.lit("").alias("reasoning"),
-        )  # fmt: skip
-        future = [r["messages"] for r in stage.render(fake.to_dicts())]
-        answer = upstream["answer_tokens"] + (upstream["reasoning_tokens"] if stage.cfg.include_reasoning else 0)
-        extra_tokens = answer
-    else:
-        future = []
-
-    def per_request(batch: list[list[dict]]) -> tuple[float, str]:
-        if not batch:
-            return 0.0, ""
-        overhead = TEMPLATE_TOKENS_PER_MESSAGE * sum(len(m) for m in batch) / len(batch) + 3
-        if count is not None:
-            return sum(count(m["content"] or "") for ms in batch for m in ms) / len(batch) + overhead, count_how
-        ratio = _observed_ratio(stage, store, stored) if sample else None
-        if ratio is not None:
-            return sum(_message_chars(ms) for ms in batch) / len(batch) * ratio[
-                0
-            ], f"est. chars x {ratio[0]:.3f} (observed, {ratio[1]} samples)"
-        return sum(chars_tokens(m["content"] or "") for ms in batch for m in ms) / len(
-            batch
-        ) + overhead, "est. chars (~4/token, 1.5 CJK)"
-
-    exact_mean, how_exact = per_request(rendered)
-    future_mean, how_future = per_request(future)
-    prompt_tokens = exact * exact_mean + estimated * (future_mean + extra_tokens)
-    prompt_how = how_exact or how_future
-    if estimated and upstream is not None:
-        notes.append(
-            f"estimated requests' prompts hold an answer of ~{extra_tokens:.0f} tokens ({upstream['answer_how']})"
-        )
+    work = stage.plan(store)  # the stage's own planning: exact from the stored keys
+    estimated, notes = _estimated_requests(stage, store, upstream)
+    requests = work.height + estimated
+    stored = _stored_samples(store, stage.sampler_fp) if sample else _stored_judgments(store, stage.judge_fp)
+    prompt_tokens, prompt_how, more = _prompt_tokens(stage, store, work, estimated, upstream, stored)
+    notes += more
 
     # completion tokens: the stored rows' mean, else max_tokens as an upper bound
+    done = None if stored is None else stored.filter(pl.col("error").is_null()) if sample else stored
     max_tokens = stage.sampling.max_tokens if sample else stage.cfg.sampling.max_tokens
-    mean_completion = _mean(stored_ok["completion_tokens"]) if stored_ok is not None and stored_ok.height else None
+    mean_completion = _mean(done["completion_tokens"]) if done is not None and done.height else None
     if mean_completion is not None:
-        completion_how = f"observed mean {mean_completion:.0f} over {stored_ok.height} rows"  # type: ignore[union-attr]
+        completion_how = f"observed mean {mean_completion:.0f} over {done.height} rows"  # type: ignore[union-attr]
     else:
         mean_completion, completion_how = float(max_tokens), f"<= max_tokens {max_tokens} (upper bound)"
-    if not sample and stored is not None and stored.height:
-        attempts = _mean(stored["attempts"].cast(pl.Float64))
-        if attempts and attempts > 1:
-            prompt_tokens *= attempts
-            notes.append(f"prompt tokens x {attempts:.2f} attempts per judgment (re-asks observed)")
+    attempts = (
+        _mean(stored["attempts"].cast(pl.Float64)) if not sample and stored is not None and stored.height else None
+    )
+    if attempts and attempts > 1:  # a judgment's completion tokens already sum its re-asks; its prompt is sent again
+        prompt_tokens *= attempts
+        notes.append(f"prompt tokens x {attempts:.2f} attempts per judgment (re-asks observed)")
     completion_tokens = requests * mean_completion
 
     # dollars, GPU-hours and wall time
-    cost_in = usd(prompt_tokens, 0, price) if price is not None and priced(price) else None
-    cost_out = usd(0, completion_tokens, price) if price is not None and priced(price) else None
-    tps, tps_how = (
-        (price.tokens_per_s, "cost tokens_per_s")
-        if price is not None and price.tokens_per_s
-        else (observed_tps, "observed")
-    )
-    from factory.engines import engine_identity, gpus_per_replica
-
+    priced_here = price is not None and priced(price)
+    cost_in = usd(prompt_tokens, 0, price) if priced_here else None  # type: ignore[arg-type]
+    cost_out = usd(0, completion_tokens, price) if priced_here else None  # type: ignore[arg-type]
+    configured = price.tokens_per_s if price is not None else None
+    tps, tps_how = (configured, "cost tokens_per_s") if configured else (observed_tps, "observed in metrics.json")
     gpus = gpus_per_replica(stage.engine)
-    wall = completion_tokens / (tps * stage.engine.replicas) if tps else None
-    gpu_hours = completion_tokens / tps / 3600 * gpus if tps and gpus else None  # replicas split it, not add
     plan = {
         "stage": stage.name,
         "engine": f"{stage.engine.kind}:{stage.engine.model or 'embedded'}",
         "fingerprint": stage.sampler_fp if sample else stage.judge_fp,
         "requests": requests,
-        "requests_exact": exact,
+        "requests_exact": work.height,
         "requests_estimated": estimated,
         "prompt_tokens": round(prompt_tokens),
-        "prompt_tokens_how": prompt_how or "-",
+        "prompt_tokens_how": prompt_how,
         "completion_tokens": round(completion_tokens),
         "completion_tokens_how": completion_how,
         "usd_input": cost_in,
@@ -232,13 +230,13 @@ def plan_stage(
         "tokens_per_s_how": tps_how if tps else "unknown: set cost tokens_per_s",
         "replicas": stage.engine.replicas,
         "gpus_per_replica": gpus,
-        "gpu_hours": gpu_hours,
-        "wall_s": wall,
+        "gpu_hours": completion_tokens / tps / 3600 * gpus if tps and gpus else None,  # replicas split it, not add
+        "wall_s": completion_tokens / (tps * stage.engine.replicas) if tps else None,
         "pool": engine_identity(stage.engine),
         "notes": notes,
     }
     if sample:  # what a judge fed by this stage will see of its answers
-        answers = stored_ok if stored_ok is not None and stored_ok.height else None
+        answers = done if done is not None and done.height else None
         plan["answer_tokens"] = _mean(answers["answer_tokens"]) if answers is not None else float(max_tokens)
         plan["reasoning_tokens"] = _mean(answers["reasoning_tokens"]) if answers is not None else 0.0
         plan["answer_how"] = "observed mean of stored answers" if answers is not None else "max_tokens, upper bound"
@@ -246,7 +244,7 @@ def plan_stage(
     return plan
 
 
-def _observed_ratio(stage: SampleStage, store: RunStore, stored: pl.DataFrame | None) -> tuple[float, int] | None:
+def _observed_ratio(stage: SampleStage, stored: pl.DataFrame | None) -> tuple[float, int] | None:
     """(prompt tokens per character, samples) the engine reported for stored samples of this stage's prompts."""
     if stored is None:
         return None
@@ -390,7 +388,10 @@ def format_plan(plan: dict[str, Any]) -> str:
     rows = []
     for p in plan["stages"]:
         requests = f"~{p['requests']}" if p["requests_estimated"] else str(p["requests"])
-        prompt = ("" if p["prompt_tokens_how"].startswith("counted") else "~") + tokens_text(p["prompt_tokens"])
+        bound = "upper bound" in p["prompt_tokens_how"]
+        prompt = ("<= " if bound else "" if p["prompt_tokens_how"].startswith("counted") else "~") + tokens_text(
+            p["prompt_tokens"]
+        )
         completion = ("<= " if "upper bound" in p["completion_tokens_how"] else "~") + tokens_text(
             p["completion_tokens"]
         )
