@@ -322,7 +322,7 @@ def make_plan(cfg: RunConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     run_mod.preflight(_without_secrets(cfg))
     store = RunStore(cfg.output_dir, create=False)
-    existed = store.exists("manifest.json")
+    existed = store.exists("manifest.json") or bool(store.parts("samples"))
     target = None
     if cfg.pairs.target:
         limit, why = target_prompts(cfg, store)

@@ -286,7 +286,7 @@ def eval_plan(cfg: RunConfig) -> dict[str, Any]:
     head = {
         "command": "eval",
         "output_dir": store.url,
-        "run_directory": "exists" if store.exists("manifest.json") else "new",
+        "run_directory": "exists" if store.exists("manifest.json") or store.parts("samples") else "new",
         "prompts": {"valid": prompts.height, "invalid": invalid.height, "path": cfg.eval.prompts},
         "target": None,
         "fingerprints": fps,
