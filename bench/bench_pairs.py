@@ -1,22 +1,32 @@
-"""Pair-stage benchmarks. Prints ratios measured in this one run; asserts nothing about speed.
+"""Pair-kernel benchmarks (factory.pairs). Prints ratios measured in this one run; asserts nothing about speed.
 
     .venv/bin/python bench/bench_pairs.py            # all three
     .venv/bin/python bench/bench_pairs.py --skip-1m  # the two 15k benchmarks only
+    .venv/bin/python bench/bench_pairs.py --skip-15k # the 1M benchmark only
 
-1. 15k groups x K=8 synthetic scored samples: factory.stages.pairs.build_pairs (polars) against the
-   per-group Python baseline in bench/pairs_baseline.py on the same in-memory frame; the results are
-   checked to be the same (pairs row for row, floats to 1e-12, and the counts); goal >= 20x.
-2. The full default sweep (11 w_len x 6 drop_ratio = 66 points) over the same data against one pair
-   build; goal < 2x (the sweep loads and prepares the data once, not per point).
-3. 1M groups x K=8 (8M samples) from Parquet, in a fresh process: select_pairs over a scan, then the
-   kept pairs rendered and written in batches (sink_pairs); prints wall time and the process's peak
-   RSS (goal < 4 GiB). Data is generated first (chunked, ~1.1k characters of reasoning per sample,
-   about 8.7 GB of text) into a temporary folder.
+Data: bench/synth.py with extra_terms: a reward-model column, answers that repeat themselves, and ~3%
+duplicate samples (other case and spacing), besides the usual errors, truncations and unjudged ones.
+
+1. 15k groups x K=8 synthetic scored samples: factory.pairs.build (pairs and stats; no SFT export, as
+   the baseline writes none) against the per-group Python baseline in bench/pairs_baseline.py on the
+   same in-memory frame; the results are checked to be the same (pairs row for row, floats to 1e-12,
+   and the counts); goal >= 20x. Duplicates are removed (pairs.dedupe content, the default) in every
+   config but one, which shows the kernel without reading any text; the last config has the four
+   terms: length, quality, reward_rm, repetition of the answer.
+2. The full default sweep (11 weights x 6 drop ratios = 66 points) over the same data against one
+   pair build, for the paper's two terms and for the four; goal < 2x (the sweep prepares the samples
+   once and asks the kernel for each point).
+3. 1M groups x K=8 (8M samples) from Parquet, in a fresh process, with the four terms: factory.pairs
+   .select over a scan (the text is read only by streaming expressions: rules and duplicate keys),
+   then the kept pairs rendered and written in batches (sink_pairs); prints wall time and the
+   process's peak RSS (goal < 4 GiB). Data is generated first (chunked, ~1.1k characters of
+   reasoning per sample, about 9 GB of text) into a temporary folder that is removed afterwards.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import resource
 import subprocess
 import sys
@@ -31,15 +41,22 @@ import pairs_baseline
 import polars as pl
 import synth
 
-from factory import sweep
-from factory.config import PairsConfig, SweepConfig
-from factory.stages import pairs as pairs_stage
-from factory.stages import pairs_output
+from factory import pairs, sweep
+from factory.config import PairsConfig, SweepConfig, TermConfig
+
+FOUR_TERMS = PairsConfig(
+    terms=[TermConfig(source="reward_rm", weight=0.3), TermConfig(source="repetition", field="answer", weight=0.2)],
+    sft=[],
+)
 
 
 def best_of(repeats: int, fn):  # type: ignore[no-untyped-def]
+    """The fastest of `repeats` runs (the machine is shared: the minimum is the least disturbed run),
+    each after a garbage collection so that none pays for the previous one's garbage."""
     times, result = [], None
     for _ in range(repeats):
+        result = None
+        gc.collect()
         start = time.perf_counter()
         result = fn()
         times.append(time.perf_counter() - start)
@@ -60,61 +77,66 @@ def same_pairs(polars_pairs: pl.DataFrame, python_pairs: pl.DataFrame) -> bool:
 
 
 def bench_15k(groups: int, k: int) -> None:
-    scored, prompts = synth.scored_frame(groups, k, seed=0)
+    scored, prompts = synth.scored_frame(groups, k, seed=0, extra_terms=True)
     print(f"== {groups} groups x K={k} ({scored.height} samples), in memory")
     configs = [
-        ("default dp_dpo (w_len 0.6, drop 0.3)", PairsConfig()),
-        ("quality only (w_len 0, many ties)", PairsConfig(strategy="quality")),
-        ("global length norm, group quality norm", PairsConfig(length_norm="global", quality_norm="group")),
+        ("default dp_dpo (w_len 0.6, drop 0.3)", PairsConfig(sft=[])),
+        ("default, dedupe off (no text read)", PairsConfig(sft=[], dedupe="off")),
+        ("quality only (w_len 0, many ties)", PairsConfig(strategy="quality", sft=[])),
+        ("global length norm, group quality norm", PairsConfig(length_norm="global", quality_norm="group", sft=[])),
+        ("four terms: length, quality, RM, repetition", FOUR_TERMS),
     ]
     for label, cfg in configs:
-        pairs_output.build_pairs(scored, prompts, cfg)  # warm-up
+        pairs.build(scored, prompts, cfg)  # warm-up
         t_python, (python_pairs, counts) = best_of(3, lambda c=cfg: pairs_baseline.build_pairs(scored, prompts, c))
-        t_polars, (polars_pairs, stats) = best_of(7, lambda c=cfg: pairs_output.build_pairs(scored, prompts, c))
+        t_polars, built = best_of(15, lambda c=cfg: pairs.build(scored, prompts, c))
+        stats = built.stats
         same = (
-            same_pairs(polars_pairs, python_pairs.select(polars_pairs.columns))
+            same_pairs(built.pairs, python_pairs.select(built.pairs.columns))
             and counts["pairs_kept"] == stats.pairs_kept
             and counts["pairs_dropped"] == stats.pairs_dropped
-            and counts["tied"] == stats.groups_excluded["tied"]
+            and counts["tied"] == stats.pairs_by_outcome["tied"]
             and counts["samples_excluded"] == stats.samples_excluded
             and counts["delta"] == stats.delta
         )
         print(
-            f"{label:42} python {t_python * 1000:7.1f} ms   polars {t_polars * 1000:6.1f} ms   "
-            f"speed-up {t_python / t_polars:5.1f}x   pairs {stats.pairs_kept}   same results: {same}"
+            f"{label:44} python {t_python * 1000:7.1f} ms   polars {t_polars * 1000:6.1f} ms   "
+            f"speed-up {t_python / t_polars:5.1f}x   pairs {stats.pairs_kept}   "
+            f"duplicates {stats.samples_excluded.get('duplicate', '-')}   same results: {same}"
         )
 
 
 def bench_sweep(groups: int, k: int) -> None:
-    scored, prompts = synth.scored_frame(groups, k, seed=0)
+    scored, prompts = synth.scored_frame(groups, k, seed=0, extra_terms=True)
     grid = SweepConfig()
-    cfg = PairsConfig()
-    pairs_output.build_pairs(scored, prompts, cfg)
-    sweep.sweep_table(scored, cfg, grid.w_lens, grid.drop_ratios)
-    t_build, _ = best_of(7, lambda: pairs_output.build_pairs(scored, prompts, cfg))
-    t_sweep, table = best_of(7, lambda: sweep.sweep_table(scored, cfg, grid.w_lens, grid.drop_ratios))
-    print(f"== sweep: {table.height} points over {groups} x {k}")
-    print(
-        f"one pair build {t_build * 1000:.1f} ms   full sweep {t_sweep * 1000:.1f} ms   "
-        f"ratio {t_sweep / t_build:.2f}x (goal < 2x)"
-    )
+    for label, cfg in (("paper's two terms", PairsConfig(sft=[])), ("four terms", FOUR_TERMS)):
+        pairs.build(scored, prompts, cfg)
+        sweep.sweep_table(scored, cfg, grid.w_lens, grid.drop_ratios)
+        t_build, _ = best_of(15, lambda c=cfg: pairs.build(scored, prompts, c))
+        t_sweep, table = best_of(15, lambda c=cfg: sweep.sweep_table(scored, c, grid.w_lens, grid.drop_ratios))
+        print(f"== sweep ({label}): {table.height} points over {groups} x {k}")
+        print(
+            f"one pair build {t_build * 1000:.1f} ms   full sweep {t_sweep * 1000:.1f} ms   "
+            f"ratio {t_sweep / t_build:.2f}x (goal < 2x)"
+        )
 
 
 def worker_1m(folder: str) -> None:
-    """Runs in its own process so that its peak RSS is the stage's alone."""
-    cfg = PairsConfig()
+    """Runs in its own process so that its peak RSS is the kernel's alone."""
+    cfg = FOUR_TERMS
     start = time.perf_counter()
     scored = pl.scan_parquet(f"{folder}/scored.parquet")
     prompts = pl.scan_parquet(f"{folder}/prompts.parquet")
-    groups, stats = pairs_stage.select_pairs(scored, cfg)
+    groups, stats = pairs.select(scored, cfg)
     t_select = time.perf_counter() - start
-    pairs_output.sink_pairs(groups, scored, prompts, cfg, f"{folder}/pairs.parquet")
+    pairs.sink_pairs(groups, scored, prompts, cfg, f"{folder}/pairs.parquet")
     elapsed = time.perf_counter() - start
     written = pl.scan_parquet(f"{folder}/pairs.parquet").select(pl.len()).collect().item()
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # ru_maxrss is KiB on Linux
     print(
-        f"groups {stats.groups}  samples {stats.samples_total}  pairs kept {stats.pairs_kept} (written {written})  "
-        f"select {t_select:.1f} s  total {elapsed:.1f} s  peak RSS {peak_gib:.2f} GiB (goal < 4 GiB)"
+        f"groups {stats.groups}  samples {stats.samples_total}  duplicates {stats.samples_excluded['duplicate']}  "
+        f"pairs kept {stats.pairs_kept} (written {written})  select {t_select:.1f} s  total {elapsed:.1f} s  "
+        f"peak RSS {peak_gib:.2f} GiB (goal < 4 GiB)"
     )
 
 
@@ -146,6 +168,7 @@ def main() -> None:
     parser.add_argument("--groups", type=int, default=15_000)
     parser.add_argument("--big-groups", type=int, default=1_000_000)
     parser.add_argument("--skip-1m", action="store_true")
+    parser.add_argument("--skip-15k", action="store_true", help="run the 1M benchmark only")
     parser.add_argument(
         "--reasoning-repeat",
         type=int,
@@ -156,13 +179,14 @@ def main() -> None:
     parser.add_argument("--generate", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.generate:
-        synth.write_parquet(args.generate, args.groups, k=8, reasoning_repeat=args.reasoning_repeat)
+        synth.write_parquet(args.generate, args.groups, k=8, reasoning_repeat=args.reasoning_repeat, extra_terms=True)
         return
     if args.worker_1m:
         worker_1m(args.worker_1m)
         return
-    bench_15k(args.groups, 8)
-    bench_sweep(args.groups, 8)
+    if not args.skip_15k:
+        bench_15k(args.groups, 8)
+        bench_sweep(args.groups, 8)
     if not args.skip_1m:
         bench_1m(args.big_groups, 8, args.reasoning_repeat)
 

@@ -22,7 +22,7 @@ import os
 import time
 from pathlib import Path
 
-from common import plan, sample_on_pool
+from common import plan, sample_on_executor, sample_stage
 
 from factory.config import EngineConfig, RayConfig, SamplingConfig
 from factory.engines.vllm import embedded_hf_model, engine_args
@@ -64,16 +64,27 @@ class VLLMArm:
 
 
 class FactoryArm:
-    """The factory path: a Ray actor pool with the vllm engine running sample_batch, rows written as Parquet."""
+    """The factory path: the executor's Ray actor pool with the vllm engine running sample_batch, rows
+    handed back per request and written as Parquet parts."""
 
-    def __init__(self, engine_cfg: EngineConfig, rows: list[dict], sampling: SamplingConfig):
-        from factory.runner import EnginePool
+    def __init__(self, engine_cfg: EngineConfig, prompts: int, k: int, sampling: SamplingConfig):
+        import tempfile
 
-        self.rows, self.sampling = rows, sampling
-        self.pool = EnginePool(engine_cfg, "bench")
+        from factory.config import RunConfig
+        from factory.executor import Executor
+        from factory.executor.progress import Progress
+        from factory.store import RunStore
+
+        self.stage = sample_stage(prompts, k, engine_cfg, sampling)
+        quiet = Progress(3600, stream=open("/dev/null", "w"))  # noqa: SIM115
+        self.executor = Executor(RunStore(tempfile.mkdtemp(prefix="bench-vllm-")), RunConfig(), progress=quiet)
+        pool = self.executor._pool(self.stage)
+        pool.start()
+        while not pool.ready:
+            self.executor.backend.wait(0.1)
 
     def run(self) -> tuple[float, int]:
-        return sample_on_pool(self.pool, self.rows, self.sampling, "bench-vllm-")
+        return sample_on_executor(self.executor, self.stage, "bench-vllm-")
 
 
 def main() -> None:
@@ -99,7 +110,7 @@ def main() -> None:
         )
     import ray
 
-    from factory.runner import init_ray
+    from factory.executor.ray import init_ray
 
     init_ray(RayConfig())  # the Ray `factory run` starts
     cpus = int(ray.cluster_resources().get("CPU", 1))
@@ -117,7 +128,7 @@ def main() -> None:
     arms = {"vllm": VLLMArm(engine_cfg, rows, sampling)}
     print(f"  vllm    loaded in {time.perf_counter() - start:.1f} s (not timed)")
     start = time.perf_counter()
-    arms["factory"] = FactoryArm(engine_cfg, rows, sampling)
+    arms["factory"] = FactoryArm(engine_cfg, args.prompts, args.k, sampling)
     print(f"  factory loaded in {time.perf_counter() - start:.1f} s (Ray actor + engine; not timed)")
     for arm in arms.values():  # one untimed pass each: compile/allocator warm-up and the prefix cache
         arm.run()
@@ -130,7 +141,7 @@ def main() -> None:
         seconds[arm] += took
         tokens[arm] += n
         print(f"  {arm:8} {took:6.2f} s  {n} tokens  {n / took:8.1f} tok/s")
-    arms["factory"].pool.shutdown()
+    arms["factory"].executor.close()
     rate = {arm: tokens[arm] / seconds[arm] for arm in arms}
     print(f"completion tokens/s: vllm {rate['vllm']:.1f}, factory {rate['factory']:.1f}")
     print(f"throughput ratio factory/vllm: {rate['factory'] / rate['vllm']:.3f}  (goal >= 0.95)")

@@ -1,4 +1,5 @@
-"""What the engine benchmarks share: the demo requests and the factory arm (the sample stage on a Ray pool)."""
+"""What the benchmarks share: the demo requests, fake engines, and the factory arm (the sample stage on
+the executor, rows written as Parquet parts)."""
 
 from __future__ import annotations
 
@@ -10,37 +11,81 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent)]
 
-import pyarrow as pa
-
 from factory import config
-from factory.config import SamplingConfig
+from factory.config import EngineConfig, RunConfig, SamplingConfig
+from factory.engines.base import Completion
+from factory.executor import Executor
 from factory.prompts import load_prompts
-from factory.schemas import SAMPLES
-from factory.stages.sample import plan_samples, sample_batch
+from factory.stages.sample import SampleStage, plan_samples
 from factory.store import RunStore
 
 DEMO = HERE.parent / "conf" / "demo.yaml"
 
 
-def plan(n_prompts: int, k: int) -> list[dict]:
-    """The demo prompts rendered by factory, K derived seeds each: the same requests for every arm."""
+def demo_prompts(n_prompts: int):
     cfg = config.load(DEMO, [f"prompts.limit={n_prompts}"])
     prompts, _ = load_prompts(cfg.prompts)
-    return plan_samples(prompts, None, k, "bench", 0).to_dicts()
+    return prompts
 
 
-def sample_on_pool(pool, rows: list[dict], sampling: SamplingConfig, prefix: str) -> tuple[float, int]:
-    """The sample stage as `factory run` drives it: batches on the pool, rows written as Parquet parts.
-    Returns (seconds, completion tokens); a failed row stops the bench (its ratio would mean nothing)."""
+def plan(n_prompts: int, k: int) -> list[dict]:
+    """The demo prompts rendered by factory, K derived seeds each: the same requests for every arm."""
+    prompts = demo_prompts(n_prompts)
+    rows = plan_samples(prompts, None, k, "bench", 0).to_dicts()
+    messages = dict(zip(prompts["prompt_id"].to_list(), prompts["messages"].to_list()))
+    return [{**row, "messages": messages[row["prompt_id"]]} for row in rows]
+
+
+def sample_stage(n_prompts: int, k: int, engine: EngineConfig, sampling: SamplingConfig) -> SampleStage:
+    """The sample stage of the demo prompts with this engine and sampling (fingerprint "bench")."""
+    cfg = RunConfig()
+    cfg.sampler.k, cfg.sampler.engine, cfg.sampler.sampling = k, engine, sampling
+    return SampleStage(cfg, "bench", demo_prompts(n_prompts))
+
+
+def sample_on_executor(executor: Executor, stage: SampleStage, prefix: str) -> tuple[float, int]:
+    """The sample stage as `factory run` drives it, into a fresh run directory, on the executor's pools
+    (started once). Returns (seconds, completion tokens); a failed row stops the bench."""
     store = RunStore(tempfile.mkdtemp(prefix=prefix))
-    tokens = 0
-
-    def on_result(batch: list[dict], results: list[dict]) -> None:
-        nonlocal tokens
-        store.append("samples", pa.Table.from_pylist(results, schema=SAMPLES))
-        tokens += sum(r["completion_tokens"] for r in results)
-        assert not any(r["error"] for r in results), [r["error"] for r in results if r["error"]][:1]
-
     start = time.perf_counter()
-    pool.map_batches(sample_batch, rows, (sampling, "bench"), on_result=on_result, on_fail=lambda b, r: [])
-    return time.perf_counter() - start, tokens
+    executor.run([stage], store=store)
+    seconds = time.perf_counter() - start
+    samples = store.read("samples")
+    errors = samples["error"].drop_nulls().to_list()
+    assert not errors, errors[:1]
+    return seconds, int(samples["completion_tokens"].sum())
+
+
+class InstantEngine:
+    """Answers every request at once: what is left to measure is the factory itself."""
+
+    model_name = "instant"
+    supports_json_schema = True
+    concurrent_batches = True
+
+    def __init__(self, cfg: EngineConfig | None = None, delay: float = 0.0):
+        self.finished = 0
+        self.delay = delay
+
+    def generate(self, requests, on_done=None):
+        if self.delay:
+            time.sleep(self.delay)
+        out = [Completion(tag=r.tag, text=self.text(r), finish_reason="stop", prompt_tokens=10, completion_tokens=4)
+               for r in requests]  # fmt: skip
+        self.finished += len(out)
+        for completion in out if on_done else ():
+            on_done(completion)
+        return out
+
+    @staticmethod
+    def text(request) -> str:
+        """A sample whose length, and a judge score whose value, follow the request's seed."""
+        if request.json_schema is not None:
+            return f'{{"score": {request.seed % 101}, "reason": "r"}}'
+        return "<think>r</think>" + " ".join(["word"] * (1 + request.seed % 12))
+
+    def count_tokens(self, texts):
+        return [len(t.split()) for t in texts]
+
+    def close(self):
+        pass

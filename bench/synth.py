@@ -6,7 +6,13 @@
 The numbers follow the source's shape: decoded tokens log-normal around ~330 (max_tokens 1024, so a
 few percent are truncated), judge scores 0..100 in whole points (so ties happen) that drift down a
 little with length, and a sprinkle of engine errors, empty answers and unparsable judgments so that
-every exclusion reason is exercised. Texts are short on purpose: the stage never looks inside them.
+every exclusion reason is exercised. Texts are short on purpose (the reasoning can be made longer).
+
+`extra_terms=True` adds what the four-term benchmark scores and filters: a reward-model column
+`reward_rm` (raw, unbounded: about 8 x quality plus noise), answers that repeat their sentence 1 to 3
+times (so the repeated n-gram ratio varies), and about 3% of samples that copy the reasoning and
+answer of their group's sample 0 in other case and spacing (duplicates). The default frame is
+unchanged (tests/pairs/fixtures was made from it).
 """
 
 from __future__ import annotations
@@ -23,7 +29,13 @@ JUDGE_FP = "synth-judge"
 
 
 def scored_frame(
-    groups: int, k: int = 8, seed: int = 0, text: bool = True, first_group: int = 0, reasoning_repeat: int = 1
+    groups: int,
+    k: int = 8,
+    seed: int = 0,
+    text: bool = True,
+    first_group: int = 0,
+    reasoning_repeat: int = 1,
+    extra_terms: bool = False,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(scored samples, prompts): the columns the pair stage reads, plus score/parse_status.
     The reasoning is one ~50-character sentence, `reasoning_repeat` times over."""
@@ -74,6 +86,8 @@ def scored_frame(
         (pl.col("score").fill_nan(None) / 100.0).alias("quality"),
         "parse_status",
     )
+    if extra_terms:
+        scored = _extra_terms(scored, np.random.default_rng(seed + 1_000_003))
     prompts = pl.DataFrame({"group": np.arange(first_group, first_group + groups, dtype=np.int64)}).select(
         prompt_id.alias("prompt_id"),
         pl.concat_list(
@@ -86,8 +100,35 @@ def scored_frame(
     return scored, prompts
 
 
+def _extra_terms(scored: pl.DataFrame, rng: np.random.Generator) -> pl.DataFrame:
+    n = scored.height
+    repeats = pl.Series(rng.choice([1, 1, 1, 2, 3], n))
+    copy = pl.Series((rng.random(n) < 0.03) & (scored["sample_idx"].to_numpy() > 0))
+    scored = scored.with_columns(
+        (pl.col("quality") * 8 + pl.Series(rng.normal(0, 0.6, n))).alias("reward_rm"),
+        pl.when(pl.col("answer") == "")
+        .then(pl.col("answer"))
+        .otherwise(pl.col("answer").repeat_by(repeats).list.join(" "))
+        .alias("answer"),
+    )
+    first = pl.col("answer").first().over("prompt_id"), pl.col("reasoning").first().over("prompt_id")
+    return scored.with_columns(
+        pl.when(copy & (first[0] != "")).then(first[0].str.to_uppercase()).otherwise(pl.col("answer")).alias("answer"),
+        pl.when(copy & (first[0] != ""))
+        .then(first[1].str.replace_all(" ", "  "))
+        .otherwise(pl.col("reasoning"))
+        .alias("reasoning"),
+    )
+
+
 def write_parquet(
-    folder: str, groups: int, k: int = 8, seed: int = 0, chunk: int = 100_000, reasoning_repeat: int = 1
+    folder: str,
+    groups: int,
+    k: int = 8,
+    seed: int = 0,
+    chunk: int = 100_000,
+    reasoning_repeat: int = 1,
+    extra_terms: bool = False,
 ) -> None:
     """scored.parquet and prompts.parquet in `folder`, generated `chunk` groups at a time so that
     making 1M x 8 rows never holds them all in memory."""
@@ -100,7 +141,12 @@ def write_parquet(
     try:
         for index, start in enumerate(range(0, groups, chunk)):
             frames = scored_frame(
-                min(chunk, groups - start), k, seed + index, first_group=start, reasoning_repeat=reasoning_repeat
+                min(chunk, groups - start),
+                k,
+                seed + index,
+                first_group=start,
+                reasoning_repeat=reasoning_repeat,
+                extra_terms=extra_terms,
             )
             for name, frame in zip(("scored", "prompts"), frames):
                 table = frame.to_arrow()

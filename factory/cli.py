@@ -7,6 +7,7 @@ same call works on a laptop and as the entry point of `ray job submit`.
     factory report RUN_DIR [key=value ...] tables + PNG plots -> report/, no LLM call
     factory calibrate [CONFIG] [key=value ...] [--data F] [--out D]   judge agreement on better/worse replies
     factory compact RUN_DIR                merge each table's parts into few large files
+    factory doctor RUN_DIR                 read every part; move unreadable ones aside (quarantine)
     factory keys                           every config key with its default and help
     factory plan CONFIG [key=value ...]    requests, tokens, USD, GPU-hours of a run; no request (= run --dry-run)
     factory eval CONFIG [key=value ...]    candidate models on held-out prompts, judged -> EVAL_DIR/report/
@@ -29,7 +30,7 @@ def _run(args: argparse.Namespace) -> int:
     if getattr(args, "dry_run", False):
         return _plan(args)
     cfg = config.load(args.config, args.overrides)
-    manifest = run(cfg)
+    manifest = run(cfg, take_over=args.take_over, allow_fewer_prompts=args.allow_fewer_prompts)
     print(summary.run_summary(manifest, manifest.pop("_scored")))
     return 0
 
@@ -38,7 +39,7 @@ def _pairs(args: argparse.Namespace) -> int:
     from factory import rebuild, summary
 
     manifest, scored = rebuild.rebuild_pairs(args.run_dir, args.overrides)
-    print(summary.run_summary(manifest, scored))
+    print(summary.run_summary(manifest, scored, "factory pairs summary"))
     return 0
 
 
@@ -81,16 +82,37 @@ def _calibrate(args: argparse.Namespace) -> int:
 def _compact(args: argparse.Namespace) -> int:
     from factory import compact
     from factory.config import StoreConfig
+    from factory.lease import Lease
     from factory.store import RunStore
     from factory.summary import table
 
     store = RunStore(args.run_dir, create=False)
     if not store.exists("manifest.json"):
         raise ConfigError(f"{args.run_dir}: no manifest.json; is this a run directory made by `factory run`?")
-    done = compact.compact(store, args.target_mb or StoreConfig().compact_mb)
+    with Lease(store, "factory compact", take_over=args.take_over):
+        done = compact.compact(store, args.target_mb or StoreConfig().compact_mb)
     rows = [(name, f"{d['parts_before']} -> {d['parts_after']} parts") for name, d in done.items()]
     print(table(rows or [("tables", "none to compact")], f"factory compact {store.url}"))
     return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from factory import doctor
+    from factory.lease import Lease
+    from factory.store import RunStore
+    from factory.summary import table
+
+    store = RunStore(args.run_dir, create=False)
+    if not store.exists("manifest.json"):
+        raise ConfigError(f"{args.run_dir}: no manifest.json; is this a run directory made by `factory run`?")
+    with Lease(store, "factory doctor", take_over=args.take_over):
+        found = doctor.doctor(store)
+    if not found:
+        print(f"factory doctor: every part of {store.url} reads whole")
+        return 0
+    print(table([(f"{f['table']}/{f['part']}", f["reason"][:90]) for f in found], f"factory doctor: {len(found)} part(s) quarantined"))
+    print(f"moved to {store.display(doctor.QUARANTINE)}/; run `factory run` with the same config to request their keys again")
+    return 1
 
 
 def _keys(args: argparse.Namespace) -> int:
@@ -108,6 +130,11 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("config", help="YAML config, e.g. conf/demo.yaml")
     run.add_argument("overrides", nargs="*", help="key=value overrides, e.g. sampler.k=8")
     run.add_argument("--dry-run", action="store_true", help="print the plan (as `factory plan`) and send nothing")
+    run.add_argument("--take-over", action="store_true", help="take the run directory's lease from a run you know is dead")
+    run.add_argument(
+        "--allow-fewer-prompts", action="store_true",
+        help="replace prompts/, pairs/ and sft/ even when this run has fewer valid prompts than they were built from",
+    )  # fmt: skip
     run.set_defaults(func=_run)
     pairs = sub.add_parser("pairs", help="rebuild pairs/ and sft/ from stored samples and judgments (no LLM call)")
     pairs.add_argument("run_dir")
@@ -131,7 +158,12 @@ def parser() -> argparse.ArgumentParser:
     compact = sub.add_parser("compact", help="merge each table's parts into few large files (atomic, resumable)")
     compact.add_argument("run_dir")
     compact.add_argument("--target-mb", type=float, help="size of each merged file, MiB (default: store.compact_mb)")
+    compact.add_argument("--take-over", action="store_true", help="take the lease from a run you know is dead")
     compact.set_defaults(func=_compact)
+    doc = sub.add_parser("doctor", help="read every part; move unreadable ones to _quarantine/ (a rerun asks again for their keys)")
+    doc.add_argument("run_dir")
+    doc.add_argument("--take-over", action="store_true", help="take the lease from a run you know is dead")
+    doc.set_defaults(func=_doctor)
     keys = sub.add_parser("keys", help="list every config key with its default and help")
     keys.set_defaults(func=_keys)
     plan = sub.add_parser("plan", help="requests, tokens, dollars and hours a run would take; sends nothing")
@@ -142,6 +174,7 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("config", help="YAML config with an eval: section, e.g. conf/eval_demo.yaml")
     ev.add_argument("overrides", nargs="*", help="key=value overrides, e.g. eval.k=4")
     ev.add_argument("--dry-run", action="store_true", help="print the plan of the eval and send nothing")
+    ev.add_argument("--take-over", action="store_true", help="take the eval directory's lease from a run you know is dead")
     ev.set_defaults(func=_eval)
     return top
 
@@ -161,7 +194,7 @@ def _eval(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(plan.format_plan(evaluation.eval_plan(cfg)))
         return 0
-    result = evaluation.evaluate(cfg)
+    result = evaluation.evaluate(cfg, take_over=args.take_over)
     print(result["markdown"])
     return 0
 
@@ -178,14 +211,27 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     elif extra:
         top.error(f"unrecognized arguments: {' '.join(extra)}")
+    from factory.executor import FatalRunError, Interrupted
+    from factory.lease import LeaseHeld
+    from factory.store import CorruptPartError
+
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError) as exc:
+    except (ConfigError, FileNotFoundError, CorruptPartError) as exc:
         print(f"factory: error: {exc}", file=sys.stderr)
         return 2
     except BudgetExceeded as exc:
         print(f"factory: {exc}", file=sys.stderr)
         return BUDGET_EXIT
+    except LeaseHeld as exc:
+        print(f"factory: refused: {exc}", file=sys.stderr)
+        return 3
+    except FatalRunError as exc:
+        print(f"factory: stopped: {exc}", file=sys.stderr)
+        return 4
+    except Interrupted as exc:
+        print(f"factory: {exc}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -138,18 +138,101 @@ class JudgeConfig:
 
 
 PAIR_STRATEGIES = ("dp_dpo", "long2short", "quality")
+PAIRINGS = ("one", "best_vs_each", "all_ranked")
+DEDUPE_MODES = ("content", "answer", "off")
+COMBINE_MODES = ("terms", "vote")
+
+
+@dataclass
+class TermConfig:
+    """One entry of `pairs.terms`: a score term of S (weight), a filter (exclude_above/below), or both.
+    factory/pairs/terms.py holds the sources and checks the entry (PairsConfig calls it)."""
+
+    source: str = _help(
+        "What the term measures: length (completion tokens), quality or quality_<judge> (0..1), dim_<name> "
+        "(rubric dimension, judge scale), reward_<name> (reward-model raw score), repetition (repeated n-gram "
+        "ratio of `field`), answer_chars (answer length in characters), format (1 when the answer breaks "
+        "`pattern`), think (1 when the <think> block breaks `require`).",
+        "",
+    )
+    name: str = _help("Label in stats, reports and exclusion counts; '' = source (repetition: repetition_<field>).", "")
+    weight: float = _help("Weight of the normalized term in S (0 = filter only).", 0.0)
+    norm: str = _help(
+        "Normalization: group / global (x / max), group_minmax / global_minmax ((x - min) / (max - min)), "
+        "fixed ((x - lo) / (hi - lo)), scale (x / the source's scale: 1 for quality and rules, judge.scale_max "
+        "for dim_*), none; '' = the source's default.",
+        "",
+    )
+    direction: str = _help("higher or lower is better; '' = the source's default (length and rules: lower).", "")
+    lo: float = _help("norm fixed: the lower bound.", 0.0)
+    hi: Optional[float] = _help("norm fixed: the upper bound (required).", None)
+    field: str = _help("repetition: answer or reasoning.", "answer")
+    n: int = _help("repetition: n-gram size.", 3)
+    unit: str = _help("repetition: word (whitespace tokens) or char (characters, whitespace dropped; for CJK).", "word")
+    pattern: str = _help("format: the regex (Rust regex syntax) searched in the answer.", "")
+    require: bool = _help(
+        "format: true = the answer must match `pattern`, false = must not; think: true = a non-empty "
+        "reasoning is required, false = forbidden.",
+        True,
+    )
+    exclude_above: Optional[float] = _help(
+        "Filter: a sample whose raw value is above this is excluded, counted under the term's name "
+        "(format/think values are 0 or 1, so 0 excludes every sample that breaks the rule).",
+        None,
+    )
+    exclude_below: Optional[float] = _help("Filter: a sample whose raw value is below this is excluded.", None)
 
 
 @dataclass
 class PairsConfig:
     strategy: str = _help("dp_dpo (length+quality), long2short, quality (w_len = 0).", "dp_dpo")
-    w_len: float = _help("Weight of the length preference in S.", 0.6)
-    w_quality: Optional[float] = _help("Weight of the quality preference; null = 1 - w_len.", None)
-    drop_ratio: float = _help("Share of groups dropped: delta = this quantile of all margins.", 0.3)
+    w_len: float = _help("Weight of the length term in S (the paper's w_len; the term named 'length').", 0.6)
+    w_quality: Optional[float] = _help(
+        "Weight of the judge quality term (named 'quality': the mean of `pairs.judges`); null = 1 - w_len.", None
+    )
+    drop_ratio: float = _help(
+        "Share of candidate pairs dropped: delta = this quantile of all candidate pairs' margins "
+        "(one pair per group with pairing one, so the share of groups).",
+        0.3,
+    )
     min_margin: Optional[float] = _help("Absolute margin threshold; when set it replaces drop_ratio.", None)
     length_norm: str = _help("L_max: group (per prompt), global (whole run) or fixed (length_max).", "group")
     length_max: Optional[float] = _help("L_max when length_norm is fixed.", None)
     quality_norm: str = _help("Q_max: scale (the rubric's scale_max) or group (per prompt max).", "scale")
+    terms: List[TermConfig] = field(
+        default_factory=list,
+        metadata={
+            "help": "More score terms and filters after length and quality, e.g. "
+            "[{source: answer_chars, exclude_above: 80}, {source: repetition, field: reasoning, weight: 0.2}, "
+            "{source: reward_rm, weight: 0.3}]; fields: pairs.terms[].*",
+            "item": TermConfig,
+        },
+    )
+    judges: List[str] = _help(
+        "Judge score columns of the ensemble: quality (the primary GenRM), quality_<judge>, reward_<name>. "
+        "The quality term is their mean (combine terms) or they vote (combine vote); the report shows "
+        "their pairwise agreement.",
+        factory=lambda: ["quality"],
+    )
+    combine: str = _help(
+        "How `pairs.judges` decide: terms (their normalized scores averaged into S) or vote (each judge "
+        "picks chosen/rejected with its own S; majority wins, ties broken by the ensemble S; pairing one only).",
+        "terms",
+    )
+    pairing: str = _help(
+        "Pairs per group: one (best vs worst), best_vs_each (best vs every sample below it), all_ranked "
+        "(every pair with a margin at or above delta); the tie ban (margin > 0) holds per pair.",
+        "one",
+    )
+    max_pairs_per_group: Optional[int] = _help(
+        "Cap on the pairs kept per group (largest margins first); null = no cap.", None
+    )
+    dedupe: str = _help(
+        "Identical samples in a group count once (hash of lower-cased, whitespace-collapsed text; the lowest "
+        "sample_idx stays, the copies are excluded as duplicate): content (reasoning + answer when "
+        "include_reasoning, else the answer: what the trainer sees), answer, off.",
+        "content",
+    )
     max_chosen_tokens: int = _help("long2short: the chosen sample must be under this many tokens.", 400)
     sft_max_tokens: int = _help("filter-long SFT export keeps samples with at most this many tokens.", 400)
     target: Optional[int] = _help(
@@ -162,20 +245,29 @@ class PairsConfig:
     sft: list = _help("SFT exports to write: filter_long, dp_sft.", factory=lambda: ["filter_long", "dp_sft"])
 
     def __post_init__(self) -> None:
-        if self.strategy not in PAIR_STRATEGIES:
-            raise ConfigError(f"pairs.strategy: {self.strategy!r} is not one of {', '.join(PAIR_STRATEGIES)}")
+        def one_of(key: str, value: str, valid: tuple[str, ...]) -> None:
+            if value not in valid:
+                raise ConfigError(f"pairs.{key}: {value!r} is not one of {', '.join(valid)}")
+
+        one_of("strategy", self.strategy, PAIR_STRATEGIES)
         if not 0 <= self.w_len <= 1:
             raise ConfigError(f"pairs.w_len: must be in [0, 1], got {self.w_len}")
         if not 0 <= self.drop_ratio < 1:
             raise ConfigError(f"pairs.drop_ratio: must be in [0, 1), got {self.drop_ratio}")
-        if self.length_norm not in ("group", "global", "fixed"):
-            raise ConfigError(f"pairs.length_norm: {self.length_norm!r} is not one of group, global, fixed")
+        one_of("length_norm", self.length_norm, ("group", "global", "fixed"))
         if self.length_norm == "fixed" and not self.length_max:
             raise ConfigError("pairs.length_max: required when pairs.length_norm is fixed")
-        if self.quality_norm not in ("scale", "group"):
-            raise ConfigError(f"pairs.quality_norm: {self.quality_norm!r} is not one of scale, group")
-        if self.format not in ("conversational", "standard"):
-            raise ConfigError(f"pairs.format: {self.format!r} is not one of conversational, standard")
+        one_of("quality_norm", self.quality_norm, ("scale", "group"))
+        one_of("format", self.format, ("conversational", "standard"))
+        one_of("pairing", self.pairing, PAIRINGS)
+        one_of("dedupe", self.dedupe, DEDUPE_MODES)
+        one_of("combine", self.combine, COMBINE_MODES)
+        if self.combine == "vote" and self.pairing != "one":
+            raise ConfigError(
+                f"pairs.combine: vote picks one pair per group; pairs.pairing must be one, got {self.pairing!r}"
+            )
+        if self.max_pairs_per_group is not None and self.max_pairs_per_group < 1:
+            raise ConfigError(f"pairs.max_pairs_per_group: must be >= 1 or null, got {self.max_pairs_per_group}")
         if self.target is not None and self.target < 1:
             raise ConfigError(f"pairs.target: must be >= 1, got {self.target}")
         if self.min_margin is not None and self.min_margin < 0:
@@ -183,6 +275,9 @@ class PairsConfig:
         unknown = set(self.sft) - {"filter_long", "dp_sft"}
         if unknown:
             raise ConfigError(f"pairs.sft: unknown export(s) {sorted(unknown)}; valid: filter_long, dp_sft")
+        from factory.pairs.terms import check_config  # the term sources live with the kernel
+
+        check_config(self)
 
     @property
     def quality_weight(self) -> float:
@@ -191,9 +286,14 @@ class PairsConfig:
 
 @dataclass
 class SweepConfig:
-    w_len_start: float = _help("`factory sweep`: first w_len of the grid.", 0.0)
-    w_len_stop: float = _help("`factory sweep`: last w_len of the grid (included).", 1.0)
-    w_len_step: float = _help("`factory sweep`: w_len step.", 0.1)
+    term: str = _help(
+        "`factory sweep`: the term whose weight is the grid's first axis: length (the paper: w_len, with "
+        "w_quality = 1 - w_len), quality, or the name of a pairs.terms entry.",
+        "length",
+    )
+    w_len_start: float = _help("`factory sweep`: first weight of the grid (w_len when sweep.term is length).", 0.0)
+    w_len_stop: float = _help("`factory sweep`: last weight of the grid (included).", 1.0)
+    w_len_step: float = _help("`factory sweep`: weight step.", 0.1)
     drop_ratio_start: float = _help("`factory sweep`: first drop_ratio of the grid.", 0.0)
     drop_ratio_stop: float = _help("`factory sweep`: last drop_ratio of the grid (included).", 0.5)
     drop_ratio_step: float = _help("`factory sweep`: drop_ratio step.", 0.1)
@@ -204,7 +304,11 @@ class SweepConfig:
             if step <= 0:
                 raise ConfigError(f"sweep.{axis}_step: must be > 0, got {step}")
             if not low <= start <= stop <= high:
-                raise ConfigError(f"sweep.{axis}_start/{axis}_stop: need {low} <= start <= stop <= {high:g}, got {start}, {stop}")
+                raise ConfigError(
+                    f"sweep.{axis}_start/{axis}_stop: need {low} <= start <= stop <= {high:g}, got {start}, {stop}"
+                )
+        if not self.term:
+            raise ConfigError("sweep.term: empty; use length, quality or a pairs.terms name")
 
     @staticmethod
     def _grid(start: float, stop: float, step: float) -> list[float]:
@@ -213,6 +317,7 @@ class SweepConfig:
 
     @property
     def w_lens(self) -> list[float]:
+        """The swept weight's values (w_len when sweep.term is length)."""
         return self._grid(self.w_len_start, self.w_len_stop, self.w_len_step)
 
     @property
@@ -488,7 +593,7 @@ def help_table(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, 
         default = f.default_factory() if f.default_factory is not MISSING else f.default
         if is_dataclass(default):
             rows.extend(help_table(type(default), key + "."))
-        elif "item" in f.metadata:  # a mapping of dataclasses (eval.candidates): its entries' fields
+        elif "item" in f.metadata:  # a list (pairs.terms: key[].field) or mapping (eval.candidates) of dataclasses
             rows.append((key, repr(default), f.metadata.get("help", "")))
             rows.extend(help_table(f.metadata["item"], key + f.metadata.get("item_key", "[].")))
         else:
@@ -518,7 +623,7 @@ class CostConfig:
     max_usd: Optional[float] = _help(
         "Budget of one invocation (`factory run` or `factory eval`), USD at the prices above: once what the "
         "stored rows cost reaches it, no new request is sent, every finished row is stored and the command "
-        "exits 3 (rerun to go on). Requests already in flight finish, so it can be passed by at most those.",
+        "exits 5 (rerun to go on). Requests already in flight finish, so it can be passed by at most those.",
         None,
     )
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from factory.config import ConfigError, StageCostConfig
 
-BUDGET_EXIT = 3  # the exit status of a command stopped by cost.max_usd
+BUDGET_EXIT = 5  # the exit status of a command stopped by cost.max_usd (3: lease held, 4: fatal, 130: signal)
 
 
 def usd(prompt_tokens: float, completion_tokens: float, price: StageCostConfig) -> float:

@@ -248,9 +248,9 @@ def _observed_ratio(stage: SampleStage, stored: pl.DataFrame | None) -> tuple[fl
     """(prompt tokens per character, samples) the engine reported for stored samples of this stage's prompts."""
     if stored is None:
         return None
-    known = stored.filter(pl.col("prompt_tokens").is_not_null() & pl.col("prompt_id").is_in(list(stage._messages)))
+    known = stored.filter(pl.col("prompt_tokens").is_not_null() & pl.col("prompt_id").is_in(list(stage._rows)))
     known = _spread(known, COUNT_AT_MOST)
-    chars = sum(_message_chars(stage._messages[p]) for p in known["prompt_id"])
+    chars = sum(_message_chars(stage._rows[p]["messages"]) for p in known["prompt_id"])
     return (float(known["prompt_tokens"].sum()) / chars, known.height) if chars else None
 
 

@@ -67,7 +67,9 @@ def rebuild_pairs(run_dir: str, overrides: list[str] | None = None) -> tuple[dic
     outputs = run_graph.build_outputs(store, cfg, prompts, manifest["fingerprints"])
     scored = outputs.pop("_scored")
     outputs.pop("_pairs")
-    manifest["config"] = run_graph.redact(config_mod.to_dict(cfg))
+    # The run's config stays the manifest's config: overrides shape this build only (recorded below), so a
+    # later plain `factory pairs` builds with the run's settings again.
+    manifest["pairs_build"] = {"overrides": list(overrides or []), "at": time.time()}
     manifest["counts"].update({k: v for k, v in outputs.items() if k not in ("pairs", "parse_status")})
     manifest["pairs"] = outputs["pairs"]
     manifest["parse_status"] = outputs["parse_status"]

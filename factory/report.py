@@ -12,9 +12,14 @@ Table "samples and pairs" (the source's Table 4.6 shape), one row per data set:
     all samples          ...   (score on the rubric's scale; RT = tokens / decode_tokens_per_s)
     valid samples, chosen, rejected (current strategy), filter-long SFT, long2short chosen/rejected
 Table "long2short": mean chosen / rejected tokens, groups succeeded / total.
-Table "rates": judge parse statuses, sample exclusions by reason, group outcomes by reason.
-The pair decisions are recomputed with the run's stored config (and any key=value given), the same
-code `factory pairs` runs; a stale pairs/ folder is pointed out.
+Table "terms": each term of S (name, source, weight, normalization, direction, filter bounds).
+Table "score columns": mean of every quality_*, dim_* and reward_* column on valid, chosen, rejected.
+Table "judges" (with two or more pairs.judges): pairwise agreement, the share of groups where two
+judges pick the same chosen and the same rejected sample.
+Table "rates": judge parse statuses, sample exclusions by reason (rule filters and duplicates
+included), groups by bucket, candidate pairs by outcome.
+The pair decisions are recomputed with the run's stored config (and any key=value given) by the
+pair kernel `factory pairs` runs (factory.pairs); a stale pairs/ folder is pointed out.
 """
 
 from __future__ import annotations
@@ -27,9 +32,12 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from factory import pairs as pair_kernel
 from factory.config import RunConfig
+from factory.pairs.terms import NOT_JUDGES
 from factory.stages import judge as judge_stage
-from factory.stages import pairs as pairs_stage
+
+SCORE_COLUMNS = r"^(quality_\w+|dim_\w+|reward_\w+)$"
 
 
 def _num(value: Any, digits: int = 1) -> str:
@@ -74,13 +82,37 @@ def side_stats(name: str, groups: pl.DataFrame, side: str, cfg: RunConfig) -> di
     return set_stats(name, kept[f"{side}_tokens"], kept[f"{side}_quality"], cfg)
 
 
+def score_columns(scored: pl.DataFrame, prepared: pair_kernel.Prepared, groups: pl.DataFrame) -> list[dict[str, Any]]:
+    """Mean of each extra judge, dimension and reward column on valid samples and on the kept pairs'
+    chosen and rejected sides."""
+    kept = groups.filter(pl.col("outcome") == "kept")
+    rows = []
+    for column in [c for c in scored.select(pl.col(SCORE_COLUMNS)).columns if c not in NOT_JUDGES]:
+        values = scored[column].cast(pl.Float64)
+
+        def mean(positions: pl.Series, values: pl.Series = values) -> float | None:
+            picked = values.gather(positions).drop_nulls().fill_nan(None).drop_nulls()
+            return float(picked.mean()) if picked.len() else None  # type: ignore[arg-type]
+
+        rows.append(
+            {
+                "column": column,
+                "valid": mean(prepared.valid["row"]),
+                "chosen": mean(kept["chosen_row"]),
+                "rejected": mean(kept["rejected_row"]),
+            }
+        )
+    return rows
+
+
 def build_report(scored: pl.DataFrame, judgments: pl.DataFrame, cfg: RunConfig) -> dict[str, Any]:
     """All the numbers of the report (plots aside) from scored samples and judgments."""
-    groups, stats = pairs_stage.select_pairs(scored, cfg.pairs)
-    l2s_groups, l2s = pairs_stage.select_pairs(scored, replace(cfg.pairs, strategy="long2short"))
-    marked = pairs_stage.mark_samples(scored.lazy()).collect()
+    prepared = pair_kernel.prepare(scored, cfg.pairs, cfg.judge.scale_max)
+    groups, stats = pair_kernel.decide(prepared, cfg.pairs)
+    l2s_groups, l2s = pair_kernel.decide(prepared, replace(cfg.pairs, strategy="long2short"))
+    marked = prepared.marked
     ok = marked.filter(pl.col("exclusion").cast(pl.String).fill_null("") != "engine_error")
-    valid = marked.filter(pl.col("exclusion").is_null())
+    valid = prepared.valid
     short = valid.filter(pl.col("completion_tokens") <= cfg.pairs.sft_max_tokens)
     strategy = cfg.pairs.strategy
     table = [
@@ -102,11 +134,12 @@ def build_report(scored: pl.DataFrame, judgments: pl.DataFrame, cfg: RunConfig) 
         "strategy": strategy,
         "pairs": stats.as_dict(),
         "table": table,
+        "score_columns": score_columns(scored, prepared, groups),
         "long2short": {
             "max_chosen_tokens": cfg.pairs.max_chosen_tokens,
             "mean_chosen_tokens": l2s.mean_chosen_tokens,
             "mean_rejected_tokens": l2s.mean_rejected_tokens,
-            "groups_succeeded": l2s.pairs_kept,
+            "groups_succeeded": l2s.groups_by_outcome["kept"],
             "groups_total": l2s.groups,
             "groups_no_short_sample": l2s.groups_excluded.get("no_short_sample", 0),
         },
@@ -141,17 +174,19 @@ def render_markdown(report: dict[str, Any], cfg: RunConfig, note: str | None = N
         )
     )
     out += ["", f"RT = decoded tokens / {cfg.decode_tokens_per_s:g} tokens/s (decode_tokens_per_s).", ""]
-    w_q = cfg.pairs.quality_weight
     threshold = "-" if pairs["delta"] is None else f"{pairs['delta']:.4f} ({pairs['delta_rule']})"
+    cap = cfg.pairs.max_pairs_per_group
     out += ["## Pairs", ""]
     out.append(
         markdown(
             ["setting or count", "value"],
             [
                 ["strategy", report["strategy"]],
-                ["w_len / w_quality", f"{cfg.pairs.w_len:g} / {w_q:g}"],
+                ["pairing (cap per group)", f"{pairs['pairing']} ({'none' if cap is None else cap})"],
+                ["judges (combine)", f"{', '.join(cfg.pairs.judges)} ({pairs['combine']})"],
                 ["drop_ratio / delta", f"{cfg.pairs.drop_ratio:g} / {threshold}"],
                 ["groups (prompts with samples)", pairs["groups"]],
+                ["groups with a kept pair", pairs["groups_by_outcome"]["kept"]],
                 ["pairs kept / dropped below delta", f"{pairs['pairs_kept']} / {pairs['pairs_dropped']}"],
                 ["mean token gap (rejected - chosen)", pairs["mean_token_gap"]],
                 [
@@ -161,6 +196,44 @@ def render_markdown(report: dict[str, Any], cfg: RunConfig, note: str | None = N
             ],
         )
     )
+    out += [
+        "",
+        "## Terms",
+        "",
+        "S = sum of weight x term; a term with bounds also excludes samples (its name is the reason).",
+        "",
+    ]
+    out.append(
+        markdown(
+            ["term", "source", "weight", "norm", "direction", "excluded when", "key"],
+            [
+                [t["name"], t["source"], f"{t['weight']:g}", t["norm"], t["direction"], _bounds(t), t["key"]]
+                for t in pairs["terms"]
+            ],
+        )
+    )
+    if report["score_columns"]:
+        out += ["", "## Score columns", ""]
+        out.append(
+            markdown(
+                ["column", "mean on valid", "mean chosen", "mean rejected"],
+                [
+                    [r["column"], _num(r["valid"], 3), _num(r["chosen"], 3), _num(r["rejected"], 3)]
+                    for r in report["score_columns"]
+                ],
+            )
+        )
+    if pairs["judge_agreement"]:
+        out += [
+            "",
+            "## Judges",
+            "",
+            "Agreement: share of groups where both judges pick the same chosen and rejected sample.",
+            "",
+        ]
+        out.append(
+            markdown(["judges", "agreement"], [[k, _rate_value(v)] for k, v in pairs["judge_agreement"].items()])
+        )
     out += ["", "## long2short", ""]
     out.append(
         markdown(
@@ -182,16 +255,30 @@ def render_markdown(report: dict[str, Any], cfg: RunConfig, note: str | None = N
     for reason, n in pairs["samples_excluded"].items():
         rows.append([f"samples excluded: {reason}", n, _rate(n, pairs["samples_total"])])
     rows.append(["samples valid", pairs["samples_valid"], _rate(pairs["samples_valid"], pairs["samples_total"])])
-    for reason, n in pairs["groups_excluded"].items():
-        rows.append([f"groups excluded: {reason}", n, _rate(n, pairs["groups"])])
-        if reason == "fewer_than_2_valid":
+    buckets = pairs["groups_by_outcome"]
+    for bucket in ("fewer_than_2_valid", "no_short_sample", "tied"):
+        rows.append([f"groups excluded: {bucket}", buckets[bucket], _rate(buckets[bucket], pairs["groups"])])
+        if bucket == "fewer_than_2_valid":
             for cause, count in sorted(pairs["groups_too_few_by_reason"].items()):
                 rows.append([f"  of which mostly {cause}", count, _rate(count, pairs["groups"])])
-    rows.append(["groups dropped below delta", pairs["pairs_dropped"], _rate(pairs["pairs_dropped"], pairs["groups"])])
-    rows.append(["groups kept as pairs", pairs["pairs_kept"], _rate(pairs["pairs_kept"], pairs["groups"])])
+    rows.append(
+        ["groups dropped below delta", buckets["below_margin"], _rate(buckets["below_margin"], pairs["groups"])]
+    )
+    rows.append(["groups kept (a pair or more)", buckets["kept"], _rate(buckets["kept"], pairs["groups"])])
+    for outcome, n in pairs["pairs_by_outcome"].items():
+        rows.append([f"candidate pairs: {outcome}", n, _rate(n, pairs["pairs_candidate"])])
     out.append(markdown(["what", "count", "rate"], rows))
     out += ["", "Plots: lengths.png, margins.png, quality.png.", ""]
     return "\n".join(out)
+
+
+def _bounds(term: dict[str, Any]) -> str:
+    parts = []
+    if term["exclude_above"] is not None:
+        parts.append(f"> {term['exclude_above']:g}")
+    if term["exclude_below"] is not None:
+        parts.append(f"< {term['exclude_below']:g}")
+    return " or ".join(parts) or "-"
 
 
 def _rate(n: int, total: int) -> str:
@@ -242,9 +329,12 @@ def margins_png(report: dict[str, Any], cfg: RunConfig) -> bytes:
     if delta is not None:
         ax.axvline(delta, color="red", ls="--", label=f"delta = {delta:.3f} ({report['pairs']['delta_rule']})")
         ax.legend(fontsize=8)
-    ax.set_xlabel("group margin S_chosen - S_rejected")
-    ax.set_ylabel("groups")
-    ax.set_title(f"Margins ({report['strategy']}, w_len {cfg.pairs.w_len:g}, drop_ratio {cfg.pairs.drop_ratio:g})")
+    ax.set_xlabel("candidate pair margin S_chosen - S_rejected")
+    ax.set_ylabel("candidate pairs")
+    ax.set_title(
+        f"Margins ({report['strategy']}, {report['pairs']['pairing']}, w_len {cfg.pairs.w_len:g}, "
+        f"drop_ratio {cfg.pairs.drop_ratio:g})"
+    )
     return _png(fig)
 
 

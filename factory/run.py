@@ -23,16 +23,17 @@ from typing import Any
 import polars as pl
 
 from factory import config as config_mod
+from factory import pairs as pair_kernel
 from factory.config import ConfigError, EngineConfig, RunConfig
 from factory.cost import Budget, run_prices
 from factory.executor import Executor
+from factory.lease import Lease
 from factory.prompts import load_prompts, read_text
 from factory.schemas import INVALID
+from factory.secrets import redact_url, scrub, scrub_all, scrub_table, secret_values
 from factory.stages import judge as judge_stage
-from factory.stages import pairs as pairs_stage
-from factory.stages import pairs_output
 from factory.stages import sample as sample_stage
-from factory.store import RunStore
+from factory.store import RunStore, open_output
 
 log = logging.getLogger("factory")
 
@@ -93,11 +94,14 @@ def fingerprints(cfg: RunConfig) -> dict[str, str]:
 
 
 def redact(value: Any) -> Any:
-    """The config as stored: any mapping key that looks like a secret has its value masked."""
+    """The config as stored: any mapping key that looks like a secret has its value masked, and
+    credentials written into a URL (https://user:pass@host) are too."""
     if isinstance(value, dict):
         return {k: ("***" if _SECRET.search(str(k)) and k != "api_key_env" and v else redact(v)) for k, v in value.items()}
     if isinstance(value, list):
         return [redact(v) for v in value]
+    if isinstance(value, str) and "://" in value and "@" in value:
+        return redact_url(value)
     return value
 
 
@@ -144,23 +148,16 @@ def stored_scored(
 def build_outputs(store: RunStore, cfg: RunConfig, prompts: pl.DataFrame, fps: dict[str, str]) -> dict[str, Any]:
     """pairs/ and sft/ from what is stored: no LLM call. Returns counts for the manifest."""
     samples, judgments, scored = stored_scored(store, cfg, prompts, fps)
-    groups, stats = pairs_stage.select_pairs(scored, cfg.pairs)
-    pairs = pairs_output.render_pairs(groups, scored, prompts, cfg.pairs).collect()
-    store.replace("pairs", pairs.to_arrow().cast(pairs_output.pairs_schema(cfg.pairs.format)))
+    built = pair_kernel.build(scored, prompts, cfg.pairs, cfg.judge.scale_max)
+    stats, pairs = built.stats, built.pairs
+    store.replace("pairs", pairs.to_arrow().cast(pair_kernel.pairs_schema(cfg.pairs.format)))
+    store.remove("sft")  # the layout before each export had its own folder (sft/<export>-*.parquet)
     for export in ("filter_long", "dp_sft"):
-        if export not in cfg.pairs.sft:  # an export no longer asked for must not linger as if current
-            for path in [p for p in store.parts("sft") if p.rsplit("/", 1)[-1].startswith(export + "-")]:
-                store.fs.rm(path)
-            continue
-        if export == "filter_long":
-            table = pairs_output.sft_filter_long(scored, prompts, cfg.pairs)
-        else:
-            dp_groups = groups if cfg.pairs.strategy == "dp_dpo" else None
-            if dp_groups is None:
-                dp_groups = pairs_stage.select_pairs(scored, replace(cfg.pairs, strategy="dp_dpo"))[0]
-            table = pairs_output.sft_dp(dp_groups, scored, prompts, cfg.pairs)
-        store.replace("sft", table, prefix=export)
-    note = pairs_stage.target_note(stats)
+        if export in built.sft:  # one folder per export, so that sft/<export>/*.parquet is one data set
+            store.replace(f"sft/{export}", built.sft[export])
+        else:  # an export no longer asked for must not linger as if current
+            store.remove(f"sft/{export}")
+    note = pair_kernel.target_note(stats)
     if note:
         print(note, file=sys.stderr)
     usable = judgments.filter(pl.col("parse_status").is_in(judge_stage.USABLE)).height if judgments.height else 0
@@ -181,48 +178,94 @@ def build_outputs(store: RunStore, cfg: RunConfig, prompts: pl.DataFrame, fps: d
 
 
 # -- the whole run --------------------------------------------------------------------------------
-def run(cfg: RunConfig, backend: str = "ray", build: Any = None) -> dict[str, Any]:
+def run(
+    cfg: RunConfig,
+    backend: str = "ray",
+    build: Any = None,
+    take_over: bool = False,
+    allow_fewer_prompts: bool = False,
+    command: str | None = None,
+) -> dict[str, Any]:
     """One `factory run`: the stage graph on pools that live for the whole run (every `pairs.target`
-    round included); returns the manifest (plus `_scored` and `_pairs` frames for the summary)."""
+    round included); returns the manifest (plus `_scored` and `_pairs` frames for the summary).
+
+    Before any request: the config is checked (preflight), the output directory is shown writable and
+    its lease taken (one writer per run directory; `take_over` takes a live-looking lease). A run
+    with no valid prompt, or with fewer than the stored outputs were built from (unless
+    `allow_fewer_prompts`), fails without replacing anything."""
     t0 = time.perf_counter()
     preflight(cfg)
     fps = fingerprints(cfg)
-    store = RunStore(cfg.output_dir)
-    previous = store.read_json("manifest.json") or {}
-    budget = Budget(run_prices(cfg), cfg.cost.max_usd)
-    with Executor(store, cfg, backend=backend, build=build, budget=budget) as executor:
-        try:
-            manifest = _to_target(cfg, store, fps, executor) if cfg.pairs.target else _round(cfg, store, fps, executor)
-        finally:
-            metrics = executor.metrics_json()
-            store.write_json("metrics.json", metrics)
-    manifest.update(
-        {
-            "pools": metrics["pools"],
-            "spend": budget.as_dict(),
-            "timings": {**manifest["timings"], "overlap": metrics["overlap_s"], "total": round(time.perf_counter() - t0, 3)},
-            "history": (previous.get("history") or [])
-            + [{"at": time.time(), "requests": manifest["requests"], "counts": manifest["counts"]}],
-        }
-    )
-    scored, pairs = manifest.pop("_scored"), manifest.pop("_pairs")
-    store.write_json("manifest.json", manifest)
+    store = open_output(cfg.output_dir)
+    secrets = secret_values(cfg)
+    command = scrub(command or " ".join(["factory", *sys.argv[1:]]), secrets)
+    with Lease(store, command, take_over=take_over) as lease:
+        previous = store.read_json("manifest.json") or {}
+        scrubber = (lambda table: scrub_table(table, secrets)) if secrets else None
+        budget = Budget(run_prices(cfg), cfg.cost.max_usd)
+        with Executor(store, cfg, backend=backend, build=build, scrub=scrubber, budget=budget) as executor:
+            executor.lease = lease
+            guard = _PromptGuard(previous, allow_fewer_prompts)
+            try:
+                if cfg.pairs.target:
+                    manifest = _to_target(cfg, store, fps, executor, guard)
+                else:
+                    manifest = _round(cfg, store, fps, executor, guard)
+            finally:
+                metrics = executor.metrics_json()
+                store.write_json("metrics.json", scrub_all(metrics, secrets))
+        manifest.update(
+            {
+                "pools": metrics["pools"],
+                "spend": budget.as_dict(),
+                "timings": {**manifest["timings"], "overlap": metrics["overlap_s"], "total": round(time.perf_counter() - t0, 3)},
+                "history": (previous.get("history") or [])
+                + [{"at": time.time(), "requests": manifest["requests"], "counts": manifest["counts"]}],
+            }
+        )
+        scored, pairs = manifest.pop("_scored"), manifest.pop("_pairs")
+        manifest = scrub_all(manifest, secrets)
+        store.write_json("manifest.json", manifest)
     manifest["_scored"], manifest["_pairs"] = scored, pairs
     return manifest
 
 
-def _to_target(cfg: RunConfig, store: RunStore, fps: dict[str, str], executor: Executor) -> dict[str, Any]:
+class _PromptGuard:
+    """Refuses a round that would replace the stored outputs with ones built from fewer prompts."""
+
+    def __init__(self, previous: dict[str, Any], allow_fewer: bool):
+        self.before = int((previous.get("counts") or {}).get("prompts_valid") or 0)
+        self.allow_fewer = allow_fewer
+
+    def check(self, cfg: RunConfig, valid: int, invalid: int) -> None:
+        if valid == 0:
+            raise ConfigError(
+                f"prompts.path: no valid prompt in {cfg.prompts.path} ({invalid} row(s) recorded as invalid, see "
+                "above); nothing was requested and nothing in output_dir was replaced"
+            )
+        if valid < self.before and not self.allow_fewer:
+            raise ConfigError(
+                f"prompts: this run has {valid} valid prompt(s) but the outputs in {cfg.output_dir} were built from "
+                f"{self.before} (prompts.path / prompts.limit changed?); refusing to replace prompts/, pairs/ and sft/ "
+                "with a smaller set. Run with --allow-fewer-prompts to do it anyway (stored samples stay either way)"
+            )
+
+
+def _to_target(
+    cfg: RunConfig, store: RunStore, fps: dict[str, str], executor: Executor, guard: _PromptGuard
+) -> dict[str, Any]:
     """pairs.target: run on a first draw of prompt rows (prompts.limit, else an estimate from the
     target and drop_ratio), then raise prompts.limit to what the observed survival rate (pairs kept
     per prompt row) says is needed, +10%, and run again on the same pools: only the new prompts are
     sampled and judged. Stops when the target is met or the pool has no more rows; with no pair yet,
     the draw doubles."""
     target = int(cfg.pairs.target or 0)
-    limit = cfg.prompts.limit or target_draw(cfg.pairs)
+    # A grown run never draws fewer prompts than its outputs were built from.
+    limit = max(cfg.prompts.limit or target_draw(cfg.pairs), guard.before)
     requests = {"sampler": 0, "judge": 0}
     draws: list[dict[str, int]] = []
     while True:
-        manifest = _round(replace(cfg, prompts=replace(cfg.prompts, limit=limit)), store, fps, executor)
+        manifest = _round(replace(cfg, prompts=replace(cfg.prompts, limit=limit)), store, fps, executor, guard)
         for key in requests:
             requests[key] += manifest["requests"][key]
         kept, rows = manifest["counts"]["pairs_kept"], manifest["counts"]["prompts_in"]
@@ -248,16 +291,20 @@ def target_draw(pairs: Any, kept: int | None = None, rows: int | None = None, li
     return rows + max(more, 1)
 
 
-def _round(cfg: RunConfig, store: RunStore, fps: dict[str, str], executor: Executor) -> dict[str, Any]:
+def _round(
+    cfg: RunConfig, store: RunStore, fps: dict[str, str], executor: Executor, guard: _PromptGuard
+) -> dict[str, Any]:
     """Prompts -> the stage graph on the executor's pools -> pairs; the manifest of this round."""
     timings: dict[str, float] = {}
     t = time.perf_counter()
     prompts, invalid = load_prompts(cfg.prompts)
+    guard.check(cfg, prompts.height, invalid.height)
     store.replace("prompts", prompts)
     if invalid.height:
         store.replace("invalid", invalid.to_arrow().cast(INVALID))
     for row in invalid.iter_rows(named=True):
-        executor.progress.say(f"[prompts] row {row['row_index']} invalid: {row['reason']}")
+        where = f"row {row['row_index']}" if row["row_index"] is not None else "file"
+        executor.progress.say(f"[prompts] {where} invalid: {row['reason']}")
     timings["prompts"] = time.perf_counter() - t
     executor.progress.say(f"[prompts] {prompts.height} valid, {invalid.height} invalid")
 

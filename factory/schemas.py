@@ -37,6 +37,9 @@ JUDGMENTS = pa.schema(
         ("sampler_fp", pa.string()),
         ("vote", pa.int64()),
         ("judge_fp", pa.string()),
+        # created_at of the sample row that was judged: a sample stored again later (its part was lost and
+        # it was asked again) is judged again, never paired with a judgment of another text
+        ("sample_created_at", pa.float64()),
         ("score", pa.float64()),
         ("quality", pa.float64()),
         ("parse_status", pa.string()),

@@ -118,4 +118,23 @@ def scrub_all(value: Any, secrets: Iterable[str]) -> Any:
     return value
 
 
-__all__ = ["MASK", "redact_url", "scrub", "scrub_all", "secret_values", "url_credentials"]
+def scrub_table(table: Any, secrets: Iterable[str]) -> Any:
+    """An Arrow table with every secret value masked in its string columns (vectorized): what the
+    executor's writers apply to every part before it is stored."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    secrets = sorted((s for s in secrets if len(s) >= MIN_SECRET_LENGTH), key=len, reverse=True)
+    if not secrets:
+        return table
+    for index, field in enumerate(table.schema):
+        if not (pa.types.is_string(field.type) or pa.types.is_large_string(field.type)):
+            continue
+        column = table.column(index)
+        for secret in secrets:
+            column = pc.replace_substring(column, pattern=secret, replacement=MASK)
+        table = table.set_column(index, field, column)
+    return table
+
+
+__all__ = ["MASK", "redact_url", "scrub", "scrub_all", "scrub_table", "secret_values", "url_credentials"]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -211,6 +212,27 @@ class RunStore:
                 table = conform(table, wanted)
             yield table
 
+    def iter_batches(
+        self, name: str, columns: list[str], schema: pa.Schema | None = None, rows: int = 65_536
+    ) -> Iterator[pa.Table]:
+        """The rows of `name` (only `columns`), a few thousand at a time: memory stays bounded by the
+        batch, not by a part (a compacted part may hold gigabytes of text)."""
+        for path in self.parts(name):
+            try:
+                with self.fs.open(path, "rb") as handle:
+                    parquet = pq.ParquetFile(handle)
+                    present = [c for c in columns if c in parquet.schema_arrow.names]
+                    for batch in parquet.iter_batches(batch_size=rows, columns=present):
+                        table = pa.Table.from_batches([batch])
+                        if schema is not None:
+                            table = conform(table, pa.schema([schema.field(c) for c in columns if c in schema.names]))
+                        yield table
+            except FileNotFoundError:  # merged away between the listing and the read: its rows are in the new part
+                continue
+            except (pa.ArrowException, OSError, ValueError):
+                self.read_part(path, columns)  # raises CorruptPartError naming the part
+                raise
+
     def read(
         self, name: str, schema: pa.Schema | None = None, columns: list[str] | None = None
     ) -> pl.DataFrame | None:
@@ -249,6 +271,51 @@ class RunStore:
             self.fs.mv(tmp, final)
         else:  # object stores (and memory://) publish a whole object at once
             self.fs.pipe_file(final, data)
+
+
+OPEN_TIMEOUT_S = 10.0
+
+
+def open_output(url: str, key: str = "output_dir", timeout_s: float = OPEN_TIMEOUT_S) -> RunStore:
+    """The run directory, checked writable before any request: a file is written there and removed.
+    Every way this fails (permission, a file in the way, an unreachable endpoint, no credentials, a
+    missing fsspec backend) is one ConfigError naming `key`, within `timeout_s`."""
+    from factory.config import ConfigError
+
+    result: dict[str, Any] = {}
+
+    def probe() -> None:
+        try:
+            store = RunStore(url)
+            name = f"_probe-{uuid.uuid4().hex[:8]}"
+            store.write_bytes(name, b"ok")
+            store.fs.rm(store.path(name))
+            result["store"] = store
+        except BaseException as exc:  # reported below, with the key
+            result["error"] = exc
+
+    worker = threading.Thread(target=probe, name="factory-output-probe", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():
+        raise ConfigError(f"{key}: {url} did not answer within {timeout_s:g}s (is the endpoint reachable?)")
+    error = result.get("error")
+    if error is None:
+        return result["store"]
+    name = type(error).__name__
+    if isinstance(error, PermissionError):
+        why = f"permission denied ({error})"
+    elif isinstance(error, (NotADirectoryError, FileExistsError)):
+        why = f"a file is in the way of the directory ({error})"
+    elif isinstance(error, ImportError):
+        why = f"no filesystem for this URL ({error}); for s3:// run: pip install 'factory[s3]'"
+    elif "Credentials" in name or "credential" in str(error).lower():
+        why = f"no credentials ({name}: {error}); set them in the environment (e.g. AWS_ACCESS_KEY_ID)"
+    elif "Endpoint" in name or "Connect" in name or isinstance(error, (ConnectionError, TimeoutError)):
+        why = f"endpoint unreachable ({name}: {error})"
+    else:
+        why = f"{name}: {error}"
+    raise ConfigError(f"{key}: cannot write to {url}: {why}") from None
 
 
 def _base(path: str) -> str:

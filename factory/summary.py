@@ -26,24 +26,46 @@ def table(rows: list[tuple[str, str]], title: str = "") -> str:
     return "\n".join(out)
 
 
-def run_summary(manifest: dict[str, Any], scored: pl.DataFrame) -> str:
+def _reasons(counts: dict[str, int]) -> str:
+    """'truncated 84, empty_answer 2' (largest first), or '-'."""
+    items = sorted(((k, v) for k, v in (counts or {}).items() if v), key=lambda kv: -kv[1])
+    return ", ".join(f"{k} {v}" for k, v in items) or "-"
+
+
+def run_summary(manifest: dict[str, Any], scored: pl.DataFrame, title: str = "factory run summary") -> str:
+    """The table a run (or a pair build) ends with: what came in, what it cost, why groups did or did
+    not become pairs, and where it went. Scores and gaps are in points of the judge's scale."""
     counts, pairs, timings = manifest["counts"], manifest["pairs"], manifest["timings"]
+    scale = float(((manifest.get("config") or {}).get("judge") or {}).get("scale_max") or 100.0)
     ok = scored.filter(pl.col("error").is_null()) if scored.height else scored
     tokens = ok["completion_tokens"] if ok.height else pl.Series([], dtype=pl.Int64)
+    truncated = ok.filter(pl.col("finish_reason") == "length").height if ok.height else 0
     score = ok["score"].drop_nulls() if ok.height and "score" in ok.columns else pl.Series([], dtype=pl.Float64)
+    gap = pairs.get("mean_quality_gap")
+    groups = pairs.get("groups_by_outcome") or {}
+    too_few = pairs.get("groups_too_few_by_reason") or {}
+    not_paired = {k: v for k, v in groups.items() if k != "kept" and v}
     rows = [
-        ("prompts in / invalid", f"{counts['prompts_in']} / {counts['prompts_invalid']}"),
+        ("prompts in / valid / invalid", f"{counts['prompts_in']} / {counts.get('prompts_valid', '-')} / {counts['prompts_invalid']}"),
         ("samples ok / failed", f"{counts['samples_ok']} / {counts['samples_failed']}"),
-        ("completion tokens mean / max", f"{_fmt(tokens.mean())} / {_fmt(tokens.max())}"),
+        ("completion tokens mean / max", f"{_fmt(tokens.mean())} / {_fmt(tokens.max())} ({truncated} hit max_tokens)"),
         ("judgments ok / failed", f"{counts['judgments_ok']} / {counts['judgments_failed']}"),
-        ("mean judge score", _fmt(score.mean())),
-        ("pairs kept / dropped", f"{counts['pairs_kept']} / {counts['pairs_dropped']}"),
+        ("mean judge score", f"{_fmt(score.mean())} / {scale:g}" if score.len() else "-"),
+        ("samples excluded, by reason", _reasons(pairs.get("samples_excluded") or {})),
+        ("groups not paired, by reason", _reasons(not_paired)),
+        ("  fewer than 2 valid, mostly", _reasons(too_few)),
+        ("pairs kept / dropped below delta", f"{counts['pairs_kept']} / {counts['pairs_dropped']} of {pairs.get('groups', 0)} groups"),
         ("margin threshold (delta)", _fmt(pairs.get("delta"), 3)),
-        ("mean token gap (rej - cho)", _fmt(pairs.get("mean_token_gap"))),
-        ("mean quality gap (cho - rej)", _fmt(pairs.get("mean_quality_gap"), 3)),
+        ("mean token gap (rejected - chosen)", _fmt(pairs.get("mean_token_gap"))),
+        ("mean score gap (chosen - rejected)", f"{gap * scale:.1f} / {scale:g}" if gap is not None else "-"),
         ("LLM requests sampler / judge", f"{manifest['requests']['sampler']} / {manifest['requests']['judge']}"),
+    ]
+    for name, pool in (manifest.get("pools") or {}).items():
+        start = f" ({pool['start_s']:.1f}s to load)" if pool.get("start_s") else ""
+        rows.append((f"pool {name}", f"{pool['starts']} start(s){start}, {pool['restarts']} restart(s)"))
+    rows += [
         ("time prompts / sample / judge / pairs", " / ".join(f"{timings.get(k, 0):.1f}s" for k in ("prompts", "sample", "judge", "pairs"))),
-        ("time total", f"{timings['total']:.1f}s"),
+        ("time overlapping / total", f"{timings.get('overlap', 0):.1f}s / {timings['total']:.1f}s"),
         ("output", manifest["output_dir"]),
     ]
-    return table(rows, "factory run summary")
+    return table(rows, title)

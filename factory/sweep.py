@@ -1,172 +1,114 @@
-"""`factory sweep RUN_DIR`: the paper's w_len x drop_ratio analysis from what is stored, no LLM call.
+"""`factory sweep RUN_DIR`: the paper's weight x drop_ratio analysis from what is stored, no LLM call.
 
-    table = sweep_table(scored, cfg.pairs, w_lens=[0.0, 0.1, ..., 1.0], drop_ratios=[0.0, ..., 0.5])
+    table = sweep_table(scored, cfg.pairs, weights=[0.0, 0.1, ..., 1.0], drop_ratios=[0.0, ..., 0.5])
 
-    rows out: w_len  w_quality  drop_ratio  delta  groups_candidate  pairs_kept  pairs_dropped  tied
-              kept_share  mean_token_gap  mean_quality_gap  mean_score_gap  mean_chosen_tokens ...
-              0.6    0.4        0.3         0.41   15000             10500       4500           0 ...
+    rows out: term    weight  w_len  w_quality  drop_ratio  delta  groups_candidate  pairs_candidate
+              length  0.6     0.6    0.4        0.3         0.41   15000             15000
+              pairs_kept  pairs_dropped  tied  kept_share  mean_token_gap  mean_quality_gap  ...
+              10500       4500           0     0.7         ...
 
-The data is loaded and prepared once: samples are marked, the length and quality terms computed,
-and each group's valid samples laid out as one row of a (groups x K) matrix. Every w_len is then a
-handful of numpy operations on that matrix (S, row max/min, the tie-break among equal S) and every
-drop_ratio a quantile of the sorted margins plus a suffix-sum lookup, so the 66 default points cost
-about one pair build. The picks equal `factory.stages.pairs.select_pairs` (dp_dpo, w_quality = 1 - w_len,
-the configured length/quality normalization); tests check that point by point. pairs.min_margin
-is not used: drop_ratio is the sweep's axis.
+The swept weight is `sweep.term`'s: `length` (the default, the paper's axis: w_len, with w_quality =
+1 - w_len), `quality` (w_quality alone), or the name of a pairs.terms entry (its weight alone). Every
+point is the dp_dpo strategy with the run's other pair settings (terms, judges, pairing, cap); the
+drop ratio is the other axis, so pairs.min_margin is not used.
+
+No second implementation: the samples are prepared once (factory.pairs.prepare: exclusions, term
+values), then every weight is one `factory.pairs.candidates` call and every drop ratio one
+`threshold` + `outcomes` call of the kernel `factory pairs` uses, so a point equals a pair build with
+those settings (tests check it point by point) and the 66 default points cost about one build.
 
 Writes sweep/sweep.csv, sweep/heatmap_token_gap.png, sweep/heatmap_quality_gap.png and
-sweep/gaps_vs_w_len.png (both gaps against w_len at drop_ratio 0, where they cross).
+sweep/gaps_vs_w_len.png (both gaps against the weight at the smallest drop ratio, where they cross).
 """
 
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import polars as pl
 
-from factory.config import PairsConfig
-from factory.stages import pairs as pairs_stage
+from factory.config import ConfigError, PairsConfig
+from factory.pairs import kernel
+from factory.pairs.marks import Prepared, prepare
+from factory.pairs.terms import weights as term_weights
 
 SWEEP_COLUMNS = (
-    "w_len", "w_quality", "drop_ratio", "delta", "groups_candidate", "pairs_kept", "pairs_dropped", "tied",
-    "kept_share", "mean_token_gap", "mean_quality_gap", "mean_score_gap", "mean_chosen_tokens",
-    "mean_rejected_tokens", "mean_chosen_quality", "mean_rejected_quality",
+    "term", "weight", "w_len", "w_quality", "drop_ratio", "delta", "groups_candidate", "pairs_candidate",
+    "pairs_kept", "pairs_dropped", "tied", "kept_share", "mean_token_gap", "mean_quality_gap", "mean_score_gap",
+    "mean_chosen_tokens", "mean_rejected_tokens", "mean_chosen_quality", "mean_rejected_quality",
 )  # fmt: skip
+COUNTS = ("groups_candidate", "pairs_candidate", "pairs_kept", "pairs_dropped", "tied")
 
 
-@dataclass
-class GroupMatrix:
-    """Each candidate group's valid samples as one column, padded to the largest group. Slots run
-    down the rows so that a max over a group is K elementwise operations on long rows (fast),
-    not a reduction along G tiny rows (slow in numpy)."""
-
-    len_term: np.ndarray  # (K, groups) float, NaN where padded
-    q_term: np.ndarray
-    tokens: np.ndarray
-    quality: np.ndarray
-    sample_idx: np.ndarray
-    filled: np.ndarray  # (K, groups) bool
-
-
-def group_matrix(scored: pl.DataFrame | pl.LazyFrame, cfg: PairsConfig) -> GroupMatrix:
-    """Scored samples -> GroupMatrix of the groups with >= 2 valid samples. Done once per sweep."""
-    engine = "in-memory" if isinstance(scored, pl.DataFrame) else "streaming"
-    marked = pairs_stage.group_keys(pairs_stage.mark_samples(scored.lazy()).collect(engine=engine))
-    valid = pairs_stage._exclusion_counts(marked, pairs_stage.PairStats())
-    terms = pairs_stage.add_terms(valid, cfg)
-    starts, counts = pairs_stage.segments(terms["gid"])
-    terms = terms.filter(pl.Series(np.repeat(counts >= 2, counts)))
-    starts, counts = pairs_stage.segments(terms["gid"])
-    groups, width = len(starts), int(counts.max()) if len(counts) else 0
-    group = np.repeat(np.arange(groups), counts)
-    slot = np.arange(terms.height) - np.repeat(starts, counts)
-
-    def matrix(column: str) -> np.ndarray:
-        out = np.full((width, groups), np.nan)
-        out[slot, group] = terms[column].to_numpy().astype(np.float64)
-        return out
-
-    filled = np.zeros((width, groups), dtype=bool)
-    filled[slot, group] = True
-    return GroupMatrix(
-        matrix("len_term"),
-        matrix("q_term"),
-        matrix("completion_tokens"),
-        matrix("quality"),
-        matrix("sample_idx"),
-        filled,
-    )
-
-
-def _first(mask: np.ndarray) -> np.ndarray:
-    """Per group (column), the first slot where `mask` holds (every column has one): slots weigh
-    K, K-1, ..., 1, so the heaviest marked slot is the first, found by one elementwise max."""
-    width = mask.shape[0]
-    weight = np.arange(width, 0, -1, dtype=np.int16)[:, None]
-    return width - (mask * weight).max(axis=0, initial=0).astype(np.int64)
-
-
-def _resolve(m: GroupMatrix, candidates: np.ndarray, descending: list[bool]) -> np.ndarray:
-    """Slot of the one sample per group among `candidates` (those at the best or worst S) that the
-    tie-break keys pick: pairs.TIE_KEYS in order, each narrowing the tied set."""
-    pick = _first(candidates)
-    tied = np.flatnonzero(candidates.sum(axis=0) > 1)
-    if len(tied):
-        left = candidates[:, tied]
-        for values, desc in zip((m.tokens[:, tied], m.quality[:, tied], m.sample_idx[:, tied]), descending):
-            masked = np.where(left, values, -np.inf if desc else np.inf)
-            best = masked.max(axis=0) if desc else masked.min(axis=0)
-            left &= values == best
-        pick[tied] = _first(left)
-    return pick
-
-
-def _picks(m: GroupMatrix, w_len: float, w_q: float) -> dict[str, np.ndarray]:
-    """chosen/rejected tokens and quality, and the margin, of every group at these weights."""
-    score = w_len * m.len_term + w_q * m.q_term  # the same arithmetic as pairs.with_score
-    best = np.where(m.filled, score, -np.inf).max(axis=0, initial=-np.inf)
-    worst = np.where(m.filled, score, np.inf).min(axis=0, initial=np.inf)
-    chosen = _resolve(m, m.filled & (score == best), pairs_stage.CHOSEN_ORDER)
-    rejected = _resolve(m, m.filled & (score == worst), pairs_stage.REJECTED_ORDER)
-    columns = np.arange(score.shape[1])
-
-    def at(values: np.ndarray, index: np.ndarray) -> np.ndarray:
-        return values[index, columns]
-
-    return {
-        "margin": best - worst,
-        "chosen_tokens": at(m.tokens, chosen),
-        "rejected_tokens": at(m.tokens, rejected),
-        "chosen_quality": at(m.quality, chosen),
-        "rejected_quality": at(m.quality, rejected),
-    }
-
-
-SUMMED = ("chosen_tokens", "rejected_tokens", "chosen_quality", "rejected_quality")
+def point_config(cfg: PairsConfig, prepared: Prepared, term: str, weight: float) -> PairsConfig:
+    """The pair settings of one grid row: dp_dpo with `term`'s weight set to `weight`."""
+    names = [t.name for t in prepared.terms]
+    if term not in names:
+        raise ConfigError(f"sweep.term: {term!r} is not a pair term; the terms are {', '.join(names)}")
+    index = names.index(term)
+    base = replace(cfg, strategy="dp_dpo", min_margin=None)
+    if term == "length":
+        return replace(base, w_len=weight, w_quality=None)
+    if term == "quality":
+        return replace(base, w_quality=weight)
+    entries = list(cfg.terms)
+    entries[index - 2] = replace(entries[index - 2], weight=weight)
+    return replace(base, terms=entries)
 
 
 def sweep_points(
-    m: GroupMatrix, w_lens: list[float], drop_ratios: list[float], scale_max: float
+    prepared: Prepared,
+    cfg: PairsConfig,
+    weights: list[float],
+    drop_ratios: list[float],
+    scale_max: float,
+    term: str = "length",
 ) -> list[dict[str, Any]]:
-    """One row per (w_len, drop_ratio). Per w_len the groups are ordered by margin once; the kept
-    pairs of any delta are then a suffix of that order, so each drop_ratio is a lookup in suffix sums."""
+    """One row per (weight, drop_ratio): the kernel's candidates once per weight, its threshold and
+    outcomes once per drop ratio."""
     rows = []
-    n = m.filled.shape[1]
-    for w_len in w_lens:
-        w_q = 1.0 - w_len
-        picks = _picks(m, w_len, w_q)
-        order = np.argsort(picks["margin"])  # equal margins fall on the same side of any delta
-        margin = picks["margin"][order]
-        # suffix[j, i] = sum of SUMMED[j] over the groups at sorted positions i..n-1
-        stacked = np.stack([picks[k] for k in SUMMED])[:, order[::-1]]
-        suffix = np.concatenate([np.cumsum(stacked, axis=1)[:, ::-1], np.zeros((len(SUMMED), 1))], axis=1)
-        tied = int(np.searchsorted(margin, 0.0, side="right"))  # margins <= 0 come first
+    groups_candidate = int((prepared.counts >= 2).sum())
+    for weight in weights:
+        at_weight = point_config(cfg, prepared, term, weight)
+        w = term_weights(at_weight)
+        cands = kernel.candidates(prepared, at_weight, w)
+        sides = {
+            "chosen_tokens": prepared.tokens[cands.chosen].astype(np.float64),
+            "rejected_tokens": prepared.tokens[cands.rejected].astype(np.float64),
+            "chosen_quality": prepared.quality[cands.chosen],
+            "rejected_quality": prepared.quality[cands.rejected],
+        }
         for drop_ratio in drop_ratios:
-            delta = pairs_stage.margin_quantile(margin, drop_ratio)
-            first = max(tied, int(np.searchsorted(margin, delta, side="left"))) if delta is not None else n
-            kept = n - first
-            mean = dict(zip(SUMMED, (suffix[:, first] / max(kept, 1)).tolist()))
-            token_gap = mean["rejected_tokens"] - mean["chosen_tokens"]
-            quality_gap = mean["chosen_quality"] - mean["rejected_quality"]
+            point = replace(at_weight, drop_ratio=drop_ratio)
+            delta, _ = kernel.threshold(cands, point)
+            codes = kernel.outcomes(prepared, cands, delta, point)
+            kept_mask = codes == kernel.KEPT
+            kept = int(kept_mask.sum())
+            mean = {k: float(v[kept_mask].mean()) if kept else None for k, v in sides.items()}
+            token_gap = mean["rejected_tokens"] - mean["chosen_tokens"] if kept else None  # type: ignore[operator]
+            quality_gap = mean["chosen_quality"] - mean["rejected_quality"] if kept else None  # type: ignore[operator]
             rows.append(
                 {
-                    "w_len": w_len,
-                    "w_quality": round(w_q, 10),
+                    "term": term,
+                    "weight": weight,
+                    "w_len": float(w[0]),
+                    "w_quality": round(float(w[1]), 10),
                     "drop_ratio": drop_ratio,
                     "delta": delta,
-                    "groups_candidate": n,
+                    "groups_candidate": groups_candidate,
+                    "pairs_candidate": len(codes),
                     "pairs_kept": kept,
-                    "pairs_dropped": first - tied,
-                    "tied": tied,
-                    "kept_share": kept / n if n else None,
+                    "pairs_dropped": int((codes == kernel.BELOW_MARGIN).sum()),
+                    "tied": int((codes == kernel.TIED).sum()),
+                    "kept_share": kept / len(codes) if len(codes) else None,
                     # no kept pair: no mean (None), never a misleading 0
-                    "mean_token_gap": token_gap if kept else None,
-                    "mean_quality_gap": quality_gap if kept else None,
-                    "mean_score_gap": quality_gap * scale_max if kept else None,
-                    **{f"mean_{k}": (mean[k] if kept else None) for k in SUMMED},
+                    "mean_token_gap": token_gap,
+                    "mean_quality_gap": quality_gap,
+                    "mean_score_gap": quality_gap * scale_max if kept else None,  # type: ignore[operator]
+                    **{f"mean_{k}": v for k, v in mean.items()},
                 }
             )
     return rows
@@ -175,17 +117,15 @@ def sweep_points(
 def sweep_table(
     scored: pl.DataFrame | pl.LazyFrame,
     cfg: PairsConfig,
-    w_lens: list[float],
+    weights: list[float],
     drop_ratios: list[float],
     scale_max: float = 100.0,
+    term: str = "length",
 ) -> pl.DataFrame:
     """The whole grid from one load of the data (see module doc)."""
-    matrix = group_matrix(scored, cfg)
-    rows = sweep_points(matrix, w_lens, drop_ratios, scale_max)
-    schema = {
-        c: (pl.Int64 if c in ("groups_candidate", "pairs_kept", "pairs_dropped", "tied") else pl.Float64)
-        for c in SWEEP_COLUMNS
-    }
+    prepared = prepare(scored, cfg, scale_max)
+    rows = sweep_points(prepared, cfg, weights, drop_ratios, scale_max, term)
+    schema = {c: (pl.String if c == "term" else pl.Int64 if c in COUNTS else pl.Float64) for c in SWEEP_COLUMNS}
     return pl.DataFrame(rows, schema=schema)
 
 
@@ -202,18 +142,18 @@ def heatmap_png(table: pl.DataFrame, column: str, title: str, fmt: str) -> bytes
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    w_lens = sorted(set(table["w_len"].to_list()))
+    w_lens = sorted(set(table["weight"].to_list()))
     drops = sorted(set(table["drop_ratio"].to_list()))
     grid = np.full((len(w_lens), len(drops)), np.nan)
     for row in table.iter_rows(named=True):
         value = row[column]
-        grid[w_lens.index(row["w_len"]), drops.index(row["drop_ratio"])] = np.nan if value is None else value
+        grid[w_lens.index(row["weight"]), drops.index(row["drop_ratio"])] = np.nan if value is None else value
     fig, ax = plt.subplots(figsize=(1.1 * len(drops) + 2.5, 0.45 * len(w_lens) + 1.8))
     image = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis")
     ax.set_xticks(range(len(drops)), [f"{d:g}" for d in drops])
     ax.set_yticks(range(len(w_lens)), [f"{w:g}" for w in w_lens])
     ax.set_xlabel("drop_ratio")
-    ax.set_ylabel("w_len")
+    ax.set_ylabel(axis_label(table))
     ax.set_title(title)
     finite = grid[np.isfinite(grid)]
     middle = (finite.min() + finite.max()) / 2 if len(finite) else 0.0
@@ -228,8 +168,13 @@ def heatmap_png(table: pl.DataFrame, column: str, title: str, fmt: str) -> bytes
     return data
 
 
+def axis_label(table: pl.DataFrame) -> str:
+    term = table["term"][0] if table.height else "length"
+    return "w_len" if term == "length" else f"weight of {term}"
+
+
 def crossing(w_lens: list[float], a: list[float], b: list[float]) -> float | None:
-    """The first w_len where curves a and b (each scaled by its largest absolute value) cross."""
+    """The first weight where curves a and b (each scaled by its largest absolute value) cross."""
     a_arr, b_arr = np.array(a, dtype=float), np.array(b, dtype=float)
     if not len(a_arr) or not np.all(np.isfinite(a_arr)) or not np.all(np.isfinite(b_arr)):
         return None
@@ -246,7 +191,7 @@ def crossing(w_lens: list[float], a: list[float], b: list[float]) -> float | Non
 
 
 def gaps_png(table: pl.DataFrame, scale_max: float) -> bytes:
-    """Mean token gap and mean quality gap (in score points) against w_len at the smallest drop
+    """Mean token gap and mean quality gap (in score points) against the weight at the smallest drop
     ratio; the two y-axes are scaled so that each curve's largest value sits at the same height,
     so where the lines cross is where the normalized gaps are equal (the paper's figure)."""
     import matplotlib
@@ -255,8 +200,8 @@ def gaps_png(table: pl.DataFrame, scale_max: float) -> bytes:
     import matplotlib.pyplot as plt
 
     drop = min(table["drop_ratio"])
-    line = table.filter(pl.col("drop_ratio") == drop).sort("w_len").drop_nulls(["mean_token_gap", "mean_score_gap"])
-    w_lens = line["w_len"].to_list()
+    line = table.filter(pl.col("drop_ratio") == drop).sort("weight").drop_nulls(["mean_token_gap", "mean_score_gap"])
+    w_lens = line["weight"].to_list()
     tokens, scores = line["mean_token_gap"].to_list(), line["mean_score_gap"].to_list()
     fig, left = plt.subplots(figsize=(7, 4.2))
     right = left.twinx()
@@ -271,8 +216,9 @@ def gaps_png(table: pl.DataFrame, scale_max: float) -> bytes:
     cross = crossing(w_lens, tokens, scores)
     if cross is not None:
         left.axvline(cross, color="grey", ls=":", lw=1)
-        left.text(cross, 1.05 * top_t, f" crossing w_len ~ {cross:.2f}", fontsize=8, va="top")
-    left.set_xlabel("w_len (w_quality = 1 - w_len)")
+        left.text(cross, 1.05 * top_t, f" crossing {axis_label(table)} ~ {cross:.2f}", fontsize=8, va="top")
+    label = axis_label(table)
+    left.set_xlabel("w_len (w_quality = 1 - w_len)" if label == "w_len" else label)
     left.set_ylabel("mean token gap (tokens)", color="tab:blue")
     right.set_ylabel("mean quality gap (score points)", color="tab:red")
     left.set_title(f"Chosen vs rejected gaps at drop_ratio {drop:g}")
@@ -285,14 +231,14 @@ def gaps_png(table: pl.DataFrame, scale_max: float) -> bytes:
 
 
 def format_table(table: pl.DataFrame) -> str:
-    """A compact text table: one row per w_len, pairs kept / token gap / score gap per drop ratio."""
+    """A compact text table: one row per weight, pairs kept / token gap / score gap per drop ratio."""
     drops = sorted(set(table["drop_ratio"].to_list()))
-    head = "w_len | " + " | ".join(f"drop {d:g}: kept tok_gap q_gap" for d in drops)
+    head = f"{axis_label(table)} | " + " | ".join(f"drop {d:g}: kept tok_gap q_gap" for d in drops)
     lines = [head, "-" * len(head)]
-    for w_len in sorted(set(table["w_len"].to_list())):
+    for w_len in sorted(set(table["weight"].to_list())):
         cells = []
         for d in drops:
-            row = table.filter((pl.col("w_len") == w_len) & (pl.col("drop_ratio") == d)).row(0, named=True)
+            row = table.filter((pl.col("weight") == w_len) & (pl.col("drop_ratio") == d)).row(0, named=True)
             gap = "-" if row["mean_token_gap"] is None else f"{row['mean_token_gap']:.1f}"
             score = "-" if row["mean_score_gap"] is None else f"{row['mean_score_gap']:.2f}"
             cells.append(f"{row['pairs_kept']:>5} {gap:>7} {score:>6}")
@@ -312,7 +258,9 @@ def run_sweep(run_dir: str, overrides: list[str] | None = None) -> tuple[pl.Data
     prompts = rebuild.stored_prompts(store)
     _, _, scored = run.stored_scored(store, cfg, prompts, manifest["fingerprints"])
     t_load = time.perf_counter()
-    table = sweep_table(scored, cfg.pairs, cfg.sweep.w_lens, cfg.sweep.drop_ratios, cfg.judge.scale_max)
+    table = sweep_table(
+        scored, cfg.pairs, cfg.sweep.w_lens, cfg.sweep.drop_ratios, cfg.judge.scale_max, term=cfg.sweep.term
+    )
     t_table = time.perf_counter()
     buffer = io.BytesIO()
     table.write_csv(buffer, float_precision=6)
@@ -330,10 +278,11 @@ def run_sweep(run_dir: str, overrides: list[str] | None = None) -> tuple[pl.Data
         ),
     )
     store.write_bytes("sweep/gaps_vs_w_len.png", gaps_png(table, cfg.judge.scale_max))
-    line = table.filter(pl.col("drop_ratio") == min(cfg.sweep.drop_ratios)).sort("w_len")
+    line = table.filter(pl.col("drop_ratio") == min(cfg.sweep.drop_ratios)).sort("weight")
     info = {
         "points": table.height,
-        "crossing_w_len": crossing(line["w_len"].to_list(), line["mean_token_gap"].fill_null(np.nan).to_list(),
+        "term": cfg.sweep.term,
+        "crossing_w_len": crossing(line["weight"].to_list(), line["mean_token_gap"].fill_null(np.nan).to_list(),
                                    line["mean_score_gap"].fill_null(np.nan).to_list()),
         "seconds": {"load": round(t_load - t0, 3), "table": round(t_table - t_load, 3),
                     "plots": round(time.perf_counter() - t_table, 3)},

@@ -89,7 +89,7 @@ def test_the_cli_exits_3_with_the_message(monkeypatch, capsys, tmp_path):
     assert cli.main(["run", str(tmp_path / "none.yaml")]) == 2  # a missing config is still a config error
     cfg = tmp_path / "c.yaml"
     cfg.write_text("cost:\n  max_usd: 1\n")
-    assert cli.main(["run", str(cfg)]) == BUDGET_EXIT == 3
+    assert cli.main(["run", str(cfg)]) == BUDGET_EXIT == 5
     assert "Run the same command again" in capsys.readouterr().err
 
 

@@ -4,8 +4,8 @@ import polars as pl
 import pytest
 
 from factory import cli, report
-from factory.config import RunConfig
-from tests.stages.test_pairs import scored
+from factory.config import PairsConfig, RunConfig, TermConfig
+from tests.pairs.test_kernel import scored
 from tests.synthetic import make_run
 
 
@@ -16,7 +16,7 @@ def test_tables_hold_means_maxima_and_response_times():
             ("b", 0, 100, 0.8), ("b", 1, 300, 0.6),
         ]
     )  # fmt: skip
-    judgments = pl.DataFrame({"parse_status": ["ok", "ok", "ok", "ok", "unparsable"]})
+    judgments = pl.DataFrame({"parse_status": ["ok", "ok", "ok", "ok", "unparseable"]})
     cfg = RunConfig()
     cfg.pairs.drop_ratio = 0.0
     numbers = report.build_report(frame, judgments, cfg)
@@ -33,6 +33,7 @@ def test_tables_hold_means_maxima_and_response_times():
         "max_chosen_tokens": 400, "mean_chosen_tokens": 112.5, "mean_rejected_tokens": 400.0,
         "groups_succeeded": 2, "groups_total": 2, "groups_no_short_sample": 0,
     }  # fmt: skip
+    assert numbers["judgments"]["by_status"] == {"ok": 4, "unparseable": 1}
     assert numbers["judgments"]["parse_failure_rate"] == pytest.approx(0.2)
     text = report.render_markdown(numbers, cfg)
     assert "| long2short chosen" in text and "20.0%" in text
@@ -58,3 +59,30 @@ def test_report_points_out_a_stale_pair_build(tmp_path, capsys):
     make_run(url, n_prompts=8, k=4)
     assert cli.main(["report", url, "pairs.drop_ratio=0.9"]) == 0
     assert "run `factory pairs`" in capsys.readouterr().out
+
+
+def test_report_shows_terms_rule_reasons_judges_and_pair_outcomes():
+    frame = scored(
+        [
+            ("a", 0, 125, 0.9, "stop", None, "Link 3, yes."), ("a", 1, 500, 0.5), ("a", 2, 250, 0.7),
+            ("b", 0, 100, 0.8, "stop", None, "x" * 81), ("b", 1, 300, 0.6), ("b", 2, 200, 0.4),
+        ]
+    ).with_columns(pl.Series("quality_b", [0.2, 0.9, 0.5, 0.8, 0.6, 0.4]), pl.Series("dim_tone", [4.0, 2, 3, 5, 1, 2]),
+                   pl.lit(0.0).alias("quality_spread"))  # fmt: skip
+    cfg = RunConfig()
+    cfg.pairs = PairsConfig(
+        w_len=0.0,  # quality alone: the judges disagree on group a (0 vs 1 chosen) and agree on b
+        drop_ratio=0.0,
+        pairing="best_vs_each",
+        judges=["quality", "quality_b"],
+        terms=[TermConfig(source="answer_chars", exclude_above=80), TermConfig(source="dim_tone", weight=0.1)],
+    )
+    numbers = report.build_report(frame, pl.DataFrame({"parse_status": ["ok"] * 6}), cfg)
+    pairs = numbers["pairs"]
+    assert pairs["samples_excluded"]["answer_chars"] == 1
+    assert pairs["judge_agreement"] == {"quality vs quality_b": 0.5}
+    assert {r["column"] for r in numbers["score_columns"]} == {"quality_b", "dim_tone"}
+    text = report.render_markdown(numbers, cfg)
+    for needle in ("## Terms", "| answer_chars", "> 80", "| dim_tone", "## Judges", "quality vs quality_b",
+                   "samples excluded: answer_chars", "candidate pairs: kept", "best_vs_each (none)"):  # fmt: skip
+        assert needle in text, needle

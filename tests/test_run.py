@@ -1,8 +1,10 @@
 """Preflight, fingerprints and redaction: the checks made before any request (no model, no Ray)."""
 
 import json
+import socket
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from factory import config
@@ -64,3 +66,182 @@ def test_vllm_dtype_and_quantization_are_part_of_the_sampler_fingerprint():
     for override in ("sampler.engine.dtype=float32", "sampler.engine.quantization=awq"):
         other = config.load(DEMO, ["sampler.engine.kind=vllm", "sampler.engine.model=/m", override]).sampler
         assert sampler_fingerprint(other.engine, other.sampling, "/m", "t") != fp
+
+
+# -- one writer, nothing degenerate, nothing secret: `factory run` on the in-process executor -----------
+def synthetic_cfg(tmp_path, n_prompts=4, *extra):
+    from tests.synthetic import write_prompts
+
+    prompts = write_prompts(tmp_path / f"prompts-{n_prompts}.jsonl", n_prompts)
+    rubric = tmp_path / "rubric.txt"
+    rubric.write_text("Rate {answer} from 0 to {scale_max}.")
+    return config.load(
+        None,
+        [f"output_dir={tmp_path / 'run'}", f"prompts.path={prompts}", "sampler.k=2", f"judge.rubric_file={rubric}",
+         "progress_interval_s=60", *extra],
+    )  # fmt: skip
+
+
+def local_run(cfg, engine=None, **kw):
+    from factory.run import run
+    from tests.fakes import FakeEngine
+
+    engine = engine or FakeEngine()
+    return run(cfg, backend="local", build=lambda _cfg: engine, command="factory run test", **kw)
+
+
+def test_a_second_writer_is_refused_naming_the_holder_and_a_dead_ones_lease_is_taken_over(tmp_path, capsys):
+    from factory.lease import Lease, LeaseHeld
+    from factory.store import RunStore
+
+    cfg = synthetic_cfg(tmp_path)
+    store = RunStore(cfg.output_dir)
+    with Lease(store, "factory run other.yaml"):
+        with pytest.raises(LeaseHeld, match=r"being written by 'factory run other.yaml' .*\(pid \d+.*--take-over"):
+            local_run(cfg)
+        assert store.read("samples") is None  # refused before any request
+    # A lease whose pid is gone on this host is stale: taken over, with a line saying so.
+    store.write_json("_lease.json", {"owner": "x", "host": socket.gethostname(), "pid": 2**22 + 7,
+                                     "command": "factory run crashed.yaml", "started_at": 0, "heartbeat_at": 9e18,
+                                     "token": "dead"})  # fmt: skip
+    manifest = local_run(cfg)
+    assert manifest["counts"]["samples_ok"] == 8
+    assert "taking over the stale lease of 'factory run crashed.yaml'" in capsys.readouterr().err
+    assert not store.exists("_lease.json")  # released at the end
+
+
+def test_no_valid_prompt_is_an_error_and_replaces_nothing(tmp_path):
+    cfg = synthetic_cfg(tmp_path)
+    local_run(cfg)
+    pairs_before = sorted(p.name for p in (tmp_path / "run" / "pairs").iterdir())
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n\n")
+    with pytest.raises(ConfigError, match=r"prompts.path: no valid prompt in .*empty.jsonl"):
+        local_run(config.load(None, [f"output_dir={tmp_path / 'run'}", f"prompts.path={empty}", "progress_interval_s=60"]))
+    assert sorted(p.name for p in (tmp_path / "run" / "pairs").iterdir()) == pairs_before
+
+
+def test_fewer_prompts_than_the_outputs_were_built_from_is_refused_unless_asked(tmp_path):
+    from factory.store import RunStore
+
+    local_run(synthetic_cfg(tmp_path, 4))
+    fewer = synthetic_cfg(tmp_path, 4, "prompts.limit=2")
+    with pytest.raises(ConfigError, match=r"this run has 2 valid prompt\(s\) but the outputs .* were built from 4"):
+        local_run(fewer)
+    assert RunStore(str(tmp_path / "run")).read("prompts").height == 4
+    manifest = local_run(fewer, allow_fewer_prompts=True)
+    assert manifest["counts"]["prompts_valid"] == 2 and manifest["requests"] == {"sampler": 0, "judge": 0}
+
+
+def test_a_secret_echoed_by_the_server_is_stored_nowhere(tmp_path, monkeypatch):
+    from tests.fakes import FakeEngine
+
+    monkeypatch.setenv("FACTORY_TEST_SECRET", "sk-live-abcdef123456")
+    cfg = synthetic_cfg(tmp_path, 2, "sampler.engine.api_key_env=FACTORY_TEST_SECRET")
+    engine = FakeEngine(script={("p0", 0): RuntimeError("HTTP 500: bad key sk-live-abcdef123456 for user")})
+    local_run(cfg, engine)
+    errors = pl.read_parquet(tmp_path / "run" / "samples")["error"].drop_nulls().to_list()
+    assert errors == ["HTTP 500: bad key *** for user"]
+    for path in (tmp_path / "run").rglob("*"):
+        if path.suffix == ".parquet":
+            text = " ".join(str(v) for v in pl.read_parquet(path).to_dicts())
+        elif path.is_file():
+            text = path.read_text()
+        else:
+            continue
+        assert "sk-live-abcdef123456" not in text, path
+
+
+def test_an_output_dir_under_a_file_is_one_line_naming_the_key(tmp_path):
+    from factory.store import open_output
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match=r"output_dir: cannot write to .*file/run: a file is in the way"):
+        open_output(str(tmp_path / "file" / "run"))
+
+
+def test_a_corrupt_part_is_named_then_quarantined_and_only_its_keys_are_asked_again(tmp_path, capsys):
+    from factory.cli import main
+    from factory.store import RunStore
+    from tests.fakes import FakeEngine
+
+    cfg = synthetic_cfg(tmp_path, 4)
+    local_run(cfg)
+    store = RunStore(cfg.output_dir)
+    (part,) = store.parts("samples")
+    lost = store.read("samples").filter(pl.col("prompt_id") == "p3")
+    # Keep all but p3's samples in a good part; the "corrupt" part holds p3's: garbage bytes.
+    good = store.read("samples").filter(pl.col("prompt_id") != "p3")
+    store.fs.rm(part)
+    store.append("samples", good)
+    store.append("samples", lost)
+    bad = max(store.parts("samples"))  # the later part: p3's
+    store.fs.pipe_file(bad, b"PAR1 this is not a parquet footer")
+    with pytest.raises(Exception, match=r"samples/part-.*\.parquet: not a readable Parquet part.*factory doctor"):
+        local_run(cfg)
+    assert main(["doctor", cfg.output_dir]) == 1
+    out = capsys.readouterr().out
+    assert "1 part(s) quarantined" in out and "_quarantine" in out
+    assert (tmp_path / "run" / "_quarantine" / "samples" / (bad.rsplit("/", 1)[-1] + ".json")).is_file()
+    engine = FakeEngine()
+    manifest = local_run(cfg, engine)
+    asked = sorted(r.tag for r in engine.requests if r.json_schema is None)
+    assert asked == [("p3", 0), ("p3", 1)] and manifest["requests"] == {"sampler": 2, "judge": 2}
+    # The new p3 samples are judged again: a judgment of the lost rows never stands for the new ones.
+    assert main(["doctor", cfg.output_dir]) == 0
+
+
+def test_target_rounds_reuse_one_pool_and_ask_only_for_new_prompts(tmp_path):
+    from factory.run import run
+    from tests.fakes import FakeEngine
+    from tests.synthetic import write_prompts
+
+    prompts = write_prompts(tmp_path / "pool.jsonl", 300)
+    rubric = tmp_path / "rubric.txt"
+    rubric.write_text("Rate {answer} from 0 to {scale_max}.")
+    cfg = config.load(None, [f"output_dir={tmp_path / 'run'}", f"prompts.path={prompts}", f"judge.rubric_file={rubric}",
+                             "sampler.k=4", "prompts.limit=1", "pairs.target=60", "progress_interval_s=60"])  # fmt: skip
+    builds, engine = [], FakeEngine()
+    manifest = run(cfg, backend="local", build=lambda c: builds.append(c) or engine, command="t")
+    draws = manifest["target"]["draws"]
+    assert len(draws) >= 2 and manifest["target"]["met"]
+    assert len(builds) == 1 and manifest["pools"]["sample+judge"]["starts"] == 1  # one engine for every round
+    asked = [r.tag for r in engine.requests if r.json_schema is None]
+    assert len(asked) == len(set(asked)) == 4 * draws[-1]["prompts_in"] == manifest["requests"]["sampler"]
+
+
+def test_the_end_table_says_why_groups_were_not_paired_in_the_judges_units(tmp_path, capsys):
+    from factory.cli import main
+    from factory.summary import run_summary
+    from tests.fakes import FakeEngine
+
+    # Two of p0's samples fail: p0 has fewer than 2 valid samples, counted under engine_error.
+    engine = FakeEngine(script={("p0", 0): RuntimeError("HTTP 500"), ("p0", 1): RuntimeError("HTTP 500")})
+    manifest = local_run(synthetic_cfg(tmp_path, 4), engine)
+    text = run_summary(manifest, manifest["_scored"])
+    assert text.startswith("factory run summary")
+    assert "| samples excluded, by reason" in text and "engine_error 2" in text
+    assert "fewer_than_2_valid 1" in text
+    score = manifest["_scored"]["score"].drop_nulls().mean()
+    assert f"{score:.1f} / 100" in text  # the judge score with its scale
+    gap = manifest["pairs"]["mean_quality_gap"] * 100
+    assert f"{gap:.1f} / 100" in text  # the quality gap in the same unit as the report's and the sweep's
+    assert "pool sample+judge" in text and "1 start(s)" in text
+    assert main(["pairs", str(tmp_path / "run")]) == 0
+    assert capsys.readouterr().out.startswith("factory pairs summary")
+
+
+def test_pairs_parquet_matches_the_contract_schema_with_rows(tmp_path):
+    import pyarrow.parquet as pq
+
+    from factory.schemas import PAIRS
+
+    manifest = local_run(synthetic_cfg(tmp_path, 6))
+    (path,) = (tmp_path / "run" / "pairs").glob("*.parquet")
+    table = pq.read_table(path)
+    assert table.schema.equals(PAIRS, check_metadata=False)
+    assert table.num_rows == manifest["counts"]["pairs_kept"] > 0
+    for row in table.to_pylist():
+        assert row["chosen_idx"] != row["rejected_idx"] and row["margin"] > 0
+        assert row["chosen"][0]["role"] == "assistant" and row["chosen"][0]["content"].startswith("<think>")
+        assert row["prompt"][-1]["role"] == "user"

@@ -40,7 +40,9 @@ from factory.prompts import load_prompts
 from factory.schemas import INVALID, SAMPLES
 from factory.stages import judge as judge_stage
 from factory.stages import sample as sample_stage
-from factory.store import RunStore
+from factory.lease import Lease
+from factory.secrets import scrub, scrub_all, scrub_table, secret_values
+from factory.store import RunStore, open_output
 
 
 def eval_dir(cfg: RunConfig) -> str:
@@ -195,66 +197,74 @@ def write_outputs(
     return {"rows": rows, "markdown": text, "notes": notes}
 
 
-def evaluate(cfg: RunConfig, backend: str = "ray", build: Any = None) -> dict[str, Any]:
-    """One `factory eval`: returns {"manifest", "rows", "markdown"} (the table is also in report/)."""
+def evaluate(cfg: RunConfig, backend: str = "ray", build: Any = None, take_over: bool = False) -> dict[str, Any]:
+    """One `factory eval`: returns {"manifest", "rows", "markdown", "notes"} (the table is also in report/).
+    As `factory run`: checked before any request, the eval directory shown writable and its lease taken,
+    secrets scrubbed from every stored part, metrics and manifest."""
     t0 = time.perf_counter()
     preflight(cfg)
     fps = fingerprints(cfg)
-    store = RunStore(eval_dir(cfg))
-    previous = store.read_json("manifest.json") or {}
-    prompts, invalid = eval_prompts(cfg)
-    store.replace("prompts", prompts)
-    if invalid.height:
-        store.replace("invalid", invalid.to_arrow().cast(INVALID))
-    id_column = cfg.prompts.id_column
-    imported = {
-        name: answers_mod.import_answers(store, c, name, prompts, id_column, cfg.eval.k, fps["candidates"][name])
-        for name, c in cfg.eval.candidates.items()
-        if c.answers_path
-    }
-    graph = stages(cfg, prompts, fps)
-    budget = Budget(prices(cfg), cfg.cost.max_usd)
-    with Executor(store, cfg, backend=backend, build=build, budget=budget) as executor:
-        executor.progress.say(
-            f"[eval] {prompts.height} held-out prompts, {len(cfg.eval.candidates)} candidates -> {store.url}"
-        )
-        for name, counts in imported.items():
+    store = open_output(eval_dir(cfg), "eval.output_dir")
+    secrets = secret_values(cfg)
+    command = scrub(" ".join(["factory", *sys.argv[1:]]), secrets)
+    with Lease(store, command, take_over=take_over) as lease:
+        previous = store.read_json("manifest.json") or {}
+        prompts, invalid = eval_prompts(cfg)
+        store.replace("prompts", prompts)
+        if invalid.height:
+            store.replace("invalid", invalid.to_arrow().cast(INVALID))
+        id_column = cfg.prompts.id_column
+        imported = {
+            name: answers_mod.import_answers(store, c, name, prompts, id_column, cfg.eval.k, fps["candidates"][name])
+            for name, c in cfg.eval.candidates.items()
+            if c.answers_path
+        }
+        graph = stages(cfg, prompts, fps)
+        budget = Budget(prices(cfg), cfg.cost.max_usd)
+        scrubber = (lambda table: scrub_table(table, secrets)) if secrets else None
+        with Executor(store, cfg, backend=backend, build=build, scrub=scrubber, budget=budget) as executor:
+            executor.lease = lease
             executor.progress.say(
-                f"[eval] {name}: {counts['to_import']} answers imported from its file ({counts['tokens']} token counts)"
+                f"[eval] {prompts.height} held-out prompts, {len(cfg.eval.candidates)} candidates -> {store.url}"
             )
-        try:
-            done = executor.run(graph)
-        finally:
-            metrics = executor.metrics_json()
-            store.write_json("metrics.json", metrics)
-    samples, judgments = collect(store, cfg, prompts, fps, graph)
-    extra = [
-        f"{name}: answers from {cfg.eval.candidates[name].answers_path}; token counts {c['tokens']}"
-        + (f"; {c['unknown_prompt']} rows for prompts not in the set left out" if c["unknown_prompt"] else "")
-        + (f"; {c['beyond_k']} rows with sample_idx >= eval.k left out" if c["beyond_k"] else "")
-        for name, c in imported.items()
-    ]
-    outputs = write_outputs(store, cfg, samples, judgments, prompts, extra)
-    manifest = {
-        "command": "eval",
-        "config": run_mod.redact(config_mod.to_dict(cfg)),
-        "fingerprints": fps,
-        "versions": run_mod.versions(),
-        "counts": {
-            "prompts_in": prompts.height + invalid.height,
-            "prompts_valid": prompts.height,
-            "prompts_invalid": invalid.height,
-            "answers_imported": imported,
-            "samples": {name: int((samples["candidate"] == name).sum()) for name in cfg.eval.candidates},
-        },  # fmt: skip
-        "requests": {name: m.requests for name, m in done.items()},
-        "spend": budget.as_dict(),
-        "pools": metrics["pools"],
-        "timings": {"total": round(time.perf_counter() - t0, 3), "overlap": metrics["overlap_s"]},
-        "output_dir": store.url,
-    }
-    manifest["history"] = (previous.get("history") or []) + [{"at": time.time(), "requests": manifest["requests"]}]
-    store.write_json("manifest.json", manifest)
+            for name, counts in imported.items():
+                executor.progress.say(
+                    f"[eval] {name}: {counts['to_import']} answers imported from its file ({counts['tokens']} token counts)"
+                )
+            try:
+                done = executor.run(graph)
+            finally:
+                metrics = executor.metrics_json()
+                store.write_json("metrics.json", scrub_all(metrics, secrets))
+        samples, judgments = collect(store, cfg, prompts, fps, graph)
+        extra = [
+            f"{name}: answers from {cfg.eval.candidates[name].answers_path}; token counts {c['tokens']}"
+            + (f"; {c['unknown_prompt']} rows for prompts not in the set left out" if c["unknown_prompt"] else "")
+            + (f"; {c['beyond_k']} rows with sample_idx >= eval.k left out" if c["beyond_k"] else "")
+            for name, c in imported.items()
+        ]
+        outputs = write_outputs(store, cfg, samples, judgments, prompts, extra)
+        manifest = {
+            "command": "eval",
+            "config": run_mod.redact(config_mod.to_dict(cfg)),
+            "fingerprints": fps,
+            "versions": run_mod.versions(),
+            "counts": {
+                "prompts_in": prompts.height + invalid.height,
+                "prompts_valid": prompts.height,
+                "prompts_invalid": invalid.height,
+                "answers_imported": imported,
+                "samples": {name: int((samples["candidate"] == name).sum()) for name in cfg.eval.candidates},
+            },
+            "requests": {name: m.requests for name, m in done.items()},
+            "spend": budget.as_dict(),
+            "pools": metrics["pools"],
+            "timings": {"total": round(time.perf_counter() - t0, 3), "overlap": metrics["overlap_s"]},
+            "output_dir": store.url,
+        }
+        manifest["history"] = (previous.get("history") or []) + [{"at": time.time(), "requests": manifest["requests"]}]
+        manifest = scrub_all(manifest, secrets)
+        store.write_json("manifest.json", manifest)
     print(f"eval: {store.url}/report/eval.md", file=sys.stderr)
     return {"manifest": manifest, **outputs}
 

@@ -149,6 +149,7 @@ class Executor:
         self.t0 = time.monotonic()
         self.stopping: str | None = None
         self._stop_deadline = 0.0
+        self.lease: Any = None  # a Lease: when another run takes the directory over, stop like on a signal
         self._next_start_check = 0.0
         self._waiting_since: dict[int, float] = {}
         self._starved_warned = False
@@ -176,8 +177,11 @@ class Executor:
         self.close()
 
     # -- one pass over a stage graph ---------------------------------------------------------------
-    def run(self, stages: list[Stage]) -> dict[str, StageMetrics]:
-        """Plan every stage from the store and run until nothing is missing; returns each stage's metrics."""
+    def run(self, stages: list[Stage], store: RunStore | None = None) -> dict[str, StageMetrics]:
+        """Plan every stage from the store and run until nothing is missing; returns each stage's metrics.
+        `store` runs this graph against another run directory on the same pools (eval, benchmarks)."""
+        if store is not None:
+            self.store = store
         by_name = {s.name: s for s in stages}
         feeds = {s.name: [d for d in stages if d.upstream == s.name] for s in stages}
         queues = {s.name: WorkQueue() for s in stages}
@@ -228,6 +232,8 @@ class Executor:
         try:
             while True:
                 now = time.monotonic()
+                if self.lease is not None and self.lease.lost and not self.stopping:
+                    self.stopping, self._stop_deadline = "a lost lease", now + STOP_GRACE_S
                 if self.budget is not None and not self.stopping and self.budget.exceeded():
                     self.stopping, self._stop_deadline = BUDGET, float("inf")  # what is in flight is paid for
                     self.progress.say(f"[factory] {self.budget.stop_message()}")
@@ -350,7 +356,7 @@ class Executor:
         if not missing and event.kind == "done" and error is None:
             return
         if error and error.startswith(FATAL):
-            self.fatal = error.split(": ", 1)[-1]
+            self.fatal = f"{call.stage}: {error.split(': ', 1)[-1]}"
             return
         if self.stopping or self.fatal or not missing:
             return  # abandoned (a resume asks again), or nothing of the call is lost

@@ -19,7 +19,7 @@ Stages never import Ray; the tests drive them with lists of rows and a fake engi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
 import polars as pl
@@ -58,6 +58,51 @@ class Stage(Protocol):
     def ok(self, row: dict) -> bool: ...
 
     def tokens(self, row: dict) -> tuple[int, int]: ...
+
+
+def read_status(
+    store: Any, table: str, schema: pa.Schema, columns: list[str], prompt_ids: pl.Series, where: pl.Expr
+) -> pl.DataFrame:
+    """The key and status columns of `table`'s rows that match `where` and belong to these prompts,
+    read part by part, with prompt_id as a u32 code into `prompt_ids` (decode: prompt_ids.gather(code)).
+    Planning joins integer keys only, and no string column of a million stored rows piles up."""
+    enum = pl.Enum(prompt_ids)
+    frames = []
+    for part in store.iter_parts(table, columns, schema):
+        frame = pl.from_arrow(part).filter(where)  # type: ignore[union-attr]
+        frame = frame.with_columns(pl.col("prompt_id").cast(enum, strict=False).to_physical())
+        frames.append(frame.drop_nulls("prompt_id"))  # rows of other prompts
+    if not frames:
+        empty = pl.from_arrow(pa.schema([schema.field(c) for c in columns]).empty_table())
+        return empty.with_columns(pl.col("prompt_id").cast(pl.UInt32))  # type: ignore[union-attr]
+    return pl.concat(frames)
+
+
+def encode(frame: pl.DataFrame, prompt_ids: pl.Series) -> pl.DataFrame:
+    """`frame` with prompt_id as its u32 code into `prompt_ids` (rows of other prompts dropped)."""
+    codes = pl.col("prompt_id").cast(pl.Enum(prompt_ids), strict=False).to_physical()
+    return frame.with_columns(codes).drop_nulls("prompt_id")
+
+
+class PromptRows(Mapping):
+    """prompt_id -> that prompt's row as a dict, built when asked from the frame: a stage renders its
+    requests from it without holding a Python object per prompt (a million prompts stay a frame)."""
+
+    def __init__(self, prompts: pl.DataFrame, columns: Iterable[str]):
+        self.frame = prompts.select("prompt_id", *[c for c in columns if c != "prompt_id"])
+        self.index = {pid: i for i, pid in enumerate(prompts["prompt_id"].to_list())}
+
+    def __getitem__(self, prompt_id: str) -> dict:
+        return self.frame.row(self.index[prompt_id], named=True)
+
+    def __contains__(self, prompt_id: object) -> bool:
+        return prompt_id in self.index
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.index)
+
+    def __len__(self) -> int:
+        return len(self.index)
 
 
 def row_key(row: dict, key: Iterable[str]) -> tuple:

@@ -21,6 +21,7 @@ import math
 import re
 import string
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import polars as pl
@@ -30,11 +31,12 @@ from factory.engines.base import Completion, Engine, Request
 from factory.keys import derive_seed, stable_hash
 from factory.prompts import render_history
 from factory.schemas import JUDGMENTS, SAMPLES, require_columns
-from factory.stages.base import Emit, latest
+from factory.stages.base import Emit, PromptRows, latest, read_status
 
 KEY = ("prompt_id", "sample_idx", "sampler_fp", "vote")
 # What planning and resume read of the stored judgments: keys and status, never the text.
-STATUS_COLUMNS = [*KEY, "judge_fp", "parse_status", "created_at"]
+STATUS_COLUMNS = [*KEY, "judge_fp", "parse_status", "sample_created_at", "created_at"]
+SAMPLE_KEY = ["prompt_id", "sample_idx", "sampler_fp"]
 STATUSES = ("ok", "retried_ok", "unparseable", "out_of_range", "engine_error")
 USABLE = ("ok", "retried_ok")
 PARSE_FAILURES = ("unparseable", "out_of_range")  # what a re-ask can fix; an engine error was already retried
@@ -274,22 +276,36 @@ def judgeable(samples: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def of_current_samples(judgments: pl.DataFrame, samples: pl.DataFrame) -> pl.DataFrame:
+    """The judgments made of the samples as they are stored now: when both sides carry the sample's
+    created_at, a judgment of an earlier row under the same key (a sample asked again) does not count.
+    Judgments stored before the column existed (null) count."""
+    if "created_at" not in samples.columns or "sample_created_at" not in judgments.columns:
+        return judgments.join(samples.select(SAMPLE_KEY).unique(), on=SAMPLE_KEY, how="semi")
+    current = samples.select(*SAMPLE_KEY, pl.col("created_at").alias("_current"))
+    return (
+        judgments.join(current, on=SAMPLE_KEY, how="inner")
+        .filter(pl.col("sample_created_at").is_null() | (pl.col("sample_created_at") == pl.col("_current")))
+        .drop("_current")
+    )
+
+
 def pending_keys(
     samples: pl.DataFrame, stored: pl.DataFrame | None, votes: int, judge_fp: str, retry_failed: bool = False
 ) -> pl.DataFrame:
     """(prompt_id, sample_idx, sampler_fp, vote) of every vote not yet judged under `judge_fp`.
 
-    Input: samples -> at least prompt_id, sample_idx, sampler_fp (the ones to judge);
-           stored  -> prompt_id, sample_idx, sampler_fp, vote, judge_fp, parse_status, created_at.
+    Input: samples -> prompt_id, sample_idx, sampler_fp (the ones to judge; and created_at, which ties
+                      a judgment to the very sample row it judged);
+           stored  -> prompt_id, sample_idx, sampler_fp, vote, judge_fp, parse_status, created_at
+                      (and sample_created_at).
     The same rubric plans nothing, a changed rubric (new judge_fp) plans every vote again. With
     `retry_failed`, stored engine_error judgments are planned again (the new row supersedes)."""
     key = list(KEY)
-    wanted = samples.select("prompt_id", "sample_idx", "sampler_fp").join(
-        pl.DataFrame({"vote": list(range(votes))}, schema={"vote": pl.Int64}), how="cross"
-    )
+    wanted = samples.select(SAMPLE_KEY).join(pl.DataFrame({"vote": list(range(votes))}, schema={"vote": pl.Int64}), how="cross")
     if stored is not None and stored.height:
         require_columns(stored, (*key, "judge_fp", "parse_status", "created_at"), "judge.plan")
-        done = stored.filter(pl.col("judge_fp") == judge_fp)
+        done = of_current_samples(stored.filter(pl.col("judge_fp") == judge_fp), samples)
         if retry_failed:  # the latest row of a key decides, as when the judgments are read
             done = latest(done, key).filter(pl.col("parse_status") != "engine_error")
         wanted = wanted.join(done.select(key).unique(), on=key, how="anti", maintain_order="left")
@@ -308,8 +324,12 @@ def plan_judgments(
     judge_batch takes (prompt_id, sample_idx, sampler_fp, vote, seed, messages)."""
     require_columns(samples, ("prompt_id", "sample_idx", "sampler_fp", "answer", "reasoning", "error"), "judge.plan")
     check_rubric(rubric)
-    work = judgeable(samples).select("prompt_id", "sample_idx", "sampler_fp", "answer", "reasoning")
+    work = judgeable(samples).select(
+        *SAMPLE_KEY, "answer", "reasoning", *(["created_at"] if "created_at" in samples.columns else [])
+    )
     keys = pending_keys(work, stored, cfg.votes, judge_fp, cfg.retry_failed)
+    if "created_at" in work.columns:
+        work = work.rename({"created_at": "sample_created_at"})
     work = keys.join(work, on=["prompt_id", "sample_idx", "sampler_fp"], how="left", maintain_order="left")
     rows = render_requests(work.to_dicts(), prompt_fields(prompts), rubric, cfg)
     return pl.DataFrame(rows, schema=REQUEST_SCHEMA)
@@ -320,20 +340,21 @@ REQUEST_SCHEMA = {
     "sample_idx": pl.Int64,
     "sampler_fp": pl.String,
     "vote": pl.Int64,
+    "sample_created_at": pl.Float64,
     "seed": pl.Int64,
     "messages": pl.List(pl.Struct({"role": pl.String, "content": pl.String})),
 }
 
 
-def prompt_fields(prompts: pl.DataFrame) -> dict[str, dict]:
+def prompt_fields(prompts: pl.DataFrame) -> Mapping[str, dict]:
     """prompt_id -> the fields a rubric shows (product_info, history, question)."""
     require_columns(prompts, ("prompt_id", "product_info", "history", "question"), "judge")
-    return {row["prompt_id"]: row for row in prompts.select("prompt_id", "product_info", "history", "question").to_dicts()}
+    return PromptRows(prompts, ["product_info", "history", "question"])
 
 
-def render_requests(work: list[dict], prompts: dict[str, dict], rubric: str, cfg: JudgeConfig) -> list[dict]:
+def render_requests(work: list[dict], prompts: Mapping[str, dict], rubric: str, cfg: JudgeConfig) -> list[dict]:
     """Work rows (keys + answer, reasoning) -> request rows with their derived seed and rubric messages."""
-    orphans = {row["prompt_id"] for row in work} - set(prompts)
+    orphans = {row["prompt_id"] for row in work if row["prompt_id"] not in prompts}
     if orphans:
         raise ValueError(f"judge.plan: samples of {len(orphans)} prompt(s) not in prompts, e.g. {sorted(orphans)[:3]}")
     return [
@@ -342,6 +363,7 @@ def render_requests(work: list[dict], prompts: dict[str, dict], rubric: str, cfg
             "sample_idx": row["sample_idx"],
             "sampler_fp": row["sampler_fp"],
             "vote": row["vote"],
+            "sample_created_at": row.get("sample_created_at"),
             "seed": derive_seed(cfg.sampling.seed, "judge", row["prompt_id"], row["sample_idx"], row["vote"]),
             "messages": render_rubric(rubric, prompts[row["prompt_id"]], row, cfg),
         }
@@ -453,6 +475,7 @@ def judgment_row(row: dict, current: dict, cfg: JudgeConfig, judge_fp: str) -> d
         "sampler_fp": row["sampler_fp"],
         "vote": row["vote"],
         "judge_fp": judge_fp,
+        "sample_created_at": row.get("sample_created_at"),
         "score": result["score"],
         "quality": result["score"] / cfg.scale_max if usable else None,
         "parse_status": result["status"],
@@ -506,8 +529,7 @@ def current_judgments(stored: pl.DataFrame | None, judge_fp: str, samples: pl.Da
     """The judgments of `samples` under `judge_fp`, one row per (sample, vote): the latest stored."""
     if stored is None or not samples.height:
         return pl.from_arrow(JUDGMENTS.empty_table())  # type: ignore[return-value]
-    keys = samples.select("prompt_id", "sample_idx", "sampler_fp")
-    mine = stored.filter(pl.col("judge_fp") == judge_fp).join(keys, on=["prompt_id", "sample_idx", "sampler_fp"], how="semi")
+    mine = of_current_samples(stored.filter(pl.col("judge_fp") == judge_fp), samples)
     return latest(mine, ["prompt_id", "sample_idx", "vote"])
 
 
@@ -540,6 +562,7 @@ class JudgeStage:
         self.name, self.upstream = name, upstream
         self.engine = cfg.judge.engine
         self.prompts = prompt_fields(prompts)
+        self.prompt_ids = prompts["prompt_id"]
         self.note = ""
 
     @property
@@ -558,28 +581,30 @@ class JudgeStage:
     def _mine(self, samples: pl.DataFrame) -> pl.DataFrame:
         return samples.filter(
             (pl.col("sampler_fp") == self.sampler_fp)
-            & pl.col("prompt_id").is_in(list(self.prompts))
+            & pl.col("prompt_id").is_in(self.prompt_ids.implode())
             & (pl.col("sample_idx") < self.k)
         )
 
     def plan(self, store: Any) -> pl.DataFrame:
-        """Keys first (samples' status, judgments' status), then the answer text of the pending samples only."""
+        """Keys first (samples' status, judgments' status, prompt ids as integer codes), then the answer
+        text of the pending samples only."""
         from factory.stages.sample import STATUS_COLUMNS as SAMPLE_STATUS
 
-        status = store.read("samples", SAMPLES, columns=SAMPLE_STATUS)
-        if status is None:
-            return pl.DataFrame(schema={**{k: REQUEST_SCHEMA[k] for k in KEY}, "answer": pl.String, "reasoning": pl.String})
-        samples = latest(self._mine(status), ["prompt_id", "sample_idx"])
+        ids = self.prompt_ids
+        mine = (pl.col("sampler_fp") == self.sampler_fp) & (pl.col("sample_idx") < self.k)
+        samples = latest(read_status(store, "samples", SAMPLES, SAMPLE_STATUS, ids, mine), ["prompt_id", "sample_idx"])
         failed = samples.filter(pl.col("error").is_not_null()).height
         samples = samples.filter(pl.col("error").is_null())
-        stored = store.read("judgments", JUDGMENTS, columns=STATUS_COLUMNS)
+        ours = (pl.col("judge_fp") == self.judge_fp) & (pl.col("sampler_fp") == self.sampler_fp)
+        stored = read_status(store, "judgments", JUDGMENTS, STATUS_COLUMNS, ids, ours)
         keys = pending_keys(samples, stored, self.cfg.votes, self.judge_fp, self.cfg.retry_failed)
-        text = self._text(store, keys.select("prompt_id", "sample_idx", "sampler_fp").unique())
-        work = judgeable(keys.join(text, on=["prompt_id", "sample_idx", "sampler_fp"], how="inner", maintain_order="left"))
+        keys = keys.with_columns(ids.gather(keys["prompt_id"]).alias("prompt_id"))
+        text = self._text(store, keys.select(SAMPLE_KEY).unique())
+        work = judgeable(keys.join(text, on=SAMPLE_KEY, how="inner", maintain_order="left"))
         empty = (keys.height - work.height) // max(self.cfg.votes, 1)
         skipped = [f"{failed} failed sample(s)" if failed else "", f"{empty} with an empty answer" if empty else ""]
         self.note = " and ".join(p for p in skipped if p) + " not judged" if failed or empty else ""
-        return work.select(*KEY, "answer", "reasoning")
+        return work.select(*KEY, "answer", "reasoning", pl.col("created_at").alias("sample_created_at"))
 
     @staticmethod
     def _text(store: Any, keys: pl.DataFrame) -> pl.DataFrame:
@@ -587,13 +612,14 @@ class JudgeStage:
         columns = ["prompt_id", "sample_idx", "sampler_fp", "answer", "reasoning", "error", "created_at"]
         found = [
             pl.from_arrow(part).join(keys, on=["prompt_id", "sample_idx", "sampler_fp"], how="semi")
-            for part in store.iter_parts("samples", columns, SAMPLES)
+            for part in store.iter_batches("samples", columns, SAMPLES)
         ] if keys.height else []  # fmt: skip
         if not found:
             return pl.DataFrame(schema={"prompt_id": pl.String, "sample_idx": pl.Int64, "sampler_fp": pl.String,
-                                        "answer": pl.String, "reasoning": pl.String, "error": pl.String})  # fmt: skip
-        text = latest(pl.concat(found), ["prompt_id", "sample_idx", "sampler_fp"])  # type: ignore[arg-type]
-        return text.select("prompt_id", "sample_idx", "sampler_fp", "answer", "reasoning", "error")
+                                        "answer": pl.String, "reasoning": pl.String, "error": pl.String,
+                                        "created_at": pl.Float64})  # fmt: skip
+        text = latest(pl.concat(found), SAMPLE_KEY)  # type: ignore[arg-type]
+        return text.select(*SAMPLE_KEY, "answer", "reasoning", "error", "created_at")
 
     def follow(self, rows: list[dict]) -> list[dict]:
         """Samples just stored -> their judge work (every vote of each usable one)."""
@@ -604,8 +630,8 @@ class JudgeStage:
             if row["prompt_id"] not in self.prompts or row["sample_idx"] >= self.k:
                 continue
             for vote in range(self.cfg.votes):
-                work.append({**{k: row[k] for k in KEY if k != "vote"}, "vote": vote,
-                             "answer": row["answer"], "reasoning": row["reasoning"]})  # fmt: skip
+                work.append({**{k: row[k] for k in SAMPLE_KEY}, "vote": vote, "answer": row["answer"],
+                             "reasoning": row["reasoning"], "sample_created_at": row["created_at"]})  # fmt: skip
         return work
 
     def render(self, work: list[dict]) -> list[dict]:
@@ -615,7 +641,10 @@ class JudgeStage:
         return failed_judgments(requests, reason, self.judge_fp)
 
     def read(self, store: Any, samples: pl.DataFrame | None = None) -> pl.DataFrame:
-        samples = samples if samples is not None else self._mine(store.read("samples", SAMPLES, columns=["prompt_id", "sample_idx", "sampler_fp"]) or pl.DataFrame(schema={"prompt_id": pl.String, "sample_idx": pl.Int64, "sampler_fp": pl.String}))
+        """The current judgments of `samples` (default: this run's stored samples)."""
+        if samples is None:
+            status = store.read("samples", SAMPLES, columns=[*SAMPLE_KEY, "created_at"])
+            samples = latest(self._mine(status), SAMPLE_KEY) if status is not None else pl.DataFrame()
         return current_judgments(store.read("judgments", JUDGMENTS), self.judge_fp, samples)
 
     def ok(self, row: dict) -> bool:

@@ -22,7 +22,7 @@ from factory.config import EngineConfig, RunConfig, SamplingConfig
 from factory.engines.base import Completion, Engine, Request
 from factory.keys import derive_seed, stable_hash
 from factory.schemas import SAMPLES, require_columns
-from factory.stages.base import Emit, latest
+from factory.stages.base import Emit, PromptRows, encode, latest, read_status
 
 PLAN_COLUMNS = ("prompt_id", "sample_idx", "seed")
 KEY = ("prompt_id", "sample_idx")
@@ -61,17 +61,25 @@ def plan_samples(
     With `retry_failed`, keys whose latest stored row failed (error set) are planned again; the new
     row supersedes the old one when samples are read (latest `created_at` wins)."""
     require_columns(prompts, ("prompt_id",), "sample.plan")
-    key = list(KEY)
-    wanted = prompts.select("prompt_id").join(
-        pl.DataFrame({"sample_idx": list(range(k))}, schema={"sample_idx": pl.Int64}), how="cross"
-    )
+    status = None
     if stored is not None and stored.height:
-        require_columns(stored, (*key, "sampler_fp"), "sample.plan")
-        done = stored.filter(pl.col("sampler_fp") == sampler_fp)
-        if retry_failed:
-            require_columns(stored, ("error", "created_at"), "sample.plan")
-            done = done.sort("created_at").unique(subset=key, keep="last").filter(pl.col("error").is_null())
+        require_columns(stored, (*KEY, "sampler_fp", *(("error", "created_at") if retry_failed else ())), "sample.plan")
+        status = encode(stored.filter(pl.col("sampler_fp") == sampler_fp), prompts["prompt_id"])
+    return missing_samples(prompts["prompt_id"], status, k, base_seed, retry_failed)
+
+
+def missing_samples(
+    prompt_ids: pl.Series, status: pl.DataFrame | None, k: int, base_seed: int, retry_failed: bool
+) -> pl.DataFrame:
+    """The plan from this fingerprint's stored status rows, their prompt_id a code into `prompt_ids`
+    (stages/base.py: read_status, encode): integer joins only, then the missing keys decoded."""
+    key = list(KEY)
+    codes = pl.DataFrame({"prompt_id": pl.arange(0, prompt_ids.len(), dtype=pl.UInt32, eager=True)})
+    wanted = codes.join(pl.DataFrame({"sample_idx": list(range(k))}, schema={"sample_idx": pl.Int64}), how="cross")
+    if status is not None and status.height:
+        done = latest(status, key).filter(pl.col("error").is_null()) if retry_failed else status
         wanted = wanted.join(done.select(key).unique(), on=key, how="anti", maintain_order="left")
+    wanted = wanted.with_columns(prompt_ids.gather(wanted["prompt_id"]).alias("prompt_id"))
     seeds = [derive_seed(base_seed, p, i) for p, i in zip(wanted["prompt_id"], wanted["sample_idx"])]
     return wanted.with_columns(pl.Series("seed", seeds, dtype=pl.Int64)).select(PLAN_COLUMNS)
 
@@ -226,7 +234,7 @@ class SampleStage:
         self.k = k if k is not None else cfg.sampler.k
         self.retry_failed = cfg.sampler.retry_failed if retry_failed is None else retry_failed
         self.prompts = prompts
-        self._messages = dict(zip(prompts["prompt_id"].to_list(), prompts["messages"].to_list()))
+        self._rows = PromptRows(prompts, ["messages"])
 
     @property
     def batch_size(self) -> int:
@@ -237,14 +245,15 @@ class SampleStage:
         return (self.sampling, self.sampler_fp)
 
     def plan(self, store: Any) -> pl.DataFrame:
-        stored = store.read("samples", SAMPLES, columns=STATUS_COLUMNS)
-        return plan_samples(self.prompts, stored, self.k, self.sampler_fp, self.sampling.seed, retry_failed=self.retry_failed)
+        ids = self.prompts["prompt_id"]
+        status = read_status(store, "samples", SAMPLES, STATUS_COLUMNS, ids, pl.col("sampler_fp") == self.sampler_fp)
+        return missing_samples(ids, status, self.k, self.sampling.seed, self.retry_failed)
 
     def follow(self, rows: list[dict]) -> list[dict]:
         return []  # the first stage: fed by the prompts only
 
     def render(self, work: list[dict]) -> list[dict]:
-        return [{**row, "messages": self._messages[row["prompt_id"]]} for row in work]
+        return [{**row, "messages": self._rows[row["prompt_id"]]["messages"]} for row in work]
 
     def failed(self, requests: list[dict], reason: str) -> list[dict]:
         return failed_samples(requests, reason, self.sampler_fp)

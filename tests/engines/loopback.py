@@ -233,3 +233,43 @@ class CountingProxy(_Server):
                 self._forward("GET")
 
         super().__init__(Handler)
+
+
+class FakeModelServer(_Server):
+    """An OpenAI-compatible server that answers like a tiny model, after `delay` seconds: a sample
+    (`<think>..</think>answer`, its length from the seed) or, for a request with a JSON schema (a
+    judge's), `{"score": seed % 101, "reason": "r"}`. Records when each request arrived and when its
+    reply went out (`replied`: (time.time(), seed, is_judge)), for tests of what a killed run kept."""
+
+    def __init__(self, delay: float = 0.2):
+        self.delay = delay
+        self.replied: list[tuple[float, int, bool]] = []
+
+        class Handler(_Handler):
+            def do_POST(self):
+                server: FakeModelServer = self.server.owner  # type: ignore[attr-defined]
+                request = json.loads(self._body() or b"{}")
+                server.record(self.path, request, self.headers)
+                time.sleep(server.delay)
+                seed = int(request.get("seed") or 0)
+                judge = "response_format" in request
+                if judge:
+                    content = json.dumps({"score": seed % 101, "reason": "r"})
+                else:
+                    content = f"<think>{'hm ' * (seed % 5)}</think>" + " ".join(["word"] * (2 + seed % 9))
+                body = chat_response(content)
+                body["usage"]["completion_tokens"] = len(content.split())
+                try:
+                    self._send(200, json.dumps(body).encode())
+                except (BrokenPipeError, ConnectionResetError):
+                    return
+                with server.lock:
+                    server.replied.append((time.time(), seed, judge))
+
+        super().__init__(Handler)
+
+    def judge_requests(self) -> list[dict]:
+        return [body for body in self.chat_requests() if "response_format" in body]
+
+    def sample_requests(self) -> list[dict]:
+        return [body for body in self.chat_requests() if "response_format" not in body]

@@ -1,4 +1,9 @@
-"""Pair stage, the decision: normalized length + quality -> weighted score S -> chosen/rejected per
+"""FROZEN REFERENCE ORACLE, not product code: factory/stages/pairs.py as it was at commit d8814a3,
+before issue 10 turned it into the factory.pairs kernel. Only this paragraph was added. The tests
+compare the two-term shorthand (pairs.w_len / pairs.w_quality) of the new kernel against it; do not
+edit it to make a test pass (tests/pairs/test_legacy.py also checks it against the frozen fixture).
+
+Pair stage, the decision: normalized length + quality -> weighted score S -> chosen/rejected per
 group -> margin threshold. Vectorized (polars frames, numpy reductions over each group's contiguous
 rows), no Python loop per group, no LLM call. factory.stages.pairs_output turns the decision into
 pairs/ and sft/ rows.

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from factory.config import ConfigError, PairsConfig, load
+from factory import pairs
+from factory.config import ConfigError, PairsConfig, TermConfig, load
+from factory.pairs import render
 from factory.schemas import PAIRS
-from factory.stages import pairs as P
-from factory.stages import pairs_output as O
 
 
 def scored(rows: list[tuple]) -> pl.DataFrame:
@@ -42,14 +42,14 @@ def prompts_for(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def bucket_total(stats: P.PairStats) -> int:
+def bucket_total(stats: pairs.PairStats) -> int:
     return sum(stats.groups_excluded.values()) + stats.pairs_dropped + stats.pairs_kept
 
 
 # -- scoring and picking ---------------------------------------------------------------------------
 def test_scores_follow_the_formula_with_group_length_and_scale_quality():
     frame = scored([("a", 0, 100, 0.9), ("a", 1, 400, 0.8), ("a", 2, 200, 0.5)])
-    groups, stats = P.select_pairs(frame, PairsConfig(w_len=0.6, drop_ratio=0.0))
+    groups, stats = pairs.select(frame, PairsConfig(w_len=0.6, drop_ratio=0.0))
     row = groups.row(0, named=True)
     s = {i: 0.6 * (1 - t / 400) + 0.4 * q for i, t, q in ((0, 100, 0.9), (1, 400, 0.8), (2, 200, 0.5))}
     assert (row["chosen_idx"], row["rejected_idx"]) == (0, 1)
@@ -68,7 +68,7 @@ def test_scores_follow_the_formula_with_group_length_and_scale_quality():
 )
 def test_normalization_options(norm, expected_rejected_score):
     frame = scored([("a", 0, 100, 0.4), ("a", 1, 300, 0.8), ("b", 0, 1000, 0.1), ("b", 1, 10, 0.1)])
-    groups, _ = P.select_pairs(frame, PairsConfig(w_len=0.5, drop_ratio=0.0, **norm))
+    groups, _ = pairs.select(frame, PairsConfig(w_len=0.5, drop_ratio=0.0, **norm))
     a = groups.filter(pl.col("prompt_id") == "a").row(0, named=True)
     scores = {a["chosen_idx"]: a["chosen_score"], a["rejected_idx"]: a["rejected_score"]}
     assert scores[1] == pytest.approx(expected_rejected_score)
@@ -77,7 +77,7 @@ def test_normalization_options(norm, expected_rejected_score):
 def test_w_quality_defaults_to_one_minus_w_len_and_can_be_set():
     assert PairsConfig(w_len=0.3).quality_weight == pytest.approx(0.7)
     frame = scored([("a", 0, 100, 0.2), ("a", 1, 200, 0.9)])
-    groups, _ = P.select_pairs(frame, PairsConfig(w_len=0.5, w_quality=0.0, drop_ratio=0.0))
+    groups, _ = pairs.select(frame, PairsConfig(w_len=0.5, w_quality=0.0, drop_ratio=0.0))
     assert groups["chosen_idx"][0] == 0  # length alone decides when quality weighs nothing
 
 
@@ -98,9 +98,9 @@ def test_invalid_samples_are_counted_by_reason_and_never_chosen():
             ("c", 0, 30, 0.7),  # a group of one sample
         ]
     )
-    groups, stats = P.select_pairs(frame, PairsConfig(drop_ratio=0.0))
+    groups, stats = pairs.select(frame, PairsConfig(drop_ratio=0.0))
     assert stats.samples_excluded == {
-        "engine_error": 1, "truncated": 3, "empty_answer": 1, "no_token_count": 1, "no_judgment": 2,
+        "engine_error": 1, "truncated": 3, "empty_answer": 1, "no_token_count": 1, "no_judgment": 2, "duplicate": 0,
     }  # fmt: skip
     assert stats.samples_valid + sum(stats.samples_excluded.values()) == stats.samples_total == 12
     assert stats.groups == 3 and stats.groups_excluded["fewer_than_2_valid"] == 2
@@ -112,7 +112,7 @@ def test_invalid_samples_are_counted_by_reason_and_never_chosen():
 
 def test_all_equal_group_never_pairs_a_sample_with_itself_and_is_counted_tied():
     frame = scored([("a", i, 100, 0.5) for i in range(4)] + [("b", 0, 10, 0.9), ("b", 1, 90, 0.1)])
-    groups, stats = P.select_pairs(frame, PairsConfig(drop_ratio=0.0))
+    groups, stats = pairs.select(frame, PairsConfig(drop_ratio=0.0))
     a = groups.filter(pl.col("prompt_id") == "a").row(0, named=True)
     assert (a["chosen_idx"], a["rejected_idx"]) == (0, 3)  # documented: lowest vs highest sample_idx
     assert a["margin"] == 0 and a["outcome"] == "tied"
@@ -122,41 +122,44 @@ def test_all_equal_group_never_pairs_a_sample_with_itself_and_is_counted_tied():
 def test_tie_break_order_tokens_then_quality_then_index():
     # w_len = 0: S is quality only. Chosen among the 0.9s: fewest tokens (idx 2, then 1 vs 3 by index).
     frame = scored([("a", 0, 50, 0.1), ("a", 1, 80, 0.9), ("a", 2, 70, 0.9), ("a", 3, 70, 0.9), ("a", 4, 60, 0.1)])
-    groups, _ = P.select_pairs(frame, PairsConfig(strategy="quality", drop_ratio=0.0))
+    groups, _ = pairs.select(frame, PairsConfig(strategy="quality", drop_ratio=0.0))
     row = groups.row(0, named=True)
     assert row["chosen_idx"] == 2  # fewest tokens among best S, then lowest index
     assert row["rejected_idx"] == 4  # most tokens among worst S
     # Same tokens and S: quality decides (here w_len = 1, so S ignores quality).
     frame = scored([("a", 0, 50, 0.2), ("a", 1, 50, 0.7), ("a", 2, 90, 0.4), ("a", 3, 90, 0.3)])
-    row = P.select_pairs(frame, PairsConfig(w_len=1.0, drop_ratio=0.0))[0].row(0, named=True)
+    row = pairs.select(frame, PairsConfig(w_len=1.0, drop_ratio=0.0))[0].row(0, named=True)
     assert (row["chosen_idx"], row["rejected_idx"]) == (1, 3)
 
 
 def test_repeated_sample_index_is_refused_by_name():
     frame = scored([("a", 0, 10, 0.9), ("a", 0, 500, 0.1)])
     with pytest.raises(ValueError, match="'a'"):
-        P.select_pairs(frame, PairsConfig(drop_ratio=0.0))
+        pairs.select(frame, PairsConfig(drop_ratio=0.0))
 
 
 def test_missing_column_is_named():
     with pytest.raises(ValueError, match="quality"):
-        P.select_pairs(scored([("a", 0, 1, 0.5)]).drop("quality"), PairsConfig())
+        pairs.select(scored([("a", 0, 1, 0.5)]).drop("quality"), PairsConfig())
 
 
-def test_unsorted_and_lazy_input_give_the_same_pairs(tmp_path):
+@pytest.mark.parametrize("pairing", ["one", "best_vs_each", "all_ranked"])
+def test_unsorted_and_lazy_input_give_the_same_pairs(tmp_path, pairing):
     rng = np.random.default_rng(3)
     frame = scored([(f"p{g}", i, int(rng.integers(10, 900)), float(rng.random())) for g in range(40) for i in range(4)])
     prompts = prompts_for(frame)
-    cfg = PairsConfig()
-    expected, stats = O.build_pairs(frame, prompts, cfg)
-    shuffled, _ = O.build_pairs(frame.sample(fraction=1.0, shuffle=True, seed=1), prompts, cfg)
+    cfg = PairsConfig(pairing=pairing, terms=[TermConfig(source="repetition", field="reasoning", n=1, weight=0.1)])
+    built = pairs.build(frame, prompts, cfg)
+    expected, stats = built.pairs, built.stats
+    shuffled = pairs.build(frame.sample(fraction=1.0, shuffle=True, seed=1), prompts, cfg).pairs
     frame.sample(fraction=1.0, shuffle=True, seed=2).write_parquet(tmp_path / "scored.parquet")
-    lazy, lazy_stats = O.build_pairs(pl.scan_parquet(tmp_path / "scored.parquet"), prompts.lazy(), cfg)
+    lazy_built = pairs.build(pl.scan_parquet(tmp_path / "scored.parquet"), prompts.lazy(), cfg)
+    lazy, lazy_stats = lazy_built.pairs, lazy_built.stats
     assert shuffled.equals(expected) and lazy.equals(expected)
     assert lazy_stats.as_dict() == stats.as_dict()
-    groups, _ = P.select_pairs(pl.scan_parquet(tmp_path / "scored.parquet"), cfg)
+    groups, _ = pairs.select(pl.scan_parquet(tmp_path / "scored.parquet"), cfg)
     out = str(tmp_path / "pairs.parquet")
-    written = O.sink_pairs(groups, pl.scan_parquet(tmp_path / "scored.parquet"), prompts.lazy(), cfg, out, batch=7)
+    written = pairs.sink_pairs(groups, pl.scan_parquet(tmp_path / "scored.parquet"), prompts.lazy(), cfg, out, batch=7)
     assert written == expected.height and pl.read_parquet(out).equals(expected)
 
 
@@ -164,7 +167,7 @@ def test_unsorted_and_lazy_input_give_the_same_pairs(tmp_path):
 def test_delta_is_the_linear_quantile_of_all_margins_including_ties():
     tokens = [(100, 110), (100, 150), (100, 200), (100, 300), (100, 100)]
     frame = scored([(f"g{i}", j, t, 0.5) for i, pair in enumerate(tokens) for j, t in enumerate(pair)])
-    groups, stats = P.select_pairs(frame, PairsConfig(w_len=1.0, drop_ratio=0.3))
+    groups, stats = pairs.select(frame, PairsConfig(w_len=1.0, drop_ratio=0.3))
     margins = groups["margin"].to_numpy()
     assert stats.delta == pytest.approx(float(np.quantile(margins, 0.3)))
     assert stats.delta_rule == "quantile"
@@ -174,7 +177,7 @@ def test_delta_is_the_linear_quantile_of_all_margins_including_ties():
 
 def test_min_margin_replaces_the_quantile():
     frame = scored([("a", 0, 100, 0.9), ("a", 1, 120, 0.8), ("b", 0, 100, 0.9), ("b", 1, 400, 0.2)])
-    groups, stats = P.select_pairs(frame, PairsConfig(drop_ratio=0.0, min_margin=0.2))
+    groups, stats = pairs.select(frame, PairsConfig(drop_ratio=0.0, min_margin=0.2))
     assert stats.delta == 0.2 and stats.delta_rule == "min_margin"
     assert groups.filter(pl.col("outcome") == "kept")["prompt_id"].to_list() == ["b"]
 
@@ -182,7 +185,7 @@ def test_min_margin_replaces_the_quantile():
 @given(values=st.lists(st.floats(0, 1, allow_nan=False), min_size=1, max_size=60), p=st.floats(0, 0.99))
 def test_margin_quantile_matches_numpy_linear(values, p):
     ordered = np.sort(np.array(values))
-    assert P.margin_quantile(ordered, p) == pytest.approx(float(np.quantile(ordered, p)), abs=1e-12)
+    assert pairs.margin_quantile(ordered, p) == pytest.approx(float(np.quantile(ordered, p)), abs=1e-12)
 
 
 # -- strategies ----------------------------------------------------------------------------------------
@@ -194,7 +197,7 @@ def test_long2short_picks_shortest_under_the_limit_and_reports_the_rest():
             ("c", 0, 120, 0.9), ("c", 1, 120, 0.3),  # equally short: tied
         ]
     )  # fmt: skip
-    groups, stats = P.select_pairs(frame, PairsConfig(strategy="long2short"))
+    groups, stats = pairs.select(frame, PairsConfig(strategy="long2short"))
     kept = groups.filter(pl.col("outcome") == "kept")
     assert kept.select("prompt_id", "chosen_idx", "rejected_idx").rows() == [("a", 0, 1)]
     assert stats.groups_excluded["no_short_sample"] == 1 and stats.groups_excluded["tied"] == 1
@@ -204,17 +207,17 @@ def test_long2short_picks_shortest_under_the_limit_and_reports_the_rest():
 
 def test_quality_strategy_ignores_w_len():
     frame = scored([("a", 0, 10, 0.3), ("a", 1, 900, 0.95), ("a", 2, 500, 0.5)])
-    row = P.select_pairs(frame, PairsConfig(strategy="quality", w_len=0.9, drop_ratio=0.0))[0].row(0, named=True)
+    row = pairs.select(frame, PairsConfig(strategy="quality", w_len=0.9, drop_ratio=0.0))[0].row(0, named=True)
     assert (row["chosen_idx"], row["rejected_idx"]) == (1, 0)
 
 
 # -- output --------------------------------------------------------------------------------------------
 def test_conversational_output_matches_the_contract_with_think_tags_on_both_sides():
     frame = scored([("a", 0, 10, 0.9), ("a", 1, 500, 0.2)])
-    pairs, _ = O.build_pairs(frame, prompts_for(frame), PairsConfig(drop_ratio=0.0))
-    table = pairs.to_arrow().cast(PAIRS)
+    out = pairs.build(frame, prompts_for(frame), PairsConfig(drop_ratio=0.0)).pairs
+    table = out.to_arrow().cast(PAIRS)
     assert table.schema.names == PAIRS.names
-    row = pairs.row(0, named=True)
+    row = out.row(0, named=True)
     assert row["prompt"][1] == {"role": "user", "content": "q a"}
     assert row["chosen"] == [{"role": "assistant", "content": "<think>\nthink a/0\n</think>\n\nanswer a/0"}]
     assert row["rejected"] == [{"role": "assistant", "content": "<think>\nthink a/1\n</think>\n\nanswer a/1"}]
@@ -224,10 +227,10 @@ def test_conversational_output_matches_the_contract_with_think_tags_on_both_side
 def test_standard_format_and_leaving_reasoning_out():
     frame = scored([("a", 0, 10, 0.9), ("a", 1, 500, 0.2)])
     cfg = PairsConfig(drop_ratio=0.0, format="standard", include_reasoning=False)
-    pairs, _ = O.build_pairs(frame, prompts_for(frame), cfg)
-    table = pairs.to_arrow().cast(O.pairs_schema("standard"))
+    out = pairs.build(frame, prompts_for(frame), cfg).pairs
+    table = out.to_arrow().cast(pairs.pairs_schema("standard"))
     assert table.schema.field("chosen").type == pa.string()
-    row = pairs.row(0, named=True)
+    row = out.row(0, named=True)
     assert (row["prompt"], row["chosen"], row["rejected"]) == ("host\n\nq a", "answer a/0", "answer a/1")
 
 
@@ -237,27 +240,28 @@ def test_sft_exports_filter_long_and_dp_sft():
     )
     prompts = prompts_for(frame)
     cfg = PairsConfig(drop_ratio=0.0)
-    long = O.sft_filter_long(frame, prompts, cfg)
+    prepared = pairs.prepare(frame, cfg)
+    long = render.sft_filter_long(prepared, frame, prompts, cfg)
     assert long.select("prompt_id", "sample_idx").rows() == [("a", 0), ("a", 1), ("b", 0)]
     assert long["messages"][0].to_list()[-1]["content"].endswith("answer a/0")
-    groups, _ = P.select_pairs(frame, cfg)
-    dp = O.sft_dp(groups, frame, prompts, cfg)
+    groups, _ = pairs.select(frame, cfg)
+    dp = render.sft_dp(groups, frame, prompts, cfg)
     assert dp.select("prompt_id", "sample_idx", "source").rows() == [("a", 0, "dp_sft")]
-    standard = O.sft_dp(groups, frame, prompts, replace(cfg, format="standard"))
+    standard = render.sft_dp(groups, frame, prompts, replace(cfg, format="standard"))
     assert standard.columns[:4] == ["prompt_id", "sample_idx", "prompt", "completion"]
 
 
 # -- target --------------------------------------------------------------------------------------------
 def test_target_reports_the_prompts_still_needed_at_the_observed_survival():
     frame = scored([(f"g{i}", j, 100 + 100 * j, 0.5) for i in range(10) for j in range(2)])
-    _, stats = P.select_pairs(frame, PairsConfig(w_len=1.0, drop_ratio=0.0, target=25))
+    _, stats = pairs.select(frame, PairsConfig(w_len=1.0, drop_ratio=0.0, target=25))
     assert stats.pairs_kept == 10 and stats.prompts_needed_more == 15  # survival 1.0
-    assert "15 more prompts" in P.target_note(stats)
-    _, stats = P.select_pairs(frame, PairsConfig(w_len=1.0, drop_ratio=0.5, target=25))
+    assert "15 more prompts" in pairs.target_note(stats)
+    _, stats = pairs.select(frame, PairsConfig(w_len=1.0, drop_ratio=0.5, target=25))
     assert stats.prompts_needed_more == math.ceil((25 - stats.pairs_kept) / (stats.pairs_kept / 10))
-    _, met = P.select_pairs(frame, PairsConfig(w_len=1.0, drop_ratio=0.0, target=5))
-    assert met.prompts_needed_more == 0 and "target met" in P.target_note(met)
-    assert P.target_note(P.select_pairs(frame, PairsConfig())[1]) is None
+    _, met = pairs.select(frame, PairsConfig(w_len=1.0, drop_ratio=0.0, target=5))
+    assert met.prompts_needed_more == 0 and "target met" in pairs.target_note(met)
+    assert pairs.target_note(pairs.select(frame, PairsConfig())[1]) is None
 
 
 def test_target_must_be_positive():
@@ -299,7 +303,7 @@ def reference_picks(frame: pl.DataFrame, w_len: float) -> dict[str, tuple[int, i
 @given(groups=GROUPS, w_len=st.sampled_from([0.0, 0.3, 0.6, 1.0]), drop=st.floats(0, 0.9))
 def test_properties_of_any_pair_build(groups, w_len, drop):
     frame = frame_of(groups)
-    result, stats = P.select_pairs(frame, PairsConfig(w_len=w_len, drop_ratio=drop))
+    result, stats = pairs.select(frame, PairsConfig(w_len=w_len, drop_ratio=drop))
     kept = result.filter(pl.col("outcome") == "kept")
     assert (result["chosen_idx"] != result["rejected_idx"]).all()
     assert stats.delta is not None or result.height == 0
@@ -314,7 +318,7 @@ def test_properties_of_any_pair_build(groups, w_len, drop):
 def test_kept_share_is_about_one_minus_drop_ratio(groups, drop):
     # Continuous qualities: margins are distinct, so the quantile leaves (n-1)*drop of them below.
     rows = [(f"g{g}", i, 100, q) for g, pair in enumerate(groups) for i, q in enumerate(pair)]
-    result, stats = P.select_pairs(scored(rows), PairsConfig(w_len=0.0, drop_ratio=drop))
+    result, stats = pairs.select(scored(rows), PairsConfig(w_len=0.0, drop_ratio=drop))
     n = result.height
     tied = stats.groups_excluded["tied"]
     distinct = result["margin"].n_unique() == n
@@ -329,7 +333,7 @@ def test_w_len_one_picks_shortest_and_longest_and_zero_best_and_worst(groups):
     frame = frame_of(groups)
     valid = frame.filter(pl.col("finish_reason") == "stop")
     for w_len, column, pick_min in ((1.0, "completion_tokens", True), (0.0, "quality", False)):
-        result, _ = P.select_pairs(frame, PairsConfig(w_len=w_len, drop_ratio=0.0))
+        result, _ = pairs.select(frame, PairsConfig(w_len=w_len, drop_ratio=0.0))
         for row in result.iter_rows(named=True):
             values = valid.filter(pl.col("prompt_id") == row["prompt_id"])[column]
             chosen = row["chosen_tokens"] if column == "completion_tokens" else row["chosen_quality"]
@@ -352,11 +356,16 @@ def test_rebuild_makes_no_request_and_follows_the_new_settings(tmp_path):
 
     manifest, _ = rebuild_pairs(url, ["pairs.strategy=quality", "pairs.drop_ratio=0", "pairs.format=standard"])
     assert manifest["requests"] == {"sampler": 0, "judge": 0}
-    assert manifest["config"]["pairs"]["strategy"] == "quality"
+    assert manifest["pairs_build"]["overrides"][0] == "pairs.strategy=quality"
+    assert manifest["config"]["pairs"]["strategy"] == "dp_dpo"  # the run's config: overrides do not stick
     pairs = RunStore(url).read("pairs")
-    assert pairs.height == manifest["pairs"]["pairs_kept"] and pairs["prompt"].dtype == pl.String
-    assert set(pairs["strategy"]) <= {"quality"}
-    assert {p.rsplit("/", 1)[-1].split("-")[0] for p in RunStore(url).parts("sft")} == {"filter_long", "dp_sft"}
+    assert pairs.height == manifest["pairs"]["pairs_kept"] > 0 and pairs["prompt"].dtype == pl.String
+    assert set(pairs["strategy"]) == {"quality"}
+    store = RunStore(url)
+    assert len(store.parts("sft/filter_long")) == len(store.parts("sft/dp_sft")) == 1 and store.parts("sft") == []
+    again, _ = rebuild_pairs(url)  # a plain rebuild: the run's own settings again
+    assert set(RunStore(url).read("pairs")["strategy"]) == {"dp_dpo"} and again["pairs_build"]["overrides"] == []
 
     rebuild_pairs(url, ["pairs.sft=[]"])
-    assert RunStore(url).parts("sft") == []  # exports no longer asked for do not linger
+    store = RunStore(url)
+    assert store.parts("sft/filter_long") == store.parts("sft/dp_sft") == []  # exports no longer asked for do not linger

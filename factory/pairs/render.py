@@ -1,7 +1,7 @@
-"""Pair stage, the output: the decided groups (factory.stages.pairs.select_pairs) -> pairs rows per
-the pairs/ contract, and the SFT exports. Text is fetched only for the samples that are used.
+"""The output of a pair build: the decided pairs (factory.pairs.kernel) -> pairs rows per the pairs/
+contract, and the SFT exports. Text is fetched only for the samples that are used.
 
-    rows in (groups): prompt_id=p1  chosen_idx=0  chosen_row=0  rejected_idx=1  rejected_row=1  margin ...
+    rows in (decisions): prompt_id=p1  chosen_idx=0  chosen_row=0  rejected_idx=1  rejected_row=1  margin ...
     row out (pairs):  prompt=[{system}, {user}]  chosen=[{assistant: "<think>\\n...\\n</think>\\n\\nanswer"}]
                       rejected=[...]  prompt_id=p1  chosen_idx=0 ... margin  strategy=dp_dpo
 
@@ -15,8 +15,8 @@ import polars as pl
 import pyarrow as pa
 
 from factory.config import PairsConfig
-from factory.schemas import PAIRS, require_columns
-from factory.stages.pairs import PairStats, mark_samples, select_pairs
+from factory.pairs.marks import Prepared
+from factory.schemas import PAIRS
 
 
 # -- rendering ---------------------------------------------------------------------------------
@@ -71,7 +71,7 @@ def fetch_content(scored: pl.LazyFrame | pl.DataFrame, rows: pl.Series, cfg: Pai
 def render_pairs(
     groups: pl.DataFrame, scored: pl.LazyFrame | pl.DataFrame, prompts: pl.LazyFrame | pl.DataFrame, cfg: PairsConfig
 ) -> pl.LazyFrame:
-    """Kept groups (from `select_pairs`, in prompt_id order) -> pairs rows in
+    """Kept pairs (of the decisions from `factory.pairs.kernel.decide`, in prompt_id order) -> pairs rows in
     `pairs_schema(cfg.format)`, in prompt_id order. Lazy only where `prompts` is (a Parquet scan
     then streams into sink_parquet); in memory every step runs eagerly, which is faster here."""
     kept = groups.filter(pl.col("outcome") == "kept")
@@ -105,7 +105,7 @@ def sink_pairs(
     path: str,
     batch: int = 100_000,
 ) -> int:
-    """Kept groups -> one Parquet file at `path`, `batch` pairs at a time, so that the text held at
+    """Kept pairs -> one Parquet file at `path`, `batch` pairs at a time, so that the text held at
     once is one batch's (for runs too big to render in memory). Returns the pairs written."""
     import pyarrow.parquet as pq
 
@@ -119,15 +119,6 @@ def sink_pairs(
             writer.write_table(table)
             written += table.num_rows
     return written
-
-
-def build_pairs(
-    scored: pl.LazyFrame | pl.DataFrame, prompts: pl.LazyFrame | pl.DataFrame, cfg: PairsConfig
-) -> tuple[pl.DataFrame, PairStats]:
-    """Scored samples + prompts -> (pairs in `pairs_schema(cfg.format)`, stats)."""
-    require_columns(prompts.lazy(), ("prompt_id", "messages"), "pairs")
-    groups, stats = select_pairs(scored, cfg)
-    return render_pairs(groups, scored, prompts, cfg).collect(), stats
 
 
 # -- SFT exports -------------------------------------------------------------------------------
@@ -157,14 +148,12 @@ def _sft_frame(rows: pl.LazyFrame, prompts: pl.LazyFrame, source: str, cfg: Pair
 
 
 def sft_filter_long(
-    scored: pl.LazyFrame | pl.DataFrame, prompts: pl.LazyFrame | pl.DataFrame, cfg: PairsConfig
+    prepared: Prepared, scored: pl.LazyFrame | pl.DataFrame, prompts: pl.LazyFrame | pl.DataFrame, cfg: PairsConfig
 ) -> pl.DataFrame:
-    """Filter-long SFT baseline: every valid sample with at most `cfg.sft_max_tokens` decoded tokens."""
-    keep = (
-        mark_samples(scored.lazy())
-        .filter(pl.col("exclusion").is_null() & (pl.col("completion_tokens") <= cfg.sft_max_tokens))
-        .select("row", "prompt_id", "sample_idx", "completion_tokens", "quality")
-        .collect(engine="streaming")
+    """Filter-long SFT baseline: every valid sample (the build's exclusions, duplicates and filters
+    included) with at most `cfg.sft_max_tokens` decoded tokens."""
+    keep = prepared.valid.filter(pl.col("completion_tokens") <= cfg.sft_max_tokens).select(
+        "row", "prompt_id", "sample_idx", "completion_tokens", "quality"
     )
     rows = keep.with_columns(fetch_content(scored, keep["row"], cfg).alias("content")).lazy()
     return _sft_frame(rows, prompts.lazy(), "filter_long", cfg)
@@ -173,8 +162,9 @@ def sft_filter_long(
 def sft_dp(
     dp_groups: pl.DataFrame, scored: pl.LazyFrame | pl.DataFrame, prompts: pl.LazyFrame | pl.DataFrame, cfg: PairsConfig
 ) -> pl.DataFrame:
-    """DP-SFT: the chosen side of the kept dp_dpo pairs (`dp_groups` from `select_pairs`)."""
-    kept = dp_groups.filter(pl.col("outcome") == "kept")
+    """DP-SFT: the chosen side of the kept dp_dpo pairs (`dp_groups`: decisions), each sample once
+    (with several pairs per group a chosen sample can head many)."""
+    kept = dp_groups.filter(pl.col("outcome") == "kept").unique(["prompt_id", "chosen_idx"], maintain_order=True)
     rows = kept.select(
         "prompt_id",
         pl.col("chosen_idx").alias("sample_idx"),

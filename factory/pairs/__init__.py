@@ -1,0 +1,95 @@
+"""Scored samples -> DPO pairs (and SFT exports), through one kernel. No Ray, no engine, no LLM call:
+`factory run`, `factory pairs`, `factory sweep`, the report and the target estimate all come here.
+
+    from factory import pairs
+    built = pairs.build(scored, prompts, cfg.pairs, scale_max=cfg.judge.scale_max)
+    built.pairs       pairs rows (factory.schemas.PAIRS; plain strings with pairs.format=standard)
+    built.sft         {"filter_long": frame, "dp_sft": frame}, those pairs.sft asks for
+    built.stats       PairStats: samples by exclusion reason, groups by bucket, pairs by outcome,
+                      delta, means, judge agreement, target estimate (`pairs.target_note(stats)`)
+    built.decisions   one row per candidate pair with its outcome (report, notebooks)
+
+Input columns (scored, one row per sample; a DataFrame or a LazyFrame such as a Parquet scan):
+prompt_id, sample_idx, completion_tokens, finish_reason, error, answer, reasoning, quality (the
+primary judge, 0..1, null when unjudged); optional: quality_<judge> (0..1), dim_<name> (judge scale),
+reward_<name> (raw), which terms and `pairs.judges` may name. prompts: prompt_id, messages.
+
+    rows in (scored):  prompt_id  sample_idx  completion_tokens  finish_reason  quality  answer
+                       p1         0           120                stop           0.9      "Link 3, yes!"
+                       p1         1           380                stop           0.8      "Link 3 is ..."
+                       p1         2           512                length         null     "..."
+                       p1         3           140                stop           0.7      "link 3,  YES!"
+    decisions:         p1: chosen 0, rejected 1 (S = 0.6 * (1 - L / 380) + 0.4 * Q), margin 0.45;
+                       sample 2 excluded as truncated, sample 3 as a duplicate of 0 (say both have
+                       the same reasoning: the same text once lower-cased and whitespace-collapsed;
+                       the lowest sample_idx stays)
+    row out (pairs):   prompt=[{system}, {user}]  chosen=[{assistant: "<think>\\n...\\n</think>\\n\\nLink 3, yes!"}]
+                       rejected=[...]  prompt_id=p1  chosen_idx=0  rejected_idx=1 ... margin=0.45  strategy=dp_dpo
+
+The steps, one module each:
+    rules    text rules as streaming polars expressions (repetition, answer characters, format, think)
+    terms    the score terms: sources, normalizations, directions, weights; config checks
+    marks    validity (one exclusion reason per sample, filters, duplicates) and normalized term values
+    picks    S and the group order (the one tie-break rule)
+    vote     several judges: their picks, majority vote, agreement
+    kernel   candidate pairs per pairing mode -> delta -> outcome per pair (the rules the docs state)
+    stats    counts that add up, means, target estimate
+    render   pairs/ rows, sink for big runs, SFT exports
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import polars as pl
+
+from factory.config import PairsConfig
+from factory.pairs.kernel import Candidates, candidates, decide, outcomes, select, threshold
+from factory.pairs.marks import SCORED_COLUMNS, Prepared, prepare
+from factory.pairs.picks import margin_quantile
+from factory.pairs.render import pairs_schema, render_pairs, sft_dp, sft_filter_long, sink_pairs
+from factory.pairs.stats import OUTCOMES, PairStats, target_note
+from factory.pairs.terms import required_columns, resolve
+from factory.schemas import require_columns
+
+__all__ = [
+    "OUTCOMES", "SCORED_COLUMNS", "Candidates", "PairBuild", "PairStats", "Prepared", "build", "candidates",
+    "decide", "margin_quantile", "outcomes", "pairs_schema", "prepare", "render_pairs", "required",
+    "select", "sft_dp", "sft_filter_long", "sink_pairs", "target_note", "threshold",
+]  # fmt: skip
+
+
+@dataclass(eq=False)
+class PairBuild:
+    pairs: pl.DataFrame
+    sft: dict[str, pl.DataFrame]
+    stats: PairStats
+    decisions: pl.DataFrame
+    prepared: Prepared
+
+
+def required(cfg: PairsConfig) -> dict[str, str]:
+    """The optional scored columns the config needs -> the key that asks for them (for a preflight
+    check before any sample is drawn)."""
+    return required_columns(*resolve(cfg))
+
+
+def build(
+    scored: pl.LazyFrame | pl.DataFrame,
+    prompts: pl.LazyFrame | pl.DataFrame,
+    cfg: PairsConfig,
+    scale_max: float = 100.0,
+) -> PairBuild:
+    """Scored samples + prompts -> pairs rows, the SFT exports pairs.sft asks for, and stats.
+    `scale_max` is the judge's scale (judge.scale_max): dim_* terms are normalized by it."""
+    require_columns(prompts.lazy(), ("prompt_id", "messages"), "pairs")
+    prepared = prepare(scored, cfg, scale_max)
+    decisions, stats = decide(prepared, cfg)
+    pairs = render_pairs(decisions, scored, prompts, cfg).collect()
+    sft = {}
+    if "filter_long" in cfg.sft:
+        sft["filter_long"] = sft_filter_long(prepared, scored, prompts, cfg)
+    if "dp_sft" in cfg.sft:
+        dp = decisions if cfg.strategy == "dp_dpo" else decide(prepared, replace(cfg, strategy="dp_dpo"))[0]
+        sft["dp_sft"] = sft_dp(dp, scored, prompts, cfg)
+    return PairBuild(pairs, sft, stats, decisions, prepared)

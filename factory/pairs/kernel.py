@@ -1,0 +1,168 @@
+"""The pair kernel: S -> candidate pairs of each group -> threshold delta -> the outcome of each pair.
+`factory pairs`, `factory sweep`, the report and the target estimate all decide through `candidates`,
+`threshold` and `outcomes` below; there is no other copy of these rules.
+
+    pairing        candidate pairs of a group of n valid samples        pairs
+    one            (first, last) of the group order (picks.py)         1
+    best_vs_each   (first, each other sample), worst first             n - 1
+    all_ranked     (a, b) for every a before b, largest margin first   n (n - 1) / 2
+
+    margin = S_chosen - S_rejected (>= 0: chosen comes first in the order)
+    delta  = the drop_ratio quantile of the margins of every candidate pair of the build (tied ones
+             included, before the cap); pairing one has one candidate per group, so this is the
+             paper's "drop ratio 0.3 drops the 30% of groups with the smallest margins", and in the
+             multi-pair modes drop_ratio is the share of candidate pairs dropped. pairs.min_margin,
+             when set, is delta instead.
+
+Outcome of each candidate pair (the first that applies):
+    no_short_sample  long2short only: the chosen side has max_chosen_tokens tokens or more
+    tied             margin <= 0: no preference (the tie ban, per pair)
+    below_margin     margin < delta (long2short has no delta)
+    over_cap         kept, but after max_pairs_per_group pairs of its group (largest margins first)
+    kept
+A group's bucket is its best pair outcome in the order kept, below_margin, no_short_sample, tied
+(or fewer_than_2_valid), so every group is in exactly one bucket and every candidate pair in one outcome.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import polars as pl
+
+from factory.config import PairsConfig
+from factory.pairs import vote as votes
+from factory.pairs.marks import Prepared, prepare
+from factory.pairs.picks import extremes, margin_quantile, ranking, score
+from factory.pairs.segments import segments
+from factory.pairs.stats import OUTCOMES, PairStats, summarize
+from factory.pairs.terms import weights as term_weights
+
+KEPT, OVER_CAP, BELOW_MARGIN, NO_SHORT_SAMPLE, TIED = range(len(OUTCOMES))
+
+
+@dataclass(eq=False)
+class Candidates:
+    """Candidate pairs, those of a group contiguous and in the group's pair order (largest margin
+    first). chosen/rejected are positions in prepared.valid; group indexes prepared.starts."""
+
+    group: np.ndarray
+    chosen: np.ndarray
+    rejected: np.ndarray
+    margin: np.ndarray
+    score: np.ndarray  # S of every valid sample
+
+    @cached_property
+    def sorted_margins(self) -> np.ndarray:
+        """Ascending, computed once however many thresholds are asked (a sweep asks many)."""
+        return np.sort(self.margin)
+
+
+def candidates(prepared: Prepared, cfg: PairsConfig, weights: np.ndarray | None = None) -> Candidates:
+    """Every candidate pair of the build at these weights (default: the config's)."""
+    weights = term_weights(cfg) if weights is None else weights
+    if cfg.combine == "vote":
+        group, chosen, rejected, s = votes.vote(prepared, weights)
+    else:
+        s = score(prepared, weights)
+        if cfg.pairing == "one":
+            group, chosen, rejected = extremes(prepared, s)
+        else:
+            group, chosen, rejected = _ranked_pairs(prepared, s, cfg.pairing)
+    clash = np.flatnonzero(prepared.sample_idx[chosen] == prepared.sample_idx[rejected])
+    if len(clash):  # only possible when a (prompt_id, sample_idx) key is stored twice
+        prompt = prepared.valid["prompt_id"][int(chosen[clash[0]])]
+        raise ValueError(f"pairs: sample_idx repeats within prompt {prompt!r}; deduplicate the samples first")
+    return Candidates(group, chosen, rejected, s[chosen] - s[rejected], s)
+
+
+def _ranked_pairs(prepared: Prepared, s: np.ndarray, pairing: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """best_vs_each / all_ranked pairs of every group with >= 2 valid samples: the groups of each
+    size are done together (a loop over group sizes, never over groups)."""
+    order = ranking(prepared, s)
+    eligible = np.flatnonzero(prepared.counts >= 2)
+    sizes = prepared.counts[eligible]
+    parts = []
+    for n in np.unique(sizes):
+        groups = eligible[sizes == n]
+        if pairing == "best_vs_each":
+            first, second = np.zeros(n - 1, np.int64), np.arange(n - 1, 0, -1)
+        else:
+            first, second = np.triu_indices(n, 1)
+        base = prepared.starts[groups][:, None]
+        parts.append(
+            (np.repeat(groups, len(first)), order[base + first].ravel(), order[base + second].ravel(),
+             np.tile(first, len(groups)), np.tile(second, len(groups)))
+        )  # fmt: skip
+    if not parts:
+        empty = np.empty(0, np.int64)
+        return empty, empty, empty
+    group, chosen, rejected, first, second = (np.concatenate(p) for p in zip(*parts))
+    margin = s[chosen] - s[rejected]
+    # In each group: largest margin first, then the earlier chosen, then the later rejected.
+    keep = np.lexsort((-second, first, -margin, group))
+    return group[keep], chosen[keep], rejected[keep]
+
+
+def threshold(cands: Candidates, cfg: PairsConfig) -> tuple[float | None, str | None]:
+    """(delta, how it was set): pairs.min_margin, else the drop_ratio quantile of all candidate
+    margins; long2short has none."""
+    if cfg.strategy == "long2short":
+        return None, None
+    if cfg.min_margin is not None:
+        return float(cfg.min_margin), "min_margin"
+    return margin_quantile(cands.sorted_margins, cfg.drop_ratio), "quantile"
+
+
+def outcomes(prepared: Prepared, cands: Candidates, delta: float | None, cfg: PairsConfig) -> np.ndarray:
+    """The outcome (an index into OUTCOMES) of every candidate pair; see the module doc."""
+    tied = cands.margin <= 0
+    if cfg.strategy == "long2short":
+        short = prepared.tokens[cands.chosen] < cfg.max_chosen_tokens
+        code = np.where(~short, NO_SHORT_SAMPLE, np.where(tied, TIED, KEPT))
+    else:
+        above = cands.margin >= (delta if delta is not None else 0.0)
+        code = np.where(tied, TIED, np.where(above, KEPT, BELOW_MARGIN))
+    if cfg.max_pairs_per_group is not None and len(code):
+        kept = (code == KEPT).astype(np.int64)
+        running = np.cumsum(kept)  # kept pairs so far; minus those of earlier groups = rank in the group
+        starts, counts = segments(cands.group)
+        before = np.repeat(running[starts] - kept[starts], counts)
+        code = np.where((kept == 1) & (running - before > cfg.max_pairs_per_group), OVER_CAP, code)
+    return code.astype(np.int8)
+
+
+def decisions_frame(prepared: Prepared, cands: Candidates, codes: np.ndarray) -> pl.DataFrame:
+    """One row per candidate pair, groups in prompt_id order: prompt_id, n_valid, chosen_/rejected_
+    idx, row, tokens, quality, score; margin; outcome."""
+    valid = prepared.valid
+    columns = [valid["prompt_id"].gather(cands.chosen), pl.Series("n_valid", prepared.counts[cands.group])]
+    for side, pos in (("chosen", cands.chosen), ("rejected", cands.rejected)):
+        columns += [
+            valid["sample_idx"].gather(pos).alias(f"{side}_idx"),
+            valid["row"].gather(pos).alias(f"{side}_row"),
+            valid["completion_tokens"].gather(pos).alias(f"{side}_tokens"),
+            valid["quality"].gather(pos).alias(f"{side}_quality"),
+            pl.Series(f"{side}_score", cands.score[pos]),
+        ]
+    columns += [pl.Series("margin", cands.margin), pl.Series("outcome", np.asarray(OUTCOMES)[codes], pl.Enum(OUTCOMES))]
+    return pl.DataFrame(columns)
+
+
+def decide(prepared: Prepared, cfg: PairsConfig) -> tuple[pl.DataFrame, PairStats]:
+    """Prepared samples -> (one row per candidate pair, stats)."""
+    cands = candidates(prepared, cfg)
+    delta, rule = threshold(cands, cfg)
+    codes = outcomes(prepared, cands, delta, cfg)
+    frame = decisions_frame(prepared, cands, codes)
+    agreement = votes.agreement(prepared, term_weights(cfg))
+    return frame, summarize(prepared, frame, cands.group, codes, delta, rule, cfg, agreement)
+
+
+def select(
+    scored: pl.LazyFrame | pl.DataFrame, cfg: PairsConfig, scale_max: float = 100.0
+) -> tuple[pl.DataFrame, PairStats]:
+    """Scored samples -> (one row per candidate pair with its outcome, stats). Numbers only."""
+    return decide(prepare(scored, cfg, scale_max), cfg)

@@ -1,0 +1,259 @@
+"""Scored samples -> Prepared: every sample marked valid or excluded (with one reason), and each valid
+sample's normalized term values. Done once per build; every decision (weights, threshold, pairing,
+and each point of a sweep) is then made from these numbers.
+
+Exclusion reasons, the first that applies: engine_error, truncated (finish_reason "length"),
+empty_answer, no_token_count, no_judgment (a judge or judge-like term column is null or NaN), then
+each filter term by name (its raw value above `exclude_above` or below `exclude_below`), then
+duplicate (pairs.dedupe: among the samples otherwise valid, the same normalized text as a lower
+sample_idx of the same prompt).
+
+Memory: the text columns are only read inside streaming polars expressions (rules, duplicate keys),
+so a Parquet scan (`pl.scan_parquet`) is never held in memory with its text: what is collected is
+one row of numbers per sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from factory.config import ConfigError, PairsConfig
+from factory.pairs import rules
+from factory.pairs.segments import segments
+from factory.pairs.terms import BASE_REASONS, DUPLICATE, Term, normalize, required_columns, resolve
+
+_GROUP_MIX = np.uint64(0x9E3779B97F4A7C15)  # odd multipliers: fold the group (and sample_idx) into the text key
+_SAMPLE_MIX = np.uint64(0xC2B2AE3D27D4EB4F)
+SCORED_COLUMNS = ("prompt_id", "sample_idx", "completion_tokens", "finish_reason", "error", "answer", "quality")
+
+
+@dataclass(eq=False)
+class Prepared:
+    """marked: every sample, groups contiguous: row (position in the scored frame, to fetch its text),
+    prompt_id, gid (dense group number), sample_idx, completion_tokens, quality, exclusion (null when
+    valid). valid: the valid rows of marked. values[i]: term i's normalized value on each valid row."""
+
+    marked: pl.DataFrame
+    valid: pl.DataFrame
+    terms: list[Term]
+    judges: list[Term]
+    values: np.ndarray
+    judge_values: np.ndarray
+    starts: np.ndarray
+    counts: np.ndarray
+    reasons: tuple[str, ...]
+    exclusions: dict[str, Any] = field(default_factory=dict)  # the counts of `_count`
+
+    def __post_init__(self) -> None:
+        self.gid = self.valid["gid"].to_numpy()
+        self.tokens = self.valid["completion_tokens"].to_numpy()
+        self.quality = self.valid["quality"].to_numpy()
+        self.sample_idx = self.valid["sample_idx"].to_numpy()
+
+
+def check_columns(names: list[str], terms: list[Term], judges: list[Term], key_from: tuple[str, ...]) -> None:
+    """A column a configured term needs and the scored samples lack fails naming the config key."""
+    lacking = [c for c in SCORED_COLUMNS if c not in names]
+    if lacking:
+        raise ValueError(f"pairs: input is missing column(s) {lacking}; it has {names}")
+    needed = required_columns(terms, judges)
+    for column in key_from:
+        needed.setdefault(column, "pairs.dedupe")
+    for column, config_key in needed.items():
+        if column not in names:
+            raise ConfigError(
+                f"{config_key}: needs the column {column!r}, which the scored samples lack (they have {names})"
+            )
+
+
+def value_column(i: int, term: Term) -> str:
+    """Where term i's raw value sits in the collected frame: a score column under its own name (so a
+    judge that is also a term is held once), length as completion_tokens, a rule as raw_<i>."""
+    if term.column == "length":
+        return "completion_tokens"
+    return term.column if term.source.missing else f"raw_{i}"
+
+
+def _score_columns(terms: list[Term], judges: list[Term]) -> set[str]:
+    """The judge and judge-like columns read (quality, quality_*, dim_*, reward_*): null means unjudged."""
+    return {j.column for j in judges} | {t.column for t in terms if t.name != "quality" and t.source.missing}
+
+
+def _exclusion(terms: list[Term], judges: list[Term], reasons: tuple[str, ...]) -> pl.Expr:
+    def missing(column: str) -> pl.Expr:
+        return pl.col(column).is_null() | pl.col(column).is_nan()
+
+    unjudged = missing("quality")
+    for column in sorted(_score_columns(terms, judges)):
+        unjudged |= missing(column)
+    chain = (
+        pl.when(pl.col("_engine_error"))
+        .then(pl.lit("engine_error"))
+        .when(pl.col("_truncated"))
+        .then(pl.lit("truncated"))
+        .when(~pl.col("_has_answer"))
+        .then(pl.lit("empty_answer"))
+        .when(pl.col("completion_tokens").is_null())
+        .then(pl.lit("no_token_count"))
+        .when(unjudged)
+        .then(pl.lit("no_judgment"))
+    )
+    for i, term in enumerate(terms):
+        if term.is_filter:
+            raw = pl.col(value_column(i, term))
+            broken = pl.lit(False)
+            if term.exclude_above is not None:
+                broken |= raw > term.exclude_above
+            if term.exclude_below is not None:
+                broken |= raw < term.exclude_below
+            chain = chain.when(broken).then(pl.lit(term.name))
+    return chain.otherwise(None).cast(pl.Enum(reasons))
+
+
+def _group_keys(marked: pl.DataFrame) -> pl.DataFrame:
+    """Adds `gid` (u32, dense); rows are put in prompt_id order first when they are not (stored
+    samples already are), keeping each group's own order."""
+    if not marked["prompt_id"].is_sorted():
+        marked = marked.sort("prompt_id", maintain_order=True)
+    return marked.with_columns(pl.col("prompt_id").rle_id().alias("gid"))
+
+
+def _mark_duplicates(marked: pl.DataFrame, reasons: tuple[str, ...]) -> pl.DataFrame:
+    """Among the rows otherwise valid, every copy after the lowest sample_idx of the same key."""
+    position = np.flatnonzero(marked["exclusion"].is_null().to_numpy())
+    gid = marked["gid"].to_numpy()[position].astype(np.uint64)
+    idx = marked["sample_idx"].to_numpy()[position]
+    if not np.all((idx[1:] > idx[:-1]) | (gid[1:] != gid[:-1])):  # stored samples are already in order
+        order = np.lexsort((idx, gid))
+        position, gid, idx = position[order], gid[order], idx[order]
+    key = marked["key"].to_numpy()[position]
+    with np.errstate(over="ignore"):  # one u64 per (group, text) and per (group, text, sample_idx)
+        in_group = key ^ (gid * _GROUP_MIX)
+        same_sample = in_group ^ (idx.astype(np.uint64) * _SAMPLE_MIX)
+    # A repeat of the whole (group, key, sample_idx) is one sample stored twice, not a duplicate: it
+    # stays, and the kernel refuses it by name if it is ever paired with itself.
+    later = ~pl.Series(in_group).is_first_distinct().to_numpy() & pl.Series(same_sample).is_first_distinct().to_numpy()
+    is_copy = np.zeros(marked.height, dtype=bool)
+    is_copy[position[later]] = True
+    return marked.with_columns(
+        pl.when(pl.Series(is_copy))
+        .then(pl.lit(DUPLICATE, pl.Enum(reasons)))
+        .otherwise(pl.col("exclusion"))
+        .alias("exclusion")
+    ).drop("key")
+
+
+def _count(marked: pl.DataFrame, reasons: tuple[str, ...]) -> dict[str, Any]:
+    """Samples by reason (every sample in exactly one reason or valid) and the groups with fewer than
+    two valid samples, each under its most frequent sample exclusion."""
+    excluded = marked["exclusion"].drop_nulls().value_counts()
+    by_reason = {r: 0 for r in reasons} | {str(r): int(n) for r, n in zip(excluded["exclusion"], excluded["count"])}
+    starts, _ = segments(marked["gid"])
+    n_valid = (
+        np.add.reduceat(marked["exclusion"].is_null().to_numpy().astype(np.int64), starts) if len(starts) else starts
+    )
+    too_few = pl.DataFrame({"gid": marked["gid"].gather(starts[n_valid < 2])})
+    commonest = (
+        marked.join(too_few, on="gid", how="semi")
+        .filter(pl.col("exclusion").is_not_null())
+        .group_by("gid", "exclusion")
+        .len()
+        .sort(["len", "exclusion"], descending=[True, False])  # ties: the earlier reason
+        .unique("gid", keep="first")
+    )
+    causes = (
+        too_few.join(commonest, on="gid", how="left")
+        .select(pl.col("exclusion").cast(pl.String).fill_null("fewer_than_2_samples"))["exclusion"]
+        .value_counts()
+    )
+    return {
+        "samples_total": marked.height,
+        "samples_excluded": by_reason,
+        "samples_valid": marked.height - sum(by_reason.values()),
+        "groups": len(starts),
+        "fewer_than_2_valid": too_few.height,
+        "too_few_by_reason": {str(r): int(n) for r, n in zip(causes["exclusion"], causes["count"])},
+    }
+
+
+def prepare(scored: pl.LazyFrame | pl.DataFrame, cfg: PairsConfig, scale_max: float = 100.0) -> Prepared:
+    """Scored samples -> Prepared (see the module doc). A LazyFrame (Parquet scan) is read with the
+    streaming engine, in a second pass for the repetition terms; only numbers are collected."""
+    terms, judges = resolve(cfg)
+    frame = scored.lazy()
+    names = frame.collect_schema().names()
+    key_from = rules.key_columns(cfg.dedupe, cfg.include_reasoning)
+    check_columns(names, terms, judges, key_from)
+    filters = tuple(t.name for t in terms if t.is_filter)
+    reasons = BASE_REASONS + filters + ((DUPLICATE,) if key_from else ())
+    rule_values = {i: t.value.alias(f"raw_{i}") for i, t in enumerate(terms) if value_column(i, t) == f"raw_{i}"}
+    batched = [i for i, t in enumerate(terms) if t.column == "repetition"]  # Python batches
+    scores = sorted(_score_columns(terms, judges) | {"quality"})
+    # Every sample reduced to numbers and flags; the exclusion reasons are decided on those afterwards.
+    numbers = (
+        frame.with_row_index("row")
+        .with_columns(*rules.normalized_columns(set(key_from)))
+        .select(
+            "row",
+            "prompt_id",
+            pl.col("sample_idx").cast(pl.Int64),
+            pl.col("completion_tokens").cast(pl.Int64),
+            pl.col("error").is_not_null().alias("_engine_error"),
+            (pl.col("finish_reason") == "length").fill_null(False).alias("_truncated"),
+            pl.col("answer").str.contains(r"\S").fill_null(False).alias("_has_answer"),
+            *[pl.col(c).cast(pl.Float64) for c in scores],
+            *[v for i, v in rule_values.items() if i not in batched],
+            *([rules.duplicate_key(key_from).alias("key")] if key_from else []),
+        )
+    )
+    normalized = rules.normalized_columns({terms[i].entry.field for i in batched})  # type: ignore[union-attr]
+    repetitions = (
+        frame.with_row_index("_row").with_columns(*normalized).select("_row", *[rule_values[i] for i in batched])
+    )
+    if isinstance(scored, pl.DataFrame):  # in memory: one pass
+        slim = (pl.concat([numbers, repetitions], how="horizontal") if batched else numbers).collect()
+    else:
+        # A Parquet scan streams; the repetition batches (Python, one at a time) read it in a pass of
+        # their own, so that the other text work never waits for them holding its text in memory.
+        slim = numbers.collect(engine="streaming")
+        if batched:
+            slim = slim.hstack(repetitions.collect(engine="streaming"))  # type: ignore[arg-type]
+    if batched and not slim["_row"].equals(slim["row"], check_names=False):
+        raise RuntimeError("pairs: the two passes over the scored samples came back in different orders")
+    slim = (
+        slim.drop("_row", strict=False)
+        .with_columns(_exclusion(terms, judges, reasons).alias("exclusion"))
+        .drop("_engine_error", "_truncated", "_has_answer")
+    )
+    marked = _group_keys(slim)
+    if key_from:
+        marked = _mark_duplicates(marked, reasons)
+    valid = marked.filter(pl.col("exclusion").is_null()).drop("exclusion")
+    starts, counts = segments(valid["gid"])
+    judge_values = np.stack(
+        [normalize(valid[judge.column].to_numpy(), judge, starts, counts, scale_max) for judge in judges]
+    )
+    values = np.empty((len(terms), valid.height))
+    for i, term in enumerate(terms):
+        if term.name == "quality":  # the judges' mean; one judge is itself, to the last bit
+            values[i] = judge_values[0] if len(judges) == 1 else judge_values.mean(axis=0)
+        else:
+            raw = valid[value_column(i, term)].to_numpy().astype(np.float64)
+            values[i] = normalize(raw, term, starts, counts, scale_max)
+    held = [c for c in scores if c != "quality"] + [f"raw_{i}" for i in rule_values]
+    return Prepared(
+        marked=marked.drop(held),
+        valid=valid.drop(held),
+        terms=terms,
+        judges=judges,
+        values=values,
+        judge_values=judge_values,
+        starts=starts,
+        counts=counts,
+        reasons=reasons,
+        exclusions=_count(marked, reasons),
+    )

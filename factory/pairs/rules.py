@@ -1,0 +1,119 @@
+"""Rule values over the text columns, evaluated while the scored samples stream (a Parquet scan is read
+in batches and only the numbers they produce are kept), never a Python loop per row.
+
+    rows in:  answer="Link 3 is in stock, link 3 is in stock."  reasoning=""
+    values:   repetition (answer, n=3, word) = 1 - distinct 3-grams / 3-grams = 1 - 6/8
+              answer_chars = 40      think (require=true) = 1 (no reasoning: breaks the rule)
+              format (pattern "[Ll]ink \\d", require=true) = 0 (matches)
+
+Normalized text (duplicate keys, words): lower-cased, every run of whitespace (Unicode White_Space)
+made one space, ends stripped. Words are the space-separated tokens of the normalized text; `unit:
+char` takes the characters instead, whitespace dropped (for Chinese, which has no spaces between
+words). Two samples are duplicates when their normalized texts are equal (64-bit hash).
+
+The repeated n-gram ratio reads the normalized text (`normalized_columns`) one batch at a time: polars
+splits and hashes the tokens, numpy forms the n-gram hashes over the batch's flat token array, and
+polars counts distinct n-grams per row. Two different n-grams share a 64-bit hash with negligible
+probability.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+# Any whitespace other than a plain space, or a run of two or more: replacing these by one space
+# collapses whitespace like `\s+` does, about 3x faster (most spaces are single and need no rewrite).
+_WHITESPACE_RUN = r"\s\s+|[^\S ]"
+_MIX = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit multiplier: combines token hashes into an n-gram hash
+_EMPTY = np.uint64(pl.Series([""]).hash()[0])  # the one token an empty text splits into
+
+
+def normalized(text: pl.Expr) -> pl.Expr:
+    """Lower case, whitespace collapsed, ends stripped (null -> "")."""
+    return text.fill_null("").str.to_lowercase().str.replace_all(_WHITESPACE_RUN, " ").str.strip_chars()
+
+
+def normalized_column(column: str) -> str:
+    return f"_normalized_{column}"
+
+
+def normalized_columns(columns: set[str]) -> list[pl.Expr]:
+    """The normalized text of each column in `columns`, added once before the rules read it."""
+    return [normalized(pl.col(c)).alias(normalized_column(c)) for c in sorted(columns)]
+
+
+def repeated_ngram_ratio(text: pl.Series, n: int, unit: str) -> pl.Series:
+    """1 - distinct n-grams / n-grams of each normalized text (0 with fewer than n tokens), one batch at
+    a time with no loop over rows."""
+    tokens = text.str.replace_all(" ", "", literal=True).str.split("") if unit == "char" else text.str.split(" ")
+    arrow = tokens.list.eval(pl.element().hash()).to_arrow()
+    if isinstance(arrow, pa.ChunkedArray):
+        arrow = arrow.combine_chunks()
+    offsets = arrow.offsets.to_numpy().astype(np.int64)
+    offsets -= offsets[0]
+    flat = arrow.values.to_numpy(zero_copy_only=False).astype(np.uint64, copy=False)[: offsets[-1]]
+    starts, lengths = offsets[:-1], np.diff(offsets)
+    if not len(flat):
+        return pl.Series(text.name, np.zeros(len(lengths)))
+    # An empty text splits into one empty token: it has none. Any other row's tokens are all words.
+    lengths[(lengths == 1) & (flat[np.minimum(starts, len(flat) - 1)] == _EMPTY)] = 0
+    grams = np.maximum(lengths - (n - 1), 0)
+    total = int(grams.sum())
+    if total == 0:
+        return pl.Series(text.name, np.zeros(len(lengths)))
+    span = len(flat) - (n - 1)
+    with np.errstate(over="ignore"):
+        gram_hash = flat[:span].copy()
+        for k in range(1, n):
+            gram_hash = gram_hash * _MIX + flat[k : k + span]
+    # Row r's n-grams start at starts[r] .. starts[r] + grams[r] - 1: none crosses into the next row.
+    gram_offsets = np.r_[0, np.cumsum(grams)]
+    take = np.repeat(starts - gram_offsets[:-1], grams) + np.arange(total)
+    per_row = pa.LargeListArray.from_arrays(pa.array(gram_offsets), pa.array(gram_hash[take]))
+    distinct = pl.Series(per_row).list.n_unique().to_numpy().astype(np.float64)
+    return pl.Series(text.name, np.where(grams > 0, 1.0 - distinct / np.maximum(grams, 1), 0.0))
+
+
+def repetition(column: str, n: int, unit: str) -> pl.Expr:
+    """repeated_ngram_ratio of a text column, read from its normalized column (`normalized_columns`),
+    as an elementwise expression (it streams with the scan)."""
+    return pl.col(normalized_column(column)).map_batches(
+        partial(repeated_ngram_ratio, n=n, unit=unit), return_dtype=pl.Float64, is_elementwise=True
+    )
+
+
+def answer_chars() -> pl.Expr:
+    return pl.col("answer").fill_null("").str.len_chars().cast(pl.Float64)
+
+
+def format_violation(pattern: str, require: bool) -> pl.Expr:
+    """1.0 when the answer breaks the rule (require: must match `pattern`; else: must not), else 0.0."""
+    found = pl.col("answer").fill_null("").str.contains(pattern)
+    return (~found if require else found).cast(pl.Float64)
+
+
+def think_violation(require: bool) -> pl.Expr:
+    """1.0 when the <think> block (the reasoning, non-blank) is missing and required, or present and
+    forbidden."""
+    present = pl.col("reasoning").fill_null("").str.contains(r"\S")
+    return (~present if require else present).cast(pl.Float64)
+
+
+def key_columns(mode: str, include_reasoning: bool) -> tuple[str, ...]:
+    """The text columns a duplicate is judged by: `content` = what the trainer sees (reasoning and
+    answer when include_reasoning, else the answer), `answer`; none for `off`."""
+    if mode == "off":
+        return ()
+    return ("reasoning", "answer") if mode == "content" and include_reasoning else ("answer",)
+
+
+def duplicate_key(columns: tuple[str, ...]) -> pl.Expr:
+    """u64 hash of the normalized text of `columns`, read from `normalized_columns` (added in a step
+    of their own: the streaming engine then holds far less text at once than with the normalization
+    inside this expression)."""
+    texts = [pl.col(normalized_column(c)).alias(c) for c in columns]
+    return texts[0].hash() if len(texts) == 1 else pl.struct(texts).hash()

@@ -1,0 +1,159 @@
+"""The counts and means of a pair build, and the target estimate (how many more prompts pairs.target
+needs at the observed survival). The counts always add up:
+
+    samples_total  = samples_valid + sum(samples_excluded)             (one reason per sample)
+    groups         = sum(groups_by_outcome)                            (one bucket per group)
+    pairs_candidate = sum(pairs_by_outcome)                            (one outcome per candidate pair)
+
+With pairing one a group has one candidate pair, so pairs_kept / pairs_dropped are also groups, as
+the paper counts them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import polars as pl
+
+from factory.config import PairsConfig
+from factory.pairs.terms import weights
+
+if TYPE_CHECKING:
+    from factory.pairs.marks import Prepared
+
+# Pair outcomes, in the priority a group's bucket takes (the first any of its pairs has).
+OUTCOMES = ("kept", "over_cap", "below_margin", "no_short_sample", "tied")
+# The buckets a group can end in besides kept / below_margin: the old names, kept for the manifest.
+GROUP_EXCLUSIONS = ("fewer_than_2_valid", "no_short_sample", "tied")
+
+
+@dataclass
+class PairStats:
+    strategy: str = "dp_dpo"
+    pairing: str = "one"
+    combine: str = "terms"
+    groups: int = 0
+    groups_candidate: int = 0  # groups with >= 2 valid samples
+    pairs_candidate: int = 0
+    pairs_kept: int = 0
+    pairs_dropped: int = 0  # candidate pairs below delta
+    delta: float | None = None
+    delta_rule: str | None = None
+    samples_total: int = 0
+    samples_valid: int = 0
+    samples_excluded: dict[str, int] = field(default_factory=dict)
+    groups_excluded: dict[str, int] = field(default_factory=dict)
+    groups_too_few_by_reason: dict[str, int] = field(default_factory=dict)
+    groups_by_outcome: dict[str, int] = field(default_factory=dict)
+    pairs_by_outcome: dict[str, int] = field(default_factory=dict)
+    terms: list[dict[str, Any]] = field(default_factory=list)
+    judge_agreement: dict[str, float | None] = field(default_factory=dict)
+    mean_token_gap: float | None = None
+    mean_quality_gap: float | None = None
+    mean_chosen_tokens: float | None = None
+    mean_rejected_tokens: float | None = None
+    mean_chosen_quality: float | None = None
+    mean_rejected_quality: float | None = None
+    target: int | None = None
+    prompts_needed_more: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def summarize(
+    prepared: Prepared,
+    frame: pl.DataFrame,
+    group: np.ndarray,
+    codes: np.ndarray,
+    delta: float | None,
+    rule: str | None,
+    cfg: PairsConfig,
+    agreement: dict[str, float | None],
+) -> PairStats:
+    """Stats of one decision: `frame` and `codes` hold its candidate pairs, `group` their groups."""
+    excluded = prepared.exclusions
+    stats = PairStats(strategy=cfg.strategy, pairing=cfg.pairing, combine=cfg.combine, target=cfg.target)
+    stats.samples_total, stats.samples_valid = excluded["samples_total"], excluded["samples_valid"]
+    stats.samples_excluded = dict(excluded["samples_excluded"])
+    stats.groups, stats.groups_too_few_by_reason = excluded["groups"], dict(excluded["too_few_by_reason"])
+    stats.groups_candidate, stats.pairs_candidate = int((prepared.counts >= 2).sum()), len(codes)
+    stats.delta, stats.delta_rule = delta, rule
+    by_pair = np.bincount(codes, minlength=len(OUTCOMES))
+    stats.pairs_by_outcome = {name: int(n) for name, n in zip(OUTCOMES, by_pair)}
+    stats.pairs_kept, stats.pairs_dropped = stats.pairs_by_outcome["kept"], stats.pairs_by_outcome["below_margin"]
+    if len(codes):
+        starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+        bucket = np.bincount(np.minimum.reduceat(codes, starts), minlength=len(OUTCOMES))
+    else:
+        bucket = np.zeros(len(OUTCOMES), np.int64)
+    stats.groups_by_outcome = {"fewer_than_2_valid": excluded["fewer_than_2_valid"]} | {
+        name: int(n) for name, n in zip(OUTCOMES, bucket) if name != "over_cap"
+    }
+    stats.groups_excluded = {name: stats.groups_by_outcome[name] for name in GROUP_EXCLUSIONS}
+    stats.terms = [
+        {"name": t.name, "key": t.key, "source": t.column, "weight": float(w), "norm": _norm_label(t, prepared, cfg),
+         "direction": t.direction, "exclude_above": t.exclude_above, "exclude_below": t.exclude_below}
+        for t, w in zip(prepared.terms, weights(cfg))
+    ]  # fmt: skip
+    stats.judge_agreement = agreement
+    _fill_means(stats, frame.filter(pl.col("outcome") == "kept"))
+    _fill_target(stats)
+    return stats
+
+
+def _norm_label(term: Any, prepared: Prepared, cfg: PairsConfig) -> str:
+    """The quality term's normalization is its judges': "quality (scale)", "mean of quality (scale),
+    reward_rm (group_minmax)" or "vote of ..."."""
+    if term.name != "quality":
+        return term.norm
+    judges = ", ".join(f"{j.column} ({j.norm})" for j in prepared.judges)
+    if len(prepared.judges) == 1:
+        return judges
+    return f"{'vote' if cfg.combine == 'vote' else 'mean'} of {judges}"
+
+
+def _fill_means(stats: PairStats, kept: pl.DataFrame) -> None:
+    if not kept.height:
+        return
+    means = kept.select(
+        (pl.col("rejected_tokens") - pl.col("chosen_tokens")).mean().alias("mean_token_gap"),
+        (pl.col("chosen_quality") - pl.col("rejected_quality")).mean().alias("mean_quality_gap"),
+        pl.col("chosen_tokens").mean().alias("mean_chosen_tokens"),
+        pl.col("rejected_tokens").mean().alias("mean_rejected_tokens"),
+        pl.col("chosen_quality").mean().alias("mean_chosen_quality"),
+        pl.col("rejected_quality").mean().alias("mean_rejected_quality"),
+    ).row(0, named=True)
+    for name, value in means.items():
+        setattr(stats, name, float(value))
+
+
+def _fill_target(stats: PairStats) -> None:
+    """At the observed survival rate (pairs kept per prompt), how many more prompts the target needs."""
+    if not stats.target or stats.pairs_kept >= stats.target:
+        stats.prompts_needed_more = 0 if stats.target else None
+        return
+    if stats.pairs_kept == 0 or stats.groups == 0:
+        stats.prompts_needed_more = None  # no survival observed: no estimate
+        return
+    survival = stats.pairs_kept / stats.groups
+    stats.prompts_needed_more = math.ceil((stats.target - stats.pairs_kept) / survival)
+
+
+def target_note(stats: PairStats | dict[str, Any]) -> str | None:
+    """One line for the user when pairs.target is set, else None."""
+    s = stats if isinstance(stats, dict) else stats.as_dict()
+    target, kept, groups = s.get("target"), s["pairs_kept"], s["groups"]
+    if not target:
+        return None
+    if kept >= target:
+        return f"[pairs] target met: {kept} pairs kept >= target {target}"
+    if s.get("prompts_needed_more") is None:
+        return f"[pairs] target {target} not met: no pair survived from {groups} prompts, so no estimate of the prompts needed"
+    return (
+        f"[pairs] target {target} not met: {kept} pairs from {groups} prompts (survival {kept / groups:.1%}); "
+        f"about {s['prompts_needed_more']} more prompts are needed at this rate"
+    )
