@@ -9,6 +9,8 @@ same call works on a laptop and as the entry point of `ray job submit`.
     factory compact RUN_DIR                merge each table's parts into few large files
     factory doctor RUN_DIR                 read every part; move unreadable ones aside (quarantine)
     factory keys                           every config key with its default and help
+    factory plan CONFIG [key=value ...]    requests, tokens, USD, GPU-hours of a run; no request (= run --dry-run)
+    factory eval CONFIG [key=value ...]    candidate models on held-out prompts, judged -> EVAL_DIR/report/
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ def _run(args: argparse.Namespace) -> int:
     from factory import config, summary
     from factory.run import run
 
+    if getattr(args, "dry_run", False):
+        return _plan(args)
     cfg = config.load(args.config, args.overrides)
     manifest = run(cfg, take_over=args.take_over, allow_fewer_prompts=args.allow_fewer_prompts)
     print(summary.run_summary(manifest, manifest.pop("_scored")))
@@ -141,6 +145,7 @@ def parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="sample -> judge -> pairs; resumes what is stored")
     run.add_argument("config", help="YAML config, e.g. conf/demo.yaml")
     run.add_argument("overrides", nargs="*", help="key=value overrides, e.g. sampler.k=8")
+    run.add_argument("--dry-run", action="store_true", help="print the plan (as `factory plan`) and send nothing")
     run.add_argument("--take-over", action="store_true", help="take the run directory's lease from a run you know is dead")
     run.add_argument(
         "--allow-fewer-prompts", action="store_true",
@@ -177,12 +182,51 @@ def parser() -> argparse.ArgumentParser:
     doc.set_defaults(func=_doctor)
     keys = sub.add_parser("keys", help="list every config key with its default and help")
     keys.set_defaults(func=_keys)
+    plan = sub.add_parser("plan", help="requests, tokens, dollars and hours a run would take; sends nothing")
+    plan.add_argument("config", help="YAML config, e.g. conf/r1_api.yaml")
+    plan.add_argument("overrides", nargs="*", help="key=value overrides, e.g. pairs.target=15000")
+    plan.set_defaults(func=_plan)
+    ev = sub.add_parser("eval", help="candidate models on held-out prompts, judged: the paper's table + PNG")
+    ev.add_argument("config", help="YAML config with an eval: section, e.g. conf/eval_demo.yaml")
+    ev.add_argument("overrides", nargs="*", help="key=value overrides, e.g. eval.k=4")
+    ev.add_argument("--dry-run", action="store_true", help="print the plan of the eval and send nothing")
+    ev.add_argument("--take-over", action="store_true", help="take the eval directory's lease from a run you know is dead")
+    ev.set_defaults(func=_eval)
     return top
 
 
+def _plan(args: argparse.Namespace) -> int:
+    from factory import config, plan
+
+    print(plan.format_plan(plan.make_plan(config.load(args.config, args.overrides))))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from factory import config, plan
+    from factory.evaluation import run as evaluation
+
+    cfg = config.load(args.config, args.overrides)
+    if args.dry_run:
+        print(plan.format_plan(evaluation.eval_plan(cfg)))
+        return 0
+    result = evaluation.evaluate(cfg, take_over=args.take_over)
+    print(result["markdown"])
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    from factory.cost import BUDGET_EXIT
+    from factory.executor.core import BudgetExceeded
+
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    args = parser().parse_args(argv)
+    top = parser()
+    args, extra = top.parse_known_args(argv)
+    # key=value overrides written after an option (`factory eval CONFIG --dry-run k=v`) land here
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        top.error(f"unrecognized arguments: {' '.join(extra)}")
     from factory.executor import FatalRunError, Interrupted
     from factory.lease import LeaseHeld
     from factory.store import CorruptPartError
@@ -192,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, CorruptPartError) as exc:
         print(f"factory: error: {exc}", file=sys.stderr)
         return 2
+    except BudgetExceeded as exc:
+        print(f"factory: {exc}", file=sys.stderr)
+        return BUDGET_EXIT
     except LeaseHeld as exc:
         print(f"factory: refused: {exc}", file=sys.stderr)
         return 3

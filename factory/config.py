@@ -13,7 +13,7 @@ import math
 import os
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from omegaconf import OmegaConf
 
@@ -368,6 +368,11 @@ class RunConfig:
     store: StoreConfig = _help("How rows are written to the run directory.", factory=StoreConfig)
     decode_tokens_per_s: float = _help("Decode speed for the RT (response time) estimate, tokens/s.", 62.5)
     progress_interval_s: float = _help("Seconds between progress lines.", 5.0)
+    cost: CostConfig = _help(
+        "Prices, throughput and an optional budget: `factory plan` and the spend shown while running.",
+        factory=lambda: CostConfig(),
+    )
+    eval: EvalConfig = _help("`factory eval`: candidate models judged on a held-out prompt set.", factory=lambda: EvalConfig())
 
     def __post_init__(self) -> None:
         _check_run(self, "")
@@ -483,6 +488,7 @@ _PATH_KEYS = (
     "prompts.system_prompt_file",
     "prompts.user_template_file",
     "judge.rubric_file",
+    "eval.prompts",
 )
 
 
@@ -515,6 +521,11 @@ def check_keys(keys: list[str], where: str) -> None:
     for key in keys:
         if key in valid or any(key.startswith(v + ".") for v in valid if v.endswith("engine_kwargs")):
             continue
+        mapped = _mapping_keys(key)  # eval.candidates.NAME.rest: rest checked against the item's keys
+        if mapped is not None:
+            if key in mapped or any(key.startswith(v + ".") for v in mapped if v.endswith("engine_kwargs")):
+                continue
+            valid = mapped
         close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ConfigError(f"unknown config key {key!r} in {where}{hint}")
@@ -525,7 +536,9 @@ def _is_url(path: str) -> bool:
 
 
 def _resolve_paths(data: dict, base: Path) -> None:
-    for dotted in _PATH_KEYS:
+    candidates = (data.get("eval") or {}).get("candidates") if isinstance(data.get("eval"), dict) else None
+    names = list(candidates) if isinstance(candidates, dict) else []
+    for dotted in _PATH_KEYS + tuple(f"eval.candidates.{name}.answers_path" for name in names):
         node = data
         parts = dotted.split(".")
         for part in parts[:-1]:
@@ -585,9 +598,143 @@ def help_table(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, 
         default = f.default_factory() if f.default_factory is not MISSING else f.default
         if is_dataclass(default):
             rows.extend(help_table(type(default), key + "."))
-        elif "item" in f.metadata:  # a list of dataclasses (pairs.terms): its entries' fields, as key[].field
+        elif "item" in f.metadata:  # a list (pairs.terms: key[].field) or mapping (eval.candidates) of dataclasses
             rows.append((key, repr(default), f.metadata.get("help", "")))
-            rows.extend(help_table(f.metadata["item"], key + "[]."))
+            rows.extend(help_table(f.metadata["item"], key + f.metadata.get("item_key", "[].")))
         else:
             rows.append((key, repr(default), f.metadata.get("help", "")))
     return rows
+
+
+# -- cost and eval (`factory plan`, `factory eval`, the budget) ------------------------------------
+@dataclass
+class StageCostConfig:
+    input_usd_per_m: float = _help("USD per 1M prompt (input) tokens; 0 = not priced.", 0.0)
+    output_usd_per_m: float = _help("USD per 1M completion (output) tokens, reasoning included; 0 = not priced.", 0.0)
+    tokens_per_s: Optional[float] = _help(
+        "Completion tokens per second one replica decodes (all its concurrent sequences together), for "
+        "GPU-hours and wall time in `factory plan`; null = as observed in the run's metrics.json.",
+        None,
+    )
+
+    def __post_init__(self) -> None:
+        _check_stage_cost(self, "cost.")
+
+
+@dataclass
+class CostConfig:
+    sampler: StageCostConfig = _help("Prices and throughput of the sampler engine.", factory=StageCostConfig)
+    judge: StageCostConfig = _help("Prices and throughput of the judge engine.", factory=StageCostConfig)
+    max_usd: Optional[float] = _help(
+        "Budget of one invocation (`factory run` or `factory eval`), USD at the prices above: once what the "
+        "stored rows cost reaches it, no new request is sent, every finished row is stored and the command "
+        "exits 5 (rerun to go on). Requests already in flight finish, so it can be passed by at most those.",
+        None,
+    )
+
+    def __post_init__(self) -> None:
+        _check_cost(self, "cost.")
+
+
+@dataclass
+class CandidateConfig:
+    engine: EngineConfig = _help("The candidate's engine (any kind), as sampler.engine.", factory=EngineConfig)
+    sampling: SamplingConfig = _help("The candidate's sampling parameters.", factory=SamplingConfig)
+    answers_path: str = _help(
+        "Instead of an engine: a Parquet/JSONL file of answers the model already produced (columns prompt_id "
+        "or the prompts' id column, answer or text, optional reasoning, sample_idx, completion_tokens, "
+        "reasoning_tokens, answer_tokens, finish_reason). No request is made for it; only judged.",
+        "",
+    )
+    cost: StageCostConfig = _help("Prices and throughput of this candidate's engine.", factory=StageCostConfig)
+
+
+# Candidate names become stage names and file names.
+CANDIDATE_NAME = r"[A-Za-z0-9][A-Za-z0-9_.+-]*"
+REFERRAL_PATTERNS = [
+    r"customer (service|support|care)",
+    r"(contact|ask|message|check with) (the |our )?(seller|shop|store|support|service)",
+    r"客服",
+    r"售后",
+]
+
+
+@dataclass
+class EvalConfig:
+    output_dir: str = _help("Eval directory (its own samples/, judgments/, report/); '' = OUTPUT_DIR/eval.", "")
+    prompts: str = _help(
+        "Held-out prompts file or folder (same format and prompts.* rendering as the run's prompts).", ""
+    )
+    limit: Optional[int] = _help("Use only the first N held-out prompts.", None)
+    k: int = _help("Samples per prompt and candidate; a prompt's score is the mean of its K.", 1)
+    candidates: Dict[str, CandidateConfig] = field(
+        default_factory=dict,
+        metadata={
+            "help": "Models to compare: name -> {engine, sampling, cost} or {answers_path}, e.g. "
+            "eval.candidates.short.sampling.max_tokens=128; fields: eval.candidates.<name>.*",
+            "item": CandidateConfig,
+            "item_key": ".<name>.",
+        },
+    )
+    baseline: str = _help("The candidate the others are compared with; '' = the first one.", "")
+    bootstrap: int = _help("Bootstrap resamples (paired by prompt) of the score difference's 95% interval.", 2000)
+    seed: int = _help("Seed of the bootstrap.", 0)
+    answerable_column: str = _help(
+        "Prompt column (true/false) saying whether the product info can answer the question; '' = none.",
+        "answerable",
+    )
+    referral_patterns: List[str] = _help(
+        "Regexes (case-insensitive) that mark a reply as referring the viewer to customer service; the rule "
+        "behind the answerable agreement.",
+        factory=lambda: list(REFERRAL_PATTERNS),
+    )
+    empty_answer_score: Optional[float] = _help(
+        "Score of a reply with an empty answer (not sent to the judge, e.g. cut inside <think>); "
+        "null = left out of the mean like a judge failure.",
+        0.0,
+    )
+    retry_failed: bool = _help("On a rerun, sample again the candidates' samples that failed.", False)
+
+    def __post_init__(self) -> None:
+        _check_eval(self, "eval.")
+
+
+def _check_stage_cost(c: Any, p: str) -> None:
+    _ranges(c, p, {"input_usd_per_m": ">= 0", "output_usd_per_m": ">= 0", "tokens_per_s": "> 0 or null"})
+
+
+def _check_cost(c: Any, p: str) -> None:
+    _ranges(c, p, {"max_usd": "> 0 or null"})
+
+
+def _check_eval(c: Any, p: str) -> None:
+    import re
+
+    _ranges(c, p, {"limit": ">= 1 or null", "k": ">= 1", "bootstrap": ">= 1", "empty_answer_score": ">= 0 or null"})
+    names = list(c.candidates.keys())
+    for name in names:
+        if not re.fullmatch(CANDIDATE_NAME, str(name)):
+            raise ConfigError(f"{p}candidates.{name}: a candidate name is letters, digits and _ . + - only")
+        validate(c.candidates[name], CandidateConfig, f"{p}candidates.{name}.")
+    if c.baseline and c.baseline not in names:
+        raise ConfigError(f"{p}baseline: {c.baseline!r} is not a candidate; candidates: {', '.join(names) or 'none'}")
+    for i, pattern in enumerate(c.referral_patterns):
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(f"{p}referral_patterns[{i}]: not a valid regex ({exc})") from None
+
+
+_CHECKS.update({StageCostConfig: _check_stage_cost, CostConfig: _check_cost, EvalConfig: _check_eval})
+# Mappings of dataclasses: key prefix -> the type of each entry (checked by check_keys).
+_MAPPINGS: dict[str, type] = {"eval.candidates": CandidateConfig}
+
+
+def _mapping_keys(key: str) -> list[str] | None:
+    """The valid keys of the mapping entry `key` falls in (eval.candidates.NAME.*), or None."""
+    for prefix, item in _MAPPINGS.items():
+        if key.startswith(prefix + "."):
+            name = key[len(prefix) + 1 :].split(".", 1)[0]
+            entry = f"{prefix}.{name}"
+            return [entry, *_valid_keys(item, entry + ".")]
+    return None

@@ -25,6 +25,7 @@ import polars as pl
 from factory import config as config_mod
 from factory import pairs as pair_kernel
 from factory.config import ConfigError, EngineConfig, RunConfig
+from factory.cost import Budget, run_prices
 from factory.executor import Executor
 from factory.lease import Lease
 from factory.prompts import load_prompts, read_text
@@ -201,7 +202,8 @@ def run(
     with Lease(store, command, take_over=take_over) as lease:
         previous = store.read_json("manifest.json") or {}
         scrubber = (lambda table: scrub_table(table, secrets)) if secrets else None
-        with Executor(store, cfg, backend=backend, build=build, scrub=scrubber) as executor:
+        budget = Budget(run_prices(cfg), cfg.cost.max_usd)
+        with Executor(store, cfg, backend=backend, build=build, scrub=scrubber, budget=budget) as executor:
             executor.lease = lease
             guard = _PromptGuard(previous, allow_fewer_prompts)
             try:
@@ -215,6 +217,7 @@ def run(
         manifest.update(
             {
                 "pools": metrics["pools"],
+                "spend": budget.as_dict(),
                 "timings": {**manifest["timings"], "overlap": metrics["overlap_s"], "total": round(time.perf_counter() - t0, 3)},
                 "history": (previous.get("history") or [])
                 + [{"at": time.time(), "requests": manifest["requests"], "counts": manifest["counts"]}],
@@ -257,9 +260,8 @@ def _to_target(
     sampled and judged. Stops when the target is met or the pool has no more rows; with no pair yet,
     the draw doubles."""
     target = int(cfg.pairs.target or 0)
-    drop = cfg.pairs.drop_ratio if cfg.pairs.strategy != "long2short" and cfg.pairs.min_margin is None else 0.0
     # A grown run never draws fewer prompts than its outputs were built from.
-    limit = max(cfg.prompts.limit or math.ceil(1.2 * target / (1.0 - drop)), guard.before)
+    limit = max(cfg.prompts.limit or target_draw(cfg.pairs), guard.before)
     requests = {"sampler": 0, "judge": 0}
     draws: list[dict[str, int]] = []
     while True:
@@ -270,12 +272,23 @@ def _to_target(
         draws.append({"limit": limit, "prompts_in": rows, "pairs_kept": kept})
         if kept >= target or rows < limit:  # met, or the pool ran out of rows
             break
-        more = limit if kept == 0 else math.ceil(1.1 * (target - kept) * rows / kept)
-        limit = rows + max(more, 1)
+        limit = target_draw(cfg.pairs, kept, rows, limit)
         executor.progress.say(f"[target] {kept} of {target} pairs from {rows} prompt rows; drawing up to {limit}")
     manifest["requests"] = requests
     manifest["target"] = {"target": target, "met": kept >= target, "draws": draws}
     return manifest
+
+
+def target_draw(pairs: Any, kept: int | None = None, rows: int | None = None, limit: int | None = None) -> int:
+    """The prompt rows to draw for `pairs.target`: with nothing observed, target / (1 - drop_ratio) + 20%;
+    after a round that kept `kept` pairs of `rows` prompt rows, enough more at that survival rate + 10%
+    (twice `limit` when no pair survived). `factory plan` estimates with the same rule."""
+    target = int(pairs.target or 0)
+    if kept is None or rows is None:
+        drop = pairs.drop_ratio if pairs.strategy != "long2short" and pairs.min_margin is None else 0.0
+        return math.ceil(1.2 * target / (1.0 - drop))
+    more = (limit or rows) if kept == 0 else math.ceil(1.1 * (target - kept) * rows / kept)
+    return rows + max(more, 1)
 
 
 def _round(

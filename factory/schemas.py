@@ -52,6 +52,7 @@ JUDGMENTS = pa.schema(
         ("error", pa.string()),
         ("latency_s", pa.float64()),
         ("created_at", pa.float64()),
+        ("prompt_tokens", pa.int64()),  # summed over re-asks; null in rows stored before it was kept
     ]
 )
 

@@ -20,6 +20,9 @@ Stages that share an engine identity (kind, model, resources) share one pool: on
 
 Signals: the first SIGINT/SIGTERM stops dispatching, waits up to STOP_GRACE_S for requests in flight,
 stores every finished row and raises Interrupted (what was kept, how to resume); a second exits at once.
+Budget (optional, factory/cost.py): every stored row is charged stage.tokens(row) at its stage's prices;
+once `budget.exceeded()`, dispatching stops as on a first signal, the requests in flight (already paid
+for) finish and are stored, and BudgetExceeded says how to go on.
 """
 
 from __future__ import annotations
@@ -60,6 +63,13 @@ class Interrupted(RuntimeError):
 
 class FatalRunError(RuntimeError):
     """An engine said that no request can succeed (e.g. HTTP 401): the run stopped."""
+
+
+class BudgetExceeded(Interrupted):
+    """cost.max_usd was reached: no new request was sent; everything finished is stored."""
+
+
+BUDGET = "budget"  # self.stopping when the budget stopped the run
 
 
 class WorkQueue:
@@ -117,8 +127,10 @@ class Executor:
         build: Callable | None = None,
         progress: Progress | None = None,
         scrub: Callable[[pa.Table], pa.Table] | None = None,
+        budget: Any = None,
     ):
         self.store, self.cfg, self.scrub = store, cfg, scrub
+        self.budget = budget  # factory.cost.Budget: charge(stage, prompt, completion), exceeded(), label(stage)
         self.kind = backend
         if backend == "ray":
             from factory.executor.ray import RayBackend
@@ -222,6 +234,9 @@ class Executor:
                 now = time.monotonic()
                 if self.lease is not None and self.lease.lost and not self.stopping:
                     self.stopping, self._stop_deadline = "a lost lease", now + STOP_GRACE_S
+                if self.budget is not None and not self.stopping and self.budget.exceeded():
+                    self.stopping, self._stop_deadline = BUDGET, float("inf")  # what is in flight is paid for
+                    self.progress.say(f"[factory] {self.budget.stop_message()}")
                 if not self.stopping and not self.fatal:
                     self._start_pools(stages, pools, wanted, now)
                     self._dispatch(stages, queues, pools, calls, metrics)
@@ -258,6 +273,8 @@ class Executor:
             self.progress.tick(force=True)
         if self.fatal:
             raise FatalRunError(self.fatal)
+        if self.stopping == BUDGET:
+            raise BudgetExceeded(self.budget.stop_message())
         if self.stopping:
             kept = ", ".join(f"{m.rows} {by_name[n].table}" for n, m in metrics.items())
             raise Interrupted(
@@ -329,6 +346,9 @@ class Executor:
                 writers[call.stage].add([row])
                 prompt, completion = stage.tokens(row)
                 m.add(stage.ok(row), int(row.get("attempts") or 0), prompt, completion, row.get("latency_s"))
+                if self.budget is not None:
+                    self.budget.charge(stage.name, prompt, completion)
+                    self.progress.extra[stage.name] = self.budget.label(stage.name)
             return
         del calls[event.call_id]
         missing = [call.requests[i] for key, i in call.expected.items() if key not in call.received]
@@ -356,7 +376,7 @@ class Executor:
 
         def handler(signum: int, frame: Any) -> None:
             name = signal.Signals(signum).name
-            if self.stopping:
+            if self.stopping and self.stopping != BUDGET:
                 os._exit(128 + signum)  # the second signal: at once
             self.stopping = name
             self._stop_deadline = time.monotonic() + STOP_GRACE_S
@@ -401,4 +421,5 @@ class Executor:
             "pools": pools,
             "overlap_s": overlap_s(list(out.values())),
             "wall_s": round(time.monotonic() - self.t0, 3),
+            **({"spend": self.budget.as_dict()} if self.budget is not None else {}),
         }

@@ -446,6 +446,8 @@ def _absorb(current: dict, completion: Completion, round_no: int, row: dict, cfg
     current["latency"] += completion.latency_s or 0.0
     if completion.completion_tokens is not None:
         current["tokens"] = (current["tokens"] or 0) + completion.completion_tokens
+    if completion.prompt_tokens is not None:
+        current["prompt_tokens"] = (current.get("prompt_tokens") or 0) + completion.prompt_tokens
     if completion.error:
         parsed = {"score": None, "status": "engine_error", "reason": completion.error, "dimensions": None}
     else:
@@ -483,6 +485,7 @@ def judgment_row(row: dict, current: dict, cfg: JudgeConfig, judge_fp: str) -> d
         "attempts": current["attempts"],
         "reasks": current["reasks"],
         "completion_tokens": current["tokens"],
+        "prompt_tokens": current.get("prompt_tokens"),
         "error": result["error"],
         "latency_s": current["latency"],
         "created_at": time.time(),
@@ -540,14 +543,32 @@ class JudgeStage:
     upstream = "sample"
     run_batch = staticmethod(judge_batch)
 
-    def __init__(self, cfg: RunConfig, fps: dict[str, str], prompts: pl.DataFrame, rubric: str):
+    def __init__(
+        self,
+        cfg: RunConfig,
+        fps: dict[str, str],
+        prompts: pl.DataFrame,
+        rubric: str,
+        *,
+        k: int | None = None,
+        name: str = "judge",
+        upstream: str | None = "sample",
+    ):
+        """`factory run`'s judge of the sampler's samples; `factory eval` passes a candidate's k, a stage name
+        of its own and its sample stage as upstream (None for a candidate's imported answers)."""
         check_rubric(rubric)
         self.cfg, self.judge_fp, self.sampler_fp, self.rubric = cfg.judge, fps["judge"], fps["sampler"], rubric
-        self.k = cfg.sampler.k
+        self.k = k if k is not None else cfg.sampler.k
+        self.name, self.upstream = name, upstream
         self.engine = cfg.judge.engine
         self.prompts = prompt_fields(prompts)
         self.prompt_ids = prompts["prompt_id"]
         self.note = ""
+
+    @property
+    def fanout(self) -> int:
+        """Judge requests per usable upstream sample (`factory plan` estimates with it)."""
+        return self.cfg.votes
 
     @property
     def batch_size(self) -> int:
@@ -630,4 +651,4 @@ class JudgeStage:
         return row["parse_status"] in USABLE
 
     def tokens(self, row: dict) -> tuple[int, int]:
-        return 0, int(row.get("completion_tokens") or 0)
+        return int(row.get("prompt_tokens") or 0), int(row.get("completion_tokens") or 0)

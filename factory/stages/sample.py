@@ -213,10 +213,26 @@ class SampleStage:
     upstream = None
     run_batch = staticmethod(sample_batch)
 
-    def __init__(self, cfg: RunConfig, sampler_fp: str, prompts: pl.DataFrame):
+    def __init__(
+        self,
+        cfg: RunConfig,
+        sampler_fp: str,
+        prompts: pl.DataFrame,
+        *,
+        engine: EngineConfig | None = None,
+        sampling: SamplingConfig | None = None,
+        k: int | None = None,
+        retry_failed: bool | None = None,
+        name: str = "sample",
+    ):
+        """`factory run`'s sampler from `cfg.sampler`; `factory eval` passes a candidate's engine, sampling,
+        k and a stage name of its own (one sample stage per candidate, all writing samples/)."""
         require_columns(prompts, ("prompt_id", "messages"), "sample")
-        self.cfg, self.sampler_fp = cfg, sampler_fp
-        self.engine = cfg.sampler.engine
+        self.cfg, self.sampler_fp, self.name = cfg, sampler_fp, name
+        self.engine = engine if engine is not None else cfg.sampler.engine
+        self.sampling = sampling if sampling is not None else cfg.sampler.sampling
+        self.k = k if k is not None else cfg.sampler.k
+        self.retry_failed = cfg.sampler.retry_failed if retry_failed is None else retry_failed
         self.prompts = prompts
         self._rows = PromptRows(prompts, ["messages"])
 
@@ -226,13 +242,12 @@ class SampleStage:
 
     @property
     def batch_args(self) -> tuple:
-        return (self.cfg.sampler.sampling, self.sampler_fp)
+        return (self.sampling, self.sampler_fp)
 
     def plan(self, store: Any) -> pl.DataFrame:
         ids = self.prompts["prompt_id"]
         status = read_status(store, "samples", SAMPLES, STATUS_COLUMNS, ids, pl.col("sampler_fp") == self.sampler_fp)
-        s = self.cfg.sampler
-        return missing_samples(ids, status, s.k, s.sampling.seed, s.retry_failed)
+        return missing_samples(ids, status, self.k, self.sampling.seed, self.retry_failed)
 
     def follow(self, rows: list[dict]) -> list[dict]:
         return []  # the first stage: fed by the prompts only
@@ -244,7 +259,7 @@ class SampleStage:
         return failed_samples(requests, reason, self.sampler_fp)
 
     def read(self, store: Any) -> pl.DataFrame:
-        samples = current_samples(store.read("samples", SAMPLES), self.sampler_fp, self.prompts["prompt_id"], self.cfg.sampler.k)
+        samples = current_samples(store.read("samples", SAMPLES), self.sampler_fp, self.prompts["prompt_id"], self.k)
         return samples if samples.height else pl.from_arrow(SAMPLES.empty_table())  # type: ignore[return-value]
 
     def ok(self, row: dict) -> bool:

@@ -1,0 +1,118 @@
+"""What requests cost: prices per stage, the spend of a running command and its optional budget.
+
+    budget = Budget({"sample": cfg.cost.sampler, "judge": cfg.cost.judge}, max_usd=cfg.cost.max_usd)
+    Executor(store, cfg, budget=budget)        # charges each stored row: stage.tokens(row) at its prices
+    budget.exceeded()                           # True once the charged dollars reach max_usd
+    budget.as_dict()                            # metrics.json / manifest "spend"
+
+Dollars are what the stored rows say they used (prompt and completion tokens, reasoning included, re-asks
+summed), at `input_usd_per_m` / `output_usd_per_m` per million tokens. A request that failed for good
+stores no token count and is charged nothing (APIs do not bill errors).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from factory.config import ConfigError, StageCostConfig
+
+BUDGET_EXIT = 5  # the exit status of a command stopped by cost.max_usd (3: lease held, 4: fatal, 130: signal)
+
+
+def usd(prompt_tokens: float, completion_tokens: float, price: StageCostConfig) -> float:
+    return (prompt_tokens * price.input_usd_per_m + completion_tokens * price.output_usd_per_m) / 1e6
+
+
+def priced(price: StageCostConfig) -> bool:
+    return bool(price.input_usd_per_m or price.output_usd_per_m)
+
+
+def tokens_text(n: float) -> str:
+    """12 -> '12', 12345 -> '12.3k', 4.2e6 -> '4.20M'."""
+    if n >= 1e9:
+        return f"{n / 1e9:.2f}G"
+    if n >= 1e6:
+        return f"{n / 1e6:.2f}M"
+    if n >= 1e4:
+        return f"{n / 1e3:.1f}k"
+    return f"{n:.0f}"
+
+
+def usd_text(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if value >= 100:
+        return f"${value:,.0f}"
+    return f"${value:.2f}" if value >= 1 else f"${value:.4f}"
+
+
+class Budget:
+    """Tokens and dollars charged per stage as rows are stored; `exceeded()` once `max_usd` is reached.
+
+    The executor calls `charge` for every row it stores and `exceeded` before it dispatches; stages with
+    no price entry are charged tokens only."""
+
+    def __init__(self, prices: dict[str, StageCostConfig], max_usd: float | None = None):
+        if max_usd is not None and not any(priced(p) for p in prices.values()):
+            raise ConfigError(
+                f"cost.max_usd: {max_usd:g} is set but no stage has a price (cost.sampler.*_usd_per_m, "
+                "cost.judge.*_usd_per_m, eval.candidates.<name>.cost.*), so the budget could never be reached"
+            )
+        self.prices = prices
+        self.max_usd = max_usd
+        self.stages: dict[str, dict[str, float]] = {}
+
+    def charge(self, stage: str, prompt_tokens: int, completion_tokens: int) -> None:
+        spent = self.stages.setdefault(stage, {"prompt_tokens": 0, "completion_tokens": 0, "usd": 0.0})
+        spent["prompt_tokens"] += prompt_tokens
+        spent["completion_tokens"] += completion_tokens
+        price = self.prices.get(stage)
+        if price is not None:
+            spent["usd"] += usd(prompt_tokens, completion_tokens, price)
+
+    @property
+    def usd(self) -> float:
+        return sum(s["usd"] for s in self.stages.values())
+
+    def exceeded(self) -> bool:
+        return self.max_usd is not None and self.usd >= self.max_usd
+
+    def label(self, stage: str) -> str:
+        """The progress line's spend field: 'in 12.3k out 4.5k tok $0.0123 (all $0.05 of $1.00)'."""
+        spent = self.stages.get(stage, {"prompt_tokens": 0, "completion_tokens": 0, "usd": 0.0})
+        text = f"in {tokens_text(spent['prompt_tokens'])} out {tokens_text(spent['completion_tokens'])} tok"
+        if any(priced(p) for p in self.prices.values()):
+            text += f" {usd_text(spent['usd'])}"
+            total = usd_text(self.usd) + (f" of {usd_text(self.max_usd)}" if self.max_usd is not None else "")
+            text += f" (all {total})"
+        return text
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "usd": round(self.usd, 6),
+            "max_usd": self.max_usd,
+            "prompt_tokens": int(sum(s["prompt_tokens"] for s in self.stages.values())),
+            "completion_tokens": int(sum(s["completion_tokens"] for s in self.stages.values())),
+            "stages": {
+                name: {
+                    "prompt_tokens": int(s["prompt_tokens"]),
+                    "completion_tokens": int(s["completion_tokens"]),
+                    "usd": round(s["usd"], 6),
+                }
+                for name, s in self.stages.items()
+            },  # fmt: skip
+        }
+
+    def stop_message(self) -> str:
+        by_stage = ", ".join(f"{name} {usd_text(s['usd'])}" for name, s in self.stages.items())
+        return (
+            f"budget reached: cost.max_usd={self.max_usd:g}, this invocation spent {usd_text(self.usd)} ({by_stage}); "
+            "no new request was sent and every finished row is stored. Run the same command again to go on "
+            "(only the missing keys are requested; it may spend up to cost.max_usd again), or raise or drop cost.max_usd"
+        )
+
+
+def run_prices(cfg: Any) -> dict[str, StageCostConfig]:
+    """`factory run`'s stage -> prices."""
+    return {"sample": cfg.cost.sampler, "judge": cfg.cost.judge}

@@ -1,0 +1,286 @@
+"""The eval table in the paper's form (tables 4.6-4.8), from judged samples of each candidate; no LLM call.
+
+Input: one row per (candidate, prompt_id, sample_idx) with the sample's columns (error, finish_reason,
+answer, completion/reasoning/answer tokens) and its judge score (mean of usable votes, null when none),
+plus per candidate the judgments' parse statuses and the prompts' `answerable` labels.
+
+Per candidate:
+    score           mean over prompts of the prompt's mean score over its K samples (judge scale). A reply
+                    with an empty answer (e.g. cut inside <think>) is not sent to the judge and scores
+                    eval.empty_answer_score (0 by default); engine errors and judge failures are left out
+                    and counted.
+    tokens          mean / max completion tokens of the replies (reasoning and answer apart)
+    RT              tokens / decode_tokens_per_s: mean / max seconds
+    truncated       share of replies that ended at max_tokens (finish_reason length)
+    parse failures  judgments the judge's output could not be used for (unparseable, out_of_range)
+    answerable      where prompts carry the label: share of replies whose decision (answer, or refer the
+                    viewer to customer service) agrees with it. The decision is a rule on the reply text:
+                    a reply refers when it matches one of eval.referral_patterns (case-insensitive).
+    vs baseline     paired by prompt: mean over the prompts both have a score for of (candidate - baseline)
+                    score, with a seeded bootstrap 95% interval (eval.bootstrap resamples of the prompts);
+                    the RT difference likewise paired, on prompts both answered.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from factory.config import RunConfig
+from factory.stages.judge import PARSE_FAILURES
+
+CHUNK = 250  # bootstrap resamples per block (bounded memory with many prompts)
+
+
+def answerable_flags(values: pl.Series) -> pl.Series:
+    """true/false from bools or text (true/yes/1, false/no/0); anything else null."""
+    text = values.cast(pl.String).str.strip_chars().str.to_lowercase()
+    return (
+        pl.select(
+            pl.when(text.is_in(["true", "yes", "1"])).then(True).when(text.is_in(["false", "no", "0"])).then(False)
+        )
+        .to_series()
+        .alias("answerable")
+    )
+
+
+def per_sample(scored: pl.DataFrame, prompts: pl.DataFrame, cfg: RunConfig) -> pl.DataFrame:
+    """Each candidate's samples with the columns the table is made of.
+
+    Input:  candidate, prompt_id, sample_idx, error, finish_reason, answer, completion_tokens,
+            reasoning_tokens, answer_tokens, score (null when not judged usably)
+    Output: + empty, eval_score, rt_s, truncated, refers, answerable, agrees"""
+    e = cfg.eval
+    column = e.answerable_column
+    labels = prompts.select("prompt_id")
+    if column and column in prompts.columns:
+        labels = labels.with_columns(answerable_flags(prompts[column]))
+    else:
+        labels = labels.with_columns(pl.lit(None, pl.Boolean).alias("answerable"))
+    pattern = "(?i)" + "|".join(f"(?:{p})" for p in e.referral_patterns) if e.referral_patterns else None
+    ok = pl.col("error").is_null()
+    empty = ok & (pl.col("answer").fill_null("").str.strip_chars().str.len_chars() == 0)
+    frame = scored.join(labels, on="prompt_id", how="left").with_columns(empty.alias("empty"))
+    fill = e.empty_answer_score
+    return frame.with_columns(
+        pl.when(~ok).then(None)
+        .when(pl.col("empty")).then(pl.lit(fill, pl.Float64))
+        .otherwise(pl.col("score")).alias("eval_score"),
+        pl.when(ok).then(pl.col("completion_tokens") / cfg.decode_tokens_per_s).alias("rt_s"),
+        pl.when(ok).then(pl.col("finish_reason") == "length").alias("truncated"),
+        pl.when(ok).then(
+            pl.col("answer").fill_null("").str.contains(pattern) if pattern else pl.lit(False)
+        ).alias("refers"),
+    ).with_columns(
+        pl.when(ok & pl.col("answerable").is_not_null())
+        .then(pl.col("answerable") != pl.col("refers")).alias("agrees")
+    )  # fmt: skip
+
+
+def paired_bootstrap(diffs: np.ndarray, resamples: int, seed: int) -> tuple[float, float] | None:
+    """95% percentile interval of the mean of `diffs` (one per prompt), resampling prompts; None under 2."""
+    diffs = np.asarray(diffs, dtype=float)
+    if diffs.size < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    means = []
+    for start in range(0, resamples, CHUNK):
+        n = min(CHUNK, resamples - start)
+        means.append(diffs[rng.integers(0, diffs.size, size=(n, diffs.size))].mean(axis=1))
+    both = np.percentile(np.concatenate(means), [2.5, 97.5])
+    return float(both[0]), float(both[1])
+
+
+def _prompt_means(frame: pl.DataFrame, value: str) -> pl.DataFrame:
+    return frame.filter(pl.col(value).is_not_null()).group_by("prompt_id").agg(pl.col(value).mean())
+
+
+def _max(series: pl.Series) -> int | None:
+    series = series.drop_nulls()
+    return int(series.max()) if series.len() else None  # type: ignore[arg-type]
+
+
+def _mean(series: pl.Series) -> float | None:
+    series = series.drop_nulls().cast(pl.Float64)
+    return float(series.mean()) if series.len() else None  # type: ignore[arg-type]
+
+
+def model_row(name: str, frame: pl.DataFrame, judgments: pl.DataFrame, prompts_n: int) -> dict[str, Any]:
+    """One candidate's numbers (see the module doc)."""
+    ok = frame.filter(pl.col("error").is_null())
+    per_prompt = _prompt_means(frame, "eval_score")
+    statuses = judgments["parse_status"] if judgments.height else pl.Series([], dtype=pl.String)
+    labelled = ok.filter(pl.col("agrees").is_not_null())
+    return {
+        "model": name,
+        "prompts": prompts_n,
+        "prompts_scored": per_prompt.height,
+        "samples": frame.height,
+        "samples_failed": frame.height - ok.height,
+        "empty_answers": int(ok["empty"].sum()) if ok.height else 0,
+        "score": _mean(per_prompt["eval_score"]),
+        "mean_tokens": _mean(ok["completion_tokens"]),
+        "mean_reasoning_tokens": _mean(ok["reasoning_tokens"]),
+        "mean_answer_tokens": _mean(ok["answer_tokens"]),
+        "max_tokens": _max(ok["completion_tokens"]),
+        "max_reasoning_tokens": _max(ok["reasoning_tokens"]),
+        "max_answer_tokens": _max(ok["answer_tokens"]),
+        "mean_rt_s": _mean(ok["rt_s"]),
+        "max_rt_s": None if not ok.height else float(ok["rt_s"].max()),  # type: ignore[arg-type]
+        "truncated": _mean(ok["truncated"].cast(pl.Float64)),
+        "judgments": statuses.len(),
+        "judge_parse_failures": int(statuses.is_in(PARSE_FAILURES).sum()),
+        "judge_engine_errors": int((statuses == "engine_error").sum()),
+        "answerable_labelled": labelled.height,
+        "answerable_agreement": _mean(labelled["agrees"].cast(pl.Float64)),
+        "refers": _mean(ok["refers"].cast(pl.Float64)),
+    }
+
+
+def versus(frame: pl.DataFrame, base: pl.DataFrame, resamples: int, seed: int) -> dict[str, Any]:
+    """Paired by prompt: the score difference (with its bootstrap 95% interval) and the RT difference."""
+    scores = _prompt_means(frame, "eval_score").join(_prompt_means(base, "eval_score"), on="prompt_id", suffix="_base")
+    diffs = (scores["eval_score"] - scores["eval_score_base"]).to_numpy()
+    rts = _prompt_means(frame, "rt_s").join(_prompt_means(base, "rt_s"), on="prompt_id", suffix="_base")
+    interval = paired_bootstrap(diffs, resamples, seed)
+    return {
+        "paired_prompts": int(diffs.size),
+        "score_diff": float(diffs.mean()) if diffs.size else None,
+        "score_diff_low": None if interval is None else interval[0],
+        "score_diff_high": None if interval is None else interval[1],
+        "rt_diff_s": float((rts["rt_s"] - rts["rt_s_base"]).mean()) if rts.height else None,  # type: ignore[arg-type]
+    }
+
+
+def build_table(
+    samples: pl.DataFrame, judgments: dict[str, pl.DataFrame], names: list[str], cfg: RunConfig, prompts_n: int
+) -> list[dict[str, Any]]:
+    """One row per candidate (in config order), the baseline's differences 0 by construction left null."""
+    baseline = cfg.eval.baseline or names[0]
+    base = samples.filter(pl.col("candidate") == baseline)
+    rows = []
+    for name in names:
+        frame = samples.filter(pl.col("candidate") == name)
+        row = model_row(name, frame, judgments[name], prompts_n)
+        row["baseline"] = baseline
+        empty = {
+            "paired_prompts": None,
+            "score_diff": None,
+            "score_diff_low": None,
+            "score_diff_high": None,
+            "rt_diff_s": None,
+        }
+        row.update(empty if name == baseline else versus(frame, base, cfg.eval.bootstrap, cfg.eval.seed))
+        rows.append(row)
+    return rows
+
+
+# -- rendering -------------------------------------------------------------------------------------
+def _f(value: float | None, digits: int = 1, sign: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.0f}%"
+
+
+def difference_text(row: dict[str, Any]) -> str:
+    """'+0.4 pt [-1.2, +2.0], -1.32 s' (score difference with its 95% interval, then the RT difference)."""
+    if row["score_diff"] is None and row["rt_diff_s"] is None:
+        return "baseline" if row["model"] == row["baseline"] else "-"
+    interval = (
+        ""
+        if row["score_diff_low"] is None
+        else f" [{_f(row['score_diff_low'], 1, True)}, {_f(row['score_diff_high'], 1, True)}]"
+    )
+    return f"{_f(row['score_diff'], 1, True)} pt{interval}, {_f(row['rt_diff_s'], 2, True)} s"
+
+
+def markdown_table(rows: list[dict[str, Any]], cfg: RunConfig, answerable: bool) -> str:
+    from factory.report import markdown
+
+    scale = f"/{cfg.judge.scale_max:g}"
+    headers = [
+        "model", "n", f"score {scale}", f"vs {rows[0]['baseline']} (95% CI)", "mean tokens (think + answer)",
+        "max tokens (think / answer)", "mean RT (s)", "max RT (s)", "truncated", "judge parse fail",
+    ]  # fmt: skip
+    if answerable:
+        headers.append("answerable agree")
+    body = []
+    for r in rows:
+        line = [
+            r["model"], f"{r['prompts_scored']}/{r['prompts']}", _f(r["score"]), difference_text(r),
+            f"{_f(r['mean_tokens'])} ({_f(r['mean_reasoning_tokens'])} + {_f(r['mean_answer_tokens'])})",
+            f"{r['max_tokens'] if r['max_tokens'] is not None else '-'} ({r['max_reasoning_tokens'] if r['max_reasoning_tokens'] is not None else '-'} / {r['max_answer_tokens'] if r['max_answer_tokens'] is not None else '-'})",
+            _f(r["mean_rt_s"], 2), _f(r["max_rt_s"], 2), _pct(r["truncated"]),
+            f"{r['judge_parse_failures']}/{r['judgments']}",
+        ]  # fmt: skip
+        if answerable:
+            line.append(f"{_pct(r['answerable_agreement'])} of {r['answerable_labelled']}")
+        body.append(line)
+    return markdown(headers, body)
+
+
+def notes(cfg: RunConfig, rows: list[dict[str, Any]], extra: list[str]) -> list[str]:
+    e = cfg.eval
+    empty = "left out" if e.empty_answer_score is None else f"scored {e.empty_answer_score:g}"
+    out = [
+        f"score: judge mean on 0..{cfg.judge.scale_max:g}, per prompt over K={e.k} sample(s), then over prompts; "
+        f"n = prompts scored / held-out prompts. Empty answers {empty}; engine errors and judge failures left out.",
+        f"vs {rows[0]['baseline']}: paired by prompt (candidate - baseline): score difference with a bootstrap 95% "
+        f"interval ({e.bootstrap} resamples of the prompts, seed {e.seed}), then the mean RT difference.",
+        f"RT = completion tokens (reasoning + answer) / {cfg.decode_tokens_per_s:g} tokens/s (decode_tokens_per_s).",
+    ]
+    if any(r["answerable_labelled"] for r in rows):
+        out.append(
+            "answerable agree: rule on the reply text, not the judge: a reply that matches eval.referral_patterns "
+            f"({', '.join(e.referral_patterns)}) refers the viewer to customer service; it agrees when it refers "
+            f"exactly on the prompts labelled {e.answerable_column}: false."
+        )
+    for r in rows:
+        if r["samples_failed"] or r["judge_engine_errors"]:
+            out.append(
+                f"{r['model']}: {r['samples_failed']} failed sample(s), {r['judge_engine_errors']} judge engine error(s)."
+            )
+    return out + extra
+
+
+def score_rt_png(rows: list[dict[str, Any]], samples: pl.DataFrame, cfg: RunConfig) -> bytes:
+    """Mean score against mean RT per model (the trade-off the paper is about), with each score's
+    bootstrap 95% interval over prompts as an error bar."""
+    from factory.report import _png, _pyplot
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for i, r in enumerate(rows):
+        if r["score"] is None or r["mean_rt_s"] is None:
+            continue
+        means = _prompt_means(samples.filter(pl.col("candidate") == r["model"]), "eval_score")["eval_score"].to_numpy()
+        interval = paired_bootstrap(means, cfg.eval.bootstrap, cfg.eval.seed)
+        err = None if interval is None else [[r["score"] - interval[0]], [interval[1] - r["score"]]]
+        marker = "s" if r["model"] == r["baseline"] else "o"
+        ax.errorbar([r["mean_rt_s"]], [r["score"]], yerr=err, fmt=marker, capsize=4, color=f"C{i}", label=r["model"])
+        ax.annotate(r["model"], (r["mean_rt_s"], r["score"]), textcoords="offset points", xytext=(6, 6), fontsize=9)
+    ax.set_xlabel(f"mean RT (s) at {cfg.decode_tokens_per_s:g} tokens/s")
+    ax.set_ylabel(f"mean judge score (0..{cfg.judge.scale_max:g})")
+    ax.set_title("Score against response time per model (95% CI of the score)")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.+-]", "_", text)
+
+
+def parquet_bytes(frame: pl.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer)
+    return buffer.getvalue()

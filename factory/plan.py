@@ -1,0 +1,445 @@
+"""`factory plan CONFIG` (= `factory run CONFIG --dry-run`): what a run would request and cost, sending nothing.
+
+Per stage of the graph, from what the run directory already holds (no engine is built, no model loaded):
+
+    requests        the stage's own planning, `stage.plan(store)`: exact for a stage fed by stored rows (the
+                    sampler; the judge for samples already stored). Work that comes from rows not made yet
+                    (the judge of samples still to sample) is estimated: upstream requests x the observed
+                    share of stored samples that can be judged x votes, and marked "~".
+    prompt tokens   the rendered requests counted with the engine's tokenizer where one is at hand without a
+                    model (`engine.tokenizer`: a tokenizer.json, or `server` for a running server's /tokenize;
+                    a vLLM model folder's tokenizer.json); else estimated from characters: at the chars/token
+                    ratio observed on stored samples, else ~4 characters a token (1.5 for CJK).
+    completion      the mean of the stored rows of this fingerprint x requests, else max_tokens (an upper bound).
+    USD             at cost.<stage>.input_usd_per_m / output_usd_per_m.
+    GPU-h, wall     at cost.<stage>.tokens_per_s per replica (else the run's observed tokens/s in metrics.json),
+                    replicas and GPUs per replica of the engine; stages on one pool add up, pools overlap.
+    pairs.target    prompt rows needed at the survival rate of the last run (pairs kept / prompt rows in its
+                    manifest), else assumed: target / (1 - drop_ratio) + 20%; the plan is made for that many.
+
+The plan is printed and written to OUTPUT_DIR/plan.json (the folder is made when it does not exist yet).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Any, Callable
+
+import polars as pl
+
+from factory.config import EngineConfig, RunConfig, StageCostConfig
+from factory.cost import priced, tokens_text, usd, usd_text
+from factory.schemas import JUDGMENTS, SAMPLES
+from factory.stages.sample import SampleStage
+from factory.store import RunStore
+
+COUNT_AT_MOST = 512  # requests rendered and counted per stage; the rest extrapolated from their mean
+TEMPLATE_TOKENS_PER_MESSAGE = 5  # chat template tokens around each message (role markers, separators)
+
+
+# -- counting prompt tokens ----------------------------------------------------------------------
+def tokenizer_counter(engine: EngineConfig) -> tuple[Callable[[str], int] | None, str]:
+    """(count(text) -> tokens, how) with a tokenizer that needs no model loaded, or (None, why not)."""
+    from pathlib import Path
+
+    spec = engine.tokenizer
+    if spec == "server" and engine.kind == "openai":
+        from factory.engines.openai import _Tokenizer
+
+        tok = _Tokenizer("server", engine.base_url, engine.model)
+        return tok.count, "counted (server /tokenize)"
+    path = Path(spec).expanduser() if spec and spec != "server" else None
+    if path is None and engine.kind == "vllm" and engine.model and Path(engine.model).is_dir():
+        path = Path(engine.model)
+    if path is not None:
+        file = path / "tokenizer.json" if path.is_dir() else path
+        if file.is_file():
+            try:
+                from tokenizers import Tokenizer
+            except ImportError:
+                return None, "tokenizers not installed"
+            local = Tokenizer.from_file(str(file))
+            return (
+                lambda text: len(local.encode(text, add_special_tokens=False).ids) if text else 0
+            ), "counted (tokenizer)"
+    return None, "no tokenizer without loading the model"
+
+
+def chars_tokens(text: str) -> float:
+    """Tokens guessed from characters: ~4 a token for ASCII, ~1.5 for other scripts (CJK)."""
+    ascii_chars = sum(1 for c in text if ord(c) < 128)
+    return ascii_chars / 4 + (len(text) - ascii_chars) / 1.5
+
+
+def _message_chars(messages: list[dict]) -> int:
+    return sum(len(m.get("content") or "") for m in messages)
+
+
+def _spread(frame: pl.DataFrame, n: int) -> pl.DataFrame:
+    """At most n rows, evenly spread over the frame (so a sample of a long plan covers all its prompts)."""
+    if frame.height <= n:
+        return frame
+    step = frame.height / n
+    return frame[[int(i * step) for i in range(n)]]
+
+
+# -- what is stored --------------------------------------------------------------------------------
+def _stored_samples(store: RunStore, fp: str) -> pl.DataFrame | None:
+    cols = [
+        "prompt_id",
+        "sampler_fp",
+        "error",
+        "prompt_tokens",
+        "completion_tokens",
+        "answer_tokens",
+        "reasoning_tokens",
+    ]
+    stored = store.read("samples", SAMPLES, columns=cols)
+    return None if stored is None else stored.filter(pl.col("sampler_fp") == fp)
+
+
+def _stored_judgments(store: RunStore, fp: str) -> pl.DataFrame | None:
+    stored = store.read("judgments", JUDGMENTS, columns=["judge_fp", "attempts", "prompt_tokens", "completion_tokens"])
+    return None if stored is None else stored.filter(pl.col("judge_fp") == fp)
+
+
+def _mean(series: pl.Series) -> float | None:
+    series = series.drop_nulls()
+    return float(series.mean()) if series.len() else None  # type: ignore[arg-type]
+
+
+# -- one stage -------------------------------------------------------------------------------------
+def _estimated_requests(stage: Any, store: RunStore, upstream: dict[str, Any] | None) -> tuple[int, list[str]]:
+    """Requests that rows not stored yet will feed `stage`: upstream requests x judgeable share x votes."""
+    if upstream is None or not upstream["requests"]:
+        return 0, []
+    fanout = getattr(stage, "fanout", 1)
+    up = _stored_samples(store, upstream["fingerprint"])
+    if "share" in upstream:
+        share, how = upstream["share"]
+    elif up is not None and up.height:
+        usable = up.filter(pl.col("error").is_null() & (pl.col("answer_tokens").fill_null(0) > 0)).height
+        share, how = usable / up.height, f"observed on {up.height} stored samples"
+    else:
+        share, how = 1.0, "assumed, no sample stored yet"
+    estimated = round(upstream["requests"] * share * fanout)
+    note = (
+        f"{estimated} of its requests are estimated: {upstream['requests']} {upstream['stage']} requests x "
+        f"{share:.0%} judgeable ({how}) x {fanout} vote(s)"
+    )
+    return estimated, [note]
+
+
+def _prompt_tokens(
+    stage: Any, store: RunStore, work: pl.DataFrame, estimated: int, upstream: dict[str, Any] | None, stored: Any
+) -> tuple[float, str, list[str]]:
+    """(prompt tokens of every planned request, how they were had, notes): the rendered requests (at most
+    COUNT_AT_MOST of them, the rest extrapolated) counted or estimated; an estimated judge request is its
+    rubric and prompt rendered around an answer of the upstream's expected length."""
+    count, count_how = tokenizer_counter(stage.engine)
+    ratio = _observed_ratio(stage, stored) if isinstance(stage, SampleStage) else None
+
+    def per_request(batch: list[list[dict]]) -> tuple[float, str]:
+        if not batch:
+            return 0.0, ""
+        overhead = TEMPLATE_TOKENS_PER_MESSAGE * sum(len(ms) for ms in batch) / len(batch) + 3
+        if count is not None:
+            return sum(count(m["content"] or "") for ms in batch for m in ms) / len(batch) + overhead, count_how
+        if ratio is not None:  # the server's own counts of stored prompts (template included) per character
+            chars = sum(_message_chars(ms) for ms in batch) / len(batch)
+            return chars * ratio[0], f"est. chars x {ratio[0]:.3f} (observed, {ratio[1]} samples)"
+        guess = sum(chars_tokens(m["content"] or "") for ms in batch for m in ms) / len(batch)
+        return guess + overhead, "est. chars (~4/token, 1.5 CJK)"
+
+    rendered = [r["messages"] for r in stage.render(_spread(work, COUNT_AT_MOST).to_dicts())] if work.height else []
+    exact_mean, how = per_request(rendered)
+    total, notes = work.height * exact_mean, []
+    if estimated and upstream is not None:
+        ids = _spread(upstream["_work"].select("prompt_id").unique(maintain_order=True), COUNT_AT_MOST)
+        future = ids.with_columns(
+            pl.lit(0, pl.Int64).alias("sample_idx"), pl.lit(upstream["fingerprint"]).alias("sampler_fp"),
+            pl.lit(0, pl.Int64).alias("vote"), pl.lit("").alias("answer"), pl.lit("").alias("reasoning"),
+        )  # fmt: skip
+        future_mean, future_how = per_request([r["messages"] for r in stage.render(future.to_dicts())])
+        answer = upstream["answer_tokens"] + (upstream["reasoning_tokens"] if stage.cfg.include_reasoning else 0)
+        total += estimated * (future_mean + answer)
+        how = how or future_how
+        notes.append(f"estimated requests' prompts hold an answer of ~{answer:.0f} tokens ({upstream['answer_how']})")
+        if "upper bound" in upstream["answer_how"]:
+            how += "; the answers to judge at max_tokens (upper bound)"
+    return total, how or "-", notes
+
+
+def plan_stage(
+    stage: Any,
+    store: RunStore,
+    upstream: dict[str, Any] | None,
+    price: StageCostConfig | None,
+    observed_tps: float | None,
+) -> dict[str, Any]:
+    """The plan of one stage (see the module doc); `upstream` is the plan of the stage feeding it, if any."""
+    from factory.engines import engine_identity, gpus_per_replica
+
+    sample = isinstance(stage, SampleStage)
+    work = stage.plan(store)  # the stage's own planning: exact from the stored keys
+    estimated, notes = _estimated_requests(stage, store, upstream)
+    requests = work.height + estimated
+    stored = _stored_samples(store, stage.sampler_fp) if sample else _stored_judgments(store, stage.judge_fp)
+    prompt_tokens, prompt_how, more = _prompt_tokens(stage, store, work, estimated, upstream, stored)
+    notes += more
+
+    # completion tokens: the stored rows' mean, else max_tokens as an upper bound
+    done = None if stored is None else stored.filter(pl.col("error").is_null()) if sample else stored
+    max_tokens = stage.sampling.max_tokens if sample else stage.cfg.sampling.max_tokens
+    mean_completion = _mean(done["completion_tokens"]) if done is not None and done.height else None
+    if mean_completion is not None:
+        completion_how = f"observed mean {mean_completion:.0f} over {done.height} rows"  # type: ignore[union-attr]
+    else:
+        mean_completion, completion_how = float(max_tokens), f"<= max_tokens {max_tokens} (upper bound)"
+    attempts = (
+        _mean(stored["attempts"].cast(pl.Float64)) if not sample and stored is not None and stored.height else None
+    )
+    if attempts and attempts > 1:  # a judgment's completion tokens already sum its re-asks; its prompt is sent again
+        prompt_tokens *= attempts
+        notes.append(f"prompt tokens x {attempts:.2f} attempts per judgment (re-asks observed)")
+    completion_tokens = requests * mean_completion
+
+    # dollars, GPU-hours and wall time
+    priced_here = price is not None and priced(price)
+    cost_in = usd(prompt_tokens, 0, price) if priced_here else None  # type: ignore[arg-type]
+    cost_out = usd(0, completion_tokens, price) if priced_here else None  # type: ignore[arg-type]
+    configured = price.tokens_per_s if price is not None else None
+    tps, tps_how = (configured, "cost tokens_per_s") if configured else (observed_tps, "observed in metrics.json")
+    gpus = gpus_per_replica(stage.engine)
+    plan = {
+        "stage": stage.name,
+        "engine": f"{stage.engine.kind}:{stage.engine.model or 'embedded'}",
+        "fingerprint": stage.sampler_fp if sample else stage.judge_fp,
+        "requests": requests,
+        "requests_exact": work.height,
+        "requests_estimated": estimated,
+        "prompt_tokens": round(prompt_tokens),
+        "prompt_tokens_how": prompt_how,
+        "completion_tokens": round(completion_tokens),
+        "completion_tokens_how": completion_how,
+        "usd_input": cost_in,
+        "usd_output": cost_out,
+        "usd": None if cost_in is None else cost_in + (cost_out or 0.0),
+        "tokens_per_s_per_replica": tps,
+        "tokens_per_s_how": tps_how if tps else "unknown: set cost tokens_per_s",
+        "replicas": stage.engine.replicas,
+        "gpus_per_replica": gpus,
+        "gpu_hours": completion_tokens / tps / 3600 * gpus if tps and gpus else None,  # replicas split it, not add
+        "wall_s": completion_tokens / (tps * stage.engine.replicas) if tps else None,
+        "pool": engine_identity(stage.engine),
+        "notes": notes,
+    }
+    if sample:  # what a judge fed by this stage will see of its answers
+        answers = done if done is not None and done.height else None
+        plan["answer_tokens"] = _mean(answers["answer_tokens"]) if answers is not None else float(max_tokens)
+        plan["reasoning_tokens"] = _mean(answers["reasoning_tokens"]) if answers is not None else 0.0
+        plan["answer_how"] = "observed mean of stored answers" if answers is not None else "max_tokens, upper bound"
+        plan["_work"] = work
+    return plan
+
+
+def _observed_ratio(stage: SampleStage, stored: pl.DataFrame | None) -> tuple[float, int] | None:
+    """(prompt tokens per character, samples) the engine reported for stored samples of this stage's prompts."""
+    if stored is None:
+        return None
+    known = stored.filter(pl.col("prompt_tokens").is_not_null() & pl.col("prompt_id").is_in(list(stage._rows)))
+    known = _spread(known, COUNT_AT_MOST)
+    chars = sum(_message_chars(stage._rows[p]["messages"]) for p in known["prompt_id"])
+    return (float(known["prompt_tokens"].sum()) / chars, known.height) if chars else None
+
+
+def _observed_tps(store: RunStore, name: str, replicas: int) -> float | None:
+    metrics = store.read_json("metrics.json") if store.exists("metrics.json") else None
+    stage = ((metrics or {}).get("stages") or {}).get(name) or {}
+    rate = stage.get("tokens_per_s")
+    return rate / replicas if rate and stage.get("completion_tokens") else None
+
+
+def plan_stages(
+    store: RunStore, stages: list, prices: dict[str, StageCostConfig], feeds: dict[str, dict] | None = None
+) -> list[dict[str, Any]]:
+    """The plan of each stage of a graph, in order (an upstream stage before the stages it feeds).
+    `feeds`: stage name -> an upstream-like dict for work that arrives outside the graph (eval's imported
+    answers): requests, fingerprint, _work (prompt_id), share (value, how), answer_tokens, reasoning_tokens."""
+    plans: dict[str, dict[str, Any]] = {}
+    for stage in stages:
+        upstream = plans.get(stage.upstream) if stage.upstream else (feeds or {}).get(stage.name)
+        observed = _observed_tps(store, stage.name, stage.engine.replicas)
+        plans[stage.name] = plan_stage(stage, store, upstream, prices.get(stage.name), observed)
+    return list(plans.values())
+
+
+def totals(plans: list[dict[str, Any]]) -> dict[str, Any]:
+    """Sums over the stages; wall time: stages on one pool one after the other, pools side by side."""
+    pools: dict[str, float] = {}
+    for p in plans:
+        if p["wall_s"] is not None:
+            pools[p["pool"]] = pools.get(p["pool"], 0.0) + p["wall_s"]
+    known = [p["usd"] for p in plans if p["usd"] is not None]
+    gpu = [p["gpu_hours"] for p in plans if p["gpu_hours"] is not None]
+    return {
+        "requests": sum(p["requests"] for p in plans),
+        "prompt_tokens": sum(p["prompt_tokens"] for p in plans),
+        "completion_tokens": sum(p["completion_tokens"] for p in plans),
+        "usd": sum(known) if known else None,
+        "gpu_hours": sum(gpu) if gpu else None,
+        "wall_s": max(pools.values())
+        if pools and all(p["wall_s"] is not None for p in plans if p["requests"])
+        else None,
+    }
+
+
+# -- `factory plan` --------------------------------------------------------------------------------
+def target_prompts(cfg: RunConfig, store: RunStore) -> tuple[int, str]:
+    """(prompt rows to plan for, why) under pairs.target: the survival rate of the last run, else assumed."""
+    from factory.run import target_draw
+
+    manifest = store.read_json("manifest.json") if store.exists("manifest.json") else None
+    counts = (manifest or {}).get("counts") or {}
+    kept, rows = counts.get("pairs_kept"), counts.get("prompts_in")
+    target = int(cfg.pairs.target or 0)
+    if kept and rows:
+        needed = target_draw(cfg.pairs, kept, rows) if kept < target else rows
+        why = f"survival {kept}/{rows} = {kept / rows:.3f} pairs per prompt row (observed in the last run), +10% as `factory run` draws"
+    else:
+        needed = target_draw(cfg.pairs)
+        why = "no run yet: assumed one group per prompt row, drop_ratio of them dropped, +20% (the first draw of `factory run`)"
+    return max(needed, cfg.prompts.limit or 0), why
+
+
+def make_plan(cfg: RunConfig) -> dict[str, Any]:
+    """The plan of `factory run cfg` (see the module doc); nothing is written but plan.json."""
+    from factory import run as run_mod
+    from factory.cost import run_prices
+    from factory.prompts import load_prompts
+
+    t0 = time.perf_counter()
+    run_mod.preflight(_without_secrets(cfg))
+    store = RunStore(cfg.output_dir, create=False)
+    existed = store.exists("manifest.json") or bool(store.parts("samples"))
+    target = None
+    if cfg.pairs.target:
+        limit, why = target_prompts(cfg, store)
+        cfg = replace(cfg, prompts=replace(cfg.prompts, limit=limit))
+        target = {"target": cfg.pairs.target, "prompt_rows": limit, "why": why}
+    prompts, invalid = load_prompts(cfg.prompts)
+    if target is not None and prompts.height + invalid.height < target["prompt_rows"]:
+        target["short"] = (
+            f"the prompt pool holds only {prompts.height + invalid.height} rows of the {target['prompt_rows']} needed"
+        )
+    fps = run_mod.fingerprints(cfg)
+    stages = run_mod.stages(cfg, prompts, fps)
+    plans = plan_stages(store, stages, run_prices(cfg))
+    return finish(
+        {
+            "command": "run",
+            "output_dir": store.url,
+            "run_directory": "exists" if existed else "new",
+            "prompts": {"valid": prompts.height, "invalid": invalid.height, "path": cfg.prompts.path},
+            "target": target,
+            "fingerprints": fps,
+            "max_usd": cfg.cost.max_usd,
+        },
+        plans,
+        store,
+        t0,
+    )
+
+
+def finish(head: dict[str, Any], plans: list[dict[str, Any]], store: RunStore, t0: float) -> dict[str, Any]:
+    plan = {
+        **head,
+        "stages": [{k: v for k, v in p.items() if not k.startswith("_")} for p in plans],
+        "total": totals(plans),
+        "requests_sent": 0,
+        "seconds": round(time.perf_counter() - t0, 3),
+        "at": time.time(),
+    }
+    RunStore(store.url).write_json("plan.json", plan)
+    return plan
+
+
+def _without_secrets(cfg: RunConfig) -> RunConfig:
+    """The config preflight checks for a plan: an API key is not needed to send nothing."""
+    return replace(
+        cfg,
+        sampler=replace(cfg.sampler, engine=replace(cfg.sampler.engine, api_key_env="")),
+        judge=replace(cfg.judge, engine=replace(cfg.judge.engine, api_key_env="")),
+    )
+
+
+def format_plan(plan: dict[str, Any]) -> str:
+    """The terminal table of a plan: "~" marks an estimate, "<=" an upper bound; the notes say from what."""
+    from factory.executor.progress import duration
+    from factory.report import markdown
+
+    def hours(value: float | None) -> str:
+        return "-" if value is None else f"{value:,.1f}"
+
+    def wall(value: float | None) -> str:
+        return "-" if value is None else duration(value)
+
+    rows = []
+    for p in plan["stages"]:
+        requests = f"~{p['requests']}" if p["requests_estimated"] else str(p["requests"])
+        bound = "upper bound" in p["prompt_tokens_how"]
+        prompt = ("<= " if bound else "" if p["prompt_tokens_how"].startswith("counted") else "~") + tokens_text(
+            p["prompt_tokens"]
+        )
+        completion = ("<= " if "upper bound" in p["completion_tokens_how"] else "~") + tokens_text(
+            p["completion_tokens"]
+        )
+        rows.append(
+            [
+                p["stage"],
+                p["engine"],
+                requests,
+                prompt,
+                completion,
+                usd_text(p["usd"]),
+                hours(p["gpu_hours"]),
+                wall(p["wall_s"]),
+            ]
+        )
+    t = plan["total"]
+    rows.append(["total", "", str(t["requests"]), tokens_text(t["prompt_tokens"]), tokens_text(t["completion_tokens"]),
+                 usd_text(t["usd"]), hours(t["gpu_hours"]), wall(t["wall_s"])])  # fmt: skip
+    kind = "eval" if plan.get("command") == "eval" else "run"
+    existing = "existing" if plan["run_directory"] == "exists" else "new"
+    out = [f"factory plan: {plan['output_dir']} ({existing} {kind} directory); nothing was sent", ""]
+    prompts = plan.get("prompts")
+    if prompts:
+        out.append(f"prompts: {prompts['valid']} valid, {prompts['invalid']} invalid ({prompts['path']})")
+    target = plan.get("target")
+    if target:
+        out.append(f"pairs.target {target['target']}: {target['prompt_rows']} prompt rows planned; {target['why']}")
+        if target.get("short"):
+            out.append(f"  warning: {target['short']}")
+    headers = ["stage", "engine", "requests", "prompt tokens", "completion tokens", "USD", "GPU-hours", "wall"]
+    out += ["", markdown(headers, rows), ""]
+    for p in plan["stages"]:
+        out.append(f"{p['stage']}: prompt tokens {p['prompt_tokens_how']}; completion {p['completion_tokens_how']}")
+        out += [f"{p['stage']}: {note}" for note in p["notes"]]
+        speed = p["tokens_per_s_per_replica"]
+        if speed:
+            out.append(
+                f"{p['stage']}: {speed:.1f} completion tokens/s per replica ({p['tokens_per_s_how']}) x {p['replicas']} "
+                f"replica(s) of {p['gpus_per_replica']} GPU(s)"
+            )
+    if any(not p["tokens_per_s_per_replica"] for p in plan["stages"] if p["requests"]):
+        out.append(
+            "wall time and GPU-hours need a throughput: cost.<stage>.tokens_per_s (completion tokens/s per replica), "
+            "or a finished run's metrics.json"
+        )
+    if not any(p["usd"] is not None for p in plan["stages"]):
+        out.append("USD: no prices set (cost.sampler.input_usd_per_m, output_usd_per_m, cost.judge.*)")
+    if plan.get("max_usd") is not None:
+        out.append(f"budget: cost.max_usd={plan['max_usd']:g} stops each invocation once reached")
+    out.append(f"written: {plan['output_dir']}/plan.json")
+    return "\n".join(out)

@@ -1,0 +1,191 @@
+"""`factory eval` on the in-process executor with a fake model pair (tests/evaluation/fakes.py): the table's
+every number worked out by hand, what is cached, answers files, preflight errors."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+
+from factory.config import ConfigError
+from factory.evaluation import run as evaluation
+from factory.evaluation.table import difference_text, paired_bootstrap
+from factory.store import RunStore
+from tests.evaluation.fakes import EvalEngine, eval_config
+
+
+def evaluate(cfg, engine):
+    return evaluation.evaluate(cfg, backend="local", build=lambda _cfg: engine)
+
+
+@pytest.fixture()
+def done(tmp_path):
+    engine = EvalEngine()
+    cfg = eval_config(tmp_path)
+    result = evaluate(cfg, engine)
+    return tmp_path, cfg, engine, result
+
+
+def rows_by_model(result):
+    return {r["model"]: r for r in result["rows"]}
+
+
+def test_the_table_holds_the_numbers_worked_out_by_hand(done):
+    _, _, _, result = done
+    rows = rows_by_model(result)
+    long, short = rows["long"], rows["short"]
+    # long: 40 on p0..p4, an empty answer on p5 (cut inside <think>) scores 0
+    assert long["score"] == pytest.approx(200 / 6) and long["prompts_scored"] == 6 and long["empty_answers"] == 1
+    assert long["mean_tokens"] == pytest.approx((5 * 30 + 64) / 6)
+    assert long["mean_reasoning_tokens"] == pytest.approx((5 * 20 + 64) / 6)
+    assert long["mean_answer_tokens"] == pytest.approx(50 / 6)
+    assert (long["max_tokens"], long["max_reasoning_tokens"], long["max_answer_tokens"]) == (64, 64, 10)
+    assert long["mean_rt_s"] == pytest.approx((5 * 30 + 64) / 6 / 62.5) and long["max_rt_s"] == pytest.approx(64 / 62.5)
+    assert long["truncated"] == pytest.approx(1 / 6)
+    assert (long["judgments"], long["judge_parse_failures"]) == (5, 0)  # the empty answer is never sent to the judge
+    assert long["answerable_agreement"] == pytest.approx(4 / 6) and long["answerable_labelled"] == 6
+    # short: 70 everywhere but p3, whose judgment could not be parsed (left out, counted)
+    assert short["score"] == pytest.approx(70.0) and short["prompts_scored"] == 5
+    assert (short["judgments"], short["judge_parse_failures"]) == (6, 1)
+    assert short["mean_tokens"] == 8 and short["truncated"] == 1.0 and short["mean_rt_s"] == pytest.approx(8 / 62.5)
+    assert short["answerable_agreement"] == pytest.approx(3 / 6)  # refers on p4, p5 (right) and p0-p2 (wrong)
+
+
+def test_the_difference_to_the_baseline_is_paired_by_prompt_with_a_bootstrap_interval(done):
+    _, _, _, result = done
+    rows = rows_by_model(result)
+    short = rows["short"]
+    # paired prompts: p0, p1, p2, p4 (+30 each) and p5 (70 - 0); p3 has no short score
+    assert short["paired_prompts"] == 5 and short["score_diff"] == pytest.approx(38.0)
+    # resampling 5 prompts, 4 of them +30: the mean is 30 a third of the time, >= 62 under 1% of the time
+    assert (short["score_diff_low"], short["score_diff_high"]) == (pytest.approx(30.0), pytest.approx(54.0))
+    assert short["rt_diff_s"] == pytest.approx(((5 * 8 - 5 * 30) + (8 - 64)) / 6 / 62.5)
+    assert difference_text(short) == "+38.0 pt [+30.0, +54.0], -0.44 s"
+    assert rows["long"]["score_diff"] is None and difference_text(rows["long"]) == "baseline"
+
+
+def test_the_bootstrap_is_seeded_and_needs_two_prompts():
+    diffs = [0.0, 1.0, 5.0, -2.0, 3.0, 0.5]
+    assert paired_bootstrap(diffs, 500, 7) == paired_bootstrap(diffs, 500, 7)
+    assert paired_bootstrap(diffs, 500, 7) != paired_bootstrap(diffs, 500, 8)
+    low, high = paired_bootstrap(diffs, 2000, 0)
+    assert -2.0 < low < sum(diffs) / 6 < high < 5.0
+    assert paired_bootstrap([1.0], 100, 0) is None
+
+
+def test_outputs_are_written_as_parquet_markdown_json_and_png(done):
+    tmp_path, cfg, _, result = done
+    report = tmp_path / "run" / "eval" / "report"  # eval.output_dir '' = OUTPUT_DIR/eval
+    table = pl.read_parquet(report / "eval.parquet")
+    assert table["model"].to_list() == ["long", "short"] and table["score"][1] == pytest.approx(70.0)
+    per_sample = pl.read_parquet(report / "eval_samples.parquet")
+    assert per_sample.height == 12 and {"candidate", "eval_score", "rt_s", "refers", "agrees"} <= set(
+        per_sample.columns
+    )
+    numbers = json.loads((report / "eval.json").read_text())
+    assert numbers["baseline"] == "long" and numbers["answerable_method"].startswith("rule")
+    assert (report / "score_vs_rt.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = (report / "eval.md").read_text()
+    assert text == result["markdown"]
+    assert "| short " in text and "+38.0 pt [+30.0, +54.0], -0.44 s" in text and "answerable agree" in text
+    manifest = json.loads((tmp_path / "run" / "eval" / "manifest.json").read_text())
+    assert manifest["requests"] == {"sample:long": 6, "sample:short": 6, "judge:long": 5, "judge:short": 6}
+    assert manifest["spend"]["prompt_tokens"] == 12 * 11 + 11 * 50
+
+
+def test_a_rerun_makes_no_request_and_a_new_candidate_samples_only_itself(done):
+    tmp_path, _, engine, result = done
+    before = len(engine.requests)
+    again = evaluate(eval_config(tmp_path), engine)
+    assert len(engine.requests) == before and set(again["manifest"]["requests"].values()) == {0}
+    assert again["rows"] == result["rows"]
+    third = evaluate(eval_config(tmp_path, "eval.candidates.mid.sampling.max_tokens=32"), engine)
+    assert third["manifest"]["requests"] == {
+        "sample:long": 0, "sample:short": 0, "sample:mid": 6, "judge:long": 0, "judge:short": 0, "judge:mid": 6,
+    }  # fmt: skip
+    assert all(r.max_tokens == 32 for r in engine.sampled()[-6:])
+    assert [r["model"] for r in third["rows"]] == ["long", "short", "mid"]
+
+
+def test_answers_of_a_model_served_elsewhere_are_imported_and_judged_without_sampling(tmp_path):
+    answers = tmp_path / "student.jsonl"
+    lines = [{"id": f"p{i}", "answer": "Ask customer service." if i >= 4 else "On link 3!", "completion_tokens": 12,
+              "reasoning_tokens": 4} for i in range(6)] + [{"id": "nope", "answer": "x"}]  # fmt: skip
+    answers.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    engine = EvalEngine()
+    extra = [f"eval.candidates.student.answers_path={answers}", "eval.baseline=student"]
+    result = evaluate(eval_config(tmp_path, *extra), engine)
+    requests = result["manifest"]["requests"]
+    assert "sample:student" not in requests and requests["judge:student"] == 6
+    assert result["manifest"]["counts"]["answers_imported"]["student"]["unknown_prompt"] == 1
+    student = rows_by_model(result)["student"]
+    assert student["score"] == pytest.approx((4 * 40 + 2 * 70) / 6) and student["mean_tokens"] == 12
+    assert student["answerable_agreement"] == 1.0 and student["mean_reasoning_tokens"] == 4
+    assert rows_by_model(result)["short"]["score_diff"] == pytest.approx(70 - (3 * 40 + 2 * 70) / 5)
+    before = len(engine.requests)
+    assert set(evaluate(eval_config(tmp_path, *extra), engine)["manifest"]["requests"].values()) == {0}
+    assert len(engine.requests) == before
+    answers.write_text(answers.read_text().replace("On link 3!", "Link 3, 40 W!"))  # a new version: judged again
+    edited = evaluate(eval_config(tmp_path, *extra), engine)
+    assert edited["manifest"]["requests"]["judge:student"] == 6 and edited["manifest"]["requests"]["sample:long"] == 0
+
+
+def test_answers_without_token_counts_are_estimated_and_say_so(tmp_path):
+    answers = tmp_path / "a.jsonl"
+    answers.write_text(
+        "".join(json.dumps({"prompt_id": f"p{i}", "text": "<think>abcd</think>abcdefgh"}) + "\n" for i in range(6))
+    )
+    result = evaluate(eval_config(tmp_path, f"eval.candidates.file.answers_path={answers}"), EvalEngine())
+    row = rows_by_model(result)["file"]
+    assert (row["mean_reasoning_tokens"], row["mean_answer_tokens"]) == (1, 2)  # 4 and 8 ASCII characters / 4
+    assert any("file: answers from" in n and "estimated from characters" in n for n in result["notes"])
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["eval.prompts=/nonexistent/p.jsonl"], r"eval\.prompts: not found: /nonexistent/p\.jsonl"),
+        (
+            ["eval.candidates.twin.sampling.max_tokens=8"],
+            r"eval\.candidates\.twin: samples exactly as eval\.candidates\.short",
+        ),
+        (["eval.candidates.f.answers_path=/nonexistent/a.jsonl"], r"eval\.candidates\.f\.answers_path: file not found"),
+        (
+            ["eval.candidates.long.engine.model=/nonexistent/m.gguf"],
+            r"eval\.candidates\.long\.engine\.model: GGUF file not found",
+        ),
+    ],
+)
+def test_preflight_names_the_key(tmp_path, extra, message):
+    engine = EvalEngine()
+    with pytest.raises(ConfigError, match=message):
+        evaluate(eval_config(tmp_path, *extra), engine)
+    assert engine.requests == []
+
+
+def test_no_candidate_is_an_error_naming_the_key(tmp_path):
+    from factory import config as config_mod
+    from tests.evaluation.fakes import write_prompts
+
+    cfg = config_mod.load(None, [f"output_dir={tmp_path}", f"eval.prompts={write_prompts(tmp_path)}"])
+    with pytest.raises(ConfigError, match=r"^eval\.candidates: no candidate model; add some"):
+        evaluate(cfg, EvalEngine())
+
+
+def test_an_unknown_baseline_or_candidate_key_is_refused_at_load(tmp_path):
+    with pytest.raises(ConfigError, match=r"eval\.baseline: 'base' is not a candidate; candidates: long, short"):
+        eval_config(tmp_path, "eval.baseline=base")
+    with pytest.raises(ConfigError, match=r"did you mean 'eval\.candidates\.long\.sampling\.max_tokens'"):
+        eval_config(tmp_path, "eval.candidates.long.sampling.max_token=3")
+
+
+def test_samples_live_in_the_eval_directory_keyed_by_candidate_fingerprint(done):
+    tmp_path, cfg, _, result = done
+    store = RunStore(str(tmp_path / "run" / "eval"))
+    samples = store.read("samples")
+    fps = result["manifest"]["fingerprints"]["candidates"]
+    assert samples.group_by("sampler_fp").len().sort("sampler_fp").to_dicts() == sorted(
+        [{"sampler_fp": fps["long"], "len": 6}, {"sampler_fp": fps["short"], "len": 6}], key=lambda r: r["sampler_fp"]
+    )
+    assert not (tmp_path / "run" / "samples").exists()  # the run's own tables are untouched

@@ -1,0 +1,169 @@
+"""`factory plan` (= `factory run --dry-run`): numbers from the stages' own planning, checked against the run
+that follows on the in-process executor with a fake engine; nothing is sent and no engine is built."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from factory import config as config_mod
+from factory.cli import main
+from factory.plan import make_plan
+from factory.run import run
+from tests.fakes import FakeEngine
+from tests.synthetic import write_prompts
+
+DEMO = Path(__file__).resolve().parent.parent / "conf" / "demo.yaml"
+
+
+@pytest.fixture()
+def no_engine(monkeypatch):
+    """Any engine built or model loaded fails the test."""
+
+    def refuse(*_a, **_k):
+        raise AssertionError("a plan must not build an engine")
+
+    monkeypatch.setattr("factory.engines.build_engine", refuse)
+    monkeypatch.setattr("factory.engines.llamacpp.LlamaCppEngine.__init__", refuse)
+    monkeypatch.setattr("factory.engines.openai.OpenAIEngine.__init__", refuse)
+
+
+def by_stage(plan):
+    return {p["stage"]: p for p in plan["stages"]}
+
+
+def test_a_plan_of_the_demo_builds_no_engine_and_writes_plan_json(tmp_path, no_engine):
+    plan = make_plan(config_mod.load(DEMO, [f"output_dir={tmp_path / 'run'}"]))
+    sample, judge = by_stage(plan)["sample"], by_stage(plan)["judge"]
+    assert (sample["requests"], sample["requests_estimated"]) == (30 * 4, 0)
+    assert (judge["requests_exact"], judge["requests_estimated"]) == (0, 120)
+    assert "assumed, no sample stored yet" in judge["notes"][0]
+    assert sample["completion_tokens"] == 120 * 256 and "upper bound" in sample["completion_tokens_how"]
+    assert sample["prompt_tokens_how"].startswith("est. chars")
+    assert plan["requests_sent"] == 0 and plan["run_directory"] == "new"
+    stored = json.loads((tmp_path / "run" / "plan.json").read_text())
+    assert stored["total"]["requests"] == 240 and stored["stages"][0]["stage"] == "sample"
+
+
+def cfg_for(tmp_path, *extra):
+    rubric = tmp_path / "rubric.txt"
+    rubric.write_text("Rate {answer} from 0 to {scale_max}.")
+    return config_mod.load(
+        None,
+        [f"output_dir={tmp_path / 'run'}", f"prompts.path={write_prompts(tmp_path / 'p.jsonl', 6)}", "sampler.k=2",
+         f"judge.rubric_file={rubric}", "judge.max_reasks=0", "progress_interval_s=60",
+         "cost.sampler.input_usd_per_m=2", "cost.sampler.output_usd_per_m=8", *extra],
+    )  # fmt: skip
+
+
+def test_planned_requests_are_the_requests_the_run_then_makes(tmp_path):
+    engine = FakeEngine(script={("p0", 0): "<think>never closed"})  # one empty answer: not judged
+    steps = [
+        ("first", []),
+        ("more_k", ["sampler.k=3"]),
+        ("new_rubric_settings", ["sampler.k=3", "judge.sampling.max_tokens=50"]),
+        ("rerun", ["sampler.k=3", "judge.sampling.max_tokens=50"]),
+    ]
+    seen = {}
+    for name, extra in steps:
+        cfg = cfg_for(tmp_path, *extra)
+        plan = by_stage(make_plan(cfg))
+        manifest = run(cfg, backend="local", build=lambda _c: engine)
+        seen[name] = (plan, manifest["requests"])
+        assert plan["sample"]["requests"] == manifest["requests"]["sampler"], name
+    first, made = seen["first"]
+    assert first["sample"]["requests"] == 12 and first["judge"]["requests_estimated"] == 12
+    assert made["judge"] == 11  # the estimate assumed every sample judgeable, it says so
+    more, made = seen["more_k"]
+    assert (
+        more["sample"]["requests"] == 6 and "92% judgeable (observed on 12 stored samples)" in more["judge"]["notes"][0]
+    )
+    assert more["judge"]["requests"] == made["judge"] == 6
+    assert more["sample"]["completion_tokens_how"].startswith("observed mean")
+    assert more["sample"]["prompt_tokens_how"].startswith("est. chars x")  # the ratio the engine's usage showed
+    rejudge, made = seen["new_rubric_settings"]
+    # only stored samples to judge again: an exact plan, no estimate
+    assert rejudge["sample"]["requests"] == 0 and rejudge["judge"]["requests_estimated"] == 0
+    assert rejudge["judge"]["requests"] == made["judge"] == 17
+    plan, made = seen["rerun"]
+    assert plan["sample"]["requests"] == plan["judge"]["requests"] == 0 and made == {"sampler": 0, "judge": 0}
+
+
+def test_dollars_follow_the_tokens_and_the_prices(tmp_path):
+    plan = make_plan(cfg_for(tmp_path, "cost.judge.output_usd_per_m=1"))
+    sample, judge = by_stage(plan)["sample"], by_stage(plan)["judge"]
+    assert sample["usd"] == pytest.approx((sample["prompt_tokens"] * 2 + sample["completion_tokens"] * 8) / 1e6)
+    assert judge["usd"] == pytest.approx(judge["completion_tokens"] / 1e6)
+    assert plan["total"]["usd"] == pytest.approx(sample["usd"] + judge["usd"])
+
+
+def test_prompt_tokens_are_counted_with_a_tokenizer_file_when_given(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer.train_from_iterator(["a b c"], trainers.WordLevelTrainer(special_tokens=["[UNK]"]))
+    tokenizer.save(str(tmp_path / "tokenizer.json"))
+    cfg = cfg_for(tmp_path, f"sampler.engine.tokenizer={tmp_path / 'tokenizer.json'}")
+    sample = by_stage(make_plan(cfg))["sample"]
+    # one user message per prompt, "Product info:\n..." words: each whitespace word is one token (+ the template's)
+    from factory.prompts import load_prompts
+
+    prompts, _ = load_prompts(cfg.prompts)
+    words = sum(len(m["content"].split()) for ms in prompts["messages"].to_list() for m in ms)
+    messages = sum(len(ms) for ms in prompts["messages"].to_list())
+    expected = 2 * (words + 5 * messages + 3 * prompts.height)
+    assert sample["prompt_tokens_how"] == "counted (tokenizer)" and sample["prompt_tokens"] == expected
+
+
+def test_gpu_hours_and_wall_time_at_the_configured_throughput(tmp_path):
+    cfg = cfg_for(
+        tmp_path, "sampler.engine.kind=vllm", "sampler.engine.model=deepseek-ai/DeepSeek-R1",
+        "sampler.engine.tensor_parallel_size=8", "sampler.engine.pipeline_parallel_size=2", "sampler.engine.replicas=2",
+        "cost.sampler.tokens_per_s=100",
+    )  # fmt: skip
+    sample = by_stage(make_plan(cfg))["sample"]
+    assert sample["gpus_per_replica"] == 16
+    assert sample["gpu_hours"] == pytest.approx(sample["completion_tokens"] / 100 / 3600 * 16)
+    assert sample["wall_s"] == pytest.approx(sample["completion_tokens"] / 200)
+
+
+def test_pairs_target_plans_the_prompts_needed_at_the_observed_survival_rate(tmp_path):
+    big = tmp_path / "big.jsonl"
+    write_prompts(big, 2000)
+    cfg = cfg_for(tmp_path, f"prompts.path={big}", "pairs.target=300")
+    fresh = make_plan(cfg)
+    assert fresh["target"]["prompt_rows"] == math.ceil(1.2 * 300 / 0.7) and "assumed" in fresh["target"]["why"]
+    (tmp_path / "run" / "manifest.json").write_text(json.dumps({"counts": {"pairs_kept": 30, "prompts_in": 100}}))
+    seen = make_plan(cfg)
+    assert seen["target"]["prompt_rows"] == 100 + math.ceil(1.1 * 270 * 100 / 30)
+    assert seen["prompts"]["valid"] + seen["prompts"]["invalid"] == 1090
+    assert by_stage(seen)["sample"]["requests"] == 2 * seen["prompts"]["valid"]
+    short = make_plan(cfg_for(tmp_path, "pairs.target=300"))  # a pool of 7 rows
+    assert "holds only 7 rows" in short["target"]["short"]
+
+
+def test_plan_and_run_dry_run_are_one_command(tmp_path, capsys, no_engine):
+    out = tmp_path / "run"
+    assert main(["plan", str(DEMO), f"output_dir={out}", "prompts.limit=3"]) == 0
+    first = json.loads((out / "plan.json").read_text())
+    text = capsys.readouterr().out
+    assert "nothing was sent" in text and "| sample " in text and "| total " in text
+    assert main(["run", str(DEMO), "--dry-run", f"output_dir={out}", "prompts.limit=3"]) == 0
+    second = json.loads((out / "plan.json").read_text())
+    for volatile in ("at", "seconds"):
+        first.pop(volatile), second.pop(volatile)
+    assert first == second and first["total"]["requests"] == 24
+    assert not (out / "samples").exists() and not (out / "manifest.json").exists()
+
+
+def test_a_plan_needs_no_api_key(tmp_path, monkeypatch, no_engine):
+    monkeypatch.delenv("FACTORY_PLAN_KEY", raising=False)
+    cfg = cfg_for(
+        tmp_path, "sampler.engine.kind=openai", "sampler.engine.base_url=http://127.0.0.1:9/v1",
+        "sampler.engine.model=r1", "sampler.engine.api_key_env=FACTORY_PLAN_KEY",
+    )  # fmt: skip
+    assert by_stage(make_plan(cfg))["sample"]["requests"] == 12
