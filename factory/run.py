@@ -31,6 +31,7 @@ from factory.prompts import load_prompts, read_text
 from factory.schemas import INVALID
 from factory.secrets import redact_url, scrub, scrub_all, scrub_table, secret_values
 from factory.stages import judge as judge_stage
+from factory.stages import reward as reward_stage
 from factory.stages import sample as sample_stage
 from factory.store import RunStore, open_output
 
@@ -53,9 +54,73 @@ def model_id(cfg: EngineConfig) -> str:
     return cfg.model
 
 
+def engines_of(cfg: RunConfig) -> list[tuple[str, EngineConfig]]:
+    """(config key, engine) of every stage of `factory run`."""
+    return [
+        ("sampler.engine", cfg.sampler.engine),
+        ("judge.engine", cfg.judge.engine),
+        *((f"judges.{name}.engine", judge.engine) for name, judge in cfg.judges.items()),
+        *((f"reward_models.{name}.engine", rm.engine) for name, rm in cfg.reward_models.items()),
+    ]
+
+
+def judge_stages(cfg: RunConfig) -> list[str]:
+    """The stage names of the judges, in graph order: judge, judge_<name>..., reward_<name>...
+    (also their fingerprint names and their keys in manifest `requests` and metrics.json)."""
+    return ["judge", *(f"judge_{name}" for name in cfg.judges), *(f"reward_{name}" for name in cfg.reward_models)]
+
+
+def scored_columns(cfg: RunConfig) -> dict[str, str]:
+    """The judge columns the scored samples will have -> the config key that makes each: quality (judge),
+    quality_<name> (judges.<name>), reward_<name> (reward_models.<name>), dim_<d> / dim_<name>_<d>
+    (a judge's dimension_names, with dimensions true)."""
+    out = {"quality": "judge"}
+    for prefix, key, judge in (("", "judge", cfg.judge), *((f"{n}_", f"judges.{n}", j) for n, j in cfg.judges.items())):
+        if prefix:
+            out[f"quality_{prefix[:-1]}"] = key
+        if judge.dimensions:
+            out |= {f"dim_{prefix}{d}": f"{key}.dimension_names" for d in judge.dimension_names}
+    return out | {f"reward_{name}": f"reward_models.{name}" for name in cfg.reward_models}
+
+
+JUDGE_KEYS = {"judge": "judges.", "reward": "reward_models."}  # a judge stage's name prefix -> its config key
+
+
+def _check_judges(cfg: RunConfig) -> None:
+    """Reward models can score by their route; no two judges are one (same fingerprint); every judge
+    column the pairs ask for is made by a configured judge."""
+    from factory.engines import score_routes
+
+    for name, rm in cfg.reward_models.items():
+        routes = score_routes(rm.engine)
+        if not routes:
+            raise ConfigError(
+                f"reward_models.{name}.engine.kind: the {rm.engine.kind} engine cannot score; use vllm (in process, "
+                "pooling runner) or openai (a vLLM server's classify/pooling/score routes)"
+            )
+        if rm.route not in routes:
+            raise ConfigError(
+                f"reward_models.{name}.route: the {rm.engine.kind} engine serves {', '.join(routes)}, not {rm.route!r}"
+            )
+    fps = fingerprints(cfg)
+    seen: dict[str, str] = {}
+    for stage in judge_stages(cfg):
+        key = stage if stage == "judge" else re.sub(r"^(judge|reward)_", lambda m: JUDGE_KEYS[m.group(1)], stage)
+        if fps[stage] in seen:
+            raise ConfigError(f"{key}: the same judge as {seen[fps[stage]]} (same model, rubric, settings); drop one")
+        seen[fps[stage]] = key
+    made = scored_columns(cfg)
+    for column, key in pair_kernel.required(cfg.pairs).items():
+        judged = re.fullmatch(r"quality(_\w+)?|reward_\w+|dim_\w+", column) and column != "quality_spread"
+        if judged and column not in made:
+            have = ", ".join(sorted(made))
+            hint = {"q": "define judges.<name>", "r": "define reward_models.<name>", "d": "set judge.dimensions=true and list it in judge.dimension_names"}[column[0]]  # fmt: skip
+            raise ConfigError(f"{key}: no configured judge makes the column {column!r} ({hint}); judge columns: {have}")
+
+
 def preflight(cfg: RunConfig) -> None:
     """Everything that can be checked before a request is made, each error naming its key."""
-    for where, engine in (("sampler.engine", cfg.sampler.engine), ("judge.engine", cfg.judge.engine)):
+    for where, engine in engines_of(cfg):
         try:
             model_id(engine)
         except FileNotFoundError as exc:
@@ -66,16 +131,22 @@ def preflight(cfg: RunConfig) -> None:
         ("prompts.system_prompt_file", cfg.prompts.system_prompt_file),
         ("prompts.user_template_file", cfg.prompts.user_template_file),
         ("judge.rubric_file", cfg.judge.rubric_file),
+        *((f"judges.{name}.rubric_file", judge.rubric_file) for name, judge in cfg.judges.items()),
     ):
         if path and "://" not in path and not Path(path).is_file():
             raise ConfigError(f"{key}: file not found: {path}")
     judge_stage.check_rubric(rubric_text(cfg), "judge.rubric_file")
+    for name, judge in cfg.judges.items():
+        judge_stage.check_rubric(rubric_text(cfg, judge), f"judges.{name}.rubric_file")
+    _check_judges(cfg)
     if not cfg.prompts.path:
         raise ConfigError("prompts.path: no prompts file given")
 
 
-def rubric_text(cfg: RunConfig) -> str:
-    return read_text(cfg.judge.rubric_file) if cfg.judge.rubric_file else DEFAULT_RUBRIC.read_text().strip()
+def rubric_text(cfg: RunConfig, judge: Any = None) -> str:
+    """The rubric of `judge` (default: the primary judge, cfg.judge)."""
+    judge = judge if judge is not None else cfg.judge
+    return read_text(judge.rubric_file) if judge.rubric_file else DEFAULT_RUBRIC.read_text().strip()
 
 
 def template_text(cfg: RunConfig) -> str:
@@ -89,6 +160,14 @@ def fingerprints(cfg: RunConfig) -> dict[str, str]:
             cfg.sampler.engine, cfg.sampler.sampling, model_id(cfg.sampler.engine), template_text(cfg)
         ),
         "judge": judge_stage.judge_fingerprint(cfg.judge, model_id(cfg.judge.engine), rubric_text(cfg)),
+        **{
+            f"judge_{name}": judge_stage.judge_fingerprint(judge, model_id(judge.engine), rubric_text(cfg, judge))
+            for name, judge in cfg.judges.items()
+        },
+        **{
+            f"reward_{name}": reward_stage.reward_fingerprint(rm, model_id(rm.engine))
+            for name, rm in cfg.reward_models.items()
+        },
     }
 
 
@@ -127,26 +206,82 @@ def scored_samples(samples: pl.DataFrame, judgments: pl.DataFrame) -> pl.DataFra
 
 
 def stages(cfg: RunConfig, prompts: pl.DataFrame, fps: dict[str, str]) -> list:
-    """The stage graph of `factory run`: sample -> judge (the judge is fed by stored samples)."""
-    return [
+    """The stage graph of `factory run`: sample -> every judge (each fed by stored samples): judge,
+    judge_<name> per cfg.judges entry, reward_<name> per cfg.reward_models entry. A judge whose
+    fingerprint `fps` lacks (a run stored before it was configured) is left out."""
+    from factory.engines import scorer_config
+
+    graph: list = [
         sample_stage.SampleStage(cfg, fps["sampler"], prompts),
         judge_stage.JudgeStage(cfg, fps, prompts, rubric_text(cfg)),
     ]
+    for name, judge in cfg.judges.items():
+        if f"judge_{name}" in fps:
+            rubric = rubric_text(cfg, judge)
+            graph.append(judge_stage.JudgeStage(cfg, fps, prompts, rubric, name=f"judge_{name}", judge=judge))
+    for name, rm in cfg.reward_models.items():
+        if f"reward_{name}" in fps:
+            graph.append(reward_stage.RewardStage(cfg, name, fps, prompts, engine=scorer_config(rm.engine)))
+    return graph
+
+
+def stored_judgments(
+    store: RunStore, cfg: RunConfig, prompts: pl.DataFrame, fps: dict[str, str]
+) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
+    """(samples, {judge stage name: its current judgments or rewards}) of this run, as stored."""
+    sample, *judges = stages(cfg, prompts, fps)
+    samples = sample.read(store)
+    return samples, {stage.name: stage.read(store, samples) for stage in judges}
+
+
+def scored_frame(samples: pl.DataFrame, frames: dict[str, pl.DataFrame], cfg: RunConfig) -> pl.DataFrame:
+    """Samples with every judge's columns, in the names the pair kernel reads: quality (and score,
+    quality_spread, votes) of the primary judge, dim_<d> and tags from its judgments, quality_<name> and
+    dim_<name>_<d> of each judges.<name>, reward_<name> (raw) of each reward model; null where unjudged."""
+    keys = ["prompt_id", "sample_idx"]
+    judgments = frames["judge"]
+    scored = scored_samples(samples, judgments)
+    parts = [judge_stage.sample_dims(judgments), judge_stage.sample_tags(judgments)]
+    for name in cfg.judges:
+        frame = frames.get(f"judge_{name}")
+        if frame is not None and frame.height:
+            parts.append(judge_stage.sample_quality(frame).select(*keys, pl.col("quality").alias(f"quality_{name}")))
+            parts.append(judge_stage.sample_dims(frame, f"dim_{name}_"))
+        elif frame is not None:
+            scored = scored.with_columns(pl.lit(None, pl.Float64).alias(f"quality_{name}"))
+    for name in cfg.reward_models:
+        frame = frames.get(f"reward_{name}")
+        if frame is not None:
+            parts.append(reward_stage.sample_rewards(frame, f"reward_{name}"))
+    for part in parts:
+        if len(part.columns) > len(keys):
+            scored = scored.join(part, on=keys, how="left")
+    return scored
+
+
+def judge_counts(frames: dict[str, pl.DataFrame]) -> dict[str, dict[str, int]]:
+    """Per judge stage: stored rows of this run's samples that are usable (ok) or not (failed)."""
+    out = {}
+    for name, frame in frames.items():
+        reward = name.startswith("reward_")
+        ok = pl.col("error").is_null() if reward else pl.col("parse_status").is_in(judge_stage.USABLE)
+        usable = frame.filter(ok).height if frame.height else 0
+        out[name] = {"ok": usable, "failed": frame.height - usable}
+    return out
 
 
 def stored_scored(
     store: RunStore, cfg: RunConfig, prompts: pl.DataFrame, fps: dict[str, str]
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """(samples, judgments, scored samples) of this run's fingerprints and prompts, as stored."""
-    sample, judge = stages(cfg, prompts, fps)
-    samples = sample.read(store)
-    judgments = judge.read(store, samples)
-    return samples, judgments, scored_samples(samples, judgments)
+    """(samples, the primary judge's judgments, scored samples) of this run's fingerprints and prompts."""
+    samples, frames = stored_judgments(store, cfg, prompts, fps)
+    return samples, frames["judge"], scored_frame(samples, frames, cfg)
 
 
 def build_outputs(store: RunStore, cfg: RunConfig, prompts: pl.DataFrame, fps: dict[str, str]) -> dict[str, Any]:
     """pairs/ and sft/ from what is stored: no LLM call. Returns counts for the manifest."""
-    samples, judgments, scored = stored_scored(store, cfg, prompts, fps)
+    samples, frames = stored_judgments(store, cfg, prompts, fps)
+    judgments, scored = frames["judge"], scored_frame(samples, frames, cfg)
     built = pair_kernel.build(scored, prompts, cfg.pairs, cfg.judge.scale_max)
     stats, pairs = built.stats, built.pairs
     store.replace("pairs", pairs.to_arrow().cast(pair_kernel.pairs_schema(cfg.pairs.format)))
@@ -167,6 +302,7 @@ def build_outputs(store: RunStore, cfg: RunConfig, prompts: pl.DataFrame, fps: d
         "judgments_ok": usable,
         "judgments_failed": judgments.height - usable,
         "parse_status": status,
+        "judges": judge_counts(frames),
         "groups": stats.groups,
         "pairs_kept": stats.pairs_kept,
         "pairs_dropped": stats.pairs_dropped,
@@ -227,6 +363,28 @@ def run(
     return manifest
 
 
+def request_keys(cfg: RunConfig) -> list[str]:
+    """The keys of manifest `requests`: sampler, then each judge stage (judge, judge_<name>, reward_<name>)."""
+    return ["sampler", *judge_stages(cfg)]
+
+
+def _judges_manifest(cfg: RunConfig, fps: dict[str, str], counts: dict[str, dict[str, int]], done: Any) -> dict:
+    """manifest `judges`: per judge stage its kind, the scored column it makes, fingerprint, stored
+    rows ok / failed and the requests this invocation made."""
+    columns = {"judge": "quality", **{f"judge_{n}": f"quality_{n}" for n in cfg.judges}}
+    columns |= {f"reward_{n}": f"reward_{n}" for n in cfg.reward_models}
+    return {
+        name: {
+            "kind": "reward_model" if name.startswith("reward_") else "genrm",
+            "column": columns[name],
+            "fingerprint": fps[name],
+            **counts.get(name, {"ok": 0, "failed": 0}),
+            "requests": done[name].requests if done is not None else 0,
+        }
+        for name in judge_stages(cfg)
+    }
+
+
 class _PromptGuard:
     """Refuses a round that would replace the stored outputs with ones built from fewer prompts."""
 
@@ -260,12 +418,12 @@ def _to_target(
     drop = cfg.pairs.drop_ratio if cfg.pairs.strategy != "long2short" and cfg.pairs.min_margin is None else 0.0
     # A grown run never draws fewer prompts than its outputs were built from.
     limit = max(cfg.prompts.limit or math.ceil(1.2 * target / (1.0 - drop)), guard.before)
-    requests = {"sampler": 0, "judge": 0}
+    requests = {key: 0 for key in request_keys(cfg)}
     draws: list[dict[str, int]] = []
     while True:
         manifest = _round(replace(cfg, prompts=replace(cfg.prompts, limit=limit)), store, fps, executor, guard)
-        for key in requests:
-            requests[key] += manifest["requests"][key]
+        for key, n in manifest["requests"].items():
+            requests[key] = requests.get(key, 0) + n
         kept, rows = manifest["counts"]["pairs_kept"], manifest["counts"]["prompts_in"]
         draws.append({"limit": limit, "prompts_in": rows, "pairs_kept": kept})
         if kept >= target or rows < limit:  # met, or the pool ran out of rows
@@ -297,6 +455,8 @@ def _round(
 
     done = executor.run(stages(cfg, prompts, fps))
     timings["sample"], timings["judge"] = done["sample"].elapsed(), done["judge"].elapsed()
+    for name in judge_stages(cfg)[1:]:
+        timings[name] = done[name].elapsed()
 
     t = time.perf_counter()
     outputs = build_outputs(store, cfg, prompts, fps)
@@ -307,16 +467,17 @@ def _round(
         "prompts_valid": prompts.height,
         "prompts_invalid": invalid.height,
         "samples_expected": prompts.height * cfg.sampler.k,
-        **{k: v for k, v in outputs.items() if k not in ("pairs", "parse_status")},
+        **{k: v for k, v in outputs.items() if k not in ("pairs", "parse_status", "judges")},
     }
     return {
         "config": redact(config_mod.to_dict(cfg)),
         "fingerprints": fps,
         "versions": versions(),
         "counts": counts,
-        "requests": {"sampler": done["sample"].requests, "judge": done["judge"].requests},
+        "requests": {"sampler": done["sample"].requests, **{name: done[name].requests for name in judge_stages(cfg)}},
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "parse_status": outputs["parse_status"],
+        "judges": _judges_manifest(cfg, fps, outputs["judges"], done),
         "pairs": outputs["pairs"],
         "output_dir": store.url,
         "_scored": scored,
