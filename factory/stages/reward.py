@@ -20,6 +20,7 @@ The score is stored raw (a logit is unbounded); the pair kernel normalizes it (`
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -96,7 +97,7 @@ def reward_batch(
 def reward_row(row: dict[str, Any], score: Score, name: str, rm_fp: str) -> dict:
     value = score.value if score.error is None else None
     error = score.error
-    if error is None and (value is None or value != value or value in (float("inf"), float("-inf"))):
+    if error is None and (value is None or not math.isfinite(value)):
         error, value = f"the reward model returned no finite score ({value})", None
     return {
         "prompt_id": row["prompt_id"],
