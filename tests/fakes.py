@@ -12,7 +12,8 @@ from factory.engines.base import Completion, OnDone, OnScored, Request, Score, S
 
 class FakeEngine:
     """Answers `<think>r</think>answer` with a length that depends on the seed; counts requests.
-    A request with a JSON schema (a judge's) gets `{"score": (seed * 37) % 101, "reason": "r"}`.
+    A request with a JSON schema (a judge's) gets `{"score": (seed * 37) % 101, "reason": "r"}`, plus the
+    dimensions and tags the schema asks for (numbers and one tag derived from the seed).
 
     `script` maps a request's tag to a text (or an Exception to return as an error) to force outputs.
     It can also score (a reward model): `reward_of(answer)`, a fixed function of the answer's text
@@ -32,7 +33,17 @@ class FakeEngine:
 
     def _text(self, request: Request) -> str:
         if request.json_schema is not None:
-            return json.dumps({"score": (request.seed * 37) % 101, "reason": "r"})
+            reply: dict = {"score": (request.seed * 37) % 101, "reason": "r"}
+            asked = request.json_schema["properties"]
+            if "dimensions" in asked:  # each dimension its own number from the seed, on the score's scale
+                top = asked["score"]["maximum"] + 1
+                reply["dimensions"] = {
+                    n: (request.seed * (7 + i)) % top for i, n in enumerate(asked["dimensions"]["required"])
+                }
+            if "tags" in asked:  # one of the allowed tags (or a free one), from the seed
+                allowed = asked["tags"]["items"].get("enum") or ["fake", "free"]
+                reply["tags"] = [allowed[request.seed % len(allowed)]]
+            return json.dumps(reply)
         words = 3 + request.seed % 7
         return f"<think>{'hmm ' * (request.seed % 3)}</think>" + " ".join(["word"] * words)
 
