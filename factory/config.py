@@ -142,6 +142,11 @@ class JudgeConfig:
         factory=list,
     )
     retry_failed: bool = _help("On a rerun, judge again the stored judgments that failed with engine_error.", False)
+    enabled: bool = _help(
+        "false: this judge does not run (no stage, no request). For `judge`: the quality column stays empty, so "
+        "pairs.judges must name other judges (a reward-model-only run).",
+        True,
+    )
 
     def __post_init__(self) -> None:
         _check_judge(self, "judge.")

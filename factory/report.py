@@ -313,8 +313,8 @@ def render_markdown(report: dict[str, Any], cfg: RunConfig, note: str | None = N
 
 def judge_rows(cfg: RunConfig, counts: dict[str, dict[str, int]]) -> list[dict[str, Any]]:
     """One row per judge of the run: stage, kind, scored column, config key, stored rows ok / failed."""
-    judges = [("judge", "genrm", "quality", "judge")]
-    judges += [(f"judge_{n}", "genrm", f"quality_{n}", f"judges.{n}") for n in cfg.judges]
+    judges = [("judge", "genrm", "quality", "judge")] if cfg.judge.enabled else []
+    judges += [(f"judge_{n}", "genrm", f"quality_{n}", f"judges.{n}") for n, j in cfg.judges.items() if j.enabled]
     judges += [(f"reward_{n}", "reward_model", f"reward_{n}", f"reward_models.{n}") for n in cfg.reward_models]
     return [
         {"stage": stage, "kind": kind, "column": column, "key": key, **counts.get(stage, {"ok": 0, "failed": 0})}
@@ -415,7 +415,7 @@ def run_report(run_dir: str, overrides: list[str] | None = None) -> tuple[str, d
     prompts = rebuild.stored_prompts(store)
     samples, frames = run.stored_judgments(store, cfg, prompts, manifest["fingerprints"])
     scored = run.scored_frame(samples, frames, cfg)
-    report = build_report(scored, frames["judge"], cfg, run.judge_counts(frames))
+    report = build_report(scored, frames.get("judge", run.NO_JUDGMENTS), cfg, run.judge_counts(frames))
     stored = store.read("pairs")
     stored_n = 0 if stored is None else stored.height
     note = None

@@ -28,7 +28,7 @@ from factory.config import ConfigError, EngineConfig, RunConfig
 from factory.executor import Executor
 from factory.lease import Lease
 from factory.prompts import load_prompts, read_text
-from factory.schemas import INVALID
+from factory.schemas import INVALID, JUDGMENTS
 from factory.secrets import redact_url, scrub, scrub_all, scrub_table, secret_values
 from factory.stages import judge as judge_stage
 from factory.stages import reward as reward_stage
@@ -54,12 +54,18 @@ def model_id(cfg: EngineConfig) -> str:
     return cfg.model
 
 
+def genrms(cfg: RunConfig) -> list[tuple[str, str, Any]]:
+    """(stage name, config key, JudgeConfig) of every generative judge that runs: `judge` (unless
+    judge.enabled is false), then judge_<name> for each judges.<name> entry that is enabled."""
+    primary = [("judge", "judge", cfg.judge)] if cfg.judge.enabled else []
+    return primary + [(f"judge_{n}", f"judges.{n}", j) for n, j in cfg.judges.items() if j.enabled]
+
+
 def engines_of(cfg: RunConfig) -> list[tuple[str, EngineConfig]]:
     """(config key, engine) of every stage of `factory run`."""
     return [
         ("sampler.engine", cfg.sampler.engine),
-        ("judge.engine", cfg.judge.engine),
-        *((f"judges.{name}.engine", judge.engine) for name, judge in cfg.judges.items()),
+        *((f"{key}.engine", judge.engine) for _, key, judge in genrms(cfg)),
         *((f"reward_models.{name}.engine", rm.engine) for name, rm in cfg.reward_models.items()),
     ]
 
@@ -67,17 +73,17 @@ def engines_of(cfg: RunConfig) -> list[tuple[str, EngineConfig]]:
 def judge_stages(cfg: RunConfig) -> list[str]:
     """The stage names of the judges, in graph order: judge, judge_<name>..., reward_<name>...
     (also their fingerprint names and their keys in manifest `requests` and metrics.json)."""
-    return ["judge", *(f"judge_{name}" for name in cfg.judges), *(f"reward_{name}" for name in cfg.reward_models)]
+    return [stage for stage, _, _ in genrms(cfg)] + [f"reward_{name}" for name in cfg.reward_models]
 
 
 def scored_columns(cfg: RunConfig) -> dict[str, str]:
     """The judge columns the scored samples will have -> the config key that makes each: quality (judge),
     quality_<name> (judges.<name>), reward_<name> (reward_models.<name>), dim_<d> / dim_<name>_<d>
     (a judge's dimension_names, with dimensions true)."""
-    out = {"quality": "judge"}
-    for prefix, key, judge in (("", "judge", cfg.judge), *((f"{n}_", f"judges.{n}", j) for n, j in cfg.judges.items())):
-        if prefix:
-            out[f"quality_{prefix[:-1]}"] = key
+    out = {}
+    for stage, key, judge in genrms(cfg):
+        prefix = "" if stage == "judge" else stage.removeprefix("judge_") + "_"
+        out["quality" if stage == "judge" else f"quality_{prefix[:-1]}"] = key
         if judge.dimensions:
             out |= {f"dim_{prefix}{d}": f"{key}.dimension_names" for d in judge.dimension_names}
     return out | {f"reward_{name}": f"reward_models.{name}" for name in cfg.reward_models}
@@ -102,6 +108,8 @@ def _check_judges(cfg: RunConfig) -> None:
             raise ConfigError(
                 f"reward_models.{name}.route: the {rm.engine.kind} engine serves {', '.join(routes)}, not {rm.route!r}"
             )
+    if not judge_stages(cfg):
+        raise ConfigError("judge.enabled: false, and no other judge (judges.<name>, reward_models.<name>) is configured")
     fps = fingerprints(cfg)
     seen: dict[str, str] = {}
     for stage in judge_stages(cfg):
@@ -113,8 +121,9 @@ def _check_judges(cfg: RunConfig) -> None:
     for column, key in pair_kernel.required(cfg.pairs).items():
         judged = re.fullmatch(r"quality(_\w+)?|reward_\w+|dim_\w+", column) and column != "quality_spread"
         if judged and column not in made:
-            have = ", ".join(sorted(made))
+            have = ", ".join(sorted(made)) or "none"
             hint = {"q": "define judges.<name>", "r": "define reward_models.<name>", "d": "set judge.dimensions=true and list it in judge.dimension_names"}[column[0]]  # fmt: skip
+            hint = "judge.enabled is false" if column == "quality" else hint
             raise ConfigError(f"{key}: no configured judge makes the column {column!r} ({hint}); judge columns: {have}")
 
 
@@ -130,14 +139,12 @@ def preflight(cfg: RunConfig) -> None:
     for key, path in (
         ("prompts.system_prompt_file", cfg.prompts.system_prompt_file),
         ("prompts.user_template_file", cfg.prompts.user_template_file),
-        ("judge.rubric_file", cfg.judge.rubric_file),
-        *((f"judges.{name}.rubric_file", judge.rubric_file) for name, judge in cfg.judges.items()),
+        *((f"{key}.rubric_file", judge.rubric_file) for _, key, judge in genrms(cfg)),
     ):
         if path and "://" not in path and not Path(path).is_file():
             raise ConfigError(f"{key}: file not found: {path}")
-    judge_stage.check_rubric(rubric_text(cfg), "judge.rubric_file")
-    for name, judge in cfg.judges.items():
-        judge_stage.check_rubric(rubric_text(cfg, judge), f"judges.{name}.rubric_file")
+    for _, key, judge in genrms(cfg):
+        judge_stage.check_rubric(rubric_text(cfg, judge), f"{key}.rubric_file")
     _check_judges(cfg)
     if not cfg.prompts.path:
         raise ConfigError("prompts.path: no prompts file given")
@@ -159,10 +166,9 @@ def fingerprints(cfg: RunConfig) -> dict[str, str]:
         "sampler": sample_stage.sampler_fingerprint(
             cfg.sampler.engine, cfg.sampler.sampling, model_id(cfg.sampler.engine), template_text(cfg)
         ),
-        "judge": judge_stage.judge_fingerprint(cfg.judge, model_id(cfg.judge.engine), rubric_text(cfg)),
         **{
-            f"judge_{name}": judge_stage.judge_fingerprint(judge, model_id(judge.engine), rubric_text(cfg, judge))
-            for name, judge in cfg.judges.items()
+            stage: judge_stage.judge_fingerprint(judge, model_id(judge.engine), rubric_text(cfg, judge))
+            for stage, _, judge in genrms(cfg)
         },
         **{
             f"reward_{name}": reward_stage.reward_fingerprint(rm, model_id(rm.engine))
@@ -211,18 +217,17 @@ def stages(cfg: RunConfig, prompts: pl.DataFrame, fps: dict[str, str]) -> list:
     fingerprint `fps` lacks (a run stored before it was configured) is left out."""
     from factory.engines import scorer_config
 
-    graph: list = [
-        sample_stage.SampleStage(cfg, fps["sampler"], prompts),
-        judge_stage.JudgeStage(cfg, fps, prompts, rubric_text(cfg)),
-    ]
-    for name, judge in cfg.judges.items():
-        if f"judge_{name}" in fps:
-            rubric = rubric_text(cfg, judge)
-            graph.append(judge_stage.JudgeStage(cfg, fps, prompts, rubric, name=f"judge_{name}", judge=judge))
+    graph: list = [sample_stage.SampleStage(cfg, fps["sampler"], prompts)]
+    for stage, _, judge in genrms(cfg):
+        if stage in fps:
+            graph.append(judge_stage.JudgeStage(cfg, fps, prompts, rubric_text(cfg, judge), name=stage, judge=judge))
     for name, rm in cfg.reward_models.items():
         if f"reward_{name}" in fps:
             graph.append(reward_stage.RewardStage(cfg, name, fps, prompts, engine=scorer_config(rm.engine)))
     return graph
+
+
+NO_JUDGMENTS = pl.from_arrow(JUDGMENTS.empty_table())  # the primary judge's when judge.enabled is false
 
 
 def stored_judgments(
@@ -239,7 +244,7 @@ def scored_frame(samples: pl.DataFrame, frames: dict[str, pl.DataFrame], cfg: Ru
     quality_spread, votes) of the primary judge, dim_<d> and tags from its judgments, quality_<name> and
     dim_<name>_<d> of each judges.<name>, reward_<name> (raw) of each reward model; null where unjudged."""
     keys = ["prompt_id", "sample_idx"]
-    judgments = frames["judge"]
+    judgments = frames.get("judge", NO_JUDGMENTS)
     scored = scored_samples(samples, judgments)
     parts = [judge_stage.sample_dims(judgments), judge_stage.sample_tags(judgments)]
     for name in cfg.judges:
@@ -275,13 +280,13 @@ def stored_scored(
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """(samples, the primary judge's judgments, scored samples) of this run's fingerprints and prompts."""
     samples, frames = stored_judgments(store, cfg, prompts, fps)
-    return samples, frames["judge"], scored_frame(samples, frames, cfg)
+    return samples, frames.get("judge", NO_JUDGMENTS), scored_frame(samples, frames, cfg)
 
 
 def build_outputs(store: RunStore, cfg: RunConfig, prompts: pl.DataFrame, fps: dict[str, str]) -> dict[str, Any]:
     """pairs/ and sft/ from what is stored: no LLM call. Returns counts for the manifest."""
     samples, frames = stored_judgments(store, cfg, prompts, fps)
-    judgments, scored = frames["judge"], scored_frame(samples, frames, cfg)
+    judgments, scored = frames.get("judge", NO_JUDGMENTS), scored_frame(samples, frames, cfg)
     built = pair_kernel.build(scored, prompts, cfg.pairs, cfg.judge.scale_max)
     stats, pairs = built.stats, built.pairs
     store.replace("pairs", pairs.to_arrow().cast(pair_kernel.pairs_schema(cfg.pairs.format)))
@@ -454,8 +459,8 @@ def _round(
     executor.progress.say(f"[prompts] {prompts.height} valid, {invalid.height} invalid")
 
     done = executor.run(stages(cfg, prompts, fps))
-    timings["sample"], timings["judge"] = done["sample"].elapsed(), done["judge"].elapsed()
-    for name in judge_stages(cfg)[1:]:
+    timings["sample"] = done["sample"].elapsed()
+    for name in judge_stages(cfg):
         timings[name] = done[name].elapsed()
 
     t = time.perf_counter()

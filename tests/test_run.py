@@ -300,3 +300,30 @@ def test_an_ensemble_of_one_judge_is_that_judge_at_the_run_level(tmp_path):
         assert manifest["fingerprints"]["judge_b"] == local_run(alone)["fingerprints"]["judge"]
         got = RunStore(cfg.output_dir).read("pairs").select(picks).sort("prompt_id")
         assert got.equals(expected), combine
+
+
+def test_a_reward_model_alone_judges_a_run_when_the_genrm_is_off(tmp_path):
+    from factory.store import RunStore
+    from tests.fakes import FakeEngine
+
+    with pytest.raises(ConfigError, match=r"^judge\.enabled: false, and no other judge"):
+        preflight(synthetic_cfg(tmp_path, 2, "judge.enabled=false"))
+    with pytest.raises(ConfigError) as raised:
+        preflight(synthetic_cfg(tmp_path, 2, "judge.enabled=false", *RM))
+    assert str(raised.value) == (
+        "pairs.judges: no configured judge makes the column 'quality' (judge.enabled is false); judge columns: reward_rm"
+    )
+    engine = FakeEngine()
+    cfg = synthetic_cfg(tmp_path, 4, "judge.enabled=false", *RM, "pairs.judges=[reward_rm]", "pairs.drop_ratio=0")
+    manifest = local_run(cfg, engine)
+    assert manifest["requests"] == {"sampler": 8, "reward_rm": 8} and "judge" not in manifest["fingerprints"]
+    assert not [r for r in engine.requests if r.json_schema is not None]  # no GenRM request at all
+    assert list(manifest["judges"]) == ["reward_rm"] and manifest["counts"]["judgments_ok"] == 0
+    pairs = RunStore(cfg.output_dir).read("pairs")
+    assert pairs.height == manifest["counts"]["pairs_kept"] == 4 and pairs["chosen_quality"].null_count() == 4
+    assert local_run(cfg, engine)["requests"] == {"sampler": 0, "reward_rm": 0}
+    from factory.cli import main
+
+    assert main(["pairs", cfg.output_dir]) == 0 and main(["report", cfg.output_dir]) == 0
+    numbers = json.loads((tmp_path / "run" / "report" / "report.json").read_text())
+    assert [j["stage"] for j in numbers["judges"]] == ["reward_rm"] and numbers["pairs"]["pairs_kept"] == 4
