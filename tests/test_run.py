@@ -327,3 +327,22 @@ def test_a_reward_model_alone_judges_a_run_when_the_genrm_is_off(tmp_path):
     assert main(["pairs", cfg.output_dir]) == 0 and main(["report", cfg.output_dir]) == 0
     numbers = json.loads((tmp_path / "run" / "report" / "report.json").read_text())
     assert [j["stage"] for j in numbers["judges"]] == ["reward_rm"] and numbers["pairs"]["pairs_kept"] == 4
+
+
+def test_the_ensemble_example_loads_passes_preflight_and_builds_one_stage_per_judge(monkeypatch):
+    from factory.engines import engine_identity
+    from factory.run import stages
+
+    monkeypatch.setenv("DEEPSEEK_API_KEY", "sk-test-0000")
+    cfg = config.load(DEMO.parent / "r1_ensemble.yaml")
+    preflight(cfg)
+    fps = fingerprints(cfg)
+    assert list(fps) == ["sampler", "judge", "reward_skywork", "reward_served"] and len(set(fps.values())) == 4
+    prompts = pl.DataFrame({"prompt_id": ["p"], "messages": [[{"role": "user", "content": "q"}]],
+                            "product_info": ["x"], "history": [[]], "question": ["q"]})  # fmt: skip
+    graph = stages(cfg, prompts, fps)
+    assert [s.name for s in graph] == ["sample", "judge", "reward_skywork", "reward_served"]
+    assert {s.table for s in graph} == {"samples", "judgments", "rewards"} and graph[2].upstream == "sample"
+    assert graph[2].engine.engine_kwargs == {"runner": "pooling"}  # vLLM in process: the pooling runner
+    assert graph[3].engine == cfg.reward_models["served"].engine  # a server: asked as it is
+    assert len({engine_identity(s.engine) for s in graph}) == 4  # a pool per stage: no two engines alike
