@@ -437,6 +437,8 @@ def _to_target(
         limit = rows + max(more, 1)
         executor.progress.say(f"[target] {kept} of {target} pairs from {rows} prompt rows; drawing up to {limit}")
     manifest["requests"] = requests
+    for name, judge in manifest["judges"].items():  # every round's requests, as `requests`
+        judge["requests"] = requests.get(name, 0)
     manifest["target"] = {"target": target, "met": kept >= target, "draws": draws}
     return manifest
 

@@ -346,3 +346,17 @@ def test_the_ensemble_example_loads_passes_preflight_and_builds_one_stage_per_ju
     assert graph[2].engine.engine_kwargs == {"runner": "pooling"}  # vLLM in process: the pooling runner
     assert graph[3].engine == cfg.reward_models["served"].engine  # a server: asked as it is
     assert len({engine_identity(s.engine) for s in graph}) == 4  # a pool per stage: no two engines alike
+
+
+def test_a_target_run_counts_every_judges_requests_over_its_draws(tmp_path):
+    from tests.fakes import FakeEngine
+
+    engine = FakeEngine()
+    cfg = synthetic_cfg(tmp_path, 12, "prompts.limit=2", "pairs.target=6", "pairs.drop_ratio=0", *RM)
+    manifest = local_run(cfg, engine)
+    assert len(manifest["target"]["draws"]) >= 2 and manifest["target"]["met"]
+    asked = manifest["counts"]["prompts_valid"] * 2
+    assert manifest["requests"] == {"sampler": asked, "judge": asked, "reward_rm": asked} == {
+        name: j["requests"] for name, j in {"sampler": {"requests": asked}, **manifest["judges"]}.items()
+    }
+    assert len(engine.scored) == asked
