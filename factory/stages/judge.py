@@ -593,12 +593,13 @@ def sample_dims(judgments: pl.DataFrame, prefix: str = "dim_") -> pl.DataFrame:
     if not judgments.height or "dims" not in judgments.columns:
         return pl.DataFrame(schema={"prompt_id": pl.String, "sample_idx": pl.Int64})
     usable = judgments.filter(pl.col("parse_status").is_in(USABLE))
-    if "dimensions" in usable.columns:  # old rows: JSON text -> the typed list
-        typed = [
-            dims if dims is not None or not text else [{"name": k, "score": v} for k, v in json.loads(text).items()]
-            for dims, text in zip(usable["dims"].to_list(), usable["dimensions"].to_list())
-        ]
-        usable = usable.with_columns(pl.Series("dims", typed, dtype=DIMS_DTYPE))
+    if "dimensions" in usable.columns:  # rows stored before `dims`: their JSON text -> the typed list
+        old = pl.col("dims").is_null() & pl.col("dimensions").is_not_null()
+        legacy = usable.filter(old)
+        if legacy.height:
+            typed = [[{"name": k, "score": float(v)} for k, v in json.loads(t).items()] for t in legacy["dimensions"]]
+            legacy = legacy.with_columns(pl.Series("dims", typed, dtype=DIMS_DTYPE))
+            usable = pl.concat([usable.filter(~old), legacy])
     long = usable.select(*keys, "dims").explode("dims").drop_nulls("dims").unnest("dims")
     long = long.filter(pl.col("name").str.contains(r"^[A-Za-z0-9_]+$"))
     if not long.height:
