@@ -132,14 +132,61 @@ class JudgeConfig:
     include_reasoning: bool = _help("Show the judge the sample's reasoning too (default: answer only).", False)
     structured: bool = _help("Constrain the judge output with a JSON schema where the engine supports it.", True)
     dimensions: bool = _help(
-        "Ask for per-dimension scores (question, product_info, self, instruction) in the JSON schema; "
-        "stored as JSON in judgments.dimensions. The overall score stays the quality.",
+        "Ask for a score per dimension (judge.dimension_names, on the judge's scale) in the JSON schema; each "
+        "judgment stores them typed in judgments.dims, and the scored samples carry dim_<name> (pairs.terms "
+        "sources; the report shows them). The overall score stays the quality.",
         False,
     )
+    dimension_names: List[str] = _help(
+        "The rubric's dimensions (names of letters, digits and _), asked for when judge.dimensions is true.",
+        factory=lambda: ["question", "product_info", "self", "instruction"],
+    )
+    tags: bool = _help("Ask the judge for a list of tags too (stored in judgments.tags; counted in the report).", False)
+    tag_values: List[str] = _help(
+        "With judge.tags: the tags the judge may use (the JSON schema's choices; others are dropped); [] = free text.",
+        factory=list,
+    )
     retry_failed: bool = _help("On a rerun, judge again the stored judgments that failed with engine_error.", False)
+    enabled: bool = _help(
+        "false: this judge does not run (no stage, no request). For `judge`: the quality column stays empty, so "
+        "pairs.judges must name other judges (a reward-model-only run).",
+        True,
+    )
 
     def __post_init__(self) -> None:
         _check_judge(self, "judge.")
+
+
+SCORE_ROUTES = ("classify", "pooling", "score")
+
+
+@dataclass
+class RewardModelConfig:
+    """One entry of `reward_models`: a sequence-classification reward model scoring (prompt, answer)."""
+
+    engine: EngineConfig = _help(
+        "The reward model's engine: vllm (in process, vLLM's pooling runner; engine.model a *ForSequenceClassification "
+        "checkpoint) or openai (a vLLM server's scoring routes at engine.base_url).",
+        factory=EngineConfig,
+    )
+    route: str = _help(
+        "classify: the prompt's messages + the answer as one conversation through the model's chat template, the "
+        "head's output `label` (in process, or a server's /classify); pooling: the same through a server's /pooling; "
+        "score: a server's /score with the prompt's text against the answer (cross-encoders).",
+        "classify",
+    )
+    label: int = _help("Which output of the classification head is the score (0 for a one-logit reward model).", 0)
+    activation: bool = _help(
+        "false: the raw logit, the reward model's score (stored raw; pairs normalize it); true: sigmoid (one "
+        "label) or softmax.",
+        False,
+    )
+    include_reasoning: bool = _help("Show the model the sample's reasoning too (in <think> tags).", False)
+    retry_failed: bool = _help("On a rerun, score again the stored rewards that failed.", False)
+
+
+# A judge or reward model's name becomes a stage name and a scored column (quality_<name>, reward_<name>).
+JUDGE_NAME = r"[A-Za-z0-9_]+"
 
 
 PAIR_STRATEGIES = ("dp_dpo", "long2short", "quality")
@@ -362,6 +409,26 @@ class RunConfig:
     prompts: PromptsConfig = _help("Where the prompts are and how they are rendered.", factory=PromptsConfig)
     sampler: SamplerConfig = _help("Teacher sampling.", factory=SamplerConfig)
     judge: JudgeConfig = _help("Judge (generative reward model).", factory=JudgeConfig)
+    judges: Dict[str, JudgeConfig] = field(
+        default_factory=dict,
+        metadata={
+            "help": "More generative judges (an ensemble with `judge`): name -> the judge.* keys, e.g. "
+            "judges.r1.engine.kind=openai. Each has its own cache (fingerprint) and stage judge_<name>; its "
+            "quality is the scored column quality_<name> for pairs.judges and pairs.terms; fields: judges.<name>.*",
+            "item": JudgeConfig,
+            "item_key": ".<name>.",
+        },
+    )
+    reward_models: Dict[str, RewardModelConfig] = field(
+        default_factory=dict,
+        metadata={
+            "help": "Reward-model judges: name -> {engine, route, label, ...}, e.g. reward_models.rm.engine.kind=vllm. "
+            "Each scores every usable sample once (cached per its fingerprint, table rewards/, stage reward_<name>); "
+            "its raw score is the scored column reward_<name>; fields: reward_models.<name>.*",
+            "item": RewardModelConfig,
+            "item_key": ".<name>.",
+        },
+    )
     pairs: PairsConfig = _help("Pair building.", factory=PairsConfig)
     sweep: SweepConfig = _help("The w_len x drop_ratio grid of `factory sweep`.", factory=SweepConfig)
     ray: RayConfig = _help("Where the work runs.", factory=RayConfig)
@@ -441,7 +508,17 @@ def _check_sampler(c: Any, p: str) -> None:
 
 
 def _check_judge(c: Any, p: str) -> None:
+    import re
+
     _ranges(c, p, {"votes": ">= 1", "scale_max": "> 0", "max_reasks": ">= 0"})
+    names = list(c.dimension_names)
+    if c.dimensions and not names:
+        raise ConfigError(f"{p}dimension_names: empty, but {p}dimensions is true")
+    for name in names:
+        if not re.fullmatch(JUDGE_NAME, str(name)):
+            raise ConfigError(f"{p}dimension_names: {name!r} is not letters, digits and _ (it names dim_<name>)")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{p}dimension_names: {names} names a dimension twice")
     # Local engines are deterministic per seed at temperature 0: every vote would be the same.
     if c.votes > 1 and c.sampling.temperature == 0 and c.engine.kind != "openai":
         raise ConfigError(
@@ -450,12 +527,31 @@ def _check_judge(c: Any, p: str) -> None:
         )
 
 
+def _check_judge_names(c: Any, p: str) -> None:
+    """Names of `judges` and `reward_models` (they become stage and column names), and every entry's keys."""
+    import re
+
+    for mapping, item, column in (("judges", JudgeConfig, "quality"), ("reward_models", RewardModelConfig, "reward")):
+        for name in getattr(c, mapping).keys():
+            if not re.fullmatch(JUDGE_NAME, str(name)):
+                raise ConfigError(f"{p}{mapping}.{name}: a name is letters, digits and _ (it names {column}_<name>)")
+            if mapping == "judges" and name == "spread":
+                raise ConfigError(f"{p}judges.spread: quality_spread is the primary judge's vote spread; rename it")
+            validate(getattr(c, mapping)[name], item, f"{p}{mapping}.{name}.")
+
+
+def _check_reward_model(c: Any, p: str) -> None:
+    _one_of(c, p, "route", SCORE_ROUTES)
+    _ranges(c, p, {"label": ">= 0"})
+
+
 def _check_ray(c: Any, p: str) -> None:
     _ranges(c, p, {"num_cpus": ">= 1 or null"})
 
 
 def _check_run(c: Any, p: str) -> None:
     _ranges(c, p, {"decode_tokens_per_s": "> 0", "progress_interval_s": "> 0"})
+    _check_judge_names(c, p)
 
 
 _CHECKS = {
@@ -464,6 +560,7 @@ _CHECKS = {
     PromptsConfig: _check_prompts,
     SamplerConfig: _check_sampler,
     JudgeConfig: _check_judge,
+    RewardModelConfig: _check_reward_model,
     RayConfig: _check_ray,
     RunConfig: _check_run,
 }
@@ -521,7 +618,7 @@ def check_keys(keys: list[str], where: str) -> None:
     for key in keys:
         if key in valid or any(key.startswith(v + ".") for v in valid if v.endswith("engine_kwargs")):
             continue
-        mapped = _mapping_keys(key)  # eval.candidates.NAME.rest: rest checked against the item's keys
+        mapped = _mapping_keys(key)  # judges.NAME.rest, eval.candidates.NAME.rest: rest checked against the item's keys
         if mapped is not None:
             if key in mapped or any(key.startswith(v + ".") for v in mapped if v.endswith("engine_kwargs")):
                 continue
@@ -531,14 +628,18 @@ def check_keys(keys: list[str], where: str) -> None:
         raise ConfigError(f"unknown config key {key!r} in {where}{hint}")
 
 
+# Mappings of dataclasses: key prefix -> the type of each entry (checked by check_keys).
 def _is_url(path: str) -> bool:
     return "://" in path
 
 
 def _resolve_paths(data: dict, base: Path) -> None:
+    judges = data.get("judges")
+    judge_names = list(judges) if isinstance(judges, dict) else []
     candidates = (data.get("eval") or {}).get("candidates") if isinstance(data.get("eval"), dict) else None
     names = list(candidates) if isinstance(candidates, dict) else []
-    for dotted in _PATH_KEYS + tuple(f"eval.candidates.{name}.answers_path" for name in names):
+    more = tuple(f"judges.{n}.rubric_file" for n in judge_names) + tuple(f"eval.candidates.{n}.answers_path" for n in names)
+    for dotted in _PATH_KEYS + more:
         node = data
         parts = dotted.split(".")
         for part in parts[:-1]:
@@ -598,7 +699,7 @@ def help_table(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, 
         default = f.default_factory() if f.default_factory is not MISSING else f.default
         if is_dataclass(default):
             rows.extend(help_table(type(default), key + "."))
-        elif "item" in f.metadata:  # a list (pairs.terms: key[].field) or mapping (eval.candidates) of dataclasses
+        elif "item" in f.metadata:  # dataclasses in a list (pairs.terms[].x) or a mapping (judges.<name>.x)
             rows.append((key, repr(default), f.metadata.get("help", "")))
             rows.extend(help_table(f.metadata["item"], key + f.metadata.get("item_key", "[].")))
         else:
@@ -727,11 +828,11 @@ def _check_eval(c: Any, p: str) -> None:
 
 _CHECKS.update({StageCostConfig: _check_stage_cost, CostConfig: _check_cost, EvalConfig: _check_eval})
 # Mappings of dataclasses: key prefix -> the type of each entry (checked by check_keys).
-_MAPPINGS: dict[str, type] = {"eval.candidates": CandidateConfig}
+_MAPPINGS: dict[str, type] = {"judges": JudgeConfig, "reward_models": RewardModelConfig, "eval.candidates": CandidateConfig}
 
 
 def _mapping_keys(key: str) -> list[str] | None:
-    """The valid keys of the mapping entry `key` falls in (eval.candidates.NAME.*), or None."""
+    """The valid keys of the mapping entry `key` falls in (judges.NAME.*, eval.candidates.NAME.*), or None."""
     for prefix, item in _MAPPINGS.items():
         if key.startswith(prefix + "."):
             name = key[len(prefix) + 1 :].split(".", 1)[0]

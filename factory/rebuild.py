@@ -70,10 +70,12 @@ def rebuild_pairs(run_dir: str, overrides: list[str] | None = None) -> tuple[dic
     # The run's config stays the manifest's config: overrides shape this build only (recorded below), so a
     # later plain `factory pairs` builds with the run's settings again.
     manifest["pairs_build"] = {"overrides": list(overrides or []), "at": time.time()}
-    manifest["counts"].update({k: v for k, v in outputs.items() if k not in ("pairs", "parse_status")})
+    manifest["counts"].update({k: v for k, v in outputs.items() if k not in ("pairs", "parse_status", "judges")})
     manifest["pairs"] = outputs["pairs"]
     manifest["parse_status"] = outputs["parse_status"]
-    manifest["requests"] = {"sampler": 0, "judge": 0}
+    for name, counts in outputs["judges"].items():  # stored rows now; this command makes no request
+        manifest.setdefault("judges", {}).setdefault(name, {}).update({**counts, "requests": 0})
+    manifest["requests"] = {key: 0 for key in run_graph.request_keys(cfg)}
     manifest["output_dir"] = store.url  # the run may have been copied or moved since `factory run`
     manifest["timings"] = {"prompts": 0.0, "sample": 0.0, "judge": 0.0, "pairs": round(time.perf_counter() - t0, 3)}
     manifest["timings"]["total"] = manifest["timings"]["pairs"]

@@ -14,8 +14,10 @@ Table "samples and pairs" (the source's Table 4.6 shape), one row per data set:
 Table "long2short": mean chosen / rejected tokens, groups succeeded / total.
 Table "terms": each term of S (name, source, weight, normalization, direction, filter bounds).
 Table "score columns": mean of every quality_*, dim_* and reward_* column on valid, chosen, rejected.
-Table "judges" (with two or more pairs.judges): pairwise agreement, the share of groups where two
-judges pick the same chosen and the same rejected sample.
+Table "judges": every judge of the run (judge, judges.<name>, reward_models.<name>): its kind, the
+scored column it makes, its stored rows ok / failed; with two or more pairs.judges, their pairwise
+agreement: the share of groups where two judges pick the same chosen and the same rejected sample.
+Table "tags" (when the judge gives tags, judge.tags): each tag's share of valid, chosen, rejected samples.
 Table "rates": judge parse statuses, sample exclusions by reason (rule filters and duplicates
 included), groups by bucket, candidate pairs by outcome.
 The pair decisions are recomputed with the run's stored config (and any key=value given) by the
@@ -105,8 +107,28 @@ def score_columns(scored: pl.DataFrame, prepared: pair_kernel.Prepared, groups: 
     return rows
 
 
-def build_report(scored: pl.DataFrame, judgments: pl.DataFrame, cfg: RunConfig) -> dict[str, Any]:
-    """All the numbers of the report (plots aside) from scored samples and judgments."""
+def tag_shares(scored: pl.DataFrame, prepared: pair_kernel.Prepared, groups: pl.DataFrame) -> list[dict[str, Any]]:
+    """Each tag the judge gave: the share of valid samples, kept chosen and kept rejected sides that carry it."""
+    if "tags" not in scored.columns or scored["tags"].drop_nulls().list.len().sum() == 0:
+        return []
+    kept = groups.filter(pl.col("outcome") == "kept")
+    sides = {"valid": prepared.valid["row"], "chosen": kept["chosen_row"], "rejected": kept["rejected_row"]}
+    tags = scored["tags"]
+    rows = []
+    for tag in sorted(set(tags.explode().drop_nulls())):
+        row: dict[str, Any] = {"tag": tag}
+        for side, positions in sides.items():
+            picked = tags.gather(positions)
+            row[side] = float(picked.list.contains(tag).fill_null(False).mean()) if picked.len() else None
+        rows.append(row)
+    return rows
+
+
+def build_report(
+    scored: pl.DataFrame, judgments: pl.DataFrame, cfg: RunConfig, judges: dict[str, dict[str, int]] | None = None
+) -> dict[str, Any]:
+    """All the numbers of the report (plots aside) from scored samples and judgments; `judges`: stored
+    rows ok / failed per judge stage (factory.run.judge_counts)."""
     prepared = pair_kernel.prepare(scored, cfg.pairs, cfg.judge.scale_max)
     groups, stats = pair_kernel.decide(prepared, cfg.pairs)
     l2s_groups, l2s = pair_kernel.decide(prepared, replace(cfg.pairs, strategy="long2short"))
@@ -135,6 +157,8 @@ def build_report(scored: pl.DataFrame, judgments: pl.DataFrame, cfg: RunConfig) 
         "pairs": stats.as_dict(),
         "table": table,
         "score_columns": score_columns(scored, prepared, groups),
+        "tags": tag_shares(scored, prepared, groups),
+        "judges": judge_rows(cfg, judges or {}),
         "long2short": {
             "max_chosen_tokens": cfg.pairs.max_chosen_tokens,
             "mean_chosen_tokens": l2s.mean_chosen_tokens,
@@ -223,14 +247,29 @@ def render_markdown(report: dict[str, Any], cfg: RunConfig, note: str | None = N
                 ],
             )
         )
+    if report.get("tags"):
+        out += ["", "## Tags", "", "Share of samples whose judgment carries the tag.", ""]
+        out.append(
+            markdown(
+                ["tag", "valid", "chosen", "rejected"],
+                [
+                    [r["tag"], _rate_value(r["valid"]), _rate_value(r["chosen"]), _rate_value(r["rejected"])]
+                    for r in report["tags"]
+                ],
+            )
+        )
+    if report.get("judges") or pairs["judge_agreement"]:
+        out += ["", "## Judges", ""]
+    if report.get("judges"):
+        out.append(
+            markdown(
+                ["judge", "kind", "column", "ok", "failed", "key"],
+                [[j["stage"], j["kind"], j["column"], j["ok"], j["failed"], j["key"]] for j in report["judges"]],
+            )
+        )
+        out.append("")
     if pairs["judge_agreement"]:
-        out += [
-            "",
-            "## Judges",
-            "",
-            "Agreement: share of groups where both judges pick the same chosen and rejected sample.",
-            "",
-        ]
+        out += ["Agreement: share of groups where both judges pick the same chosen and rejected sample.", ""]
         out.append(
             markdown(["judges", "agreement"], [[k, _rate_value(v)] for k, v in pairs["judge_agreement"].items()])
         )
@@ -270,6 +309,17 @@ def render_markdown(report: dict[str, Any], cfg: RunConfig, note: str | None = N
     out.append(markdown(["what", "count", "rate"], rows))
     out += ["", "Plots: lengths.png, margins.png, quality.png.", ""]
     return "\n".join(out)
+
+
+def judge_rows(cfg: RunConfig, counts: dict[str, dict[str, int]]) -> list[dict[str, Any]]:
+    """One row per judge of the run: stage, kind, scored column, config key, stored rows ok / failed."""
+    judges = [("judge", "genrm", "quality", "judge")] if cfg.judge.enabled else []
+    judges += [(f"judge_{n}", "genrm", f"quality_{n}", f"judges.{n}") for n, j in cfg.judges.items() if j.enabled]
+    judges += [(f"reward_{n}", "reward_model", f"reward_{n}", f"reward_models.{n}") for n in cfg.reward_models]
+    return [
+        {"stage": stage, "kind": kind, "column": column, "key": key, **counts.get(stage, {"ok": 0, "failed": 0})}
+        for stage, kind, column, key in judges
+    ]
 
 
 def _bounds(term: dict[str, Any]) -> str:
@@ -363,8 +413,9 @@ def run_report(run_dir: str, overrides: list[str] | None = None) -> tuple[str, d
     cfg, store, manifest = rebuild.open_run(run_dir, overrides)
     cfg.output_dir = store.url
     prompts = rebuild.stored_prompts(store)
-    _, judgments, scored = run.stored_scored(store, cfg, prompts, manifest["fingerprints"])
-    report = build_report(scored, judgments, cfg)
+    samples, frames = run.stored_judgments(store, cfg, prompts, manifest["fingerprints"])
+    scored = run.scored_frame(samples, frames, cfg)
+    report = build_report(scored, frames.get("judge", run.NO_JUDGMENTS), cfg, run.judge_counts(frames))
     stored = store.read("pairs")
     stored_n = 0 if stored is None else stored.height
     note = None

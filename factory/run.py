@@ -29,9 +29,10 @@ from factory.cost import Budget, run_prices
 from factory.executor import Executor
 from factory.lease import Lease
 from factory.prompts import load_prompts, read_text
-from factory.schemas import INVALID
+from factory.schemas import INVALID, JUDGMENTS
 from factory.secrets import redact_url, scrub, scrub_all, scrub_table, secret_values
 from factory.stages import judge as judge_stage
+from factory.stages import reward as reward_stage
 from factory.stages import sample as sample_stage
 from factory.store import RunStore, open_output
 
@@ -54,9 +55,82 @@ def model_id(cfg: EngineConfig) -> str:
     return cfg.model
 
 
+def genrms(cfg: RunConfig) -> list[tuple[str, str, Any]]:
+    """(stage name, config key, JudgeConfig) of every generative judge that runs: `judge` (unless
+    judge.enabled is false), then judge_<name> for each judges.<name> entry that is enabled."""
+    primary = [("judge", "judge", cfg.judge)] if cfg.judge.enabled else []
+    return primary + [(f"judge_{n}", f"judges.{n}", j) for n, j in cfg.judges.items() if j.enabled]
+
+
+def engines_of(cfg: RunConfig) -> list[tuple[str, EngineConfig]]:
+    """(config key, engine) of every stage of `factory run`."""
+    return [
+        ("sampler.engine", cfg.sampler.engine),
+        *((f"{key}.engine", judge.engine) for _, key, judge in genrms(cfg)),
+        *((f"reward_models.{name}.engine", rm.engine) for name, rm in cfg.reward_models.items()),
+    ]
+
+
+def judge_stages(cfg: RunConfig) -> list[str]:
+    """The stage names of the judges, in graph order: judge, judge_<name>..., reward_<name>...
+    (also their fingerprint names and their keys in manifest `requests` and metrics.json)."""
+    return [stage for stage, _, _ in genrms(cfg)] + [f"reward_{name}" for name in cfg.reward_models]
+
+
+def scored_columns(cfg: RunConfig) -> dict[str, str]:
+    """The judge columns the scored samples will have -> the config key that makes each: quality (judge),
+    quality_<name> (judges.<name>), reward_<name> (reward_models.<name>), dim_<d> / dim_<name>_<d>
+    (a judge's dimension_names, with dimensions true)."""
+    out = {}
+    for stage, key, judge in genrms(cfg):
+        prefix = "" if stage == "judge" else stage.removeprefix("judge_") + "_"
+        out["quality" if stage == "judge" else f"quality_{prefix[:-1]}"] = key
+        if judge.dimensions:
+            out |= {f"dim_{prefix}{d}": f"{key}.dimension_names" for d in judge.dimension_names}
+    return out | {f"reward_{name}": f"reward_models.{name}" for name in cfg.reward_models}
+
+
+JUDGE_KEYS = {"judge": "judges.", "reward": "reward_models."}  # a judge stage's name prefix -> its config key
+
+
+def _check_judges(cfg: RunConfig) -> None:
+    """Reward models can score by their route; no two judges are one (same fingerprint); every judge
+    column the pairs ask for is made by a configured judge."""
+    from factory.engines import score_routes
+
+    for name, rm in cfg.reward_models.items():
+        routes = score_routes(rm.engine)
+        if not routes:
+            raise ConfigError(
+                f"reward_models.{name}.engine.kind: the {rm.engine.kind} engine cannot score; use vllm (in process, "
+                "pooling runner) or openai (a vLLM server's classify/pooling/score routes)"
+            )
+        if rm.route not in routes:
+            raise ConfigError(
+                f"reward_models.{name}.route: the {rm.engine.kind} engine serves {', '.join(routes)}, not {rm.route!r}"
+            )
+    if not judge_stages(cfg):
+        raise ConfigError("judge.enabled: false, and no other judge (judges.<name>, reward_models.<name>) is configured")
+    fps = fingerprints(cfg)
+    seen: dict[str, str] = {}
+    for stage in judge_stages(cfg):
+        key = stage if stage == "judge" else re.sub(r"^(judge|reward)_", lambda m: JUDGE_KEYS[m.group(1)], stage)
+        if fps[stage] in seen:
+            raise ConfigError(f"{key}: the same judge as {seen[fps[stage]]} (same model, rubric, settings); drop one")
+        seen[fps[stage]] = key
+    made = scored_columns(cfg)
+    for column, key in pair_kernel.required(cfg.pairs).items():
+        judged = re.fullmatch(r"quality(_\w+)?|reward_\w+|dim_\w+", column) and column != "quality_spread"
+        if judged and column not in made:
+            have = ", ".join(sorted(made)) or "none"
+            hint = {"q": "define judges.<name>", "r": "define reward_models.<name>", "d": "set judge.dimensions=true and list it in judge.dimension_names"}[column[0]]  # fmt: skip
+            hint = "judge.enabled is false" if column == "quality" else hint
+            raise ConfigError(f"{key}: no configured judge makes the column {column!r} ({hint}); judge columns: {have}")
+
+
 def preflight(cfg: RunConfig) -> None:
     """Everything that can be checked before a request is made, each error naming its key."""
-    for where, engine in (("sampler.engine", cfg.sampler.engine), ("judge.engine", cfg.judge.engine)):
+    for where, engine in engines_of(cfg):
         try:
             model_id(engine)
         except FileNotFoundError as exc:
@@ -66,17 +140,21 @@ def preflight(cfg: RunConfig) -> None:
     for key, path in (
         ("prompts.system_prompt_file", cfg.prompts.system_prompt_file),
         ("prompts.user_template_file", cfg.prompts.user_template_file),
-        ("judge.rubric_file", cfg.judge.rubric_file),
+        *((f"{key}.rubric_file", judge.rubric_file) for _, key, judge in genrms(cfg)),
     ):
         if path and "://" not in path and not Path(path).is_file():
             raise ConfigError(f"{key}: file not found: {path}")
-    judge_stage.check_rubric(rubric_text(cfg), "judge.rubric_file")
+    for _, key, judge in genrms(cfg):
+        judge_stage.check_rubric(rubric_text(cfg, judge), f"{key}.rubric_file")
+    _check_judges(cfg)
     if not cfg.prompts.path:
         raise ConfigError("prompts.path: no prompts file given")
 
 
-def rubric_text(cfg: RunConfig) -> str:
-    return read_text(cfg.judge.rubric_file) if cfg.judge.rubric_file else DEFAULT_RUBRIC.read_text().strip()
+def rubric_text(cfg: RunConfig, judge: Any = None) -> str:
+    """The rubric of `judge` (default: the primary judge, cfg.judge)."""
+    judge = judge if judge is not None else cfg.judge
+    return read_text(judge.rubric_file) if judge.rubric_file else DEFAULT_RUBRIC.read_text().strip()
 
 
 def template_text(cfg: RunConfig) -> str:
@@ -89,7 +167,14 @@ def fingerprints(cfg: RunConfig) -> dict[str, str]:
         "sampler": sample_stage.sampler_fingerprint(
             cfg.sampler.engine, cfg.sampler.sampling, model_id(cfg.sampler.engine), template_text(cfg)
         ),
-        "judge": judge_stage.judge_fingerprint(cfg.judge, model_id(cfg.judge.engine), rubric_text(cfg)),
+        **{
+            stage: judge_stage.judge_fingerprint(judge, model_id(judge.engine), rubric_text(cfg, judge))
+            for stage, _, judge in genrms(cfg)
+        },
+        **{
+            f"reward_{name}": reward_stage.reward_fingerprint(rm, model_id(rm.engine))
+            for name, rm in cfg.reward_models.items()
+        },
     }
 
 
@@ -128,26 +213,81 @@ def scored_samples(samples: pl.DataFrame, judgments: pl.DataFrame) -> pl.DataFra
 
 
 def stages(cfg: RunConfig, prompts: pl.DataFrame, fps: dict[str, str]) -> list:
-    """The stage graph of `factory run`: sample -> judge (the judge is fed by stored samples)."""
-    return [
-        sample_stage.SampleStage(cfg, fps["sampler"], prompts),
-        judge_stage.JudgeStage(cfg, fps, prompts, rubric_text(cfg)),
-    ]
+    """The stage graph of `factory run`: sample -> every judge (each fed by stored samples): judge,
+    judge_<name> per cfg.judges entry, reward_<name> per cfg.reward_models entry. A judge whose
+    fingerprint `fps` lacks (a run stored before it was configured) is left out."""
+    from factory.engines import scorer_config
+
+    graph: list = [sample_stage.SampleStage(cfg, fps["sampler"], prompts)]
+    for stage, _, judge in genrms(cfg):
+        if stage in fps:
+            graph.append(judge_stage.JudgeStage(cfg, fps, prompts, rubric_text(cfg, judge), name=stage, judge=judge))
+    for name, rm in cfg.reward_models.items():
+        if f"reward_{name}" in fps:
+            graph.append(reward_stage.RewardStage(cfg, name, fps, prompts, engine=scorer_config(rm.engine)))
+    return graph
+
+
+NO_JUDGMENTS = pl.from_arrow(JUDGMENTS.empty_table())  # the primary judge's when judge.enabled is false
+
+
+def stored_judgments(
+    store: RunStore, cfg: RunConfig, prompts: pl.DataFrame, fps: dict[str, str]
+) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
+    """(samples, {judge stage name: its current judgments or rewards}) of this run, as stored."""
+    sample, *judges = stages(cfg, prompts, fps)
+    samples = sample.read(store)
+    return samples, {stage.name: stage.read(store, samples) for stage in judges}
+
+
+def scored_frame(samples: pl.DataFrame, frames: dict[str, pl.DataFrame], cfg: RunConfig) -> pl.DataFrame:
+    """Samples with every judge's columns, in the names the pair kernel reads: quality (and score,
+    quality_spread, votes) of the primary judge, dim_<d> and tags from its judgments, quality_<name> and
+    dim_<name>_<d> of each judges.<name>, reward_<name> (raw) of each reward model; null where unjudged."""
+    keys = ["prompt_id", "sample_idx"]
+    judgments = frames.get("judge", NO_JUDGMENTS)
+    scored = scored_samples(samples, judgments)
+    parts = [judge_stage.sample_dims(judgments), judge_stage.sample_tags(judgments)]
+    for name in cfg.judges:
+        frame = frames.get(f"judge_{name}")
+        if frame is not None and frame.height:
+            parts.append(judge_stage.sample_quality(frame).select(*keys, pl.col("quality").alias(f"quality_{name}")))
+            parts.append(judge_stage.sample_dims(frame, f"dim_{name}_"))
+        elif frame is not None:
+            scored = scored.with_columns(pl.lit(None, pl.Float64).alias(f"quality_{name}"))
+    for name in cfg.reward_models:
+        frame = frames.get(f"reward_{name}")
+        if frame is not None:
+            parts.append(reward_stage.sample_rewards(frame, f"reward_{name}"))
+    for part in parts:
+        if len(part.columns) > len(keys):
+            scored = scored.join(part, on=keys, how="left")
+    return scored
+
+
+def judge_counts(frames: dict[str, pl.DataFrame]) -> dict[str, dict[str, int]]:
+    """Per judge stage: stored rows of this run's samples that are usable (ok) or not (failed)."""
+    out = {}
+    for name, frame in frames.items():
+        reward = name.startswith("reward_")
+        ok = pl.col("error").is_null() if reward else pl.col("parse_status").is_in(judge_stage.USABLE)
+        usable = frame.filter(ok).height if frame.height else 0
+        out[name] = {"ok": usable, "failed": frame.height - usable}
+    return out
 
 
 def stored_scored(
     store: RunStore, cfg: RunConfig, prompts: pl.DataFrame, fps: dict[str, str]
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """(samples, judgments, scored samples) of this run's fingerprints and prompts, as stored."""
-    sample, judge = stages(cfg, prompts, fps)
-    samples = sample.read(store)
-    judgments = judge.read(store, samples)
-    return samples, judgments, scored_samples(samples, judgments)
+    """(samples, the primary judge's judgments, scored samples) of this run's fingerprints and prompts."""
+    samples, frames = stored_judgments(store, cfg, prompts, fps)
+    return samples, frames.get("judge", NO_JUDGMENTS), scored_frame(samples, frames, cfg)
 
 
 def build_outputs(store: RunStore, cfg: RunConfig, prompts: pl.DataFrame, fps: dict[str, str]) -> dict[str, Any]:
     """pairs/ and sft/ from what is stored: no LLM call. Returns counts for the manifest."""
-    samples, judgments, scored = stored_scored(store, cfg, prompts, fps)
+    samples, frames = stored_judgments(store, cfg, prompts, fps)
+    judgments, scored = frames.get("judge", NO_JUDGMENTS), scored_frame(samples, frames, cfg)
     built = pair_kernel.build(scored, prompts, cfg.pairs, cfg.judge.scale_max)
     stats, pairs = built.stats, built.pairs
     store.replace("pairs", pairs.to_arrow().cast(pair_kernel.pairs_schema(cfg.pairs.format)))
@@ -168,6 +308,7 @@ def build_outputs(store: RunStore, cfg: RunConfig, prompts: pl.DataFrame, fps: d
         "judgments_ok": usable,
         "judgments_failed": judgments.height - usable,
         "parse_status": status,
+        "judges": judge_counts(frames),
         "groups": stats.groups,
         "pairs_kept": stats.pairs_kept,
         "pairs_dropped": stats.pairs_dropped,
@@ -230,6 +371,28 @@ def run(
     return manifest
 
 
+def request_keys(cfg: RunConfig) -> list[str]:
+    """The keys of manifest `requests`: sampler, then each judge stage (judge, judge_<name>, reward_<name>)."""
+    return ["sampler", *judge_stages(cfg)]
+
+
+def _judges_manifest(cfg: RunConfig, fps: dict[str, str], counts: dict[str, dict[str, int]], done: Any) -> dict:
+    """manifest `judges`: per judge stage its kind, the scored column it makes, fingerprint, stored
+    rows ok / failed and the requests this invocation made."""
+    columns = {"judge": "quality", **{f"judge_{n}": f"quality_{n}" for n in cfg.judges}}
+    columns |= {f"reward_{n}": f"reward_{n}" for n in cfg.reward_models}
+    return {
+        name: {
+            "kind": "reward_model" if name.startswith("reward_") else "genrm",
+            "column": columns[name],
+            "fingerprint": fps[name],
+            **counts.get(name, {"ok": 0, "failed": 0}),
+            "requests": done[name].requests if done is not None else 0,
+        }
+        for name in judge_stages(cfg)
+    }
+
+
 class _PromptGuard:
     """Refuses a round that would replace the stored outputs with ones built from fewer prompts."""
 
@@ -262,12 +425,12 @@ def _to_target(
     target = int(cfg.pairs.target or 0)
     # A grown run never draws fewer prompts than its outputs were built from.
     limit = max(cfg.prompts.limit or target_draw(cfg.pairs), guard.before)
-    requests = {"sampler": 0, "judge": 0}
+    requests = {key: 0 for key in request_keys(cfg)}
     draws: list[dict[str, int]] = []
     while True:
         manifest = _round(replace(cfg, prompts=replace(cfg.prompts, limit=limit)), store, fps, executor, guard)
-        for key in requests:
-            requests[key] += manifest["requests"][key]
+        for key, n in manifest["requests"].items():
+            requests[key] = requests.get(key, 0) + n
         kept, rows = manifest["counts"]["pairs_kept"], manifest["counts"]["prompts_in"]
         draws.append({"limit": limit, "prompts_in": rows, "pairs_kept": kept})
         if kept >= target or rows < limit:  # met, or the pool ran out of rows
@@ -275,6 +438,8 @@ def _to_target(
         limit = target_draw(cfg.pairs, kept, rows, limit)
         executor.progress.say(f"[target] {kept} of {target} pairs from {rows} prompt rows; drawing up to {limit}")
     manifest["requests"] = requests
+    for name, judge in manifest["judges"].items():  # every round's requests, as `requests`
+        judge["requests"] = requests.get(name, 0)
     manifest["target"] = {"target": target, "met": kept >= target, "draws": draws}
     return manifest
 
@@ -309,7 +474,9 @@ def _round(
     executor.progress.say(f"[prompts] {prompts.height} valid, {invalid.height} invalid")
 
     done = executor.run(stages(cfg, prompts, fps))
-    timings["sample"], timings["judge"] = done["sample"].elapsed(), done["judge"].elapsed()
+    timings["sample"] = done["sample"].elapsed()
+    for name in judge_stages(cfg):
+        timings[name] = done[name].elapsed()
 
     t = time.perf_counter()
     outputs = build_outputs(store, cfg, prompts, fps)
@@ -320,16 +487,17 @@ def _round(
         "prompts_valid": prompts.height,
         "prompts_invalid": invalid.height,
         "samples_expected": prompts.height * cfg.sampler.k,
-        **{k: v for k, v in outputs.items() if k not in ("pairs", "parse_status")},
+        **{k: v for k, v in outputs.items() if k not in ("pairs", "parse_status", "judges")},
     }
     return {
         "config": redact(config_mod.to_dict(cfg)),
         "fingerprints": fps,
         "versions": versions(),
         "counts": counts,
-        "requests": {"sampler": done["sample"].requests, "judge": done["judge"].requests},
+        "requests": {"sampler": done["sample"].requests, **{name: done[name].requests for name in judge_stages(cfg)}},
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "parse_status": outputs["parse_status"],
+        "judges": _judges_manifest(cfg, fps, outputs["judges"], done),
         "pairs": outputs["pairs"],
         "output_dir": store.url,
         "_scored": scored,

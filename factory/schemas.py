@@ -30,6 +30,8 @@ SAMPLES = pa.schema(
     ]
 )
 
+DIMS = pa.list_(pa.struct([("name", pa.string()), ("score", pa.float64())]))
+
 JUDGMENTS = pa.schema(
     [
         ("prompt_id", pa.string()),
@@ -44,7 +46,9 @@ JUDGMENTS = pa.schema(
         ("quality", pa.float64()),
         ("parse_status", pa.string()),
         ("reason", pa.string()),
-        ("dimensions", pa.string()),
+        ("dimensions", pa.string()),  # JSON, written by runs before `dims`; read as a fallback
+        ("dims", DIMS),  # one typed score per rubric dimension (judge.dimensions), on the judge's scale
+        ("tags", pa.list_(pa.string())),  # the judge's tags (judge.tags)
         ("raw", pa.string()),
         ("attempts", pa.int64()),
         ("reasks", pa.int64()),
@@ -53,6 +57,24 @@ JUDGMENTS = pa.schema(
         ("latency_s", pa.float64()),
         ("created_at", pa.float64()),
         ("prompt_tokens", pa.int64()),  # summed over re-asks; null in rows stored before it was kept
+    ]
+)
+
+# One row per (sample, reward model): the model's raw score of the sample's answer.
+REWARDS = pa.schema(
+    [
+        ("prompt_id", pa.string()),
+        ("sample_idx", pa.int64()),
+        ("sampler_fp", pa.string()),
+        ("rm", pa.string()),  # the reward_models name that asked (the cache key is rm_fp)
+        ("rm_fp", pa.string()),
+        ("sample_created_at", pa.float64()),  # the sample row scored (as judgments.sample_created_at)
+        ("score", pa.float64()),  # raw, null when error is set
+        ("error", pa.string()),
+        ("attempts", pa.int64()),
+        ("prompt_tokens", pa.int64()),
+        ("latency_s", pa.float64()),
+        ("created_at", pa.float64()),
     ]
 )
 

@@ -50,6 +50,7 @@ def run_summary(manifest: dict[str, Any], scored: pl.DataFrame, title: str = "fa
         ("samples ok / failed", f"{counts['samples_ok']} / {counts['samples_failed']}"),
         ("completion tokens mean / max", f"{_fmt(tokens.mean())} / {_fmt(tokens.max())} ({truncated} hit max_tokens)"),
         ("judgments ok / failed", f"{counts['judgments_ok']} / {counts['judgments_failed']}"),
+        *((f"{name} ok / failed", f"{j['ok']} / {j['failed']}") for name, j in manifest.get("judges", {}).items() if name != "judge"),
         ("mean judge score", f"{_fmt(score.mean())} / {scale:g}" if score.len() else "-"),
         ("samples excluded, by reason", _reasons(pairs.get("samples_excluded") or {})),
         ("groups not paired, by reason", _reasons(not_paired)),
@@ -58,7 +59,8 @@ def run_summary(manifest: dict[str, Any], scored: pl.DataFrame, title: str = "fa
         ("margin threshold (delta)", _fmt(pairs.get("delta"), 3)),
         ("mean token gap (rejected - chosen)", _fmt(pairs.get("mean_token_gap"))),
         ("mean score gap (chosen - rejected)", f"{gap * scale:.1f} / {scale:g}" if gap is not None else "-"),
-        ("LLM requests sampler / judge", f"{manifest['requests']['sampler']} / {manifest['requests']['judge']}"),
+        # sampler / judge, then each more judge of the run (judge_<name>, reward_<name>)
+        ("requests " + " / ".join(manifest["requests"]), " / ".join(str(n) for n in manifest["requests"].values())),
     ]
     for name, pool in (manifest.get("pools") or {}).items():
         start = f" ({pool['start_s']:.1f}s to load)" if pool.get("start_s") else ""

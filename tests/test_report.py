@@ -86,3 +86,37 @@ def test_report_shows_terms_rule_reasons_judges_and_pair_outcomes():
     for needle in ("## Terms", "| answer_chars", "> 80", "| dim_tone", "## Judges", "quality vs quality_b",
                    "samples excluded: answer_chars", "candidate pairs: kept", "best_vs_each (none)"):  # fmt: skip
         assert needle in text, needle
+
+
+def test_report_shows_every_judge_their_agreement_dimensions_and_tags(tmp_path, capsys):
+    from tests.test_run import RM, local_run, synthetic_cfg
+
+    cfg = synthetic_cfg(
+        tmp_path, 6, "sampler.k=4", "judges.b.sampling.seed=1", *RM, "pairs.judges=[quality,quality_b,reward_rm]",
+        "judge.dimensions=true", "judge.tags=true", "judge.tag_values=[short,long]",
+    )  # fmt: skip
+    local_run(cfg)
+    assert cli.main(["report", cfg.output_dir]) == 0
+    out = capsys.readouterr().out
+    numbers = json.loads((tmp_path / "run" / "report" / "report.json").read_text())
+    assert [(j["stage"], j["column"], j["ok"], j["failed"]) for j in numbers["judges"]] == [
+        ("judge", "quality", 24, 0), ("judge_b", "quality_b", 24, 0), ("reward_rm", "reward_rm", 24, 0),
+    ]  # fmt: skip
+    agreement = numbers["pairs"]["judge_agreement"]
+    assert set(agreement) == {"quality vs quality_b", "quality vs reward_rm", "quality_b vs reward_rm"}
+    assert all(0.0 <= v <= 1.0 for v in agreement.values())
+    columns = {r["column"] for r in numbers["score_columns"]}
+    assert {"quality_b", "reward_rm", "dim_question", "dim_product_info", "dim_self", "dim_instruction"} <= columns
+    assert {r["tag"] for r in numbers["tags"]} == {"short", "long"}
+    valid_share = {r["tag"]: r["valid"] for r in numbers["tags"]}
+    assert valid_share["short"] + valid_share["long"] == pytest.approx(1.0)  # one tag per judgment
+    for line in ("## Judges", "| reward_rm ", "| reward_model", "quality_b vs reward_rm", "## Tags", "| dim_question"):
+        assert line in out, line
+
+
+def test_a_run_with_one_judge_and_no_tags_reports_as_before():
+    frame = scored([("a", 0, 125, 0.9), ("a", 1, 500, 0.5)])
+    numbers = report.build_report(frame, pl.DataFrame({"parse_status": ["ok", "ok"]}), RunConfig())
+    assert numbers["tags"] == [] and [j["stage"] for j in numbers["judges"]] == ["judge"]
+    text = report.render_markdown(numbers, RunConfig())
+    assert "## Tags" not in text and "Agreement" not in text

@@ -259,3 +259,172 @@ def test_read_only_commands_say_when_a_run_is_writing(tmp_path, capsys):
     assert "a run is writing" in err and "'factory run live.yaml'" in err and "rows stored so far" in err
     assert main(["report", str(tmp_path / "run")]) == 0
     assert "a run is writing" not in capsys.readouterr().err
+# -- judge ensembles and reward models ------------------------------------------------------------------
+RM = ["reward_models.rm.engine.kind=openai", "reward_models.rm.engine.base_url=http://127.0.0.1:9/v1",
+      "reward_models.rm.engine.model=rm"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["reward_models.rm.label=0"], "reward_models.rm.engine.kind: the llamacpp engine cannot score; use vllm (in "
+         "process, pooling runner) or openai (a vLLM server's classify/pooling/score routes)"),
+        (["reward_models.rm.engine.kind=vllm", "reward_models.rm.engine.model=/m", "reward_models.rm.route=pooling"],
+         "reward_models.rm.route: the vllm engine serves classify, not 'pooling'"),
+        (["pairs.judges=[quality,reward_x]", *RM],
+         "pairs.judges: no configured judge makes the column 'reward_x' (define reward_models.<name>); judge columns: "
+         "quality, reward_rm"),
+        (["pairs.judges=[quality,quality_c]"],
+         "pairs.judges: no configured judge makes the column 'quality_c' (define judges.<name>); judge columns: quality"),
+        (["pairs.terms=[{source: dim_question, weight: 0.2}]"],
+         "pairs.terms[0]: no configured judge makes the column 'dim_question' (set judge.dimensions=true and list it "
+         "in judge.dimension_names); judge columns: quality"),
+    ],
+)  # fmt: skip
+def test_a_judge_or_reward_model_that_cannot_work_fails_preflight_naming_its_key(tmp_path, extra, message):
+    cfg = synthetic_cfg(tmp_path, 2, *extra)
+    with pytest.raises(ConfigError) as raised:
+        preflight(cfg)
+    assert str(raised.value) == message
+
+
+def test_the_same_judge_twice_a_missing_rubric_and_an_unset_key_are_named(tmp_path, monkeypatch):
+    monkeypatch.delenv("FACTORY_TEST_RM_KEY", raising=False)
+    rubric = tmp_path / "rubric.txt"
+    with pytest.raises(ConfigError, match=r"^judges\.b: the same judge as judge \(same model, rubric, settings\)"):
+        preflight(synthetic_cfg(tmp_path, 2, f"judges.b.rubric_file={rubric}"))
+    with pytest.raises(ConfigError, match=r"^judges\.b\.rubric_file: file not found: .*none\.txt"):
+        preflight(synthetic_cfg(tmp_path, 2, f"judges.b.rubric_file={tmp_path / 'none.txt'}"))
+    with pytest.raises(ConfigError, match=r"^reward_models\.rm\.engine\.api_key_env: .*'FACTORY_TEST_RM_KEY' is not set"):
+        preflight(synthetic_cfg(tmp_path, 2, *RM, "reward_models.rm.engine.api_key_env=FACTORY_TEST_RM_KEY"))
+    preflight(synthetic_cfg(tmp_path, 2, f"judges.b.rubric_file={rubric}", "judges.b.sampling.seed=1", *RM))
+
+
+def test_every_judge_scores_each_usable_sample_once_under_its_own_fingerprint(tmp_path):
+    from factory.store import RunStore
+    from tests.fakes import FakeEngine, reward_of
+
+    ensemble = ["judges.b.sampling.seed=1", *RM, "pairs.judges=[quality,quality_b,reward_rm]"]
+    engine = FakeEngine()
+    cfg = synthetic_cfg(tmp_path, 4, *ensemble)
+    first = local_run(cfg, engine)
+    assert first["requests"] == {"sampler": 8, "judge": 8, "judge_b": 8, "reward_rm": 8}
+    assert {k: (v["column"], v["ok"], v["failed"]) for k, v in first["judges"].items()} == {
+        "judge": ("quality", 8, 0), "judge_b": ("quality_b", 8, 0), "reward_rm": ("reward_rm", 8, 0),
+    }  # fmt: skip
+    store = RunStore(cfg.output_dir)
+    samples = store.read("samples").select("prompt_id", "sample_idx", "answer")
+    rewards = store.read("rewards").join(samples, on=["prompt_id", "sample_idx"])
+    assert rewards.height == 8 and set(rewards["rm"]) == {"rm"} and set(rewards["rm_fp"]) == {first["fingerprints"]["reward_rm"]}
+    assert rewards["score"].to_list() == [reward_of(a) for a in rewards["answer"]]
+    assert len(engine.scored) == 8
+    judged = store.read("judgments")
+    assert judged.group_by("judge_fp").len().sort("judge_fp")["len"].to_list() == [8, 8]
+    assert set(first["pairs"]["judge_agreement"]) == {"quality vs quality_b", "quality vs reward_rm", "quality_b vs reward_rm"}
+    # A rerun asks nothing; a new reward model asks only for itself; a new route is a new fingerprint.
+    assert local_run(cfg, engine)["requests"] == {"sampler": 0, "judge": 0, "judge_b": 0, "reward_rm": 0}
+    more = synthetic_cfg(tmp_path, 4, *ensemble, *(o.replace(".rm.", ".rm2.") for o in RM), "reward_models.rm2.route=score")
+    assert local_run(more, engine)["requests"] == {"sampler": 0, "judge": 0, "judge_b": 0, "reward_rm": 0, "reward_rm2": 8}
+    assert [r.route for r in engine.scored[8:]] == ["score"] * 8
+    rerouted = synthetic_cfg(tmp_path, 4, *ensemble, "reward_models.rm.route=pooling")
+    assert local_run(rerouted, engine)["requests"]["reward_rm"] == 8
+
+
+def test_a_failed_reward_excludes_its_sample_and_retry_failed_asks_for_it_alone(tmp_path):
+    from factory.store import RunStore
+    from tests.fakes import FakeEngine
+
+    cfg = synthetic_cfg(tmp_path, 2, *RM, "pairs.judges=[quality,reward_rm]")
+    fp = fingerprints(cfg)["sampler"]
+    engine = FakeEngine(script={("p1", 0, fp): RuntimeError("HTTP 500: rm down (after 4 attempts)")})
+    manifest = local_run(cfg, engine)
+    assert manifest["judges"]["reward_rm"]["failed"] == 1 and manifest["judges"]["reward_rm"]["ok"] == 3
+    assert manifest["pairs"]["samples_excluded"]["no_judgment"] == 1
+    failed = RunStore(cfg.output_dir).read("rewards").filter(pl.col("error").is_not_null())
+    assert failed.select("prompt_id", "sample_idx", "score", "error").rows() == [("p1", 0, None, "HTTP 500: rm down (after 4 attempts)")]
+    assert local_run(cfg, engine)["requests"]["reward_rm"] == 0  # a failed row is kept: a rerun pays nothing
+    again = local_run(synthetic_cfg(tmp_path, 2, *RM, "pairs.judges=[quality,reward_rm]", "reward_models.rm.retry_failed=true"), FakeEngine())
+    assert again["requests"] == {"sampler": 0, "judge": 0, "reward_rm": 1} and again["judges"]["reward_rm"]["failed"] == 0
+    assert again["pairs"]["samples_excluded"].get("no_judgment", 0) == 0
+
+
+def test_an_ensemble_of_one_judge_is_that_judge_at_the_run_level(tmp_path):
+    """judges.b alone in pairs.judges (summed into S, or voting alone) gives the pairs of a run whose primary
+    judge is b: same judgments through stage judge_b, column quality_b and the kernel."""
+    from factory.store import RunStore
+
+    picks = ["prompt_id", "chosen_idx", "rejected_idx", "chosen_tokens", "rejected_tokens", "chosen_score", "rejected_score", "margin"]
+    for folder in ("alone", "ensemble-terms", "ensemble-vote"):
+        (tmp_path / folder).mkdir()
+    alone = synthetic_cfg(tmp_path / "alone", 6, "judge.sampling.seed=7", "sampler.k=4", "pairs.drop_ratio=0.2")
+    local_run(alone)
+    expected = RunStore(alone.output_dir).read("pairs").select(picks).sort("prompt_id")
+    assert expected.height >= 3
+    for combine in ("terms", "vote"):
+        out = tmp_path / f"ensemble-{combine}"
+        cfg = synthetic_cfg(out, 6, "judges.b.sampling.seed=7", f"judges.b.rubric_file={tmp_path / 'alone' / 'rubric.txt'}",
+                            "sampler.k=4", "pairs.drop_ratio=0.2", "pairs.judges=[quality_b]", f"pairs.combine={combine}")  # fmt: skip
+        manifest = local_run(cfg)
+        assert manifest["fingerprints"]["judge_b"] == local_run(alone)["fingerprints"]["judge"]
+        got = RunStore(cfg.output_dir).read("pairs").select(picks).sort("prompt_id")
+        assert got.equals(expected), combine
+
+
+def test_a_reward_model_alone_judges_a_run_when_the_genrm_is_off(tmp_path):
+    from factory.store import RunStore
+    from tests.fakes import FakeEngine
+
+    with pytest.raises(ConfigError, match=r"^judge\.enabled: false, and no other judge"):
+        preflight(synthetic_cfg(tmp_path, 2, "judge.enabled=false"))
+    with pytest.raises(ConfigError) as raised:
+        preflight(synthetic_cfg(tmp_path, 2, "judge.enabled=false", *RM))
+    assert str(raised.value) == (
+        "pairs.judges: no configured judge makes the column 'quality' (judge.enabled is false); judge columns: reward_rm"
+    )
+    engine = FakeEngine()
+    cfg = synthetic_cfg(tmp_path, 4, "judge.enabled=false", *RM, "pairs.judges=[reward_rm]", "pairs.drop_ratio=0")
+    manifest = local_run(cfg, engine)
+    assert manifest["requests"] == {"sampler": 8, "reward_rm": 8} and "judge" not in manifest["fingerprints"]
+    assert not [r for r in engine.requests if r.json_schema is not None]  # no GenRM request at all
+    assert list(manifest["judges"]) == ["reward_rm"] and manifest["counts"]["judgments_ok"] == 0
+    pairs = RunStore(cfg.output_dir).read("pairs")
+    assert pairs.height == manifest["counts"]["pairs_kept"] == 4 and pairs["chosen_quality"].null_count() == 4
+    assert local_run(cfg, engine)["requests"] == {"sampler": 0, "reward_rm": 0}
+    from factory.cli import main
+
+    assert main(["pairs", cfg.output_dir]) == 0 and main(["report", cfg.output_dir]) == 0
+    numbers = json.loads((tmp_path / "run" / "report" / "report.json").read_text())
+    assert [j["stage"] for j in numbers["judges"]] == ["reward_rm"] and numbers["pairs"]["pairs_kept"] == 4
+
+
+def test_the_ensemble_example_loads_passes_preflight_and_builds_one_stage_per_judge(monkeypatch):
+    from factory.engines import engine_identity
+    from factory.run import stages
+
+    monkeypatch.setenv("DEEPSEEK_API_KEY", "sk-test-0000")
+    cfg = config.load(DEMO.parent / "r1_ensemble.yaml")
+    preflight(cfg)
+    fps = fingerprints(cfg)
+    assert list(fps) == ["sampler", "judge", "reward_skywork", "reward_served"] and len(set(fps.values())) == 4
+    prompts = pl.DataFrame({"prompt_id": ["p"], "messages": [[{"role": "user", "content": "q"}]],
+                            "product_info": ["x"], "history": [[]], "question": ["q"]})  # fmt: skip
+    graph = stages(cfg, prompts, fps)
+    assert [s.name for s in graph] == ["sample", "judge", "reward_skywork", "reward_served"]
+    assert {s.table for s in graph} == {"samples", "judgments", "rewards"} and graph[2].upstream == "sample"
+    assert graph[2].engine.engine_kwargs == {"runner": "pooling"}  # vLLM in process: the pooling runner
+    assert graph[3].engine == cfg.reward_models["served"].engine  # a server: asked as it is
+    assert len({engine_identity(s.engine) for s in graph}) == 4  # a pool per stage: no two engines alike
+
+
+def test_a_target_run_counts_every_judges_requests_over_its_draws(tmp_path):
+    from tests.fakes import FakeEngine
+
+    engine = FakeEngine()
+    cfg = synthetic_cfg(tmp_path, 12, "prompts.limit=2", "pairs.target=6", "pairs.drop_ratio=0", *RM)
+    manifest = local_run(cfg, engine)
+    assert len(manifest["target"]["draws"]) >= 2 and manifest["target"]["met"]
+    asked = manifest["counts"]["prompts_valid"] * 2
+    assert manifest["requests"] == {"sampler": asked, "judge": asked, "reward_rm": asked} == {
+        name: j["requests"] for name, j in {"sampler": {"requests": asked}, **manifest["judges"]}.items()
+    }
+    assert len(engine.scored) == asked

@@ -65,6 +65,18 @@ def placement_bundles(cfg: EngineConfig) -> tuple[list[dict[str, float]], str] |
     return fn(cfg) if fn else None
 
 
+def score_routes(cfg: EngineConfig) -> tuple[str, ...]:
+    """The ScoreRequest routes an engine kind serves (its module's SCORE_ROUTES); () = it cannot score."""
+    return tuple(getattr(_module(cfg.kind), "SCORE_ROUTES", ()))
+
+
+def scorer_config(cfg: EngineConfig) -> EngineConfig:
+    """The config to build an engine that scores (its module's `scorer_config`, e.g. vLLM's pooling
+    runner); the config itself when the kind needs nothing else."""
+    fn = getattr(_module(cfg.kind), "scorer_config", None)
+    return fn(cfg) if fn else cfg
+
+
 # Per-stage settings: two stages whose engines differ only in these still share one pool.
 PER_STAGE = ("batch_size",)
 
@@ -77,4 +89,5 @@ def engine_identity(cfg: EngineConfig) -> str:
 __all__ = [
     "Completion", "Engine", "FatalEngineError", "Request", "build_engine", "engine_class", "requires",
     "MissingDependency", "engine_identity", "gpus_per_replica", "actor_options", "placement_bundles",
+    "score_routes", "scorer_config",
 ]  # fmt: skip

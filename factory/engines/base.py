@@ -12,6 +12,15 @@ slower than the watchdog is never mistaken for a stall while its requests comple
     -> [Completion(tag=("p1", 0), text="...", finish_reason="stop", completion_tokens=41, ...)]
 
 Stages and the executor only ever see this protocol.
+
+Scoring is a capability some engines have besides generating: `engine.score(requests, on_done)` takes
+`ScoreRequest`s (a conversation that ends with the answer to score) and returns one `Score` per request,
+in order, with the same never-raise-per-request rule. A reward-model judge (factory/stages/reward.py)
+needs it. Whether an engine kind can score, and by which routes, is asked of its module before any
+engine is built (`factory.engines.score_routes`).
+
+    engine.score([ScoreRequest(messages=[{"role": "user", ...}, {"role": "assistant", "content": "Link 3!"}], tag=k)])
+    -> [Score(tag=k, value=1.73, prompt_tokens=41, ...)]
 """
 
 from __future__ import annotations
@@ -61,6 +70,34 @@ class Completion:
 OnDone = Callable[[Completion], None]
 
 
+@dataclass
+class ScoreRequest:
+    """One conversation for a reward model: the prompt's messages and the assistant's answer last.
+    `route`: classify (the conversation through the model's chat template, the head's outputs),
+    pooling (the same through a server's /pooling route), score (a server's /score route: the prompt's
+    text against the answer, for cross-encoder models). `label`: which output of the head is the score.
+    `activation`: False = the raw logit (what a reward model's score is), True = sigmoid / softmax."""
+
+    messages: list[dict[str, str]]
+    route: str = "classify"
+    label: int = 0
+    activation: bool = False
+    tag: Any = None
+
+
+@dataclass
+class Score:
+    tag: Any
+    value: float | None = None  # None exactly when `error` is set
+    error: str | None = None
+    prompt_tokens: int | None = None
+    latency_s: float = 0.0
+    attempts: int = 1
+
+
+OnScored = Callable[[Score], None]
+
+
 class FatalEngineError(RuntimeError):
     """Raised by an engine when going on cannot succeed for any request (the server refuses the
     credentials: HTTP 401/403). The executor stops the whole run on it, stores no row for the
@@ -84,6 +121,15 @@ class Engine(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """An engine with the score capability (see the module doc)."""
+
+    finished: int
+
+    def score(self, requests: list[ScoreRequest], on_done: OnScored | None = None) -> list[Score]: ...
 
 
 def check_order(requests: list[Request], completions: list[Completion]) -> list[Completion]:

@@ -17,6 +17,15 @@ credentials) replaced by ***, so a server that echoes the key cannot get it stor
 `engine_kwargs.extra_body` (a mapping) is sent with every request, for server-specific fields. DeepSeek's `reasoning_content` and
 `usage.completion_tokens_details.reasoning_tokens` are read when the server sends them; otherwise the
 sample stage finds `<think>` in the content and splits the tokens with `engine.tokenizer`.
+
+Scoring (a reward model behind a vLLM server, `vllm serve RM --runner pooling`): `score()` posts each
+ScoreRequest to the server's root (base_url without /v1), with the same slots, limits, retries and
+error rules as a chat request:
+    classify  POST /classify  {model, messages, use_activation}               -> data[0].probs[label]
+    pooling   POST /pooling   {model, messages, task: classify, use_activation} -> data[0].data[label]
+    score     POST /score     {model, text_1: the prompt's text, text_2: the answer, use_activation} -> data[0].score
+The server applies the model's chat template to `messages` (the prompt and the answer as the last,
+assistant, turn; no generation prompt).
 """
 
 from __future__ import annotations
@@ -35,9 +44,11 @@ from pathlib import Path
 from typing import Any
 
 from factory.config import ConfigError, EngineConfig
-from factory.engines.base import Completion, FatalEngineError, OnDone, Request, gather
+from factory.engines.base import Completion, FatalEngineError, OnDone, OnScored, Request, Score, ScoreRequest, gather
 from factory.secrets import redact_url, scrub, secret_values
 
+# The routes of a vLLM server's pooling API this engine scores with (ScoreRequest.route).
+SCORE_ROUTES = ("classify", "pooling", "score")
 MAX_BACKOFF_S = 60.0
 MAX_RETRY_AFTER_S = 600.0  # a server asking for more is taken to ask for this (the watchdog is next)
 _LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
@@ -165,6 +176,7 @@ class OpenAIEngine:
         self._fatal: str | None = None  # set by a 401/403: every later request raises it unsent
         self._rng = random.Random()
         self._tokenizer = _Tokenizer(cfg.tokenizer, cfg.base_url, cfg.model) if cfg.tokenizer else None
+        self._root = re.sub(r"/v1/?$", "", cfg.base_url.rstrip("/"))  # the scoring routes sit at the server root
         # One event loop per engine in a thread of its own: generate() stays a plain call for Ray actors
         # and stages, and concurrent batches share one connection pool and one set of limits.
         self._loop = asyncio.new_event_loop()
@@ -211,6 +223,21 @@ class OpenAIEngine:
     async def _one(self, request: Request) -> Completion:
         body = self._body(request)
         estimate = _estimate_prompt_tokens(request.messages) + request.max_tokens
+
+        def finish(response: Any, latency: float, sent: int) -> Completion:
+            return self._completion(request, response, latency, sent)
+
+        return await self._retrying(
+            lambda: self.client.chat.completions.create(**body, timeout=self.cfg.request_timeout_s),
+            finish,
+            estimate,
+            lambda error, sent: Completion(tag=request.tag, error=error, attempts=sent),
+        )
+
+    async def _retrying(self, call: Any, finish: Any, estimate: int, failed: Any) -> Any:
+        """One request's attempts: `call()` sends it, `finish(response, latency_s, attempts sent)` makes
+        the result of a 200 (raising _BadReply or ValueError when it holds no usable answer), `failed(error,
+        attempts sent)` the result of a request that could not be served. The rules are the module doc's."""
         error = "no attempt made"
         attempts = self.cfg.max_retries + 1
         sent = 0  # attempts that reached the wire (a refused or timed-out connect sends nothing)
@@ -227,9 +254,9 @@ class OpenAIEngine:
                 used = estimate  # tokens charged to `tpm` when the server does not say
                 sent += 1
                 try:
-                    response = await self.client.chat.completions.create(**body, timeout=self.cfg.request_timeout_s)
+                    response = await call()
                     used = _used_tokens(response, estimate)
-                    completion = self._completion(request, response, time.perf_counter() - start, sent)
+                    completion = finish(response, time.perf_counter() - start, sent)
                 except self._openai.APIStatusError as exc:
                     used = 0
                     error = self._scrub(_status_message(exc))
@@ -238,7 +265,7 @@ class OpenAIEngine:
                         raise FatalEngineError(self._fatal) from None
                     if exc.status_code not in (408, 409, 429) and exc.status_code < 500:
                         fits = context_error(str(exc), exc.body, self.cfg.max_model_len)
-                        return self._done(Completion(tag=request.tag, error=fits or error, attempts=sent))
+                        return self._done(failed(fits or error, sent))
                     wait = retry_after_s(exc.response.headers)
                     wait = min(wait, MAX_RETRY_AFTER_S) if wait is not None else None
                 except self._openai.APIConnectionError as exc:  # includes APITimeoutError
@@ -261,11 +288,11 @@ class OpenAIEngine:
             if attempt < attempts:  # wait outside the slot: other requests go on meanwhile
                 await asyncio.sleep(wait if wait is not None else backoff_s(attempt, self.cfg.backoff_s, self._rng))
         tries = f"{attempts} attempts" if sent == attempts else f"{attempts} attempts, {sent or 'none'} sent"
-        return self._done(Completion(tag=request.tag, error=f"{error} (after {tries})", attempts=sent))
+        return self._done(failed(f"{error} (after {tries})", sent))
 
-    def _done(self, completion: Completion) -> Completion:
+    def _done(self, result: Any) -> Any:
         self.finished += 1
-        return completion
+        return result
 
     def _scrub(self, text: str) -> str:
         return scrub(" ".join(text.split()), self._secrets)  # one line, no secret
@@ -311,6 +338,40 @@ class OpenAIEngine:
             attempts=attempt,
         )
 
+    # -- scoring (a reward model behind a server's pooling routes) ------------------------------
+    def _score_body(self, request: ScoreRequest) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": self.cfg.model, "use_activation": request.activation}
+        if request.route == "score":
+            *prompt, answer = request.messages
+            body |= {"text_1": "\n\n".join(m["content"] for m in prompt), "text_2": answer["content"]}
+        else:
+            body["messages"] = request.messages
+            if request.route == "pooling":
+                body["task"] = "classify"
+        body.update(self.cfg.engine_kwargs.get("extra_body") or {})
+        return body
+
+    async def _score_one(self, request: ScoreRequest) -> Score:
+        if request.route not in SCORE_ROUTES:
+            return self._done(Score(tag=request.tag, error=f"unknown score route {request.route!r}", attempts=0))
+        body = self._score_body(request)
+        url = f"{self._root}/{request.route}"
+
+        def finish(reply: Any, latency: float, sent: int) -> Score:
+            value, prompt_tokens = score_value(request.route, reply, request.label)
+            return Score(tag=request.tag, value=value, prompt_tokens=prompt_tokens, latency_s=latency, attempts=sent)
+
+        return await self._retrying(
+            lambda: self.client.post(url, cast_to=object, body=body, options={"timeout": self.cfg.request_timeout_s}),
+            finish,
+            _estimate_prompt_tokens(request.messages),
+            lambda error, sent: Score(tag=request.tag, error=error, attempts=sent),
+        )
+
+    def score(self, requests: list[ScoreRequest], on_done: OnScored | None = None) -> list[Score]:
+        futures = [asyncio.run_coroutine_threadsafe(self._score_one(r), self._loop) for r in requests]
+        return gather(requests, futures, on_done)  # type: ignore[arg-type]
+
     # -- the Engine protocol ---------------------------------------------------------------------
     def generate(self, requests: list[Request], on_done: OnDone | None = None) -> list[Completion]:
         futures = [asyncio.run_coroutine_threadsafe(self._one(r), self._loop) for r in requests]
@@ -337,8 +398,28 @@ class _BadReply(Exception):
 
 
 def _used_tokens(response: Any, estimate: int) -> int:
+    if isinstance(response, dict):  # a scoring route's JSON
+        usage = response.get("usage")
+        return int((usage.get("total_tokens") if isinstance(usage, dict) else None) or estimate)
     usage = getattr(response, "usage", None)
     return (getattr(usage, "total_tokens", None) or 0) if usage is not None else estimate
+
+
+def score_value(route: str, reply: Any, label: int) -> tuple[float, int | None]:
+    """(score, prompt tokens) from a 200 reply of a scoring route; raises _BadReply when it holds none."""
+    data = reply.get("data") if isinstance(reply, dict) else None
+    if not isinstance(data, list) or not data or not isinstance(data[0], dict):
+        raise _BadReply(f"the /{route} reply holds no data: {str(reply)[:200]}")
+    item = data[0]
+    values = [item.get("score")] if route == "score" else item.get("probs" if route == "classify" else "data")
+    if not isinstance(values, list) or label >= len(values):
+        raise _BadReply(f"the /{route} reply has no output {label} (label): {str(item)[:200]}")
+    value = values[label]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _BadReply(f"the /{route} reply's output {label} is not a number: {value!r}")
+    usage = reply.get("usage")
+    prompt_tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+    return float(value), prompt_tokens if isinstance(prompt_tokens, int) else None
 
 
 def _status_message(exc: Any) -> str:

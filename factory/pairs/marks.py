@@ -3,7 +3,7 @@ sample's normalized term values. Done once per build; every decision (weights, t
 and each point of a sweep) is then made from these numbers.
 
 Exclusion reasons, the first that applies: engine_error, truncated (finish_reason "length"),
-empty_answer, no_token_count, no_judgment (a judge or judge-like term column is null or NaN), then
+empty_answer, no_token_count, no_judgment (a column of pairs.judges or a judge-like term is null or NaN), then
 each filter term by name (its raw value above `exclude_above` or below `exclude_below`), then
 duplicate (pairs.dedupe: among the samples otherwise valid, the same normalized text as a lower
 sample_idx of the same prompt).
@@ -87,7 +87,9 @@ def _exclusion(terms: list[Term], judges: list[Term], reasons: tuple[str, ...]) 
     def missing(column: str) -> pl.Expr:
         return pl.col(column).is_null() | pl.col(column).is_nan()
 
-    unjudged = missing("quality")
+    # The columns the build reads (pairs.judges and judge-like terms; quality by default): a sample
+    # without one of them is unjudged. The quality column alone is not read when no judge names it.
+    unjudged = pl.lit(False)
     for column in sorted(_score_columns(terms, judges)):
         unjudged |= missing(column)
     chain = (

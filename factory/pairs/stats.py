@@ -128,7 +128,7 @@ def _fill_means(stats: PairStats, kept: pl.DataFrame) -> None:
         pl.col("rejected_quality").mean().alias("mean_rejected_quality"),
     ).row(0, named=True)
     for name, value in means.items():
-        setattr(stats, name, float(value))
+        setattr(stats, name, None if value is None else float(value))  # quality is null without the primary judge
 
 
 def _fill_target(stats: PairStats) -> None:

@@ -45,23 +45,33 @@ RUBRIC_FIELDS = ("product_info", "history", "question", "answer", "reasoning", "
 REASK_ECHO_CHARS = 600  # how much of a failed reply goes back to the judge with the correction
 
 
-def judge_schema(scale_max: float, dimensions: bool = False) -> dict:
+def judge_schema(
+    scale_max: float,
+    dimensions: bool = False,
+    names: tuple[str, ...] | list[str] = DIMENSIONS,
+    tags: bool = False,
+    tag_values: tuple[str, ...] | list[str] = (),
+) -> dict:
     """The JSON schema the judge output is constrained to where the engine supports it.
 
     The score comes first, so that an output cut at max_tokens still holds it; the reason is last.
     Kept to the subset every backend takes (llama.cpp grammars, vLLM guided decoding, OpenAI strict
     mode): all properties required, no additional properties, no string length limits (the rubric
-    asks for one short sentence and max_tokens bounds it)."""
+    asks for one short sentence and max_tokens bounds it). `names`: the dimensions asked for with
+    `dimensions`; `tags` adds a list of strings (one of `tag_values` each, when given)."""
     whole = float(scale_max).is_integer()
     score = {"type": "integer" if whole else "number", "minimum": 0, "maximum": int(scale_max) if whole else scale_max}
     properties: dict[str, Any] = {"score": score}
     if dimensions:
         properties["dimensions"] = {
             "type": "object",
-            "properties": {name: score for name in DIMENSIONS},
-            "required": list(DIMENSIONS),
+            "properties": {name: score for name in names},
+            "required": list(names),
             "additionalProperties": False,
         }
+    if tags:
+        item: dict[str, Any] = {"type": "string", "enum": list(tag_values)} if tag_values else {"type": "string"}
+        properties["tags"] = {"type": "array", "items": item}
     properties["reason"] = {"type": "string"}
     return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
 
@@ -81,8 +91,13 @@ def judge_fingerprint(cfg: JudgeConfig, model_id: str, rubric: str) -> str:
         "max_tokens": cfg.sampling.max_tokens,
         "seed": cfg.sampling.seed,
     }
-    if cfg.dimensions:  # only when set, so judgments stored before the option existed keep their key
+    # Each only when set, so judgments stored before the option existed keep their key.
+    if cfg.dimensions:
         identity["dimensions"] = True
+        if tuple(cfg.dimension_names) != DIMENSIONS:
+            identity["dimension_names"] = list(cfg.dimension_names)
+    if cfg.tags:
+        identity["tags"] = list(cfg.tag_values) or True
     return stable_hash(identity)
 
 
@@ -267,6 +282,20 @@ def parse_judgment(text: str | None, scale_max: float) -> dict[str, Any]:
     return {"score": score, "status": "ok", "reason": reason, "dimensions": dimensions}
 
 
+def parse_tags(text: str | None, allowed: tuple[str, ...] | list[str] = ()) -> list[str] | None:
+    """The `tags` list of the judge's last JSON object that has one (after <think> blocks), each tag
+    stripped, once, in order; only `allowed` ones when given. None when the judge gave no list."""
+    body, _ = strip_reasoning(text or "")
+    for obj in reversed(_json_objects(body)):
+        found = obj.get("tags")
+        if isinstance(found, list):
+            tags = [str(t).strip() for t in found if isinstance(t, (str, int, float)) and str(t).strip()]
+            if allowed:
+                tags = [t for t in tags if t in allowed]
+            return list(dict.fromkeys(tags))
+    return None
+
+
 # -- planning -----------------------------------------------------------------------------------------
 def judgeable(samples: pl.DataFrame) -> pl.DataFrame:
     """Samples worth a judge call: no engine error and a non-empty answer (the pairs stage counts the
@@ -397,7 +426,11 @@ def judge_batch(
     times with a new seed and the correction above; parsed on a re-ask -> retried_ok. An engine error
     is not re-asked here (the engine already retried it). `attempts` counts the LLM requests made,
     `completion_tokens` and `latency_s` add up over them; `raw` is the last reply."""
-    schema = judge_schema(cfg.scale_max, cfg.dimensions) if cfg.structured and engine.supports_json_schema else None
+    schema = (
+        judge_schema(cfg.scale_max, cfg.dimensions, cfg.dimension_names, cfg.tags, cfg.tag_values)
+        if cfg.structured and engine.supports_json_schema
+        else None
+    )
     state = [
         {"result": None, "attempts": 0, "reasks": 0, "tokens": None, "latency": 0.0, "messages": row["messages"]}
         for row in rows
@@ -480,7 +513,9 @@ def judgment_row(row: dict, current: dict, cfg: JudgeConfig, judge_fp: str) -> d
         "quality": result["score"] / cfg.scale_max if usable else None,
         "parse_status": result["status"],
         "reason": result["reason"],
-        "dimensions": json.dumps(result["dimensions"], ensure_ascii=False) if result["dimensions"] else None,
+        "dimensions": None,  # the JSON form of `dims`, kept in the schema for runs made before `dims`
+        "dims": [{"name": k, "score": v} for k, v in result["dimensions"].items()] if result["dimensions"] else None,
+        "tags": parse_tags(result["raw"], cfg.tag_values) if cfg.tags and usable else None,
         "raw": result["raw"],
         "attempts": current["attempts"],
         "reasks": current["reasks"],
@@ -533,8 +568,65 @@ def current_judgments(stored: pl.DataFrame | None, judge_fp: str, samples: pl.Da
     return latest(mine, ["prompt_id", "sample_idx", "vote"])
 
 
+def sample_text(store: Any, keys: pl.DataFrame) -> pl.DataFrame:
+    """answer, reasoning (and error) of the sample keys given, read part by part (bounded memory)."""
+    columns = ["prompt_id", "sample_idx", "sampler_fp", "answer", "reasoning", "error", "created_at"]
+    found = [
+        pl.from_arrow(part).join(keys, on=["prompt_id", "sample_idx", "sampler_fp"], how="semi")
+        for part in store.iter_batches("samples", columns, SAMPLES)
+    ] if keys.height else []  # fmt: skip
+    if not found:
+        return pl.DataFrame(schema={"prompt_id": pl.String, "sample_idx": pl.Int64, "sampler_fp": pl.String,
+                                    "answer": pl.String, "reasoning": pl.String, "error": pl.String,
+                                    "created_at": pl.Float64})  # fmt: skip
+    text = latest(pl.concat(found), SAMPLE_KEY)  # type: ignore[arg-type]
+    return text.select(*SAMPLE_KEY, "answer", "reasoning", "error", "created_at")
+
+
+DIMS_DTYPE = pl.List(pl.Struct({"name": pl.String, "score": pl.Float64}))
+
+
+def sample_dims(judgments: pl.DataFrame, prefix: str = "dim_") -> pl.DataFrame:
+    """Votes -> one row per sample with a column `<prefix><name>` per rubric dimension: the mean of the
+    usable votes' scores on the judge's scale (null when none gave it). Judgments of runs made before
+    `dims` existed hold the dimensions as JSON (`dimensions`); those are read too.
+
+    Input:  prompt_id, sample_idx, parse_status, dims (list<struct<name, score>>) [, dimensions (JSON)]
+    Output: prompt_id, sample_idx, dim_question, dim_self, ... (names of letters, digits and _ only)"""
+    keys = ["prompt_id", "sample_idx"]
+    if not judgments.height or "dims" not in judgments.columns:
+        return pl.DataFrame(schema={"prompt_id": pl.String, "sample_idx": pl.Int64})
+    usable = judgments.filter(pl.col("parse_status").is_in(USABLE))
+    if "dimensions" in usable.columns:  # rows stored before `dims`: their JSON text -> the typed list
+        old = pl.col("dims").is_null() & pl.col("dimensions").is_not_null()
+        legacy = usable.filter(old)
+        if legacy.height:
+            typed = [[{"name": k, "score": float(v)} for k, v in json.loads(t).items()] for t in legacy["dimensions"]]
+            legacy = legacy.with_columns(pl.Series("dims", typed, dtype=DIMS_DTYPE))
+            usable = pl.concat([usable.filter(~old), legacy])
+    long = usable.select(*keys, "dims").explode("dims").drop_nulls("dims").unnest("dims")
+    long = long.filter(pl.col("name").str.contains(r"^[A-Za-z0-9_]+$"))
+    if not long.height:
+        return pl.DataFrame(schema={"prompt_id": pl.String, "sample_idx": pl.Int64})
+    means = long.group_by(*keys, "name").agg(pl.col("score").mean())
+    wide = means.pivot(on="name", index=keys, values="score", sort_columns=True)
+    return wide.rename({c: f"{prefix}{c}" for c in wide.columns if c not in keys})
+
+
+def sample_tags(judgments: pl.DataFrame) -> pl.DataFrame:
+    """Votes -> prompt_id, sample_idx, tags (every tag a usable vote gave, once, sorted; null when none
+    was asked for or given)."""
+    keys = ["prompt_id", "sample_idx"]
+    if not judgments.height or "tags" not in judgments.columns:
+        return pl.DataFrame(schema={"prompt_id": pl.String, "sample_idx": pl.Int64, "tags": pl.List(pl.String)})
+    usable = judgments.filter(pl.col("parse_status").is_in(USABLE) & pl.col("tags").is_not_null())
+    return usable.group_by(keys).agg(pl.col("tags").list.explode(keep_nulls=False, empty_as_null=False).unique().sort())
+
+
 class JudgeStage:
-    """The judge stage as the executor drives it (factory/stages/base.py): fed by stored samples."""
+    """The judge stage as the executor drives it (factory/stages/base.py): fed by stored samples.
+    `factory run` has one per judge: `judge` (cfg.judge) and `judge_<name>` for each cfg.judges entry,
+    each under its own fingerprint fps[<stage name>], all writing judgments/."""
 
     name = "judge"
     table = "judgments"
@@ -553,14 +645,16 @@ class JudgeStage:
         k: int | None = None,
         name: str = "judge",
         upstream: str | None = "sample",
+        judge: JudgeConfig | None = None,
     ):
-        """`factory run`'s judge of the sampler's samples; `factory eval` passes a candidate's k, a stage name
-        of its own and its sample stage as upstream (None for a candidate's imported answers)."""
+        """`name`: the stage (and fingerprint) name; `judge`: its config (default cfg.judge). `factory eval`
+        passes a candidate's k and its sample stage as upstream (None for a candidate's imported answers)."""
         check_rubric(rubric)
-        self.cfg, self.judge_fp, self.sampler_fp, self.rubric = cfg.judge, fps["judge"], fps["sampler"], rubric
-        self.k = k if k is not None else cfg.sampler.k
         self.name, self.upstream = name, upstream
-        self.engine = cfg.judge.engine
+        self.cfg = judge if judge is not None else cfg.judge
+        self.judge_fp, self.sampler_fp, self.rubric = fps[name], fps["sampler"], rubric
+        self.k = k if k is not None else cfg.sampler.k
+        self.engine = self.cfg.engine
         self.prompts = prompt_fields(prompts)
         self.prompt_ids = prompts["prompt_id"]
         self.note = ""
@@ -608,18 +702,7 @@ class JudgeStage:
 
     @staticmethod
     def _text(store: Any, keys: pl.DataFrame) -> pl.DataFrame:
-        """answer, reasoning (and error) of the sample keys given, read part by part (bounded memory)."""
-        columns = ["prompt_id", "sample_idx", "sampler_fp", "answer", "reasoning", "error", "created_at"]
-        found = [
-            pl.from_arrow(part).join(keys, on=["prompt_id", "sample_idx", "sampler_fp"], how="semi")
-            for part in store.iter_batches("samples", columns, SAMPLES)
-        ] if keys.height else []  # fmt: skip
-        if not found:
-            return pl.DataFrame(schema={"prompt_id": pl.String, "sample_idx": pl.Int64, "sampler_fp": pl.String,
-                                        "answer": pl.String, "reasoning": pl.String, "error": pl.String,
-                                        "created_at": pl.Float64})  # fmt: skip
-        text = latest(pl.concat(found), SAMPLE_KEY)  # type: ignore[arg-type]
-        return text.select(*SAMPLE_KEY, "answer", "reasoning", "error", "created_at")
+        return sample_text(store, keys)
 
     def follow(self, rows: list[dict]) -> list[dict]:
         """Samples just stored -> their judge work (every vote of each usable one)."""

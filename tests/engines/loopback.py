@@ -5,6 +5,9 @@
   connection, `choices: []`, `content: null`, a 401 that echoes the key. It counts every request.
 - `CountingProxy`: forwards every request to a real server and records what it received, so a test
   can count the requests a run made and see which keys (seeds) they were for.
+- Scoring: `score_response` is a 200 body of a vLLM server's /classify, /pooling or /score route (the
+  shapes of vllm.entrypoints.pooling.*.protocol); ScriptedServer takes it as a step's body, and
+  FakeModelServer answers those routes like a reward model (tests.fakes.reward_of of the answer).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.fakes import reward_of
 
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -34,6 +39,27 @@ def chat_response(content: str = "ok", *, reasoning: str | None = None, reasonin
         "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
         "usage": usage,
     }
+
+
+SCORE_PATHS = ("/classify", "/pooling", "/score")
+
+
+def score_response(values: float | list[float], route: str = "classify", prompt_tokens: int = 7) -> dict:
+    """The 200 body of a vLLM scoring route: `values` are the head's outputs (one float: one label)."""
+    values = values if isinstance(values, list) else [values]
+    if route == "classify":
+        data = [{"index": 0, "label": f"LABEL_{values.index(max(values))}", "probs": values, "num_classes": len(values)}]
+    elif route == "pooling":
+        data = [{"index": 0, "object": "pooling", "data": values}]
+    else:
+        data = [{"index": 0, "object": "score", "score": values[0]}]
+    usage = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens, "completion_tokens": 0}
+    return {"id": "x", "object": "list", "created": 0, "model": "m", "data": data, "usage": usage}
+
+
+def scored_answer(request: dict) -> str:
+    """The answer a scoring request asks about: the last message (classify, pooling) or text_2 (score)."""
+    return request["messages"][-1]["content"] if "messages" in request else request["text_2"]
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -64,6 +90,15 @@ class _Server:
     def chat_requests(self) -> list[dict]:
         with self.lock:
             return [body for _, path, body in self.received if path.endswith("/chat/completions")]
+
+    def score_requests(self, route: str | None = None) -> list[tuple[str, dict]]:
+        """(path, body) of every scoring request received (of one route when given)."""
+        with self.lock:
+            return [
+                (path, body)
+                for _, path, body in self.received
+                if path in SCORE_PATHS and (route is None or path == f"/{route}")
+            ]
 
     def chat_times(self) -> list[float]:
         with self.lock:
@@ -162,7 +197,7 @@ class ScriptedServer(_Server):
 
 
 def request_key(request: dict) -> str:
-    return request["messages"][-1]["content"]
+    return scored_answer(request)
 
 
 # -- one step per fault ---------------------------------------------------------------------------
@@ -238,7 +273,8 @@ class CountingProxy(_Server):
 class FakeModelServer(_Server):
     """An OpenAI-compatible server that answers like a tiny model, after `delay` seconds: a sample
     (`<think>..</think>answer`, its length from the seed) or, for a request with a JSON schema (a
-    judge's), `{"score": seed % 101, "reason": "r"}`. Records when each request arrived and when its
+    judge's), `{"score": seed % 101, "reason": "r"}`; a POST to /classify, /pooling or /score like a
+    reward model (`tests.fakes.reward_of` of the answer). Records when each request arrived and when its
     reply went out (`replied`: (time.time(), seed, is_judge)), for tests of what a killed run kept."""
 
     def __init__(self, delay: float = 0.2):
@@ -251,6 +287,13 @@ class FakeModelServer(_Server):
                 request = json.loads(self._body() or b"{}")
                 server.record(self.path, request, self.headers)
                 time.sleep(server.delay)
+                if self.path in SCORE_PATHS:
+                    body = score_response(reward_of(scored_answer(request)), self.path.lstrip("/"))
+                    try:
+                        self._send(200, json.dumps(body).encode())
+                    except (BrokenPipeError, ConnectionResetError):
+                        pass
+                    return
                 seed = int(request.get("seed") or 0)
                 judge = "response_format" in request
                 if judge:

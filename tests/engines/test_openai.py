@@ -451,3 +451,108 @@ def test_credentials_in_base_url_never_reach_a_row_error():
     assert sent_auth == "Basic YWxpY2U6aHVudGVyMjI="  # base64 of alice:hunter22
     assert out[0].error == "HTTP 400: Incorrect API key provided: Basic ***"
     assert out[1].error == "HTTP 500: login alice:*** failed (after 3 attempts)"
+
+
+# -- scoring: a reward model behind a vLLM server's pooling routes ----------------------------------
+def conversation(answer: str) -> list[dict[str, str]]:
+    return [{"role": "system", "content": "Be a host."}, *chat("Is link 3 in stock?"), {"role": "assistant", "content": answer}]
+
+
+def score_one(engine: OpenAIEngine, request=None):
+    from factory.engines.base import ScoreRequest
+
+    try:
+        return engine.score([request or ScoreRequest(messages=conversation("Yes!"), tag="t")])[0]
+    finally:
+        engine.close()
+
+
+@pytest.mark.parametrize(
+    ("route", "values", "label", "expected"),
+    [("classify", [0.25, -1.5], 1, -1.5), ("pooling", [2.0], 0, 2.0), ("score", [0.75], 0, 0.75)],
+)
+def test_each_scoring_route_posts_at_the_server_root_and_reads_its_output(route, values, label, expected):
+    from factory.engines.base import ScoreRequest
+    from tests.engines.loopback import score_response
+
+    with ScriptedServer([{"body": score_response(values, route, prompt_tokens=31)}]) as server:
+        request = ScoreRequest(messages=conversation("Yes!"), route=route, label=label, tag=("p", 0))
+        got = score_one(engine_for(server.url), request)
+        ((path, body),) = server.score_requests()
+    assert (got.tag, got.value, got.error, got.prompt_tokens, got.attempts) == (("p", 0), expected, None, 31, 1)
+    assert path == f"/{route}" and body["model"] == "m" and body["use_activation"] is False
+    if route == "score":
+        assert (body["text_1"], body["text_2"]) == ("Be a host.\n\nIs link 3 in stock?", "Yes!")
+    else:
+        assert body["messages"] == conversation("Yes!") and body.get("task") == ("classify" if route == "pooling" else None)
+
+
+def test_scoring_bodies_and_replies_are_the_installed_vllm_servers_own():
+    """Our request bodies validate as the installed vLLM's request models, and the loopback replies the
+    tests parse validate as its response models (so neither side is a guess)."""
+    pytest.importorskip("vllm")
+    from pydantic import TypeAdapter
+    from vllm.entrypoints.pooling.classify.protocol import ClassificationRequest, ClassificationResponse
+    from vllm.entrypoints.pooling.pooling.protocol import PoolingRequest, PoolingResponse
+    from vllm.entrypoints.pooling.scoring.protocol import ScoreRequest as VLLMScoreRequest
+    from vllm.entrypoints.pooling.scoring.protocol import ScoreResponse
+
+    from factory.engines.base import ScoreRequest
+    from tests.engines.loopback import score_response
+
+    models = {
+        "classify": (ClassificationRequest, ClassificationResponse, "ClassificationChatRequest"),
+        "pooling": (PoolingRequest, PoolingResponse, "PoolingChatRequest"),
+        "score": (VLLMScoreRequest, ScoreResponse, "ScoreTextRequest"),
+    }
+    engine = engine_for("http://127.0.0.1:9")
+    try:
+        for route, (request_model, response_model, kind) in models.items():
+            body = engine._score_body(ScoreRequest(messages=conversation("Yes!"), route=route, activation=True))
+            parsed = TypeAdapter(request_model).validate_python(body)
+            assert type(parsed).__name__ == kind and parsed.use_activation is True
+            response_model.model_validate(score_response([0.5, 1.5], route))
+    finally:
+        engine.close()
+
+
+def test_a_scoring_fault_is_retried_alone_and_a_context_overflow_is_the_rows_error():
+    from factory.engines.base import ScoreRequest
+    from tests.engines.loopback import score_response
+
+    overflow = {"status": 400, "body": {"error": {"message": (  # vllm/renderers/params.py, pooling has no output
+        "This model's maximum context length is 512 tokens. However, your prompt contains 700 input tokens, which "
+        "exceeds this limit even without any output tokens. Please reduce the length of the input prompt.")}}}  # fmt: skip
+    script = {
+        "flaky": [rate_limited("0"), server_error(503), {"body": score_response(1.25)}],
+        "long": [overflow],
+        "garbled": [malformed(), {"body": {"object": "list", "data": []}}],
+        "fine": [{"body": score_response(-0.5)}],
+    }
+    with ScriptedServer(script) as server:
+        engine = engine_for(server.url, max_retries=1)
+        try:
+            got = engine.score([ScoreRequest(messages=conversation(k), tag=k) for k in script])
+        finally:
+            engine.close()
+        asked = [body["messages"][-1]["content"] for _, body in server.score_requests("classify")]
+        counts = {k: asked.count(k) for k in script}
+    by_tag = {s.tag: s for s in got}
+    assert [s.tag for s in got] == list(script)
+    assert (by_tag["fine"].value, by_tag["fine"].attempts) == (-0.5, 1)
+    assert by_tag["flaky"].error == "HTTP 503: server error 503 (after 2 attempts)" and by_tag["flaky"].value is None
+    assert by_tag["long"].error == "prompt has 700 tokens, max_model_len 512" and by_tag["long"].attempts == 1
+    assert by_tag["garbled"].error.startswith("the /classify reply holds no data") and by_tag["garbled"].attempts == 2
+    assert counts == {"flaky": 2, "long": 1, "garbled": 2, "fine": 1}  # each retried alone, max_retries + 1 at most
+
+
+def test_a_refused_key_stops_scoring_too(monkeypatch):
+    from factory.engines.base import ScoreRequest
+
+    monkeypatch.setenv("FACTORY_TEST_KEY", "sk-score-secret-123")
+    with ScriptedServer([unauthorized(401)]) as server:
+        engine = engine_for(server.url, api_key_env="FACTORY_TEST_KEY")
+        with pytest.raises(FatalEngineError, match="FACTORY_TEST_KEY") as caught:
+            score_one(engine, ScoreRequest(messages=conversation("Yes!"), tag="t"))
+        assert len(server.score_requests()) == 1
+    assert "sk-score-secret-123" not in str(caught.value)

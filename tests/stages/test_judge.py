@@ -604,3 +604,110 @@ def test_pipeline_judge_cache_counts_requests_end_to_end(tmp_path):
     stored = RunStore(run_cfg.output_dir)
     assert stored.read("samples", SAMPLES).height == 4
     assert stored.read("judgments", JUDGMENTS).height == 2 * judgeable
+
+
+# -- dimensions and tags: typed per judgment, per sample in the scored frame -------------------------
+def test_the_schema_asks_for_the_configured_dimensions_and_tags():
+    schema = judge.judge_schema(5, dimensions=True, names=["style", "facts"], tags=True, tag_values=["short", "off_topic"])
+    assert list(schema["properties"]) == ["score", "dimensions", "tags", "reason"] == schema["required"]
+    assert schema["properties"]["dimensions"]["required"] == ["style", "facts"]
+    assert schema["properties"]["dimensions"]["properties"]["facts"] == {"type": "integer", "minimum": 0, "maximum": 5}
+    assert schema["properties"]["tags"] == {"type": "array", "items": {"type": "string", "enum": ["short", "off_topic"]}}
+    assert judge.judge_schema(5, tags=True)["properties"]["tags"]["items"] == {"type": "string"}
+
+
+def test_the_fingerprint_keeps_old_keys_and_follows_new_dimension_names_and_tags():
+    with_dims = judge.judge_fingerprint(cfg(dimensions=True), "m", "r {answer}")
+    default_names = cfg(dimensions=True, dimension_names=list(judge.DIMENSIONS))
+    assert judge.judge_fingerprint(default_names, "m", "r {answer}") == with_dims  # stored judgments keep their key
+    assert judge.judge_fingerprint(cfg(dimension_names=["a"]), "m", "r {answer}") == judge.judge_fingerprint(cfg(), "m", "r {answer}")
+    others = {
+        judge.judge_fingerprint(cfg(dimensions=True, dimension_names=["style"]), "m", "r {answer}"),
+        judge.judge_fingerprint(cfg(tags=True), "m", "r {answer}"),
+        judge.judge_fingerprint(cfg(tags=True, tag_values=["short"]), "m", "r {answer}"),
+    }
+    assert len(others) == 3 and with_dims not in others
+
+
+@pytest.mark.parametrize(
+    "text, allowed, tags",
+    [
+        ('{"score": 70, "tags": ["short", " spoken ", "short", ""]}', (), ["short", "spoken"]),
+        ('<think>{"tags": ["x"]}</think>{"score": 70, "tags": ["short", "made_up"]}', ("short",), ["short"]),
+        ('{"score": 70, "reason": "fine"}', (), None),
+        ('{"tags": ["a"]} then {"score": 70, "tags": "not a list"}', (), ["a"]),
+        ("Score: 70", (), None),
+    ],
+)
+def test_tags_come_from_the_judges_last_json_object_with_a_list(text, allowed, tags):
+    assert judge.parse_tags(text, allowed) == tags
+
+
+def test_a_judgment_stores_one_typed_score_per_dimension_and_its_tags():
+    class Replies(CountingJudge):
+        def _reply(self, request):
+            return json.dumps({"score": 80, "reason": "ok", "dimensions": {"style": 4, "facts": 2.5, "bad": 99},
+                               "tags": ["short", "rude", "short"]})  # fmt: skip
+
+    config = cfg(scale_max=5, dimensions=True, dimension_names=["style", "facts"], tags=True, tag_values=["short", "long"])
+    rows = judge.judge_batch(Replies(), plan_rows(config=cfg(scale_max=5)), None, config, "jfp")
+    assert {r["parse_status"] for r in rows} == {"out_of_range"}  # 80 on a 0..5 scale: no tags kept then
+    assert all(r["tags"] is None for r in rows)
+    config = cfg(scale_max=100, dimensions=True, dimension_names=["style", "facts"], tags=True, tag_values=["short", "long"])
+    rows = judge.judge_batch(Replies(), plan_rows(config=config), None, config, "jfp")
+    row = rows[0]
+    assert row["parse_status"] == "ok" and row["dimensions"] is None
+    assert row["dims"] == [{"name": "style", "score": 4.0}, {"name": "facts", "score": 2.5}, {"name": "bad", "score": 99.0}]
+    assert row["tags"] == ["short"]
+    table = pa.Table.from_pylist(rows, schema=JUDGMENTS)  # the typed columns hold them as they are
+    assert table.schema.field("dims").type == pa.list_(pa.struct([("name", pa.string()), ("score", pa.float64())]))
+
+
+def test_sample_dims_average_usable_votes_and_read_the_json_of_older_runs():
+    dims = pl.List(pl.Struct({"name": pl.String, "score": pl.Float64}))
+    judgments = pl.DataFrame(
+        {
+            "prompt_id": ["p1", "p1", "p1", "p2", "p3"],
+            "sample_idx": [0, 0, 0, 0, 0],
+            "parse_status": ["ok", "retried_ok", "unparseable", "ok", "ok"],
+            "dims": [[{"name": "style", "score": 4.0}, {"name": "facts", "score": 1.0}], [{"name": "style", "score": 2.0}],
+                     [{"name": "style", "score": 0.0}], None, [{"name": "bad name", "score": 3.0}]],
+            "dimensions": [None, None, None, '{"style": 5, "facts": 3}', None],  # p2: stored before `dims`
+        },
+        schema_overrides={"dims": dims},
+    )  # fmt: skip
+    out = judge.sample_dims(judgments).sort("prompt_id")
+    assert out.columns == ["prompt_id", "sample_idx", "dim_facts", "dim_style"]
+    assert out.rows() == [("p1", 0, 1.0, 3.0), ("p2", 0, 3.0, 5.0)]  # p3's only dimension is not a column name
+    assert judge.sample_dims(judgments, "dim_b_").columns[2:] == ["dim_b_facts", "dim_b_style"]
+    tags = pl.DataFrame({"prompt_id": ["p1", "p1", "p2"], "sample_idx": [0, 0, 0], "parse_status": ["ok", "ok", "unparseable"],
+                         "tags": [["b", "a"], ["a", "c"], ["z"]]})  # fmt: skip
+    assert judge.sample_tags(tags).rows() == [("p1", 0, ["a", "b", "c"])]
+
+
+def test_dimensions_become_score_terms_and_an_old_run_without_dims_still_reads(tmp_path):
+    from factory.run import stored_scored
+    from tests.test_run import local_run, synthetic_cfg
+
+    dims = ["judge.dimensions=true", "judge.dimension_names=[question,facts]", "judge.tags=true",
+            "judge.tag_values=[short,long,off_topic]", "pairs.terms=[{source: dim_facts, weight: 0.3}]"]  # fmt: skip
+    run_cfg = synthetic_cfg(tmp_path, 4, *dims)
+    manifest = local_run(run_cfg)
+    scored = manifest["_scored"]
+    assert {"dim_question", "dim_facts", "tags"} <= set(scored.columns)
+    judged = scored.filter(pl.col("quality").is_not_null())
+    assert judged.height == 8 and judged["dim_facts"].null_count() == 0 and judged["tags"].null_count() == 0
+    assert set(judged["tags"].explode()) <= {"short", "long", "off_topic"}
+    assert [t["name"] for t in manifest["pairs"]["terms"]] == ["length", "quality", "dim_facts"]
+    # A judgments part written before `dims` and `tags` existed: the JSON column is read in their place.
+    store = RunStore(run_cfg.output_dir)
+    old = store.read("judgments").with_columns(
+        pl.col("dims").map_elements(lambda d: json.dumps({x["name"]: x["score"] for x in d}), return_dtype=pl.String)
+        .alias("dimensions")
+    ).drop("dims", "tags")  # fmt: skip
+    for part in store.parts("judgments"):
+        store.fs.rm(part)
+    store.append("judgments", old)
+    _, _, rescored = stored_scored(store, run_cfg, store.read("prompts"), manifest["fingerprints"])
+    cols = ["prompt_id", "sample_idx", "dim_question", "dim_facts"]
+    assert rescored.select(cols).sort(cols[:2]).equals(scored.select(cols).sort(cols[:2]))
