@@ -78,6 +78,11 @@ class SamplingConfig:
     top_p: float = _help("Nucleus sampling p.", 0.95)
     max_tokens: int = _help("Max completion tokens (reasoning + answer).", 512)
     seed: int = _help("Base seed; request i of a prompt uses a seed derived from (seed, prompt_id, i).", 0)
+    stop: List[str] = _help(
+        "Stop strings: the reply ends before the first one (finish_reason stop), e.g. ['\\n'] for one-line "
+        "replies. [] = none. Part of the fingerprint only when set.",
+        factory=list,
+    )
 
     def __post_init__(self) -> None:
         _check_sampling(self, "sampling.")
@@ -496,6 +501,8 @@ def _check_engine(c: Any, p: str) -> None:
 
 def _check_sampling(c: Any, p: str) -> None:
     _ranges(c, p, {"temperature": ">= 0", "top_p": "in (0, 1]", "max_tokens": ">= 1"})
+    if any(not isinstance(s, str) or not s for s in c.stop or []):
+        raise ConfigError(f"{p}stop: stop strings must be non-empty strings, got {list(c.stop)!r}")
 
 
 def _check_prompts(c: Any, p: str) -> None:

@@ -39,17 +39,21 @@ class Request:
     top_p: float = 1.0
     seed: int = 0
     json_schema: dict | None = None  # constrain the output where the engine supports it
+    stop: list[str] | None = None  # the reply ends before the first of these
     tag: Any = None  # the caller's key, handed back untouched on the Completion
 
     def chat_body(self) -> dict[str, Any]:
         """The OpenAI-style chat fields every HTTP-ish engine sends (each adds its own extras)."""
-        return {
+        body = {
             "messages": self.messages,
             "max_tokens": self.max_tokens,
             "temperature": self.temperature,
             "top_p": self.top_p,
             "seed": self.seed,
         }
+        if self.stop:
+            body["stop"] = list(self.stop)
+        return body
 
 
 @dataclass

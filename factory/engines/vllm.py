@@ -149,6 +149,7 @@ class VLLMEngine:
             top_p=request.top_p,
             max_tokens=min(request.max_tokens, self.cfg.max_model_len - prompt_tokens),
             seed=request.seed,
+            stop=list(request.stop) if request.stop else None,
             structured_outputs=structured,
             # No streaming: the default re-sends every request's growing text each step, work the engine's
             # output loop does on the same CPUs as everything else.

@@ -92,6 +92,8 @@ def judge_fingerprint(cfg: JudgeConfig, model_id: str, rubric: str) -> str:
         "seed": cfg.sampling.seed,
     }
     # Each only when set, so judgments stored before the option existed keep their key.
+    if cfg.sampling.stop:
+        identity["stop"] = list(cfg.sampling.stop)
     if cfg.dimensions:
         identity["dimensions"] = True
         if tuple(cfg.dimension_names) != DIMENSIONS:
@@ -447,6 +449,7 @@ def judge_batch(
                 temperature=cfg.sampling.temperature,
                 top_p=cfg.sampling.top_p,
                 seed=(rows[i]["seed"] + round_no) & 0x7FFFFFFF,
+                stop=list(cfg.sampling.stop) or None,
                 json_schema=schema,
                 tag=i,
             )

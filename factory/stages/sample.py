@@ -44,6 +44,8 @@ def sampler_fingerprint(engine: EngineConfig, sampling: SamplingConfig, model_id
         "seed": sampling.seed,
         "template": template,
     }
+    if sampling.stop:  # only when set: samples stored before the option existed keep their key
+        identity["stop"] = list(sampling.stop)
     if engine.kind == "vllm":
         identity |= {"dtype": engine.dtype, "quantization": engine.quantization}
     return stable_hash(identity)
@@ -131,6 +133,7 @@ def sample_batch(
             temperature=sampling.temperature,
             top_p=sampling.top_p,
             seed=row["seed"],
+            stop=list(sampling.stop) or None,
             tag=(row["prompt_id"], row["sample_idx"]),
         )
         for row in rows

@@ -52,6 +52,17 @@ def test_same_seed_same_text(engine):
 
 
 @pytest.mark.slow
+def test_stop_strings_end_the_reply_before_them(engine):
+    prompt = chat("Write the numbers from 1 to 30, one per line.")
+    free, stopped = engine.generate(
+        [Request(messages=prompt, max_tokens=48, temperature=0.0, seed=1, tag=t, stop=s) for t, s in ((0, None), (1, ["\n"]))]
+    )
+    assert "\n" in free.text.strip()  # without stop the model writes several lines...
+    assert stopped.text and "\n" not in stopped.text.strip() and stopped.finish_reason == "stop"  # ...with it, one
+    assert stopped.completion_tokens < free.completion_tokens
+
+
+@pytest.mark.slow
 def test_json_schema_constrains_the_output(engine):
     schema = {
         "type": "object",

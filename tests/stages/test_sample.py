@@ -5,6 +5,7 @@ from factory.config import SamplingConfig
 from factory.engines.base import Completion
 from factory.config import RunConfig
 from factory.stages.sample import (
+    sampler_fingerprint,
     SampleStage,
     current_samples,
     plan_samples,
@@ -117,3 +118,24 @@ def test_retry_failed_plans_keys_whose_latest_row_failed_only():
     ).rows() == [("b", 1)]
     retry = plan_samples(prompts, stored, k=2, sampler_fp="fp", base_seed=0, retry_failed=True)
     assert sorted(retry.select("prompt_id", "sample_idx").rows()) == [("a", 1), ("b", 1)]
+
+
+def test_stop_strings_reach_every_request_and_the_fingerprint_only_when_set():
+    from factory.config import EngineConfig
+    from factory.keys import stable_hash
+
+    engine_cfg = EngineConfig()
+    plain = sampler_fingerprint(engine_cfg, SamplingConfig(max_tokens=16), "m", "t")
+    # A config without stop keeps the key samples had before the option existed.
+    identity = {"kind": "llamacpp", "model": "m", "temperature": 0.8, "top_p": 0.95, "max_tokens": 16, "seed": 0, "template": "t"}
+    assert plain == stable_hash(identity)
+    assert sampler_fingerprint(engine_cfg, SamplingConfig(max_tokens=16, stop=["\n"]), "m", "t") != plain
+
+    plan = plan_samples(PROMPTS, None, k=1, sampler_fp="fp", base_seed=0).to_dicts()
+    engine = FakeEngine()
+    rows = SampleStage(RunConfig(), "fp", PROMPTS).render(plan)
+    sample_batch(engine, rows, None, SamplingConfig(max_tokens=16, stop=["\n", "Viewer:"]), "fp")
+    assert [r.stop for r in engine.requests] == [["\n", "Viewer:"]] * 2
+    assert engine.requests[0].chat_body()["stop"] == ["\n", "Viewer:"]
+    sample_batch(engine, rows, None, SamplingConfig(max_tokens=16), "fp")
+    assert "stop" not in engine.requests[-1].chat_body()
