@@ -194,11 +194,16 @@ def prepare(scored: pl.LazyFrame | pl.DataFrame, cfg: PairsConfig, scale_max: fl
     reasons = BASE_REASONS + filters + ((DUPLICATE,) if key_from else ())
     rule_values = {i: t.value.alias(f"raw_{i}") for i, t in enumerate(terms) if value_column(i, t) == f"raw_{i}"}
     batched = [i for i, t in enumerate(terms) if t.column == "repetition"]  # Python batches
+    repeated = {terms[i].entry.field for i in batched}  # type: ignore[union-attr]
+    key_texts, repeated_texts = set(key_from), repeated
+    if isinstance(scored, pl.DataFrame):  # in memory: each text normalized once, for the keys and the rules
+        frame = scored.with_columns(*rules.normalized_columns(key_texts | repeated)).lazy()
+        key_texts, repeated_texts = set(), set()
     scores = sorted(_score_columns(terms, judges) | {"quality"})
     # Every sample reduced to numbers and flags; the exclusion reasons are decided on those afterwards.
     numbers = (
         frame.with_row_index("row")
-        .with_columns(*rules.normalized_columns(set(key_from)))
+        .with_columns(*rules.normalized_columns(key_texts))
         .select(
             "row",
             "prompt_id",
@@ -212,9 +217,10 @@ def prepare(scored: pl.LazyFrame | pl.DataFrame, cfg: PairsConfig, scale_max: fl
             *([rules.duplicate_key(key_from).alias("key")] if key_from else []),
         )
     )
-    normalized = rules.normalized_columns({terms[i].entry.field for i in batched})  # type: ignore[union-attr]
     repetitions = (
-        frame.with_row_index("_row").with_columns(*normalized).select("_row", *[rule_values[i] for i in batched])
+        frame.with_row_index("_row")
+        .with_columns(*rules.normalized_columns(repeated_texts))
+        .select("_row", *[rule_values[i] for i in batched])
     )
     if isinstance(scored, pl.DataFrame):  # in memory: one pass
         slim = (pl.concat([numbers, repetitions], how="horizontal") if batched else numbers).collect()
