@@ -577,7 +577,7 @@ def test_pipeline_judge_cache_counts_requests_end_to_end(tmp_path):
         "sampler.sampling.max_tokens=8",
         "judge.sampling.max_tokens=16",
         "judge.max_reasks=0",
-        "judge.engine.parallel=2",
+        "judge.engine.parallel=1",
         f"judge.rubric_file={rubric}",
         "progress_interval_s=60",
     ]
