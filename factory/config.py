@@ -79,8 +79,8 @@ class SamplingConfig:
     max_tokens: int = _help("Max completion tokens (reasoning + answer).", 512)
     seed: int = _help("Base seed; request i of a prompt uses a seed derived from (seed, prompt_id, i).", 0)
     stop: List[str] = _help(
-        "Stop strings: the reply ends before the first one (finish_reason stop), e.g. ['\\n'] for one-line "
-        "replies. [] = none. Part of the fingerprint only when set.",
+        "Stop strings: the reply ends before the first one (finish_reason stop); in YAML, stop: [\"\\n\"] "
+        "(a newline) for one-line replies. [] = none. Part of the fingerprint only when set.",
         factory=list,
     )
 
