@@ -147,14 +147,17 @@ def test_seeded_batch_beyond_one_step_token_budget(engine):
 def test_stop_strings_end_the_reply_before_them(engine):
     from factory.engines.base import Request
 
-    prompt = chat("Write the numbers from 1 to 30, one per line.")
-    free, stopped = engine.generate(
-        [Request(messages=prompt, max_tokens=48, temperature=0.0, seed=1, tag=t, stop=s) for t, s in ((0, None), (1, ["\n"]))]
-    )
-    assert "\n" in free.text.strip()  # without stop the model writes several lines...
-    assert stopped.text and "\n" not in stopped.text.strip() and stopped.finish_reason == "stop"  # ...with it, one
-    assert stopped.completion_tokens < free.completion_tokens
-    assert engine.sampling_params(Request(messages=prompt, max_tokens=8, stop=["\n"]), prompt_tokens=20).stop == ["\n"]
+    def ask(stop):
+        request = Request(messages=chat("Count from 1 to 30."), max_tokens=48, temperature=0.0, seed=1, stop=stop)
+        return engine.generate([request])[0]
+
+    free = ask(None)
+    assert free.finish_reason == "length" and len(free.text) > 20
+    stop = free.text[len(free.text) // 2 :][:4]  # a string from the middle of the greedy reply
+    stopped = ask([stop])
+    assert stopped.finish_reason == "stop" and stop not in stopped.text
+    assert free.text.startswith(stopped.text) and stopped.completion_tokens < free.completion_tokens
+    assert engine.sampling_params(Request(messages=[], max_tokens=8, stop=["\n"]), prompt_tokens=20).stop == ["\n"]
 
 
 @real
