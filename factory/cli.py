@@ -99,12 +99,10 @@ def _compact(args: argparse.Namespace) -> int:
     from factory import compact
     from factory.config import StoreConfig
     from factory.lease import Lease
-    from factory.store import RunStore
+    from factory.rebuild import run_store
     from factory.summary import table
 
-    store = RunStore(args.run_dir, create=False)
-    if not store.exists("manifest.json"):
-        raise ConfigError(f"{args.run_dir}: no manifest.json; is this a run directory made by `factory run`?")
+    store, _ = run_store(args.run_dir)
     with Lease(store, "factory compact", take_over=args.take_over):
         done = compact.compact(store, args.target_mb or StoreConfig().compact_mb)
     rows = [(name, f"{d['parts_before']} -> {d['parts_after']} parts") for name, d in done.items()]
@@ -115,12 +113,10 @@ def _compact(args: argparse.Namespace) -> int:
 def _doctor(args: argparse.Namespace) -> int:
     from factory import doctor
     from factory.lease import Lease
-    from factory.store import RunStore
+    from factory.rebuild import run_store
     from factory.summary import table
 
-    store = RunStore(args.run_dir, create=False)
-    if not store.exists("manifest.json"):
-        raise ConfigError(f"{args.run_dir}: no manifest.json; is this a run directory made by `factory run`?")
+    store, _ = run_store(args.run_dir)
     with Lease(store, "factory doctor", take_over=args.take_over):
         found = doctor.doctor(store)
     if not found:

@@ -17,12 +17,18 @@ from factory.config import ConfigError, RunConfig
 from factory.store import RunStore
 
 
-def open_run(run_dir: str, overrides: list[str] | None = None) -> tuple[RunConfig, RunStore, dict[str, Any]]:
-    """The run's stored config with `overrides` applied (checked like any config)."""
-    store = RunStore(run_dir)
+def run_store(run_dir: str) -> tuple[RunStore, dict[str, Any]]:
+    """The store and manifest of an existing run directory, or one error saying it is not one."""
+    store = RunStore(run_dir, create=False)
     manifest = store.read_json("manifest.json")
     if manifest is None:
         raise ConfigError(f"{run_dir}: no manifest.json; is this a run directory made by `factory run`?")
+    return store, manifest
+
+
+def open_run(run_dir: str, overrides: list[str] | None = None) -> tuple[RunConfig, RunStore, dict[str, Any]]:
+    """The run's stored config with `overrides` applied (checked like any config)."""
+    store, manifest = run_store(run_dir)
     stored = _unmasked(manifest["config"])
     layers = [OmegaConf.structured(RunConfig), OmegaConf.create(stored)]
     for item in overrides or []:

@@ -16,12 +16,11 @@ import polars as pl
 import pytest
 
 from factory import config
-from factory.config import EngineConfig
 from factory.plan import make_plan
 from factory.run import run
 from factory.schemas import SAMPLES
 from factory.store import RunStore
-from tests.engines.loopback import CountingProxy
+from tests.engines.loopback import counting_llama
 
 pytestmark = pytest.mark.slow
 
@@ -30,15 +29,7 @@ DEMO = Path(__file__).resolve().parent.parent / "conf" / "demo.yaml"
 
 @pytest.fixture(scope="module")
 def servers():
-    from factory.engines.llamacpp import LlamaCppEngine
-
-    llama = LlamaCppEngine(EngineConfig(kind="llamacpp", parallel=4, cpus_per_replica=2, max_model_len=2048))
-    with CountingProxy(llama.base_url) as sampler, CountingProxy(llama.base_url) as judge:
-        yield sampler, judge
-    llama.close()
-    import ray
-
-    ray.shutdown()
+    yield from counting_llama(2048)
 
 
 def overrides(servers, out, *extra):

@@ -19,11 +19,10 @@ import pytest
 
 from factory import config
 from factory.run import run
-from factory.config import EngineConfig
 from factory.keys import derive_seed
 from factory.schemas import SAMPLES
 from factory.store import RunStore
-from tests.engines.loopback import CountingProxy
+from tests.engines.loopback import counting_llama
 
 pytestmark = pytest.mark.slow
 
@@ -33,15 +32,7 @@ SEED = 0
 
 @pytest.fixture(scope="module")
 def servers():
-    from factory.engines.llamacpp import LlamaCppEngine
-
-    llama = LlamaCppEngine(EngineConfig(kind="llamacpp", parallel=4, cpus_per_replica=2, max_model_len=1024))
-    with CountingProxy(llama.base_url) as sampler, CountingProxy(llama.base_url) as judge:
-        yield sampler, judge
-    llama.close()
-    import ray
-
-    ray.shutdown()
+    yield from counting_llama(1024)
 
 
 def overrides(servers, out, *extra):

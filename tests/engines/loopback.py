@@ -316,3 +316,18 @@ class FakeModelServer(_Server):
 
     def sample_requests(self) -> list[dict]:
         return [body for body in self.chat_requests() if "response_format" not in body]
+
+
+def counting_llama(max_model_len: int):
+    """A module fixture's body: the embedded model on one llama.cpp server (4 slots) behind two
+    CountingProxy, yielded as (sampler, judge); Ray is shut down after, as the runs used it."""
+    from factory.config import EngineConfig
+    from factory.engines.llamacpp import LlamaCppEngine
+
+    llama = LlamaCppEngine(EngineConfig(kind="llamacpp", parallel=4, cpus_per_replica=2, max_model_len=max_model_len))
+    with CountingProxy(llama.base_url) as sampler, CountingProxy(llama.base_url) as judge:
+        yield sampler, judge
+    llama.close()
+    import ray
+
+    ray.shutdown()
