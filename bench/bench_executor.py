@@ -30,15 +30,15 @@ from common import HERE, InstantEngine
 import polars as pl
 import pyarrow as pa
 
-from factory import compact
+from factory.rundir import compact
 from factory.config import EngineConfig, RunConfig, SamplingConfig
 from factory.executor import Executor
 from factory.executor.progress import Progress
 from factory.prompts import prepare_prompts
-from factory.schemas import SAMPLES
+from factory.rundir.schemas import SAMPLES
 from factory.stages.judge import JudgeStage
 from factory.stages.sample import SampleStage, plan_samples
-from factory.store import RunStore
+from factory.rundir.store import RunStore
 
 RUBRIC = "Rate {answer} from 0 to {scale_max}."
 BEFORE = "d8814a3"  # the last commit with factory/runner.py and factory/pipeline.py

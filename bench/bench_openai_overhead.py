@@ -27,7 +27,7 @@ from factory.config import EngineConfig, RayConfig, RunConfig, SamplingConfig
 from factory.engines.llamacpp import LlamaCppEngine
 from factory.executor import Executor
 from factory.executor.progress import Progress
-from factory.store import RunStore
+from factory.rundir.store import RunStore
 
 
 async def bare(base_url: str, rows: list[dict], sampling: SamplingConfig, concurrency: int) -> tuple[float, int]:

@@ -41,7 +41,9 @@ import pairs_baseline
 import polars as pl
 import synth
 
-from factory import pairs, sweep
+from factory import pairs
+
+from factory.commands import sweep
 from factory.config import PairsConfig, SweepConfig, TermConfig
 
 FOUR_TERMS = PairsConfig(

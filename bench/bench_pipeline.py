@@ -33,7 +33,7 @@ from factory.executor import Executor
 from factory.executor.progress import Progress
 from factory.stages.judge import JudgeStage
 from factory.stages.sample import SampleStage
-from factory.store import RunStore
+from factory.rundir.store import RunStore
 
 RUBRIC = "Rate {answer} from 0 to {scale_max}."
 

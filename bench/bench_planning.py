@@ -28,8 +28,8 @@ import polars as pl
 import pyarrow.parquet as pq
 import synth
 
-from factory.schemas import JUDGMENTS, SAMPLES
-from factory.store import RunStore
+from factory.rundir.schemas import JUDGMENTS, SAMPLES
+from factory.rundir.store import RunStore
 
 
 def make_run(root: Path, groups: int, k: int, repeat: int, chunk: int = 12_500) -> None:
@@ -77,7 +77,7 @@ import synth
 from factory.config import RunConfig
 from factory.stages.judge import JudgeStage
 from factory.stages.sample import SampleStage
-from factory.store import RunStore
+from factory.rundir.store import RunStore
 
 def peak_rss_mib():  # VmHWM starts anew at exec (getrusage's ru_maxrss keeps the parent's peak)
     for line in open("/proc/self/status"):

@@ -73,7 +73,7 @@ class FactoryArm:
         from factory.config import RunConfig
         from factory.executor import Executor
         from factory.executor.progress import Progress
-        from factory.store import RunStore
+        from factory.rundir.store import RunStore
 
         self.stage = sample_stage(prompts, k, engine_cfg, sampling)
         quiet = Progress(3600, stream=open("/dev/null", "w"))  # noqa: SIM115

@@ -17,7 +17,7 @@ from factory.engines.base import Completion
 from factory.executor import Executor
 from factory.prompts import load_prompts
 from factory.stages.sample import SampleStage, plan_samples
-from factory.store import RunStore
+from factory.rundir.store import RunStore
 
 DEMO = HERE.parent / "conf" / "demo.yaml"
 

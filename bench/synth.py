@@ -161,8 +161,8 @@ def write_parquet(
 def write_run(path: str, groups: int = 15_000, k: int = 8, seed: int = 0) -> None:
     """A run directory made of synthetic rows, as `factory run` would leave it (no LLM needed)."""
     from factory import config as config_mod
-    from factory.schemas import JUDGMENTS, SAMPLES
-    from factory.store import RunStore
+    from factory.rundir.schemas import JUDGMENTS, SAMPLES
+    from factory.rundir.store import RunStore
 
     scored, prompts = scored_frame(groups, k, seed)
     store = RunStore(path)

@@ -24,7 +24,8 @@ from factory.config import ConfigError
 
 
 def _run(args: argparse.Namespace) -> int:
-    from factory import config, summary
+    from factory import config
+    from factory.commands import summary
     from factory.run import run
 
     if getattr(args, "dry_run", False):
@@ -37,8 +38,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def _live_note(run_dir: str, what: str) -> None:
     """Read-only commands say so when a run is writing the directory right now."""
-    from factory.lease import note_if_live
-    from factory.store import RunStore
+    from factory.rundir.lease import note_if_live
+    from factory.rundir.store import RunStore
 
     try:
         note = note_if_live(RunStore(run_dir, create=False), what)
@@ -49,7 +50,8 @@ def _live_note(run_dir: str, what: str) -> None:
 
 
 def _pairs(args: argparse.Namespace) -> int:
-    from factory import rebuild, summary
+    from factory.commands import rebuild
+    from factory.commands import summary
 
     _live_note(args.run_dir, "these pairs are built from the rows stored so far; the run rewrites pairs/ when it ends")
     manifest, scored = rebuild.rebuild_pairs(args.run_dir, args.overrides)
@@ -58,7 +60,7 @@ def _pairs(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from factory import sweep
+    from factory.commands import sweep
 
     _live_note(args.run_dir, "this sweep covers the rows stored so far")
     table, info = sweep.run_sweep(args.run_dir, args.overrides)
@@ -72,7 +74,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from factory import report
+    from factory.commands import report
 
     _live_note(args.run_dir, "this report covers the rows stored so far")
     text, _ = report.run_report(args.run_dir, args.overrides)
@@ -81,7 +83,8 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from factory import calibrate, config
+    from factory import config
+    from factory.commands import calibrate
 
     # CONFIG is optional: a first argument of the form key=value is an override, not a file.
     overrides = list(args.overrides)
@@ -96,11 +99,11 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 
 def _compact(args: argparse.Namespace) -> int:
-    from factory import compact
+    from factory.rundir import compact
     from factory.config import StoreConfig
-    from factory.lease import Lease
-    from factory.rebuild import run_store
-    from factory.summary import table
+    from factory.rundir.lease import Lease
+    from factory.commands.rebuild import run_store
+    from factory.commands.summary import table
 
     store, _ = run_store(args.run_dir)
     with Lease(store, "factory compact", take_over=args.take_over):
@@ -111,10 +114,10 @@ def _compact(args: argparse.Namespace) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from factory import doctor
-    from factory.lease import Lease
-    from factory.rebuild import run_store
-    from factory.summary import table
+    from factory.rundir import doctor
+    from factory.rundir.lease import Lease
+    from factory.commands.rebuild import run_store
+    from factory.commands.summary import table
 
     store, _ = run_store(args.run_dir)
     with Lease(store, "factory doctor", take_over=args.take_over):
@@ -192,14 +195,16 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from factory import config, plan
+    from factory import config
+    from factory.commands import plan
 
     print(plan.format_plan(plan.make_plan(config.load(args.config, args.overrides))))
     return 0
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from factory import config, plan
+    from factory import config
+    from factory.commands import plan
     from factory.evaluation import run as evaluation
 
     cfg = config.load(args.config, args.overrides)
@@ -212,7 +217,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from factory.cost import BUDGET_EXIT
+    from factory.commands.cost import BUDGET_EXIT
     from factory.executor.core import BudgetExceeded
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -224,8 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     elif extra:
         top.error(f"unrecognized arguments: {' '.join(extra)}")
     from factory.executor import FatalRunError, Interrupted
-    from factory.lease import LeaseHeld
-    from factory.store import CorruptPartError
+    from factory.rundir.lease import LeaseHeld
+    from factory.rundir.store import CorruptPartError
 
     try:
         return args.func(args)

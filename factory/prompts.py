@@ -29,8 +29,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from factory.config import ConfigError, PromptsConfig
-from factory.keys import stable_hash
-from factory.schemas import INVALID, MESSAGES
+from factory.rundir.hashing import stable_hash
+from factory.rundir.schemas import INVALID, MESSAGES
 
 DEFAULT_USER_TEMPLATE = "Product info:\n{product_info}\n\nConversation so far:\n{history}\n\nViewer comment: {question}"
 ROLES = ("system", "user", "assistant")

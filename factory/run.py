@@ -25,16 +25,16 @@ import polars as pl
 from factory import config as config_mod
 from factory import pairs as pair_kernel
 from factory.config import ConfigError, EngineConfig, RunConfig
-from factory.cost import Budget, run_prices
+from factory.commands.cost import Budget, run_prices
 from factory.executor import Executor
-from factory.lease import Lease
+from factory.rundir.lease import Lease
 from factory.prompts import load_prompts, read_text
-from factory.schemas import INVALID, JUDGMENTS
-from factory.secrets import redact_url, scrub, scrub_all, scrub_table, secret_values
+from factory.rundir.schemas import INVALID, JUDGMENTS
+from factory.rundir.secrets import redact_url, scrub, scrub_all, scrub_table, secret_values
 from factory.stages import judge as judge_stage
 from factory.stages import reward as reward_stage
 from factory.stages import sample as sample_stage
-from factory.store import RunStore, open_output
+from factory.rundir.store import RunStore, open_output
 
 log = logging.getLogger("factory")
 

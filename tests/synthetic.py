@@ -9,7 +9,7 @@ from pathlib import Path
 
 from factory import config as config_mod
 from factory.run import run
-from factory.store import RunStore
+from factory.rundir.store import RunStore
 from tests.fakes import FakeEngine
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from factory import calibrate
+from factory.commands import calibrate
 from factory.cli import main
 from factory.config import JudgeConfig, RunConfig
 from factory.engines.base import Completion, Request

@@ -10,13 +10,13 @@ import pytest
 
 from factory import config as config_mod
 from factory.config import ConfigError, StageCostConfig
-from factory.cost import BUDGET_EXIT, Budget
+from factory.commands.cost import BUDGET_EXIT, Budget
 from factory.executor.core import BudgetExceeded
 from factory.executor.progress import Progress, line
 from factory.executor.metrics import StageMetrics
 from factory.run import run
-from factory.schemas import SAMPLES
-from factory.store import RunStore
+from factory.rundir.schemas import SAMPLES
+from factory.rundir.store import RunStore
 from tests.fakes import FakeEngine
 from tests.synthetic import write_prompts
 

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from factory.cli import main
-from factory.schemas import PAIRS
+from factory.rundir.schemas import PAIRS
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ import pytest
 
 from factory import config as config_mod
 from factory.cli import main
-from factory.plan import make_plan
+from factory.commands.plan import make_plan
 from factory.run import run
 from tests.fakes import FakeEngine
 from tests.synthetic import write_prompts

@@ -16,10 +16,10 @@ import polars as pl
 import pytest
 
 from factory import config
-from factory.plan import make_plan
+from factory.commands.plan import make_plan
 from factory.run import run
-from factory.schemas import SAMPLES
-from factory.store import RunStore
+from factory.rundir.schemas import SAMPLES
+from factory.rundir.store import RunStore
 from tests.engines.loopback import counting_llama
 
 pytestmark = pytest.mark.slow

@@ -3,7 +3,9 @@ import json
 import polars as pl
 import pytest
 
-from factory import cli, report
+from factory import cli
+
+from factory.commands import report
 from factory.config import PairsConfig, RunConfig, TermConfig
 from tests.pairs.test_kernel import scored
 from tests.synthetic import make_run

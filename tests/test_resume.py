@@ -19,9 +19,9 @@ import pytest
 
 from factory import config
 from factory.run import run
-from factory.keys import derive_seed
-from factory.schemas import SAMPLES
-from factory.store import RunStore
+from factory.rundir.hashing import derive_seed
+from factory.rundir.schemas import SAMPLES
+from factory.rundir.store import RunStore
 from tests.engines.loopback import counting_llama
 
 pytestmark = pytest.mark.slow

@@ -91,8 +91,8 @@ def local_run(cfg, engine=None, **kw):
 
 
 def test_a_second_writer_is_refused_naming_the_holder_and_a_dead_ones_lease_is_taken_over(tmp_path, capsys):
-    from factory.lease import Lease, LeaseHeld
-    from factory.store import RunStore
+    from factory.rundir.lease import Lease, LeaseHeld
+    from factory.rundir.store import RunStore
 
     cfg = synthetic_cfg(tmp_path)
     store = RunStore(cfg.output_dir)
@@ -122,7 +122,7 @@ def test_no_valid_prompt_is_an_error_and_replaces_nothing(tmp_path):
 
 
 def test_fewer_prompts_than_the_outputs_were_built_from_is_refused_unless_asked(tmp_path):
-    from factory.store import RunStore
+    from factory.rundir.store import RunStore
 
     local_run(synthetic_cfg(tmp_path, 4))
     fewer = synthetic_cfg(tmp_path, 4, "prompts.limit=2")
@@ -153,7 +153,7 @@ def test_a_secret_echoed_by_the_server_is_stored_nowhere(tmp_path, monkeypatch):
 
 
 def test_an_output_dir_under_a_file_is_one_line_naming_the_key(tmp_path):
-    from factory.store import open_output
+    from factory.rundir.store import open_output
 
     (tmp_path / "file").write_text("x")
     with pytest.raises(ConfigError, match=r"output_dir: cannot write to .*file/run: a file is in the way"):
@@ -162,7 +162,7 @@ def test_an_output_dir_under_a_file_is_one_line_naming_the_key(tmp_path):
 
 def test_a_corrupt_part_is_named_then_quarantined_and_only_its_keys_are_asked_again(tmp_path, capsys):
     from factory.cli import main
-    from factory.store import RunStore
+    from factory.rundir.store import RunStore
     from tests.fakes import FakeEngine
 
     cfg = synthetic_cfg(tmp_path, 4)
@@ -212,7 +212,7 @@ def test_target_rounds_reuse_one_pool_and_ask_only_for_new_prompts(tmp_path):
 
 def test_the_end_table_says_why_groups_were_not_paired_in_the_judges_units(tmp_path, capsys):
     from factory.cli import main
-    from factory.summary import run_summary
+    from factory.commands.summary import run_summary
     from tests.fakes import FakeEngine
 
     # Two of p0's samples fail: p0 has fewer than 2 valid samples, counted under engine_error.
@@ -234,7 +234,7 @@ def test_the_end_table_says_why_groups_were_not_paired_in_the_judges_units(tmp_p
 def test_pairs_parquet_matches_the_contract_schema_with_rows(tmp_path):
     import pyarrow.parquet as pq
 
-    from factory.schemas import PAIRS
+    from factory.rundir.schemas import PAIRS
 
     manifest = local_run(synthetic_cfg(tmp_path, 6))
     (path,) = (tmp_path / "run" / "pairs").glob("*.parquet")
@@ -249,8 +249,8 @@ def test_pairs_parquet_matches_the_contract_schema_with_rows(tmp_path):
 
 def test_read_only_commands_say_when_a_run_is_writing(tmp_path, capsys):
     from factory.cli import main
-    from factory.lease import Lease
-    from factory.store import RunStore
+    from factory.rundir.lease import Lease
+    from factory.rundir.store import RunStore
 
     local_run(synthetic_cfg(tmp_path, 3))
     with Lease(RunStore(str(tmp_path / "run")), "factory run live.yaml"):
@@ -301,7 +301,7 @@ def test_the_same_judge_twice_a_missing_rubric_and_an_unset_key_are_named(tmp_pa
 
 
 def test_every_judge_scores_each_usable_sample_once_under_its_own_fingerprint(tmp_path):
-    from factory.store import RunStore
+    from factory.rundir.store import RunStore
     from tests.fakes import FakeEngine, reward_of
 
     ensemble = ["judges.b.sampling.seed=1", *RM, "pairs.judges=[quality,quality_b,reward_rm]"]
@@ -331,7 +331,7 @@ def test_every_judge_scores_each_usable_sample_once_under_its_own_fingerprint(tm
 
 
 def test_a_failed_reward_excludes_its_sample_and_retry_failed_asks_for_it_alone(tmp_path):
-    from factory.store import RunStore
+    from factory.rundir.store import RunStore
     from tests.fakes import FakeEngine
 
     cfg = synthetic_cfg(tmp_path, 2, *RM, "pairs.judges=[quality,reward_rm]")
@@ -351,7 +351,7 @@ def test_a_failed_reward_excludes_its_sample_and_retry_failed_asks_for_it_alone(
 def test_an_ensemble_of_one_judge_is_that_judge_at_the_run_level(tmp_path):
     """judges.b alone in pairs.judges (summed into S, or voting alone) gives the pairs of a run whose primary
     judge is b: same judgments through stage judge_b, column quality_b and the kernel."""
-    from factory.store import RunStore
+    from factory.rundir.store import RunStore
 
     picks = ["prompt_id", "chosen_idx", "rejected_idx", "chosen_tokens", "rejected_tokens", "chosen_score", "rejected_score", "margin"]
     for folder in ("alone", "ensemble-terms", "ensemble-vote"):
@@ -371,7 +371,7 @@ def test_an_ensemble_of_one_judge_is_that_judge_at_the_run_level(tmp_path):
 
 
 def test_a_reward_model_alone_judges_a_run_when_the_genrm_is_off(tmp_path):
-    from factory.store import RunStore
+    from factory.rundir.store import RunStore
     from tests.fakes import FakeEngine
 
     with pytest.raises(ConfigError, match=r"^judge\.enabled: false, and no other judge"):

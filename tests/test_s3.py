@@ -8,7 +8,7 @@ import fsspec
 import pyarrow as pa
 import pytest
 
-from factory.store import RunStore
+from factory.rundir.store import RunStore
 
 moto_server = pytest.importorskip("moto.server")
 pytest.importorskip("s3fs")

@@ -2,7 +2,7 @@ from pathlib import Path
 
 from factory import config
 from factory.config import EngineConfig
-from factory.secrets import redact_url, scrub, scrub_all, secret_values
+from factory.rundir.secrets import redact_url, scrub, scrub_all, secret_values
 
 DEMO = Path(__file__).resolve().parent.parent / "conf" / "demo.yaml"
 

@@ -3,7 +3,7 @@ import uuid
 import pyarrow as pa
 import pytest
 
-from factory.store import RunStore, parquet_bytes
+from factory.rundir.store import RunStore, parquet_bytes
 
 
 @pytest.fixture(params=["local", "memory"])
@@ -83,7 +83,7 @@ def test_a_merge_cut_short_after_its_commit_is_read_and_recovered_exactly(store)
 
 
 def test_an_unreadable_part_is_named(store):
-    from factory.store import CorruptPartError
+    from factory.rundir.store import CorruptPartError
 
     store.append("samples", pa.table({"a": [1]}))
     store.write_bytes("samples/part-9-bad.parquet", b"PAR1 garbage, not a footer")
@@ -101,7 +101,7 @@ def test_read_projects_columns_and_iter_parts_streams(store):
 
 
 def test_compact_merges_appended_tables_only_and_keeps_every_row(tmp_path):
-    from factory import compact
+    from factory.rundir import compact
 
     store = RunStore(str(tmp_path / "run"))
     for i in range(5):

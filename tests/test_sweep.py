@@ -5,7 +5,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from factory import cli, sweep
+from factory import cli
+
+from factory.commands import sweep
 from factory.config import ConfigError, PairsConfig, SweepConfig, TermConfig, load
 from factory import pairs
 from tests.pairs.test_kernel import frame_of, scored

@@ -8,7 +8,7 @@ from typing import Any
 
 from factory.config import EngineConfig
 from factory.engines.base import Completion, Engine, FatalEngineError, Request
-from factory.keys import stable_hash
+from factory.rundir.hashing import stable_hash
 
 ENGINES = {
     "llamacpp": ("factory.engines.llamacpp", "LlamaCppEngine", "xllamacpp", "pip install xllamacpp"),

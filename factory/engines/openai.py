@@ -45,7 +45,7 @@ from typing import Any
 
 from factory.config import ConfigError, EngineConfig
 from factory.engines.base import Completion, FatalEngineError, OnDone, OnScored, Request, Score, ScoreRequest, gather
-from factory.secrets import redact_url, scrub, secret_values
+from factory.rundir.secrets import redact_url, scrub, secret_values
 
 # The routes of a vLLM server's pooling API this engine scores with (ScoreRequest.route).
 SCORE_ROUTES = ("classify", "pooling", "score")

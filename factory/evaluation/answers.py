@@ -7,7 +7,7 @@ Input: a Parquet, JSONL or JSON-array file (any fsspec URL), one row per answer:
     completion_tokens, reasoning_tokens, answer_tokens  optional: else counted with the candidate's
                                                       engine.tokenizer, else estimated from characters
     finish_reason                                     optional ("length" marks a truncated reply)
-Output: sample rows (factory.schemas.SAMPLES) under the fingerprint "answers-<sha256 of the file>", so an
+Output: sample rows (factory.rundir.schemas.SAMPLES) under the fingerprint "answers-<sha256 of the file>", so an
 edited file is a new candidate version (its answers judged again) and a renamed candidate keeps its rows.
 Only keys not stored yet are written; rows of unknown prompts or with sample_idx >= eval.k are counted
 and left out. No LLM request is made for them.
@@ -26,7 +26,7 @@ import polars as pl
 import pyarrow as pa
 
 from factory.config import CandidateConfig, ConfigError
-from factory.schemas import SAMPLES
+from factory.rundir.schemas import SAMPLES
 from factory.stages.sample import KEY, STATUS_COLUMNS, split_reasoning
 
 FORMATS = (".parquet", ".jsonl", ".json")
@@ -65,7 +65,7 @@ def answer_rows(
     frame: pl.DataFrame, candidate: CandidateConfig, id_column: str | None, key: str, fp: str
 ) -> tuple[pl.DataFrame, str]:
     """Sample rows from an answers frame, and how their token counts were had (file, tokenizer, estimated)."""
-    from factory.plan import chars_tokens, tokenizer_counter
+    from factory.commands.plan import chars_tokens, tokenizer_counter
 
     id_col = "prompt_id" if "prompt_id" in frame.columns else id_column if id_column in frame.columns else None
     if id_col is None:

@@ -32,17 +32,17 @@ import polars as pl
 from factory import config as config_mod
 from factory import run as run_mod
 from factory.config import ConfigError, RunConfig
-from factory.cost import Budget
+from factory.commands.cost import Budget
 from factory.evaluation import answers as answers_mod
 from factory.evaluation import table as table_mod
 from factory.executor.core import Executor
 from factory.prompts import load_prompts
-from factory.schemas import INVALID, SAMPLES
+from factory.rundir.schemas import INVALID, SAMPLES
 from factory.stages import judge as judge_stage
 from factory.stages import sample as sample_stage
-from factory.lease import Lease
-from factory.secrets import scrub, scrub_all, scrub_table, secret_values
-from factory.store import RunStore, open_output
+from factory.rundir.lease import Lease
+from factory.rundir.secrets import scrub, scrub_all, scrub_table, secret_values
+from factory.rundir.store import RunStore, open_output
 
 
 def eval_dir(cfg: RunConfig) -> str:
@@ -271,7 +271,7 @@ def evaluate(cfg: RunConfig, backend: str = "ray", build: Any = None, take_over:
 
 def eval_plan(cfg: RunConfig) -> dict[str, Any]:
     """`factory eval --dry-run`: the plan of every stage (factory/plan.py), nothing sent, only plan.json written."""
-    from factory import plan as plan_mod
+    from factory.commands import plan as plan_mod
 
     t0 = time.perf_counter()
     preflight(cfg, secrets=False)

@@ -203,7 +203,7 @@ def difference_text(row: dict[str, Any]) -> str:
 
 
 def markdown_table(rows: list[dict[str, Any]], cfg: RunConfig, answerable: bool) -> str:
-    from factory.report import markdown
+    from factory.commands.report import markdown
 
     scale = f"/{cfg.judge.scale_max:g}"
     headers = [
@@ -254,7 +254,7 @@ def notes(cfg: RunConfig, rows: list[dict[str, Any]], extra: list[str]) -> list[
 def score_rt_png(rows: list[dict[str, Any]], samples: pl.DataFrame, cfg: RunConfig) -> bytes:
     """Mean score against mean RT per model (the trade-off the paper is about), with each score's
     bootstrap 95% interval over prompts as an error bar."""
-    from factory.report import _png, _pyplot
+    from factory.commands.report import _png, _pyplot
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.5))

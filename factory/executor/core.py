@@ -48,7 +48,7 @@ from factory.executor.pool import Event
 from factory.executor.progress import Progress
 from factory.executor.writer import TableWriter
 from factory.stages.base import Stage, row_key
-from factory.store import RunStore
+from factory.rundir.store import RunStore
 
 log = logging.getLogger("factory")
 
@@ -130,7 +130,7 @@ class Executor:
         budget: Any = None,
     ):
         self.store, self.cfg, self.scrub = store, cfg, scrub
-        self.budget = budget  # factory.cost.Budget: charge(stage, prompt, completion), exceeded(), label(stage)
+        self.budget = budget  # factory.commands.cost.Budget: charge(stage, prompt, completion), exceeded(), label(stage)
         self.kind = backend
         if backend == "ray":
             from factory.executor.ray import RayBackend

@@ -21,7 +21,7 @@ from collections.abc import Callable
 import pyarrow as pa
 
 from factory.config import StoreConfig
-from factory.store import RunStore
+from factory.rundir.store import RunStore
 
 FEED_MIN_S = 0.25  # a table that feeds a stage flushes at most this often for it (part count vs latency)
 

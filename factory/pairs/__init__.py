@@ -3,7 +3,7 @@
 
     from factory import pairs
     built = pairs.build(scored, prompts, cfg.pairs, scale_max=cfg.judge.scale_max)
-    built.pairs       pairs rows (factory.schemas.PAIRS; plain strings with pairs.format=standard)
+    built.pairs       pairs rows (factory.rundir.schemas.PAIRS; plain strings with pairs.format=standard)
     built.sft         {"filter_long": frame, "dp_sft": frame}, those pairs.sft asks for
     built.stats       PairStats: samples by exclusion reason, groups by bucket, pairs by outcome,
                       delta, means, judge agreement, target estimate (`pairs.target_note(stats)`)
@@ -50,7 +50,7 @@ from factory.pairs.picks import margin_quantile
 from factory.pairs.render import pairs_schema, render_pairs, sft_dp, sft_filter_long, sink_pairs
 from factory.pairs.stats import OUTCOMES, PairStats, target_note
 from factory.pairs.terms import required_columns, resolve
-from factory.schemas import require_columns
+from factory.rundir.schemas import require_columns
 
 __all__ = [
     "OUTCOMES", "SCORED_COLUMNS", "Candidates", "PairBuild", "PairStats", "Prepared", "build", "candidates",

@@ -5,7 +5,7 @@ contract, and the SFT exports. Text is fetched only for the samples that are use
     row out (pairs):  prompt=[{system}, {user}]  chosen=[{assistant: "<think>\\n...\\n</think>\\n\\nanswer"}]
                       rejected=[...]  prompt_id=p1  chosen_idx=0 ... margin  strategy=dp_dpo
 
-Formats: conversational (factory.schemas.PAIRS, what TRL's DPOTrainer loads as is) or standard
+Formats: conversational (factory.rundir.schemas.PAIRS, what TRL's DPOTrainer loads as is) or standard
 (prompt/chosen/rejected as plain strings); `include_reasoning: false` leaves the <think> part out.
 """
 
@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from factory.config import PairsConfig
 from factory.pairs.marks import Prepared
-from factory.schemas import PAIRS
+from factory.rundir.schemas import PAIRS
 
 
 # -- rendering ---------------------------------------------------------------------------------

@@ -25,49 +25,59 @@ is better:
 
 So length is the paper's 1 - L / L_max and quality its Q / Q_max. A term whose `exclude_above` or
 `exclude_below` is set is also a filter on the raw value: the sample is excluded under the term's
-name. A new source is one entry in SOURCES.
+name. A new source is one entry in TERM_SOURCES (factory/config/pairs.py) and its measure here.
 """
 
 from __future__ import annotations
 
-import math
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import polars as pl
 
-from factory.config import ConfigError
+from factory.config.pairs import (  # noqa: F401 (re-exported: the kernel's vocabulary)
+    BASE_REASONS,
+    DUPLICATE,
+    NOT_JUDGES,
+    TERM_SOURCES,
+    SourceSpec,
+    default_name,
+    source_name,
+)
 from factory.pairs import rules
 from factory.pairs.segments import per_group
 
 if TYPE_CHECKING:
     from factory.config import PairsConfig, TermConfig
 
-NORMS = ("group", "global", "group_minmax", "global_minmax", "fixed", "scale", "none")
-DIRECTIONS = ("higher", "lower")
-# Sample exclusions checked before any term, in this order (the first that applies is counted).
-BASE_REASONS = ("engine_error", "truncated", "empty_answer", "no_token_count", "no_judgment")
-DUPLICATE = "duplicate"
-JUDGE_COLUMN = r"quality(_\w+)?|reward_\w+"
-# Scored columns that look like a judge's but are not one: the spread of the primary judge's votes.
-NOT_JUDGES = ("quality_spread",)
 
 
 @dataclass(frozen=True)
 class Source:
-    """What a term measures. `value(entry, name)` is the raw value's polars expression over the
-    scored columns; `reads` the columns it needs; `scale(scale_max)` the divisor of norm `scale`
-    (None: that norm is not allowed); `missing` the exclusion reason of a sample without a value."""
+    """What a term measures: `spec` its name pattern and defaults (factory/config/pairs.py),
+    `value(entry, name)` the raw value's polars expression over the scored columns, `reads` the
+    columns it needs."""
 
-    pattern: str
-    direction: str
-    norm: str
+    spec: SourceSpec
     value: Callable[[TermConfig | None, str], pl.Expr]
     reads: Callable[[TermConfig | None, str], tuple[str, ...]]
-    scale: Callable[[float], float] | None = None
-    missing: str | None = None
+
+    @property
+    def direction(self) -> str:
+        return self.spec.direction
+
+    @property
+    def norm(self) -> str:
+        return self.spec.norm
+
+    @property
+    def missing(self) -> str | None:
+        return self.spec.missing
+
+    def scale(self, scale_max: float) -> float:
+        """The divisor of norm `scale` (the config check allows that norm only where spec.scale is set)."""
+        return scale_max if self.spec.scale == "judge" else 1.0
 
 
 def _column(entry: TermConfig | None, name: str) -> pl.Expr:
@@ -78,32 +88,22 @@ def _own(entry: TermConfig | None, name: str) -> tuple[str, ...]:
     return (name,)
 
 
-SOURCES: dict[str, Source] = {
-    "length": Source(
-        "length", "lower", "group", lambda e, n: pl.col("completion_tokens").cast(pl.Float64),
-        lambda e, n: ("completion_tokens",),
-    ),
-    "quality": Source(r"quality(_\w+)?", "higher", "scale", _column, _own, lambda s: 1.0, "no_judgment"),
-    "dim": Source(r"dim_\w+", "higher", "scale", _column, _own, lambda s: s, "no_judgment"),
-    "reward": Source(r"reward_\w+", "higher", "group_minmax", _column, _own, None, "no_judgment"),
-    "repetition": Source(
-        "repetition", "lower", "none", lambda e, n: rules.repetition(e.field, e.n, e.unit),  # type: ignore[union-attr]
-        lambda e, n: (e.field,), lambda s: 1.0,  # type: ignore[union-attr]
-    ),
-    "answer_chars": Source("answer_chars", "lower", "group", lambda e, n: rules.answer_chars(), lambda e, n: ("answer",)),
-    "format": Source(
-        "format", "lower", "none", lambda e, n: rules.format_violation(e.pattern, e.require),  # type: ignore[union-attr]
-        lambda e, n: ("answer",), lambda s: 1.0,
-    ),
-    "think": Source(
-        "think", "lower", "none", lambda e, n: rules.think_violation(e.require),  # type: ignore[union-attr]
-        lambda e, n: ("reasoning",), lambda s: 1.0,
-    ),
-}  # fmt: skip
+_MEASURES: dict[str, tuple] = {
+    "length": (lambda e, n: pl.col("completion_tokens").cast(pl.Float64), lambda e, n: ("completion_tokens",)),
+    "quality": (_column, _own),
+    "dim": (_column, _own),
+    "reward": (_column, _own),
+    "repetition": (lambda e, n: rules.repetition(e.field, e.n, e.unit), lambda e, n: (e.field,)),  # type: ignore[union-attr]
+    "answer_chars": (lambda e, n: rules.answer_chars(), lambda e, n: ("answer",)),
+    "format": (lambda e, n: rules.format_violation(e.pattern, e.require), lambda e, n: ("answer",)),  # type: ignore[union-attr]
+    "think": (lambda e, n: rules.think_violation(e.require), lambda e, n: ("reasoning",)),  # type: ignore[union-attr]
+}
+SOURCES: dict[str, Source] = {name: Source(spec, *_MEASURES[name]) for name, spec in TERM_SOURCES.items()}
 
 
-def source_of(name: str) -> Source | None:
-    return next((s for s in SOURCES.values() if re.fullmatch(s.pattern, name)), None)
+def source_of(column: str) -> Source | None:
+    name = source_name(column)
+    return SOURCES[name] if name is not None else None
 
 
 @dataclass(frozen=True, eq=False)
@@ -133,10 +133,6 @@ class Term:
     @property
     def is_filter(self) -> bool:
         return self.exclude_above is not None or self.exclude_below is not None
-
-
-def default_name(entry: TermConfig) -> str:
-    return entry.name or (f"repetition_{entry.field}" if entry.source == "repetition" else entry.source)
 
 
 def judge_term(column: str, cfg: PairsConfig) -> Term:
@@ -200,63 +196,6 @@ def normalize(raw: np.ndarray, term: Term, starts: np.ndarray, counts: np.ndarra
     value = unit if term.direction == "higher" else 1.0 - unit
     # A zero denominator (every sample of the group alike) gives a zero term, whatever the direction.
     return np.where(usable, value, 0.0)
-
-
-# -- checks --------------------------------------------------------------------------------------
-def check_config(cfg: PairsConfig) -> None:
-    """Raise ConfigError naming the key of the first bad pairs.terms entry or pairs.judges value."""
-    if not cfg.judges:
-        raise ConfigError("pairs.judges: needs at least one judge column (quality is the primary judge)")
-    for column in cfg.judges:
-        if not re.fullmatch(JUDGE_COLUMN, column) or column in NOT_JUDGES:
-            raise ConfigError(
-                f"pairs.judges: {column!r} is not a judge column (quality, quality_<judge>, reward_<name>)"
-            )
-    if len(set(cfg.judges)) != len(cfg.judges):
-        raise ConfigError(f"pairs.judges: {cfg.judges} names a judge twice")
-    taken = {"length": "pairs.w_len", "quality": "pairs.w_quality", DUPLICATE: "pairs.dedupe"}
-    taken |= {reason: "a built-in exclusion reason" for reason in BASE_REASONS}
-    for i, entry in enumerate(cfg.terms):
-        key = f"pairs.terms[{i}]"
-        _check_entry(entry, key)
-        name = default_name(entry)
-        if name in taken:
-            raise ConfigError(f"{key}.name: {name!r} is already used by {taken[name]}; give this term a name")
-        taken[name] = key
-
-
-def _check_entry(entry: TermConfig, key: str) -> None:
-    source = source_of(entry.source)
-    if source is None:
-        valid = "length, quality, quality_<judge>, dim_<name>, reward_<name>, repetition, answer_chars, format, think"
-        raise ConfigError(f"{key}.source: {entry.source!r} is not a term source ({valid})")
-    norm = entry.norm or source.norm
-    if norm not in NORMS:
-        raise ConfigError(f"{key}.norm: {entry.norm!r} is not one of {', '.join(NORMS)}")
-    if norm == "scale" and source.scale is None:
-        raise ConfigError(f"{key}.norm: {entry.source} has no fixed scale; use group_minmax, global_minmax or fixed")
-    if entry.direction and entry.direction not in DIRECTIONS:
-        raise ConfigError(f"{key}.direction: {entry.direction!r} is not one of higher, lower")
-    if norm == "fixed" and (entry.hi is None or not entry.hi > entry.lo):
-        raise ConfigError(f"{key}.hi: norm fixed needs hi > lo, got lo={entry.lo}, hi={entry.hi}")
-    for name in ("weight", "lo", "exclude_above", "exclude_below"):
-        value = getattr(entry, name)
-        if value is not None and not math.isfinite(value):
-            raise ConfigError(f"{key}.{name}: must be a finite number, got {value}")
-    if entry.source == "repetition":
-        if entry.field not in ("answer", "reasoning"):
-            raise ConfigError(f"{key}.field: {entry.field!r} is not one of answer, reasoning")
-        if entry.unit not in ("word", "char"):
-            raise ConfigError(f"{key}.unit: {entry.unit!r} is not one of word, char")
-        if entry.n < 1:
-            raise ConfigError(f"{key}.n: must be >= 1, got {entry.n}")
-    if entry.source == "format":
-        if not entry.pattern:
-            raise ConfigError(f"{key}.pattern: required for a format term")
-        try:
-            pl.Series([""]).str.contains(entry.pattern)
-        except pl.exceptions.PolarsError as exc:
-            raise ConfigError(f"{key}.pattern: not a valid regex: {str(exc).splitlines()[0]}") from None
 
 
 def required_columns(terms: list[Term], judges: list[Term]) -> dict[str, str]:

@@ -3,7 +3,7 @@
 Input columns:  samples  -> prompt_id, sample_idx, sampler_fp, answer, reasoning, error, created_at
                 prompts  -> prompt_id, messages (the rendered prompt the sample answered)
                 stored   -> prompt_id, sample_idx, sampler_fp, rm_fp, error, sample_created_at, created_at
-Output columns: rewards  -> see factory.schemas.REWARDS
+Output columns: rewards  -> see factory.rundir.schemas.REWARDS
 
     >>> stage = RewardStage(cfg, "rm", fps, prompts)   # cfg.reward_models["rm"]; fps["reward_rm"] its fingerprint
     >>> work = stage.plan(store)                # the usable samples not yet scored under this fingerprint
@@ -28,10 +28,10 @@ import polars as pl
 
 from factory.config import EngineConfig, RewardModelConfig, RunConfig
 from factory.engines.base import Engine, Score, ScoreRequest
-from factory.keys import stable_hash
-from factory.schemas import REWARDS, SAMPLES, require_columns
-from factory.stages.base import Emit, latest
-from factory.stages.judge import judgeable, of_current_samples, sample_text
+from factory.rundir.hashing import stable_hash
+from factory.rundir.schemas import REWARDS, SAMPLES, require_columns
+from factory.stages.base import Emit, latest, read_status
+from factory.stages.scored import of_current_samples, plan_usable
 
 KEY = ("prompt_id", "sample_idx", "sampler_fp")
 # What planning and resume read of the stored rewards: keys and status only.
@@ -180,6 +180,7 @@ class RewardStage:
         self.rm_fp, self.sampler_fp, self.k = fps[f"reward_{name}"], fps["sampler"], cfg.sampler.k
         self.engine = engine if engine is not None else self.cfg.engine
         self._messages = dict(zip(prompts["prompt_id"].to_list(), prompts["messages"].to_list()))
+        self.prompt_ids = prompts["prompt_id"]
         self.note = ""
 
     @property
@@ -203,23 +204,16 @@ class RewardStage:
         )
 
     def plan(self, store: Any) -> pl.DataFrame:
-        """Keys first (samples' and rewards' status), then the text of the pending samples only."""
-        from factory.stages.sample import STATUS_COLUMNS as SAMPLE_STATUS
+        """Keys first (samples' and rewards' status, prompt ids as integer codes), then the text of the
+        pending samples only (factory/stages/scored.py)."""
+        ours = (pl.col("rm_fp") == self.rm_fp) & (pl.col("sampler_fp") == self.sampler_fp)
 
-        status = store.read("samples", SAMPLES, columns=SAMPLE_STATUS)
-        if status is None:
-            return pl.DataFrame(schema=WORK_SCHEMA)
-        samples = latest(self._mine(status), ["prompt_id", "sample_idx"])
-        failed = samples.filter(pl.col("error").is_not_null()).height
-        samples = samples.filter(pl.col("error").is_null())
-        stored = store.read("rewards", REWARDS, columns=STATUS_COLUMNS)
-        keys = pending_keys(samples, stored, self.rm_fp, self.cfg.retry_failed)
-        text = sample_text(store, keys.select(KEY).unique())
-        work = judgeable(keys.join(text, on=list(KEY), how="inner", maintain_order="left"))
-        empty = keys.height - work.height
-        skipped = [f"{failed} failed sample(s)" if failed else "", f"{empty} with an empty answer" if empty else ""]
-        self.note = " and ".join(p for p in skipped if p) + " not scored" if failed or empty else ""
-        return work.select(*KEY, "answer", "reasoning", pl.col("created_at").alias("sample_created_at"))
+        def pending(samples: pl.DataFrame) -> pl.DataFrame:
+            stored = read_status(store, "rewards", REWARDS, STATUS_COLUMNS, self.prompt_ids, ours)
+            return pending_keys(samples, stored, self.rm_fp, self.cfg.retry_failed)
+
+        work, self.note = plan_usable(store, self.prompt_ids, self.sampler_fp, self.k, pending, verb="scored")
+        return work
 
     def follow(self, rows: list[dict]) -> list[dict]:
         """Samples just stored -> their reward work (usable ones only)."""

@@ -2,7 +2,7 @@
 
 Input columns:  prompts  -> prompt_id, messages
                 stored   -> prompt_id, sample_idx, sampler_fp, error, created_at (what is already done)
-Output columns: samples  -> see factory.schemas.SAMPLES
+Output columns: samples  -> see factory.rundir.schemas.SAMPLES
 
     >>> stage = SampleStage(cfg, sampler_fp="ab12", prompts=prompts)    # the contract (stages/base.py)
     >>> work = stage.plan(store)                 # prompt_id, sample_idx, seed: only the missing keys
@@ -20,8 +20,8 @@ import polars as pl
 
 from factory.config import EngineConfig, RunConfig, SamplingConfig
 from factory.engines.base import Completion, Engine, Request
-from factory.keys import derive_seed, stable_hash
-from factory.schemas import SAMPLES, require_columns
+from factory.rundir.hashing import derive_seed, stable_hash
+from factory.rundir.schemas import SAMPLES, require_columns
 from factory.stages.base import Emit, PromptRows, encode, latest, read_status
 
 PLAN_COLUMNS = ("prompt_id", "sample_idx", "seed")

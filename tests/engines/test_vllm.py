@@ -332,7 +332,7 @@ def test_factory_run_scores_every_usable_sample_with_a_reward_model_in_a_ray_act
     from factory import config
     from factory.run import run
     from factory.stages.reward import conversation as rm_conversation
-    from factory.store import RunStore
+    from factory.rundir.store import RunStore
 
     overrides = [
         f"output_dir={tmp_path / 'run'}", "prompts.limit=2", "sampler.k=2", "sampler.sampling.max_tokens=24",

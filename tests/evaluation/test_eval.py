@@ -11,7 +11,7 @@ import pytest
 from factory.config import ConfigError
 from factory.evaluation import run as evaluation
 from factory.evaluation.table import difference_text, paired_bootstrap
-from factory.store import RunStore
+from factory.rundir.store import RunStore
 from tests.evaluation.fakes import EvalEngine, eval_config
 
 

@@ -16,7 +16,7 @@ from factory.executor import Executor, FatalRunError
 from factory.executor.core import WorkQueue
 from factory.executor.metrics import StageMetrics, overlap_s
 from factory.executor.progress import Progress, line
-from factory.store import RunStore
+from factory.rundir.store import RunStore
 from tests.executor.echo import EchoStage
 
 

@@ -19,7 +19,7 @@ from ray import cloudpickle
 from factory.config import ConfigError, EngineConfig, RunConfig
 from factory.engines.base import Completion
 from factory.executor import Executor
-from factory.store import RunStore
+from factory.rundir.store import RunStore
 from tests.executor import echo as echo_module
 from tests.executor.echo import EchoStage
 

@@ -18,7 +18,7 @@ import polars as pl
 import pytest
 import yaml
 
-from factory.keys import derive_seed
+from factory.rundir.hashing import derive_seed
 from tests.engines.loopback import FakeModelServer
 from tests.synthetic import write_prompts
 

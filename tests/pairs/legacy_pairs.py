@@ -58,7 +58,7 @@ import numpy as np
 import polars as pl
 
 from factory.config import PairsConfig
-from factory.schemas import require_columns
+from factory.rundir.schemas import require_columns
 
 SCORED_COLUMNS = (
     "prompt_id",

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from factory import pairs
 from factory.config import ConfigError, PairsConfig, TermConfig, load
 from factory.pairs import render
-from factory.schemas import PAIRS
+from factory.rundir.schemas import PAIRS
 
 
 def scored(rows: list[tuple]) -> pl.DataFrame:
@@ -344,8 +344,8 @@ def test_w_len_one_picks_shortest_and_longest_and_zero_best_and_worst(groups):
 
 # -- `factory pairs` on a stored run ---------------------------------------------------------------------
 def test_rebuild_makes_no_request_and_follows_the_new_settings(tmp_path):
-    from factory.rebuild import rebuild_pairs
-    from factory.store import RunStore
+    from factory.commands.rebuild import rebuild_pairs
+    from factory.rundir.store import RunStore
     from tests.synthetic import make_run
 
     url = str(tmp_path / "run")

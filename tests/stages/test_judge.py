@@ -16,10 +16,10 @@ from hypothesis import strategies as st
 
 from factory.config import ConfigError, EngineConfig, JudgeConfig, SamplingConfig
 from factory.engines.base import Completion, Request
-from factory.schemas import JUDGMENTS, SAMPLES
+from factory.rundir.schemas import JUDGMENTS, SAMPLES
 from factory.stages import judge
 from factory.stages.sample import plan_samples
-from factory.store import RunStore
+from factory.rundir.store import RunStore
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 RUBRIC_EN = (CONF / "rubrics" / "default_en.txt").read_text().strip()

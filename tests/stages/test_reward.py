@@ -12,9 +12,9 @@ import pytest
 
 from factory.config import EngineConfig, RewardModelConfig, RunConfig
 from factory.engines.base import Score
-from factory.schemas import REWARDS, SAMPLES
+from factory.rundir.schemas import REWARDS, SAMPLES
 from factory.stages import reward
-from factory.store import RunStore
+from factory.rundir.store import RunStore
 from tests.fakes import FakeEngine, reward_of
 
 PROMPT = [{"role": "system", "content": "Be a host."}, {"role": "user", "content": "Is link 3 in stock?"}]

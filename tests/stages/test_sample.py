@@ -122,7 +122,7 @@ def test_retry_failed_plans_keys_whose_latest_row_failed_only():
 
 def test_stop_strings_reach_every_request_and_the_fingerprint_only_when_set():
     from factory.config import EngineConfig
-    from factory.keys import stable_hash
+    from factory.rundir.hashing import stable_hash
 
     engine_cfg = EngineConfig()
     plain = sampler_fingerprint(engine_cfg, SamplingConfig(max_tokens=16), "m", "t")

@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from factory.store import RunStore, conform
+from factory.rundir.store import RunStore, conform
 
 REPLACED_WHOLE = ("prompts", "invalid", "pairs", "sft", "sweep", "report", "calibration", "_quarantine")
 BATCH_ROWS = 65_536

@@ -29,10 +29,10 @@ from typing import Any, Callable
 import polars as pl
 
 from factory.config import EngineConfig, RunConfig, StageCostConfig
-from factory.cost import priced, tokens_text, usd, usd_text
-from factory.schemas import JUDGMENTS, SAMPLES
+from factory.commands.cost import priced, tokens_text, usd, usd_text
+from factory.rundir.schemas import JUDGMENTS, SAMPLES
 from factory.stages.sample import SampleStage
-from factory.store import RunStore
+from factory.rundir.store import RunStore
 
 COUNT_AT_MOST = 512  # requests rendered and counted per stage; the rest extrapolated from their mean
 TEMPLATE_TOKENS_PER_MESSAGE = 5  # chat template tokens around each message (role markers, separators)
@@ -316,7 +316,7 @@ def target_prompts(cfg: RunConfig, store: RunStore) -> tuple[int, str]:
 def make_plan(cfg: RunConfig) -> dict[str, Any]:
     """The plan of `factory run cfg` (see the module doc); nothing is written but plan.json."""
     from factory import run as run_mod
-    from factory.cost import run_prices
+    from factory.commands.cost import run_prices
     from factory.prompts import load_prompts
 
     t0 = time.perf_counter()
@@ -377,7 +377,7 @@ def _without_secrets(cfg: RunConfig) -> RunConfig:
 def format_plan(plan: dict[str, Any]) -> str:
     """The terminal table of a plan: "~" marks an estimate, "<=" an upper bound; the notes say from what."""
     from factory.executor.progress import duration
-    from factory.report import markdown
+    from factory.commands.report import markdown
 
     def hours(value: float | None) -> str:
         return "-" if value is None else f"{value:,.1f}"

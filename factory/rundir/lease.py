@@ -23,7 +23,7 @@ import time
 import uuid
 from typing import Any
 
-from factory.store import RunStore
+from factory.rundir.store import RunStore
 
 LEASE = "_lease.json"
 HEARTBEAT_S = 10.0

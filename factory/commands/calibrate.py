@@ -30,11 +30,11 @@ import pyarrow.parquet as pq
 
 from factory.config import JudgeConfig, RunConfig
 from factory.engines.base import Engine
-from factory.keys import derive_seed
+from factory.rundir.hashing import derive_seed
 from factory.prompts import InvalidRow, read_rows, render_product_info
-from factory.schemas import JUDGMENTS
+from factory.rundir.schemas import JUDGMENTS
 from factory.stages import judge as judge_stage
-from factory.store import RunStore
+from factory.rundir.store import RunStore
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent / "conf" / "data" / "calibration.jsonl"
 SIDES = ("better", "worse")  # sample_idx 0 and 1 of each row
@@ -285,7 +285,7 @@ def run_calibration(
 
 
 def summary_table(summary: dict[str, Any]) -> str:
-    from factory.summary import table
+    from factory.commands.summary import table
 
     def share(value: float | None) -> str:
         return "-" if value is None else f"{value:.2f}"

@@ -251,7 +251,9 @@ def run_sweep(run_dir: str, overrides: list[str] | None = None) -> tuple[pl.Data
     """`factory sweep`: sweep/ in the run directory; returns (table, info)."""
     import time
 
-    from factory import rebuild, run
+    from factory import run
+
+    from factory.commands import rebuild
 
     t0 = time.perf_counter()
     cfg, store, manifest = rebuild.open_run(run_dir, overrides)

@@ -408,7 +408,8 @@ def quality_png(report: dict[str, Any], cfg: RunConfig) -> bytes:
 # -- the command ---------------------------------------------------------------------------------
 def run_report(run_dir: str, overrides: list[str] | None = None) -> tuple[str, dict[str, Any]]:
     """`factory report`: report/ in the run directory; returns (markdown, numbers)."""
-    from factory import rebuild, run
+    from factory import run
+    from factory.commands import rebuild
 
     cfg, store, manifest = rebuild.open_run(run_dir, overrides)
     cfg.output_dir = store.url

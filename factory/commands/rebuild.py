@@ -14,7 +14,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from factory import config as config_mod
 from factory.config import ConfigError, RunConfig
-from factory.store import RunStore
+from factory.rundir.store import RunStore
 
 
 def run_store(run_dir: str) -> tuple[RunStore, dict[str, Any]]:

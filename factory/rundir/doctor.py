@@ -20,7 +20,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from factory.store import RunStore
+from factory.rundir.store import RunStore
 
 QUARANTINE = "_quarantine"  # starts with '_': never read as data
 

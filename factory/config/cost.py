@@ -1,0 +1,45 @@
+"""cost.*: prices, throughput and the budget (`factory plan`, the spend shown while running)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from factory.config.base import help_, ranges
+
+
+@dataclass
+class StageCostConfig:
+    input_usd_per_m: float = help_("USD per 1M prompt (input) tokens; 0 = not priced.", 0.0)
+    output_usd_per_m: float = help_("USD per 1M completion (output) tokens, reasoning included; 0 = not priced.", 0.0)
+    tokens_per_s: Optional[float] = help_(
+        "Completion tokens per second one replica decodes (all its concurrent sequences together), for "
+        "GPU-hours and wall time in `factory plan`; null = as observed in the run's metrics.json.",
+        None,
+    )
+
+    def __post_init__(self) -> None:
+        self.check(self, "cost.")
+
+    @staticmethod
+    def check(c: Any, p: str) -> None:
+        ranges(c, p, {"input_usd_per_m": ">= 0", "output_usd_per_m": ">= 0", "tokens_per_s": "> 0 or null"})
+
+
+@dataclass
+class CostConfig:
+    sampler: StageCostConfig = help_("Prices and throughput of the sampler engine.", factory=StageCostConfig)
+    judge: StageCostConfig = help_("Prices and throughput of the judge engine.", factory=StageCostConfig)
+    max_usd: Optional[float] = help_(
+        "Budget of one invocation (`factory run` or `factory eval`), USD at the prices above: once what the "
+        "stored rows cost reaches it, no new request is sent, every finished row is stored and the command "
+        "exits 5 (rerun to go on). Requests already in flight finish, so it can be passed by at most those.",
+        None,
+    )
+
+    def __post_init__(self) -> None:
+        self.check(self, "cost.")
+
+    @staticmethod
+    def check(c: Any, p: str) -> None:
+        ranges(c, p, {"max_usd": "> 0 or null"})

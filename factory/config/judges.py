@@ -1,0 +1,122 @@
+"""sampler.*, judge.*, judges.<name>.*, reward_models.<name>.*: the teacher and every judge."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, List
+
+from factory.config.base import ConfigError, help_, one_of, ranges
+from factory.config.engine import EngineConfig, SamplingConfig
+
+# A judge or reward model's name becomes a stage name and a scored column (quality_<name>, reward_<name>).
+JUDGE_NAME = r"[A-Za-z0-9_]+"
+
+
+@dataclass
+class SamplerConfig:
+    k: int = help_("Samples per prompt.", 4)
+    engine: EngineConfig = help_("The teacher engine.", factory=EngineConfig)
+    sampling: SamplingConfig = help_("Teacher sampling parameters.", factory=SamplingConfig)
+    retry_failed: bool = help_("On a rerun, sample again the stored samples that failed (error set).", False)
+
+    def __post_init__(self) -> None:
+        self.check(self, "sampler.")
+
+    @staticmethod
+    def check(c: Any, p: str) -> None:
+        if c.k < 2:
+            raise ConfigError(f"{p}k: needs at least 2 samples per prompt to make a pair, got {c.k}")
+
+
+@dataclass
+class JudgeConfig:
+    engine: EngineConfig = help_("The judge engine (may differ from the sampler's).", factory=EngineConfig)
+    sampling: SamplingConfig = help_(
+        "Judge sampling parameters.", factory=lambda: SamplingConfig(temperature=0.2, top_p=1.0, max_tokens=256)
+    )
+    rubric_file: str = help_(
+        "Rubric template with {product_info} {history} {question} {answer} {reasoning} {scale_max}; "
+        "'' = conf/rubrics/default_en.txt (conf/rubrics/default_zh.txt is the Chinese one).",
+        "",
+    )
+    scale_max: float = help_("Top of the score scale (scores lie in 0..scale_max).", 100.0)
+    votes: int = help_("Judgments per sample (different seeds); quality is their mean, the spread is stored.", 1)
+    max_reasks: int = help_("Re-asks of the judge when its output cannot be parsed or is out of range.", 2)
+    include_reasoning: bool = help_("Show the judge the sample's reasoning too (default: answer only).", False)
+    structured: bool = help_("Constrain the judge output with a JSON schema where the engine supports it.", True)
+    dimensions: bool = help_(
+        "Ask for a score per dimension (judge.dimension_names, on the judge's scale) in the JSON schema; each "
+        "judgment stores them typed in judgments.dims, and the scored samples carry dim_<name> (pairs.terms "
+        "sources; the report shows them). The overall score stays the quality.",
+        False,
+    )
+    dimension_names: List[str] = help_(
+        "The rubric's dimensions (names of letters, digits and _), asked for when judge.dimensions is true.",
+        factory=lambda: ["question", "product_info", "self", "instruction"],
+    )
+    tags: bool = help_("Ask the judge for a list of tags too (stored in judgments.tags; counted in the report).", False)
+    tag_values: List[str] = help_(
+        "With judge.tags: the tags the judge may use (the JSON schema's choices; others are dropped); [] = free text.",
+        factory=list,
+    )
+    retry_failed: bool = help_("On a rerun, judge again the stored judgments that failed with engine_error.", False)
+    enabled: bool = help_(
+        "false: this judge does not run (no stage, no request). For `judge`: the quality column stays empty, so "
+        "pairs.judges must name other judges (a reward-model-only run).",
+        True,
+    )
+
+    def __post_init__(self) -> None:
+        self.check(self, "judge.")
+
+    @staticmethod
+    def check(c: Any, p: str) -> None:
+        ranges(c, p, {"votes": ">= 1", "scale_max": "> 0", "max_reasks": ">= 0"})
+        names = list(c.dimension_names)
+        if c.dimensions and not names:
+            raise ConfigError(f"{p}dimension_names: empty, but {p}dimensions is true")
+        for name in names:
+            if not re.fullmatch(JUDGE_NAME, str(name)):
+                raise ConfigError(f"{p}dimension_names: {name!r} is not letters, digits and _ (it names dim_<name>)")
+        if len(set(names)) != len(names):
+            raise ConfigError(f"{p}dimension_names: {names} names a dimension twice")
+        # Local engines are deterministic per seed at temperature 0: every vote would be the same.
+        if c.votes > 1 and c.sampling.temperature == 0 and c.engine.kind != "openai":
+            raise ConfigError(
+                f"{p}votes: {c.votes} votes at {p}sampling.temperature 0 would all be identical; "
+                "raise the temperature or use votes=1"
+            )
+
+
+SCORE_ROUTES = ("classify", "pooling", "score")
+
+
+@dataclass
+class RewardModelConfig:
+    """One entry of `reward_models`: a sequence-classification reward model scoring (prompt, answer)."""
+
+    engine: EngineConfig = help_(
+        "The reward model's engine: vllm (in process, vLLM's pooling runner; engine.model a *ForSequenceClassification "
+        "checkpoint) or openai (a vLLM server's scoring routes at engine.base_url).",
+        factory=EngineConfig,
+    )
+    route: str = help_(
+        "classify: the prompt's messages + the answer as one conversation through the model's chat template, the "
+        "head's output `label` (in process, or a server's /classify); pooling: the same through a server's /pooling; "
+        "score: a server's /score with the prompt's text against the answer (cross-encoders).",
+        "classify",
+    )
+    label: int = help_("Which output of the classification head is the score (0 for a one-logit reward model).", 0)
+    activation: bool = help_(
+        "false: the raw logit, the reward model's score (stored raw; pairs normalize it); true: sigmoid (one "
+        "label) or softmax.",
+        False,
+    )
+    include_reasoning: bool = help_("Show the model the sample's reasoning too (in <think> tags).", False)
+    retry_failed: bool = help_("On a rerun, score again the stored rewards that failed.", False)
+
+    @staticmethod
+    def check(c: Any, p: str) -> None:
+        one_of(c, p, "route", SCORE_ROUTES)
+        ranges(c, p, {"label": ">= 0"})

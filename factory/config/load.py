@@ -1,0 +1,163 @@
+"""load(): defaults <- YAML <- key=value overrides, every key checked; to_dict(); help_table() for `factory keys`.
+
+`load("conf/demo.yaml", ["sampler.k=8"])` merges the YAML and the `key=value` overrides onto the
+defaults, checks every key against the schema (an unknown key names the closest valid one), and
+returns a validated `RunConfig`. Relative file paths written in a YAML file are resolved against that
+file's folder, so `conf/demo.yaml` works from any working directory.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import MISSING, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from factory.config.base import ConfigError, validate
+from factory.config.eval import CandidateConfig
+from factory.config.judges import JudgeConfig, RewardModelConfig
+from factory.config.run import RunConfig
+
+# Keys that hold file paths: a relative path written in a YAML file is taken relative to that file.
+_PATH_KEYS = (
+    "prompts.path",
+    "prompts.system_prompt_file",
+    "prompts.user_template_file",
+    "judge.rubric_file",
+    "eval.prompts",
+)
+
+
+def _valid_keys(cls: type, prefix: str = "") -> list[str]:
+    keys = []
+    for f in fields(cls):
+        key = prefix + f.name
+        keys.append(key)
+        default = f.default_factory() if f.default_factory is not MISSING else f.default
+        if is_dataclass(default):
+            keys.extend(_valid_keys(type(default), key + "."))
+    return keys
+
+
+def _flatten(tree: Any, prefix: str = "") -> list[str]:
+    if not isinstance(tree, dict):
+        return [prefix.rstrip(".")]
+    out = []
+    for key, value in tree.items():
+        if isinstance(value, dict) and value and not (prefix + key).endswith("engine_kwargs"):
+            out.extend(_flatten(value, f"{prefix}{key}."))
+        else:
+            out.append(f"{prefix}{key}")
+    return out
+
+
+def check_keys(keys: list[str], where: str) -> None:
+    """Raise ConfigError for the first key that is not in the schema, naming the closest valid key."""
+    valid = _valid_keys(RunConfig)
+    for key in keys:
+        if key in valid or any(key.startswith(v + ".") for v in valid if v.endswith("engine_kwargs")):
+            continue
+        mapped = _mapping_keys(key)  # judges.NAME.rest, eval.candidates.NAME.rest: rest checked against the item's keys
+        if mapped is not None:
+            if key in mapped or any(key.startswith(v + ".") for v in mapped if v.endswith("engine_kwargs")):
+                continue
+            valid = mapped
+        close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"unknown config key {key!r} in {where}{hint}")
+
+
+# Mappings of dataclasses: key prefix -> the type of each entry (checked by check_keys).
+_MAPPINGS: dict[str, type] = {"judges": JudgeConfig, "reward_models": RewardModelConfig, "eval.candidates": CandidateConfig}
+
+
+def _mapping_keys(key: str) -> list[str] | None:
+    """The valid keys of the mapping entry `key` falls in (judges.NAME.*, eval.candidates.NAME.*), or None."""
+    for prefix, item in _MAPPINGS.items():
+        if key.startswith(prefix + "."):
+            name = key[len(prefix) + 1 :].split(".", 1)[0]
+            entry = f"{prefix}.{name}"
+            return [entry, *_valid_keys(item, entry + ".")]
+    return None
+
+
+def _is_url(path: str) -> bool:
+    return "://" in path
+
+
+def _resolve_paths(data: dict, base: Path) -> None:
+    judges = data.get("judges")
+    judge_names = list(judges) if isinstance(judges, dict) else []
+    candidates = (data.get("eval") or {}).get("candidates") if isinstance(data.get("eval"), dict) else None
+    names = list(candidates) if isinstance(candidates, dict) else []
+    more = tuple(f"judges.{n}.rubric_file" for n in judge_names) + tuple(f"eval.candidates.{n}.answers_path" for n in names)
+    for dotted in _PATH_KEYS + more:
+        node = data
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+            if node is None:
+                break
+        if not isinstance(node, dict):
+            continue
+        value = node.get(parts[-1])
+        if isinstance(value, str) and value and not _is_url(value) and not os.path.isabs(value):
+            node[parts[-1]] = str((base / value).resolve())
+
+
+def load(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Defaults <- YAML file <- `key=value` overrides, checked and validated."""
+    schema = OmegaConf.structured(RunConfig)
+    layers = [schema]
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"config file not found: {path}")
+        data = OmegaConf.to_container(OmegaConf.load(path), resolve=False) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the config must be a mapping of keys")
+        check_keys(_flatten(data), str(path))
+        _resolve_paths(data, path.parent.resolve())
+        layers.append(OmegaConf.create(data))
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key = item.split("=", 1)[0].strip().lstrip("+")
+        check_keys([key], "the command line")
+    if overrides:
+        layers.append(OmegaConf.from_dotlist([o.lstrip("+") for o in overrides]))
+    try:
+        merged = OmegaConf.merge(*layers)
+        validate(merged, RunConfig)  # before any object is built, so that errors name the full key
+        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    except ConfigError:
+        raise
+    except Exception as exc:  # omegaconf type errors name the full key
+        key = getattr(exc, "full_key", None) or ""
+        msg = getattr(exc, "msg", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{key}: {msg}" if key else msg) from None
+
+
+def to_dict(cfg: RunConfig) -> dict:
+    """Plain dict of the config, as stored in the manifest (no secrets live in config: only env var names)."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
+
+
+def help_table(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(key, default, help) for every key: `factory keys` prints it."""
+    rows = []
+    for f in fields(cls):
+        key = prefix + f.name
+        default = f.default_factory() if f.default_factory is not MISSING else f.default
+        if is_dataclass(default):
+            rows.extend(help_table(type(default), key + "."))
+        elif "item" in f.metadata:  # dataclasses in a list (pairs.terms[].x) or a mapping (judges.<name>.x)
+            rows.append((key, repr(default), f.metadata.get("help", "")))
+            rows.extend(help_table(f.metadata["item"], key + f.metadata.get("item_key", "[].")))
+        else:
+            rows.append((key, repr(default), f.metadata.get("help", "")))
+    return rows
+

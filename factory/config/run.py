@@ -1,0 +1,103 @@
+"""The whole run config: every section, output_dir, ray.*, store.*."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
+
+from factory.config.base import ConfigError, help_, ranges, validate
+from factory.config.cost import CostConfig
+from factory.config.eval import EvalConfig
+from factory.config.judges import JUDGE_NAME, JudgeConfig, RewardModelConfig, SamplerConfig
+from factory.config.pairs import PairsConfig, SweepConfig
+from factory.config.prompts import PromptsConfig
+
+
+@dataclass
+class StoreConfig:
+    flush_s: float = help_(
+        "Finished rows are written at least this often (seconds): a kill -9 loses at most these and the "
+        "requests in flight.",
+        5.0,
+    )
+    part_mb: float = help_("A run's small parts are merged into one Parquet file once they hold this many MiB.", 64.0)
+    part_s: float = help_("... or once the oldest of them is this many seconds old (and at the end of the run).", 600.0)
+    compact_mb: float = help_("`factory compact`: target size of each merged file, MiB of Arrow data.", 1024.0)
+
+    def __post_init__(self) -> None:
+        for name in ("flush_s", "part_mb", "part_s", "compact_mb"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"store.{name}: must be > 0, got {getattr(self, name)}")
+
+
+
+@dataclass
+class RayConfig:
+    address: Optional[str] = help_("Ray cluster address; null = start or join a local one (RAY_ADDRESS wins).", None)
+    num_cpus: Optional[int] = help_("CPUs for a locally started Ray (null = all).", None)
+
+    def __post_init__(self) -> None:
+        self.check(self, "ray.")
+
+    @staticmethod
+    def check(c: Any, p: str) -> None:
+        ranges(c, p, {"num_cpus": ">= 1 or null"})
+
+
+@dataclass
+class RunConfig:
+    output_dir: str = help_("Run directory: a local path or any fsspec URL (s3://, memory://).", "runs/demo")
+    prompts: PromptsConfig = help_("Where the prompts are and how they are rendered.", factory=PromptsConfig)
+    sampler: SamplerConfig = help_("Teacher sampling.", factory=SamplerConfig)
+    judge: JudgeConfig = help_("Judge (generative reward model).", factory=JudgeConfig)
+    judges: Dict[str, JudgeConfig] = field(
+        default_factory=dict,
+        metadata={
+            "help": "More generative judges (an ensemble with `judge`): name -> the judge.* keys, e.g. "
+            "judges.r1.engine.kind=openai. Each has its own cache (fingerprint) and stage judge_<name>; its "
+            "quality is the scored column quality_<name> for pairs.judges and pairs.terms; fields: judges.<name>.*",
+            "item": JudgeConfig,
+            "item_key": ".<name>.",
+        },
+    )
+    reward_models: Dict[str, RewardModelConfig] = field(
+        default_factory=dict,
+        metadata={
+            "help": "Reward-model judges: name -> {engine, route, label, ...}, e.g. reward_models.rm.engine.kind=vllm. "
+            "Each scores every usable sample once (cached per its fingerprint, table rewards/, stage reward_<name>); "
+            "its raw score is the scored column reward_<name>; fields: reward_models.<name>.*",
+            "item": RewardModelConfig,
+            "item_key": ".<name>.",
+        },
+    )
+    pairs: PairsConfig = help_("Pair building.", factory=PairsConfig)
+    sweep: SweepConfig = help_("The w_len x drop_ratio grid of `factory sweep`.", factory=SweepConfig)
+    ray: RayConfig = help_("Where the work runs.", factory=RayConfig)
+    store: StoreConfig = help_("How rows are written to the run directory.", factory=StoreConfig)
+    decode_tokens_per_s: float = help_("Decode speed for the RT (response time) estimate, tokens/s.", 62.5)
+    progress_interval_s: float = help_("Seconds between progress lines.", 5.0)
+    cost: CostConfig = help_(
+        "Prices, throughput and an optional budget: `factory plan` and the spend shown while running.",
+        factory=CostConfig,
+    )
+    eval: EvalConfig = help_("`factory eval`: candidate models judged on a held-out prompt set.", factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        self.check(self, "")
+
+    @staticmethod
+    def check(c: Any, p: str) -> None:
+        ranges(c, p, {"decode_tokens_per_s": "> 0", "progress_interval_s": "> 0"})
+        check_names(c, p)
+
+
+def check_names(c: Any, p: str) -> None:
+    """Names of `judges` and `reward_models` (they become stage and column names), and every entry's keys."""
+    for mapping, item, column in (("judges", JudgeConfig, "quality"), ("reward_models", RewardModelConfig, "reward")):
+        for name in getattr(c, mapping).keys():
+            if not re.fullmatch(JUDGE_NAME, str(name)):
+                raise ConfigError(f"{p}{mapping}.{name}: a name is letters, digits and _ (it names {column}_<name>)")
+            if mapping == "judges" and name == "spread":
+                raise ConfigError(f"{p}judges.spread: quality_spread is the primary judge's vote spread; rename it")
+            validate(getattr(c, mapping)[name], item, f"{p}{mapping}.{name}.")

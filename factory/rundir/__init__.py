@@ -1,0 +1,1 @@
+"""The run directory: its store, schemas, lease, secrets, keys and maintenance (compact, doctor)."""

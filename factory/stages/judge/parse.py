@@ -1,0 +1,169 @@
+"""Reading a judge's reply: the score (JSON, or "score: 7", "7/10" in text), dimensions and tags.
+
+Every judgment is a score or a reason: parse_status is one of
+ok | retried_ok (parsed after a re-ask) | unparseable | out_of_range | engine_error.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+
+
+STATUSES = ("ok", "retried_ok", "unparseable", "out_of_range", "engine_error")
+USABLE = ("ok", "retried_ok")
+PARSE_FAILURES = ("unparseable", "out_of_range")  # what a re-ask can fix; an engine error was already retried
+REASK_ECHO_CHARS = 600  # how much of a failed reply goes back to the judge with the correction
+
+_THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
+_THINK_OPEN = re.compile(r"<think>", re.IGNORECASE)
+_THINK_CLOSE = re.compile(r"</think>", re.IGNORECASE)
+_NUMBER = r"-?\d+(?:\.\d+)?"
+# "score: 85", "**Score:** 85", "Overall score is 85/100", "评分：85" - the words a judge puts before its number.
+_SCORE_TEXT = re.compile(
+    r"(?<![a-z])(?:overall[ _]score|final[ _]score|total[ _]score|score|rating|评分|得分|总分|分数)"
+    r"[\s*_\"'`]*(?:[:：=]|\bis\b|\bof\b|为|是)[\s*_\"'`]*"
+    rf"({_NUMBER})(?:\s*(?:/|out of)\s*({_NUMBER}))?",
+    re.IGNORECASE,
+)
+_OUT_OF = re.compile(rf"({_NUMBER})\s*(?:/|out of)\s*({_NUMBER})", re.IGNORECASE)
+_SCORE_KEYS = ("score", "overall", "overall_score", "total_score", "final_score", "rating", "评分", "得分", "总分")
+
+
+def strip_reasoning(text: str) -> tuple[str, bool]:
+    """(the judge's final text, whether it ended inside an unclosed <think>).
+
+    R1-style output: closed <think> blocks go; a `</think>` without its opening tag (templates that
+    open the block in the prompt) keeps what follows it; an unclosed <think> keeps what precedes it."""
+    body = _THINK_BLOCK.sub("", text)
+    closes = list(_THINK_CLOSE.finditer(body))
+    if closes:
+        body = body[closes[-1].end() :]
+    opened = _THINK_OPEN.search(body)
+    if opened:
+        return body[: opened.start()].strip(), True
+    return body.strip(), False
+
+
+def _json_objects(text: str) -> list[dict]:
+    """Every top-level JSON object in the text (fenced or bare), in order."""
+    found = []
+    decoder = json.JSONDecoder()
+    index = text.find("{")
+    while index != -1:
+        try:
+            value, end = decoder.raw_decode(text, index)
+        except (ValueError, RecursionError):  # also ints too long to convert (> 4300 digits)
+            index = text.find("{", index + 1)
+            continue
+        if isinstance(value, dict):
+            found.append(value)
+        index = text.find("{", end)
+    return found
+
+
+def _number(value: Any) -> tuple[float, float | None] | None:
+    """(number, its stated scale top or None) from a JSON value: 85, 85.0, "85", "85/100"."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        try:
+            return float(value), None
+        except OverflowError:  # an integer beyond float range: no finite score
+            return math.inf, None
+    if isinstance(value, float):
+        return value, None
+    if isinstance(value, str):
+        match = re.fullmatch(rf"\s*({_NUMBER})\s*(?:(?:/|out of)\s*({_NUMBER}))?\s*", value, re.IGNORECASE)
+        if match:
+            return float(match.group(1)), float(match.group(2)) if match.group(2) else None
+    return None
+
+
+def _lookup(obj: dict, keys: tuple[str, ...]) -> Any:
+    lowered = {str(k).strip().lower(): v for k, v in obj.items()}
+    for key in keys:
+        if key in lowered and _number(lowered[key]) is not None:
+            return lowered[key]
+    return None
+
+
+def _dimensions(obj: dict, scale_max: float) -> dict[str, float] | None:
+    """Per-dimension scores that are numbers on the scale; anything else is left out (the overall
+    score is what the pairs use, so a bad dimension never costs the judgment)."""
+    dims = obj.get("dimensions", obj.get("scores"))
+    if not isinstance(dims, dict):
+        return None
+    out = {}
+    for name, value in dims.items():
+        parsed = _number(value)
+        if parsed is not None and math.isfinite(parsed[0]) and 0 <= parsed[0] <= scale_max:
+            out[str(name)] = parsed[0]
+    return out or None
+
+
+def parse_judgment(text: str | None, scale_max: float) -> dict[str, Any]:
+    """Judge text -> {score, status, reason, dimensions}. Never raises; status says what went wrong.
+
+    Order: strip <think> blocks; the last JSON object with a numeric "score" (or overall/rating);
+    else the last "score: N" form; else the last "N/M" or "N out of M" with M == scale_max.
+    Then: a non-finite number is unparseable; a score stated on another scale ("8/10" on 0..100) or
+    outside 0..scale_max is out_of_range (never clipped, never rescaled: the judge is re-asked).
+    """
+    body, in_think = strip_reasoning(text or "")
+    found: tuple[float, float | None] | None = None
+    reason, dimensions = "", None
+    for obj in reversed(_json_objects(body)):
+        value = _lookup(obj, _SCORE_KEYS)
+        if value is not None:
+            found = _number(value)
+            reason = str(obj.get("reason") or obj.get("explanation") or "")
+            dimensions = _dimensions(obj, scale_max)
+            break
+    if found is None:
+        matches = _SCORE_TEXT.findall(body)
+        if matches:
+            value, top = matches[-1]
+            found = (float(value), float(top) if top else None)
+    if found is None:
+        for value, top in _OUT_OF.findall(body):
+            if float(top) == float(scale_max):
+                found = (float(value), float(top))
+    if found is None:
+        if in_think:
+            why = "judge output ended inside <think> with no score (raise judge.sampling.max_tokens?)"
+        else:
+            why = "empty judge output" if not body else "no score found in judge output"
+        return {"score": None, "status": "unparseable", "reason": why, "dimensions": None}
+    score, top = found
+    if not math.isfinite(score):
+        return {
+            "score": None,
+            "status": "unparseable",
+            "reason": f"score is not a finite number ({score})",
+            "dimensions": None,
+        }
+    if top is not None and top != float(scale_max):
+        why = f"score given as {score:g}/{top:g}, but the scale is 0..{scale_max:g}"
+        return {"score": score, "status": "out_of_range", "reason": why, "dimensions": dimensions}
+    if not 0 <= score <= scale_max:
+        why = f"score {score:g} outside 0..{scale_max:g}"
+        return {"score": score, "status": "out_of_range", "reason": why, "dimensions": dimensions}
+    return {"score": score, "status": "ok", "reason": reason, "dimensions": dimensions}
+
+
+def parse_tags(text: str | None, allowed: tuple[str, ...] | list[str] = ()) -> list[str] | None:
+    """The `tags` list of the judge's last JSON object that has one (after <think> blocks), each tag
+    stripped, once, in order; only `allowed` ones when given. None when the judge gave no list."""
+    body, _ = strip_reasoning(text or "")
+    for obj in reversed(_json_objects(body)):
+        found = obj.get("tags")
+        if isinstance(found, list):
+            tags = [str(t).strip() for t in found if isinstance(t, (str, int, float)) and str(t).strip()]
+            if allowed:
+                tags = [t for t in tags if t in allowed]
+            return list(dict.fromkeys(tags))
+    return None

@@ -1,0 +1,107 @@
+"""The judge's rubric: the template's fields and checks, the request messages, the output's JSON schema.
+
+    check_rubric(text, "judge.rubric_file")               # before any request; names the key
+    render_rubric(text, prompt, sample, cfg)            # -> [{"role": "user", "content": ...}]
+    judge_schema(100, dimensions=True)                  # the JSON schema an engine constrains output to
+"""
+
+from __future__ import annotations
+
+import string
+from typing import Any
+
+
+from factory.config import ConfigError, JudgeConfig
+from factory.prompts import render_history
+from factory.stages.judge.parse import REASK_ECHO_CHARS, strip_reasoning
+
+DIMENSIONS = ("question", "product_info", "self", "instruction")
+RUBRIC_FIELDS = ("product_info", "history", "question", "answer", "reasoning", "scale_max")
+
+
+def judge_schema(
+    scale_max: float,
+    dimensions: bool = False,
+    names: tuple[str, ...] | list[str] = DIMENSIONS,
+    tags: bool = False,
+    tag_values: tuple[str, ...] | list[str] = (),
+) -> dict:
+    """The JSON schema the judge output is constrained to where the engine supports it.
+
+    The score comes first, so that an output cut at max_tokens still holds it; the reason is last.
+    Kept to the subset every backend takes (llama.cpp grammars, vLLM guided decoding, OpenAI strict
+    mode): all properties required, no additional properties, no string length limits (the rubric
+    asks for one short sentence and max_tokens bounds it). `names`: the dimensions asked for with
+    `dimensions`; `tags` adds a list of strings (one of `tag_values` each, when given)."""
+    whole = float(scale_max).is_integer()
+    score = {"type": "integer" if whole else "number", "minimum": 0, "maximum": int(scale_max) if whole else scale_max}
+    properties: dict[str, Any] = {"score": score}
+    if dimensions:
+        properties["dimensions"] = {
+            "type": "object",
+            "properties": {name: score for name in names},
+            "required": list(names),
+            "additionalProperties": False,
+        }
+    if tags:
+        item: dict[str, Any] = {"type": "string", "enum": list(tag_values)} if tag_values else {"type": "string"}
+        properties["tags"] = {"type": "array", "items": item}
+    properties["reason"] = {"type": "string"}
+    return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
+
+
+def rubric_fields(rubric: str) -> set[str]:
+    """The {field} names a rubric template uses (raises ValueError on a malformed template)."""
+    return {name for _, name, _, _ in string.Formatter().parse(rubric) if name is not None}
+
+
+def check_rubric(rubric: str, key: str = "judge.rubric_file") -> None:
+    """Fail before any request when the rubric template cannot be rendered, naming the config key.
+
+    Fields: {product_info} {history} {question} {answer} {reasoning} {scale_max}; {answer} is required.
+    Literal braces (the JSON example) are written doubled: {{"score": ...}}."""
+    try:
+        fields = rubric_fields(rubric)
+    except ValueError as exc:
+        raise ConfigError(
+            f"{key}: the rubric is not a valid template ({exc}); write literal braces as {{{{ }}}}"
+        ) from None
+    unknown = sorted(fields - set(RUBRIC_FIELDS))
+    if unknown:
+        raise ConfigError(f"{key}: unknown field(s) {unknown} in the rubric; valid: {', '.join(RUBRIC_FIELDS)}")
+    if "answer" not in fields:
+        raise ConfigError(f"{key}: the rubric has no {{answer}} field, so the judge would never see the reply")
+
+
+def render_rubric(rubric: str, prompt: dict, sample: dict, cfg: JudgeConfig) -> list[dict[str, str]]:
+    """One judge request's messages: the rubric filled with the prompt's fields and the sample's answer.
+    The reasoning is shown (in <think> tags before the answer, and as {reasoning}) only with include_reasoning."""
+    answer = sample.get("answer") or ""
+    reasoning = (sample.get("reasoning") or "") if cfg.include_reasoning else ""
+    if reasoning and "reasoning" not in rubric_fields(rubric):
+        answer = f"<think>{reasoning}</think>\n{answer}"
+    history = prompt.get("history") or []
+    content = rubric.format(
+        product_info=prompt.get("product_info") or "(none)",
+        history=render_history(history),
+        question=prompt.get("question") or "",
+        answer=answer,
+        reasoning=reasoning or "(not shown)",
+        scale_max=int(cfg.scale_max) if float(cfg.scale_max).is_integer() else cfg.scale_max,
+    )
+    return [{"role": "user", "content": content}]
+
+
+def reask_messages(
+    messages: list[dict[str, str]], failed_text: str, reason: str, cfg: JudgeConfig
+) -> list[dict[str, str]]:
+    """The original request plus the failed reply and a correction, so the judge knows what to fix
+    (a plain retry with a new seed tends to repeat a format mistake such as a 0..10 score)."""
+    body, _ = strip_reasoning(failed_text or "")
+    top = int(cfg.scale_max) if float(cfg.scale_max).is_integer() else cfg.scale_max
+    correction = (
+        f"Your reply could not be used: {reason}. Reply again with only a JSON object, "
+        f'{{"score": <a number from 0 to {top}>, "reason": "<one short sentence>"}}, and nothing else.'
+    )
+    echo = body[-REASK_ECHO_CHARS:] or "(no reply)"
+    return [*messages, {"role": "assistant", "content": echo}, {"role": "user", "content": correction}]
