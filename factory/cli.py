@@ -31,8 +31,8 @@ def _run(args: argparse.Namespace) -> int:
     if getattr(args, "dry_run", False):
         return _plan(args)
     cfg = config.load(args.config, args.overrides)
-    manifest = run(cfg, take_over=args.take_over, allow_fewer_prompts=args.allow_fewer_prompts)
-    print(summary.run_summary(manifest, manifest.pop("_scored")))
+    result = run(cfg, take_over=args.take_over, allow_fewer_prompts=args.allow_fewer_prompts)
+    print(summary.run_summary(result.manifest, result.scored))
     return 0
 
 
@@ -103,7 +103,7 @@ def _compact(args: argparse.Namespace) -> int:
     from factory.config import StoreConfig
     from factory.rundir.lease import Lease
     from factory.commands.rebuild import run_store
-    from factory.commands.summary import table
+    from factory.commands.present import table
 
     store, _ = run_store(args.run_dir)
     with Lease(store, "factory compact", take_over=args.take_over):
@@ -117,7 +117,7 @@ def _doctor(args: argparse.Namespace) -> int:
     from factory.rundir import doctor
     from factory.rundir.lease import Lease
     from factory.commands.rebuild import run_store
-    from factory.commands.summary import table
+    from factory.commands.present import table
 
     store, _ = run_store(args.run_dir)
     with Lease(store, "factory doctor", take_over=args.take_over):

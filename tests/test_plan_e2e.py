@@ -80,7 +80,7 @@ def test_the_judge_makes_exactly_the_planned_requests_once_its_samples_are_store
     _, done = steps
     changed = done["judge_changed"]
     assert changed["plan"]["judge"]["requests_estimated"] == 0
-    scored = changed["manifest"]["_scored"]
+    scored = changed["manifest"].scored
     judgeable = scored.filter(pl.col("error").is_null() & (pl.col("answer").str.strip_chars() != "")).height
     assert changed["plan"]["judge"]["requests"] == changed["made"][1] == judgeable > 0
     assert done["rerun"]["plan"]["judge"]["requests"] == done["rerun"]["made"][1] == 0

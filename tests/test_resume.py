@@ -141,7 +141,7 @@ def test_a_new_sampling_parameter_is_a_new_fingerprint_never_mixed(history):
     )
     # What this run counts and pairs comes from the new fingerprint only.
     assert manifest["counts"]["samples_ok"] + manifest["counts"]["samples_failed"] == 9
-    used = manifest["_scored"]
+    used = manifest.scored
     assert used.height == 9 and set(used["sampler_fp"]) == {new_fp}
 
 

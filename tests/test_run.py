@@ -9,7 +9,16 @@ import pytest
 
 from factory import config
 from factory.config import ConfigError
-from factory.run import fingerprints, preflight, redact
+from factory.graph import RunGraph
+from factory.rundir.secrets import redact
+
+
+def preflight(cfg):
+    RunGraph(cfg).preflight()
+
+
+def fingerprints(cfg):
+    return RunGraph(cfg).fingerprints
 
 DEMO = Path(__file__).resolve().parent.parent / "conf" / "demo.yaml"
 
@@ -218,11 +227,11 @@ def test_the_end_table_says_why_groups_were_not_paired_in_the_judges_units(tmp_p
     # Two of p0's samples fail: p0 has fewer than 2 valid samples, counted under engine_error.
     engine = FakeEngine(script={("p0", 0): RuntimeError("HTTP 500"), ("p0", 1): RuntimeError("HTTP 500")})
     manifest = local_run(synthetic_cfg(tmp_path, 4), engine)
-    text = run_summary(manifest, manifest["_scored"])
+    text = run_summary(manifest, manifest.scored)
     assert text.startswith("factory run summary")
     assert "| samples excluded, by reason" in text and "engine_error 2" in text
     assert "fewer_than_2_valid 1" in text
-    score = manifest["_scored"]["score"].drop_nulls().mean()
+    score = manifest.scored["score"].drop_nulls().mean()
     assert f"{score:.1f} / 100" in text  # the judge score with its scale
     gap = manifest["pairs"]["mean_quality_gap"] * 100
     assert f"{gap:.1f} / 100" in text  # the quality gap in the same unit as the report's and the sweep's
@@ -399,7 +408,6 @@ def test_a_reward_model_alone_judges_a_run_when_the_genrm_is_off(tmp_path):
 
 def test_the_ensemble_example_loads_passes_preflight_and_builds_one_stage_per_judge(monkeypatch):
     from factory.engines import engine_identity
-    from factory.run import stages
 
     monkeypatch.setenv("DEEPSEEK_API_KEY", "sk-test-0000")
     cfg = config.load(DEMO.parent / "r1_ensemble.yaml")
@@ -408,7 +416,7 @@ def test_the_ensemble_example_loads_passes_preflight_and_builds_one_stage_per_ju
     assert list(fps) == ["sampler", "judge", "reward_skywork", "reward_served"] and len(set(fps.values())) == 4
     prompts = pl.DataFrame({"prompt_id": ["p"], "messages": [[{"role": "user", "content": "q"}]],
                             "product_info": ["x"], "history": [[]], "question": ["q"]})  # fmt: skip
-    graph = stages(cfg, prompts, fps)
+    graph = RunGraph(cfg).stages(prompts, fps)
     assert [s.name for s in graph] == ["sample", "judge", "reward_skywork", "reward_served"]
     assert {s.table for s in graph} == {"samples", "judgments", "rewards"} and graph[2].upstream == "sample"
     assert graph[2].engine.engine_kwargs == {"runner": "pooling"}  # vLLM in process: the pooling runner

@@ -36,7 +36,7 @@ from factory.rundir.schemas import JUDGMENTS
 from factory.stages import judge as judge_stage
 from factory.rundir.store import RunStore
 
-DEFAULT_DATA = Path(__file__).resolve().parent.parent / "conf" / "data" / "calibration.jsonl"
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "conf" / "data" / "calibration.jsonl"
 SIDES = ("better", "worse")  # sample_idx 0 and 1 of each row
 CALIBRATION_FP = "calibration"  # stands in for the sampler fingerprint in the judgment rows
 
@@ -174,6 +174,7 @@ class CalibrationStage:
     key = judge_stage.KEY
     schema = JUDGMENTS
     upstream = None
+    inputs = ()  # its plan is given whole
     run_batch = staticmethod(judge_stage.judge_batch)
 
     def __init__(self, plan: list[dict], cfg: JudgeConfig, judge_fp: str):
@@ -241,14 +242,14 @@ def run_calibration(
 ) -> dict[str, Any]:
     """`factory calibrate`: judge the calibration set with the config's judge and write the results.
     Runs the judge engine in this process (a calibration is ~40 requests); `engine` replaces it."""
-    from factory import run
+    from factory import graph
 
     t0 = time.perf_counter()
     data = data or str(DEFAULT_DATA)
     out = out or f"{cfg.output_dir.rstrip('/')}/calibration"
-    rubric = run.rubric_text(cfg)
+    rubric = graph.rubric_text(cfg)
     judge_stage.check_rubric(rubric, "judge.rubric_file")
-    model = run.model_id(cfg.judge.engine)
+    model = graph.model_id(cfg.judge.engine, "judge.engine")
     judge_fp = judge_stage.judge_fingerprint(cfg.judge, model, rubric)
     rows, invalid = load_calibration(data, limit)
     for bad in invalid:
@@ -266,7 +267,7 @@ def run_calibration(
             "judge_fp": judge_fp,
             "model": model,
             "engine": cfg.judge.engine.kind,
-            "rubric_file": cfg.judge.rubric_file or str(run.DEFAULT_RUBRIC),
+            "rubric_file": cfg.judge.rubric_file or str(graph.DEFAULT_RUBRIC),
             "votes": cfg.judge.votes,
             "scale_max": cfg.judge.scale_max,
             "structured": cfg.judge.structured,
@@ -285,7 +286,7 @@ def run_calibration(
 
 
 def summary_table(summary: dict[str, Any]) -> str:
-    from factory.commands.summary import table
+    from factory.commands.present import table
 
     def share(value: float | None) -> str:
         return "-" if value is None else f"{value:.2f}"

@@ -41,29 +41,9 @@ TEMPLATE_TOKENS_PER_MESSAGE = 5  # chat template tokens around each message (rol
 # -- counting prompt tokens ----------------------------------------------------------------------
 def tokenizer_counter(engine: EngineConfig) -> tuple[Callable[[str], int] | None, str]:
     """(count(text) -> tokens, how) with a tokenizer that needs no model loaded, or (None, why not)."""
-    from pathlib import Path
+    from factory.engines import kind_of
 
-    spec = engine.tokenizer
-    if spec == "server" and engine.kind == "openai":
-        from factory.engines.openai import _Tokenizer
-
-        tok = _Tokenizer("server", engine.base_url, engine.model)
-        return tok.count, "counted (server /tokenize)"
-    path = Path(spec).expanduser() if spec and spec != "server" else None
-    if path is None and engine.kind == "vllm" and engine.model and Path(engine.model).is_dir():
-        path = Path(engine.model)
-    if path is not None:
-        file = path / "tokenizer.json" if path.is_dir() else path
-        if file.is_file():
-            try:
-                from tokenizers import Tokenizer
-            except ImportError:
-                return None, "tokenizers not installed"
-            local = Tokenizer.from_file(str(file))
-            return (
-                lambda text: len(local.encode(text, add_special_tokens=False).ids) if text else 0
-            ), "counted (tokenizer)"
-    return None, "no tokenizer without loading the model"
+    return kind_of(engine).token_counter(engine)
 
 
 def chars_tokens(text: str) -> float:
@@ -179,7 +159,7 @@ def plan_stage(
     observed_tps: float | None,
 ) -> dict[str, Any]:
     """The plan of one stage (see the module doc); `upstream` is the plan of the stage feeding it, if any."""
-    from factory.engines import engine_identity, gpus_per_replica
+    from factory.engines import engine_identity, kind_of
 
     sample = isinstance(stage, SampleStage)
     work = stage.plan(store)  # the stage's own planning: exact from the stored keys
@@ -211,7 +191,7 @@ def plan_stage(
     cost_out = usd(0, completion_tokens, price) if priced_here else None  # type: ignore[arg-type]
     configured = price.tokens_per_s if price is not None else None
     tps, tps_how = (configured, "cost tokens_per_s") if configured else (observed_tps, "observed in metrics.json")
-    gpus = gpus_per_replica(stage.engine)
+    gpus = kind_of(stage.engine).resources(stage.engine).gpus
     plan = {
         "stage": stage.name,
         "engine": f"{stage.engine.kind}:{stage.engine.model or 'embedded'}",
@@ -298,7 +278,7 @@ def totals(plans: list[dict[str, Any]]) -> dict[str, Any]:
 # -- `factory plan` --------------------------------------------------------------------------------
 def target_prompts(cfg: RunConfig, store: RunStore) -> tuple[int, str]:
     """(prompt rows to plan for, why) under pairs.target: the survival rate of the last run, else assumed."""
-    from factory.run import target_draw
+    from factory.pairs import target_draw
 
     manifest = store.read_json("manifest.json") if store.exists("manifest.json") else None
     counts = (manifest or {}).get("counts") or {}
@@ -315,12 +295,13 @@ def target_prompts(cfg: RunConfig, store: RunStore) -> tuple[int, str]:
 
 def make_plan(cfg: RunConfig) -> dict[str, Any]:
     """The plan of `factory run cfg` (see the module doc); nothing is written but plan.json."""
-    from factory import run as run_mod
     from factory.commands.cost import run_prices
+    from factory.graph import RunGraph
     from factory.prompts import load_prompts
 
     t0 = time.perf_counter()
-    run_mod.preflight(_without_secrets(cfg))
+    graph = RunGraph(cfg)
+    graph.preflight(credentials=False)  # a plan sends nothing: no API key needed
     store = RunStore(cfg.output_dir, create=False)
     existed = store.exists("manifest.json") or bool(store.parts("samples"))
     target = None
@@ -333,8 +314,8 @@ def make_plan(cfg: RunConfig) -> dict[str, Any]:
         target["short"] = (
             f"the prompt pool holds only {prompts.height + invalid.height} rows of the {target['prompt_rows']} needed"
         )
-    fps = run_mod.fingerprints(cfg)
-    stages = run_mod.stages(cfg, prompts, fps)
+    fps = graph.fingerprints
+    stages = graph.stages(prompts)
     plans = plan_stages(store, stages, run_prices(cfg))
     return finish(
         {
@@ -365,19 +346,10 @@ def finish(head: dict[str, Any], plans: list[dict[str, Any]], store: RunStore, t
     return plan
 
 
-def _without_secrets(cfg: RunConfig) -> RunConfig:
-    """The config preflight checks for a plan: an API key is not needed to send nothing."""
-    return replace(
-        cfg,
-        sampler=replace(cfg.sampler, engine=replace(cfg.sampler.engine, api_key_env="")),
-        judge=replace(cfg.judge, engine=replace(cfg.judge.engine, api_key_env="")),
-    )
-
-
 def format_plan(plan: dict[str, Any]) -> str:
     """The terminal table of a plan: "~" marks an estimate, "<=" an upper bound; the notes say from what."""
     from factory.executor.progress import duration
-    from factory.commands.report import markdown
+    from factory.commands.present import markdown
 
     def hours(value: float | None) -> str:
         return "-" if value is None else f"{value:,.1f}"

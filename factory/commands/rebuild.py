@@ -1,11 +1,15 @@
-"""Work on a finished run directory without any LLM call: reload its config and rebuild outputs.
+"""Outputs from what a run directory stores, without any LLM call: `factory run` ends with it and
+`factory pairs` is it.
 
     cfg, store, manifest = open_run("runs/demo", ["pairs.w_len=0.4"])
+    outputs = write_outputs(store, RunGraph(cfg), prompts, manifest["fingerprints"])   # pairs/ and sft/
 """
 
 from __future__ import annotations
 
+import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
@@ -14,6 +18,11 @@ from omegaconf.errors import OmegaConfBaseException
 
 from factory import config as config_mod
 from factory.config import ConfigError, RunConfig
+from factory import pairs as pair_kernel
+from factory.graph import RunGraph
+from factory.rundir.secrets import MASK
+from factory.session import Manifest
+from factory.stages.judge import USABLE
 from factory.rundir.store import RunStore
 
 
@@ -52,7 +61,7 @@ def _unmasked(value: Any) -> Any:
     """The stored config without masked values ("***"): those keys fall back to their defaults, since a
     secret is never stored (older runs also masked harmless keys such as max_tokens)."""
     if isinstance(value, dict):
-        return {k: _unmasked(v) for k, v in value.items() if v != "***"}
+        return {k: _unmasked(v) for k, v in value.items() if v != MASK}
     return value
 
 
@@ -63,27 +72,72 @@ def stored_prompts(store: RunStore) -> pl.DataFrame:
     return prompts
 
 
+@dataclass
+class Outputs:
+    """What a pair build wrote (pairs/, sft/) and what the manifest and summary take from it."""
+
+    counts: dict[str, int]
+    parse_status: dict[str, int]
+    judges: dict[str, dict[str, int]]
+    stats: Any  # factory.pairs.PairStats
+    scored: pl.DataFrame
+    pairs: pl.DataFrame
+
+
+def write_outputs(store: RunStore, graph: RunGraph, prompts: pl.DataFrame, fps: dict[str, str]) -> Outputs:
+    """pairs/ and sft/ from what is stored: no LLM call."""
+    cfg = graph.cfg
+    read = graph.scored(store, prompts, fps)
+    judgments = read.judgments
+    built = pair_kernel.build(read.scored, prompts, cfg.pairs, cfg.judge.scale_max)
+    stats, pairs = built.stats, built.pairs
+    store.replace("pairs", pairs.to_arrow().cast(pair_kernel.pairs_schema(cfg.pairs.format)))
+    store.remove("sft")  # the layout before each export had its own folder (sft/<export>-*.parquet)
+    for export in ("filter_long", "dp_sft"):
+        if export in built.sft:  # one folder per export, so that sft/<export>/*.parquet is one data set
+            store.replace(f"sft/{export}", built.sft[export])
+        else:  # an export no longer asked for must not linger as if current
+            store.remove(f"sft/{export}")
+    note = pair_kernel.target_note(stats)
+    if note:
+        print(note, file=sys.stderr)
+    samples = read.samples
+    usable = judgments.filter(pl.col("parse_status").is_in(USABLE)).height if judgments.height else 0
+    status = dict(zip(*judgments["parse_status"].value_counts().to_dict(as_series=False).values())) if judgments.height else {}
+    counts = {
+        "samples_ok": samples.filter(pl.col("error").is_null()).height,
+        "samples_failed": samples.filter(pl.col("error").is_not_null()).height,
+        "judgments_ok": usable,
+        "judgments_failed": judgments.height - usable,
+        "groups": stats.groups,
+        "pairs_kept": stats.pairs_kept,
+        "pairs_dropped": stats.pairs_dropped,
+    }
+    return Outputs(counts, status, graph.judge_counts(read.frames), stats, read.scored, pairs)
+
+
 def rebuild_pairs(run_dir: str, overrides: list[str] | None = None) -> tuple[dict[str, Any], pl.DataFrame]:
     """`factory pairs`: pairs/ and sft/ from stored samples and judgments; the manifest is updated."""
-    from factory import run as run_graph
-
     t0 = time.perf_counter()
-    cfg, store, manifest = open_run(run_dir, overrides)
+    cfg, store, stored = open_run(run_dir, overrides)
     prompts = stored_prompts(store)
-    outputs = run_graph.build_outputs(store, cfg, prompts, manifest["fingerprints"])
-    scored = outputs.pop("_scored")
-    outputs.pop("_pairs")
+    graph = RunGraph(cfg)
+    outputs = write_outputs(store, graph, prompts, stored["fingerprints"])
+    manifest = Manifest.from_dict(stored)
     # The run's config stays the manifest's config: overrides shape this build only (recorded below), so a
     # later plain `factory pairs` builds with the run's settings again.
-    manifest["pairs_build"] = {"overrides": list(overrides or []), "at": time.time()}
-    manifest["counts"].update({k: v for k, v in outputs.items() if k not in ("pairs", "parse_status", "judges")})
-    manifest["pairs"] = outputs["pairs"]
-    manifest["parse_status"] = outputs["parse_status"]
-    for name, counts in outputs["judges"].items():  # stored rows now; this command makes no request
-        manifest.setdefault("judges", {}).setdefault(name, {}).update({**counts, "requests": 0})
-    manifest["requests"] = {key: 0 for key in run_graph.request_keys(cfg)}
-    manifest["output_dir"] = store.url  # the run may have been copied or moved since `factory run`
-    manifest["timings"] = {"prompts": 0.0, "sample": 0.0, "judge": 0.0, "pairs": round(time.perf_counter() - t0, 3)}
-    manifest["timings"]["total"] = manifest["timings"]["pairs"]
-    store.write_json("manifest.json", manifest)
-    return manifest, scored
+    manifest.pairs_build = {"overrides": list(overrides or []), "at": time.time()}
+    manifest.counts.update(outputs.counts)
+    manifest.pairs = outputs.stats.as_dict()
+    manifest.parse_status = outputs.parse_status
+    judges = manifest.judges or {}
+    for name, counts in outputs.judges.items():  # stored rows now; this command makes no request
+        judges.setdefault(name, {}).update({**counts, "requests": 0})
+    manifest.judges = judges
+    manifest.requests = {key: 0 for key in graph.request_keys()}
+    manifest.output_dir = store.url  # the run may have been copied or moved since `factory run`
+    pairs_s = round(time.perf_counter() - t0, 3)
+    manifest.timings = {"prompts": 0.0, "sample": 0.0, "judge": 0.0, "pairs": pairs_s, "total": pairs_s}
+    written = manifest.to_dict()
+    store.write_json("manifest.json", written)
+    return written, outputs.scored

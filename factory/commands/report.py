@@ -26,7 +26,6 @@ pair kernel `factory pairs` runs (factory.pairs); a stale pairs/ folder is point
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import replace
 from typing import Any
@@ -35,6 +34,7 @@ import numpy as np
 import polars as pl
 
 from factory import pairs as pair_kernel
+from factory.commands.present import markdown, num, png, pyplot
 from factory.config import RunConfig
 from factory.pairs.terms import NOT_JUDGES
 from factory.stages import judge as judge_stage
@@ -42,23 +42,8 @@ from factory.stages import judge as judge_stage
 SCORE_COLUMNS = r"^(quality_\w+|dim_\w+|reward_\w+)$"
 
 
-def _num(value: Any, digits: int = 1) -> str:
-    if value is None or (isinstance(value, float) and not np.isfinite(value)):
-        return "-"
-    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-def markdown(headers: list[str], rows: list[list[Any]]) -> str:
-    cells = [[str(h) for h in headers]] + [[v if isinstance(v, str) else _num(v) for v in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(cells[0], widths)) + " |"]
-    lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    # Names sit left, numbers right.
-    lines += [
-        "| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) + " |"
-        for row in cells[1:]
-    ]
-    return "\n".join(lines)
 
 
 def set_stats(name: str, tokens: pl.Series, quality: pl.Series, cfg: RunConfig) -> dict[str, Any]:
@@ -128,7 +113,7 @@ def build_report(
     scored: pl.DataFrame, judgments: pl.DataFrame, cfg: RunConfig, judges: dict[str, dict[str, int]] | None = None
 ) -> dict[str, Any]:
     """All the numbers of the report (plots aside) from scored samples and judgments; `judges`: stored
-    rows ok / failed per judge stage (factory.run.judge_counts)."""
+    rows ok / failed per judge stage (factory.graph.RunGraph.judge_counts)."""
     prepared = pair_kernel.prepare(scored, cfg.pairs, cfg.judge.scale_max)
     groups, stats = pair_kernel.decide(prepared, cfg.pairs)
     l2s_groups, l2s = pair_kernel.decide(prepared, replace(cfg.pairs, strategy="long2short"))
@@ -242,7 +227,7 @@ def render_markdown(report: dict[str, Any], cfg: RunConfig, note: str | None = N
             markdown(
                 ["column", "mean on valid", "mean chosen", "mean rejected"],
                 [
-                    [r["column"], _num(r["valid"], 3), _num(r["chosen"], 3), _num(r["rejected"], 3)]
+                    [r["column"], num(r["valid"], 3), num(r["chosen"], 3), num(r["rejected"], 3)]
                     for r in report["score_columns"]
                 ],
             )
@@ -340,24 +325,12 @@ def _rate_value(rate: float | None) -> str:
 
 
 # -- plots ---------------------------------------------------------------------------------------
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
-def _png(fig: Any) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    _pyplot().close(fig)
-    return buffer.getvalue()
 
 
 def lengths_png(report: dict[str, Any], cfg: RunConfig) -> bytes:
-    plt = _pyplot()
+    plt = pyplot()
     valid, excluded = report["lengths"]["valid"], report["lengths"]["excluded"]
     fig, ax = plt.subplots(figsize=(7, 4))
     everything = valid + excluded
@@ -368,11 +341,11 @@ def lengths_png(report: dict[str, Any], cfg: RunConfig) -> bytes:
     ax.set_ylabel("samples")
     ax.set_title("Sample lengths")
     ax.legend(fontsize=8)
-    return _png(fig)
+    return png(fig)
 
 
 def margins_png(report: dict[str, Any], cfg: RunConfig) -> bytes:
-    plt = _pyplot()
+    plt = pyplot()
     margins, delta = report["margins"], report["pairs"]["delta"]
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.hist(margins or [0.0], bins=40, color="tab:green", alpha=0.8 if margins else 0.0)
@@ -385,11 +358,11 @@ def margins_png(report: dict[str, Any], cfg: RunConfig) -> bytes:
         f"Margins ({report['strategy']}, {report['pairs']['pairing']}, w_len {cfg.pairs.w_len:g}, "
         f"drop_ratio {cfg.pairs.drop_ratio:g})"
     )
-    return _png(fig)
+    return png(fig)
 
 
 def quality_png(report: dict[str, Any], cfg: RunConfig) -> bytes:
-    plt = _pyplot()
+    plt = pyplot()
     scale = cfg.judge.scale_max
     fig, ax = plt.subplots(figsize=(7, 4))
     bins = np.linspace(0, scale, 21)
@@ -402,21 +375,21 @@ def quality_png(report: dict[str, Any], cfg: RunConfig) -> bytes:
     ax.set_title("Quality")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
-    return _png(fig)
+    return png(fig)
 
 
 # -- the command ---------------------------------------------------------------------------------
 def run_report(run_dir: str, overrides: list[str] | None = None) -> tuple[str, dict[str, Any]]:
     """`factory report`: report/ in the run directory; returns (markdown, numbers)."""
-    from factory import run
     from factory.commands import rebuild
+    from factory.graph import RunGraph
 
     cfg, store, manifest = rebuild.open_run(run_dir, overrides)
     cfg.output_dir = store.url
     prompts = rebuild.stored_prompts(store)
-    samples, frames = run.stored_judgments(store, cfg, prompts, manifest["fingerprints"])
-    scored = run.scored_frame(samples, frames, cfg)
-    report = build_report(scored, frames.get("judge", run.NO_JUDGMENTS), cfg, run.judge_counts(frames))
+    graph = RunGraph(cfg)
+    read = graph.scored(store, prompts, manifest["fingerprints"])
+    report = build_report(read.scored, read.judgments, cfg, graph.judge_counts(read.frames))
     stored = store.read("pairs")
     stored_n = 0 if stored is None else stored.height
     note = None

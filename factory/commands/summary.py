@@ -6,6 +6,8 @@ from typing import Any
 
 import polars as pl
 
+from factory.commands.present import table  # noqa: F401 (commands import it from here too)
+
 
 def _fmt(value: Any, digits: int = 1) -> str:
     if value is None:
@@ -15,15 +17,6 @@ def _fmt(value: Any, digits: int = 1) -> str:
     return str(value)
 
 
-def table(rows: list[tuple[str, str]], title: str = "") -> str:
-    width = max(len(k) for k, _ in rows)
-    value_width = max(len(v) for _, v in rows)
-    line = "+" + "-" * (width + 2) + "+" + "-" * (value_width + 2) + "+"
-    out = [title] if title else []
-    out.append(line)
-    out += [f"| {k.ljust(width)} | {v.rjust(value_width)} |" for k, v in rows]
-    out.append(line)
-    return "\n".join(out)
 
 
 def _reasons(counts: dict[str, int]) -> str:

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from factory.commands.present import png, pyplot
 from factory.config import ConfigError, PairsConfig
 from factory.pairs import kernel
 from factory.pairs.marks import Prepared, prepare
@@ -130,17 +131,8 @@ def sweep_table(
 
 
 # -- plots ---------------------------------------------------------------------------------------
-def _figure_bytes(fig: Any) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    return buffer.getvalue()
-
-
 def heatmap_png(table: pl.DataFrame, column: str, title: str, fmt: str) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     w_lens = sorted(set(table["weight"].to_list()))
     drops = sorted(set(table["drop_ratio"].to_list()))
@@ -163,8 +155,7 @@ def heatmap_png(table: pl.DataFrame, column: str, title: str, fmt: str) -> bytes
                 color = "black" if grid[i, j] > middle else "white"
                 ax.text(j, i, format(grid[i, j], fmt), ha="center", va="center", fontsize=7, color=color)
     fig.colorbar(image, ax=ax)
-    data = _figure_bytes(fig)
-    plt.close(fig)
+    data = png(fig)
     return data
 
 
@@ -194,10 +185,7 @@ def gaps_png(table: pl.DataFrame, scale_max: float) -> bytes:
     """Mean token gap and mean quality gap (in score points) against the weight at the smallest drop
     ratio; the two y-axes are scaled so that each curve's largest value sits at the same height,
     so where the lines cross is where the normalized gaps are equal (the paper's figure)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     drop = min(table["drop_ratio"])
     line = table.filter(pl.col("drop_ratio") == drop).sort("weight").drop_nulls(["mean_token_gap", "mean_score_gap"])
@@ -225,8 +213,7 @@ def gaps_png(table: pl.DataFrame, scale_max: float) -> bytes:
     handles = left.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
     labels = left.get_legend_handles_labels()[1] + right.get_legend_handles_labels()[1]
     left.legend(handles, labels, loc="center left", fontsize=8)
-    data = _figure_bytes(fig)
-    plt.close(fig)
+    data = png(fig)
     return data
 
 
@@ -251,14 +238,13 @@ def run_sweep(run_dir: str, overrides: list[str] | None = None) -> tuple[pl.Data
     """`factory sweep`: sweep/ in the run directory; returns (table, info)."""
     import time
 
-    from factory import run
-
     from factory.commands import rebuild
+    from factory.graph import RunGraph
 
     t0 = time.perf_counter()
     cfg, store, manifest = rebuild.open_run(run_dir, overrides)
     prompts = rebuild.stored_prompts(store)
-    _, _, scored = run.stored_scored(store, cfg, prompts, manifest["fingerprints"])
+    scored = RunGraph(cfg).scored(store, prompts, manifest["fingerprints"]).scored
     t_load = time.perf_counter()
     table = sweep_table(
         scored, cfg.pairs, cfg.sweep.w_lens, cfg.sweep.drop_ratios, cfg.judge.scale_max, term=cfg.sweep.term

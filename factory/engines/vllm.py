@@ -41,7 +41,18 @@ from pathlib import Path
 from typing import Any
 
 from factory.config import EngineConfig
-from factory.engines.base import Completion, OnDone, OnScored, Request, Score, ScoreRequest, gather
+from factory.engines.base import (
+    Completion,
+    EngineKind,
+    OnDone,
+    OnScored,
+    Request,
+    Resources,
+    Score,
+    ScoreRequest,
+    gather,
+    local_token_counter,
+)
 
 # ScoreRequest routes served in process (a server's /pooling and /score are the openai engine's).
 SCORE_ROUTES = ("classify",)
@@ -73,6 +84,31 @@ def placement_bundles(cfg: EngineConfig) -> tuple[list[dict[str, float]], str] |
     bundles: list[dict[str, float]] = [{"GPU": 1.0} for _ in range(gpus)]
     bundles[0]["CPU"] = float(cfg.cpus_per_replica)
     return bundles, ("STRICT_PACK" if cfg.pipeline_parallel_size == 1 else "PACK")
+
+
+class VLLMKind(EngineKind):
+    name = "vllm"
+    score_routes = SCORE_ROUTES
+
+    def engine_class(self) -> type:
+        return VLLMEngine
+
+    def weights(self, cfg: EngineConfig) -> dict[str, Any]:
+        """The weights' dtype and quantization change what the model says: part of the fingerprints."""
+        return {"dtype": cfg.dtype, "quantization": cfg.quantization}
+
+    def token_counter(self, cfg: EngineConfig) -> tuple[Any, str]:
+        """engine.tokenizer, else the model folder's tokenizer.json."""
+        spec = cfg.tokenizer if cfg.tokenizer and cfg.tokenizer != "server" else ""
+        if not spec and cfg.model and Path(cfg.model).is_dir():
+            spec = cfg.model
+        return local_token_counter(spec)
+
+    def resources(self, cfg: EngineConfig) -> Resources:
+        return Resources(gpus_per_replica(cfg), actor_options(cfg), placement_bundles(cfg))
+
+    def scorer_config(self, cfg: EngineConfig) -> EngineConfig:
+        return scorer_config(cfg)
 
 
 def engine_args(cfg: EngineConfig) -> dict[str, Any]:
@@ -326,3 +362,6 @@ def embedded_hf_model(cache_dir: str | os.PathLike) -> Path:
 
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+KIND = VLLMKind()

@@ -20,7 +20,6 @@ The eval directory (eval.output_dir, default OUTPUT_DIR/eval) is a run directory
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from dataclasses import replace
@@ -29,20 +28,17 @@ from typing import Any
 
 import polars as pl
 
-from factory import config as config_mod
-from factory import run as run_mod
+from factory import graph
 from factory.config import ConfigError, RunConfig
-from factory.commands.cost import Budget
 from factory.evaluation import answers as answers_mod
 from factory.evaluation import table as table_mod
-from factory.executor.core import Executor
+from factory.engines import kind_of
 from factory.prompts import load_prompts
 from factory.rundir.schemas import INVALID, SAMPLES
 from factory.stages import judge as judge_stage
 from factory.stages import sample as sample_stage
-from factory.rundir.lease import Lease
-from factory.rundir.secrets import scrub, scrub_all, scrub_table, secret_values
-from factory.rundir.store import RunStore, open_output
+from factory.rundir.store import RunStore
+from factory.session import Manifest, Session
 
 
 def eval_dir(cfg: RunConfig) -> str:
@@ -50,12 +46,10 @@ def eval_dir(cfg: RunConfig) -> str:
 
 
 def _check_engine(engine: Any, key: str, secrets: bool) -> None:
-    try:
-        run_mod.model_id(engine)
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{key}.{str(exc).split('engine.', 1)[-1]}") from None
-    if secrets and engine.kind == "openai" and engine.api_key_env and engine.api_key_env not in os.environ:
-        raise ConfigError(f"{key}.api_key_env: environment variable {engine.api_key_env!r} is not set")
+    graph.model_id(engine, key)
+    missing = kind_of(engine).missing_credentials(engine) if secrets else None
+    if missing:
+        raise ConfigError(f"{key}.{missing}")
 
 
 def preflight(cfg: RunConfig, secrets: bool = True) -> None:
@@ -89,26 +83,26 @@ def preflight(cfg: RunConfig, secrets: bool = True) -> None:
     ):
         if path and "://" not in path and not Path(path).is_file():
             raise ConfigError(f"{key}: file not found: {path}")
-    judge_stage.check_rubric(run_mod.rubric_text(cfg), "judge.rubric_file")
+    judge_stage.check_rubric(graph.rubric_text(cfg), "judge.rubric_file")
 
 
 def fingerprints(cfg: RunConfig) -> dict[str, Any]:
     """{"judge": fp, "candidates": {name: fp}}; two candidates that would sample alike are refused."""
-    template = run_mod.template_text(cfg)
+    template = graph.template_text(cfg)
     out: dict[str, str] = {}
     for name, c in cfg.eval.candidates.items():
         key = f"eval.candidates.{name}"
         if c.answers_path:
             out[name] = answers_mod.answers_fingerprint(c.answers_path, f"{key}.answers_path")
         else:
-            out[name] = sample_stage.sampler_fingerprint(c.engine, c.sampling, run_mod.model_id(c.engine), template)
+            out[name] = sample_stage.sampler_fingerprint(c.engine, c.sampling, graph.model_id(c.engine, f"{key}.engine"), template)
         twin = next((other for other, fp in out.items() if fp == out[name] and other != name), None)
         if twin is not None:
             raise ConfigError(
                 f"{key}: samples exactly as eval.candidates.{twin} (same model, engine kind, sampling and template, "
                 "or the same answers file); change one of them or drop it"
             )
-    judge = judge_stage.judge_fingerprint(cfg.judge, run_mod.model_id(cfg.judge.engine), run_mod.rubric_text(cfg))
+    judge = judge_stage.judge_fingerprint(cfg.judge, graph.model_id(cfg.judge.engine, "judge.engine"), graph.rubric_text(cfg))
     return {"judge": judge, "candidates": out}
 
 
@@ -121,7 +115,7 @@ def eval_prompts(cfg: RunConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
 
 def stages(cfg: RunConfig, prompts: pl.DataFrame, fps: dict[str, Any]) -> list:
     """One sample stage per candidate with an engine, then one judge stage per candidate."""
-    e, rubric = cfg.eval, run_mod.rubric_text(cfg)
+    e, rubric = cfg.eval, graph.rubric_text(cfg)
     samplers, judges = [], []
     for name, c in e.candidates.items():
         fp = fps["candidates"][name]
@@ -157,7 +151,7 @@ def collect(
         samples = _samples_of(store, fps["candidates"][name], prompts, cfg.eval.k)
         judged = judges[f"judge:{name}"].read(store, samples)
         judgments[name] = judged
-        scored = run_mod.scored_samples(samples, judged)
+        scored = judge_stage.with_quality(samples, judged)
         frames.append(scored.with_columns(pl.lit(name).alias("candidate")))
     columns = ["candidate", "prompt_id", "sample_idx", "sampler_fp", "error", "finish_reason", "reasoning", "answer",
                "completion_tokens", "reasoning_tokens", "answer_tokens", "score", "quality", "votes_ok", "votes"]  # fmt: skip
@@ -199,16 +193,20 @@ def write_outputs(
 
 def evaluate(cfg: RunConfig, backend: str = "ray", build: Any = None, take_over: bool = False) -> dict[str, Any]:
     """One `factory eval`: returns {"manifest", "rows", "markdown", "notes"} (the table is also in report/).
-    As `factory run`: checked before any request, the eval directory shown writable and its lease taken,
-    secrets scrubbed from every stored part, metrics and manifest."""
-    t0 = time.perf_counter()
-    preflight(cfg)
-    fps = fingerprints(cfg)
-    store = open_output(eval_dir(cfg), "eval.output_dir")
-    secrets = secret_values(cfg)
-    command = scrub(" ".join(["factory", *sys.argv[1:]]), secrets)
-    with Lease(store, command, take_over=take_over) as lease:
-        previous = store.read_json("manifest.json") or {}
+    As `factory run`, inside a Session: checked before any request, the eval directory shown writable and
+    its lease taken, secrets scrubbed from every stored part, metrics and manifest."""
+    fps: dict[str, Any] = {}
+
+    def check() -> None:
+        preflight(cfg)
+        fps.update(fingerprints(cfg))
+
+    session = Session(
+        cfg, eval_dir(cfg), output_key="eval.output_dir", preflight=check, prices=prices(cfg), backend=backend,
+        build=build, take_over=take_over,
+    )  # fmt: skip
+    with session:
+        store = session.store
         prompts, invalid = eval_prompts(cfg)
         store.replace("prompts", prompts)
         if invalid.height:
@@ -219,24 +217,12 @@ def evaluate(cfg: RunConfig, backend: str = "ray", build: Any = None, take_over:
             for name, c in cfg.eval.candidates.items()
             if c.answers_path
         }
-        graph = stages(cfg, prompts, fps)
-        budget = Budget(prices(cfg), cfg.cost.max_usd)
-        scrubber = (lambda table: scrub_table(table, secrets)) if secrets else None
-        with Executor(store, cfg, backend=backend, build=build, scrub=scrubber, budget=budget) as executor:
-            executor.lease = lease
-            executor.progress.say(
-                f"[eval] {prompts.height} held-out prompts, {len(cfg.eval.candidates)} candidates -> {store.url}"
-            )
-            for name, counts in imported.items():
-                executor.progress.say(
-                    f"[eval] {name}: {counts['to_import']} answers imported from its file ({counts['tokens']} token counts)"
-                )
-            try:
-                done = executor.run(graph)
-            finally:
-                metrics = executor.metrics_json()
-                store.write_json("metrics.json", scrub_all(metrics, secrets))
-        samples, judgments = collect(store, cfg, prompts, fps, graph)
+        stage_graph = stages(cfg, prompts, fps)
+        session.say(f"[eval] {prompts.height} held-out prompts, {len(cfg.eval.candidates)} candidates -> {store.url}")
+        for name, counts in imported.items():
+            session.say(f"[eval] {name}: {counts['to_import']} answers imported from its file ({counts['tokens']} token counts)")
+        done = session.run(stage_graph)
+        samples, judgments = collect(store, cfg, prompts, fps, stage_graph)
         extra = [
             f"{name}: answers from {cfg.eval.candidates[name].answers_path}; token counts {c['tokens']}"
             + (f"; {c['unknown_prompt']} rows for prompts not in the set left out" if c["unknown_prompt"] else "")
@@ -244,33 +230,27 @@ def evaluate(cfg: RunConfig, backend: str = "ray", build: Any = None, take_over:
             for name, c in imported.items()
         ]
         outputs = write_outputs(store, cfg, samples, judgments, prompts, extra)
-        manifest = {
-            "command": "eval",
-            "config": run_mod.redact(config_mod.to_dict(cfg)),
-            "fingerprints": fps,
-            "versions": run_mod.versions(),
-            "counts": {
+        manifest = Manifest.of_config(
+            cfg,
+            command="eval",
+            fingerprints=fps,
+            counts={
                 "prompts_in": prompts.height + invalid.height,
                 "prompts_valid": prompts.height,
                 "prompts_invalid": invalid.height,
                 "answers_imported": imported,
                 "samples": {name: int((samples["candidate"] == name).sum()) for name in cfg.eval.candidates},
             },
-            "requests": {name: m.requests for name, m in done.items()},
-            "spend": budget.as_dict(),
-            "pools": metrics["pools"],
-            "timings": {"total": round(time.perf_counter() - t0, 3), "overlap": metrics["overlap_s"]},
-            "output_dir": store.url,
-        }
-        manifest["history"] = (previous.get("history") or []) + [{"at": time.time(), "requests": manifest["requests"]}]
-        manifest = scrub_all(manifest, secrets)
-        store.write_json("manifest.json", manifest)
+            requests={name: m.requests for name, m in done.items()},
+            output_dir=store.url,
+        )
+        written = session.finish(manifest)
     print(f"eval: {store.url}/report/eval.md", file=sys.stderr)
-    return {"manifest": manifest, **outputs}
+    return {"manifest": written, **outputs}
 
 
 def eval_plan(cfg: RunConfig) -> dict[str, Any]:
-    """`factory eval --dry-run`: the plan of every stage (factory/plan.py), nothing sent, only plan.json written."""
+    """`factory eval --dry-run`: the plan of every stage (factory/commands/plan.py), nothing sent, only plan.json written."""
     from factory.commands import plan as plan_mod
 
     t0 = time.perf_counter()

@@ -203,7 +203,7 @@ def difference_text(row: dict[str, Any]) -> str:
 
 
 def markdown_table(rows: list[dict[str, Any]], cfg: RunConfig, answerable: bool) -> str:
-    from factory.commands.report import markdown
+    from factory.commands.present import markdown
 
     scale = f"/{cfg.judge.scale_max:g}"
     headers = [
@@ -254,9 +254,9 @@ def notes(cfg: RunConfig, rows: list[dict[str, Any]], extra: list[str]) -> list[
 def score_rt_png(rows: list[dict[str, Any]], samples: pl.DataFrame, cfg: RunConfig) -> bytes:
     """Mean score against mean RT per model (the trade-off the paper is about), with each score's
     bootstrap 95% interval over prompts as an error bar."""
-    from factory.commands.report import _png, _pyplot
+    from factory.commands.present import png, pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for i, r in enumerate(rows):
         if r["score"] is None or r["mean_rt_s"] is None:
@@ -273,7 +273,7 @@ def score_rt_png(rows: list[dict[str, Any]], samples: pl.DataFrame, cfg: RunConf
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
-    return _png(fig)
+    return png(fig)
 
 
 def slug(text: str) -> str:

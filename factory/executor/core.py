@@ -20,7 +20,7 @@ Stages that share an engine identity (kind, model, resources) share one pool: on
 
 Signals: the first SIGINT/SIGTERM stops dispatching, waits up to STOP_GRACE_S for requests in flight,
 stores every finished row and raises Interrupted (what was kept, how to resume); a second exits at once.
-Budget (optional, factory/cost.py): every stored row is charged stage.tokens(row) at its stage's prices;
+Budget (optional, factory/commands/cost.py): every stored row is charged stage.tokens(row) at its stage's prices;
 once `budget.exceeded()`, dispatching stops as on a first signal, the requests in flight (already paid
 for) finish and are stored, and BudgetExceeded says how to go on.
 """
@@ -47,7 +47,7 @@ from factory.executor.metrics import StageMetrics, overlap_s
 from factory.executor.pool import Event
 from factory.executor.progress import Progress
 from factory.executor.writer import TableWriter
-from factory.stages.base import Stage, row_key
+from factory.stages.base import Stage, check_inputs, row_key
 from factory.rundir.store import RunStore
 
 log = logging.getLogger("factory")
@@ -187,6 +187,7 @@ class Executor:
         queues = {s.name: WorkQueue() for s in stages}
         metrics = {s.name: StageMetrics(s.name) for s in stages}
         pools = {s.name: self._pool(s) for s in stages}
+        checked: set[str] = set()  # stages whose declared inputs the upstream rows were checked against
         for s in stages:
             plan = s.plan(self.store)
             queues[s.name].extend(plan)
@@ -252,6 +253,9 @@ class Executor:
                         stored = writer.flush()
                         if not self.stopping and not self.fatal:
                             for downstream in feeds[s.name]:
+                                if stored and downstream.name not in checked:  # once: rows share a schema
+                                    check_inputs(downstream, stored[0].keys(), f"the rows of {s.name}")
+                                    checked.add(downstream.name)
                                 work = downstream.follow(stored)
                                 queues[downstream.name].extend(work)
                                 metrics[downstream.name].planned += len(work)

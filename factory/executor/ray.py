@@ -136,9 +136,9 @@ class RayPool:
     # -- resources -------------------------------------------------------------------------------
     def _check_resources(self) -> None:
         """Ask for GPUs the cluster does not have and Ray waits forever: say so at once instead."""
-        from factory.engines import gpus_per_replica
+        from factory.engines import kind_of
 
-        need = gpus_per_replica(self.cfg)
+        need = kind_of(self.cfg).resources(self.cfg).gpus
         if not need:
             return
         have = self._ray.cluster_resources().get("GPU", 0)
@@ -150,12 +150,12 @@ class RayPool:
             )
 
     def _options(self, index: int) -> dict[str, Any]:
-        from factory.engines import actor_options
+        from factory.engines import kind_of
 
         options: dict[str, Any] = {
             "num_cpus": self.cfg.cpus_per_replica,
             "max_concurrency": IN_FLIGHT_PER_REPLICA + 2,  # batches + poll + close
-            **actor_options(self.cfg),
+            **kind_of(self.cfg).resources(self.cfg).actor_options,
         }
         group = self._placement_group(index)
         if group is not None:
@@ -168,9 +168,9 @@ class RayPool:
 
     def _placement_group(self, index: int) -> Any:
         """The replica's group of TP x PP one-GPU bundles, made once and kept across restarts."""
-        from factory.engines import placement_bundles
+        from factory.engines import kind_of
 
-        spec = placement_bundles(self.cfg)
+        spec = kind_of(self.cfg).resources(self.cfg).bundles
         if spec is None:
             return None
         if self.groups[index] is None:
@@ -192,9 +192,9 @@ class RayPool:
 
     def needs(self) -> dict[str, float]:
         """What all replicas ask Ray for together."""
-        from factory.engines import gpus_per_replica
+        from factory.engines import kind_of
 
-        return {"CPU": self.cfg.replicas * self.cfg.cpus_per_replica, "GPU": float(self.cfg.replicas * gpus_per_replica(self.cfg))}
+        return {"CPU": self.cfg.replicas * self.cfg.cpus_per_replica, "GPU": float(self.cfg.replicas * kind_of(self.cfg).resources(self.cfg).gpus)}
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:

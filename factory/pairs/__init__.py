@@ -39,6 +39,7 @@ The steps, one module each:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 
 import polars as pl
@@ -48,14 +49,15 @@ from factory.pairs.kernel import Candidates, candidates, decide, outcomes, selec
 from factory.pairs.marks import SCORED_COLUMNS, Prepared, prepare
 from factory.pairs.picks import margin_quantile
 from factory.pairs.render import pairs_schema, render_pairs, sft_dp, sft_filter_long, sink_pairs
-from factory.pairs.stats import OUTCOMES, PairStats, target_note
-from factory.pairs.terms import required_columns, resolve
+from factory.pairs.stats import OUTCOMES, PairStats, target_draw, target_note
+from factory.pairs.terms import NOT_JUDGES, required_columns, resolve
 from factory.rundir.schemas import require_columns
 
 __all__ = [
+    "is_judge_column",
     "OUTCOMES", "SCORED_COLUMNS", "Candidates", "PairBuild", "PairStats", "Prepared", "build", "candidates",
     "decide", "margin_quantile", "outcomes", "pairs_schema", "prepare", "render_pairs", "required",
-    "select", "sft_dp", "sft_filter_long", "sink_pairs", "target_note", "threshold",
+    "select", "sft_dp", "sft_filter_long", "sink_pairs", "target_draw", "target_note", "threshold",
 ]  # fmt: skip
 
 
@@ -66,6 +68,11 @@ class PairBuild:
     stats: PairStats
     decisions: pl.DataFrame
     prepared: Prepared
+
+
+def is_judge_column(column: str) -> bool:
+    """A column some judge makes (quality[_<judge>], reward_<name>, dim_<name>), not a rule's or the sample's."""
+    return bool(re.fullmatch(r"quality(_\w+)?|reward_\w+|dim_\w+", column)) and column not in NOT_JUDGES
 
 
 def required(cfg: PairsConfig) -> dict[str, str]:

@@ -157,3 +157,15 @@ def target_note(stats: PairStats | dict[str, Any]) -> str | None:
         f"[pairs] target {target} not met: {kept} pairs from {groups} prompts (survival {kept / groups:.1%}); "
         f"about {s['prompts_needed_more']} more prompts are needed at this rate"
     )
+
+
+def target_draw(pairs: PairsConfig, kept: int | None = None, rows: int | None = None, limit: int | None = None) -> int:
+    """The prompt rows to draw for `pairs.target`: with nothing observed, target / (1 - drop_ratio) + 20%;
+    after a round that kept `kept` pairs of `rows` prompt rows, enough more at that survival rate + 10%
+    (twice `limit` when no pair survived). `factory run` draws and `factory plan` estimates with it."""
+    target = int(pairs.target or 0)
+    if kept is None or rows is None:
+        drop = pairs.drop_ratio if pairs.strategy != "long2short" and pairs.min_margin is None else 0.0
+        return math.ceil(1.2 * target / (1.0 - drop))
+    more = (limit or rows) if kept == 0 else math.ceil(1.1 * (target - kept) * rows / kept)
+    return rows + max(more, 1)

@@ -94,6 +94,20 @@ def secret_values(*configs: Any, environ: Mapping[str, str] | None = None) -> fr
     return frozenset(value for value in found if len(value) >= MIN_SECRET_LENGTH)
 
 
+def redact(value: Any) -> Any:
+    """The config as stored: any mapping key that looks like a secret has its value masked, and
+    credentials written into a URL (https://user:pass@host) are too."""
+    if isinstance(value, dict):
+        return {
+            k: (MASK if SECRET_KEY.search(str(k)) and k != "api_key_env" and v else redact(v)) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    if isinstance(value, str) and "://" in value and "@" in value:
+        return redact_url(value)
+    return value
+
+
 def scrub(text: str, secrets: Iterable[str]) -> str:
     """`text` with every secret value replaced by ***; the longest first, so a secret that contains
     another is masked whole. None and '' pass through."""
@@ -137,4 +151,4 @@ def scrub_table(table: Any, secrets: Iterable[str]) -> Any:
     return table
 
 
-__all__ = ["MASK", "redact_url", "scrub", "scrub_all", "scrub_table", "secret_values", "url_credentials"]
+__all__ = ["MASK", "redact", "redact_url", "scrub", "scrub_all", "scrub_table", "secret_values", "url_credentials"]

@@ -5,6 +5,8 @@ A stage turns work items into stored rows with an engine passed in. It declares:
     name, table, key, schema      "sample", "samples", ("prompt_id", "sample_idx"), SAMPLES
     engine                        the EngineConfig of the pool it runs on (same identity -> one pool)
     upstream                      the stage whose stored rows feed it ("sample" for the judge), or None
+    inputs                        the columns it reads: of the prompts (no upstream) or of the upstream's
+                                  rows; the executor checks them before the first work (missing column named)
     plan(store) -> DataFrame      the work still missing, from stored key/status columns only
     follow(rows) -> list[dict]    the work made by upstream rows that were just stored
     render(work) -> list[dict]    the request rows one batch sends (messages etc.), built at dispatch
@@ -37,6 +39,7 @@ class Stage(Protocol):
     schema: pa.Schema
     engine: EngineConfig
     upstream: str | None
+    inputs: tuple[str, ...]
     run_batch: Callable[..., None]
 
     @property
@@ -114,3 +117,11 @@ def latest(frame: pl.DataFrame, key: list[str]) -> pl.DataFrame:
     if "created_at" in frame.columns:
         frame = frame.sort("created_at", maintain_order=True)
     return frame.unique(subset=key, keep="last", maintain_order=True)
+
+
+def check_inputs(stage: Any, columns: Iterable[str], what: str) -> None:
+    """Fail with the missing column's name when `columns` (a frame's or a row's) lack one of the stage's
+    declared inputs."""
+    missing = [c for c in stage.inputs if c not in set(columns)]
+    if missing:
+        raise ValueError(f"{stage.name}: {what} lack the column(s) {missing} it reads (inputs: {list(stage.inputs)})")

@@ -11,7 +11,7 @@ Output columns: rewards  -> see factory.rundir.schemas.REWARDS
     rows: prompt_id="p1" sample_idx=0 sampler_fp="ab12" rm="rm" rm_fp="c0ffee" score=1.73 error=None attempts=1 ...
     >>> sample_rewards(stage.read(store), "reward_rm")   # prompt_id, sample_idx, reward_rm (null when failed)
 
-Like the GenRM judge (factory/stages/judge.py), a reward is keyed by the sample key under the reward
+Like the GenRM judge (factory/stages/judge/), a reward is keyed by the sample key under the reward
 model's fingerprint (model, route, label, activation, what it is shown), and tied to the sample row it
 scored (sample_created_at): a rerun asks for nothing, a new model or route scores every sample again,
 a sample asked again is scored again. A reward model is deterministic: no votes, no seeds, no re-asks.
@@ -27,7 +27,8 @@ from typing import Any
 import polars as pl
 
 from factory.config import EngineConfig, RewardModelConfig, RunConfig
-from factory.engines.base import Engine, Score, ScoreRequest
+from factory.engines import kind_of
+from factory.engines.base import Engine, Score, Scorer, ScoreRequest
 from factory.rundir.hashing import stable_hash
 from factory.rundir.schemas import REWARDS, SAMPLES, require_columns
 from factory.stages.base import Emit, latest, read_status
@@ -53,8 +54,7 @@ def reward_fingerprint(rm: RewardModelConfig, model_id: str) -> str:
         "activation": rm.activation,
         "include_reasoning": rm.include_reasoning,
     }
-    if rm.engine.kind == "vllm":
-        identity |= {"dtype": rm.engine.dtype, "quantization": rm.engine.quantization}
+    identity |= kind_of(rm.engine).weights(rm.engine)  # e.g. vLLM's dtype and quantization
     return stable_hash(identity)
 
 
@@ -72,7 +72,7 @@ def reward_batch(
 ) -> list[dict]:
     """Score a batch of request rows (keys + messages) -> reward rows, one per request row, in order;
     each row is also handed to `emit` as soon as its score is back."""
-    if not callable(getattr(engine, "score", None)):
+    if not isinstance(engine, Scorer):
         raise TypeError(f"reward_models.{name}.engine: the {type(engine).__name__} engine cannot score")
     by_tag = {tuple(row[k] for k in KEY): row for row in rows}
     requests = [
@@ -160,6 +160,7 @@ class RewardStage:
     key = KEY
     schema = REWARDS
     upstream = "sample"
+    inputs = ("prompt_id", "sample_idx", "sampler_fp", "answer", "reasoning", "error", "created_at")  # of the stored samples
     run_batch = staticmethod(reward_batch)
 
     def __init__(

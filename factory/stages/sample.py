@@ -19,10 +19,11 @@ from typing import Any
 import polars as pl
 
 from factory.config import EngineConfig, RunConfig, SamplingConfig
+from factory.engines import kind_of
 from factory.engines.base import Completion, Engine, Request
 from factory.rundir.hashing import derive_seed, stable_hash
 from factory.rundir.schemas import SAMPLES, require_columns
-from factory.stages.base import Emit, PromptRows, encode, latest, read_status
+from factory.stages.base import Emit, PromptRows, check_inputs, encode, latest, read_status
 
 PLAN_COLUMNS = ("prompt_id", "sample_idx", "seed")
 KEY = ("prompt_id", "sample_idx")
@@ -46,8 +47,7 @@ def sampler_fingerprint(engine: EngineConfig, sampling: SamplingConfig, model_id
     }
     if sampling.stop:  # only when set: samples stored before the option existed keep their key
         identity["stop"] = list(sampling.stop)
-    if engine.kind == "vllm":
-        identity |= {"dtype": engine.dtype, "quantization": engine.quantization}
+    identity |= kind_of(engine).weights(engine)  # e.g. vLLM's dtype and quantization
     return stable_hash(identity)
 
 
@@ -214,6 +214,7 @@ class SampleStage:
     key = KEY
     schema = SAMPLES
     upstream = None
+    inputs = ("prompt_id", "messages")  # of the prompts
     run_batch = staticmethod(sample_batch)
 
     def __init__(
@@ -230,7 +231,7 @@ class SampleStage:
     ):
         """`factory run`'s sampler from `cfg.sampler`; `factory eval` passes a candidate's engine, sampling,
         k and a stage name of its own (one sample stage per candidate, all writing samples/)."""
-        require_columns(prompts, ("prompt_id", "messages"), "sample")
+        check_inputs(self, prompts.columns, "the prompts")
         self.cfg, self.sampler_fp, self.name = cfg, sampler_fp, name
         self.engine = engine if engine is not None else cfg.sampler.engine
         self.sampling = sampling if sampling is not None else cfg.sampler.sampling

@@ -277,7 +277,12 @@ def test_the_api_example_reads_its_key_from_the_named_variable(monkeypatch):
     from pathlib import Path
 
     from factory import config
-    from factory.run import preflight, redact
+    from factory.graph import RunGraph
+    from factory.rundir.secrets import redact
+
+    def preflight(cfg):
+        RunGraph(cfg).preflight()
+
 
     path = Path(__file__).resolve().parents[2] / "conf" / "r1_api.yaml"
     monkeypatch.delenv("DEEPSEEK_API_KEY", raising=False)

@@ -30,6 +30,7 @@ class EchoStage:
     key = ("key",)
     schema = SCHEMA
     upstream = None
+    inputs = ("key", "error")  # of the upstream's rows (follow reads them)
     run_batch = staticmethod(echo)
     batch_args = ()
 

@@ -468,7 +468,7 @@ def test_votes_have_their_own_seeds_and_quality_is_their_mean_with_the_spread():
 
 
 def test_spread_reaches_the_pairs_input():
-    from factory.run import scored_samples
+    from factory.stages.judge import with_quality as scored_samples
 
     out = judge.judge_batch(CountingJudge(), plan_rows(config=cfg(votes=2)), None, cfg(votes=2), "jfp")
     judgments = pl.from_arrow(pa.Table.from_pylist(out, schema=JUDGMENTS))
@@ -585,7 +585,7 @@ def test_pipeline_judge_cache_counts_requests_end_to_end(tmp_path):
     first = run(run_cfg)
     # judge.engine.parallel differs from the sampler's: two pools, each started once
     assert sorted(first["pools"]) == ["judge", "sample"] and all(p["starts"] == 1 for p in first["pools"].values())
-    scored = first["_scored"]
+    scored = first.scored
     judgeable = judge.judgeable(scored).height
     assert first["requests"] == {"sampler": 4, "judge": judgeable}
     judgments = RunStore(run_cfg.output_dir).read("judgments", JUDGMENTS)
@@ -686,14 +686,14 @@ def test_sample_dims_average_usable_votes_and_read_the_json_of_older_runs():
 
 
 def test_dimensions_become_score_terms_and_an_old_run_without_dims_still_reads(tmp_path):
-    from factory.run import stored_scored
+    from factory.graph import RunGraph
     from tests.test_run import local_run, synthetic_cfg
 
     dims = ["judge.dimensions=true", "judge.dimension_names=[question,facts]", "judge.tags=true",
             "judge.tag_values=[short,long,off_topic]", "pairs.terms=[{source: dim_facts, weight: 0.3}]"]  # fmt: skip
     run_cfg = synthetic_cfg(tmp_path, 4, *dims)
     manifest = local_run(run_cfg)
-    scored = manifest["_scored"]
+    scored = manifest.scored
     assert {"dim_question", "dim_facts", "tags"} <= set(scored.columns)
     judged = scored.filter(pl.col("quality").is_not_null())
     assert judged.height == 8 and judged["dim_facts"].null_count() == 0 and judged["tags"].null_count() == 0
@@ -708,6 +708,6 @@ def test_dimensions_become_score_terms_and_an_old_run_without_dims_still_reads(t
     for part in store.parts("judgments"):
         store.fs.rm(part)
     store.append("judgments", old)
-    _, _, rescored = stored_scored(store, run_cfg, store.read("prompts"), manifest["fingerprints"])
+    rescored = RunGraph(run_cfg).scored(store, store.read("prompts"), manifest["fingerprints"]).scored
     cols = ["prompt_id", "sample_idx", "dim_question", "dim_facts"]
     assert rescored.select(cols).sort(cols[:2]).equals(scored.select(cols).sort(cols[:2]))

@@ -7,7 +7,7 @@
 """
 
 from factory.stages.judge.parse import PARSE_FAILURES, STATUSES, USABLE, parse_judgment, parse_tags, strip_reasoning
-from factory.stages.judge.read import DIMS_DTYPE, current_judgments, sample_dims, sample_quality, sample_tags
+from factory.stages.judge.read import DIMS_DTYPE, current_judgments, sample_dims, sample_quality, sample_tags, with_quality
 from factory.stages.judge.rubric import (
     DIMENSIONS,
     RUBRIC_FIELDS,
@@ -39,5 +39,5 @@ __all__ = [
     "judge_batch", "judge_fingerprint", "judge_schema", "judgeable", "judgment_row", "of_current_samples",
     "parse_judgment", "parse_tags", "pending_keys", "plan_judgments", "prompt_fields", "reask_messages",
     "render_requests", "render_rubric", "rubric_fields", "sample_dims", "sample_quality", "sample_tags",
-    "sample_text", "strip_reasoning",
+    "sample_text", "strip_reasoning", "with_quality",
 ]  # fmt: skip

@@ -19,6 +19,18 @@ from factory.stages.scored import of_current_samples
 DIMS_DTYPE = pl.List(pl.Struct({"name": pl.String, "score": pl.Float64}))
 
 
+def with_quality(samples: pl.DataFrame, judgments: pl.DataFrame) -> pl.DataFrame:
+    """Samples with their aggregated judge quality (null when no usable vote).
+
+    Output: the samples' columns + quality, score, quality_spread, votes_ok, votes."""
+    if not judgments.height:
+        return samples.with_columns(
+            pl.lit(None, pl.Float64).alias("quality"), pl.lit(None, pl.Float64).alias("score"),
+            pl.lit(0.0).alias("quality_spread"), pl.lit(0, pl.Int64).alias("votes_ok"), pl.lit(0, pl.Int64).alias("votes"),
+        )  # fmt: skip
+    return samples.join(sample_quality(judgments), on=["prompt_id", "sample_idx"], how="left")
+
+
 def sample_quality(judgments: pl.DataFrame) -> pl.DataFrame:
     """Votes -> one row per sample.
 

@@ -275,6 +275,7 @@ class JudgeStage:
     key = KEY
     schema = JUDGMENTS
     upstream = "sample"
+    inputs = ("prompt_id", "sample_idx", "sampler_fp", "answer", "reasoning", "error", "created_at")  # of the stored samples
     run_batch = staticmethod(judge_batch)
 
     def __init__(

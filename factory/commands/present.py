@@ -1,0 +1,60 @@
+"""Text and plot helpers every command's output shares: Markdown tables, the boxed summary table,
+numbers as text, matplotlib (headless) figures as PNG bytes.
+
+    markdown(["model", "score"], [["base", 61.2]])     # a Markdown table, names left, numbers right
+    table([("pairs kept", "21")], "factory run summary")   # the boxed table a command ends with
+    png(fig)                                           # PNG bytes of a figure made with pyplot()
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+
+
+def num(value: Any, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "-"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def markdown(headers: list[str], rows: list[list[Any]]) -> str:
+    cells = [[str(h) for h in headers]] + [[v if isinstance(v, str) else num(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(cells[0], widths)) + " |"]
+    lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    # Names sit left, numbers right.
+    lines += [
+        "| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) + " |"
+        for row in cells[1:]
+    ]
+    return "\n".join(lines)
+
+
+def table(rows: list[tuple[str, str]], title: str = "") -> str:
+    width = max(len(k) for k, _ in rows)
+    value_width = max(len(v) for _, v in rows)
+    line = "+" + "-" * (width + 2) + "+" + "-" * (value_width + 2) + "+"
+    out = [title] if title else []
+    out.append(line)
+    out += [f"| {k.ljust(width)} | {v.rjust(value_width)} |" for k, v in rows]
+    out.append(line)
+    return "\n".join(out)
+
+
+def pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def png(fig: Any) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    pyplot().close(fig)
+    return buffer.getvalue()

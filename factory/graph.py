@@ -1,0 +1,320 @@
+"""The run graph: which stages and judges a config runs, under which fingerprints, writing which columns.
+
+One entry per judge (the primary GenRM `judge`, each `judges.<name>`, each `reward_models.<name>`), with
+everything every command needs to know of it; run, eval, plan, calibrate, report and the pair kernel's
+checks read it instead of naming conventions:
+
+    graph = RunGraph(cfg)                     # model identities and fingerprints (no request, no Ray)
+    graph.fingerprints                        # {"sampler": fp, "judge": fp, "judge_b": fp, "reward_rm": fp}
+    [(j.stage, j.key, j.column) for j in graph.judges]
+        -> [("judge", "judge", "quality"), ("judge_b", "judges.b", "quality_b"), ("reward_rm", "reward_models.rm", "reward_rm")]
+    graph.stages(prompts)                     # SampleStage, JudgeStage..., RewardStage... for the executor
+    graph.scored(store, prompts, fps)         # samples + every judge's per-sample columns, as stored
+
+A judge kind is one JudgeNode subclass here (its config entries, fingerprint, stage, per-sample columns,
+usable rows) plus its stage module; JUDGE_KINDS lists them.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import polars as pl
+
+from factory.config import ConfigError, EngineConfig, RunConfig
+from factory.engines import kind_of
+from factory.prompts import read_text
+from factory.rundir.schemas import JUDGMENTS
+from factory.stages import judge as judge_stage
+from factory.stages import reward as reward_stage
+from factory.stages import sample as sample_stage
+
+DEFAULT_RUBRIC = Path(__file__).resolve().parent.parent / "conf" / "rubrics" / "default_en.txt"
+NO_JUDGMENTS = pl.from_arrow(JUDGMENTS.empty_table())  # the primary judge's when judge.enabled is false
+KEYS = ["prompt_id", "sample_idx"]
+
+
+# -- identities ------------------------------------------------------------------------------------
+def model_id(engine: EngineConfig, key: str = "engine") -> str:
+    """The model's identity in fingerprints (a GGUF's file name and size, not its folder); a missing
+    model file is one ConfigError naming `key` (e.g. sampler.engine.model)."""
+    try:
+        return kind_of(engine).model_id(engine)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{key}.{str(exc).split('engine.', 1)[-1]}") from None
+
+
+def check_file(key: str, path: str) -> None:
+    """A local file a key names must exist (checked before it is read, so the error names the key)."""
+    if path and "://" not in path and not Path(path).is_file():
+        raise ConfigError(f"{key}: file not found: {path}")
+
+
+def rubric_text(cfg: RunConfig, judge: Any = None) -> str:
+    """The rubric of `judge` (default: the primary judge, cfg.judge)."""
+    judge = judge if judge is not None else cfg.judge
+    return read_text(judge.rubric_file) if judge.rubric_file else DEFAULT_RUBRIC.read_text().strip()
+
+
+def template_text(cfg: RunConfig) -> str:
+    parts = [read_text(p) if p else "" for p in (cfg.prompts.system_prompt_file, cfg.prompts.user_template_file)]
+    return "\n---\n".join(parts)
+
+
+def versions() -> dict[str, str]:
+    out = {"python": sys.version.split()[0]}
+    for package in ("factory", "ray", "polars", "pyarrow", "xllamacpp", "openai", "vllm", "omegaconf", "fsspec"):
+        try:
+            out[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+# -- judges ------------------------------------------------------------------------------------------
+@dataclass
+class JudgeNode:
+    """One judge of the graph. `stage` names its stage, fingerprint, manifest `requests`/`judges` entry and
+    metrics; `key` its config key; `column` the scored column it makes (dims: more columns)."""
+
+    kind: ClassVar[str] = ""
+    table: ClassVar[str] = ""
+    stage: str
+    key: str
+    column: str
+    config: Any
+    engine: EngineConfig  # the pool's engine (a reward model's scoring variant)
+    fingerprint: str = ""
+    dims: dict[str, str] = field(default_factory=dict)  # dim column -> its config key
+
+    def columns(self) -> dict[str, str]:
+        """Scored column -> the config key that makes it."""
+        return {self.column: self.key} | self.dims
+
+    def make_stage(self, cfg: RunConfig, prompts: pl.DataFrame, fps: dict[str, str]) -> Any:
+        raise NotImplementedError
+
+    def per_sample(self, frame: pl.DataFrame) -> list[pl.DataFrame]:
+        """Its stored rows -> frames keyed by (prompt_id, sample_idx) holding its scored columns."""
+        raise NotImplementedError
+
+    def usable(self) -> pl.Expr:
+        """Which of its stored rows count as ok."""
+        raise NotImplementedError
+
+    def counts(self, frame: pl.DataFrame) -> dict[str, int]:
+        ok = frame.filter(self.usable()).height if frame.height else 0
+        return {"ok": ok, "failed": frame.height - ok}
+
+    def check(self) -> None:
+        """Preflight of this judge beyond its engine (rubric, routes), each error naming its key."""
+
+
+@dataclass
+class GenRMNode(JudgeNode):
+    """A generative judge: `judge` or `judges.<name>` (stage judge_<name>), table judgments/."""
+
+    kind: ClassVar[str] = "genrm"
+    table: ClassVar[str] = "judgments"
+    rubric: str = ""
+
+    @classmethod
+    def entries(cls, cfg: RunConfig) -> list[JudgeNode]:
+        entries = [("judge", "judge", "quality", "dim_", cfg.judge)] if cfg.judge.enabled else []
+        entries += [(f"judge_{n}", f"judges.{n}", f"quality_{n}", f"dim_{n}_", j) for n, j in cfg.judges.items() if j.enabled]
+        nodes: list[JudgeNode] = []
+        for stage, key, column, prefix, judge in entries:
+            check_file(f"{key}.rubric_file", judge.rubric_file)
+            dims = {f"{prefix}{d}": f"{key}.dimension_names" for d in judge.dimension_names} if judge.dimensions else {}
+            rubric = rubric_text(cfg, judge)
+            fp = judge_stage.judge_fingerprint(judge, model_id(judge.engine, f"{key}.engine"), rubric)
+            nodes.append(cls(stage, key, column, judge, judge.engine, fp, dims, rubric))
+        return nodes
+
+    def check(self) -> None:
+        judge_stage.check_rubric(self.rubric, f"{self.key}.rubric_file")
+
+    def make_stage(self, cfg: RunConfig, prompts: pl.DataFrame, fps: dict[str, str]) -> Any:
+        return judge_stage.JudgeStage(cfg, fps, prompts, self.rubric, name=self.stage, judge=self.config)
+
+    def per_sample(self, frame: pl.DataFrame) -> list[pl.DataFrame]:
+        prefix = "dim_" if self.column == "quality" else f"dim_{self.column.removeprefix('quality_')}_"
+        if not frame.height:
+            return [pl.DataFrame({"prompt_id": [], "sample_idx": [], self.column: []},
+                                 schema={"prompt_id": pl.String, "sample_idx": pl.Int64, self.column: pl.Float64})]  # fmt: skip
+        quality = judge_stage.sample_quality(frame).select(*KEYS, pl.col("quality").alias(self.column))
+        return [quality, judge_stage.sample_dims(frame, prefix)]
+
+    def usable(self) -> pl.Expr:
+        return pl.col("parse_status").is_in(judge_stage.USABLE)
+
+
+@dataclass
+class RewardNode(JudgeNode):
+    """A reward model: `reward_models.<name>` (stage reward_<name>), table rewards/."""
+
+    kind: ClassVar[str] = "reward_model"
+    table: ClassVar[str] = "rewards"
+    name: str = ""
+
+    @classmethod
+    def entries(cls, cfg: RunConfig) -> list[JudgeNode]:
+        nodes: list[JudgeNode] = []
+        for name, rm in cfg.reward_models.items():
+            key = f"reward_models.{name}"
+            fp = reward_stage.reward_fingerprint(rm, model_id(rm.engine, f"{key}.engine"))
+            scorer = kind_of(rm.engine).scorer_config(rm.engine)
+            nodes.append(cls(f"reward_{name}", key, f"reward_{name}", rm, scorer, fp, {}, name))
+        return nodes
+
+    def check(self) -> None:
+        engine = self.config.engine
+        routes = kind_of(engine).score_routes
+        if not routes:
+            raise ConfigError(
+                f"{self.key}.engine.kind: the {engine.kind} engine cannot score; use vllm (in process, "
+                "pooling runner) or openai (a vLLM server's classify/pooling/score routes)"
+            )
+        if self.config.route not in routes:
+            raise ConfigError(f"{self.key}.route: the {engine.kind} engine serves {', '.join(routes)}, not {self.config.route!r}")
+
+    def make_stage(self, cfg: RunConfig, prompts: pl.DataFrame, fps: dict[str, str]) -> Any:
+        return reward_stage.RewardStage(cfg, self.name, fps, prompts, engine=self.engine)
+
+    def per_sample(self, frame: pl.DataFrame) -> list[pl.DataFrame]:
+        return [reward_stage.sample_rewards(frame, self.column)]
+
+    def usable(self) -> pl.Expr:
+        return pl.col("error").is_null()
+
+
+# Every judge kind, in graph order. A new kind: a JudgeNode subclass with `entries` and its stage module.
+JUDGE_KINDS: list[Callable[[RunConfig], list[JudgeNode]]] = [GenRMNode.entries, RewardNode.entries]
+
+
+# -- the graph --------------------------------------------------------------------------------------
+@dataclass
+class Scored:
+    """What is stored of a run, read through the graph: its samples, each judge's current rows (by
+    stage name), and the scored frame the pair kernel reads (samples + every judge's columns)."""
+
+    samples: pl.DataFrame
+    frames: dict[str, pl.DataFrame]
+    scored: pl.DataFrame
+
+    @property
+    def judgments(self) -> pl.DataFrame:
+        """The primary judge's judgments (empty when judge.enabled is false)."""
+        return self.frames.get("judge", NO_JUDGMENTS)
+
+
+class RunGraph:
+    """The stages and judges of `factory run` for one config (see the module doc)."""
+
+    def __init__(self, cfg: RunConfig):
+        self.cfg = cfg
+        check_file("prompts.system_prompt_file", cfg.prompts.system_prompt_file)
+        check_file("prompts.user_template_file", cfg.prompts.user_template_file)
+        self.judges: list[JudgeNode] = [node for entries in JUDGE_KINDS for node in entries(cfg)]
+        template = template_text(cfg)
+        engine = cfg.sampler.engine
+        self.sampler_fp = sample_stage.sampler_fingerprint(
+            engine, cfg.sampler.sampling, model_id(engine, "sampler.engine"), template
+        )
+
+    @property
+    def fingerprints(self) -> dict[str, str]:
+        return {"sampler": self.sampler_fp, **{j.stage: j.fingerprint for j in self.judges}}
+
+    def engines(self) -> list[tuple[str, EngineConfig]]:
+        """(config key, engine) of every stage."""
+        return [("sampler.engine", self.cfg.sampler.engine), *((f"{j.key}.engine", j.config.engine) for j in self.judges)]
+
+    def columns(self) -> dict[str, str]:
+        """Every judge column the scored samples will have -> the config key that makes it."""
+        return {column: key for j in self.judges for column, key in j.columns().items()}
+
+    def request_keys(self) -> list[str]:
+        """The keys of manifest `requests`: sampler, then each judge stage."""
+        return ["sampler", *(j.stage for j in self.judges)]
+
+    def judge(self, stage: str) -> JudgeNode:
+        return next(j for j in self.judges if j.stage == stage)
+
+    # -- preflight ------------------------------------------------------------------------------
+    def preflight(self, credentials: bool = True) -> None:
+        """Everything that can be checked before a request is made, each error naming its key (the model
+        files were checked when the fingerprints were made). `credentials`: False for a plan (sends nothing)."""
+        from factory import pairs as pair_kernel
+
+        cfg = self.cfg
+        if credentials:
+            for where, engine in self.engines():
+                missing = kind_of(engine).missing_credentials(engine)
+                if missing:
+                    raise ConfigError(f"{where}.{missing}")
+        for node in self.judges:
+            node.check()
+        if not self.judges:
+            raise ConfigError("judge.enabled: false, and no other judge (judges.<name>, reward_models.<name>) is configured")
+        seen: dict[str, str] = {}
+        for node in self.judges:
+            if node.fingerprint in seen:
+                raise ConfigError(f"{node.key}: the same judge as {seen[node.fingerprint]} (same model, rubric, settings); drop one")
+            seen[node.fingerprint] = node.key
+        made = self.columns()
+        for column, key in pair_kernel.required(cfg.pairs).items():
+            if pair_kernel.is_judge_column(column) and column not in made:
+                have = ", ".join(sorted(made)) or "none"
+                hint = {"q": "define judges.<name>", "r": "define reward_models.<name>", "d": "set judge.dimensions=true and list it in judge.dimension_names"}[column[0]]  # fmt: skip
+                hint = "judge.enabled is false" if column == "quality" else hint
+                raise ConfigError(f"{key}: no configured judge makes the column {column!r} ({hint}); judge columns: {have}")
+        if not cfg.prompts.path:
+            raise ConfigError("prompts.path: no prompts file given")
+
+    # -- stages and what they stored --------------------------------------------------------------
+    def stages(self, prompts: pl.DataFrame, fps: dict[str, str] | None = None) -> list:
+        """sample -> every judge (each fed by stored samples). With `fps` (a stored run's fingerprints),
+        a judge they lack (configured after that run) is left out."""
+        fps = self.fingerprints if fps is None else fps
+        graph: list = [sample_stage.SampleStage(self.cfg, fps["sampler"], prompts)]
+        return graph + [j.make_stage(self.cfg, prompts, fps) for j in self.judges if j.stage in fps]
+
+    def scored(self, store: Any, prompts: pl.DataFrame, fps: dict[str, str] | None = None) -> Scored:
+        """Samples with every judge's columns, in the names the pair kernel reads: quality (and score,
+        quality_spread, votes) of the primary judge, dim_<d> and tags from its judgments, quality_<name> and
+        dim_<name>_<d> of each judges.<name>, reward_<name> (raw) of each reward model; null where unjudged."""
+        fps = self.fingerprints if fps is None else fps
+        sample, *judges = self.stages(prompts, fps)
+        samples = sample.read(store)
+        frames = {stage.name: stage.read(store, samples) for stage in judges}
+        judgments = frames.get("judge", NO_JUDGMENTS)
+        scored = judge_stage.with_quality(samples, judgments)
+        parts = [judge_stage.sample_dims(judgments), judge_stage.sample_tags(judgments)]
+        for node in self.judges:
+            if node.stage == "judge" or node.stage not in frames:
+                continue
+            parts.extend(node.per_sample(frames[node.stage]))
+        for part in parts:
+            if len(part.columns) > len(KEYS):
+                scored = scored.join(part, on=KEYS, how="left")
+        return Scored(samples, frames, scored)
+
+    def judge_counts(self, frames: dict[str, pl.DataFrame]) -> dict[str, dict[str, int]]:
+        """Per judge stage: stored rows of this run's samples that are usable (ok) or not (failed)."""
+        return {j.stage: j.counts(frames[j.stage]) for j in self.judges if j.stage in frames}
+
+    def judges_manifest(self, counts: dict[str, dict[str, int]], requests: dict[str, int]) -> dict[str, dict]:
+        """manifest `judges`: per judge stage its kind, the scored column it makes, fingerprint, stored
+        rows ok / failed and the requests this invocation made."""
+        return {
+            j.stage: {
+                "kind": j.kind, "column": j.column, "fingerprint": j.fingerprint,
+                **counts.get(j.stage, {"ok": 0, "failed": 0}), "requests": requests.get(j.stage, 0),
+            }
+            for j in self.judges
+        }  # fmt: skip

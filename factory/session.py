@@ -1,0 +1,170 @@
+"""What every command that sends requests does around its stage graph, once (TRL's Trainer, datatrove's
+executor.run): `factory run` and `factory eval` are a graph inside a session.
+
+    with Session(cfg, cfg.output_dir, preflight=graph.preflight, prices=...) as session:
+        session.say("[prompts] 30 valid, 2 invalid")
+        done = session.run(graph.stages(prompts))        # the executor; Ray starts here, not before
+        session.finish(Manifest(...))                    # metrics.json, then manifest.json
+
+In order: preflight (before anything is touched) -> the output directory shown writable (an error names
+its key) -> secrets (the values of every api_key_env, scrubbed from every stored string) -> the lease (one
+writer per directory) -> the budget (cost.max_usd) -> the executor, started when the first graph runs, so a
+refusal found before (a degenerate prompt set) never waits for Ray -> metrics.json -> manifest.json, a typed
+Manifest built here with the pools, spend, timings and history every command records.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable
+
+from factory.commands.cost import Budget
+from factory.config import RunConfig, to_dict
+from factory.executor import Executor
+from factory.executor.progress import Progress
+from factory.graph import versions
+from factory.rundir.lease import Lease
+from factory.rundir.secrets import redact, scrub, scrub_all, scrub_table, secret_values
+from factory.rundir.store import RunStore, open_output
+
+
+@dataclass
+class Manifest:
+    """manifest.json (a contract: see the README). Built by the command, completed by Session.finish;
+    `extra` keeps keys this version does not know (a newer run's) when a manifest is read and rewritten."""
+
+    config: dict
+    fingerprints: dict
+    counts: dict
+    requests: dict
+    output_dir: str
+    versions: dict = field(default_factory=versions)
+    timings: dict = field(default_factory=dict)
+    command: str | None = None  # "eval" for factory eval
+    parse_status: dict | None = None
+    judges: dict | None = None
+    pairs: dict | None = None
+    target: dict | None = None
+    pools: Any = None
+    spend: dict | None = None
+    history: list | None = None
+    pairs_build: dict | None = None
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def of_config(cls, cfg: RunConfig, **values: Any) -> Manifest:
+        """A manifest whose `config` is `cfg` as stored (secret-looking keys masked)."""
+        return cls(config=redact(to_dict(cfg)), **values)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Manifest:
+        known = {f.name for f in fields(cls)} - {"extra"}
+        return cls(**{k: v for k, v in data.items() if k in known}, extra={k: v for k, v in data.items() if k not in known})
+
+    def to_dict(self) -> dict:
+        out: dict[str, Any] = {"command": self.command} if self.command else {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name not in ("command", "extra") and value is not None:
+                out[f.name] = value
+        return out | self.extra
+
+
+class Session:
+    """One requesting command's set-up and tear-down (see the module doc). `prices`: stage name -> its
+    StageCostConfig; `output_key`: the config key named when the directory is not writable."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        output_dir: str,
+        *,
+        output_key: str = "output_dir",
+        preflight: Callable[[], None] | None = None,
+        prices: dict[str, Any] | None = None,
+        backend: str = "ray",
+        build: Any = None,
+        take_over: bool = False,
+        command: str | None = None,
+    ):
+        self.cfg, self.output_dir, self.output_key = cfg, output_dir, output_key
+        self._preflight, self.prices = preflight, prices or {}
+        self.backend, self.build, self.take_over, self.command = backend, build, take_over, command
+        self.t0 = time.perf_counter()
+        self.executor: Executor | None = None
+        self.metrics: dict[str, Any] = {}
+        self._closed = False
+        self.store: RunStore
+        self.previous: dict[str, Any] = {}
+
+    # -- set-up ------------------------------------------------------------------------------------
+    def __enter__(self) -> Session:
+        if self._preflight is not None:
+            self._preflight()
+        self.store = open_output(self.output_dir, self.output_key)
+        self.secrets = secret_values(self.cfg)
+        command = scrub(self.command or " ".join(["factory", *sys.argv[1:]]), self.secrets)
+        self.lease = Lease(self.store, command, take_over=self.take_over)
+        self.lease.__enter__()
+        try:
+            self.previous = self.store.read_json("manifest.json") or {}
+            self.budget = Budget(self.prices, self.cfg.cost.max_usd)
+            self.progress = Progress(self.cfg.progress_interval_s)
+        except BaseException:
+            self.lease.__exit__(*sys.exc_info())
+            raise
+        return self
+
+    def say(self, text: str) -> None:
+        self.progress.say(text)
+
+    def run(self, stages: list) -> dict[str, Any]:
+        """Run a stage graph on the session's executor (started, with its pools, on the first call)."""
+        if self.executor is None:
+            secrets = self.secrets
+            scrubber = (lambda table: scrub_table(table, secrets)) if secrets else None
+            self.executor = Executor(
+                self.store, self.cfg, backend=self.backend, build=self.build, progress=self.progress,
+                scrub=scrubber, budget=self.budget,
+            )  # fmt: skip
+            self.executor.lease = self.lease
+        return self.executor.run(stages)
+
+    # -- tear-down -----------------------------------------------------------------------------------
+    def _close_executor(self) -> None:
+        """metrics.json (scrubbed), then the pools go."""
+        executor, self.executor = self.executor, None
+        if executor is None:
+            if not self._closed:
+                self.progress.close()
+            self._closed = True
+            return
+        try:
+            self.metrics = executor.metrics_json()
+            self.store.write_json("metrics.json", scrub_all(self.metrics, self.secrets))
+        finally:
+            executor.close()  # closes the progress too
+            self._closed = True
+
+    def finish(self, manifest: Manifest) -> dict[str, Any]:
+        """Close the executor (metrics.json), complete the manifest (pools, spend, timings, history), scrub
+        it and write manifest.json; returns it as written."""
+        self._close_executor()
+        manifest.pools = self.metrics.get("pools", [])
+        manifest.spend = self.budget.as_dict()
+        manifest.timings = {
+            **manifest.timings, "overlap": self.metrics.get("overlap_s", 0.0), "total": round(time.perf_counter() - self.t0, 3),
+        }  # fmt: skip
+        entry = {"at": time.time(), "requests": manifest.requests, "counts": manifest.counts}
+        manifest.history = (self.previous.get("history") or []) + [entry]
+        written = scrub_all(manifest.to_dict(), self.secrets)
+        self.store.write_json("manifest.json", written)
+        return written
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            self._close_executor()
+        finally:
+            self.lease.__exit__(*exc)
