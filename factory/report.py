@@ -439,14 +439,14 @@ def run_report(
     numbers = {k: v for k, v in report.items() if k not in ("margins", "lengths", "quality")}
     store.write_bytes("report/report.md", text.encode())
     store.write_bytes("report/report.json", json.dumps(numbers, indent=2, default=str).encode())
-    plots = {"lengths": lengths_png(report, cfg), "margins": margins_png(report, cfg), "quality": quality_png(report, cfg)}
-    for name, png in plots.items():
-        store.write_bytes(f"report/{name}.png", png)
-    # issue 18: the page (report/index.html) from the same numbers, decisions and plots
+    store.write_bytes("report/lengths.png", lengths_png(report, cfg))
+    store.write_bytes("report/margins.png", margins_png(report, cfg))
+    store.write_bytes("report/quality.png", quality_png(report, cfg))
+    # issue 18: the page (report/index.html) from the same numbers and decisions
     from factory.commands import page
 
     page.write_page(
         store, cfg, manifest, scored, prompts=prompts, judgments=frames.get("judge"), report=report, frames=decided,
-        plots=plots, max_pairs=page.MAX_PAIRS if max_pairs is None else max_pairs, note=note,
+        max_pairs=page.MAX_PAIRS if max_pairs is None else max_pairs, note=note,
     )  # fmt: skip
     return text, numbers

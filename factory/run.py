@@ -24,6 +24,7 @@ import polars as pl
 
 from factory import config as config_mod
 from factory import pairs as pair_kernel
+from factory.commands.page import write_run_page  # issue 18
 from factory.config import ConfigError, EngineConfig, RunConfig
 from factory.cost import Budget, run_prices
 from factory.executor import Executor
@@ -367,6 +368,7 @@ def run(
         scored, pairs = manifest.pop("_scored"), manifest.pop("_pairs")
         manifest = scrub_all(manifest, secrets)
         store.write_json("manifest.json", manifest)
+        write_run_page(store, cfg, manifest, scored)  # issue 18: report/index.html (factory.commands.page)
     manifest["_scored"], manifest["_pairs"] = scored, pairs
     return manifest
 

@@ -1,11 +1,11 @@
 """`report/index.html`: one self-contained page per run that a person reads, with a pair browser.
 
     info = write_page(store, cfg, manifest, scored)          # what `factory run` calls at its end
-    info = write_page(store, cfg, manifest, scored, report=numbers, frames=frames, plots=pngs, judgments=j)
+    info = write_page(store, cfg, manifest, scored, report=numbers, frames=frames, judgments=j, prompts=p)
                                                               # what `factory report` calls (nothing recomputed)
 
-The page holds, in one HTML file with no network access (styles, script and plots inline, plots as
-base64 PNG): the run at a glance (config essentials, fingerprints, versions, the funnel prompts ->
+The page holds, in one HTML file with no network access (styles, script and plots inline: the
+report's plots as SVG drawn in milliseconds, stored PNGs as base64): the run at a glance (config essentials, fingerprints, versions, the funnel prompts ->
 samples -> valid -> groups -> pairs with every exclusion reason, requests, tokens, spend, engine
 starts, wall times), the report's tables and plots (plus sweep/*.png and the eval's score_vs_rt.png
 when they exist), the judges and their agreement, and three browsers: the kept pairs (chosen and
@@ -38,6 +38,7 @@ import numpy as np
 import polars as pl
 
 from factory.commands.page_assets import CSS, SCRIPT
+from factory.commands.page_plots import report_plots
 
 PAGE = "report/index.html"
 MAX_PAIRS = 2_000
@@ -430,6 +431,7 @@ def glance(cfg: Any, manifest: dict[str, Any], report: dict[str, Any], metrics: 
         out.append("<h3>Stages (last invocation, metrics.json)</h3>")
         out.append(_table(["stage", "requests", "ok", "failed", "tokens in", "tokens out", "USD", "tok/s",
                            "latency p50 (s)", "p95 (s)", "wall (s)"], stage_rows))  # fmt: skip
+    out.append('<div class="row"><div>')
     pools = manifest.get("pools") or (metrics or {}).get("pools") or {}
     if pools:
         out.append("<h3>Engine pools</h3>")
@@ -441,9 +443,13 @@ def glance(cfg: Any, manifest: dict[str, Any], report: dict[str, Any], metrics: 
         out.append(_table(list(timings), [[float(v) if isinstance(v, (int, float)) else v for v in timings.values()]]))
     fps = manifest.get("fingerprints") or {}
     versions = manifest.get("versions") or {}
-    out.append("<h3>Fingerprints and versions</h3>")
-    out.append(_table(["fingerprint", "value"], [[k, v] for k, v in fps.items()], "kv"))
+    out.append("</div><div>")
+    out.append("<h3>Fingerprints</h3>")
+    out.append(_table(["stage", "fingerprint"], [[k, v] for k, v in fps.items()], "kv"))
+    out.append("</div><div>")
+    out.append("<h3>Versions</h3>")
     out.append(_table(["package", "version"], [[k, v] for k, v in versions.items()], "kv"))
+    out.append("</div></div>")
     return "".join(out)
 
 
@@ -508,6 +514,10 @@ def judges_section(report: dict[str, Any]) -> str:
 def _image(title: str, png: bytes) -> str:
     data = base64.b64encode(png).decode()
     return f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(title)}</figcaption></figure>'
+
+
+def _figure(title: str, svg: str) -> str:
+    return f"<figure>{svg}<figcaption>{html.escape(title)}</figcaption></figure>"
 
 
 def stored_plots(store: Any, cfg: Any) -> dict[str, bytes]:
@@ -578,7 +588,7 @@ def build_page(
     manifest: dict[str, Any],
     report: dict[str, Any],
     data: dict[str, Any],
-    plots: dict[str, bytes],
+    figures: list[str],
     metrics: dict[str, Any] | None = None,
     invalid: list[tuple[str, int]] | None = None,
     note: str | None = None,
@@ -592,7 +602,7 @@ def build_page(
         _section("funnel", "Funnel", funnel(report, manifest, invalid or []),
                  "Each step with what it lost and why; bars are scaled to the largest step."),
         _section("tables", "Samples and pairs", report_tables(report, cfg)),
-        _section("plots", "Plots", '<div class="plots">' + "".join(_image(t, b) for t, b in plots.items()) + "</div>"),
+        _section("plots", "Plots", '<div class="plots">' + "".join(figures) + "</div>"),
         _section("judges", "Judges", judges_section(report)),
         _section("pairs", "Pairs", _browser("pairs", "kept pairs"),
                  "Chosen (left) and rejected (right); the reasoning is folded. Token gap = rejected - chosen tokens."),
@@ -617,14 +627,13 @@ def write_page(
     judgments: pl.DataFrame | None = None,
     report: dict[str, Any] | None = None,
     frames: dict[str, Any] | None = None,
-    plots: dict[str, bytes] | None = None,
     max_pairs: int = MAX_PAIRS,
     note: str | None = None,
 ) -> dict[str, Any]:
     """Write report/index.html through the run store (atomically) and return {path, bytes, seconds,
     pairs_shown, pairs_total}. Without `report` / `frames`, the numbers are computed here from `scored`
-    (the judgments' parse statuses then come from the manifest); without `plots`, the three report plots
-    are drawn here. sweep/ and eval plots are read from the store when they exist."""
+    (the judgments' parse statuses then come from the manifest). The report's plots are drawn here as
+    SVG; sweep/ and eval plots are read from the store (PNG) when they exist."""
     from factory import report as report_mod
 
     t0 = time.perf_counter()
@@ -641,17 +650,12 @@ def write_page(
         report = report_mod.build_report(scored, counted, cfg, judges, frames=frames)
     if prompts is None:
         prompts = store.read("prompts", columns=["prompt_id", "messages"])
-    if plots is None:
-        plots = {
-            "lengths": report_mod.lengths_png(report, cfg),
-            "margins": report_mod.margins_png(report, cfg),
-            "quality": report_mod.quality_png(report, cfg),
-        }
-    plots = {**plots, **stored_plots(store, cfg)}
+    figures = [_figure(title, svg) for title, svg in report_plots(report, cfg).items()]
+    figures += [_image(title, png) for title, png in stored_plots(store, cfg).items()]
     data = page_data(scored, cfg, frames, prompts, judgments, max_pairs)
     invalid_frame = store.read("invalid", columns=["reason"])
     invalid = invalid_frame["reason"].value_counts(sort=True).rows() if invalid_frame is not None else []
-    page = build_page(cfg, manifest, report, data, plots, store.read_json("metrics.json"), invalid, note)
+    page = build_page(cfg, manifest, report, data, figures, store.read_json("metrics.json"), invalid, note)
     encoded = page.encode()
     store.write_bytes(PAGE, encoded)
     return {
@@ -661,3 +665,17 @@ def write_page(
         "pairs_shown": len(data["pairs"]),
         "pairs_total": sum(data["pairs_total"].values()),
     }
+
+
+def write_run_page(store: Any, cfg: Any, manifest: dict[str, Any], scored: pl.DataFrame) -> dict[str, Any] | None:
+    """`factory run`'s call at its end: the page from what the run holds, or a warning and None when it
+    cannot be made (the run's outputs are stored by then; the page is `factory report`'s to redo)."""
+    import logging
+
+    try:
+        return write_page(store, cfg, manifest, scored)
+    except Exception as exc:  # noqa: BLE001 - a page must never turn a finished run into a failed one
+        logging.getLogger("factory").warning(
+            "report/index.html not written (%s: %s); `factory report %s` writes it", type(exc).__name__, exc, store.url
+        )
+        return None

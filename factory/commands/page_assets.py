@@ -27,8 +27,9 @@ table.kv td:first-child{color:var(--mute);white-space:nowrap}
 .funnel .bar span{position:absolute;left:0;top:0;bottom:0;background:#8fb0ef;border-radius:4px}
 .funnel .bar b{position:relative;padding-left:6px;line-height:22px;font-variant-numeric:tabular-nums}
 .funnel .lost{display:inline-block;margin:1px 6px 1px 0;padding:0 6px;border-radius:10px;background:#fbe9e9;color:var(--bad);font-size:12px}
-.plots{display:flex;flex-wrap:wrap;gap:12px}.plots figure{margin:0;max-width:560px}
-.plots img{max-width:100%;border:1px solid var(--line);border-radius:4px}
+.row{display:flex;flex-wrap:wrap;gap:28px;align-items:flex-start}
+.plots{display:flex;flex-wrap:wrap;gap:12px}.plots figure{margin:0;width:440px;max-width:100%}
+.plots img,.plots svg{max-width:100%;height:auto;border:1px solid var(--line);border-radius:4px;background:#fff}
 figcaption{color:var(--mute);font-size:12px;text-align:center}
 .controls{display:flex;flex-wrap:wrap;gap:10px;align-items:center;margin:6px 0}
 .controls input[type=search]{min-width:320px}
@@ -39,7 +40,7 @@ button{cursor:pointer}button:disabled{opacity:.4;cursor:default}
 .item-head{display:flex;flex-wrap:wrap;gap:8px;align-items:center;margin-bottom:6px}
 .chip{display:inline-block;padding:0 7px;border-radius:10px;background:#eef0f4;font-size:12px;color:#333}
 .chip.why{background:#fbe9e9;color:var(--bad)}.chip.strategy{background:#e6ecfb;color:var(--accent)}
-.prompt{background:#f7f8fa;border-left:3px solid #c5cad3;padding:4px 8px;margin-bottom:6px}
+.prompt{background:#f7f8fa;border-left:3px solid #c5cad3;padding:4px 8px;margin-bottom:6px;max-height:220px;overflow:auto}
 .sides{display:grid;grid-template-columns:repeat(auto-fit,minmax(320px,1fr));gap:10px}
 .side{border:1px solid var(--line);border-radius:6px;padding:6px 8px;min-width:0}
 .side.chosen{border-top:3px solid var(--ok)}.side.rejected{border-top:3px solid var(--bad)}

@@ -45,7 +45,7 @@ def test_report_writes_one_self_contained_page(tmp_path):
     # Nothing is fetched: no external script, style, image or font.
     assert not re.search(r'(src|href)="(?!data:|#)', html)
     assert html.count("<script") == 2 and html.count("</script>") == 2  # the data and the script, nothing else
-    assert html.count('src="data:image/png;base64,') == 3  # lengths, margins, quality
+    assert html.count('<svg class="plot"') == 3  # lengths, margins, quality
     data = blob(html)
     pairs = pl.read_parquet(tmp_path / "run" / "pairs" / "*.parquet")
     shown = [p for p in data["pairs"] if p["s"] == "dp_dpo"]
@@ -204,7 +204,7 @@ def test_the_page_in_headless_chromium(tmp_path):
         assert browser.evaluate("document.querySelectorAll('#pairs-list b').length") == browser.evaluate(
             "document.querySelectorAll('#pairs-list .item-head > b, #pairs-list .side-head > b').length"
         )
-        assert browser.evaluate("document.querySelectorAll('img').length") == 3
+        assert browser.evaluate("document.querySelectorAll('img').length") == 0  # the plots are SVG
         assert "<img src=x" in browser.evaluate("document.getElementById('pairs-list').innerText")
         set_control("pairs-search", "")
         set_control("pairs-strategy", "dp_dpo")
