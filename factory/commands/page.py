@@ -16,7 +16,7 @@ What the browsers hold is one JSON document in a `<script type="application/json
 small vanilla script that only ever sets text (model text is untrusted: no HTML is parsed from it).
 Large runs stay usable: each list embeds at most `max_pairs` rows (MAX_PAIRS, `factory report
 --max-pairs N`), taken deterministically: the rows of the prompts first in the order of a hash of
-prompt_id (blake2b), so that every list and every strategy shows the same prompts; the page says how
+prompt_id (CRC-32), so that every list and every strategy shows the same prompts; the page says how
 many of how many it holds. The full set stays in pairs/. A text longer than MAX_TEXT_CHARS is cut
 (the page says by how much).
 
@@ -28,10 +28,10 @@ filter compares the two on the same prompts.
 from __future__ import annotations
 
 import base64
-import hashlib
 import html
 import json
 import time
+import zlib
 from typing import Any
 
 import numpy as np
@@ -64,9 +64,10 @@ def _cut(text: str | None) -> tuple[str, int]:
     return text[:MAX_TEXT_CHARS], len(text) - MAX_TEXT_CHARS
 
 
-def _order_key(prompt_id: str) -> bytes:
-    """The deterministic sampling order of prompts: a hash of prompt_id, the same on every machine."""
-    return hashlib.blake2b(prompt_id.encode(), digest_size=8).digest()
+def _order_key(prompt_id: str) -> tuple[int, str]:
+    """The deterministic sampling order of prompts: a hash of prompt_id (CRC-32, the same on every
+    machine and version), ties by prompt_id."""
+    return zlib.crc32(prompt_id.encode()), prompt_id
 
 
 def _first_prompts(frame: pl.DataFrame, limit: int) -> pl.DataFrame:
@@ -75,7 +76,7 @@ def _first_prompts(frame: pl.DataFrame, limit: int) -> pl.DataFrame:
     if frame.height <= limit:
         return frame
     ids = frame["prompt_id"].unique().to_list()
-    rank = {pid: i for i, pid in enumerate(sorted(ids, key=lambda p: (_order_key(p), p)))}
+    rank = {pid: i for i, pid in enumerate(sorted(ids, key=_order_key))}
     ranked = frame.with_columns(
         pl.col("prompt_id").replace_strict(rank, return_dtype=pl.Int64).alias("_rank"),
         pl.int_range(pl.len()).alias("_pos"),

@@ -10,7 +10,7 @@ header{position:sticky;top:0;z-index:2;background:#fff;border-bottom:1px solid v
 header h1{font-size:17px;margin:0 0 4px;overflow-wrap:anywhere}
 nav a{margin-right:14px;color:var(--accent);text-decoration:none;font-size:13px}
 main{max-width:1400px;margin:0 auto;padding:8px 20px 60px}
-section{background:#fff;border:1px solid var(--line);border-radius:8px;padding:12px 16px;margin:14px 0}
+section{scroll-margin-top:64px;background:#fff;border:1px solid var(--line);border-radius:8px;padding:12px 16px;margin:14px 0}
 h2{font-size:16px;margin:2px 0 8px}h3{font-size:14px;margin:14px 0 6px}
 .note{color:var(--mute);font-size:12.5px;margin:4px 0}
 .warn{background:#fff4d6;border:1px solid #f0d48a;padding:6px 10px;border-radius:6px}
@@ -97,7 +97,7 @@ SCRIPT = r"""
     if (s.S !== undefined) head.append(chip("S " + num(s.S, 3)));
     if (s.w) head.append(chip(s.w, "why"));
     if (s.f && s.f !== "stop") head.append(chip("finish " + s.f));
-    Object.keys(s.x || {}).forEach(function (k) { head.append(chip(k + " " + num(s.x[k], 3))); });
+    Object.keys(s.x || {}).forEach(function (k) { head.append(chip(k + " " + num(s.x[k], Math.abs(s.x[k]) >= 10 ? 1 : 3))); });
     (s.g || []).forEach(function (t) { head.append(chip("tag " + t)); });
     box.append(head);
     if (s.r) box.append(folded("reasoning (" + s.r.length + " characters)", s.r));

@@ -33,7 +33,7 @@ def _label(value: float) -> str:
 
 def histogram(
     title: str,
-    series: list[tuple[str, list[float]]],
+    series: list[tuple[str, Any]],
     bins: np.ndarray,
     xlabel: str,
     ylabel: str,
@@ -43,7 +43,8 @@ def histogram(
 ) -> str:
     """One SVG histogram: `series` as bars (stacked or overlaid; names in `outline` as step lines),
     vertical `lines` (x, label) in red dashes."""
-    clean = [(name, np.asarray([v for v in values if v is not None and np.isfinite(v)], float)) for name, values in series]
+    arrays = [(name, np.asarray(values, dtype=float)) for name, values in series]  # None -> NaN
+    clean = [(name, values[np.isfinite(values)]) for name, values in arrays]
     counts = [np.histogram(values, bins=bins)[0] for _, values in clean]
     top = max((np.sum(counts, axis=0).max() if stacked else max(c.max() for c in counts)) if counts else 0, 1)
     x0, x1 = float(bins[0]), float(bins[-1])
@@ -90,7 +91,7 @@ def histogram(
                 )
         if stacked:
             base = base + count
-    for x, label in lines:
+    for x, _ in lines:
         out.append(
             f'<line x1="{sx(x):.1f}" x2="{sx(x):.1f}" y1="{TOP}" y2="{TOP + height}" stroke="#d62728" stroke-dasharray="5,3"/>'
         )
@@ -115,7 +116,8 @@ def report_plots(report: dict[str, Any], cfg: Any) -> dict[str, str]:
     """The three plots of factory report, as SVG, from its numbers."""
     valid, excluded = report["lengths"]["valid"], report["lengths"]["excluded"]
     limit = cfg.pairs.sft_max_tokens
-    everything = [v for v in valid + excluded if v is not None] or [0, 1]
+    everything = np.concatenate([np.asarray(valid, dtype=float), np.asarray(excluded, dtype=float)])
+    everything = everything[np.isfinite(everything)] if len(everything) else np.array([0.0, 1.0])
     lengths = histogram(
         "Sample lengths",
         [("valid", valid), ("excluded (any reason)", excluded)],
@@ -126,12 +128,13 @@ def report_plots(report: dict[str, Any], cfg: Any) -> dict[str, str]:
         stacked=True,
     )
     pairs = report["pairs"]
-    margins_values = [m for m in report["margins"] if m is not None and np.isfinite(m)]
+    margins_values = np.asarray(report["margins"], dtype=float)
+    margins_values = margins_values[np.isfinite(margins_values)]
     delta = pairs["delta"]
     margins = histogram(
         f"Margins ({report['strategy']}, {pairs['pairing']}, w_len {cfg.pairs.w_len:g}, drop_ratio {cfg.pairs.drop_ratio:g})",
         [("candidate pairs", margins_values)],
-        np.histogram_bin_edges(margins_values or [0.0, 1.0], bins=40),
+        np.histogram_bin_edges(margins_values if len(margins_values) else [0.0, 1.0], bins=40),
         "candidate pair margin S_chosen - S_rejected",
         "candidate pairs",
         [] if delta is None else [(delta, f"delta = {delta:.3f} ({pairs['delta_rule']})")],
@@ -139,7 +142,7 @@ def report_plots(report: dict[str, Any], cfg: Any) -> dict[str, str]:
     scale = cfg.judge.scale_max
     quality = histogram(
         "Quality",
-        [(name, [q * scale for q in report["quality"][name] if q is not None]) for name in ("valid", "chosen", "rejected")],
+        [(name, np.asarray(report["quality"][name], dtype=float) * scale) for name in ("valid", "chosen", "rejected")],
         np.linspace(0, scale, 21),
         f"judge score (0..{scale:g})",
         "samples",

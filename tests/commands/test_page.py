@@ -83,10 +83,12 @@ def test_a_large_run_embeds_a_deterministic_sample_and_says_so(tmp_path):
     data = blob((tmp_path / "run" / "report" / "index.html").read_text())
     assert first["pairs_shown"] == len(data["pairs"]) <= 5 < first["pairs_total"]
     assert len(data["dropped"]) <= 5 and len(data["excluded"]) <= 5
-    # The prompts shown are the first in the hash order, for every list; the same on a second write.
-    order = sorted({p["p"] for p in data["pairs"]} | {p["p"] for p in data["dropped"]}, key=page._order_key)
-    everyone = sorted(store.read("prompts")["prompt_id"].to_list(), key=page._order_key)
-    assert set(everyone[: len(order)]) >= {p["p"] for p in data["pairs"]}
+    # The pairs shown are those of the prompts first in the hash order; the same on a second write.
+    kept = sorted(store.read("pairs")["prompt_id"].to_list(), key=page._order_key)
+    shown = [p["p"] for p in data["pairs"] if p["s"] == "dp_dpo"]
+    assert shown and sorted(shown, key=page._order_key) == kept[: len(shown)]
+    excluded = [p["p"] for p in data["excluded"]]
+    assert excluded == sorted(excluded, key=page._order_key)
     page.write_page(store, cfg, manifest, scored, max_pairs=5)
     again = blob((tmp_path / "run" / "report" / "index.html").read_text())
     assert [(p["p"], p["s"]) for p in again["pairs"]] == [(p["p"], p["s"]) for p in data["pairs"]]
