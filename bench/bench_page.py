@@ -58,7 +58,9 @@ def main() -> None:
             }
             for name, kwargs in ways.items():
                 info = page.write_page(store, cfg, manifest, scored, **kwargs)
-                print(f"  {name:6} {info['pairs_shown']:>6} of {info['pairs_total']} pairs embedded: "
+                print(f"  {name:6} {info['pairs_shown']:>6} of {info['pairs_total']} pairs embedded "
+                      f"(+{info['embedded']['pairs'] - info['pairs_shown']} long2short, {info['embedded']['dropped']} dropped "
+                      f"groups, {info['embedded']['excluded']} excluded samples): "
                       f"{info['bytes'] / 2**20:7.2f} MiB, written in {info['seconds']:.2f}s")  # fmt: skip
             print(f"  (report's 3 matplotlib PNGs, for scale: {png_seconds(numbers, cfg):.2f}s)")
 

@@ -435,6 +435,7 @@ def _to_target(
             requests[key] = requests.get(key, 0) + n
         kept, rows = manifest["counts"]["pairs_kept"], manifest["counts"]["prompts_in"]
         draws.append({"limit": limit, "prompts_in": rows, "pairs_kept": kept})
+        executor.progress.pairs_target(kept, target, executor.budget.total_label() if executor.budget else "")  # issue 18: live pairs still needed
         if kept >= target or rows < limit:  # met, or the pool ran out of rows
             break
         limit = target_draw(cfg.pairs, kept, rows, limit)

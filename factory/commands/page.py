@@ -22,7 +22,8 @@ many of how many it holds. The full set stays in pairs/. A text longer than MAX_
 
 Pairs of the browser: the kept pairs of the run's strategy (what pairs/ holds) and, unless that is
 long2short, the kept pairs long2short would make (the report's long2short table), so the strategy
-filter compares the two on the same prompts.
+filter compares the two. `max_pairs` counts the run's own pairs; when it cuts them, long2short's pairs
+are those of the same prompts (up to the last one shown in hash order).
 """
 
 from __future__ import annotations
@@ -168,15 +169,28 @@ def page_data(
     by_strategy = {strategy: decisions}
     if strategy != "long2short" and frames.get("long2short") is not None:
         by_strategy["long2short"] = frames["long2short"]
-    kept = pl.concat(
-        [
-            d.filter(pl.col("outcome") == "kept").with_columns(pl.lit(s).alias("strategy"))
-            for s, d in by_strategy.items()
-        ],
-        how="vertical_relaxed",
+    kept = {
+        s: d.filter(pl.col("outcome") == "kept").with_columns(pl.lit(s).alias("strategy"))
+        for s, d in by_strategy.items()
+    }
+    totals = {s: frame.height for s, frame in kept.items()}
+    # max_pairs counts the run's own pairs; the other strategy's pairs come for the same prompts (those up
+    # to the last one shown in hash order), so that the two compare on the same prompts.
+    main = _first_prompts(kept[strategy], max_pairs)
+    last = (
+        max(map(_order_key, main["prompt_id"].unique().to_list()), default=None)
+        if main.height < totals[strategy]
+        else None
     )
-    totals = {s: int((d["outcome"] == "kept").sum()) for s, d in by_strategy.items()}
-    kept_shown = _first_prompts(kept, max_pairs)
+    shown = [main]
+    for other, frame in kept.items():
+        if other != strategy:
+            if last is not None:
+                frame = frame.filter(
+                    pl.col("prompt_id").map_elements(lambda p: _order_key(p) <= last, return_dtype=pl.Boolean)
+                )
+            shown.append(_first_prompts(frame, max_pairs))
+    kept_shown = pl.concat(shown, how="vertical_relaxed")
 
     # Groups that gave no kept pair: their best candidate pair (the first in the group's order) and the
     # group's bucket; groups with fewer than two valid samples show their samples.
@@ -632,11 +646,16 @@ def write_page(
     note: str | None = None,
 ) -> dict[str, Any]:
     """Write report/index.html through the run store (atomically) and return {path, bytes, seconds,
-    pairs_shown, pairs_total}. Without `report` / `frames`, the numbers are computed here from `scored`
+    pairs_shown, pairs_total (the run's strategy's), embedded (rows of each browser list)}. Without
+    `report` / `frames`, the numbers are computed here from `scored`
     (the judgments' parse statuses then come from the manifest). The report's plots are drawn here as
     SVG; sweep/ and eval plots are read from the store (PNG) when they exist."""
     from factory import report as report_mod
 
+    if max_pairs < 1:
+        from factory.config import ConfigError
+
+        raise ConfigError(f"--max-pairs: must be at least 1, got {max_pairs}")
     t0 = time.perf_counter()
     if report is None or frames is None:
         frames = {}
@@ -663,8 +682,9 @@ def write_page(
         "path": store.display(PAGE),
         "bytes": len(encoded),
         "seconds": round(time.perf_counter() - t0, 3),
-        "pairs_shown": len(data["pairs"]),
-        "pairs_total": sum(data["pairs_total"].values()),
+        "pairs_shown": sum(1 for p in data["pairs"] if p["s"] == cfg.pairs.strategy),
+        "pairs_total": data["pairs_total"][cfg.pairs.strategy],
+        "embedded": {"pairs": len(data["pairs"]), "dropped": len(data["dropped"]), "excluded": len(data["excluded"])},
     }
 
 

@@ -209,7 +209,7 @@ SCRIPT = r"""
   }), ["", "all"]);
   strategySelect.value = data.strategy;
   var sortSelect = document.getElementById("pairs-sort");
-  var totalPairs = strategies.reduce(function (a, s) { return a + data.pairs_total[s]; }, 0);
+  var mainShown = data.pairs.filter(function (p) { return p.s === data.strategy; }).length;
   browser("pairs", data.pairs, {
     noun: "pairs",
     keep: function (item) { return !strategySelect.value || item.s === strategySelect.value; },
@@ -221,7 +221,9 @@ SCRIPT = r"""
         : function (a, b) { return a.p < b.p ? -1 : a.p > b.p ? 1 : a.s < b.s ? -1 : 1; });
     },
     card: pairCard,
-    note: held(data.pairs.length, totalPairs, "pairs") + " Kept pairs per strategy: " +
+    note: held(mainShown, data.pairs_total[data.strategy], data.strategy + " pairs") +
+      (mainShown < data.pairs_total[data.strategy] && strategies.length > 1 ? " The other strategy's pairs are those of the same prompts." : "") +
+      " Kept pairs per strategy: " +
       strategies.map(function (s) { return s + " " + data.pairs_total[s]; }).join(", ") + ".",
   });
 

@@ -100,7 +100,9 @@ def histogram(
     for i, (name, color, dash) in enumerate(legend):
         y = TOP + 8 + 14 * i
         x = LEFT + width - 230
-        out.append(f'<line x1="{x}" x2="{x + 16}" y1="{y}" y2="{y}" stroke="{color}" stroke-width="3" stroke-dasharray="{dash}"/>')
+        out.append(
+            f'<line x1="{x}" x2="{x + 16}" y1="{y}" y2="{y}" stroke="{color}" stroke-width="3" stroke-dasharray="{dash}"/>'
+        )
         out.append(f'<text x="{x + 20}" y="{y + 4}">{html.escape(name)}</text>')
     out.append(f'<line x1="{LEFT}" x2="{LEFT + width}" y1="{TOP + height}" y2="{TOP + height}" stroke="#555"/>')
     out.append(f'<line x1="{LEFT}" x2="{LEFT}" y1="{TOP}" y2="{TOP + height}" stroke="#555"/>')

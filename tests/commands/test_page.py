@@ -81,12 +81,15 @@ def test_a_large_run_embeds_a_deterministic_sample_and_says_so(tmp_path):
     _, _, scored = stored_scored(store, cfg, store.read("prompts"), manifest["fingerprints"])
     first = page.write_page(store, cfg, manifest, scored, max_pairs=5)
     data = blob((tmp_path / "run" / "report" / "index.html").read_text())
-    assert first["pairs_shown"] == len(data["pairs"]) <= 5 < first["pairs_total"]
+    assert first["pairs_shown"] == len([p for p in data["pairs"] if p["s"] == "dp_dpo"]) == 5 < first["pairs_total"]
     assert len(data["dropped"]) <= 5 and len(data["excluded"]) <= 5
     # The pairs shown are those of the prompts first in the hash order; the same on a second write.
     kept = sorted(store.read("pairs")["prompt_id"].to_list(), key=page._order_key)
     shown = [p["p"] for p in data["pairs"] if p["s"] == "dp_dpo"]
     assert shown and sorted(shown, key=page._order_key) == kept[: len(shown)]
+    # long2short's pairs are of the same prompts: none after the last one shown in hash order.
+    others = [p["p"] for p in data["pairs"] if p["s"] == "long2short"]
+    assert others and max(map(page._order_key, others)) <= max(map(page._order_key, shown))
     excluded = [p["p"] for p in data["excluded"]]
     assert excluded == sorted(excluded, key=page._order_key)
     page.write_page(store, cfg, manifest, scored, max_pairs=5)
