@@ -1,5 +1,6 @@
 """report/index.html at scale (factory.commands.page): size and write time for a ~15k-pair synthetic run.
-Prints what it measured in this one run; asserts nothing about speed.
+Prints what it measured in this one run (wall and this process's CPU seconds: on a shared machine the
+CPU time is the steadier figure); asserts nothing about speed.
 
     .venv/bin/python bench/bench_page.py                      # 21.5k groups x K=8 -> ~15k pairs
     .venv/bin/python bench/bench_page.py --groups 2000        # smaller
@@ -57,11 +58,13 @@ def main() -> None:
                 "all": dict(report=numbers, frames=frames, judgments=judgments, prompts=prompts, max_pairs=10**9),
             }
             for name, kwargs in ways.items():
+                cpu = time.process_time()
                 info = page.write_page(store, cfg, manifest, scored, **kwargs)
+                cpu = time.process_time() - cpu
                 print(f"  {name:6} {info['pairs_shown']:>6} of {info['pairs_total']} pairs embedded "
                       f"(+{info['embedded']['pairs'] - info['pairs_shown']} long2short, {info['embedded']['dropped']} dropped "
                       f"groups, {info['embedded']['excluded']} excluded samples): "
-                      f"{info['bytes'] / 2**20:7.2f} MiB, written in {info['seconds']:.2f}s")  # fmt: skip
+                      f"{info['bytes'] / 2**20:7.2f} MiB, written in {info['seconds']:.2f}s wall, {cpu:.2f}s CPU")  # fmt: skip
             print(f"  (report's 3 matplotlib PNGs, for scale: {png_seconds(numbers, cfg):.2f}s)")
 
 
