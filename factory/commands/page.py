@@ -495,7 +495,8 @@ def report_tables(report: dict[str, Any], cfg: Any) -> str:
         [f"candidate pairs: {o}", n, _rate(n, pairs["pairs_candidate"])] for o, n in pairs["pairs_by_outcome"].items()
     ]
     out.append("<h3>Rates</h3>")
-    out.append(_table(["what", "count", "rate"], rows))
+    out.append(_table(["what", "count", "rate"], [r for r in rows if r[1]]))
+    out.append('<p class="note">Reasons, buckets and outcomes with a count of 0 are left out (report.md lists them).</p>')
     return "".join(out)
 
 
