@@ -217,3 +217,22 @@ def test_the_page_in_headless_chromium(tmp_path):
         assert browser.errors == []
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 50_000
     print(f"screenshot: {shot}")
+
+
+def test_sweep_heatmaps_and_the_eval_plot_are_embedded_when_they_exist(tmp_path):
+    url = str(tmp_path / "run")
+    make_run(url, n_prompts=6, k=4)
+    store, manifest = page_store(url)
+    from factory.run import stored_scored
+    from factory.store import RunStore
+
+    png = b"\x89PNG\r\n\x1a\n" + b"fake image"
+    store.write_bytes("sweep/heatmap_token_gap.png", png)
+    store.write_bytes("sweep/sweep.csv", b"w_len,drop_ratio\n")  # not a plot
+    RunStore(f"{url}/eval").write_bytes("report/score_vs_rt.png", png)
+    cfg, _, _ = open_run(url)
+    _, _, scored = stored_scored(store, cfg, store.read("prompts"), manifest["fingerprints"])
+    page.write_page(store, cfg, manifest, scored)
+    html = (tmp_path / "run" / "report" / "index.html").read_text()
+    assert html.count('src="data:image/png;base64,') == 2
+    assert "sweep: heatmap_token_gap.png" in html and "eval: score vs response time" in html
