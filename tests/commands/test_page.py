@@ -236,3 +236,17 @@ def test_sweep_heatmaps_and_the_eval_plot_are_embedded_when_they_exist(tmp_path)
     html = (tmp_path / "run" / "report" / "index.html").read_text()
     assert html.count('src="data:image/png;base64,') == 2
     assert "sweep: heatmap_token_gap.png" in html and "eval: score vs response time" in html
+
+
+def test_a_group_with_too_few_valid_samples_shows_its_samples_and_their_reasons(tmp_path):
+    url = str(tmp_path / "run")
+    script = {("p1", i): RuntimeError("HTTP 500: upstream down") for i in range(3)}
+    make_run(url, n_prompts=6, k=4, engine=FakeEngine(script=script))
+    assert cli.main(["report", url]) == 0
+    data = blob((tmp_path / "run" / "report" / "index.html").read_text())
+    (group,) = [d for d in data["dropped"] if d["p"] == "p1"]
+    assert group["why"] == "fewer_than_2_valid" and group["n"] == 1
+    reasons = sorted(s.get("w", "valid") for s in group["samples"])
+    assert reasons == ["engine_error"] * 3 + ["valid"]
+    assert all("HTTP 500" in s["e"] for s in group["samples"] if s.get("w") == "engine_error")
+    assert dict(data["excluded_reasons"])["engine_error"] == 3
