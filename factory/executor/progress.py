@@ -111,7 +111,8 @@ class Progress:
     def pairs_target(self, kept: int, target: int, spend: str = "") -> None:
         """pairs.target (issue 18): the pairs kept so far against the target and what the run has spent, as
         a bar of its own under the stage bars on a terminal ("pairs ━━━╸━━ 1200/15000 | 13800 still
-        needed | $1.23"), a line in logs ("[pairs] 1200/15000 kept, 13800 still needed | $1.23")."""
+        needed | spent $1.23 of $5.00"), a line in logs ("[pairs] 1200/15000 kept, 13800 still needed | spent
+        $1.23 of $5.00"); `spend` is Budget.total_label() ('' with no price)."""
         needed = max(target - kept, 0)
         text = f"{needed} still needed" if needed else "target met"
         text += f" | {spend}" if spend else ""
