@@ -40,7 +40,7 @@ button{cursor:pointer}button:disabled{opacity:.4;cursor:default}
 .item-head{display:flex;flex-wrap:wrap;gap:8px;align-items:center;margin-bottom:6px}
 .chip{display:inline-block;padding:0 7px;border-radius:10px;background:#eef0f4;font-size:12px;color:#333}
 .chip.why{background:#fbe9e9;color:var(--bad)}.chip.strategy{background:#e6ecfb;color:var(--accent)}
-.prompt{background:#f7f8fa;border-left:3px solid #c5cad3;padding:4px 8px;margin-bottom:6px;max-height:220px;overflow:auto}
+.prompt{background:#f7f8fa;border-left:3px solid #c5cad3;padding:4px 8px;margin-bottom:6px}
 .sides{display:grid;grid-template-columns:repeat(auto-fit,minmax(320px,1fr));gap:10px}
 .side{border:1px solid var(--line);border-radius:6px;padding:6px 8px;min-width:0}
 .side.chosen{border-top:3px solid var(--ok)}.side.rejected{border-top:3px solid var(--bad)}
