@@ -28,7 +28,7 @@ table.kv td:first-child{color:var(--mute);white-space:nowrap}
 .funnel .bar b{position:relative;padding-left:6px;line-height:22px;font-variant-numeric:tabular-nums}
 .funnel .lost{display:inline-block;margin:1px 6px 1px 0;padding:0 6px;border-radius:10px;background:#fbe9e9;color:var(--bad);font-size:12px}
 .row{display:flex;flex-wrap:wrap;gap:28px;align-items:flex-start}
-.plots{display:flex;flex-wrap:wrap;gap:12px}.plots figure{margin:0;width:440px;max-width:100%}
+.plots{display:flex;flex-wrap:wrap;gap:12px}.plots figure{margin:0;width:420px;max-width:100%}
 .plots img,.plots svg{max-width:100%;height:auto;border:1px solid var(--line);border-radius:4px;background:#fff}
 figcaption{color:var(--mute);font-size:12px;text-align:center}
 .controls{display:flex;flex-wrap:wrap;gap:10px;align-items:center;margin:6px 0}
