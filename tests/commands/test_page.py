@@ -11,6 +11,7 @@ import pytest
 
 from factory import cli
 from factory.commands import page
+from factory.commands.page_assets import SCRIPT
 from tests.commands.chromium import Chromium, find_chromium
 from tests.fakes import FakeEngine
 from tests.synthetic import make_run
@@ -95,7 +96,7 @@ def test_a_large_run_embeds_a_deterministic_sample_and_says_so(tmp_path):
     page.write_page(store, cfg, manifest, scored, max_pairs=5)
     again = blob((tmp_path / "run" / "report" / "index.html").read_text())
     assert [(p["p"], p["s"]) for p in again["pairs"]] == [(p["p"], p["s"]) for p in data["pairs"]]
-    assert "This page holds" in page.SCRIPT and data["max_pairs"] == 5
+    assert "This page holds" in SCRIPT and data["max_pairs"] == 5
 
 
 def test_the_run_page_is_written_without_the_report(tmp_path):
