@@ -4,7 +4,7 @@ same call works on a laptop and as the entry point of `ray job submit`.
     factory run CONFIG [key=value ...]     sample -> judge -> pair; resumes what is stored
     factory pairs RUN_DIR [key=value ...]  rebuild pairs/ and sft/ from what is stored, no LLM call
     factory sweep RUN_DIR [key=value ...]  w_len x drop_ratio grid -> sweep/ (csv + heatmaps), no LLM call
-    factory report RUN_DIR [key=value ...] tables + PNG plots -> report/, no LLM call
+    factory report RUN_DIR [key=value ...] tables + PNG plots + index.html -> report/, no LLM call
     factory calibrate [CONFIG] [key=value ...] [--data F] [--out D]   judge agreement on better/worse replies
     factory compact RUN_DIR                merge each table's parts into few large files
     factory doctor RUN_DIR                 read every part; move unreadable ones aside (quarantine)
@@ -77,7 +77,7 @@ def _report(args: argparse.Namespace) -> int:
     from factory.commands import report
 
     _live_note(args.run_dir, "this report covers the rows stored so far")
-    text, _ = report.run_report(args.run_dir, args.overrides)
+    text, _ = report.run_report(args.run_dir, args.overrides, max_pairs=args.max_pairs)
     print(text)
     return 0
 
@@ -162,6 +162,10 @@ def parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="tables and PNG plots of a run -> report/ (no LLM call)")
     report.add_argument("run_dir")
     report.add_argument("overrides", nargs="*", help="key=value overrides, e.g. pairs.strategy=quality")
+    report.add_argument(
+        "--max-pairs", type=int, default=None,
+        help="pairs (and dropped groups, excluded samples) embedded in report/index.html, at most (default 2000)",
+    )  # fmt: skip
     report.set_defaults(func=_report)
     cal = sub.add_parser("calibrate", help="judge agreement on the calibration set (better vs worse replies)")
     cal.add_argument("config", nargs="?", help="YAML config whose judge is used (default: built-in defaults)")

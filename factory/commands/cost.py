@@ -88,6 +88,12 @@ class Budget:
             text += f" (all {total})"
         return text
 
+    def total_label(self) -> str:
+        """The whole invocation's spend, for the pairs.target bar: 'spent $0.05 of $1.00' ('' with no price)."""
+        if not any(priced(p) for p in self.prices.values()):
+            return ""
+        return f"spent {usd_text(self.usd)}" + (f" of {usd_text(self.max_usd)}" if self.max_usd is not None else "")
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "usd": round(self.usd, 6),

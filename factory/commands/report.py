@@ -110,13 +110,20 @@ def tag_shares(scored: pl.DataFrame, prepared: pair_kernel.Prepared, groups: pl.
 
 
 def build_report(
-    scored: pl.DataFrame, judgments: pl.DataFrame, cfg: RunConfig, judges: dict[str, dict[str, int]] | None = None
+    scored: pl.DataFrame,
+    judgments: pl.DataFrame,
+    cfg: RunConfig,
+    judges: dict[str, dict[str, int]] | None = None,
+    frames: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """All the numbers of the report (plots aside) from scored samples and judgments; `judges`: stored
-    rows ok / failed per judge stage (factory.graph.RunGraph.judge_counts)."""
+    rows ok / failed per judge stage (factory.graph.RunGraph.judge_counts). A `frames` dict is filled with
+    the decisions behind them (prepared, decisions, long2short), for the page's pair browser."""
     prepared = pair_kernel.prepare(scored, cfg.pairs, cfg.judge.scale_max)
     groups, stats = pair_kernel.decide(prepared, cfg.pairs)
     l2s_groups, l2s = pair_kernel.decide(prepared, replace(cfg.pairs, strategy="long2short"))
+    if frames is not None:  # issue 18: the page reuses these decisions instead of making them again
+        frames.update(prepared=prepared, decisions=groups, long2short=l2s_groups)
     marked = prepared.marked
     ok = marked.filter(pl.col("exclusion").cast(pl.String).fill_null("") != "engine_error")
     valid = prepared.valid
@@ -379,8 +386,11 @@ def quality_png(report: dict[str, Any], cfg: RunConfig) -> bytes:
 
 
 # -- the command ---------------------------------------------------------------------------------
-def run_report(run_dir: str, overrides: list[str] | None = None) -> tuple[str, dict[str, Any]]:
-    """`factory report`: report/ in the run directory; returns (markdown, numbers)."""
+def run_report(
+    run_dir: str, overrides: list[str] | None = None, max_pairs: int | None = None
+) -> tuple[str, dict[str, Any]]:
+    """`factory report`: report/ in the run directory (index.html too: factory.commands.page, at most
+    `max_pairs` pairs in its browser); returns (markdown, numbers)."""
     from factory.commands import rebuild
     from factory.graph import RunGraph
 
@@ -389,7 +399,9 @@ def run_report(run_dir: str, overrides: list[str] | None = None) -> tuple[str, d
     prompts = rebuild.stored_prompts(store)
     graph = RunGraph(cfg)
     read = graph.scored(store, prompts, manifest["fingerprints"])
-    report = build_report(read.scored, read.judgments, cfg, graph.judge_counts(read.frames))
+    scored, frames = read.scored, read.frames
+    decided: dict[str, Any] = {}
+    report = build_report(scored, read.judgments, cfg, graph.judge_counts(frames), decided)
     stored = store.read("pairs")
     stored_n = 0 if stored is None else stored.height
     note = None
@@ -405,4 +417,11 @@ def run_report(run_dir: str, overrides: list[str] | None = None) -> tuple[str, d
     store.write_bytes("report/lengths.png", lengths_png(report, cfg))
     store.write_bytes("report/margins.png", margins_png(report, cfg))
     store.write_bytes("report/quality.png", quality_png(report, cfg))
+    # issue 18: the page (report/index.html) from the same numbers and decisions
+    from factory.commands import page
+
+    page.write_page(
+        store, cfg, manifest, scored, prompts=prompts, judgments=frames.get("judge"), report=report, frames=decided,
+        max_pairs=page.MAX_PAIRS if max_pairs is None else max_pairs, note=note,
+    )  # fmt: skip
     return text, numbers

@@ -108,6 +108,22 @@ class Progress:
             self._last = now
         self.stream.flush()
 
+    def pairs_target(self, kept: int, target: int, spend: str = "") -> None:
+        """pairs.target (issue 18): the pairs kept so far against the target and what the run has spent, as
+        a bar of its own under the stage bars on a terminal ("pairs ━━━╸━━ 1200/15000 | 13800 still
+        needed | spent $1.23 of $5.00"), a line in logs ("[pairs] 1200/15000 kept, 13800 still needed | spent
+        $1.23 of $5.00"); `spend` is Budget.total_label() ('' with no price)."""
+        needed = max(target - kept, 0)
+        text = f"{needed} still needed" if needed else "target met"
+        text += f" | {spend}" if spend else ""
+        if self._rich is None:
+            self.say(f"[pairs] {kept}/{target} kept, {text}")
+            return
+        fields = {"count": f"{kept}/{target}", "failed": 0, "speed": text, "extra": ""}
+        if "pairs" not in self._tasks:
+            self._tasks["pairs"] = self._rich.add_task("pairs", total=max(target, 1), **fields)
+        self._rich.update(self._tasks["pairs"], total=max(target, 1), completed=min(kept, target), **fields)
+
     def say(self, text: str) -> None:
         """A message between the bars (or a plain line)."""
         if self._rich is not None:

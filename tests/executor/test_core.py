@@ -207,3 +207,22 @@ def test_a_terminal_gets_a_live_bar_per_stage_with_counts_and_rates():
     text = out.getvalue()
     assert "sample" in text and "12/40 failed 0" in text and "tok/s" in text and "rows/s" in text
     assert "judge" in text and "1/10+ failed 1" in text  # still fed by an upstream stage: "+"
+
+
+def test_a_target_run_shows_the_pairs_it_still_needs_and_its_spend():
+    """pairs.target (issue 18): a bar of its own on a terminal, a line in logs."""
+    out = io.StringIO()
+    progress = Progress(1, stream=out, live=True)
+    sample = StageMetrics("sample", planned=40)
+    sample.first_dispatch = time.monotonic() - 3
+    progress.track(sample)
+    progress.pairs_target(1200, 15000, "spent $0.05 of $1.00")
+    progress.pairs_target(15200, 15000, "spent $0.61 of $1.00")
+    progress.close()
+    text = out.getvalue()
+    assert "pairs" in text and "15000/15000" not in text and "15200/15000" in text and "target met" in text
+    assert "spent $0.61 of $1.00" in text
+    logs = io.StringIO()
+    plain = Progress(1, stream=logs, live=False)
+    plain.pairs_target(1200, 15000, "")
+    assert logs.getvalue() == "[pairs] 1200/15000 kept, 13800 still needed\n"

@@ -1,0 +1,332 @@
+"""The static part of report/index.html (factory.commands.page): the run at a glance, the funnel, the
+report's tables, the judges, the figures and the browsers' controls, as HTML in which every value is
+escaped; `render_html` puts them, the data blob and the inline style and script into one document."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import time
+from typing import Any
+
+import numpy as np
+
+from factory.commands.page_assets import CSS, SCRIPT
+
+
+def _text(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if not np.isfinite(value):
+            return "-"
+        return f"{value:,.{digits}f}" if abs(value) < 1e6 else f"{value:,.0f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_text(v) for v in value) or "-"
+    return str(value)
+
+
+def _table(headers: list[str], rows: list[list[Any]], cls: str = "") -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f'<td class="{"n" if isinstance(v, (int, float)) and not isinstance(v, bool) else ""}">'
+                         f"{html.escape(_text(v))}</td>" for v in row) + "</tr>"
+        for row in rows
+    )  # fmt: skip
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _section(anchor: str, title: str, body: str, note: str = "") -> str:
+    note_html = f'<p class="note">{html.escape(note)}</p>' if note else ""
+    return f'<section id="{anchor}"><h2>{html.escape(title)}</h2>{note_html}{body}</section>'
+
+
+def _rate(n: int, total: int) -> str:
+    return f"{100 * n / total:.1f}%" if total else "-"
+
+
+def funnel(report: dict[str, Any], manifest: dict[str, Any], invalid: list[tuple[str, int]]) -> str:
+    """prompts -> samples -> valid samples -> groups -> candidate pairs -> kept pairs, each step with
+    what it lost and why, as bars scaled to the first step."""
+    pairs = report["pairs"]
+    counts = manifest.get("counts", {})
+    k = (manifest.get("config") or {}).get("sampler", {}).get("k")
+    steps: list[tuple[str, int, list[tuple[str, int]]]] = []
+    if counts.get("prompts_in") is not None:
+        steps.append(("prompt rows in", counts["prompts_in"], []))
+        steps.append(
+            (
+                "valid prompts",
+                counts.get("prompts_valid", 0),
+                invalid or [("invalid", counts.get("prompts_invalid", 0))],
+            )
+        )
+    if counts.get("samples_expected") is not None:
+        steps.append((f"samples asked (x K={k})" if k else "samples asked", counts["samples_expected"], []))
+    stored = pairs["samples_total"]
+    failed = pairs["samples_excluded"].get("engine_error", 0)
+    missing = max(counts.get("samples_expected", stored) - stored, 0)
+    steps.append(("samples stored", stored, [("not stored (stopped, budget)", missing)] if missing else []))
+    reasons = [(r, n) for r, n in pairs["samples_excluded"].items() if n]
+    steps.append(("valid samples", pairs["samples_valid"], reasons))
+    del failed
+    buckets = pairs["groups_by_outcome"]
+    too_few = [
+        (f"fewer_than_2_valid, mostly {c}", n) for c, n in sorted(pairs["groups_too_few_by_reason"].items()) if n
+    ]
+    steps.append(("groups (prompts with samples)", pairs["groups"], []))
+    steps.append(
+        (
+            "groups with >= 2 valid",
+            pairs["groups_candidate"],
+            too_few or [("fewer_than_2_valid", buckets.get("fewer_than_2_valid", 0))],
+        )
+    )
+    steps.append(("candidate pairs", pairs["pairs_candidate"], []))
+    lost = [(o, n) for o, n in pairs["pairs_by_outcome"].items() if o != "kept" and n]
+    steps.append(("kept pairs", pairs["pairs_kept"], lost))
+    groups_lost = [(f"groups {b}", n) for b, n in buckets.items() if b not in ("kept", "fewer_than_2_valid") and n]
+    steps.append(("groups with a kept pair", buckets.get("kept", 0), groups_lost))
+    top = max([n for _, n, _ in steps] + [1])
+    out = ['<div class="funnel">']
+    for name, n, why in steps:
+        width = max(100.0 * n / top, 0.5)
+        lost_html = "".join(f'<span class="lost">{html.escape(r)}: {n_:,}</span>' for r, n_ in why if n_)
+        out.append(
+            f'<div class="step"><div class="label">{html.escape(name)}</div>'
+            f'<div class="bar"><span style="width:{width:.1f}%"></span><b>{n:,}</b></div>'
+            f'<div class="why">{lost_html}</div></div>'
+        )
+    out.append("</div>")
+    return "".join(out)
+
+
+def glance(cfg: Any, manifest: dict[str, Any], report: dict[str, Any], metrics: dict[str, Any] | None) -> str:
+    """Cards of the headline numbers, then config essentials, requests / tokens / spend / time per stage,
+    engine pools, fingerprints and versions."""
+    from factory import config as config_mod
+    from factory.rundir.secrets import redact
+
+    pairs = report["pairs"]
+    spend = manifest.get("spend") or {}
+    timings = manifest.get("timings") or {}
+    requests = manifest.get("requests") or {}
+    cards = [
+        ("pairs kept", _text(pairs["pairs_kept"])),
+        ("prompts", _text((manifest.get("counts") or {}).get("prompts_valid", pairs["groups"]))),
+        ("valid samples", f"{pairs['samples_valid']:,} / {pairs['samples_total']:,}"),
+        ("delta", _text(pairs["delta"], 4)),
+        ("requests (this invocation)", _text(sum(v for v in requests.values() if isinstance(v, int)))),
+        ("tokens in / out", f"{_text(spend.get('prompt_tokens'))} / {_text(spend.get('completion_tokens'))}"),
+        ("spend", "-" if spend.get("usd") is None else f"${spend['usd']:.4f}"),
+        ("wall time", "-" if timings.get("total") is None else f"{timings['total']:.1f} s"),
+    ]
+    out = ['<div class="cards">']
+    out += [
+        f'<div class="card"><div class="v">{html.escape(v)}</div><div class="k">{html.escape(k)}</div></div>'
+        for k, v in cards
+    ]
+    out.append("</div>")
+
+    conf = redact(config_mod.to_dict(cfg))
+    sampler, judge, p = conf["sampler"], conf["judge"], conf["pairs"]
+    rows = [
+        ["prompts", f"{conf['prompts']['path']} (limit {conf['prompts']['limit']})"],
+        ["sampler", f"{sampler['engine']['kind']}:{sampler['engine']['model'] or 'embedded'} x{sampler['engine']['replicas']}"],
+        ["sampling", f"K={sampler['k']}, temperature {sampler['sampling']['temperature']}, top_p {sampler['sampling']['top_p']}, "
+                     f"max_tokens {sampler['sampling']['max_tokens']}, stop {sampler['sampling']['stop']}"],
+        ["judge", f"{judge['engine']['kind']}:{judge['engine']['model'] or 'embedded'}, votes {judge['votes']}, "
+                  f"scale 0..{judge['scale_max']:g}, rubric {judge['rubric_file'] or 'default'}" if cfg.judge.enabled else "off"],
+        ["other judges", ", ".join([f"judges.{n}" for n in conf["judges"]] + [f"reward_models.{n}" for n in conf["reward_models"]]) or "-"],
+        ["pairs", f"{p['strategy']}, pairing {p['pairing']}, w_len {p['w_len']}, w_quality {p['w_quality']}, "
+                  f"drop_ratio {p['drop_ratio']}, min_margin {p['min_margin']}, cap {p['max_pairs_per_group']}"],
+        ["judges of S", f"{', '.join(p['judges'])} (combine {p['combine']}), dedupe {p['dedupe']}"],
+        ["terms", ", ".join(t["name"] for t in pairs["terms"])],
+        ["output", manifest.get("output_dir", cfg.output_dir)],
+    ]  # fmt: skip
+    out.append(_table(["setting", "value"], rows, "kv"))
+
+    stage_metrics = (metrics or {}).get("stages") or {}
+    spend_stages = spend.get("stages") or {}
+    names = list(dict.fromkeys([*stage_metrics, *spend_stages]))
+    if names:
+        stage_rows = []
+        for name in names:
+            m, s = stage_metrics.get(name, {}), spend_stages.get(name, {})
+            latency = m.get("latency_s") or {}
+            stage_rows.append([
+                name, m.get("requests"), m.get("ok"), m.get("failed"), s.get("prompt_tokens", m.get("prompt_tokens")),
+                s.get("completion_tokens", m.get("completion_tokens")), s.get("usd"), m.get("tokens_per_s"),
+                latency.get("p50"), latency.get("p95"), m.get("wall_s"),
+            ])  # fmt: skip
+        out.append("<h3>Stages (last invocation, metrics.json)</h3>")
+        out.append(_table(["stage", "requests", "ok", "failed", "tokens in", "tokens out", "USD", "tok/s",
+                           "latency p50 (s)", "p95 (s)", "wall (s)"], stage_rows))  # fmt: skip
+    out.append('<div class="row"><div>')
+    pools = manifest.get("pools") or (metrics or {}).get("pools") or {}
+    if pools:
+        out.append("<h3>Engine pools</h3>")
+        out.append(_table(["pool", "engine", "replicas", "starts", "restarts", "start (s)"],
+                          [[n, v.get("engine"), v.get("replicas"), v.get("starts"), v.get("restarts"), v.get("start_s")]
+                           for n, v in pools.items()]))  # fmt: skip
+    if timings:
+        out.append("<h3>Wall times (s)</h3>")
+        out.append(_table(list(timings), [[float(v) if isinstance(v, (int, float)) else v for v in timings.values()]]))
+    fps = manifest.get("fingerprints") or {}
+    versions = manifest.get("versions") or {}
+    out.append("</div><div>")
+    out.append("<h3>Fingerprints</h3>")
+    out.append(_table(["stage", "fingerprint"], [[k, v] for k, v in fps.items()], "kv"))
+    out.append("</div><div>")
+    out.append("<h3>Versions</h3>")
+    out.append(_table(["package", "version"], [[k, v] for k, v in versions.items()], "kv"))
+    out.append("</div></div>")
+    return "".join(out)
+
+
+def report_tables(report: dict[str, Any], cfg: Any) -> str:
+    """The tables of `factory report`, from its numbers."""
+    scale = cfg.judge.scale_max
+    out = [_table(["set", "n", f"mean score /{scale:g}", "mean tokens", "max tokens", "mean RT (s)", "max RT (s)"],
+                  [[r["set"], r["n"], r["mean_score"], r["mean_tokens"], r["max_tokens"], r["mean_rt_s"], r["max_rt_s"]]
+                   for r in report["table"]])]  # fmt: skip
+    out.append(f'<p class="note">RT = decoded tokens / {cfg.decode_tokens_per_s:g} tokens/s (decode_tokens_per_s).</p>')
+    pairs = report["pairs"]
+    out.append("<h3>Terms of S</h3>")
+    out.append(_table(["term", "source", "weight", "norm", "direction", "exclude above", "exclude below"],
+                      [[t["name"], t["source"], t["weight"], t["norm"], t["direction"], t["exclude_above"], t["exclude_below"]]
+                       for t in pairs["terms"]]))  # fmt: skip
+    l2s = report["long2short"]
+    out.append("<h3>long2short</h3>")
+    out.append(_table(["mean chosen tokens", "mean rejected tokens", "groups succeeded", "groups", "no sample under limit"],
+                      [[l2s["mean_chosen_tokens"], l2s["mean_rejected_tokens"], l2s["groups_succeeded"], l2s["groups_total"],
+                        f"{l2s['groups_no_short_sample']} (limit {l2s['max_chosen_tokens']} tokens)"]]))  # fmt: skip
+    judged = report["judgments"]
+    rows = [[f"judgment {s}", n, _rate(n, judged["total"])] for s, n in sorted(judged["by_status"].items())]
+    rows += [
+        [f"samples excluded: {r}", n, _rate(n, pairs["samples_total"])] for r, n in pairs["samples_excluded"].items()
+    ]
+    rows += [[f"groups: {b}", n, _rate(n, pairs["groups"])] for b, n in pairs["groups_by_outcome"].items()]
+    rows += [
+        [f"candidate pairs: {o}", n, _rate(n, pairs["pairs_candidate"])] for o, n in pairs["pairs_by_outcome"].items()
+    ]
+    out.append("<h3>Rates</h3>")
+    out.append(_table(["what", "count", "rate"], [r for r in rows if r[1]]))
+    out.append(
+        '<p class="note">Reasons, buckets and outcomes with a count of 0 are left out (report.md lists them).</p>'
+    )
+    return "".join(out)
+
+
+def judges_section(report: dict[str, Any]) -> str:
+    out = []
+    if report.get("judges"):
+        out.append(_table(["judge", "kind", "column", "ok", "failed", "key"],
+                          [[j["stage"], j["kind"], j["column"], j["ok"], j["failed"], j["key"]] for j in report["judges"]]))  # fmt: skip
+    agreement = report["pairs"].get("judge_agreement") or {}
+    if agreement:
+        out.append(
+            '<p class="note">Agreement: the share of groups where both judges pick the same chosen and rejected sample.</p>'
+        )
+        out.append(
+            _table(
+                ["judges", "agreement"], [[k, "-" if v is None else f"{100 * v:.1f}%"] for k, v in agreement.items()]
+            )
+        )
+    if report.get("score_columns"):
+        out.append("<h3>Score columns (mean)</h3>")
+        out.append(_table(["column", "valid", "chosen", "rejected"],
+                          [[r["column"], r["valid"], r["chosen"], r["rejected"]] for r in report["score_columns"]]))  # fmt: skip
+    if report.get("tags"):
+        out.append("<h3>Tags (share of samples)</h3>")
+        out.append(_table(["tag", "valid", "chosen", "rejected"],
+                          [[r["tag"], *("-" if r[s] is None else f"{100 * r[s]:.1f}%" for s in ("valid", "chosen", "rejected"))]
+                           for r in report["tags"]]))  # fmt: skip
+    return "".join(out) or '<p class="note">No judge rows.</p>'
+
+
+def image(title: str, png: bytes) -> str:
+    data = base64.b64encode(png).decode()
+    return f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(title)}</figcaption></figure>'
+
+
+def figure(title: str, svg: str) -> str:
+    return f"<figure>{svg}<figcaption>{html.escape(title)}</figcaption></figure>"
+
+
+def render_html(title: str, sections: list[str], data: dict[str, Any], nav: list[tuple[str, str]]) -> str:
+    """The page: sections (HTML made here, every value escaped) + the data blob + the script."""
+    # "<" never appears raw inside the JSON, so no text can close the script element.
+    blob = json.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
+    links = "".join(f'<a href="#{a}">{html.escape(t)}</a>' for a, t in nav)
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; img-src data:; '
+        "style-src 'unsafe-inline'; script-src 'unsafe-inline'\">"
+        '<link rel="icon" href="data:,">'
+        f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"
+        f"<header><h1>{html.escape(title)}</h1><nav>{links}</nav></header><main>"
+        + "".join(sections)
+        + f'</main><script type="application/json" id="page-data">{blob}</script><script>{SCRIPT}</script></body></html>'
+    )
+
+
+def _browser(kind: str, label: str) -> str:
+    """The controls and the list of one browser; the script fills them."""
+    controls = {
+        "pairs": '<input type="search" id="pairs-search" placeholder="search prompt, answers, reasoning">'
+        '<label>sort <select id="pairs-sort"><option value="margin-desc">margin, largest first</option>'
+        '<option value="margin-asc">margin, smallest first</option><option value="gap-desc">token gap, largest first</option>'
+        '<option value="gap-asc">token gap, smallest first</option><option value="prompt">prompt id</option></select></label>'
+        '<label>strategy <select id="pairs-strategy"></select></label>'
+        '<label>prompt <input id="pairs-prompt" list="prompt-ids" placeholder="prompt_id"></label>',
+        "dropped": '<input type="search" id="dropped-search" placeholder="search text">'
+        '<label>reason <select id="dropped-reason"></select></label>'
+        '<label>prompt <input id="dropped-prompt" list="prompt-ids" placeholder="prompt_id"></label>',
+        "excluded": '<input type="search" id="excluded-search" placeholder="search text">'
+        '<label>reason <select id="excluded-reason"></select></label>'
+        '<label>prompt <input id="excluded-prompt" list="prompt-ids" placeholder="prompt_id"></label>',
+    }[kind]
+    return (
+        f'<div class="controls" id="{kind}-controls">{controls}</div>'
+        f'<p class="count"><span id="{kind}-count" data-n="0"></span> <span id="{kind}-note" class="note"></span></p>'
+        f'<div class="pager" id="{kind}-pager-top"></div><div class="list" id="{kind}-list" aria-label="{html.escape(label)}"></div>'
+        f'<div class="pager" id="{kind}-pager"></div>'
+    )
+
+
+def build_page(
+    cfg: Any,
+    manifest: dict[str, Any],
+    report: dict[str, Any],
+    data: dict[str, Any],
+    figures: list[str],
+    metrics: dict[str, Any] | None = None,
+    invalid: list[tuple[str, int]] | None = None,
+    note: str | None = None,
+) -> str:
+    title = f"factory run: {manifest.get('output_dir') or cfg.output_dir}"
+    warning = f'<p class="warn">{html.escape(note)}</p>' if note else ""
+    generated = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    sections = [
+        _section("glance", "The run at a glance", warning + glance(cfg, manifest, report, metrics),
+                 f"Page written {generated}; pair numbers are the pair kernel's with this report's settings."),
+        _section("funnel", "Funnel", funnel(report, manifest, invalid or []),
+                 "Each step with what it lost and why; bars are scaled to the largest step."),
+        _section("tables", "Samples and pairs", report_tables(report, cfg)),
+        _section("plots", "Plots", '<div class="plots">' + "".join(figures) + "</div>"),
+        _section("judges", "Judges", judges_section(report)),
+        _section("pairs", "Pairs", _browser("pairs", "kept pairs"),
+                 "Chosen (left) and rejected (right); the reasoning is folded. Token gap = rejected - chosen tokens."),
+        _section("dropped", "Groups without a kept pair", _browser("dropped", "dropped groups"),
+                 "Each group's best candidate pair and why it was not kept; groups with fewer than 2 valid samples show their samples."),
+        _section("excluded", "Excluded samples", _browser("excluded", "excluded samples")),
+        '<datalist id="prompt-ids"></datalist>',
+    ]  # fmt: skip
+    nav = [("glance", "at a glance"), ("funnel", "funnel"), ("tables", "tables"), ("plots", "plots"), ("judges", "judges"),
+           ("pairs", "pairs"), ("dropped", "dropped groups"), ("excluded", "excluded samples")]  # fmt: skip
+    return render_html(title, sections, data, nav)
