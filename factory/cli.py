@@ -74,10 +74,13 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from factory.commands import report
+    from factory.commands import page, report
 
     _live_note(args.run_dir, "this report covers the rows stored so far")
-    text, _ = report.run_report(args.run_dir, args.overrides, max_pairs=args.max_pairs)
+    if args.max_pairs is not None and args.max_pairs < 1:
+        raise ConfigError(f"--max-pairs: must be at least 1, got {args.max_pairs}")
+    text, _, inputs = report.run_report(args.run_dir, args.overrides)
+    page.write_page(**inputs, max_pairs=page.MAX_PAIRS if args.max_pairs is None else args.max_pairs)
     print(text)
     return 0
 

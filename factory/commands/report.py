@@ -386,11 +386,9 @@ def quality_png(report: dict[str, Any], cfg: RunConfig) -> bytes:
 
 
 # -- the command ---------------------------------------------------------------------------------
-def run_report(
-    run_dir: str, overrides: list[str] | None = None, max_pairs: int | None = None
-) -> tuple[str, dict[str, Any]]:
-    """`factory report`: report/ in the run directory (index.html too: factory.commands.page, at most
-    `max_pairs` pairs in its browser); returns (markdown, numbers)."""
+def run_report(run_dir: str, overrides: list[str] | None = None) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """`factory report`: report/ in the run directory; returns (markdown, numbers, the page's inputs:
+    factory.commands.page.write_page(**inputs) writes report/index.html from the same numbers)."""
     from factory.commands import rebuild
     from factory.graph import RunGraph
 
@@ -417,11 +415,8 @@ def run_report(
     store.write_bytes("report/lengths.png", lengths_png(report, cfg))
     store.write_bytes("report/margins.png", margins_png(report, cfg))
     store.write_bytes("report/quality.png", quality_png(report, cfg))
-    # issue 18: the page (report/index.html) from the same numbers and decisions
-    from factory.commands import page
-
-    page.write_page(
-        store, cfg, manifest, scored, prompts=prompts, judgments=frames.get("judge"), report=report, frames=decided,
-        max_pairs=page.MAX_PAIRS if max_pairs is None else max_pairs, note=note,
-    )  # fmt: skip
-    return text, numbers
+    page = {
+        "store": store, "cfg": cfg, "manifest": manifest, "scored": scored, "prompts": prompts,
+        "judgments": frames.get("judge"), "report": report, "frames": decided, "note": note,
+    }  # fmt: skip
+    return text, numbers, page
