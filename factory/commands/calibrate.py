@@ -36,7 +36,7 @@ from factory.rundir.schemas import JUDGMENTS
 from factory.stages import judge as judge_stage
 from factory.rundir.store import RunStore
 
-DEFAULT_DATA = Path(__file__).resolve().parent.parent / "conf" / "data" / "calibration.jsonl"
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "conf" / "data" / "calibration.jsonl"
 SIDES = ("better", "worse")  # sample_idx 0 and 1 of each row
 CALIBRATION_FP = "calibration"  # stands in for the sampler fingerprint in the judgment rows
 
