@@ -17,7 +17,7 @@ from factory.engines.base import Request
 from factory.stages import judge
 from tests.fakes import FakeEngine
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 RUBRIC = (CONF / "rubrics" / "default_en.txt").read_text().strip()
 
 
