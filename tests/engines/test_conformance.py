@@ -31,14 +31,6 @@ HAS_VLLM = importlib.util.find_spec("vllm") is not None
 MAX_MODEL_LEN = 512
 
 
-def has_cuda() -> bool:
-    if not HAS_VLLM:
-        return False
-    import torch
-
-    return torch.cuda.is_available()
-
-
 @dataclass
 class Subject:
     """One engine under test and what it promises."""
@@ -104,24 +96,35 @@ def vllm_subject(device: str) -> Subject:
     from factory.engines.vllm import VLLMEngine, scorer_config
     from tests.engines.vllm_model import reward_model, vllm_model
 
+    # On a GPU the generator and the scorer share it: each takes a small share of its memory.
+    share = {"gpu_memory_utilization": 0.25} if device == "cuda" else {}
     engine = VLLMEngine(
-        EngineConfig(kind="vllm", model=str(vllm_model()), device=device, max_model_len=MAX_MODEL_LEN, dtype="bfloat16")
+        EngineConfig(kind="vllm", model=str(vllm_model()), device=device, max_model_len=MAX_MODEL_LEN, dtype="bfloat16",
+                     **share)  # fmt: skip
     )
 
     def make_scorer() -> Any:
         cfg = EngineConfig(kind="vllm", model=str(reward_model()), device=device, max_model_len=MAX_MODEL_LEN,
-                           dtype="float32")  # fmt: skip
+                           dtype="float32", **share)  # fmt: skip
         return VLLMEngine(scorer_config(cfg))
 
     why = "vLLM gives the same text for the same seed only within one batch composition (batched kernels round)"
     return Subject(f"vllm-{device}", engine, same_seed_same_text=why, make_scorer=make_scorer, closers=[engine.close])
 
 
+def vllm_cuda_subject() -> Subject:
+    import torch  # imported here, not at collection: only where vllm (hence torch) is installed
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    return vllm_subject("cuda")
+
+
 BUILD = {
     "llamacpp": llamacpp_subject,
     "openai": openai_subject,
     "vllm": lambda: vllm_subject("cpu"),
-    "vllm-cuda": lambda: vllm_subject("cuda"),
+    "vllm-cuda": vllm_cuda_subject,
 }
 ENGINES = [
     pytest.param("llamacpp", marks=pytest.mark.slow),
@@ -132,7 +135,7 @@ ENGINES = [
     pytest.param(
         "vllm-cuda",
         marks=[pytest.mark.slow, pytest.mark.vllm, pytest.mark.gpu,
-               pytest.mark.skipif(not has_cuda(), reason="needs vllm and a CUDA GPU")],
+               pytest.mark.skipif(not HAS_VLLM, reason="vllm not installed")],
     ),  # fmt: skip
 ]
 
