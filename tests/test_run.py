@@ -1,7 +1,6 @@
 """Preflight, fingerprints and redaction: the checks made before any request (no model, no Ray)."""
 
 import json
-import socket
 from pathlib import Path
 
 import polars as pl
@@ -99,26 +98,6 @@ def local_run(cfg, engine=None, **kw):
     return run(cfg, backend="local", build=lambda _cfg: engine, command="factory run test", **kw)
 
 
-def test_a_second_writer_is_refused_naming_the_holder_and_a_dead_ones_lease_is_taken_over(tmp_path, capsys):
-    from factory.rundir.lease import Lease, LeaseHeld
-    from factory.rundir.store import RunStore
-
-    cfg = synthetic_cfg(tmp_path)
-    store = RunStore(cfg.output_dir)
-    with Lease(store, "factory run other.yaml"):
-        with pytest.raises(LeaseHeld, match=r"being written by 'factory run other.yaml' .*\(pid \d+.*--take-over"):
-            local_run(cfg)
-        assert store.read("samples") is None  # refused before any request
-    # A lease whose pid is gone on this host is stale: taken over, with a line saying so.
-    store.write_json("_lease.json", {"owner": "x", "host": socket.gethostname(), "pid": 2**22 + 7,
-                                     "command": "factory run crashed.yaml", "started_at": 0, "heartbeat_at": 9e18,
-                                     "token": "dead"})  # fmt: skip
-    manifest = local_run(cfg)
-    assert manifest["counts"]["samples_ok"] == 8
-    assert "taking over the stale lease of 'factory run crashed.yaml'" in capsys.readouterr().err
-    assert not store.exists("_lease.json")  # released at the end
-
-
 def test_no_valid_prompt_is_an_error_and_replaces_nothing(tmp_path):
     cfg = synthetic_cfg(tmp_path)
     local_run(cfg)
@@ -167,37 +146,6 @@ def test_an_output_dir_under_a_file_is_one_line_naming_the_key(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ConfigError, match=r"output_dir: cannot write to .*file/run: a file is in the way"):
         open_output(str(tmp_path / "file" / "run"))
-
-
-def test_a_corrupt_part_is_named_then_quarantined_and_only_its_keys_are_asked_again(tmp_path, capsys):
-    from factory.cli import main
-    from factory.rundir.store import RunStore
-    from tests.fakes import FakeEngine
-
-    cfg = synthetic_cfg(tmp_path, 4)
-    local_run(cfg)
-    store = RunStore(cfg.output_dir)
-    (part,) = store.parts("samples")
-    lost = store.read("samples").filter(pl.col("prompt_id") == "p3")
-    # Keep all but p3's samples in a good part; the "corrupt" part holds p3's: garbage bytes.
-    good = store.read("samples").filter(pl.col("prompt_id") != "p3")
-    store.fs.rm(part)
-    store.append("samples", good)
-    store.append("samples", lost)
-    bad = max(store.parts("samples"))  # the later part: p3's
-    store.fs.pipe_file(bad, b"PAR1 this is not a parquet footer")
-    with pytest.raises(Exception, match=r"samples/part-.*\.parquet: not a readable Parquet part.*factory doctor"):
-        local_run(cfg)
-    assert main(["doctor", cfg.output_dir]) == 1
-    out = capsys.readouterr().out
-    assert "1 part(s) quarantined" in out and "_quarantine" in out
-    assert (tmp_path / "run" / "_quarantine" / "samples" / (bad.rsplit("/", 1)[-1] + ".json")).is_file()
-    engine = FakeEngine()
-    manifest = local_run(cfg, engine)
-    asked = sorted(r.tag for r in engine.requests if r.json_schema is None)
-    assert asked == [("p3", 0), ("p3", 1)] and manifest["requests"] == {"sampler": 2, "judge": 2}
-    # The new p3 samples are judged again: a judgment of the lost rows never stands for the new ones.
-    assert main(["doctor", cfg.output_dir]) == 0
 
 
 def test_target_rounds_reuse_one_pool_and_ask_only_for_new_prompts(tmp_path):

@@ -1,8 +1,9 @@
 """The OpenAI-compatible engine against real HTTP servers on loopback.
 
 Retries, Retry-After, timeouts and pacing: a scripted stdlib server (tests/engines/loopback.py) that
-answers 429 / 5xx / slowly on demand. Real generation, JSON schema, context errors and token
-accounting: the llama.cpp server that xllamacpp runs (`LlamaCppEngine(...).base_url`).
+answers 429 / 5xx / slowly on demand. Token accounting against the in-process engine: the llama.cpp server
+that xllamacpp runs (`LlamaCppEngine(...).base_url`). What every engine does (order, JSON schema, stop
+strings, seeds, token counts, a prompt over the context, scores) is in tests/engines/test_conformance.py.
 """
 
 from __future__ import annotations
@@ -225,39 +226,6 @@ def api(llama):
     engine = engine_for(llama.base_url, parallel=2, max_model_len=512, tokenizer="server", model="smollm2")
     yield engine
     engine.close()
-
-
-@pytest.mark.slow
-def test_real_server_k_samples_each_with_its_seed(api):
-    requests = [
-        Request(messages=chat("Name a fruit."), max_tokens=8, temperature=1.0, seed=s, tag=s) for s in (1, 2, 1)
-    ]
-    out = api.generate(requests)
-    assert [c.tag for c in out] == [1, 2, 1]
-    assert all(c.error is None and c.text and 1 <= c.completion_tokens <= 8 and c.prompt_tokens > 0 for c in out)
-    assert out[0].text == out[2].text  # the seed is forwarded: same seed, same sample
-
-
-@pytest.mark.slow
-def test_real_server_json_schema_and_long_prompt_in_one_batch(api):
-    schema = {
-        "type": "object",
-        "properties": {"score": {"type": "integer", "minimum": 0, "maximum": 9}},
-        "required": ["score"],
-    }
-    out = api.generate(
-        [
-            Request(messages=chat("word " * 700), max_tokens=4, tag="long"),
-            Request(messages=chat("Rate 'ok' from 0 to 9 as JSON."), max_tokens=16, json_schema=schema, tag="json"),
-        ]
-    )
-    assert (
-        out[0].error is not None
-        and out[0].error.startswith("prompt has ")
-        and out[0].error.endswith("max_model_len 512")
-    )
-    assert int(out[0].error.split()[2]) > 512 and out[0].attempts == 1
-    assert 0 <= json.loads(out[1].text)["score"] <= 9
 
 
 @pytest.mark.slow

@@ -7,7 +7,6 @@ untrained score head (tests/engines/vllm_model.py): it tests the path, not the q
 from __future__ import annotations
 
 import importlib.util
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -117,19 +116,18 @@ def test_every_sample_is_kept_with_its_own_seed(engine):
 
 
 @real
-def test_long_prompt_is_a_row_error_and_its_batch_goes_on(engine):
+def test_a_prompt_is_measured_with_the_chat_template_and_one_near_the_context_is_answered_within_it(engine):
+    # (A prompt over the context failing only its own request: tests/engines/test_conformance.py.)
     from factory.engines.base import Request
 
     out = engine.generate(
         [
             Request(messages=chat("hello " * 600), max_tokens=8, tag="long"),
-            Request(messages=chat("Hi"), max_tokens=8, tag="ok"),
             Request(messages=chat("word " * 470), max_tokens=64, tag="near"),  # fits, with less room to answer
         ]
     )
     assert out[0].error == f"prompt has {len(engine.prompt_ids(chat('hello ' * 600)))} tokens, max_model_len 512"
-    assert out[1].error is None and out[1].text
-    assert out[2].error is None and out[2].prompt_tokens + out[2].completion_tokens <= 512
+    assert out[1].error is None and out[1].prompt_tokens + out[1].completion_tokens <= 512
 
 
 @real
@@ -144,19 +142,10 @@ def test_seeded_batch_beyond_one_step_token_budget(engine):
 
 
 @real
-def test_stop_strings_end_the_reply_before_them(engine):
+def test_stop_strings_reach_vllms_sampling_params(engine):
+    # (That a stop string ends the reply: tests/engines/test_conformance.py.)
     from factory.engines.base import Request
 
-    def ask(stop):
-        request = Request(messages=chat("Count from 1 to 30."), max_tokens=48, temperature=0.0, seed=1, stop=stop)
-        return engine.generate([request])[0]
-
-    free = ask(None)
-    assert free.finish_reason == "length" and len(free.text) > 20
-    stop = free.text[len(free.text) // 2 :][:4]  # a string from the middle of the greedy reply
-    stopped = ask([stop])
-    assert stopped.finish_reason == "stop" and stop not in stopped.text
-    assert free.text.startswith(stopped.text) and stopped.completion_tokens < free.completion_tokens
     assert engine.sampling_params(Request(messages=[], max_tokens=8, stop=["\n"]), prompt_tokens=20).stop == ["\n"]
 
 
@@ -165,25 +154,6 @@ def test_chat_template_is_applied(engine):
     ids = engine.prompt_ids(chat("Hi"))
     text = engine.tokenizer.decode(ids)
     assert text.startswith("<|im_start|>system") and text.endswith("<|im_start|>assistant\n") and "Hi" in text
-
-
-@real
-def test_json_schema_constrains_the_output(engine):
-    from factory.engines.base import Request
-
-    schema = {
-        "type": "object",
-        "properties": {"score": {"type": "integer", "minimum": 0, "maximum": 9}},
-        "required": ["score"],
-    }
-    out = engine.generate(
-        [
-            Request(messages=chat("Rate 'ok' 0-9 as JSON."), max_tokens=24, seed=s, json_schema=schema, tag=s)
-            for s in range(2)
-        ]
-    )
-    for c in out:
-        assert c.finish_reason == "stop" and isinstance(json.loads(c.text)["score"], int)
 
 
 @real

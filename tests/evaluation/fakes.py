@@ -12,11 +12,11 @@ Judge: 70 for a reply naming customer service, 40 for any other, no score at all
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 
 from factory import config as config_mod
-from factory.engines.base import Completion
+from factory.engines.base import Completion, Request
+from tests.fakes import FakeEngine
 
 PROMPTS = [
     {"id": f"p{i}", "product_info": {"name": f"thing {i}", "link": 3}, "history": [], "question": f"q{i}?",
@@ -25,56 +25,38 @@ PROMPTS = [
 ]  # fmt: skip
 
 
-class EvalEngine:
-    model_name = "fake-eval"
-    supports_json_schema = True
-    concurrent_batches = True
-
-    def __init__(self):
-        self.requests: list = []
-        self.finished = 0
-        self.lock = threading.Lock()
-
-    def _sample(self, request) -> Completion:
-        question = request.messages[-1]["content"]
-        if request.max_tokens >= 64:
-            if "q5?" in question:
-                return Completion(tag=request.tag, text="<think>" + "r " * 64, finish_reason="length",
-                                  prompt_tokens=11, completion_tokens=64, reasoning_tokens=64)  # fmt: skip
-            return Completion(tag=request.tag, text="<think>" + "r " * 20 + "</think>It is on link 3.",
-                              finish_reason="stop", prompt_tokens=11, completion_tokens=30, reasoning_tokens=20)  # fmt: skip
-        answer = "BROKEN" if "q3?" in question else "Ask customer service."
-        return Completion(tag=request.tag, text=f"<think>x</think>{answer}", finish_reason="length",
-                          prompt_tokens=11, completion_tokens=8, reasoning_tokens=2)  # fmt: skip
-
-    def _judge(self, request) -> Completion:
+def eval_reply(request: Request) -> Completion:
+    """A candidate's sample (by its max_tokens) or the judge's verdict (a request with a JSON schema)."""
+    if request.json_schema is not None:
         shown = request.messages[-1]["content"]
         if "BROKEN" in shown:
             text = "no idea"
         else:
             text = json.dumps({"score": 70 if "customer service" in shown else 40, "reason": "r"})
-        return Completion(tag=request.tag, text=text, finish_reason="stop", prompt_tokens=50, completion_tokens=9)
+        return Completion(tag=None, text=text, finish_reason="stop", prompt_tokens=50, completion_tokens=9)
+    question = request.messages[-1]["content"]
+    if request.max_tokens >= 64:
+        if "q5?" in question:
+            return Completion(tag=None, text="<think>" + "r " * 64, finish_reason="length",
+                              prompt_tokens=11, completion_tokens=64, reasoning_tokens=64)  # fmt: skip
+        return Completion(tag=None, text="<think>" + "r " * 20 + "</think>It is on link 3.",
+                          finish_reason="stop", prompt_tokens=11, completion_tokens=30, reasoning_tokens=20)  # fmt: skip
+    answer = "BROKEN" if "q3?" in question else "Ask customer service."
+    return Completion(tag=None, text=f"<think>x</think>{answer}", finish_reason="length",
+                      prompt_tokens=11, completion_tokens=8, reasoning_tokens=2)  # fmt: skip
 
-    def generate(self, requests, on_done=None):
-        with self.lock:
-            self.requests.extend(requests)
-            self.finished += len(requests)
-        out = [self._judge(r) if r.json_schema is not None else self._sample(r) for r in requests]
-        for completion in out if on_done is not None else ():
-            on_done(completion)
-        return out
 
-    def count_tokens(self, texts):
-        return [len(t.split()) for t in texts]
+def eval_engine() -> FakeEngine:
+    """The fake model pair: candidates and judge in one engine, answering in request order."""
+    return FakeEngine(reply=eval_reply, shuffle=False, model_name="fake-eval")
 
-    def close(self):
-        pass
 
-    def sampled(self) -> list:
-        return [r for r in self.requests if r.json_schema is None]
+def sampled(engine: FakeEngine) -> list[Request]:
+    return [r for r in engine.requests if r.json_schema is None]
 
-    def judged(self) -> list:
-        return [r for r in self.requests if r.json_schema is not None]
+
+def judged(engine: FakeEngine) -> list[Request]:
+    return [r for r in engine.requests if r.json_schema is not None]
 
 
 def write_prompts(folder: Path) -> Path:
@@ -104,5 +86,5 @@ def make_eval(folder: Path) -> Path:
 
     folder.mkdir(parents=True, exist_ok=True)
     cfg = eval_config(folder)
-    evaluate(cfg, backend="local", build=lambda _cfg: EvalEngine())
+    evaluate(cfg, backend="local", build=lambda _cfg: eval_engine())
     return folder / "run" / "eval"

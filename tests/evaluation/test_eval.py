@@ -12,7 +12,7 @@ from factory.config import ConfigError
 from factory.evaluation import run as evaluation
 from factory.evaluation.table import difference_text, paired_bootstrap
 from factory.rundir.store import RunStore
-from tests.evaluation.fakes import EvalEngine, eval_config
+from tests.evaluation.fakes import eval_config, eval_engine, sampled
 
 
 def evaluate(cfg, engine):
@@ -21,7 +21,7 @@ def evaluate(cfg, engine):
 
 @pytest.fixture()
 def done(tmp_path):
-    engine = EvalEngine()
+    engine = eval_engine()
     cfg = eval_config(tmp_path)
     result = evaluate(cfg, engine)
     return tmp_path, cfg, engine, result
@@ -104,7 +104,7 @@ def test_a_rerun_makes_no_request_and_a_new_candidate_samples_only_itself(done):
     assert third["manifest"]["requests"] == {
         "sample:long": 0, "sample:short": 0, "sample:mid": 6, "judge:long": 0, "judge:short": 0, "judge:mid": 6,
     }  # fmt: skip
-    assert all(r.max_tokens == 32 for r in engine.sampled()[-6:])
+    assert all(r.max_tokens == 32 for r in sampled(engine)[-6:])
     assert [r["model"] for r in third["rows"]] == ["long", "short", "mid"]
 
 
@@ -113,7 +113,7 @@ def test_answers_of_a_model_served_elsewhere_are_imported_and_judged_without_sam
     lines = [{"id": f"p{i}", "answer": "Ask customer service." if i >= 4 else "On link 3!", "completion_tokens": 12,
               "reasoning_tokens": 4} for i in range(6)] + [{"id": "nope", "answer": "x"}]  # fmt: skip
     answers.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    engine = EvalEngine()
+    engine = eval_engine()
     extra = [f"eval.candidates.student.answers_path={answers}", "eval.baseline=student"]
     result = evaluate(eval_config(tmp_path, *extra), engine)
     requests = result["manifest"]["requests"]
@@ -136,7 +136,7 @@ def test_answers_without_token_counts_are_estimated_and_say_so(tmp_path):
     answers.write_text(
         "".join(json.dumps({"prompt_id": f"p{i}", "text": "<think>abcd</think>abcdefgh"}) + "\n" for i in range(6))
     )
-    result = evaluate(eval_config(tmp_path, f"eval.candidates.file.answers_path={answers}"), EvalEngine())
+    result = evaluate(eval_config(tmp_path, f"eval.candidates.file.answers_path={answers}"), eval_engine())
     row = rows_by_model(result)["file"]
     assert (row["mean_reasoning_tokens"], row["mean_answer_tokens"]) == (1, 2)  # 4 and 8 ASCII characters / 4
     assert any("file: answers from" in n and "estimated from characters" in n for n in result["notes"])
@@ -158,7 +158,7 @@ def test_answers_without_token_counts_are_estimated_and_say_so(tmp_path):
     ],
 )
 def test_preflight_names_the_key(tmp_path, extra, message):
-    engine = EvalEngine()
+    engine = eval_engine()
     with pytest.raises(ConfigError, match=message):
         evaluate(eval_config(tmp_path, *extra), engine)
     assert engine.requests == []
@@ -170,7 +170,7 @@ def test_no_candidate_is_an_error_naming_the_key(tmp_path):
 
     cfg = config_mod.load(None, [f"output_dir={tmp_path}", f"eval.prompts={write_prompts(tmp_path)}"])
     with pytest.raises(ConfigError, match=r"^eval\.candidates: no candidate model; add some"):
-        evaluate(cfg, EvalEngine())
+        evaluate(cfg, eval_engine())
 
 
 def test_an_unknown_baseline_or_candidate_key_is_refused_at_load(tmp_path):

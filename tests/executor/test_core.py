@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import threading
 import time
 import uuid
 
@@ -11,54 +10,23 @@ import polars as pl
 import pytest
 
 from factory.config import EngineConfig, RunConfig, StoreConfig
-from factory.engines.base import Completion, FatalEngineError
+from factory.engines.base import FatalEngineError
 from factory.executor import Executor, FatalRunError
 from factory.executor.core import WorkQueue
 from factory.executor.metrics import StageMetrics, overlap_s
 from factory.executor.progress import Progress, line
 from factory.rundir.store import RunStore
 from tests.executor.echo import EchoStage
+from tests.fakes import FakeEngine, Raise, Twice, tag_reply
 
 
-class CountingEngine:
-    """Answers every request; `fail` maps a key to what happens to it: "raise" (the batch raises once
-    this request is reached), "fatal" (FatalEngineError), "twice" (its completion is handed over twice)."""
-
-    model_name = "counting"
-    supports_json_schema = False
-    concurrent_batches = True
-
-    def __init__(self, fail: dict | None = None, delay: float = 0.0):
-        self.fail = fail or {}
-        self.delay = delay
-        self.sent: list[int] = []
-        self.finished = 0
-        self.lock = threading.Lock()
-
-    def generate(self, requests, on_done=None):
-        out = []
-        for r in requests:
-            mode = self.fail.get(r.tag)
-            if mode == "raise":
-                self.fail.pop(r.tag)  # once
-                raise RuntimeError(f"connection reset at {r.tag}")
-            if mode == "fatal":
-                raise FatalEngineError("HTTP 401: check engine.api_key_env (FACTORY_KEY)")
-            with self.lock:
-                self.sent.append(r.tag)
-                self.finished += 1
-            time.sleep(self.delay)
-            out.append(Completion(tag=r.tag, text=f"ok {r.tag}"))
-            on_done(out[-1])
-            if mode == "twice":
-                on_done(out[-1])
-        return out
-
-    def count_tokens(self, texts):
-        return None
-
-    def close(self):
-        pass
+def counting(script: dict | None = None, latency: float = 0.0) -> FakeEngine:
+    """Answers `ok <key>` in request order, each request handed over as it finishes; `script` gives a key
+    its fate: Raise(...) (the batch raises once this request is reached), Twice() (its completion is handed
+    over twice), a list of those (one per attempt of that key)."""
+    return FakeEngine(
+        script, reply=tag_reply, latency=latency, shuffle=False, model_name="counting", supports_json_schema=False
+    )
 
 
 def engine_cfg(**kw) -> EngineConfig:
@@ -85,32 +53,29 @@ def run_local(stages, engine, run_store=None, **cfg_kw):
 
 
 def test_every_key_is_sent_once_and_stored_once_and_a_rerun_sends_nothing():
-    engine = CountingEngine()
+    engine = counting()
     store, done, _, _ = run_local([EchoStage(engine_cfg(), 10)], engine)
-    assert sorted(engine.sent) == list(range(10))
+    assert sorted(engine.answered) == list(range(10))
     assert sorted(store.read("echo")["key"].to_list()) == list(range(10))
     assert done["echo"].requests == 10 and done["echo"].ok == 10
     _, again, _, builds = run_local([EchoStage(engine_cfg(), 10)], engine, store)
-    assert sorted(engine.sent) == list(range(10)) and again["echo"].requests == 0
+    assert sorted(engine.answered) == list(range(10)) and again["echo"].requests == 0
     assert builds == []  # nothing to do: no engine is even started
 
 
 def test_a_raising_batch_resends_only_its_unfinished_requests():
-    engine = CountingEngine(fail={5: "raise"})
+    engine = counting({5: [Raise(RuntimeError("connection reset at 5")), None]})
     store, done, _, _ = run_local([EchoStage(engine_cfg(batch_size=8), 8)], engine)
     # keys 0-4 finished before the batch raised: never sent again; 5-7 sent on the retry
-    assert sorted(engine.sent) == list(range(8))
+    assert sorted(engine.answered) == list(range(8))
     assert store.read("echo").filter(pl.col("error").is_not_null()).height == 0
     assert done["echo"].retried_calls == 1
 
 
 def test_after_max_retries_the_unfinished_requests_are_stored_failed_with_the_reason():
-    class AlwaysRaises(CountingEngine):
-        def generate(self, requests, on_done=None):
-            on_done(Completion(tag=requests[0].tag, text="ok"))
-            raise RuntimeError("server hung up")
-
-    store, done, _, _ = run_local([EchoStage(engine_cfg(batch_size=3, max_retries=1), 3)], AlwaysRaises())
+    hung_up = Raise(RuntimeError("server hung up"))  # every batch raises after answering its first request
+    always_raises = counting({1: [hung_up, None], 2: hung_up})
+    store, done, _, _ = run_local([EchoStage(engine_cfg(batch_size=3, max_retries=1), 3)], always_raises)
     rows = {r["key"]: r for r in store.read("echo").to_dicts()}
     assert sorted(rows) == [0, 1, 2] and rows[0]["error"] is None
     # key 1 came back on the retry, key 2 never did: failed with the reason and the attempt count
@@ -120,12 +85,12 @@ def test_after_max_retries_the_unfinished_requests_are_stored_failed_with_the_re
 
 
 def test_a_row_given_twice_is_stored_once():
-    store, _, _, _ = run_local([EchoStage(engine_cfg(), 4)], CountingEngine(fail={2: "twice"}))
+    store, _, _, _ = run_local([EchoStage(engine_cfg(), 4)], counting({2: Twice()}))
     assert sorted(store.read("echo")["key"].to_list()) == [0, 1, 2, 3]
 
 
 def test_a_fatal_engine_error_stops_the_run_and_keeps_what_finished():
-    engine = CountingEngine(fail={6: "fatal"})
+    engine = counting({6: Raise(FatalEngineError("HTTP 401: check engine.api_key_env (FACTORY_KEY)"))})
     store = memory_store()
     with pytest.raises(FatalRunError, match="engine.api_key_env"):
         run_local([EchoStage(engine_cfg(batch_size=4), 12)], engine, store)
@@ -135,14 +100,14 @@ def test_a_fatal_engine_error_stops_the_run_and_keeps_what_finished():
 
 
 def test_stages_with_the_same_engine_share_one_pool_and_one_engine():
-    engine = CountingEngine()
+    engine = counting()
     first = EchoStage(engine_cfg(batch_size=2), 6, name="up")
     second = EchoStage(engine_cfg(batch_size=3), 0, name="down", upstream="up")  # batch_size is per stage
     store, done, metrics, builds = run_local([first, second], engine)
     assert len(builds) == 1 and list(metrics["pools"]) == ["up+down"] and metrics["pools"]["up+down"]["starts"] == 1
     assert sorted(store.read("down")["key"].to_list()) == list(range(6))
     other = EchoStage(engine_cfg(batch_size=2, parallel=8), 0, name="down2", upstream="up")
-    _, _, metrics, builds = run_local([EchoStage(engine_cfg(batch_size=2), 6, name="up"), other], CountingEngine())
+    _, _, metrics, builds = run_local([EchoStage(engine_cfg(batch_size=2), 6, name="up"), other], counting())
     assert len(builds) == 2 and sorted(metrics["pools"]) == ["down2", "up"]
 
 
@@ -157,7 +122,7 @@ def test_a_downstream_stage_only_ever_sees_rows_that_are_stored():
             return super().follow(rows)
 
     up = EchoStage(engine_cfg(batch_size=2), 20, name="up")
-    run_local([up, Checking(engine_cfg(batch_size=2), 0, name="down", upstream="up")], CountingEngine(delay=0.01), store)
+    run_local([up, Checking(engine_cfg(batch_size=2), 0, name="down", upstream="up")], counting(latency=0.01), store)
     assert seen_unstored == []
     assert sorted(store.read("down")["key"].to_list()) == list(range(20))
 
@@ -166,7 +131,7 @@ def test_small_flushes_are_merged_into_one_part_at_the_end():
     store = memory_store()
     # flush every 10 ms while 40 slow requests trickle in: many small parts, merged into one at the end
     _, done, metrics, _ = run_local(
-        [EchoStage(engine_cfg(batch_size=1), 40)], CountingEngine(delay=0.005), store, store=StoreConfig(flush_s=0.01)
+        [EchoStage(engine_cfg(batch_size=1), 40)], counting(latency=0.005), store, store=StoreConfig(flush_s=0.01)
     )
     assert done["echo"].parts_written > 5 and metrics["stages"]["echo"]["parts_written"] == done["echo"].parts_written
     assert len(store.parts("echo")) == 1 and store.read("echo").height == 40

@@ -17,16 +17,18 @@ import pytest
 from ray import cloudpickle
 
 from factory.config import ConfigError, EngineConfig, RunConfig
-from factory.engines.base import Completion
 from factory.executor import Executor
 from factory.rundir.store import RunStore
+from tests import fakes as fakes_module
 from tests.executor import echo as echo_module
 from tests.executor.echo import EchoStage
+from tests.fakes import FakeEngine, tag_reply
 
 pytestmark = pytest.mark.slow
 # Ray workers cannot import tests/: these modules travel by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 cloudpickle.register_pickle_by_value(echo_module)
+cloudpickle.register_pickle_by_value(fakes_module)
 
 
 @pytest.fixture(scope="module")
@@ -40,51 +42,35 @@ def ray_gpus():
     ray.shutdown()
 
 
-class ScriptedEngine:
-    """`mode` on the first `times` batches (counted across restarts in a file): die | stall | slow | raise."""
+def misbehave(marker: Path, mode: str, times: int):
+    """A before_batch hook: `mode` on the first `times` batches (counted across restarts in a file): die | stall
+    | raise."""
 
-    model_name = "scripted"
-    supports_json_schema = False
-    concurrent_batches = False
-
-    def __init__(self, marker: str, mode: str, times: int):
-        self.marker, self.mode, self.times = Path(marker), mode, times
-        self.finished = 0
-
-    def _turn(self) -> int:
+    def hook(requests):
         # O_APPEND writes of one byte: the count survives the process that os._exit()s.
-        with open(self.marker, "ab") as f:
+        with open(marker, "ab") as f:
             f.write(b".")
-        return self.marker.stat().st_size
-
-    def generate(self, requests, on_done=None):
-        turn = self._turn()
-        if turn <= self.times:
-            if self.mode == "die":
+        if marker.stat().st_size <= times:
+            if mode == "die":
                 os._exit(1)
-            if self.mode == "stall":
+            if mode == "stall":
                 time.sleep(3600)
-            if self.mode == "raise":
+            if mode == "raise":
                 raise RuntimeError("engine broke")
-        out = []
-        for r in requests:
-            if self.mode == "slow":  # makes progress, slowly: one request every 0.4 s
-                time.sleep(0.4)
-            self.finished += 1
-            out.append(Completion(tag=r.tag, text=f"ok {r.tag}"))
-            if on_done:
-                on_done(out[-1])
-        return out
 
-    def count_tokens(self, texts):
-        return None
+    return hook
 
-    def close(self):
-        pass
+
+def scripted(marker: Path, mode: str, times: int, **kw) -> FakeEngine:
+    """`ok <key>` per request, one batch at a time; `mode` on the first `times` batches, or "slow": progress,
+    slowly (one request every 0.4 s)."""
+    settings = {"reply": tag_reply, "latency": 0.4 if mode == "slow" else 0.0, "shuffle": False,
+                "model_name": "scripted", "supports_json_schema": False, "concurrent_batches": False}  # fmt: skip
+    return FakeEngine(before_batch=misbehave(Path(marker), mode, times), **{**settings, **kw})
 
 
 def builder(marker, mode, times):
-    return lambda cfg: ScriptedEngine(str(marker), mode, times)
+    return lambda cfg: scripted(marker, mode, times)
 
 
 def run_pool(engine_cfg, build, n_rows=4):
@@ -167,15 +153,8 @@ def test_vllm_replicas_get_placement_groups_of_tp_x_pp_gpus(ray_gpus, tmp_path):
         ctx = ray.get_runtime_context()
         info = {"pg": ctx.get_placement_group_id(), "gpus": ray.get_gpu_ids()}
 
-        class Where(ScriptedEngine):
-            def generate(self, requests, on_done=None):
-                time.sleep(1.0)  # slow enough that both replicas are up and busy before the work runs out
-                out = [Completion(tag=r.tag, text=repr(info)) for r in requests]
-                for c in out:
-                    on_done(c)
-                return out
-
-        return Where(str(tmp_path / "m"), "none", 0)
+        # slow enough that both replicas are up and busy before the work runs out
+        return scripted(tmp_path / "m", "none", 0, reply=lambda request: repr(info), latency=1.0)
 
     tp2 = EngineConfig(kind="vllm", model="m", replicas=2, tensor_parallel_size=2, batch_size=1, cpus_per_replica=0.5)
     results, failures, _, _ = run_pool(tp2, where, n_rows=8)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from pathlib import Path
 
 import polars as pl
@@ -20,6 +19,7 @@ from factory.rundir.schemas import JUDGMENTS, SAMPLES
 from factory.stages import judge
 from factory.stages.sample import plan_samples
 from factory.rundir.store import RunStore
+from tests.fakes import FakeEngine
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 RUBRIC_EN = (CONF / "rubrics" / "default_en.txt").read_text().strip()
@@ -28,54 +28,26 @@ FAILURES = ("unparseable", "out_of_range")
 
 
 # -- a judge that can be scripted and counts its requests --------------------------------------------
-class CountingJudge:
-    """Replies `{"score": N, "reason": ...}` with N taken from the answer's `[N]` marker, unless a
-    script for a marker in the request says otherwise (a list: one reply per attempt; an Exception
-    is an engine error). Counts every request; returns completions in reverse order like an async engine."""
+def marked_score(request: Request) -> str:
+    """`{"score": N, "reason": ...}` with N taken from the answer's `[N]` marker (50 without one)."""
+    found = re.search(r"\[(\d+)\]", request.messages[0]["content"])
+    return json.dumps({"score": int(found.group(1)) if found else 50, "reason": "fake"})
 
-    model_name = "counting-judge"
 
-    def __init__(self, script: dict[str, list] | None = None, supports_json_schema: bool = True):
-        self.script = script or {}
-        self.supports_json_schema = supports_json_schema
-        self.requests: list[Request] = []
-        self.calls: dict[str, int] = {}
-        self._lock = threading.Lock()
+def in_prompt(marker: str, request: Request) -> bool:
+    return marker in request.messages[0]["content"]
 
-    def _reply(self, request: Request) -> str | Exception:
-        first = request.messages[0]["content"]
-        for marker, replies in self.script.items():
-            if marker in first:
-                n = self.calls.get(marker, 0)
-                self.calls[marker] = n + 1
-                return replies[min(n, len(replies) - 1)]
-        found = re.search(r"\[(\d+)\]", first)
-        return json.dumps({"score": int(found.group(1)) if found else 50, "reason": "fake"})
 
-    concurrent_batches = True
-    finished = 0
+def counting_judge(script: dict[str, list] | None = None, **kw) -> FakeEngine:
+    """A judge scripted by a marker in the request (a list: one reply per attempt of that marker; an
+    Exception or an error Completion is an engine error), else `marked_score`; counts every request and
+    returns completions in reverse order like an async engine."""
+    return FakeEngine(script, reply=marked_score, match=in_prompt, model_name="counting-judge", **kw)
 
-    def generate(self, requests: list[Request], on_done=None) -> list[Completion]:
-        out = []
-        with self._lock:
-            self.requests.extend(requests)
-            for request in requests:
-                reply = self._reply(request)
-                if isinstance(reply, Exception):
-                    out.append(Completion(tag=request.tag, error=str(reply), attempts=4))
-                else:
-                    tokens = len(reply.split())
-                    out.append(Completion(tag=request.tag, text=reply, finish_reason="stop", completion_tokens=tokens))
-        out.reverse()
-        for completion in out if on_done else ():
-            on_done(completion)
-        return out
 
-    def count_tokens(self, texts: list[str]) -> None:
-        return None
-
-    def close(self) -> None:
-        pass
+def engine_error(message: str) -> Completion:
+    """What an engine returns for a request it gave up on after its own retries."""
+    return Completion(tag=None, error=message, attempts=4)
 
 
 def cfg(**kwargs) -> JudgeConfig:
@@ -359,16 +331,16 @@ def test_judge_batch_passes_the_schema_only_when_the_engine_supports_it():
         (False, True, None),
         (True, False, None),
     ):
-        engine = CountingJudge(supports_json_schema=supports)
+        engine = counting_judge(supports_json_schema=supports)
         judge.judge_batch(engine, plan_rows(), None, cfg(structured=structured), "jfp")
         assert all(r.json_schema == expected for r in engine.requests)
-    engine = CountingJudge()
+    engine = counting_judge()
     judge.judge_batch(engine, plan_rows(), None, cfg(dimensions=True), "jfp")
     assert engine.requests[0].json_schema == judge.judge_schema(100, dimensions=True)
 
 
 def test_judge_batch_uses_the_judge_sampling_params():
-    engine = CountingJudge()
+    engine = counting_judge()
     config = cfg(sampling=SamplingConfig(temperature=0.3, top_p=0.7, max_tokens=77, seed=5))
     rows = plan_rows(config=config)
     judge.judge_batch(engine, rows, None, config, "jfp")
@@ -378,7 +350,7 @@ def test_judge_batch_uses_the_judge_sampling_params():
 
 def test_judge_batch_results_in_plan_order_with_scores():
     rows = plan_rows()
-    out = judge.judge_batch(CountingJudge(), rows, None, cfg(), "jfp")
+    out = judge.judge_batch(counting_judge(), rows, None, cfg(), "jfp")
     assert [(r["prompt_id"], r["sample_idx"]) for r in out] == [(r["prompt_id"], r["sample_idx"]) for r in rows]
     assert [r["score"] for r in out] == [80, 20, 40, 90]
     assert [r["quality"] for r in out] == [0.8, 0.2, 0.4, 0.9]
@@ -391,9 +363,9 @@ def test_reasks_fix_parse_failures_and_every_failure_keeps_its_reason_and_raw():
         "reply p10": ["no idea", '{"score": 75, "reason": "fixed"}'],  # unparseable -> retried_ok
         "reply p11": ["Score: 8/10", "Score: 80/100"],  # out_of_range -> retried_ok
         "reply p20": ["???", "still ???", "nope"],  # unparseable after every re-ask
-        "reply p21": [RuntimeError("HTTP 500")],  # engine error: not re-asked (the engine retried)
+        "reply p21": [engine_error("HTTP 500")],  # engine error: not re-asked (the engine retried)
     }
-    engine = CountingJudge(script)
+    engine = counting_judge(script)
     out = {
         r["prompt_id"] + str(r["sample_idx"]): r
         for r in judge.judge_batch(engine, plan_rows(), None, cfg(max_reasks=2), "jfp")
@@ -417,7 +389,7 @@ def test_reasks_fix_parse_failures_and_every_failure_keeps_its_reason_and_raw():
 
 
 def test_a_reask_shows_the_failed_reply_and_the_reason_with_a_new_seed():
-    engine = CountingJudge({"reply p10": ["Score: 8/10", '{"score": 80}']})
+    engine = counting_judge({"reply p10": ["Score: 8/10", '{"score": 80}']})
     rows = plan_rows()
     judge.judge_batch(engine, rows, None, cfg(), "jfp")
     first, again = [r for r in engine.requests if "reply p10" in r.messages[0]["content"]]
@@ -428,7 +400,7 @@ def test_a_reask_shows_the_failed_reply_and_the_reason_with_a_new_seed():
 
 
 def test_no_reask_when_max_reasks_is_zero():
-    engine = CountingJudge({"reply p10": ["nothing"]})
+    engine = counting_judge({"reply p10": ["nothing"]})
     out = judge.judge_batch(engine, plan_rows(), None, cfg(max_reasks=0), "jfp")
     assert len(engine.requests) == 4
     assert out[0]["parse_status"] == "unparseable" and out[0]["attempts"] == 1
@@ -445,7 +417,7 @@ def test_votes_have_their_own_seeds_and_quality_is_their_mean_with_the_spread():
         "reply p11": ["x"],
         "reply p20": ['{"score": 50}', "x"],
     }
-    engine = CountingJudge(script)
+    engine = counting_judge(script)
     out = judge.judge_batch(engine, rows, None, cfg(votes=3, max_reasks=0), "jfp")
     quality = judge.sample_quality(pl.from_arrow(pa.Table.from_pylist(out, schema=JUDGMENTS))).sort(
         "prompt_id", "sample_idx"
@@ -470,7 +442,7 @@ def test_votes_have_their_own_seeds_and_quality_is_their_mean_with_the_spread():
 def test_spread_reaches_the_pairs_input():
     from factory.stages.judge import with_quality as scored_samples
 
-    out = judge.judge_batch(CountingJudge(), plan_rows(config=cfg(votes=2)), None, cfg(votes=2), "jfp")
+    out = judge.judge_batch(counting_judge(), plan_rows(config=cfg(votes=2)), None, cfg(votes=2), "jfp")
     judgments = pl.from_arrow(pa.Table.from_pylist(out, schema=JUDGMENTS))
     scored = scored_samples(samples_frame(), judgments)
     assert {"quality", "quality_spread", "votes_ok", "votes"} <= set(scored.columns)
@@ -479,7 +451,7 @@ def test_spread_reaches_the_pairs_input():
 
 
 # -- the cache, counted in requests -----------------------------------------------------------------
-def judge_all(store: RunStore, engine: CountingJudge, config: JudgeConfig, rubric: str, samples: pl.DataFrame) -> int:
+def judge_all(store: RunStore, engine: FakeEngine, config: JudgeConfig, rubric: str, samples: pl.DataFrame) -> int:
     """One judge stage over the store, as a run drives it; returns the requests it made."""
     fp = judge.judge_fingerprint(config, engine.model_name, rubric)
     plan = judge.plan_judgments(samples, PROMPTS, store.read("judgments", JUDGMENTS), config, fp, rubric)
@@ -495,7 +467,7 @@ def test_same_rubric_zero_requests_new_rubric_rejudges_all_and_resamples_nothing
     store.append("samples", pa.Table.from_pylist(
         [{**r, "seed": 0, "text": r["answer"], "completion_tokens": 5} for r in samples.to_dicts()], schema=SAMPLES
     ))  # fmt: skip
-    engine = CountingJudge()
+    engine = counting_judge()
     config = cfg()
     assert judge_all(store, engine, config, RUBRIC_EN, samples) == 4  # the 4 judgeable samples
     assert judge_all(store, engine, config, RUBRIC_EN, samples) == 0  # same rubric: nothing
@@ -517,7 +489,7 @@ def test_same_rubric_zero_requests_new_rubric_rejudges_all_and_resamples_nothing
 def test_retry_failed_rejudges_engine_errors_only(tmp_path):
     store = RunStore(f"memory://judge-retry/{tmp_path.name}")
     samples = samples_frame()
-    engine = CountingJudge({"reply p10": [RuntimeError("HTTP 503")], "reply p11": ["garbage"]})
+    engine = counting_judge({"reply p10": [engine_error("HTTP 503")], "reply p11": ["garbage"]})
     assert judge_all(store, engine, cfg(max_reasks=0), RUBRIC_EN, samples) == 4
     assert judge_all(store, engine, cfg(max_reasks=0), RUBRIC_EN, samples) == 0  # stored failures are kept
     engine.script = {}
@@ -644,17 +616,17 @@ def test_tags_come_from_the_judges_last_json_object_with_a_list(text, allowed, t
 
 
 def test_a_judgment_stores_one_typed_score_per_dimension_and_its_tags():
-    class Replies(CountingJudge):
-        def _reply(self, request):
-            return json.dumps({"score": 80, "reason": "ok", "dimensions": {"style": 4, "facts": 2.5, "bad": 99},
-                               "tags": ["short", "rude", "short"]})  # fmt: skip
+    def replies():
+        return FakeEngine(reply=lambda request: json.dumps(
+            {"score": 80, "reason": "ok", "dimensions": {"style": 4, "facts": 2.5, "bad": 99},
+             "tags": ["short", "rude", "short"]}))  # fmt: skip
 
     config = cfg(scale_max=5, dimensions=True, dimension_names=["style", "facts"], tags=True, tag_values=["short", "long"])
-    rows = judge.judge_batch(Replies(), plan_rows(config=cfg(scale_max=5)), None, config, "jfp")
+    rows = judge.judge_batch(replies(), plan_rows(config=cfg(scale_max=5)), None, config, "jfp")
     assert {r["parse_status"] for r in rows} == {"out_of_range"}  # 80 on a 0..5 scale: no tags kept then
     assert all(r["tags"] is None for r in rows)
     config = cfg(scale_max=100, dimensions=True, dimension_names=["style", "facts"], tags=True, tag_values=["short", "long"])
-    rows = judge.judge_batch(Replies(), plan_rows(config=config), None, config, "jfp")
+    rows = judge.judge_batch(replies(), plan_rows(config=config), None, config, "jfp")
     row = rows[0]
     assert row["parse_status"] == "ok" and row["dimensions"] is None
     assert row["dims"] == [{"name": "style", "score": 4.0}, {"name": "facts", "score": 2.5}, {"name": "bad", "score": 99.0}]

@@ -11,11 +11,10 @@ import polars as pl
 import pytest
 
 from factory.config import EngineConfig, RewardModelConfig, RunConfig
-from factory.engines.base import Score
 from factory.rundir.schemas import REWARDS, SAMPLES
 from factory.stages import reward
 from factory.rundir.store import RunStore
-from tests.fakes import FakeEngine, reward_of
+from tests.fakes import LOST, FakeEngine, reward_of
 
 PROMPT = [{"role": "system", "content": "Be a host."}, {"role": "user", "content": "Is link 3 in stock?"}]
 
@@ -71,33 +70,19 @@ def test_a_batch_comes_back_in_request_order_each_row_emitted_and_nothing_lost()
     assert {(r["rm"], r["rm_fp"], r["error"], r["sample_created_at"]) for r in rows} == {("rm", "rfp", None, 1.0)}
     assert engine.scored[0].messages == [*PROMPT, {"role": "assistant", "content": "answer 00"}]
 
-    class Lossy(FakeEngine):
-        def score(self, requests, on_done=None):
-            return super().score(requests[1:], on_done)
-
+    lossy = FakeEngine({("p0", 0, "sfp"): LOST})  # never answers the first request
     with pytest.raises(RuntimeError, match="engine lost 1 score"):
-        reward.reward_batch(Lossy(), requests, None, *stage.batch_args)
+        reward.reward_batch(lossy, requests, None, *stage.batch_args)
 
 
 def test_an_engine_without_the_score_capability_and_a_non_finite_score_are_named():
     stage = stage_for()
     requests = stage.render([{"prompt_id": "p0", "sample_idx": 0, "sampler_fp": "sfp", "answer": "a", "reasoning": ""}])
 
-    class Generator:
-        def generate(self, requests, on_done=None):
-            return []
+    with pytest.raises(TypeError, match=r"reward_models\.rm\.engine: the FakeEngine engine cannot score"):
+        reward.reward_batch(FakeEngine(score=None), requests, None, *stage.batch_args)
 
-    with pytest.raises(TypeError, match=r"reward_models\.rm\.engine: the Generator engine cannot score"):
-        reward.reward_batch(Generator(), requests, None, *stage.batch_args)
-
-    class NaN(FakeEngine):
-        def score(self, requests, on_done=None):
-            out = [Score(tag=r.tag, value=math.nan) for r in requests]
-            for s in out:
-                on_done(s)
-            return out
-
-    (row,) = reward.reward_batch(NaN(), requests, None, *stage.batch_args)
+    (row,) = reward.reward_batch(FakeEngine(score=lambda request: math.nan), requests, None, *stage.batch_args)
     assert row["score"] is None and row["error"] == "the reward model returned no finite score (nan)"
     (failed,) = stage.failed(requests, "failed after 4 attempts: replica died")
     assert (failed["score"], failed["error"], failed["rm_fp"], failed["attempts"]) == (

@@ -4,7 +4,7 @@ from factory import config
 from factory.config import EngineConfig
 from factory.rundir.secrets import redact_url, scrub, scrub_all, secret_values
 
-DEMO = Path(__file__).resolve().parent.parent / "conf" / "demo.yaml"
+DEMO = Path(__file__).resolve().parents[2] / "conf" / "demo.yaml"
 
 
 def test_secret_values_of_a_run_config_cover_both_engines_and_url_credentials(monkeypatch):

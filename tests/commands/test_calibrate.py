@@ -13,48 +13,23 @@ import pytest
 from factory.commands import calibrate
 from factory.cli import main
 from factory.config import JudgeConfig, RunConfig
-from factory.engines.base import Completion, Request
+from factory.engines.base import Request
 from factory.stages import judge
+from tests.fakes import FakeEngine
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 RUBRIC = (CONF / "rubrics" / "default_en.txt").read_text().strip()
 
 
-class ReplyJudge:
-    """Scores a reply by a rule on its text (what a real judge would do with the rubric); counts requests.
-    `rule(reply) -> str` returns the judge's raw output."""
+def reply_judge(rule) -> FakeEngine:
+    """A judge that scores a reply by a rule on its text (what a real judge would do with the rubric); counts
+    requests. `rule(reply) -> str` returns the judge's raw output (an Exception: an engine error)."""
 
-    model_name = "reply-judge"
-    supports_json_schema = True
+    def reply(request: Request):
+        shown = re.search(r"Host reply:\n(.*?)\n\nYour JSON verdict:", request.messages[0]["content"], re.DOTALL)
+        return rule(shown.group(1))
 
-    def __init__(self, rule):
-        self.rule = rule
-        self.requests: list[Request] = []
-
-    concurrent_batches = False
-    finished = 0
-
-    def generate(self, requests: list[Request], on_done=None) -> list[Completion]:
-        self.requests.extend(requests)
-        out = []
-        for request in requests:
-            reply = re.search(
-                r"Host reply:\n(.*?)\n\nYour JSON verdict:", request.messages[0]["content"], re.DOTALL
-            ).group(1)
-            text = self.rule(reply)
-            if isinstance(text, Exception):
-                out.append(Completion(tag=request.tag, error=str(text)))
-            else:
-                out.append(Completion(tag=request.tag, text=text, finish_reason="stop", completion_tokens=7))
-        for completion in out if on_done else ():
-            on_done(completion)
-        return out
-
-    def count_tokens(self, texts):
-        return None
-
-    def close(self):
-        pass
+    return FakeEngine(reply=reply, shuffle=False, model_name="reply-judge", concurrent_batches=False)
 
 
 def test_the_shipped_set_loads_whole():
@@ -120,7 +95,7 @@ def test_agreement_counts_add_up_and_files_are_written(tmp_path):
     special[by_id["cal-03"]["better"]] = '{"score": 10, "reason": "judge got it wrong"}'  # disagree
     special[by_id["cal-04"]["worse"]] = "I cannot decide."  # unparseable after re-asks -> unscored
     special[by_id["cal-05"]["better"]] = RuntimeError("HTTP 500")  # engine error -> unscored
-    engine = ReplyJudge(rule)
+    engine = reply_judge(rule)
     cfg = RunConfig(output_dir=str(tmp_path / "run"))
     summary = calibrate.run_calibration(cfg, out=str(tmp_path / "cal"), engine=engine)
 
@@ -148,7 +123,7 @@ def test_agreement_counts_add_up_and_files_are_written(tmp_path):
 
 
 def test_summary_table_shows_the_figures(tmp_path):
-    engine = ReplyJudge(lambda reply: '{"score": 10, "reason": "same"}')
+    engine = reply_judge(lambda reply: '{"score": 10, "reason": "same"}')
     summary = calibrate.run_calibration(
         RunConfig(), data=str(calibrate.DEFAULT_DATA), out=str(tmp_path), limit=2, engine=engine
     )

@@ -16,7 +16,7 @@ from factory.run import run
 from tests.fakes import FakeEngine
 from tests.synthetic import write_prompts
 
-DEMO = Path(__file__).resolve().parent.parent / "conf" / "demo.yaml"
+DEMO = Path(__file__).resolve().parents[2] / "conf" / "demo.yaml"
 
 
 @pytest.fixture()

@@ -7,7 +7,7 @@ import pytest
 from factory import config
 from factory.config import ConfigError
 
-DEMO = Path(__file__).resolve().parent.parent / "conf" / "demo.yaml"
+DEMO = Path(__file__).resolve().parents[2] / "conf" / "demo.yaml"
 
 
 def test_demo_config_loads_and_resolves_paths_against_its_folder():
