@@ -75,6 +75,11 @@ def versions() -> dict[str, str]:
     return out
 
 
+def prefilter(cfg: RunConfig) -> Any:
+    """The pairs config whose judge-free exclusions the judges' stages apply first (pairs.filter_before_judge)."""
+    return cfg.pairs if cfg.pairs.filter_before_judge else None
+
+
 # -- judges ------------------------------------------------------------------------------------------
 @dataclass
 class JudgeNode:
@@ -139,7 +144,9 @@ class GenRMNode(JudgeNode):
         judge_stage.check_rubric(self.rubric, f"{self.key}.rubric_file")
 
     def make_stage(self, cfg: RunConfig, prompts: pl.DataFrame, fps: dict[str, str]) -> Any:
-        return judge_stage.JudgeStage(cfg, fps, prompts, self.rubric, name=self.stage, judge=self.config)
+        return judge_stage.JudgeStage(
+            cfg, fps, prompts, self.rubric, name=self.stage, judge=self.config, prefilter=prefilter(cfg)
+        )
 
     def per_sample(self, frame: pl.DataFrame) -> list[pl.DataFrame]:
         prefix = "dim_" if self.column == "quality" else f"dim_{self.column.removeprefix('quality_')}_"
@@ -183,7 +190,7 @@ class RewardNode(JudgeNode):
             raise ConfigError(f"{self.key}.route: the {engine.kind} engine serves {', '.join(routes)}, not {self.config.route!r}")
 
     def make_stage(self, cfg: RunConfig, prompts: pl.DataFrame, fps: dict[str, str]) -> Any:
-        return reward_stage.RewardStage(cfg, self.name, fps, prompts, engine=self.engine)
+        return reward_stage.RewardStage(cfg, self.name, fps, prompts, engine=self.engine, prefilter=prefilter(cfg))
 
     def per_sample(self, frame: pl.DataFrame) -> list[pl.DataFrame]:
         return [reward_stage.sample_rewards(frame, self.column)]

@@ -164,6 +164,7 @@ def plan_stage(
     sample = isinstance(stage, SampleStage)
     work = stage.plan(store)  # the stage's own planning: exact from the stored keys
     estimated, notes = _estimated_requests(stage, store, upstream)
+    notes += [stage.note] if getattr(stage, "note", "") else []  # e.g. the samples filtered before judging
     requests = work.height + estimated
     stored = _stored_samples(store, stage.sampler_fp) if sample else _stored_judgments(store, stage.judge_fp)
     prompt_tokens, prompt_how, more = _prompt_tokens(stage, store, work, estimated, upstream, stored)

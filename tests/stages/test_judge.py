@@ -579,6 +579,7 @@ def test_pipeline_judge_cache_counts_requests_end_to_end(tmp_path):
         "judge.max_reasks=0",
         "judge.engine.parallel=1",
         f"judge.rubric_file={rubric}",
+        "pairs.filter_before_judge=false",  # the samples are cut at 8 tokens: judge them anyway
         "progress_interval_s=60",
     ]
     run_cfg = config_mod.load(CONF / "demo.yaml", overrides)

@@ -22,7 +22,7 @@ from typing import Any
 
 import polars as pl
 
-from factory.config import JudgeConfig, RunConfig
+from factory.config import JudgeConfig, PairsConfig, RunConfig
 from factory.engines.base import Completion, Engine, Request
 from factory.rundir.hashing import derive_seed, stable_hash
 from factory.rundir.schemas import JUDGMENTS, SAMPLES, require_columns
@@ -30,7 +30,7 @@ from factory.stages.base import Emit, PromptRows, latest, read_status
 from factory.stages.judge.parse import PARSE_FAILURES, USABLE, parse_judgment, parse_tags
 from factory.stages.judge.read import current_judgments
 from factory.stages.judge.rubric import DIMENSIONS, check_rubric, judge_schema, reask_messages, render_rubric
-from factory.stages.scored import SAMPLE_KEY, judgeable, of_current_samples, plan_usable
+from factory.stages.scored import SAMPLE_KEY, follow_usable, judgeable, of_current_samples, plan_usable
 
 KEY = ("prompt_id", "sample_idx", "sampler_fp", "vote")
 # What planning and resume read of the stored judgments: keys and status, never the text.
@@ -289,9 +289,12 @@ class JudgeStage:
         name: str = "judge",
         upstream: str | None = "sample",
         judge: JudgeConfig | None = None,
+        prefilter: PairsConfig | None = None,
     ):
         """`name`: the stage (and fingerprint) name; `judge`: its config (default cfg.judge). `factory eval`
-        passes a candidate's k and its sample stage as upstream (None for a candidate's imported answers)."""
+        passes a candidate's k and its sample stage as upstream (None for a candidate's imported answers).
+        `prefilter`: only samples that pass these pairs' judge-free exclusions are judged (factory run)."""
+        self.prefilter = prefilter
         check_rubric(rubric)
         self.name, self.upstream = name, upstream
         self.cfg = judge if judge is not None else cfg.judge
@@ -331,17 +334,15 @@ class JudgeStage:
             stored = read_status(store, "judgments", JUDGMENTS, STATUS_COLUMNS, self.prompt_ids, ours)
             return pending_keys(samples, stored, self.cfg.votes, self.judge_fp, self.cfg.retry_failed)
 
-        work, self.note = plan_usable(store, self.prompt_ids, self.sampler_fp, self.k, pending, self.cfg.votes)
+        work, self.note = plan_usable(
+            store, self.prompt_ids, self.sampler_fp, self.k, pending, self.cfg.votes, prefilter=self.prefilter
+        )
         return work
 
     def follow(self, rows: list[dict]) -> list[dict]:
         """Samples just stored -> their judge work (every vote of each usable one)."""
         work = []
-        for row in rows:
-            if row["sampler_fp"] != self.sampler_fp or row["error"] is not None or not (row["answer"] or "").strip():
-                continue
-            if row["prompt_id"] not in self.prompts or row["sample_idx"] >= self.k:
-                continue
+        for row in follow_usable(rows, self.sampler_fp, self.k, self.prompts, self.prefilter):
             for vote in range(self.cfg.votes):
                 work.append({**{k: row[k] for k in SAMPLE_KEY}, "vote": vote, "answer": row["answer"],
                              "reasoning": row["reasoning"], "sample_created_at": row["created_at"]})  # fmt: skip
