@@ -90,7 +90,7 @@ def test_planned_requests_are_the_requests_the_run_then_makes(tmp_path):
     # 17 usable samples; 2 are copies of an earlier sample of their group (pairs.dedupe), found once
     # whole groups are planned: excluded before judging (pairs.filter_before_judge)
     assert rejudge["judge"]["requests"] == made["judge"] == 15
-    assert "2 excluded before judging by the pair filters (duplicate 2)" in rejudge["judge"]["notes"]
+    assert "2 excluded before judging by the pair filters (duplicate 2)" in " ".join(rejudge["judge"]["notes"])
     plan, made = seen["rerun"]
     assert plan["sample"]["requests"] == plan["judge"]["requests"] == 0 and made == {"sampler": 0, "judge": 0}
 
