@@ -7,7 +7,8 @@ checks read it instead of naming conventions:
     graph = RunGraph(cfg)                     # model identities and fingerprints (no request, no Ray)
     graph.fingerprints                        # {"sampler": fp, "judge": fp, "judge_b": fp, "reward_rm": fp}
     [(j.stage, j.key, j.column) for j in graph.judges]
-        -> [("judge", "judge", "quality"), ("judge_b", "judges.b", "quality_b"), ("reward_rm", "reward_models.rm", "reward_rm")]
+        -> [("judge", "judge", "quality"), ("judge_b", "judges.b", "quality_b"), ("reward_rm", "reward_models.rm", "reward_rm"),
+            ("verify_ref", "verifiers.ref", "verify_ref")]   # a verifier makes no request: no stage
     graph.stages(prompts)                     # SampleStage, JudgeStage..., RewardStage... for the executor
     graph.scored(store, prompts, fps)         # samples + every judge's per-sample columns, as stored
 
@@ -32,6 +33,7 @@ from factory.rundir.schemas import JUDGMENTS
 from factory.stages import judge as judge_stage
 from factory.stages import reward as reward_stage
 from factory.stages import sample as sample_stage
+from factory.stages import verifier as verifier_stage
 
 DEFAULT_RUBRIC = Path(__file__).resolve().parent.parent / "conf" / "rubrics" / "default_en.txt"
 NO_JUDGMENTS = pl.from_arrow(JUDGMENTS.empty_table())  # the primary judge's when judge.enabled is false
@@ -88,6 +90,7 @@ class JudgeNode:
 
     kind: ClassVar[str] = ""
     table: ClassVar[str] = ""
+    requests: ClassVar[bool] = True  # false: computed in process when read (no engine, no executor stage)
     stage: str
     key: str
     column: str
@@ -199,8 +202,43 @@ class RewardNode(JudgeNode):
         return pl.col("error").is_null()
 
 
+@dataclass
+class VerifierNode(JudgeNode):
+    """A verifier: `verifiers.<name>` (stage verify_<name>), no table, no engine, no request. Its column is
+    computed from the stored samples and prompts whenever they are read (factory/stages/verifier.py)."""
+
+    kind: ClassVar[str] = "verifier"
+    table: ClassVar[str] = ""
+    requests: ClassVar[bool] = False
+
+    @classmethod
+    def entries(cls, cfg: RunConfig) -> list[JudgeNode]:
+        nodes: list[JudgeNode] = []
+        for name, verifier in cfg.verifiers.items():
+            key, column = f"verifiers.{name}", f"verify_{name}"
+            fp = verifier_stage.verifier_fingerprint(verifier)
+            nodes.append(cls(f"verify_{name}", key, column, verifier, EngineConfig(), fp))
+        return nodes
+
+    def check(self) -> None:
+        verifier_stage.check(self.config, self.key)
+
+    def make_stage(self, cfg: RunConfig, prompts: pl.DataFrame, fps: dict[str, str]) -> Any:
+        return None  # nothing for the executor to run
+
+    def read(self, samples: pl.DataFrame, prompts: pl.DataFrame) -> pl.DataFrame:
+        """Its rows: one verdict per sample."""
+        return verifier_stage.verdicts(samples, prompts, self.config, self.column, self.key)
+
+    def per_sample(self, frame: pl.DataFrame) -> list[pl.DataFrame]:
+        return [frame]
+
+    def usable(self) -> pl.Expr:
+        return pl.col(self.column).is_not_null()
+
+
 # Every judge kind, in graph order. A new kind: a JudgeNode subclass with `entries` and its stage module.
-JUDGE_KINDS: list[Callable[[RunConfig], list[JudgeNode]]] = [GenRMNode.entries, RewardNode.entries]
+JUDGE_KINDS: list[Callable[[RunConfig], list[JudgeNode]]] = [GenRMNode.entries, RewardNode.entries, VerifierNode.entries]
 
 
 # -- the graph --------------------------------------------------------------------------------------
@@ -239,7 +277,12 @@ class RunGraph:
 
     def engines(self) -> list[tuple[str, EngineConfig]]:
         """(config key, engine) of every stage."""
-        return [("sampler.engine", self.cfg.sampler.engine), *((f"{j.key}.engine", j.config.engine) for j in self.judges)]
+        return [("sampler.engine", self.cfg.sampler.engine), *((f"{j.key}.engine", j.config.engine) for j in self.requesting)]
+
+    @property
+    def requesting(self) -> list[JudgeNode]:
+        """The judges that send requests (every kind but the verifiers): the executor's stages."""
+        return [j for j in self.judges if j.requests]
 
     def columns(self) -> dict[str, str]:
         """Every judge column the scored samples will have -> the config key that makes it."""
@@ -247,7 +290,7 @@ class RunGraph:
 
     def request_keys(self) -> list[str]:
         """The keys of manifest `requests`: sampler, then each judge stage."""
-        return ["sampler", *(j.stage for j in self.judges)]
+        return ["sampler", *(j.stage for j in self.requesting)]
 
     def judge(self, stage: str) -> JudgeNode:
         return next(j for j in self.judges if j.stage == stage)
@@ -277,7 +320,7 @@ class RunGraph:
         for column, key in pair_kernel.required(cfg.pairs).items():
             if pair_kernel.is_judge_column(column) and column not in made:
                 have = ", ".join(sorted(made)) or "none"
-                hint = {"q": "define judges.<name>", "r": "define reward_models.<name>", "d": "set judge.dimensions=true and list it in judge.dimension_names"}[column[0]]  # fmt: skip
+                hint = {"q": "define judges.<name>", "r": "define reward_models.<name>", "v": "define verifiers.<name>", "d": "set judge.dimensions=true and list it in judge.dimension_names"}[column[0]]  # fmt: skip
                 hint = "judge.enabled is false" if column == "quality" else hint
                 raise ConfigError(f"{key}: no configured judge makes the column {column!r} ({hint}); judge columns: {have}")
         if not cfg.prompts.path:
@@ -289,7 +332,7 @@ class RunGraph:
         a judge they lack (configured after that run) is left out."""
         fps = self.fingerprints if fps is None else fps
         graph: list = [sample_stage.SampleStage(self.cfg, fps["sampler"], prompts)]
-        return graph + [j.make_stage(self.cfg, prompts, fps) for j in self.judges if j.stage in fps]
+        return graph + [j.make_stage(self.cfg, prompts, fps) for j in self.requesting if j.stage in fps]
 
     def scored(self, store: Any, prompts: pl.DataFrame, fps: dict[str, str] | None = None) -> Scored:
         """Samples with every judge's columns, in the names the pair kernel reads: quality (and score,
@@ -303,6 +346,8 @@ class RunGraph:
         scored = judge_stage.with_quality(samples, judgments)
         parts = [judge_stage.sample_dims(judgments), judge_stage.sample_tags(judgments)]
         for node in self.judges:
+            if not node.requests:  # a verifier: computed from what was just read
+                frames[node.stage] = node.read(samples, prompts)  # type: ignore[attr-defined]
             if node.stage == "judge" or node.stage not in frames:
                 continue
             parts.extend(node.per_sample(frames[node.stage]))
