@@ -145,6 +145,7 @@ class GenRMNode(JudgeNode):
 
     def check(self) -> None:
         judge_stage.check_rubric(self.rubric, f"{self.key}.rubric_file")
+        judge_stage.check_room(self.config, self.key)
 
     def make_stage(self, cfg: RunConfig, prompts: pl.DataFrame, fps: dict[str, str]) -> Any:
         return judge_stage.JudgeStage(

@@ -10,8 +10,9 @@ Output columns: judgments -> see factory.rundir.schemas.JUDGMENTS
     >>> sample_quality(judgments)   # prompt_id, sample_idx, quality, score, quality_spread, votes_ok, votes
 
 Every judgment is a score or a reason: parse_status is one of
-ok | retried_ok (parsed after a re-ask) | unparseable | out_of_range | engine_error,
-and the judge's raw text is kept next to it.
+ok | retried_ok (parsed after a re-ask) | unparseable | out_of_range | missing_dimensions (a
+dimension asked for is absent) | truncated (cut at max_tokens) | engine_error, and the judge's raw
+text is kept next to it; only ok and retried_ok count.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from factory.engines.base import Completion, Engine, Request
 from factory.rundir.hashing import derive_seed, stable_hash
 from factory.rundir.schemas import JUDGMENTS, SAMPLES, require_columns
 from factory.stages.base import Emit, PromptRows, latest, read_status
-from factory.stages.judge.parse import PARSE_FAILURES, USABLE, parse_judgment, parse_tags
+from factory.stages.judge.parse import PARSE_FAILURES, USABLE, missing_dimensions, parse_judgment, parse_tags
 from factory.stages.judge.read import current_judgments
 from factory.stages.judge.rubric import DIMENSIONS, check_rubric, judge_schema, reask_messages, render_rubric
 from factory.stages.scored import SAMPLE_KEY, follow_usable, judgeable, of_current_samples, plan_usable
@@ -215,10 +216,14 @@ def _absorb(current: dict, completion: Completion, round_no: int, row: dict, cfg
         parsed = {"score": None, "status": "engine_error", "reason": completion.error, "dimensions": None}
     else:
         parsed = parse_judgment(completion.text, cfg.scale_max)
+        if cfg.dimensions:
+            parsed = missing_dimensions(parsed, list(cfg.dimension_names))
+        if completion.finish_reason == "length" and parsed["status"] in ("ok", "missing_dimensions"):
+            parsed = {**parsed, "status": "truncated", "reason": "reply cut at judge.sampling.max_tokens"}
+        elif completion.finish_reason == "length" and parsed["status"] in PARSE_FAILURES:
+            parsed["reason"] += " (output cut at judge.sampling.max_tokens)"
         if parsed["status"] == "ok" and round_no > 0:
             parsed["status"] = "retried_ok"
-        if completion.finish_reason == "length" and parsed["status"] in PARSE_FAILURES:
-            parsed["reason"] += " (output cut at judge.sampling.max_tokens)"
     if previous is not None and parsed["status"] not in USABLE:
         parsed["reason"] += f"; after {round_no} re-ask(s), first: {previous['first_reason']}"
     parsed["first_reason"] = previous["first_reason"] if previous else parsed["reason"]
