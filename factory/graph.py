@@ -28,6 +28,8 @@ import polars as pl
 
 from factory.config import ConfigError, EngineConfig, RunConfig
 from factory.engines import kind_of
+from factory.pairs import prejudge
+from factory.pairs.prejudge import Prefilter
 from factory.prompts import read_text
 from factory.rundir.schemas import JUDGMENTS
 from factory.stages import judge as judge_stage
@@ -77,9 +79,21 @@ def versions() -> dict[str, str]:
     return out
 
 
-def prefilter(cfg: RunConfig) -> Any:
-    """The pairs config whose judge-free exclusions the judges' stages apply first (pairs.filter_before_judge)."""
-    return cfg.pairs if cfg.pairs.filter_before_judge else None
+def prefilter(cfg: RunConfig, prompts: pl.DataFrame) -> Prefilter | None:
+    """What the judges' stages filter with first (pairs.filter_before_judge): the pair build's judge-free
+    exclusions, the verifiers' filters among them (their verdicts computed on the samples planned)."""
+    if not cfg.pairs.filter_before_judge:
+        return None
+    wanted = set(prejudge.verifier_columns(cfg.pairs))
+    nodes = [n for n in VerifierNode.entries(cfg) if n.column in wanted]
+
+    def verdicts(samples: pl.DataFrame) -> pl.DataFrame:
+        out = samples.select(*KEYS)
+        for node in nodes:
+            out = out.join(node.read(samples, prompts), on=KEYS, how="left")  # type: ignore[attr-defined]
+        return out
+
+    return Prefilter(cfg.pairs, verdicts if nodes else None)
 
 
 # -- judges ------------------------------------------------------------------------------------------
@@ -149,7 +163,7 @@ class GenRMNode(JudgeNode):
 
     def make_stage(self, cfg: RunConfig, prompts: pl.DataFrame, fps: dict[str, str]) -> Any:
         return judge_stage.JudgeStage(
-            cfg, fps, prompts, self.rubric, name=self.stage, judge=self.config, prefilter=prefilter(cfg)
+            cfg, fps, prompts, self.rubric, name=self.stage, judge=self.config, prefilter=prefilter(cfg, prompts)
         )
 
     def per_sample(self, frame: pl.DataFrame) -> list[pl.DataFrame]:
@@ -194,7 +208,7 @@ class RewardNode(JudgeNode):
             raise ConfigError(f"{self.key}.route: the {engine.kind} engine serves {', '.join(routes)}, not {self.config.route!r}")
 
     def make_stage(self, cfg: RunConfig, prompts: pl.DataFrame, fps: dict[str, str]) -> Any:
-        return reward_stage.RewardStage(cfg, self.name, fps, prompts, engine=self.engine, prefilter=prefilter(cfg))
+        return reward_stage.RewardStage(cfg, self.name, fps, prompts, engine=self.engine, prefilter=prefilter(cfg, prompts))
 
     def per_sample(self, frame: pl.DataFrame) -> list[pl.DataFrame]:
         return [reward_stage.sample_rewards(frame, self.column)]

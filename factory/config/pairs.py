@@ -224,13 +224,15 @@ NOT_JUDGES = ("quality_spread",)
 class SourceSpec:
     """A term source's name pattern and defaults. `scale`: the divisor of norm `scale` ("one": 1,
     "judge": judge.scale_max, None: norm scale is not allowed); `missing`: the exclusion reason of a
-    sample without a value. factory/pairs/terms.py gives each one its polars measurement."""
+    sample without a value; `free`: known without any request (the rules, and verifiers): as a filter it
+    applies before judging. factory/pairs/terms.py gives each one its polars measurement."""
 
     pattern: str
     direction: str
     norm: str
     scale: Optional[str] = None
     missing: Optional[str] = None
+    free: bool = False
 
 
 TERM_SOURCES: dict[str, SourceSpec] = {
@@ -238,7 +240,7 @@ TERM_SOURCES: dict[str, SourceSpec] = {
     "quality": SourceSpec(r"quality(_\w+)?", "higher", "scale", "one", "no_judgment"),
     "dim": SourceSpec(r"dim_\w+", "higher", "scale", "judge", MISSING_DIMENSION),
     "reward": SourceSpec(r"reward_\w+", "higher", "group_minmax", None, "no_judgment"),
-    "verify": SourceSpec(r"verify_\w+", "higher", "scale", "one", "no_judgment"),
+    "verify": SourceSpec(r"verify_\w+", "higher", "scale", "one", "no_judgment", free=True),
     "repetition": SourceSpec("repetition", "lower", "none", "one"),
     "answer_chars": SourceSpec("answer_chars", "lower", "group"),
     "format": SourceSpec("format", "lower", "none", "one"),

@@ -4,12 +4,13 @@ and each point of a sweep) is then made from these numbers.
 
 Exclusion reasons, the first that applies. First those that need no judge (`judge_free`; factory
 run applies them before any judge is asked, factory/pairs/prejudge.py): engine_error, truncated
-(finish_reason "length"), empty_answer, no_token_count, each rule filter term by name (answer_chars,
-format, think, repetition: its raw value above `exclude_above` or below `exclude_below`), duplicate
+(finish_reason "length"), empty_answer, no_token_count, each rule or verifier filter term by name
+(answer_chars, format, think, repetition, verify_*: its raw value above `exclude_above` or below
+`exclude_below`), duplicate
 (pairs.dedupe: among the samples that pass those, the same normalized text as a lower sample_idx of
 the same prompt). Then those a judge decides: no_judgment (a column of pairs.judges or a judge-like
 term is null or NaN), missing_dimension (a dim_* term's column is null while the judges gave a
-score), then each judge filter term by name (quality_*, reward_*, dim_*, verify_* with exclude_*).
+score), then each judge filter term by name (quality_*, reward_*, dim_* with exclude_*).
 
 Memory: the text columns are only read inside streaming polars expressions (rules, duplicate keys),
 so a Parquet scan (`pl.scan_parquet`) is never held in memory with its text: what is collected is
@@ -87,9 +88,9 @@ def _score_columns(terms: list[Term], judges: list[Term]) -> set[str]:
 
 
 def judge_free(term: Term) -> bool:
-    """A term whose value needs no judge (length and the text rules): as a filter it applies before
-    judging."""
-    return term.source.missing is None
+    """A term whose value needs no judge request (length, the text rules, verifiers): as a filter it
+    applies before judging."""
+    return term.source.missing is None or term.source.spec.free
 
 
 def _missing_reasons(terms: list[Term], judges: list[Term]) -> dict[str, list[str]]:

@@ -15,14 +15,16 @@ and the pair build still counts it under the same reason.
               p1         3           duplicate          (same normalized text as sample 0)
 
 The reasons: engine_error, truncated, empty_answer, no_token_count, every filter term whose source
-needs no judge (answer_chars, format, think, repetition with exclude_*), duplicate (among the samples
+needs no judge request (answer_chars, format, think, repetition, verify_<name> with exclude_*; the
+caller adds the verifiers' columns), duplicate (among the samples
 that pass those, within the rows given: the caller passes every stored sample of a group it plans).
 Judge-based terms and pairs.judges play no part here: the build decides them after judging.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import polars as pl
 
@@ -42,14 +44,34 @@ def judge_free_config(cfg: PairsConfig) -> PairsConfig:
     return replace(cfg, terms=[replace(e, weight=0.0) for e in rules], judges=[_PLACEHOLDER], combine="terms", target=None)  # type: ignore[type-var]
 
 
+def verifier_columns(cfg: PairsConfig) -> list[str]:
+    """The verify_<name> columns the judge-free filters read (the caller adds them to the samples)."""
+    terms, _ = resolve(judge_free_config(cfg))
+    return sorted({t.column for t in terms[2:] if t.source.missing is not None})
+
+
 def passing(samples: pl.DataFrame, cfg: PairsConfig) -> pl.DataFrame:
-    """samples (COLUMNS; groups as stored) -> prompt_id, sample_idx, exclusion (null: send it to the
-    judges; else the reason the pair build will count it under)."""
+    """samples (COLUMNS, and verifier_columns(cfg); groups as stored) -> prompt_id, sample_idx,
+    exclusion (null: send it to the judges; else the reason the pair build will count it under)."""
     if not samples.height:
         return pl.DataFrame(schema={"prompt_id": pl.String, "sample_idx": pl.Int64, "exclusion": pl.String})
-    frame = samples.select(*COLUMNS).with_columns(pl.lit(1.0).alias(_PLACEHOLDER))
+    frame = samples.select(*COLUMNS, *verifier_columns(cfg)).with_columns(pl.lit(1.0).alias(_PLACEHOLDER))
     marked = prepare(frame, judge_free_config(cfg)).marked
     return marked.select("prompt_id", pl.col("sample_idx").cast(pl.Int64), pl.col("exclusion").cast(pl.String))
+
+
+@dataclass(eq=False)
+class Prefilter:
+    """What the judges' stages filter with (pairs.filter_before_judge): the pairs config, and how to
+    add the verifiers' columns its filters read (samples -> prompt_id, sample_idx, verify_<name>...)."""
+
+    pairs: PairsConfig
+    verdicts: Callable[[pl.DataFrame], pl.DataFrame] | None = None
+
+    def passing(self, samples: pl.DataFrame) -> pl.DataFrame:
+        if self.verdicts is not None and verifier_columns(self.pairs) and samples.height:
+            samples = samples.join(self.verdicts(samples), on=["prompt_id", "sample_idx"], how="left")
+        return passing(samples, self.pairs)
 
 
 def reasons_note(excluded: pl.DataFrame) -> str:

@@ -26,9 +26,10 @@ from typing import Any
 
 import polars as pl
 
-from factory.config import EngineConfig, PairsConfig, RewardModelConfig, RunConfig
+from factory.config import EngineConfig, RewardModelConfig, RunConfig
 from factory.engines import kind_of
 from factory.engines.base import Engine, Score, Scorer, ScoreRequest
+from factory.pairs.prejudge import Prefilter
 from factory.rundir.hashing import stable_hash
 from factory.rundir.schemas import REWARDS, SAMPLES, require_columns
 from factory.stages.base import Emit, latest, read_status
@@ -172,7 +173,7 @@ class RewardStage:
         *,
         engine: EngineConfig | None = None,
         upstream: str | None = "sample",
-        prefilter: PairsConfig | None = None,
+        prefilter: Prefilter | None = None,
     ):
         """`engine`: the config the pool is built from (run.py passes the engine module's scoring variant,
         e.g. vLLM's pooling runner); default the reward model's own. `prefilter`: only samples that pass

@@ -15,7 +15,6 @@ from typing import Any
 
 import polars as pl
 
-from factory.config import PairsConfig
 from factory.pairs import prejudge
 from factory.rundir.schemas import SAMPLES
 from factory.stages.base import latest, read_status
@@ -66,18 +65,18 @@ def sample_text(store: Any, keys: pl.DataFrame) -> pl.DataFrame:
     return text.select(*TEXT_SCHEMA).cast(TEXT_SCHEMA)  # type: ignore[arg-type]
 
 
-def prefiltered(text: pl.DataFrame, prefilter: PairsConfig | None) -> pl.DataFrame:
+def prefiltered(text: pl.DataFrame, prefilter: prejudge.Prefilter | None) -> pl.DataFrame:
     """The sample keys of `text` (SAMPLE_KEY) with `exclusion`: null when they pass the pair build's
     judge-free exclusions, else its reason. `text`: whole groups (duplicates are decided within them).
     No prefilter: all pass."""
     keys = text.select(SAMPLE_KEY)
     if prefilter is None or not text.height:
         return keys.with_columns(pl.lit(None, pl.String).alias("exclusion"))
-    return keys.join(prejudge.passing(text, prefilter), on=["prompt_id", "sample_idx"], how="left")
+    return keys.join(prefilter.passing(text), on=["prompt_id", "sample_idx"], how="left")
 
 
 def follow_usable(
-    rows: list[dict], sampler_fp: str, k: int, prompts: Any, prefilter: PairsConfig | None = None
+    rows: list[dict], sampler_fp: str, k: int, prompts: Any, prefilter: prejudge.Prefilter | None = None
 ) -> list[dict]:
     """Samples just stored -> those a judge is fed: this sampler's, of these prompts (`prompts`:
     anything `in` works on), sample_idx < k, no engine error, a non-empty answer, and (with
@@ -103,7 +102,7 @@ def plan_usable(
     pending: Callable[[pl.DataFrame], pl.DataFrame],
     per_sample: int = 1,
     verb: str = "judged",
-    prefilter: PairsConfig | None = None,
+    prefilter: prejudge.Prefilter | None = None,
 ) -> tuple[pl.DataFrame, str]:
     """The work of one judge: (work rows, a note on what is not sent).
 

@@ -94,8 +94,13 @@ def test_a_verifier_is_a_judge_of_the_graph_with_no_stage_and_no_request(tmp_pat
     assert scored["verify_short"].to_list() == (words <= 5).cast(pl.Float64).to_list()
     from factory.pairs import prejudge
 
-    free = prejudge.passing(scored, cfg.pairs)["exclusion"].is_null()  # duplicates are decided first
-    assert manifest["pairs"]["samples_excluded"]["verify_short"] == int(((words > 5) & free).sum()) > 0
+    long = manifest["pairs"]["samples_excluded"]["verify_short"]
+    assert long == int((words > 5).sum()) > 0  # a verifier filter is decided before the duplicates
+    # ...and before judging: the judge was asked only about the samples the verifier (and dedupe) let through
+    marked = prejudge.passing(scored, cfg.pairs)
+    assert manifest["requests"]["judge"] == marked.filter(pl.col("exclusion").is_null()).height
+    assert manifest["requests"]["judge"] == 24 - long - manifest["pairs"]["samples_excluded"]["duplicate"]
+    assert manifest["pairs"]["samples_excluded"]["no_judgment"] == 0
 
 
 def test_the_report_lists_the_verifier(tmp_path, capsys):

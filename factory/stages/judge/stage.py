@@ -23,8 +23,9 @@ from typing import Any
 
 import polars as pl
 
-from factory.config import JudgeConfig, PairsConfig, RunConfig
+from factory.config import JudgeConfig, RunConfig
 from factory.engines.base import Completion, Engine, Request
+from factory.pairs.prejudge import Prefilter
 from factory.rundir.hashing import derive_seed, stable_hash
 from factory.rundir.schemas import JUDGMENTS, SAMPLES, require_columns
 from factory.stages.base import Emit, PromptRows, latest, read_status
@@ -294,7 +295,7 @@ class JudgeStage:
         name: str = "judge",
         upstream: str | None = "sample",
         judge: JudgeConfig | None = None,
-        prefilter: PairsConfig | None = None,
+        prefilter: Prefilter | None = None,
     ):
         """`name`: the stage (and fingerprint) name; `judge`: its config (default cfg.judge). `factory eval`
         passes a candidate's k and its sample stage as upstream (None for a candidate's imported answers).
