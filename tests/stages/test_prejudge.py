@@ -90,3 +90,21 @@ def test_factory_plan_shows_the_saving(tmp_path):
     assert unfiltered["requests"] == samples.height and filtered["requests"] == survivors
     saved = samples.height - survivors
     assert any(n.startswith(f"{saved} excluded before judging by the pair filters (answer_chars") for n in filtered["notes"])
+
+
+def test_factory_plan_estimates_future_judge_requests_at_the_observed_pass_share(tmp_path):
+    from factory.commands.plan import plan_stage
+
+    cfg = cfg_of(tmp_path, "run", RULE)
+    local_run(cfg, FakeEngine())
+    store = RunStore(cfg.output_dir)
+    samples = store.read("samples", SAMPLES)
+    share = prejudge.passing(samples, cfg.pairs)["exclusion"].is_null().mean()
+    upstream_requests = 40  # say a growth step will sample 40 more
+    grown = RunGraph(cfg).stages(store.read("prompts"))
+    upstream = {"requests": upstream_requests, "fingerprint": grown[0].sampler_fp, "stage": "sample",
+                "share": (1.0, "assumed"), "_work": store.read("prompts").select("prompt_id"),
+                "answer_tokens": 5.0, "reasoning_tokens": 0.0, "answer_how": "observed"}  # fmt: skip
+    plan = plan_stage(grown[1], store, upstream, None, None)
+    assert plan["requests_estimated"] == round(upstream_requests * share)
+    assert any("passing the pair filters before judging (observed on 24)" in n for n in plan["notes"])
