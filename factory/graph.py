@@ -7,7 +7,8 @@ checks read it instead of naming conventions:
     graph = RunGraph(cfg)                     # model identities and fingerprints (no request, no Ray)
     graph.fingerprints                        # {"sampler": fp, "judge": fp, "judge_b": fp, "reward_rm": fp}
     [(j.stage, j.key, j.column) for j in graph.judges]
-        -> [("judge", "judge", "quality"), ("judge_b", "judges.b", "quality_b"), ("reward_rm", "reward_models.rm", "reward_rm")]
+        -> [("judge", "judge", "quality"), ("judge_b", "judges.b", "quality_b"), ("reward_rm", "reward_models.rm", "reward_rm"),
+            ("verify_ref", "verifiers.ref", "verify_ref")]   # a verifier makes no request: no stage
     graph.stages(prompts)                     # SampleStage, JudgeStage..., RewardStage... for the executor
     graph.scored(store, prompts, fps)         # samples + every judge's per-sample columns, as stored
 
@@ -27,11 +28,14 @@ import polars as pl
 
 from factory.config import ConfigError, EngineConfig, RunConfig
 from factory.engines import kind_of
+from factory.pairs import prejudge
+from factory.pairs.prejudge import Prefilter
 from factory.prompts import read_text
 from factory.rundir.schemas import JUDGMENTS
 from factory.stages import judge as judge_stage
 from factory.stages import reward as reward_stage
 from factory.stages import sample as sample_stage
+from factory.stages import verifier as verifier_stage
 
 DEFAULT_RUBRIC = Path(__file__).resolve().parent.parent / "conf" / "rubrics" / "default_en.txt"
 NO_JUDGMENTS = pl.from_arrow(JUDGMENTS.empty_table())  # the primary judge's when judge.enabled is false
@@ -75,6 +79,23 @@ def versions() -> dict[str, str]:
     return out
 
 
+def prefilter(cfg: RunConfig, prompts: pl.DataFrame) -> Prefilter | None:
+    """What the judges' stages filter with first (pairs.filter_before_judge): the pair build's judge-free
+    exclusions, the verifiers' filters among them (their verdicts computed on the samples planned)."""
+    if not cfg.pairs.filter_before_judge:
+        return None
+    wanted = set(prejudge.verifier_columns(cfg.pairs))
+    nodes = [n for n in VerifierNode.entries(cfg) if n.column in wanted]
+
+    def verdicts(samples: pl.DataFrame) -> pl.DataFrame:
+        out = samples.select(*KEYS)
+        for node in nodes:
+            out = out.join(node.read(samples, prompts), on=KEYS, how="left")  # type: ignore[attr-defined]
+        return out
+
+    return Prefilter(cfg.pairs, verdicts if nodes else None)
+
+
 # -- judges ------------------------------------------------------------------------------------------
 @dataclass
 class JudgeNode:
@@ -83,6 +104,7 @@ class JudgeNode:
 
     kind: ClassVar[str] = ""
     table: ClassVar[str] = ""
+    requests: ClassVar[bool] = True  # false: computed in process when read (no engine, no executor stage)
     stage: str
     key: str
     column: str
@@ -137,9 +159,12 @@ class GenRMNode(JudgeNode):
 
     def check(self) -> None:
         judge_stage.check_rubric(self.rubric, f"{self.key}.rubric_file")
+        judge_stage.check_room(self.config, self.key)
 
     def make_stage(self, cfg: RunConfig, prompts: pl.DataFrame, fps: dict[str, str]) -> Any:
-        return judge_stage.JudgeStage(cfg, fps, prompts, self.rubric, name=self.stage, judge=self.config)
+        return judge_stage.JudgeStage(
+            cfg, fps, prompts, self.rubric, name=self.stage, judge=self.config, prefilter=prefilter(cfg, prompts)
+        )
 
     def per_sample(self, frame: pl.DataFrame) -> list[pl.DataFrame]:
         prefix = "dim_" if self.column == "quality" else f"dim_{self.column.removeprefix('quality_')}_"
@@ -183,7 +208,7 @@ class RewardNode(JudgeNode):
             raise ConfigError(f"{self.key}.route: the {engine.kind} engine serves {', '.join(routes)}, not {self.config.route!r}")
 
     def make_stage(self, cfg: RunConfig, prompts: pl.DataFrame, fps: dict[str, str]) -> Any:
-        return reward_stage.RewardStage(cfg, self.name, fps, prompts, engine=self.engine)
+        return reward_stage.RewardStage(cfg, self.name, fps, prompts, engine=self.engine, prefilter=prefilter(cfg, prompts))
 
     def per_sample(self, frame: pl.DataFrame) -> list[pl.DataFrame]:
         return [reward_stage.sample_rewards(frame, self.column)]
@@ -192,8 +217,43 @@ class RewardNode(JudgeNode):
         return pl.col("error").is_null()
 
 
+@dataclass
+class VerifierNode(JudgeNode):
+    """A verifier: `verifiers.<name>` (stage verify_<name>), no table, no engine, no request. Its column is
+    computed from the stored samples and prompts whenever they are read (factory/stages/verifier.py)."""
+
+    kind: ClassVar[str] = "verifier"
+    table: ClassVar[str] = ""
+    requests: ClassVar[bool] = False
+
+    @classmethod
+    def entries(cls, cfg: RunConfig) -> list[JudgeNode]:
+        nodes: list[JudgeNode] = []
+        for name, verifier in cfg.verifiers.items():
+            key, column = f"verifiers.{name}", f"verify_{name}"
+            fp = verifier_stage.verifier_fingerprint(verifier)
+            nodes.append(cls(f"verify_{name}", key, column, verifier, EngineConfig(), fp))
+        return nodes
+
+    def check(self) -> None:
+        verifier_stage.check(self.config, self.key)
+
+    def make_stage(self, cfg: RunConfig, prompts: pl.DataFrame, fps: dict[str, str]) -> Any:
+        return None  # nothing for the executor to run
+
+    def read(self, samples: pl.DataFrame, prompts: pl.DataFrame) -> pl.DataFrame:
+        """Its rows: one verdict per sample."""
+        return verifier_stage.verdicts(samples, prompts, self.config, self.column, self.key)
+
+    def per_sample(self, frame: pl.DataFrame) -> list[pl.DataFrame]:
+        return [frame]
+
+    def usable(self) -> pl.Expr:
+        return pl.col(self.column).is_not_null()
+
+
 # Every judge kind, in graph order. A new kind: a JudgeNode subclass with `entries` and its stage module.
-JUDGE_KINDS: list[Callable[[RunConfig], list[JudgeNode]]] = [GenRMNode.entries, RewardNode.entries]
+JUDGE_KINDS: list[Callable[[RunConfig], list[JudgeNode]]] = [GenRMNode.entries, RewardNode.entries, VerifierNode.entries]
 
 
 # -- the graph --------------------------------------------------------------------------------------
@@ -232,7 +292,12 @@ class RunGraph:
 
     def engines(self) -> list[tuple[str, EngineConfig]]:
         """(config key, engine) of every stage."""
-        return [("sampler.engine", self.cfg.sampler.engine), *((f"{j.key}.engine", j.config.engine) for j in self.judges)]
+        return [("sampler.engine", self.cfg.sampler.engine), *((f"{j.key}.engine", j.config.engine) for j in self.requesting)]
+
+    @property
+    def requesting(self) -> list[JudgeNode]:
+        """The judges that send requests (every kind but the verifiers): the executor's stages."""
+        return [j for j in self.judges if j.requests]
 
     def columns(self) -> dict[str, str]:
         """Every judge column the scored samples will have -> the config key that makes it."""
@@ -240,7 +305,7 @@ class RunGraph:
 
     def request_keys(self) -> list[str]:
         """The keys of manifest `requests`: sampler, then each judge stage."""
-        return ["sampler", *(j.stage for j in self.judges)]
+        return ["sampler", *(j.stage for j in self.requesting)]
 
     def judge(self, stage: str) -> JudgeNode:
         return next(j for j in self.judges if j.stage == stage)
@@ -270,7 +335,7 @@ class RunGraph:
         for column, key in pair_kernel.required(cfg.pairs).items():
             if pair_kernel.is_judge_column(column) and column not in made:
                 have = ", ".join(sorted(made)) or "none"
-                hint = {"q": "define judges.<name>", "r": "define reward_models.<name>", "d": "set judge.dimensions=true and list it in judge.dimension_names"}[column[0]]  # fmt: skip
+                hint = {"q": "define judges.<name>", "r": "define reward_models.<name>", "v": "define verifiers.<name>", "d": "set judge.dimensions=true and list it in judge.dimension_names"}[column[0]]  # fmt: skip
                 hint = "judge.enabled is false" if column == "quality" else hint
                 raise ConfigError(f"{key}: no configured judge makes the column {column!r} ({hint}); judge columns: {have}")
         if not cfg.prompts.path:
@@ -282,7 +347,7 @@ class RunGraph:
         a judge they lack (configured after that run) is left out."""
         fps = self.fingerprints if fps is None else fps
         graph: list = [sample_stage.SampleStage(self.cfg, fps["sampler"], prompts)]
-        return graph + [j.make_stage(self.cfg, prompts, fps) for j in self.judges if j.stage in fps]
+        return graph + [j.make_stage(self.cfg, prompts, fps) for j in self.requesting if j.stage in fps]
 
     def scored(self, store: Any, prompts: pl.DataFrame, fps: dict[str, str] | None = None) -> Scored:
         """Samples with every judge's columns, in the names the pair kernel reads: quality (and score,
@@ -296,6 +361,8 @@ class RunGraph:
         scored = judge_stage.with_quality(samples, judgments)
         parts = [judge_stage.sample_dims(judgments), judge_stage.sample_tags(judgments)]
         for node in self.judges:
+            if not node.requests:  # a verifier: computed from what was just read
+                frames[node.stage] = node.read(samples, prompts)  # type: ignore[attr-defined]
             if node.stage == "judge" or node.stage not in frames:
                 continue
             parts.extend(node.per_sample(frames[node.stage]))

@@ -151,7 +151,7 @@ def _round(
 
     done = session.run(graph.stages(prompts))
     timings["sample"] = done["sample"].elapsed()
-    for node in graph.judges:
+    for node in graph.requesting:
         timings[node.stage] = done[node.stage].elapsed()
 
     t = time.perf_counter()
@@ -164,7 +164,7 @@ def _round(
         "samples_expected": prompts.height * cfg.sampler.k,
         **outputs.counts,
     }
-    requests = {"sampler": done["sample"].requests, **{j.stage: done[j.stage].requests for j in graph.judges}}
+    requests = {"sampler": done["sample"].requests, **{j.stage: done[j.stage].requests for j in graph.requesting}}
     manifest = Manifest.of_config(
         cfg,
         fingerprints=graph.fingerprints,

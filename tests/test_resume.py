@@ -55,6 +55,7 @@ def overrides(servers, out, *extra):
         "judge.engine.cpus_per_replica=0.5",
         "judge.sampling.max_tokens=24",
         "judge.max_reasks=0",
+        "pairs.filter_before_judge=false",  # the samples are cut at 8 tokens: judge them anyway
         "progress_interval_s=60",
         *extra,
     ]

@@ -68,6 +68,7 @@ def _spread(frame: pl.DataFrame, n: int) -> pl.DataFrame:
 def _stored_samples(store: RunStore, fp: str) -> pl.DataFrame | None:
     cols = [
         "prompt_id",
+        "sample_idx",
         "sampler_fp",
         "error",
         "prompt_tokens",
@@ -103,12 +104,33 @@ def _estimated_requests(stage: Any, store: RunStore, upstream: dict[str, Any] | 
         share, how = usable / up.height, f"observed on {up.height} stored samples"
     else:
         share, how = 1.0, "assumed, no sample stored yet"
-    estimated = round(upstream["requests"] * share * fanout)
+    passing, passing_how = _passing_share(stage, store, up)
+    estimated = round(upstream["requests"] * share * passing * fanout)
     note = (
         f"{estimated} of its requests are estimated: {upstream['requests']} {upstream['stage']} requests x "
-        f"{share:.0%} judgeable ({how}) x {fanout} vote(s)"
+        f"{share:.0%} judgeable ({how}){passing_how} x {fanout} vote(s)"
     )
     return estimated, [note]
+
+
+def _passing_share(stage: Any, store: RunStore, up: pl.DataFrame | None) -> tuple[float, str]:
+    """The share of usable samples that pass the pair filters before judging (pairs.filter_before_judge),
+    observed on the stored samples of at most PASSING_GROUPS prompts; 1 without a prefilter."""
+    prefilter = getattr(stage, "prefilter", None)
+    if prefilter is None or up is None or not up.height:
+        return 1.0, ""
+    from factory.stages.scored import judgeable, prefiltered, sample_text
+
+    ids = _spread(up.select("prompt_id").unique(maintain_order=True), PASSING_GROUPS)
+    keys = up.join(ids, on="prompt_id", how="semi").select("prompt_id", "sample_idx", "sampler_fp")
+    text = judgeable(sample_text(store, keys))
+    if not text.height:
+        return 1.0, ""
+    passed = prefiltered(text, prefilter)["exclusion"].is_null().sum()
+    return passed / text.height, f" x {passed / text.height:.0%} passing the pair filters before judging (observed on {text.height})"
+
+
+PASSING_GROUPS = 500  # prompts whose stored samples' text the pass-share estimate reads
 
 
 def _prompt_tokens(
@@ -164,6 +186,7 @@ def plan_stage(
     sample = isinstance(stage, SampleStage)
     work = stage.plan(store)  # the stage's own planning: exact from the stored keys
     estimated, notes = _estimated_requests(stage, store, upstream)
+    notes += [stage.note] if getattr(stage, "note", "") else []  # e.g. the samples filtered before judging
     requests = work.height + estimated
     stored = _stored_samples(store, stage.sampler_fp) if sample else _stored_judgments(store, stage.judge_fp)
     prompt_tokens, prompt_how, more = _prompt_tokens(stage, store, work, estimated, upstream, stored)

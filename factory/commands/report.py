@@ -39,7 +39,7 @@ from factory.config import RunConfig
 from factory.pairs.terms import NOT_JUDGES
 from factory.stages import judge as judge_stage
 
-SCORE_COLUMNS = r"^(quality_\w+|dim_\w+|reward_\w+)$"
+SCORE_COLUMNS = r"^(quality_\w+|dim_\w+|reward_\w+|verify_\w+)$"
 
 
 
@@ -308,6 +308,7 @@ def judge_rows(cfg: RunConfig, counts: dict[str, dict[str, int]]) -> list[dict[s
     judges = [("judge", "genrm", "quality", "judge")] if cfg.judge.enabled else []
     judges += [(f"judge_{n}", "genrm", f"quality_{n}", f"judges.{n}") for n, j in cfg.judges.items() if j.enabled]
     judges += [(f"reward_{n}", "reward_model", f"reward_{n}", f"reward_models.{n}") for n in cfg.reward_models]
+    judges += [(f"verify_{n}", "verifier", f"verify_{n}", f"verifiers.{n}") for n in cfg.verifiers]  # issue 16
     return [
         {"stage": stage, "kind": kind, "column": column, "key": key, **counts.get(stage, {"ok": 0, "failed": 0})}
         for stage, kind, column, key in judges

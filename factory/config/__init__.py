@@ -6,6 +6,7 @@ wrapped by OmegaConf structured configs.
     base.py      ConfigError, the field helper, range rules, validate (walks the tree, full key names)
     engine.py    engine.* and *.sampling           prompts.py   prompts.*
     judges.py    sampler.*, judge.*, judges.<name>.*, reward_models.<name>.*
+    verifiers.py verifiers.<name>.* (judges that make no request)
     pairs.py     pairs.*, sweep.*, the score terms' vocabulary and checks
     cost.py      cost.*                            eval.py      eval.*
     run.py       RunConfig (every section), ray.*, store.*
@@ -21,11 +22,12 @@ from factory.config.load import check_keys, help_table, load, to_dict
 from factory.config.pairs import COMBINE_MODES, DEDUPE_MODES, PAIR_STRATEGIES, PAIRINGS, PairsConfig, SweepConfig, TermConfig
 from factory.config.prompts import PromptsConfig
 from factory.config.run import RayConfig, RunConfig, StoreConfig
+from factory.config.verifiers import VERIFIER_RULES, VerifierConfig
 
 __all__ = [
     "CANDIDATE_NAME", "COMBINE_MODES", "DEDUPE_MODES", "ENGINE_KINDS", "JUDGE_NAME", "PAIRINGS", "PAIR_STRATEGIES",
     "SCORE_ROUTES", "CandidateConfig", "ConfigError", "CostConfig", "EngineConfig", "EvalConfig", "JudgeConfig",
-    "PairsConfig", "PromptsConfig", "RayConfig", "RewardModelConfig", "RunConfig", "SamplerConfig", "SamplingConfig",
+    "PairsConfig", "PromptsConfig", "RayConfig", "RewardModelConfig", "RunConfig", "VERIFIER_RULES", "VerifierConfig", "SamplerConfig", "SamplingConfig",
     "StageCostConfig", "StoreConfig", "SweepConfig", "TermConfig", "check_keys", "help_table", "load", "to_dict",
     "validate",
 ]  # fmt: skip

@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 from factory.config.base import ConfigError, validate
 from factory.config.eval import CandidateConfig
 from factory.config.judges import JudgeConfig, RewardModelConfig
+from factory.config.verifiers import VerifierConfig
 from factory.config.run import RunConfig
 
 # Keys that hold file paths: a relative path written in a YAML file is taken relative to that file.
@@ -71,7 +72,9 @@ def check_keys(keys: list[str], where: str) -> None:
 
 
 # Mappings of dataclasses: key prefix -> the type of each entry (checked by check_keys).
-_MAPPINGS: dict[str, type] = {"judges": JudgeConfig, "reward_models": RewardModelConfig, "eval.candidates": CandidateConfig}
+_MAPPINGS: dict[str, type] = {
+    "judges": JudgeConfig, "reward_models": RewardModelConfig, "verifiers": VerifierConfig, "eval.candidates": CandidateConfig,
+}  # fmt: skip
 
 
 def _mapping_keys(key: str) -> list[str] | None:

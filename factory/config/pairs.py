@@ -25,7 +25,8 @@ class TermConfig:
 
     source: str = help_(
         "What the term measures: length (completion tokens), quality or quality_<judge> (0..1), dim_<name> "
-        "(rubric dimension, judge scale), reward_<name> (reward-model raw score), repetition (repeated n-gram "
+        "(rubric dimension, judge scale), reward_<name> (reward-model raw score), verify_<name> (a verifier's "
+        "verdict, 0..1), repetition (repeated n-gram "
         "ratio of `field`), answer_chars (answer length in characters), format (1 when the answer breaks "
         "`pattern`), think (1 when the <think> block breaks `require`).",
         "",
@@ -118,6 +119,14 @@ class PairsConfig:
     format: str = help_("conversational (list of messages) or standard (plain strings) for TRL.", "conversational")
     include_reasoning: bool = help_("Put the reasoning (in <think> tags) in chosen/rejected.", True)
     sft: list = help_("SFT exports to write: filter_long, dp_sft.", factory=lambda: ["filter_long", "dp_sft"])
+    # issue 16: filters before judging
+    filter_before_judge: bool = help_(
+        "Apply the exclusions that need no judge (engine error, truncated, empty answer, rule filter terms "
+        "with exclude_*, duplicates) before the judges and reward models: an excluded sample is never sent to "
+        "one (it is still counted under its reason). false: judge every sample (e.g. to study the judge on "
+        "the filtered samples too, or to loosen a filter later without new judge requests).",
+        True,
+    )
 
     def __post_init__(self) -> None:
         def one_of(key: str, value: str, valid: tuple[str, ...]) -> None:
@@ -203,8 +212,10 @@ NORMS = ("group", "global", "group_minmax", "global_minmax", "fixed", "scale", "
 DIRECTIONS = ("higher", "lower")
 # Sample exclusions checked before any term, in this order (the first that applies is counted).
 BASE_REASONS = ("engine_error", "truncated", "empty_answer", "no_token_count", "no_judgment")
+NO_JUDGMENT = "no_judgment"
+MISSING_DIMENSION = "missing_dimension"  # a dim_* term's column is null on a judged sample
 DUPLICATE = "duplicate"
-JUDGE_COLUMN = r"quality(_\w+)?|reward_\w+"
+JUDGE_COLUMN = r"quality(_\w+)?|reward_\w+|verify_\w+"
 # Scored columns that look like a judge's but are not one: the spread of the primary judge's votes.
 NOT_JUDGES = ("quality_spread",)
 
@@ -213,20 +224,23 @@ NOT_JUDGES = ("quality_spread",)
 class SourceSpec:
     """A term source's name pattern and defaults. `scale`: the divisor of norm `scale` ("one": 1,
     "judge": judge.scale_max, None: norm scale is not allowed); `missing`: the exclusion reason of a
-    sample without a value. factory/pairs/terms.py gives each one its polars measurement."""
+    sample without a value; `free`: known without any request (the rules, and verifiers): as a filter it
+    applies before judging. factory/pairs/terms.py gives each one its polars measurement."""
 
     pattern: str
     direction: str
     norm: str
     scale: Optional[str] = None
     missing: Optional[str] = None
+    free: bool = False
 
 
 TERM_SOURCES: dict[str, SourceSpec] = {
     "length": SourceSpec("length", "lower", "group"),
     "quality": SourceSpec(r"quality(_\w+)?", "higher", "scale", "one", "no_judgment"),
-    "dim": SourceSpec(r"dim_\w+", "higher", "scale", "judge", "no_judgment"),
+    "dim": SourceSpec(r"dim_\w+", "higher", "scale", "judge", MISSING_DIMENSION),
     "reward": SourceSpec(r"reward_\w+", "higher", "group_minmax", None, "no_judgment"),
+    "verify": SourceSpec(r"verify_\w+", "higher", "scale", "one", "no_judgment", free=True),
     "repetition": SourceSpec("repetition", "lower", "none", "one"),
     "answer_chars": SourceSpec("answer_chars", "lower", "group"),
     "format": SourceSpec("format", "lower", "none", "one"),
@@ -250,12 +264,12 @@ def check_terms(cfg: PairsConfig) -> None:
     for column in cfg.judges:
         if not re.fullmatch(JUDGE_COLUMN, column) or column in NOT_JUDGES:
             raise ConfigError(
-                f"pairs.judges: {column!r} is not a judge column (quality, quality_<judge>, reward_<name>)"
+                f"pairs.judges: {column!r} is not a judge column (quality, quality_<judge>, reward_<name>, verify_<name>)"
             )
     if len(set(cfg.judges)) != len(cfg.judges):
         raise ConfigError(f"pairs.judges: {cfg.judges} names a judge twice")
     taken = {"length": "pairs.w_len", "quality": "pairs.w_quality", DUPLICATE: "pairs.dedupe"}
-    taken |= {reason: "a built-in exclusion reason" for reason in BASE_REASONS}
+    taken |= {reason: "a built-in exclusion reason" for reason in (*BASE_REASONS, MISSING_DIMENSION)}
     for i, entry in enumerate(cfg.terms):
         key = f"pairs.terms[{i}]"
         _check_entry(entry, key)
@@ -268,7 +282,7 @@ def check_terms(cfg: PairsConfig) -> None:
 def _check_entry(entry: TermConfig, key: str) -> None:
     name = source_name(entry.source)
     if name is None:
-        valid = "length, quality, quality_<judge>, dim_<name>, reward_<name>, repetition, answer_chars, format, think"
+        valid = "length, quality, quality_<judge>, dim_<name>, reward_<name>, verify_<name>, repetition, answer_chars, format, think"
         raise ConfigError(f"{key}.source: {entry.source!r} is not a term source ({valid})")
     source = TERM_SOURCES[name]
     norm = entry.norm or source.norm

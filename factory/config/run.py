@@ -12,6 +12,7 @@ from factory.config.eval import EvalConfig
 from factory.config.judges import JUDGE_NAME, JudgeConfig, RewardModelConfig, SamplerConfig
 from factory.config.pairs import PairsConfig, SweepConfig
 from factory.config.prompts import PromptsConfig
+from factory.config.verifiers import VerifierConfig
 
 
 @dataclass
@@ -71,6 +72,18 @@ class RunConfig:
             "item_key": ".<name>.",
         },
     )
+    verifiers: Dict[str, VerifierConfig] = field(
+        default_factory=dict,
+        metadata={
+            "help": "Judges that make no request (issue 16): name -> {rule, column, ...}, e.g. "
+            "verifiers.ref.rule=reference verifiers.ref.column=reference_answer. Each scores every sample by rule "
+            "against its prompt's columns, computed when the samples are read (nothing stored, nothing cached); its "
+            "verdict is the scored column verify_<name> (0..1) for pairs.terms, pairs.judges and the report; "
+            "fields: verifiers.<name>.*",
+            "item": VerifierConfig,
+            "item_key": ".<name>.",
+        },
+    )
     pairs: PairsConfig = help_("Pair building.", factory=PairsConfig)
     sweep: SweepConfig = help_("The w_len x drop_ratio grid of `factory sweep`.", factory=SweepConfig)
     ray: RayConfig = help_("Where the work runs.", factory=RayConfig)
@@ -94,7 +107,8 @@ class RunConfig:
 
 def check_names(c: Any, p: str) -> None:
     """Names of `judges` and `reward_models` (they become stage and column names), and every entry's keys."""
-    for mapping, item, column in (("judges", JudgeConfig, "quality"), ("reward_models", RewardModelConfig, "reward")):
+    for mapping, item, column in (("judges", JudgeConfig, "quality"), ("reward_models", RewardModelConfig, "reward"),
+                                  ("verifiers", VerifierConfig, "verify")):  # fmt: skip
         for name in getattr(c, mapping).keys():
             if not re.fullmatch(JUDGE_NAME, str(name)):
                 raise ConfigError(f"{p}{mapping}.{name}: a name is letters, digits and _ (it names {column}_<name>)")

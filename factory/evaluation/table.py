@@ -31,21 +31,10 @@ import numpy as np
 import polars as pl
 
 from factory.config import RunConfig
+from factory.evaluation.referral import agrees, answerable_flags, refers
 from factory.stages.judge import PARSE_FAILURES
 
 CHUNK = 250  # bootstrap resamples per block (bounded memory with many prompts)
-
-
-def answerable_flags(values: pl.Series) -> pl.Series:
-    """true/false from bools or text (true/yes/1, false/no/0); anything else null."""
-    text = values.cast(pl.String).str.strip_chars().str.to_lowercase()
-    return (
-        pl.select(
-            pl.when(text.is_in(["true", "yes", "1"])).then(True).when(text.is_in(["false", "no", "0"])).then(False)
-        )
-        .to_series()
-        .alias("answerable")
-    )
 
 
 def per_sample(scored: pl.DataFrame, prompts: pl.DataFrame, cfg: RunConfig) -> pl.DataFrame:
@@ -61,7 +50,6 @@ def per_sample(scored: pl.DataFrame, prompts: pl.DataFrame, cfg: RunConfig) -> p
         labels = labels.with_columns(answerable_flags(prompts[column]))
     else:
         labels = labels.with_columns(pl.lit(None, pl.Boolean).alias("answerable"))
-    pattern = "(?i)" + "|".join(f"(?:{p})" for p in e.referral_patterns) if e.referral_patterns else None
     ok = pl.col("error").is_null()
     empty = ok & (pl.col("answer").fill_null("").str.strip_chars().str.len_chars() == 0)
     frame = scored.join(labels, on="prompt_id", how="left").with_columns(empty.alias("empty"))
@@ -72,12 +60,9 @@ def per_sample(scored: pl.DataFrame, prompts: pl.DataFrame, cfg: RunConfig) -> p
         .otherwise(pl.col("score")).alias("eval_score"),
         pl.when(ok).then(pl.col("completion_tokens") / cfg.decode_tokens_per_s).alias("rt_s"),
         pl.when(ok).then(pl.col("finish_reason") == "length").alias("truncated"),
-        pl.when(ok).then(
-            pl.col("answer").fill_null("").str.contains(pattern) if pattern else pl.lit(False)
-        ).alias("refers"),
+        pl.when(ok).then(refers(pl.col("answer"), list(e.referral_patterns))).alias("refers"),
     ).with_columns(
-        pl.when(ok & pl.col("answerable").is_not_null())
-        .then(pl.col("answerable") != pl.col("refers")).alias("agrees")
+        pl.when(ok).then(agrees(pl.col("answerable"), pl.col("refers"))).alias("agrees")
     )  # fmt: skip
 
 

@@ -72,7 +72,7 @@ class PairBuild:
 
 def is_judge_column(column: str) -> bool:
     """A column some judge makes (quality[_<judge>], reward_<name>, dim_<name>), not a rule's or the sample's."""
-    return bool(re.fullmatch(r"quality(_\w+)?|reward_\w+|dim_\w+", column)) and column not in NOT_JUDGES
+    return bool(re.fullmatch(r"quality(_\w+)?|reward_\w+|dim_\w+|verify_\w+", column)) and column not in NOT_JUDGES
 
 
 def required(cfg: PairsConfig) -> dict[str, str]:

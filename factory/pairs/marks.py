@@ -2,11 +2,15 @@
 sample's normalized term values. Done once per build; every decision (weights, threshold, pairing,
 and each point of a sweep) is then made from these numbers.
 
-Exclusion reasons, the first that applies: engine_error, truncated (finish_reason "length"),
-empty_answer, no_token_count, no_judgment (a column of pairs.judges or a judge-like term is null or NaN), then
-each filter term by name (its raw value above `exclude_above` or below `exclude_below`), then
-duplicate (pairs.dedupe: among the samples otherwise valid, the same normalized text as a lower
-sample_idx of the same prompt).
+Exclusion reasons, the first that applies. First those that need no judge (`judge_free`; factory
+run applies them before any judge is asked, factory/pairs/prejudge.py): engine_error, truncated
+(finish_reason "length"), empty_answer, no_token_count, each rule or verifier filter term by name
+(answer_chars, format, think, repetition, verify_*: its raw value above `exclude_above` or below
+`exclude_below`), duplicate
+(pairs.dedupe: among the samples that pass those, the same normalized text as a lower sample_idx of
+the same prompt). Then those a judge decides: no_judgment (a column of pairs.judges or a judge-like
+term is null or NaN), missing_dimension (a dim_* term's column is null while the judges gave a
+score), then each judge filter term by name (quality_*, reward_*, dim_* with exclude_*).
 
 Memory: the text columns are only read inside streaming polars expressions (rules, duplicate keys),
 so a Parquet scan (`pl.scan_parquet`) is never held in memory with its text: what is collected is
@@ -24,7 +28,7 @@ import polars as pl
 from factory.config import ConfigError, PairsConfig
 from factory.pairs import rules
 from factory.pairs.segments import segments
-from factory.pairs.terms import BASE_REASONS, DUPLICATE, Term, normalize, required_columns, resolve
+from factory.pairs.terms import BASE_REASONS, DUPLICATE, NO_JUDGMENT, Term, normalize, required_columns, resolve
 
 _GROUP_MIX = np.uint64(0x9E3779B97F4A7C15)  # odd multipliers: fold the group (and sample_idx) into the text key
 _SAMPLE_MIX = np.uint64(0xC2B2AE3D27D4EB4F)
@@ -83,37 +87,69 @@ def _score_columns(terms: list[Term], judges: list[Term]) -> set[str]:
     return {j.column for j in judges} | {t.column for t in terms if t.name != "quality" and t.source.missing}
 
 
-def _exclusion(terms: list[Term], judges: list[Term], reasons: tuple[str, ...]) -> pl.Expr:
-    def missing(column: str) -> pl.Expr:
-        return pl.col(column).is_null() | pl.col(column).is_nan()
+def judge_free(term: Term) -> bool:
+    """A term whose value needs no judge request (length, the text rules, verifiers): as a filter it
+    applies before judging."""
+    return term.source.missing is None or term.source.spec.free
 
-    # The columns the build reads (pairs.judges and judge-like terms; quality by default): a sample
-    # without one of them is unjudged. The quality column alone is not read when no judge names it.
-    unjudged = pl.lit(False)
+
+def _missing_reasons(terms: list[Term], judges: list[Term]) -> dict[str, list[str]]:
+    """Exclusion reason -> the score columns whose null value means it: no_judgment for the judges
+    and judge-like terms, the source's own reason (missing_dimension) for the others."""
+    by_reason: dict[str, list[str]] = {}
     for column in sorted(_score_columns(terms, judges)):
-        unjudged |= missing(column)
-    chain = (
-        pl.when(pl.col("_engine_error"))
-        .then(pl.lit("engine_error"))
-        .when(pl.col("_truncated"))
-        .then(pl.lit("truncated"))
-        .when(~pl.col("_has_answer"))
-        .then(pl.lit("empty_answer"))
-        .when(pl.col("completion_tokens").is_null())
-        .then(pl.lit("no_token_count"))
-        .when(unjudged)
-        .then(pl.lit("no_judgment"))
-    )
+        source = next((t.source for t in [*judges, *terms] if t.column == column), None)
+        reason = source.missing if source is not None and column not in {j.column for j in judges} else NO_JUDGMENT
+        by_reason.setdefault(reason or NO_JUDGMENT, []).append(column)
+    return dict(sorted(by_reason.items(), key=lambda item: item[0] != NO_JUDGMENT))
+
+
+def _filters(chain: pl.Expr | None, terms: list[Term], free: bool) -> pl.Expr | None:
+    """`chain` continued with the filter terms that need no judge (free) or need one."""
     for i, term in enumerate(terms):
-        if term.is_filter:
+        if term.is_filter and judge_free(term) == free:
             raw = pl.col(value_column(i, term))
             broken = pl.lit(False)
             if term.exclude_above is not None:
                 broken |= raw > term.exclude_above
             if term.exclude_below is not None:
                 broken |= raw < term.exclude_below
-            chain = chain.when(broken).then(pl.lit(term.name))
-    return chain.otherwise(None).cast(pl.Enum(reasons))
+            chain = (pl.when(broken) if chain is None else chain.when(broken)).then(pl.lit(term.name))  # type: ignore[attr-defined]
+    return chain
+
+
+def _exclusion(terms: list[Term], judges: list[Term], reasons: tuple[str, ...], judged: bool) -> pl.Expr:
+    """The first reason that applies among those that need no judge (judged false) or those a judge
+    decides (judged true); null when none does. Duplicates are marked in between (_mark_duplicates)."""
+
+    def missing(column: str) -> pl.Expr:
+        return pl.col(column).is_null() | pl.col(column).is_nan()
+
+    if not judged:
+        chain = (
+            pl.when(pl.col("_engine_error"))
+            .then(pl.lit("engine_error"))
+            .when(pl.col("_truncated"))
+            .then(pl.lit("truncated"))
+            .when(~pl.col("_has_answer"))
+            .then(pl.lit("empty_answer"))
+            .when(pl.col("completion_tokens").is_null())
+            .then(pl.lit("no_token_count"))
+        )
+        chain = _filters(chain, terms, free=True)
+    else:
+        # The columns the build reads (pairs.judges and judge-like terms; quality by default): a sample
+        # without one of them is unjudged. The quality column alone is not read when no judge names it.
+        chain = None
+        for reason, columns in _missing_reasons(terms, judges).items():
+            absent = pl.lit(False)
+            for column in columns:
+                absent |= missing(column)
+            chain = (pl.when(absent) if chain is None else chain.when(absent)).then(pl.lit(reason))  # type: ignore[attr-defined]
+        chain = _filters(chain, terms, free=False)
+    if chain is None:
+        return pl.lit(None, pl.Enum(reasons))
+    return chain.otherwise(None).cast(pl.Enum(reasons))  # type: ignore[attr-defined]
 
 
 def _group_keys(marked: pl.DataFrame) -> pl.DataFrame:
@@ -191,7 +227,8 @@ def prepare(scored: pl.LazyFrame | pl.DataFrame, cfg: PairsConfig, scale_max: fl
     key_from = rules.key_columns(cfg.dedupe, cfg.include_reasoning)
     check_columns(names, terms, judges, key_from)
     filters = tuple(t.name for t in terms if t.is_filter)
-    reasons = BASE_REASONS + filters + ((DUPLICATE,) if key_from else ())
+    missing = tuple(r for r in _missing_reasons(terms, judges) if r not in BASE_REASONS)
+    reasons = BASE_REASONS + missing + filters + ((DUPLICATE,) if key_from else ())
     rule_values = {i: t.value.alias(f"raw_{i}") for i, t in enumerate(terms) if value_column(i, t) == f"raw_{i}"}
     batched = [i for i, t in enumerate(terms) if t.column == "repetition"]  # Python batches
     repeated = {terms[i].entry.field for i in batched}  # type: ignore[union-attr]
@@ -234,12 +271,14 @@ def prepare(scored: pl.LazyFrame | pl.DataFrame, cfg: PairsConfig, scale_max: fl
         raise RuntimeError("pairs: the two passes over the scored samples came back in different orders")
     slim = (
         slim.drop("_row", strict=False)
-        .with_columns(_exclusion(terms, judges, reasons).alias("exclusion"))
+        .with_columns(_exclusion(terms, judges, reasons, judged=False).alias("exclusion"))
         .drop("_engine_error", "_truncated", "_has_answer")
     )
     marked = _group_keys(slim)
-    if key_from:
+    if key_from:  # among the samples that pass the judge-free rules: decidable before judging
         marked = _mark_duplicates(marked, reasons)
+    judged = _exclusion(terms, judges, reasons, judged=True)
+    marked = marked.with_columns(pl.coalesce(pl.col("exclusion"), judged).alias("exclusion"))
     valid = marked.filter(pl.col("exclusion").is_null()).drop("exclusion")
     starts, counts = segments(valid["gid"])
     judge_values = np.stack(

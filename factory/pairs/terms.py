@@ -10,6 +10,7 @@ is better:
     quality[_<j>]     a judge's quality column (0..1)                scale (1)       higher
     dim_<name>        a rubric dimension, on the judge's scale      scale (scale_max) higher
     reward_<name>     a reward model's raw score (unbounded)         group_minmax    higher
+    verify_<name>     a verifier's verdict (0..1, factory/stages/verifier.py) scale (1)  higher
     repetition        repeated n-gram ratio of answer or reasoning   none            lower
     answer_chars      answer length in characters                    group           lower
     format            1 when the answer breaks the regex rule        none            lower
@@ -39,6 +40,8 @@ import polars as pl
 from factory.config.pairs import (  # noqa: F401 (re-exported: the kernel's vocabulary)
     BASE_REASONS,
     DUPLICATE,
+    MISSING_DIMENSION,
+    NO_JUDGMENT,
     NOT_JUDGES,
     TERM_SOURCES,
     SourceSpec,
@@ -93,6 +96,7 @@ _MEASURES: dict[str, tuple] = {
     "quality": (_column, _own),
     "dim": (_column, _own),
     "reward": (_column, _own),
+    "verify": (_column, _own),
     "repetition": (lambda e, n: rules.repetition(e.field, e.n, e.unit), lambda e, n: (e.field,)),  # type: ignore[union-attr]
     "answer_chars": (lambda e, n: rules.answer_chars(), lambda e, n: ("answer",)),
     "format": (lambda e, n: rules.format_violation(e.pattern, e.require), lambda e, n: ("answer",)),  # type: ignore[union-attr]

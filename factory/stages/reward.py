@@ -29,10 +29,11 @@ import polars as pl
 from factory.config import EngineConfig, RewardModelConfig, RunConfig
 from factory.engines import kind_of
 from factory.engines.base import Engine, Score, Scorer, ScoreRequest
+from factory.pairs.prejudge import Prefilter
 from factory.rundir.hashing import stable_hash
 from factory.rundir.schemas import REWARDS, SAMPLES, require_columns
 from factory.stages.base import Emit, latest, read_status
-from factory.stages.scored import of_current_samples, plan_usable
+from factory.stages.scored import follow_usable, of_current_samples, plan_usable
 
 KEY = ("prompt_id", "sample_idx", "sampler_fp")
 # What planning and resume read of the stored rewards: keys and status only.
@@ -172,9 +173,12 @@ class RewardStage:
         *,
         engine: EngineConfig | None = None,
         upstream: str | None = "sample",
+        prefilter: Prefilter | None = None,
     ):
         """`engine`: the config the pool is built from (run.py passes the engine module's scoring variant,
-        e.g. vLLM's pooling runner); default the reward model's own."""
+        e.g. vLLM's pooling runner); default the reward model's own. `prefilter`: only samples that pass
+        these pairs' judge-free exclusions are scored."""
+        self.prefilter = prefilter
         require_columns(prompts, ("prompt_id", "messages"), "reward")
         self.rm_name, self.cfg = name, cfg.reward_models[name]
         self.name, self.upstream = f"reward_{name}", upstream
@@ -213,7 +217,9 @@ class RewardStage:
             stored = read_status(store, "rewards", REWARDS, STATUS_COLUMNS, self.prompt_ids, ours)
             return pending_keys(samples, stored, self.rm_fp, self.cfg.retry_failed)
 
-        work, self.note = plan_usable(store, self.prompt_ids, self.sampler_fp, self.k, pending, verb="scored")
+        work, self.note = plan_usable(
+            store, self.prompt_ids, self.sampler_fp, self.k, pending, verb="scored", prefilter=self.prefilter
+        )
         return work
 
     def follow(self, rows: list[dict]) -> list[dict]:
@@ -221,9 +227,7 @@ class RewardStage:
         return [
             {**{k: row[k] for k in KEY}, "answer": row["answer"], "reasoning": row["reasoning"],
              "sample_created_at": row["created_at"]}
-            for row in rows
-            if row["sampler_fp"] == self.sampler_fp and row["error"] is None and (row["answer"] or "").strip()
-            and row["prompt_id"] in self._messages and row["sample_idx"] < self.k
+            for row in follow_usable(rows, self.sampler_fp, self.k, self._messages, self.prefilter)
         ]  # fmt: skip
 
     def render(self, work: list[dict]) -> list[dict]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import polars as pl
 
+from factory.pairs import prejudge
 from factory.rundir.schemas import SAMPLES
 from factory.stages.base import latest, read_status
 from factory.stages.sample import STATUS_COLUMNS as SAMPLE_STATUS
@@ -44,19 +45,53 @@ def of_current_samples(judgments: pl.DataFrame, samples: pl.DataFrame) -> pl.Dat
     )
 
 
+TEXT_SCHEMA = {
+    "prompt_id": pl.String, "sample_idx": pl.Int64, "sampler_fp": pl.String, "answer": pl.String,
+    "reasoning": pl.String, "error": pl.String, "created_at": pl.Float64, "completion_tokens": pl.Int64,
+    "finish_reason": pl.String,
+}  # fmt: skip
+
+
 def sample_text(store: Any, keys: pl.DataFrame) -> pl.DataFrame:
-    """answer, reasoning (and error) of the sample keys given, read part by part (bounded memory)."""
-    columns = ["prompt_id", "sample_idx", "sampler_fp", "answer", "reasoning", "error", "created_at"]
+    """answer, reasoning, error (and what the judge-free filters read: completion_tokens,
+    finish_reason) of the sample keys given, read part by part (bounded memory)."""
     found = [
         pl.from_arrow(part).join(keys, on=["prompt_id", "sample_idx", "sampler_fp"], how="semi")
-        for part in store.iter_batches("samples", columns, SAMPLES)
+        for part in store.iter_batches("samples", list(TEXT_SCHEMA), SAMPLES)
     ] if keys.height else []  # fmt: skip
     if not found:
-        return pl.DataFrame(schema={"prompt_id": pl.String, "sample_idx": pl.Int64, "sampler_fp": pl.String,
-                                    "answer": pl.String, "reasoning": pl.String, "error": pl.String,
-                                    "created_at": pl.Float64})  # fmt: skip
+        return pl.DataFrame(schema=TEXT_SCHEMA)
     text = latest(pl.concat(found), SAMPLE_KEY)  # type: ignore[arg-type]
-    return text.select(*SAMPLE_KEY, "answer", "reasoning", "error", "created_at")
+    return text.select(*TEXT_SCHEMA).cast(TEXT_SCHEMA)  # type: ignore[arg-type]
+
+
+def prefiltered(text: pl.DataFrame, prefilter: prejudge.Prefilter | None) -> pl.DataFrame:
+    """The sample keys of `text` (SAMPLE_KEY) with `exclusion`: null when they pass the pair build's
+    judge-free exclusions, else its reason. `text`: whole groups (duplicates are decided within them).
+    No prefilter: all pass."""
+    keys = text.select(SAMPLE_KEY)
+    if prefilter is None or not text.height:
+        return keys.with_columns(pl.lit(None, pl.String).alias("exclusion"))
+    return keys.join(prefilter.passing(text), on=["prompt_id", "sample_idx"], how="left")
+
+
+def follow_usable(
+    rows: list[dict], sampler_fp: str, k: int, prompts: Any, prefilter: prejudge.Prefilter | None = None
+) -> list[dict]:
+    """Samples just stored -> those a judge is fed: this sampler's, of these prompts (`prompts`:
+    anything `in` works on), sample_idx < k, no engine error, a non-empty answer, and (with
+    `prefilter`) passing the judge-free exclusions; duplicates among the rows given."""
+    mine = [
+        row for row in rows
+        if row["sampler_fp"] == sampler_fp and row["error"] is None and (row["answer"] or "").strip()
+        and row["prompt_id"] in prompts and row["sample_idx"] < k
+    ]  # fmt: skip
+    if prefilter is None or not mine:
+        return mine
+    frame = pl.DataFrame([{c: row.get(c) for c in TEXT_SCHEMA} for row in mine], schema=TEXT_SCHEMA)
+    passed = prefiltered(frame, prefilter).filter(pl.col("exclusion").is_null())
+    keep = set(passed.select("prompt_id", "sample_idx").iter_rows())
+    return [row for row in mine if (row["prompt_id"], row["sample_idx"]) in keep]
 
 
 def plan_usable(
@@ -67,6 +102,7 @@ def plan_usable(
     pending: Callable[[pl.DataFrame], pl.DataFrame],
     per_sample: int = 1,
     verb: str = "judged",
+    prefilter: prejudge.Prefilter | None = None,
 ) -> tuple[pl.DataFrame, str]:
     """The work of one judge: (work rows, a note on what is not sent).
 
@@ -74,16 +110,31 @@ def plan_usable(
             pending(samples) -> the pending keys (SAMPLE_KEY [+ vote]), prompt_id as integer codes,
             from the judge's own stored status.
     Output: the pending keys with answer, reasoning and sample_created_at, usable samples only; the
-            note counts failed samples and empty answers ("3 failed sample(s) not judged")."""
+            note counts failed samples and empty answers ("3 failed sample(s) not judged").
+    `prefilter` (pairs.filter_before_judge): only the samples that pass the pair build's judge-free
+    exclusions (factory/pairs/prejudge.py); the text is then read for every usable sample of the
+    groups with a pending key (a duplicate needs its group), not for the others."""
     mine = (pl.col("sampler_fp") == sampler_fp) & (pl.col("sample_idx") < k)
     samples = latest(read_status(store, "samples", SAMPLES, SAMPLE_STATUS, prompt_ids, mine), ["prompt_id", "sample_idx"])
     failed = samples.filter(pl.col("error").is_not_null()).height
-    keys = pending(samples.filter(pl.col("error").is_null()))
+    usable = samples.filter(pl.col("error").is_null())
+    keys = pending(usable)
+    # With the prefilter, whole groups: the judge-free rules (and duplicates) decide on them.
+    read = usable.join(keys.select("prompt_id").unique(), on="prompt_id", how="semi") if prefilter else keys
+    read = read.select(SAMPLE_KEY).unique()
+    read = read.with_columns(prompt_ids.gather(read["prompt_id"]).alias("prompt_id"))
     keys = keys.with_columns(prompt_ids.gather(keys["prompt_id"]).alias("prompt_id"))
-    text = sample_text(store, keys.select(SAMPLE_KEY).unique())
+    text = sample_text(store, read)
     work = judgeable(keys.join(text, on=SAMPLE_KEY, how="inner", maintain_order="left"))
     empty = (keys.height - work.height) // max(per_sample, 1)
+    filtered = ""
+    if prefilter is not None:
+        marked = prefiltered(judgeable(text), prefilter)
+        planned = marked.join(work.select(SAMPLE_KEY).unique(), on=SAMPLE_KEY, how="semi")
+        filtered = prejudge.reasons_note(planned.filter(pl.col("exclusion").is_not_null()))
+        work = work.join(marked.filter(pl.col("exclusion").is_null()), on=SAMPLE_KEY, how="semi", maintain_order="left")
     skipped = [f"{failed} failed sample(s)" if failed else "", f"{empty} with an empty answer" if empty else ""]
     note = " and ".join(p for p in skipped if p) + f" not {verb}" if failed or empty else ""
+    note = "; ".join(p for p in (note, filtered) if p)
     key = [c for c in keys.columns if c in (*SAMPLE_KEY, "vote")]
     return work.select(*key, "answer", "reasoning", pl.col("created_at").alias("sample_created_at")), note

@@ -87,7 +87,10 @@ def test_planned_requests_are_the_requests_the_run_then_makes(tmp_path):
     rejudge, made = seen["new_rubric_settings"]
     # only stored samples to judge again: an exact plan, no estimate
     assert rejudge["sample"]["requests"] == 0 and rejudge["judge"]["requests_estimated"] == 0
-    assert rejudge["judge"]["requests"] == made["judge"] == 17
+    # 17 usable samples; 2 are copies of an earlier sample of their group (pairs.dedupe), found once
+    # whole groups are planned: excluded before judging (pairs.filter_before_judge)
+    assert rejudge["judge"]["requests"] == made["judge"] == 15
+    assert "2 excluded before judging by the pair filters (duplicate 2)" in " ".join(rejudge["judge"]["notes"])
     plan, made = seen["rerun"]
     assert plan["sample"]["requests"] == plan["judge"]["requests"] == 0 and made == {"sampler": 0, "judge": 0}
 

@@ -101,8 +101,10 @@ def test_report_shows_every_judge_their_agreement_dimensions_and_tags(tmp_path, 
     assert cli.main(["report", cfg.output_dir]) == 0
     out = capsys.readouterr().out
     numbers = json.loads((tmp_path / "run" / "report" / "report.json").read_text())
+    # every sample but the duplicates (excluded before judging, pairs.filter_before_judge) is judged
+    judged = 24 - numbers["pairs"]["samples_excluded"]["duplicate"]
     assert [(j["stage"], j["column"], j["ok"], j["failed"]) for j in numbers["judges"]] == [
-        ("judge", "quality", 24, 0), ("judge_b", "quality_b", 24, 0), ("reward_rm", "reward_rm", 24, 0),
+        ("judge", "quality", judged, 0), ("judge_b", "quality_b", judged, 0), ("reward_rm", "reward_rm", judged, 0),
     ]  # fmt: skip
     agreement = numbers["pairs"]["judge_agreement"]
     assert set(agreement) == {"quality vs quality_b", "quality vs reward_rm", "quality_b vs reward_rm"}

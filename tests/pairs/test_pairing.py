@@ -165,13 +165,21 @@ def test_duplicates_count_once_keeping_the_lowest_sample_idx():
         [
             ("a", 3, 100, 0.9, "stop", None, "Link 3 has it."),
             ("a", 1, 300, 0.5, "stop", None, "link 3  HAS it."),  # same text: the lower sample_idx stays
-            ("a", 0, 50, None, "stop", None, "Link 3 has it."),  # unjudged: not a candidate, so not a copy
+            ("a", 0, 50, 0.9, "length", None, "Link 3 has it."),  # truncated: not a candidate, so not a copy
             ("a", 2, 200, 0.5, "stop", None, "Link 4 has it."),
         ]
     ).with_columns(pl.lit("same thinking").alias("reasoning"))
     decisions, stats = pairs.select(frame, PairsConfig(drop_ratio=0.0))
-    assert stats.samples_excluded["duplicate"] == 1 and stats.samples_excluded["no_judgment"] == 1
+    assert stats.samples_excluded["duplicate"] == 1 and stats.samples_excluded["truncated"] == 1
     assert set(decisions.select("chosen_idx", "rejected_idx").row(0)) == {1, 2}
+    # Duplicates are decided before judging (on what needs no judge): an unjudged original still
+    # makes its later copies duplicates, which are never judged.
+    unjudged = frame.with_columns(
+        pl.when(pl.col("sample_idx") == 0).then(pl.lit("stop")).otherwise(pl.col("finish_reason")).alias("finish_reason"),
+        pl.when(pl.col("sample_idx").is_in([0, 3])).then(None).otherwise(pl.col("quality")).alias("quality"),
+    )
+    counts = pairs.select(unjudged, PairsConfig(drop_ratio=0.0))[1].samples_excluded
+    assert counts["duplicate"] == 2 and counts["no_judgment"] == 1
     # content (the default, with reasoning): a different reasoning makes a different sample
     other = frame.with_columns(pl.Series("reasoning", ["short", "longer thinking", "x", "y"]))
     assert pairs.select(other, PairsConfig())[1].samples_excluded["duplicate"] == 0

@@ -551,6 +551,7 @@ def test_pipeline_judge_cache_counts_requests_end_to_end(tmp_path):
         "judge.max_reasks=0",
         "judge.engine.parallel=1",
         f"judge.rubric_file={rubric}",
+        "pairs.filter_before_judge=false",  # the samples are cut at 8 tokens: judge them anyway
         "progress_interval_s=60",
     ]
     run_cfg = config_mod.load(CONF / "demo.yaml", overrides)
@@ -584,8 +585,11 @@ def test_the_schema_asks_for_the_configured_dimensions_and_tags():
     assert list(schema["properties"]) == ["score", "dimensions", "tags", "reason"] == schema["required"]
     assert schema["properties"]["dimensions"]["required"] == ["style", "facts"]
     assert schema["properties"]["dimensions"]["properties"]["facts"] == {"type": "integer", "minimum": 0, "maximum": 5}
-    assert schema["properties"]["tags"] == {"type": "array", "items": {"type": "string", "enum": ["short", "off_topic"]}}
-    assert judge.judge_schema(5, tags=True)["properties"]["tags"]["items"] == {"type": "string"}
+    assert schema["properties"]["tags"] == {
+        "type": "array", "items": {"type": "string", "enum": ["short", "off_topic"]}, "maxItems": 2, "uniqueItems": True,
+    }  # fmt: skip
+    free = judge.judge_schema(5, tags=True)["properties"]["tags"]
+    assert free["items"] == {"type": "string"} and free["maxItems"] == judge.FREE_TAGS_MAX and free["uniqueItems"]
 
 
 def test_the_fingerprint_keeps_old_keys_and_follows_new_dimension_names_and_tags():

@@ -6,13 +6,24 @@
     read.py     votes -> per-sample quality, dimensions, tags (what pairs, report and eval read)
 """
 
-from factory.stages.judge.parse import PARSE_FAILURES, STATUSES, USABLE, parse_judgment, parse_tags, strip_reasoning
+from factory.stages.judge.parse import (
+    PARSE_FAILURES,
+    STATUSES,
+    USABLE,
+    missing_dimensions,
+    parse_judgment,
+    parse_tags,
+    strip_reasoning,
+)
 from factory.stages.judge.read import DIMS_DTYPE, current_judgments, sample_dims, sample_quality, sample_tags, with_quality
 from factory.stages.judge.rubric import (
     DIMENSIONS,
+    FREE_TAGS_MAX,
     RUBRIC_FIELDS,
+    check_room,
     check_rubric,
     judge_schema,
+    minimal_reply,
     reask_messages,
     render_rubric,
     rubric_fields,
@@ -34,9 +45,9 @@ from factory.stages.judge.stage import (
 from factory.stages.scored import SAMPLE_KEY, judgeable, of_current_samples, sample_text
 
 __all__ = [
-    "DIMENSIONS", "DIMS_DTYPE", "KEY", "PARSE_FAILURES", "REQUEST_SCHEMA", "RUBRIC_FIELDS", "SAMPLE_KEY",
-    "STATUSES", "STATUS_COLUMNS", "USABLE", "JudgeStage", "check_rubric", "current_judgments", "failed_judgments",
-    "judge_batch", "judge_fingerprint", "judge_schema", "judgeable", "judgment_row", "of_current_samples",
+    "DIMENSIONS", "DIMS_DTYPE", "FREE_TAGS_MAX", "KEY", "PARSE_FAILURES", "REQUEST_SCHEMA", "RUBRIC_FIELDS", "SAMPLE_KEY",
+    "STATUSES", "STATUS_COLUMNS", "USABLE", "JudgeStage", "check_room", "check_rubric", "current_judgments", "failed_judgments",
+    "judge_batch", "judge_fingerprint", "judge_schema", "judgeable", "judgment_row", "minimal_reply", "missing_dimensions", "of_current_samples",
     "parse_judgment", "parse_tags", "pending_keys", "plan_judgments", "prompt_fields", "reask_messages",
     "render_requests", "render_rubric", "rubric_fields", "sample_dims", "sample_quality", "sample_tags",
     "sample_text", "strip_reasoning", "with_quality",

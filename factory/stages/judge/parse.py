@@ -1,7 +1,8 @@
 """Reading a judge's reply: the score (JSON, or "score: 7", "7/10" in text), dimensions and tags.
 
 Every judgment is a score or a reason: parse_status is one of
-ok | retried_ok (parsed after a re-ask) | unparseable | out_of_range | engine_error.
+ok | retried_ok (parsed after a re-ask) | unparseable | out_of_range | missing_dimensions |
+truncated | engine_error.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ from typing import Any
 
 
 
-STATUSES = ("ok", "retried_ok", "unparseable", "out_of_range", "engine_error")
+STATUSES = ("ok", "retried_ok", "unparseable", "out_of_range", "missing_dimensions", "truncated", "engine_error")
 USABLE = ("ok", "retried_ok")
-PARSE_FAILURES = ("unparseable", "out_of_range")  # what a re-ask can fix; an engine error was already retried
+# What a re-ask can fix; an engine error was already retried. missing_dimensions: a dimension asked for
+# (judge.dimensions) is absent or off the scale; truncated: the reply was cut at judge.sampling.max_tokens
+# (a score read from a cut reply is not trusted: its dimensions and tags may be lost with the rest).
+PARSE_FAILURES = ("unparseable", "out_of_range", "missing_dimensions", "truncated")
 REASK_ECHO_CHARS = 600  # how much of a failed reply goes back to the judge with the correction
 
 _THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
@@ -103,6 +107,17 @@ def _dimensions(obj: dict, scale_max: float) -> dict[str, float] | None:
         if parsed is not None and math.isfinite(parsed[0]) and 0 <= parsed[0] <= scale_max:
             out[str(name)] = parsed[0]
     return out or None
+
+
+def missing_dimensions(parsed: dict[str, Any], names: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """An `ok` parse that lacks one of the dimensions asked for (`names`) -> missing_dimensions."""
+    if parsed["status"] != "ok" or not names:
+        return parsed
+    absent = [n for n in names if n not in (parsed["dimensions"] or {})]
+    if not absent:
+        return parsed
+    why = f"dimension(s) {', '.join(absent)} missing or off the 0..scale_max scale"
+    return {**parsed, "status": "missing_dimensions", "reason": why}
 
 
 def parse_judgment(text: str | None, scale_max: float) -> dict[str, Any]:

@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import string
 from typing import Any
 
@@ -16,6 +18,7 @@ from factory.prompts import render_history
 from factory.stages.judge.parse import REASK_ECHO_CHARS, strip_reasoning
 
 DIMENSIONS = ("question", "product_info", "self", "instruction")
+FREE_TAGS_MAX = 8  # judge.tags with no tag_values: at most this many free-text tags
 RUBRIC_FIELDS = ("product_info", "history", "question", "answer", "reasoning", "scale_max")
 
 
@@ -43,11 +46,39 @@ def judge_schema(
             "required": list(names),
             "additionalProperties": False,
         }
-    if tags:
+    if tags:  # bounded: a judge cannot loop on one tag until max_tokens
         item: dict[str, Any] = {"type": "string", "enum": list(tag_values)} if tag_values else {"type": "string"}
-        properties["tags"] = {"type": "array", "items": item}
+        top = len(tag_values) if tag_values else FREE_TAGS_MAX
+        properties["tags"] = {"type": "array", "items": item, "maxItems": top, "uniqueItems": True}
     properties["reason"] = {"type": "string"}
     return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
+
+
+def minimal_reply(scale_max: float, dimensions: bool, names: list[str] | tuple[str, ...], tags: bool) -> str:
+    """The shortest JSON reply the schema allows at full scale (every dimension, no tag, an empty
+    reason): what judge.sampling.max_tokens must at least hold."""
+    top = int(scale_max) if float(scale_max).is_integer() else scale_max
+    reply: dict[str, Any] = {"score": top}
+    if dimensions:
+        reply["dimensions"] = {name: top for name in names}
+    if tags:
+        reply["tags"] = []
+    reply["reason"] = ""
+    return json.dumps(reply)
+
+
+def check_room(cfg: JudgeConfig, key: str = "judge") -> None:
+    """Fail when judge.sampling.max_tokens cannot hold the reply the schema asks for (its minimal JSON,
+    estimated at 2.5 characters a token: JSON's quotes and braces are short tokens), naming the key."""
+    reply = minimal_reply(cfg.scale_max, cfg.dimensions, cfg.dimension_names, cfg.tags)
+    needed = math.ceil(len(reply) / 2.5)
+    if cfg.sampling.max_tokens < needed:
+        asked = ", ".join(["a score", *(["dimensions " + ", ".join(cfg.dimension_names)] if cfg.dimensions else []),
+                           *(["tags"] if cfg.tags else []), "a reason"])  # fmt: skip
+        raise ConfigError(
+            f"{key}.sampling.max_tokens: {cfg.sampling.max_tokens} cannot hold the JSON asked for ({asked}): "
+            f"its shortest form {reply} is ~{needed} tokens; raise it (a reason takes more)"
+        )
 
 
 def rubric_fields(rubric: str) -> set[str]:
@@ -99,9 +130,14 @@ def reask_messages(
     (a plain retry with a new seed tends to repeat a format mistake such as a 0..10 score)."""
     body, _ = strip_reasoning(failed_text or "")
     top = int(cfg.scale_max) if float(cfg.scale_max).is_integer() else cfg.scale_max
+    fields = f'"score": <a number from 0 to {top}>'
+    if cfg.dimensions:
+        fields += ', "dimensions": {' + ", ".join(f'"{n}": <0 to {top}>' for n in cfg.dimension_names) + "}"
+    if cfg.tags:
+        fields += ', "tags": [<each tag once' + (f": {', '.join(cfg.tag_values)}" if cfg.tag_values else "") + ">]"
     correction = (
         f"Your reply could not be used: {reason}. Reply again with only a JSON object, "
-        f'{{"score": <a number from 0 to {top}>, "reason": "<one short sentence>"}}, and nothing else.'
+        f'{{{fields}, "reason": "<one short sentence>"}}, and nothing else.'
     )
     echo = body[-REASK_ECHO_CHARS:] or "(no reply)"
     return [*messages, {"role": "assistant", "content": echo}, {"role": "user", "content": correction}]

@@ -10,8 +10,9 @@ Output columns: judgments -> see factory.rundir.schemas.JUDGMENTS
     >>> sample_quality(judgments)   # prompt_id, sample_idx, quality, score, quality_spread, votes_ok, votes
 
 Every judgment is a score or a reason: parse_status is one of
-ok | retried_ok (parsed after a re-ask) | unparseable | out_of_range | engine_error,
-and the judge's raw text is kept next to it.
+ok | retried_ok (parsed after a re-ask) | unparseable | out_of_range | missing_dimensions (a
+dimension asked for is absent) | truncated (cut at max_tokens) | engine_error, and the judge's raw
+text is kept next to it; only ok and retried_ok count.
 """
 
 from __future__ import annotations
@@ -24,13 +25,14 @@ import polars as pl
 
 from factory.config import JudgeConfig, RunConfig
 from factory.engines.base import Completion, Engine, Request
+from factory.pairs.prejudge import Prefilter
 from factory.rundir.hashing import derive_seed, stable_hash
 from factory.rundir.schemas import JUDGMENTS, SAMPLES, require_columns
 from factory.stages.base import Emit, PromptRows, latest, read_status
-from factory.stages.judge.parse import PARSE_FAILURES, USABLE, parse_judgment, parse_tags
+from factory.stages.judge.parse import PARSE_FAILURES, USABLE, missing_dimensions, parse_judgment, parse_tags
 from factory.stages.judge.read import current_judgments
 from factory.stages.judge.rubric import DIMENSIONS, check_rubric, judge_schema, reask_messages, render_rubric
-from factory.stages.scored import SAMPLE_KEY, judgeable, of_current_samples, plan_usable
+from factory.stages.scored import SAMPLE_KEY, follow_usable, judgeable, of_current_samples, plan_usable
 
 KEY = ("prompt_id", "sample_idx", "sampler_fp", "vote")
 # What planning and resume read of the stored judgments: keys and status, never the text.
@@ -215,10 +217,14 @@ def _absorb(current: dict, completion: Completion, round_no: int, row: dict, cfg
         parsed = {"score": None, "status": "engine_error", "reason": completion.error, "dimensions": None}
     else:
         parsed = parse_judgment(completion.text, cfg.scale_max)
+        if cfg.dimensions:
+            parsed = missing_dimensions(parsed, list(cfg.dimension_names))
+        if completion.finish_reason == "length" and parsed["status"] in ("ok", "missing_dimensions"):
+            parsed = {**parsed, "status": "truncated", "reason": "reply cut at judge.sampling.max_tokens"}
+        elif completion.finish_reason == "length" and parsed["status"] in PARSE_FAILURES:
+            parsed["reason"] += " (output cut at judge.sampling.max_tokens)"
         if parsed["status"] == "ok" and round_no > 0:
             parsed["status"] = "retried_ok"
-        if completion.finish_reason == "length" and parsed["status"] in PARSE_FAILURES:
-            parsed["reason"] += " (output cut at judge.sampling.max_tokens)"
     if previous is not None and parsed["status"] not in USABLE:
         parsed["reason"] += f"; after {round_no} re-ask(s), first: {previous['first_reason']}"
     parsed["first_reason"] = previous["first_reason"] if previous else parsed["reason"]
@@ -289,9 +295,12 @@ class JudgeStage:
         name: str = "judge",
         upstream: str | None = "sample",
         judge: JudgeConfig | None = None,
+        prefilter: Prefilter | None = None,
     ):
         """`name`: the stage (and fingerprint) name; `judge`: its config (default cfg.judge). `factory eval`
-        passes a candidate's k and its sample stage as upstream (None for a candidate's imported answers)."""
+        passes a candidate's k and its sample stage as upstream (None for a candidate's imported answers).
+        `prefilter`: only samples that pass these pairs' judge-free exclusions are judged (factory run)."""
+        self.prefilter = prefilter
         check_rubric(rubric)
         self.name, self.upstream = name, upstream
         self.cfg = judge if judge is not None else cfg.judge
@@ -331,17 +340,15 @@ class JudgeStage:
             stored = read_status(store, "judgments", JUDGMENTS, STATUS_COLUMNS, self.prompt_ids, ours)
             return pending_keys(samples, stored, self.cfg.votes, self.judge_fp, self.cfg.retry_failed)
 
-        work, self.note = plan_usable(store, self.prompt_ids, self.sampler_fp, self.k, pending, self.cfg.votes)
+        work, self.note = plan_usable(
+            store, self.prompt_ids, self.sampler_fp, self.k, pending, self.cfg.votes, prefilter=self.prefilter
+        )
         return work
 
     def follow(self, rows: list[dict]) -> list[dict]:
         """Samples just stored -> their judge work (every vote of each usable one)."""
         work = []
-        for row in rows:
-            if row["sampler_fp"] != self.sampler_fp or row["error"] is not None or not (row["answer"] or "").strip():
-                continue
-            if row["prompt_id"] not in self.prompts or row["sample_idx"] >= self.k:
-                continue
+        for row in follow_usable(rows, self.sampler_fp, self.k, self.prompts, self.prefilter):
             for vote in range(self.cfg.votes):
                 work.append({**{k: row[k] for k in SAMPLE_KEY}, "vote": vote, "answer": row["answer"],
                              "reasoning": row["reasoning"], "sample_created_at": row["created_at"]})  # fmt: skip
