@@ -194,7 +194,7 @@ class RewardModelConfig:
 JUDGE_NAME = r"[A-Za-z0-9_]+"
 
 
-PAIR_STRATEGIES = ("dp_dpo", "long2short", "quality")
+PAIR_STRATEGIES = ("dp_dpo", "long2short", "quality", "shortest_correct", "reward")  # issue 16: the last two
 PAIRINGS = ("one", "best_vs_each", "all_ranked")
 DEDUPE_MODES = ("content", "answer", "off")
 COMBINE_MODES = ("terms", "vote")
@@ -242,7 +242,12 @@ class TermConfig:
 
 @dataclass
 class PairsConfig:
-    strategy: str = _help("dp_dpo (length+quality), long2short, quality (w_len = 0).", "dp_dpo")
+    strategy: str = _help(
+        "dp_dpo (length+quality), long2short, quality (w_len = 0), shortest_correct (Sky-T1-Flash: among the samples "
+        "whose pairs.correct_column >= pairs.correct_min, shortest chosen, longest rejected), reward (highest vs "
+        "lowest pairs.reward_column, nothing else). long2short, shortest_correct and reward have no delta.",
+        "dp_dpo",
+    )
     w_len: float = _help("Weight of the length term in S (the paper's w_len; the term named 'length').", 0.6)
     w_quality: Optional[float] = _help(
         "Weight of the judge quality term (named 'quality': the mean of `pairs.judges`); null = 1 - w_len.", None
@@ -291,6 +296,21 @@ class PairsConfig:
         "content",
     )
     max_chosen_tokens: int = _help("long2short: the chosen sample must be under this many tokens.", 400)
+    # -- issue 16: strategies shortest_correct and reward (factory/pairs/terms.py resolves them) --
+    correct_column: str = _help(
+        "shortest_correct: the score column that says a sample is correct (quality, quality_<judge>, dim_<name>, "
+        "reward_<name>, or a verifier's column); a sample below pairs.correct_min is excluded as not_correct.",
+        "quality",
+    )
+    correct_min: float = _help(
+        "shortest_correct: the gate on pairs.correct_column's raw value (quality is 0..1: 0.7 = 70 of 100).", 0.7
+    )
+    reward_column: str = _help(
+        "reward: the column ranked (highest chosen, lowest rejected; term weights and delta unused, filters apply); "
+        "'' = the first of pairs.judges.",
+        "",
+    )
+    # -- end issue 16 --
     sft_max_tokens: int = _help("filter-long SFT export keeps samples with at most this many tokens.", 400)
     target: Optional[int] = _help(
         "Wanted number of pairs: the pair build says how many more prompts it needs at the observed survival "
@@ -334,6 +354,8 @@ class PairsConfig:
             raise ConfigError(f"pairs.sft: unknown export(s) {sorted(unknown)}; valid: filter_long, dp_sft")
         from factory.pairs.terms import check_config  # the term sources live with the kernel
 
+        if not math.isfinite(self.correct_min):  # issue 16
+            raise ConfigError(f"pairs.correct_min: must be a finite number, got {self.correct_min}")
         check_config(self)
 
     @property

@@ -18,6 +18,11 @@ Table "judges": every judge of the run (judge, judges.<name>, reward_models.<nam
 scored column it makes, its stored rows ok / failed; with two or more pairs.judges, their pairwise
 agreement: the share of groups where two judges pick the same chosen and the same rejected sample.
 Table "tags" (when the judge gives tags, judge.tags): each tag's share of valid, chosen, rejected samples.
+Table "strategies" (issue 16): dp_dpo, quality, long2short, shortest_correct and reward on the same
+samples (factory.pairs.compare): pairs kept, mean token and quality gaps, share with the chosen shorter.
+Table "bias audit": per judge and reward model, the within-group rank correlation of score with length,
+how often its pick is the longer sample, the token gaps of its own pairs, its score histogram
+(factory.pairs.audit).
 Table "rates": judge parse statuses, sample exclusions by reason (rule filters and duplicates
 included), groups by bucket, candidate pairs by outcome.
 The pair decisions are recomputed with the run's stored config (and any key=value given) by the
@@ -36,6 +41,7 @@ import polars as pl
 
 from factory import pairs as pair_kernel
 from factory.config import RunConfig
+from factory.pairs import audit, compare
 from factory.pairs.terms import NOT_JUDGES
 from factory.stages import judge as judge_stage
 
@@ -131,7 +137,8 @@ def build_report(
     rows ok / failed per judge stage (factory.run.judge_counts)."""
     prepared = pair_kernel.prepare(scored, cfg.pairs, cfg.judge.scale_max)
     groups, stats = pair_kernel.decide(prepared, cfg.pairs)
-    l2s_groups, l2s = pair_kernel.decide(prepared, replace(cfg.pairs, strategy="long2short"))
+    base = pair_kernel.unfiltered(prepared, scored, cfg.pairs, cfg.judge.scale_max)  # issue 16
+    l2s_groups, l2s = pair_kernel.decide(base, replace(cfg.pairs, strategy="long2short"))
     marked = prepared.marked
     ok = marked.filter(pl.col("exclusion").cast(pl.String).fill_null("") != "engine_error")
     valid = prepared.valid
@@ -159,6 +166,8 @@ def build_report(
         "score_columns": score_columns(scored, prepared, groups),
         "tags": tag_shares(scored, prepared, groups),
         "judges": judge_rows(cfg, judges or {}),
+        "strategies": compare.compare(scored, cfg.pairs, cfg.judge.scale_max, prepared=base),  # issue 16
+        "bias_audit": audit.bias_audit(scored, prepared, groups, cfg.pairs, cfg.judge.scale_max, judge_scales(cfg)),
         "long2short": {
             "max_chosen_tokens": cfg.pairs.max_chosen_tokens,
             "mean_chosen_tokens": l2s.mean_chosen_tokens,
@@ -273,6 +282,8 @@ def render_markdown(report: dict[str, Any], cfg: RunConfig, note: str | None = N
         out.append(
             markdown(["judges", "agreement"], [[k, _rate_value(v)] for k, v in pairs["judge_agreement"].items()])
         )
+    out += strategies_markdown(report["strategies"], cfg)  # issue 16
+    out += bias_markdown(report["bias_audit"])
     out += ["", "## long2short", ""]
     out.append(
         markdown(
@@ -309,6 +320,131 @@ def render_markdown(report: dict[str, Any], cfg: RunConfig, note: str | None = N
     out.append(markdown(["what", "count", "rate"], rows))
     out += ["", "Plots: lengths.png, margins.png, quality.png.", ""]
     return "\n".join(out)
+
+
+# -- issue 16: strategies side by side, the judges' bias audit ---------------------------------------
+def judge_scales(cfg: RunConfig) -> dict[str, float]:
+    """Each GenRM judge's quality column -> its scale_max (the audit shows scores on it)."""
+    return {"quality": cfg.judge.scale_max} | {f"quality_{n}": j.scale_max for n, j in cfg.judges.items()}
+
+
+def strategies_markdown(rows: list[dict[str, Any]], cfg: RunConfig) -> list[str]:
+    """The strategies table (factory.pairs.compare), as lines of Markdown."""
+    scale = cfg.judge.scale_max
+    out = ["", "## Strategies on the same samples", ""]
+    out.append(
+        "Each recipe through the same kernel, with the run's filters, dedupe, pairing and judges; "
+        f"quality gap on the primary judge's scale (/{scale:g}); no LLM call."
+    )
+    out.append("")
+    out.append(
+        markdown(
+            [
+                "strategy",
+                "setting",
+                "pairs kept",
+                "mean token gap",
+                f"mean quality gap /{scale:g}",
+                "chosen shorter",
+                "mean chosen tokens",
+            ],
+            [
+                [
+                    r["strategy"],
+                    r["setting"],
+                    r["pairs_kept"],
+                    r["mean_token_gap"],
+                    None if r["mean_quality_gap"] is None else r["mean_quality_gap"] * scale,
+                    _rate_value(r["chosen_shorter"]),
+                    r["mean_chosen_tokens"],
+                ]
+                for r in rows
+            ],
+        )  # fmt: skip
+    )
+    return out
+
+
+def bias_markdown(audit_numbers: dict[str, Any]) -> list[str]:
+    """The bias audit (factory.pairs.audit), as lines of Markdown."""
+    if not audit_numbers["length_bias"]:
+        return []
+    out = ["", "## Bias audit", ""]
+    out.append(
+        "Within each group of valid samples: the rank correlation of each judge's score with length (> 0: "
+        "longer scores higher), and the share of groups where the judge's top-scored sample is longer "
+        '(what "always pick the longer" agrees with) or shorter than its bottom-scored one.'
+    )
+    out.append("")
+    out.append(
+        markdown(
+            ["judge", "samples", "groups", "spearman (mean)", "picks longer", "picks shorter", "groups preferring"],
+            [
+                [
+                    r["judge"],
+                    r["samples"],
+                    r["groups"],
+                    _num(r["spearman"], 3),
+                    _rate_value(r["picks_longer"]),
+                    _rate_value(r["picks_shorter"]),
+                    r["groups_preferring"],
+                ]
+                for r in audit_numbers["length_bias"]
+            ],
+        )  # fmt: skip
+    )
+    out += ["", "Token gap (rejected - chosen) of the kept pairs: this build's, and each judge's own pairs "
+            "(highest vs lowest score, no length term).", ""]  # fmt: skip
+    out.append(
+        markdown(
+            ["pairs", "n", "mean", "p10", "p25", "median", "p75", "p90", "chosen shorter"],
+            [
+                [
+                    r["pairs"],
+                    r["n"],
+                    r["mean"],
+                    r["p10"],
+                    r["p25"],
+                    r["p50"],
+                    r["p75"],
+                    r["p90"],
+                    _rate_value(r["chosen_shorter"]),
+                ]
+                for r in audit_numbers["gaps"]
+            ],
+        )  # fmt: skip
+    )
+    out += ["", "Score distribution: every stored score; 10 equal bins over the range (a judge that gives the "
+            "bottom or the top of its scale to most samples shows at a glance).", ""]  # fmt: skip
+    out.append(
+        markdown(
+            ["judge", "n", "distinct", "range", "at bottom", "at top", "histogram (low -> high)"],
+            [
+                [
+                    r["judge"],
+                    r["n"],
+                    r["distinct"],
+                    r["range"],
+                    _rate_value(r["at_bottom"]),
+                    _rate_value(r["at_top"]),
+                    " ".join(str(c) for c in r["histogram"]),
+                ]
+                for r in audit_numbers["scores"]
+            ],
+        )  # fmt: skip
+    )
+    return out
+
+
+def run_compare(run_dir: str, overrides: list[str] | None = None) -> str:
+    """`factory pairs RUN_DIR --compare`: the strategies table of a run, printed; nothing is written."""
+    from factory import rebuild, run
+
+    cfg, store, manifest = rebuild.open_run(run_dir, overrides)
+    prompts = rebuild.stored_prompts(store)
+    _, _, scored = run.stored_scored(store, cfg, prompts, manifest["fingerprints"])
+    rows = compare.compare(scored, cfg.pairs, cfg.judge.scale_max)
+    return "\n".join(strategies_markdown(rows, cfg)).strip() + "\n"
 
 
 def judge_rows(cfg: RunConfig, counts: dict[str, dict[str, int]]) -> list[dict[str, Any]]:

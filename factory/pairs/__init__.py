@@ -55,7 +55,7 @@ from factory.schemas import require_columns
 __all__ = [
     "OUTCOMES", "SCORED_COLUMNS", "Candidates", "PairBuild", "PairStats", "Prepared", "build", "candidates",
     "decide", "margin_quantile", "outcomes", "pairs_schema", "prepare", "render_pairs", "required",
-    "select", "sft_dp", "sft_filter_long", "sink_pairs", "target_note", "threshold",
+    "select", "sft_dp", "sft_filter_long", "sink_pairs", "target_note", "threshold", "unfiltered",
 ]  # fmt: skip
 
 
@@ -74,6 +74,14 @@ def required(cfg: PairsConfig) -> dict[str, str]:
     return required_columns(*resolve(cfg))
 
 
+def unfiltered(prepared: Prepared, scored: pl.LazyFrame | pl.DataFrame, cfg: PairsConfig, scale_max: float) -> Prepared:
+    """The samples prepared without the strategy's own term (shortest_correct's gate, reward's ranked
+    column): what another strategy decides on (dp_sft, the report's long2short table, a comparison)."""
+    if cfg.strategy not in ("shortest_correct", "reward"):
+        return prepared
+    return prepare(scored, replace(cfg, strategy="dp_dpo"), scale_max)
+
+
 def build(
     scored: pl.LazyFrame | pl.DataFrame,
     prompts: pl.LazyFrame | pl.DataFrame,
@@ -90,6 +98,7 @@ def build(
     if "filter_long" in cfg.sft:
         sft["filter_long"] = sft_filter_long(prepared, scored, prompts, cfg)
     if "dp_sft" in cfg.sft:
-        dp = decisions if cfg.strategy == "dp_dpo" else decide(prepared, replace(cfg, strategy="dp_dpo"))[0]
+        dp_cfg = replace(cfg, strategy="dp_dpo")
+        dp = decisions if cfg.strategy == "dp_dpo" else decide(unfiltered(prepared, scored, cfg, scale_max), dp_cfg)[0]
         sft["dp_sft"] = sft_dp(dp, scored, prompts, cfg)
     return PairBuild(pairs, sft, stats, decisions, prepared)

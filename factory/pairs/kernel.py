@@ -17,7 +17,7 @@
 Outcome of each candidate pair (the first that applies):
     no_short_sample  long2short only: the chosen side has max_chosen_tokens tokens or more
     tied             margin <= 0: no preference (the tie ban, per pair)
-    below_margin     margin < delta (long2short has no delta)
+    below_margin     margin < delta (long2short, shortest_correct and reward have no delta)
     over_cap         kept, but after max_pairs_per_group pairs of its group (largest margins first)
     kept
 A group's bucket is its best pair outcome in the order kept, below_margin, no_short_sample, tied
@@ -41,6 +41,8 @@ from factory.pairs.stats import OUTCOMES, PairStats, summarize
 from factory.pairs.terms import weights as term_weights
 
 KEPT, OVER_CAP, BELOW_MARGIN, NO_SHORT_SAMPLE, TIED = range(len(OUTCOMES))
+# The strategies that pick without a margin threshold (the recipes as published): only the tie ban holds.
+NO_DELTA = ("long2short", "shortest_correct", "reward")
 
 
 @dataclass(eq=False)
@@ -108,8 +110,8 @@ def _ranked_pairs(prepared: Prepared, s: np.ndarray, pairing: str) -> tuple[np.n
 
 def threshold(cands: Candidates, cfg: PairsConfig) -> tuple[float | None, str | None]:
     """(delta, how it was set): pairs.min_margin, else the drop_ratio quantile of all candidate
-    margins; long2short has none."""
-    if cfg.strategy == "long2short":
+    margins; the NO_DELTA strategies have none."""
+    if cfg.strategy in NO_DELTA:
         return None, None
     if cfg.min_margin is not None:
         return float(cfg.min_margin), "min_margin"

@@ -106,6 +106,12 @@ def source_of(name: str) -> Source | None:
     return next((s for s in SOURCES.values() if re.fullmatch(s.pattern, name)), None)
 
 
+# A score column no source names (a verifier's, say), read as it is: higher is better, no normalization.
+ANY_COLUMN = Source(r"\w+", "higher", "none", _column, _own, lambda s: 1.0, "no_judgment")
+NOT_CORRECT = "not_correct"  # shortest_correct's exclusion reason (pairs.correct_min)
+RANKED = "ranked"  # the reward strategy's one term (pairs.reward_column)
+
+
 @dataclass(frozen=True, eq=False)
 class Term:
     """A resolved term: `key` is the config key that defines it (named in every error)."""
@@ -163,7 +169,25 @@ def resolve(cfg: PairsConfig) -> tuple[list[Term], list[Term]]:
                 entry.direction or source.direction, entry, entry.lo, entry.hi, entry.exclude_above, entry.exclude_below,
             )
         )  # fmt: skip
+    strategy_term = _strategy_term(cfg)
+    if strategy_term is not None:
+        terms.append(strategy_term)
     return terms, [judge_term(column, cfg) for column in cfg.judges]
+
+
+def _strategy_term(cfg: PairsConfig) -> Term | None:
+    """The term a strategy adds after pairs.terms: shortest_correct's gate (a filter, weight 0: a sample
+    whose correct_column is below correct_min is excluded as not_correct), reward's ranked column (the
+    only weighted term). Other strategies add none, so their terms are as before."""
+    if cfg.strategy == "shortest_correct":
+        column, key, name = cfg.correct_column, "pairs.correct_column", NOT_CORRECT
+    elif cfg.strategy == "reward":
+        column, key, name = cfg.reward_column or cfg.judges[0], "pairs.reward_column", RANKED
+    else:
+        return None
+    source = source_of(column) or ANY_COLUMN
+    below = cfg.correct_min if name == NOT_CORRECT else None
+    return Term(name, key, source, column, source.norm, "higher", exclude_below=below)
 
 
 def weights(cfg: PairsConfig) -> np.ndarray:
@@ -172,6 +196,10 @@ def weights(cfg: PairsConfig) -> np.ndarray:
     extra = [entry.weight for entry in cfg.terms]
     if cfg.strategy == "long2short":
         return np.array([1.0, 0.0] + [0.0] * len(extra))
+    if cfg.strategy == "shortest_correct":  # length alone, among the samples the gate lets through
+        return np.array([1.0, 0.0] + [0.0] * len(extra) + [0.0])
+    if cfg.strategy == "reward":  # the ranked column alone
+        return np.array([0.0, 0.0] + [0.0] * len(extra) + [1.0])
     if cfg.strategy == "quality":
         return np.array([0.0, 1.0] + extra)
     return np.array([cfg.w_len, cfg.quality_weight] + extra)
@@ -216,6 +244,12 @@ def check_config(cfg: PairsConfig) -> None:
         raise ConfigError(f"pairs.judges: {cfg.judges} names a judge twice")
     taken = {"length": "pairs.w_len", "quality": "pairs.w_quality", DUPLICATE: "pairs.dedupe"}
     taken |= {reason: "a built-in exclusion reason" for reason in BASE_REASONS}
+    if cfg.strategy in ("shortest_correct", "reward"):
+        column = cfg.correct_column if cfg.strategy == "shortest_correct" else cfg.reward_column or cfg.judges[0]
+        key = "pairs.correct_column" if cfg.strategy == "shortest_correct" else "pairs.reward_column"
+        if not re.fullmatch(r"\w+", column) or column in NOT_JUDGES:
+            raise ConfigError(f"{key}: {column!r} is not a score column (quality, quality_<judge>, reward_<name>, ...)")
+        taken[NOT_CORRECT if cfg.strategy == "shortest_correct" else RANKED] = f"pairs.strategy {cfg.strategy}"
     for i, entry in enumerate(cfg.terms):
         key = f"pairs.terms[{i}]"
         _check_entry(entry, key)
