@@ -43,6 +43,7 @@ from factory.pairs.terms import weights as term_weights
 KEPT, OVER_CAP, BELOW_MARGIN, NO_SHORT_SAMPLE, TIED = range(len(OUTCOMES))
 # The strategies that pick without a margin threshold (the recipes as published): only the tie ban holds.
 NO_DELTA = ("long2short", "shortest_correct", "reward")
+_OUTCOME_VALUES = pl.Series("outcome", OUTCOMES, pl.Enum(OUTCOMES))  # gathered by code: no string per pair
 
 
 @dataclass(eq=False)
@@ -149,7 +150,7 @@ def decisions_frame(prepared: Prepared, cands: Candidates, codes: np.ndarray) ->
             valid["quality"].gather(pos).alias(f"{side}_quality"),
             pl.Series(f"{side}_score", cands.score[pos]),
         ]
-    columns += [pl.Series("margin", cands.margin), pl.Series("outcome", np.asarray(OUTCOMES)[codes], pl.Enum(OUTCOMES))]
+    columns += [pl.Series("margin", cands.margin), _OUTCOME_VALUES.gather(codes).alias("outcome")]
     return pl.DataFrame(columns)
 
 

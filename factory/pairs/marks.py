@@ -124,9 +124,47 @@ def _group_keys(marked: pl.DataFrame) -> pl.DataFrame:
     return marked.with_columns(pl.col("prompt_id").rle_id().alias("gid"))
 
 
-def _mark_duplicates(marked: pl.DataFrame, reasons: tuple[str, ...]) -> pl.DataFrame:
-    """Among the rows otherwise valid, every copy after the lowest sample_idx of the same key."""
-    position = np.flatnonzero(marked["exclusion"].is_null().to_numpy())
+def _exact_keys(
+    marked: pl.DataFrame, scored: pl.DataFrame, columns: tuple[str, ...]
+) -> tuple[pl.DataFrame, np.ndarray]:
+    """`key` holds the answers' signatures (rules.text_signature: equal for equal normalized answers,
+    not only then): among the rows otherwise valid, those whose signature repeats in their group get the
+    hash of their normalized texts (rules.duplicate_key), as the streaming path computes for every row.
+    A row whose signature is alone in its group has no duplicate, so its signature stands for it
+    (equal to a hash of the others by chance at 2^-64). Returns the frame and which rows
+    may be duplicates (the only rows the duplicate marking needs to look at)."""
+    valid = marked["exclusion"].is_null().to_numpy()
+    with np.errstate(over="ignore"):
+        in_group = marked["key"].to_numpy().astype(np.uint64) ^ (
+            marked["gid"].to_numpy().astype(np.uint64) * _GROUP_MIX
+        )
+    repeats = np.zeros(marked.height, dtype=bool)
+    repeats[valid] = _repeated(in_group[valid])
+    if not repeats.any():
+        return marked.with_columns(pl.col("key").cast(pl.UInt64)), repeats
+    rows = marked["row"].filter(pl.Series(repeats))
+    texts = scored.select(pl.col(list(columns)).gather(rows))
+    exact = texts.with_columns(*rules.normalized_columns(set(columns))).select(rules.duplicate_key(columns))
+    key = marked["key"].to_numpy().astype(np.uint64)
+    key[repeats] = exact.to_series().to_numpy()
+    return marked.with_columns(pl.Series("key", key)), repeats
+
+
+def _repeated(values: np.ndarray) -> np.ndarray:
+    """Whether each value occurs more than once (one sort; several times faster than a hash here)."""
+    order = np.argsort(values)
+    ordered = values[order]
+    same = ordered[1:] == ordered[:-1]
+    out = np.empty(len(values), dtype=bool)
+    out[order] = np.r_[same, False] | np.r_[False, same]
+    return out
+
+
+def _mark_duplicates(marked: pl.DataFrame, reasons: tuple[str, ...], among: np.ndarray | None = None) -> pl.DataFrame:
+    """Among the rows otherwise valid (and in `among`, when given: the rows that may be duplicates),
+    every copy after the lowest sample_idx of the same key."""
+    valid = marked["exclusion"].is_null().to_numpy()
+    position = np.flatnonzero(valid if among is None else valid & among)
     gid = marked["gid"].to_numpy()[position].astype(np.uint64)
     idx = marked["sample_idx"].to_numpy()[position]
     if not np.all((idx[1:] > idx[:-1]) | (gid[1:] != gid[:-1])):  # stored samples are already in order
@@ -196,8 +234,11 @@ def prepare(scored: pl.LazyFrame | pl.DataFrame, cfg: PairsConfig, scale_max: fl
     batched = [i for i, t in enumerate(terms) if t.column == "repetition"]  # Python batches
     repeated = {terms[i].entry.field for i in batched}  # type: ignore[union-attr]
     key_texts, repeated_texts = set(key_from), repeated
-    if isinstance(scored, pl.DataFrame):  # in memory: each text normalized once, for the keys and the rules
-        frame = scored.with_columns(*rules.normalized_columns(key_texts | repeated)).lazy()
+    in_memory = isinstance(scored, pl.DataFrame)
+    if in_memory:  # each text read once: rules on normalized text, duplicates first by signature (below)
+        # Every duplicate key holds the answer: its signature alone finds the rows to compare.
+        signature = [pl.Series("key", rules.text_signature(scored["answer"]))] if key_from else []  # type: ignore[index]
+        frame = scored.with_columns(*rules.normalized_columns(repeated), *signature).lazy()  # type: ignore[union-attr]
         key_texts, repeated_texts = set(), set()
     scores = sorted(_score_columns(terms, judges) | {"quality"})
     # Every sample reduced to numbers and flags; the exclusion reasons are decided on those afterwards.
@@ -211,10 +252,11 @@ def prepare(scored: pl.LazyFrame | pl.DataFrame, cfg: PairsConfig, scale_max: fl
             pl.col("completion_tokens").cast(pl.Int64),
             pl.col("error").is_not_null().alias("_engine_error"),
             (pl.col("finish_reason") == "length").fill_null(False).alias("_truncated"),
-            pl.col("answer").str.contains(r"\S").fill_null(False).alias("_has_answer"),
+            # Some non-whitespace character (as r"\S" finds, without a regex: strip removes White_Space)
+            (pl.col("answer").str.strip_chars().str.len_bytes() > 0).fill_null(False).alias("_has_answer"),
             *[pl.col(c).cast(pl.Float64) for c in scores],
             *[v for i, v in rule_values.items() if i not in batched],
-            *([rules.duplicate_key(key_from).alias("key")] if key_from else []),
+            *([pl.col("key") if in_memory else rules.duplicate_key(key_from).alias("key")] if key_from else []),
         )
     )
     repetitions = (
@@ -222,7 +264,7 @@ def prepare(scored: pl.LazyFrame | pl.DataFrame, cfg: PairsConfig, scale_max: fl
         .with_columns(*rules.normalized_columns(repeated_texts))
         .select("_row", *[rule_values[i] for i in batched])
     )
-    if isinstance(scored, pl.DataFrame):  # in memory: one pass
+    if in_memory:  # one pass
         slim = (pl.concat([numbers, repetitions], how="horizontal") if batched else numbers).collect()
     else:
         # A Parquet scan streams; the repetition batches (Python, one at a time) read it in a pass of
@@ -239,7 +281,10 @@ def prepare(scored: pl.LazyFrame | pl.DataFrame, cfg: PairsConfig, scale_max: fl
     )
     marked = _group_keys(slim)
     if key_from:
-        marked = _mark_duplicates(marked, reasons)
+        among = None
+        if in_memory:
+            marked, among = _exact_keys(marked, scored, key_from)  # type: ignore[arg-type]
+        marked = _mark_duplicates(marked, reasons, among)
     valid = marked.filter(pl.col("exclusion").is_null()).drop("exclusion")
     starts, counts = segments(valid["gid"])
     judge_values = np.stack(
