@@ -104,6 +104,11 @@ class PromptsConfig:
         "in invalid/ as a duplicate instead of being sampled again.",
         True,
     )
+    roles: Dict[str, str] = _help(  # issue 16
+        "Role names of the input's history and messages mapped to system/user/assistant, e.g. the source's "
+        "{观众: user, 主播: assistant} (viewer, host); a role neither mapped nor standard makes the row invalid.",
+        factory=dict,
+    )
 
     def __post_init__(self) -> None:
         _check_prompts(self, "prompts.")
@@ -529,6 +534,9 @@ def _check_sampling(c: Any, p: str) -> None:
 
 def _check_prompts(c: Any, p: str) -> None:
     _ranges(c, p, {"limit": ">= 1 or null"})
+    for name, role in (c.roles or {}).items():  # issue 16
+        if role not in ("system", "user", "assistant"):
+            raise ConfigError(f"{p}roles.{name}: {role!r} is not one of system, user, assistant")
 
 
 def _check_sampler(c: Any, p: str) -> None:
@@ -629,12 +637,16 @@ def _valid_keys(cls: type, prefix: str = "") -> list[str]:
     return keys
 
 
+# Keys whose value is a mapping of free names (not checked against the schema). issue 16: prompts.roles
+FREE_MAPPINGS = ("engine_kwargs", "prompts.roles")
+
+
 def _flatten(tree: Any, prefix: str = "") -> list[str]:
     if not isinstance(tree, dict):
         return [prefix.rstrip(".")]
     out = []
     for key, value in tree.items():
-        if isinstance(value, dict) and value and not (prefix + key).endswith("engine_kwargs"):
+        if isinstance(value, dict) and value and not (prefix + key).endswith(FREE_MAPPINGS):
             out.extend(_flatten(value, f"{prefix}{key}."))
         else:
             out.append(f"{prefix}{key}")
@@ -645,11 +657,11 @@ def check_keys(keys: list[str], where: str) -> None:
     """Raise ConfigError for the first key that is not in the schema, naming the closest valid key."""
     valid = _valid_keys(RunConfig)
     for key in keys:
-        if key in valid or any(key.startswith(v + ".") for v in valid if v.endswith("engine_kwargs")):
+        if key in valid or any(key.startswith(v + ".") for v in valid if v.endswith(FREE_MAPPINGS)):
             continue
         mapped = _mapping_keys(key)  # judges.NAME.rest, eval.candidates.NAME.rest: rest checked against the item's keys
         if mapped is not None:
-            if key in mapped or any(key.startswith(v + ".") for v in mapped if v.endswith("engine_kwargs")):
+            if key in mapped or any(key.startswith(v + ".") for v in mapped if v.endswith(FREE_MAPPINGS)):
                 continue
             valid = mapped
         close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
