@@ -246,6 +246,20 @@ class TermConfig:
 
 
 @dataclass
+class BalanceConfig:  # issue 16: pairs.balance
+    """Pairs balanced across the values of a prompt column (seed 003: categories): a cap on the kept
+    pairs of each value, or the share no value may exceed. Checked by PairsConfig."""
+
+    column: str = _help("A prompts column (or scored column) whose values are balanced; '' = no balancing.", "")
+    cap: Optional[int] = _help("At most this many kept pairs per value (largest margins first); the rest: over_balance.", None)
+    target_share: Optional[float] = _help(
+        "Instead of cap: the largest per-value cap under which no value holds more than this share of the kept "
+        "pairs (in (0, 1]); with too few values to reach it, nothing is dropped and the stats say so.",
+        None,
+    )
+
+
+@dataclass
 class PairsConfig:
     strategy: str = _help(
         "dp_dpo (length+quality), long2short, quality (w_len = 0), shortest_correct (Sky-T1-Flash: among the samples "
@@ -315,6 +329,11 @@ class PairsConfig:
         "'' = the first of pairs.judges.",
         "",
     )
+    balance: BalanceConfig = _help(
+        "Balance the kept pairs across a prompt column's values: {column, cap | target_share}; counted in "
+        "stats (pairs over_balance, per value).",
+        factory=BalanceConfig,
+    )
     # -- end issue 16 --
     sft_max_tokens: int = _help("filter-long SFT export keeps samples with at most this many tokens.", 400)
     target: Optional[int] = _help(
@@ -361,11 +380,25 @@ class PairsConfig:
 
         if not math.isfinite(self.correct_min):  # issue 16
             raise ConfigError(f"pairs.correct_min: must be a finite number, got {self.correct_min}")
+        _check_balance(self.balance)
         check_config(self)
 
     @property
     def quality_weight(self) -> float:
         return 1.0 - self.w_len if self.w_quality is None else self.w_quality
+
+
+def _check_balance(b: Any) -> None:  # issue 16
+    chosen = [k for k in ("cap", "target_share") if getattr(b, k) is not None]
+    if not b.column and chosen:
+        raise ConfigError(f"pairs.balance.column: required with pairs.balance.{chosen[0]}")
+    if b.column and len(chosen) != 1:
+        raise ConfigError("pairs.balance.cap: give exactly one of pairs.balance.cap and pairs.balance.target_share")
+    if b.cap is not None and b.cap < 1:
+        raise ConfigError(f"pairs.balance.cap: must be >= 1, got {b.cap}")
+    share = b.target_share
+    if share is not None and not (math.isfinite(share) and 0 < share <= 1):
+        raise ConfigError(f"pairs.balance.target_share: must be in (0, 1], got {share}")
 
 
 @dataclass

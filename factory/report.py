@@ -282,7 +282,8 @@ def render_markdown(report: dict[str, Any], cfg: RunConfig, note: str | None = N
         out.append(
             markdown(["judges", "agreement"], [[k, _rate_value(v)] for k, v in pairs["judge_agreement"].items()])
         )
-    out += strategies_markdown(report["strategies"], cfg)  # issue 16
+    out += balance_markdown(pairs.get("balance"))  # issue 16
+    out += strategies_markdown(report["strategies"], cfg)
     out += bias_markdown(report["bias_audit"])
     out += ["", "## long2short", ""]
     out.append(
@@ -326,6 +327,18 @@ def render_markdown(report: dict[str, Any], cfg: RunConfig, note: str | None = N
 def judge_scales(cfg: RunConfig) -> dict[str, float]:
     """Each GenRM judge's quality column -> its scale_max (the audit shows scores on it)."""
     return {"quality": cfg.judge.scale_max} | {f"quality_{n}": j.scale_max for n, j in cfg.judges.items()}
+
+
+def balance_markdown(balance: dict[str, Any] | None) -> list[str]:
+    """pairs.balance: the cap in force and the pairs kept / dropped per value."""
+    if not balance:
+        return []
+    cap = balance["cap"] if balance["cap"] is not None else "none (target share not reachable)"
+    share = "" if balance["target_share"] is None else f", target share {balance['target_share']:g}"
+    out = ["", f"## Balance by {balance['column']}", "", f"Cap per value: {cap}{share}.", ""]
+    rows = [[value, c["kept"], c["over_balance"]] for value, c in balance["by_value"].items()]
+    out.append(markdown(["value", "pairs kept", "over_balance"], rows))
+    return out
 
 
 def strategies_markdown(rows: list[dict[str, Any]], cfg: RunConfig) -> list[str]:
@@ -443,7 +456,7 @@ def run_compare(run_dir: str, overrides: list[str] | None = None) -> str:
     cfg, store, manifest = rebuild.open_run(run_dir, overrides)
     prompts = rebuild.stored_prompts(store)
     _, _, scored = run.stored_scored(store, cfg, prompts, manifest["fingerprints"])
-    rows = compare.compare(scored, cfg.pairs, cfg.judge.scale_max)
+    rows = compare.compare(pair_kernel.attach(scored, prompts, cfg.pairs), cfg.pairs, cfg.judge.scale_max)
     return "\n".join(strategies_markdown(rows, cfg)).strip() + "\n"
 
 
@@ -550,7 +563,7 @@ def run_report(run_dir: str, overrides: list[str] | None = None) -> tuple[str, d
     cfg.output_dir = store.url
     prompts = rebuild.stored_prompts(store)
     samples, frames = run.stored_judgments(store, cfg, prompts, manifest["fingerprints"])
-    scored = run.scored_frame(samples, frames, cfg)
+    scored = pair_kernel.attach(run.scored_frame(samples, frames, cfg), prompts, cfg.pairs)  # issue 16: balance
     report = build_report(scored, frames.get("judge", run.NO_JUDGMENTS), cfg, run.judge_counts(frames))
     stored = store.read("pairs")
     stored_n = 0 if stored is None else stored.height

@@ -31,7 +31,7 @@ import numpy as np
 import polars as pl
 
 from factory.config import ConfigError, PairsConfig
-from factory.pairs import kernel
+from factory.pairs import attach, kernel
 from factory.pairs.marks import Prepared, prepare
 from factory.pairs.terms import weights as term_weights
 
@@ -257,6 +257,7 @@ def run_sweep(run_dir: str, overrides: list[str] | None = None) -> tuple[pl.Data
     cfg, store, manifest = rebuild.open_run(run_dir, overrides)
     prompts = rebuild.stored_prompts(store)
     _, _, scored = run.stored_scored(store, cfg, prompts, manifest["fingerprints"])
+    scored = attach(scored, prompts, cfg.pairs)  # issue 16: pairs.balance reads a prompt column
     t_load = time.perf_counter()
     table = sweep_table(
         scored, cfg.pairs, cfg.sweep.w_lens, cfg.sweep.drop_ratios, cfg.judge.scale_max, term=cfg.sweep.term

@@ -145,3 +145,14 @@ def test_report_shows_the_strategies_and_the_bias_audit_and_pairs_compare_prints
     assert section in table  # the same function, the same numbers
     assert sorted(p.name for p in (tmp_path / "run" / "pairs").iterdir()) == pairs_before
     assert (tmp_path / "run" / "manifest.json").read_bytes() == manifest_before  # nothing written
+
+
+def test_report_and_sweep_balance_by_a_prompt_column(tmp_path, capsys):
+    url = str(tmp_path / "run")
+    make_run(url, n_prompts=6, k=4)
+    keys = ["pairs.balance.column=question", "pairs.balance.cap=1", "pairs.drop_ratio=0"]
+    text, numbers = report.run_report(url, keys)
+    balance = numbers["pairs"]["balance"]
+    assert "## Balance by question" in text and balance["cap"] == 1
+    assert sum(v["kept"] for v in balance["by_value"].values()) == numbers["pairs"]["pairs_kept"]
+    assert cli.main(["sweep", url, *keys]) == 0

@@ -55,12 +55,16 @@ class Prepared:
         self.sample_idx = self.valid["sample_idx"].to_numpy()
 
 
-def check_columns(names: list[str], terms: list[Term], judges: list[Term], key_from: tuple[str, ...]) -> None:
+def check_columns(
+    names: list[str], terms: list[Term], judges: list[Term], key_from: tuple[str, ...], balance: str = ""
+) -> None:
     """A column a configured term needs and the scored samples lack fails naming the config key."""
     lacking = [c for c in SCORED_COLUMNS if c not in names]
     if lacking:
         raise ValueError(f"pairs: input is missing column(s) {lacking}; it has {names}")
     needed = required_columns(terms, judges)
+    if balance:
+        needed.setdefault(balance, "pairs.balance.column")
     for column in key_from:
         needed.setdefault(column, "pairs.dedupe")
     for column, config_key in needed.items():
@@ -227,7 +231,7 @@ def prepare(scored: pl.LazyFrame | pl.DataFrame, cfg: PairsConfig, scale_max: fl
     frame = scored.lazy()
     names = frame.collect_schema().names()
     key_from = rules.key_columns(cfg.dedupe, cfg.include_reasoning)
-    check_columns(names, terms, judges, key_from)
+    check_columns(names, terms, judges, key_from, cfg.balance.column)
     filters = tuple(t.name for t in terms if t.is_filter)
     reasons = BASE_REASONS + filters + ((DUPLICATE,) if key_from else ())
     rule_values = {i: t.value.alias(f"raw_{i}") for i, t in enumerate(terms) if value_column(i, t) == f"raw_{i}"}
@@ -255,6 +259,7 @@ def prepare(scored: pl.LazyFrame | pl.DataFrame, cfg: PairsConfig, scale_max: fl
             # Some non-whitespace character (as r"\S" finds, without a regex: strip removes White_Space)
             (pl.col("answer").str.strip_chars().str.len_bytes() > 0).fill_null(False).alias("_has_answer"),
             *[pl.col(c).cast(pl.Float64) for c in scores],
+            *([pl.col(cfg.balance.column).cast(pl.String).alias("_balance")] if cfg.balance.column else []),
             *[v for i, v in rule_values.items() if i not in batched],
             *([pl.col("key") if in_memory else rules.duplicate_key(key_from).alias("key")] if key_from else []),
         )
