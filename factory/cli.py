@@ -58,6 +58,11 @@ def _pairs(args: argparse.Namespace) -> int:
 
         print(run_compare(args.run_dir, args.overrides))
         return 0
+    if args.long_prompts:  # issue 16: long2short as the source did it, step 1
+        from factory.report import write_long_prompts
+
+        print(write_long_prompts(args.run_dir, args.long_prompts, args.overrides))
+        return 0
     manifest, scored = rebuild.rebuild_pairs(args.run_dir, args.overrides)
     print(summary.run_summary(manifest, scored, "factory pairs summary"))
     return 0
@@ -159,6 +164,12 @@ def parser() -> argparse.ArgumentParser:
     pairs.add_argument("overrides", nargs="*", help="key=value overrides, e.g. pairs.w_len=0.4")
     pairs.add_argument(
         "--compare", action="store_true", help="print the strategies side by side on the stored samples; write nothing"
+    )
+    pairs.add_argument(
+        "--long-prompts",
+        metavar="FILE",
+        help="write the prompts whose samples ran long (> pairs.sft_max_tokens) as JSONL, to sample them again "
+        "for long2short (factory/pairs/long2short.py); nothing else is written",
     )
     pairs.set_defaults(func=_pairs)
     sweep = sub.add_parser("sweep", help="w_len x drop_ratio grid -> sweep/sweep.csv + heatmaps (no LLM call)")

@@ -41,7 +41,7 @@ import polars as pl
 
 from factory import pairs as pair_kernel
 from factory.config import RunConfig
-from factory.pairs import audit, compare
+from factory.pairs import audit, compare, long2short
 from factory.pairs.terms import NOT_JUDGES
 from factory.stages import judge as judge_stage
 
@@ -175,6 +175,7 @@ def build_report(
             "groups_succeeded": l2s.groups_by_outcome["kept"],
             "groups_total": l2s.groups,
             "groups_no_short_sample": l2s.groups_excluded.get("no_short_sample", 0),
+            **long2short.source_counts(l2s_groups, cfg.pairs),  # issue 16: the source's 4650 of 4915
         },
         "judgments": {"total": judged, "by_status": parse, "parse_failure_rate": failed / judged if judged else None},
         "margins": groups["margin"].to_list(),
@@ -299,6 +300,16 @@ def render_markdown(report: dict[str, Any], cfg: RunConfig, note: str | None = N
             ],
         )
     )
+    if l2s.get("groups_ran_long") is not None:  # issue 16
+        out += [
+            "",
+            f"Groups that ran long (a sample at or above {l2s['max_chosen_tokens']} tokens): "
+            f"{l2s['groups_ran_long']}, of which succeeded (a sample under it: shortest chosen, longest "
+            f"rejected): {l2s['groups_ran_long_succeeded']}; mean chosen / rejected tokens there "
+            f"{_num(l2s['mean_chosen_tokens_ran_long'])} / {_num(l2s['mean_rejected_tokens_ran_long'])}. "
+            "The source's re-sampling of only these prompts: `factory pairs RUN_DIR --long-prompts FILE`, then "
+            "a run on FILE (factory/pairs/long2short.py).",
+        ]
     out += ["", "## Rates", ""]
     judged = report["judgments"]
     rows = [[f"judgment {status}", n, _rate(n, judged["total"])] for status, n in sorted(judged["by_status"].items())]
@@ -458,6 +469,26 @@ def run_compare(run_dir: str, overrides: list[str] | None = None) -> str:
     _, _, scored = run.stored_scored(store, cfg, prompts, manifest["fingerprints"])
     rows = compare.compare(pair_kernel.attach(scored, prompts, cfg.pairs), cfg.pairs, cfg.judge.scale_max)
     return "\n".join(strategies_markdown(rows, cfg)).strip() + "\n"
+
+
+def write_long_prompts(run_dir: str, path: str, overrides: list[str] | None = None) -> str:
+    """`factory pairs RUN_DIR --long-prompts FILE`: the prompts whose samples ran long, as JSONL (any
+    fsspec URL); returns a line saying how many."""
+    import fsspec
+
+    from factory import rebuild, run
+
+    cfg, store, manifest = rebuild.open_run(run_dir, overrides)
+    prompts = rebuild.stored_prompts(store)
+    _, _, scored = run.stored_scored(store, cfg, prompts, manifest["fingerprints"])
+    rows = long2short.long_prompts(scored, prompts, cfg.pairs)
+    with fsspec.open(path, "wb") as handle:
+        rows.write_ndjson(handle)
+    return (
+        f"{rows.height} of {prompts.height} prompts ran long (a sample over {cfg.pairs.sft_max_tokens} tokens) -> "
+        f"{path}; sample them again: factory run CONFIG prompts.path={path} sampler.k=16 pairs.strategy=long2short "
+        "output_dir=NEW_DIR"
+    )
 
 
 def judge_rows(cfg: RunConfig, counts: dict[str, dict[str, int]]) -> list[dict[str, Any]]:
