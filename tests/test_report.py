@@ -32,6 +32,8 @@ def test_tables_hold_means_maxima_and_response_times():
     assert numbers["long2short"] == {
         "max_chosen_tokens": 400, "mean_chosen_tokens": 112.5, "mean_rejected_tokens": 400.0,
         "groups_succeeded": 2, "groups_total": 2, "groups_no_short_sample": 0,
+        "groups_ran_long": 1, "groups_ran_long_succeeded": 1,  # a: 500 tokens ran long; b did not
+        "mean_chosen_tokens_ran_long": 125.0, "mean_rejected_tokens_ran_long": 500.0,
     }  # fmt: skip
     assert numbers["judgments"]["by_status"] == {"ok": 4, "unparseable": 1}
     assert numbers["judgments"]["parse_failure_rate"] == pytest.approx(0.2)
