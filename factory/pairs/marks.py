@@ -131,8 +131,8 @@ def _group_keys(marked: pl.DataFrame) -> pl.DataFrame:
 def _exact_keys(
     marked: pl.DataFrame, scored: pl.DataFrame, columns: tuple[str, ...]
 ) -> tuple[pl.DataFrame, np.ndarray]:
-    """`key` holds the answers' signatures (rules.text_signature: equal for equal normalized answers,
-    not only then): among the rows otherwise valid, those whose signature repeats in their group get the
+    """`key` holds an answer-level key (rules.text_signature, or the hash of the normalized answer: equal
+    for equal normalized answers, not only then): among the rows otherwise valid, those whose signature repeats in their group get the
     hash of their normalized texts (rules.duplicate_key), as the streaming path computes for every row.
     A row whose signature is alone in its group has no duplicate, so its signature stands for it
     (equal to a hash of the others by chance at 2^-64). Returns the frame and which rows
@@ -240,9 +240,13 @@ def prepare(scored: pl.LazyFrame | pl.DataFrame, cfg: PairsConfig, scale_max: fl
     key_texts, repeated_texts = set(key_from), repeated
     in_memory = isinstance(scored, pl.DataFrame)
     if in_memory:  # each text read once: rules on normalized text, duplicates first by signature (below)
-        # Every duplicate key holds the answer: its signature alone finds the rows to compare.
-        signature = [pl.Series("key", rules.text_signature(scored["answer"]))] if key_from else []  # type: ignore[index]
-        frame = scored.with_columns(*rules.normalized_columns(repeated), *signature).lazy()  # type: ignore[union-attr]
+        # Every duplicate key holds the answer: an answer-level key finds the rows to compare. The hash of
+        # the normalized answer when a rule normalizes it anyway, else the answer's (cheaper) signature.
+        frame = scored.with_columns(*rules.normalized_columns(repeated)).lazy()  # type: ignore[union-attr]
+        if key_from and "answer" in repeated:
+            frame = frame.with_columns(pl.col(rules.normalized_column("answer")).hash().alias("key"))
+        elif key_from:
+            frame = frame.with_columns(pl.Series("key", rules.text_signature(scored["answer"])))  # type: ignore[index]
         key_texts, repeated_texts = set(), set()
     scores = sorted(_score_columns(terms, judges) | {"quality"})
     # Every sample reduced to numbers and flags; the exclusion reasons are decided on those afterwards.

@@ -378,8 +378,9 @@ def test_duplicates_in_memory_and_over_a_scan_are_the_same(tmp_path):
     rows = [(f"g{g}", i, 100 + 10 * i, 0.5, None, None, answers[(g + i) % len(answers)]) for g in range(8) for i in range(6)]
     frame = scored(rows).with_columns(pl.lit("same thinking").alias("reasoning"))
     frame.write_parquet(tmp_path / "scored.parquet")
-    for dedupe in ("content", "answer"):
-        cfg = PairsConfig(dedupe=dedupe, drop_ratio=0.0)
+    repetition = [TermConfig(source="repetition", field="answer", weight=0.1)]  # the answer normalized anyway
+    for dedupe, terms in (("content", []), ("answer", []), ("content", repetition)):
+        cfg = PairsConfig(dedupe=dedupe, drop_ratio=0.0, terms=terms)
         memory, memory_stats = pairs.select(frame, cfg)
         scan, scan_stats = pairs.select(pl.scan_parquet(tmp_path / "scored.parquet"), cfg)
         assert memory.equals(scan) and memory_stats.as_dict() == scan_stats.as_dict()
