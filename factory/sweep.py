@@ -123,6 +123,7 @@ def sweep_table(
     term: str = "length",
 ) -> pl.DataFrame:
     """The whole grid from one load of the data (see module doc)."""
+    cfg = replace(cfg, strategy="dp_dpo")  # every point is dp_dpo: no strategy's own gate or term (issue 16)
     prepared = prepare(scored, cfg, scale_max)
     rows = sweep_points(prepared, cfg, weights, drop_ratios, scale_max, term)
     schema = {c: (pl.String if c == "term" else pl.Int64 if c in COUNTS else pl.Float64) for c in SWEEP_COLUMNS}

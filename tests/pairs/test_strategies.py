@@ -137,3 +137,13 @@ def test_compare_gives_one_row_per_strategy_each_equal_to_its_own_build():
     # reward by reward_rm: a: 1 (400) vs 2 (250), b: 0 (500) vs 1 (200), c: 0 (300) vs 1 (310)
     assert by["reward"]["pairs_kept"] == 3 and by["reward"]["chosen_shorter"] == pytest.approx(1 / 3)
     assert by["reward"]["mean_token_gap"] == pytest.approx(((250 - 400) + (200 - 500) + (310 - 300)) / 3)
+
+
+def test_a_sweep_of_a_run_with_its_own_strategy_term_sweeps_dp_dpo_on_every_sample():
+    from factory.sweep import sweep_table
+
+    frame = scored([("a", 0, 100, 0.9), ("a", 1, 300, 0.2), ("a", 2, 200, 0.95), ("b", 0, 50, 0.1), ("b", 1, 80, 0.3)])
+    grid = ([0.0, 0.5, 1.0], [0.0, 0.3])
+    plain = sweep_table(frame, PairsConfig(), *grid)
+    for strategy in ("shortest_correct", "reward"):
+        assert sweep_table(frame, PairsConfig(strategy=strategy), *grid).equals(plain)
