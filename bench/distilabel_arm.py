@@ -72,14 +72,14 @@ def _real(path: str, repeats: int) -> None:
         rows = pickle.load(f)
     step = FormatTextGenerationDPO()
     step.load()
-    best = float("inf")
+    best = cpu = float("inf")
     for _ in range(repeats):
         gc.collect()
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         out = next(step.process(rows))
-        best = min(best, time.perf_counter() - start)
+        best, cpu = min(best, time.perf_counter() - start), min(cpu, time.process_time() - start_cpu)
     assert len(out) == len(rows) and "chosen" in out[0]
-    print(f"{best * 1000:.3f}")
+    print(f"{best * 1000:.3f} {cpu * 1000:.3f}")  # wall and CPU milliseconds
 
 
 if __name__ == "__main__":
