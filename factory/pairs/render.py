@@ -211,6 +211,8 @@ def _sft_frame(rows: pl.DataFrame, prompts: pl.LazyFrame | pl.DataFrame, source:
 
 def _in_order(prompt_id: pl.Series, sample_idx: pl.Series) -> bool:
     """Whether the rows are in (prompt_id, sample_idx) order already."""
+    if prompt_id.len() < 2:
+        return True
     if not prompt_id.is_sorted():
         return False
     same = (prompt_id.slice(1) == prompt_id.slice(0, prompt_id.len() - 1)).to_numpy()

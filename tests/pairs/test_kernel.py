@@ -402,3 +402,14 @@ def test_sft_and_pair_messages_are_built_as_polars_would_concatenate_them():
     pair = built.pairs.row(0, named=True)
     assert pair["chosen"] == [{"role": "assistant", "content": "<think>\nthink a/0\n</think>\n\nanswer a/0"}]
     assert pair["prompt"] == prompts.row(0, named=True)["messages"]
+
+
+def test_a_build_with_nothing_to_export_or_pair_writes_empty_frames_of_the_contract():
+    frame = scored([("a", 0, 500, 0.5, "length"), ("a", 1, 600, 0.4, "length"), ("b", 0, 50, None)])
+    for strategy in ("dp_dpo", "long2short", "shortest_correct", "reward"):
+        built = pairs.build(frame, prompts_for(frame), PairsConfig(strategy=strategy))
+        assert built.pairs.height == 0 and built.sft["dp_sft"].height == 0 and built.sft["filter_long"].height == 0
+        assert built.pairs.to_arrow().cast(pairs.pairs_schema("conversational")).num_rows == 0
+    empty = frame.clear()
+    built = pairs.build(empty, prompts_for(frame), PairsConfig())
+    assert built.pairs.height == 0 and built.stats.samples_total == 0
