@@ -3,6 +3,12 @@
     .venv/bin/python bench/bench_pairs.py            # all three
     .venv/bin/python bench/bench_pairs.py --skip-1m  # the two 15k benchmarks only
     .venv/bin/python bench/bench_pairs.py --skip-15k # the 1M benchmark only
+    .venv/bin/python bench/bench_pairs.py --skip-1m --distilabel-python /tmp/distilabel-venv/bin/python
+
+0. (issue 16) 15k groups x K=8: our default build (dedupe on, no SFT export) against distilabel's pair
+   step (FormatTextGenerationDPO's argmax/argmin, bench/distilabel_arm.py) on the same samples, goal >=
+   5x; with --distilabel-python, the real step too, in its own environment (a subprocess). Then the SFT
+   exports (filter_long + dp_sft) against the build's own time, goal <= 1.
 
 Data: bench/synth.py with extra_terms: a reward-model column, answers that repeat themselves, and ~3%
 duplicate samples (other case and spacing), besides the usual errors, truncations and unjudged ones.
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import pickle
 import resource
 import subprocess
 import sys
@@ -37,6 +44,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
+import distilabel_arm
 import pairs_baseline
 import polars as pl
 import synth
@@ -63,6 +71,17 @@ def best_of(repeats: int, fn):  # type: ignore[no-untyped-def]
         result = fn()
         times.append(time.perf_counter() - start)
     return min(times), result
+
+
+def cpu_of(repeats: int, fn) -> float:  # type: ignore[no-untyped-def]
+    """The least CPU time (process_time: every thread of this process) of `repeats` runs."""
+    times = []
+    for _ in range(repeats):
+        gc.collect()
+        start = time.process_time()
+        fn()
+        times.append(time.process_time() - start)
+    return min(times)
 
 
 def same_pairs(polars_pairs: pl.DataFrame, python_pairs: pl.DataFrame) -> bool:
@@ -92,6 +111,8 @@ def bench_15k(groups: int, k: int) -> None:
         pairs.build(scored, prompts, cfg)  # warm-up
         t_python, (python_pairs, counts) = best_of(3, lambda c=cfg: pairs_baseline.build_pairs(scored, prompts, c))
         t_polars, built = best_of(15, lambda c=cfg: pairs.build(scored, prompts, c))
+        c_python = cpu_of(1, lambda c=cfg: pairs_baseline.build_pairs(scored, prompts, c))
+        c_polars = cpu_of(15, lambda c=cfg: pairs.build(scored, prompts, c))
         stats = built.stats
         same = (
             same_pairs(built.pairs, python_pairs.select(built.pairs.columns))
@@ -106,6 +127,57 @@ def bench_15k(groups: int, k: int) -> None:
             f"speed-up {t_python / t_polars:5.1f}x   pairs {stats.pairs_kept}   "
             f"duplicates {stats.samples_excluded.get('duplicate', '-')}   same results: {same}"
         )
+        print(f"{'':44} CPU time: python {c_python * 1000:7.1f} ms   polars {c_polars * 1000:6.1f} ms   "
+              f"speed-up {c_python / c_polars:5.1f}x")  # fmt: skip
+
+
+def bench_peer(groups: int, k: int, distilabel_python: str | None) -> None:
+    """Goals of issue 16, measured in this one run on the same frame: the default build (dedupe on, no
+    SFT export) >= 5x distilabel's pair step; the SFT exports (filter_long + dp_sft) <= the build."""
+    scored, prompts = synth.scored_frame(groups, k, seed=0, extra_terms=True)
+    rows = distilabel_arm.items(scored, prompts)
+    cfg = PairsConfig(sft=[])
+    pairs.build(scored, prompts, cfg)  # warm-up
+    t_build, built = best_of(15, lambda: pairs.build(scored, prompts, cfg))
+    t_step, _ = best_of(15, lambda: distilabel_arm.format_dpo(rows))
+    c_build = cpu_of(15, lambda: pairs.build(scored, prompts, cfg))
+    c_step = cpu_of(15, lambda: distilabel_arm.format_dpo(rows))
+    print(f"== issue 16 goals on {groups} x {k}")
+    print(
+        f"distilabel's pair step (its rule, here)  {t_step * 1000:7.1f} ms   our default build (dedupe on) "
+        f"{t_build * 1000:6.1f} ms   ratio {t_step / t_build:5.1f}x (goal >= 5x)"
+    )
+    print(
+        f"  the same in CPU time (all threads; a shared machine's waiting left out): step {c_step * 1000:.1f} ms, "
+        f"build {c_build * 1000:.1f} ms, ratio {c_step / c_build:.1f}x"
+    )
+    if distilabel_python:
+        with tempfile.TemporaryDirectory(prefix="distilabel-") as folder:
+            path = f"{folder}/items.pickle"
+            with open(path, "wb") as f:
+                pickle.dump(rows, f, protocol=5)
+            command = [distilabel_python, str(HERE / "distilabel_arm.py"), path, "15"]
+            done = subprocess.run(command, check=True, capture_output=True, text=True)
+        t_real, c_real = (float(x) / 1000 for x in done.stdout.strip().splitlines()[-1].split())
+        t_build, _ = best_of(15, lambda: pairs.build(scored, prompts, cfg))  # again, right after
+        print(
+            f"distilabel {distilabel_python}: FormatTextGenerationDPO {t_real * 1000:7.1f} ms   our default build "
+            f"{t_build * 1000:6.1f} ms   ratio {t_real / t_build:5.1f}x (goal >= 5x); CPU time "
+            f"{c_real * 1000:.1f} vs {c_build * 1000:.1f} ms, ratio {c_real / c_build:.1f}x"
+        )
+    both = PairsConfig(sft=["filter_long", "dp_sft"])
+
+    def exports():  # type: ignore[no-untyped-def]
+        return pairs.sft_filter_long(built.prepared, scored, prompts, both), pairs.sft_dp(
+            built.decisions, scored, prompts, both
+        )
+
+    exports()
+    t_sft, (long, dp) = best_of(15, exports)
+    print(
+        f"SFT exports (filter_long {long.height} rows + dp_sft {dp.height})  {t_sft * 1000:6.1f} ms   "
+        f"pair build {t_build * 1000:6.1f} ms   exports / build {t_sft / t_build:4.2f} (goal <= 1)"
+    )
 
 
 def bench_sweep(groups: int, k: int) -> None:
@@ -170,12 +242,17 @@ def main() -> None:
     parser.add_argument("--groups", type=int, default=15_000)
     parser.add_argument("--big-groups", type=int, default=1_000_000)
     parser.add_argument("--skip-1m", action="store_true")
+    parser.add_argument("--only-goals", action="store_true", help="run benchmark 0 only")
     parser.add_argument("--skip-15k", action="store_true", help="run the 1M benchmark only")
     parser.add_argument(
         "--reasoning-repeat",
         type=int,
         default=20,
         help="1M case: reasoning is a ~55-character sentence this many times",
+    )
+    parser.add_argument(
+        "--distilabel-python",
+        help="a Python with distilabel installed (its own environment): also time its real FormatTextGenerationDPO",
     )
     parser.add_argument("--worker-1m", help=argparse.SUPPRESS)
     parser.add_argument("--generate", help=argparse.SUPPRESS)
@@ -187,6 +264,9 @@ def main() -> None:
         worker_1m(args.worker_1m)
         return
     if not args.skip_15k:
+        bench_peer(args.groups, 8, args.distilabel_python)
+        if args.only_goals:
+            return
         bench_15k(args.groups, 8)
         bench_sweep(args.groups, 8)
     if not args.skip_1m:

@@ -3,6 +3,7 @@ same call works on a laptop and as the entry point of `ray job submit`.
 
     factory run CONFIG [key=value ...]     sample -> judge -> pair; resumes what is stored
     factory pairs RUN_DIR [key=value ...]  rebuild pairs/ and sft/ from what is stored, no LLM call
+    factory pairs RUN_DIR --compare        the selection strategies side by side (no LLM call, nothing written)
     factory sweep RUN_DIR [key=value ...]  w_len x drop_ratio grid -> sweep/ (csv + heatmaps), no LLM call
     factory report RUN_DIR [key=value ...] tables + PNG plots + index.html -> report/, no LLM call
     factory calibrate [CONFIG] [key=value ...] [--data F] [--out D]   judge agreement on better/worse replies
@@ -54,6 +55,16 @@ def _pairs(args: argparse.Namespace) -> int:
     from factory.commands import summary
 
     _live_note(args.run_dir, "these pairs are built from the rows stored so far; the run rewrites pairs/ when it ends")
+    if args.compare:  # issue 16: the strategies side by side, nothing written
+        from factory.report import run_compare
+
+        print(run_compare(args.run_dir, args.overrides))
+        return 0
+    if args.long_prompts:  # issue 16: long2short as the source did it, step 1
+        from factory.report import write_long_prompts
+
+        print(write_long_prompts(args.run_dir, args.long_prompts, args.overrides))
+        return 0
     manifest, scored = rebuild.rebuild_pairs(args.run_dir, args.overrides)
     print(summary.run_summary(manifest, scored, "factory pairs summary"))
     return 0
@@ -157,6 +168,15 @@ def parser() -> argparse.ArgumentParser:
     pairs = sub.add_parser("pairs", help="rebuild pairs/ and sft/ from stored samples and judgments (no LLM call)")
     pairs.add_argument("run_dir")
     pairs.add_argument("overrides", nargs="*", help="key=value overrides, e.g. pairs.w_len=0.4")
+    pairs.add_argument(
+        "--compare", action="store_true", help="print the strategies side by side on the stored samples; write nothing"
+    )
+    pairs.add_argument(
+        "--long-prompts",
+        metavar="FILE",
+        help="write the prompts whose samples ran long (> pairs.sft_max_tokens) as JSONL, to sample them again "
+        "for long2short (factory/pairs/long2short.py); nothing else is written",
+    )
     pairs.set_defaults(func=_pairs)
     sweep = sub.add_parser("sweep", help="w_len x drop_ratio grid -> sweep/sweep.csv + heatmaps (no LLM call)")
     sweep.add_argument("run_dir")

@@ -145,7 +145,7 @@ class GenRMNode(JudgeNode):
     rubric: str = ""
 
     @classmethod
-    def entries(cls, cfg: RunConfig) -> list[JudgeNode]:
+    def entries(cls, cfg: RunConfig, stored: dict[str, str] | None = None) -> list[JudgeNode]:
         entries = [("judge", "judge", "quality", "dim_", cfg.judge)] if cfg.judge.enabled else []
         entries += [(f"judge_{n}", f"judges.{n}", f"quality_{n}", f"dim_{n}_", j) for n, j in cfg.judges.items() if j.enabled]
         nodes: list[JudgeNode] = []
@@ -153,7 +153,9 @@ class GenRMNode(JudgeNode):
             check_file(f"{key}.rubric_file", judge.rubric_file)
             dims = {f"{prefix}{d}": f"{key}.dimension_names" for d in judge.dimension_names} if judge.dimensions else {}
             rubric = rubric_text(cfg, judge)
-            fp = judge_stage.judge_fingerprint(judge, model_id(judge.engine, f"{key}.engine"), rubric)
+            fp = stored.get(stage, "") if stored is not None else judge_stage.judge_fingerprint(
+                judge, model_id(judge.engine, f"{key}.engine"), rubric
+            )
             nodes.append(cls(stage, key, column, judge, judge.engine, fp, dims, rubric))
         return nodes
 
@@ -187,11 +189,13 @@ class RewardNode(JudgeNode):
     name: str = ""
 
     @classmethod
-    def entries(cls, cfg: RunConfig) -> list[JudgeNode]:
+    def entries(cls, cfg: RunConfig, stored: dict[str, str] | None = None) -> list[JudgeNode]:
         nodes: list[JudgeNode] = []
         for name, rm in cfg.reward_models.items():
             key = f"reward_models.{name}"
-            fp = reward_stage.reward_fingerprint(rm, model_id(rm.engine, f"{key}.engine"))
+            fp = stored.get(f"reward_{name}", "") if stored is not None else reward_stage.reward_fingerprint(
+                rm, model_id(rm.engine, f"{key}.engine")
+            )
             scorer = kind_of(rm.engine).scorer_config(rm.engine)
             nodes.append(cls(f"reward_{name}", key, f"reward_{name}", rm, scorer, fp, {}, name))
         return nodes
@@ -227,7 +231,7 @@ class VerifierNode(JudgeNode):
     requests: ClassVar[bool] = False
 
     @classmethod
-    def entries(cls, cfg: RunConfig) -> list[JudgeNode]:
+    def entries(cls, cfg: RunConfig, stored: dict[str, str] | None = None) -> list[JudgeNode]:
         nodes: list[JudgeNode] = []
         for name, verifier in cfg.verifiers.items():
             key, column = f"verifiers.{name}", f"verify_{name}"
@@ -253,7 +257,7 @@ class VerifierNode(JudgeNode):
 
 
 # Every judge kind, in graph order. A new kind: a JudgeNode subclass with `entries` and its stage module.
-JUDGE_KINDS: list[Callable[[RunConfig], list[JudgeNode]]] = [GenRMNode.entries, RewardNode.entries, VerifierNode.entries]
+JUDGE_KINDS: list[Callable[[RunConfig, dict[str, str] | None], list[JudgeNode]]] = [GenRMNode.entries, RewardNode.entries, VerifierNode.entries]
 
 
 # -- the graph --------------------------------------------------------------------------------------
@@ -275,15 +279,20 @@ class Scored:
 class RunGraph:
     """The stages and judges of `factory run` for one config (see the module doc)."""
 
-    def __init__(self, cfg: RunConfig):
+    def __init__(self, cfg: RunConfig, stored: dict[str, str] | None = None):
+        """`stored`: a stored run's fingerprints, taken as they are (no model file is looked at: a run
+        directory copied to a machine without the model still reads); None: computed from the config."""
         self.cfg = cfg
-        check_file("prompts.system_prompt_file", cfg.prompts.system_prompt_file)
-        check_file("prompts.user_template_file", cfg.prompts.user_template_file)
-        self.judges: list[JudgeNode] = [node for entries in JUDGE_KINDS for node in entries(cfg)]
-        template = template_text(cfg)
+        if stored is None:
+            check_file("prompts.system_prompt_file", cfg.prompts.system_prompt_file)
+            check_file("prompts.user_template_file", cfg.prompts.user_template_file)
+        self.judges: list[JudgeNode] = [node for entries in JUDGE_KINDS for node in entries(cfg, stored)]
+        if stored is not None:
+            self.sampler_fp = stored.get("sampler", "")
+            return
         engine = cfg.sampler.engine
         self.sampler_fp = sample_stage.sampler_fingerprint(
-            engine, cfg.sampler.sampling, model_id(engine, "sampler.engine"), template
+            engine, cfg.sampler.sampling, model_id(engine, "sampler.engine"), template_text(cfg)
         )
 
     @property

@@ -5,6 +5,8 @@ two shapes:
 - a `messages` column with ready chat messages, or
 - fields rendered by the user template: product_info (object or text), history (list of
   {role, content}, optional) and question (text).
+Roles are system, user and assistant; `prompts.roles` maps other names first (the source's dialogue
+history says 观众 for the viewer and 主播 for the host: roles: {观众: user, 主播: assistant}).
 
     >>> valid, invalid = prepare_prompts(rows, cfg, system_prompt, user_template)
     valid:   prompt_id, messages, product_info, history, question, row_index, <other input fields>
@@ -229,16 +231,20 @@ def _json_lines(handle: Any, name: str) -> Iterator[Any]:
             yield InvalidRow(f"{name} line {line_no}: not valid JSON ({exc.msg})", raw=line.strip())
 
 
-def _check_messages(value: Any, what: str) -> list[dict[str, str]]:
+def _check_messages(value: Any, what: str, roles: dict[str, str] | None = None) -> list[dict[str, str]]:
+    """A list of {role, content} turns; `roles` (prompts.roles) maps the input's role names first."""
     if value is None:
         return []
     if not isinstance(value, list):
         raise InvalidRow(f"{what} is not a list of {{role, content}}")
     out = []
     for turn in value:
-        if not isinstance(turn, dict) or not isinstance(turn.get("content"), str) or turn.get("role") not in ROLES:
-            raise InvalidRow(f"{what} has a turn that is not {{role: system|user|assistant, content: text}}")
-        out.append({"role": turn["role"], "content": turn["content"]})
+        role = turn.get("role") if isinstance(turn, dict) else None
+        role = (roles or {}).get(role, role) if isinstance(role, str) else role
+        if not isinstance(turn, dict) or not isinstance(turn.get("content"), str) or role not in ROLES:
+            unknown = f" (role {role!r}: map it with prompts.roles)" if isinstance(role, str) else ""
+            raise InvalidRow(f"{what} has a turn that is not {{role: system|user|assistant, content: text}}{unknown}")
+        out.append({"role": role, "content": turn["content"]})
     return out
 
 
@@ -279,7 +285,7 @@ def render_row(row: dict, cfg: PromptsConfig, system_prompt: str, user_template:
     if not isinstance(row, dict):
         raise InvalidRow("row is not an object")
     if cfg.messages_column in row and row[cfg.messages_column] is not None:
-        messages = _check_messages(row[cfg.messages_column], cfg.messages_column)
+        messages = _check_messages(row[cfg.messages_column], cfg.messages_column, cfg.roles)
         if not messages or messages[-1]["role"] != "user" or not messages[-1]["content"].strip():
             raise InvalidRow(f"{cfg.messages_column} must end with a non-empty user message")
         history = [m for m in messages[:-1] if m["role"] != "system"]
@@ -293,7 +299,7 @@ def render_row(row: dict, cfg: PromptsConfig, system_prompt: str, user_template:
     question = _field(row, cfg.question_column)
     if not isinstance(question, str):
         raise InvalidRow(f"field {cfg.question_column!r} is not text")
-    history = _check_messages(row.get(cfg.history_column), cfg.history_column)
+    history = _check_messages(row.get(cfg.history_column), cfg.history_column, cfg.roles)
     user = user_template.format(product_info=product_info, history=render_history(history), question=question.strip())
     messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
         {"role": "user", "content": user}

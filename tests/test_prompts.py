@@ -214,3 +214,39 @@ def test_the_same_prompt_text_under_another_id_is_a_ledger_row_unless_asked():
     assert invalid["reason"][0].startswith("duplicate prompt text: the same messages as prompt_id 'a' (row 0)")
     kept, none = prepare_prompts(rows, PromptsConfig(dedupe_text=False))
     assert kept["prompt_id"].to_list() == ["a", "b", "c"] and none.height == 0
+
+
+# -- prompts.roles (issue 16): the source's own role names ------------------------------------------
+SOURCE_HISTORY = [{"role": "观众", "content": "PQQ介绍下呢"}, {"role": "主播", "content": "下个品就是来讲11号宝贝"}]
+
+
+def test_history_with_the_sources_roles_is_mapped_by_prompts_roles():
+    row = {**GOOD, "history": SOURCE_HISTORY, "question": "为啥PQQ单瓶贵很多"}
+    _, invalid = prepare_prompts(rows(row), PromptsConfig(), "", "{history}|{question}")
+    assert "role '观众': map it with prompts.roles" in invalid["reason"][0]
+    cfg = PromptsConfig(roles={"观众": "user", "主播": "assistant"})
+    valid, invalid = prepare_prompts(rows(row), cfg, "", "{history}|{question}")
+    assert invalid.height == 0
+    assert valid["history"][0].to_list() == [
+        {"role": "user", "content": "PQQ介绍下呢"},
+        {"role": "assistant", "content": "下个品就是来讲11号宝贝"},
+    ]
+    assert valid["messages"][0][0]["content"] == "Viewer: PQQ介绍下呢\nHost: 下个品就是来讲11号宝贝|为啥PQQ单瓶贵很多"
+
+
+def test_prompts_roles_map_ready_messages_too_and_leave_standard_roles_alone():
+    messages = [{"role": "主播", "content": "在的"}, {"role": "user", "content": "有货吗"}]
+    cfg = PromptsConfig(roles={"主播": "assistant"})
+    valid, invalid = prepare_prompts(rows({"id": "m", "messages": messages}), cfg)
+    assert invalid.height == 0 and [m["role"] for m in valid["messages"][0]] == ["assistant", "user"]
+
+
+def test_prompts_roles_from_yaml_and_the_command_line_and_a_bad_target_names_its_key(tmp_path):
+    from factory.config import ConfigError, load
+
+    path = tmp_path / "c.yaml"
+    path.write_text("prompts:\n  roles: {观众: user, 主播: assistant}\n")
+    assert load(path).prompts.roles == {"观众": "user", "主播": "assistant"}
+    assert load(None, ["prompts.roles.viewer=user"]).prompts.roles == {"viewer": "user"}
+    with pytest.raises(ConfigError, match="prompts.roles.主播"):
+        load(None, ["prompts.roles.主播=host"])

@@ -2,7 +2,7 @@
 `factory pairs` is it.
 
     cfg, store, manifest = open_run("runs/demo", ["pairs.w_len=0.4"])
-    outputs = write_outputs(store, RunGraph(cfg), prompts, manifest["fingerprints"])   # pairs/ and sft/
+    outputs = write_outputs(store, RunGraph(cfg, manifest["fingerprints"]), prompts, manifest["fingerprints"])
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def rebuild_pairs(run_dir: str, overrides: list[str] | None = None) -> tuple[dic
     t0 = time.perf_counter()
     cfg, store, stored = open_run(run_dir, overrides)
     prompts = stored_prompts(store)
-    graph = RunGraph(cfg)
+    graph = RunGraph(cfg, stored["fingerprints"])
     outputs = write_outputs(store, graph, prompts, stored["fingerprints"])
     manifest = Manifest.from_dict(stored)
     # The run's config stays the manifest's config: overrides shape this build only (recorded below), so a

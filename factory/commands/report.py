@@ -18,6 +18,11 @@ Table "judges": every judge of the run (judge, judges.<name>, reward_models.<nam
 scored column it makes, its stored rows ok / failed; with two or more pairs.judges, their pairwise
 agreement: the share of groups where two judges pick the same chosen and the same rejected sample.
 Table "tags" (when the judge gives tags, judge.tags): each tag's share of valid, chosen, rejected samples.
+Table "strategies" (issue 16): dp_dpo, quality, long2short, shortest_correct and reward on the same
+samples (factory.pairs.compare): pairs kept, mean token and quality gaps, share with the chosen shorter.
+Table "bias audit": per judge and reward model, the within-group rank correlation of score with length,
+how often its pick is the longer sample, the token gaps of its own pairs, its score histogram
+(factory.pairs.audit).
 Table "rates": judge parse statuses, sample exclusions by reason (rule filters and duplicates
 included), groups by bucket, candidate pairs by outcome.
 The pair decisions are recomputed with the run's stored config (and any key=value given) by the
@@ -36,6 +41,7 @@ import polars as pl
 from factory import pairs as pair_kernel
 from factory.commands.present import markdown, num, png, pyplot
 from factory.config import RunConfig
+from factory.pairs import audit, compare, long2short
 from factory.pairs.terms import NOT_JUDGES
 from factory.stages import judge as judge_stage
 
@@ -121,8 +127,9 @@ def build_report(
     the decisions behind them (prepared, decisions, long2short), for the page's pair browser."""
     prepared = pair_kernel.prepare(scored, cfg.pairs, cfg.judge.scale_max)
     groups, stats = pair_kernel.decide(prepared, cfg.pairs)
-    l2s_groups, l2s = pair_kernel.decide(prepared, replace(cfg.pairs, strategy="long2short"))
-    if frames is not None:  # issue 18: the page reuses these decisions instead of making them again
+    base = pair_kernel.unfiltered(prepared, scored, cfg.pairs, cfg.judge.scale_max)
+    l2s_groups, l2s = pair_kernel.decide(base, replace(cfg.pairs, strategy="long2short"))
+    if frames is not None:  # the page reuses these decisions instead of making them again
         frames.update(prepared=prepared, decisions=groups, long2short=l2s_groups)
     marked = prepared.marked
     ok = marked.filter(pl.col("exclusion").cast(pl.String).fill_null("") != "engine_error")
@@ -151,6 +158,8 @@ def build_report(
         "score_columns": score_columns(scored, prepared, groups),
         "tags": tag_shares(scored, prepared, groups),
         "judges": judge_rows(cfg, judges or {}),
+        "strategies": compare.compare(scored, cfg.pairs, cfg.judge.scale_max, prepared=base),  # issue 16
+        "bias_audit": audit.bias_audit(scored, prepared, groups, cfg.pairs, cfg.judge.scale_max, judge_scales(cfg)),
         "long2short": {
             "max_chosen_tokens": cfg.pairs.max_chosen_tokens,
             "mean_chosen_tokens": l2s.mean_chosen_tokens,
@@ -158,6 +167,7 @@ def build_report(
             "groups_succeeded": l2s.groups_by_outcome["kept"],
             "groups_total": l2s.groups,
             "groups_no_short_sample": l2s.groups_excluded.get("no_short_sample", 0),
+            **long2short.source_counts(l2s_groups, cfg.pairs),  # issue 16: the source's 4650 of 4915
         },
         "judgments": {"total": judged, "by_status": parse, "parse_failure_rate": failed / judged if judged else None},
         "margins": groups["margin"].to_list(),
@@ -265,6 +275,9 @@ def render_markdown(report: dict[str, Any], cfg: RunConfig, note: str | None = N
         out.append(
             markdown(["judges", "agreement"], [[k, _rate_value(v)] for k, v in pairs["judge_agreement"].items()])
         )
+    out += balance_markdown(pairs.get("balance"))  # issue 16
+    out += strategies_markdown(report["strategies"], cfg)
+    out += bias_markdown(report["bias_audit"])
     out += ["", "## long2short", ""]
     out.append(
         markdown(
@@ -279,6 +292,16 @@ def render_markdown(report: dict[str, Any], cfg: RunConfig, note: str | None = N
             ],
         )
     )
+    if l2s.get("groups_ran_long") is not None:  # issue 16
+        out += [
+            "",
+            f"Groups that ran long (a sample at or above {l2s['max_chosen_tokens']} tokens): "
+            f"{l2s['groups_ran_long']}, of which succeeded (a sample under it: shortest chosen, longest "
+            f"rejected): {l2s['groups_ran_long_succeeded']}; mean chosen / rejected tokens there "
+            f"{_num(l2s['mean_chosen_tokens_ran_long'])} / {_num(l2s['mean_rejected_tokens_ran_long'])}. "
+            "The source's re-sampling of only these prompts: `factory pairs RUN_DIR --long-prompts FILE`, then "
+            "a run on FILE (factory/pairs/long2short.py).",
+        ]
     out += ["", "## Rates", ""]
     judged = report["judgments"]
     rows = [[f"judgment {status}", n, _rate(n, judged["total"])] for status, n in sorted(judged["by_status"].items())]
@@ -303,15 +326,173 @@ def render_markdown(report: dict[str, Any], cfg: RunConfig, note: str | None = N
     return "\n".join(out)
 
 
+# -- issue 16: strategies side by side, the judges' bias audit ---------------------------------------
+def judge_scales(cfg: RunConfig) -> dict[str, float]:
+    """Each GenRM judge's quality column -> its scale_max (the audit shows scores on it)."""
+    return {"quality": cfg.judge.scale_max} | {f"quality_{n}": j.scale_max for n, j in cfg.judges.items()}
+
+
+def balance_markdown(balance: dict[str, Any] | None) -> list[str]:
+    """pairs.balance: the cap in force and the pairs kept / dropped per value."""
+    if not balance:
+        return []
+    cap = balance["cap"] if balance["cap"] is not None else "none (target share not reachable)"
+    share = "" if balance["target_share"] is None else f", target share {balance['target_share']:g}"
+    out = ["", f"## Balance by {balance['column']}", "", f"Cap per value: {cap}{share}.", ""]
+    rows = [[value, c["kept"], c["over_balance"]] for value, c in balance["by_value"].items()]
+    out.append(markdown(["value", "pairs kept", "over_balance"], rows))
+    return out
+
+
+def strategies_markdown(rows: list[dict[str, Any]], cfg: RunConfig) -> list[str]:
+    """The strategies table (factory.pairs.compare), as lines of Markdown."""
+    scale = cfg.judge.scale_max
+    out = ["", "## Strategies on the same samples", ""]
+    out.append(
+        "Each recipe through the same kernel, with the run's filters, dedupe, pairing and judges; "
+        f"quality gap on the primary judge's scale (/{scale:g}); no LLM call."
+    )
+    out.append("")
+    out.append(
+        markdown(
+            [
+                "strategy",
+                "setting",
+                "pairs kept",
+                "mean token gap",
+                f"mean quality gap /{scale:g}",
+                "chosen shorter",
+                "mean chosen tokens",
+            ],
+            [
+                [
+                    r["strategy"],
+                    r["setting"],
+                    r["pairs_kept"],
+                    r["mean_token_gap"],
+                    None if r["mean_quality_gap"] is None else r["mean_quality_gap"] * scale,
+                    _rate_value(r["chosen_shorter"]),
+                    r["mean_chosen_tokens"],
+                ]
+                for r in rows
+            ],
+        )  # fmt: skip
+    )
+    return out
+
+
+def bias_markdown(audit_numbers: dict[str, Any]) -> list[str]:
+    """The bias audit (factory.pairs.audit), as lines of Markdown."""
+    if not audit_numbers["length_bias"]:
+        return []
+    out = ["", "## Bias audit", ""]
+    out.append(
+        "Within each group of valid samples: the rank correlation of each judge's score with length (> 0: "
+        "longer scores higher), and the share of groups where the judge's top-scored sample is longer "
+        '(what "always pick the longer" agrees with) or shorter than its bottom-scored one.'
+    )
+    out.append("")
+    out.append(
+        markdown(
+            ["judge", "samples", "groups", "spearman (mean)", "picks longer", "picks shorter", "groups preferring"],
+            [
+                [
+                    r["judge"],
+                    r["samples"],
+                    r["groups"],
+                    _num(r["spearman"], 3),
+                    _rate_value(r["picks_longer"]),
+                    _rate_value(r["picks_shorter"]),
+                    r["groups_preferring"],
+                ]
+                for r in audit_numbers["length_bias"]
+            ],
+        )  # fmt: skip
+    )
+    out += ["", "Token gap (rejected - chosen) of the kept pairs: this build's, and each judge's own pairs "
+            "(highest vs lowest score, no length term).", ""]  # fmt: skip
+    out.append(
+        markdown(
+            ["pairs", "n", "mean", "p10", "p25", "median", "p75", "p90", "chosen shorter"],
+            [
+                [
+                    r["pairs"],
+                    r["n"],
+                    r["mean"],
+                    r["p10"],
+                    r["p25"],
+                    r["p50"],
+                    r["p75"],
+                    r["p90"],
+                    _rate_value(r["chosen_shorter"]),
+                ]
+                for r in audit_numbers["gaps"]
+            ],
+        )  # fmt: skip
+    )
+    out += ["", "Score distribution: every stored score; 10 equal bins over the range (a judge that gives the "
+            "bottom or the top of its scale to most samples shows at a glance).", ""]  # fmt: skip
+    out.append(
+        markdown(
+            ["judge", "n", "distinct", "range", "at bottom", "at top", "histogram (low -> high)"],
+            [
+                [
+                    r["judge"],
+                    r["n"],
+                    r["distinct"],
+                    r["range"],
+                    _rate_value(r["at_bottom"]),
+                    _rate_value(r["at_top"]),
+                    " ".join(str(c) for c in r["histogram"]),
+                ]
+                for r in audit_numbers["scores"]
+            ],
+        )  # fmt: skip
+    )
+    return out
+
+
+def run_compare(run_dir: str, overrides: list[str] | None = None) -> str:
+    """`factory pairs RUN_DIR --compare`: the strategies table of a run, printed; nothing is written."""
+    from factory.commands import rebuild
+    from factory.graph import RunGraph
+
+    cfg, store, manifest = rebuild.open_run(run_dir, overrides)
+    prompts = rebuild.stored_prompts(store)
+    scored = RunGraph(cfg, manifest["fingerprints"]).scored(store, prompts).scored
+    rows = compare.compare(pair_kernel.attach(scored, prompts, cfg.pairs), cfg.pairs, cfg.judge.scale_max)
+    return "\n".join(strategies_markdown(rows, cfg)).strip() + "\n"
+
+
+def write_long_prompts(run_dir: str, path: str, overrides: list[str] | None = None) -> str:
+    """`factory pairs RUN_DIR --long-prompts FILE`: the prompts whose samples ran long, as JSONL (any
+    fsspec URL); returns a line saying how many."""
+    import fsspec
+
+    from factory.commands import rebuild
+    from factory.graph import RunGraph
+
+    cfg, store, manifest = rebuild.open_run(run_dir, overrides)
+    prompts = rebuild.stored_prompts(store)
+    scored = RunGraph(cfg, manifest["fingerprints"]).scored(store, prompts).scored
+    rows = long2short.long_prompts(scored, prompts, cfg.pairs)
+    with fsspec.open(path, "wb") as handle:
+        rows.write_ndjson(handle)
+    return (
+        f"{rows.height} of {prompts.height} prompts ran long (a sample over {cfg.pairs.sft_max_tokens} tokens) -> "
+        f"{path}; sample them again: factory run CONFIG prompts.path={path} sampler.k=16 pairs.strategy=long2short "
+        "output_dir=NEW_DIR"
+    )
+
+
 def judge_rows(cfg: RunConfig, counts: dict[str, dict[str, int]]) -> list[dict[str, Any]]:
-    """One row per judge of the run: stage, kind, scored column, config key, stored rows ok / failed."""
-    judges = [("judge", "genrm", "quality", "judge")] if cfg.judge.enabled else []
-    judges += [(f"judge_{n}", "genrm", f"quality_{n}", f"judges.{n}") for n, j in cfg.judges.items() if j.enabled]
-    judges += [(f"reward_{n}", "reward_model", f"reward_{n}", f"reward_models.{n}") for n in cfg.reward_models]
-    judges += [(f"verify_{n}", "verifier", f"verify_{n}", f"verifiers.{n}") for n in cfg.verifiers]  # issue 16
+    """One row per judge of the run (the run graph's entries): stage, kind, scored column, config key,
+    stored rows ok / failed."""
+    from factory.graph import RunGraph
+
     return [
-        {"stage": stage, "kind": kind, "column": column, "key": key, **counts.get(stage, {"ok": 0, "failed": 0})}
-        for stage, kind, column, key in judges
+        {"stage": j.stage, "kind": j.kind, "column": j.column, "key": j.key, **counts.get(j.stage, {"ok": 0, "failed": 0})}
+        for j in RunGraph(cfg, stored={}).judges
     ]
 
 
@@ -396,9 +577,9 @@ def run_report(run_dir: str, overrides: list[str] | None = None) -> tuple[str, d
     cfg, store, manifest = rebuild.open_run(run_dir, overrides)
     cfg.output_dir = store.url
     prompts = rebuild.stored_prompts(store)
-    graph = RunGraph(cfg)
-    read = graph.scored(store, prompts, manifest["fingerprints"])
-    scored, frames = read.scored, read.frames
+    graph = RunGraph(cfg, manifest["fingerprints"])
+    read = graph.scored(store, prompts)
+    scored, frames = pair_kernel.attach(read.scored, prompts, cfg.pairs), read.frames  # balance: a prompt column
     decided: dict[str, Any] = {}
     report = build_report(scored, read.judgments, cfg, graph.judge_counts(frames), decided)
     stored = store.read("pairs")

@@ -32,7 +32,7 @@ import polars as pl
 
 from factory.commands.present import png, pyplot
 from factory.config import ConfigError, PairsConfig
-from factory.pairs import kernel
+from factory.pairs import attach, kernel
 from factory.pairs.marks import Prepared, prepare
 from factory.pairs.terms import weights as term_weights
 
@@ -124,6 +124,7 @@ def sweep_table(
     term: str = "length",
 ) -> pl.DataFrame:
     """The whole grid from one load of the data (see module doc)."""
+    cfg = replace(cfg, strategy="dp_dpo")  # every point is dp_dpo: no strategy's own gate or term (issue 16)
     prepared = prepare(scored, cfg, scale_max)
     rows = sweep_points(prepared, cfg, weights, drop_ratios, scale_max, term)
     schema = {c: (pl.String if c == "term" else pl.Int64 if c in COUNTS else pl.Float64) for c in SWEEP_COLUMNS}
@@ -244,7 +245,8 @@ def run_sweep(run_dir: str, overrides: list[str] | None = None) -> tuple[pl.Data
     t0 = time.perf_counter()
     cfg, store, manifest = rebuild.open_run(run_dir, overrides)
     prompts = rebuild.stored_prompts(store)
-    scored = RunGraph(cfg).scored(store, prompts, manifest["fingerprints"]).scored
+    scored = RunGraph(cfg, manifest["fingerprints"]).scored(store, prompts).scored
+    scored = attach(scored, prompts, cfg.pairs)  # pairs.balance reads a prompt column
     t_load = time.perf_counter()
     table = sweep_table(
         scored, cfg.pairs, cfg.sweep.w_lens, cfg.sweep.drop_ratios, cfg.judge.scale_max, term=cfg.sweep.term

@@ -43,12 +43,16 @@ def _valid_keys(cls: type, prefix: str = "") -> list[str]:
     return keys
 
 
+# Keys whose value is a mapping of free names (not checked against the schema).
+FREE_MAPPINGS = ("engine_kwargs", "prompts.roles")
+
+
 def _flatten(tree: Any, prefix: str = "") -> list[str]:
     if not isinstance(tree, dict):
         return [prefix.rstrip(".")]
     out = []
     for key, value in tree.items():
-        if isinstance(value, dict) and value and not (prefix + key).endswith("engine_kwargs"):
+        if isinstance(value, dict) and value and not (prefix + key).endswith(FREE_MAPPINGS):
             out.extend(_flatten(value, f"{prefix}{key}."))
         else:
             out.append(f"{prefix}{key}")
@@ -59,11 +63,11 @@ def check_keys(keys: list[str], where: str) -> None:
     """Raise ConfigError for the first key that is not in the schema, naming the closest valid key."""
     valid = _valid_keys(RunConfig)
     for key in keys:
-        if key in valid or any(key.startswith(v + ".") for v in valid if v.endswith("engine_kwargs")):
+        if key in valid or any(key.startswith(v + ".") for v in valid if v.endswith(FREE_MAPPINGS)):
             continue
         mapped = _mapping_keys(key)  # judges.NAME.rest, eval.candidates.NAME.rest: rest checked against the item's keys
         if mapped is not None:
-            if key in mapped or any(key.startswith(v + ".") for v in mapped if v.endswith("engine_kwargs")):
+            if key in mapped or any(key.startswith(v + ".") for v in mapped if v.endswith(FREE_MAPPINGS)):
                 continue
             valid = mapped
         close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)

@@ -11,7 +11,7 @@ import polars as pl
 
 from factory.config.base import ConfigError, help_
 
-PAIR_STRATEGIES = ("dp_dpo", "long2short", "quality")
+PAIR_STRATEGIES = ("dp_dpo", "long2short", "quality", "shortest_correct", "reward")
 PAIRINGS = ("one", "best_vs_each", "all_ranked")
 DEDUPE_MODES = ("content", "answer", "off")
 COMBINE_MODES = ("terms", "vote")
@@ -60,8 +60,40 @@ class TermConfig:
 
 
 @dataclass
+class BalanceConfig:
+    """pairs.balance: pairs balanced across the values of a prompt column (seed 003: categories): a cap on
+    the kept pairs of each value, or the share no value may exceed. Checked by PairsConfig."""
+
+    column: str = help_("A prompts column (or scored column) whose values are balanced; '' = no balancing.", "")
+    cap: Optional[int] = help_("At most this many kept pairs per value (largest margins first); the rest: over_balance.", None)
+    target_share: Optional[float] = help_(
+        "Instead of cap: the largest per-value cap under which no value holds more than this share of the kept "
+        "pairs (in (0, 1]); with too few values to reach it, nothing is dropped and the stats say so.",
+        None,
+    )
+
+
+def check_balance(b: BalanceConfig) -> None:
+    chosen = [k for k in ("cap", "target_share") if getattr(b, k) is not None]
+    if not b.column and chosen:
+        raise ConfigError(f"pairs.balance.column: required with pairs.balance.{chosen[0]}")
+    if b.column and len(chosen) != 1:
+        raise ConfigError("pairs.balance.cap: give exactly one of pairs.balance.cap and pairs.balance.target_share")
+    if b.cap is not None and b.cap < 1:
+        raise ConfigError(f"pairs.balance.cap: must be >= 1, got {b.cap}")
+    share = b.target_share
+    if share is not None and not (math.isfinite(share) and 0 < share <= 1):
+        raise ConfigError(f"pairs.balance.target_share: must be in (0, 1], got {share}")
+
+
+@dataclass
 class PairsConfig:
-    strategy: str = help_("dp_dpo (length+quality), long2short, quality (w_len = 0).", "dp_dpo")
+    strategy: str = help_(
+        "dp_dpo (length+quality), long2short, quality (w_len = 0), shortest_correct (Sky-T1-Flash: among the samples "
+        "whose pairs.correct_column >= pairs.correct_min, shortest chosen, longest rejected), reward (highest vs "
+        "lowest pairs.reward_column, nothing else). long2short, shortest_correct and reward have no delta.",
+        "dp_dpo",
+    )
     w_len: float = help_("Weight of the length term in S (the paper's w_len; the term named 'length').", 0.6)
     w_quality: Optional[float] = help_(
         "Weight of the judge quality term (named 'quality': the mean of `pairs.judges`); null = 1 - w_len.", None
@@ -110,6 +142,24 @@ class PairsConfig:
         "content",
     )
     max_chosen_tokens: int = help_("long2short: the chosen sample must be under this many tokens.", 400)
+    correct_column: str = help_(
+        "shortest_correct: the score column that says a sample is correct (quality, quality_<judge>, dim_<name>, "
+        "reward_<name>, or a verifier's verify_<name>); a sample below pairs.correct_min is excluded as not_correct.",
+        "quality",
+    )
+    correct_min: float = help_(
+        "shortest_correct: the gate on pairs.correct_column's raw value (quality is 0..1: 0.7 = 70 of 100).", 0.7
+    )
+    reward_column: str = help_(
+        "reward: the column ranked (highest chosen, lowest rejected; term weights and delta unused, filters apply); "
+        "'' = the first of pairs.judges.",
+        "",
+    )
+    balance: BalanceConfig = help_(
+        "Balance the kept pairs across a prompt column's values: {column, cap | target_share}; counted in "
+        "stats (pairs over_balance, per value).",
+        factory=BalanceConfig,
+    )
     sft_max_tokens: int = help_("filter-long SFT export keeps samples with at most this many tokens.", 400)
     target: Optional[int] = help_(
         "Wanted number of pairs: the pair build says how many more prompts it needs at the observed survival "
@@ -159,6 +209,9 @@ class PairsConfig:
         unknown = set(self.sft) - {"filter_long", "dp_sft"}
         if unknown:
             raise ConfigError(f"pairs.sft: unknown export(s) {sorted(unknown)}; valid: filter_long, dp_sft")
+        if not math.isfinite(self.correct_min):
+            raise ConfigError(f"pairs.correct_min: must be a finite number, got {self.correct_min}")
+        check_balance(self.balance)
         check_terms(self)
 
     @property
@@ -215,6 +268,8 @@ BASE_REASONS = ("engine_error", "truncated", "empty_answer", "no_token_count", "
 NO_JUDGMENT = "no_judgment"
 MISSING_DIMENSION = "missing_dimension"  # a dim_* term's column is null on a judged sample
 DUPLICATE = "duplicate"
+NOT_CORRECT = "not_correct"  # shortest_correct's exclusion reason (pairs.correct_min)
+RANKED = "ranked"  # the reward strategy's one term (pairs.reward_column)
 JUDGE_COLUMN = r"quality(_\w+)?|reward_\w+|verify_\w+"
 # Scored columns that look like a judge's but are not one: the spread of the primary judge's votes.
 NOT_JUDGES = ("quality_spread",)

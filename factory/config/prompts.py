@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
-from factory.config.base import help_, ranges
+from factory.config.base import ConfigError, help_, ranges
 
 @dataclass
 class PromptsConfig:
@@ -23,6 +23,11 @@ class PromptsConfig:
         "in invalid/ as a duplicate instead of being sampled again.",
         True,
     )
+    roles: Dict[str, str] = help_(
+        "Role names of the input's history and messages mapped to system/user/assistant, e.g. the source's "
+        "{观众: user, 主播: assistant} (viewer, host); a role neither mapped nor standard makes the row invalid.",
+        factory=dict,
+    )
 
     def __post_init__(self) -> None:
         self.check(self, "prompts.")
@@ -30,3 +35,6 @@ class PromptsConfig:
     @staticmethod
     def check(c: Any, p: str) -> None:
         ranges(c, p, {"limit": ">= 1 or null"})
+        for name, role in (c.roles or {}).items():
+            if role not in ("system", "user", "assistant"):
+                raise ConfigError(f"{p}roles.{name}: {role!r} is not one of system, user, assistant")

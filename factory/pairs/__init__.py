@@ -44,7 +44,7 @@ from dataclasses import dataclass, replace
 
 import polars as pl
 
-from factory.config import PairsConfig
+from factory.config import ConfigError, PairsConfig
 from factory.pairs.kernel import Candidates, candidates, decide, outcomes, select, threshold
 from factory.pairs.marks import SCORED_COLUMNS, Prepared, prepare
 from factory.pairs.picks import margin_quantile
@@ -55,9 +55,9 @@ from factory.rundir.schemas import require_columns
 
 __all__ = [
     "is_judge_column",
-    "OUTCOMES", "SCORED_COLUMNS", "Candidates", "PairBuild", "PairStats", "Prepared", "build", "candidates",
+    "OUTCOMES", "SCORED_COLUMNS", "Candidates", "PairBuild", "PairStats", "Prepared", "attach", "build", "candidates",
     "decide", "margin_quantile", "outcomes", "pairs_schema", "prepare", "render_pairs", "required",
-    "select", "sft_dp", "sft_filter_long", "sink_pairs", "target_draw", "target_note", "threshold",
+    "select", "sft_dp", "sft_filter_long", "sink_pairs", "target_draw", "target_note", "threshold", "unfiltered",
 ]  # fmt: skip
 
 
@@ -81,6 +81,34 @@ def required(cfg: PairsConfig) -> dict[str, str]:
     return required_columns(*resolve(cfg))
 
 
+def unfiltered(prepared: Prepared, scored: pl.LazyFrame | pl.DataFrame, cfg: PairsConfig, scale_max: float) -> Prepared:
+    """The samples prepared without the strategy's own term (shortest_correct's gate, reward's ranked
+    column): what another strategy decides on (dp_sft, the report's long2short table, a comparison)."""
+    if cfg.strategy not in ("shortest_correct", "reward"):
+        return prepared
+    return prepare(scored, replace(cfg, strategy="dp_dpo"), scale_max)
+
+
+def attach(
+    scored: pl.LazyFrame | pl.DataFrame, prompts: pl.LazyFrame | pl.DataFrame, cfg: PairsConfig
+) -> pl.LazyFrame | pl.DataFrame:
+    """The scored samples with the prompt columns the config reads (pairs.balance.column), joined by
+    prompt_id in their own row order; as they are when none is asked or the samples carry it already."""
+    column = cfg.balance.column
+    if not column or column in scored.lazy().collect_schema().names():
+        return scored
+    names = prompts.lazy().collect_schema().names()
+    if column not in names:
+        raise ConfigError(
+            f"pairs.balance.column: {column!r} is in neither the prompts nor the scored samples (prompts have {names})"
+        )
+    side = prompts.select("prompt_id", pl.col(column).cast(pl.String))
+    if isinstance(scored, pl.LazyFrame):
+        return scored.join(side.lazy(), on="prompt_id", how="left", maintain_order="left")
+    side = side.collect() if isinstance(side, pl.LazyFrame) else side
+    return scored.join(side, on="prompt_id", how="left", maintain_order="left")
+
+
 def build(
     scored: pl.LazyFrame | pl.DataFrame,
     prompts: pl.LazyFrame | pl.DataFrame,
@@ -90,6 +118,7 @@ def build(
     """Scored samples + prompts -> pairs rows, the SFT exports pairs.sft asks for, and stats.
     `scale_max` is the judge's scale (judge.scale_max): dim_* terms are normalized by it."""
     require_columns(prompts.lazy(), ("prompt_id", "messages"), "pairs")
+    scored = attach(scored, prompts, cfg)
     prepared = prepare(scored, cfg, scale_max)
     decisions, stats = decide(prepared, cfg)
     pairs = render_pairs(decisions, scored, prompts, cfg).collect()
@@ -97,6 +126,7 @@ def build(
     if "filter_long" in cfg.sft:
         sft["filter_long"] = sft_filter_long(prepared, scored, prompts, cfg)
     if "dp_sft" in cfg.sft:
-        dp = decisions if cfg.strategy == "dp_dpo" else decide(prepared, replace(cfg, strategy="dp_dpo"))[0]
+        dp_cfg = replace(cfg, strategy="dp_dpo")
+        dp = decisions if cfg.strategy == "dp_dpo" else decide(unfiltered(prepared, scored, cfg, scale_max), dp_cfg)[0]
         sft["dp_sft"] = sft_dp(dp, scored, prompts, cfg)
     return PairBuild(pairs, sft, stats, decisions, prepared)

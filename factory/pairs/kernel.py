@@ -17,10 +17,12 @@
 Outcome of each candidate pair (the first that applies):
     no_short_sample  long2short only: the chosen side has max_chosen_tokens tokens or more
     tied             margin <= 0: no preference (the tie ban, per pair)
-    below_margin     margin < delta (long2short has no delta)
+    below_margin     margin < delta (long2short, shortest_correct and reward have no delta)
     over_cap         kept, but after max_pairs_per_group pairs of its group (largest margins first)
+    over_balance     kept, but past pairs.balance's cap for its value of the balance column
     kept
-A group's bucket is its best pair outcome in the order kept, below_margin, no_short_sample, tied
+A group's bucket is its best pair outcome in the order kept, over_balance (only with pairs.balance),
+below_margin, no_short_sample, tied
 (or fewer_than_2_valid), so every group is in exactly one bucket and every candidate pair in one outcome.
 """
 
@@ -40,7 +42,10 @@ from factory.pairs.segments import segments
 from factory.pairs.stats import OUTCOMES, PairStats, summarize
 from factory.pairs.terms import weights as term_weights
 
-KEPT, OVER_CAP, BELOW_MARGIN, NO_SHORT_SAMPLE, TIED = range(len(OUTCOMES))
+KEPT, OVER_CAP, OVER_BALANCE, BELOW_MARGIN, NO_SHORT_SAMPLE, TIED = range(len(OUTCOMES))
+# The strategies that pick without a margin threshold (the recipes as published): only the tie ban holds.
+NO_DELTA = ("long2short", "shortest_correct", "reward")
+_OUTCOME_VALUES = pl.Series("outcome", OUTCOMES, pl.Enum(OUTCOMES))  # gathered by code: no string per pair
 
 
 @dataclass(eq=False)
@@ -53,6 +58,7 @@ class Candidates:
     rejected: np.ndarray
     margin: np.ndarray
     score: np.ndarray  # S of every valid sample
+    balance_cap: int | None = None  # pairs.balance: the per-value cap in force (set by `outcomes`)
 
     @cached_property
     def sorted_margins(self) -> np.ndarray:
@@ -108,8 +114,8 @@ def _ranked_pairs(prepared: Prepared, s: np.ndarray, pairing: str) -> tuple[np.n
 
 def threshold(cands: Candidates, cfg: PairsConfig) -> tuple[float | None, str | None]:
     """(delta, how it was set): pairs.min_margin, else the drop_ratio quantile of all candidate
-    margins; long2short has none."""
-    if cfg.strategy == "long2short":
+    margins; the NO_DELTA strategies have none."""
+    if cfg.strategy in NO_DELTA:
         return None, None
     if cfg.min_margin is not None:
         return float(cfg.min_margin), "min_margin"
@@ -131,7 +137,41 @@ def outcomes(prepared: Prepared, cands: Candidates, delta: float | None, cfg: Pa
         starts, counts = segments(cands.group)
         before = np.repeat(running[starts] - kept[starts], counts)
         code = np.where((kept == 1) & (running - before > cfg.max_pairs_per_group), OVER_CAP, code)
+    if cfg.balance.column:
+        code, cands.balance_cap = _balance(prepared, cands, code, cfg)
     return code.astype(np.int8)
+
+
+def _balance(
+    prepared: Prepared, cands: Candidates, code: np.ndarray, cfg: PairsConfig
+) -> tuple[np.ndarray, int | None]:
+    """pairs.balance: of the kept pairs of each value of the balance column (null is a value), those past
+    the cap (largest margins first, then the pair order) become over_balance. target_share sets the cap:
+    the largest c with c <= share x (kept pairs after capping every value at c); None when no c reaches it
+    (fewer values than 1 / share), and then nothing is dropped."""
+    kept = np.flatnonzero(code == KEPT)
+    if not len(kept):
+        return code, cfg.balance.cap
+    values = prepared.valid["_balance"].gather(cands.chosen[kept])
+    ids = values.rank("dense").fill_null(0).to_numpy().astype(np.int64)  # nulls: value 0
+    counts = np.bincount(ids)
+    cap = cfg.balance.cap
+    if cap is None:
+        sizes = np.sort(counts[counts > 0])
+        c = np.arange(1, sizes[-1] + 1)
+        below = np.searchsorted(sizes, c, "left")  # values with fewer than c pairs keep them all
+        total = np.r_[0, np.cumsum(sizes)][below] + c * (len(sizes) - below)
+        fits = np.flatnonzero(c <= cfg.balance.target_share * total)  # type: ignore[operator]
+        if not len(fits):
+            return code, None
+        cap = int(c[fits[-1]])
+    order = np.lexsort((kept, -cands.margin[kept], ids))
+    sorted_ids = ids[order]
+    starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
+    rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+    code = code.copy()
+    code[kept[order[rank >= cap]]] = OVER_BALANCE
+    return code, cap
 
 
 def decisions_frame(prepared: Prepared, cands: Candidates, codes: np.ndarray) -> pl.DataFrame:
@@ -147,7 +187,9 @@ def decisions_frame(prepared: Prepared, cands: Candidates, codes: np.ndarray) ->
             valid["quality"].gather(pos).alias(f"{side}_quality"),
             pl.Series(f"{side}_score", cands.score[pos]),
         ]
-    columns += [pl.Series("margin", cands.margin), pl.Series("outcome", np.asarray(OUTCOMES)[codes], pl.Enum(OUTCOMES))]
+    columns += [pl.Series("margin", cands.margin), _OUTCOME_VALUES.gather(codes).alias("outcome")]
+    if "_balance" in valid.columns:  # pairs.balance: the value each pair counts under
+        columns.append(valid["_balance"].gather(cands.chosen).alias("balance_value"))
     return pl.DataFrame(columns)
 
 
@@ -158,7 +200,7 @@ def decide(prepared: Prepared, cfg: PairsConfig) -> tuple[pl.DataFrame, PairStat
     codes = outcomes(prepared, cands, delta, cfg)
     frame = decisions_frame(prepared, cands, codes)
     agreement = votes.agreement(prepared, term_weights(cfg))
-    return frame, summarize(prepared, frame, cands.group, codes, delta, rule, cfg, agreement)
+    return frame, summarize(prepared, frame, cands.group, codes, delta, rule, cfg, agreement, cands.balance_cap)
 
 
 def select(

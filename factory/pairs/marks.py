@@ -59,12 +59,16 @@ class Prepared:
         self.sample_idx = self.valid["sample_idx"].to_numpy()
 
 
-def check_columns(names: list[str], terms: list[Term], judges: list[Term], key_from: tuple[str, ...]) -> None:
+def check_columns(
+    names: list[str], terms: list[Term], judges: list[Term], key_from: tuple[str, ...], balance: str = ""
+) -> None:
     """A column a configured term needs and the scored samples lack fails naming the config key."""
     lacking = [c for c in SCORED_COLUMNS if c not in names]
     if lacking:
         raise ValueError(f"pairs: input is missing column(s) {lacking}; it has {names}")
     needed = required_columns(terms, judges)
+    if balance:
+        needed.setdefault(balance, "pairs.balance.column")
     for column in key_from:
         needed.setdefault(column, "pairs.dedupe")
     for column, config_key in needed.items():
@@ -160,9 +164,47 @@ def _group_keys(marked: pl.DataFrame) -> pl.DataFrame:
     return marked.with_columns(pl.col("prompt_id").rle_id().alias("gid"))
 
 
-def _mark_duplicates(marked: pl.DataFrame, reasons: tuple[str, ...]) -> pl.DataFrame:
-    """Among the rows otherwise valid, every copy after the lowest sample_idx of the same key."""
-    position = np.flatnonzero(marked["exclusion"].is_null().to_numpy())
+def _exact_keys(
+    marked: pl.DataFrame, scored: pl.DataFrame, columns: tuple[str, ...]
+) -> tuple[pl.DataFrame, np.ndarray]:
+    """`key` holds an answer-level key (rules.text_signature, or the hash of the normalized answer: equal
+    for equal normalized answers, not only then): among the rows otherwise valid, those whose signature repeats in their group get the
+    hash of their normalized texts (rules.duplicate_key), as the streaming path computes for every row.
+    A row whose signature is alone in its group has no duplicate, so its signature stands for it
+    (equal to a hash of the others by chance at 2^-64). Returns the frame and which rows
+    may be duplicates (the only rows the duplicate marking needs to look at)."""
+    valid = marked["exclusion"].is_null().to_numpy()
+    with np.errstate(over="ignore"):
+        in_group = marked["key"].to_numpy().astype(np.uint64) ^ (
+            marked["gid"].to_numpy().astype(np.uint64) * _GROUP_MIX
+        )
+    repeats = np.zeros(marked.height, dtype=bool)
+    repeats[valid] = _repeated(in_group[valid])
+    if not repeats.any():
+        return marked.with_columns(pl.col("key").cast(pl.UInt64)), repeats
+    rows = marked["row"].filter(pl.Series(repeats))
+    texts = scored.select(pl.col(list(columns)).gather(rows))
+    exact = texts.with_columns(*rules.normalized_columns(set(columns))).select(rules.duplicate_key(columns))
+    key = marked["key"].to_numpy().astype(np.uint64)
+    key[repeats] = exact.to_series().to_numpy()
+    return marked.with_columns(pl.Series("key", key)), repeats
+
+
+def _repeated(values: np.ndarray) -> np.ndarray:
+    """Whether each value occurs more than once (one sort; several times faster than a hash here)."""
+    order = np.argsort(values)
+    ordered = values[order]
+    same = ordered[1:] == ordered[:-1]
+    out = np.empty(len(values), dtype=bool)
+    out[order] = np.r_[same, False] | np.r_[False, same]
+    return out
+
+
+def _mark_duplicates(marked: pl.DataFrame, reasons: tuple[str, ...], among: np.ndarray | None = None) -> pl.DataFrame:
+    """Among the rows otherwise valid (and in `among`, when given: the rows that may be duplicates),
+    every copy after the lowest sample_idx of the same key."""
+    valid = marked["exclusion"].is_null().to_numpy()
+    position = np.flatnonzero(valid if among is None else valid & among)
     gid = marked["gid"].to_numpy()[position].astype(np.uint64)
     idx = marked["sample_idx"].to_numpy()[position]
     if not np.all((idx[1:] > idx[:-1]) | (gid[1:] != gid[:-1])):  # stored samples are already in order
@@ -225,7 +267,7 @@ def prepare(scored: pl.LazyFrame | pl.DataFrame, cfg: PairsConfig, scale_max: fl
     frame = scored.lazy()
     names = frame.collect_schema().names()
     key_from = rules.key_columns(cfg.dedupe, cfg.include_reasoning)
-    check_columns(names, terms, judges, key_from)
+    check_columns(names, terms, judges, key_from, cfg.balance.column)
     filters = tuple(t.name for t in terms if t.is_filter)
     missing = tuple(r for r in _missing_reasons(terms, judges) if r not in BASE_REASONS)
     reasons = BASE_REASONS + missing + filters + ((DUPLICATE,) if key_from else ())
@@ -233,8 +275,15 @@ def prepare(scored: pl.LazyFrame | pl.DataFrame, cfg: PairsConfig, scale_max: fl
     batched = [i for i, t in enumerate(terms) if t.column == "repetition"]  # Python batches
     repeated = {terms[i].entry.field for i in batched}  # type: ignore[union-attr]
     key_texts, repeated_texts = set(key_from), repeated
-    if isinstance(scored, pl.DataFrame):  # in memory: each text normalized once, for the keys and the rules
-        frame = scored.with_columns(*rules.normalized_columns(key_texts | repeated)).lazy()
+    in_memory = isinstance(scored, pl.DataFrame)
+    if in_memory:  # each text read once: rules on normalized text, duplicates first by signature (below)
+        # Every duplicate key holds the answer: an answer-level key finds the rows to compare. The hash of
+        # the normalized answer when a rule normalizes it anyway, else the answer's (cheaper) signature.
+        frame = scored.with_columns(*rules.normalized_columns(repeated)).lazy()  # type: ignore[union-attr]
+        if key_from and "answer" in repeated:
+            frame = frame.with_columns(pl.col(rules.normalized_column("answer")).hash().alias("key"))
+        elif key_from:
+            frame = frame.with_columns(pl.Series("key", rules.text_signature(scored["answer"])))  # type: ignore[index]
         key_texts, repeated_texts = set(), set()
     scores = sorted(_score_columns(terms, judges) | {"quality"})
     # Every sample reduced to numbers and flags; the exclusion reasons are decided on those afterwards.
@@ -248,10 +297,12 @@ def prepare(scored: pl.LazyFrame | pl.DataFrame, cfg: PairsConfig, scale_max: fl
             pl.col("completion_tokens").cast(pl.Int64),
             pl.col("error").is_not_null().alias("_engine_error"),
             (pl.col("finish_reason") == "length").fill_null(False).alias("_truncated"),
-            pl.col("answer").str.contains(r"\S").fill_null(False).alias("_has_answer"),
+            # Some non-whitespace character (as r"\S" finds, without a regex: strip removes White_Space)
+            (pl.col("answer").str.strip_chars().str.len_bytes() > 0).fill_null(False).alias("_has_answer"),
             *[pl.col(c).cast(pl.Float64) for c in scores],
+            *([pl.col(cfg.balance.column).cast(pl.String).alias("_balance")] if cfg.balance.column else []),
             *[v for i, v in rule_values.items() if i not in batched],
-            *([rules.duplicate_key(key_from).alias("key")] if key_from else []),
+            *([pl.col("key") if in_memory else rules.duplicate_key(key_from).alias("key")] if key_from else []),
         )
     )
     repetitions = (
@@ -259,7 +310,7 @@ def prepare(scored: pl.LazyFrame | pl.DataFrame, cfg: PairsConfig, scale_max: fl
         .with_columns(*rules.normalized_columns(repeated_texts))
         .select("_row", *[rule_values[i] for i in batched])
     )
-    if isinstance(scored, pl.DataFrame):  # in memory: one pass
+    if in_memory:  # one pass
         slim = (pl.concat([numbers, repetitions], how="horizontal") if batched else numbers).collect()
     else:
         # A Parquet scan streams; the repetition batches (Python, one at a time) read it in a pass of
@@ -276,7 +327,10 @@ def prepare(scored: pl.LazyFrame | pl.DataFrame, cfg: PairsConfig, scale_max: fl
     )
     marked = _group_keys(slim)
     if key_from:  # among the samples that pass the judge-free rules: decidable before judging
-        marked = _mark_duplicates(marked, reasons)
+        among = None
+        if in_memory:
+            marked, among = _exact_keys(marked, scored, key_from)  # type: ignore[arg-type]
+        marked = _mark_duplicates(marked, reasons, among)
     judged = _exclusion(terms, judges, reasons, judged=True)
     marked = marked.with_columns(pl.coalesce(pl.col("exclusion"), judged).alias("exclusion"))
     valid = marked.filter(pl.col("exclusion").is_null()).drop("exclusion")

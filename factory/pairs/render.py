@@ -11,8 +11,10 @@ Formats: conversational (factory.rundir.schemas.PAIRS, what TRL's DPOTrainer loa
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from factory.config import PairsConfig
 from factory.pairs.marks import Prepared
@@ -40,6 +42,46 @@ def as_messages(content: pl.Expr) -> pl.Expr:
     return pl.concat_list(pl.struct(pl.lit("assistant").alias("role"), content.alias("content")))
 
 
+def _arrow(series: pl.Series) -> pa.Array:
+    array = series.to_arrow()
+    return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+
+
+def conversations(prompt_messages: pl.Series, at: np.ndarray, content: pl.Series | None, name: str) -> pl.Series:
+    """Row i: the messages of prompt `at[i]` (positions in `prompt_messages`), then, when `content` is
+    given, one assistant message holding content[i]. Built as one Arrow gather of the messages' structs
+    (what `pl.concat_list` of a list and a struct per row gives, without a list built per row)."""
+    lists = _arrow(prompt_messages)
+    offsets = lists.offsets.to_numpy().astype(np.int64)  # of the unsliced values, as .values is
+    values = lists.values
+    extra = 0 if content is None else 1
+    lengths = offsets[at + 1] - offsets[at] + extra
+    new_offsets = np.zeros(len(at) + 1, np.int64)
+    np.cumsum(lengths, out=new_offsets[1:])
+    take = np.arange(new_offsets[-1], dtype=np.int64) - np.repeat(new_offsets[:-1] - offsets[at], lengths)
+    if content is not None:
+        take[new_offsets[1:] - 1] = len(values) + np.arange(len(at))
+        role = pl.repeat("assistant", len(at), eager=True, dtype=pl.String)
+        added = pa.StructArray.from_arrays([_arrow(role), _arrow(content)], fields=list(values.type))
+        values = pa.concat_arrays([values, added])
+    merged = pa.LargeListArray.from_arrays(pa.array(new_offsets), values.take(pa.array(take)))
+    return pl.Series(name, merged)
+
+
+def assistant_messages(content: pl.Series, name: str) -> pl.Series:
+    """One assistant message per row: [{role: assistant, content}] (as `as_messages`, built in Arrow)."""
+    role = pl.repeat("assistant", content.len(), eager=True, dtype=pl.String)
+    struct = pa.StructArray.from_arrays([_arrow(role), _arrow(content)], names=["role", "content"])
+    offsets = pa.array(np.arange(content.len() + 1, dtype=np.int64))
+    return pl.Series(name, pa.LargeListArray.from_arrays(offsets, struct))
+
+
+def prompt_positions(prompt_id: pl.Series, prompts: pl.DataFrame) -> pl.DataFrame:
+    """For each row's prompt_id, its position in `prompts` (null when the prompt is not there)."""
+    index = prompts.select("prompt_id").with_row_index("_at")
+    return prompt_id.to_frame("prompt_id").join(index, on="prompt_id", how="left", maintain_order="left")
+
+
 def prompt_text(messages: pl.Expr) -> pl.Expr:
     """Standard (string) format prompt: the messages' contents joined by blank lines, system first.
     No chat template is applied: that belongs to the trainer's tokenizer."""
@@ -51,7 +93,16 @@ def fetch_content(scored: pl.LazyFrame | pl.DataFrame, rows: pl.Series, cfg: Pai
     memory this is a gather; over a LazyFrame (Parquet scan) only those rows' text is kept."""
     content = assistant_content(pl.col("reasoning"), pl.col("answer"), cfg.include_reasoning).alias("content")
     if isinstance(scored, pl.DataFrame):
-        return scored.select(pl.col("reasoning", "answer").gather(rows)).select(content).to_series()
+        picked = scored.select(pl.col("reasoning", "answer").gather(rows))
+        if not cfg.include_reasoning:
+            return picked.select(content).to_series()
+        # The same text as `assistant_content`, joined by Arrow (several times faster than concat_str here).
+        text = [pa.scalar(part, pa.large_string()) for part in ("<think>\n", "\n</think>\n\n", "")]
+        joined = pc.binary_join_element_wise(
+            text[0], _arrow(picked["reasoning"]), text[1], _arrow(picked["answer"]), text[2],
+            null_handling="replace", null_replacement="",
+        )  # fmt: skip
+        return pl.Series("content", joined, pl.String)
     if not rows.len():
         return pl.Series("content", [], pl.String)
     # Only the row range in question is read (slice pushdown), and a streaming filter keeps just the
@@ -78,12 +129,17 @@ def render_pairs(
     prompt = pl.col("messages") if cfg.format == "conversational" else prompt_text(pl.col("messages"))
     side = as_messages if cfg.format == "conversational" else (lambda content: content)
     content = fetch_content(scored, pl.concat([kept["chosen_row"], kept["rejected_row"]]), cfg)
-    out = kept.with_columns(content[: kept.height].alias("chosen"), content[kept.height :].alias("rejected"))
-    out = out.with_columns(side(pl.col("chosen")).alias("chosen"), side(pl.col("rejected")).alias("rejected"))
-    prompts_side = prompts.select("prompt_id", prompt.alias("prompt"))
-    if isinstance(prompts_side, pl.DataFrame):
-        out = out.join(prompts_side, on="prompt_id", how="left", maintain_order="left")
+    chosen, rejected = content[: kept.height], content[kept.height :]
+    if isinstance(prompts, pl.DataFrame):  # in memory: gathers by position, messages built in Arrow
+        at = prompt_positions(kept["prompt_id"], prompts)["_at"]
+        text = prompts["messages"] if cfg.format == "conversational" else prompts.select(prompt).to_series()
+        if cfg.format == "conversational":
+            chosen, rejected = assistant_messages(chosen, "chosen"), assistant_messages(rejected, "rejected")
+        out = kept.with_columns(chosen.alias("chosen"), rejected.alias("rejected"), text.gather(at).alias("prompt"))
     else:
+        out = kept.with_columns(chosen.alias("chosen"), rejected.alias("rejected"))
+        out = out.with_columns(side(pl.col("chosen")).alias("chosen"), side(pl.col("rejected")).alias("rejected"))
+        prompts_side = prompts.select("prompt_id", prompt.alias("prompt"))
         out = out.lazy().join(prompts_side, on="prompt_id", how="left", maintain_order="left")  # type: ignore[assignment]
     return out.lazy().select(
         "prompt",
@@ -122,29 +178,46 @@ def sink_pairs(
 
 
 # -- SFT exports -------------------------------------------------------------------------------
-def _sft_frame(rows: pl.LazyFrame, prompts: pl.LazyFrame, source: str, cfg: PairsConfig) -> pl.DataFrame:
-    """rows: prompt_id, sample_idx, completion_tokens, quality, content -> one SFT example each.
+def _sft_frame(rows: pl.DataFrame, prompts: pl.LazyFrame | pl.DataFrame, source: str, cfg: PairsConfig) -> pl.DataFrame:
+    """rows: prompt_id, sample_idx, completion_tokens, quality, content -> one SFT example each, in
+    (prompt_id, sample_idx) order; a row whose prompt is not in `prompts` is left out.
 
     Output columns: prompt_id, sample_idx, messages (prompt + assistant) for the conversational
     format, or prompt and completion strings for the standard one; completion_tokens, quality, source.
+    The prompt side is gathered by position (no join carrying the messages); the standard format's
+    prompt string is made once per prompt.
     """
-    joined = rows.join(prompts.select("prompt_id", "messages"), on="prompt_id", how="inner")
+    prompts = prompts.select("prompt_id", "messages")
+    prompts = prompts.collect() if isinstance(prompts, pl.LazyFrame) else prompts
+    at = prompt_positions(rows["prompt_id"], prompts)["_at"]
+    rows = rows.with_columns(at).filter(pl.col("_at").is_not_null())
+    if not _in_order(rows["prompt_id"], rows["sample_idx"]):  # the callers' rows usually are
+        rows = rows.sort("prompt_id", "sample_idx")
+    positions = rows["_at"].to_numpy().astype(np.int64)
     if cfg.format == "conversational":
-        text = [pl.concat_list("messages", as_messages(pl.col("content"))).alias("messages")]
+        text = [conversations(prompts["messages"], positions, rows["content"], "messages")]
     else:
-        text = [prompt_text(pl.col("messages")).alias("prompt"), pl.col("content").alias("completion")]
-    return (
-        joined.select(
-            "prompt_id",
-            pl.col("sample_idx").cast(pl.Int64),
-            *text,
-            pl.col("completion_tokens").cast(pl.Int64),
-            pl.col("quality").cast(pl.Float64),
-            pl.lit(source).alias("source"),
-        )
-        .sort("prompt_id", "sample_idx")
-        .collect()
+        strings = prompts.select(prompt_text(pl.col("messages")))
+        text = [strings.to_series().gather(rows["_at"]).alias("prompt"), rows["content"].alias("completion")]
+    return rows.select(
+        "prompt_id",
+        pl.col("sample_idx").cast(pl.Int64),
+        *text,
+        pl.col("completion_tokens").cast(pl.Int64),
+        pl.col("quality").cast(pl.Float64),
+        pl.lit(source).alias("source"),
     )
+
+
+def _in_order(prompt_id: pl.Series, sample_idx: pl.Series) -> bool:
+    """Whether the rows are in (prompt_id, sample_idx) order already."""
+    if prompt_id.len() < 2:
+        return True
+    if not prompt_id.is_sorted():
+        return False
+    same = (prompt_id.slice(1) == prompt_id.slice(0, prompt_id.len() - 1)).to_numpy()
+    idx = sample_idx.to_numpy()
+    return bool(np.all(~same | (idx[1:] >= idx[:-1])))
 
 
 def sft_filter_long(
@@ -152,11 +225,13 @@ def sft_filter_long(
 ) -> pl.DataFrame:
     """Filter-long SFT baseline: every valid sample (the build's exclusions, duplicates and filters
     included) with at most `cfg.sft_max_tokens` decoded tokens."""
-    keep = prepared.valid.filter(pl.col("completion_tokens") <= cfg.sft_max_tokens).select(
-        "row", "prompt_id", "sample_idx", "completion_tokens", "quality"
+    keep = (
+        prepared.valid.filter(pl.col("completion_tokens") <= cfg.sft_max_tokens)
+        .sort("gid", "sample_idx")  # numbers: the (prompt_id, sample_idx) order, before any text is fetched
+        .select("row", "prompt_id", "sample_idx", "completion_tokens", "quality")
     )
-    rows = keep.with_columns(fetch_content(scored, keep["row"], cfg).alias("content")).lazy()
-    return _sft_frame(rows, prompts.lazy(), "filter_long", cfg)
+    rows = keep.with_columns(fetch_content(scored, keep["row"], cfg).alias("content"))
+    return _sft_frame(rows, prompts, "filter_long", cfg)
 
 
 def sft_dp(
@@ -171,5 +246,5 @@ def sft_dp(
         pl.col("chosen_tokens").alias("completion_tokens"),
         pl.col("chosen_quality").alias("quality"),
         fetch_content(scored, kept["chosen_row"], cfg).alias("content"),
-    ).lazy()
-    return _sft_frame(rows, prompts.lazy(), "dp_sft", cfg)
+    )
+    return _sft_frame(rows, prompts, "dp_sft", cfg)

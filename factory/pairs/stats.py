@@ -25,7 +25,9 @@ if TYPE_CHECKING:
     from factory.pairs.marks import Prepared
 
 # Pair outcomes, in the priority a group's bucket takes (the first any of its pairs has).
-OUTCOMES = ("kept", "over_cap", "below_margin", "no_short_sample", "tied")
+OUTCOMES = ("kept", "over_cap", "over_balance", "below_margin", "no_short_sample", "tied")
+# Outcomes only a setting can give, left out of the counts when it is off (manifests stay as they were).
+OPTIONAL_OUTCOMES = {"over_balance": lambda cfg: bool(cfg.balance.column)}
 # The buckets a group can end in besides kept / below_margin: the old names, kept for the manifest.
 GROUP_EXCLUSIONS = ("fewer_than_2_valid", "no_short_sample", "tied")
 
@@ -59,9 +61,13 @@ class PairStats:
     mean_rejected_quality: float | None = None
     target: int | None = None
     prompts_needed_more: int | None = None
+    balance: dict[str, Any] = field(default_factory=dict)  # pairs.balance: column, cap, per value
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        out = dict(self.__dict__)
+        if not out["balance"]:
+            del out["balance"]
+        return out
 
 
 def summarize(
@@ -73,6 +79,7 @@ def summarize(
     rule: str | None,
     cfg: PairsConfig,
     agreement: dict[str, float | None],
+    balance_cap: int | None = None,
 ) -> PairStats:
     """Stats of one decision: `frame` and `codes` hold its candidate pairs, `group` their groups."""
     excluded = prepared.exclusions
@@ -83,7 +90,8 @@ def summarize(
     stats.groups_candidate, stats.pairs_candidate = int((prepared.counts >= 2).sum()), len(codes)
     stats.delta, stats.delta_rule = delta, rule
     by_pair = np.bincount(codes, minlength=len(OUTCOMES))
-    stats.pairs_by_outcome = {name: int(n) for name, n in zip(OUTCOMES, by_pair)}
+    shown = [name for name in OUTCOMES if name not in OPTIONAL_OUTCOMES or OPTIONAL_OUTCOMES[name](cfg)]
+    stats.pairs_by_outcome = {name: int(n) for name, n in zip(OUTCOMES, by_pair) if name in shown}
     stats.pairs_kept, stats.pairs_dropped = stats.pairs_by_outcome["kept"], stats.pairs_by_outcome["below_margin"]
     if len(codes):
         starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
@@ -91,7 +99,7 @@ def summarize(
     else:
         bucket = np.zeros(len(OUTCOMES), np.int64)
     stats.groups_by_outcome = {"fewer_than_2_valid": excluded["fewer_than_2_valid"]} | {
-        name: int(n) for name, n in zip(OUTCOMES, bucket) if name != "over_cap"
+        name: int(n) for name, n in zip(OUTCOMES, bucket) if name != "over_cap" and name in shown
     }
     stats.groups_excluded = {name: stats.groups_by_outcome[name] for name in GROUP_EXCLUSIONS}
     stats.terms = [
@@ -100,9 +108,34 @@ def summarize(
         for t, w in zip(prepared.terms, weights(cfg))
     ]  # fmt: skip
     stats.judge_agreement = agreement
+    if cfg.balance.column:
+        stats.balance = _balance_counts(frame, cfg, balance_cap)
     _fill_means(stats, frame.filter(pl.col("outcome") == "kept"))
     _fill_target(stats)
     return stats
+
+
+def _balance_counts(frame: pl.DataFrame, cfg: PairsConfig, cap: int | None) -> dict[str, Any]:
+    """pairs.balance: the cap in force and, per value, the pairs kept and dropped as over_balance."""
+    counts = (
+        frame.group_by("balance_value")
+        .agg(
+            (pl.col("outcome") == "kept").sum().alias("kept"),
+            (pl.col("outcome") == "over_balance").sum().alias("over_balance"),
+        )
+        .sort("balance_value", nulls_last=True)
+    )
+    share = cfg.balance.target_share
+    return {
+        "column": cfg.balance.column,
+        "cap": cap,
+        "target_share": share,
+        "reachable": None if share is None else cap is not None,
+        "by_value": {
+            "(null)" if v is None else str(v): {"kept": int(k), "over_balance": int(d)}
+            for v, k, d in counts.iter_rows()
+        },
+    }
 
 
 def _norm_label(term: Any, prepared: Prepared, cfg: PairsConfig) -> str:

@@ -42,7 +42,9 @@ from factory.config.pairs import (  # noqa: F401 (re-exported: the kernel's voca
     DUPLICATE,
     MISSING_DIMENSION,
     NO_JUDGMENT,
+    NOT_CORRECT,
     NOT_JUDGES,
+    RANKED,
     TERM_SOURCES,
     SourceSpec,
     default_name,
@@ -110,6 +112,10 @@ def source_of(column: str) -> Source | None:
     return SOURCES[name] if name is not None else None
 
 
+# A score column no source names, read as it is: higher is better, no normalization.
+ANY_COLUMN = Source(SourceSpec(r"\w+", "higher", "none", "one", "no_judgment"), _column, _own)
+
+
 @dataclass(frozen=True, eq=False)
 class Term:
     """A resolved term: `key` is the config key that defines it (named in every error)."""
@@ -163,7 +169,25 @@ def resolve(cfg: PairsConfig) -> tuple[list[Term], list[Term]]:
                 entry.direction or source.direction, entry, entry.lo, entry.hi, entry.exclude_above, entry.exclude_below,
             )
         )  # fmt: skip
+    strategy_term = _strategy_term(cfg)
+    if strategy_term is not None:
+        terms.append(strategy_term)
     return terms, [judge_term(column, cfg) for column in cfg.judges]
+
+
+def _strategy_term(cfg: PairsConfig) -> Term | None:
+    """The term a strategy adds after pairs.terms: shortest_correct's gate (a filter, weight 0: a sample
+    whose correct_column is below correct_min is excluded as not_correct), reward's ranked column (the
+    only weighted term). Other strategies add none, so their terms are as before."""
+    if cfg.strategy == "shortest_correct":
+        column, key, name = cfg.correct_column, "pairs.correct_column", NOT_CORRECT
+    elif cfg.strategy == "reward":
+        column, key, name = cfg.reward_column or cfg.judges[0], "pairs.reward_column", RANKED
+    else:
+        return None
+    source = source_of(column) or ANY_COLUMN
+    below = cfg.correct_min if name == NOT_CORRECT else None
+    return Term(name, key, source, column, source.norm, "higher", exclude_below=below)
 
 
 def weights(cfg: PairsConfig) -> np.ndarray:
@@ -172,6 +196,10 @@ def weights(cfg: PairsConfig) -> np.ndarray:
     extra = [entry.weight for entry in cfg.terms]
     if cfg.strategy == "long2short":
         return np.array([1.0, 0.0] + [0.0] * len(extra))
+    if cfg.strategy == "shortest_correct":  # length alone, among the samples the gate lets through
+        return np.array([1.0, 0.0] + [0.0] * len(extra) + [0.0])
+    if cfg.strategy == "reward":  # the ranked column alone
+        return np.array([0.0, 0.0] + [0.0] * len(extra) + [1.0])
     if cfg.strategy == "quality":
         return np.array([0.0, 1.0] + extra)
     return np.array([cfg.w_len, cfg.quality_weight] + extra)

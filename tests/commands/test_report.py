@@ -34,6 +34,8 @@ def test_tables_hold_means_maxima_and_response_times():
     assert numbers["long2short"] == {
         "max_chosen_tokens": 400, "mean_chosen_tokens": 112.5, "mean_rejected_tokens": 400.0,
         "groups_succeeded": 2, "groups_total": 2, "groups_no_short_sample": 0,
+        "groups_ran_long": 1, "groups_ran_long_succeeded": 1,  # a: 500 tokens ran long; b did not
+        "mean_chosen_tokens_ran_long": 125.0, "mean_rejected_tokens_ran_long": 500.0,
     }  # fmt: skip
     assert numbers["judgments"]["by_status"] == {"ok": 4, "unparseable": 1}
     assert numbers["judgments"]["parse_failure_rate"] == pytest.approx(0.2)
@@ -124,3 +126,39 @@ def test_a_run_with_one_judge_and_no_tags_reports_as_before():
     assert numbers["tags"] == [] and [j["stage"] for j in numbers["judges"]] == ["judge"]
     text = report.render_markdown(numbers, RunConfig())
     assert "## Tags" not in text and "Agreement" not in text
+
+
+def test_report_shows_the_strategies_and_the_bias_audit_and_pairs_compare_prints_the_same_table(tmp_path, capsys):
+    url = str(tmp_path / "run")
+    make_run(url, n_prompts=8, k=4)
+    assert cli.main(["report", url]) == 0
+    out = capsys.readouterr().out
+    assert "## Strategies on the same samples" in out and "## Bias audit" in out
+    numbers = json.loads((tmp_path / "run" / "report" / "report.json").read_text())
+    strategies = {r["strategy"]: r for r in numbers["strategies"]}
+    assert list(strategies) == ["dp_dpo", "quality", "long2short", "shortest_correct", "reward"]
+    assert strategies["dp_dpo"]["pairs_kept"] == numbers["pairs"]["pairs_kept"]
+    assert strategies["long2short"]["pairs_kept"] == numbers["long2short"]["groups_succeeded"]
+    audit = numbers["bias_audit"]
+    assert [r["judge"] for r in audit["length_bias"]] == ["quality"]
+    assert sum(audit["scores"][0]["histogram"]) == audit["scores"][0]["n"] > 0
+    assert audit["gaps"][0]["n"] == numbers["pairs"]["pairs_kept"]
+    pairs_before = sorted(p.name for p in (tmp_path / "run" / "pairs").iterdir())
+    manifest_before = (tmp_path / "run" / "manifest.json").read_bytes()
+    assert cli.main(["pairs", url, "--compare"]) == 0
+    table = capsys.readouterr().out
+    section = out.split("## Strategies on the same samples")[1].split("## Bias audit")[0].strip()
+    assert section in table  # the same function, the same numbers
+    assert sorted(p.name for p in (tmp_path / "run" / "pairs").iterdir()) == pairs_before
+    assert (tmp_path / "run" / "manifest.json").read_bytes() == manifest_before  # nothing written
+
+
+def test_report_and_sweep_balance_by_a_prompt_column(tmp_path, capsys):
+    url = str(tmp_path / "run")
+    make_run(url, n_prompts=6, k=4)
+    keys = ["pairs.balance.column=question", "pairs.balance.cap=1", "pairs.drop_ratio=0"]
+    text, numbers = report.run_report(url, keys)
+    balance = numbers["pairs"]["balance"]
+    assert "## Balance by question" in text and balance["cap"] == 1
+    assert sum(v["kept"] for v in balance["by_value"].values()) == numbers["pairs"]["pairs_kept"]
+    assert cli.main(["sweep", url, *keys]) == 0

@@ -378,3 +378,47 @@ def test_rebuild_makes_no_request_and_follows_the_new_settings(tmp_path):
     rebuild_pairs(url, ["pairs.sft=[]"])
     store = RunStore(url)
     assert store.parts("sft/filter_long") == store.parts("sft/dp_sft") == []  # exports no longer asked for do not linger
+
+
+def test_duplicates_in_memory_and_over_a_scan_are_the_same(tmp_path):
+    # In memory, the answers' signatures pick the rows to compare; a scan hashes every row's normalized
+    # text. Both must mark the same duplicates (issue 16's fast path).
+    answers = ["Link 3 is in stock", "link 3  IS in stock", "Link 3 is in stock!", "3 link is in stock", "好货 好货", "好货好货"]
+    rows = [(f"g{g}", i, 100 + 10 * i, 0.5, None, None, answers[(g + i) % len(answers)]) for g in range(8) for i in range(6)]
+    frame = scored(rows).with_columns(pl.lit("same thinking").alias("reasoning"))
+    frame.write_parquet(tmp_path / "scored.parquet")
+    repetition = [TermConfig(source="repetition", field="answer", weight=0.1)]  # the answer normalized anyway
+    for dedupe, terms in (("content", []), ("answer", []), ("content", repetition)):
+        cfg = PairsConfig(dedupe=dedupe, drop_ratio=0.0, terms=terms)
+        memory, memory_stats = pairs.select(frame, cfg)
+        scan, scan_stats = pairs.select(pl.scan_parquet(tmp_path / "scored.parquet"), cfg)
+        assert memory.equals(scan) and memory_stats.as_dict() == scan_stats.as_dict()
+        assert memory_stats.samples_excluded["duplicate"] == 8  # "link 3  IS in stock" in each group
+
+
+def test_sft_and_pair_messages_are_built_as_polars_would_concatenate_them():
+    frame = scored([("a", 0, 100, 0.9), ("a", 1, 300, 0.2), ("b", 0, 50, 0.9), ("b", 1, 60, 0.1)])
+    prompts = prompts_for(frame)
+    built = pairs.build(frame, prompts, PairsConfig(drop_ratio=0.0))
+    long = built.sft["filter_long"]
+    content = render.assistant_content(pl.col("reasoning"), pl.col("answer"), True)
+    expected = (
+        frame.join(prompts, on="prompt_id")
+        .select("prompt_id", pl.concat_list("messages", render.as_messages(content)).alias("messages"))
+        .sort("prompt_id")
+    )
+    assert long.select("prompt_id", "messages").equals(expected)
+    pair = built.pairs.row(0, named=True)
+    assert pair["chosen"] == [{"role": "assistant", "content": "<think>\nthink a/0\n</think>\n\nanswer a/0"}]
+    assert pair["prompt"] == prompts.row(0, named=True)["messages"]
+
+
+def test_a_build_with_nothing_to_export_or_pair_writes_empty_frames_of_the_contract():
+    frame = scored([("a", 0, 500, 0.5, "length"), ("a", 1, 600, 0.4, "length"), ("b", 0, 50, None)])
+    for strategy in ("dp_dpo", "long2short", "shortest_correct", "reward"):
+        built = pairs.build(frame, prompts_for(frame), PairsConfig(strategy=strategy))
+        assert built.pairs.height == 0 and built.sft["dp_sft"].height == 0 and built.sft["filter_long"].height == 0
+        assert built.pairs.to_arrow().cast(pairs.pairs_schema("conversational")).num_rows == 0
+    empty = frame.clear()
+    built = pairs.build(empty, prompts_for(frame), PairsConfig())
+    assert built.pairs.height == 0 and built.stats.samples_total == 0

@@ -73,3 +73,27 @@ def test_duplicate_keys_ignore_case_and_whitespace_only():
     assert rules.key_columns("content", True) == ("reasoning", "answer")
     assert rules.key_columns("content", False) == rules.key_columns("answer", True) == ("answer",)
     assert rules.key_columns("off", True) == ()
+
+
+# -- the signature that finds duplicate candidates in memory (issue 16) ------------------------------
+CASED = st.sampled_from(["a", "A", "b", "B", "i", "I", "İ", "k", "K", "\u212a", "Ä", "ä", "好", "货", "1", ".", "，"])
+ANY_SPACE = st.sampled_from(["", " ", "  ", "\n", "\t", "\u3000", "\u00a0", "\u2028", "\x85"])
+VARIANTS = st.lists(st.tuples(CASED, ANY_SPACE), max_size=12).map(lambda parts: "".join(c + s for c, s in parts))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(VARIANTS, min_size=2, max_size=40))
+def test_texts_with_equal_normalized_forms_have_equal_signatures(texts):
+    series = pl.Series(texts + [None], dtype=pl.String)
+    signatures = rules.text_signature(series)
+    normalized = pl.DataFrame({"t": series}).select(rules.normalized(pl.col("t")))["t"].to_list()
+    first: dict[str, int] = {}
+    for text, signature in zip(normalized, signatures):
+        assert first.setdefault(text, int(signature)) == int(signature)
+
+
+def test_signatures_of_a_sliced_column_and_of_texts_that_differ():
+    series = pl.Series(["x", "Link 3  IS in stock", "link 3 is\tin stock", "link 4 is in stock", "好货", "货好 "])
+    signatures = rules.text_signature(series.slice(1))
+    assert signatures[0] == signatures[1] and signatures[0] != signatures[2]
+    assert signatures[3] == signatures[4]  # the same characters: a candidate, then compared in full

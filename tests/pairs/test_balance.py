@@ -1,0 +1,65 @@
+"""pairs.balance: kept pairs balanced across a prompt column's values (cap or target share), counted."""
+
+import polars as pl
+import pytest
+
+from factory import pairs
+from factory.config import BalanceConfig, ConfigError, PairsConfig, load
+from tests.pairs.test_kernel import prompts_for, scored
+
+
+def frame_and_prompts(categories: dict[str, str | None]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """One group per prompt, two samples each; group g's margin grows with its number."""
+    rows = []
+    for g, name in enumerate(categories):
+        rows += [(name, 0, 100, 0.9), (name, 1, 100 + 10 * (g + 1), 0.1)]
+    frame = scored(rows)
+    prompts = prompts_for(frame).with_columns(
+        pl.col("prompt_id").replace_strict(categories, return_dtype=pl.String).alias("category")
+    )
+    return frame, prompts
+
+
+CATEGORIES = {f"k{i}": "kitchen" for i in range(6)} | {"b0": "beauty", "b1": "beauty", "n0": None}
+
+
+def test_a_cap_keeps_the_largest_margins_of_each_value_and_counts_the_rest():
+    frame, prompts = frame_and_prompts(CATEGORIES)
+    built = pairs.build(frame, prompts, PairsConfig(drop_ratio=0.0, balance=BalanceConfig(column="category", cap=2)))
+    kept = built.pairs["prompt_id"].to_list()
+    assert kept == ["b0", "b1", "k4", "k5", "n0"]  # kitchen: k4, k5 have the largest margins
+    stats = built.stats
+    assert stats.pairs_by_outcome["over_balance"] == 4 and stats.groups_by_outcome["over_balance"] == 4
+    assert stats.balance["by_value"] == {
+        "beauty": {"kept": 2, "over_balance": 0},
+        "kitchen": {"kept": 2, "over_balance": 4},
+        "(null)": {"kept": 1, "over_balance": 0},
+    }
+    assert sum(stats.groups_by_outcome.values()) == stats.groups
+
+
+def test_a_target_share_finds_the_largest_cap_no_value_exceeds():
+    frame, prompts = frame_and_prompts(CATEGORIES)
+    cfg = PairsConfig(drop_ratio=0.0, balance=BalanceConfig(column="category", target_share=0.5))
+    stats = pairs.build(frame, prompts, cfg).stats
+    # cap 3: kitchen 3 of 3 + 2 + 1 = 6 pairs: exactly half; cap 4 would be 4 of 7
+    assert stats.balance["cap"] == 3 and stats.pairs_kept == 6 and stats.balance["reachable"] is True
+    unreachable = PairsConfig(drop_ratio=0.0, balance=BalanceConfig(column="category", target_share=0.2))
+    stats = pairs.build(frame, prompts, unreachable).stats
+    assert stats.balance["cap"] is None and stats.pairs_kept == 9 and stats.pairs_by_outcome["over_balance"] == 0
+
+
+def test_without_balance_the_counts_have_no_balance_entries():
+    frame, prompts = frame_and_prompts(CATEGORIES)
+    stats = pairs.build(frame, prompts, PairsConfig(drop_ratio=0.0)).stats
+    assert "over_balance" not in stats.pairs_by_outcome and "balance" not in stats.as_dict()
+
+
+def test_balance_config_errors_name_their_key():
+    with pytest.raises(ConfigError, match="pairs.balance.column"):
+        load(None, ["pairs.balance.cap=3"])
+    with pytest.raises(ConfigError, match="pairs.balance.target_share"):
+        load(None, ["pairs.balance.column=c", "pairs.balance.target_share=1.5"])
+    frame, prompts = frame_and_prompts(CATEGORIES)
+    with pytest.raises(ConfigError, match="pairs.balance.column: 'shelf'"):
+        pairs.build(frame, prompts, PairsConfig(balance=BalanceConfig(column="shelf", cap=1)))
