@@ -298,7 +298,7 @@ def render_markdown(report: dict[str, Any], cfg: RunConfig, note: str | None = N
             f"Groups that ran long (a sample at or above {l2s['max_chosen_tokens']} tokens): "
             f"{l2s['groups_ran_long']}, of which succeeded (a sample under it: shortest chosen, longest "
             f"rejected): {l2s['groups_ran_long_succeeded']}; mean chosen / rejected tokens there "
-            f"{_num(l2s['mean_chosen_tokens_ran_long'])} / {_num(l2s['mean_rejected_tokens_ran_long'])}. "
+            f"{num(l2s['mean_chosen_tokens_ran_long'])} / {num(l2s['mean_rejected_tokens_ran_long'])}. "
             "The source's re-sampling of only these prompts: `factory pairs RUN_DIR --long-prompts FILE`, then "
             "a run on FILE (factory/pairs/long2short.py).",
         ]
@@ -400,7 +400,7 @@ def bias_markdown(audit_numbers: dict[str, Any]) -> list[str]:
                     r["judge"],
                     r["samples"],
                     r["groups"],
-                    _num(r["spearman"], 3),
+                    num(r["spearman"], 3),
                     _rate_value(r["picks_longer"]),
                     _rate_value(r["picks_shorter"]),
                     r["groups_preferring"],
