@@ -408,6 +408,39 @@ class RayConfig:
         _check_ray(self, "ray.")
 
 
+# -- export (issue 15: the trainer hand-off) ----------------------------------------------------------
+@dataclass
+class ExportConfig:
+    template: str = _help(
+        "The student's chat template: a tokenizer folder (chat_template.jinja or tokenizer_config.json), a "
+        "tokenizer_config.json or a .jinja file. Set, `factory run` / `factory pairs` write export/<name>/ (TRL "
+        "standard format: prompt = the template with the generation prompt, chosen/rejected = the exact "
+        "continuation, reasoning kept) and warn when the template drops pairs/' reasoning. '' = no export.",
+        "",
+    )
+    name: str = _help("The export's folder, export/<name>/; '' = the template's folder or file name.", "")
+    enabled: bool = _help(
+        "With export.template set, `factory run` and `factory pairs` write the export after pairs/ "
+        "(false: they only warn; `factory export` writes it).",
+        True,
+    )
+    keep_bos: bool = _help(
+        "Keep the template's leading bos_token in the prompt text (off: the trainer's tokenizer adds it, as "
+        "TRL's standard-format tokenization does; kept it would be doubled).",
+        False,
+    )
+    think_open: str = _help("The student's opening think marker; '' = as its template writes it, else <think>.", "")
+    think_close: str = _help("The student's closing think marker; '' = as its template writes it, else </think>.", "")
+
+    def __post_init__(self) -> None:
+        import re
+
+        if self.name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", self.name):
+            raise ConfigError(f"export.name: {self.name!r} is not letters, digits and _ . + - (it names export/<name>/)")
+        if bool(self.think_open) != bool(self.think_close):
+            raise ConfigError("export.think_open: give both think markers (export.think_open and export.think_close) or neither")
+
+
 @dataclass
 class RunConfig:
     output_dir: str = _help("Run directory: a local path or any fsspec URL (s3://, memory://).", "runs/demo")
@@ -445,6 +478,9 @@ class RunConfig:
         factory=lambda: CostConfig(),
     )
     eval: EvalConfig = _help("`factory eval`: candidate models judged on a held-out prompt set.", factory=lambda: EvalConfig())
+    export: ExportConfig = _help(  # issue 15
+        "The trainer-faithful export under the student's chat template (export/<name>/).", factory=ExportConfig
+    )
 
     def __post_init__(self) -> None:
         _check_run(self, "")
@@ -593,6 +629,7 @@ _PATH_KEYS = (
     "prompts.user_template_file",
     "judge.rubric_file",
     "eval.prompts",
+    "export.template",  # issue 15
 )
 
 

@@ -28,6 +28,7 @@ from factory.config import ConfigError, EngineConfig, RunConfig
 from factory.cost import Budget, run_prices
 from factory.executor import Executor
 from factory.lease import Lease
+from factory.pairs import export as export_mod  # issue 15
 from factory.prompts import load_prompts, read_text
 from factory.schemas import INVALID, JUDGMENTS
 from factory.secrets import redact_url, scrub, scrub_all, scrub_table, secret_values
@@ -149,6 +150,7 @@ def preflight(cfg: RunConfig) -> None:
     _check_judges(cfg)
     if not cfg.prompts.path:
         raise ConfigError("prompts.path: no prompts file given")
+    export_mod.preflight(cfg)  # issue 15: a student template loads and renders
 
 
 def rubric_text(cfg: RunConfig, judge: Any = None) -> str:
@@ -297,6 +299,7 @@ def build_outputs(store: RunStore, cfg: RunConfig, prompts: pl.DataFrame, fps: d
             store.replace(f"sft/{export}", built.sft[export])
         else:  # an export no longer asked for must not linger as if current
             store.remove(f"sft/{export}")
+    export_mod.after_pairs(store, cfg, pairs, scored, prompts)  # issue 15: export/<name>/ + the reasoning warning
     note = pair_kernel.target_note(stats)
     if note:
         print(note, file=sys.stderr)
