@@ -307,9 +307,10 @@ def templated_pairs(
     rows = pairs.drop("prompt", "chosen", "rejected", strict=False)
     for side in ("chosen", "rejected"):
         named = text.rename({"sample_idx": f"{side}_idx", "reasoning": f"_{side}_r", "answer": f"_{side}_a"})
+        named = named.with_columns(pl.lit(True).alias(f"_{side}_found"))
         rows = rows.join(named, on=["prompt_id", f"{side}_idx"], how="left", maintain_order="left")
     rows = rows.join(prompts.select("prompt_id", "messages"), on="prompt_id", how="left", maintain_order="left")
-    missing = rows.filter(pl.col("messages").is_null() | pl.col("_chosen_a").is_null() | pl.col("_rejected_a").is_null())
+    missing = rows.filter(pl.col("messages").is_null() | pl.col("_chosen_found").is_null() | pl.col("_rejected_found").is_null())
     if missing.height:
         raise ConfigError(
             f"pairs/ names {missing.height} pair(s) whose prompt or samples are not stored under this run's "
@@ -322,7 +323,7 @@ def templated_pairs(
         out["prompt"].append(_strip_bos(template, frame.prompt, keep_bos))
         for side, reasoning, answer in (("chosen", row[1], row[2]), ("rejected", row[3], row[4])):
             out[side].append(continuation(template, messages, reasoning if include_reasoning else None, answer, frame))
-    meta = rows.drop("messages", "_chosen_r", "_chosen_a", "_rejected_r", "_rejected_a")
+    meta = rows.drop("messages", "_chosen_r", "_chosen_a", "_rejected_r", "_rejected_a", "_chosen_found", "_rejected_found")
     return pl.DataFrame(out, schema={"prompt": pl.String, "chosen": pl.String, "rejected": pl.String}).hstack(meta)
 
 

@@ -213,3 +213,16 @@ def test_no_output_holds_an_empty_think_block(run_dir):
     standard = pl.read_parquet(f"{run_dir}/pairs/*.parquet")
     assert not [t for t in standard["chosen"].to_list() + standard["rejected"].to_list() if empty.search(t)]
     assert main(["pairs", run_dir]) == 0  # back to the run's own settings for the other tests
+
+
+def test_pairs_whose_samples_are_not_stored_are_one_error_not_a_silent_drop(run_dir):
+    pairs = pl.read_parquet(f"{run_dir}/pairs/*.parquet")
+    samples = pl.read_parquet(f"{run_dir}/samples/*.parquet")
+    prompts = pl.read_parquet(f"{run_dir}/prompts/*.parquet")
+    first = pairs.row(0, named=True)
+    gone = samples.filter(~((pl.col("prompt_id") == first["prompt_id"]) & (pl.col("sample_idx") == first["chosen_idx"])))
+    with pytest.raises(ConfigError, match=f"1 pair\\(s\\) whose prompt or samples are not stored.*{first['prompt_id']}"):
+        templated_pairs(pairs, gone, prompts, load_template(str(ALL["chatml"])))
+    empty = samples.with_columns(pl.lit(None, pl.String).alias("answer"))  # stored, but no answer text: written as ""
+    rows = templated_pairs(pairs, empty, prompts, load_template(str(ALL["chatml"])))
+    assert rows.height == pairs.height
