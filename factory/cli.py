@@ -12,6 +12,7 @@ same call works on a laptop and as the entry point of `ray job submit`.
     factory keys                           every config key with its default and help
     factory plan CONFIG [key=value ...]    requests, tokens, USD, GPU-hours of a run; no request (= run --dry-run)
     factory eval CONFIG [key=value ...]    candidate models on held-out prompts, judged -> EVAL_DIR/report/
+    factory export RUN_DIR --template PATH [--name NAME] [key=value ...]   pairs under the student's chat template
 """
 
 from __future__ import annotations
@@ -56,12 +57,12 @@ def _pairs(args: argparse.Namespace) -> int:
 
     _live_note(args.run_dir, "these pairs are built from the rows stored so far; the run rewrites pairs/ when it ends")
     if args.compare:  # issue 16: the strategies side by side, nothing written
-        from factory.report import run_compare
+        from factory.commands.report import run_compare
 
         print(run_compare(args.run_dir, args.overrides))
         return 0
     if args.long_prompts:  # issue 16: long2short as the source did it, step 1
-        from factory.report import write_long_prompts
+        from factory.commands.report import write_long_prompts
 
         print(write_long_prompts(args.run_dir, args.long_prompts, args.overrides))
         return 0
@@ -144,6 +145,15 @@ def _doctor(args: argparse.Namespace) -> int:
     return 1
 
 
+def _export(args: argparse.Namespace) -> int:  # issue 15
+    from factory.commands import export
+
+    _live_note(args.run_dir, "this export is built from the pairs stored so far")
+    record = export.export_run(args.run_dir, args.template or "", args.name or "", args.overrides)
+    print(f"factory export: {record['rows']} pairs -> {record['path']}/ (TRL standard format, template {record['template']})")
+    return 0
+
+
 def _keys(args: argparse.Namespace) -> int:
     from factory.config import help_table
 
@@ -206,6 +216,14 @@ def parser() -> argparse.ArgumentParser:
     doc.add_argument("run_dir")
     doc.add_argument("--take-over", action="store_true", help="take the lease from a run you know is dead")
     doc.set_defaults(func=_doctor)
+    exp = sub.add_parser(  # issue 15
+        "export", help="pairs/ under the student's chat template -> export/<name>/ (TRL standard format, reasoning kept)"
+    )
+    exp.add_argument("run_dir")
+    exp.add_argument("overrides", nargs="*", help="key=value overrides, e.g. export.keep_bos=true")
+    exp.add_argument("--template", help="tokenizer folder, tokenizer_config.json or .jinja (default: export.template)")
+    exp.add_argument("--name", help="export/<name>/ (default: export.name, else the template's folder or file name)")
+    exp.set_defaults(func=_export)
     keys = sub.add_parser("keys", help="list every config key with its default and help")
     keys.set_defaults(func=_keys)
     plan = sub.add_parser("plan", help="requests, tokens, dollars and hours a run would take; sends nothing")

@@ -349,6 +349,9 @@ class RunGraph:
                 raise ConfigError(f"{key}: no configured judge makes the column {column!r} ({hint}); judge columns: {have}")
         if not cfg.prompts.path:
             raise ConfigError("prompts.path: no prompts file given")
+        from factory.pairs import export as export_mod
+
+        export_mod.preflight(cfg)  # a student template (export.template) loads and renders
 
     # -- stages and what they stored --------------------------------------------------------------
     def stages(self, prompts: pl.DataFrame, fps: dict[str, str] | None = None) -> list:

@@ -1,6 +1,7 @@
 """`factory run` end to end on the embedded model and local Ray: 3 prompts x K=2, then a rerun."""
 
 import json
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -98,7 +99,9 @@ def test_pairs_parquet_matches_the_contract_schema(run_dir):
     assert table.num_rows == first["counts"]["pairs_kept"]
     for row in table.to_pylist():
         assert row["chosen_idx"] != row["rejected_idx"]
-        assert row["chosen"][0]["role"] == "assistant" and row["chosen"][0]["content"].startswith("<think>")
+        assert row["chosen"][0]["role"] == "assistant" == row["rejected"][0]["role"]
+        for side in (row["chosen"][0]["content"], row["rejected"][0]["content"]):  # a think block only with reasoning
+            assert "<think>" not in side or re.match(r"<think>\n\S.*?\n</think>\n\n", side, re.DOTALL), side
         assert row["prompt"][-1]["role"] == "user"
 
 

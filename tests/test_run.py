@@ -1,6 +1,7 @@
 """Preflight, fingerprints and redaction: the checks made before any request (no model, no Ray)."""
 
 import json
+import re
 from pathlib import Path
 
 import polars as pl
@@ -200,7 +201,9 @@ def test_pairs_parquet_matches_the_contract_schema_with_rows(tmp_path):
     assert table.num_rows == manifest["counts"]["pairs_kept"] > 0
     for row in table.to_pylist():
         assert row["chosen_idx"] != row["rejected_idx"] and row["margin"] > 0
-        assert row["chosen"][0]["role"] == "assistant" and row["chosen"][0]["content"].startswith("<think>")
+        assert row["chosen"][0]["role"] == "assistant" == row["rejected"][0]["role"]
+        for side in (row["chosen"][0]["content"], row["rejected"][0]["content"]):  # a think block only with reasoning
+            assert "<think>" not in side or re.match(r"<think>\n\S.*?\n</think>\n\n", side, re.DOTALL), side
         assert row["prompt"][-1]["role"] == "user"
 
 

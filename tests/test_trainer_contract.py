@@ -43,4 +43,7 @@ def test_trl_sees_conversational_preference_rows_and_renders_them(pairs_file):
     rendered = maybe_apply_chat_template(example, tokenizer)
     answer = dataset[0]["chosen"][0]["content"].split("</think>")[-1].strip()
     assert isinstance(rendered["prompt"], str) and dataset[0]["prompt"][-1]["content"] in rendered["prompt"]
-    assert answer in rendered["chosen"] and "<think>" in rendered["chosen"] and "<think>" in rendered["rejected"]
+    assert answer in rendered["chosen"]
+    for side in ("chosen", "rejected"):  # a think block exactly where the sample has reasoning (never an empty one)
+        content = dataset[0][side][0]["content"]
+        assert ("<think>" in rendered[side]) == content.startswith("<think>\n") and "<think>\n\n</think>" not in rendered[side]

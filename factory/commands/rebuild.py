@@ -19,6 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 from factory import config as config_mod
 from factory.config import ConfigError, RunConfig
 from factory import pairs as pair_kernel
+from factory.pairs import export as export_mod
 from factory.graph import RunGraph
 from factory.rundir.secrets import MASK
 from factory.session import Manifest
@@ -98,6 +99,7 @@ def write_outputs(store: RunStore, graph: RunGraph, prompts: pl.DataFrame, fps: 
             store.replace(f"sft/{export}", built.sft[export])
         else:  # an export no longer asked for must not linger as if current
             store.remove(f"sft/{export}")
+    export_mod.after_pairs(store, cfg, pairs, read.scored, prompts)  # export/<name>/ + the reasoning warning
     note = pair_kernel.target_note(stats)
     if note:
         print(note, file=sys.stderr)

@@ -16,6 +16,7 @@ wrapped by OmegaConf structured configs.
 from factory.config.base import ConfigError, validate
 from factory.config.cost import CostConfig, StageCostConfig
 from factory.config.engine import ENGINE_KINDS, EngineConfig, SamplingConfig
+from factory.config.export import ExportConfig
 from factory.config.eval import CANDIDATE_NAME, CandidateConfig, EvalConfig
 from factory.config.judges import JUDGE_NAME, SCORE_ROUTES, JudgeConfig, RewardModelConfig, SamplerConfig
 from factory.config.load import check_keys, help_table, load, to_dict
@@ -26,7 +27,7 @@ from factory.config.verifiers import VERIFIER_RULES, VerifierConfig
 
 __all__ = [
     "BalanceConfig", "CANDIDATE_NAME", "COMBINE_MODES", "DEDUPE_MODES", "ENGINE_KINDS", "JUDGE_NAME", "PAIRINGS", "PAIR_STRATEGIES",
-    "SCORE_ROUTES", "CandidateConfig", "ConfigError", "CostConfig", "EngineConfig", "EvalConfig", "JudgeConfig",
+    "SCORE_ROUTES", "CandidateConfig", "ConfigError", "CostConfig", "EngineConfig", "EvalConfig", "ExportConfig", "JudgeConfig",
     "PairsConfig", "PromptsConfig", "RayConfig", "RewardModelConfig", "RunConfig", "VERIFIER_RULES", "VerifierConfig", "SamplerConfig", "SamplingConfig",
     "StageCostConfig", "StoreConfig", "SweepConfig", "TermConfig", "check_keys", "help_table", "load", "to_dict",
     "validate",

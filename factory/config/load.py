@@ -29,6 +29,7 @@ _PATH_KEYS = (
     "prompts.user_template_file",
     "judge.rubric_file",
     "eval.prompts",
+    "export.template",
 )
 
 

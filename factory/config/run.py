@@ -9,6 +9,7 @@ from typing import Any, Dict, Optional
 from factory.config.base import ConfigError, help_, ranges, validate
 from factory.config.cost import CostConfig
 from factory.config.eval import EvalConfig
+from factory.config.export import ExportConfig
 from factory.config.judges import JUDGE_NAME, JudgeConfig, RewardModelConfig, SamplerConfig
 from factory.config.pairs import PairsConfig, SweepConfig
 from factory.config.prompts import PromptsConfig
@@ -95,6 +96,9 @@ class RunConfig:
         factory=CostConfig,
     )
     eval: EvalConfig = help_("`factory eval`: candidate models judged on a held-out prompt set.", factory=EvalConfig)
+    export: ExportConfig = help_(
+        "The trainer-faithful export under the student's chat template (export/<name>/).", factory=ExportConfig
+    )
 
     def __post_init__(self) -> None:
         self.check(self, "")

@@ -6,7 +6,9 @@ contract, and the SFT exports. Text is fetched only for the samples that are use
                       rejected=[...]  prompt_id=p1  chosen_idx=0 ... margin  strategy=dp_dpo
 
 Formats: conversational (factory.rundir.schemas.PAIRS, what TRL's DPOTrainer loads as is) or standard
-(prompt/chosen/rejected as plain strings); `include_reasoning: false` leaves the <think> part out.
+(prompt/chosen/rejected as plain strings); `include_reasoning: false` leaves the <think> part out, and a
+sample without reasoning is its answer alone (never an empty think block). The student's own chat
+template is applied by factory.pairs.export (export/<name>/).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import pyarrow.compute as pc
 
 from factory.config import PairsConfig
 from factory.pairs.marks import Prepared
+from factory.pairs.rules import has_reasoning
 from factory.rundir.schemas import PAIRS
 
 
@@ -32,10 +35,13 @@ def pairs_schema(fmt: str) -> pa.Schema:
 
 
 def assistant_content(reasoning: pl.Expr, answer: pl.Expr, include_reasoning: bool) -> pl.Expr:
-    """The assistant turn's text; the reasoning sits in <think> tags in the same form on both sides."""
+    """The assistant turn's text: `<think>\\nreasoning\\n</think>\\n\\nanswer` (R1's own form), or the answer
+    alone when the sample has no reasoning or `include_reasoning` is false: never an empty think block,
+    which a trainer would teach the student to emit."""
     if not include_reasoning:
         return answer.fill_null("")
-    return pl.concat_str([pl.lit("<think>\n"), reasoning.fill_null(""), pl.lit("\n</think>\n\n"), answer.fill_null("")])
+    think = pl.concat_str([pl.lit("<think>\n"), reasoning.fill_null(""), pl.lit("\n</think>\n\n"), answer.fill_null("")])
+    return pl.when(has_reasoning(reasoning)).then(think).otherwise(answer.fill_null(""))
 
 
 def as_messages(content: pl.Expr) -> pl.Expr:
@@ -102,7 +108,10 @@ def fetch_content(scored: pl.LazyFrame | pl.DataFrame, rows: pl.Series, cfg: Pai
             text[0], _arrow(picked["reasoning"]), text[1], _arrow(picked["answer"]), text[2],
             null_handling="replace", null_replacement="",
         )  # fmt: skip
-        return pl.Series("content", joined, pl.String)
+        # No reasoning: the answer alone, never an empty think block (rules.has_reasoning decides, as above).
+        has = picked.select(has_reasoning(pl.col("reasoning"))).to_series().to_arrow()
+        answer = pc.fill_null(_arrow(picked["answer"]), pa.scalar("", pa.large_string()))
+        return pl.Series("content", pc.if_else(has, joined, answer), pl.String)
     if not rows.len():
         return pl.Series("content", [], pl.String)
     # Only the row range in question is read (slice pushdown), and a streaming filter keeps just the

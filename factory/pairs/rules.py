@@ -99,8 +99,14 @@ def format_violation(pattern: str, require: bool) -> pl.Expr:
 def think_violation(require: bool) -> pl.Expr:
     """1.0 when the <think> block (the reasoning, non-blank) is missing and required, or present and
     forbidden."""
-    present = pl.col("reasoning").fill_null("").str.contains(r"\S")
+    present = has_reasoning(pl.col("reasoning"))
     return (~present if require else present).cast(pl.Float64)
+
+
+def has_reasoning(reasoning: pl.Expr) -> pl.Expr:
+    """True when a sample has reasoning: non-blank text. The think term and the exports (a think block
+    only where this holds) share it."""
+    return reasoning.fill_null("").str.contains(r"\S")
 
 
 def key_columns(mode: str, include_reasoning: bool) -> tuple[str, ...]:

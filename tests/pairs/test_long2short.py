@@ -5,7 +5,9 @@ import json
 
 import polars as pl
 
-from factory import cli, config, report
+from factory import cli, config
+
+from factory.commands import report
 from factory.config import PairsConfig
 from factory.pairs import long2short
 from factory.run import run

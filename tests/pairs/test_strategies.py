@@ -140,7 +140,7 @@ def test_compare_gives_one_row_per_strategy_each_equal_to_its_own_build():
 
 
 def test_a_sweep_of_a_run_with_its_own_strategy_term_sweeps_dp_dpo_on_every_sample():
-    from factory.sweep import sweep_table
+    from factory.commands.sweep import sweep_table
 
     frame = scored([("a", 0, 100, 0.9), ("a", 1, 300, 0.2), ("a", 2, 200, 0.95), ("b", 0, 50, 0.1), ("b", 1, 80, 0.3)])
     grid = ([0.0, 0.5, 1.0], [0.0, 0.3])
