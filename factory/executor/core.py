@@ -153,6 +153,7 @@ class Executor:
         self._next_start_check = 0.0
         self._waiting_since: dict[int, float] = {}
         self._starved_warned = False
+        self._next_alive_check = self._last_event = 0.0
         self.fatal: str | None = None
         self._ids = itertools.count()
 
@@ -167,8 +168,12 @@ class Executor:
         return self.pools[identity]
 
     def close(self) -> None:
+        """After a stop (signal, budget, lost lease) the lease is released first: everything finished is
+        stored by then, and closing the pools talks to Ray, which a group signal may have stopped too."""
         self.progress.close()
-        self.backend.close()
+        if self.stopping and self.lease is not None:
+            self.lease.release()
+        self.backend.close(stopping=bool(self.stopping))
 
     def __enter__(self) -> Executor:
         return self
@@ -259,6 +264,13 @@ class Executor:
                     metrics[s.name].feeding = upstream_active(s.name)
                 self.progress.tick()
                 if self.fatal or (self.stopping and (not calls or time.monotonic() > self._stop_deadline)):
+                    break
+                if events:
+                    self._last_event = time.monotonic()
+                if self.stopping and calls and time.monotonic() - self._last_event > 1.0 and not self._backend_alive():
+                    # The actors are processes of their own and still hand rows back for a moment; once
+                    # none comes, what is in flight is lost with Ray (a rerun asks for those keys again).
+                    self.progress.say(f"[factory] Ray's processes were stopped too: {len(calls)} batch(es) in flight are lost")
                     break
                 if not calls and not any(len(q) for q in queues.values()) and not any(
                     writers[s.name].pending for s in stages if feeds[s.name]
@@ -368,6 +380,14 @@ class Executor:
         for row in stage.failed(missing, f"failed after {call.attempt + 1} attempts: {error}"):
             writers[call.stage].add([row])
             m.add(False, int(row.get("attempts") or 0), 0, 0, None)
+
+    def _backend_alive(self) -> bool:
+        """While stopping: whether the backend can still hand back the requests in flight (checked every 0.5 s)."""
+        now = time.monotonic()
+        if now < self._next_alive_check:
+            return True
+        self._next_alive_check = now + 0.5
+        return self.backend.alive()
 
     # -- signals -----------------------------------------------------------------------------------
     def _install_signals(self) -> Callable[[], None]:

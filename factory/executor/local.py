@@ -130,7 +130,10 @@ class LocalBackend:
     def tick(self, now: float) -> list[Event]:
         return []
 
-    def close(self) -> None:
+    def alive(self) -> bool:
+        return True
+
+    def close(self, stopping: bool = False) -> None:
         for pool in self.pools:
             pool.close()
         self.pools = []

@@ -17,9 +17,11 @@ queue), as is one that died. A replica's rows are matched to their batch by key,
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -48,6 +50,57 @@ def init_ray(cfg: RayConfig) -> None:
         # Ray nices its workers (15) to keep its own daemons responsive; here the workers are the engines,
         # and on a shared machine a niced engine yields its cores to every other process.
         ray.init(num_cpus=cfg.num_cpus, include_dashboard=False, _system_config={"worker_niceness": 0}, **kwargs)
+
+
+def ray_alive(timeout: float = 0.5) -> bool:
+    """Whether this driver's Ray can still answer: its GCS and its node's raylet accept a connection (and,
+    for a Ray this driver started, their processes are running). A SIGTERM sent to the whole process
+    group (`timeout`, a container runtime, a batch scheduler) ends them together with the driver; a Ray
+    call after that waits for its timeouts (60 s for the GCS) and the core worker may then end the process
+    before anything is cleaned up, so the stop path asks this first. Unknown (a private API moved): alive."""
+    try:
+        from ray._private import worker
+
+        node = getattr(worker.global_worker, "node", None) or worker._global_node
+        if node is None:
+            return False
+        for kind in ("gcs_server", "raylet"):
+            if any(info.process.poll() is not None for info in node.all_processes.get(kind, [])):
+                return False
+        host, port = node.gcs_address.rsplit(":", 1)
+        endpoints = [(host, int(port)), (node.node_ip_address, int(node.node_manager_port))]
+    except Exception:  # noqa: BLE001 - Ray's internals changed: keep the ordinary stop path
+        return True
+    for endpoint in endpoints:
+        try:
+            socket.create_connection(endpoint, timeout=timeout).close()
+        except OSError:
+            return False
+    return True
+
+
+def abandon_ray() -> None:
+    """Ray's processes are gone: drop Ray's exit hook (its driver shutdown waits for them, up to a minute)."""
+    global RAY_ABANDONED
+    with contextlib.suppress(Exception):
+        from ray._private import worker
+
+        atexit.unregister(worker.shutdown)
+    RAY_ABANDONED = True
+
+
+RAY_ABANDONED = False  # set by abandon_ray(): the command's exit skips the interpreter's teardown of Ray
+
+
+def exit_if_ray_abandoned(code: int) -> None:
+    """After a stop whose Ray was gone: leave now (everything is stored and the lease released), rather than
+    let the core worker's teardown wait on the dead GCS."""
+    if RAY_ABANDONED:
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def _actor_class() -> Any:
@@ -225,20 +278,23 @@ class RayPool:
         self._spawn(index)
         return lost
 
-    def close(self) -> None:
-        """Close every engine (vLLM frees its GPU memory and child processes), then end the actors."""
+    def close(self, timeout: float = 60.0, ray_gone: bool = False) -> None:
+        """Close every engine (vLLM frees its GPU memory and child processes), then end the actors; waits
+        at most `timeout` s for the engines. With `ray_gone` (Ray's processes ended) no Ray call is made."""
         if not self.started:
             return
-        # Only a replica that is up can close its engine; one still waiting for resources is just killed.
-        closing = [r.actor.close.remote() for r in self.replicas if r.actor is not None and r.ready]
-        if closing:
-            self._ray.wait(closing, num_returns=len(closing), timeout=60)
-        for replica in self.replicas:
-            with contextlib.suppress(Exception):  # already dead
-                self._ray.kill(replica.actor, no_restart=True)
-        for group in self.groups:
-            if group is not None:
-                self._ray.util.remove_placement_group(group)
+        if not ray_gone:
+            # Only a replica that is up can close its engine; one still waiting for resources is just killed.
+            closing = [r.actor.close.remote() for r in self.replicas if r.actor is not None and r.ready]
+            if closing:
+                self._ray.wait(closing, num_returns=len(closing), timeout=timeout)
+            for replica in self.replicas:
+                with contextlib.suppress(Exception):  # already dead
+                    self._ray.kill(replica.actor, no_restart=True)
+            for group in self.groups:
+                if group is not None:
+                    with contextlib.suppress(Exception):
+                        self._ray.util.remove_placement_group(group)
         self.groups = [None] * len(self.replicas)
         self.refs.clear()
         self.replicas = [_Replica(generation=r.generation) for r in self.replicas]
@@ -392,7 +448,15 @@ class RayBackend:
     def tick(self, now: float) -> list[Event]:
         return [event for pool in self.pools for event in pool.tick(now)]
 
-    def close(self) -> None:
+    def alive(self) -> bool:
+        return ray_alive()
+
+    def close(self, stopping: bool = False) -> None:
+        """Close every pool. After a signal: a few seconds for the engines at most, and no Ray call at all
+        when Ray's own processes were stopped too (the signal went to the whole process group)."""
+        gone = stopping and not ray_alive()
         for pool in self.pools:
-            pool.close()
+            pool.close(timeout=5.0 if stopping else 60.0, ray_gone=gone)
         self.pools = []
+        if gone:
+            abandon_ray()
