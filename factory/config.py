@@ -559,6 +559,11 @@ def _check_ray(c: Any, p: str) -> None:
 def _check_run(c: Any, p: str) -> None:
     _ranges(c, p, {"decode_tokens_per_s": "> 0", "progress_interval_s": "> 0"})
     _check_judge_names(c, p)
+    for mapping in ("judges", "reward_models"):  # issue 17: a price names a configured judge / reward model
+        for name in getattr(c.cost, mapping).keys():
+            if name not in getattr(c, mapping):
+                have = ", ".join(getattr(c, mapping).keys()) or "none"
+                raise ConfigError(f"{p}cost.{mapping}.{name}: no {mapping}.{name} is configured ({mapping}: {have})")
 
 
 _CHECKS = {
@@ -733,6 +738,26 @@ class StageCostConfig:
 class CostConfig:
     sampler: StageCostConfig = _help("Prices and throughput of the sampler engine.", factory=StageCostConfig)
     judge: StageCostConfig = _help("Prices and throughput of the judge engine.", factory=StageCostConfig)
+    # -- issue 17: a price for every judge and reward model (cost.judges.<name>, cost.reward_models.<name>)
+    judges: Dict[str, StageCostConfig] = field(
+        default_factory=dict,
+        metadata={
+            "help": "Prices and throughput of each judges.<name> engine (stage judge_<name>), e.g. "
+            "cost.judges.r1.output_usd_per_m=2.19; fields: cost.judges.<name>.*",
+            "item": StageCostConfig,
+            "item_key": ".<name>.",
+        },
+    )
+    reward_models: Dict[str, StageCostConfig] = field(
+        default_factory=dict,
+        metadata={
+            "help": "Prices and throughput of each reward_models.<name> engine (stage reward_<name>; a score "
+            "request has prompt tokens only); fields: cost.reward_models.<name>.*",
+            "item": StageCostConfig,
+            "item_key": ".<name>.",
+        },
+    )
+    # -- end issue 17
     max_usd: Optional[float] = _help(
         "Budget of one invocation (`factory run` or `factory eval`), USD at the prices above: once what the "
         "stored rows cost reaches it, no new request is sent, every finished row is stored and the command "
@@ -813,6 +838,9 @@ def _check_stage_cost(c: Any, p: str) -> None:
 
 def _check_cost(c: Any, p: str) -> None:
     _ranges(c, p, {"max_usd": "> 0 or null"})
+    for mapping in ("judges", "reward_models"):  # issue 17: per judge and reward model prices
+        for name in getattr(c, mapping, {}).keys():
+            validate(getattr(c, mapping)[name], StageCostConfig, f"{p}{mapping}.{name}.")
 
 
 def _check_eval(c: Any, p: str) -> None:
@@ -836,6 +864,7 @@ def _check_eval(c: Any, p: str) -> None:
 _CHECKS.update({StageCostConfig: _check_stage_cost, CostConfig: _check_cost, EvalConfig: _check_eval})
 # Mappings of dataclasses: key prefix -> the type of each entry (checked by check_keys).
 _MAPPINGS: dict[str, type] = {"judges": JudgeConfig, "reward_models": RewardModelConfig, "eval.candidates": CandidateConfig}
+_MAPPINGS.update({"cost.judges": StageCostConfig, "cost.reward_models": StageCostConfig})  # issue 17
 
 
 def _mapping_keys(key: str) -> list[str] | None:

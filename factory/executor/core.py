@@ -207,6 +207,13 @@ class Executor:
                 if part
             )
             self.progress.say(f"[{s.name}] {plan.height} request(s) to make" + (f" ({note})" if note else ""))
+            if self.budget is not None and self.budget.max_usd is not None and (plan.height or fed):
+                from factory.cost import price_key, unpriced_paid
+
+                if unpriced_paid([(s.name, s.engine, 1)], self.budget.prices):
+                    self.progress.say(
+                        f"[{s.name}] warning: cost.max_usd does not count this stage: no price ({price_key(s.name)}.*)"
+                    )
         writers = {
             s.name: TableWriter(
                 self.store, s.table, s.schema, self.cfg.store,
