@@ -673,7 +673,7 @@ def load(path: str | os.PathLike | None = None, overrides: list[str] | None = No
         path = Path(path)
         if not path.exists():
             raise ConfigError(f"config file not found: {path}")
-        data = OmegaConf.to_container(OmegaConf.load(path), resolve=False) or {}
+        data = OmegaConf.to_container(_load_yaml(path), resolve=False) or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the config must be a mapping of keys")
         check_keys(_flatten(data), str(path))
@@ -685,7 +685,7 @@ def load(path: str | os.PathLike | None = None, overrides: list[str] | None = No
         key = item.split("=", 1)[0].strip().lstrip("+")
         check_keys([key], "the command line")
     if overrides:
-        layers.append(OmegaConf.from_dotlist([o.lstrip("+") for o in overrides]))
+        layers.extend(_parse_override(o.lstrip("+")) for o in overrides)  # issue 17: one error line per bad value
     try:
         merged = OmegaConf.merge(*layers)
         validate(merged)  # before any object is built, so that errors name the full key
@@ -694,8 +694,35 @@ def load(path: str | os.PathLike | None = None, overrides: list[str] | None = No
         raise
     except Exception as exc:  # omegaconf type errors name the full key
         key = getattr(exc, "full_key", None) or ""
-        msg = getattr(exc, "msg", None) or str(exc).splitlines()[0]
+        msg = (getattr(exc, "msg", None) or str(exc)).strip().splitlines()[0]
         raise ConfigError(f"{key}: {msg}" if key else msg) from None
+
+
+# -- issue 17: a value YAML cannot read is one error line naming its key (or file and line) ----------
+def _yaml_problem(exc: Exception) -> str:
+    """'found unknown escape character (line 1, column 29)' from a YAML or OmegaConf grammar error."""
+    problem = getattr(exc, "problem", None)
+    mark = getattr(exc, "problem_mark", None)
+    if problem:
+        return problem + (f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else "")
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _parse_override(item: str) -> Any:
+    key, value = item.split("=", 1)
+    try:
+        return OmegaConf.from_dotlist([item])
+    except Exception as exc:  # yaml.YAMLError, omegaconf's grammar errors
+        hint = " (in YAML a double-quoted string reads backslashes as escapes: write '\\d+' in single quotes)"
+        hint = hint if "escape" in _yaml_problem(exc) else ""
+        raise ConfigError(f"{key.strip()}: cannot read the value {value!r}: {_yaml_problem(exc)}{hint}") from None
+
+
+def _load_yaml(path: Path) -> Any:
+    try:
+        return OmegaConf.load(path)
+    except Exception as exc:  # yaml.YAMLError: a file YAML cannot read
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
 
 
 def to_dict(cfg: RunConfig) -> dict:

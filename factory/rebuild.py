@@ -36,7 +36,7 @@ def open_run(run_dir: str, overrides: list[str] | None = None) -> tuple[RunConfi
             raise ConfigError(f"override {item!r} is not of the form key=value")
         config_mod.check_keys([item.split("=", 1)[0]], "the command line")
     if overrides:
-        layers.append(OmegaConf.from_dotlist(list(overrides)))
+        layers.extend(config_mod._parse_override(o) for o in overrides)  # one error line naming the key
     try:
         cfg = OmegaConf.to_object(OmegaConf.merge(*layers))
     except ConfigError:
