@@ -403,6 +403,13 @@ class StoreConfig:
 class RayConfig:
     address: Optional[str] = _help("Ray cluster address; null = start or join a local one (RAY_ADDRESS wins).", None)
     num_cpus: Optional[int] = _help("CPUs for a locally started Ray (null = all).", None)
+    # -- issue 17
+    placement_timeout_s: Optional[float] = _help(
+        "How long a pool with work may have no replica that any node can host (a lost node, a cluster that is "
+        "full) before the run gives up: it stores what finished and stops like on Ctrl-C (rerun to resume). "
+        "null = wait for ever (an autoscaler may add nodes).",
+        600.0,
+    )
 
     def __post_init__(self) -> None:
         _check_ray(self, "ray.")
@@ -553,7 +560,7 @@ def _check_reward_model(c: Any, p: str) -> None:
 
 
 def _check_ray(c: Any, p: str) -> None:
-    _ranges(c, p, {"num_cpus": ">= 1 or null"})
+    _ranges(c, p, {"num_cpus": ">= 1 or null", "placement_timeout_s": "> 0 or null"})
 
 
 def _check_run(c: Any, p: str) -> None:

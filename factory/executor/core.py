@@ -151,8 +151,8 @@ class Executor:
         self._stop_deadline = 0.0
         self.lease: Any = None  # a Lease: when another run takes the directory over, stop like on a signal
         self._next_start_check = 0.0
-        self._waiting_since: dict[int, float] = {}
-        self._starved_warned = False
+        self._pending_since: dict[int, float] = {}  # pool -> since when it waits for the cluster to place it
+        self._starved_warned: float | None = None
         self._next_alive_check = self._last_event = 0.0
         self.fatal: str | None = None
         self._ids = itertools.count()
@@ -305,7 +305,12 @@ class Executor:
     def _start_pools(self, stages: list[Stage], pools: dict, wanted: Callable[[Stage], bool], now: float) -> None:
         """Start the pools that have work, in stage order, as far as the cluster holds them. When it cannot
         hold a pool with work beside the others, a pool whose stages are all done is closed to make room
-        (its stages run one after the other instead of overlapping; a later round starts it again)."""
+        (its stages run one after the other instead of overlapping; a later round starts it again).
+
+        A pool waits for resources only when Ray has not placed it: not started because it does not fit,
+        or started with no replica up and none placed on a node (a lost node, a full cluster); a replica
+        that is placed and loading its engine, however slowly, is not waiting. A pool that waits longer
+        than `ray.placement_timeout_s` with nothing else running stops the run like a signal."""
         if now < self._next_start_check:
             return
         self._next_start_check = now + 0.5
@@ -313,15 +318,20 @@ class Executor:
         for stage in stages:
             pool = pools[stage.name]
             if not wanted(stage) or pool.ready:
+                self._pending_since.pop(id(pool), None)
                 continue
             if not pool.started:
                 # What started pools still wait for is not free, whatever the cluster reports yet.
-                waiting = [p.needs() for p in distinct if p.started and not p.ready]
+                waiting = [p.needs() for p in distinct if p.started and not p.ready and p.placement_pending()]
                 if self.backend.fits(pool, reserved=waiting):
                     pool.start()
-                    self._waiting_since[id(pool)] = now
+                    self._pending_since.pop(id(pool), None)
                     continue
-            elif now - self._waiting_since.get(id(pool), now) < WAIT_BEFORE_MAKING_ROOM_S:
+            elif not pool.placement_pending():
+                self._pending_since.pop(id(pool), None)
+                continue  # placed: loading its engine
+            since = self._pending_since.setdefault(id(pool), now)
+            if now - since < WAIT_BEFORE_MAKING_ROOM_S:
                 return
             idle = [p for p in distinct if p.started and p is not pool and not any(wanted(s) for s in stages if pools[s.name] is p)]
             for other in idle:
@@ -330,10 +340,31 @@ class Executor:
                     f"{'+'.join(self.pool_stages[engine_identity(other.cfg)])} pool to make room"
                 )
                 other.close()
-            if not idle and not self._starved_warned:
-                self._starved_warned = True
-                self.progress.say(f"[executor] waiting for the cluster to free resources for the {stage.name} pool")
+            if not idle:
+                self._waiting_for_placement(stage, pool, since, now, alone=not any(p.ready for p in distinct))
             return  # one pool at a time, in stage order
+
+    def _waiting_for_placement(self, stage: Stage, pool: Any, since: float, now: float, alone: bool) -> None:
+        """Say once per wait what the pool waits for and which key bounds it; give up after the timeout."""
+        timeout = self.cfg.ray.placement_timeout_s
+        if self._starved_warned != since:
+            self._starved_warned = since
+            needs = ", ".join(f"{v:g} {k}" for k, v in pool.needs().items() if v) or "its resources"
+            what = "place" if pool.started else "free resources for"
+            bound = (
+                f"gives up after ray.placement_timeout_s={timeout:g}s" if timeout is not None and alone
+                else "waits while other pools work" if not alone else "waits for ever (ray.placement_timeout_s=null)"
+            )  # fmt: skip
+            self.progress.say(
+                f"[executor] waiting for the cluster to {what} the {stage.name} pool ({needs} for "
+                f"{pool.cfg.replicas} replica(s); no node has them free); it {bound}"
+            )
+        if timeout is not None and alone and now - since > timeout and not self.stopping:
+            self.stopping = (
+                f"ray.placement_timeout_s={timeout:g}: no node could host the {stage.name} pool for {now - since:.0f}s"
+            )
+            self._stop_deadline = now + STOP_GRACE_S
+            self.progress.say(f"[factory] {self.stopping}: stopping")
 
     def _dispatch(self, stages: list[Stage], queues: dict, pools: dict, calls: dict, metrics: dict) -> None:
         for stage in reversed(stages):  # downstream first: its work finishes groups

@@ -79,6 +79,17 @@ def ray_alive(timeout: float = 0.5) -> bool:
     return True
 
 
+def _started_here() -> bool:
+    """Whether this driver started its Ray (ray.init without an address): no node will join it."""
+    try:
+        from ray._private import worker
+
+        node = worker._global_node
+        return node is not None and bool(node.all_processes)
+    except Exception:  # noqa: BLE001
+        return True
+
+
 def abandon_ray() -> None:
     """Ray's processes are gone: drop Ray's exit hook (its driver shutdown waits for them, up to a minute)."""
     global RAY_ABANDONED
@@ -300,6 +311,27 @@ class RayPool:
         self.replicas = [_Replica(generation=r.generation) for r in self.replicas]
         self.started = False
 
+    def placement_pending(self) -> bool:
+        """Whether no replica is up and one of them waits for a node to host it (not one loading its
+        engine): Ray gives an actor a worker process (a pid) once it is placed."""
+        if not self.started or self.ready:
+            return False
+        from ray._private import state
+
+        waiting = False
+        for replica in self.replicas:
+            if replica.actor is None:
+                continue
+            try:
+                info = state.state.actor_table(replica.actor._actor_id.hex()) or {}
+            except Exception:  # noqa: BLE001 - a private API moved: do not claim to know
+                return False
+            if not info.get("Pid") and info.get("State") in ("PENDING_CREATION", "DEPENDENCIES_UNREADY", "RESTARTING"):
+                waiting = True
+            elif info.get("Pid"):
+                return False  # one is placed: it is loading its engine
+        return waiting
+
     # -- work --------------------------------------------------------------------------------------
     @property
     def ready(self) -> bool:
@@ -346,6 +378,12 @@ class RayPool:
     def _on_ready(self, ref: Any, index: int) -> list[Event]:
         try:
             self._ray.get(ref)
+        except self._ray.exceptions.RayActorError as exc:
+            if not exc.actor_init_failed:  # lost with its node, or cancelled before it ran: not the engine's fault
+                log.warning("%s replica %d was lost before its engine started (%s): starting it again",
+                            self.name, index, reason_of(exc))  # fmt: skip
+                return self._restart(index, reason_of(exc))
+            raise EngineStartError(f"{self.name}: replica {index} could not start its engine: {reason_of(exc)}") from None
         except self._ray.exceptions.RayError as exc:
             raise EngineStartError(f"{self.name}: replica {index} could not start its engine: {reason_of(exc)}") from None
         self.replicas[index].ready = True
@@ -419,7 +457,7 @@ class RayBackend:
         """Whether the cluster has the resources free to start `pool` now (an autoscaling cluster may
         add them later: then the pool starts when they appear)."""
         needs, total = pool.needs(), self._ray.cluster_resources()
-        if needs["CPU"] > total.get("CPU", 0.0) + 1e-9:
+        if needs["CPU"] > total.get("CPU", 0.0) + 1e-9 and _started_here():  # a cluster may grow: wait for it
             raise ConfigError(
                 f"{pool.name}: engine.replicas={pool.cfg.replicas} x cpus_per_replica={pool.cfg.cpus_per_replica:g} "
                 f"needs {needs['CPU']:g} CPUs; the Ray cluster has {total.get('CPU', 0.0):g}"
