@@ -190,7 +190,7 @@ class Executor:
         by_name = {s.name: s for s in stages}
         feeds = {s.name: [d for d in stages if d.upstream == s.name] for s in stages}
         queues = {s.name: WorkQueue() for s in stages}
-        metrics = {s.name: StageMetrics(s.name) for s in stages}
+        metrics = {s.name: StageMetrics(s.name, fed_by=s.upstream if s.upstream in by_name else "") for s in stages}
         pools = {s.name: self._pool(s) for s in stages}
         for s in stages:
             plan = s.plan(self.store)
