@@ -82,6 +82,7 @@ def rebuild_pairs(run_dir: str, overrides: list[str] | None = None) -> tuple[dic
     for name, counts in outputs["judges"].items():  # stored rows now; this command makes no request
         manifest.setdefault("judges", {}).setdefault(name, {}).update({**counts, "requests": 0})
     manifest["requests"] = {key: 0 for key in run_graph.request_keys(cfg)}
+    manifest["pools"] = {}  # this command starts no engine (the run's pools are in its metrics.json)
     manifest["output_dir"] = store.url  # the run may have been copied or moved since `factory run`
     manifest["timings"] = {"prompts": 0.0, "sample": 0.0, "judge": 0.0, "pairs": round(time.perf_counter() - t0, 3)}
     manifest["timings"]["total"] = manifest["timings"]["pairs"]
