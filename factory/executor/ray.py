@@ -330,7 +330,15 @@ class RayPool:
                 waiting = True
             elif info.get("Pid"):
                 return False  # one is placed: it is loading its engine
-        return waiting
+        if not waiting:
+            return False
+        # Placed but its worker process still starting (seconds on a busy machine) has no pid yet either;
+        # it waits for the cluster only when the cluster has no room for one replica.
+        from factory.engines import gpus_per_replica
+
+        one = {"CPU": self.cfg.cpus_per_replica, "GPU": float(gpus_per_replica(self.cfg))}
+        free = self._ray.available_resources()
+        return not all(free.get(name, 0.0) + 1e-9 >= amount for name, amount in one.items() if amount)
 
     # -- work --------------------------------------------------------------------------------------
     @property
