@@ -75,7 +75,7 @@ class Cluster:
         node = self._start(name, [f"--address={self.address}", f"--num-cpus={cpus}"], "127.0.0.2")
         return node
 
-    def wait_cpus(self, cpus: float, nodes: int, timeout: float = 120) -> None:
+    def wait_cpus(self, cpus: float, nodes: int, timeout: float = 300) -> None:
         probe = (
             "import ray, sys, time; ray.init(address=sys.argv[1], logging_level='ERROR', log_to_driver=False);"
             "alive = [n for n in ray.nodes() if n['Alive']]; print(len(alive), ray.cluster_resources().get('CPU', 0))"
@@ -88,7 +88,8 @@ class Cluster:
             if len(parts) == 2 and int(parts[0]) >= nodes and float(parts[1]) >= cpus:
                 return
             time.sleep(1)
-        pytest.fail(f"the cluster did not reach {nodes} node(s) with {cpus} CPU(s): {done.stdout} {done.stderr[-2000:]}")
+        logs = {log.name: log.read_text()[-1500:] for log in sorted(self.tmp.glob("*.log"))}
+        pytest.fail(f"the cluster did not reach {nodes} node(s) with {cpus} CPU(s): {done.stdout} {done.stderr[-1000:]} {logs}")
 
     @staticmethod
     def kill(node: subprocess.Popen, sig: int = signal.SIGKILL) -> None:

@@ -182,10 +182,11 @@ class RayPool:
     `build(engine_cfg) -> Engine` replaces the registry's builder (tests pass fake engines this way);
     it is pickled to the actors, so define it where cloudpickle can take it by value."""
 
-    def __init__(self, cfg: EngineConfig, name: str, build: Callable | None = None):
+    def __init__(self, cfg: EngineConfig, name: str, build: Callable | None = None, on_start: Callable | None = None):
         import ray
 
         self.cfg, self.name, self.build = cfg, name, build
+        self._on_start = on_start  # starts or joins Ray (the backend's), once, before the first actor
         self._ray = ray
         self._cls = _actor_class()
         self.replicas = [_Replica() for _ in range(cfg.replicas)]
@@ -265,6 +266,8 @@ class RayPool:
         """Create the actors; they load their engines in the background (`ready` events)."""
         if self.started:
             return
+        if self._on_start is not None:
+            self._on_start()
         self._check_resources()
         self.started, self._start_t, self._start_recorded = True, time.monotonic(), False
         self.starts += 1
@@ -449,21 +452,27 @@ class RayBackend:
     """Makes RayPools and waits on all of their pending refs at once."""
 
     def __init__(self, cfg: RayConfig, build: Callable | None = None):
-        init_ray(cfg)
         import ray
 
         self._ray = ray
+        self.cfg = cfg
         self.build = build
         self.pools: list[RayPool] = []
 
+    def _init(self) -> None:
+        """Ray starts (or is joined) when a pool is about to start, not before: a run with nothing to do,
+        or refused before any request, never waits for it."""
+        init_ray(self.cfg)
+
     def pool(self, cfg: EngineConfig, name: str) -> RayPool:
-        pool = RayPool(cfg, name, self.build)
+        pool = RayPool(cfg, name, self.build, on_start=self._init)
         self.pools.append(pool)
         return pool
 
     def fits(self, pool: RayPool, reserved: list[dict[str, float]] = ()) -> bool:  # type: ignore[assignment]
         """Whether the cluster has the resources free to start `pool` now (an autoscaling cluster may
         add them later: then the pool starts when they appear)."""
+        self._init()
         needs, total = pool.needs(), self._ray.cluster_resources()
         if needs["CPU"] > total.get("CPU", 0.0) + 1e-9 and _started_here():  # a cluster may grow: wait for it
             raise ConfigError(
@@ -495,12 +504,12 @@ class RayBackend:
         return [event for pool in self.pools for event in pool.tick(now)]
 
     def alive(self) -> bool:
-        return ray_alive()
+        return not self._ray.is_initialized() or ray_alive()
 
     def close(self, stopping: bool = False) -> None:
         """Close every pool. After a signal: a few seconds for the engines at most, and no Ray call at all
         when Ray's own processes were stopped too (the signal went to the whole process group)."""
-        gone = stopping and not ray_alive()
+        gone = stopping and self._ray.is_initialized() and not ray_alive()
         for pool in self.pools:
             pool.close(timeout=5.0 if stopping else 60.0, ray_gone=gone)
         self.pools = []
