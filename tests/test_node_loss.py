@@ -71,8 +71,16 @@ class Cluster:
                              f"--ray-client-server-port={client}"], "127.0.0.1")  # fmt: skip
         self.wait_cpus(0, nodes=1)
 
-    def worker(self, name: str, cpus: int = 2) -> subprocess.Popen:
-        node = self._start(name, [f"--address={self.address}", f"--num-cpus={cpus}"], "127.0.0.2")
+    def worker(self, name: str, cpus: int = 2, tries: int = 3) -> subprocess.Popen:
+        """A worker node, started again when its `ray start` gives up (it allows its raylet 30 s to register,
+        which a machine under heavy load can miss)."""
+        for attempt in range(tries):
+            node = self._start(f"{name}-{attempt}", [f"--address={self.address}", f"--num-cpus={cpus}"], "127.0.0.2")
+            log = self.tmp / f"{name}-{attempt}.log"
+            while node.poll() is None and "Ray runtime started" not in log.read_text():
+                time.sleep(0.5)
+            if node.poll() is None:  # up (`ray start --block` exits only when its node fails)
+                return node
         return node
 
     def wait_cpus(self, cpus: float, nodes: int, timeout: float = 300) -> None:
@@ -184,8 +192,8 @@ def test_a_lost_worker_node_is_replaced_and_the_run_finishes_exactly(cluster, tm
         killed_at, killed_wall = time.monotonic(), time.time()
         sent_at_kill = len(sampler.sample_requests()), len(judge.judge_requests())
         time.sleep(5)
-        cluster.worker("worker2")
         joined_at, joined_wall = time.monotonic(), time.time()
+        threading.Thread(target=cluster.worker, args=("worker2",), daemon=True).start()
         out = factory.wait(timeout=400)
         sample_requests, judge_requests = len(sampler.sample_requests()), len(judge.judge_requests())
     assert factory.process.returncode == 0, out[-4000:]
