@@ -231,7 +231,8 @@ def test_a_lost_worker_node_is_replaced_and_the_run_finishes_exactly(cluster, tm
     assert ours.height > 0 and ours.equals(theirs)
 
     new_rows = samples.join(before, on=["prompt_id", "sample_idx"], how="anti")
-    first_new = float(new_rows["created_at"].min()) if new_rows.height else float("nan")
+    after_join = new_rows.filter(pl.col("created_at") > joined_wall)
+    first_new = float(after_join["created_at"].min()) if after_join.height else float("nan")
     waited = said[0][0]
     manifest = json.loads((run_dir / "manifest.json").read_text())
     print(
@@ -239,8 +240,9 @@ def test_a_lost_worker_node_is_replaced_and_the_run_finishes_exactly(cluster, tm
         f"{judge_requests} judge requests for {len(keys)} + {len(keys)} keys stored (re-sent {resent_samples} + "
         f"{resent_judgments}; {sent_at_kill} sent before the kill); 'waiting' said "
         f"{waited - killed_at:.1f}s after the kill; new node joined {joined_at - killed_at:.1f}s after "
-        f"the kill (process started; Ray registers it some seconds later); the first new sample stored "
-        f"{first_new - joined_wall:.1f}s after it was started ({first_new - killed_wall:.1f}s after the kill); pools "
+        f"the kill; the first sample made on it stored {first_new - joined_wall:.1f}s after its `ray start` "
+        f"({first_new - killed_wall:.1f}s after the kill); {after_join.height} samples made after the join; the run "
+        f"ended {time.monotonic() - killed_at:.0f}s after the kill (pairs check included); pools "
         f"{manifest['pools']}"
     )
 
