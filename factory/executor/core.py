@@ -152,7 +152,7 @@ class Executor:
         self.lease: Any = None  # a Lease: when another run takes the directory over, stop like on a signal
         self._next_start_check = 0.0
         self._pending_since: dict[int, float] = {}  # pool -> since when it waits for the cluster to place it
-        self._starved_warned: float | None = None
+        self._starved_warned: tuple[float, bool] | None = None
         self._next_alive_check = self._last_event = 0.0
         self.fatal: str | None = None
         self._ids = itertools.count()
@@ -347,8 +347,8 @@ class Executor:
     def _waiting_for_placement(self, stage: Stage, pool: Any, since: float, now: float, alone: bool) -> None:
         """Say once per wait what the pool waits for and which key bounds it; give up after the timeout."""
         timeout = self.cfg.ray.placement_timeout_s
-        if self._starved_warned != since:
-            self._starved_warned = since
+        if self._starved_warned != (since, alone):  # once per wait, and again when what bounds it changes
+            self._starved_warned = (since, alone)
             needs = ", ".join(f"{v:g} {k}" for k, v in pool.needs().items() if v) or "its resources"
             what = "place" if pool.started else "free resources for"
             bound = (
