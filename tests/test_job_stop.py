@@ -7,6 +7,7 @@ Slow (a Ray head with its job server, two job submissions)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 
@@ -34,7 +35,7 @@ def test_ray_job_stop_stops_cleanly_and_a_resubmission_resumes(ray_head, tmp_pat
         config = write_config(tmp_path, sampler.url, judge.url, n_prompts=12)
         done = submit(address, env, config, no_wait=True)
         assert done.returncode == 0, done.stdout + done.stderr
-        job = next(w for w in (done.stdout + done.stderr).split() if w.startswith("raysubmit_"))
+        job = re.search(r"raysubmit_[A-Za-z0-9]+", done.stdout + done.stderr).group(0)  # type: ignore[union-attr]
         run = tmp_path / "run"
         deadline = time.monotonic() + 300
         while len(keys(run, "samples")) < 4:

@@ -44,12 +44,23 @@ def init_ray(cfg: RayConfig) -> None:
         return
     address = os.environ.get("RAY_ADDRESS") or cfg.address
     kwargs: dict[str, Any] = {"ignore_reinit_error": True, "logging_level": logging.WARNING, "log_to_driver": True}
-    if address:
-        ray.init(address=address, **kwargs)
-    else:
-        # Ray nices its workers (15) to keep its own daemons responsive; here the workers are the engines,
-        # and on a shared machine a niced engine yields its cores to every other process.
-        ray.init(num_cpus=cfg.num_cpus, include_dashboard=False, _system_config={"worker_niceness": 0}, **kwargs)
+    # Ray's core worker installs its own SIGTERM handler (it aborts the process); Ray starts when the first
+    # pool does, after the executor installed its stop handlers: those are put back.
+    import signal
+
+    main = threading.current_thread() is threading.main_thread()
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    try:
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            # Ray nices its workers (15) to keep its own daemons responsive; here the workers are the engines,
+            # and on a shared machine a niced engine yields its cores to every other process.
+            ray.init(num_cpus=cfg.num_cpus, include_dashboard=False, _system_config={"worker_niceness": 0}, **kwargs)
+    finally:
+        for sig, handler in handlers.items():
+            if callable(handler):
+                signal.signal(sig, handler)
 
 
 def ray_alive(timeout: float = 0.5) -> bool:
