@@ -31,14 +31,14 @@ def submit(address: str, env: dict, config, no_wait: bool) -> subprocess.Complet
 def test_ray_job_stop_stops_cleanly_and_a_resubmission_resumes(ray_head, tmp_path):  # noqa: F811
     address, env = ray_head
     ray = str(BIN / "ray")
-    with FakeModelServer(delay=0.4) as sampler, FakeModelServer(delay=0.4) as judge:
+    with FakeModelServer(delay=2.0) as sampler, FakeModelServer(delay=2.0) as judge:  # slow: stopped mid-run
         config = write_config(tmp_path, sampler.url, judge.url, n_prompts=12)
         done = submit(address, env, config, no_wait=True)
         assert done.returncode == 0, done.stdout + done.stderr
         job = re.search(r"raysubmit_[A-Za-z0-9]+", done.stdout + done.stderr).group(0)  # type: ignore[union-attr]
         run = tmp_path / "run"
         deadline = time.monotonic() + 300
-        while len(keys(run, "samples")) < 4:
+        while len(keys(run, "samples")) < 2:
             assert time.monotonic() < deadline, "the job stored no sample"
             time.sleep(0.5)
         stopped_at = time.monotonic()
@@ -56,6 +56,7 @@ def test_ray_job_stop_stops_cleanly_and_a_resubmission_resumes(ray_head, tmp_pat
         out = again.stdout + again.stderr
         assert again.returncode == 0 and "succeeded" in out, out[-3000:]
         assert "taking over" not in out
+    assert len(stored) < 24, "the job finished before it was stopped"
     assert keys(run, "samples") == sorted({(f"p{i}", j) for i in range(12) for j in range(2)})
     assert len(sampler.sample_requests()) - before == 24 - len(stored)
     assert json.loads((run / "manifest.json").read_text())["counts"]["samples_ok"] == 24
