@@ -293,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
         return 4
     except Interrupted as exc:
         print(f"factory: {exc}", file=sys.stderr)
+        from factory.executor.ray import exit_if_ray_abandoned
+
+        exit_if_ray_abandoned(130)  # Ray's processes were stopped with this one: skip its minute-long teardown
         return 130
 
 

@@ -57,7 +57,8 @@ class Budget:
         if max_usd is not None and not any(priced(p) for p in prices.values()):
             raise ConfigError(
                 f"cost.max_usd: {max_usd:g} is set but no stage has a price (cost.sampler.*_usd_per_m, "
-                "cost.judge.*_usd_per_m, eval.candidates.<name>.cost.*), so the budget could never be reached"
+                "cost.judge.*_usd_per_m, cost.judges.<name>.*, cost.reward_models.<name>.*, "
+                "eval.candidates.<name>.cost.*), so the budget could never be reached"
             )
         self.prices = prices
         self.max_usd = max_usd
@@ -120,5 +121,43 @@ class Budget:
 
 
 def run_prices(cfg: Any) -> dict[str, StageCostConfig]:
-    """`factory run`'s stage -> prices."""
-    return {"sample": cfg.cost.sampler, "judge": cfg.cost.judge}
+    """`factory run`'s stage -> prices: sample, judge, judge_<name> (cost.judges.<name>), reward_<name>
+    (cost.reward_models.<name>); a judge or reward model with no entry is not priced."""
+    return {
+        "sample": cfg.cost.sampler,
+        "judge": cfg.cost.judge,
+        **{f"judge_{name}": price for name, price in cfg.cost.judges.items()},
+        **{f"reward_{name}": price for name, price in cfg.cost.reward_models.items()},
+    }
+
+
+def price_key(stage: str) -> str:
+    """The config keys that price a stage: sample -> cost.sampler, judge_r1 -> cost.judges.r1, ..."""
+    if stage == "sample":
+        return "cost.sampler"
+    if stage == "judge" or stage.startswith("judge:"):
+        return "cost.judge"
+    if stage.startswith("sample:"):
+        return f"eval.candidates.{stage.split(':', 1)[1]}.cost"
+    if stage.startswith("judge_"):
+        return f"cost.judges.{stage.removeprefix('judge_')}"
+    if stage.startswith("reward_"):
+        return f"cost.reward_models.{stage.removeprefix('reward_')}"
+    return f"cost.{stage}"
+
+
+def billed_per_token(engine: Any) -> bool:
+    """An engine whose requests go to a server that may bill per token (the openai kind: an API, or a
+    server someone runs); llama.cpp and vLLM in process cost GPU-hours, not tokens."""
+    from factory.engines import kind_of
+
+    return kind_of(engine).billed_per_token
+
+
+def unpriced_paid(stages: list[tuple[str, Any, int]], prices: dict[str, StageCostConfig]) -> list[str]:
+    """Of (stage name, engine, requests): the stages with requests to a per-token server and no price."""
+    return [
+        name
+        for name, engine, requests in stages
+        if requests and billed_per_token(engine) and not (name in prices and priced(prices[name]))
+    ]

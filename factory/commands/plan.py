@@ -29,8 +29,8 @@ from typing import Any, Callable
 import polars as pl
 
 from factory.config import EngineConfig, RunConfig, StageCostConfig
-from factory.commands.cost import priced, tokens_text, usd, usd_text
-from factory.rundir.schemas import JUDGMENTS, SAMPLES
+from factory.commands.cost import price_key, priced, tokens_text, unpriced_paid, usd, usd_text
+from factory.rundir.schemas import JUDGMENTS, REWARDS, SAMPLES
 from factory.stages.sample import SampleStage
 from factory.rundir.store import RunStore
 
@@ -83,6 +83,14 @@ def _stored_samples(store: RunStore, fp: str) -> pl.DataFrame | None:
 def _stored_judgments(store: RunStore, fp: str) -> pl.DataFrame | None:
     stored = store.read("judgments", JUDGMENTS, columns=["judge_fp", "attempts", "prompt_tokens", "completion_tokens"])
     return None if stored is None else stored.filter(pl.col("judge_fp") == fp)
+
+
+def _stored_rewards(store: RunStore, fp: str) -> pl.DataFrame | None:
+    """A reward model's stored rows, with completion_tokens 0 (a score request generates nothing)."""
+    stored = store.read("rewards", REWARDS, columns=["rm_fp", "attempts", "prompt_tokens"])
+    if stored is None:
+        return None
+    return stored.filter(pl.col("rm_fp") == fp).with_columns(pl.lit(0, pl.Int64).alias("completion_tokens"))
 
 
 def _mean(series: pl.Series) -> float | None:
@@ -188,15 +196,22 @@ def plan_stage(
     estimated, notes = _estimated_requests(stage, store, upstream)
     notes += [stage.note] if getattr(stage, "note", "") else []  # e.g. the samples filtered before judging
     requests = work.height + estimated
-    stored = _stored_samples(store, stage.sampler_fp) if sample else _stored_judgments(store, stage.judge_fp)
+    reward = hasattr(stage, "rm_fp")  # a reward model: prompt tokens only, no sampling
+    fingerprint = stage.sampler_fp if sample else stage.rm_fp if reward else stage.judge_fp
+    if sample:
+        stored = _stored_samples(store, fingerprint)
+    else:
+        stored = _stored_rewards(store, fingerprint) if reward else _stored_judgments(store, fingerprint)
     prompt_tokens, prompt_how, more = _prompt_tokens(stage, store, work, estimated, upstream, stored)
     notes += more
 
     # completion tokens: the stored rows' mean, else max_tokens as an upper bound
     done = None if stored is None else stored.filter(pl.col("error").is_null()) if sample else stored
-    max_tokens = stage.sampling.max_tokens if sample else stage.cfg.sampling.max_tokens
+    max_tokens = stage.sampling.max_tokens if sample else 0 if reward else stage.cfg.sampling.max_tokens
     mean_completion = _mean(done["completion_tokens"]) if done is not None and done.height else None
-    if mean_completion is not None:
+    if reward:
+        mean_completion, completion_how = 0.0, "none (a reward model scores, it generates nothing)"
+    elif mean_completion is not None:
         completion_how = f"observed mean {mean_completion:.0f} over {done.height} rows"  # type: ignore[union-attr]
     else:
         mean_completion, completion_how = float(max_tokens), f"<= max_tokens {max_tokens} (upper bound)"
@@ -218,7 +233,7 @@ def plan_stage(
     plan = {
         "stage": stage.name,
         "engine": f"{stage.engine.kind}:{stage.engine.model or 'embedded'}",
-        "fingerprint": stage.sampler_fp if sample else stage.judge_fp,
+        "fingerprint": fingerprint,
         "requests": requests,
         "requests_exact": work.height,
         "requests_estimated": estimated,
@@ -236,6 +251,7 @@ def plan_stage(
         "gpu_hours": completion_tokens / tps / 3600 * gpus if tps and gpus else None,  # replicas split it, not add
         "wall_s": completion_tokens / (tps * stage.engine.replicas) if tps else None,
         "pool": engine_identity(stage.engine),
+        "unpriced_paid": bool(unpriced_paid([(stage.name, stage.engine, requests)], {stage.name: price} if price else {})),
         "notes": notes,
     }
     if sample:  # what a judge fed by this stage will see of its answers
@@ -291,6 +307,8 @@ def totals(plans: list[dict[str, Any]]) -> dict[str, Any]:
         "prompt_tokens": sum(p["prompt_tokens"] for p in plans),
         "completion_tokens": sum(p["completion_tokens"] for p in plans),
         "usd": sum(known) if known else None,
+        # stages sending requests to a per-token server with no price: the USD total leaves them out
+        "usd_unpriced": [p["stage"] for p in plans if p.get("unpriced_paid")] if known else [],
         "gpu_hours": sum(gpu) if gpu else None,
         "wall_s": max(pools.values())
         if pools and all(p["wall_s"] is not None for p in plans if p["requests"])
@@ -387,7 +405,7 @@ def format_plan(plan: dict[str, Any]) -> str:
         prompt = ("<= " if bound else "" if p["prompt_tokens_how"].startswith("counted") else "~") + tokens_text(
             p["prompt_tokens"]
         )
-        completion = ("<= " if "upper bound" in p["completion_tokens_how"] else "~") + tokens_text(
+        completion = ("<= " if "upper bound" in p["completion_tokens_how"] else "" if p["completion_tokens_how"].startswith("none") else "~") + tokens_text(
             p["completion_tokens"]
         )
         rows.append(
@@ -403,8 +421,10 @@ def format_plan(plan: dict[str, Any]) -> str:
             ]
         )
     t = plan["total"]
+    unpriced = t.get("usd_unpriced") or []
+    total_usd = usd_text(t["usd"]) if not unpriced else f">= {usd_text(t['usd'] or 0.0)}, {len(unpriced)} unpriced"
     rows.append(["total", "", str(t["requests"]), tokens_text(t["prompt_tokens"]), tokens_text(t["completion_tokens"]),
-                 usd_text(t["usd"]), hours(t["gpu_hours"]), wall(t["wall_s"])])  # fmt: skip
+                 total_usd, hours(t["gpu_hours"]), wall(t["wall_s"])])  # fmt: skip
     kind = "eval" if plan.get("command") == "eval" else "run"
     existing = "existing" if plan["run_directory"] == "exists" else "new"
     out = [f"factory plan: {plan['output_dir']} ({existing} {kind} directory); nothing was sent", ""]
@@ -432,8 +452,16 @@ def format_plan(plan: dict[str, Any]) -> str:
             "wall time and GPU-hours need a throughput: cost.<stage>.tokens_per_s (completion tokens/s per replica), "
             "or a finished run's metrics.json"
         )
-    if not any(p["usd"] is not None for p in plan["stages"]):
-        out.append("USD: no prices set (cost.sampler.input_usd_per_m, output_usd_per_m, cost.judge.*)")
+    if unpriced:
+        out.append(
+            "USD total leaves out " + ", ".join(f"{name} (no price: {price_key(name)}.input_usd_per_m / "
+                                                f"output_usd_per_m)" for name in unpriced)
+        )  # fmt: skip
+    elif not any(p["usd"] is not None for p in plan["stages"]):
+        out.append(
+            "USD: no prices set (cost.sampler.input_usd_per_m, output_usd_per_m, cost.judge.*, cost.judges.<name>.*, "
+            "cost.reward_models.<name>.*)"
+        )
     if plan.get("max_usd") is not None:
         out.append(f"budget: cost.max_usd={plan['max_usd']:g} stops each invocation once reached")
     out.append(f"written: {plan['output_dir']}/plan.json")

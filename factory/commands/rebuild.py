@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from factory import config as config_mod
+from factory.config.load import parse_override
 from factory.config import ConfigError, RunConfig
 from factory import pairs as pair_kernel
 from factory.pairs import export as export_mod
@@ -46,7 +47,7 @@ def open_run(run_dir: str, overrides: list[str] | None = None) -> tuple[RunConfi
             raise ConfigError(f"override {item!r} is not of the form key=value")
         config_mod.check_keys([item.split("=", 1)[0]], "the command line")
     if overrides:
-        layers.append(OmegaConf.from_dotlist(list(overrides)))
+        layers.extend(parse_override(o) for o in overrides)  # one error line naming the key
     try:
         cfg = OmegaConf.to_object(OmegaConf.merge(*layers))
     except ConfigError:
@@ -140,6 +141,7 @@ def rebuild_pairs(run_dir: str, overrides: list[str] | None = None) -> tuple[dic
     manifest.output_dir = store.url  # the run may have been copied or moved since `factory run`
     pairs_s = round(time.perf_counter() - t0, 3)
     manifest.timings = {"prompts": 0.0, "sample": 0.0, "judge": 0.0, "pairs": pairs_s, "total": pairs_s}
+    manifest.pools = {}  # this command starts no engine (the run's pools are in its metrics.json)
     written = manifest.to_dict()
     store.write_json("manifest.json", written)
     return written, outputs.scored

@@ -169,7 +169,10 @@ def build_report(
             "groups_no_short_sample": l2s.groups_excluded.get("no_short_sample", 0),
             **long2short.source_counts(l2s_groups, cfg.pairs),  # issue 16: the source's 4650 of 4915
         },
-        "judgments": {"total": judged, "by_status": parse, "parse_failure_rate": failed / judged if judged else None},
+        "judgments": {
+            "total": judged, "by_status": parse, "parse_failures": failed,
+            "parse_failure_rate": failed / judged if judged else None,
+        },  # fmt: skip
         "margins": groups["margin"].to_list(),
         "lengths": {
             "valid": valid["completion_tokens"].to_list(),
@@ -305,7 +308,10 @@ def render_markdown(report: dict[str, Any], cfg: RunConfig, note: str | None = N
     out += ["", "## Rates", ""]
     judged = report["judgments"]
     rows = [[f"judgment {status}", n, _rate(n, judged["total"])] for status, n in sorted(judged["by_status"].items())]
-    rows.append(["judge parse failures (not ok)", "", _rate_value(judged["parse_failure_rate"])])
+    failures = judged.get("parse_failures")  # reports written before it had the count: from the statuses
+    if failures is None:
+        failures = sum(n for status, n in judged["by_status"].items() if status not in judge_stage.USABLE)
+    rows.append(["judge parse failures (not ok)", failures, _rate_value(judged["parse_failure_rate"])])
     for reason, n in pairs["samples_excluded"].items():
         rows.append([f"samples excluded: {reason}", n, _rate(n, pairs["samples_total"])])
     rows.append(["samples valid", pairs["samples_valid"], _rate(pairs["samples_valid"], pairs["samples_total"])])

@@ -48,7 +48,8 @@ def run_summary(manifest: dict[str, Any], scored: pl.DataFrame, title: str = "fa
         ("samples excluded, by reason", _reasons(pairs.get("samples_excluded") or {})),
         ("groups not paired, by reason", _reasons(not_paired)),
         ("  fewer than 2 valid, mostly", _reasons(too_few)),
-        ("pairs kept / dropped below delta", f"{counts['pairs_kept']} / {counts['pairs_dropped']} of {pairs.get('groups', 0)} groups"),
+        ("pairs kept / dropped below delta",
+         f"{counts['pairs_kept']} / {counts['pairs_dropped']} pairs, from {pairs.get('groups', 0)} groups"),
         ("margin threshold (delta)", _fmt(pairs.get("delta"), 3)),
         ("mean token gap (rejected - chosen)", _fmt(pairs.get("mean_token_gap"))),
         ("mean score gap (chosen - rejected)", f"{gap * scale:.1f} / {scale:g}" if gap is not None else "-"),
@@ -56,6 +57,8 @@ def run_summary(manifest: dict[str, Any], scored: pl.DataFrame, title: str = "fa
         ("requests " + " / ".join(manifest["requests"]), " / ".join(str(n) for n in manifest["requests"].values())),
     ]
     for name, pool in (manifest.get("pools") or {}).items():
+        if not pool.get("starts"):
+            continue  # no engine was started by this command (factory pairs, a rerun with nothing to do)
         start = f" ({pool['start_s']:.1f}s to load)" if pool.get("start_s") else ""
         rows.append((f"pool {name}", f"{pool['starts']} start(s){start}, {pool['restarts']} restart(s)"))
     rows += [

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Optional
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
 
-from factory.config.base import help_, ranges
+from factory.config.base import help_, ranges, validate
 
 
 @dataclass
@@ -36,6 +36,24 @@ class CostConfig:
         "exits 5 (rerun to go on). Requests already in flight finish, so it can be passed by at most those.",
         None,
     )
+    judges: Dict[str, StageCostConfig] = field(
+        default_factory=dict,
+        metadata={
+            "help": "Prices and throughput of each judges.<name> engine (stage judge_<name>), e.g. "
+            "cost.judges.r1.output_usd_per_m=2.19; fields: cost.judges.<name>.*",
+            "item": StageCostConfig,
+            "item_key": ".<name>.",
+        },
+    )
+    reward_models: Dict[str, StageCostConfig] = field(
+        default_factory=dict,
+        metadata={
+            "help": "Prices and throughput of each reward_models.<name> engine (stage reward_<name>; a score "
+            "request has prompt tokens only); fields: cost.reward_models.<name>.*",
+            "item": StageCostConfig,
+            "item_key": ".<name>.",
+        },
+    )
 
     def __post_init__(self) -> None:
         self.check(self, "cost.")
@@ -43,3 +61,6 @@ class CostConfig:
     @staticmethod
     def check(c: Any, p: str) -> None:
         ranges(c, p, {"max_usd": "> 0 or null"})
+        for mapping in ("judges", "reward_models"):  # per judge and reward model prices
+            for name in getattr(c, mapping, {}).keys():
+                validate(getattr(c, mapping)[name], StageCostConfig, f"{p}{mapping}.{name}.")

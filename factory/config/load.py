@@ -17,6 +17,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from factory.config.base import ConfigError, validate
+from factory.config.cost import StageCostConfig
 from factory.config.eval import CandidateConfig
 from factory.config.judges import JudgeConfig, RewardModelConfig
 from factory.config.verifiers import VerifierConfig
@@ -77,7 +78,7 @@ def check_keys(keys: list[str], where: str) -> None:
 
 
 # Mappings of dataclasses: key prefix -> the type of each entry (checked by check_keys).
-_MAPPINGS: dict[str, type] = {
+_MAPPINGS: dict[str, type] = {"cost.judges": StageCostConfig, "cost.reward_models": StageCostConfig, 
     "judges": JudgeConfig, "reward_models": RewardModelConfig, "verifiers": VerifierConfig, "eval.candidates": CandidateConfig,
 }  # fmt: skip
 
@@ -116,6 +117,34 @@ def _resolve_paths(data: dict, base: Path) -> None:
             node[parts[-1]] = str((base / value).resolve())
 
 
+# -- a value YAML cannot read is one error line naming its key (or file and line) --------------------
+def _yaml_problem(exc: Exception) -> str:
+    """'found unknown escape character (line 1, column 29)' from a YAML or OmegaConf grammar error."""
+    problem = getattr(exc, "problem", None)
+    mark = getattr(exc, "problem_mark", None)
+    if problem:
+        return problem + (f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else "")
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def parse_override(item: str) -> Any:
+    """One `key=value` as an OmegaConf layer; a value YAML cannot read is a ConfigError naming the key."""
+    key, value = item.split("=", 1)
+    try:
+        return OmegaConf.from_dotlist([item])
+    except Exception as exc:  # yaml.YAMLError, omegaconf's grammar errors
+        hint = " (in YAML a double-quoted string reads backslashes as escapes: write '\\d+' in single quotes)"
+        hint = hint if "escape" in _yaml_problem(exc) else ""
+        raise ConfigError(f"{key.strip()}: cannot read the value {value!r}: {_yaml_problem(exc)}{hint}") from None
+
+
+def _load_yaml(path: Path) -> Any:
+    try:
+        return OmegaConf.load(path)
+    except Exception as exc:  # yaml.YAMLError: a file YAML cannot read
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
+
+
 def load(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Defaults <- YAML file <- `key=value` overrides, checked and validated."""
     schema = OmegaConf.structured(RunConfig)
@@ -124,7 +153,7 @@ def load(path: str | os.PathLike | None = None, overrides: list[str] | None = No
         path = Path(path)
         if not path.exists():
             raise ConfigError(f"config file not found: {path}")
-        data = OmegaConf.to_container(OmegaConf.load(path), resolve=False) or {}
+        data = OmegaConf.to_container(_load_yaml(path), resolve=False) or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the config must be a mapping of keys")
         check_keys(_flatten(data), str(path))
@@ -136,7 +165,7 @@ def load(path: str | os.PathLike | None = None, overrides: list[str] | None = No
         key = item.split("=", 1)[0].strip().lstrip("+")
         check_keys([key], "the command line")
     if overrides:
-        layers.append(OmegaConf.from_dotlist([o.lstrip("+") for o in overrides]))
+        layers.extend(parse_override(o.lstrip("+")) for o in overrides)  # one error line per bad value
     try:
         merged = OmegaConf.merge(*layers)
         validate(merged, RunConfig)  # before any object is built, so that errors name the full key
@@ -145,7 +174,7 @@ def load(path: str | os.PathLike | None = None, overrides: list[str] | None = No
         raise
     except Exception as exc:  # omegaconf type errors name the full key
         key = getattr(exc, "full_key", None) or ""
-        msg = getattr(exc, "msg", None) or str(exc).splitlines()[0]
+        msg = (getattr(exc, "msg", None) or str(exc)).strip().splitlines()[0]
         raise ConfigError(f"{key}: {msg}" if key else msg) from None
 
 

@@ -38,13 +38,19 @@ class StoreConfig:
 class RayConfig:
     address: Optional[str] = help_("Ray cluster address; null = start or join a local one (RAY_ADDRESS wins).", None)
     num_cpus: Optional[int] = help_("CPUs for a locally started Ray (null = all).", None)
+    placement_timeout_s: Optional[float] = help_(
+        "How long a pool with work may have no replica that any node can host (a lost node, a cluster that is "
+        "full) before the run gives up: it stores what finished and stops like on Ctrl-C (rerun to resume). "
+        "null = wait for ever (an autoscaler may add nodes).",
+        600.0,
+    )
 
     def __post_init__(self) -> None:
         self.check(self, "ray.")
 
     @staticmethod
     def check(c: Any, p: str) -> None:
-        ranges(c, p, {"num_cpus": ">= 1 or null"})
+        ranges(c, p, {"num_cpus": ">= 1 or null", "placement_timeout_s": "> 0 or null"})
 
 
 @dataclass
@@ -107,6 +113,11 @@ class RunConfig:
     def check(c: Any, p: str) -> None:
         ranges(c, p, {"decode_tokens_per_s": "> 0", "progress_interval_s": "> 0"})
         check_names(c, p)
+        for mapping in ("judges", "reward_models"):  # a price names a configured judge / reward model
+            for name in getattr(c.cost, mapping).keys():
+                if name not in getattr(c, mapping):
+                    have = ", ".join(getattr(c, mapping).keys()) or "none"
+                    raise ConfigError(f"{p}cost.{mapping}.{name}: no {mapping}.{name} is configured ({mapping}: {have})")
 
 
 def check_names(c: Any, p: str) -> None:

@@ -163,6 +163,7 @@ class EngineKind:
 
     name = ""
     score_routes: tuple[str, ...] = ()
+    billed_per_token = False  # its requests go to a server that may bill per token (cost.*: unpriced warnings)
 
     def engine_class(self) -> type:
         raise NotImplementedError

@@ -444,6 +444,7 @@ def _status_message(exc: Any) -> str:
 class OpenAIKind(EngineKind):
     name = "openai"
     score_routes = SCORE_ROUTES
+    billed_per_token = True  # an API, or a server someone runs
 
     def engine_class(self) -> type:
         return OpenAIEngine

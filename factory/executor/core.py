@@ -151,8 +151,9 @@ class Executor:
         self._stop_deadline = 0.0
         self.lease: Any = None  # a Lease: when another run takes the directory over, stop like on a signal
         self._next_start_check = 0.0
-        self._waiting_since: dict[int, float] = {}
-        self._starved_warned = False
+        self._pending_since: dict[int, float] = {}  # pool -> since when it waits for the cluster to place it
+        self._starved_warned: tuple[float, bool] | None = None
+        self._next_alive_check = self._last_event = 0.0
         self.fatal: str | None = None
         self._ids = itertools.count()
 
@@ -167,8 +168,12 @@ class Executor:
         return self.pools[identity]
 
     def close(self) -> None:
+        """After a stop (signal, budget, lost lease) the lease is released first: everything finished is
+        stored by then, and closing the pools talks to Ray, which a group signal may have stopped too."""
         self.progress.close()
-        self.backend.close()
+        if self.stopping and self.lease is not None:
+            self.lease.release()
+        self.backend.close(stopping=bool(self.stopping))
 
     def __enter__(self) -> Executor:
         return self
@@ -185,7 +190,7 @@ class Executor:
         by_name = {s.name: s for s in stages}
         feeds = {s.name: [d for d in stages if d.upstream == s.name] for s in stages}
         queues = {s.name: WorkQueue() for s in stages}
-        metrics = {s.name: StageMetrics(s.name) for s in stages}
+        metrics = {s.name: StageMetrics(s.name, fed_by=s.upstream if s.upstream in by_name else "") for s in stages}
         pools = {s.name: self._pool(s) for s in stages}
         checked: set[str] = set()  # stages whose declared inputs the upstream rows were checked against
         for s in stages:
@@ -203,6 +208,13 @@ class Executor:
                 if part
             )
             self.progress.say(f"[{s.name}] {plan.height} request(s) to make" + (f" ({note})" if note else ""))
+            if self.budget is not None and self.budget.max_usd is not None and (plan.height or fed):
+                from factory.commands.cost import price_key, unpriced_paid
+
+                if unpriced_paid([(s.name, s.engine, 1)], self.budget.prices):
+                    self.progress.say(
+                        f"[{s.name}] warning: cost.max_usd does not count this stage: no price ({price_key(s.name)}.*)"
+                    )
         writers = {
             s.name: TableWriter(
                 self.store, s.table, s.schema, self.cfg.store,
@@ -264,6 +276,13 @@ class Executor:
                 self.progress.tick()
                 if self.fatal or (self.stopping and (not calls or time.monotonic() > self._stop_deadline)):
                     break
+                if events:
+                    self._last_event = time.monotonic()
+                if self.stopping and calls and time.monotonic() - self._last_event > 1.0 and not self._backend_alive():
+                    # The actors are processes of their own and still hand rows back for a moment; once
+                    # none comes, what is in flight is lost with Ray (a rerun asks for those keys again).
+                    self.progress.say(f"[factory] Ray's processes were stopped too: {len(calls)} batch(es) in flight are lost")
+                    break
                 if not calls and not any(len(q) for q in queues.values()) and not any(
                     writers[s.name].pending for s in stages if feeds[s.name]
                 ):
@@ -290,7 +309,12 @@ class Executor:
     def _start_pools(self, stages: list[Stage], pools: dict, wanted: Callable[[Stage], bool], now: float) -> None:
         """Start the pools that have work, in stage order, as far as the cluster holds them. When it cannot
         hold a pool with work beside the others, a pool whose stages are all done is closed to make room
-        (its stages run one after the other instead of overlapping; a later round starts it again)."""
+        (its stages run one after the other instead of overlapping; a later round starts it again).
+
+        A pool waits for resources only when Ray has not placed it: not started because it does not fit,
+        or started with no replica up and none placed on a node (a lost node, a full cluster); a replica
+        that is placed and loading its engine, however slowly, is not waiting. A pool that waits longer
+        than `ray.placement_timeout_s` with nothing else running stops the run like a signal."""
         if now < self._next_start_check:
             return
         self._next_start_check = now + 0.5
@@ -298,15 +322,20 @@ class Executor:
         for stage in stages:
             pool = pools[stage.name]
             if not wanted(stage) or pool.ready:
+                self._pending_since.pop(id(pool), None)
                 continue
             if not pool.started:
                 # What started pools still wait for is not free, whatever the cluster reports yet.
-                waiting = [p.needs() for p in distinct if p.started and not p.ready]
+                waiting = [p.needs() for p in distinct if p.started and not p.ready and p.placement_pending()]
                 if self.backend.fits(pool, reserved=waiting):
                     pool.start()
-                    self._waiting_since[id(pool)] = now
+                    self._pending_since.pop(id(pool), None)
                     continue
-            elif now - self._waiting_since.get(id(pool), now) < WAIT_BEFORE_MAKING_ROOM_S:
+            elif not pool.placement_pending():
+                self._pending_since.pop(id(pool), None)
+                continue  # placed: loading its engine
+            since = self._pending_since.setdefault(id(pool), now)
+            if now - since < WAIT_BEFORE_MAKING_ROOM_S:
                 return
             idle = [p for p in distinct if p.started and p is not pool and not any(wanted(s) for s in stages if pools[s.name] is p)]
             for other in idle:
@@ -315,10 +344,31 @@ class Executor:
                     f"{'+'.join(self.pool_stages[engine_identity(other.cfg)])} pool to make room"
                 )
                 other.close()
-            if not idle and not self._starved_warned:
-                self._starved_warned = True
-                self.progress.say(f"[executor] waiting for the cluster to free resources for the {stage.name} pool")
+            if not idle:
+                self._waiting_for_placement(stage, pool, since, now, alone=not any(p.ready for p in distinct))
             return  # one pool at a time, in stage order
+
+    def _waiting_for_placement(self, stage: Stage, pool: Any, since: float, now: float, alone: bool) -> None:
+        """Say once per wait what the pool waits for and which key bounds it; give up after the timeout."""
+        timeout = self.cfg.ray.placement_timeout_s
+        if self._starved_warned != (since, alone):  # once per wait, and again when what bounds it changes
+            self._starved_warned = (since, alone)
+            needs = ", ".join(f"{v:g} {k}" for k, v in pool.needs().items() if v) or "its resources"
+            what = "place" if pool.started else "free resources for"
+            bound = (
+                f"gives up after ray.placement_timeout_s={timeout:g}s" if timeout is not None and alone
+                else "waits while other pools work" if not alone else "waits for ever (ray.placement_timeout_s=null)"
+            )  # fmt: skip
+            self.progress.say(
+                f"[executor] waiting for the cluster to {what} the {stage.name} pool ({needs} for "
+                f"{pool.cfg.replicas} replica(s); no node has them free); it {bound}"
+            )
+        if timeout is not None and alone and now - since > timeout and not self.stopping:
+            self.stopping = (
+                f"ray.placement_timeout_s={timeout:g}: no node could host the {stage.name} pool for {now - since:.0f}s"
+            )
+            self._stop_deadline = now + STOP_GRACE_S
+            self.progress.say(f"[factory] {self.stopping}: stopping")
 
     def _dispatch(self, stages: list[Stage], queues: dict, pools: dict, calls: dict, metrics: dict) -> None:
         for stage in reversed(stages):  # downstream first: its work finishes groups
@@ -372,6 +422,14 @@ class Executor:
         for row in stage.failed(missing, f"failed after {call.attempt + 1} attempts: {error}"):
             writers[call.stage].add([row])
             m.add(False, int(row.get("attempts") or 0), 0, 0, None)
+
+    def _backend_alive(self) -> bool:
+        """While stopping: whether the backend can still hand back the requests in flight (checked every 0.5 s)."""
+        now = time.monotonic()
+        if now < self._next_alive_check:
+            return True
+        self._next_alive_check = now + 0.5
+        return self.backend.alive()
 
     # -- signals -----------------------------------------------------------------------------------
     def _install_signals(self) -> Callable[[], None]:

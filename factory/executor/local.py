@@ -44,6 +44,9 @@ class LocalPool:
         self.first_ready_s = self.first_ready_s or self.start_s
         self.started = True
 
+    def placement_pending(self) -> bool:
+        return False  # threads in this process: nothing to place
+
     def needs(self) -> dict[str, float]:
         return {}
 
@@ -130,7 +133,10 @@ class LocalBackend:
     def tick(self, now: float) -> list[Event]:
         return []
 
-    def close(self) -> None:
+    def alive(self) -> bool:
+        return True
+
+    def close(self, stopping: bool = False) -> None:
         for pool in self.pools:
             pool.close()
         self.pools = []

@@ -33,6 +33,7 @@ class StageMetrics:
     first_dispatch: float | None = None
     last_row: float | None = None
     feeding: bool = False  # an upstream stage may still add work
+    fed_by: str = ""  # that upstream stage's name: the ETA waits for it while it feeds this one
     parts_written: int = 0  # small parts flushed (durability), before the merges
     merges: int = 0
 

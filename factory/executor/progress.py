@@ -36,6 +36,14 @@ def _eta(m: StageMetrics) -> float:
     return (m.planned - m.rows) / rate if rate > 0 else float("nan")
 
 
+def eta_text(m: StageMetrics) -> str:
+    """'ETA 1m35s' for a stage whose total is known; 'waiting for sample' while its upstream still feeds it
+    (its total grows: a time left from it would be wrong)."""
+    if m.feeding:
+        return f"waiting for {m.fed_by or 'its upstream stage'}"
+    return f"ETA {duration(_eta(m))}"
+
+
 def line(m: StageMetrics, extra: str = "") -> str:
     elapsed = m.elapsed()
     total = f"{m.planned}{'+' if m.feeding else ''}"
@@ -43,7 +51,7 @@ def line(m: StageMetrics, extra: str = "") -> str:
     return (
         f"[{m.name}] {m.rows}/{total} ({pct:.0f}%) failed {m.failed} | "
         f"{m.completion_tokens / elapsed if elapsed > 0 else 0.0:.1f} tok/s | "
-        f"{m.rows / elapsed if elapsed > 0 else 0.0:.2f} rows/s | elapsed {duration(elapsed)} | ETA {duration(_eta(m))}"
+        f"{m.rows / elapsed if elapsed > 0 else 0.0:.2f} rows/s | elapsed {duration(elapsed)} | {eta_text(m)}"
         + (f" | {extra}" if extra else "")
     )
 
@@ -68,7 +76,7 @@ class Progress:
     def _bar(self, m: StageMetrics) -> None:
         if self._rich is None:
             from rich.console import Console
-            from rich.progress import BarColumn, Progress as RichProgress, TextColumn, TimeRemainingColumn
+            from rich.progress import BarColumn, Progress as RichProgress, TextColumn
 
             self._rich = RichProgress(
                 TextColumn("{task.description:<8}"),
@@ -76,14 +84,14 @@ class Progress:
                 TextColumn("{task.fields[count]}"),
                 TextColumn("failed {task.fields[failed]}"),
                 TextColumn("| {task.fields[speed]}"),
-                TimeRemainingColumn(),
+                TextColumn("{task.fields[eta]}"),
                 TextColumn("{task.fields[extra]}"),
                 console=Console(file=self.stream),
                 refresh_per_second=2,
                 transient=False,
             )
             self._rich.start()
-        self._tasks[m.name] = self._rich.add_task(m.name, total=max(m.planned, 1), count="", failed=0, speed="", extra="")
+        self._tasks[m.name] = self._rich.add_task(m.name, total=max(m.planned, 1), count="", failed=0, speed="", extra="", eta="")
 
     def tick(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -94,7 +102,7 @@ class Progress:
                 self._rich.update(
                     self._tasks[m.name], total=max(m.planned, 1), completed=m.rows,
                     count=f"{m.rows}/{m.planned}{'+' if m.feeding else ''}", failed=m.failed, speed=speed,
-                    extra=self.extra.get(m.name, ""),
+                    extra=self.extra.get(m.name, ""), eta=eta_text(m) if m.first_dispatch is not None else "",
                 )  # fmt: skip
             return
         periodic = force or now - self._last >= self.interval

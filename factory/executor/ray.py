@@ -17,9 +17,11 @@ queue), as is one that died. A replica's rows are matched to their batch by key,
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -42,12 +44,85 @@ def init_ray(cfg: RayConfig) -> None:
         return
     address = os.environ.get("RAY_ADDRESS") or cfg.address
     kwargs: dict[str, Any] = {"ignore_reinit_error": True, "logging_level": logging.WARNING, "log_to_driver": True}
-    if address:
-        ray.init(address=address, **kwargs)
-    else:
-        # Ray nices its workers (15) to keep its own daemons responsive; here the workers are the engines,
-        # and on a shared machine a niced engine yields its cores to every other process.
-        ray.init(num_cpus=cfg.num_cpus, include_dashboard=False, _system_config={"worker_niceness": 0}, **kwargs)
+    # Ray's core worker installs its own SIGTERM handler (it aborts the process); Ray starts when the first
+    # pool does, after the executor installed its stop handlers: those are put back.
+    import signal
+
+    main = threading.current_thread() is threading.main_thread()
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    try:
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            # Ray nices its workers (15) to keep its own daemons responsive; here the workers are the engines,
+            # and on a shared machine a niced engine yields its cores to every other process.
+            ray.init(num_cpus=cfg.num_cpus, include_dashboard=False, _system_config={"worker_niceness": 0}, **kwargs)
+    finally:
+        for sig, handler in handlers.items():
+            if callable(handler):
+                signal.signal(sig, handler)
+
+
+def ray_alive(timeout: float = 0.5) -> bool:
+    """Whether this driver's Ray can still answer: its GCS and its node's raylet accept a connection (and,
+    for a Ray this driver started, their processes are running). A SIGTERM sent to the whole process
+    group (`timeout`, a container runtime, a batch scheduler) ends them together with the driver; a Ray
+    call after that waits for its timeouts (60 s for the GCS) and the core worker may then end the process
+    before anything is cleaned up, so the stop path asks this first. Unknown (a private API moved): alive."""
+    try:
+        from ray._private import worker
+
+        node = getattr(worker.global_worker, "node", None) or worker._global_node
+        if node is None:
+            return False
+        for kind in ("gcs_server", "raylet"):
+            if any(info.process.poll() is not None for info in node.all_processes.get(kind, [])):
+                return False
+        host, port = node.gcs_address.rsplit(":", 1)
+        endpoints = [(host, int(port)), (node.node_ip_address, int(node.node_manager_port))]
+    except Exception:  # noqa: BLE001 - Ray's internals changed: keep the ordinary stop path
+        return True
+    for endpoint in endpoints:
+        try:
+            socket.create_connection(endpoint, timeout=timeout).close()
+        except OSError:
+            return False
+    return True
+
+
+def _started_here() -> bool:
+    """Whether this driver started its Ray (ray.init without an address): no node will join it."""
+    try:
+        from ray._private import worker
+
+        node = worker._global_node
+        return node is not None and bool(node.all_processes)
+    except Exception:  # noqa: BLE001
+        return True
+
+
+def abandon_ray() -> None:
+    """Ray's processes are gone: drop Ray's exit hook (its driver shutdown waits for them, up to a minute)."""
+    global RAY_ABANDONED
+    with contextlib.suppress(Exception):
+        from ray._private import worker
+
+        atexit.unregister(worker.shutdown)
+    RAY_ABANDONED = True
+
+
+RAY_ABANDONED = False  # set by abandon_ray(): the command's exit skips the interpreter's teardown of Ray
+
+
+def exit_if_ray_abandoned(code: int) -> None:
+    """After a stop whose Ray was gone: leave now (everything is stored and the lease released), rather than
+    let the core worker's teardown wait on the dead GCS."""
+    if RAY_ABANDONED:
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def _actor_class() -> Any:
@@ -118,10 +193,11 @@ class RayPool:
     `build(engine_cfg) -> Engine` replaces the registry's builder (tests pass fake engines this way);
     it is pickled to the actors, so define it where cloudpickle can take it by value."""
 
-    def __init__(self, cfg: EngineConfig, name: str, build: Callable | None = None):
+    def __init__(self, cfg: EngineConfig, name: str, build: Callable | None = None, on_start: Callable | None = None):
         import ray
 
         self.cfg, self.name, self.build = cfg, name, build
+        self._on_start = on_start  # starts or joins Ray (the backend's), once, before the first actor
         self._ray = ray
         self._cls = _actor_class()
         self.replicas = [_Replica() for _ in range(cfg.replicas)]
@@ -201,6 +277,8 @@ class RayPool:
         """Create the actors; they load their engines in the background (`ready` events)."""
         if self.started:
             return
+        if self._on_start is not None:
+            self._on_start()
         self._check_resources()
         self.started, self._start_t, self._start_recorded = True, time.monotonic(), False
         self.starts += 1
@@ -225,24 +303,56 @@ class RayPool:
         self._spawn(index)
         return lost
 
-    def close(self) -> None:
-        """Close every engine (vLLM frees its GPU memory and child processes), then end the actors."""
+    def close(self, timeout: float = 60.0, ray_gone: bool = False) -> None:
+        """Close every engine (vLLM frees its GPU memory and child processes), then end the actors; waits
+        at most `timeout` s for the engines. With `ray_gone` (Ray's processes ended) no Ray call is made."""
         if not self.started:
             return
-        # Only a replica that is up can close its engine; one still waiting for resources is just killed.
-        closing = [r.actor.close.remote() for r in self.replicas if r.actor is not None and r.ready]
-        if closing:
-            self._ray.wait(closing, num_returns=len(closing), timeout=60)
-        for replica in self.replicas:
-            with contextlib.suppress(Exception):  # already dead
-                self._ray.kill(replica.actor, no_restart=True)
-        for group in self.groups:
-            if group is not None:
-                self._ray.util.remove_placement_group(group)
+        if not ray_gone:
+            # Only a replica that is up can close its engine; one still waiting for resources is just killed.
+            closing = [r.actor.close.remote() for r in self.replicas if r.actor is not None and r.ready]
+            if closing:
+                self._ray.wait(closing, num_returns=len(closing), timeout=timeout)
+            for replica in self.replicas:
+                with contextlib.suppress(Exception):  # already dead
+                    self._ray.kill(replica.actor, no_restart=True)
+            for group in self.groups:
+                if group is not None:
+                    with contextlib.suppress(Exception):
+                        self._ray.util.remove_placement_group(group)
         self.groups = [None] * len(self.replicas)
         self.refs.clear()
         self.replicas = [_Replica(generation=r.generation) for r in self.replicas]
         self.started = False
+
+    def placement_pending(self) -> bool:
+        """Whether no replica is up and one of them waits for a node to host it (not one loading its
+        engine): Ray gives an actor a worker process (a pid) once it is placed."""
+        if not self.started or self.ready:
+            return False
+        from ray._private import state
+
+        waiting = False
+        for replica in self.replicas:
+            if replica.actor is None:
+                continue
+            try:
+                info = state.state.actor_table(replica.actor._actor_id.hex()) or {}
+            except Exception:  # noqa: BLE001 - a private API moved: do not claim to know
+                return False
+            if not info.get("Pid") and info.get("State") in ("PENDING_CREATION", "DEPENDENCIES_UNREADY", "RESTARTING"):
+                waiting = True
+            elif info.get("Pid"):
+                return False  # one is placed: it is loading its engine
+        if not waiting:
+            return False
+        # Placed but its worker process still starting (seconds on a busy machine) has no pid yet either;
+        # it waits for the cluster only when the cluster has no room for one replica.
+        from factory.engines import gpus_per_replica
+
+        one = {"CPU": self.cfg.cpus_per_replica, "GPU": float(gpus_per_replica(self.cfg))}
+        free = self._ray.available_resources()
+        return not all(free.get(name, 0.0) + 1e-9 >= amount for name, amount in one.items() if amount)
 
     # -- work --------------------------------------------------------------------------------------
     @property
@@ -290,6 +400,12 @@ class RayPool:
     def _on_ready(self, ref: Any, index: int) -> list[Event]:
         try:
             self._ray.get(ref)
+        except self._ray.exceptions.RayActorError as exc:
+            if not exc.actor_init_failed:  # lost with its node, or cancelled before it ran: not the engine's fault
+                log.warning("%s replica %d was lost before its engine started (%s): starting it again",
+                            self.name, index, reason_of(exc))  # fmt: skip
+                return self._restart(index, reason_of(exc))
+            raise EngineStartError(f"{self.name}: replica {index} could not start its engine: {reason_of(exc)}") from None
         except self._ray.exceptions.RayError as exc:
             raise EngineStartError(f"{self.name}: replica {index} could not start its engine: {reason_of(exc)}") from None
         self.replicas[index].ready = True
@@ -347,23 +463,29 @@ class RayBackend:
     """Makes RayPools and waits on all of their pending refs at once."""
 
     def __init__(self, cfg: RayConfig, build: Callable | None = None):
-        init_ray(cfg)
         import ray
 
         self._ray = ray
+        self.cfg = cfg
         self.build = build
         self.pools: list[RayPool] = []
 
+    def _init(self) -> None:
+        """Ray starts (or is joined) when a pool is about to start, not before: a run with nothing to do,
+        or refused before any request, never waits for it."""
+        init_ray(self.cfg)
+
     def pool(self, cfg: EngineConfig, name: str) -> RayPool:
-        pool = RayPool(cfg, name, self.build)
+        pool = RayPool(cfg, name, self.build, on_start=self._init)
         self.pools.append(pool)
         return pool
 
     def fits(self, pool: RayPool, reserved: list[dict[str, float]] = ()) -> bool:  # type: ignore[assignment]
         """Whether the cluster has the resources free to start `pool` now (an autoscaling cluster may
         add them later: then the pool starts when they appear)."""
+        self._init()
         needs, total = pool.needs(), self._ray.cluster_resources()
-        if needs["CPU"] > total.get("CPU", 0.0) + 1e-9:
+        if needs["CPU"] > total.get("CPU", 0.0) + 1e-9 and _started_here():  # a cluster may grow: wait for it
             raise ConfigError(
                 f"{pool.name}: engine.replicas={pool.cfg.replicas} x cpus_per_replica={pool.cfg.cpus_per_replica:g} "
                 f"needs {needs['CPU']:g} CPUs; the Ray cluster has {total.get('CPU', 0.0):g}"
@@ -392,7 +514,15 @@ class RayBackend:
     def tick(self, now: float) -> list[Event]:
         return [event for pool in self.pools for event in pool.tick(now)]
 
-    def close(self) -> None:
+    def alive(self) -> bool:
+        return not self._ray.is_initialized() or ray_alive()
+
+    def close(self, stopping: bool = False) -> None:
+        """Close every pool. After a signal: a few seconds for the engines at most, and no Ray call at all
+        when Ray's own processes were stopped too (the signal went to the whole process group)."""
+        gone = stopping and self._ray.is_initialized() and not ray_alive()
         for pool in self.pools:
-            pool.close()
+            pool.close(timeout=5.0 if stopping else 60.0, ray_gone=gone)
         self.pools = []
+        if gone:
+            abandon_ray()

@@ -29,6 +29,10 @@ LEASE = "_lease.json"
 HEARTBEAT_S = 10.0
 TTL_S = 60.0
 SETTLE_S = 0.2  # between writing the lease and reading it back (a concurrent writer lands meanwhile)
+# A holder whose heartbeat is older than this missed a beat: its driver is likely gone (a killed Ray job's
+# driver on another node). A run that finds such a lease waits for it to go stale and takes it, rather than
+# refusing (a resubmitted job would fail again); a fresher one is a live run and is refused at once.
+MISSED_BEAT_S = 1.5 * HEARTBEAT_S
 
 
 class LeaseHeld(RuntimeError):
@@ -45,6 +49,17 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _process_start(pid: int) -> str | None:
+    """When a process started (clock ticks since boot, /proc/PID/stat field 22), to tell a holder's pid from
+    another process that reused it; None where /proc is not there."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode(errors="replace")
+        return stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
 def describe(lease: dict[str, Any], now: float | None = None) -> str:
     now = now or time.time()
     return (
@@ -55,10 +70,18 @@ def describe(lease: dict[str, Any], now: float | None = None) -> str:
 
 
 def stale(lease: dict[str, Any], now: float | None = None) -> bool:
+    """A lease is stale once its heartbeat is older than TTL_S, or at once when its holder ran on this host
+    and that process is gone (its pid does not exist, or now belongs to a process started later)."""
     now = now or time.time()
     if now - float(lease.get("heartbeat_at", 0)) > TTL_S:
         return True
-    return lease.get("host") == socket.gethostname() and not _alive(int(lease.get("pid", -1)))
+    if lease.get("host") != socket.gethostname():
+        return False
+    pid = int(lease.get("pid", -1))
+    if not _alive(pid):
+        return True
+    started = lease.get("pid_started")
+    return started is not None and _process_start(pid) not in (None, started)
 
 
 def holder(store: RunStore) -> dict[str, Any] | None:
@@ -84,6 +107,7 @@ class Lease:
         return {
             "owner": getpass.getuser(), "host": socket.gethostname(), "pid": os.getpid(), "command": self.command,
             "started_at": self.started_at, "heartbeat_at": time.time(), "token": self.token,
+            "pid_started": _process_start(os.getpid()),
         }  # fmt: skip
 
     def acquire(self) -> Lease:
@@ -91,6 +115,8 @@ class Lease:
             current = self.store.read_json(LEASE)
         except ValueError:  # a lease cut short by a crash mid-write
             current = None
+        if current and current.get("token") != self.token and not stale(current) and not self.take_over:
+            current = self._wait_if_beat_missed(current)
         if current and current.get("token") != self.token:
             if not stale(current) and not self.take_over:
                 raise LeaseHeld(
@@ -108,6 +134,29 @@ class Lease:
         self._thread = threading.Thread(target=self._beat, name="factory-lease", daemon=True)
         self._thread.start()
         return self
+
+    def _wait_if_beat_missed(self, current: dict[str, Any]) -> dict[str, Any] | None:
+        """A holder that missed a heartbeat (its driver was killed: a stopped Ray job, a lost node) is waited
+        for until its lease goes stale, then taken; a beat meanwhile means it lives (refused by the caller)."""
+        age = time.time() - float(current.get("heartbeat_at", 0))
+        if age <= MISSED_BEAT_S:
+            return current
+        self.say(
+            f"[lease] the holder's heartbeat stopped {age:.0f}s ago: {describe(current)}; taking the lease over "
+            f"when it goes stale, {TTL_S:.0f}s after its last heartbeat (in {max(TTL_S - age, 0):.0f}s)"
+        )
+        while True:
+            time.sleep(min(1.0, max(TTL_S - (time.time() - float(current.get("heartbeat_at", 0))), 0.0) + 0.05))
+            try:
+                now = self.store.read_json(LEASE)
+            except ValueError:
+                now = None
+            if not now or now.get("token") != current.get("token"):
+                return now  # released, or taken by someone else meanwhile: judged again by the caller
+            if float(now.get("heartbeat_at", 0)) != float(current.get("heartbeat_at", 0)):
+                return now  # it beat: a live run
+            if stale(now):
+                return now
 
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
