@@ -348,9 +348,9 @@ class RayPool:
             return False
         # Placed but its worker process still starting (seconds on a busy machine) has no pid yet either;
         # it waits for the cluster only when the cluster has no room for one replica.
-        from factory.engines import gpus_per_replica
+        from factory.engines import kind_of
 
-        one = {"CPU": self.cfg.cpus_per_replica, "GPU": float(gpus_per_replica(self.cfg))}
+        one = {"CPU": self.cfg.cpus_per_replica, "GPU": float(kind_of(self.cfg).resources(self.cfg).gpus)}
         free = self._ray.available_resources()
         return not all(free.get(name, 0.0) + 1e-9 >= amount for name, amount in one.items() if amount)
 
