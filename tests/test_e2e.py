@@ -4,11 +4,15 @@ import json
 import re
 from pathlib import Path
 
+import polars as pl
 import pyarrow as pa
+
 import pyarrow.parquet as pq
 import pytest
 
 from factory.cli import main
+from factory.commands.rebuild import open_run
+from factory.pairs.prejudge import passing
 from factory.rundir.schemas import PAIRS
 
 pytestmark = pytest.mark.slow
@@ -51,7 +55,8 @@ def test_first_run_makes_every_request_once(run_dir):
     assert first["requests"]["sampler"] == 6
     judgments = pa.concat_tables([pq.read_table(p) for p in (out_of(run_dir) / "judgments").glob("*.parquet")])
     samples = pa.concat_tables([pq.read_table(p) for p in (out_of(run_dir) / "samples").glob("*.parquet")])
-    judgeable = sum(1 for s in samples.to_pylist() if s["error"] is None and s["answer"].strip())
+    # the samples the pair filters that need no judge let through (truncated, duplicates... are never judged)
+    judgeable = passing(pl.from_arrow(samples), open_run(str(out_of(run_dir)))[0].pairs)["exclusion"].is_null().sum()
     # one judgment per judgeable sample; every request the judge sent counted (re-asks included)
     assert judgments.num_rows == counts["judgments_ok"] + counts["judgments_failed"] == judgeable
     assert first["requests"]["judge"] == sum(judgments.column("attempts").to_pylist())

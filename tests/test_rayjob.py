@@ -42,11 +42,11 @@ def test_it_is_a_rayjob_whose_entrypoint_is_a_factory_run_of_a_config_here():
 
 
 def test_every_api_key_comes_from_a_kubernetes_secret_on_the_head_and_the_workers():
-    from factory.run import engines_of
+    from factory.graph import RunGraph
 
     path, overrides = entrypoint()
     cfg = config.load(path, overrides)
-    names = {engine.api_key_env for _, engine in engines_of(cfg) if engine.api_key_env}
+    names = {engine.api_key_env for _, engine in RunGraph(cfg).engines() if engine.api_key_env}
     assert names == {"DEEPSEEK_API_KEY"}
     for container in containers():
         env = {e["name"]: e for e in container["env"]}

@@ -29,7 +29,7 @@ def row(text: str, label: str) -> str:
 
 def test_pairs_are_counted_as_pairs_and_groups_as_groups(tmp_path):
     manifest = run(cfg(tmp_path), backend="local", build=lambda _c: FakeEngine())
-    text = run_summary(manifest, manifest.pop("_scored"))
+    text = run_summary(manifest.manifest, manifest.scored)
     counts, groups = manifest["counts"], manifest["pairs"]["groups"]
     kept = row(text, "pairs kept / dropped below delta")
     assert f"{counts['pairs_kept']} / {counts['pairs_dropped']} pairs, from {groups} groups" in kept

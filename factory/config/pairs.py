@@ -325,6 +325,12 @@ def check_terms(cfg: PairsConfig) -> None:
         raise ConfigError(f"pairs.judges: {cfg.judges} names a judge twice")
     taken = {"length": "pairs.w_len", "quality": "pairs.w_quality", DUPLICATE: "pairs.dedupe"}
     taken |= {reason: "a built-in exclusion reason" for reason in (*BASE_REASONS, MISSING_DIMENSION)}
+    if cfg.strategy in ("shortest_correct", "reward"):
+        column = cfg.correct_column if cfg.strategy == "shortest_correct" else cfg.reward_column or cfg.judges[0]
+        key = "pairs.correct_column" if cfg.strategy == "shortest_correct" else "pairs.reward_column"
+        if not re.fullmatch(r"\w+", column) or column in NOT_JUDGES:
+            raise ConfigError(f"{key}: {column!r} is not a score column (quality, quality_<judge>, reward_<name>, ...)")
+        taken[NOT_CORRECT if cfg.strategy == "shortest_correct" else RANKED] = f"pairs.strategy {cfg.strategy}"
     for i, entry in enumerate(cfg.terms):
         key = f"pairs.terms[{i}]"
         _check_entry(entry, key)

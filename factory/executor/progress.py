@@ -127,7 +127,7 @@ class Progress:
         if self._rich is None:
             self.say(f"[pairs] {kept}/{target} kept, {text}")
             return
-        fields = {"count": f"{kept}/{target}", "failed": 0, "speed": text, "extra": ""}
+        fields = {"count": f"{kept}/{target}", "failed": 0, "speed": text, "extra": "", "eta": ""}
         if "pairs" not in self._tasks:
             self._tasks["pairs"] = self._rich.add_task("pairs", total=max(target, 1), **fields)
         self._rich.update(self._tasks["pairs"], total=max(target, 1), completed=min(kept, target), **fields)

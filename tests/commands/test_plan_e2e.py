@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import polars as pl
+
+from factory.pairs.prejudge import passing
 import pytest
 
 from factory import config
@@ -81,7 +82,8 @@ def test_the_judge_makes_exactly_the_planned_requests_once_its_samples_are_store
     changed = done["judge_changed"]
     assert changed["plan"]["judge"]["requests_estimated"] == 0
     scored = changed["manifest"].scored
-    judgeable = scored.filter(pl.col("error").is_null() & (pl.col("answer").str.strip_chars() != "")).height
+    # the samples the pair filters that need no judge let through (truncated ones are never judged)
+    judgeable = passing(scored, config.load(DEMO).pairs)["exclusion"].is_null().sum()
     assert changed["plan"]["judge"]["requests"] == changed["made"][1] == judgeable > 0
     assert done["rerun"]["plan"]["judge"]["requests"] == done["rerun"]["made"][1] == 0
     fresh = done["fresh"]

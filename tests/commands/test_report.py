@@ -157,7 +157,7 @@ def test_report_and_sweep_balance_by_a_prompt_column(tmp_path, capsys):
     url = str(tmp_path / "run")
     make_run(url, n_prompts=6, k=4)
     keys = ["pairs.balance.column=question", "pairs.balance.cap=1", "pairs.drop_ratio=0"]
-    text, numbers = report.run_report(url, keys)
+    text, numbers, _ = report.run_report(url, keys)
     balance = numbers["pairs"]["balance"]
     assert "## Balance by question" in text and balance["cap"] == 1
     assert sum(v["kept"] for v in balance["by_value"].values()) == numbers["pairs"]["pairs_kept"]

@@ -311,6 +311,7 @@ def test_factory_run_scores_every_usable_sample_with_a_reward_model_in_a_ray_act
         "reward_models.rm.engine.device=cpu", "reward_models.rm.engine.max_model_len=1024",
         "reward_models.rm.engine.dtype=float32", "reward_models.rm.engine.cpus_per_replica=1",
         "pairs.terms=[{source: reward_rm, weight: 0.3}]", "pairs.judges=[quality,reward_rm]",
+        "pairs.filter_before_judge=false",  # samples cut at 24 tokens: score them all, this tests the RM path
     ]  # fmt: skip
     cfg = config.load(ROOT / "conf" / "demo.yaml", overrides)
     manifest = run(cfg)

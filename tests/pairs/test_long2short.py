@@ -62,7 +62,7 @@ def test_the_long_prompts_sampled_again_keep_their_prompt_text_and_ids(tmp_path,
     before = pl.read_parquet(f"{first}/prompts/*.parquet").filter(pl.col("prompt_id").is_in(expected))
     assert again.sort("prompt_id")["messages"].to_list() == before.sort("prompt_id")["messages"].to_list()
     assert sorted(again["prompt_id"]) == expected
-    text, numbers = report.run_report(second)
+    text, numbers, _ = report.run_report(second)
     l2s = numbers["long2short"]
     assert l2s["groups_total"] == len(expected) and l2s["groups_ran_long"] <= l2s["groups_total"]
     assert "Groups that ran long" in text
