@@ -98,7 +98,14 @@ def factory_arm(args: argparse.Namespace) -> None:
               f"after factory compact { {t: r['parts_after'] for t, r in result.items()} } (goals <= 50, <= 4)")  # fmt: skip
 
 
+# Modules the old code imports under the names they had before the layout of this phase.
+MOVED = {"factory.keys": "factory.rundir.hashing", "factory.schemas": "factory.rundir.schemas",
+         "factory.store": "factory.rundir.store", "factory.secrets": "factory.rundir.secrets"}  # fmt: skip
+
+
 def load_before(path: str, name: str) -> types.ModuleType:
+    for old, new in MOVED.items():
+        sys.modules.setdefault(old, importlib.import_module(new))
     source = subprocess.run(["git", "show", f"{BEFORE}:{path}"], cwd=HERE.parent, capture_output=True, text=True, check=True)
     spec = importlib.util.spec_from_loader(name, loader=None)
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
