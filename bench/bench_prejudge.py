@@ -34,7 +34,7 @@ from factory.rundir.store import RunStore
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", nargs="?", default="/tmp/page-demo/run")
+    parser.add_argument("run_dir", nargs="?", default="runs/demo")
     parser.add_argument("--config", default=str(HERE.parent / "conf" / "demo.yaml"))
     parser.add_argument("--rule", type=float, default=80.0, help="answer_chars exclude_above")
     args = parser.parse_args()
