@@ -33,7 +33,7 @@ from factory.pairs.prejudge import Prefilter
 from factory.rundir.hashing import stable_hash
 from factory.rundir.schemas import REWARDS, SAMPLES, require_columns
 from factory.stages.base import Emit, latest, read_status
-from factory.stages.scored import follow_usable, of_current_samples, plan_usable
+from factory.stages.scored import USABLE_INPUTS, follow_usable, of_current_samples, plan_usable
 
 KEY = ("prompt_id", "sample_idx", "sampler_fp")
 # What planning and resume read of the stored rewards: keys and status only.
@@ -161,7 +161,7 @@ class RewardStage:
     key = KEY
     schema = REWARDS
     upstream = "sample"
-    inputs = ("prompt_id", "sample_idx", "sampler_fp", "answer", "reasoning", "error", "created_at")  # of the stored samples
+    inputs = USABLE_INPUTS
     run_batch = staticmethod(reward_batch)
 
     def __init__(

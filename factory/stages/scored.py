@@ -21,6 +21,8 @@ from factory.stages.base import latest, read_status
 from factory.stages.sample import STATUS_COLUMNS as SAMPLE_STATUS
 
 SAMPLE_KEY = ["prompt_id", "sample_idx", "sampler_fp"]
+# What every judge stage (GenRM, reward model) reads of the stored samples: its declared inputs.
+USABLE_INPUTS = ("prompt_id", "sample_idx", "sampler_fp", "answer", "reasoning", "error", "created_at")
 
 
 def judgeable(samples: pl.DataFrame) -> pl.DataFrame:

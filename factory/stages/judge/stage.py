@@ -32,7 +32,7 @@ from factory.stages.base import Emit, PromptRows, latest, read_status
 from factory.stages.judge.parse import PARSE_FAILURES, USABLE, missing_dimensions, parse_judgment, parse_tags
 from factory.stages.judge.read import current_judgments
 from factory.stages.judge.rubric import DIMENSIONS, check_rubric, judge_schema, reask_messages, render_rubric
-from factory.stages.scored import SAMPLE_KEY, follow_usable, judgeable, of_current_samples, plan_usable
+from factory.stages.scored import SAMPLE_KEY, USABLE_INPUTS, follow_usable, judgeable, of_current_samples, plan_usable
 
 KEY = ("prompt_id", "sample_idx", "sampler_fp", "vote")
 # What planning and resume read of the stored judgments: keys and status, never the text.
@@ -281,7 +281,7 @@ class JudgeStage:
     key = KEY
     schema = JUDGMENTS
     upstream = "sample"
-    inputs = ("prompt_id", "sample_idx", "sampler_fp", "answer", "reasoning", "error", "created_at")  # of the stored samples
+    inputs = USABLE_INPUTS
     run_batch = staticmethod(judge_batch)
 
     def __init__(
