@@ -52,6 +52,13 @@ def model_id(engine: EngineConfig, key: str = "engine") -> str:
         raise ConfigError(f"{key}.{str(exc).split('engine.', 1)[-1]}") from None
 
 
+def check_credentials(engine: EngineConfig, key: str) -> None:
+    """The engine's credentials are there (e.g. its api_key_env is set); else a ConfigError naming `key`."""
+    missing = kind_of(engine).missing_credentials(engine)
+    if missing:
+        raise ConfigError(f"{key}.{missing}")
+
+
 def check_file(key: str, path: str) -> None:
     """A local file a key names must exist (checked before it is read, so the error names the key)."""
     if path and "://" not in path and not Path(path).is_file():
@@ -328,9 +335,7 @@ class RunGraph:
         cfg = self.cfg
         if credentials:
             for where, engine in self.engines():
-                missing = kind_of(engine).missing_credentials(engine)
-                if missing:
-                    raise ConfigError(f"{where}.{missing}")
+                check_credentials(engine, where)
         for node in self.judges:
             node.check()
         if not self.judges:

@@ -32,7 +32,6 @@ from factory import graph
 from factory.config import ConfigError, RunConfig
 from factory.evaluation import answers as answers_mod
 from factory.evaluation import table as table_mod
-from factory.engines import kind_of
 from factory.prompts import load_prompts
 from factory.rundir.schemas import INVALID, SAMPLES
 from factory.stages import judge as judge_stage
@@ -47,9 +46,8 @@ def eval_dir(cfg: RunConfig) -> str:
 
 def _check_engine(engine: Any, key: str, secrets: bool) -> None:
     graph.model_id(engine, key)
-    missing = kind_of(engine).missing_credentials(engine) if secrets else None
-    if missing:
-        raise ConfigError(f"{key}.{missing}")
+    if secrets:
+        graph.check_credentials(engine, key)
 
 
 def preflight(cfg: RunConfig, secrets: bool = True) -> None:
