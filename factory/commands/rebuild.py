@@ -75,6 +75,24 @@ def stored_prompts(store: RunStore) -> pl.DataFrame:
 
 
 @dataclass
+class StoredRun:
+    """A run directory opened for reading: its config (overrides applied), store, manifest, prompts, and
+    the run graph under the stored fingerprints (no model file looked at)."""
+
+    cfg: RunConfig
+    store: RunStore
+    manifest: dict[str, Any]
+    prompts: pl.DataFrame
+    graph: RunGraph
+
+
+def read_run(run_dir: str, overrides: list[str] | None = None) -> StoredRun:
+    """What `factory pairs`, `sweep`, `report` and `pairs --compare` open first."""
+    cfg, store, manifest = open_run(run_dir, overrides)
+    return StoredRun(cfg, store, manifest, stored_prompts(store), RunGraph(cfg, manifest["fingerprints"]))
+
+
+@dataclass
 class Outputs:
     """What a pair build wrote (pairs/, sft/) and what the manifest and summary take from it."""
 
@@ -122,11 +140,10 @@ def write_outputs(store: RunStore, graph: RunGraph, prompts: pl.DataFrame, fps: 
 def rebuild_pairs(run_dir: str, overrides: list[str] | None = None) -> tuple[dict[str, Any], pl.DataFrame]:
     """`factory pairs`: pairs/ and sft/ from stored samples and judgments; the manifest is updated."""
     t0 = time.perf_counter()
-    cfg, store, stored = open_run(run_dir, overrides)
-    prompts = stored_prompts(store)
-    graph = RunGraph(cfg, stored["fingerprints"])
-    outputs = write_outputs(store, graph, prompts, stored["fingerprints"])
-    manifest = Manifest.from_dict(stored)
+    run = read_run(run_dir, overrides)
+    store, graph = run.store, run.graph
+    outputs = write_outputs(store, graph, run.prompts, run.manifest["fingerprints"])
+    manifest = Manifest.from_dict(run.manifest)
     # The run's config stays the manifest's config: overrides shape this build only (recorded below), so a
     # later plain `factory pairs` builds with the run's settings again.
     manifest.pairs_build = {"overrides": list(overrides or []), "at": time.time()}

@@ -461,11 +461,10 @@ def bias_markdown(audit_numbers: dict[str, Any]) -> list[str]:
 def run_compare(run_dir: str, overrides: list[str] | None = None) -> str:
     """`factory pairs RUN_DIR --compare`: the strategies table of a run, printed; nothing is written."""
     from factory.commands import rebuild
-    from factory.graph import RunGraph
 
-    cfg, store, manifest = rebuild.open_run(run_dir, overrides)
-    prompts = rebuild.stored_prompts(store)
-    scored = RunGraph(cfg, manifest["fingerprints"]).scored(store, prompts).scored
+    run = rebuild.read_run(run_dir, overrides)
+    cfg, prompts = run.cfg, run.prompts
+    scored = run.graph.scored(run.store, prompts).scored
     rows = compare.compare(pair_kernel.attach(scored, prompts, cfg.pairs), cfg.pairs, cfg.judge.scale_max)
     return "\n".join(strategies_markdown(rows, cfg)).strip() + "\n"
 
@@ -476,11 +475,10 @@ def write_long_prompts(run_dir: str, path: str, overrides: list[str] | None = No
     import fsspec
 
     from factory.commands import rebuild
-    from factory.graph import RunGraph
 
-    cfg, store, manifest = rebuild.open_run(run_dir, overrides)
-    prompts = rebuild.stored_prompts(store)
-    scored = RunGraph(cfg, manifest["fingerprints"]).scored(store, prompts).scored
+    run = rebuild.read_run(run_dir, overrides)
+    cfg, prompts = run.cfg, run.prompts
+    scored = run.graph.scored(run.store, prompts).scored
     rows = long2short.long_prompts(scored, prompts, cfg.pairs)
     with fsspec.open(path, "wb") as handle:
         rows.write_ndjson(handle)
@@ -578,12 +576,10 @@ def run_report(run_dir: str, overrides: list[str] | None = None) -> tuple[str, d
     """`factory report`: report/ in the run directory; returns (markdown, numbers, the page's inputs:
     factory.commands.page.write_page(**inputs) writes report/index.html from the same numbers)."""
     from factory.commands import rebuild
-    from factory.graph import RunGraph
 
-    cfg, store, manifest = rebuild.open_run(run_dir, overrides)
+    run = rebuild.read_run(run_dir, overrides)
+    cfg, store, manifest, prompts, graph = run.cfg, run.store, run.manifest, run.prompts, run.graph
     cfg.output_dir = store.url
-    prompts = rebuild.stored_prompts(store)
-    graph = RunGraph(cfg, manifest["fingerprints"])
     read = graph.scored(store, prompts)
     scored, frames = pair_kernel.attach(read.scored, prompts, cfg.pairs), read.frames  # balance: a prompt column
     decided: dict[str, Any] = {}

@@ -240,13 +240,11 @@ def run_sweep(run_dir: str, overrides: list[str] | None = None) -> tuple[pl.Data
     import time
 
     from factory.commands import rebuild
-    from factory.graph import RunGraph
 
     t0 = time.perf_counter()
-    cfg, store, manifest = rebuild.open_run(run_dir, overrides)
-    prompts = rebuild.stored_prompts(store)
-    scored = RunGraph(cfg, manifest["fingerprints"]).scored(store, prompts).scored
-    scored = attach(scored, prompts, cfg.pairs)  # pairs.balance reads a prompt column
+    run = rebuild.read_run(run_dir, overrides)
+    cfg, store, prompts = run.cfg, run.store, run.prompts
+    scored = attach(run.graph.scored(store, prompts).scored, prompts, cfg.pairs)  # pairs.balance reads a prompt column
     t_load = time.perf_counter()
     table = sweep_table(
         scored, cfg.pairs, cfg.sweep.w_lens, cfg.sweep.drop_ratios, cfg.judge.scale_max, term=cfg.sweep.term
