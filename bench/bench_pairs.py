@@ -151,6 +151,18 @@ def bench_peer(groups: int, k: int, distilabel_python: str | None) -> None:
         f"  the same in CPU time (all threads; a shared machine's waiting left out): step {c_step * 1000:.1f} ms, "
         f"build {c_build * 1000:.1f} ms, ratio {c_step / c_build:.1f}x"
     )
+    # Where the build's time goes: the per-sample work the step does not do (exclusion rules and
+    # duplicates over every sample), the decisions, and the rendering of the kept pairs.
+    t_prepare, prepared = best_of(15, lambda: pairs.prepare(scored, cfg))
+    t_decide, (decisions, _) = best_of(15, lambda: pairs.decide(prepared, cfg))
+    t_render, _ = best_of(15, lambda: pairs.render_pairs(decisions, scored, prompts, cfg).collect())
+    off = PairsConfig(sft=[], dedupe="off")
+    t_prepare_off, _ = best_of(15, lambda: pairs.prepare(scored, off))
+    print(
+        f"  the build's parts: rules + duplicates over {scored.height} samples {t_prepare * 1000:.1f} ms "
+        f"(without duplicates {t_prepare_off * 1000:.1f} ms), decisions {t_decide * 1000:.1f} ms, "
+        f"rendering {built.stats.pairs_kept} pairs {t_render * 1000:.1f} ms"
+    )
     if distilabel_python:
         with tempfile.TemporaryDirectory(prefix="distilabel-") as folder:
             path = f"{folder}/items.pickle"

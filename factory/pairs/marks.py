@@ -229,34 +229,33 @@ def _mark_duplicates(marked: pl.DataFrame, reasons: tuple[str, ...], among: np.n
 
 def _count(marked: pl.DataFrame, reasons: tuple[str, ...]) -> dict[str, Any]:
     """Samples by reason (every sample in exactly one reason or valid) and the groups with fewer than
-    two valid samples, each under its most frequent sample exclusion."""
-    excluded = marked["exclusion"].drop_nulls().value_counts()
-    by_reason = {r: 0 for r in reasons} | {str(r): int(n) for r, n in zip(excluded["exclusion"], excluded["count"])}
-    starts, _ = segments(marked["gid"])
-    n_valid = (
-        np.add.reduceat(marked["exclusion"].is_null().to_numpy().astype(np.int64), starts) if len(starts) else starts
-    )
-    too_few = pl.DataFrame({"gid": marked["gid"].gather(starts[n_valid < 2])})
-    commonest = (
-        marked.join(too_few, on="gid", how="semi")
-        .filter(pl.col("exclusion").is_not_null())
-        .group_by("gid", "exclusion")
-        .len()
-        .sort(["len", "exclusion"], descending=[True, False])  # ties: the earlier reason
-        .unique("gid", keep="first")
-    )
-    causes = (
-        too_few.join(commonest, on="gid", how="left")
-        .select(pl.col("exclusion").cast(pl.String).fill_null("fewer_than_2_samples"))["exclusion"]
-        .value_counts()
-    )
+    two valid samples, each under its most frequent sample exclusion (ties: the earlier reason), or
+    fewer_than_2_samples when none of its samples was excluded. Counted on the reasons' codes."""
+    code = marked["exclusion"].to_physical().fill_null(len(reasons)).to_numpy().astype(np.int64)  # valid: last
+    by_code = np.bincount(code, minlength=len(reasons) + 1)
+    by_reason = {r: int(n) for r, n in zip(reasons, by_code)}
+    starts, counts = segments(marked["gid"])
+    n_valid = np.add.reduceat((code == len(reasons)).astype(np.int64), starts) if len(starts) else starts
+    too_few = np.flatnonzero(n_valid < 2)
+    causes: dict[str, int] = {}
+    if len(too_few):
+        group_of = np.repeat(np.arange(len(starts)), counts)
+        slot = np.full(len(starts), -1, np.int64)
+        slot[too_few] = np.arange(len(too_few))
+        rows = np.flatnonzero((slot[group_of] >= 0) & (code < len(reasons)))
+        table = np.zeros((len(too_few), len(reasons)), np.int64)
+        np.add.at(table, (slot[group_of[rows]], code[rows]), 1)
+        commonest = np.where(table.max(axis=1) > 0, table.argmax(axis=1), -1)  # argmax: the earlier reason on a tie
+        names = np.array([*reasons, "fewer_than_2_samples"], dtype=object)
+        values, n = np.unique(commonest, return_counts=True)
+        causes = {str(names[v]): int(c) for v, c in sorted(zip(values, n), key=lambda x: (-x[1], x[0]))}
     return {
         "samples_total": marked.height,
         "samples_excluded": by_reason,
-        "samples_valid": marked.height - sum(by_reason.values()),
+        "samples_valid": int(by_code[len(reasons)]),
         "groups": len(starts),
-        "fewer_than_2_valid": too_few.height,
-        "too_few_by_reason": {str(r): int(n) for r, n in zip(causes["exclusion"], causes["count"])},
+        "fewer_than_2_valid": len(too_few),
+        "too_few_by_reason": causes,
     }
 
 
