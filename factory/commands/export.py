@@ -7,7 +7,6 @@ from typing import Any
 
 from factory.commands import rebuild
 from factory.config import ConfigError
-from factory.graph import RunGraph
 from factory.pairs.export import export_name, student_template, warn_if_dropped, write_export  # noqa: F401
 
 
@@ -16,16 +15,16 @@ def export_run(run_dir: str, template: str = "", name: str = "", overrides: list
     current pairs/ and its stored samples; no LLM call. Returns the export's record (_export.json)."""
     more = [f"export.template={template}"] if template else []
     more += [f"export.name={name}"] if name else []
-    cfg, store, manifest = rebuild.open_run(run_dir, [*(overrides or []), *more])
+    run = rebuild.read_run(run_dir, [*(overrides or []), *more])
+    cfg, store = run.cfg, run.store
     chosen = student_template(cfg)
     if chosen is None:
         raise ConfigError("export.template: no student chat template given (--template PATH or export.template=PATH)")
-    prompts = rebuild.stored_prompts(store)
     pairs = store.read("pairs")
     if pairs is None:
         raise ConfigError(f"{store.url}: no pairs/ in this run directory; build them with `factory pairs {run_dir}`")
-    samples = RunGraph(cfg, manifest["fingerprints"]).stages(prompts)[0].read(store)  # the sampler's rows
-    record = write_export(store, cfg, pairs, samples, prompts, chosen)
+    samples = run.graph.stages(run.prompts)[0].read(store)  # the sampler's rows
+    record = write_export(store, cfg, pairs, samples, run.prompts, chosen)
     record["path"] = store.display(f"export/{record['name']}")
     warn_if_dropped(chosen, cfg.pairs.format, record["name"])
     return record

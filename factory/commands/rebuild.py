@@ -87,7 +87,7 @@ class StoredRun:
 
 
 def read_run(run_dir: str, overrides: list[str] | None = None) -> StoredRun:
-    """What `factory pairs`, `sweep`, `report` and `pairs --compare` open first."""
+    """What `factory pairs`, `sweep`, `report`, `export` and `pairs --compare` open first."""
     cfg, store, manifest = open_run(run_dir, overrides)
     return StoredRun(cfg, store, manifest, stored_prompts(store), RunGraph(cfg, manifest["fingerprints"]))
 
