@@ -108,7 +108,7 @@ def _missing_reasons(terms: list[Term], judges: list[Term]) -> dict[str, list[st
     return dict(sorted(by_reason.items(), key=lambda item: item[0] != NO_JUDGMENT))
 
 
-def _filters(chain: pl.Expr | None, terms: list[Term], free: bool) -> pl.Expr | None:
+def _filters(chain: pl.Expr | None, terms: list[Term], free: bool, reasons: tuple[str, ...]) -> pl.Expr | None:
     """`chain` continued with the filter terms that need no judge (free) or need one."""
     for i, term in enumerate(terms):
         if term.is_filter and judge_free(term) == free:
@@ -118,7 +118,8 @@ def _filters(chain: pl.Expr | None, terms: list[Term], free: bool) -> pl.Expr | 
                 broken |= raw > term.exclude_above
             if term.exclude_below is not None:
                 broken |= raw < term.exclude_below
-            chain = (pl.when(broken) if chain is None else chain.when(broken)).then(pl.lit(term.name))  # type: ignore[attr-defined]
+            named = pl.lit(term.name, pl.Enum(reasons))  # an Enum literal: no string per row to cast
+            chain = (pl.when(broken) if chain is None else chain.when(broken)).then(named)  # type: ignore[attr-defined]
     return chain
 
 
@@ -129,28 +130,31 @@ def _exclusion(terms: list[Term], judges: list[Term], reasons: tuple[str, ...], 
     def missing(column: str) -> pl.Expr:
         return pl.col(column).is_null() | pl.col(column).is_nan()
 
+    def reason(name: str) -> pl.Expr:  # an Enum literal: no string per row to cast afterwards
+        return pl.lit(name, pl.Enum(reasons))
+
     if not judged:
         chain = (
             pl.when(pl.col("_engine_error"))
-            .then(pl.lit("engine_error"))
+            .then(reason("engine_error"))
             .when(pl.col("_truncated"))
-            .then(pl.lit("truncated"))
+            .then(reason("truncated"))
             .when(~pl.col("_has_answer"))
-            .then(pl.lit("empty_answer"))
+            .then(reason("empty_answer"))
             .when(pl.col("completion_tokens").is_null())
-            .then(pl.lit("no_token_count"))
+            .then(reason("no_token_count"))
         )
-        chain = _filters(chain, terms, free=True)
+        chain = _filters(chain, terms, free=True, reasons=reasons)
     else:
         # The columns the build reads (pairs.judges and judge-like terms; quality by default): a sample
         # without one of them is unjudged. The quality column alone is not read when no judge names it.
         chain = None
-        for reason, columns in _missing_reasons(terms, judges).items():
+        for name, columns in _missing_reasons(terms, judges).items():
             absent = pl.lit(False)
             for column in columns:
                 absent |= missing(column)
-            chain = (pl.when(absent) if chain is None else chain.when(absent)).then(pl.lit(reason))  # type: ignore[attr-defined]
-        chain = _filters(chain, terms, free=False)
+            chain = (pl.when(absent) if chain is None else chain.when(absent)).then(reason(name))  # type: ignore[attr-defined]
+        chain = _filters(chain, terms, free=False, reasons=reasons)
     if chain is None:
         return pl.lit(None, pl.Enum(reasons))
     return chain.otherwise(None).cast(pl.Enum(reasons))  # type: ignore[attr-defined]
