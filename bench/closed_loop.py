@@ -106,7 +106,7 @@ def table(rows: list[dict], pairs: int, training: dict) -> tuple[str, dict]:
         return "-" if value is None else format(value, fmt)
 
     lines = [
-        "| model | prompts scored | score | vs base (95% CI) | mean tokens | max tokens | mean RT (s) | pairs used | training |",
+        "| model | prompts scored | score | vs base (95% CI) | mean tokens | max tokens | mean RT (s) | pairs (seen in training) | training |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
@@ -114,10 +114,11 @@ def table(rows: list[dict], pairs: int, training: dict) -> tuple[str, dict]:
             f"{num(row['score_diff'], '+.1f')} [{num(row['score_diff_low'], '+.1f')}, {num(row['score_diff_high'], '+.1f')}]"
         )  # fmt: skip
         train_text = "-" if row is base else f"{training['steps']} steps, {training['train_seconds']:.0f} s"
+        seen = min(pairs, training["steps"] * training["args"]["batch_size"] * training["args"]["grad_accum"])
         lines.append(
             f"| {row['model']} | {row['prompts_scored']}/{row['prompts']} | {num(row['score'], '.1f')} | {diff} | "
             f"{num(row['mean_tokens'], '.1f')} | {num(row['max_tokens'], 'd')} | {num(row['mean_rt_s'], '.2f')} | "
-            f"{'-' if row is base else pairs} | {train_text} |"
+            f"{'-' if row is base else f'{pairs} ({seen} seen)'} | {train_text} |"
         )
     ratio = trained["mean_tokens"] / base["mean_tokens"] if base["mean_tokens"] and trained["mean_tokens"] is not None else None
     low = trained["score_diff_low"]
