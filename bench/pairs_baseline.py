@@ -30,7 +30,9 @@ def repetition(text: str | None, n: int) -> float:
     return 1.0 - len(set(grams)) / len(grams) if grams else 0.0
 
 
-def exclusion(row: dict[str, Any], judge_columns: list[str]) -> str | None:
+def exclusion(row: dict[str, Any]) -> str | None:
+    """The reasons that need no judge (the kernel decides duplicates among the rows that pass these,
+    before any judge is asked; the judge's own reason comes after: `unjudged`)."""
     if row["error"] is not None:
         return "engine_error"
     if row["finish_reason"] == "length":
@@ -39,9 +41,11 @@ def exclusion(row: dict[str, Any], judge_columns: list[str]) -> str | None:
         return "empty_answer"
     if row["completion_tokens"] is None:
         return "no_token_count"
-    if any(row[c] is None or math.isnan(row[c]) for c in ["quality", *judge_columns]):
-        return "no_judgment"
     return None
+
+
+def unjudged(row: dict[str, Any], judge_columns: list[str]) -> bool:
+    return any(row[c] is None or math.isnan(row[c]) for c in ["quality", *judge_columns])
 
 
 def quantile(values: list[float], p: float) -> float:
@@ -54,7 +58,8 @@ def quantile(values: list[float], p: float) -> float:
 
 def content(row: dict[str, Any], include_reasoning: bool) -> str:
     answer = row["answer"] or ""
-    return f"<think>\n{row['reasoning'] or ''}\n</think>\n\n{answer}" if include_reasoning else answer
+    has_reasoning = bool((row["reasoning"] or "").strip())  # never an empty think block
+    return f"<think>\n{row['reasoning']}\n</think>\n\n{answer}" if include_reasoning and has_reasoning else answer
 
 
 def duplicate_key(row: dict[str, Any], cfg: PairsConfig) -> tuple[str, ...]:
@@ -87,7 +92,7 @@ def build_pairs(scored: pl.DataFrame, prompts: pl.DataFrame, cfg: PairsConfig) -
     groups: dict[str, list[dict]] = defaultdict(list)
     excluded: Counter[str] = Counter()
     for row in scored.iter_rows(named=True):
-        reason = exclusion(row, judge_columns)
+        reason = exclusion(row)
         group = groups[row["prompt_id"]]  # every group is counted, even one with nothing valid
         if reason is None:
             group.append(row)
@@ -104,6 +109,10 @@ def build_pairs(scored: pl.DataFrame, prompts: pl.DataFrame, cfg: PairsConfig) -
                     seen.add(key)
                     kept.append(row)
             groups[prompt_id] = kept
+    for prompt_id, rows in groups.items():
+        judged = [row for row in rows if not unjudged(row, judge_columns)]
+        excluded["no_judgment"] += len(rows) - len(judged)
+        groups[prompt_id] = judged
     global_max = max((r["completion_tokens"] for rows in groups.values() for r in rows), default=0)
     candidates = []
     for prompt_id, rows in groups.items():
