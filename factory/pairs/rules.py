@@ -133,9 +133,8 @@ _SIGNATURE_BYTES = 1 << 18  # bytes handled at once: the scratch buffers stay in
 def text_signature(text: pl.Series) -> np.ndarray:
     """A u64 per row that is equal for any two texts whose normalized forms (`normalized`) are equal.
     It counts only characters that neither lower-casing nor whitespace collapsing changes or makes:
-    ASCII characters above the space except i, j and k (the lower case of U+0130 and of the Kelvin
-    sign are i and k; j goes with them because one OR finds all three), case folded (byte | 0x20), by
-    the sum of their bytes; and the CJK characters U+4000..U+9FFF (UTF-8 lead byte 0xE4..0xE9: no
+    ASCII characters above the space except i and k (which the lower case of U+0130 and of the Kelvin
+    sign produce), case folded (byte | 0x20), by the sum of their bytes; and the CJK characters U+4000..U+9FFF (UTF-8 lead byte 0xE4..0xE9: no
     case, not whitespace), by the sum of a hash of each. Any other character counts nothing, so equal
     signatures are only a necessary condition: the duplicate check compares the normalized texts of
     the rows whose signatures repeat in their group. Five uint8 passes over the bytes into two scratch
@@ -160,7 +159,7 @@ def text_signature(text: pl.Series) -> np.ndarray:
         value, counted, other = (buffer[: len(chunk)] for buffer in scratch)
         np.subtract(chunk, np.uint8(0x21), out=value)
         np.less(value, np.uint8(0x5F), out=counted)  # 0x21..0x7F, by uint8 wrap-around
-        np.bitwise_or(chunk, np.uint8(0x22), out=value)  # I, J, K, i, j, k (and only they) -> 0x6B
+        np.bitwise_or(chunk, np.uint8(0x22), out=value)  # I, K, i, k (and only they) -> 0x6B
         np.not_equal(value, np.uint8(0x6B), out=other)
         counted &= other
         np.bitwise_or(chunk, np.uint8(0x20), out=value)  # case folded
