@@ -97,3 +97,13 @@ def test_signatures_of_a_sliced_column_and_of_texts_that_differ():
     signatures = rules.text_signature(series.slice(1))
     assert signatures[0] == signatures[1] and signatures[0] != signatures[2]
     assert signatures[3] == signatures[4]  # the same characters: a candidate, then compared in full
+
+
+def test_signatures_do_not_depend_on_how_the_bytes_are_sliced(monkeypatch):
+    texts = ["Link 3  IS in stock", "", None, "好货 " * 9, "a" * 70, "x", "Kk iI  \t", "货好", "z" * 33]
+    series = pl.Series(texts * 5, dtype=pl.String)
+    whole = rules.text_signature(series)
+    monkeypatch.setattr(rules, "_SIGNATURE_BYTES", 16)  # many slices, and rows longer than a slice
+    sliced = rules.text_signature(series)
+    assert whole.tolist() == sliced.tolist()
+    assert whole[1] == whole[2] == 0 and whole[0] != whole[6]
