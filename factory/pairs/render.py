@@ -53,10 +53,11 @@ def _arrow(series: pl.Series) -> pa.Array:
     return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
 
 
-def conversations(prompt_messages: pl.Series, at: np.ndarray, content: pl.Series | None, name: str) -> pl.Series:
+def conversations(prompt_messages: pl.Series, at: np.ndarray, content: pa.Array | None, name: str) -> pl.Series:
     """Row i: the messages of prompt `at[i]` (positions in `prompt_messages`), then, when `content` is
-    given, one assistant message holding content[i]. Built as one Arrow gather of the messages' structs
-    (what `pl.concat_list` of a list and a struct per row gives, without a list built per row)."""
+    given (`fetch_content`'s Arrow strings), one assistant message holding content[i]. Built as one Arrow
+    gather of the messages' structs (what `pl.concat_list` of a list and a struct per row gives, without
+    a list built per row)."""
     lists = _arrow(prompt_messages)
     offsets = lists.offsets.to_numpy().astype(np.int64)  # of the unsliced values, as .values is
     values = lists.values
@@ -68,17 +69,17 @@ def conversations(prompt_messages: pl.Series, at: np.ndarray, content: pl.Series
     if content is not None:
         take[new_offsets[1:] - 1] = len(values) + np.arange(len(at))
         role = pl.repeat("assistant", len(at), eager=True, dtype=pl.String)
-        added = pa.StructArray.from_arrays([_arrow(role), _arrow(content)], fields=list(values.type))
+        added = pa.StructArray.from_arrays([_arrow(role), content], fields=list(values.type))
         values = pa.concat_arrays([values, added])
     merged = pa.LargeListArray.from_arrays(pa.array(new_offsets), values.take(pa.array(take)))
     return pl.Series(name, merged)
 
 
-def assistant_messages(content: pl.Series, name: str) -> pl.Series:
+def assistant_messages(content: pa.Array, name: str) -> pl.Series:
     """One assistant message per row: [{role: assistant, content}] (as `as_messages`, built in Arrow)."""
-    role = pl.repeat("assistant", content.len(), eager=True, dtype=pl.String)
-    struct = pa.StructArray.from_arrays([_arrow(role), _arrow(content)], names=["role", "content"])
-    offsets = pa.array(np.arange(content.len() + 1, dtype=np.int64))
+    role = pl.repeat("assistant", len(content), eager=True, dtype=pl.String)
+    struct = pa.StructArray.from_arrays([_arrow(role), content], names=["role", "content"])
+    offsets = pa.array(np.arange(len(content) + 1, dtype=np.int64))
     return pl.Series(name, pa.LargeListArray.from_arrays(offsets, struct))
 
 
@@ -94,26 +95,26 @@ def prompt_text(messages: pl.Expr) -> pl.Expr:
     return messages.list.eval(pl.element().struct.field("content")).list.join("\n\n")
 
 
-def fetch_content(scored: pl.LazyFrame | pl.DataFrame, rows: pl.Series, cfg: PairsConfig) -> pl.Series:
-    """The assistant content of the samples at positions `rows` of `scored`, in that order. In
+def fetch_content(scored: pl.LazyFrame | pl.DataFrame, rows: pl.Series, cfg: PairsConfig) -> pa.Array:
+    """The assistant content of the samples at positions `rows` of `scored`, in that order, as Arrow
+    strings (what the message lists are built from, so the text is not converted back and forth). In
     memory this is a gather; over a LazyFrame (Parquet scan) only those rows' text is kept."""
     content = assistant_content(pl.col("reasoning"), pl.col("answer"), cfg.include_reasoning).alias("content")
     if isinstance(scored, pl.DataFrame):
         picked = scored.select(pl.col("reasoning", "answer").gather(rows))
         if not cfg.include_reasoning:
-            return picked.select(content).to_series()
+            return _large(picked.select(content).to_series())
         # The same text as `assistant_content`, joined by Arrow (several times faster than concat_str here).
         text = [pa.scalar(part, pa.large_string()) for part in ("<think>\n", "\n</think>\n\n", "")]
+        answer = _large(picked["answer"])
         joined = pc.binary_join_element_wise(
-            text[0], _arrow(picked["reasoning"]), text[1], _arrow(picked["answer"]), text[2],
-            null_handling="replace", null_replacement="",
-        )  # fmt: skip
+            text[0], _large(picked["reasoning"]), text[1], answer, text[2], null_handling="replace", null_replacement=""
+        )
         # No reasoning: the answer alone, never an empty think block (rules.has_reasoning decides, as above).
         has = picked.select(has_reasoning(pl.col("reasoning"))).to_series().to_arrow()
-        answer = pc.fill_null(_arrow(picked["answer"]), pa.scalar("", pa.large_string()))
-        return pl.Series("content", pc.if_else(has, joined, answer), pl.String)
+        return pc.if_else(has, joined, pc.fill_null(answer, pa.scalar("", pa.large_string())))
     if not rows.len():
-        return pl.Series("content", [], pl.String)
+        return pa.array([], pa.large_string())
     # Only the row range in question is read (slice pushdown), and a streaming filter keeps just the
     # wanted rows' text; a join here could hash the whole scan.
     first, last = int(rows.min()), int(rows.max())  # type: ignore[arg-type]
@@ -125,7 +126,13 @@ def fetch_content(scored: pl.LazyFrame | pl.DataFrame, rows: pl.Series, cfg: Pai
         .collect(engine="streaming")
     )
     wanted = pl.DataFrame({"row": rows})
-    return wanted.join(found, on="row", how="left", maintain_order="left")["content"]
+    return _large(wanted.join(found, on="row", how="left", maintain_order="left")["content"])
+
+
+def _large(series: pl.Series) -> pa.Array:
+    """A string column as one Arrow large_string array."""
+    array = _arrow(series)
+    return array if array.type == pa.large_string() else array.cast(pa.large_string())
 
 
 def render_pairs(
@@ -138,15 +145,17 @@ def render_pairs(
     prompt = pl.col("messages") if cfg.format == "conversational" else prompt_text(pl.col("messages"))
     side = as_messages if cfg.format == "conversational" else (lambda content: content)
     content = fetch_content(scored, pl.concat([kept["chosen_row"], kept["rejected_row"]]), cfg)
-    chosen, rejected = content[: kept.height], content[kept.height :]
+    chosen_text, rejected_text = content[: kept.height], content[kept.height :]
+    if cfg.format == "conversational" and isinstance(prompts, pl.DataFrame):
+        chosen, rejected = assistant_messages(chosen_text, "chosen"), assistant_messages(rejected_text, "rejected")
+    else:
+        chosen, rejected = pl.Series("chosen", chosen_text, pl.String), pl.Series("rejected", rejected_text, pl.String)
     if isinstance(prompts, pl.DataFrame):  # in memory: gathers by position, messages built in Arrow
         at = prompt_positions(kept["prompt_id"], prompts)["_at"]
         text = prompts["messages"] if cfg.format == "conversational" else prompts.select(prompt).to_series()
-        if cfg.format == "conversational":
-            chosen, rejected = assistant_messages(chosen, "chosen"), assistant_messages(rejected, "rejected")
-        out = kept.with_columns(chosen.alias("chosen"), rejected.alias("rejected"), text.gather(at).alias("prompt"))
+        out = kept.with_columns(chosen, rejected, text.gather(at).alias("prompt"))
     else:
-        out = kept.with_columns(chosen.alias("chosen"), rejected.alias("rejected"))
+        out = kept.with_columns(chosen, rejected)
         out = out.with_columns(side(pl.col("chosen")).alias("chosen"), side(pl.col("rejected")).alias("rejected"))
         prompts_side = prompts.select("prompt_id", prompt.alias("prompt"))
         out = out.lazy().join(prompts_side, on="prompt_id", how="left", maintain_order="left")  # type: ignore[assignment]
@@ -187,8 +196,11 @@ def sink_pairs(
 
 
 # -- SFT exports -------------------------------------------------------------------------------
-def _sft_frame(rows: pl.DataFrame, prompts: pl.LazyFrame | pl.DataFrame, source: str, cfg: PairsConfig) -> pl.DataFrame:
-    """rows: prompt_id, sample_idx, completion_tokens, quality, content -> one SFT example each, in
+def _sft_frame(
+    rows: pl.DataFrame, content: pa.Array, prompts: pl.LazyFrame | pl.DataFrame, source: str, cfg: PairsConfig
+) -> pl.DataFrame:
+    """rows: prompt_id, sample_idx, completion_tokens, quality, and `content` (fetch_content's, row for row)
+    -> one SFT example each, in
     (prompt_id, sample_idx) order; a row whose prompt is not in `prompts` is left out.
 
     Output columns: prompt_id, sample_idx, messages (prompt + assistant) for the conversational
@@ -199,15 +211,18 @@ def _sft_frame(rows: pl.DataFrame, prompts: pl.LazyFrame | pl.DataFrame, source:
     prompts = prompts.select("prompt_id", "messages")
     prompts = prompts.collect() if isinstance(prompts, pl.LazyFrame) else prompts
     at = prompt_positions(rows["prompt_id"], prompts)["_at"]
-    rows = rows.with_columns(at).filter(pl.col("_at").is_not_null())
+    rows = rows.with_row_index("_content").with_columns(at).filter(pl.col("_at").is_not_null())
     if not _in_order(rows["prompt_id"], rows["sample_idx"]):  # the callers' rows usually are
         rows = rows.sort("prompt_id", "sample_idx")
+    order = rows["_content"].to_numpy()
+    if len(order) != len(content) or not np.array_equal(order, np.arange(len(order))):  # rows left out or moved
+        content = content.take(pa.array(order))
     positions = rows["_at"].to_numpy().astype(np.int64)
     if cfg.format == "conversational":
-        text = [conversations(prompts["messages"], positions, rows["content"], "messages")]
+        text = [conversations(prompts["messages"], positions, content, "messages")]
     else:
         strings = prompts.select(prompt_text(pl.col("messages")))
-        text = [strings.to_series().gather(rows["_at"]).alias("prompt"), rows["content"].alias("completion")]
+        text = [strings.to_series().gather(rows["_at"]).alias("prompt"), pl.Series("completion", content, pl.String)]
     return rows.select(
         "prompt_id",
         pl.col("sample_idx").cast(pl.Int64),
@@ -239,8 +254,7 @@ def sft_filter_long(
         .sort("gid", "sample_idx")  # numbers: the (prompt_id, sample_idx) order, before any text is fetched
         .select("row", "prompt_id", "sample_idx", "completion_tokens", "quality")
     )
-    rows = keep.with_columns(fetch_content(scored, keep["row"], cfg).alias("content"))
-    return _sft_frame(rows, prompts, "filter_long", cfg)
+    return _sft_frame(keep, fetch_content(scored, keep["row"], cfg), prompts, "filter_long", cfg)
 
 
 def sft_dp(
@@ -254,6 +268,5 @@ def sft_dp(
         pl.col("chosen_idx").alias("sample_idx"),
         pl.col("chosen_tokens").alias("completion_tokens"),
         pl.col("chosen_quality").alias("quality"),
-        fetch_content(scored, kept["chosen_row"], cfg).alias("content"),
     )
-    return _sft_frame(rows, prompts, "dp_sft", cfg)
+    return _sft_frame(rows, fetch_content(scored, kept["chosen_row"], cfg), prompts, "dp_sft", cfg)
