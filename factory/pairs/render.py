@@ -199,9 +199,9 @@ def sink_pairs(
 def _sft_frame(
     rows: pl.DataFrame, content: pa.Array, prompts: pl.LazyFrame | pl.DataFrame, source: str, cfg: PairsConfig
 ) -> pl.DataFrame:
-    """rows: prompt_id, sample_idx, completion_tokens, quality, and `content` (fetch_content's, row for row)
-    -> one SFT example each, in
-    (prompt_id, sample_idx) order; a row whose prompt is not in `prompts` is left out.
+    """rows: prompt_id, sample_idx, completion_tokens, quality, with `content` (fetch_content's, row for
+    row) -> one SFT example each, in (prompt_id, sample_idx) order; a row whose prompt is not in `prompts`
+    is left out.
 
     Output columns: prompt_id, sample_idx, messages (prompt + assistant) for the conversational
     format, or prompt and completion strings for the standard one; completion_tokens, quality, source.
