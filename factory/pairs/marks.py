@@ -108,6 +108,11 @@ def _missing_reasons(terms: list[Term], judges: list[Term]) -> dict[str, list[st
     return dict(sorted(by_reason.items(), key=lambda item: item[0] != NO_JUDGMENT))
 
 
+def _reason(name: str, reasons: tuple[str, ...]) -> pl.Expr:
+    """An exclusion reason as an Enum literal (no string per sample to cast afterwards)."""
+    return pl.lit(name, pl.Enum(reasons))
+
+
 def _filters(chain: pl.Expr | None, terms: list[Term], free: bool, reasons: tuple[str, ...]) -> pl.Expr | None:
     """`chain` continued with the filter terms that need no judge (free) or need one."""
     for i, term in enumerate(terms):
@@ -118,7 +123,7 @@ def _filters(chain: pl.Expr | None, terms: list[Term], free: bool, reasons: tupl
                 broken |= raw > term.exclude_above
             if term.exclude_below is not None:
                 broken |= raw < term.exclude_below
-            named = pl.lit(term.name, pl.Enum(reasons))  # an Enum literal: no string per row to cast
+            named = _reason(term.name, reasons)
             chain = (pl.when(broken) if chain is None else chain.when(broken)).then(named)  # type: ignore[attr-defined]
     return chain
 
@@ -130,8 +135,8 @@ def _exclusion(terms: list[Term], judges: list[Term], reasons: tuple[str, ...], 
     def missing(column: str) -> pl.Expr:
         return pl.col(column).is_null() | pl.col(column).is_nan()
 
-    def reason(name: str) -> pl.Expr:  # an Enum literal: no string per row to cast afterwards
-        return pl.lit(name, pl.Enum(reasons))
+    def reason(name: str) -> pl.Expr:
+        return _reason(name, reasons)
 
     if not judged:
         chain = (
@@ -225,7 +230,7 @@ def _mark_duplicates(marked: pl.DataFrame, reasons: tuple[str, ...], among: np.n
     is_copy[position[later]] = True
     return marked.with_columns(
         pl.when(pl.Series(is_copy))
-        .then(pl.lit(DUPLICATE, pl.Enum(reasons)))
+        .then(_reason(DUPLICATE, reasons))
         .otherwise(pl.col("exclusion"))
         .alias("exclusion")
     ).drop("key")
@@ -238,12 +243,12 @@ def _count(marked: pl.DataFrame, reasons: tuple[str, ...]) -> dict[str, Any]:
     code = marked["exclusion"].to_physical().fill_null(len(reasons)).to_numpy().astype(np.int64)  # valid: last
     by_code = np.bincount(code, minlength=len(reasons) + 1)
     by_reason = {r: int(n) for r, n in zip(reasons, by_code)}
-    starts, counts = segments(marked["gid"])
+    starts, _ = segments(marked["gid"])
     n_valid = np.add.reduceat((code == len(reasons)).astype(np.int64), starts) if len(starts) else starts
     too_few = np.flatnonzero(n_valid < 2)
     causes: dict[str, int] = {}
     if len(too_few):
-        group_of = np.repeat(np.arange(len(starts)), counts)
+        group_of = marked["gid"].to_numpy().astype(np.int64)  # dense, in row order: the group's segment index
         slot = np.full(len(starts), -1, np.int64)
         slot[too_few] = np.arange(len(too_few))
         rows = np.flatnonzero((slot[group_of] >= 0) & (code < len(reasons)))
