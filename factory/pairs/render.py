@@ -129,6 +129,10 @@ def fetch_content(scored: pl.LazyFrame | pl.DataFrame, rows: pl.Series, cfg: Pai
     return _large(wanted.join(found, on="row", how="left", maintain_order="left")["content"])
 
 
+def _strings(content: pa.Array, name: str) -> pl.Series:
+    return pl.Series(name, content, pl.String)
+
+
 def _large(series: pl.Series) -> pa.Array:
     """A string column as one Arrow large_string array."""
     array = _arrow(series)
@@ -145,17 +149,14 @@ def render_pairs(
     prompt = pl.col("messages") if cfg.format == "conversational" else prompt_text(pl.col("messages"))
     side = as_messages if cfg.format == "conversational" else (lambda content: content)
     content = fetch_content(scored, pl.concat([kept["chosen_row"], kept["rejected_row"]]), cfg)
-    chosen_text, rejected_text = content[: kept.height], content[kept.height :]
-    if cfg.format == "conversational" and isinstance(prompts, pl.DataFrame):
-        chosen, rejected = assistant_messages(chosen_text, "chosen"), assistant_messages(rejected_text, "rejected")
-    else:
-        chosen, rejected = pl.Series("chosen", chosen_text, pl.String), pl.Series("rejected", rejected_text, pl.String)
+    chosen, rejected = content[: kept.height], content[kept.height :]
     if isinstance(prompts, pl.DataFrame):  # in memory: gathers by position, messages built in Arrow
         at = prompt_positions(kept["prompt_id"], prompts)["_at"]
         text = prompts["messages"] if cfg.format == "conversational" else prompts.select(prompt).to_series()
-        out = kept.with_columns(chosen, rejected, text.gather(at).alias("prompt"))
+        sides = assistant_messages if cfg.format == "conversational" else _strings
+        out = kept.with_columns(sides(chosen, "chosen"), sides(rejected, "rejected"), text.gather(at).alias("prompt"))
     else:
-        out = kept.with_columns(chosen, rejected)
+        out = kept.with_columns(_strings(chosen, "chosen"), _strings(rejected, "rejected"))
         out = out.with_columns(side(pl.col("chosen")).alias("chosen"), side(pl.col("rejected")).alias("rejected"))
         prompts_side = prompts.select("prompt_id", prompt.alias("prompt"))
         out = out.lazy().join(prompts_side, on="prompt_id", how="left", maintain_order="left")  # type: ignore[assignment]
@@ -222,7 +223,7 @@ def _sft_frame(
         text = [conversations(prompts["messages"], positions, content, "messages")]
     else:
         strings = prompts.select(prompt_text(pl.col("messages")))
-        text = [strings.to_series().gather(rows["_at"]).alias("prompt"), pl.Series("completion", content, pl.String)]
+        text = [strings.to_series().gather(rows["_at"]).alias("prompt"), _strings(content, "completion")]
     return rows.select(
         "prompt_id",
         pl.col("sample_idx").cast(pl.Int64),
