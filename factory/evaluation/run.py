@@ -130,8 +130,10 @@ def stages(cfg: RunConfig, prompts: pl.DataFrame, fps: dict[str, Any]) -> list:
 
 
 def prices(cfg: RunConfig) -> dict[str, Any]:
-    out = {f"sample:{name}": c.cost for name, c in cfg.eval.candidates.items()}
-    return out | {f"judge:{name}": cfg.cost.judge for name in cfg.eval.candidates}
+    from factory.commands.cost import at_rate
+
+    out = {f"sample:{name}": at_rate(c.cost, c.engine) for name, c in cfg.eval.candidates.items()}
+    return out | {f"judge:{name}": at_rate(cfg.cost.judge, cfg.judge.engine) for name in cfg.eval.candidates}
 
 
 def _samples_of(store: RunStore, fp: str, prompts: pl.DataFrame, k: int) -> pl.DataFrame:

@@ -164,7 +164,8 @@ class Executor:
         if stage.name not in names:
             names.append(stage.name)
         if identity not in self.pools:
-            self.pools[identity] = self.backend.pool(stage.engine, stage.name)
+            # Engines that keep state in the run directory (batch ids) get the executor's store.
+            self.pools[identity] = self.backend.pool(stage.engine, stage.name, run_dir=self.store.url)
         return self.pools[identity]
 
     def close(self) -> None:

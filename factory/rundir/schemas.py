@@ -78,6 +78,25 @@ REWARDS = pa.schema(
     ]
 )
 
+# batches/: one row per provider batch (engine.batch) and status seen, appended as it changes; the latest row
+# of a batch_id is its state. custom_ids are the requests it holds (factory/engines/openai_batch.py).
+BATCHES = pa.schema(
+    [
+        ("batch_id", pa.string()),
+        ("server", pa.string()),  # engine.base_url with any credentials redacted
+        ("model", pa.string()),
+        ("input_file_id", pa.string()),
+        ("output_file_id", pa.string()),
+        ("error_file_id", pa.string()),
+        ("status", pa.string()),
+        ("custom_ids", pa.list_(pa.string())),
+        ("keys", pa.list_(pa.string())),  # each request's key (its tag) as JSON, in custom_ids' order
+        ("error", pa.string()),
+        ("created_at", pa.float64()),  # when the batch was created
+        ("updated_at", pa.float64()),  # when this status was seen
+    ]
+)
+
 INVALID = pa.schema(
     [
         ("stage", pa.string()),
