@@ -57,6 +57,11 @@ JUDGMENTS = pa.schema(
         ("latency_s", pa.float64()),
         ("created_at", pa.float64()),
         ("prompt_tokens", pa.int64()),  # summed over re-asks; null in rows stored before it was kept
+        # judge.mode group (null in pointwise rows): the group request this row is one answer of.
+        ("group_key", pa.string()),  # the exact samples shown, in their order, and the order number
+        ("group_pool", pa.string()),  # the stored samples the group was drawn from: when it changes, re-judged
+        ("group_order", pa.list_(pa.int64())),  # sample_idx of the answers as shown, label A first
+        ("label", pa.string()),  # this sample's label in the request
     ]
 )
 

@@ -1,0 +1,184 @@
+"""judge.mode group: one request per group and order, its order reproducible from the seed, the group
+judged again when it grows (the old judgments kept), rows per sample that the pair kernel reads, and
+judge.orders 2's flips counted and excluded as order_flip."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from factory import config as config_mod
+from factory.config import ConfigError
+from factory.engines.base import Request
+from factory.rundir.schemas import JUDGMENTS
+from factory.rundir.store import RunStore
+from factory.run import run
+from factory.stages.judge.group import shown_order
+from factory.stages.judge.parse import parse_group
+from factory.stages.judge.rubric import group_labels, render_group
+from tests.fakes import FakeEngine, seeded_reply
+from tests.synthetic import write_prompts
+
+_ANSWER = re.compile(r"\[Answer ([A-Z]+)\]\n(.*?)(?=\n\n\[Answer |\n\nThe \d+ answers above)", re.DOTALL)
+
+
+def shown(request: Request) -> list[tuple[str, str]]:
+    """(label, answer) of a group request, in the order shown."""
+    return _ANSWER.findall(request.messages[0]["content"])
+
+
+def group_reply(position_bias: float = 0.0):
+    """A group judge's reply: each answer's score from its words (so the same answer scores the same
+    wherever it is shown), plus `position_bias` per place from the top (a judge that favours A)."""
+
+    def reply(request: Request) -> str:
+        if request.json_schema is None or "A" not in request.json_schema["properties"]:
+            return seeded_reply(request)
+        out = {}
+        for place, (label, answer) in enumerate(shown(request)):
+            words = len(answer.split())
+            out[label] = {"score": max(0, min(100, 10 * words - position_bias * place)), "reason": "r"}
+        return json.dumps(out)
+
+    return reply
+
+
+def write_config(folder: Path, k: int = 4, n_prompts: int = 3, **extra: str) -> config_mod.RunConfig:
+    prompts = write_prompts(folder / "prompts.jsonl", n_prompts)
+    rubric = folder / "rubric.txt"
+    rubric.write_text("Question: {question}\nRate from 0 to {scale_max}:\n{answer}")
+    overrides = [f"output_dir={folder / 'run'}", f"prompts.path={prompts}", f"sampler.k={k}",
+                 f"judge.rubric_file={rubric}", "judge.mode=group", "pairs.dedupe='off'", "progress_interval_s=60", "judge.sampling.max_tokens=512"]  # fmt: skip
+    return config_mod.load(None, overrides + [f"{key}={value}" for key, value in extra.items()])
+
+
+def judge_requests(engine: FakeEngine) -> list[Request]:
+    return [r for r in engine.requests if r.json_schema is not None]
+
+
+def stored_judgments(folder: Path) -> pl.DataFrame:
+    return RunStore(str(folder / "run")).read("judgments", JUDGMENTS)  # type: ignore[return-value]
+
+
+def test_one_request_per_group_shows_the_prompt_once_and_stores_a_row_per_sample(tmp_path):
+    engine = FakeEngine(reply=group_reply())
+    result = run(write_config(tmp_path), backend="local", build=lambda _cfg: engine)
+    asked = judge_requests(engine)
+    assert len(asked) == 3  # 3 prompts, one group each
+    for request in asked:
+        content = request.messages[0]["content"]
+        assert content.count("Question:") == 1 and [label for label, _ in shown(request)] == ["A", "B", "C", "D"]
+        assert request.json_schema["required"] == ["A", "B", "C", "D"]
+    rows = stored_judgments(tmp_path)
+    assert rows.height == 12 and set(rows["parse_status"]) == {"ok"}
+    assert rows.group_by("prompt_id").agg(pl.col("group_key").n_unique())["group_key"].to_list() == [1, 1, 1]
+    one = rows.filter(pl.col("prompt_id") == rows["prompt_id"][0]).sort("label")
+    assert one["label"].to_list() == ["A", "B", "C", "D"] and one["sample_idx"].to_list() == one["group_order"][0].to_list()
+    assert one["attempts"].to_list() == [1, 0, 0, 0]  # the request is counted once, on the first answer shown
+    assert result["requests"]["judge"] == 3 and result["counts"]["judgments_ok"] == 12
+    # the score each sample got is the one its own answer earned, wherever it was shown
+    samples = RunStore(str(tmp_path / "run")).read("samples")
+    words = {(r["prompt_id"], r["sample_idx"]): len(r["answer"].split()) for r in samples.iter_rows(named=True)}
+    assert all(r["score"] == min(100, 10 * words[(r["prompt_id"], r["sample_idx"])]) for r in rows.iter_rows(named=True))
+    assert result.pairs.height > 0  # the pair kernel reads the rows as it reads pointwise ones
+    again = run(write_config(tmp_path), backend="local", build=lambda _cfg: engine)
+    assert again["requests"] == {"sampler": 0, "judge": 0}
+
+
+def test_the_order_is_reproducible_from_the_seed_and_order_1_is_its_reverse():
+    first = shown_order(7, "p1", [0, 1, 2, 3, 4, 5], 0)
+    assert first == shown_order(7, "p1", [5, 4, 3, 2, 1, 0], 0)
+    assert sorted(first) == [0, 1, 2, 3, 4, 5] and first != [0, 1, 2, 3, 4, 5]
+    assert shown_order(7, "p1", list(range(6)), 1) == first[::-1]
+    assert len({tuple(shown_order(seed, "p1", list(range(6)), 0)) for seed in range(8)}) > 1
+
+
+def test_the_same_run_twice_shows_the_same_orders(tmp_path):
+    orders = []
+    for name in ("a", "b"):
+        folder = tmp_path / name
+        folder.mkdir()
+        engine = FakeEngine(reply=group_reply())
+        run(write_config(folder), backend="local", build=lambda _cfg, e=engine: e)
+        orders.append(sorted(map(tuple, stored_judgments(folder).unique("prompt_id")["group_order"].to_list())))
+    assert orders[0] == orders[1]
+
+
+def test_a_group_that_grows_is_judged_again_and_the_old_judgments_are_kept(tmp_path):
+    engine = FakeEngine(reply=group_reply())
+    run(write_config(tmp_path, k=2), backend="local", build=lambda _cfg: engine)
+    before = stored_judgments(tmp_path)
+    assert before.height == 6 and len(judge_requests(engine)) == 3
+    result = run(write_config(tmp_path, k=4), backend="local", build=lambda _cfg: engine)
+    after = stored_judgments(tmp_path)
+    assert len(judge_requests(engine)) == 6 and result["requests"]["judge"] == 3  # each group once more
+    assert after.height == 6 + 12  # the k=2 judgments are still stored
+    assert set(before["group_key"]) <= set(after["group_key"])
+    newest = after.filter(~pl.col("group_key").is_in(before["group_key"].implode()))
+    assert sorted(len(o) for o in newest.unique("prompt_id")["group_order"].to_list()) == [4, 4, 4]
+    scored = result.scored.filter(pl.col("quality").is_not_null())
+    assert scored.height == 12  # every sample read from its prompt's latest group
+    again = run(write_config(tmp_path, k=4), backend="local", build=lambda _cfg: engine)
+    assert again["requests"]["judge"] == 0
+
+
+def test_two_orders_are_asked_and_their_flips_counted_then_excluded(tmp_path):
+    # A judge that favours whatever it is shown first: close answers swap between the two orders.
+    engine = FakeEngine(reply=group_reply(position_bias=25))
+    result = run(write_config(tmp_path, n_prompts=6, **{"judge.orders": "2"}), backend="local", build=lambda _cfg: engine)
+    asked = judge_requests(engine)
+    assert len(asked) == 12  # 6 prompts x 2 orders
+    by_prompt: dict[str, list[list[str]]] = {}
+    rows = stored_judgments(tmp_path)
+    for (pid, vote), group in rows.group_by("prompt_id", "vote"):
+        by_prompt.setdefault(pid, [None, None])[vote] = group["group_order"][0].to_list()
+    assert all(orders[1] == orders[0][::-1] for orders in by_prompt.values())
+    stats = result["pairs"] if "pairs" in result.manifest else result["stats"]
+    flips, scored = stats["order_flips"], stats["order_pairs"]
+    assert scored == 6 and 0 < flips <= 6
+    kept = stats["pairs_kept"]
+    excluded = run(
+        write_config(tmp_path, n_prompts=6, **{"judge.orders": "2", "pairs.exclude_order_flips": "true"}),
+        backend="local", build=lambda _cfg: engine,
+    )  # fmt: skip
+    stats = excluded["pairs"] if "pairs" in excluded.manifest else excluded["stats"]
+    assert excluded["requests"]["judge"] == 0
+    assert stats["pairs_by_outcome"]["order_flip"] >= 1
+    assert stats["pairs_kept"] == kept - stats["pairs_by_outcome"]["order_flip"]
+
+
+def test_a_reply_missing_an_answer_is_re_asked_and_the_others_keep_their_score():
+    labels = group_labels(3)
+    parsed = parse_group('{"A": {"score": 70, "reason": "r"}, "C": {"score": 5, "reason": "r"}}', labels, 100)
+    assert parsed["A"]["status"] == "ok" and parsed["B"]["status"] == "unparseable" and parsed["C"]["score"] == 5
+    assert {p["status"] for p in parse_group("no json at all", labels, 100).values()} == {"unparseable"}
+    assert group_labels(28)[-2:] == ["AA", "AB"]
+
+
+def test_group_rendering_labels_every_answer_once():
+    cfg = config_mod.load(None, ["judge.mode=group"]).judge
+    messages = render_group("Q: {question}\n{answer}", {"question": "which link?"}, [{"answer": "x"}, {"answer": "y"}], cfg)
+    text = messages[0]["content"]
+    assert text.count("which link?") == 1 and "[Answer A]\nx" in text and "[Answer B]\ny" in text
+    assert '"A": {"score"' in text
+
+
+def test_group_mode_config_errors_name_the_key():
+    with pytest.raises(ConfigError, match=r"judge\.orders: 2 asks a group in two orders"):
+        config_mod.load(None, ["judge.orders=2"])
+    with pytest.raises(ConfigError, match=r"judge\.votes: judge\.mode=group"):
+        config_mod.load(None, ["judge.mode=group", "judge.votes=2", "judge.sampling.temperature=0.5"])
+    with pytest.raises(ConfigError, match=r"judge\.mode"):
+        config_mod.load(None, ["judge.mode=listwise"])
+
+
+def test_group_and_pointwise_judgments_have_different_fingerprints():
+    from factory.stages.judge.stage import judge_fingerprint
+
+    point = config_mod.load(None, []).judge
+    group = config_mod.load(None, ["judge.mode=group"]).judge
+    assert judge_fingerprint(point, "m", "r") != judge_fingerprint(group, "m", "r")
