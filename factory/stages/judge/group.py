@@ -199,6 +199,19 @@ def group_rows(row: dict, current: dict, cfg: JudgeConfig, judge_fp: str) -> lis
     return out
 
 
+def group_failed(requests: list[dict], reason: str, cfg: JudgeConfig, judge_fp: str) -> list[dict]:
+    """The rows stored for group requests that could not be served: engine_error for every answer shown."""
+    out = []
+    for request in requests:
+        labels = group_labels(len(request["members"]))
+        current = {"labels": labels, "attempts": 0, "reasks": 0, "tokens": None, "prompt_tokens": None,
+                   "latency": 0.0, "raw": None, "error": reason,
+                   "results": {label: {"score": None, "status": "engine_error", "reason": reason, "dimensions": None}
+                               for label in labels}}  # fmt: skip
+        out += group_rows(request, current, cfg, judge_fp)
+    return out
+
+
 class GroupJudgeStage(JudgeStage):
     """A generative judge in judge.mode group, as the executor drives it. A work row is one group request;
     it answers the judgment key of every sample it shows (`answers`)."""
@@ -317,15 +330,7 @@ class GroupJudgeStage(JudgeStage):
         return out
 
     def failed(self, requests: list[dict], reason: str) -> list[dict]:
-        out = []
-        for request in requests:
-            n = len(request["members"])
-            current = {"labels": group_labels(n), "attempts": 0, "reasks": 0, "tokens": None, "prompt_tokens": None,
-                       "latency": 0.0, "raw": None, "error": reason,
-                       "results": {label: {"score": None, "status": "engine_error", "reason": reason, "dimensions": None}
-                                   for label in group_labels(n)}}  # fmt: skip
-            out += group_rows(request, current, self.cfg, self.judge_fp)
-        return out
+        return group_failed(requests, reason, self.cfg, self.judge_fp)
 
     def read(self, store: Any, samples: pl.DataFrame | None = None) -> pl.DataFrame:
         if samples is None:
