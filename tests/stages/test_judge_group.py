@@ -182,3 +182,35 @@ def test_group_and_pointwise_judgments_have_different_fingerprints():
     point = config_mod.load(None, []).judge
     group = config_mod.load(None, ["judge.mode=group"]).judge
     assert judge_fingerprint(point, "m", "r") != judge_fingerprint(group, "m", "r")
+
+
+def test_group_batch_re_asks_a_reply_missing_an_answer_and_keeps_the_first_usable_scores():
+    from factory.stages.judge.group import group_judge_batch
+
+    cfg = config_mod.load(None, ["judge.mode=group"]).judge
+    replies = iter(['{"A": {"score": 70, "reason": "r"}}', '{"A": {"score": 1, "reason": "r"}, "B": {"score": 40, "reason": "r"}}'])
+    engine = FakeEngine(reply=lambda request: next(replies))
+    row = {"prompt_id": "p", "sampler_fp": "s", "vote": 0, "members": [3, 1], "created": [1.0, 2.0], "group_key": "g",
+           "group_pool": "pool", "seed": 5, "messages": [{"role": "user", "content": "judge A and B"}]}  # fmt: skip
+    out = group_judge_batch(engine, [row], None, cfg, "fp")
+    assert len(engine.requests) == 2 and "B: no score for answer B" in engine.requests[1].messages[-1]["content"]
+    assert [(r["sample_idx"], r["label"], r["score"], r["parse_status"]) for r in out] == [
+        (3, "A", 70, "ok"), (1, "B", 40, "retried_ok")
+    ]
+    assert [r["attempts"] for r in out] == [2, 0] and [r["sample_created_at"] for r in out] == [1.0, 2.0]
+    assert sum(r["prompt_tokens"] for r in out) == 20  # two requests of 10 prompt tokens, split over the rows
+
+
+def test_a_group_request_whose_batch_keeps_failing_stores_engine_error_for_every_answer(tmp_path):
+    from tests.fakes import Raise
+
+    def reply(request: Request):
+        return Raise(RuntimeError("replica died")) if request.json_schema is not None else seeded_reply(request)
+
+    engine = FakeEngine(reply=reply)
+    cfg = write_config(tmp_path, n_prompts=2, **{"judge.engine.max_retries": "1"})
+    result = run(cfg, backend="local", build=lambda _cfg: engine)
+    rows = stored_judgments(tmp_path)
+    assert rows.height == 8 and set(rows["parse_status"]) == {"engine_error"}
+    assert rows.group_by("group_key").len()["len"].to_list() == [4, 4]  # each group retried whole, stored whole
+    assert result["counts"]["judgments_failed"] == 8
