@@ -11,9 +11,9 @@ batch only ever answers the exact request it was sent for. One generate():
      none -> it is sent; a live one (validating, in_progress, finalizing, cancelling) -> it is polled,
      never sent again; an ended one -> its result is read from the output / error file;
   2. the requests to send become one JSONL file (`{"custom_id", "method": "POST", "url":
-     "/v1/chat/completions", "body"}` per line), uploaded with purpose "batch", and one batch over it;
-     its row (batch id, input file id, custom_ids, the requests' keys, status) is appended to batches/
-     the moment the batch exists, before anything else happens;
+     "/v1/chat/completions", "body"}` per line), uploaded with purpose "batch" (its row, status
+     "uploaded", is appended to batches/), and one batch over it, whose row (batch id, input file id,
+     custom_ids, the requests' keys, status) is appended the moment the batch exists;
   3. the batches are polled every `engine.batch_poll_s` seconds; each status seen is appended as a row;
      once a batch ends its files are downloaded and every result of this call is handed to `on_done`.
 A result line is `{"custom_id", "response": {"status_code", "body"}, "error"}`: a 200 body is parsed
@@ -25,8 +25,9 @@ earlier run that ended without a usable result for a request is sent again the s
 missing rows, never the ones it answered.
 
 A killed driver leaves its batches running at the provider; the next run finds their ids in batches/
-and polls them. The one window left is between the provider creating a batch and its row being
-stored (one append): a kill exactly there sends that batch again.
+and polls them. A run killed while a batch was being created left only its file's row: the next run
+looks among the provider's 100 most recent batches for one over that file and polls it (found) or
+sends the requests (not found: the batch was never made).
 """
 
 from __future__ import annotations
@@ -79,6 +80,14 @@ def result_outcome(line: dict | None) -> tuple[str, Any]:
     if isinstance(status, int) and status not in (408, 409, 429) and 400 <= status < 500:
         return "error", f"HTTP {status}: {detail or 'refused inside the batch'}"
     return "again", f"HTTP {status}: {detail or 'failed inside the batch'}"
+
+
+class _Uploaded:
+    """The row of an uploaded batch file whose batch is not known (yet): batch_id `file:<file id>`."""
+
+    def __init__(self, file_id: str, status: str = "uploaded"):
+        self.id, self.input_file_id, self.status = f"file:{file_id}", file_id, status
+        self.output_file_id = self.error_file_id = None
 
 
 class BatchSender:
@@ -159,15 +168,19 @@ class BatchSender:
                 on_done(completion)
 
         while len(done) < len(bodies):
-            send, waiting = [], {}
+            send, waiting, adopted = [], {}, False
             for cid, (request, _) in bodies.items():
                 if cid in done:
                     continue
                 with self.lock:
                     held = self.holding.get(cid)
                     batch = dict(self.batches[held[-1]]) if held else None
-                if batch is None:
+                if batch is None or batch["status"] == "abandoned":
                     send.append(cid)
+                elif batch["status"] == "uploaded":
+                    self._adopt(batch)
+                    adopted = True  # the requests' latest batch changed: look again
+                    break
                 elif batch["status"] not in ENDED:
                     waiting.setdefault(batch["batch_id"], []).append(cid)
                 else:
@@ -180,6 +193,8 @@ class BatchSender:
                         finish(cid, Completion(tag=request.tag, error=self.engine._scrub(value + attempts), attempts=tries))
                     else:
                         send.append(cid)
+            if adopted:
+                continue
             if send:
                 self._submit([(cid, *bodies[cid]) for cid in send])
             elif waiting:
@@ -221,17 +236,35 @@ class BatchSender:
         data = "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines).encode()
         client = self.engine.client
         upload = self._api(lambda: client.files.create(file=("factory-batch.jsonl", data), purpose="batch"), "uploading a batch file")
+        keys = [json.dumps(request.tag, default=str) for _, request, _ in items]
+        cids = [cid for cid, _, _ in items]
+        # The uploaded file's row first: a run killed while the batch is being created finds it by this file.
+        self._record(_Uploaded(upload.id), cids, keys)
         batch = self._api(
             lambda: client.batches.create(input_file_id=upload.id, endpoint=ENDPOINT, completion_window=self.cfg.batch_window),
             "creating a batch",
         )
-        keys = [json.dumps(request.tag, default=str) for _, request, _ in items]
         with self.lock:
             self.mine.add(batch.id)
-            for cid, _, _ in items:
+            for cid in cids:
                 self.tries[cid] += 1
-        self._record(batch, [cid for cid, _, _ in items], keys)
+        self._record(batch, cids, keys)
         self.polled[batch.id] = time.monotonic()
+
+    def _adopt(self, uploaded: dict) -> None:
+        """An uploaded file's row is the latest of its requests: its run stopped while the batch was created.
+        The provider's recent batches are searched for one over that file; found, it is polled like any
+        stored batch; not found, the row is marked abandoned and its requests are sent (nothing was paid)."""
+        file_id = uploaded["input_file_id"]
+        async def newest() -> Any:  # the client's list is an awaitable paginator, not a coroutine
+            return await self.engine.client.batches.list(limit=100)
+
+        page = self._api(newest, "listing the recent batches")
+        found = next((b for b in page.data if b.input_file_id == file_id), None)
+        if found is not None:
+            self._record(found, uploaded["custom_ids"], uploaded["keys"])
+        else:
+            self._record(_Uploaded(file_id, "abandoned"), uploaded["custom_ids"], uploaded["keys"])
 
     def _wait(self, batch_ids: list[str]) -> None:
         """Poll until one of `batch_ids` has ended (each at most every batch_poll_s seconds)."""

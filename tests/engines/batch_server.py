@@ -2,6 +2,7 @@
 
     POST /v1/files                 multipart (purpose=batch, file=JSONL)  -> a file object {id: file-N}
     POST /v1/batches               {input_file_id, endpoint, completion_window} -> a batch object (validating)
+    GET  /v1/batches               the newest batches first (a list page)
     GET  /v1/batches/{id}          the batch object as it stands (in_progress, completed, expired, failed)
     GET  /v1/files/{id}/content    the JSONL of an output or error file
     POST /v1/chat/completions      counted only: batch mode must never send one
@@ -11,7 +12,7 @@ Every input line is answered like tests.engines.loopback.FakeModelServer would (
 creation order, how it ends: "complete", "hold" (in_progress until `release()`), "expire_half" (the
 first half answered, the rest expired), "fail" (validation failed, no file), "refuse_first" (its first
 line answered with a 400), "error_first" (its first line answered with a 500). Counters: `lines`
-(custom_id -> how many input lines held it), `uploads`, `creates`, `polls`, `downloads`, `chats`.
+(custom_id -> how many input lines held it), `uploads`, `creates`, `polls`, `lists`, `downloads`, `chats`.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class BatchServer(_Server):
         self.batches: dict[str, dict[str, Any]] = {}
         self.inputs: dict[str, list[dict]] = {}  # batch id -> its input lines
         self.lines: Counter[str] = Counter()
-        self.uploads = self.creates = self.polls = self.downloads = self.chats = 0
+        self.uploads = self.creates = self.polls = self.downloads = self.chats = self.lists = 0
         self.released = threading.Event()
 
         class Handler(_Handler):
@@ -93,6 +94,13 @@ class BatchServer(_Server):
 
             def do_GET(self):
                 server: BatchServer = self.server.owner  # type: ignore[attr-defined]
+                if self.path.split("?")[0] == "/v1/batches":
+                    with server.lock:
+                        server.lists += 1
+                        newest = [server.public(b) for b in reversed(server.batches.values())][:100]
+                    body = {"object": "list", "data": newest, "has_more": False,
+                            "first_id": newest[0]["id"] if newest else None, "last_id": newest[-1]["id"] if newest else None}  # fmt: skip
+                    return self._send(200, json.dumps(body).encode())
                 found = re.fullmatch(r"/v1/batches/([\w-]+)", self.path)
                 with server.lock:
                     if found and found.group(1) in server.batches:

@@ -71,9 +71,10 @@ def test_one_call_is_one_batch_its_id_stored_and_no_chat_request_sent(tmp_path):
     assert line["method"] == "POST" and line["url"] == "/v1/chat/completions"
     assert line["body"]["model"] == "m" and line["body"]["seed"] == 100 and len(line["custom_id"]) == 32
     rows = journal(tmp_path)
-    assert [r["status"] for r in rows][0] == "validating" and rows[-1]["status"] == "completed"
-    assert {r["batch_id"] for r in rows} == {"batch_0"}
-    assert rows[0]["input_file_id"] == "file-0" and rows[-1]["output_file_id"]
+    assert [(r["batch_id"], r["status"]) for r in rows] == [
+        ("file:file-0", "uploaded"), ("batch_0", "validating"), ("batch_0", "completed")
+    ]  # the file's row before the create call, the batch's the moment it exists, then each status seen
+    assert rows[1]["input_file_id"] == "file-0" and rows[-1]["output_file_id"]
     assert sorted(rows[0]["custom_ids"]) == sorted(server.lines) and len(rows[0]["keys"]) == 4
     assert json.loads(rows[0]["keys"][0]) == ["p", 0]
 
@@ -107,7 +108,7 @@ def test_a_driver_killed_between_create_and_download_is_resumed_by_polling_its_s
             os.killpg(driver.pid, signal.SIGKILL)
             driver.wait(timeout=10)
         assert server.downloads == 0  # killed before anything came back
-        assert [r["status"] for r in journal(run_dir)][0] == "validating"
+        assert [r["status"] for r in journal(run_dir)][:2] == ["uploaded", "validating"]
         server.release()
         engine = batch_engine(server.url, run_dir)
         try:
@@ -133,7 +134,7 @@ def test_an_expired_batch_is_sent_again_only_for_its_missing_rows(tmp_path):
     first, second = server.inputs["batch_0"], server.inputs["batch_1"]
     assert len(first) == 4 and [line["custom_id"] for line in second] == [line["custom_id"] for line in first[2:]]
     assert server.creates == 2 and sorted(server.lines.values()) == [1, 1, 2, 2]
-    statuses = {r["batch_id"]: r["status"] for r in journal(tmp_path)}
+    statuses = {r["batch_id"]: r["status"] for r in journal(tmp_path) if not r["batch_id"].startswith("file:")}
     assert statuses == {"batch_0": "expired", "batch_1": "completed"}
 
 
@@ -192,6 +193,44 @@ def test_an_ended_batch_of_an_earlier_run_answers_without_a_new_batch_and_a_chan
         finally:
             engine.close()
         assert server.creates == 2
+
+
+def test_a_driver_killed_while_its_batch_was_created_finds_it_by_its_file(tmp_path, monkeypatch):
+    """The batch exists at the provider but its row was never stored (the driver died right after the
+    create call): the next run finds it by the uploaded file's row and polls it; nothing is sent twice."""
+    from factory.engines import openai_batch
+
+    with BatchServer() as server:
+        engine = batch_engine(server.url, tmp_path)
+        real = openai_batch.BatchSender._record
+
+        def die_after_create(self, batch, *args, **kwargs):
+            if not batch.id.startswith("file:"):
+                raise SystemExit("killed between creating the batch and storing its row")
+            return real(self, batch, *args, **kwargs)
+
+        monkeypatch.setattr(openai_batch.BatchSender, "_record", die_after_create)
+        with pytest.raises(SystemExit):
+            engine.generate(requests(3))
+        engine.close()
+        monkeypatch.setattr(openai_batch.BatchSender, "_record", real)
+        assert server.creates == 1 and [r["status"] for r in journal(tmp_path)] == ["uploaded"]
+        engine = batch_engine(server.url, tmp_path)
+        try:
+            out = engine.generate(requests(3))
+        finally:
+            engine.close()
+        assert [c.text for c in out] == [expected_text(r) for r in requests(3)]
+        assert (server.uploads, server.creates, server.lists) == (1, 1, 1) and set(server.lines.values()) == {1}
+        # a file whose batch was never made: its requests are sent (once), the row marked abandoned
+        store = RunStore(str(tmp_path / "never"))
+        engine = batch_engine(server.url, tmp_path / "never")
+        uploaded = {"input_file_id": "file-none", "custom_ids": [], "keys": []}
+        engine._batch.bind(store)
+        engine._batch._record(openai_batch._Uploaded("file-none"), [], [])
+        engine._batch._adopt(uploaded)
+        engine.close()
+        assert journal(tmp_path / "never")[-1]["status"] == "abandoned"
 
 
 def test_batch_is_the_openai_kinds_capability_only():
