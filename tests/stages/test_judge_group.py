@@ -214,3 +214,40 @@ def test_a_group_request_whose_batch_keeps_failing_stores_engine_error_for_every
     assert rows.height == 8 and set(rows["parse_status"]) == {"engine_error"}
     assert rows.group_by("group_key").len()["len"].to_list() == [4, 4]  # each group retried whole, stored whole
     assert result["counts"]["judgments_failed"] == 8
+
+
+def test_pointwise_and_group_judges_of_one_run_are_compared_like_any_two_judges(tmp_path):
+    """judge (pointwise) and judges.g (group) on the same samples: the stats' judge agreement compares their
+    picks; a judge that scores each answer by its own words picks the same pair either way."""
+
+    def reply(request: Request) -> str:
+        if request.json_schema is not None and "A" not in request.json_schema["properties"]:
+            answer = request.messages[0]["content"].rsplit(":\n", 1)[-1]
+            return json.dumps({"score": min(100, 10 * len(answer.split())), "reason": "r"})
+        return group_reply()(request)
+
+    engine = FakeEngine(reply=reply)
+    cfg = write_config(tmp_path, n_prompts=4, **{"judge.mode": "pointwise", "judges.g.mode": "group",
+                       "judges.g.rubric_file": str(tmp_path / "rubric.txt"), "judges.g.sampling.max_tokens": "512",
+                       "pairs.judges": "[quality,quality_g]"})  # fmt: skip
+    result = run(cfg, backend="local", build=lambda _cfg: engine)
+    assert result["requests"]["judge"] == 16 and result["requests"]["judge_g"] == 4  # 4 prompts x k=4, and 4 groups
+    assert result["pairs"]["judge_agreement"] == {"quality vs quality_g": 1.0}
+    rows = stored_judgments(tmp_path)
+    point = rows.filter(pl.col("group_key").is_null())
+    group = rows.filter(pl.col("group_key").is_not_null())
+    assert point.height == group.height == 16
+    # the fake bills 10 prompt tokens a request: 10 per judged sample pointwise, 10 / 4 in a group of 4
+    assert point["prompt_tokens"].sum() == 160 and group["prompt_tokens"].sum() == 40
+
+
+def test_the_plan_counts_group_requests_and_the_run_then_makes_them(tmp_path):
+    from factory.commands.plan import make_plan
+
+    engine = FakeEngine(reply=group_reply())
+    for k in (4, 6):  # a fresh run, then growth: every group grows and is judged again
+        cfg = write_config(tmp_path, k=k)
+        plan = {p["stage"]: p for p in make_plan(cfg)["stages"]}
+        made = run(cfg, backend="local", build=lambda _cfg: engine)["requests"]
+        assert plan["judge"]["requests"] == made["judge"] == 3, k
+        assert plan["sample"]["requests"] == made["sampler"]

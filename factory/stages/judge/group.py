@@ -228,6 +228,16 @@ class GroupJudgeStage(JudgeStage):
         """Judge requests per usable upstream sample: one per group and order."""
         return self.cfg.orders / self.k
 
+    @property
+    def answers_per_request(self) -> int:
+        return self.k
+
+    def group_requests(self, sample_work: pl.DataFrame) -> tuple[int, str]:
+        """`factory plan`: the group requests the planned samples will lead to (each prompt they complete is
+        judged again in every order) and how that was counted."""
+        prompts = sample_work["prompt_id"].n_unique() if sample_work.height else 0
+        return prompts * self.cfg.orders, f"{prompts} prompt(s) getting samples x {self.cfg.orders} order(s), one group each"
+
     def rows_of(self, work: list[dict] | pl.DataFrame) -> int:
         """Judgment rows the work will store: one per sample each group request shows."""
         if isinstance(work, pl.DataFrame):
@@ -321,8 +331,14 @@ class GroupJudgeStage(JudgeStage):
         return work
 
     def render(self, work: list[dict]) -> list[dict]:
+        """Group work rows -> requests. A row of one sample with no group (what `factory plan` renders to
+        estimate requests not planned yet) becomes a group of k copies of its answer."""
         out = []
         for row in work:
+            if "members" not in row:
+                members = list(range(self.k))
+                row = {**row, "members": members, "created": [None] * self.k, "group_pool": "", "group_key": "",
+                       "answers": [row.get("answer") or ""] * self.k, "reasonings": [row.get("reasoning") or ""] * self.k}  # fmt: skip
             answers = [{"answer": a, "reasoning": r} for a, r in zip(row["answers"], row["reasonings"])]
             seed = derive_seed(self.cfg.sampling.seed, "judge-group", row["prompt_id"], row["group_key"])
             messages = render_group(self.rubric, self.prompts[row["prompt_id"]], answers, self.cfg)
