@@ -9,7 +9,7 @@ Roles are system, user and assistant; `prompts.roles` maps other names first (th
 history says 观众 for the viewer and 主播 for the host: roles: {观众: user, 主播: assistant}).
 
     >>> valid, invalid = prepare_prompts(rows, cfg, system_prompt, user_template)
-    valid:   prompt_id, messages, product_info, history, question, row_index, <other input fields>
+    valid:   prompt_id, messages, prompt_hash, product_info, history, question, row_index, <other input fields>
     invalid: stage="prompts", row_index, prompt_id, reason, raw
 
 A row that cannot be used never stops the run: it goes to `invalid` with its reason (a line that is not
@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from factory.config import ConfigError, PromptsConfig
-from factory.rundir.hashing import stable_hash
+from factory.rundir.hashing import messages_hash
 from factory.rundir.schemas import INVALID, MESSAGES
 
 DEFAULT_USER_TEMPLATE = "Product info:\n{product_info}\n\nConversation so far:\n{history}\n\nViewer comment: {question}"
@@ -322,6 +322,7 @@ FIXED = pa.schema(
         ("prompt_id", pa.string()),
         ("row_index", pa.int64()),
         ("messages", MESSAGES),
+        ("prompt_hash", pa.string()),  # messages_hash(messages): what the samples of this prompt must have answered
         ("product_info", pa.string()),
         ("history", MESSAGES),
         ("question", pa.string()),
@@ -348,7 +349,7 @@ def prepare_prompts(
             if isinstance(row, dict) and cfg.id_column and row.get(cfg.id_column) is not None:
                 given_id = str(row[cfg.id_column])
             rendered = render_row(row, cfg, system_prompt, template)
-            text = stable_hash(rendered["messages"])
+            text = messages_hash(rendered["messages"])
             prompt_id = given_id or text
             if prompt_id in seen:
                 raise InvalidRow(f"duplicate prompt_id {prompt_id!r}")
@@ -371,7 +372,7 @@ def prepare_prompts(
             if key in special or (key == cfg.id_column and key in FIXED.names):
                 continue
             extras[f"input_{key}" if key in FIXED.names else key] = _scalar(value)
-        valid.append({"prompt_id": prompt_id, "row_index": row_index, **rendered, **extras})
+        valid.append({"prompt_id": prompt_id, "row_index": row_index, "prompt_hash": text, **rendered, **extras})
     return _prompts_frame(valid), pl.from_arrow(pa.Table.from_pylist(invalid, schema=INVALID))  # type: ignore[return-value]
 
 

@@ -250,3 +250,84 @@ def test_prompts_roles_from_yaml_and_the_command_line_and_a_bad_target_names_its
     assert load(None, ["prompts.roles.viewer=user"]).prompts.roles == {"viewer": "user"}
     with pytest.raises(ConfigError, match="prompts.roles.主播"):
         load(None, ["prompts.roles.主播=host"])
+
+
+# -- a prompt's identity for resume is its id and its rendered text ------------------------------------
+def _identity_run(tmp_path, questions, engine=None, **kw):
+    """`factory run` (fake engine, in process) on prompts a..c with these questions; the manifest."""
+    from tests.fakes import FakeEngine, seeded_reply
+    from tests.test_run import local_run, synthetic_cfg
+
+    def reply(request):  # a sample names the question it answered; a judge's reply as usual
+        if request.json_schema is not None:
+            return seeded_reply(request)
+        return f"<think>{'hmm ' * (request.seed % 3)}</think>about " + request.messages[-1]["content"].rsplit(":", 1)[-1]
+
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(json.dumps({"id": pid, "product_info": PRODUCT, "question": q}) + "\n" for pid, q in questions.items()))
+    cfg = synthetic_cfg(tmp_path, 1, f"prompts.path={path}", "pairs.filter_before_judge=false")
+    return local_run(cfg, engine or FakeEngine(reply=reply), **kw)
+
+
+def _pair_texts(store):
+    pairs = store.read("pairs")
+    return {
+        row["prompt_id"]: (row["prompt"][-1]["content"], row["chosen"][-1]["content"], row["rejected"][-1]["content"])
+        for row in pairs.iter_rows(named=True)
+    }
+
+
+def test_a_prompt_whose_text_changed_under_its_id_is_sampled_and_judged_again_never_paired_across_texts(tmp_path, capsys):
+    from factory.rundir.store import RunStore
+
+    first = {"a": "is it blue?", "b": "how big is it?", "c": "does it ship free?"}
+    _identity_run(tmp_path, first)
+    fixed = {**first, "b": "how heavy is it?"}
+    manifest = _identity_run(tmp_path, fixed)
+    # k=2: the changed prompt's 2 samples and their 2 judgments, nothing else
+    assert manifest["requests"] == {"sampler": 2, "judge": 2}
+    assert manifest["counts"]["prompts_changed"] == 1
+    assert "1 prompt(s) changed text under the same prompt_id since the last run ('b')" in capsys.readouterr().err
+    store = RunStore(str(tmp_path / "run"))
+    for pid, (prompt, chosen, rejected) in _pair_texts(store).items():
+        question = fixed[pid]
+        assert prompt.endswith(question) and chosen.endswith(question) and rejected.endswith(question), pid
+    samples = store.read("samples")
+    assert samples.filter(pl.col("prompt_id") == "b").height == 4  # the old samples stay stored, unused
+    # the read-only rebuild reads the same: only samples of the text in prompts/
+    from factory.commands.rebuild import rebuild_pairs
+
+    rebuild_pairs(str(tmp_path / "run"))
+    assert all(c.endswith(fixed[p]) and r.endswith(fixed[p]) for p, (_, c, r) in _pair_texts(store).items())
+    again = _identity_run(tmp_path, fixed)
+    assert again["requests"] == {"sampler": 0, "judge": 0} and again["counts"]["prompts_changed"] == 0
+    back = _identity_run(tmp_path, first)  # back to the first text: its stored samples and judgments answer it
+    assert back["requests"] == {"sampler": 0, "judge": 0} and back["counts"]["prompts_changed"] == 1
+    assert all(c.endswith(first[p]) for p, (_, c, _r) in _pair_texts(store).items())
+
+
+def _drop_columns(store, table, *names):
+    """Rewrite a table's parts without `names`: a run directory of the version before they were kept."""
+    for path in store.parts(table):
+        part = store.read_part(path)
+        store.merge(table, [path], part.drop_columns([n for n in names if n in part.column_names]))
+
+
+def test_an_old_run_directory_without_prompt_hashes_resumes_and_a_changed_text_is_asked_again(tmp_path, capsys):
+    from factory.rundir.store import RunStore
+
+    first = {"a": "is it blue?", "b": "how big is it?", "c": "does it ship free?"}
+    _identity_run(tmp_path, first)
+    store = RunStore(str(tmp_path / "run"))
+    _drop_columns(store, "samples", "prompt_hash")
+    _drop_columns(store, "prompts", "prompt_hash")
+    _drop_columns(store, "judgments", "sample_created_at")  # older still: judgments not tied to their sample row
+    same = _identity_run(tmp_path, first)
+    assert same["requests"] == {"sampler": 0, "judge": 0}
+    assert "6 stored sample(s) had no prompt_hash" in capsys.readouterr().err
+    assert store.read("samples")["prompt_hash"].null_count() == 0
+    fixed = {**first, "c": "when does it arrive?"}
+    manifest = _identity_run(tmp_path, fixed)
+    assert manifest["requests"] == {"sampler": 2, "judge": 2} and manifest["counts"]["prompts_changed"] == 1
+    for pid, (prompt, chosen, rejected) in _pair_texts(store).items():
+        assert chosen.endswith(fixed[pid]) and rejected.endswith(fixed[pid]), pid

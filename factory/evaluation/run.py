@@ -135,7 +135,8 @@ def prices(cfg: RunConfig) -> dict[str, Any]:
 
 
 def _samples_of(store: RunStore, fp: str, prompts: pl.DataFrame, k: int) -> pl.DataFrame:
-    samples = sample_stage.current_samples(store.read("samples", SAMPLES), fp, prompts["prompt_id"], k)
+    stored = store.read("samples", SAMPLES)
+    samples = sample_stage.current_samples(stored, fp, prompts["prompt_id"], k, sample_stage.prompt_hashes(prompts))
     return samples if samples.height else pl.from_arrow(SAMPLES.empty_table())  # type: ignore[return-value]
 
 
@@ -206,6 +207,7 @@ def evaluate(cfg: RunConfig, backend: str = "ray", build: Any = None, take_over:
     with session:
         store = session.store
         prompts, invalid = eval_prompts(cfg)
+        sample_stage.stamp_prompt_hashes(store)  # samples stored before prompt_hash: from prompts/, before it goes
         store.replace("prompts", prompts)
         if invalid.height:
             store.replace("invalid", invalid.to_arrow().cast(INVALID))
