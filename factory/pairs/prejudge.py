@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 
 import polars as pl
 
-from factory.config import PairsConfig
+from factory.config import BalanceConfig, PairsConfig
 from factory.pairs.marks import judge_free, prepare
 from factory.pairs.terms import resolve
 
@@ -38,10 +38,15 @@ _PLACEHOLDER = "quality"  # a judged-by-everyone column, so that no judge decide
 
 def judge_free_config(cfg: PairsConfig) -> PairsConfig:
     """`cfg` reduced to its judge-free exclusions: the rule filter terms (weights dropped) and dedupe;
-    the quality judge stands in for pairs.judges."""
+    the quality judge stands in for pairs.judges. pairs.balance is left out: it caps kept pairs per value of
+    a prompts column, a decision of the build on judged groups that excludes no sample (and the samples
+    here carry no prompts column)."""
     terms, _ = resolve(cfg)
     rules = [t.entry for t in terms[2:] if t.is_filter and judge_free(t)]
-    return replace(cfg, terms=[replace(e, weight=0.0) for e in rules], judges=[_PLACEHOLDER], combine="terms", target=None)  # type: ignore[type-var]
+    return replace(
+        cfg, terms=[replace(e, weight=0.0) for e in rules], judges=[_PLACEHOLDER], combine="terms", target=None,  # type: ignore[type-var]
+        balance=BalanceConfig(),
+    )  # fmt: skip
 
 
 def verifier_columns(cfg: PairsConfig) -> list[str]:
