@@ -75,12 +75,51 @@ def _format(file: str) -> str:
     return FORMATS[suffix]
 
 
+def check_url(path: str, key: str = "prompts.path") -> None:
+    """A URL whose scheme fsspec does not know, or whose backend is not installed, is one error naming
+    `key` (before any request), not a traceback."""
+    for link in path.split("::"):  # a chained URL (simplecache::s3://...) names a filesystem per link
+        protocol = fsspec.core.split_protocol(link)[0]
+        if protocol is None:
+            continue
+        try:
+            fsspec.get_filesystem_class(protocol)
+        except ValueError:
+            raise PromptsFileError(
+                f"{key}: {path}: unknown URL scheme {protocol}:// (a local path needs none; fsspec reads file://, "
+                "s3://, gs://, az://, hf://, http(s)://, memory://, ... with their package installed)"
+            ) from None
+        except ImportError as exc:
+            raise PromptsFileError(f"{key}: {path}: no filesystem for {protocol}:// is installed ({exc})") from None
+
+
+TEMPLATE_FIELDS = ("product_info", "history", "question")
+
+
+def check_template(template: str, key: str = "prompts.user_template_file") -> None:
+    """The user template renders with its three fields, else one error naming `key` and the field (an
+    unknown {field}, a positional {} or {0}, a stray brace, a bad !conversion), before any request."""
+    fields = ", ".join("{" + f + "}" for f in TEMPLATE_FIELDS)
+    literal = "write a literal brace as {{ or }}"
+    try:
+        template.format(**{f: "" for f in TEMPLATE_FIELDS})
+    except KeyError as exc:
+        raise ConfigError(f"{key}: unknown field {{{exc.args[0]}}} in the template (it may use {fields}; {literal})") from None
+    except IndexError:
+        raise ConfigError(f"{key}: a positional field {{}} in the template (name one of {fields}; {literal})") from None
+    except AttributeError as exc:
+        raise ConfigError(f"{key}: a field of the template reads an attribute ({exc}); use {fields} as they are") from None
+    except ValueError as exc:
+        raise ConfigError(f"{key}: the template does not parse: {exc} ({literal}; its fields are {fields})") from None
+
+
 def prompt_files(path: str) -> tuple[Any, list[str]]:
     """(filesystem, files) of `path`: the file itself, or the files of a folder in name order.
     In a folder, names starting with '.' or '_' are not data (_SUCCESS, .DS_Store, .ipynb_checkpoints:
     the Arrow/Spark rule) and are passed over; a subfolder or a file of another kind is an error."""
     if not path:
         raise ValueError("prompts.path: no prompts file given")
+    check_url(path)
     fs, root = fsspec.core.url_to_fs(path)
     if not fs.exists(root):
         raise FileNotFoundError(f"prompts.path: {path} does not exist")
@@ -399,6 +438,7 @@ def load_prompts(cfg: PromptsConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Read `cfg.path` (honouring `cfg.limit`) and prepare it."""
     system_prompt = read_text(cfg.system_prompt_file) if cfg.system_prompt_file else ""
     user_template = read_text(cfg.user_template_file) if cfg.user_template_file else ""
+    check_template(user_template)
     return prepare_prompts(read_rows(cfg.path, cfg.limit), cfg, system_prompt, user_template)
 
 

@@ -331,3 +331,41 @@ def test_an_old_run_directory_without_prompt_hashes_resumes_and_a_changed_text_i
     assert manifest["requests"] == {"sampler": 2, "judge": 2} and manifest["counts"]["prompts_changed"] == 1
     for pid, (prompt, chosen, rejected) in _pair_texts(store).items():
         assert chosen.endswith(fixed[pid]) and rejected.endswith(fixed[pid]), pid
+
+
+@pytest.mark.parametrize(
+    "template, message",
+    [
+        ("{product_info}\n{viewer_name} asks: {question}", r"prompts\.user_template_file: unknown field \{viewer_name\}"),
+        ("Info: {product_info} {history}\nQ: {question} (answer in { braces)", r"prompts\.user_template_file: the template does not parse: .*'\}'"),
+        ("Q: {question} }", r"prompts\.user_template_file: the template does not parse: Single '\}'"),
+        ("Q: {}", r"prompts\.user_template_file: a positional field"),
+    ],
+)
+def test_a_user_template_that_cannot_render_fails_preflight_naming_the_key_and_field(tmp_path, template, message):
+    from factory.config import ConfigError
+    from factory.graph import RunGraph
+    from tests.fakes import FakeEngine
+    from tests.test_run import local_run, synthetic_cfg
+
+    path = tmp_path / "template.txt"
+    path.write_text(template)
+    cfg = synthetic_cfg(tmp_path, 2, f"prompts.user_template_file={path}")
+    with pytest.raises(ConfigError, match=message):
+        RunGraph(cfg).preflight()
+    engine = FakeEngine()
+    with pytest.raises(ConfigError, match=message):
+        local_run(cfg, engine)
+    assert engine.requests == [] and not (tmp_path / "run" / "prompts").exists()
+
+
+def test_an_unknown_url_scheme_for_prompts_path_is_one_error_naming_the_key(tmp_path):
+    from factory.config import ConfigError
+    from factory.graph import RunGraph
+    from tests.test_run import synthetic_cfg
+
+    cfg = synthetic_cfg(tmp_path, 2, "prompts.path=hdfx://bucket/prompts.jsonl")
+    with pytest.raises(ConfigError, match=r"prompts\.path: hdfx://bucket/prompts\.jsonl: unknown URL scheme hdfx://"):
+        RunGraph(cfg).preflight()
+    with pytest.raises(PromptsFileError, match=r"prompts\.path: .*unknown URL scheme hdfx://"):
+        load_prompts(PromptsConfig(path="hdfx://bucket/prompts.jsonl"))

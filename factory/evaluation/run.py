@@ -81,6 +81,7 @@ def preflight(cfg: RunConfig, secrets: bool = True) -> None:
     ):
         if path and "://" not in path and not Path(path).is_file():
             raise ConfigError(f"{key}: file not found: {path}")
+    graph.check_prompts(cfg, e.prompts, "eval.prompts")
     judge_stage.check_rubric(graph.rubric_text(cfg), "judge.rubric_file")
 
 
