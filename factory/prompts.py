@@ -227,10 +227,10 @@ def _json_rows(fs: Any, file: str, kind: str) -> Iterator[Any]:
         if text.startswith(b"{"):
             try:
                 whole = json.loads(data.decode("utf-8-sig"))
-            except ValueError:  # UnicodeDecodeError included: not one document, read it line by line
+            except (ValueError, RecursionError):  # UnicodeDecodeError included: not one document, read it line by line
                 whole = None
             if isinstance(whole, dict):
-                yield whole
+                yield _checked(whole, name)
                 return
         yield from _json_lines(io.BytesIO(data), name)
         return
@@ -250,7 +250,59 @@ def _json_array(data: bytes, file: str) -> Iterator[Any]:
         raise PromptsFileError(
             f"prompts.path: {file} is not a valid JSON array ({exc.msg} at line {exc.lineno} column {exc.colno})"
         ) from None
-    yield from rows
+    except (RecursionError, ValueError) as exc:  # nested too deep, an integer of too many digits
+        why = "nested deeper than a JSON reader goes" if isinstance(exc, RecursionError) else str(exc).split(";")[0]
+        raise PromptsFileError(
+            f"prompts.path: {file} is a JSON array that cannot be read ({why}): the array cannot be split into rows "
+            "around it; fix the file or write it as JSONL (one bad line is then that row's problem only)"
+        ) from None
+    name = _name(file)
+    for number, row in enumerate(rows, 1):
+        yield _checked(row, f"{name} element {number}")
+
+
+MAX_DEPTH = 64  # nesting levels of a row: a product_info object holds 3 or 4; past this a row is refused
+
+
+def _checked(row: Any, where: str) -> Any:
+    """A parsed JSON row, or an InvalidRow when it cannot be stored or rendered: nested deeper than
+    MAX_DEPTH (every later step would recurse that deep), or holding text that is not valid Unicode (a
+    lone surrogate from a `\\ud800` escape: UTF-8 cannot encode it, so no Parquet file can hold it)."""
+    stack = [(row, 1, None)]
+    while stack:
+        value, depth, field = stack.pop()
+        if depth > MAX_DEPTH:
+            return InvalidRow(f"{where}: nested more than {MAX_DEPTH} levels deep" + (f" (field {field!r})" if field else ""))
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                return InvalidRow(
+                    f"{where}: " + (f"field {field!r} holds" if field else "holds")
+                    + f" text that is not valid Unicode (a lone surrogate \\u{ord(exc.object[exc.start]):04x}), "
+                    "which UTF-8 cannot encode"
+                )  # fmt: skip
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                top = field if field is not None else key
+                stack.append((key, depth, top))
+                stack.append((item, depth + 1, top))
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1, field) for item in value)
+    return row
+
+
+def _parse_line(line: str, where: str) -> Any:
+    """One JSON text -> its row (checked), or an InvalidRow saying why it cannot be one."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        return InvalidRow(f"{where}: not valid JSON ({exc.msg})", raw=line.strip())
+    except RecursionError:
+        return InvalidRow(f"{where}: not usable JSON (nested deeper than a JSON reader goes)", raw=line.strip()[:1000])
+    except ValueError as exc:  # an integer of more digits than Python converts (4300)
+        return InvalidRow(f"{where}: not usable JSON ({str(exc).split(';')[0]})", raw=line.strip()[:1000])
+    return _checked(row, where)
 
 
 def _json_lines(handle: Any, name: str) -> Iterator[Any]:
@@ -264,10 +316,7 @@ def _json_lines(handle: Any, name: str) -> Iterator[Any]:
             continue
         if not line.strip():
             continue
-        try:
-            yield json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield InvalidRow(f"{name} line {line_no}: not valid JSON ({exc.msg})", raw=line.strip())
+        yield _parse_line(line, f"{name} line {line_no}")
 
 
 def _check_messages(value: Any, what: str, roles: dict[str, str] | None = None) -> list[dict[str, str]]:

@@ -114,6 +114,13 @@ OUTCOMES = {
     "garbage.parquet": r"garbage\.parquet is not a readable Parquet file \(ArrowInvalid: ",
     "broken_array.json": r"broken_array\.json is not a valid JSON array \(Expecting ',' delimiter at line 3 column 3\)",
     "prompts.csv": r"prompts\.csv is not a prompts file \(CSV cannot hold the product_info object",
+    "pathological.jsonl": (["p1", "p6"], [
+        (1, "pathological.jsonl line 2: not usable JSON (nested deeper than a JSON reader goes)"),
+        (2, "pathological.jsonl line 3: not usable JSON (Exceeds the limit (4300 digits) for integer string conversion: value has 5000 digits)"),
+        (3, "pathological.jsonl line 4: field 'question' holds text that is not valid Unicode (a lone surrogate \\ud800), which UTF-8 cannot encode"),
+        (4, "pathological.jsonl line 5: nested more than 64 levels deep (field 'product_info')"),
+    ]),
+    "deep_array.json": r"deep_array\.json is a JSON array that cannot be read \(nested deeper than a JSON reader goes\)",
 }
 
 
@@ -369,3 +376,16 @@ def test_an_unknown_url_scheme_for_prompts_path_is_one_error_naming_the_key(tmp_
         RunGraph(cfg).preflight()
     with pytest.raises(PromptsFileError, match=r"prompts\.path: .*unknown URL scheme hdfx://"):
         load_prompts(PromptsConfig(path="hdfx://bucket/prompts.jsonl"))
+
+
+def test_a_run_records_every_unusable_row_and_goes_on(tmp_path):
+    from factory.rundir.store import RunStore
+    from tests.test_run import local_run, synthetic_cfg
+
+    cfg = synthetic_cfg(tmp_path, 1, f"prompts.path={CORPUS / 'pathological.jsonl'}")
+    manifest = local_run(cfg)
+    counts = manifest["counts"]
+    assert (counts["prompts_in"], counts["prompts_valid"], counts["prompts_invalid"]) == (6, 2, 4)
+    assert counts["samples_ok"] == 2 * 2 and manifest["requests"]["sampler"] == 4
+    ledger = RunStore(str(tmp_path / "run")).read("invalid")
+    assert ledger["row_index"].to_list() == [1, 2, 3, 4] and ledger["reason"].null_count() == 0
