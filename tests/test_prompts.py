@@ -337,7 +337,7 @@ def test_an_old_run_directory_without_prompt_hashes_resumes_and_a_changed_text_i
     manifest = _identity_run(tmp_path, fixed)
     assert manifest["requests"] == {"sampler": 2, "judge": 2} and manifest["counts"]["prompts_changed"] == 1
     for pid, (prompt, chosen, rejected) in _pair_texts(store).items():
-        assert chosen.endswith(fixed[pid]) and rejected.endswith(fixed[pid]), pid
+        assert prompt.endswith(fixed[pid]) and chosen.endswith(fixed[pid]) and rejected.endswith(fixed[pid]), pid
 
 
 @pytest.mark.parametrize(
