@@ -301,6 +301,12 @@ def test_a_prompt_whose_text_changed_under_its_id_is_sampled_and_judged_again_ne
         assert prompt.endswith(question) and chosen.endswith(question) and rejected.endswith(question), pid
     samples = store.read("samples")
     assert samples.filter(pl.col("prompt_id") == "b").height == 4  # the old samples stay stored, unused
+    for export in ("filter_long", "dp_sft"):  # the SFT exports take the same samples
+        sft = store.read(f"sft/{export}")
+        assert sft.height and all(
+            m[-2]["content"].endswith(fixed[pid]) and m[-1]["content"].endswith(fixed[pid])
+            for pid, m in zip(sft["prompt_id"].to_list(), sft["messages"].to_list())
+        ), export
     # the read-only rebuild reads the same: only samples of the text in prompts/
     from factory.commands.rebuild import rebuild_pairs
 
