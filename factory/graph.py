@@ -18,9 +18,7 @@ usable rows) plus its stage module; JUDGE_KINDS lists them.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
@@ -82,16 +80,6 @@ def check_prompts(cfg: RunConfig, path: str = "", key: str = "prompts.path") -> 
     prompts_mod.check_url(path or cfg.prompts.path, key)
     if cfg.prompts.user_template_file:
         prompts_mod.check_template(read_text(cfg.prompts.user_template_file), "prompts.user_template_file")
-
-
-def versions() -> dict[str, str]:
-    out = {"python": sys.version.split()[0]}
-    for package in ("factory", "ray", "polars", "pyarrow", "xllamacpp", "openai", "vllm", "omegaconf", "fsspec"):
-        try:
-            out[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
 
 
 def prefilter(cfg: RunConfig, prompts: pl.DataFrame) -> Prefilter | None:
