@@ -260,7 +260,7 @@ def test_prompts_roles_from_yaml_and_the_command_line_and_a_bad_target_names_its
 
 
 # -- a prompt's identity for resume is its id and its rendered text ------------------------------------
-def _identity_run(tmp_path, questions, engine=None, **kw):
+def _identity_run(tmp_path, questions, *extra, engine=None, **kw):
     """`factory run` (fake engine, in process) on prompts a..c with these questions; the manifest."""
     from tests.fakes import FakeEngine, seeded_reply
     from tests.test_run import local_run, synthetic_cfg
@@ -272,7 +272,7 @@ def _identity_run(tmp_path, questions, engine=None, **kw):
 
     path = tmp_path / "prompts.jsonl"
     path.write_text("".join(json.dumps({"id": pid, "product_info": PRODUCT, "question": q}) + "\n" for pid, q in questions.items()))
-    cfg = synthetic_cfg(tmp_path, 1, f"prompts.path={path}", "pairs.filter_before_judge=false")
+    cfg = synthetic_cfg(tmp_path, 1, f"prompts.path={path}", "pairs.filter_before_judge=false", *extra)
     return local_run(cfg, engine or FakeEngine(reply=reply), **kw)
 
 
@@ -317,6 +317,8 @@ def test_a_prompt_whose_text_changed_under_its_id_is_sampled_and_judged_again_ne
     back = _identity_run(tmp_path, first)  # back to the first text: its stored samples and judgments answer it
     assert back["requests"] == {"sampler": 0, "judge": 0} and back["counts"]["prompts_changed"] == 1
     assert all(c.endswith(first[p]) for p, (_, c, _r) in _pair_texts(store).items())
+    grown = _identity_run(tmp_path, first, "sampler.k=3")  # growth asks only the new keys: one per prompt
+    assert grown["requests"] == {"sampler": 3, "judge": 3} and grown["counts"]["prompts_changed"] == 0
 
 
 def _drop_columns(store, table, *names):
