@@ -16,7 +16,7 @@ import polars as pl
 import pytest
 import yaml
 
-from factory.commands.cost import run_prices, usd
+from factory.executor.budget import run_prices, usd
 from factory.config import load
 from factory.rundir.schemas import BATCHES
 from factory.rundir.store import RunStore

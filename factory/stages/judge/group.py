@@ -42,6 +42,7 @@ from factory.stages.judge.read import current_judgments
 from factory.stages.judge.rubric import group_labels, group_schema, reask_messages, render_group
 from factory.stages.judge.stage import JudgeStage, judgment_row
 from factory.stages.sample import STATUS_COLUMNS as SAMPLE_STATUS
+from factory.stages.sample import answered, current_samples
 from factory.stages.scored import SAMPLE_KEY, TEXT_SCHEMA, judgeable, of_current_samples, prefiltered, sample_text
 
 GROUP_STATUS = ["prompt_id", "vote", "judge_fp", "sampler_fp", "group_pool", "parse_status", "created_at"]
@@ -250,7 +251,8 @@ class GroupJudgeStage(JudgeStage):
     def plan(self, store: Any) -> pl.DataFrame:
         ids = self.prompt_ids
         mine = (pl.col("sampler_fp") == self.sampler_fp) & (pl.col("sample_idx") < self.k)
-        status = latest(read_status(store, "samples", SAMPLES, SAMPLE_STATUS, ids, mine), ["prompt_id", "sample_idx"])
+        status = read_status(store, "samples", SAMPLES, SAMPLE_STATUS, ids, mine).filter(answered(self.hashes))
+        status = latest(status, ["prompt_id", "sample_idx"])  # of the prompts' current text only
         status = status.with_columns(ids.gather(status["prompt_id"]).alias("prompt_id"))
         counts = status.group_by("prompt_id").len()
         complete = set(counts.filter(pl.col("len") >= self.k)["prompt_id"].to_list())
@@ -270,7 +272,7 @@ class GroupJudgeStage(JudgeStage):
         have = set(done.select("prompt_id", "vote", "group_pool").iter_rows())
         pending = {pid for pid, pool in pools.items() for v in range(self.cfg.orders) if (pid, v, pool) not in have}
         keys = pl.concat([ok.filter(pl.col("prompt_id").is_in(list(pending))), waiting_keys]).select(SAMPLE_KEY)
-        text = sample_text(store, keys)
+        text = sample_text(store, keys, ids, self.hashes)
         for row in text.filter(pl.col("prompt_id").is_in(list(self._waiting))).iter_rows(named=True):
             self._partial.setdefault(row["prompt_id"], {})[row["sample_idx"]] = row
         lost = status.filter(pl.col("error").is_not_null() & pl.col("prompt_id").is_in(list(self._waiting)))
@@ -350,6 +352,6 @@ class GroupJudgeStage(JudgeStage):
 
     def read(self, store: Any, samples: pl.DataFrame | None = None) -> pl.DataFrame:
         if samples is None:
-            status = store.read("samples", SAMPLES, columns=[*SAMPLE_KEY, "created_at"])
-            samples = latest(self._mine(status), SAMPLE_KEY) if status is not None else pl.DataFrame()
+            status = store.read("samples", SAMPLES, columns=[*SAMPLE_KEY, "prompt_hash", "created_at"])
+            samples = current_samples(status, self.sampler_fp, self.prompt_ids, self.k, self.hashes)
         return current_group_judgments(store.read("judgments", JUDGMENTS), self.judge_fp, samples)
