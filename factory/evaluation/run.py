@@ -124,9 +124,11 @@ def stages(cfg: RunConfig, prompts: pl.DataFrame, fps: dict[str, Any]) -> list:
                 cfg, fp, prompts, engine=c.engine, sampling=c.sampling, k=e.k, retry_failed=e.retry_failed,
                 name=f"sample:{name}",
             ))  # fmt: skip
-        judges.append(judge_stage.JudgeStage(
+        group = {"resample_failed": e.retry_failed} if cfg.judge.mode == "group" else {}  # one group per prompt
+        judge_class = judge_stage.GroupJudgeStage if group else judge_stage.JudgeStage
+        judges.append(judge_class(
             cfg, {f"judge:{name}": fps["judge"], "sampler": fp}, prompts, rubric, k=e.k, name=f"judge:{name}",
-            upstream=None if c.answers_path else f"sample:{name}",
+            upstream=None if c.answers_path else f"sample:{name}", **group,
         ))  # fmt: skip
     return samplers + judges
 

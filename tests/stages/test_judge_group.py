@@ -251,3 +251,19 @@ def test_the_plan_counts_group_requests_and_the_run_then_makes_them(tmp_path):
         made = run(cfg, backend="local", build=lambda _cfg: engine)["requests"]
         assert plan["judge"]["requests"] == made["judge"] == 3, k
         assert plan["sample"]["requests"] == made["sampler"]
+
+
+def test_a_sample_asked_again_changes_its_group_which_is_judged_again(tmp_path):
+    """A group judgment is reused only for the exact samples it saw: the failed sample of p0 asked again
+    (sampler.retry_failed) makes p0's pool new, so p0 alone is judged again, now with four answers."""
+    engine = FakeEngine(script={("p0", 1): [RuntimeError("HTTP 500"), None]}, reply=group_reply())
+    cfg = write_config(tmp_path, **{"sampler.engine.max_retries": "0"})
+    first = run(cfg, backend="local", build=lambda _cfg: engine)
+    rows = stored_judgments(tmp_path)
+    p0 = rows.filter(pl.col("prompt_id") == "p0")
+    assert first["requests"]["judge"] == 3 and p0.height == 3 and 1 not in p0["sample_idx"].to_list()
+    again = run(write_config(tmp_path, **{"sampler.retry_failed": "true"}), backend="local", build=lambda _cfg: engine)
+    assert again["requests"] == {"sampler": 1, "judge": 1}
+    p0 = stored_judgments(tmp_path).filter(pl.col("prompt_id") == "p0")
+    assert p0["group_key"].n_unique() == 2 and sorted(p0.group_by("group_key").len()["len"].to_list()) == [3, 4]
+    assert again.scored.filter(pl.col("prompt_id") == "p0")["quality"].null_count() == 0

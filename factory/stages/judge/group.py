@@ -11,7 +11,8 @@ Output columns: judgments -> the pointwise row (vote = the order) + group_key, g
     >>> rows = group_judge_batch(engine, stage.render(work.to_dicts()), None, cfg.judge, judge_fp)
     rows: prompt_id="p1" sample_idx=2 vote=0 score=71 label="A" group_order=[2, 0, 3, 1] ...
 
-A prompt's group is drawn once every sample_idx < k of it is stored (ok or failed). Its pool is the
+A prompt's group is drawn once every sample_idx < k of it is stored (ok or failed; with
+sampler.retry_failed, once its failed samples were asked again). Its pool is the
 error-free samples, (sample_idx, created_at) each; `group_pool` hashes it. The answers shown are the
 pool's usable ones (a non-empty answer, passing pairs.filter_before_judge), in the order
 random.Random(seed of (judge seed, prompt_id, the members' sample_idx)).shuffle gives (order 0; order 1 is its reverse);
@@ -219,8 +220,11 @@ class GroupJudgeStage(JudgeStage):
 
     run_batch = staticmethod(group_judge_batch)
 
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
+    def __init__(self, cfg: Any, *args: Any, resample_failed: bool | None = None, **kwargs: Any):
+        """As JudgeStage; `resample_failed`: whether the sample stage feeding it asks its failed samples again
+        first (default sampler.retry_failed; eval passes its own)."""
+        super().__init__(cfg, *args, **kwargs)
+        self.resample_failed = cfg.sampler.retry_failed if resample_failed is None else resample_failed
         self._waiting: set[str] = set()  # prompts whose samples are not all stored yet
         self._partial: dict[str, dict[int, dict]] = {}  # their samples stored since, by sample_idx
 
@@ -255,7 +259,15 @@ class GroupJudgeStage(JudgeStage):
         status = latest(status, ["prompt_id", "sample_idx"])  # of the prompts' current text only
         status = status.with_columns(ids.gather(status["prompt_id"]).alias("prompt_id"))
         counts = status.group_by("prompt_id").len()
-        complete = set(counts.filter(pl.col("len") >= self.k)["prompt_id"].to_list())
+        if self.upstream is None:  # no sample stage feeds it (eval's imported answers): what is stored is all
+            complete = set(counts["prompt_id"].to_list())
+        else:
+            complete = set(counts.filter(pl.col("len") >= self.k)["prompt_id"].to_list())
+        redo: set[str] = set()
+        if self.resample_failed and self.upstream is not None:  # their failed samples come back (ok or failed again) before the group is drawn
+            redo = set(status.filter(pl.col("error").is_not_null())["prompt_id"].to_list())
+            complete -= redo
+            status = status.filter(pl.col("error").is_null() | ~pl.col("prompt_id").is_in(list(redo)))
         self._waiting = set(ids.to_list()) - complete
         ours = (pl.col("judge_fp") == self.judge_fp) & (pl.col("sampler_fp") == self.sampler_fp)
         stored = read_status(store, "judgments", JUDGMENTS, GROUP_STATUS, ids, ours)
