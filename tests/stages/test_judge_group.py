@@ -267,3 +267,21 @@ def test_a_sample_asked_again_changes_its_group_which_is_judged_again(tmp_path):
     p0 = stored_judgments(tmp_path).filter(pl.col("prompt_id") == "p0")
     assert p0["group_key"].n_unique() == 2 and sorted(p0.group_by("group_key").len()["len"].to_list()) == [3, 4]
     assert again.scored.filter(pl.col("prompt_id") == "p0")["quality"].null_count() == 0
+
+
+def fake_group_engine(_cfg) -> FakeEngine:
+    return FakeEngine(reply=group_reply())
+
+
+@pytest.mark.slow
+def test_group_judging_on_ray_matches_the_local_executor(tmp_path):
+    rows = {}
+    for backend in ("local", "ray"):
+        folder = tmp_path / backend
+        folder.mkdir()
+        cfg = write_config(folder, **{"ray.num_cpus": "2", "sampler.engine.cpus_per_replica": "0.5",
+                                      "judge.engine.cpus_per_replica": "0.5"})  # fmt: skip
+        result = run(cfg, backend=backend, build=fake_group_engine)  # built in each actor on Ray
+        assert result["requests"]["judge"] == 3, backend
+        rows[backend] = stored_judgments(folder).sort("prompt_id", "sample_idx").select("prompt_id", "sample_idx", "score", "label")
+    assert rows["ray"].equals(rows["local"])

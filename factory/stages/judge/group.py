@@ -293,7 +293,7 @@ class GroupJudgeStage(JudgeStage):
         work = []
         by_prompt = {pid: group for (pid,), group in text.filter(pl.col("prompt_id").is_in(list(pending))).group_by("prompt_id")}
         failed = status.filter(pl.col("error").is_not_null()).height
-        for pid in sorted(pending, key=lambda p: p):
+        for pid in sorted(pending):
             work += self._groups(pid, by_prompt.get(pid), pools[pid], have)
         self.note = f"{failed} failed sample(s) not judged" if failed else ""
         return pl.DataFrame(work) if work else pl.DataFrame()
