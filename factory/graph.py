@@ -181,6 +181,13 @@ class GenRMNode(JudgeNode):
     def usable(self) -> pl.Expr:
         return pl.col("parse_status").is_in(judge_stage.USABLE)
 
+    def counts(self, frame: pl.DataFrame) -> dict[str, Any]:
+        """ok / failed, its mode, and the prompt tokens one judged sample cost (a group request's are split
+        over the samples it shows): what the report's judges table compares the modes with."""
+        tokens = frame["prompt_tokens"].drop_nulls() if frame.height and "prompt_tokens" in frame.columns else None
+        per = round(float(tokens.mean()), 1) if tokens is not None and tokens.len() else None  # type: ignore[arg-type]
+        return super().counts(frame) | {"mode": self.config.mode, "prompt_tokens_per_judgment": per}
+
 
 @dataclass
 class RewardNode(JudgeNode):

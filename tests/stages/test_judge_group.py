@@ -239,6 +239,15 @@ def test_pointwise_and_group_judges_of_one_run_are_compared_like_any_two_judges(
     assert point.height == group.height == 16
     # the fake bills 10 prompt tokens a request: 10 per judged sample pointwise, 10 / 4 in a group of 4
     assert point["prompt_tokens"].sum() == 160 and group["prompt_tokens"].sum() == 40
+    judges = result["judges"]
+    assert (judges["judge"]["mode"], judges["judge"]["prompt_tokens_per_judgment"]) == ("pointwise", 10.0)
+    assert (judges["judge_g"]["mode"], judges["judge_g"]["prompt_tokens_per_judgment"]) == ("group", 2.5)
+    from factory.commands.report import run_report
+
+    text = run_report(str(tmp_path / "run"))[0]
+    assert re.search(r"\| judge_g \| genrm \| quality_g \| 16 \|\s+0 \| judges\.g \|\s+group \|\s+2 \|", text)
+    assert re.search(r"\| judge\s+\|.*\|\s+pointwise \|\s+10 \|", text)
+    assert re.search(r"\| quality vs quality_g \|\s+100\.0% \|", text)
 
 
 def test_the_plan_counts_group_requests_and_the_run_then_makes_them(tmp_path):
