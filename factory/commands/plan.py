@@ -318,19 +318,12 @@ def totals(plans: list[dict[str, Any]]) -> dict[str, Any]:
 
 # -- `factory plan` --------------------------------------------------------------------------------
 def target_prompts(cfg: RunConfig, store: RunStore) -> tuple[int, str]:
-    """(prompt rows to plan for, why) under pairs.target: the survival rate of the last run, else assumed."""
-    from factory.pairs import target_draw
+    """(prompt rows to plan for, why) under pairs.target: where `factory run` starts (pairs.target_start:
+    the survival rate stored in the run directory, else assumed)."""
+    from factory.pairs import target_start
 
     manifest = store.read_json("manifest.json") if store.exists("manifest.json") else None
-    counts = (manifest or {}).get("counts") or {}
-    kept, rows = counts.get("pairs_kept"), counts.get("prompts_in")
-    target = int(cfg.pairs.target or 0)
-    if kept and rows:
-        needed = target_draw(cfg.pairs, kept, rows) if kept < target else rows
-        why = f"survival {kept}/{rows} = {kept / rows:.3f} pairs per prompt row (observed in the last run), +10% as `factory run` draws"
-    else:
-        needed = target_draw(cfg.pairs)
-        why = "no run yet: assumed one group per prompt row, drop_ratio of them dropped, +20% (the first draw of `factory run`)"
+    needed, why = target_start(cfg.pairs, (manifest or {}).get("counts"))
     return max(needed, cfg.prompts.limit or 0), why
 
 

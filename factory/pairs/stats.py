@@ -202,3 +202,22 @@ def target_draw(pairs: PairsConfig, kept: int | None = None, rows: int | None = 
         return math.ceil(1.2 * target / (1.0 - drop))
     more = (limit or rows) if kept == 0 else math.ceil(1.1 * (target - kept) * rows / kept)
     return rows + max(more, 1)
+
+
+def target_start(pairs: PairsConfig, counts: dict[str, Any] | None = None) -> tuple[int, str]:
+    """(prompt rows, why): where `pairs.target` starts. A run directory whose manifest `counts` hold kept
+    pairs starts from the survival rate stored there (target_draw after that round: what is still missing
+    at that rate, +10%; its own rows when the target is met already); else the first estimate.
+    `factory run` draws this many first and `factory plan` plans for it: one number."""
+    counts = counts or {}
+    kept, rows, target = counts.get("pairs_kept"), counts.get("prompts_in"), int(pairs.target or 0)
+    if kept and rows:
+        needed = target_draw(pairs, kept, rows) if kept < target else int(rows)
+        return needed, (
+            f"survival {kept}/{rows} = {kept / rows:.3f} pairs per prompt row (stored in the run directory), "
+            "+10% as `factory run` draws"
+        )
+    return target_draw(pairs), (
+        "no pair stored yet: assumed one group per prompt row, drop_ratio of them dropped, +20% (the first draw of `factory run`)"
+    )
+
