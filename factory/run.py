@@ -151,7 +151,9 @@ def _round(
     timings["prompts"] = time.perf_counter() - t
     session.say(f"[prompts] {prompts.height} valid, {invalid.height} invalid")
 
-    done = session.run(graph.stages(prompts))
+    stages = graph.stages(prompts)
+    done = session.run(stages)
+    sampler = stages[0]  # its levels, under sampler.adaptive: the samples each prompt was given
     timings["sample"] = done["sample"].elapsed()
     for node in graph.requesting:
         timings[node.stage] = done[node.stage].elapsed()
@@ -163,7 +165,7 @@ def _round(
         "prompts_in": prompts.height + invalid.height,
         "prompts_valid": prompts.height,
         "prompts_invalid": invalid.height,
-        "samples_expected": prompts.height * cfg.sampler.k,
+        "samples_expected": sampler.expected,
         **outputs.counts,
     }
     requests = {"sampler": done["sample"].requests, **{j.stage: done[j.stage].requests for j in graph.requesting}}
@@ -177,5 +179,6 @@ def _round(
         judges=graph.judges_manifest(outputs.judges, requests),
         pairs=outputs.stats.as_dict(),
         output_dir=store.url,
+        adaptive=sampler.adaptive.summary(sampler.current) if sampler.adaptive and sampler.current is not None else None,
     )
     return manifest, outputs

@@ -93,11 +93,7 @@ def summarize(
     shown = [name for name in OUTCOMES if name not in OPTIONAL_OUTCOMES or OPTIONAL_OUTCOMES[name](cfg)]
     stats.pairs_by_outcome = {name: int(n) for name, n in zip(OUTCOMES, by_pair) if name in shown}
     stats.pairs_kept, stats.pairs_dropped = stats.pairs_by_outcome["kept"], stats.pairs_by_outcome["below_margin"]
-    if len(codes):
-        starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
-        bucket = np.bincount(np.minimum.reduceat(codes, starts), minlength=len(OUTCOMES))
-    else:
-        bucket = np.zeros(len(OUTCOMES), np.int64)
+    bucket = np.bincount(group_buckets(group, codes)[1], minlength=len(OUTCOMES))
     stats.groups_by_outcome = {"fewer_than_2_valid": excluded["fewer_than_2_valid"]} | {
         name: int(n) for name, n in zip(OUTCOMES, bucket) if name != "over_cap" and name in shown
     }
@@ -113,6 +109,15 @@ def summarize(
     _fill_means(stats, frame.filter(pl.col("outcome") == "kept"))
     _fill_target(stats)
     return stats
+
+
+def group_buckets(group: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(group, bucket) of every group with a candidate pair: its best pair outcome (the lowest code; the
+    pairs of a group are contiguous). Groups without one are fewer_than_2_valid."""
+    if not len(codes):
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    return group[starts], np.minimum.reduceat(codes, starts).astype(np.int64)
 
 
 def _balance_counts(frame: pl.DataFrame, cfg: PairsConfig, cap: int | None) -> dict[str, Any]:
