@@ -207,13 +207,15 @@ def decide(prepared: Prepared, cfg: PairsConfig) -> tuple[pl.DataFrame, PairStat
 DECIDED = (KEPT, OVER_CAP, OVER_BALANCE)
 
 
-def decided(prepared: Prepared, cfg: PairsConfig) -> pl.Series:
+def decided(prepared: Prepared, cfg: PairsConfig, delta: float | None = None) -> pl.Series:
     """The prompt_ids whose group is decided under `cfg`: its bucket is kept (or over_cap, over_balance).
-    The others are undecided: fewer_than_2_valid, below_margin (no candidate pair at or above delta, the
-    threshold of these groups' own margins), tied, no_short_sample (long2short). sampler.adaptive asks
-    this of the judged groups to know which get more samples."""
+    The others are undecided: fewer_than_2_valid, below_margin (no candidate pair at or above delta),
+    tied, no_short_sample (long2short). `delta`: the threshold to decide at (sampler.adaptive passes the
+    one of every judged group); None: these groups' own (`threshold`). sampler.adaptive asks this of the
+    judged groups to know which get more samples."""
     cands = candidates(prepared, cfg)
-    delta, _ = threshold(cands, cfg)
+    if delta is None:
+        delta, _ = threshold(cands, cfg)
     groups, bucket = group_buckets(cands.group, outcomes(prepared, cands, delta, cfg))
     done = groups[np.isin(bucket, DECIDED)]
     return prepared.valid["prompt_id"].gather(prepared.starts[done])

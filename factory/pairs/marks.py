@@ -78,11 +78,12 @@ def check_columns(
             )
 
 
-def judge_free_reasons(prepared: Prepared) -> set[str]:
+def judge_free_reasons(cfg: PairsConfig) -> set[str]:
     """The exclusion reasons that need no judge (decided on the samples alone): a sample excluded for one
     of them is out of its pair whatever a judge would say."""
+    terms, _ = resolve(cfg)
     free = {"engine_error", "truncated", "empty_answer", "no_token_count", DUPLICATE}
-    return free | {t.name for t in prepared.terms if t.is_filter and judge_free(t)}
+    return free | {t.name for t in terms if t.is_filter and judge_free(t)}
 
 
 def value_column(i: int, term: Term) -> str:

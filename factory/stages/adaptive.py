@@ -17,11 +17,13 @@ The levels are re-planned from the stored rows every time (never from memory), s
 sampler.k or another stop rule asks only for what the rule now says: sample i of a prompt is the same
 key and seed whichever step draws it (factory/stages/sample.py).
 
-The threshold while the run draws: with a quantile rule, delta is the kernel's quantile of the
-candidate margins of the groups complete at that moment (each at its current step); it moves as more
-groups are judged and as undecided groups grow. A group that stopped under an earlier estimate is
-asked again at every re-plan, and the end of a run re-plans every group (Stage.settle), so when the
-run ends each group is either decided under the threshold of the groups as stored, or at sampler.k.
+The threshold while the run draws (a quantile rule): the kernel's delta over the candidate pairs of
+every group with a complete step, each with the samples of its last complete step: the threshold the
+pair build would set if it ran now on what is judged. It moves as groups are judged and grow; every
+group is decided again at each re-plan at the threshold of that moment, and the end of a run re-plans
+every group (Stage.settle), so when a run ends each group is decided at the threshold of the groups as
+stored, or has sampler.k samples. A sample drawn under an earlier estimate stays (paid for, used by the
+pair build). A min_margin rule is fixed: a group's samples then depend on its own samples alone.
 """
 
 from __future__ import annotations
@@ -66,62 +68,93 @@ class AdaptiveK:
         self.scale_max = cfg.judge.scale_max
         self.view = view
         self.follows = follows  # the stages whose stored rows may decide a group: the sampler and every judge
-        self.last = 0.0
+        self.last = self.cost = 0.0  # when the last decision was made, and how long it took (s)
+        self.delta: float | None = None  # the stop rule's threshold at the last decision
         self.decisions = 0
 
     def due(self) -> bool:
-        """Whether a re-plan while the run draws is due (at most every replan_s seconds)."""
-        return time.monotonic() - self.last >= self.replan_s
+        """Whether a re-plan while the run draws is due: replan_s seconds after the last, and at least four
+        times as long as the last one took (the driver that dispatches spends at most a fifth of its time
+        deciding, however large the run directory grows)."""
+        return time.monotonic() - self.last >= max(self.replan_s, 4 * self.cost)
 
     def levels(self, store: Any, prompt_ids: pl.Series) -> pl.DataFrame:
         """prompt_id, level (the samples the rule gives it now), state (STATES), one row per prompt.
 
-        From k_min for every prompt: the groups complete at their level are decided together (one
-        threshold over all of them); an undecided one below sampler.k grows by `step`, and the groups are
-        decided again while one grew into samples that are already stored (a resume, a larger k)."""
-        self.last = time.monotonic()
+        First the threshold: the kernel's, over the candidate pairs of every group with a complete step
+        (each with the samples of its last complete step; the stop rule's min_margin when it sets one).
+        Then every group walks up from k_min at that one threshold: decided at a complete step, it stops;
+        undecided, it takes the next step (up to sampler.k); at a step not complete yet, it waits."""
+        t0 = self.last = time.monotonic()
         self.decisions += 1
+        try:
+            return self._levels(store, prompt_ids)
+        finally:
+            self.cost = time.monotonic() - t0
+
+    def _levels(self, store: Any, prompt_ids: pl.Series) -> pl.DataFrame:
         scored, judged = self.view(store)
         scored = scored.filter(pl.col("prompt_id").is_in(prompt_ids.implode()))
-        level = pl.DataFrame({"prompt_id": prompt_ids, "level": pl.repeat(self.k_min, len(prompt_ids), dtype=pl.Int64, eager=True)})
-        while True:
-            at = scored.join(level, on="prompt_id").filter(pl.col("sample_idx") < pl.col("level")).drop("level")
-            complete = self._complete(at, level, judged)
-            done = pl.Series("prompt_id", [], pl.String)
-            if complete.height:
-                ours = at.join(complete, on="prompt_id", how="semi")
-                done = pair_kernel.decided(pair_kernel.prepare(ours, self.pairs, self.scale_max), self.pairs)
-            is_complete = pl.col("prompt_id").is_in(complete["prompt_id"].implode())
+        ladder = list(range(self.k_min, self.k, self.step)) + [self.k]
+        reached = self._complete_prefix(scored, judged, prompt_ids, ladder)
+        delta = self.delta = self._threshold(scored, reached)
+        level = reached.select("prompt_id", pl.lit(self.k_min, pl.Int64).alias("level"), pl.lit("waiting").alias("state"))
+        for at in ladder:
+            walking = reached.join(level.filter((pl.col("state") == "waiting") & (pl.col("level") == at)), on="prompt_id")
+            walking = walking.filter(pl.col("reached") >= at)  # complete at this step: decide it
+            if not walking.height:
+                break
+            ours = scored.join(walking.select("prompt_id"), on="prompt_id", how="semi").filter(pl.col("sample_idx") < at)
+            done = pair_kernel.decided(pair_kernel.prepare(ours, self.pairs, self.scale_max), self.pairs, delta)
+            step = pl.col("prompt_id").is_in(walking["prompt_id"].implode())
             level = level.with_columns(
-                pl.when(~is_complete).then(pl.lit("waiting"))
+                pl.when(~step).then("state")
                 .when(pl.col("prompt_id").is_in(done.implode())).then(pl.lit("decided"))
                 .when(pl.col("level") >= self.k).then(pl.lit("exhausted"))
-                .otherwise(pl.lit("grow")).alias("state")
+                .otherwise(pl.lit("waiting")).alias("state"),
             )  # fmt: skip
-            grow = pl.col("state") == "grow"
-            if not level.select(grow.any()).item():
-                break
+            grow = step & (pl.col("state") == "waiting")
             level = level.with_columns(
                 pl.when(grow).then(pl.min_horizontal(pl.col("level") + self.step, pl.lit(self.k))).otherwise("level").alias("level")
-            ).drop("state")  # fmt: skip
+            )  # fmt: skip
         return level.with_columns(pl.col("state").cast(pl.Enum(STATES)))
 
-    def _complete(self, at: pl.DataFrame, level: pl.DataFrame, judged: pl.DataFrame | None) -> pl.DataFrame:
-        """prompt_id of the groups whose current step is complete: every sample below its level stored (a
-        failed one counts, unless sampler.retry_failed asks for it again) and every sample the pair build
-        may use (not excluded by a judge-free rule) judged by every requesting judge."""
-        stored = at if not self.retry_failed else at.filter(pl.col("error").is_null())
-        n = stored.group_by("prompt_id").agg(pl.len().alias("n"))
-        full = level.join(n, on="prompt_id").filter(pl.col("n") >= pl.col("level")).select("prompt_id")
-        if not full.height or judged is None:
-            return full
-        ours = at.join(full, on="prompt_id", how="semi")
+    def _complete_prefix(
+        self, scored: pl.DataFrame, judged: pl.DataFrame | None, prompt_ids: pl.Series, ladder: list[int]
+    ) -> pl.DataFrame:
+        """prompt_id, reached: the largest step of the ladder at which the group is complete (0: none),
+        i.e. every sample below it settled: stored (a failed one counts, unless sampler.retry_failed asks
+        for it again) and, unless a judge-free rule excludes it from the pair build, judged by every
+        requesting judge (all its votes)."""
+        settled = pl.DataFrame(schema={"prompt_id": pl.String, "sample_idx": pl.Int64})
+        if scored.height:
+            marked = pair_kernel.prepare(scored, self.pairs, self.scale_max).marked
+            marked = marked.select("prompt_id", pl.col("sample_idx").cast(pl.Int64), pl.col("exclusion").cast(pl.String))
+            marked = marked.join(scored.select(*KEY, "error"), on=KEY, how="left")
+            if self.retry_failed:  # a failed sample is asked again in this run: not settled yet
+                marked = marked.filter(pl.col("error").is_null())
+            free = pl.col("exclusion").is_in(list(pair_kernel.judge_free_reasons(self.pairs))).fill_null(False)
+            rest = marked.filter(~free).select(KEY)
+            if judged is not None:
+                rest = rest.join(judged.select(KEY), on=KEY, how="semi")
+            settled = pl.concat([marked.filter(free).select(KEY), rest])
+        prefix = (  # the settled samples 0, 1, 2, ... of each group, up to the first gap
+            settled.sort(KEY).group_by("prompt_id")
+            .agg((pl.col("sample_idx") == pl.int_range(pl.len())).cum_min().sum().alias("prefix"))
+        )  # fmt: skip
+        out = pl.DataFrame({"prompt_id": prompt_ids}).join(prefix, on="prompt_id", how="left", maintain_order="left")
+        steps = [0, *ladder]
+        reached = [max(s for s in steps if s <= n) for n in out["prefix"].fill_null(0)]
+        return out.select("prompt_id", pl.Series("reached", reached, pl.Int64))
+
+    def _threshold(self, scored: pl.DataFrame, reached: pl.DataFrame) -> float | None:
+        """The stop rule's delta now (see `levels`)."""
+        complete = reached.filter(pl.col("reached") > 0)
+        ours = scored.join(complete, on="prompt_id").filter(pl.col("sample_idx") < pl.col("reached")).drop("reached")
+        if not ours.height:
+            return self.pairs.min_margin
         prepared = pair_kernel.prepare(ours, self.pairs, self.scale_max)
-        free = list(pair_kernel.judge_free_reasons(prepared))
-        marked = prepared.marked.select("prompt_id", pl.col("sample_idx").cast(pl.Int64), pl.col("exclusion").cast(pl.String))
-        needs = marked.filter(pl.col("exclusion").is_null() | ~pl.col("exclusion").is_in(free))
-        awaiting = needs.join(judged.select(KEY), on=KEY, how="anti").select("prompt_id").unique()
-        return full.join(awaiting, on="prompt_id", how="anti")
+        return pair_kernel.threshold(pair_kernel.candidates(prepared, self.pairs), self.pairs)[0]
 
     def summary(self, levels: pl.DataFrame) -> dict[str, Any]:
         """The manifest's `adaptive` entry: the rule, and the groups by samples given and by state."""
