@@ -1,7 +1,7 @@
 """What a kept pair costs: the fixed-K pointwise baseline against adaptive K (and the other modes of issue
 24 as they land: ARMS is a list), on the same prompts, billed by a provider on loopback.
 
-    python bench/bench_cost.py [--prompts 200] [--k 8]
+    python bench/bench_cost.py [--prompts 120] [--k 8]
 
 The provider (started here, 127.0.0.1, OpenAI-compatible /v1/chat/completions, stdlib only) is the teacher
 and the judge, deterministic per request:
@@ -77,11 +77,13 @@ def normal(*parts: object) -> float:
 
 def prompt_kind(prompt: str) -> tuple[str, float, float, float, float]:
     """(kind, mean quality, quality sd, mean length, length sd) of a prompt, from its text."""
-    u = unit(prompt, "kind")
-    for name, share, q_sd, l_sd in KINDS:
-        if u < share:
+    u, kind = unit(prompt, "kind"), KINDS[-1]
+    for entry in KINDS:
+        if u < entry[1]:
+            kind = entry
             break
-        u -= share
+        u -= entry[1]
+    name, _, q_sd, l_sd = kind
     return name, 45 + 35 * unit(prompt, "q"), q_sd, 220 + 320 * unit(prompt, "len"), l_sd
 
 
@@ -194,7 +196,7 @@ def write_prompts(path: Path, n: int) -> Path:
 def arms(k: int) -> list[tuple[str, list[str]]]:
     out = [("fixed K=%d (baseline)" % k, [])]
     for k_min in (2, 3, 4):
-        for stop in (None, 0.5, 0.7):
+        for stop in (None, 0.5, 0.7, 0.85):
             rule = [] if stop is None else [f"sampler.adaptive.drop_ratio={stop}"]
             name = f"adaptive k_min={k_min} stop={'pairs' if stop is None else f'q{stop:g}'}"
             out.append((name, ["sampler.adaptive.enabled=true", f"sampler.adaptive.k_min={k_min}", "sampler.adaptive.step=2", *rule]))
@@ -262,7 +264,7 @@ def tokens(n: float) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--prompts", type=int, default=200)
+    parser.add_argument("--prompts", type=int, default=120)
     parser.add_argument("--k", type=int, default=8)
     args = parser.parse_args()
     prompts = write_prompts(Path(tempfile.mkdtemp(prefix="bench-cost-prompts-")) / "prompts.jsonl", args.prompts)
