@@ -251,6 +251,7 @@ class SampleStage:
         self._asked: set[tuple[str, int]] = set()  # keys handed to the executor in this pass
         self._store: Any = None
         self.grown_early = 0  # keys of later steps drawn while the run was still sampling or judging
+        self.note = ""
         self.cfg, self.sampler_fp, self.name = cfg, sampler_fp, name
         self.engine = engine if engine is not None else cfg.sampler.engine
         self.sampling = sampling if sampling is not None else cfg.sampler.sampling
@@ -272,6 +273,10 @@ class SampleStage:
         work = self._missing(store)
         if self.adaptive is not None:
             self._asked = set(work.select(KEY).iter_rows())
+            self.note = (
+                f"sampler.adaptive: {self.adaptive.k_min} a prompt first, {self.adaptive.step} more at a time for "
+                f"the groups still undecided once judged, up to {self.k}"
+            )
         return work
 
     def _missing(self, store: Any) -> pl.DataFrame:
