@@ -195,11 +195,13 @@ def write_prompts(path: Path, n: int) -> Path:
 # (engine.batch) are added here once they exist on main, alone and combined with adaptive K.
 def arms(k: int) -> list[tuple[str, list[str]]]:
     out = [("fixed K=%d (baseline)" % k, [])]
-    for k_min in (2, 3, 4):
-        for stop in (None, 0.5, 0.7, 0.85):
-            rule = [] if stop is None else [f"sampler.adaptive.drop_ratio={stop}"]
-            name = f"adaptive k_min={k_min} stop={'pairs' if stop is None else f'q{stop:g}'}"
-            out.append((name, ["sampler.adaptive.enabled=true", f"sampler.adaptive.k_min={k_min}", "sampler.adaptive.step=2", *rule]))
+    points = [(k_min, stop, None) for k_min in (2, 3, 4) for stop in (None, 0.5, 0.7, 0.85)]
+    points += [(2, None, 0.5), (2, 0.85, 0.5), (3, 0.85, 0.5), (4, 0.85, 0.5)]
+    for k_min, stop, give_up in points:
+        rule = [] if stop is None else [f"sampler.adaptive.drop_ratio={stop}"]
+        rule += [] if give_up is None else [f"sampler.adaptive.give_up={give_up}"]
+        name = f"adaptive k_min={k_min} stop={'pairs' if stop is None else f'q{stop:g}'}" + (f" give_up={give_up:g}" if give_up else "")
+        out.append((name, ["sampler.adaptive.enabled=true", f"sampler.adaptive.k_min={k_min}", "sampler.adaptive.step=2", *rule]))
     return out
 
 
@@ -321,7 +323,7 @@ def frontier(results: list[dict], base: dict) -> None:
         mark = ("goal " if gaps_ok and r["cost_x"] <= 0.4 else "gaps ok " if gaps_ok else "") + ("" if dominated else "(frontier)")
         state = r["adaptive"]["groups_by_samples"] if r["adaptive"] else {}
         print(f"  {r['cost_x']:.2f}x cost  token gap {r['token_x']:.2f}x  quality gap {r['quality_x']:.2f}x  "
-              f"{r['name']:<32} samples per group {state}  {mark}")  # fmt: skip
+              f"{r['name']:<44} samples per group {state}  {mark}")  # fmt: skip
     if best is not None and best["cost_x"] <= 0.4:
         print(f"goal met by {best['name']}: {best['cost_x']:.2f}x the baseline's USD per kept pair")
         return
@@ -335,8 +337,8 @@ def frontier(results: list[dict], base: dict) -> None:
         print(f"  - a kept pair's gaps come from its group's extremes: a group stopped at k_min samples gives a "
               f"narrower pair than the best of k, so the rule that keeps the gaps grows {full} of {groups} groups to k")
     print(f"  - {base['unpaired']:.0%} of the baseline's samples are in groups that keep no pair (groups whose samples "
-          "never separate); the rule grows an undecided group to k, so every arm pays for them in full "
-          f"({cheapest['unpaired']:.0%} of the cheapest arm's samples)")
+          "never separate); an undecided group grows to k, so an arm pays for them in full unless "
+          "sampler.adaptive.give_up stops them")
     print("  - the combined goal counts on the other modes of issue 24 on top (group judging: fewer judge prompt "
           "tokens per sample; batch: half price), not in this bench until they are on main (ARMS)")
 

@@ -33,6 +33,12 @@ class AdaptiveConfig:
         "Stop rule as a fixed margin instead of a quantile; null = pairs.min_margin (when set), else the quantile.",
         None,
     )
+    give_up: Optional[float] = help_(
+        "Off (null) by default. In (0, 1]: a group that has had at least k_min + step samples and whose best "
+        "candidate pair is below give_up x the stop rule's threshold stops growing (given up: its samples are "
+        "too alike to separate soon). Saves the samples of groups that keep no pair; not for long2short.",
+        None,
+    )
     replan_s: float = help_(
         "While the run draws, a group's next step is decided from what is stored at most this often (seconds; "
         "each decision reads the run's stored samples and judgments); the end of a run decides every group.",
@@ -41,7 +47,8 @@ class AdaptiveConfig:
 
     @staticmethod
     def check(c: Any, p: str) -> None:
-        ranges(c, p, {"k_min": ">= 1", "step": ">= 1", "min_margin": ">= 0 or null", "replan_s": ">= 0"})
+        ranges(c, p, {"k_min": ">= 1", "step": ">= 1", "min_margin": ">= 0 or null", "replan_s": ">= 0",
+                      "give_up": "in (0, 1] or null"})  # fmt: skip
         if c.k_min < 2:
             raise ConfigError(f"{p}k_min: needs at least 2 samples per prompt to make a pair, got {c.k_min}")
         if c.drop_ratio is not None and not 0 <= c.drop_ratio < 1:

@@ -12,6 +12,7 @@ gets none. Groups still waiting for a sample or a judgment stay where they are.
              p0         2      decided      (its first pair passed the stop rule: 2 samples, no more)
              p1         6      exhausted    (undecided at sampler.k=6: it got every sample it may)
              p2         4      waiting      (grown to 4; samples 2, 3 not stored or not judged yet)
+             p3         4      given_up     (sampler.adaptive.give_up: no pair near the threshold at 4)
 
 The levels are re-planned from the stored rows every time (never from memory), so a resume, a larger
 sampler.k or another stop rule asks only for what the rule now says: sample i of a prompt is the same
@@ -40,7 +41,7 @@ from factory.config import PairsConfig, RunConfig
 
 KEY = ["prompt_id", "sample_idx"]
 View = Callable[[Any], tuple[pl.DataFrame, pl.DataFrame | None]]  # store -> (scored samples, judged keys)
-STATES = ("waiting", "decided", "exhausted")
+STATES = ("waiting", "decided", "exhausted", "given_up")
 
 
 def stop_config(cfg: RunConfig) -> PairsConfig:
@@ -62,7 +63,7 @@ class AdaptiveK:
     def __init__(self, cfg: RunConfig, view: View, follows: tuple[str, ...]):
         rule = cfg.sampler.adaptive
         self.k_min, self.step, self.k = rule.k_min, rule.step, cfg.sampler.k
-        self.replan_s = rule.replan_s
+        self.replan_s, self.give_up = rule.replan_s, rule.give_up
         self.retry_failed = cfg.sampler.retry_failed
         self.pairs = stop_config(cfg)
         self.scale_max = cfg.judge.scale_max
@@ -105,12 +106,19 @@ class AdaptiveK:
             if not walking.height:
                 break
             ours = scored.join(walking.select("prompt_id"), on="prompt_id", how="semi").filter(pl.col("sample_idx") < at)
-            done = pair_kernel.decided(pair_kernel.prepare(ours, self.pairs, self.scale_max), self.pairs, delta)
+            prepared = pair_kernel.prepare(ours, self.pairs, self.scale_max)
+            done = pair_kernel.decided(prepared, self.pairs, delta)
+            hopeless = pl.lit(False)
+            if self.give_up is not None and delta is not None and at >= self.k_min + self.step:
+                # not even a pair at give_up x delta after a step more than k_min: given up
+                near = pair_kernel.decided(prepared, self.pairs, self.give_up * delta)
+                hopeless = ~pl.col("prompt_id").is_in(near.implode())
             step = pl.col("prompt_id").is_in(walking["prompt_id"].implode())
             level = level.with_columns(
                 pl.when(~step).then("state")
                 .when(pl.col("prompt_id").is_in(done.implode())).then(pl.lit("decided"))
                 .when(pl.col("level") >= self.k).then(pl.lit("exhausted"))
+                .when(hopeless).then(pl.lit("given_up"))
                 .otherwise(pl.lit("waiting")).alias("state"),
             )  # fmt: skip
             grow = step & (pl.col("state") == "waiting")
@@ -162,7 +170,7 @@ class AdaptiveK:
         by_state = levels.group_by("state").agg(pl.len().alias("n"))
         return {
             "k_min": self.k_min, "step": self.step, "k": self.k,
-            "stop_rule": {"drop_ratio": self.pairs.drop_ratio, "min_margin": self.pairs.min_margin},
+            "stop_rule": {"drop_ratio": self.pairs.drop_ratio, "min_margin": self.pairs.min_margin, "give_up": self.give_up},
             "samples_asked": int(levels["level"].sum()),
             "groups_by_samples": {str(k): int(n) for k, n in by_level.iter_rows()},
             "groups_by_state": {s: int(dict(by_state.iter_rows()).get(s, 0)) for s in STATES},

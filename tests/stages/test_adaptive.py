@@ -80,7 +80,7 @@ def test_each_prompt_gets_the_samples_its_rule_asks_for_and_no_more(tmp_path):
     assert manifest["requests"]["judge"] == sum(EXPECTED.values())  # every sample judged once
     assert manifest["counts"]["samples_expected"] == sum(EXPECTED.values())
     assert manifest["adaptive"]["groups_by_samples"] == {"2": 1, "4": 1, "6": 2}
-    assert manifest["adaptive"]["groups_by_state"] == {"waiting": 0, "decided": 2, "exhausted": 2}
+    assert manifest["adaptive"]["groups_by_state"] == {"waiting": 0, "decided": 2, "exhausted": 2, "given_up": 0}
     pairs = RunStore(str(tmp_path / "run")).read("pairs")
     assert sorted(pairs["prompt_id"].to_list()) == ["p0", "p1"]
     # sample i of a prompt carries the seed it has in a fixed-K run, whichever step drew it
@@ -152,6 +152,17 @@ def test_a_looser_stop_rule_asks_nothing_and_a_stricter_one_only_its_new_steps(t
     # stricter than p1's 0.4 at 4 samples but not p0's 0.8 at 2: p1 grows to k, nothing else is asked
     stricter = run(cfg_of(tmp_path, "sampler.adaptive.min_margin=0.5"), backend="local", build=lambda _c: engine, command="t")
     assert per_prompt(sampled(engine, before)) == {"p1": [4, 5]} and stricter["requests"]["sampler"] == 2
+
+
+def test_give_up_stops_the_groups_with_no_pair_near_the_threshold_after_one_more_step(tmp_path):
+    """give_up 0.5: after 4 samples a group needs a pair at 0.15 to go on; p2 (tied) and p3 (0.05) stop."""
+    engine = FakeEngine(reply=reply)
+    manifest = run(cfg_of(tmp_path, "sampler.adaptive.give_up=0.5"), backend="local", build=lambda _c: engine, command="t")
+    assert per_prompt(sampled(engine)) == {"p0": [0, 1], "p1": [0, 1, 2, 3], "p2": [0, 1, 2, 3], "p3": [0, 1, 2, 3]}
+    assert manifest["adaptive"]["groups_by_state"] == {"waiting": 0, "decided": 2, "exhausted": 0, "given_up": 2}
+    assert sorted(RunStore(str(tmp_path / "run")).read("pairs")["prompt_id"].to_list()) == ["p0", "p1"]
+    with pytest.raises(config.ConfigError, match=r"sampler.adaptive.give_up: must be in \(0, 1\] or null"):
+        cfg_of(tmp_path, "sampler.adaptive.give_up=1.5")
 
 
 def test_a_quantile_stop_rule_ends_with_every_group_decided_or_at_k(tmp_path):
