@@ -40,7 +40,8 @@ def reply(request) -> str:
         text = " ".join(m["content"] for m in request.messages)
         return json.dumps({"score": int(re.search(r"score (\d+)", text).group(1)), "reason": "r"})
     prompt_id, idx = request.tag
-    return f"<think>thinking {idx}</think>score {QUALITY[prompt_id][idx]} says sample {idx} of {prompt_id}"
+    quality = QUALITY[f"p{int(prompt_id[1:]) % 4}"][idx]  # p4 is p0 again, p5 p1, ...
+    return f"<think>thinking {idx}</think>score {quality} says sample {idx} of {prompt_id}"
 
 
 def cfg_of(tmp_path, *extra, n=4):
@@ -163,6 +164,16 @@ def test_give_up_stops_the_groups_with_no_pair_near_the_threshold_after_one_more
     assert sorted(RunStore(str(tmp_path / "run")).read("pairs")["prompt_id"].to_list()) == ["p0", "p1"]
     with pytest.raises(config.ConfigError, match=r"sampler.adaptive.give_up: must be in \(0, 1\] or null"):
         cfg_of(tmp_path, "sampler.adaptive.give_up=1.5")
+
+
+def test_target_rounds_grow_the_prompts_on_the_same_pool_with_each_key_once(tmp_path):
+    engine, builds = FakeEngine(reply=reply), []
+    cfg = cfg_of(tmp_path, "prompts.limit=4", "pairs.target=6", n=12)
+    manifest = run(cfg, backend="local", build=lambda _c: builds.append(1) or engine, command="t")
+    assert manifest["target"]["met"] and len(manifest["target"]["draws"]) == 2 and len(builds) == 1
+    asked = sampled(engine)
+    assert len(asked) == len(set(asked)) == 3 * sum(EXPECTED.values()) == manifest["requests"]["sampler"]
+    assert manifest["counts"]["pairs_kept"] == 6
 
 
 def test_a_quantile_stop_rule_ends_with_every_group_decided_or_at_k(tmp_path):
