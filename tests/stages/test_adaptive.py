@@ -201,3 +201,16 @@ def test_plan_estimates_the_growth_from_the_stored_decisions(tmp_path):
     # 4 new prompts at k_min, each expected to end at the stored mean of (2 + 4 + 6 + 6) / 4 = 4.5 samples
     assert grown["requests_exact"] == 4 * 2 and grown["requests_estimated"] == round(4 * 2.5)
     assert any("estimated" in note and "stopped" in note for note in grown["notes"])
+
+
+@pytest.mark.slow
+def test_the_same_samples_on_ray(tmp_path):
+    """The Ray executor drives the same follow and settle: the same keys as in process."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    cfg = cfg_of(tmp_path, "sampler.engine.cpus_per_replica=0.5", "judge.engine.cpus_per_replica=0.5")
+    manifest = run(cfg, backend="ray", build=lambda _c: FakeEngine(reply=reply), command="t")
+    assert per_prompt(stored_keys(tmp_path)) == {p: list(range(n)) for p, n in EXPECTED.items()}
+    assert manifest["requests"] == {"sampler": sum(EXPECTED.values()), "judge": sum(EXPECTED.values())}
