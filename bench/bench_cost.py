@@ -196,7 +196,7 @@ def write_prompts(path: Path, n: int) -> Path:
 def arms(k: int) -> list[tuple[str, list[str]]]:
     out = [("fixed K=%d (baseline)" % k, [])]
     points = [(k_min, stop, None) for k_min in (2, 3, 4) for stop in (None, 0.5, 0.7, 0.85)]
-    points += [(2, None, 0.5), (2, 0.85, 0.5), (3, 0.85, 0.5), (4, 0.85, 0.5)]
+    points += [(2, None, 0.5), (2, 0.85, 0.5), (3, 0.85, 0.5), (4, 0.85, 0.5), (2, 0.85, 0.3), (4, 0.85, 0.3)]
     for k_min, stop, give_up in points:
         rule = [] if stop is None else [f"sampler.adaptive.drop_ratio={stop}"]
         rule += [] if give_up is None else [f"sampler.adaptive.give_up={give_up}"]
