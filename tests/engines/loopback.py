@@ -18,6 +18,7 @@ import threading
 import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from typing import Any
 
 from tests.fakes import reward_of
@@ -140,7 +141,7 @@ class ScriptedServer(_Server):
     `script` is a list of steps (each chat request takes the next one; the last repeats), or a dict
     {content: [steps]} giving each request its own sequence of steps, keyed by the content of its
     last message: attempt n of that request takes step n (the last repeats), whatever the order in
-    which a concurrent batch arrives. A step is a dict; the helpers below make each fault:
+    which a concurrent batch arrives, or a function of the request's JSON that returns its step. A step is a dict; the helpers below make each fault:
     {"status": 429, "headers": {"Retry-After": "1"}, "body": {...}, "delay": 0.0} plus
     "raw": bytes sent as the body as they are, "drop": close the connection without a reply,
     "hang": seconds to stall before answering (released when the server stops),
@@ -149,7 +150,7 @@ class ScriptedServer(_Server):
     Content-Length it never reaches): `chunk` sent every `every` seconds until the client leaves, the
     server stops, or `for_s` seconds passed (then the connection closes: the test is bounded in time)."""
 
-    def __init__(self, script: list[dict] | dict[str, list[dict]]):
+    def __init__(self, script: list[dict] | dict[str, list[dict]] | Callable[[dict], dict]):
         self.script = script
         self.step = 0
         self.steps_by_key: dict[str, int] = {}
@@ -203,6 +204,8 @@ class ScriptedServer(_Server):
         self.streamed = 0  # body bytes sent by `stream` steps
 
     def next_step(self, request: dict) -> dict:
+        if callable(self.script):  # a rule: the request's JSON -> its step
+            return self.script(request)
         with self.lock:
             if isinstance(self.script, dict):
                 key = request_key(request)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 
 from factory.config import EngineConfig
-from factory.engines.base import Completion, Request, Score, ScoreRequest, checked
+from factory.engines import base
+from factory.engines.base import Completion, Request, Score, ScoreRequest
 from factory.engines.openai import OpenAIEngine
 from tests.engines.loopback import (
     ScriptedServer,
@@ -73,7 +74,7 @@ def test_the_rule_takes_no_bool_or_string_for_a_count():
     # The openai client turns "5" and true into 5 and 1 itself; an engine that hands them on is still caught.
     request = Request(messages=chat("x"), max_tokens=16)
     for value in (True, "5", 5.0, None):
-        error = checked(request, Completion(tag="t", text="x", completion_tokens=value)).error
+        error = base.checked(request, Completion(tag="t", text="x", completion_tokens=value)).error
         assert (error is None) == (value is None), (value, error)
 
 
@@ -130,19 +131,21 @@ def test_a_lying_total_never_moves_the_rate_pacer():
 
 
 def test_a_score_reply_with_a_bad_token_count_is_that_rows_error():
-    # checked() is what every engine's results pass through (gather); vLLM's in-process scores too.
+    # base.checked() is what every engine's results pass through (gather); vLLM's in-process scores too.
     request = ScoreRequest(messages=chat("x"), tag="s")
-    bad = checked(request, Score(tag="s", value=1.0, prompt_tokens=HUGE))
+    bad = base.checked(request, Score(tag="s", value=1.0, prompt_tokens=HUGE))
     assert (
         bad.error
         == "invalid reply: usage.prompt_tokens is an integer of 71 bits, not a token count (an integer in 0..2**63-1)"
     )
     assert (
-        checked(request, Score(tag="s", value=float("nan"))).error
+        base.checked(request, Score(tag="s", value=float("nan"))).error
         == "invalid reply: the score is nan, not a finite number"
     )
-    assert checked(request, Score(tag="s", value=10**400)).error.startswith("invalid reply: the score is an integer of")
-    assert checked(request, Score(tag="s", value=1.5, prompt_tokens=7)).error is None
+    assert base.checked(request, Score(tag="s", value=10**400)).error.startswith(
+        "invalid reply: the score is an integer of"
+    )
+    assert base.checked(request, Score(tag="s", value=1.5, prompt_tokens=7)).error is None
 
 
 def test_the_score_route_checks_usage_too():
