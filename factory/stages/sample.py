@@ -12,7 +12,6 @@ Output columns: samples  -> see factory.rundir.schemas.SAMPLES
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 
@@ -24,12 +23,12 @@ from factory.engines.base import Completion, Engine, Request
 from factory.rundir.hashing import derive_seed, stable_hash
 from factory.rundir.schemas import SAMPLES, require_columns
 from factory.stages.base import Emit, PromptRows, check_inputs, encode, latest, read_status
+from factory.stages.think import think_blocks
 
 PLAN_COLUMNS = ("prompt_id", "sample_idx", "seed")
 KEY = ("prompt_id", "sample_idx")
 # What planning and resume read of the stored samples: keys and status, never the text.
 STATUS_COLUMNS = ["prompt_id", "sample_idx", "sampler_fp", "error", "created_at"]
-_THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 
 
 def sampler_fingerprint(engine: EngineConfig, sampling: SamplingConfig, model_id: str, template: str) -> str:
@@ -90,11 +89,11 @@ def split_reasoning(text: str, reasoning: str | None = None) -> tuple[str, str]:
     """(reasoning, answer) from `<think>...</think>answer` or from an API's separate reasoning field.
     An unclosed `<think>` (truncated mid-thought) leaves the answer empty."""
     text = text or ""
+    found, rest = think_blocks(text)
     if reasoning is not None:
-        return reasoning.strip(), _THINK.sub("", text).strip()
-    found = _THINK.findall(text)
+        return reasoning.strip(), rest.strip()
     if found:
-        return "\n".join(part.strip() for part in found).strip(), _THINK.sub("", text).strip()
+        return "\n".join(part.strip() for part in found).strip(), rest.strip()
     if "<think>" in text:
         return text.split("<think>", 1)[1].strip(), ""
     if "</think>" in text:  # templates that open the think block in the prompt

@@ -16,6 +16,8 @@ import math
 import re
 from typing import Any
 
+from factory.stages.think import think_blocks
+
 
 
 STATUSES = ("ok", "retried_ok", "unparseable", "out_of_range", "missing_dimensions", "truncated", "engine_error")
@@ -26,7 +28,6 @@ USABLE = ("ok", "retried_ok")
 PARSE_FAILURES = ("unparseable", "out_of_range", "missing_dimensions", "truncated")
 REASK_ECHO_CHARS = 600  # how much of a failed reply goes back to the judge with the correction
 
-_THINK_TAG = re.compile(r"<(/?)think>", re.IGNORECASE)
 _THINK_OPEN = re.compile(r"<think>", re.IGNORECASE)
 _THINK_CLOSE = re.compile(r"</think>", re.IGNORECASE)
 # A number starts where no digit or point precedes it: a run of N digits is tried once, not N times.
@@ -53,7 +54,7 @@ def strip_reasoning(text: str) -> tuple[str, bool]:
 
     R1-style output: closed <think> blocks go; a `</think>` without its opening tag (templates that
     open the block in the prompt) keeps what follows it; an unclosed <think> keeps what precedes it."""
-    body = _drop_think_blocks(text)
+    body = think_blocks(text, ignore_case=True)[1]
     closes = list(_THINK_CLOSE.finditer(body))
     if closes:
         body = body[closes[-1].end() :]
@@ -67,21 +68,6 @@ def _verdict(text: str | None) -> tuple[str, bool]:
     """strip_reasoning, then the last PARSE_CHARS characters of what is left."""
     body, in_think = strip_reasoning(text or "")
     return body[-PARSE_CHARS:], in_think
-
-
-def _drop_think_blocks(text: str) -> str:
-    """The text without its closed `<think>...</think>` blocks (each from an opening tag to the next
-    closing one, as `<think>.*?</think>` would match), in one pass over the tags."""
-    kept, start, opened = [], 0, None
-    for tag in _THINK_TAG.finditer(text):
-        if not tag.group(1):  # <think>
-            if opened is None:
-                opened = tag.start()
-        elif opened is not None:  # the </think> closing the block
-            kept.append(text[start:opened])
-            start, opened = tag.end(), None
-    kept.append(text[start:])
-    return "".join(kept)
 
 
 def _json_objects(text: str) -> list[dict]:
