@@ -66,8 +66,8 @@ class EngineConfig:
             {
                 "replicas": ">= 1", "parallel": ">= 1", "cpus_per_replica": "> 0", "max_model_len": ">= 1",
                 "batch_size": ">= 1", "watchdog_s": "> 0", "max_retries": ">= 0", "request_timeout_s": "> 0",
-                "max_reply_bytes": ">= 1", "rpm": ">= 0", "tpm": ">= 0", "backoff_s": ">= 0", "tensor_parallel_size": ">= 1",
-                "pipeline_parallel_size": ">= 1", "gpu_memory_utilization": "in (0, 1]",
+                "max_reply_bytes": ">= 1", "rpm": ">= 0", "tpm": ">= 0", "backoff_s": ">= 0",
+                "tensor_parallel_size": ">= 1", "pipeline_parallel_size": ">= 1", "gpu_memory_utilization": "in (0, 1]",
             },
         )  # fmt: skip
         if c.kind == "openai" and not c.base_url:

@@ -20,7 +20,7 @@ stores' int64 columns hold), an answer is no longer than its request's `max_toke
 text, a score is a finite number. A reply that fails becomes that request's error, naming the field:
 
     Completion(tag=t, text="hi", completion_tokens=-5)
-    -> Completion(tag=t, error="invalid reply: usage.completion_tokens is -5, not a token count (an integer in 0..2**63-1)")
+    -> Completion(tag=t, error="invalid reply: usage.completion_tokens is -5, not a token count (an integer in ...)")
 
 Scoring is a capability some engines have besides generating: `engine.score(requests, on_done)` takes
 `ScoreRequest`s (a conversation that ends with the answer to score) and returns one `Score` per request,
@@ -259,7 +259,8 @@ def reply_problem(request: Request, completion: Completion) -> str | None:
     if not isinstance(completion.finish_reason, str):
         return f"finish_reason is {_shown(completion.finish_reason)}, not text"
     if completion.completion_tokens is not None and completion.completion_tokens > request.max_tokens:
-        return f"usage.completion_tokens is {completion.completion_tokens}, more than the request's max_tokens {request.max_tokens}"
+        tokens = completion.completion_tokens
+        return f"usage.completion_tokens is {tokens}, more than the request's max_tokens {request.max_tokens}"
     chars = len(completion.text) + len(completion.reasoning or "")
     if chars > request.max_tokens * MAX_CHARS_PER_TOKEN:
         return (

@@ -9,7 +9,8 @@ Per replica: at most `parallel` requests in flight, paced to `rpm` / `tpm` (spli
 A reply is untrusted: each attempt has `request_timeout_s` for the whole reply (a server that keeps
 sending is cut off at the deadline, not only one that stalls) and reads at most `max_reply_bytes` of its
 body (more is that request's error at once, not retried: the connection is closed); what it says is then
-checked like every engine's reply (factory.engines.base.checked). Every failure is one request's own: a 429 (its Retry-After honoured), a
+checked like every engine's reply (factory.engines.base.checked).
+Every failure is one request's own: a 429 (its Retry-After honoured), a
 5xx, a timeout, a dropped connection, or a 200 that is not usable (a body that is not JSON, `choices: []`,
 `content: null` with no reasoning) is retried alone, `max_retries` times with exponential backoff and
 full jitter; any other error (a 400), or the last retry's, becomes that request's `error` and the rest of
@@ -457,9 +458,8 @@ def capped_stream_class(byte_stream: type) -> type:
             async for chunk in self.stream:
                 read += len(chunk)
                 if read > self.cap:
-                    raise ReplyTooLarge(
-                        f"reply body over engine.max_reply_bytes ({self.cap} bytes): the server sent more; not read further"
-                    )
+                    cap = f"engine.max_reply_bytes ({self.cap} bytes)"
+                    raise ReplyTooLarge(f"reply body over {cap}: the server sent more; not read further")
                 yield chunk
 
         async def aclose(self) -> None:

@@ -141,7 +141,8 @@ class ScriptedServer(_Server):
     `script` is a list of steps (each chat request takes the next one; the last repeats), or a dict
     {content: [steps]} giving each request its own sequence of steps, keyed by the content of its
     last message: attempt n of that request takes step n (the last repeats), whatever the order in
-    which a concurrent batch arrives, or a function of the request's JSON that returns its step. A step is a dict; the helpers below make each fault:
+    which a concurrent batch arrives, or a function of the request's JSON that returns its step.
+    A step is a dict; the helpers below make each fault:
     {"status": 429, "headers": {"Retry-After": "1"}, "body": {...}, "delay": 0.0} plus
     "raw": bytes sent as the body as they are, "drop": close the connection without a reply,
     "hang": seconds to stall before answering (released when the server stops),

@@ -154,11 +154,12 @@ def missing_dimensions(parsed: dict[str, Any], names: list[str] | tuple[str, ...
 def parse_judgment(text: str | None, scale_max: float) -> dict[str, Any]:
     """Judge text -> {score, status, reason, dimensions}. Never raises; status says what went wrong.
 
-    Order: strip <think> blocks (the last PARSE_CHARS characters of what is left are read); the last JSON object with a "score" (or overall/rating) key: its
-    number, and when it is not a number ("high", null) the judgment is unparseable (never a number read
-    from elsewhere in the text); else the last "score: N" form; else the last "N/M" or "N out of M" with
-    M == scale_max. Then: a non-finite number is unparseable; a score stated on another scale ("8/10" on
-    0..100) or outside 0..scale_max is out_of_range (never clipped, never rescaled: the judge is re-asked).
+    Order: strip <think> blocks (the last PARSE_CHARS characters of what is left are read); the last
+    JSON object with a "score" (or overall/rating) key: its number, and when it is not a number ("high",
+    null) the judgment is unparseable (never a number read from elsewhere in the text); else the last
+    "score: N" form; else the last "N/M" or "N out of M" with M == scale_max. Then: a non-finite number
+    is unparseable; a score stated on another scale ("8/10" on 0..100) or outside 0..scale_max is
+    out_of_range (never clipped, never rescaled: the judge is re-asked).
     """
     body, in_think = _verdict(text)
     found: tuple[float, float | None] | None = None
