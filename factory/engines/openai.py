@@ -216,6 +216,11 @@ class OpenAIEngine:
 
         async def capped(response: Any) -> None:  # before the body is read: count what it reads
             response.stream = capped_stream(response.stream, cap)
+            encoding = response.headers.get("content-encoding", "").strip().lower()
+            if encoding not in ("", "identity") and hasattr(response, "_get_content_decoder"):
+                # A compressed body is capped once decoded too (a small gzip can decode to gigabytes). The
+                # client's decoder is private API: where it is absent, the raw bytes' cap is what holds.
+                response._decoder = _CappedDecoder(response._get_content_decoder(), cap)
 
         http_client = client_class(
             trust_env=host not in _LOOPBACK,  # a loopback server is never reached through a proxy of the environment
@@ -466,6 +471,37 @@ def capped_stream_class(byte_stream: type) -> type:
             await self.stream.aclose()
 
     return CappedStream
+
+
+class _CappedDecoder:
+    """The HTTP library's content decoder, stopping with ReplyTooLarge once it decoded more than `cap` bytes
+    (its decode/flush return bytes in httpx, an iterator of bytes in httpx2: either is counted)."""
+
+    def __init__(self, inner: Any, cap: int):
+        self.inner, self.cap, self.read = inner, cap, 0
+
+    def _add(self, size: int) -> None:
+        self.read += size
+        if self.read > self.cap:
+            cap = f"engine.max_reply_bytes ({self.cap} bytes)"
+            raise ReplyTooLarge(f"reply body over {cap} once decompressed; not read further")
+
+    def _count(self, out: Any) -> Any:
+        if isinstance(out, (bytes, bytearray)):
+            self._add(len(out))
+            return out
+        return self._counted(out)
+
+    def _counted(self, parts: Any) -> Any:
+        for part in parts:
+            self._add(len(part))
+            yield part
+
+    def decode(self, data: bytes) -> Any:
+        return self._count(self.inner.decode(data))
+
+    def flush(self) -> Any:
+        return self._count(self.inner.flush())
 
 
 def _used_tokens(response: Any, estimate: int) -> int:

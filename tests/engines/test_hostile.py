@@ -7,6 +7,8 @@ never ends stops by itself after `for_s` seconds, so a test is bounded even when
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from factory.config import EngineConfig
@@ -109,6 +111,22 @@ def test_a_body_that_never_ends_stops_at_the_byte_cap_naming_the_key():
     # The client stopped reading: the server got no further than the socket buffers past the cap.
     assert streamed < 64 * cap
     assert out["good"].error is None and out["good"].text == "ok"
+
+
+def test_a_compressed_body_is_capped_once_decoded():
+    import gzip
+
+    bomb = gzip.compress(b"x" * (64 * 2**20))  # 64 KiB on the wire, 64 MiB decoded
+    step = {"raw": bomb, "headers": {"Content-Encoding": "gzip"}}
+    with ScriptedServer({"lie": [step], "good": [ok()]}) as server:
+        out = ask(server, ["lie", "good"], max_reply_bytes=2**20)
+        sent = server.count("lie")
+    assert out["lie"].error.startswith("reply body over engine.max_reply_bytes (1048576 bytes) once decompressed")
+    assert sent == 1 and out["good"].error is None
+    small = {"raw": gzip.compress(json.dumps(chat_response("zipped words")).encode()), "headers": step["headers"]}
+    with ScriptedServer([small]) as server:
+        (done,) = ask(server, ["fine"], max_reply_bytes=2**20).values()
+    assert done.error is None and done.text == "zipped words"  # a compressed reply under the cap is read
 
 
 def test_a_body_that_trickles_in_under_the_read_timeout_stops_at_the_deadline():
