@@ -99,7 +99,12 @@ def test_a_row_the_schema_cannot_hold_is_stored_as_a_failed_row_and_its_flush_ke
     bad = samples.filter(pl.col("error").is_not_null()).row(0, named=True)
     assert (bad["prompt_id"], bad["sample_idx"]) == ("p1", 0)
     assert bad["error"].startswith("row not storable: column ") and "tokens" in bad["error"]
-    assert bad["attempts"] == 1  # what the request cost is kept
+    assert bad["attempts"] == 1  # what the request cost is kept, and the text it answered
+    assert (
+        bad["prompt_hash"] is not None
+        and bad["prompt_hash"]
+        == samples.filter((pl.col("prompt_id") == "p1") & (pl.col("sample_idx") == 1))["prompt_hash"].item()
+    )
     assert samples.filter(pl.col("error").is_null()).height == 5
     assert manifest["counts"]["samples_ok"] == 5 and manifest["counts"]["samples_failed"] == 1
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())

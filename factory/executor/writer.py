@@ -31,6 +31,8 @@ from factory.rundir.store import RunStore
 
 log = logging.getLogger("factory")
 
+# The columns of a row the schema cannot hold that its failed row keeps: the request's cost and identity.
+KEPT = ("attempts", "latency_s", "prompt_hash")
 FEED_MIN_S = 0.25  # a table that feeds a stage flushes at most this often for it (part count vs latency)
 
 
@@ -53,7 +55,7 @@ class TableWriter:
         self.scrub = scrub
         self.failed, self.on_replaced = failed, on_replaced
         self.replaced = 0  # rows stored as their stage's failed row, the schema could not hold them
-        self._paid = pa.schema([f for f in schema if f.name in ("attempts", "latency_s")])
+        self._kept = pa.schema([f for f in schema if f.name in KEPT])
         self.buffer: list[dict] = []
         self.open: list[tuple[str, pa.Table]] = []  # small parts of the open part: (path, rows)
         self.open_since = self.last_flush = time.monotonic()
@@ -110,9 +112,9 @@ class TableWriter:
                 if unstorable(replacement, self.schema) is not None:  # its key itself: nothing to store
                     log.error("%s: a row the schema cannot hold was not stored (%s): %s", self.table, problem, row)
                     continue
-                for paid in ("attempts", "latency_s"):  # what the request cost is still true
-                    if paid in replacement and unstorable({paid: row.get(paid)}, self._paid) is None:
-                        replacement[paid] = row.get(paid)
+                for name in KEPT:  # what the request cost and which text it answered are still true
+                    if name in replacement and unstorable({name: row.get(name)}, self._kept) is None:
+                        replacement[name] = row.get(name)
                 self.replaced += 1
                 if self.on_replaced is not None:
                     self.on_replaced(row, replacement)
