@@ -221,6 +221,7 @@ class Executor:
             s.name: TableWriter(
                 self.store, s.table, s.schema, self.cfg.store,
                 feed_rows=max((d.batch_size for d in feeds[s.name]), default=0), scrub=self.scrub,
+                failed=s.failed, on_replaced=lambda row, new, s=s: metrics[s.name].recount(s.ok(row), s.ok(new)),
             )
             for s in stages
         }  # fmt: skip

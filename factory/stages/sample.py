@@ -21,7 +21,6 @@ the prompt under their id, as they did.
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 
@@ -35,6 +34,7 @@ from factory.rundir.schemas import SAMPLES, require_columns
 from factory.rundir.store import conform
 from factory.stages.adaptive import AdaptiveK
 from factory.stages.base import Emit, PromptRows, check_inputs, encode, latest, read_status
+from factory.stages.think import think_blocks
 
 PLAN_COLUMNS = ("prompt_id", "sample_idx", "seed")
 KEY = ("prompt_id", "sample_idx")
@@ -44,7 +44,6 @@ HASH = "prompt_hash"
 # The prompt_hash stamped on a stored sample whose prompt text is not known (its id was not in prompts/):
 # equal to no messages_hash, so it answers no prompt and its key is asked again should the id come back.
 UNKNOWN_TEXT = "unknown"
-_THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 
 
 def sampler_fingerprint(engine: EngineConfig, sampling: SamplingConfig, model_id: str, template: str) -> str:
@@ -184,11 +183,11 @@ def split_reasoning(text: str, reasoning: str | None = None) -> tuple[str, str]:
     """(reasoning, answer) from `<think>...</think>answer` or from an API's separate reasoning field.
     An unclosed `<think>` (truncated mid-thought) leaves the answer empty."""
     text = text or ""
+    found, rest = think_blocks(text)
     if reasoning is not None:
-        return reasoning.strip(), _THINK.sub("", text).strip()
-    found = _THINK.findall(text)
+        return reasoning.strip(), rest.strip()
     if found:
-        return "\n".join(part.strip() for part in found).strip(), _THINK.sub("", text).strip()
+        return "\n".join(part.strip() for part in found).strip(), rest.strip()
     if "<think>" in text:
         return text.split("<think>", 1)[1].strip(), ""
     if "</think>" in text:  # templates that open the think block in the prompt
