@@ -40,7 +40,7 @@ from typing import Any
 
 import polars as pl
 
-from factory.engines.base import Completion, FatalEngineError, OnDone, Request
+from factory.engines.base import Completion, FatalEngineError, OnDone, Request, checked
 from factory.rundir.hashing import stable_hash
 from factory.rundir.schemas import BATCHES
 from factory.rundir.secrets import redact_url
@@ -162,6 +162,7 @@ class BatchSender:
         done: dict[str, Completion] = {}
 
         def finish(cid: str, completion: Completion) -> None:
+            completion = checked(bodies[cid][0], completion)  # every engine's replies pass the one check
             done[cid] = completion
             self.engine.finished += 1
             if on_done is not None:
