@@ -19,8 +19,8 @@ from factory.config.verifiers import VerifierConfig
 @dataclass
 class StoreConfig:
     flush_s: float = help_(
-        "Finished rows are written at least this often (seconds): a kill -9 loses at most these and the "
-        "requests in flight.",
+        "Finished rows are written at least this often (seconds), and as soon as a batch of them is in (0.25 s "
+        "apart): a kill -9 loses at most these and the requests in flight.",
         5.0,
     )
     part_mb: float = help_("A run's small parts are merged into one Parquet file once they hold this many MiB.", 64.0)

@@ -7,10 +7,13 @@
     writer.close()              # last flush, then the run's small parts merged into one
 
 Durability and file count pull apart, so the writer does both: finished rows are written as a small
-part at least every `flush_s` seconds (a kill -9 loses at most that, plus requests in flight), and
-the small parts of the current "open part" are merged into one Parquet file (store.merge: readers
-never see a row twice or not at all) once they hold `part_mb` MiB or are `part_s` seconds old, and at
-the end of the run. The open part's rows stay in memory until then, so a merge never reads back.
+part as soon as a batch of them (`feed_rows`) is in, FEED_MIN_S apart, and at least every `flush_s`
+seconds (a kill -9 loses at most those, plus requests in flight), and the small parts of the current
+"open part" are merged into one Parquet file (store.merge: readers never see a row twice or not at
+all) once they hold `part_mb` MiB or are `part_s` seconds old, and at the end of the run. The open
+part's rows stay in memory until then, so a merge never reads back; their size is kept as they come,
+so a flush costs the same at 2 or 2,000 open parts. A run killed before its merge leaves its small
+parts: the next run merges them first (factory.rundir.compact.merge_leftovers).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import pyarrow as pa
 from factory.config import StoreConfig
 from factory.rundir.store import RunStore
 
-FEED_MIN_S = 0.25  # a table that feeds a stage flushes at most this often for it (part count vs latency)
+FEED_MIN_S = 0.25  # a table with a batch of rows in flushes at most this often for it (part count vs latency)
 
 
 class TableWriter:
@@ -37,10 +40,11 @@ class TableWriter:
         scrub: Callable[[pa.Table], pa.Table] | None = None,
     ):
         self.store, self.table, self.schema, self.cfg = store, table, schema, cfg
-        self.feed_rows = feed_rows  # > 0: a downstream stage waits for these rows; flush once this many
+        self.feed_rows = feed_rows  # > 0: flush once this many (a batch of the stage fed, or of this stage)
         self.scrub = scrub
         self.buffer: list[dict] = []
         self.open: list[tuple[str, pa.Table]] = []  # small parts of the open part: (path, rows)
+        self.open_bytes = 0  # their Arrow size, kept as they come: a flush never re-sums the open part
         self.open_since = self.last_flush = time.monotonic()
         self.parts_written = self.merges = self.rows_written = 0
 
@@ -75,8 +79,8 @@ class TableWriter:
         if not self.open:
             self.open_since = self.last_flush
         self.open.append((path, table))
-        size = sum(t.nbytes for _, t in self.open)
-        if size >= self.cfg.part_mb * 2**20 or self.last_flush - self.open_since >= self.cfg.part_s:
+        self.open_bytes += table.nbytes
+        if self.open_bytes >= self.cfg.part_mb * 2**20 or self.last_flush - self.open_since >= self.cfg.part_s:
             self.roll()
         return rows
 
@@ -85,7 +89,7 @@ class TableWriter:
         if len(self.open) > 1:
             self.store.merge(self.table, [p for p, _ in self.open], pa.concat_tables([t for _, t in self.open]))
             self.merges += 1
-        self.open = []
+        self.open, self.open_bytes = [], 0
 
     def close(self) -> list[dict]:
         rows = self.flush()
