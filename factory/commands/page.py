@@ -383,7 +383,7 @@ def write_page(
     trimmed = None
     if len(encoded) > budget:
         full = len(encoded)
-        data, encoded, rows, chars = _fit(render, budget, max_pairs, full, _longest(data))
+        data, encoded, rows, chars = _fit(render, budget, max_pairs, data, full)
         trimmed = {"bytes_untrimmed": full, "max_text_chars": chars, "max_rows": rows}
         logging.getLogger("factory").warning(
             "%s: %s", PAGE, _trim_note(budget, max_pairs, rows, chars, len(data["pairs"]), full, len(encoded))
@@ -410,13 +410,14 @@ def _longest(data: dict[str, Any]) -> int:
 
 
 def _fit(
-    render: Any, budget: int, max_pairs: int, size: int, longest: int
+    render: Any, budget: int, max_pairs: int, data: dict[str, Any], size: int
 ) -> tuple[dict[str, Any], bytes, int, int]:
-    """From a page of `size` bytes over `budget` whose longest text is `longest` characters: texts cut
-    shorter (in proportion to the excess, at least by half each time, down to MIN_TEXT_CHARS), then fewer
-    rows per list (the same way), until the page fits or holds one row a list."""
-    rows, chars = max_pairs, MAX_TEXT_CHARS
-    while size > budget and chars > MIN_TEXT_CHARS:
+    """From a page of `size` bytes over `budget` (its browsers' `data`): texts cut shorter (in proportion
+    to the excess, at least by half each time, down to MIN_TEXT_CHARS), then fewer rows per list (the same
+    way), until the page fits or holds one row a list."""
+    rows, chars, encoded = max_pairs, MAX_TEXT_CHARS, b""
+    longest = _longest(data)
+    while size > budget and min(chars, longest) > MIN_TEXT_CHARS:
         chars = min(chars, longest)
         chars = max(MIN_TEXT_CHARS, min(chars // 2, int(chars * budget / size)))
         data, encoded = render(rows, chars)
@@ -426,6 +427,8 @@ def _fit(
         rows = max(1, min(rows // 2, int(rows * budget / size)))
         data, encoded = render(rows, chars)
         size = len(encoded)
+    if not encoded:  # nothing to trim (one row a list, short texts): the page as it is, with its note
+        data, encoded = render(rows, chars)
     return data, encoded, rows, chars
 
 
