@@ -25,6 +25,13 @@ def test_ray_start_up_warnings_go_to_the_log_file_and_errors_stay_on_stderr(tmp_
         warnings.warn("a deprecated Ray option", DeprecationWarning, stacklevel=1)
         logging.getLogger("ray._private.worker").error("a start-up error")
 
+    class RaysHandler(logging.Handler):  # Ray's own: writes to whatever sys.stderr is when it emits
+        def emit(self, record: logging.LogRecord) -> None:
+            sys.stderr.write(self.format(record) + "\n")
+
+    ray_logger = logging.getLogger("ray")  # as `import ray` leaves it (another test's Ray may have changed it)
+    monkeypatch.setattr(ray_logger, "handlers", [RaysHandler()])
+    monkeypatch.setattr(ray_logger, "propagate", False)
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", init)
     monkeypatch.setattr(ray_mod, "ray_log_dir", lambda: str(tmp_path), raising=False)
