@@ -51,6 +51,7 @@ PAGE = "report/index.html"
 MAX_PAIRS = 2_000
 MAX_TEXT_CHARS = 20_000
 MIN_TEXT_CHARS = 500  # the shortest a text is cut to for the byte budget before lists lose rows
+FIT_TRIES = 5  # pages rendered per trim (texts, rows) before it goes to the floor
 SIDE_COLUMNS = ("prompt_id", "sample_idx", "completion_tokens", "finish_reason", "error", "answer", "reasoning")
 
 
@@ -412,24 +413,37 @@ def _longest(data: dict[str, Any]) -> int:
 def _fit(
     render: Any, budget: int, max_pairs: int, data: dict[str, Any], size: int
 ) -> tuple[dict[str, Any], bytes, int, int]:
-    """From a page of `size` bytes over `budget` (its browsers' `data`): texts cut shorter (in proportion
-    to the excess, at least by half each time, down to MIN_TEXT_CHARS), then fewer rows per list (the same
-    way), until the page fits or holds one row a list."""
+    """From a page of `size` bytes over `budget` (its browsers' `data`): texts cut shorter (down to
+    MIN_TEXT_CHARS), then fewer rows per list, until the page fits or holds one row a list."""
+    longest = min(MAX_TEXT_CHARS, _longest(data))
     rows, chars, encoded = max_pairs, MAX_TEXT_CHARS, b""
-    longest = _longest(data)
-    while size > budget and min(chars, longest) > MIN_TEXT_CHARS:
-        chars = min(chars, longest)
-        chars = max(MIN_TEXT_CHARS, min(chars // 2, int(chars * budget / size)))
-        data, encoded = render(rows, chars)
-        size = len(encoded)
-    while size > budget and rows > 1:
-        rows = min(rows, max(len(data[k]) for k in ("pairs", "dropped", "excluded")))  # what the lists hold
-        rows = max(1, min(rows // 2, int(rows * budget / size)))
-        data, encoded = render(rows, chars)
-        size = len(encoded)
+    if longest > MIN_TEXT_CHARS:
+        chars, data, encoded, size = _shrink(lambda n: render(rows, n), longest, size, budget, MIN_TEXT_CHARS)
+    if size > budget and rows > 1:
+        held = max(len(data[k]) for k in ("pairs", "dropped", "excluded"))  # what the lists hold
+        rows, data, encoded, size = _shrink(lambda n: render(n, chars), held, size, budget, 1)
     if not encoded:  # nothing to trim (one row a list, short texts): the page as it is, with its note
         data, encoded = render(rows, chars)
     return data, encoded, rows, chars
+
+
+def _shrink(render: Any, value: int, size: int, budget: int, floor: int) -> tuple[int, dict[str, Any], bytes, int]:
+    """The largest-found `value` (a text cut, a row cap) whose page fits `budget`, from a page of `size`
+    bytes at `value`: each next guess is where the line through the last two (value, size) points meets
+    95% of the budget (the first: in proportion), 10% to 50% lower each time, never below `floor`;
+    after FIT_TRIES guesses, `floor`."""
+    points = [(value, size)]
+    data: dict[str, Any] = {}
+    encoded = b""
+    while size > budget and value > floor:
+        (v1, s1), (v0, s0) = points[-1], points[-2] if len(points) > 1 else (0, 0)
+        slope = (s1 - s0) / (v1 - v0) if v1 != v0 else 0.0
+        guess = v1 - (s1 - 0.95 * budget) / slope if slope > 0 else v1 * budget / s1 * 0.95
+        value = floor if len(points) > FIT_TRIES else max(floor, v1 // 2, min(int(guess), int(v1 * 0.9)))
+        data, encoded = render(value)
+        size = len(encoded)
+        points.append((value, size))
+    return value, data, encoded, size
 
 
 def _size(n: int) -> str:

@@ -62,9 +62,9 @@ def test_a_table_nothing_reads_from_is_stored_as_promptly_as_the_one_that_feeds_
     # flush_s is long: rows are stored early only when a batch of them is in (FEED_MIN_S apart). The
     # samples table feeds the judge and always did that; the judgments table must too, or a kill
     # re-pays up to flush_s of judgments.
-    up = EchoStage(engine_cfg(batch_size=4), 240, name="up")
+    up = EchoStage(engine_cfg(batch_size=4), 400, name="up")
     down = EchoStage(engine_cfg(batch_size=4), 0, name="down", upstream="up")
     store, done, _, _ = run_local([up, down], counting(latency=0.01), store=StoreConfig(flush_s=600))
-    assert store.read("down").height == 240
+    assert store.read("down").height == 400
     assert done["up"].parts_written >= 3
     assert done["down"].parts_written >= 3  # main: 1 (only the final flush)
