@@ -18,9 +18,7 @@ usable rows) plus its stage module; JUDGE_KINDS lists them.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
@@ -30,6 +28,7 @@ from factory.config import ConfigError, EngineConfig, RunConfig
 from factory.engines import kind_of
 from factory.pairs import prejudge
 from factory.pairs.prejudge import Prefilter
+from factory import prompts as prompts_mod
 from factory.prompts import read_text
 from factory.rundir.schemas import JUDGMENTS
 from factory.stages import judge as judge_stage
@@ -76,14 +75,11 @@ def template_text(cfg: RunConfig) -> str:
     return "\n---\n".join(parts)
 
 
-def versions() -> dict[str, str]:
-    out = {"python": sys.version.split()[0]}
-    for package in ("factory", "ray", "polars", "pyarrow", "xllamacpp", "openai", "vllm", "omegaconf", "fsspec"):
-        try:
-            out[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
+def check_prompts(cfg: RunConfig, path: str = "", key: str = "prompts.path") -> None:
+    """The prompts' URL scheme (`path`, default prompts.path) and the user template, each error naming its key."""
+    prompts_mod.check_url(path or cfg.prompts.path, key)
+    if cfg.prompts.user_template_file:
+        prompts_mod.check_template(read_text(cfg.prompts.user_template_file), "prompts.user_template_file")
 
 
 def prefilter(cfg: RunConfig, prompts: pl.DataFrame) -> Prefilter | None:
@@ -354,6 +350,7 @@ class RunGraph:
                 raise ConfigError(f"{key}: no configured judge makes the column {column!r} ({hint}); judge columns: {have}")
         if not cfg.prompts.path:
             raise ConfigError("prompts.path: no prompts file given")
+        check_prompts(cfg)
         from factory.pairs import export as export_mod
 
         export_mod.preflight(cfg)  # a student template (export.template) loads and renders

@@ -29,7 +29,7 @@ from typing import Any, Callable
 import polars as pl
 
 from factory.config import EngineConfig, RunConfig, StageCostConfig
-from factory.commands.cost import price_key, priced, tokens_text, unpriced_paid, usd, usd_text
+from factory.executor.budget import price_key, priced, tokens_text, unpriced_paid, usd, usd_text
 from factory.rundir.schemas import JUDGMENTS, REWARDS, SAMPLES
 from factory.stages.sample import SampleStage
 from factory.rundir.store import RunStore
@@ -131,7 +131,7 @@ def _passing_share(stage: Any, store: RunStore, up: pl.DataFrame | None) -> tupl
 
     ids = _spread(up.select("prompt_id").unique(maintain_order=True), PASSING_GROUPS)
     keys = up.join(ids, on="prompt_id", how="semi").select("prompt_id", "sample_idx", "sampler_fp")
-    text = judgeable(sample_text(store, keys))
+    text = judgeable(sample_text(store, keys))  # a share of usable text: any prompt text will do
     if not text.height:
         return 1.0, ""
     passed = prefiltered(text, prefilter)["exclusion"].is_null().sum()
@@ -336,7 +336,7 @@ def target_prompts(cfg: RunConfig, store: RunStore) -> tuple[int, str]:
 
 def make_plan(cfg: RunConfig) -> dict[str, Any]:
     """The plan of `factory run cfg` (see the module doc); nothing is written but plan.json."""
-    from factory.commands.cost import run_prices
+    from factory.executor.budget import run_prices
     from factory.graph import RunGraph
     from factory.prompts import load_prompts
 
