@@ -377,7 +377,12 @@ class RunGraph:
         if self.cfg.sampler.adaptive.enabled:  # the sampler follows itself and every judge
             follows = ("sample", *(stage.name for stage in judges))
             adaptive = AdaptiveK(self.cfg, lambda store: self.decided_view(store, prompts, fps), follows)
-        return [sample_stage.SampleStage(self.cfg, fps["sampler"], prompts, adaptive=adaptive), *judges]
+        sampler = sample_stage.SampleStage(self.cfg, fps["sampler"], prompts, adaptive=adaptive)
+        if adaptive is not None:  # a group judge draws each prompt's group at the sampler's current level
+            for stage in judges:
+                if hasattr(stage, "levels"):
+                    stage.levels = sampler.levels_now
+        return [sampler, *judges]
 
     def decided_view(
         self, store: Any, prompts: pl.DataFrame, fps: dict[str, str] | None = None

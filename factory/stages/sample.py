@@ -336,6 +336,7 @@ class SampleStage:
         self.adaptive = adaptive
         self.follows: tuple[str, ...] = adaptive.follows if adaptive is not None else ()
         self.current: pl.DataFrame | None = None  # the last levels decided (sampler.adaptive)
+        self._levels_of: tuple[pl.DataFrame, dict[str, int]] | None = None
         self._asked: set[tuple[str, int]] = set()  # keys handed to the executor in this pass
         self._store: Any = None
         self.grown_early = 0  # keys of later steps drawn while the run was still sampling or judging
@@ -377,6 +378,14 @@ class SampleStage:
             self.current = self.adaptive.levels(store, ids)
             levels = self.current["level"]
         return missing_samples(ids, status, self.k, self.sampling.seed, self.retry_failed, levels)
+
+    def levels_now(self) -> dict[str, int] | None:
+        """sampler.adaptive: prompt_id -> the samples the last decision gives it (None before the first)."""
+        if self.current is None:
+            return None
+        if self._levels_of is None or self._levels_of[0] is not self.current:
+            self._levels_of = (self.current, dict(self.current.select("prompt_id", "level").iter_rows()))
+        return self._levels_of[1]
 
     @property
     def expected(self) -> int:

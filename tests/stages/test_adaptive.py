@@ -214,3 +214,79 @@ def test_the_same_samples_on_ray(tmp_path):
     manifest = run(cfg, backend="ray", build=lambda _c: FakeEngine(reply=reply), command="t")
     assert per_prompt(stored_keys(tmp_path)) == {p: list(range(n)) for p, n in EXPECTED.items()}
     assert manifest["requests"] == {"sampler": sum(EXPECTED.values()), "judge": sum(EXPECTED.values())}
+
+
+_SHOWN = re.compile(r"\[Answer ([A-Z]+)\]\n(?:<think>.*?</think>\n)?score (\d+) says sample (\d+) of (\w+)", re.S)
+
+
+def group_reply(request) -> str:
+    """The group judge: each labelled answer's score is the one it states."""
+    if request.json_schema is None:
+        return reply(request)
+    shown = _SHOWN.findall(request.messages[0]["content"])
+    return json.dumps({label: {"score": int(score), "reason": "r"} for label, score, _i, _p in shown})
+
+
+def group_asked(engine, since=0):
+    """(prompt_id, the sample_idx shown in order) of each group request."""
+    out = []
+    for r in engine.requests[since:]:
+        if r.json_schema is not None:
+            shown = _SHOWN.findall(r.messages[0]["content"])
+            out.append((shown[0][3], tuple(int(i) for *_x, i, _p in shown)))
+    return out
+
+
+def expected_groups(orders):
+    """Per prompt, the sample sets judged, sorted: one per step it reached (2, 4, 6 samples) and order."""
+    return {p: sorted(tuple(range(at)) for at in range(2, n + 1, 2) for _ in range(orders)) for p, n in EXPECTED.items()}
+
+
+def as_sets(asked):
+    out: dict[str, list[tuple]] = {}
+    for prompt_id, shown in asked:
+        out.setdefault(prompt_id, []).append(tuple(sorted(shown)))
+    return {p: sorted(v) for p, v in sorted(out.items())}
+
+
+@pytest.mark.parametrize("orders", [1, 2])
+def test_group_judging_judges_each_step_of_a_group_once_per_order(tmp_path, orders):
+    """A group judge under adaptive K: a prompt decided at k_min is judged once per order, an undecided one
+    once per step (its set of 2, then 4, then 6 samples), and the decision reads each prompt's latest group."""
+    engine = FakeEngine(reply=group_reply)
+    cfg = cfg_of(tmp_path, "judge.mode=group", f"judge.orders={orders}")
+    manifest = run(cfg, backend="local", build=lambda _c: engine, command="t")
+    asked = sampled(engine)
+    assert len(asked) == len(set(asked)) == sum(EXPECTED.values()) == manifest["requests"]["sampler"]
+    assert per_prompt(asked) == {p: list(range(n)) for p, n in EXPECTED.items()}
+    groups = group_asked(engine)
+    assert len(groups) == len(set(groups)) == manifest["requests"]["judge"]  # each (set, order) asked once
+    assert as_sets(groups) == expected_groups(orders)
+    if orders == 2:  # order 1 shows the set in order 0's reverse
+        shown: dict[tuple, list[tuple]] = {}
+        for prompt_id, order in groups:
+            shown.setdefault((prompt_id, tuple(sorted(order))), []).append(order)
+        assert all(len(two) == 2 and two[0] == two[1][::-1] for two in shown.values())
+    judgments = RunStore(str(tmp_path / "run")).read("judgments")
+    assert judgments["group_key"].n_unique() == len(groups)  # the smaller sets' rows stay stored
+    pairs = RunStore(str(tmp_path / "run")).read("pairs")
+    assert sorted(pairs["prompt_id"].to_list()) == ["p0", "p1"]
+
+
+def test_group_judging_under_adaptive_k_resumes_with_every_key_once(tmp_path):
+    cfg = cfg_of(tmp_path, "judge.mode=group")
+    broken = FakeEngine(reply=group_reply, script={("p2", 3): Raise(FatalEngineError("HTTP 401: the key was revoked"))})
+    with pytest.raises(FatalRunError):
+        run(cfg, backend="local", build=lambda _c: broken, command="t")
+    first_samples, first_groups = stored_keys(tmp_path), group_asked(broken)
+    assert len(first_samples) < sum(EXPECTED.values())
+    engine = FakeEngine(reply=group_reply)
+    run(cfg, backend="local", build=lambda _c: engine, command="t")
+    resumed = sampled(engine)
+    assert not set(resumed) & set(first_samples) and len(resumed) == len(set(resumed))
+    assert per_prompt(stored_keys(tmp_path)) == {p: list(range(n)) for p, n in EXPECTED.items()}
+    again = group_asked(engine)
+    assert not set(again) & set(first_groups)  # a group judged before the kill is not asked again
+    both = first_groups + again
+    assert len(both) == len(set(both))
+    assert as_sets(both) == expected_groups(1)

@@ -29,6 +29,7 @@ an answer keeps the first usable score it got.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any
 
 import polars as pl
@@ -227,6 +228,13 @@ class GroupJudgeStage(JudgeStage):
         self.resample_failed = cfg.sampler.retry_failed if resample_failed is None else resample_failed
         self._waiting: set[str] = set()  # prompts whose samples are not all stored yet
         self._partial: dict[str, dict[int, dict]] = {}  # their samples stored since, by sample_idx
+        # sampler.adaptive: the sampler's current level of each prompt (graph.stages wires it to the sample
+        # stage); a group is drawn from the samples below its level, and again when the level grows
+        self.levels: Callable[[], dict[str, int] | None] | None = None
+        self._store: Any = None
+        self._stored: dict[str, dict[int, tuple[bool, Any]]] = {}  # (ok, created_at) of each stored sample
+        self._drawn: dict[str, int] = {}  # the level each prompt's group was last drawn at
+        self._asked: set[tuple] = set()  # (prompt_id, order, pool) asked in this invocation
 
     @property
     def fanout(self) -> float:
@@ -252,15 +260,44 @@ class GroupJudgeStage(JudgeStage):
     def answers(self, request: dict) -> list[tuple]:
         return [(request["prompt_id"], idx, request["sampler_fp"], request["vote"]) for idx in request["members"]]
 
+    def _levels(self) -> dict[str, int] | None:
+        """sampler.adaptive: each prompt's current level as the sampler decided it (None: fixed k)."""
+        return None if self.levels is None or self.upstream is None else self.levels()
+
     def plan(self, store: Any) -> pl.DataFrame:
+        self._store, self._asked = store, set()
+        work = self._plan(store)
+        self._asked = {(row["prompt_id"], row["vote"], row["group_pool"]) for row in work.iter_rows(named=True)} if work.height else set()
+        return work
+
+    def settle(self, store: Any) -> list[dict]:
+        """sampler.adaptive, when nothing else is left to do: the groups pending at the prompts' current levels
+        that this invocation has not asked yet (a level that went back up to samples already stored draws no
+        new sample, so `follow` never sees it); none at a fixed k."""
+        if self._levels() is None:
+            return []
+        work = self._plan(store).to_dicts()
+        work = [row for row in work if (row["prompt_id"], row["vote"], row["group_pool"]) not in self._asked]
+        self._asked.update((row["prompt_id"], row["vote"], row["group_pool"]) for row in work)
+        return work
+
+    def _plan(self, store: Any) -> pl.DataFrame:
         ids = self.prompt_ids
         mine = (pl.col("sampler_fp") == self.sampler_fp) & (pl.col("sample_idx") < self.k)
         status = read_status(store, "samples", SAMPLES, SAMPLE_STATUS, ids, mine).filter(answered(self.hashes))
         status = latest(status, ["prompt_id", "sample_idx"])  # of the prompts' current text only
         status = status.with_columns(ids.gather(status["prompt_id"]).alias("prompt_id"))
+        levels = self._levels()
+        if levels is not None:  # the samples of each prompt's current step only
+            self._stored = {}
+            for pid, idx, error, created in status.select("prompt_id", "sample_idx", "error", "created_at").iter_rows():
+                self._stored.setdefault(pid, {})[idx] = (error is None, created)
+            status = status.filter(pl.col("sample_idx") < self._need(levels))
         counts = status.group_by("prompt_id").len()
         if self.upstream is None:  # no sample stage feeds it (eval's imported answers): what is stored is all
             complete = set(counts["prompt_id"].to_list())
+        elif levels is not None:
+            complete = set(counts.filter(pl.col("len") >= self._need(levels))["prompt_id"].to_list())
         else:
             complete = set(counts.filter(pl.col("len") >= self.k)["prompt_id"].to_list())
         redo: set[str] = set()
@@ -269,6 +306,8 @@ class GroupJudgeStage(JudgeStage):
             complete -= redo
             status = status.filter(pl.col("error").is_null() | ~pl.col("prompt_id").is_in(list(redo)))
         self._waiting = set(ids.to_list()) - complete
+        if levels is not None:
+            self._drawn = {pid: levels.get(pid, self.k) for pid in complete}
         ours = (pl.col("judge_fp") == self.judge_fp) & (pl.col("sampler_fp") == self.sampler_fp)
         stored = read_status(store, "judgments", JUDGMENTS, GROUP_STATUS, ids, ours)
         stored = stored.with_columns(ids.gather(stored["prompt_id"]).alias("prompt_id"))
@@ -285,8 +324,10 @@ class GroupJudgeStage(JudgeStage):
         pending = {pid for pid, pool in pools.items() for v in range(self.cfg.orders) if (pid, v, pool) not in have}
         keys = pl.concat([ok.filter(pl.col("prompt_id").is_in(list(pending))), waiting_keys]).select(SAMPLE_KEY)
         text = sample_text(store, keys, ids, self.hashes)
-        for row in text.filter(pl.col("prompt_id").is_in(list(self._waiting))).iter_rows(named=True):
+        for row in text.filter(pl.col("prompt_id").is_in(list(self._waiting)) & pl.lit(levels is None)).iter_rows(named=True):
             self._partial.setdefault(row["prompt_id"], {})[row["sample_idx"]] = row
+        if levels is not None:  # follow draws from _stored and the store, not from texts kept in memory
+            self._partial = {}
         lost = status.filter(pl.col("error").is_not_null() & pl.col("prompt_id").is_in(list(self._waiting)))
         for row in lost.iter_rows(named=True):  # a failed sample completes its group too
             self._partial.setdefault(row["prompt_id"], {})[row["sample_idx"]] = {**dict.fromkeys(TEXT_SCHEMA), **row}
@@ -297,6 +338,10 @@ class GroupJudgeStage(JudgeStage):
             work += self._groups(pid, by_prompt.get(pid), pools[pid], have)
         self.note = f"{failed} failed sample(s) not judged" if failed else ""
         return pl.DataFrame(work) if work else pl.DataFrame()
+
+    def _need(self, levels: dict[str, int]) -> pl.Expr:
+        """Each row's prompt's level."""
+        return pl.col("prompt_id").replace_strict(levels, default=self.k, return_dtype=pl.Int64)
 
     def _groups(self, prompt_id: str, text: pl.DataFrame | None, pool: str, have: set) -> list[dict]:
         """The pending group requests (one per order) of a prompt whose samples are all stored."""
@@ -325,6 +370,9 @@ class GroupJudgeStage(JudgeStage):
 
     def follow(self, rows: list[dict]) -> list[dict]:
         """Samples just stored -> the groups of the prompts they complete."""
+        levels = self._levels()
+        if levels is not None:
+            return self._follow_levels(rows, levels)
         completed = []
         for row in rows:
             pid = row["prompt_id"]
@@ -342,6 +390,45 @@ class GroupJudgeStage(JudgeStage):
                 continue
             pool = pool_key(self.sampler_fp, [(r["sample_idx"], r["created_at"]) for r in ok])
             work += self._groups(pid, pl.DataFrame(ok, schema=TEXT_SCHEMA), pool, set())
+        return work
+
+    def _follow_levels(self, rows: list[dict], levels: dict[str, int]) -> list[dict]:
+        """sampler.adaptive: samples just stored -> the groups of the prompts whose current step they complete
+        (every sample below the prompt's level stored, and the group not drawn at that level yet): drawn from
+        the samples below the level, their texts read from the store in one pass."""
+        touched = set()
+        for row in rows:
+            pid = row["prompt_id"]
+            if row["sampler_fp"] != self.sampler_fp or row["sample_idx"] >= self.k or pid not in levels:
+                continue
+            self._stored.setdefault(pid, {})[row["sample_idx"]] = (row.get("error") is None, row.get("created_at"))
+            touched.add(pid)
+        completed = {}
+        for pid in touched:
+            level, have = levels[pid], self._stored[pid]
+            if level > self._drawn.get(pid, 0) and all(i in have for i in range(level)):
+                completed[pid] = level
+        if not completed:
+            return []
+        keys = pl.DataFrame(
+            [(pid, i) for pid, level in completed.items() for i in range(level) if self._stored[pid][i][0]],
+            schema={"prompt_id": pl.String, "sample_idx": pl.Int64}, orient="row",
+        )  # fmt: skip
+        keys = keys.with_columns(pl.lit(self.sampler_fp).alias("sampler_fp"))
+        text = sample_text(self._store, keys, self.prompt_ids, self.hashes)
+        by_prompt = {pid: group for (pid,), group in text.group_by("prompt_id")}
+        work = []
+        for pid, level in sorted(completed.items()):
+            self._drawn[pid] = level
+            self._waiting.discard(pid)
+            group = by_prompt.get(pid)
+            if group is None or not group.height:
+                continue
+            group = group.filter(pl.col("error").is_null())
+            pool = pool_key(self.sampler_fp, list(zip(group["sample_idx"], group["created_at"])))
+            rows_ = [row for row in self._groups(pid, group, pool, set()) if (pid, row["vote"], pool) not in self._asked]
+            self._asked.update((pid, row["vote"], pool) for row in rows_)
+            work += rows_
         return work
 
     def render(self, work: list[dict]) -> list[dict]:
