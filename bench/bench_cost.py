@@ -1,7 +1,8 @@
-"""What a kept pair costs: the fixed-K pointwise baseline against adaptive K (and the other modes of issue
-24 as they land: ARMS is a list), on the same prompts, billed by a provider on loopback.
+"""What a kept pair costs: the fixed-K pointwise baseline against each mode of issue 24 alone (group
+judging, batch mode, adaptive K at several points) and adaptive K combined with group judging and batch
+mode (`arms()`), on the same prompts, billed by a provider on loopback.
 
-    python bench/bench_cost.py [--prompts 120] [--k 8]
+    python bench/bench_cost.py [--prompts 120] [--k 8] [--group-thinking 250]
 
 The provider (started here, 127.0.0.1, OpenAI-compatible /v1/chat/completions, stdlib only) is the teacher
 and the judge, deterministic per request:
@@ -10,14 +11,18 @@ and the judge, deterministic per request:
   quality and length come from the request's seed, so sample i is the same text in every arm. The reply
   holds DeepSeek's `reasoning_content` (length - 20 tokens) and an answer that states its grade.
 - judge: a reasoning GenRM (250 thinking tokens) that reads the grade back, +- 4 points of noise from its
-  seed, as the structured JSON the rubric asks for.
+  seed, as the structured JSON the rubric asks for; a group request (judge.mode group) gets one score per
+  answer shown, each with its own noise, and --group-thinking (250) thinking tokens per answer.
 - billing, as a provider bills: a token is a whitespace-separated word of the messages; the prompt tokens
   a request shares with an earlier request's prefix (64-token blocks, DeepSeek's cache unit) are billed
   as cache hits, the rest as misses, and completion tokens as output; each request also reports them in
   `usage` (`prompt_tokens_details.cached_tokens`, `prompt_cache_hit_tokens`). The ledger is the
   provider's, not the factory's own counts. USD at DeepSeek-R1's list prices (PRICES, per million).
-  Hook for batch mode (engine.batch, issue 24): `Provider.bill(..., batch=True)` bills at BATCH_FACTOR of
-  the price; an arm that sends batches adds its route to `Handler` and its overrides to ARMS.
+  A batch line is billed at BATCH_FACTOR of every price (cache hits too).
+
+Batch mode (engine.batch) goes through the factory's real batch path: the provider also serves /v1/files and
+/v1/batches (a batch is answered when created, each line billed at BATCH_FACTOR; batch_poll_s 0.05), and
+the bench checks that every request of a batch arm came that way.
 
 Printed per arm: sample and judge requests, billed tokens (miss / hit / output), USD, kept pairs, USD per
 kept pair, the kept pairs' mean token gap (rejected - chosen tokens) and mean quality gap (chosen -
@@ -54,6 +59,7 @@ from factory.pairs.terms import weights  # noqa: E402
 from factory.prompts import load_prompts  # noqa: E402
 from factory.run import run  # noqa: E402
 from factory.rundir.store import RunStore  # noqa: E402
+from tests.engines.batch_server import _multipart  # noqa: E402  (the multipart parse of the batch routes' fake)
 
 DEMO = HERE.parent / "conf" / "demo.yaml"
 # DeepSeek-R1 (deepseek-reasoner) list prices, USD per million tokens: input cache hit, cache miss, output.
@@ -61,6 +67,7 @@ PRICES = {"hit": 0.14, "miss": 0.55, "output": 2.19}
 BATCH_FACTOR = 0.5  # a batch route's price, as a share of the list price (issue 24's batch mode)
 CACHE_BLOCK = 64  # tokens per prefix-cache unit
 JUDGE_THINKING = 250  # a reasoning GenRM's thinking tokens per judgment
+GROUP_THINKING = [JUDGE_THINKING]  # per answer shown in a group request (--group-thinking)
 KINDS = (("clear", 0.35, 30.0, 220.0), ("mixed", 0.35, 12.0, 90.0), ("flat", 0.30, 1.0, 8.0))  # name, share, q sd, len sd
 
 
@@ -94,6 +101,33 @@ class Provider:
         self.lock = threading.Lock()
         self.seen: set[bytes] = set()  # hashes of every 64-token prefix billed so far
         self.ledger: list[dict] = []
+        self.files: dict[str, bytes] = {}  # the batch routes (engine.batch): uploaded inputs and outputs
+        self.batches: dict[str, dict] = {}
+
+    def upload(self, data: bytes) -> dict:
+        with self.lock:
+            file_id = f"file-{len(self.files)}"
+            self.files[file_id] = data
+        return {"id": file_id, "object": "file", "bytes": len(data), "created_at": 0, "filename": "input.jsonl",
+                "purpose": "batch", "status": "processed"}  # fmt: skip
+
+    def run_batch(self, request: dict) -> dict:
+        """POST /v1/batches: every line answered now (billed at BATCH_FACTOR), the batch completed."""
+        lines = [json.loads(x) for x in self.files[request["input_file_id"]].decode().splitlines() if x.strip()]
+        out = [{"id": f"r{i}", "custom_id": line["custom_id"], "error": None,
+                "response": {"status_code": 200, "request_id": f"q{i}", "body": complete(self, line["body"], batch=True)}}
+               for i, line in enumerate(lines)]  # fmt: skip
+        with self.lock:
+            output_id = f"file-{len(self.files)}"
+            self.files[output_id] = "".join(json.dumps(line) + "\n" for line in out).encode()
+            batch_id = f"batch_{len(self.batches)}"
+            self.batches[batch_id] = {
+                "id": batch_id, "object": "batch", "endpoint": request["endpoint"], "input_file_id": request["input_file_id"],
+                "completion_window": request["completion_window"], "status": "completed", "created_at": int(time.time()),
+                "output_file_id": output_id, "error_file_id": None, "errors": None,
+                "request_counts": {"total": len(lines), "completed": len(lines), "failed": 0},
+            }  # fmt: skip
+            return self.batches[batch_id]
 
     def bill(self, route: str, words: list[str], output: int, batch: bool = False) -> dict:
         """The usage of one request: prompt tokens of a cached prefix are hits."""
@@ -108,7 +142,9 @@ class Provider:
             self.seen.update(blocks)
             factor = BATCH_FACTOR if batch else 1.0
             usd = factor * ((len(words) - hit) * PRICES["miss"] + hit * PRICES["hit"] + output * PRICES["output"]) / 1e6
-            self.ledger.append({"route": route, "miss": len(words) - hit, "hit": hit, "output": output, "usd": usd})
+            nocache = factor * (len(words) * PRICES["miss"] + output * PRICES["output"]) / 1e6  # every hit as a miss
+            self.ledger.append({"route": route, "miss": len(words) - hit, "hit": hit, "output": output, "usd": usd,
+                                "nocache": nocache, "batch": batch})  # fmt: skip
         return {
             "prompt_tokens": len(words), "completion_tokens": output, "total_tokens": len(words) + output,
             "prompt_tokens_details": {"cached_tokens": hit}, "prompt_cache_hit_tokens": hit,
@@ -117,7 +153,8 @@ class Provider:
 
     def totals(self, route: str) -> dict[str, float]:
         rows = [r for r in self.ledger if r["route"] == route]
-        return {"requests": len(rows), **{k: sum(r[k] for r in rows) for k in ("miss", "hit", "output", "usd")}}
+        return {"requests": len(rows), "batched": sum(r["batch"] for r in rows),
+                **{k: sum(r[k] for r in rows) for k in ("miss", "hit", "output", "usd", "nocache")}}  # fmt: skip
 
 
 def teacher_reply(messages: list[dict], seed: int) -> tuple[str, str, int]:
@@ -132,12 +169,37 @@ def teacher_reply(messages: list[dict], seed: int) -> tuple[str, str, int]:
 
 
 def judge_reply(messages: list[dict], seed: int) -> tuple[str, str, int]:
+    """A pointwise judgment, or (judge.mode group: the answers shown as [Answer A], ...) one per label, each
+    with its own noise and GROUP_THINKING thinking tokens per answer shown (default JUDGE_THINKING: no saving
+    assumed on thinking; --group-thinking sets it)."""
     text = " ".join(m["content"] for m in messages)
+    parts = re.split(r"\[Answer ([A-Z]+)\]", text)
+    if len(parts) > 1:  # group: label, its block, label, its block, ...
+        out = {}
+        for label, block in zip(parts[1::2], parts[2::2]):
+            found = re.search(r"grade (\d+)", block)
+            grade, noise = float(found.group(1)) if found else 0.0, 8 * unit("judge", seed, label) - 4
+            out[label] = {"score": round(min(100.0, max(0.0, grade + noise)), 1), "reason": "checked the reply"}
+        content, thinking = json.dumps(out), GROUP_THINKING[0] * len(out)
+        return " ".join(["weigh"] * thinking), content, thinking + len(content.split())
     found = re.search(r"grade (\d+)", text)
     grade = float(found.group(1)) if found else 0.0
     noise = 8 * unit("judge", seed) - 4
     content = json.dumps({"score": round(min(100.0, max(0.0, grade + noise)), 1), "reason": "checked the reply"})
     return " ".join(["weigh"] * JUDGE_THINKING), content, JUDGE_THINKING + len(content.split())
+
+
+def complete(provider: Provider, body: dict, batch: bool = False) -> dict:
+    """The chat completion one request body gets, billed (at the batch rate when sent by batch)."""
+    messages, seed = body["messages"], int(body.get("seed") or 0)
+    judge = body.get("response_format") is not None
+    reasoning, content, output = (judge_reply if judge else teacher_reply)(messages, seed)
+    words = " ".join(f"<{m['role']}> {m['content']}" for m in messages).split()
+    usage = provider.bill("judge" if judge else "teacher", words, output, batch=batch)
+    usage["completion_tokens_details"] = {"reasoning_tokens": len(reasoning.split())}
+    message = {"role": "assistant", "content": content, "reasoning_content": reasoning}
+    return {"id": f"r{seed}", "object": "chat.completion", "created": 0, "model": body.get("model", "r1"),
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}], "usage": usage}  # fmt: skip
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -147,19 +209,37 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def do_POST(self) -> None:  # noqa: N802
-        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
-        if not self.path.endswith("/chat/completions"):
-            return self._send(404, {"error": {"message": f"no route {self.path}"}})
-        messages, seed = body["messages"], int(body.get("seed") or 0)
-        judge = body.get("response_format") is not None
-        reasoning, content, output = (judge_reply if judge else teacher_reply)(messages, seed)
-        words = " ".join(f"<{m['role']}> {m['content']}" for m in messages).split()
-        usage = self.server.provider.bill("judge" if judge else "teacher", words, output)  # type: ignore[attr-defined]
-        usage["completion_tokens_details"] = {"reasoning_tokens": len(reasoning.split())}
-        message = {"role": "assistant", "content": content, "reasoning_content": reasoning}
-        reply = {"id": f"r{seed}", "object": "chat.completion", "created": 0, "model": body.get("model", "r1"),
-                 "choices": [{"index": 0, "message": message, "finish_reason": "stop"}], "usage": usage}  # fmt: skip
-        self._send(200, reply)
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        provider: Provider = self.server.provider  # type: ignore[attr-defined]
+        if self.path.endswith("/chat/completions"):
+            return self._send(200, complete(provider, json.loads(raw or b"{}")))
+        if self.path.endswith("/files"):  # a batch's input file (multipart: purpose, file)
+            data = _multipart(self.headers["Content-Type"], raw)["file"]
+            return self._send(200, provider.upload(data))
+        if self.path.endswith("/batches"):  # answered at once, each line billed at the batch rate
+            return self._send(200, provider.run_batch(json.loads(raw)))
+        self._send(404, {"error": {"message": f"no route {self.path}"}})
+
+    def do_GET(self) -> None:  # noqa: N802
+        provider: Provider = self.server.provider  # type: ignore[attr-defined]
+        path = self.path.split("?")[0]
+        if path.endswith("/batches"):
+            with provider.lock:
+                newest = list(reversed(provider.batches.values()))[:100]
+            return self._send(200, {"object": "list", "data": newest, "has_more": False})
+        found = re.search(r"/batches/([\w-]+)$", path)
+        if found and found.group(1) in provider.batches:
+            return self._send(200, provider.batches[found.group(1)])
+        found = re.search(r"/files/([\w-]+)/content$", path)
+        if found and found.group(1) in provider.files:
+            data = provider.files[found.group(1)]
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
+        self._send(404, {"error": {"message": f"no route {self.path}"}})
 
     def _send(self, status: int, payload: dict) -> None:
         data = json.dumps(payload).encode()
@@ -191,18 +271,33 @@ def write_prompts(path: Path, n: int) -> Path:
     return path
 
 
-# Each arm: a name and its overrides on top of the common ones. Group judging (judge.mode) and batch mode
-# (engine.batch) are added here once they exist on main, alone and combined with adaptive K.
+# group (listwise) judging: one request per prompt's group; room for its thinking (JUDGE_THINKING per answer)
+GROUP = ["judge.mode=group", "judge.sampling.max_tokens=4096"]
+BATCH = [f"{e}.engine.{o}" for e in ("sampler", "judge") for o in ("batch=true", "batch_poll_s=0.05")]  # the batch routes
+ADAPTIVE_POINTS = [(2, None, None), (2, None, 0.5), (3, 0.85, None), (3, 0.85, 0.5), (2, 0.85, 0.3), (4, 0.85, 0.3)]
+
+
+def adaptive(k_min: int, stop: float | None, give_up: float | None) -> tuple[str, list[str]]:
+    rule = [] if stop is None else [f"sampler.adaptive.drop_ratio={stop}"]
+    rule += [] if give_up is None else [f"sampler.adaptive.give_up={give_up}"]
+    name = f"adaptive k_min={k_min} stop={'pairs' if stop is None else f'q{stop:g}'}" + (f" give_up={give_up:g}" if give_up else "")
+    return name, ["sampler.adaptive.enabled=true", f"sampler.adaptive.k_min={k_min}", "sampler.adaptive.step=2", *rule]
+
+
+# Each arm: a name and its overrides on top of the common ones: the baseline, each mode alone, and each
+# adaptive point alone and combined with group judging and batch mode (cached prefix tokens are billed by
+# the provider in every arm: the `USD no cache` column prices each arm as if no prefix were cached).
 def arms(k: int) -> list[tuple[str, list[str]]]:
-    out = [("fixed K=%d (baseline)" % k, [])]
-    points = [(k_min, stop, None) for k_min in (2, 3, 4) for stop in (None, 0.5, 0.7, 0.85)]
-    points += [(2, None, 0.5), (2, 0.85, 0.5), (3, 0.85, 0.5), (4, 0.85, 0.5), (2, 0.85, 0.3), (4, 0.85, 0.3)]
-    for k_min, stop, give_up in points:
-        rule = [] if stop is None else [f"sampler.adaptive.drop_ratio={stop}"]
-        rule += [] if give_up is None else [f"sampler.adaptive.give_up={give_up}"]
-        name = f"adaptive k_min={k_min} stop={'pairs' if stop is None else f'q{stop:g}'}" + (f" give_up={give_up:g}" if give_up else "")
-        out.append((name, ["sampler.adaptive.enabled=true", f"sampler.adaptive.k_min={k_min}", "sampler.adaptive.step=2", *rule]))
+    out = [("fixed K=%d (baseline)" % k, []), ("group judging", GROUP), ("batch", BATCH)]
+    points = [adaptive(*point) for point in ADAPTIVE_POINTS]
+    out += points
+    out += [(f"{name} + group + batch", [*overrides, *GROUP, *BATCH]) for name, overrides in points]
     return out
+
+
+def modes(overrides: list[str]) -> set[str]:
+    """The modes an arm's overrides turn on."""
+    return {m for m, on in (("adaptive", "sampler.adaptive.enabled=true"), ("group", GROUP[0]), ("batch", BATCH[0])) if on in overrides}
 
 
 def common(url: str, prompts: Path, out: str, k: int) -> list[str]:
@@ -236,6 +331,8 @@ def run_arm(name: str, overrides: list[str], prompts: Path, k: int) -> dict:
         "sample_requests": teacher["requests"], "judge_requests": judge["requests"],
         "miss": teacher["miss"] + judge["miss"], "hit": teacher["hit"] + judge["hit"],
         "output": teacher["output"] + judge["output"], "usd": teacher["usd"] + judge["usd"],
+        "nocache": teacher["nocache"] + judge["nocache"], "batched": teacher["batched"] + judge["batched"],
+        "modes": modes(overrides),
         "kept": manifest["counts"]["pairs_kept"], "token_gap": stats["mean_token_gap"],
         "quality_gap": stats["mean_quality_gap"], "pairs": store.read("pairs").select("prompt_id", "chosen_idx", "rejected_idx"),
         "adaptive": manifest.get("adaptive"), "unpaired": unpaired_share(store),
@@ -275,7 +372,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--prompts", type=int, default=120)
     parser.add_argument("--k", type=int, default=8)
+    parser.add_argument("--group-thinking", type=int, default=JUDGE_THINKING,
+                        help="the group judge's thinking tokens per answer shown (pointwise: %(default)s a judgment)")
     args = parser.parse_args()
+    GROUP_THINKING[0] = args.group_thinking
     prompts = write_prompts(Path(tempfile.mkdtemp(prefix="bench-cost-prompts-")) / "prompts.jsonl", args.prompts)
     kinds = pl.Series([prompt_kind(m)[0] for m in _user_texts(prompts)]).value_counts(sort=True)
     print(f"{args.prompts} prompts ({', '.join(f'{k} {n}' for k, n in kinds.iter_rows())}), K={args.k}; "
@@ -287,7 +387,7 @@ def main() -> None:
         print(f"  ran {name}: {r['seconds']:.1f}s", file=sys.stderr)
     base = results[0]
     s = baseline_scores(base)
-    headers = ["arm", "sample req", "judge req", "billed miss/hit/out", "USD", "kept", "USD/kept", "x base",
+    headers = ["arm", "sample req", "judge req", "billed miss/hit/out", "USD", "USD no cache", "kept", "USD/kept", "x base",
                "token gap", "x", "quality gap", "x", "base dir kept", "samples w/o pair"]  # fmt: skip
     rows = []
     for r in results:
@@ -298,17 +398,39 @@ def main() -> None:
         r["direction"] = direction_share(base, r, s)
         rows.append([
             r["name"], str(r["sample_requests"]), str(r["judge_requests"]),
-            f"{tokens(r['miss'])}/{tokens(r['hit'])}/{tokens(r['output'])}", f"${r['usd']:.3f}", str(r["kept"]),
+            f"{tokens(r['miss'])}/{tokens(r['hit'])}/{tokens(r['output'])}", f"${r['usd']:.3f}", f"${r['nocache']:.3f}", str(r["kept"]),
             f"${r['per_pair']:.5f}", f"{r['cost_x']:.2f}", f"{r['token_gap']:.0f}", f"{r['token_x']:.2f}",
             f"{r['quality_gap']:.3f}", f"{r['quality_x']:.2f}", f"{r['direction']:.0%}", f"{r['unpaired']:.0%}",
         ])  # fmt: skip
     print(markdown(headers, rows))
+    for r in results:  # the batch arms were served by the batch routes, the others by the synchronous one
+        routed = r["batched"] == r["sample_requests"] + r["judge_requests"] if "batch" in r["modes"] else not r["batched"]
+        assert routed, f"{r['name']}: {r['batched']} of {r['sample_requests'] + r['judge_requests']} requests by batch"
+    shares(results, base)
     frontier(results[1:], base)
 
 
+def shares(results: list[dict], base: dict) -> None:
+    """Each combined arm's saving over its modes: each mode's factor alone (USD per kept pair, x the baseline;
+    adaptive: the same point alone) and its share of their product's log-saving (the factors multiply where
+    the modes are independent; the product against the measured combined factor says how far they are)."""
+    by_name = {r["name"]: r for r in results}
+    alone = {m: next(r for r in results if r["modes"] == {m}) for m in ("group", "batch")}
+    print("\neach mode's own share of the saving (USD per kept pair x the baseline; cached prefix tokens: billed by "
+          f"the provider in every arm, the baseline at {base['usd'] / base['nocache']:.2f}x its no-cache price)")
+    for r in results:
+        if r["modes"] != {"adaptive", "group", "batch"}:
+            continue
+        own = {"adaptive": by_name[r["name"].removesuffix(" + group + batch")]["cost_x"], **{m: a["cost_x"] for m, a in alone.items()}}
+        product = math.prod(own.values())
+        parts = ", ".join(f"{m} {x:.2f}x ({math.log(x) / math.log(product):.0%})" for m, x in own.items())
+        print(f"  {r['name']}: {r['cost_x']:.2f}x measured; alone: {parts}; product {product:.2f}x; "
+              f"cache {r['usd'] / r['nocache']:.2f}x of its no-cache price")
+
+
 def frontier(results: list[dict], base: dict) -> None:
-    """The adaptive arms by USD per kept pair, the points no other beats on cost and both gaps marked."""
-    print("\nfrontier (adaptive K: USD per kept pair against the gaps, x the baseline; goal <= 0.40 with both gaps >= 0.95)")
+    """Every arm by USD per kept pair, the points no other beats on cost and both gaps marked."""
+    print("\nfrontier (USD per kept pair against the gaps, x the baseline; goal: combined <= 0.40 with both gaps >= 0.95)")
     ranked = sorted(results, key=lambda r: r["cost_x"])
     best = None
     for r in ranked:
@@ -323,14 +445,15 @@ def frontier(results: list[dict], base: dict) -> None:
         mark = ("goal " if gaps_ok and r["cost_x"] <= 0.4 else "gaps ok " if gaps_ok else "") + ("" if dominated else "(frontier)")
         state = r["adaptive"]["groups_by_samples"] if r["adaptive"] else {}
         print(f"  {r['cost_x']:.2f}x cost  token gap {r['token_x']:.2f}x  quality gap {r['quality_x']:.2f}x  "
-              f"{r['name']:<44} samples per group {state}  {mark}")  # fmt: skip
+              f"{r['name']:<58} samples per group {state or 'all k'}  {mark}")  # fmt: skip
     if best is not None and best["cost_x"] <= 0.4:
         print(f"goal met by {best['name']}: {best['cost_x']:.2f}x the baseline's USD per kept pair")
         return
     cheapest = ranked[0]
-    print(f"no adaptive point reaches 0.40x with both gaps >= 0.95x (cheapest: {cheapest['name']} at "
+    print(f"no arm reaches 0.40x with both gaps >= 0.95x (cheapest: {cheapest['name']} at "
           f"{cheapest['cost_x']:.2f}x, gaps {cheapest['token_x']:.2f}x / {cheapest['quality_x']:.2f}x"
           + (f"; cheapest keeping the gaps: {best['name']} at {best['cost_x']:.2f}x" if best else "") + "). Why:")
+    best = next((r for r in ranked if r["adaptive"] and r["token_x"] >= 0.95 and r["quality_x"] >= 0.95), None)
     if best is not None:
         full = best["adaptive"]["groups_by_samples"].get(str(max(int(n) for n in best["adaptive"]["groups_by_samples"])), 0)
         groups = sum(best["adaptive"]["groups_by_samples"].values())
@@ -339,8 +462,9 @@ def frontier(results: list[dict], base: dict) -> None:
     print(f"  - {base['unpaired']:.0%} of the baseline's samples are in groups that keep no pair (groups whose samples "
           "never separate); an undecided group grows to k, so an arm pays for them in full unless "
           "sampler.adaptive.give_up stops them")
-    print("  - the combined goal counts on the other modes of issue 24 on top (group judging: fewer judge prompt "
-          "tokens per sample; batch: half price), not in this bench until they are on main (ARMS)")
+    print(f"  - group judging saves the judge's prompt tokens only (the rubric and prompt once per group, not once "
+          f"per sample); its thinking is billed per answer shown ({GROUP_THINKING[0]} tokens, --group-thinking), and "
+          "under adaptive K a group is judged again whole at each step it grows to; batch halves every price")
 
 
 def _user_texts(prompts: Path) -> list[str]:
