@@ -19,7 +19,6 @@ from typing import Any
 import polars as pl
 
 from factory import pairs as pair_kernel
-from factory.executor.budget import run_prices
 from factory.commands.page import write_run_page
 from factory.commands.rebuild import Outputs, write_outputs
 from factory.config import ConfigError, RunConfig
@@ -64,8 +63,8 @@ def run(
     without replacing anything."""
     graph = RunGraph(cfg)
     session = Session(
-        cfg, cfg.output_dir, preflight=graph.preflight, prices=run_prices(cfg), backend=backend, build=build,
-        take_over=take_over, command=command,
+        cfg, cfg.output_dir, preflight=graph.preflight, prices=graph.prices(), price_keys=graph.price_keys(),
+        backend=backend, build=build, take_over=take_over, command=command,
     )  # fmt: skip
     with session:
         guard = _PromptGuard(session.previous, allow_fewer_prompts)

@@ -31,7 +31,7 @@ from factory.rundir.store import RunStore, open_output
 
 class Session:
     """One requesting command's set-up and tear-down (see the module doc). `prices`: stage name -> its
-    StageCostConfig; `output_key`: the config key named when the directory is not writable."""
+    StageCostConfig, `price_keys`: stage name -> the config key of its prices; `output_key`: the config key named when the directory is not writable."""
 
     def __init__(
         self,
@@ -41,13 +41,14 @@ class Session:
         output_key: str = "output_dir",
         preflight: Callable[[], None] | None = None,
         prices: dict[str, Any] | None = None,
+        price_keys: dict[str, str] | None = None,
         backend: str = "ray",
         build: Any = None,
         take_over: bool = False,
         command: str | None = None,
     ):
         self.cfg, self.output_dir, self.output_key = cfg, output_dir, output_key
-        self._preflight, self.prices = preflight, prices or {}
+        self._preflight, self.prices, self.price_keys = preflight, prices or {}, price_keys or {}
         self.backend, self.build, self.take_over, self.command = backend, build, take_over, command
         self.t0 = time.perf_counter()
         self.executor: Executor | None = None
@@ -67,7 +68,7 @@ class Session:
         self.lease.__enter__()
         try:
             self.previous = self.store.read_json("manifest.json") or {}
-            self.budget = Budget(self.prices, self.cfg.cost.max_usd)
+            self.budget = Budget(self.prices, self.cfg.cost.max_usd, self.price_keys)
             self.progress = Progress(self.cfg.progress_interval_s)
         except BaseException:
             self.lease.__exit__(*sys.exc_info())

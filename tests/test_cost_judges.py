@@ -10,7 +10,8 @@ import pytest
 
 from factory import config
 from factory.config import ConfigError
-from factory.executor.budget import price_key, run_prices
+from factory.evaluation.run import price_keys as eval_price_keys
+from factory.graph import RunGraph
 from factory.executor.core import BudgetExceeded
 from factory.commands.plan import format_plan, make_plan
 from factory.run import run
@@ -42,13 +43,17 @@ def priced(*keys: str) -> list[str]:
 
 
 def test_price_keys_name_the_stage_and_a_price_for_an_unknown_judge_is_refused(tmp_path):
-    assert [price_key(s) for s in ("sample", "judge", "judge_b", "reward_rm", "sample:short", "judge:short")] == [
+    # The price keys come from the graph's nodes (and factory eval's stages), not from parsing stage names.
+    with FakeModelServer(delay=0.0) as server:
+        cfg = config.load(None, overrides(tmp_path, server.url, *priced("judges.b", "reward_models.rm"),
+                                          "eval.candidates.short.sampling.temperature=0.5"))  # fmt: skip
+    graph = RunGraph(cfg)
+    keys = graph.price_keys() | eval_price_keys(cfg)
+    assert [keys[s] for s in ("sample", "judge", "judge_b", "reward_rm", "sample:short", "judge:short")] == [
         "cost.sampler", "cost.judge", "cost.judges.b", "cost.reward_models.rm", "eval.candidates.short.cost",
         "cost.judge",
     ]  # fmt: skip
-    with FakeModelServer(delay=0.0) as server:
-        cfg = config.load(None, overrides(tmp_path, server.url, *priced("judges.b", "reward_models.rm")))
-    assert set(run_prices(cfg)) == {"sample", "judge", "judge_b", "reward_rm"}
+    assert set(graph.prices()) == {"sample", "judge", "judge_b", "reward_rm"}
     with pytest.raises(ConfigError, match=r"^cost\.judges\.c: no judges\.c is configured \(judges: b\)"):
         config.load(None, overrides(tmp_path, "http://127.0.0.1:9", "cost.judges.c.input_usd_per_m=1"))
     with pytest.raises(ConfigError, match=r"cost\.reward_models\.rm\.input_usd_per_m: must be >= 0"):

@@ -247,10 +247,10 @@ def run_calibration(
     t0 = time.perf_counter()
     data = data or str(DEFAULT_DATA)
     out = out or f"{cfg.output_dir.rstrip('/')}/calibration"
-    rubric = graph.rubric_text(cfg)
-    judge_stage.check_rubric(rubric, "judge.rubric_file")
+    node = graph.GenRMNode.of(cfg)  # the run's primary judge: its rubric and fingerprint
+    rubric, judge_fp = node.rubric, node.fingerprint
+    judge_stage.check_rubric(rubric, f"{node.key}.rubric_file")
     model = graph.model_id(cfg.judge.engine, "judge.engine")
-    judge_fp = judge_stage.judge_fingerprint(cfg.judge, model, rubric)
     rows, invalid = load_calibration(data, limit)
     for bad in invalid:
         print(f"[calibrate] row {bad['row_index']} invalid: {bad['reason']}", file=sys.stderr)

@@ -90,12 +90,11 @@ class _Sides:
     """Sample records fetched by their row in the scored frame, each fetched once."""
 
     def __init__(self, scored: pl.DataFrame, cfg: Any, reasons: pl.DataFrame | None):
-        from factory.commands.report import SCORE_COLUMNS
-        from factory.pairs.terms import NOT_JUDGES
+        from factory.config.kinds import score_columns
 
         self.scored = scored
         self.scale = cfg.judge.scale_max
-        self.extra = [c for c in scored.select(pl.col(SCORE_COLUMNS)).columns if c not in NOT_JUDGES]
+        self.extra = score_columns(scored.columns)
         self.reasons = reasons
         self.records: dict[int, dict[str, Any]] = {}
 

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from factory.commands.page_assets import CSS, SCRIPT
+from factory.config.kinds import JUDGE_KINDS
 
 
 def _text(value: Any, digits: int = 3) -> str:
@@ -140,7 +141,7 @@ def glance(cfg: Any, manifest: dict[str, Any], report: dict[str, Any], metrics: 
                      f"max_tokens {sampler['sampling']['max_tokens']}, stop {sampler['sampling']['stop']}"],
         ["judge", f"{judge['engine']['kind']}:{judge['engine']['model'] or 'embedded'}, votes {judge['votes']}, "
                   f"scale 0..{judge['scale_max']:g}, rubric {judge['rubric_file'] or 'default'}" if cfg.judge.enabled else "off"],
-        ["other judges", ", ".join([f"judges.{n}" for n in conf["judges"]] + [f"reward_models.{n}" for n in conf["reward_models"]]) or "-"],
+        ["other judges", ", ".join(f"{k.section}.{n}" for k in JUDGE_KINDS for n in conf[k.section]) or "-"],
         ["pairs", f"{p['strategy']}, pairing {p['pairing']}, w_len {p['w_len']}, w_quality {p['w_quality']}, "
                   f"drop_ratio {p['drop_ratio']}, min_margin {p['min_margin']}, cap {p['max_pairs_per_group']}"],
         ["judges of S", f"{', '.join(p['judges'])} (combine {p['combine']}), dedupe {p['dedupe']}"],

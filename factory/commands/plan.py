@@ -29,7 +29,7 @@ from typing import Any, Callable
 import polars as pl
 
 from factory.config import EngineConfig, RunConfig, StageCostConfig
-from factory.executor.budget import price_key, priced, tokens_text, unpriced_paid, usd, usd_text
+from factory.executor.budget import priced, tokens_text, unpriced_paid, usd, usd_text
 from factory.rundir.schemas import JUDGMENTS, REWARDS, SAMPLES
 from factory.stages.sample import SampleStage
 from factory.rundir.store import RunStore
@@ -281,16 +281,22 @@ def _observed_tps(store: RunStore, name: str, replicas: int) -> float | None:
 
 
 def plan_stages(
-    store: RunStore, stages: list, prices: dict[str, StageCostConfig], feeds: dict[str, dict] | None = None
+    store: RunStore,
+    stages: list,
+    prices: dict[str, StageCostConfig],
+    feeds: dict[str, dict] | None = None,
+    price_keys: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """The plan of each stage of a graph, in order (an upstream stage before the stages it feeds).
     `feeds`: stage name -> an upstream-like dict for work that arrives outside the graph (eval's imported
-    answers): requests, fingerprint, _work (prompt_id), share (value, how), answer_tokens, reasoning_tokens."""
+    answers): requests, fingerprint, _work (prompt_id), share (value, how), answer_tokens, reasoning_tokens.
+    `price_keys`: stage name -> the config key of its prices (each plan's price_key)."""
     plans: dict[str, dict[str, Any]] = {}
     for stage in stages:
         upstream = plans.get(stage.upstream) if stage.upstream else (feeds or {}).get(stage.name)
         observed = _observed_tps(store, stage.name, stage.engine.replicas)
         plans[stage.name] = plan_stage(stage, store, upstream, prices.get(stage.name), observed)
+        plans[stage.name]["price_key"] = (price_keys or {}).get(stage.name, f"cost.{stage.name}")
     return list(plans.values())
 
 
@@ -336,7 +342,6 @@ def target_prompts(cfg: RunConfig, store: RunStore) -> tuple[int, str]:
 
 def make_plan(cfg: RunConfig) -> dict[str, Any]:
     """The plan of `factory run cfg` (see the module doc); nothing is written but plan.json."""
-    from factory.executor.budget import run_prices
     from factory.graph import RunGraph
     from factory.prompts import load_prompts
 
@@ -357,7 +362,7 @@ def make_plan(cfg: RunConfig) -> dict[str, Any]:
         )
     fps = graph.fingerprints
     stages = graph.stages(prompts)
-    plans = plan_stages(store, stages, run_prices(cfg))
+    plans = plan_stages(store, stages, graph.prices(), price_keys=graph.price_keys())
     return finish(
         {
             "command": "run",
@@ -453,8 +458,9 @@ def format_plan(plan: dict[str, Any]) -> str:
             "or a finished run's metrics.json"
         )
     if unpriced:
+        keys = {p["stage"]: p.get("price_key", f"cost.{p['stage']}") for p in plan["stages"]}
         out.append(
-            "USD total leaves out " + ", ".join(f"{name} (no price: {price_key(name)}.input_usd_per_m / "
+            "USD total leaves out " + ", ".join(f"{name} (no price: {keys[name]}.input_usd_per_m / "
                                                 f"output_usd_per_m)" for name in unpriced)
         )  # fmt: skip
     elif not any(p["usd"] is not None for p in plan["stages"]):

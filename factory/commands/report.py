@@ -40,13 +40,11 @@ import polars as pl
 
 from factory import pairs as pair_kernel
 from factory.commands.present import markdown, num, png, pyplot
-from factory.config import RunConfig
+from factory.config import RunConfig, kinds
 from factory.config.strategies import LONG2SHORT
 from factory.pairs import audit, compare, long2short
-from factory.pairs.terms import NOT_JUDGES
 from factory.stages import judge as judge_stage
 
-SCORE_COLUMNS = r"^(quality_\w+|dim_\w+|reward_\w+|verify_\w+)$"
 
 
 
@@ -81,7 +79,7 @@ def score_columns(scored: pl.DataFrame, prepared: pair_kernel.Prepared, groups: 
     chosen and rejected sides."""
     kept = groups.filter(pl.col("outcome") == "kept")
     rows = []
-    for column in [c for c in scored.select(pl.col(SCORE_COLUMNS)).columns if c not in NOT_JUDGES]:
+    for column in kinds.score_columns(scored.columns):
         values = scored[column].cast(pl.Float64)
 
         def mean(positions: pl.Series, values: pl.Series = values) -> float | None:
@@ -160,7 +158,7 @@ def build_report(
         "tags": tag_shares(scored, prepared, groups),
         "judges": judge_rows(cfg, judges or {}),
         "strategies": compare.compare(scored, cfg.pairs, cfg.judge.scale_max, prepared=base),  # issue 16
-        "bias_audit": audit.bias_audit(scored, prepared, groups, cfg.pairs, cfg.judge.scale_max, judge_scales(cfg)),
+        "bias_audit": audit.bias_audit(scored, prepared, groups, cfg.pairs, cfg.judge.scale_max, kinds.judge_scales(cfg)),
         "long2short": {
             "max_chosen_tokens": cfg.pairs.max_chosen_tokens,
             "mean_chosen_tokens": l2s.mean_chosen_tokens,
@@ -334,11 +332,6 @@ def render_markdown(report: dict[str, Any], cfg: RunConfig, note: str | None = N
 
 
 # -- issue 16: strategies side by side, the judges' bias audit ---------------------------------------
-def judge_scales(cfg: RunConfig) -> dict[str, float]:
-    """Each GenRM judge's quality column -> its scale_max (the audit shows scores on it)."""
-    return {"quality": cfg.judge.scale_max} | {f"quality_{n}": j.scale_max for n, j in cfg.judges.items()}
-
-
 def balance_markdown(balance: dict[str, Any] | None) -> list[str]:
     """pairs.balance: the cap in force and the pairs kept / dropped per value."""
     if not balance:

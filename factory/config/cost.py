@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
 from factory.config.base import help_, ranges, validate
+from factory.config.kinds import JUDGE_KINDS
 
 
 @dataclass
@@ -61,6 +62,6 @@ class CostConfig:
     @staticmethod
     def check(c: Any, p: str) -> None:
         ranges(c, p, {"max_usd": "> 0 or null"})
-        for mapping in ("judges", "reward_models"):  # per judge and reward model prices
+        for mapping in (k.price for k in JUDGE_KINDS if k.price):  # per judge and reward model prices
             for name in getattr(c, mapping, {}).keys():
                 validate(getattr(c, mapping)[name], StageCostConfig, f"{p}{mapping}.{name}.")

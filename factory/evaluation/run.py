@@ -82,7 +82,8 @@ def preflight(cfg: RunConfig, secrets: bool = True) -> None:
     ):
         if path and "://" not in path and not Path(path).is_file():
             raise ConfigError(f"{key}: file not found: {path}")
-    judge_stage.check_rubric(graph.rubric_text(cfg), "judge.rubric_file")
+    judge = graph.GenRMNode.of(cfg, stored={})  # the run's primary judge node (no model file looked at)
+    judge_stage.check_rubric(judge.rubric, f"{judge.key}.rubric_file")
 
 
 def fingerprints(cfg: RunConfig) -> dict[str, Any]:
@@ -101,8 +102,7 @@ def fingerprints(cfg: RunConfig) -> dict[str, Any]:
                 f"{key}: samples exactly as eval.candidates.{twin} (same model, engine kind, sampling and template, "
                 "or the same answers file); change one of them or drop it"
             )
-    judge = judge_stage.judge_fingerprint(cfg.judge, graph.model_id(cfg.judge.engine, "judge.engine"), graph.rubric_text(cfg))
-    return {"judge": judge, "candidates": out}
+    return {"judge": graph.GenRMNode.of(cfg).fingerprint, "candidates": out}
 
 
 def eval_prompts(cfg: RunConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -114,7 +114,7 @@ def eval_prompts(cfg: RunConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
 
 def stages(cfg: RunConfig, prompts: pl.DataFrame, fps: dict[str, Any]) -> list:
     """One sample stage per candidate with an engine, then one judge stage per candidate."""
-    e, rubric = cfg.eval, graph.rubric_text(cfg)
+    e, rubric = cfg.eval, graph.GenRMNode.of(cfg, stored={}).rubric
     samplers, judges = [], []
     for name, c in e.candidates.items():
         fp = fps["candidates"][name]
@@ -133,6 +133,12 @@ def stages(cfg: RunConfig, prompts: pl.DataFrame, fps: dict[str, Any]) -> list:
 def prices(cfg: RunConfig) -> dict[str, Any]:
     out = {f"sample:{name}": c.cost for name, c in cfg.eval.candidates.items()}
     return out | {f"judge:{name}": cfg.cost.judge for name in cfg.eval.candidates}
+
+
+def price_keys(cfg: RunConfig) -> dict[str, str]:
+    """Stage -> the config key of its prices (named where a paid stage has none)."""
+    judge = graph.GenRMNode.of(cfg, stored={}).price_key
+    return {k: v for name in cfg.eval.candidates for k, v in ((f"sample:{name}", f"eval.candidates.{name}.cost"), (f"judge:{name}", judge))}
 
 
 def _samples_of(store: RunStore, fp: str, prompts: pl.DataFrame, k: int) -> pl.DataFrame:
@@ -201,7 +207,7 @@ def evaluate(cfg: RunConfig, backend: str = "ray", build: Any = None, take_over:
         fps.update(fingerprints(cfg))
 
     session = Session(
-        cfg, eval_dir(cfg), output_key="eval.output_dir", preflight=check, prices=prices(cfg), backend=backend,
+        cfg, eval_dir(cfg), output_key="eval.output_dir", preflight=check, prices=prices(cfg), price_keys=price_keys(cfg), backend=backend,
         build=build, take_over=take_over,
     )  # fmt: skip
     with session:
@@ -271,7 +277,7 @@ def eval_plan(cfg: RunConfig) -> dict[str, Any]:
                 "reasoning_tokens": float(judgeable["reasoning_tokens"].mean() or 0.0) if judgeable.height else 0.0,  # type: ignore[arg-type]
                 "answer_how": "the answers file",
             }  # fmt: skip
-    plans = plan_mod.plan_stages(store, stages(cfg, prompts, fps), prices(cfg), feeds)
+    plans = plan_mod.plan_stages(store, stages(cfg, prompts, fps), prices(cfg), feeds, price_keys(cfg))
     head = {
         "command": "eval",
         "output_dir": store.url,

@@ -209,11 +209,11 @@ class Executor:
             )
             self.progress.say(f"[{s.name}] {plan.height} request(s) to make" + (f" ({note})" if note else ""))
             if self.budget is not None and self.budget.max_usd is not None and (plan.height or fed):
-                from factory.executor.budget import price_key, unpriced_paid
+                from factory.executor.budget import unpriced_paid
 
                 if unpriced_paid([(s.name, s.engine, 1)], self.budget.prices):
                     self.progress.say(
-                        f"[{s.name}] warning: cost.max_usd does not count this stage: no price ({price_key(s.name)}.*)"
+                        f"[{s.name}] warning: cost.max_usd does not count this stage: no price ({self.budget.key(s.name)}.*)"
                     )
         writers = {
             s.name: TableWriter(
