@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from typing import Any, List, Optional
 
 from factory.config.base import ConfigError, help_, one_of, ranges
+from factory.engines import ENGINES, kind_of
 
-ENGINE_KINDS = ("llamacpp", "openai", "vllm")
+ENGINE_KINDS = tuple(ENGINES)  # the engine registry's kinds (factory/engines/__init__.py)
 
 
 @dataclass
@@ -63,10 +64,9 @@ class EngineConfig:
                 "pipeline_parallel_size": ">= 1", "gpu_memory_utilization": "in (0, 1]",
             },
         )  # fmt: skip
-        if c.kind == "openai" and not c.base_url:
-            raise ConfigError(f"{p}base_url: required when {p}kind is openai")
-        if c.kind == "vllm" and not c.model:
-            raise ConfigError(f"{p}model: required when {p}kind is vllm")
+        for name in kind_of(c.kind).required:  # the engine kind says what it cannot do without
+            if not getattr(c, name):
+                raise ConfigError(f"{p}{name}: required when {p}kind is {c.kind}")
         one_of(c, p, "device", ("cuda", "cpu"))
 
 

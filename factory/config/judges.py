@@ -8,6 +8,7 @@ from typing import Any, List
 
 from factory.config.base import ConfigError, help_, one_of, ranges
 from factory.config.engine import EngineConfig, SamplingConfig
+from factory.engines import ENGINES, kind_of
 
 # A judge or reward model's name becomes a stage name and a scored column (quality_<name>, reward_<name>).
 JUDGE_NAME = r"[A-Za-z0-9_]+"
@@ -82,7 +83,7 @@ class JudgeConfig:
         if len(set(names)) != len(names):
             raise ConfigError(f"{p}dimension_names: {names} names a dimension twice")
         # Local engines are deterministic per seed at temperature 0: every vote would be the same.
-        if c.votes > 1 and c.sampling.temperature == 0 and c.engine.kind != "openai":
+        if c.votes > 1 and c.sampling.temperature == 0 and c.engine.kind in ENGINES and kind_of(c.engine.kind).same_votes_at_zero:
             raise ConfigError(
                 f"{p}votes: {c.votes} votes at {p}sampling.temperature 0 would all be identical; "
                 "raise the temperature or use votes=1"

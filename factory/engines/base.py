@@ -159,11 +159,16 @@ class EngineKind:
         kind_of(cfg).score_routes           the ScoreRequest routes it serves (() = cannot score)
         kind_of(cfg).scorer_config(cfg)     the config of an engine that scores
         kind_of(cfg).engine_class()         generate (and score) live on the engine it builds
+        kind_of(cfg).required               engine.* fields it cannot do without (checked when the config loads)
+        kind_of(cfg).same_votes_at_zero     whether judge votes at temperature 0 would all be alike
     """
 
     name = ""
     score_routes: tuple[str, ...] = ()
     billed_per_token = False  # its requests go to a server that may bill per token (cost.*: unpriced warnings)
+    required: tuple[str, ...] = ()  # engine.* fields that must be set for this kind (factory/config/engine.py)
+    # Deterministic per seed at temperature 0 (a local engine): votes with different seeds would all be the same.
+    same_votes_at_zero = True
 
     def engine_class(self) -> type:
         raise NotImplementedError

@@ -445,6 +445,8 @@ class OpenAIKind(EngineKind):
     name = "openai"
     score_routes = SCORE_ROUTES
     billed_per_token = True  # an API, or a server someone runs
+    required = ("base_url",)
+    same_votes_at_zero = False  # a server's sampling need not be deterministic per seed
 
     def engine_class(self) -> type:
         return OpenAIEngine
