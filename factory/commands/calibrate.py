@@ -34,6 +34,7 @@ from factory.rundir.hashing import derive_seed
 from factory.prompts import InvalidRow, read_rows, render_product_info
 from factory.rundir.schemas import JUDGMENTS
 from factory.stages import judge as judge_stage
+from factory.stages.base import BaseStage
 from factory.rundir.store import RunStore
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "conf" / "data" / "calibration.jsonl"
@@ -165,7 +166,7 @@ def agreement(rows: list[dict], judgments: pl.DataFrame) -> tuple[pl.DataFrame, 
     return per_row, summary
 
 
-class CalibrationStage:
+class CalibrationStage(BaseStage):
     """Judges the calibration plan (stage contract, factory/stages/base.py); nothing is cached, so
     its plan is every request, whatever is stored."""
 
@@ -173,26 +174,14 @@ class CalibrationStage:
     table = "judgments"
     key = judge_stage.KEY
     schema = JUDGMENTS
-    upstream = None
-    inputs = ()  # its plan is given whole
+    batch_fields = ("cfg", "judge_fp")  # its plan is given whole: no inputs, no upstream
     run_batch = staticmethod(judge_stage.judge_batch)
 
     def __init__(self, plan: list[dict], cfg: JudgeConfig, judge_fp: str):
         self.requests, self.cfg, self.judge_fp, self.engine = plan, cfg, judge_fp, cfg.engine
 
-    @property
-    def batch_size(self) -> int:
-        return self.engine.batch_size
-
-    @property
-    def batch_args(self) -> tuple:
-        return (self.cfg, self.judge_fp)
-
     def plan(self, store: Any) -> pl.DataFrame:
         return pl.DataFrame(self.requests, schema=judge_stage.REQUEST_SCHEMA)
-
-    def follow(self, rows: list[dict]) -> list[dict]:
-        return []
 
     def render(self, work: list[dict]) -> list[dict]:
         return work  # planned already rendered

@@ -208,19 +208,6 @@ def local_token_counter(spec: str) -> tuple[Callable[[str], int] | None, str]:
     return (lambda text: len(local.encode(text, add_special_tokens=False).ids) if text else 0), "counted (tokenizer)"
 
 
-def check_order(requests: list[Request], completions: list[Completion]) -> list[Completion]:
-    """Put async results back by tag and refuse a lost or doubled one (Ray Data LLM's rule)."""
-    by_tag: dict[Any, Completion] = {}
-    for completion in completions:
-        if completion.tag in by_tag:
-            raise RuntimeError(f"engine returned tag {completion.tag!r} twice")
-        by_tag[completion.tag] = completion
-    missing = [r.tag for r in requests if r.tag not in by_tag]
-    if missing or len(by_tag) != len(requests):
-        raise RuntimeError(f"engine lost {len(missing)} completion(s), e.g. tag {missing[:1]}")
-    return [by_tag[r.tag] for r in requests]
-
-
 def gather(
     requests: list[Request], futures: Iterable[concurrent.futures.Future], on_done: OnDone | None
 ) -> list[Completion]:

@@ -24,7 +24,6 @@ Per candidate:
 from __future__ import annotations
 
 import io
-import re
 from typing import Any
 
 import numpy as np
@@ -259,10 +258,6 @@ def score_rt_png(rows: list[dict[str, Any]], samples: pl.DataFrame, cfg: RunConf
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
     return png(fig)
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.+-]", "_", text)
 
 
 def parquet_bytes(frame: pl.DataFrame) -> bytes:

@@ -57,9 +57,6 @@ class LocalPool:
     def capacity(self) -> int:
         return IN_FLIGHT_PER_REPLICA * len(self.engines) - len(self.calls) if self.started else 0
 
-    def in_flight(self) -> int:
-        return len(self.calls)
-
     def submit(self, call_id: int, fn: Callable, requests: list[dict], args: tuple) -> None:
         index = min(range(len(self.engines)), key=lambda i: self.load[i])
         self.load[index] += 1

@@ -362,9 +362,6 @@ class RayPool:
     def capacity(self) -> int:
         return sum(IN_FLIGHT_PER_REPLICA - len(r.calls) for r in self.replicas if r.ready)
 
-    def in_flight(self) -> int:
-        return sum(len(r.calls) for r in self.replicas)
-
     def submit(self, call_id: int, fn: Callable, requests: list[dict], args: tuple) -> None:
         index = min((i for i, r in enumerate(self.replicas) if r.ready), key=lambda i: len(self.replicas[i].calls))
         replica = self.replicas[index]

@@ -32,18 +32,12 @@ from factory.engines.base import Engine, Score, Scorer, ScoreRequest
 from factory.pairs.prejudge import Prefilter
 from factory.rundir.hashing import stable_hash
 from factory.rundir.schemas import REWARDS, SAMPLES, require_columns
-from factory.stages.base import Emit, latest, read_status
+from factory.stages.base import BaseStage, Batch, Emit, latest, read_status
 from factory.stages.scored import USABLE_INPUTS, follow_usable, of_current_samples, plan_usable
 
 KEY = ("prompt_id", "sample_idx", "sampler_fp")
 # What planning and resume read of the stored rewards: keys and status only.
 STATUS_COLUMNS = [*KEY, "rm_fp", "error", "sample_created_at", "created_at"]
-WORK_SCHEMA = {
-    "prompt_id": pl.String, "sample_idx": pl.Int64, "sampler_fp": pl.String, "answer": pl.String,
-    "reasoning": pl.String, "sample_created_at": pl.Float64,
-}  # fmt: skip
-
-
 def reward_fingerprint(rm: RewardModelConfig, model_id: str) -> str:
     """What makes rewards comparable: the model (and, in process, its dtype and quantization), the route
     and head output read, and what the model is shown. Not the engine's resources or batch sizes."""
@@ -80,19 +74,9 @@ def reward_batch(
         ScoreRequest(messages=row["messages"], route=cfg.route, label=cfg.label, activation=cfg.activation, tag=tag)
         for tag, row in by_tag.items()
     ]
-    out: dict[tuple, dict] = {}
-
-    def done(score: Score) -> None:
-        row = reward_row(by_tag[score.tag], score, name, rm_fp)
-        out[score.tag] = row
-        if emit is not None:
-            emit([row])
-
-    engine.score(requests, on_done=done)  # type: ignore[attr-defined]
-    missing = [tag for tag in by_tag if tag not in out]
-    if missing:
-        raise RuntimeError(f"engine lost {len(missing)} score(s), e.g. {missing[0]}")
-    return [out[tag] for tag in by_tag]
+    batch = Batch(emit)
+    engine.score(requests, on_done=lambda s: batch.add(s.tag, reward_row(by_tag[s.tag], s, name, rm_fp)))  # type: ignore[attr-defined]
+    return batch.rows(by_tag, "score(s)")
 
 
 def reward_row(row: dict[str, Any], score: Score, name: str, rm_fp: str) -> dict:
@@ -153,7 +137,7 @@ def sample_rewards(rewards: pl.DataFrame, column: str) -> pl.DataFrame:
     return latest(rewards, ["prompt_id", "sample_idx"]).select("prompt_id", "sample_idx", score.alias(column))
 
 
-class RewardStage:
+class RewardStage(BaseStage):
     """One reward model as the executor drives it (factory/stages/base.py): fed by stored samples.
     Stage `reward_<name>`, table rewards/ (every reward model's rows, told apart by rm_fp)."""
 
@@ -162,6 +146,7 @@ class RewardStage:
     schema = REWARDS
     upstream = "sample"
     inputs = USABLE_INPUTS
+    batch_fields = ("cfg", "rm_name", "rm_fp")
     run_batch = staticmethod(reward_batch)
 
     def __init__(
@@ -187,14 +172,6 @@ class RewardStage:
         self._messages = dict(zip(prompts["prompt_id"].to_list(), prompts["messages"].to_list()))
         self.prompt_ids = prompts["prompt_id"]
         self.note = ""
-
-    @property
-    def batch_size(self) -> int:
-        return self.engine.batch_size
-
-    @property
-    def batch_args(self) -> tuple:
-        return (self.cfg, self.rm_name, self.rm_fp)
 
     @property
     def fanout(self) -> int:
@@ -252,8 +229,5 @@ class RewardStage:
             samples = latest(self._mine(status), list(KEY)) if status is not None else pl.DataFrame()
         return current_rewards(store.read("rewards", REWARDS), self.rm_fp, samples)
 
-    def ok(self, row: dict) -> bool:
-        return row["error"] is None
-
     def tokens(self, row: dict) -> tuple[int, int]:
-        return int(row.get("prompt_tokens") or 0), 0
+        return int(row.get("prompt_tokens") or 0), 0  # a score request has prompt tokens only

@@ -23,7 +23,7 @@ from factory.engines import kind_of
 from factory.engines.base import Completion, Engine, Request
 from factory.rundir.hashing import derive_seed, stable_hash
 from factory.rundir.schemas import SAMPLES, require_columns
-from factory.stages.base import Emit, PromptRows, check_inputs, encode, latest, read_status
+from factory.stages.base import BaseStage, Batch, Emit, PromptRows, check_inputs, encode, latest, read_status
 
 PLAN_COLUMNS = ("prompt_id", "sample_idx", "seed")
 KEY = ("prompt_id", "sample_idx")
@@ -138,19 +138,9 @@ def sample_batch(
         )
         for row in rows
     ]
-    out: dict[tuple, dict] = {}
-
-    def done(completion: Completion) -> None:
-        row = sample_row(by_tag[completion.tag], completion, engine, sampler_fp)
-        out[completion.tag] = row
-        if emit is not None:
-            emit([row])
-
-    engine.generate(requests, on_done=done)
-    missing = [tag for tag in by_tag if tag not in out]
-    if missing:
-        raise RuntimeError(f"engine lost {len(missing)} completion(s), e.g. {missing[0]}")
-    return [out[tag] for tag in by_tag]
+    batch = Batch(emit)
+    engine.generate(requests, on_done=lambda c: batch.add(c.tag, sample_row(by_tag[c.tag], c, engine, sampler_fp)))
+    return batch.rows(by_tag, "completion(s)")
 
 
 def sample_row(row: dict[str, Any], completion: Completion, engine: Engine, sampler_fp: str) -> dict:
@@ -206,15 +196,16 @@ def current_samples(stored: pl.DataFrame | None, sampler_fp: str, prompt_ids: pl
     return latest(mine, list(KEY)).sort("prompt_id", "sample_idx")
 
 
-class SampleStage:
-    """The sample stage as the executor drives it (factory/stages/base.py)."""
+class SampleStage(BaseStage):
+    """The sample stage as the executor drives it (factory/stages/base.py): the first stage, fed by the
+    prompts only."""
 
     name = "sample"
     table = "samples"
     key = KEY
     schema = SAMPLES
-    upstream = None
     inputs = ("prompt_id", "messages")  # of the prompts
+    batch_fields = ("sampling", "sampler_fp")
     run_batch = staticmethod(sample_batch)
 
     def __init__(
@@ -240,21 +231,10 @@ class SampleStage:
         self.prompts = prompts
         self._rows = PromptRows(prompts, ["messages"])
 
-    @property
-    def batch_size(self) -> int:
-        return self.engine.batch_size
-
-    @property
-    def batch_args(self) -> tuple:
-        return (self.sampling, self.sampler_fp)
-
     def plan(self, store: Any) -> pl.DataFrame:
         ids = self.prompts["prompt_id"]
         status = read_status(store, "samples", SAMPLES, STATUS_COLUMNS, ids, pl.col("sampler_fp") == self.sampler_fp)
         return missing_samples(ids, status, self.k, self.sampling.seed, self.retry_failed)
-
-    def follow(self, rows: list[dict]) -> list[dict]:
-        return []  # the first stage: fed by the prompts only
 
     def render(self, work: list[dict]) -> list[dict]:
         return [{**row, "messages": self._rows[row["prompt_id"]]["messages"]} for row in work]
@@ -265,9 +245,3 @@ class SampleStage:
     def read(self, store: Any) -> pl.DataFrame:
         samples = current_samples(store.read("samples", SAMPLES), self.sampler_fp, self.prompts["prompt_id"], self.k)
         return samples if samples.height else pl.from_arrow(SAMPLES.empty_table())  # type: ignore[return-value]
-
-    def ok(self, row: dict) -> bool:
-        return row["error"] is None
-
-    def tokens(self, row: dict) -> tuple[int, int]:
-        return int(row.get("prompt_tokens") or 0), int(row.get("completion_tokens") or 0)

@@ -28,7 +28,7 @@ from factory.engines.base import Completion, Engine, Request
 from factory.pairs.prejudge import Prefilter
 from factory.rundir.hashing import derive_seed, stable_hash
 from factory.rundir.schemas import JUDGMENTS, SAMPLES, require_columns
-from factory.stages.base import Emit, PromptRows, latest, read_status
+from factory.stages.base import BaseStage, Batch, Emit, PromptRows, latest, read_status
 from factory.stages.judge.parse import PARSE_FAILURES, USABLE, missing_dimensions, parse_judgment, parse_tags
 from factory.stages.judge.read import current_judgments
 from factory.stages.judge.rubric import DIMENSIONS, check_rubric, judge_schema, reask_messages, render_rubric
@@ -166,7 +166,7 @@ def judge_batch(
         {"result": None, "attempts": 0, "reasks": 0, "tokens": None, "latency": 0.0, "messages": row["messages"]}
         for row in rows
     ]
-    out: list[dict | None] = [None] * len(rows)
+    batch = Batch(emit)
     pending = list(range(len(rows)))
     for round_no in range(cfg.max_reasks + 1):
         if not pending:
@@ -191,16 +191,11 @@ def judge_batch(
             if _absorb(state[i], completion, round_no, rows[i], cfg):
                 retry.append(i)
                 return
-            out[i] = judgment_row(rows[i], state[i], cfg, judge_fp)
-            if emit is not None:
-                emit([out[i]])
+            batch.add(i, judgment_row(rows[i], state[i], cfg, judge_fp))
 
         engine.generate(requests, on_done=done)
         pending = sorted(retry)
-    lost = [i for i, row in enumerate(out) if row is None]
-    if lost:
-        raise RuntimeError(f"engine lost {len(lost)} judge completion(s), e.g. row {lost[0]}")
-    return out  # type: ignore[return-value]
+    return batch.rows(range(len(rows)), "judge completion(s) (by row)")
 
 
 def _absorb(current: dict, completion: Completion, round_no: int, row: dict, cfg: JudgeConfig) -> bool:
@@ -271,7 +266,7 @@ def failed_judgments(requests: list[dict], reason: str, judge_fp: str, attempts:
     return [judgment_row(r, {**current, "result": result}, JudgeConfig(), judge_fp) for r in requests]
 
 
-class JudgeStage:
+class JudgeStage(BaseStage):
     """The judge stage as the executor drives it (factory/stages/base.py): fed by stored samples.
     `factory run` has one per judge: `judge` (cfg.judge) and `judge_<name>` for each cfg.judges entry,
     each under its own fingerprint fps[<stage name>], all writing judgments/."""
@@ -282,6 +277,7 @@ class JudgeStage:
     schema = JUDGMENTS
     upstream = "sample"
     inputs = USABLE_INPUTS
+    batch_fields = ("cfg", "judge_fp")
     run_batch = staticmethod(judge_batch)
 
     def __init__(
@@ -315,14 +311,6 @@ class JudgeStage:
     def fanout(self) -> int:
         """Judge requests per usable upstream sample (`factory plan` estimates with it)."""
         return self.cfg.votes
-
-    @property
-    def batch_size(self) -> int:
-        return self.engine.batch_size
-
-    @property
-    def batch_args(self) -> tuple:
-        return (self.cfg, self.judge_fp)
 
     def _mine(self, samples: pl.DataFrame) -> pl.DataFrame:
         return samples.filter(
@@ -369,6 +357,3 @@ class JudgeStage:
 
     def ok(self, row: dict) -> bool:
         return row["parse_status"] in USABLE
-
-    def tokens(self, row: dict) -> tuple[int, int]:
-        return int(row.get("prompt_tokens") or 0), int(row.get("completion_tokens") or 0)
