@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 
 from factory.commands.page_assets import CSS, SCRIPT
+from factory.commands.present import Table
+from factory.commands.report import report_tables
 from factory.config.kinds import JUDGE_KINDS
 
 
@@ -43,10 +45,6 @@ def _table(headers: list[str], rows: list[list[Any]], cls: str = "") -> str:
 def _section(anchor: str, title: str, body: str, note: str = "") -> str:
     note_html = f'<p class="note">{html.escape(note)}</p>' if note else ""
     return f'<section id="{anchor}"><h2>{html.escape(title)}</h2>{note_html}{body}</section>'
-
-
-def _rate(n: int, total: int) -> str:
-    return f"{100 * n / total:.1f}%" if total else "-"
 
 
 def funnel(report: dict[str, Any], manifest: dict[str, Any], invalid: list[tuple[str, int]]) -> str:
@@ -188,65 +186,16 @@ def glance(cfg: Any, manifest: dict[str, Any], report: dict[str, Any], metrics: 
     return "".join(out)
 
 
-def report_tables(report: dict[str, Any], cfg: Any) -> str:
-    """The tables of `factory report`, from its numbers."""
-    scale = cfg.judge.scale_max
-    out = [_table(["set", "n", f"mean score /{scale:g}", "mean tokens", "max tokens", "mean RT (s)", "max RT (s)"],
-                  [[r["set"], r["n"], r["mean_score"], r["mean_tokens"], r["max_tokens"], r["mean_rt_s"], r["max_rt_s"]]
-                   for r in report["table"]])]  # fmt: skip
-    out.append(f'<p class="note">RT = decoded tokens / {cfg.decode_tokens_per_s:g} tokens/s (decode_tokens_per_s).</p>')
-    pairs = report["pairs"]
-    out.append("<h3>Terms of S</h3>")
-    out.append(_table(["term", "source", "weight", "norm", "direction", "exclude above", "exclude below"],
-                      [[t["name"], t["source"], t["weight"], t["norm"], t["direction"], t["exclude_above"], t["exclude_below"]]
-                       for t in pairs["terms"]]))  # fmt: skip
-    l2s = report["long2short"]
-    out.append("<h3>long2short</h3>")
-    out.append(_table(["mean chosen tokens", "mean rejected tokens", "groups succeeded", "groups", "no sample under limit"],
-                      [[l2s["mean_chosen_tokens"], l2s["mean_rejected_tokens"], l2s["groups_succeeded"], l2s["groups_total"],
-                        f"{l2s['groups_no_short_sample']} (limit {l2s['max_chosen_tokens']} tokens)"]]))  # fmt: skip
-    judged = report["judgments"]
-    rows = [[f"judgment {s}", n, _rate(n, judged["total"])] for s, n in sorted(judged["by_status"].items())]
-    rows += [
-        [f"samples excluded: {r}", n, _rate(n, pairs["samples_total"])] for r, n in pairs["samples_excluded"].items()
-    ]
-    rows += [[f"groups: {b}", n, _rate(n, pairs["groups"])] for b, n in pairs["groups_by_outcome"].items()]
-    rows += [
-        [f"candidate pairs: {o}", n, _rate(n, pairs["pairs_candidate"])] for o, n in pairs["pairs_by_outcome"].items()
-    ]
-    out.append("<h3>Rates</h3>")
-    out.append(_table(["what", "count", "rate"], [r for r in rows if r[1]]))
-    out.append(
-        '<p class="note">Reasons, buckets and outcomes with a count of 0 are left out (report.md lists them).</p>'
-    )
-    return "".join(out)
-
-
-def judges_section(report: dict[str, Any]) -> str:
+def tables_html(tables: list[Table]) -> str:
+    """Report tables (factory.commands.report.report_tables) as HTML: each under its <h3> title, its note
+    before it, its after-sentence below; every value escaped."""
     out = []
-    if report.get("judges"):
-        out.append(_table(["judge", "kind", "column", "ok", "failed", "key"],
-                          [[j["stage"], j["kind"], j["column"], j["ok"], j["failed"], j["key"]] for j in report["judges"]]))  # fmt: skip
-    agreement = report["pairs"].get("judge_agreement") or {}
-    if agreement:
-        out.append(
-            '<p class="note">Agreement: the share of groups where both judges pick the same chosen and rejected sample.</p>'
-        )
-        out.append(
-            _table(
-                ["judges", "agreement"], [[k, "-" if v is None else f"{100 * v:.1f}%"] for k, v in agreement.items()]
-            )
-        )
-    if report.get("score_columns"):
-        out.append("<h3>Score columns (mean)</h3>")
-        out.append(_table(["column", "valid", "chosen", "rejected"],
-                          [[r["column"], r["valid"], r["chosen"], r["rejected"]] for r in report["score_columns"]]))  # fmt: skip
-    if report.get("tags"):
-        out.append("<h3>Tags (share of samples)</h3>")
-        out.append(_table(["tag", "valid", "chosen", "rejected"],
-                          [[r["tag"], *("-" if r[s] is None else f"{100 * r[s]:.1f}%" for s in ("valid", "chosen", "rejected"))]
-                           for r in report["tags"]]))  # fmt: skip
-    return "".join(out) or '<p class="note">No judge rows.</p>'
+    for t in tables:
+        out += [f"<h3>{html.escape(t.title)}</h3>"] if t.title else []
+        out += [f'<p class="note">{html.escape(t.note)}</p>'] if t.note else []
+        out.append(_table(t.headers, t.rows))
+        out += [f'<p class="note">{html.escape(t.after)}</p>'] if t.after else []
+    return "".join(out)
 
 
 def image(title: str, png: bytes) -> str:
@@ -311,6 +260,7 @@ def build_page(
     note: str | None = None,
 ) -> str:
     title = f"factory run: {manifest.get('output_dir') or cfg.output_dir}"
+    tables = report_tables(report, cfg)  # the same tables as report.md
     warning = f'<p class="warn">{html.escape(note)}</p>' if note else ""
     generated = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     sections = [
@@ -318,9 +268,9 @@ def build_page(
                  f"Page written {generated}; pair numbers are the pair kernel's with this report's settings."),
         _section("funnel", "Funnel", funnel(report, manifest, invalid or []),
                  "Each step with what it lost and why; bars are scaled to the largest step."),
-        _section("tables", "Samples and pairs", report_tables(report, cfg)),
+        _section("tables", "Samples and pairs", tables_html([t for t in tables if t.place == "tables"])),
         _section("plots", "Plots", '<div class="plots">' + "".join(figures) + "</div>"),
-        _section("judges", "Judges", judges_section(report)),
+        _section("judges", "Judges", tables_html([t for t in tables if t.place == "judges"]) or '<p class="note">No judge rows.</p>'),
         _section("pairs", "Pairs", _browser("pairs", "kept pairs"),
                  "Chosen (left) and rejected (right); the reasoning is folded. Token gap = rejected - chosen tokens."),
         _section("dropped", "Groups without a kept pair", _browser("dropped", "dropped groups"),
