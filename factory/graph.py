@@ -7,7 +7,8 @@ checks read it instead of naming conventions:
     graph = RunGraph(cfg)                     # model identities and fingerprints (no request, no Ray)
     graph.fingerprints                        # {"sampler": fp, "judge": fp, "judge_b": fp, "reward_rm": fp}
     [(j.stage, j.key, j.column) for j in graph.judges]
-        -> [("judge", "judge", "quality"), ("judge_b", "judges.b", "quality_b"), ("reward_rm", "reward_models.rm", "reward_rm"),
+        -> [("judge", "judge", "quality"), ("judge_b", "judges.b", "quality_b"),
+            ("reward_rm", "reward_models.rm", "reward_rm"),
             ("verify_ref", "verifiers.ref", "verify_ref")]   # a verifier makes no request: no stage
     graph.stages(prompts)                     # SampleStage, JudgeStage..., RewardStage... for the executor
     graph.scored(store, prompts, fps)         # samples + every judge's per-sample columns, as stored
@@ -189,8 +190,10 @@ class GenRMNode(JudgeNode):
         check_file(f"{key}.rubric_file", judge.rubric_file)
         dims = {f"{prefix}{d}": f"{key}.dimension_names" for d in judge.dimension_names} if judge.dimensions else {}
         rubric = rubric_text(cfg, judge)
-        fp = stored.get(GENRM.stage_of(name), "") if stored is not None else judge_stage.judge_fingerprint(
-            judge, model_id(judge.engine, f"{key}.engine"), rubric
+        fp = (
+            stored.get(GENRM.stage_of(name), "")
+            if stored is not None
+            else judge_stage.judge_fingerprint(judge, model_id(judge.engine, f"{key}.engine"), rubric)
         )
         return cls(name, judge, judge.engine, fp, dims, GENRM.price_of(cfg.cost, name), rubric)
 
@@ -206,8 +209,12 @@ class GenRMNode(JudgeNode):
     def per_sample(self, frame: pl.DataFrame) -> list[pl.DataFrame]:
         prefix = self.vocab.dims_of(self.name)
         if not frame.height:
-            return [pl.DataFrame({"prompt_id": [], "sample_idx": [], self.column: []},
-                                 schema={"prompt_id": pl.String, "sample_idx": pl.Int64, self.column: pl.Float64})]  # fmt: skip
+            return [
+                pl.DataFrame(
+                    {"prompt_id": [], "sample_idx": [], self.column: []},
+                    schema={"prompt_id": pl.String, "sample_idx": pl.Int64, self.column: pl.Float64},
+                )
+            ]
         quality = judge_stage.sample_quality(frame).select(*KEYS, pl.col("quality").alias(self.column))
         return [quality, judge_stage.sample_dims(frame, prefix)]
 
@@ -226,8 +233,10 @@ class RewardNode(JudgeNode):
         nodes: list[JudgeNode] = []
         for name, rm in cls.named(cfg):
             stage, key = REWARD_MODEL.stage_of(name), REWARD_MODEL.key_of(name)
-            fp = stored.get(stage, "") if stored is not None else reward_stage.reward_fingerprint(
-                rm, model_id(rm.engine, f"{key}.engine")
+            fp = (
+                stored.get(stage, "")
+                if stored is not None
+                else reward_stage.reward_fingerprint(rm, model_id(rm.engine, f"{key}.engine"))
             )
             scorer = kind_of(rm.engine).scorer_config(rm.engine)
             nodes.append(cls(name, rm, scorer, fp, {}, REWARD_MODEL.price_of(cfg.cost, name)))
@@ -242,10 +251,14 @@ class RewardNode(JudgeNode):
                 "pooling runner) or openai (a vLLM server's classify/pooling/score routes)"
             )
         if self.config.route not in routes:
-            raise ConfigError(f"{self.key}.route: the {engine.kind} engine serves {', '.join(routes)}, not {self.config.route!r}")
+            raise ConfigError(
+                f"{self.key}.route: the {engine.kind} engine serves {', '.join(routes)}, not {self.config.route!r}"
+            )
 
     def make_stage(self, cfg: RunConfig, prompts: pl.DataFrame, fps: dict[str, str]) -> Any:
-        return reward_stage.RewardStage(cfg, self.name, fps, prompts, engine=self.engine, prefilter=prefilter(cfg, prompts))
+        return reward_stage.RewardStage(
+            cfg, self.name, fps, prompts, engine=self.engine, prefilter=prefilter(cfg, prompts)
+        )
 
     def per_sample(self, frame: pl.DataFrame) -> list[pl.DataFrame]:
         return [reward_stage.sample_rewards(frame, self.column)]
@@ -328,7 +341,10 @@ class RunGraph:
 
     def engines(self) -> list[tuple[str, EngineConfig]]:
         """(config key, engine) of every stage."""
-        return [("sampler.engine", self.cfg.sampler.engine), *((f"{j.key}.engine", j.config.engine) for j in self.requesting)]
+        return [
+            ("sampler.engine", self.cfg.sampler.engine),
+            *((f"{j.key}.engine", j.config.engine) for j in self.requesting),
+        ]
 
     @property
     def requesting(self) -> list[JudgeNode]:
@@ -368,18 +384,24 @@ class RunGraph:
         for node in self.judges:
             node.check()
         if not self.judges:
-            raise ConfigError("judge.enabled: false, and no other judge (judges.<name>, reward_models.<name>) is configured")
+            raise ConfigError(
+                "judge.enabled: false, and no other judge (judges.<name>, reward_models.<name>) is configured"
+            )
         seen: dict[str, str] = {}
         for node in self.judges:
             if node.fingerprint in seen:
-                raise ConfigError(f"{node.key}: the same judge as {seen[node.fingerprint]} (same model, rubric, settings); drop one")
+                raise ConfigError(
+                    f"{node.key}: the same judge as {seen[node.fingerprint]} (same model, rubric, settings); drop one"
+                )
             seen[node.fingerprint] = node.key
         made = self.columns()
         for column, key in pair_kernel.required(cfg.pairs).items():
             if pair_kernel.is_judge_column(column) and column not in made:
                 have = ", ".join(sorted(made)) or "none"
                 hint = judge_kind(column).hint(column)  # type: ignore[union-attr]
-                raise ConfigError(f"{key}: no configured judge makes the column {column!r} ({hint}); judge columns: {have}")
+                raise ConfigError(
+                    f"{key}: no configured judge makes the column {column!r} ({hint}); judge columns: {have}"
+                )
         if not cfg.prompts.path:
             raise ConfigError("prompts.path: no prompts file given")
         from factory.pairs import export as export_mod

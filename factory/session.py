@@ -31,7 +31,8 @@ from factory.rundir.store import RunStore, open_output
 
 class Session:
     """One requesting command's set-up and tear-down (see the module doc). `prices`: stage name -> its
-    StageCostConfig, `price_keys`: stage name -> the config key of its prices; `output_key`: the config key named when the directory is not writable."""
+    StageCostConfig, `price_keys`: stage name -> the config key of its prices; `output_key`: the config key
+    named when the directory is not writable."""
 
     def __init__(
         self,
@@ -113,8 +114,10 @@ class Session:
         manifest.pools = self.metrics.get("pools", [])
         manifest.spend = self.budget.as_dict()
         manifest.timings = {
-            **manifest.timings, "overlap": self.metrics.get("overlap_s", 0.0), "total": round(time.perf_counter() - self.t0, 3),
-        }  # fmt: skip
+            **manifest.timings,
+            "overlap": self.metrics.get("overlap_s", 0.0),
+            "total": round(time.perf_counter() - self.t0, 3),
+        }
         entry = {"at": time.time(), "requests": manifest.requests, "counts": manifest.counts}
         manifest.history = (self.previous.get("history") or []) + [entry]
         written = scrub_all(manifest.to_dict(), self.secrets)

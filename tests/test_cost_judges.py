@@ -80,7 +80,9 @@ def test_the_plan_prices_every_judge_and_says_when_its_total_leaves_one_out(tmp_
     full = make_plan(config.load(None, overrides(tmp_path, url, *priced(*PRICES))))
     rm = {p["stage"]: p for p in full["stages"]}["reward_rm"]
     assert rm["usd"] == pytest.approx(rm["prompt_tokens"] * 110.0 / 1e6, rel=1e-3) and rm["usd"] > 0
-    assert full["total"]["usd_unpriced"] == [] and full["total"]["usd"] == pytest.approx(plan["total"]["usd"] + rm["usd"])
+    assert full["total"]["usd_unpriced"] == [] and full["total"]["usd"] == pytest.approx(
+        plan["total"]["usd"] + rm["usd"]
+    )
     assert "unpriced" not in format_plan(full)
 
 
@@ -89,7 +91,12 @@ def test_the_live_spend_charges_every_judge_and_reward_model_at_its_price(tmp_pa
         manifest = run(config.load(None, overrides(tmp_path, server.url, *priced(*PRICES))), backend="local")
     spend = manifest["spend"]["stages"]
     assert set(spend) == {"sample", "judge", "judge_b", "reward_rm"}
-    for stage, key in (("sample", "sampler"), ("judge", "judge"), ("judge_b", "judges.b"), ("reward_rm", "reward_models.rm")):
+    for stage, key in (
+        ("sample", "sampler"),
+        ("judge", "judge"),
+        ("judge_b", "judges.b"),
+        ("reward_rm", "reward_models.rm"),
+    ):
         inp, outp = PRICES[key]
         s = spend[stage]
         assert s["prompt_tokens"] > 0

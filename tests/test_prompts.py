@@ -72,7 +72,9 @@ def test_messages_column_is_used_as_is_and_id_defaults_to_a_hash():
 def test_jsonl_on_memory_fs_with_limit_and_a_broken_line():
     url = "memory://prompts-test/p.jsonl"
     with fsspec.open(url, "w") as handle:
-        handle.write(json.dumps(GOOD) + "\n{broken\n" + json.dumps({**GOOD, "id": "p3", "question": "another one?"}) + "\n")
+        handle.write(
+            json.dumps(GOOD) + "\n{broken\n" + json.dumps({**GOOD, "id": "p3", "question": "another one?"}) + "\n"
+        )
     valid, invalid = load_prompts(PromptsConfig(path=url))
     assert valid["prompt_id"].to_list() == ["p1", "p3"]
     assert "line 2: not valid JSON" in invalid["reason"][0]
@@ -200,7 +202,9 @@ def test_a_folder_without_prompts_files_is_an_error(tmp_path):
 
 def test_limit_counts_rows_not_empty_files(tmp_path):
     (tmp_path / "a.jsonl").write_bytes(b"")
-    (tmp_path / "b.jsonl").write_text("".join(json.dumps({**GOOD, "id": f"p{i}", "question": f"q{i}?"}) + "\n" for i in range(5)))
+    (tmp_path / "b.jsonl").write_text(
+        "".join(json.dumps({**GOOD, "id": f"p{i}", "question": f"q{i}?"}) + "\n" for i in range(5))
+    )
     valid, invalid = load_prompts(PromptsConfig(path=str(tmp_path), limit=2))
     assert valid["prompt_id"].to_list() == ["p0", "p1"] and invalid["row_index"].to_list() == [None]
 

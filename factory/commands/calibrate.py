@@ -287,7 +287,10 @@ def summary_table(summary: dict[str, Any]) -> str:
     rows = [
         ("judge", f"{summary['engine']} {summary['model']}"),
         ("rows (invalid)", f"{summary['rows']} ({summary['rows_invalid']})"),
-        ("agree / tie / disagree / unscored", f"{summary['agree']} / {summary['tie']} / {summary['disagree']} / {summary['unscored']}"),
+        (
+            "agree / tie / disagree / unscored",
+            f"{summary['agree']} / {summary['tie']} / {summary['disagree']} / {summary['unscored']}",
+        ),
         ("agreement (all rows)", share(summary["agreement"])),
         ("agreement (scored rows)", share(summary["agreement_of_scored"])),
         ("mean score better / worse", f"{score(summary['mean_score_better'])} / {score(summary['mean_score_worse'])}"),
@@ -295,5 +298,5 @@ def summary_table(summary: dict[str, Any]) -> str:
         ("LLM requests", str(summary["requests"])),
         ("time", f"{summary['seconds']:.1f}s"),
         ("output", summary["output"]),
-    ]  # fmt: skip
+    ]
     return table(rows, "factory calibrate")

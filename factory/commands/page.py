@@ -4,13 +4,13 @@
     info = write_page(store, cfg, manifest, scored, report=numbers, frames=frames, judgments=j, prompts=p)
                                                               # what `factory report` calls (nothing recomputed)
 
-The page holds, in one HTML file with no network access (styles, script and plots inline: the
-report's plots as SVG drawn in milliseconds, stored PNGs as base64): the run at a glance (config essentials, fingerprints, versions, the funnel prompts ->
-samples -> valid -> groups -> pairs with every exclusion reason, requests, tokens, spend, engine
-starts, wall times), the report's tables and plots (plus sweep/*.png and the eval's score_vs_rt.png
-when they exist), the judges and their agreement, and three browsers: the kept pairs (chosen and
-rejected side by side; search, sort by margin or token gap, filter by strategy and prompt), the
-groups that gave no kept pair (by reason) and the excluded samples (by reason).
+The page holds, in one HTML file with no network access (styles, script and plots inline: the report's plots
+as SVG drawn in milliseconds, stored PNGs as base64): the run at a glance (config essentials, fingerprints,
+versions, the funnel prompts -> samples -> valid -> groups -> pairs with every exclusion reason, requests,
+tokens, spend, engine starts, wall times), the report's tables and plots (plus sweep/*.png and the eval's
+score_vs_rt.png when they exist), the judges and their agreement, and three browsers: the kept pairs (chosen
+and rejected side by side; search, sort by margin or token gap, filter by strategy and prompt), the groups
+that gave no kept pair (by reason) and the excluded samples (by reason).
 
 What the browsers hold is one JSON document in a `<script type="application/json">` element, drawn by a
 small vanilla script that only ever sets text (model text is untrusted: no HTML is parsed from it).

@@ -134,18 +134,33 @@ def glance(cfg: Any, manifest: dict[str, Any], report: dict[str, Any], metrics: 
     sampler, judge, p = conf["sampler"], conf["judge"], conf["pairs"]
     rows = [
         ["prompts", f"{conf['prompts']['path']} (limit {conf['prompts']['limit']})"],
-        ["sampler", f"{sampler['engine']['kind']}:{sampler['engine']['model'] or 'embedded'} x{sampler['engine']['replicas']}"],
-        ["sampling", f"K={sampler['k']}, temperature {sampler['sampling']['temperature']}, top_p {sampler['sampling']['top_p']}, "
-                     f"max_tokens {sampler['sampling']['max_tokens']}, stop {sampler['sampling']['stop']}"],
-        ["judge", f"{judge['engine']['kind']}:{judge['engine']['model'] or 'embedded'}, votes {judge['votes']}, "
-                  f"scale 0..{judge['scale_max']:g}, rubric {judge['rubric_file'] or 'default'}" if cfg.judge.enabled else "off"],
+        [
+            "sampler",
+            f"{sampler['engine']['kind']}:{sampler['engine']['model'] or 'embedded'} x{sampler['engine']['replicas']}",
+        ],
+        [
+            "sampling",
+            f"K={sampler['k']}, temperature {sampler['sampling']['temperature']}, top_p "
+            f"{sampler['sampling']['top_p']}, "
+            f"max_tokens {sampler['sampling']['max_tokens']}, stop {sampler['sampling']['stop']}",
+        ],
+        [
+            "judge",
+            f"{judge['engine']['kind']}:{judge['engine']['model'] or 'embedded'}, votes {judge['votes']}, "
+            f"scale 0..{judge['scale_max']:g}, rubric {judge['rubric_file'] or 'default'}"
+            if cfg.judge.enabled
+            else "off",
+        ],
         ["other judges", ", ".join(f"{k.section}.{n}" for k in JUDGE_KINDS for n in conf[k.section]) or "-"],
-        ["pairs", f"{p['strategy']}, pairing {p['pairing']}, w_len {p['w_len']}, w_quality {p['w_quality']}, "
-                  f"drop_ratio {p['drop_ratio']}, min_margin {p['min_margin']}, cap {p['max_pairs_per_group']}"],
+        [
+            "pairs",
+            f"{p['strategy']}, pairing {p['pairing']}, w_len {p['w_len']}, w_quality {p['w_quality']}, "
+            f"drop_ratio {p['drop_ratio']}, min_margin {p['min_margin']}, cap {p['max_pairs_per_group']}",
+        ],
         ["judges of S", f"{', '.join(p['judges'])} (combine {p['combine']}), dedupe {p['dedupe']}"],
         ["terms", ", ".join(t["name"] for t in pairs["terms"])],
         ["output", manifest.get("output_dir", cfg.output_dir)],
-    ]  # fmt: skip
+    ]
     out.append(_table(["setting", "value"], rows, "kv"))
 
     stage_metrics = (metrics or {}).get("stages") or {}
@@ -200,7 +215,10 @@ def tables_html(tables: list[Table]) -> str:
 
 def image(title: str, png: bytes) -> str:
     data = base64.b64encode(png).decode()
-    return f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(title)}</figcaption></figure>'
+    return (
+        f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{html.escape(title)}</figcaption></figure>"
+    )
 
 
 def figure(title: str, svg: str) -> str:
@@ -221,7 +239,8 @@ def render_html(title: str, sections: list[str], data: dict[str, Any], nav: list
         f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"
         f"<header><h1>{html.escape(title)}</h1><nav>{links}</nav></header><main>"
         + "".join(sections)
-        + f'</main><script type="application/json" id="page-data">{blob}</script><script>{SCRIPT}</script></body></html>'
+        + f'</main><script type="application/json" id="page-data">{blob}</script>'
+        + f"<script>{SCRIPT}</script></body></html>"
     )
 
 
@@ -230,8 +249,10 @@ def _browser(kind: str, label: str) -> str:
     controls = {
         "pairs": '<input type="search" id="pairs-search" placeholder="search prompt, answers, reasoning">'
         '<label>sort <select id="pairs-sort"><option value="margin-desc">margin, largest first</option>'
-        '<option value="margin-asc">margin, smallest first</option><option value="gap-desc">token gap, largest first</option>'
-        '<option value="gap-asc">token gap, smallest first</option><option value="prompt">prompt id</option></select></label>'
+        '<option value="margin-asc">margin, smallest first</option><option value="gap-desc">token gap, largest '
+        'first</option>'
+        '<option value="gap-asc">token gap, smallest first</option><option value="prompt">prompt '
+        'id</option></select></label>'
         '<label>strategy <select id="pairs-strategy"></select></label>'
         '<label>prompt <input id="pairs-prompt" list="prompt-ids" placeholder="prompt_id"></label>',
         "dropped": '<input type="search" id="dropped-search" placeholder="search text">'
@@ -244,7 +265,8 @@ def _browser(kind: str, label: str) -> str:
     return (
         f'<div class="controls" id="{kind}-controls">{controls}</div>'
         f'<p class="count"><span id="{kind}-count" data-n="0"></span> <span id="{kind}-note" class="note"></span></p>'
-        f'<div class="pager" id="{kind}-pager-top"></div><div class="list" id="{kind}-list" aria-label="{html.escape(label)}"></div>'
+        f'<div class="pager" id="{kind}-pager-top"></div><div class="list" id="{kind}-list" '
+        f'aria-label="{html.escape(label)}"></div>'
         f'<div class="pager" id="{kind}-pager"></div>'
     )
 
@@ -264,20 +286,49 @@ def build_page(
     warning = f'<p class="warn">{html.escape(note)}</p>' if note else ""
     generated = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     sections = [
-        _section("glance", "The run at a glance", warning + glance(cfg, manifest, report, metrics),
-                 f"Page written {generated}; pair numbers are the pair kernel's with this report's settings."),
-        _section("funnel", "Funnel", funnel(report, manifest, invalid or []),
-                 "Each step with what it lost and why; bars are scaled to the largest step."),
+        _section(
+            "glance",
+            "The run at a glance",
+            warning + glance(cfg, manifest, report, metrics),
+            f"Page written {generated}; pair numbers are the pair kernel's with this report's settings.",
+        ),
+        _section(
+            "funnel",
+            "Funnel",
+            funnel(report, manifest, invalid or []),
+            "Each step with what it lost and why; bars are scaled to the largest step.",
+        ),
         _section("tables", "Samples and pairs", tables_html([t for t in tables if t.place == "tables"])),
         _section("plots", "Plots", '<div class="plots">' + "".join(figures) + "</div>"),
-        _section("judges", "Judges", tables_html([t for t in tables if t.place == "judges"]) or '<p class="note">No judge rows.</p>'),
-        _section("pairs", "Pairs", _browser("pairs", "kept pairs"),
-                 "Chosen (left) and rejected (right); the reasoning is folded. Token gap = rejected - chosen tokens."),
-        _section("dropped", "Groups without a kept pair", _browser("dropped", "dropped groups"),
-                 "Each group's best candidate pair and why it was not kept; groups with fewer than 2 valid samples show their samples."),
+        _section(
+            "judges",
+            "Judges",
+            tables_html([t for t in tables if t.place == "judges"]) or '<p class="note">No judge rows.</p>',
+        ),
+        _section(
+            "pairs",
+            "Pairs",
+            _browser("pairs", "kept pairs"),
+            "Chosen (left) and rejected (right); the reasoning is folded. Token gap = rejected - chosen tokens.",
+        ),
+        _section(
+            "dropped",
+            "Groups without a kept pair",
+            _browser("dropped", "dropped groups"),
+            "Each group's best candidate pair and why it was not kept; groups with fewer than 2 valid samples show "
+            "their samples.",
+        ),
         _section("excluded", "Excluded samples", _browser("excluded", "excluded samples")),
         '<datalist id="prompt-ids"></datalist>',
-    ]  # fmt: skip
-    nav = [("glance", "at a glance"), ("funnel", "funnel"), ("tables", "tables"), ("plots", "plots"), ("judges", "judges"),
-           ("pairs", "pairs"), ("dropped", "dropped groups"), ("excluded", "excluded samples")]  # fmt: skip
+    ]
+    nav = [
+        ("glance", "at a glance"),
+        ("funnel", "funnel"),
+        ("tables", "tables"),
+        ("plots", "plots"),
+        ("judges", "judges"),
+        ("pairs", "pairs"),
+        ("dropped", "dropped groups"),
+        ("excluded", "excluded samples"),
+    ]
     return render_html(title, sections, data, nav)

@@ -135,7 +135,8 @@ def _passing_share(stage: Any, store: RunStore, up: pl.DataFrame | None) -> tupl
     if not text.height:
         return 1.0, ""
     passed = prefiltered(text, prefilter)["exclusion"].is_null().sum()
-    return passed / text.height, f" x {passed / text.height:.0%} passing the pair filters before judging (observed on {text.height})"
+    share = passed / text.height
+    return share, f" x {share:.0%} passing the pair filters before judging (observed on {text.height})"
 
 
 PASSING_GROUPS = 500  # prompts whose stored samples' text the pass-share estimate reads
@@ -251,7 +252,9 @@ def plan_stage(
         "gpu_hours": completion_tokens / tps / 3600 * gpus if tps and gpus else None,  # replicas split it, not add
         "wall_s": completion_tokens / (tps * stage.engine.replicas) if tps else None,
         "pool": engine_identity(stage.engine),
-        "unpriced_paid": bool(unpriced_paid([(stage.name, stage.engine, requests)], {stage.name: price} if price else {})),
+        "unpriced_paid": bool(
+            unpriced_paid([(stage.name, stage.engine, requests)], {stage.name: price} if price else {})
+        ),
         "notes": notes,
     }
     if sample:  # what a judge fed by this stage will see of its answers
@@ -333,10 +336,16 @@ def target_prompts(cfg: RunConfig, store: RunStore) -> tuple[int, str]:
     target = int(cfg.pairs.target or 0)
     if kept and rows:
         needed = target_draw(cfg.pairs, kept, rows) if kept < target else rows
-        why = f"survival {kept}/{rows} = {kept / rows:.3f} pairs per prompt row (observed in the last run), +10% as `factory run` draws"
+        why = (
+            f"survival {kept}/{rows} = {kept / rows:.3f} pairs per prompt row (observed in the last run), "
+            "+10% as `factory run` draws"
+        )
     else:
         needed = target_draw(cfg.pairs)
-        why = "no run yet: assumed one group per prompt row, drop_ratio of them dropped, +20% (the first draw of `factory run`)"
+        why = (
+            "no run yet: assumed one group per prompt row, drop_ratio of them dropped, +20% "
+            "(the first draw of `factory run`)"
+        )
     return max(needed, cfg.prompts.limit or 0), why
 
 
@@ -410,9 +419,13 @@ def format_plan(plan: dict[str, Any]) -> str:
         prompt = ("<= " if bound else "" if p["prompt_tokens_how"].startswith("counted") else "~") + tokens_text(
             p["prompt_tokens"]
         )
-        completion = ("<= " if "upper bound" in p["completion_tokens_how"] else "" if p["completion_tokens_how"].startswith("none") else "~") + tokens_text(
-            p["completion_tokens"]
-        )
+        completion = (
+            "<= "
+            if "upper bound" in p["completion_tokens_how"]
+            else ""
+            if p["completion_tokens_how"].startswith("none")
+            else "~"
+        ) + tokens_text(p["completion_tokens"])
         rows.append(
             [
                 p["stage"],
@@ -449,7 +462,8 @@ def format_plan(plan: dict[str, Any]) -> str:
         speed = p["tokens_per_s_per_replica"]
         if speed:
             out.append(
-                f"{p['stage']}: {speed:.1f} completion tokens/s per replica ({p['tokens_per_s_how']}) x {p['replicas']} "
+                f"{p['stage']}: {speed:.1f} completion tokens/s per replica ({p['tokens_per_s_how']}) x "
+                f"{p['replicas']} "
                 f"replica(s) of {p['gpus_per_replica']} GPU(s)"
             )
     if any(not p["tokens_per_s_per_replica"] for p in plan["stages"] if p["requests"]):

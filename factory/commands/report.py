@@ -158,7 +158,9 @@ def build_report(
         "tags": tag_shares(scored, prepared, groups),
         "judges": judge_rows(cfg, judges or {}),
         "strategies": compare.compare(scored, cfg.pairs, cfg.judge.scale_max, prepared=base),  # issue 16
-        "bias_audit": audit.bias_audit(scored, prepared, groups, cfg.pairs, cfg.judge.scale_max, kinds.judge_scales(cfg)),
+        "bias_audit": audit.bias_audit(
+            scored, prepared, groups, cfg.pairs, cfg.judge.scale_max, kinds.judge_scales(cfg)
+        ),
         "long2short": {
             "max_chosen_tokens": cfg.pairs.max_chosen_tokens,
             "mean_chosen_tokens": l2s.mean_chosen_tokens,
@@ -169,7 +171,9 @@ def build_report(
             **long2short.source_counts(l2s_groups, cfg.pairs),  # issue 16: the source's 4650 of 4915
         },
         "judgments": {
-            "total": judged, "by_status": parse, "parse_failures": failed,
+            "total": judged,
+            "by_status": parse,
+            "parse_failures": failed,
             "parse_failure_rate": failed / judged if judged else None,
         },  # fmt: skip
         "margins": groups["margin"].to_list(),
@@ -194,8 +198,10 @@ def report_tables(report: dict[str, Any], cfg: RunConfig) -> list[Table]:
         Table(
             "Samples and pairs",
             ["set", "n", f"mean score {scale}", "mean tokens", "max tokens", "mean RT (s)", "max RT (s)"],
-            [[r["set"], r["n"], r["mean_score"], r["mean_tokens"], r["max_tokens"], r["mean_rt_s"], r["max_rt_s"]]
-             for r in report["table"]],
+            [
+                [r["set"], r["n"], r["mean_score"], r["mean_tokens"], r["max_tokens"], r["mean_rt_s"], r["max_rt_s"]]
+                for r in report["table"]
+            ],
             after=f"RT = decoded tokens / {cfg.decode_tokens_per_s:g} tokens/s (decode_tokens_per_s).",
         )  # fmt: skip
     ]
@@ -213,17 +219,29 @@ def report_tables(report: dict[str, Any], cfg: RunConfig) -> list[Table]:
         ["mean token gap (rejected - chosen)", pairs["mean_token_gap"]],
         [f"mean score gap (chosen - rejected, {scale})", gap],
     ]))  # fmt: skip
-    tables.append(Table(
-        "Terms", ["term", "source", "weight", "norm", "direction", "excluded when", "key"],
-        [[t["name"], t["source"], f"{t['weight']:g}", t["norm"], t["direction"], _bounds(t), t["key"]] for t in pairs["terms"]],
-        note="S = sum of weight x term; a term with bounds also excludes samples (its name is the reason).",
-    ))  # fmt: skip
+    tables.append(
+        Table(
+            "Terms",
+            ["term", "source", "weight", "norm", "direction", "excluded when", "key"],
+            [
+                [t["name"], t["source"], f"{t['weight']:g}", t["norm"], t["direction"], _bounds(t), t["key"]]
+                for t in pairs["terms"]
+            ],
+            note="S = sum of weight x term; a term with bounds also excludes samples (its name is the reason).",
+        )
+    )
     if report["score_columns"]:
-        tables.append(Table(
-            "Score columns", ["column", "mean on valid", "mean chosen", "mean rejected"],
-            [[r["column"], num(r["valid"], 3), num(r["chosen"], 3), num(r["rejected"], 3)] for r in report["score_columns"]],
-            place="judges",
-        ))  # fmt: skip
+        tables.append(
+            Table(
+                "Score columns",
+                ["column", "mean on valid", "mean chosen", "mean rejected"],
+                [
+                    [r["column"], num(r["valid"], 3), num(r["chosen"], 3), num(r["rejected"], 3)]
+                    for r in report["score_columns"]
+                ],
+                place="judges",
+            )
+        )
     if report.get("tags"):
         tables.append(Table(
             "Tags", ["tag", "valid", "chosen", "rejected"],
@@ -232,15 +250,25 @@ def report_tables(report: dict[str, Any], cfg: RunConfig) -> list[Table]:
         ))  # fmt: skip
     title = "Judges"
     if report.get("judges"):
-        tables.append(Table(title, ["judge", "kind", "column", "ok", "failed", "key"],
-                            [[j["stage"], j["kind"], j["column"], j["ok"], j["failed"], j["key"]] for j in report["judges"]],
-                            place="judges"))  # fmt: skip
+        tables.append(
+            Table(
+                title,
+                ["judge", "kind", "column", "ok", "failed", "key"],
+                [[j["stage"], j["kind"], j["column"], j["ok"], j["failed"], j["key"]] for j in report["judges"]],
+                place="judges",
+            )
+        )
         title = ""
     if pairs["judge_agreement"]:
-        tables.append(Table(
-            title, ["judges", "agreement"], [[k, _rate_value(v)] for k, v in pairs["judge_agreement"].items()],
-            note="Agreement: share of groups where both judges pick the same chosen and rejected sample.", place="judges",
-        ))  # fmt: skip
+        tables.append(
+            Table(
+                title,
+                ["judges", "agreement"],
+                [[k, _rate_value(v)] for k, v in pairs["judge_agreement"].items()],
+                note="Agreement: share of groups where both judges pick the same chosen and rejected sample.",
+                place="judges",
+            )
+        )
     tables += balance_tables(pairs.get("balance"))  # issue 16
     tables.append(strategies_table(report["strategies"], cfg))
     tables += bias_tables(report["bias_audit"])
@@ -254,12 +282,21 @@ def report_tables(report: dict[str, Any], cfg: RunConfig) -> list[Table]:
             "The source's re-sampling of only these prompts: `factory pairs RUN_DIR --long-prompts FILE`, then "
             "a run on FILE (factory/pairs/long2short.py)."
         )
-    tables.append(Table(
-        "long2short", ["mean chosen tokens", "mean rejected tokens", "groups succeeded / total", "no sample under limit"],
-        [[l2s["mean_chosen_tokens"], l2s["mean_rejected_tokens"], f"{l2s['groups_succeeded']} / {l2s['groups_total']}",
-          f"{l2s['groups_no_short_sample']} (limit < {l2s['max_chosen_tokens']} tokens)"]],
-        after=ran_long,
-    ))  # fmt: skip
+    tables.append(
+        Table(
+            "long2short",
+            ["mean chosen tokens", "mean rejected tokens", "groups succeeded / total", "no sample under limit"],
+            [
+                [
+                    l2s["mean_chosen_tokens"],
+                    l2s["mean_rejected_tokens"],
+                    f"{l2s['groups_succeeded']} / {l2s['groups_total']}",
+                    f"{l2s['groups_no_short_sample']} (limit < {l2s['max_chosen_tokens']} tokens)",
+                ]
+            ],
+            after=ran_long,
+        )
+    )
     tables.append(Table("Rates", ["what", "count", "rate"], rate_rows(report)))
     return tables
 
@@ -282,7 +319,9 @@ def rate_rows(report: dict[str, Any]) -> list[list[Any]]:
         if bucket == "fewer_than_2_valid":
             for cause, count in sorted(pairs["groups_too_few_by_reason"].items()):
                 rows.append([f"  of which mostly {cause}", count, _rate(count, pairs["groups"])])
-    rows.append(["groups dropped below delta", buckets["below_margin"], _rate(buckets["below_margin"], pairs["groups"])])
+    rows.append(
+        ["groups dropped below delta", buckets["below_margin"], _rate(buckets["below_margin"], pairs["groups"])]
+    )
     rows.append(["groups kept (a pair or more)", buckets["kept"], _rate(buckets["kept"], pairs["groups"])])
     for outcome, n in pairs["pairs_by_outcome"].items():
         rows.append([f"candidate pairs: {outcome}", n, _rate(n, pairs["pairs_candidate"])])
@@ -396,7 +435,13 @@ def judge_rows(cfg: RunConfig, counts: dict[str, dict[str, int]]) -> list[dict[s
     from factory.graph import RunGraph
 
     return [
-        {"stage": j.stage, "kind": j.kind, "column": j.column, "key": j.key, **counts.get(j.stage, {"ok": 0, "failed": 0})}
+        {
+            "stage": j.stage,
+            "kind": j.kind,
+            "column": j.column,
+            "key": j.key,
+            **counts.get(j.stage, {"ok": 0, "failed": 0}),
+        }
         for j in RunGraph(cfg, stored={}).judges
     ]
 
@@ -419,8 +464,6 @@ def _rate_value(rate: float | None) -> str:
 
 
 # -- plots ---------------------------------------------------------------------------------------
-
-
 
 
 def lengths_png(report: dict[str, Any], cfg: RunConfig) -> bytes:

@@ -37,7 +37,9 @@ class EngineConfig:
     request_timeout_s: float = help_("openai: per-request timeout in seconds.", 600.0)
     rpm: int = help_("openai: requests-per-minute limit (0 = none).", 0)
     tpm: int = help_("openai: tokens-per-minute limit (0 = none).", 0)
-    backoff_s: float = help_("openai: first retry wait (doubles per retry, full jitter, capped at 60 s); Retry-After wins.", 1.0)
+    backoff_s: float = help_(
+        "openai: first retry wait (doubles per retry, full jitter, capped at 60 s); Retry-After wins.", 1.0
+    )
     # vLLM
     tensor_parallel_size: int = help_("vllm: GPUs per model shard group (TP).", 1)
     pipeline_parallel_size: int = help_("vllm: pipeline stages (PP); a replica gets TP x PP GPUs.", 1)
@@ -77,7 +79,7 @@ class SamplingConfig:
     max_tokens: int = help_("Max completion tokens (reasoning + answer).", 512)
     seed: int = help_("Base seed; request i of a prompt uses a seed derived from (seed, prompt_id, i).", 0)
     stop: List[str] = help_(
-        "Stop strings: the reply ends before the first one (finish_reason stop); in YAML, stop: [\"\\n\"] "
+        'Stop strings: the reply ends before the first one (finish_reason stop); in YAML, stop: ["\\n"] '
         "(a newline) for one-line replies. [] = none. Part of the fingerprint only when set.",
         factory=list,
     )

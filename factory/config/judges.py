@@ -83,7 +83,12 @@ class JudgeConfig:
         if len(set(names)) != len(names):
             raise ConfigError(f"{p}dimension_names: {names} names a dimension twice")
         # Local engines are deterministic per seed at temperature 0: every vote would be the same.
-        if c.votes > 1 and c.sampling.temperature == 0 and c.engine.kind in ENGINES and kind_of(c.engine.kind).same_votes_at_zero:
+        if (
+            c.votes > 1
+            and c.sampling.temperature == 0
+            and c.engine.kind in ENGINES
+            and kind_of(c.engine.kind).same_votes_at_zero
+        ):
             raise ConfigError(
                 f"{p}votes: {c.votes} votes at {p}sampling.temperature 0 would all be identical; "
                 "raise the temperature or use votes=1"

@@ -74,7 +74,9 @@ class BalanceConfig:
     the kept pairs of each value, or the share no value may exceed. Checked by PairsConfig."""
 
     column: str = help_("A prompts column (or scored column) whose values are balanced; '' = no balancing.", "")
-    cap: Optional[int] = help_("At most this many kept pairs per value (largest margins first); the rest: over_balance.", None)
+    cap: Optional[int] = help_(
+        "At most this many kept pairs per value (largest margins first); the rest: over_balance.", None
+    )
     target_share: Optional[float] = help_(
         "Instead of cap: the largest per-value cap under which no value holds more than this share of the kept "
         "pairs (in (0, 1]); with too few values to reach it, nothing is dropped and the stats say so.",
@@ -301,9 +303,7 @@ def check_terms(cfg: PairsConfig) -> None:
         raise ConfigError("pairs.judges: needs at least one judge column (quality is the primary judge)")
     for column in cfg.judges:
         if not is_judge_score(column):
-            raise ConfigError(
-                f"pairs.judges: {column!r} is not a judge column ({', '.join(judge_column_names())})"
-            )
+            raise ConfigError(f"pairs.judges: {column!r} is not a judge column ({', '.join(judge_column_names())})")
     if len(set(cfg.judges)) != len(cfg.judges):
         raise ConfigError(f"pairs.judges: {cfg.judges} names a judge twice")
     taken = {"length": "pairs.w_len", "quality": "pairs.w_quality", DUPLICATE: "pairs.dedupe"}
@@ -312,7 +312,9 @@ def check_terms(cfg: PairsConfig) -> None:
     if own is not None:
         column = own.column(cfg)
         if not re.fullmatch(r"\w+", column) or column in NOT_JUDGES:
-            raise ConfigError(f"{own.key}: {column!r} is not a score column (quality, quality_<judge>, reward_<name>, ...)")
+            raise ConfigError(
+                f"{own.key}: {column!r} is not a score column (quality, quality_<judge>, reward_<name>, ...)"
+            )
         taken[own.name] = f"pairs.strategy {cfg.strategy}"
     for i, entry in enumerate(cfg.terms):
         key = f"pairs.terms[{i}]"

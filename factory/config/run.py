@@ -132,7 +132,11 @@ def check_names(c: Any, p: str) -> None:
         mapping = kind.section
         for name in getattr(c, mapping).keys():
             if not re.fullmatch(JUDGE_NAME, str(name)):
-                raise ConfigError(f"{p}{mapping}.{name}: a name is letters, digits and _ (it names {kind.column}<name>)")
+                raise ConfigError(
+                    f"{p}{mapping}.{name}: a name is letters, digits and _ (it names {kind.column}<name>)"
+                )
             if kind.column_of(str(name)) in NOT_JUDGES:
-                raise ConfigError(f"{p}{mapping}.{name}: {kind.column_of(str(name))} is the primary judge's vote spread; rename it")
+                raise ConfigError(
+                    f"{p}{mapping}.{name}: {kind.column_of(str(name))} is the primary judge's vote spread; rename it"
+                )
             validate(getattr(c, mapping)[name], items[mapping], f"{p}{mapping}.{name}.")

@@ -5,18 +5,18 @@
     engine.generate([Request(messages=[{"role": "user", "content": "hi"}], max_tokens=64, seed=7)])
     -> [Completion(text="Hello!", reasoning=None, finish_reason="stop", prompt_tokens=9, ...)]
 
-Per replica: at most `parallel` requests in flight, paced to `rpm` / `tpm` (split over the replicas),
-each with `request_timeout_s`. Every failure is one request's own: a 429 (its Retry-After honoured), a
-5xx, a timeout, a dropped connection, or a 200 that is not usable (a body that is not JSON, `choices: []`,
-`content: null` with no reasoning) is retried alone, `max_retries` times with exponential backoff and
-full jitter; any other error (a 400), or the last retry's, becomes that request's `error` and the rest of
-the batch goes on, never re-sent. `Completion.attempts` counts the attempts sent. A 401/403 is the one
-error that is not per request: the key is refused, so generate() raises FatalEngineError after that one
-attempt and sends nothing more. Error texts are one line with every secret value (the API key, base_url
-credentials) replaced by ***, so a server that echoes the key cannot get it stored.
-`engine_kwargs.extra_body` (a mapping) is sent with every request, for server-specific fields. DeepSeek's `reasoning_content` and
-`usage.completion_tokens_details.reasoning_tokens` are read when the server sends them; otherwise the
-sample stage finds `<think>` in the content and splits the tokens with `engine.tokenizer`.
+Per replica: at most `parallel` requests in flight, paced to `rpm` / `tpm` (split over the replicas), each
+with `request_timeout_s`. Every failure is one request's own: a 429 (its Retry-After honoured), a 5xx, a
+timeout, a dropped connection, or a 200 that is not usable (a body that is not JSON, `choices: []`, `content:
+null` with no reasoning) is retried alone, `max_retries` times with exponential backoff and full jitter; any
+other error (a 400), or the last retry's, becomes that request's `error` and the rest of the batch goes on,
+never re-sent. `Completion.attempts` counts the attempts sent. A 401/403 is the one error that is not per
+request: the key is refused, so generate() raises FatalEngineError after that one attempt and sends nothing
+more. Error texts are one line with every secret value (the API key, base_url credentials) replaced by ***, so
+a server that echoes the key cannot get it stored. `engine_kwargs.extra_body` (a mapping) is sent with every
+request, for server-specific fields. DeepSeek's `reasoning_content` and
+`usage.completion_tokens_details.reasoning_tokens` are read when the server sends them; otherwise the sample
+stage finds `<think>` in the content and splits the tokens with `engine.tokenizer`.
 
 Scoring (a reward model behind a vLLM server, `vllm serve RM --runner pooling`): `score()` posts each
 ScoreRequest to the server's root (base_url without /v1), with the same slots, limits, retries and

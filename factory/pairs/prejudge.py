@@ -43,7 +43,14 @@ def judge_free_config(cfg: PairsConfig) -> PairsConfig:
     verifier's column) is the pair build's: it has no pairs.terms entry and is left to the build."""
     terms, _ = resolve(cfg)
     rules = [t.entry for t in terms[2:] if t.entry is not None and t.is_filter and judge_free(t)]
-    return replace(cfg, strategy=DP_DPO, terms=[replace(e, weight=0.0) for e in rules], judges=[_PLACEHOLDER], combine="terms", target=None)  # type: ignore[type-var]
+    return replace(
+        cfg,
+        strategy=DP_DPO,
+        terms=[replace(e, weight=0.0) for e in rules],
+        judges=[_PLACEHOLDER],
+        combine="terms",
+        target=None,
+    )  # type: ignore[type-var]
 
 
 def verifier_columns(cfg: PairsConfig) -> list[str]:

@@ -166,10 +166,19 @@ def resolve(cfg: PairsConfig) -> tuple[list[Term], list[Term]]:
         assert source is not None
         terms.append(
             Term(
-                default_name(entry), f"pairs.terms[{i}]", source, entry.source, entry.norm or source.norm,
-                entry.direction or source.direction, entry, entry.lo, entry.hi, entry.exclude_above, entry.exclude_below,
+                default_name(entry),
+                f"pairs.terms[{i}]",
+                source,
+                entry.source,
+                entry.norm or source.norm,
+                entry.direction or source.direction,
+                entry,
+                entry.lo,
+                entry.hi,
+                entry.exclude_above,
+                entry.exclude_below,
             )
-        )  # fmt: skip
+        )
     strategy_term = _strategy_term(cfg)
     if strategy_term is not None:
         terms.append(strategy_term)

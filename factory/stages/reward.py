@@ -7,7 +7,8 @@ Output columns: rewards  -> see factory.rundir.schemas.REWARDS
 
     >>> stage = RewardStage(cfg, "rm", fps, prompts)   # cfg.reward_models["rm"]; fps["reward_rm"] its fingerprint
     >>> work = stage.plan(store)                # the usable samples not yet scored under this fingerprint
-    >>> rows = reward_batch(engine, stage.render(work.to_dicts()), None, cfg.reward_models["rm"], "rm", fps["reward_rm"])
+    >>> requests = stage.render(work.to_dicts())
+    >>> rows = reward_batch(engine, requests, None, cfg.reward_models["rm"], "rm", fps["reward_rm"])
     rows: prompt_id="p1" sample_idx=0 sampler_fp="ab12" rm="rm" rm_fp="c0ffee" score=1.73 error=None attempts=1 ...
     >>> sample_rewards(stage.read(store), "reward_rm")   # prompt_id, sample_idx, reward_rm (null when failed)
 
@@ -38,6 +39,8 @@ from factory.stages.scored import USABLE_INPUTS, follow_usable, of_current_sampl
 KEY = ("prompt_id", "sample_idx", "sampler_fp")
 # What planning and resume read of the stored rewards: keys and status only.
 STATUS_COLUMNS = [*KEY, "rm_fp", "error", "sample_created_at", "created_at"]
+
+
 def reward_fingerprint(rm: RewardModelConfig, model_id: str) -> str:
     """What makes rewards comparable: the model (and, in process, its dtype and quantization), the route
     and head output read, and what the model is shown. Not the engine's resources or batch sizes."""

@@ -191,7 +191,9 @@ def current_samples(stored: pl.DataFrame | None, sampler_fp: str, prompt_ids: pl
     if stored is None:
         return pl.DataFrame()
     mine = stored.filter(
-        (pl.col("sampler_fp") == sampler_fp) & pl.col("prompt_id").is_in(prompt_ids.implode()) & (pl.col("sample_idx") < k)
+        (pl.col("sampler_fp") == sampler_fp)
+        & pl.col("prompt_id").is_in(prompt_ids.implode())
+        & (pl.col("sample_idx") < k)
     )
     return latest(mine, list(KEY)).sort("prompt_id", "sample_idx")
 

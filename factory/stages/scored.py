@@ -117,7 +117,9 @@ def plan_usable(
     exclusions (factory/pairs/prejudge.py); the text is then read for every usable sample of the
     groups with a pending key (a duplicate needs its group), not for the others."""
     mine = (pl.col("sampler_fp") == sampler_fp) & (pl.col("sample_idx") < k)
-    samples = latest(read_status(store, "samples", SAMPLES, SAMPLE_STATUS, prompt_ids, mine), ["prompt_id", "sample_idx"])
+    samples = latest(
+        read_status(store, "samples", SAMPLES, SAMPLE_STATUS, prompt_ids, mine), ["prompt_id", "sample_idx"]
+    )
     failed = samples.filter(pl.col("error").is_not_null()).height
     usable = samples.filter(pl.col("error").is_null())
     keys = pending(usable)

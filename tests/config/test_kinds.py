@@ -16,9 +16,13 @@ from tests.synthetic import write_prompts
 
 
 def test_each_kind_names_its_entries():
-    assert [GENRM.stage_of(None), GENRM.key_of(None), GENRM.column_of(None), GENRM.dims_of(None), GENRM.price_key(None)] == [
-        "judge", "judge", "quality", "dim_", "cost.judge"
-    ]  # fmt: skip
+    assert [
+        GENRM.stage_of(None),
+        GENRM.key_of(None),
+        GENRM.column_of(None),
+        GENRM.dims_of(None),
+        GENRM.price_key(None),
+    ] == ["judge", "judge", "quality", "dim_", "cost.judge"]
     assert [GENRM.stage_of("b"), GENRM.key_of("b"), GENRM.column_of("b"), GENRM.dims_of("b"), GENRM.price_key("b")] == [
         "judge_b", "judges.b", "quality_b", "dim_b_", "cost.judges.b"
     ]  # fmt: skip

@@ -100,7 +100,9 @@ def test_the_config_asks_the_engine_kind_what_it_requires_and_whether_zero_tempe
     with pytest.raises(ConfigError, match=r"^engine\.base_url: required when engine\.kind is openai$"):
         EngineConfig(kind="openai")
     zero = SamplingConfig(temperature=0.0)
-    with pytest.raises(ConfigError, match=r"^judge\.votes: 3 votes at judge\.sampling\.temperature 0 would all be identical"):
+    with pytest.raises(
+        ConfigError, match=r"^judge\.votes: 3 votes at judge\.sampling\.temperature 0 would all be identical"
+    ):
         JudgeConfig(votes=3, sampling=zero, engine=EngineConfig(kind="llamacpp"))
     served = EngineConfig(kind="openai", base_url="http://127.0.0.1:9/v1")
     assert JudgeConfig(votes=3, sampling=zero, engine=served).votes == 3  # a server's votes may differ

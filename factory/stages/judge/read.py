@@ -25,9 +25,12 @@ def with_quality(samples: pl.DataFrame, judgments: pl.DataFrame) -> pl.DataFrame
     Output: the samples' columns + quality, score, quality_spread, votes_ok, votes."""
     if not judgments.height:
         return samples.with_columns(
-            pl.lit(None, pl.Float64).alias("quality"), pl.lit(None, pl.Float64).alias("score"),
-            pl.lit(0.0).alias("quality_spread"), pl.lit(0, pl.Int64).alias("votes_ok"), pl.lit(0, pl.Int64).alias("votes"),
-        )  # fmt: skip
+            pl.lit(None, pl.Float64).alias("quality"),
+            pl.lit(None, pl.Float64).alias("score"),
+            pl.lit(0.0).alias("quality_spread"),
+            pl.lit(0, pl.Int64).alias("votes_ok"),
+            pl.lit(0, pl.Int64).alias("votes"),
+        )
     return samples.join(sample_quality(judgments), on=["prompt_id", "sample_idx"], how="left")
 
 

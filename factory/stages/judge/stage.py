@@ -78,7 +78,9 @@ def pending_keys(
     The same rubric plans nothing, a changed rubric (new judge_fp) plans every vote again. With
     `retry_failed`, stored engine_error judgments are planned again (the new row supersedes)."""
     key = list(KEY)
-    wanted = samples.select(SAMPLE_KEY).join(pl.DataFrame({"vote": list(range(votes))}, schema={"vote": pl.Int64}), how="cross")
+    wanted = samples.select(SAMPLE_KEY).join(
+        pl.DataFrame({"vote": list(range(votes))}, schema={"vote": pl.Int64}), how="cross"
+    )
     if stored is not None and stored.height:
         require_columns(stored, (*key, "judge_fp", "parse_status", "created_at"), "judge.plan")
         done = of_current_samples(stored.filter(pl.col("judge_fp") == judge_fp), samples)
@@ -262,7 +264,14 @@ def failed_judgments(requests: list[dict], reason: str, judge_fp: str, attempts:
     """The rows stored for judge requests that could not be served (their replica kept failing):
     judgment_row's fields, with parse_status engine_error."""
     current = {"attempts": attempts, "reasks": 0, "tokens": None, "latency": 0.0}
-    result = {"score": None, "status": "engine_error", "reason": reason, "dimensions": None, "raw": None, "error": reason}
+    result = {
+        "score": None,
+        "status": "engine_error",
+        "reason": reason,
+        "dimensions": None,
+        "raw": None,
+        "error": reason,
+    }
     return [judgment_row(r, {**current, "result": result}, JudgeConfig(), judge_fp) for r in requests]
 
 
