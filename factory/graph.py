@@ -37,9 +37,11 @@ from factory.config.kinds import GENRM, JUDGE_KINDS, REWARD_MODEL, VERIFIER, Jud
 from factory.engines import kind_of
 from factory.pairs import prejudge
 from factory.pairs.prejudge import Prefilter
+from factory import prompts as prompts_mod
 from factory.prompts import read_text
 from factory.rundir.schemas import JUDGMENTS
 from factory.stages import judge as judge_stage
+from factory.stages.adaptive import AdaptiveK
 from factory.stages import reward as reward_stage
 from factory.stages import sample as sample_stage
 from factory.stages import verifier as verifier_stage
@@ -81,6 +83,13 @@ def rubric_text(cfg: RunConfig, judge: Any = None) -> str:
 def template_text(cfg: RunConfig) -> str:
     parts = [read_text(p) if p else "" for p in (cfg.prompts.system_prompt_file, cfg.prompts.user_template_file)]
     return "\n---\n".join(parts)
+
+
+def check_prompts(cfg: RunConfig, path: str = "", key: str = "prompts.path") -> None:
+    """The prompts' URL scheme (`path`, default prompts.path) and the user template, each error naming its key."""
+    prompts_mod.check_url(path or cfg.prompts.path, key)
+    if cfg.prompts.user_template_file:
+        prompts_mod.check_template(read_text(cfg.prompts.user_template_file), "prompts.user_template_file")
 
 
 def prefilter(cfg: RunConfig, prompts: pl.DataFrame) -> Prefilter | None:
@@ -146,6 +155,11 @@ class JudgeNode:
         """(name, config entry) of every entry of this kind in `cfg`: the primary one first, if the kind has one."""
         primary = [(None, getattr(cfg, cls.vocab.primary))] if cls.vocab.primary else []
         return primary + list(getattr(cfg, cls.vocab.section).items())
+
+    @property
+    def fanout(self) -> int:
+        """Rows it stores per judged sample (a GenRM's votes)."""
+        return int(getattr(self.config, "votes", 1) or 1)
 
     def columns(self) -> dict[str, str]:
         """Scored column -> the config key that makes it."""
@@ -404,6 +418,7 @@ class RunGraph:
                 )
         if not cfg.prompts.path:
             raise ConfigError("prompts.path: no prompts file given")
+        check_prompts(cfg)
         from factory.pairs import export as export_mod
 
         export_mod.preflight(cfg)  # a student template (export.template) loads and renders
@@ -413,8 +428,30 @@ class RunGraph:
         """sample -> every judge (each fed by stored samples). With `fps` (a stored run's fingerprints),
         a judge they lack (configured after that run) is left out."""
         fps = self.fingerprints if fps is None else fps
-        graph: list = [sample_stage.SampleStage(self.cfg, fps["sampler"], prompts)]
-        return graph + [j.make_stage(self.cfg, prompts, fps) for j in self.requesting if j.stage in fps]
+        judges = [j.make_stage(self.cfg, prompts, fps) for j in self.requesting if j.stage in fps]
+        adaptive = None
+        if self.cfg.sampler.adaptive.enabled:  # the sampler follows itself and every judge
+            follows = ("sample", *(stage.name for stage in judges))
+            adaptive = AdaptiveK(self.cfg, lambda store: self.decided_view(store, prompts, fps), follows)
+        return [sample_stage.SampleStage(self.cfg, fps["sampler"], prompts, adaptive=adaptive), *judges]
+
+    def decided_view(
+        self, store: Any, prompts: pl.DataFrame, fps: dict[str, str] | None = None
+    ) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+        """What sampler.adaptive decides a group from: the scored samples as the pair build reads them,
+        and the (prompt_id, sample_idx) that every requesting judge has answered with all its votes (None
+        when no judge sends requests)."""
+        from factory import pairs as pair_kernel
+
+        read = self.scored(store, prompts, fps)
+        judged = None
+        for node in self.requesting:
+            if node.stage not in read.frames:
+                continue
+            frame = read.frames[node.stage]
+            done = frame.group_by(KEYS).agg(pl.len().alias("n")).filter(pl.col("n") >= node.fanout).select(KEYS)
+            judged = done if judged is None else judged.join(done, on=KEYS, how="semi")
+        return pair_kernel.attach(read.scored, prompts, self.cfg.pairs), judged  # type: ignore[return-value]
 
     def scored(self, store: Any, prompts: pl.DataFrame, fps: dict[str, str] | None = None) -> Scored:
         """Samples with every judge's columns, in the names the pair kernel reads: quality (and score,

@@ -64,7 +64,13 @@ def funnel(report: dict[str, Any], manifest: dict[str, Any], invalid: list[tuple
             )
         )
     if counts.get("samples_expected") is not None:
-        steps.append((f"samples asked (x K={k})" if k else "samples asked", counts["samples_expected"], []))
+        adaptive = manifest.get("adaptive")
+        asked = (
+            f"samples asked (adaptive, {adaptive['k_min']} to K={k} a prompt)"
+            if adaptive
+            else f"samples asked (x K={k})"
+        )
+        steps.append((asked if k else "samples asked", counts["samples_expected"], []))
     stored = pairs["samples_total"]
     failed = pairs["samples_excluded"].get("engine_error", 0)
     missing = max(counts.get("samples_expected", stored) - stored, 0)
@@ -250,9 +256,9 @@ def _browser(kind: str, label: str) -> str:
         "pairs": '<input type="search" id="pairs-search" placeholder="search prompt, answers, reasoning">'
         '<label>sort <select id="pairs-sort"><option value="margin-desc">margin, largest first</option>'
         '<option value="margin-asc">margin, smallest first</option><option value="gap-desc">token gap, largest '
-        'first</option>'
+        "first</option>"
         '<option value="gap-asc">token gap, smallest first</option><option value="prompt">prompt '
-        'id</option></select></label>'
+        "id</option></select></label>"
         '<label>strategy <select id="pairs-strategy"></select></label>'
         '<label>prompt <input id="pairs-prompt" list="prompt-ids" placeholder="prompt_id"></label>',
         "dropped": '<input type="search" id="dropped-search" placeholder="search text">'

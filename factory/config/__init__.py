@@ -18,7 +18,14 @@ from factory.config.cost import CostConfig, StageCostConfig
 from factory.config.engine import ENGINE_KINDS, EngineConfig, SamplingConfig
 from factory.config.export import ExportConfig
 from factory.config.eval import CANDIDATE_NAME, CandidateConfig, EvalConfig
-from factory.config.judges import JUDGE_NAME, SCORE_ROUTES, JudgeConfig, RewardModelConfig, SamplerConfig
+from factory.config.judges import (
+    JUDGE_NAME,
+    SCORE_ROUTES,
+    AdaptiveConfig,
+    JudgeConfig,
+    RewardModelConfig,
+    SamplerConfig,
+)
 from factory.config.load import check_keys, help_table, load, to_dict
 from factory.config.pairs import (
     COMBINE_MODES,
@@ -51,6 +58,7 @@ __all__ = [
     "EvalConfig",
     "ExportConfig",
     "JudgeConfig",
+    "AdaptiveConfig",
     "PairsConfig",
     "PromptsConfig",
     "RayConfig",

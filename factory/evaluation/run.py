@@ -82,6 +82,7 @@ def preflight(cfg: RunConfig, secrets: bool = True) -> None:
     ):
         if path and "://" not in path and not Path(path).is_file():
             raise ConfigError(f"{key}: file not found: {path}")
+    graph.check_prompts(cfg, e.prompts, "eval.prompts")
     judge = graph.GenRMNode.of(cfg, stored={})  # the run's primary judge node (no model file looked at)
     judge_stage.check_rubric(judge.rubric, f"{judge.key}.rubric_file")
 
@@ -148,7 +149,8 @@ def price_keys(cfg: RunConfig) -> dict[str, str]:
 
 
 def _samples_of(store: RunStore, fp: str, prompts: pl.DataFrame, k: int) -> pl.DataFrame:
-    samples = sample_stage.current_samples(store.read("samples", SAMPLES), fp, prompts["prompt_id"], k)
+    stored = store.read("samples", SAMPLES)
+    samples = sample_stage.current_samples(stored, fp, prompts["prompt_id"], k, sample_stage.prompt_hashes(prompts))
     return samples if samples.height else pl.from_arrow(SAMPLES.empty_table())  # type: ignore[return-value]
 
 
@@ -246,6 +248,7 @@ def evaluate(cfg: RunConfig, backend: str = "ray", build: Any = None, take_over:
     with session:
         store = session.store
         prompts, invalid = eval_prompts(cfg)
+        sample_stage.stamp_prompt_hashes(store)  # samples stored before prompt_hash: from prompts/, before it goes
         store.replace("prompts", prompts)
         if invalid.height:
             store.replace("invalid", invalid.to_arrow().cast(INVALID))
