@@ -9,7 +9,7 @@ wrapped by OmegaConf structured configs.
     verifiers.py verifiers.<name>.* (judges that make no request)
     pairs.py     pairs.*, sweep.*, the score terms' vocabulary and checks
     cost.py      cost.*                            eval.py      eval.*
-    run.py       RunConfig (every section), ray.*, store.*
+    run.py       RunConfig (every section), ray.*, store.*, report.*
     load.py      load, check_keys, to_dict, help_table
 """
 
@@ -38,7 +38,7 @@ from factory.config.pairs import (
     TermConfig,
 )
 from factory.config.prompts import PromptsConfig
-from factory.config.run import RayConfig, RunConfig, StoreConfig
+from factory.config.run import RayConfig, ReportConfig, RunConfig, StoreConfig
 from factory.config.verifiers import VERIFIER_RULES, VerifierConfig
 
 __all__ = [
@@ -62,6 +62,7 @@ __all__ = [
     "PairsConfig",
     "PromptsConfig",
     "RayConfig",
+    "ReportConfig",
     "RewardModelConfig",
     "RunConfig",
     "VERIFIER_RULES",
