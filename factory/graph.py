@@ -35,6 +35,7 @@ import polars as pl
 from factory.config import ConfigError, EngineConfig, RunConfig
 from factory.config.kinds import GENRM, JUDGE_KINDS, REWARD_MODEL, VERIFIER, JudgeKind, judge_kind
 from factory.engines import kind_of
+from factory.executor.budget import at_rate
 from factory.pairs import prejudge
 from factory.pairs.prejudge import Prefilter
 from factory import prompts as prompts_mod
@@ -216,7 +217,8 @@ class GenRMNode(JudgeNode):
         judge_stage.check_room(self.config, self.key)
 
     def make_stage(self, cfg: RunConfig, prompts: pl.DataFrame, fps: dict[str, str]) -> Any:
-        return judge_stage.JudgeStage(
+        stage = judge_stage.GroupJudgeStage if self.config.mode == "group" else judge_stage.JudgeStage
+        return stage(
             cfg, fps, prompts, self.rubric, name=self.stage, judge=self.config, prefilter=prefilter(cfg, prompts)
         )
 
@@ -234,6 +236,13 @@ class GenRMNode(JudgeNode):
 
     def usable(self) -> pl.Expr:
         return pl.col("parse_status").is_in(judge_stage.USABLE)
+
+    def counts(self, frame: pl.DataFrame) -> dict[str, Any]:
+        """ok / failed, its mode, and the prompt tokens one judged sample cost (a group request's are split
+        over the samples it shows): what the report's judges table compares the modes with."""
+        tokens = frame["prompt_tokens"].drop_nulls() if frame.height and "prompt_tokens" in frame.columns else None
+        per = round(float(tokens.mean()), 1) if tokens is not None and tokens.len() else None  # type: ignore[arg-type]
+        return super().counts(frame) | {"mode": self.config.mode, "prompt_tokens_per_judgment": per}
 
 
 @dataclass
@@ -372,7 +381,9 @@ class RunGraph:
     def prices(self) -> dict[str, Any]:
         """Stage -> its StageCostConfig, for the budget and the plan: sample (cost.sampler), then every judge
         with a price (cost.judge, cost.judges.<name>, cost.reward_models.<name>); an unpriced one is left out."""
-        return {"sample": self.cfg.cost.sampler, **{j.stage: j.price for j in self.requesting if j.price is not None}}
+        cfg, priced = self.cfg, [j for j in self.requesting if j.price is not None]
+        sample = at_rate(cfg.cost.sampler, cfg.sampler.engine)  # a stage sending by batch pays the batch rate
+        return {"sample": sample, **{j.stage: at_rate(j.price, j.config.engine) for j in priced}}
 
     def price_keys(self) -> dict[str, str]:
         """Stage -> the config key of its prices (named where a paid stage has none)."""
@@ -464,6 +475,8 @@ class RunGraph:
         judgments = frames.get("judge", NO_JUDGMENTS)
         scored = judge_stage.with_quality(samples, judgments)
         parts = [judge_stage.sample_dims(judgments), judge_stage.sample_tags(judgments)]
+        if self.cfg.judge.enabled and self.cfg.judge.orders == 2 and judgments.height:  # order flips (pairs)
+            parts.append(judge_stage.order_quality(judgments))
         for node in self.judges:
             if not node.requests:  # a verifier: computed from what was just read
                 frames[node.stage] = node.read(samples, prompts)  # type: ignore[attr-defined]

@@ -177,6 +177,7 @@ class EngineKind:
     score_routes: tuple[str, ...] = ()
     billed_per_token = False  # its requests go to a server that may bill per token (cost.*: unpriced warnings)
     required: tuple[str, ...] = ()  # engine.* fields that must be set for this kind (factory/config/engine.py)
+    batch_api = False  # it can send requests through a provider's batch API (engine.batch)
     # Deterministic per seed at temperature 0 (a local engine): votes with different seeds would all be the same.
     same_votes_at_zero = True
 

@@ -7,12 +7,14 @@
 
 Dollars are what the stored rows say they used (prompt and completion tokens, reasoning included, re-asks
 summed), at `input_usd_per_m` / `output_usd_per_m` per million tokens. A request that failed for good
-stores no token count and is charged nothing (APIs do not bill errors).
+stores no token count and is charged nothing (APIs do not bill errors). A stage whose engine sends by
+batch (`engine.batch: true`) is priced at the batch rate: `batch_discount` off both prices (`at_rate`).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 from factory.config import ConfigError, StageCostConfig
@@ -127,6 +129,14 @@ class Budget:
             "(only the missing keys are requested; it may spend up to cost.max_usd again), or raise or drop "
             "cost.max_usd"
         )
+
+
+def at_rate(price: StageCostConfig, engine: Any) -> StageCostConfig:
+    """What one request of `engine` pays: the list prices, or `batch_discount` off both when it sends by batch."""
+    if not getattr(engine, "batch", False) or not price.batch_discount:
+        return price
+    keep = 1.0 - price.batch_discount
+    return replace(price, input_usd_per_m=price.input_usd_per_m * keep, output_usd_per_m=price.output_usd_per_m * keep)
 
 
 def billed_per_token(engine: Any) -> bool:

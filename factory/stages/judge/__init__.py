@@ -18,6 +18,7 @@ from factory.stages.judge.parse import (
 from factory.stages.judge.read import (
     DIMS_DTYPE,
     current_judgments,
+    order_quality,
     sample_dims,
     sample_quality,
     sample_tags,
@@ -32,6 +33,9 @@ from factory.stages.judge.rubric import (
     judge_schema,
     minimal_reply,
     reask_messages,
+    group_labels,
+    group_schema,
+    render_group,
     render_rubric,
     rubric_fields,
 )
@@ -49,6 +53,7 @@ from factory.stages.judge.stage import (
     prompt_fields,
     render_requests,
 )
+from factory.stages.judge.group import GroupJudgeStage, group_failed, group_judge_batch
 from factory.stages.scored import SAMPLE_KEY, judgeable, of_current_samples, sample_text
 
 __all__ = [
@@ -63,7 +68,14 @@ __all__ = [
     "STATUSES",
     "STATUS_COLUMNS",
     "USABLE",
+    "GroupJudgeStage",
     "JudgeStage",
+    "group_failed",
+    "group_judge_batch",
+    "order_quality",
+    "group_labels",
+    "group_schema",
+    "render_group",
     "check_room",
     "check_rubric",
     "current_judgments",
