@@ -21,12 +21,12 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
 from factory.commands.cost import Budget
-from factory.config import RunConfig, to_dict
+from factory.config import RunConfig
 from factory.executor import Executor
 from factory.executor.progress import Progress
 from factory.graph import versions
 from factory.rundir.lease import Lease
-from factory.rundir.secrets import redact, scrub, scrub_all, scrub_table, secret_values
+from factory.rundir.secrets import scrub, scrub_all, scrub_table, secret_values, stored_config
 from factory.rundir.store import RunStore, open_output
 
 
@@ -55,8 +55,8 @@ class Manifest:
 
     @classmethod
     def of_config(cls, cfg: RunConfig, **values: Any) -> Manifest:
-        """A manifest whose `config` is `cfg` as stored (secret-looking keys masked)."""
-        return cls(config=redact(to_dict(cfg)), **values)
+        """A manifest whose `config` is `cfg` as stored (secrets masked, factory.rundir.secrets.stored_config)."""
+        return cls(config=stored_config(cfg), **values)
 
     @classmethod
     def from_dict(cls, data: dict) -> Manifest:

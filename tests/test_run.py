@@ -387,3 +387,18 @@ def test_a_target_run_counts_every_judges_requests_over_its_draws(tmp_path):
         name: j["requests"] for name, j in {"sampler": {"requests": asked}, **manifest["judges"]}.items()
     }
     assert len(engine.scored) == asked
+
+
+def test_a_config_value_holding_the_key_is_scrubbed_on_the_page_as_in_the_manifest(tmp_path, monkeypatch):
+    # A value that interpolates the API key's variable (a stop string here; a header or a URL in real configs):
+    # the manifest scrubs it, and the page renders the config through the same scrub.
+    monkeypatch.setenv("FACTORY_TEST_SECRET", "sk-live-abcdef123456")
+    cfg = synthetic_cfg(
+        tmp_path, 2, "sampler.engine.api_key_env=FACTORY_TEST_SECRET", "sampler.sampling.stop=['x${oc.env:FACTORY_TEST_SECRET}']"
+    )
+    assert cfg.sampler.sampling.stop == ["xsk-live-abcdef123456"]
+    local_run(cfg)
+    page = (tmp_path / "run" / "report" / "index.html").read_text()
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["config"]["sampler"]["sampling"]["stop"] == ["x***"]
+    assert "sk-live-abcdef123456" not in page and "x***" in page
