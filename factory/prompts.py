@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from typing import Any, Iterable, Iterator
 
 import fsspec
@@ -75,6 +76,17 @@ def _format(file: str) -> str:
     return FORMATS[suffix]
 
 
+def _looked_at(path: str) -> str:
+    """Where a relative local path was looked for: a path given on the command line is read from the current
+    folder, one written in a YAML config from the config file's folder (config.load made it absolute)."""
+    if "://" in path or os.path.isabs(path):
+        return ""
+    return (
+        f" (looked at {os.path.abspath(path)}: a path given on the command line is relative to the current folder "
+        f"{os.getcwd()}; one written in the YAML config, to the config file's folder)"
+    )
+
+
 def prompt_files(path: str) -> tuple[Any, list[str]]:
     """(filesystem, files) of `path`: the file itself, or the files of a folder in name order.
     In a folder, names starting with '.' or '_' are not data (_SUCCESS, .DS_Store, .ipynb_checkpoints:
@@ -83,7 +95,7 @@ def prompt_files(path: str) -> tuple[Any, list[str]]:
         raise ValueError("prompts.path: no prompts file given")
     fs, root = fsspec.core.url_to_fs(path)
     if not fs.exists(root):
-        raise FileNotFoundError(f"prompts.path: {path} does not exist")
+        raise FileNotFoundError(f"prompts.path: {path} does not exist{_looked_at(path)}")
     if not fs.isdir(root):
         _format(root)
         return fs, [root]

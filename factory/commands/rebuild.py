@@ -25,6 +25,7 @@ from factory.graph import RunGraph
 from factory.rundir.secrets import MASK
 from factory.session import Manifest
 from factory.stages.judge import USABLE
+from factory.rundir.guard import check_run_dir
 from factory.rundir.store import RunStore
 
 
@@ -141,6 +142,7 @@ def rebuild_pairs(run_dir: str, overrides: list[str] | None = None) -> tuple[dic
     """`factory pairs`: pairs/ and sft/ from stored samples and judgments; the manifest is updated."""
     t0 = time.perf_counter()
     run = read_run(run_dir, overrides)
+    check_run_dir(run.store, "RUN_DIR")  # pairs/ and sft/ are replaced: never through a link out of the run
     store, graph = run.store, run.graph
     outputs = write_outputs(store, graph, run.prompts, run.manifest["fingerprints"])
     manifest = Manifest.from_dict(run.manifest)
