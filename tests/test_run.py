@@ -402,3 +402,30 @@ def test_a_config_value_holding_the_key_is_scrubbed_on_the_page_as_in_the_manife
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["config"]["sampler"]["sampling"]["stop"] == ["x***"]
     assert "sk-live-abcdef123456" not in page and "x***" in page
+
+
+def test_judgments_cut_at_the_judges_max_tokens_are_counted_and_the_summary_names_the_key(tmp_path):
+    from factory.commands.summary import run_summary
+    from factory.engines.base import Completion
+    from tests.fakes import FakeEngine, seeded_reply
+
+    def cut(answer: str) -> bool:  # the judge runs out of tokens on the answers of an odd number of words
+        return len(answer.split()) % 2 == 1
+
+    def reply(request):
+        rated = next((m["content"] for m in request.messages if m["content"].startswith("Rate ")), None)
+        if request.json_schema is not None and rated is not None and cut(rated.removeprefix("Rate ").split(" from 0")[0]):
+            return Completion(tag=None, text='{"reason": "the reply names the link and the pri', finish_reason="length",
+                              prompt_tokens=10, completion_tokens=96)  # fmt: skip
+        return seeded_reply(request)
+
+    manifest = local_run(synthetic_cfg(tmp_path, 6, "judge.max_reasks=1", "judge.sampling.max_tokens=96"), FakeEngine(reply=reply))
+    answers = pl.read_parquet(tmp_path / "run" / "samples")["answer"].to_list()
+    expected = sum(cut(a) for a in answers)
+    assert 0 < expected < len(answers) == 12
+    judge = manifest["judges"]["judge"]
+    assert manifest["parse_status"]["truncated"] == judge["truncated"] == expected == manifest["counts"]["judgments_failed"]
+    assert "unparseable" not in manifest["parse_status"] and judge["max_tokens_key"] == "judge.sampling.max_tokens"
+    text = run_summary(manifest, manifest.scored)
+    assert "| judge replies cut at max_tokens" in text
+    assert f"{expected} of 12 judgments (failed; their samples no_judgment): raise judge.sampling.max_tokens (now 96)" in text
