@@ -429,3 +429,16 @@ def test_judgments_cut_at_the_judges_max_tokens_are_counted_and_the_summary_name
     text = run_summary(manifest, manifest.scored)
     assert "| judge replies cut at max_tokens" in text
     assert f"{expected} of 12 judgments (failed; their samples no_judgment): raise judge.sampling.max_tokens (now 96)" in text
+
+
+def test_a_filter_that_excludes_every_sample_says_so_once_naming_the_term(tmp_path, capsys):
+    # The README's link-number rule on answers that name none (as the demo's English answers do).
+    term = "pairs.terms=[{source: format, pattern: '\\d+号链接', exclude_above: 0}]"
+    manifest = local_run(synthetic_cfg(tmp_path, 4, term))
+    assert manifest["pairs"]["samples_excluded"]["format"] == 8 and manifest["pairs"]["samples_valid"] == 0
+    err = capsys.readouterr().err
+    assert err.count("[pairs] warning: no sample is valid") == 1
+    assert "the filter pairs.terms[0] (format, exclude_above 0) excluded 8 of the 8 samples: no pair can be made" in err
+    (tmp_path / "plain").mkdir()
+    local_run(synthetic_cfg(tmp_path / "plain", 4))
+    assert "no sample is valid" not in capsys.readouterr().err

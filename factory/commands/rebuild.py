@@ -120,9 +120,9 @@ def write_outputs(store: RunStore, graph: RunGraph, prompts: pl.DataFrame, fps: 
         else:  # an export no longer asked for must not linger as if current
             store.remove(f"sft/{export}")
     export_mod.after_pairs(store, cfg, pairs, read.scored, prompts)  # export/<name>/ + the reasoning warning
-    note = pair_kernel.target_note(stats)
-    if note:
-        print(note, file=sys.stderr)
+    for note in (pair_kernel.filter_note(stats), pair_kernel.target_note(stats)):
+        if note:
+            print(note, file=sys.stderr)
     samples = read.samples
     usable = judgments.filter(pl.col("parse_status").is_in(USABLE)).height if judgments.height else 0
     status = dict(zip(*judgments["parse_status"].value_counts().to_dict(as_series=False).values())) if judgments.height else {}

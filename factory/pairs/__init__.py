@@ -49,7 +49,7 @@ from factory.pairs.kernel import Candidates, candidates, decide, outcomes, selec
 from factory.pairs.marks import SCORED_COLUMNS, Prepared, prepare
 from factory.pairs.picks import margin_quantile
 from factory.pairs.render import pairs_schema, render_pairs, sft_dp, sft_filter_long, sink_pairs
-from factory.pairs.stats import OUTCOMES, PairStats, target_draw, target_note
+from factory.pairs.stats import OUTCOMES, PairStats, filter_note, target_draw, target_note
 from factory.pairs.terms import NOT_JUDGES, required_columns, resolve
 from factory.rundir.schemas import require_columns
 
@@ -57,7 +57,7 @@ __all__ = [
     "is_judge_column",
     "OUTCOMES", "SCORED_COLUMNS", "Candidates", "PairBuild", "PairStats", "Prepared", "attach", "build", "candidates",
     "decide", "margin_quantile", "outcomes", "pairs_schema", "prepare", "render_pairs", "required",
-    "select", "sft_dp", "sft_filter_long", "sink_pairs", "target_draw", "target_note", "threshold", "unfiltered",
+    "select", "filter_note", "sft_dp", "sft_filter_long", "sink_pairs", "target_draw", "target_note", "threshold", "unfiltered",
 ]  # fmt: skip
 
 
