@@ -40,6 +40,7 @@ import polars as pl
 
 from factory.commands.page_html import figure, image, build_page
 from factory.commands.page_plots import report_plots
+from factory.config.strategies import LONG2SHORT
 
 PAGE = "report/index.html"
 MAX_PAIRS = 2_000
@@ -167,7 +168,7 @@ def page_data(
     prepared, decisions = frames["prepared"], frames["decisions"]
     strategy = cfg.pairs.strategy
     by_strategy = {strategy: decisions}
-    if strategy != "long2short" and frames.get("long2short") is not None:
+    if strategy != LONG2SHORT and frames.get("long2short") is not None:
         by_strategy["long2short"] = frames["long2short"]
     kept = {
         s: d.filter(pl.col("outcome") == "kept").with_columns(pl.lit(s).alias("strategy"))

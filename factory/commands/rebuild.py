@@ -23,7 +23,7 @@ from factory import pairs as pair_kernel
 from factory.pairs import export as export_mod
 from factory.graph import RunGraph
 from factory.rundir.secrets import MASK
-from factory.session import Manifest
+from factory.rundir.manifest import Manifest
 from factory.stages.judge import USABLE
 from factory.rundir.guard import check_run_dir
 from factory.rundir.store import RunStore
