@@ -140,9 +140,23 @@ def expand_path(key: str, value: str) -> str:
     return os.path.expanduser(value) if value.startswith("~") else value
 
 
+def _engine_keys(node: Any, prefix: str = "") -> tuple[str, ...]:
+    """`<...>.engine.model` and `.engine.tokenizer` at any depth (a GGUF file, a model or tokenizer folder)."""
+    if not isinstance(node, dict):
+        return ()
+    found: tuple[str, ...] = ()
+    for key, value in node.items():
+        if key == "engine" and isinstance(value, dict):
+            found += (f"{prefix}engine.model", f"{prefix}engine.tokenizer")
+        elif isinstance(value, dict) and not str(key).endswith(FREE_MAPPINGS):
+            found += _engine_keys(value, f"{prefix}{key}.")
+    return found
+
+
 def _expand_paths(data: dict) -> dict:
-    """Expand `$NAME` and `~` in every path and output key of `data` (a YAML file's tree or one override's)."""
-    for dotted, node, last in _path_values(data, _path_keys(data) + _OUTPUT_KEYS):
+    """Expand `$NAME` and `~` in every path, output and model key of `data` (a YAML file's tree or one
+    override's)."""
+    for dotted, node, last in _path_values(data, _path_keys(data) + _OUTPUT_KEYS + _engine_keys(data)):
         node[last] = expand_path(dotted, node[last])
     return data
 

@@ -107,6 +107,9 @@ def test_a_variable_in_a_path_is_expanded_or_refused_naming_the_key(tmp_path, mo
     monkeypatch.delenv("FACTORY_TEST_UNSET", raising=False)
     with pytest.raises(ConfigError, match=r"^output_dir: '\$FACTORY_TEST_UNSET/x' uses \$FACTORY_TEST_UNSET, which is not set"):
         config.load(None, ["output_dir=$FACTORY_TEST_UNSET/x"])
+    model = config.load(None, ["sampler.engine.model=$FACTORY_TEST_ROOT/m.gguf", "judges.b.engine.tokenizer=~/tok.json"])
+    assert model.sampler.engine.model == f"{tmp_path}/m.gguf"
+    assert model.judges["b"].engine.tokenizer == os.path.expanduser("~/tok.json")
     conf.write_text("judge:\n  rubric_file: $FACTORY_TEST_UNSET/r.txt\n")
     with pytest.raises(ConfigError, match=r"^judge\.rubric_file: .*FACTORY_TEST_UNSET, which is not set"):
         config.load(conf)
