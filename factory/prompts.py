@@ -82,8 +82,8 @@ def _looked_at(path: str) -> str:
     if "://" in path or os.path.isabs(path):
         return ""
     return (
-        f" (looked at {os.path.abspath(path)}: a path given on the command line is relative to the current folder "
-        f"{os.getcwd()}; one written in the YAML config, to the config file's folder)"
+        f" (looked at {os.path.abspath(path)}: a path on the command line is taken relative to the current folder, "
+        f"{os.getcwd()}; one in a YAML config, to the config file's folder)"
     )
 
 

@@ -27,7 +27,7 @@ FACTORY_PART = re.compile(r"(part|_merged)-\d+-[0-9a-f]{8}(-\d{3})?\.parquet")
 # A factory file is told by its keys (or a page by its title).
 FACTORY_JSON = {
     "manifest.json": ("config", "fingerprints", "counts"),
-    "metrics.json": ("stages", "pools"),
+    "metrics.json": ("stages",),
     "plan.json": ("command", "output_dir"),
 }
 PAGE = "report/index.html"

@@ -121,7 +121,6 @@ def test_a_prompts_path_not_found_says_where_it_looked(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError) as raised:
         local_run(cfg)
     assert str(raised.value) == (
-        f"prompts.path: data/none.jsonl does not exist (looked at {tmp_path}/data/none.jsonl: a path given on the "
-        f"command line is relative to the current folder {tmp_path}; one written in the YAML config, to the config "
-        "file's folder)"
+        f"prompts.path: data/none.jsonl does not exist (looked at {tmp_path}/data/none.jsonl: a path on the command "
+        f"line is taken relative to the current folder, {tmp_path}; one in a YAML config, to the config file's folder)"
     )
