@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -74,7 +75,7 @@ def test_the_home_folder_is_refused(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("link", ["pairs", "report", "sft/dp_sft"])
-def test_a_link_out_of_the_run_directory_is_refused_naming_it(tmp_path, link):
+def test_a_link_out_of_the_run_directory_is_refused_naming_it(tmp_path, capsys, link):
     cfg = cfg_for(tmp_path, tmp_path / "run")
     local_run(cfg)
     elsewhere = tmp_path / "elsewhere"
@@ -88,8 +89,10 @@ def test_a_link_out_of_the_run_directory_is_refused_naming_it(tmp_path, link):
         local_run(cfg)
     from factory.cli import main
 
-    for command in ("pairs", "report"):  # the commands that replace pairs/ and report/ refuse it too
-        assert main([command, str(tmp_path / "run")]) == 2
+    template = ["--template", str(Path(__file__).resolve().parents[1] / "pairs/fixtures/templates/smollm2")]
+    for argv in (["pairs"], ["report"], ["sweep"], ["export", *template]):  # the commands that replace outputs
+        assert main([argv[0], str(tmp_path / "run"), *argv[1:]]) == 2
+        assert f"RUN_DIR: {tmp_path / 'run'}/{link} is a symbolic link" in capsys.readouterr().err
     assert sorted(p.name for p in elsewhere.iterdir()) == ["index.html", "keep.parquet"]
     assert (elsewhere / "keep.parquet").read_text() == "someone's data"
 
