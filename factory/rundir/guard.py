@@ -103,24 +103,26 @@ def _subfolders(store: RunStore, name: str) -> list[str]:
 
 
 def _check_links(store: RunStore, root: Path, key: str) -> None:
-    """A symbolic link inside the run directory that leads out of it (or nowhere) is refused, naming it."""
+    """A symbolic link inside the run directory that leads out of it (or nowhere) is refused, naming it. One
+    scandir per folder (a link is told from the entry's own type, no stat per part)."""
     from factory.config import ConfigError
 
-    if not root.is_dir():
-        return
-    for folder, dirnames, filenames in os.walk(root, followlinks=False):
-        for name in dirnames + filenames:
-            path = Path(folder, name)
-            if not path.is_symlink():
-                continue
-            target = path.resolve()
-            if path.is_file() and target.exists():
-                continue  # a file link is replaced as a whole by the atomic write (rename), never written through
-            if target == root or root in target.parents:
-                continue
-            shown = path.relative_to(root).as_posix()
-            raise ConfigError(
-                f"{key}: {store.url}/{shown} is a symbolic link to {os.readlink(path)}, out of the run directory; a run "
-                "would delete and replace files there. Replace the link with a folder (or point "
-                f"{key} at the link's target)"
-            )
+    folders = [str(root)] if root.is_dir() else []
+    while folders:
+        with os.scandir(folders.pop()) as entries:
+            for entry in entries:
+                if not entry.is_symlink():
+                    if entry.is_dir(follow_symlinks=False):
+                        folders.append(entry.path)
+                    continue
+                target = Path(entry.path).resolve()
+                if entry.is_file() and target.exists():
+                    continue  # a file link is replaced as a whole by the atomic write (rename), never written through
+                if target == root or root in target.parents:
+                    continue
+                shown = Path(entry.path).relative_to(root).as_posix()
+                raise ConfigError(
+                    f"{key}: {store.url}/{shown} is a symbolic link to {os.readlink(entry.path)}, out of the run "
+                    f"directory; a run would delete and replace files there. Replace the link with a folder (or "
+                    f"point {key} at the link's target)"
+                )
