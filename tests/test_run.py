@@ -429,6 +429,11 @@ def test_judgments_cut_at_the_judges_max_tokens_are_counted_and_the_summary_name
     text = run_summary(manifest, manifest.scored)
     assert "| judge replies cut at max_tokens" in text
     assert f"{expected} of 12 judgments (failed; their samples no_judgment): raise judge.sampling.max_tokens (now 96)" in text
+    from factory.commands.rebuild import rebuild_pairs
+
+    rebuilt, scored = rebuild_pairs(str(tmp_path / "run"))  # `factory pairs` keeps the count and the key
+    assert rebuilt["judges"]["judge"]["truncated"] == expected
+    assert "raise judge.sampling.max_tokens (now 96)" in run_summary(rebuilt, scored)
 
 
 def test_a_filter_that_excludes_every_sample_says_so_once_naming_the_term(tmp_path, capsys):

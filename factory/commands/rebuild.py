@@ -155,6 +155,9 @@ def rebuild_pairs(run_dir: str, overrides: list[str] | None = None) -> tuple[dic
     judges = manifest.judges or {}
     for name, counts in outputs.judges.items():  # stored rows now; this command makes no request
         judges.setdefault(name, {}).update({**counts, "requests": 0})
+    for node in graph.judges:  # a run made before the key was recorded gets it too (the summary names it)
+        if node.cut_key() and node.stage in judges:
+            judges[node.stage]["max_tokens_key"] = node.cut_key()
     manifest.judges = judges
     manifest.requests = {key: 0 for key in graph.request_keys()}
     manifest.output_dir = store.url  # the run may have been copied or moved since `factory run`
