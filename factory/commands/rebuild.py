@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from factory import config as config_mod
-from factory.config.load import parse_override
+from factory.config.load import override_layer
 from factory.config import ConfigError, RunConfig
 from factory import pairs as pair_kernel
 from factory.pairs import export as export_mod
@@ -48,7 +48,7 @@ def open_run(run_dir: str, overrides: list[str] | None = None) -> tuple[RunConfi
             raise ConfigError(f"override {item!r} is not of the form key=value")
         config_mod.check_keys([item.split("=", 1)[0]], "the command line")
     if overrides:
-        layers.extend(parse_override(o) for o in overrides)  # one error line naming the key
+        layers.extend(override_layer(o) for o in overrides)  # one error line naming the key; $NAME expanded
     try:
         cfg = OmegaConf.to_object(OmegaConf.merge(*layers))
     except ConfigError:

@@ -189,6 +189,12 @@ def parse_override(item: str) -> Any:
         raise ConfigError(f"{key.strip()}: cannot read the value {value!r}: {_yaml_problem(exc)}{hint}") from None
 
 
+def override_layer(item: str) -> Any:
+    """One `key=value` as an OmegaConf layer, with `$NAME` and `~` expanded in its paths as in a YAML file."""
+    layer = OmegaConf.to_container(parse_override(item), resolve=False)
+    return OmegaConf.create(_expand_paths(layer))  # type: ignore[arg-type]
+
+
 def _load_yaml(path: Path) -> Any:
     try:
         return OmegaConf.load(path)
@@ -215,9 +221,7 @@ def load(path: str | os.PathLike | None = None, overrides: list[str] | None = No
             raise ConfigError(f"override {item!r} is not of the form key=value")
         key = item.split("=", 1)[0].strip().lstrip("+")
         check_keys([key], "the command line")
-    for item in overrides or []:  # one error line per bad value; $NAME expanded in paths as in the file
-        layer = OmegaConf.to_container(parse_override(item.lstrip("+")), resolve=False)
-        layers.append(OmegaConf.create(_expand_paths(layer)))  # type: ignore[arg-type]
+    layers.extend(override_layer(item.lstrip("+")) for item in overrides or [])  # one error line per bad value
     try:
         merged = OmegaConf.merge(*layers)
         validate(merged, RunConfig)  # before any object is built, so that errors name the full key
