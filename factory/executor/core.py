@@ -9,8 +9,10 @@ One run() plans every stage from what is stored (keys only), then loops:
   first, so groups finish early), rendered right before it is sent;
 - collect: finished rows come back per request (Event "rows"), are matched to their request by key
   (a row not asked for, or twice, is dropped with a warning) and buffered in the stage's writer;
-- store: a writer flushes at least every `store.flush_s` seconds, and as soon as a downstream stage
-  can use a batch of its rows; once rows are durable they are handed to the stages they feed
+- store: a writer flushes at least every `store.flush_s` seconds, and as soon as it holds a batch of
+  rows (a downstream stage's batch, else its own stage's: judgments are stored as promptly as the
+  samples they judge, so a kill re-pays little more than the requests in flight); once rows are
+  durable they are handed to the stages they feed
   (`follow`), so judging runs while sampling runs and a kill at any point resumes exactly: a
   judgment is only ever made of a stored sample;
 - fail: a batch that raises, or whose replica dies or stalls, has its unfinished requests sent again
@@ -220,7 +222,7 @@ class Executor:
         writers = {
             s.name: TableWriter(
                 self.store, s.table, s.schema, self.cfg.store,
-                feed_rows=max((d.batch_size for d in feeds[s.name]), default=0), scrub=self.scrub,
+                feed_rows=max((d.batch_size for d in feeds[s.name]), default=s.batch_size), scrub=self.scrub,
                 failed=s.failed, on_replaced=lambda row, new, s=s: metrics[s.name].recount(s.ok(row), s.ok(new)),
             )
             for s in stages
