@@ -68,7 +68,11 @@ BATCH_FACTOR = 0.5  # a batch route's price, as a share of the list price (issue
 CACHE_BLOCK = 64  # tokens per prefix-cache unit
 JUDGE_THINKING = 250  # a reasoning GenRM's thinking tokens per judgment
 GROUP_THINKING = [JUDGE_THINKING]  # per answer shown in a group request (--group-thinking)
-KINDS = (("clear", 0.35, 30.0, 220.0), ("mixed", 0.35, 12.0, 90.0), ("flat", 0.30, 1.0, 8.0))  # name, share, q sd, len sd
+KINDS = (
+    ("clear", 0.35, 30.0, 220.0),
+    ("mixed", 0.35, 12.0, 90.0),
+    ("flat", 0.30, 1.0, 8.0),
+)  # name, share, q sd, len sd
 
 
 def unit(*parts: object) -> float:
@@ -114,19 +118,36 @@ class Provider:
     def run_batch(self, request: dict) -> dict:
         """POST /v1/batches: every line answered now (billed at BATCH_FACTOR), the batch completed."""
         lines = [json.loads(x) for x in self.files[request["input_file_id"]].decode().splitlines() if x.strip()]
-        out = [{"id": f"r{i}", "custom_id": line["custom_id"], "error": None,
-                "response": {"status_code": 200, "request_id": f"q{i}", "body": complete(self, line["body"], batch=True)}}
-               for i, line in enumerate(lines)]  # fmt: skip
+        out = [
+            {
+                "id": f"r{i}",
+                "custom_id": line["custom_id"],
+                "error": None,
+                "response": {
+                    "status_code": 200,
+                    "request_id": f"q{i}",
+                    "body": complete(self, line["body"], batch=True),
+                },
+            }
+            for i, line in enumerate(lines)
+        ]
         with self.lock:
             output_id = f"file-{len(self.files)}"
             self.files[output_id] = "".join(json.dumps(line) + "\n" for line in out).encode()
             batch_id = f"batch_{len(self.batches)}"
             self.batches[batch_id] = {
-                "id": batch_id, "object": "batch", "endpoint": request["endpoint"], "input_file_id": request["input_file_id"],
-                "completion_window": request["completion_window"], "status": "completed", "created_at": int(time.time()),
-                "output_file_id": output_id, "error_file_id": None, "errors": None,
+                "id": batch_id,
+                "object": "batch",
+                "endpoint": request["endpoint"],
+                "input_file_id": request["input_file_id"],
+                "completion_window": request["completion_window"],
+                "status": "completed",
+                "created_at": int(time.time()),
+                "output_file_id": output_id,
+                "error_file_id": None,
+                "errors": None,
                 "request_counts": {"total": len(lines), "completed": len(lines), "failed": 0},
-            }  # fmt: skip
+            }
             return self.batches[batch_id]
 
     def bill(self, route: str, words: list[str], output: int, batch: bool = False) -> dict:
@@ -265,22 +286,33 @@ def serve() -> tuple[Server, Provider]:
 
 def write_prompts(path: Path, n: int) -> Path:
     """n prompts in the demo's shape: its product rows, each viewer's question its own."""
-    base = [json.loads(line) for line in (HERE.parent / "conf" / "data" / "demo_prompts.jsonl").read_text().splitlines() if line.strip()]
-    rows = [{**base[i % len(base)], "id": f"bench-{i:05d}", "question": f"{base[i % len(base)]['question']} (viewer {i})"} for i in range(n)]
+    base = [
+        json.loads(line)
+        for line in (HERE.parent / "conf" / "data" / "demo_prompts.jsonl").read_text().splitlines()
+        if line.strip()
+    ]
+    rows = [
+        {**base[i % len(base)], "id": f"bench-{i:05d}", "question": f"{base[i % len(base)]['question']} (viewer {i})"}
+        for i in range(n)
+    ]
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return path
 
 
 # group (listwise) judging: one request per prompt's group; room for its thinking (JUDGE_THINKING per answer)
 GROUP = ["judge.mode=group", "judge.sampling.max_tokens=4096"]
-BATCH = [f"{e}.engine.{o}" for e in ("sampler", "judge") for o in ("batch=true", "batch_poll_s=0.05")]  # the batch routes
+BATCH = [
+    f"{e}.engine.{o}" for e in ("sampler", "judge") for o in ("batch=true", "batch_poll_s=0.05")
+]  # the batch routes
 ADAPTIVE_POINTS = [(2, None, None), (2, None, 0.5), (3, 0.85, None), (3, 0.85, 0.5), (2, 0.85, 0.3), (4, 0.85, 0.3)]
 
 
 def adaptive(k_min: int, stop: float | None, give_up: float | None) -> tuple[str, list[str]]:
     rule = [] if stop is None else [f"sampler.adaptive.drop_ratio={stop}"]
     rule += [] if give_up is None else [f"sampler.adaptive.give_up={give_up}"]
-    name = f"adaptive k_min={k_min} stop={'pairs' if stop is None else f'q{stop:g}'}" + (f" give_up={give_up:g}" if give_up else "")
+    name = f"adaptive k_min={k_min} stop={'pairs' if stop is None else f'q{stop:g}'}" + (
+        f" give_up={give_up:g}" if give_up else ""
+    )
     return name, ["sampler.adaptive.enabled=true", f"sampler.adaptive.k_min={k_min}", "sampler.adaptive.step=2", *rule]
 
 
@@ -297,7 +329,11 @@ def arms(k: int) -> list[tuple[str, list[str]]]:
 
 def modes(overrides: list[str]) -> set[str]:
     """The modes an arm's overrides turn on."""
-    return {m for m, on in (("adaptive", "sampler.adaptive.enabled=true"), ("group", GROUP[0]), ("batch", BATCH[0])) if on in overrides}
+    return {
+        m
+        for m, on in (("adaptive", "sampler.adaptive.enabled=true"), ("group", GROUP[0]), ("batch", BATCH[0]))
+        if on in overrides
+    }
 
 
 def common(url: str, prompts: Path, out: str, k: int) -> list[str]:
@@ -327,16 +363,26 @@ def run_arm(name: str, overrides: list[str], prompts: Path, k: int) -> dict:
     teacher, judge = provider.totals("teacher"), provider.totals("judge")
     stats = manifest["pairs"]
     return {
-        "name": name, "cfg": cfg, "store": store, "seconds": seconds,
-        "sample_requests": teacher["requests"], "judge_requests": judge["requests"],
-        "miss": teacher["miss"] + judge["miss"], "hit": teacher["hit"] + judge["hit"],
-        "output": teacher["output"] + judge["output"], "usd": teacher["usd"] + judge["usd"],
-        "nocache": teacher["nocache"] + judge["nocache"], "batched": teacher["batched"] + judge["batched"],
+        "name": name,
+        "cfg": cfg,
+        "store": store,
+        "seconds": seconds,
+        "sample_requests": teacher["requests"],
+        "judge_requests": judge["requests"],
+        "miss": teacher["miss"] + judge["miss"],
+        "hit": teacher["hit"] + judge["hit"],
+        "output": teacher["output"] + judge["output"],
+        "usd": teacher["usd"] + judge["usd"],
+        "nocache": teacher["nocache"] + judge["nocache"],
+        "batched": teacher["batched"] + judge["batched"],
         "modes": modes(overrides),
-        "kept": manifest["counts"]["pairs_kept"], "token_gap": stats["mean_token_gap"],
-        "quality_gap": stats["mean_quality_gap"], "pairs": store.read("pairs").select("prompt_id", "chosen_idx", "rejected_idx"),
-        "adaptive": manifest.get("adaptive"), "unpaired": unpaired_share(store),
-    }  # fmt: skip
+        "kept": manifest["counts"]["pairs_kept"],
+        "token_gap": stats["mean_token_gap"],
+        "quality_gap": stats["mean_quality_gap"],
+        "pairs": store.read("pairs").select("prompt_id", "chosen_idx", "rejected_idx"),
+        "adaptive": manifest.get("adaptive"),
+        "unpaired": unpaired_share(store),
+    }
 
 
 def unpaired_share(store: RunStore) -> float:
@@ -358,9 +404,7 @@ def baseline_scores(arm: dict) -> dict[tuple[str, int], float]:
 
 def direction_share(base: dict, arm: dict, s: dict[tuple[str, int], float]) -> float:
     kept = arm["pairs"].join(base["pairs"].select("prompt_id"), on="prompt_id", how="semi")
-    agree = sum(
-        1 for p, c, r in kept.iter_rows() if (p, c) in s and (p, r) in s and s[(p, c)] > s[(p, r)]
-    )
+    agree = sum(1 for p, c, r in kept.iter_rows() if (p, c) in s and (p, r) in s and s[(p, c)] > s[(p, r)])
     return agree / base["pairs"].height if base["pairs"].height else float("nan")
 
 
@@ -372,14 +416,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--prompts", type=int, default=120)
     parser.add_argument("--k", type=int, default=8)
-    parser.add_argument("--group-thinking", type=int, default=JUDGE_THINKING,
-                        help="the group judge's thinking tokens per answer shown (pointwise: %(default)s a judgment)")
+    parser.add_argument(
+        "--group-thinking",
+        type=int,
+        default=JUDGE_THINKING,
+        help="the group judge's thinking tokens per answer shown (pointwise: %(default)s a judgment)",
+    )
     args = parser.parse_args()
     GROUP_THINKING[0] = args.group_thinking
     prompts = write_prompts(Path(tempfile.mkdtemp(prefix="bench-cost-prompts-")) / "prompts.jsonl", args.prompts)
     kinds = pl.Series([prompt_kind(m)[0] for m in _user_texts(prompts)]).value_counts(sort=True)
-    print(f"{args.prompts} prompts ({', '.join(f'{k} {n}' for k, n in kinds.iter_rows())}), K={args.k}; "
-          f"USD at DeepSeek-R1 list prices (per M: miss ${PRICES['miss']}, hit ${PRICES['hit']}, output ${PRICES['output']})\n")  # fmt: skip
+    print(
+        f"{args.prompts} prompts ({', '.join(f'{k} {n}' for k, n in kinds.iter_rows())}), K={args.k}; "
+        f"USD at DeepSeek-R1 list prices (per M: miss ${PRICES['miss']}, hit ${PRICES['hit']}, output "
+        f"${PRICES['output']})\n"
+    )
     results = []
     for name, overrides in arms(args.k):
         results.append(run_arm(name, overrides, prompts, args.k))
@@ -387,8 +438,23 @@ def main() -> None:
         print(f"  ran {name}: {r['seconds']:.1f}s", file=sys.stderr)
     base = results[0]
     s = baseline_scores(base)
-    headers = ["arm", "sample req", "judge req", "billed miss/hit/out", "USD", "USD no cache", "kept", "USD/kept", "x base",
-               "token gap", "x", "quality gap", "x", "base dir kept", "samples w/o pair"]  # fmt: skip
+    headers = [
+        "arm",
+        "sample req",
+        "judge req",
+        "billed miss/hit/out",
+        "USD",
+        "USD no cache",
+        "kept",
+        "USD/kept",
+        "x base",
+        "token gap",
+        "x",
+        "quality gap",
+        "x",
+        "base dir kept",
+        "samples w/o pair",
+    ]
     rows = []
     for r in results:
         r["per_pair"] = r["usd"] / r["kept"] if r["kept"] else float("inf")
@@ -396,15 +462,30 @@ def main() -> None:
         r["token_x"] = (r["token_gap"] or 0) / base["token_gap"]
         r["quality_x"] = (r["quality_gap"] or 0) / base["quality_gap"]
         r["direction"] = direction_share(base, r, s)
-        rows.append([
-            r["name"], str(r["sample_requests"]), str(r["judge_requests"]),
-            f"{tokens(r['miss'])}/{tokens(r['hit'])}/{tokens(r['output'])}", f"${r['usd']:.3f}", f"${r['nocache']:.3f}", str(r["kept"]),
-            f"${r['per_pair']:.5f}", f"{r['cost_x']:.2f}", f"{r['token_gap']:.0f}", f"{r['token_x']:.2f}",
-            f"{r['quality_gap']:.3f}", f"{r['quality_x']:.2f}", f"{r['direction']:.0%}", f"{r['unpaired']:.0%}",
-        ])  # fmt: skip
+        rows.append(
+            [
+                r["name"],
+                str(r["sample_requests"]),
+                str(r["judge_requests"]),
+                f"{tokens(r['miss'])}/{tokens(r['hit'])}/{tokens(r['output'])}",
+                f"${r['usd']:.3f}",
+                f"${r['nocache']:.3f}",
+                str(r["kept"]),
+                f"${r['per_pair']:.5f}",
+                f"{r['cost_x']:.2f}",
+                f"{r['token_gap']:.0f}",
+                f"{r['token_x']:.2f}",
+                f"{r['quality_gap']:.3f}",
+                f"{r['quality_x']:.2f}",
+                f"{r['direction']:.0%}",
+                f"{r['unpaired']:.0%}",
+            ]
+        )
     print(markdown(headers, rows))
     for r in results:  # the batch arms were served by the batch routes, the others by the synchronous one
-        routed = r["batched"] == r["sample_requests"] + r["judge_requests"] if "batch" in r["modes"] else not r["batched"]
+        routed = (
+            r["batched"] == r["sample_requests"] + r["judge_requests"] if "batch" in r["modes"] else not r["batched"]
+        )
         assert routed, f"{r['name']}: {r['batched']} of {r['sample_requests'] + r['judge_requests']} requests by batch"
     shares(results, base)
     frontier(results[1:], base)
@@ -416,33 +497,47 @@ def shares(results: list[dict], base: dict) -> None:
     the modes are independent; the product against the measured combined factor says how far they are)."""
     by_name = {r["name"]: r for r in results}
     alone = {m: next(r for r in results if r["modes"] == {m}) for m in ("group", "batch")}
-    print("\neach mode's own share of the saving (USD per kept pair x the baseline; cached prefix tokens: billed by "
-          f"the provider in every arm, the baseline at {base['usd'] / base['nocache']:.2f}x its no-cache price)")
+    print(
+        "\neach mode's own share of the saving (USD per kept pair x the baseline; cached prefix tokens: billed by "
+        f"the provider in every arm, the baseline at {base['usd'] / base['nocache']:.2f}x its no-cache price)"
+    )
     for r in results:
         if r["modes"] != {"adaptive", "group", "batch"}:
             continue
-        own = {"adaptive": by_name[r["name"].removesuffix(" + group + batch")]["cost_x"], **{m: a["cost_x"] for m, a in alone.items()}}
+        own = {
+            "adaptive": by_name[r["name"].removesuffix(" + group + batch")]["cost_x"],
+            **{m: a["cost_x"] for m, a in alone.items()},
+        }
         product = math.prod(own.values())
         parts = ", ".join(f"{m} {x:.2f}x ({math.log(x) / math.log(product):.0%})" for m, x in own.items())
-        print(f"  {r['name']}: {r['cost_x']:.2f}x measured; alone: {parts}; product {product:.2f}x; "
-              f"cache {r['usd'] / r['nocache']:.2f}x of its no-cache price")
+        print(
+            f"  {r['name']}: {r['cost_x']:.2f}x measured; alone: {parts}; product {product:.2f}x; "
+            f"cache {r['usd'] / r['nocache']:.2f}x of its no-cache price"
+        )
 
 
 def frontier(results: list[dict], base: dict) -> None:
     """Every arm by USD per kept pair, the points no other beats on cost and both gaps marked."""
-    print("\nfrontier (USD per kept pair against the gaps, x the baseline; goal: combined <= 0.40 with both gaps >= 0.95)")
+    print(
+        "\nfrontier (USD per kept pair against the gaps, x the baseline; goal: combined <= 0.40 with both gaps >= 0.95)"
+    )
     ranked = sorted(results, key=lambda r: r["cost_x"])
     best = None
     for r in ranked:
         dominated = any(
-            o is not r and o["cost_x"] <= r["cost_x"] and o["token_x"] >= r["token_x"] and o["quality_x"] >= r["quality_x"]
+            o is not r
+            and o["cost_x"] <= r["cost_x"]
+            and o["token_x"] >= r["token_x"]
+            and o["quality_x"] >= r["quality_x"]
             and (o["cost_x"], o["token_x"], o["quality_x"]) != (r["cost_x"], r["token_x"], r["quality_x"])
             for o in results
-        )  # fmt: skip
+        )
         gaps_ok = r["token_x"] >= 0.95 and r["quality_x"] >= 0.95
         if gaps_ok and best is None:
             best = r
-        mark = ("goal " if gaps_ok and r["cost_x"] <= 0.4 else "gaps ok " if gaps_ok else "") + ("" if dominated else "(frontier)")
+        mark = ("goal " if gaps_ok and r["cost_x"] <= 0.4 else "gaps ok " if gaps_ok else "") + (
+            "" if dominated else "(frontier)"
+        )
         state = r["adaptive"]["groups_by_samples"] if r["adaptive"] else {}
         print(f"  {r['cost_x']:.2f}x cost  token gap {r['token_x']:.2f}x  quality gap {r['quality_x']:.2f}x  "
               f"{r['name']:<58} samples per group {state or 'all k'}  {mark}")  # fmt: skip
@@ -450,21 +545,32 @@ def frontier(results: list[dict], base: dict) -> None:
         print(f"goal met by {best['name']}: {best['cost_x']:.2f}x the baseline's USD per kept pair")
         return
     cheapest = ranked[0]
-    print(f"no arm reaches 0.40x with both gaps >= 0.95x (cheapest: {cheapest['name']} at "
-          f"{cheapest['cost_x']:.2f}x, gaps {cheapest['token_x']:.2f}x / {cheapest['quality_x']:.2f}x"
-          + (f"; cheapest keeping the gaps: {best['name']} at {best['cost_x']:.2f}x" if best else "") + "). Why:")
+    print(
+        f"no arm reaches 0.40x with both gaps >= 0.95x (cheapest: {cheapest['name']} at "
+        f"{cheapest['cost_x']:.2f}x, gaps {cheapest['token_x']:.2f}x / {cheapest['quality_x']:.2f}x"
+        + (f"; cheapest keeping the gaps: {best['name']} at {best['cost_x']:.2f}x" if best else "")
+        + "). Why:"
+    )
     best = next((r for r in ranked if r["adaptive"] and r["token_x"] >= 0.95 and r["quality_x"] >= 0.95), None)
     if best is not None:
-        full = best["adaptive"]["groups_by_samples"].get(str(max(int(n) for n in best["adaptive"]["groups_by_samples"])), 0)
+        full = best["adaptive"]["groups_by_samples"].get(
+            str(max(int(n) for n in best["adaptive"]["groups_by_samples"])), 0
+        )
         groups = sum(best["adaptive"]["groups_by_samples"].values())
-        print(f"  - a kept pair's gaps come from its group's extremes: a group stopped at k_min samples gives a "
-              f"narrower pair than the best of k, so the rule that keeps the gaps grows {full} of {groups} groups to k")
-    print(f"  - {base['unpaired']:.0%} of the baseline's samples are in groups that keep no pair (groups whose samples "
-          "never separate); an undecided group grows to k, so an arm pays for them in full unless "
-          "sampler.adaptive.give_up stops them")
-    print(f"  - group judging saves the judge's prompt tokens only (the rubric and prompt once per group, not once "
-          f"per sample); its thinking is billed per answer shown ({GROUP_THINKING[0]} tokens, --group-thinking), and "
-          "under adaptive K a group is judged again whole at each step it grows to; batch halves every price")
+        print(
+            f"  - a kept pair's gaps come from its group's extremes: a group stopped at k_min samples gives a "
+            f"narrower pair than the best of k, so the rule that keeps the gaps grows {full} of {groups} groups to k"
+        )
+    print(
+        f"  - {base['unpaired']:.0%} of the baseline's samples are in groups that keep no pair (groups whose samples "
+        "never separate); an undecided group grows to k, so an arm pays for them in full unless "
+        "sampler.adaptive.give_up stops them"
+    )
+    print(
+        f"  - group judging saves the judge's prompt tokens only (the rubric and prompt once per group, not once "
+        f"per sample); its thinking is billed per answer shown ({GROUP_THINKING[0]} tokens, --group-thinking), and "
+        "under adaptive K a group is judged again whole at each step it grows to; batch halves every price"
+    )
 
 
 def _user_texts(prompts: Path) -> list[str]:
