@@ -409,13 +409,16 @@ class GroupJudgeStage(JudgeStage):
     def _follow_levels(self, rows: list[dict], levels: dict[str, int]) -> list[dict]:
         """sampler.adaptive: samples just stored -> the groups of the prompts whose current step they complete
         (every sample below the prompt's level stored, and the group not drawn at that level yet): drawn from
-        the samples below the level, their texts read from the store in one pass."""
+        the samples below the level. The texts of the samples stored since a prompt's group was last drawn
+        are kept here (as at a fixed k); those of its earlier steps are read from the store, in one pass for
+        every group this call completes (none for a group at its first step drawn in this run)."""
         touched = set()
         for row in rows:
             pid = row["prompt_id"]
             if row["sampler_fp"] != self.sampler_fp or row["sample_idx"] >= self.k or pid not in levels:
                 continue
             self._stored.setdefault(pid, {})[row["sample_idx"]] = (row.get("error") is None, row.get("created_at"))
+            self._partial.setdefault(pid, {})[row["sample_idx"]] = {c: row.get(c) for c in TEXT_SCHEMA}
             touched.add(pid)
         completed = {}
         for pid in touched:
@@ -424,27 +427,32 @@ class GroupJudgeStage(JudgeStage):
                 completed[pid] = level
         if not completed:
             return []
-        keys = pl.DataFrame(
-            [(pid, i) for pid, level in completed.items() for i in range(level) if self._stored[pid][i][0]],
-            schema={"prompt_id": pl.String, "sample_idx": pl.Int64}, orient="row",
-        )  # fmt: skip
-        keys = keys.with_columns(pl.lit(self.sampler_fp).alias("sampler_fp"))
-        text = sample_text(self._store, keys, self.prompt_ids, self.hashes)
-        by_prompt = {pid: group for (pid,), group in text.group_by("prompt_id")}
+        kept = {pid: self._partial.pop(pid, {}) for pid in completed}
+        earlier = [
+            (pid, i)
+            for pid, level in completed.items()
+            for i in range(level)
+            if self._stored[pid][i][0] and i not in kept[pid]
+        ]
+        by_prompt: dict[str, list[dict]] = {}
+        if earlier:
+            keys = pl.DataFrame(earlier, schema={"prompt_id": pl.String, "sample_idx": pl.Int64}, orient="row")
+            keys = keys.with_columns(pl.lit(self.sampler_fp).alias("sampler_fp"))
+            for row in sample_text(self._store, keys, self.prompt_ids, self.hashes).iter_rows(named=True):
+                by_prompt.setdefault(row["prompt_id"], []).append(row)
         work = []
         for pid, level in sorted(completed.items()):
             self._drawn[pid] = level
             self._waiting.discard(pid)
-            group = by_prompt.get(pid)
-            if group is None or not group.height:
+            members = by_prompt.get(pid, []) + [r for i, r in kept[pid].items() if i < level]
+            members = [r for r in members if r["error"] is None]
+            if not members:
                 continue
-            group = group.filter(pl.col("error").is_null())
+            group = pl.DataFrame(members, schema=TEXT_SCHEMA).sort("sample_idx")
             pool = pool_key(self.sampler_fp, list(zip(group["sample_idx"], group["created_at"])))
-            rows_ = [
-                row for row in self._groups(pid, group, pool, set()) if (pid, row["vote"], pool) not in self._asked
-            ]
-            self._asked.update((pid, row["vote"], pool) for row in rows_)
-            work += rows_
+            asked = [r for r in self._groups(pid, group, pool, set()) if (pid, r["vote"], pool) not in self._asked]
+            self._asked.update((pid, row["vote"], pool) for row in asked)
+            work += asked
         return work
 
     def render(self, work: list[dict]) -> list[dict]:
