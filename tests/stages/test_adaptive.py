@@ -300,3 +300,17 @@ def test_group_judging_under_adaptive_k_resumes_with_every_key_once(tmp_path):
     both = first_groups + again
     assert len(both) == len(set(both))
     assert as_sets(both) == expected_groups(1)
+
+
+def test_group_judging_under_a_later_larger_k_judges_only_the_grown_groups(tmp_path):
+    engine = FakeEngine(reply=group_reply)
+    run(cfg_of(tmp_path, "judge.mode=group", "sampler.k=4"), backend="local", build=lambda _c: engine, command="t")
+    assert as_sets(group_asked(engine)) == {"p0": [(0, 1)], **{p: [(0, 1), (0, 1, 2, 3)] for p in ("p1", "p2", "p3")}}
+    before = len(engine.requests)
+    manifest = run(cfg_of(tmp_path, "judge.mode=group"), backend="local", build=lambda _c: engine, command="t")
+    assert per_prompt(sampled(engine, before)) == {"p2": [4, 5], "p3": [4, 5]}
+    assert as_sets(group_asked(engine, before)) == {"p2": [tuple(range(6))], "p3": [tuple(range(6))]}
+    assert manifest["requests"] == {"sampler": 4, "judge": 2}
+    again = len(engine.requests)
+    rerun = run(cfg_of(tmp_path, "judge.mode=group"), backend="local", build=lambda _c: engine, command="t")
+    assert rerun["requests"] == {"sampler": 0, "judge": 0} and len(engine.requests) == again
