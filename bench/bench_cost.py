@@ -567,9 +567,10 @@ def frontier(results: list[dict], base: dict) -> None:
         "sampler.adaptive.give_up stops them"
     )
     print(
-        f"  - group judging saves the judge's prompt tokens only (the rubric and prompt once per group, not once "
-        f"per sample); its thinking is billed per answer shown ({GROUP_THINKING[0]} tokens, --group-thinking), and "
-        "under adaptive K a group is judged again whole at each step it grows to; batch halves every price"
+        f"  - group judging saves the judge's prompt tokens (the rubric and prompt once per group, not once per "
+        f"sample), and thinking only as far as --group-thinking ({GROUP_THINKING[0]} per answer shown) is under a "
+        f"pointwise judgment's {JUDGE_THINKING}; under adaptive K a group is judged again whole at each step it "
+        "grows to; batch halves every price"
     )
 
 
