@@ -189,3 +189,34 @@ def test_samples_live_in_the_eval_directory_keyed_by_candidate_fingerprint(done)
         [{"sampler_fp": fps["long"], "len": 6}, {"sampler_fp": fps["short"], "len": 6}], key=lambda r: r["sampler_fp"]
     )
     assert not (tmp_path / "run" / "samples").exists()  # the run's own tables are untouched
+
+
+def _checkpoint(folder, weights: bytes):
+    folder.mkdir(exist_ok=True)
+    (folder / "config.json").write_text('{"model_type": "llama"}')
+    (folder / "model.safetensors").write_bytes(weights)
+    return folder
+
+
+def test_a_checkpoint_retrained_at_the_same_path_is_evaluated_anew(tmp_path):
+    """A local checkpoint is known by its contents, not its path: new weights of the same size and mtime at
+    the same path are a new model (sampled and judged again); the same bytes are the cached model."""
+    import os
+
+    ckpt = _checkpoint(tmp_path / "trained", b"\x01" * 64)
+    key = "eval.candidates.long.engine"
+    extra = (f"{key}.kind=vllm", f"{key}.model={ckpt}")
+    engine = eval_engine()
+    first = evaluate(eval_config(tmp_path, *extra), engine)
+    assert first["manifest"]["requests"]["sample:long"] == 6
+    again = evaluate(eval_config(tmp_path, *extra), engine)
+    assert again["manifest"]["requests"]["sample:long"] == 0  # same bytes: cached
+    stat = os.stat(ckpt / "model.safetensors")
+    (ckpt / "model.safetensors").write_bytes(b"\x02" * 64)  # retrained: same size, same mtime
+    os.utime(ckpt / "model.safetensors", ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    retrained = evaluate(eval_config(tmp_path, *extra), engine)
+    assert retrained["manifest"]["requests"]["sample:long"] == 6
+    assert retrained["manifest"]["requests"]["judge:long"] == first["manifest"]["requests"]["judge:long"] == 5
+    assert retrained["manifest"]["requests"]["sample:short"] == 0
+    fps = [r["manifest"]["fingerprints"]["candidates"]["long"] for r in (first, again, retrained)]
+    assert fps[0] == fps[1] != fps[2]
