@@ -55,6 +55,7 @@ class Session:
         self._closed = False
         self.store: RunStore
         self.previous: dict[str, Any] = {}
+        self._said: set[str] = set()
 
     # -- set-up ------------------------------------------------------------------------------------
     def __enter__(self) -> Session:
@@ -76,6 +77,12 @@ class Session:
 
     def say(self, text: str) -> None:
         self.progress.say(text)
+
+    def say_once(self, topic: str, text: str) -> None:
+        """`say`, the first time `topic` comes up in this command (a `pairs.target` run has many rounds)."""
+        if topic not in self._said:
+            self._said.add(topic)
+            self.say(text)
 
     def run(self, stages: list) -> dict[str, Any]:
         """Run a stage graph on the session's executor (started, with its pools, on the first call)."""

@@ -411,18 +411,23 @@ class Executor:
         stage = by_name[call.stage]
         m = metrics[call.stage]
         if event.kind == "rows":
+            accepted = []
             for row in event.payload:
                 key = row_key(row, stage.key)
                 if key not in call.expected or key in call.received:
                     log.warning("%s: dropped a row nobody asked for (or twice): %s", stage.name, key)
                     continue
                 call.received.add(key)
+                accepted.append(row)
                 writers[call.stage].add([row])
                 prompt, completion = stage.tokens(row)
                 m.add(stage.ok(row), int(row.get("attempts") or 0), prompt, completion, row.get("latency_s"))
                 if self.budget is not None:
                     self.budget.charge(stage.name, prompt, completion)
                     self.progress.extra[stage.name] = self.budget.label(stage.name)
+            seen = getattr(stage, "seen", None)
+            if seen is not None and accepted:
+                seen(accepted)
             return
         del calls[event.call_id]
         missing = [call.requests[i] for key, i in call.expected.items() if key not in call.received]

@@ -114,7 +114,10 @@ def load_template(
     a probe conversation. Every problem is a ConfigError naming `key`."""
     where = Path(path).expanduser()
     if not where.exists():
-        raise ConfigError(f"{key}: not found: {path}")
+        raise ConfigError(
+            f"{key}: not found: {path} (the student's tokenizer folder, e.g. /models/DeepSeek-R1-Distill-Qwen-14B; "
+            f'{key}="" writes pairs/ only)'
+        )
     folder = where if where.is_dir() else where.parent
     config: dict = {}
     config_file = folder / "tokenizer_config.json" if where.is_dir() or where.suffix == ".jinja" else where

@@ -22,6 +22,7 @@ the prompt under their id, as they did.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import polars as pl
@@ -348,6 +349,7 @@ class SampleStage:
         self.prompts = prompts
         self.hashes = prompt_hashes(prompts)
         self._rows = PromptRows(prompts, ["messages"])
+        self.on_reasoning: Callable[[], None] | None = None  # called once, when a stored sample first has reasoning
 
     @property
     def batch_size(self) -> int:
@@ -421,6 +423,12 @@ class SampleStage:
 
     def ok(self, row: dict) -> bool:
         return row["error"] is None
+
+    def seen(self, rows: list[dict]) -> None:
+        """Rows just stored: the first time one holds reasoning, `on_reasoning` is called (then dropped)."""
+        if self.on_reasoning is not None and any((row.get("reasoning") or "").strip() for row in rows):
+            hook, self.on_reasoning = self.on_reasoning, None
+            hook()
 
     def tokens(self, row: dict) -> tuple[int, int]:
         return int(row.get("prompt_tokens") or 0), int(row.get("completion_tokens") or 0)
