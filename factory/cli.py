@@ -152,6 +152,8 @@ def _export(args: argparse.Namespace) -> int:  # issue 15
     _live_note(args.run_dir, "this export is built from the pairs stored so far")
     record = export.export_run(args.run_dir, args.template or "", args.name or "", args.overrides)
     print(f"factory export: {record['rows']} pairs -> {record['path']}/ (TRL standard format, template {record['template']})")
+    for folder in record["sft"].values():
+        print(f"factory export: {folder['rows']} SFT rows -> {folder['path']}/ (TRL prompt/completion)")
     return 0
 
 

@@ -149,6 +149,7 @@ def test_factory_export_writes_the_templated_pairs_with_their_metadata(run_dir, 
     assert main(["export", run_dir, "--template", str(ALL["deepseek_r1"]), "--name", "r1"]) == 0
     out = capsys.readouterr()
     assert "export/r1" in out.out and "keeps only the text after </think>" in out.err  # R1 warns about pairs/
+    assert "SFT rows -> " in out.out and "sft/filter_long.r1/" in out.out and "sft/dp_sft.r1/" in out.out
     export = pl.read_parquet(f"{run_dir}/export/r1/*.parquet")
     pairs = pl.read_parquet(f"{run_dir}/pairs/*.parquet")
     assert export.columns[:3] == ["prompt", "chosen", "rejected"] and export.height == pairs.height > 0
