@@ -9,7 +9,7 @@ wrapped by OmegaConf structured configs.
     verifiers.py verifiers.<name>.* (judges that make no request)
     pairs.py     pairs.*, sweep.*, the score terms' vocabulary and checks
     cost.py      cost.*                            eval.py      eval.*
-    run.py       RunConfig (every section), ray.*, store.*
+    run.py       RunConfig (every section), ray.*, store.*, report.*
     load.py      load, check_keys, to_dict, help_table
 """
 
@@ -22,13 +22,13 @@ from factory.config.judges import JUDGE_NAME, SCORE_ROUTES, AdaptiveConfig, Judg
 from factory.config.load import check_keys, help_table, load, to_dict
 from factory.config.pairs import COMBINE_MODES, BalanceConfig, DEDUPE_MODES, PAIR_STRATEGIES, PAIRINGS, PairsConfig, SweepConfig, TermConfig
 from factory.config.prompts import PromptsConfig
-from factory.config.run import RayConfig, RunConfig, StoreConfig
+from factory.config.run import RayConfig, ReportConfig, RunConfig, StoreConfig
 from factory.config.verifiers import VERIFIER_RULES, VerifierConfig
 
 __all__ = [
     "BalanceConfig", "CANDIDATE_NAME", "COMBINE_MODES", "DEDUPE_MODES", "ENGINE_KINDS", "JUDGE_NAME", "PAIRINGS", "PAIR_STRATEGIES",
     "SCORE_ROUTES", "CandidateConfig", "ConfigError", "CostConfig", "EngineConfig", "EvalConfig", "ExportConfig", "JudgeConfig",
-    "AdaptiveConfig", "PairsConfig", "PromptsConfig", "RayConfig", "RewardModelConfig", "RunConfig", "VERIFIER_RULES", "VerifierConfig", "SamplerConfig", "SamplingConfig",
+    "AdaptiveConfig", "PairsConfig", "PromptsConfig", "RayConfig", "ReportConfig", "RewardModelConfig", "RunConfig", "VERIFIER_RULES", "VerifierConfig", "SamplerConfig", "SamplingConfig",
     "StageCostConfig", "StoreConfig", "SweepConfig", "TermConfig", "check_keys", "help_table", "load", "to_dict",
     "validate",
 ]  # fmt: skip
