@@ -38,7 +38,9 @@ def model_path(model: str) -> Path:
 
 def add_common_args(p: Any) -> None:
     """The options both recipes take, with the same meaning."""
-    p.add_argument("--model", default="", help="HF checkpoint folder of the student; '' = the embedded SmolLM2-135M, converted")
+    p.add_argument(
+        "--model", default="", help="HF checkpoint folder of the student; '' = the embedded SmolLM2-135M, converted"
+    )
     p.add_argument("--out", required=True, help="folder for the trained checkpoint")
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--max-steps", type=int, default=-1, help="stop after this many optimizer steps (-1 = epochs)")
@@ -53,8 +55,12 @@ def add_common_args(p: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     p.add_argument("--limit", type=int, default=0, help="use only the first N rows (0 = all)")
-    p.add_argument("--time-limit-s", type=float, default=0, help="stop after the step that passes this many seconds (0 = none)")
-    p.add_argument("--save-every", type=int, default=0, help="also write OUT/checkpoints/step-N/ every N steps (0 = no)")
+    p.add_argument(
+        "--time-limit-s", type=float, default=0, help="stop after the step that passes this many seconds (0 = none)"
+    )
+    p.add_argument(
+        "--save-every", type=int, default=0, help="also write OUT/checkpoints/step-N/ every N steps (0 = no)"
+    )
     p.add_argument("--save-per-epoch", action="store_true", help="also write OUT/checkpoints/epoch-E/ after each epoch")
 
 
@@ -153,6 +159,7 @@ def both_falling(rows: list[dict], window: int) -> list[dict]:
     to_step, chosen [first, last], rejected [first, last] of the span."""
     if window < 2 or len(rows) < window:
         return []
+
     def falls(part: list[dict], side: str) -> bool:  # lower at the end than at the start, and trending down
         values = [r[side] for r in part]
         return values[-1] < values[0] and _slope(values) < 0

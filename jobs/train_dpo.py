@@ -47,13 +47,19 @@ import recipe  # noqa: E402  (jobs/recipe.py: what train_sft.py shares)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True, help="export/<name>/ or pairs/ folder of Parquet (or a run directory: its pairs/)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--data", required=True, help="export/<name>/ or pairs/ folder of Parquet (or a run directory: its pairs/)"
+    )
     p.add_argument("--beta", type=float, default=0.1, help="DPO beta")
     p.add_argument("--rpo-alpha", type=float, default=1.0, help="weight of the SFT (NLL) term on chosen; 0 = plain DPO")
     p.add_argument("--lr", type=float, default=5e-6, help="learning rate")
     p.add_argument("--batch-size", type=int, default=2, help="pairs per device per step")
-    p.add_argument("--reward-window", type=int, default=10, help="logged steps over which both rewards falling is warned about")
+    p.add_argument(
+        "--reward-window", type=int, default=10, help="logged steps over which both rewards falling is warned about"
+    )
     recipe.add_common_args(p)
     return p.parse_args(argv)
 
@@ -88,12 +94,24 @@ def dpo_config(args: argparse.Namespace, **extra):
         else:
             sft = {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, args.rpo_alpha]}
     kwargs = dict(
-        beta=args.beta, learning_rate=args.lr, num_train_epochs=args.epochs, max_steps=args.max_steps,
-        per_device_train_batch_size=args.batch_size, gradient_accumulation_steps=args.grad_accum,
-        max_length=args.max_length, bf16=args.bf16, logging_steps=1, save_strategy="no", report_to="none",
-        seed=args.seed, lr_scheduler_type="constant", warmup_steps=0, gradient_checkpointing=args.gradient_checkpointing,
-        **sft, **extra,
-    )  # fmt: skip
+        beta=args.beta,
+        learning_rate=args.lr,
+        num_train_epochs=args.epochs,
+        max_steps=args.max_steps,
+        per_device_train_batch_size=args.batch_size,
+        gradient_accumulation_steps=args.grad_accum,
+        max_length=args.max_length,
+        bf16=args.bf16,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        seed=args.seed,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        gradient_checkpointing=args.gradient_checkpointing,
+        **sft,
+        **extra,
+    )
     if not args.bf16:
         kwargs["use_cpu"] = not _cuda()
     return DPOConfig(**{k: v for k, v in kwargs.items() if k in names})
@@ -146,7 +164,9 @@ def train(args: argparse.Namespace) -> dict:
             from peft import LoraConfig
         except ImportError:
             raise SystemExit("train_dpo: --lora needs peft (pip install peft)") from None
-        peft_config = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM")
+        peft_config = LoraConfig(
+            r=args.lora_r, lora_alpha=args.lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM"
+        )
     reference = None if peft_config else AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
     out = Path(args.out)
     config = dpo_config(args, output_dir=str(out / "_trainer"))

@@ -38,8 +38,12 @@ import recipe  # noqa: E402  (jobs/recipe.py: what train_dpo.py shares)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True, help="sft/<export>.<name>/ or sft/<export>/ folder of Parquet (or a run directory)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--data", required=True, help="sft/<export>.<name>/ or sft/<export>/ folder of Parquet (or a run directory)"
+    )
     p.add_argument("--lr", type=float, default=1e-5, help="learning rate")
     p.add_argument("--batch-size", type=int, default=4, help="rows per device per step")
     recipe.add_common_args(p)
@@ -60,7 +64,9 @@ def load_sft(data: str, limit: int = 0):
     if "messages" in dataset.column_names:
         return dataset.select_columns(["messages"])
     if not {"prompt", "completion"} <= set(dataset.column_names):
-        raise SystemExit(f"train_sft: {data} has neither prompt/completion nor messages columns ({dataset.column_names})")
+        raise SystemExit(
+            f"train_sft: {data} has neither prompt/completion nor messages columns ({dataset.column_names})"
+        )
     return dataset.select_columns(["prompt", "completion"])
 
 
@@ -69,13 +75,23 @@ def sft_config(args: argparse.Namespace, **extra):
 
     names = {f.name for f in dataclasses.fields(SFTConfig)}
     kwargs = dict(
-        learning_rate=args.lr, num_train_epochs=args.epochs, max_steps=args.max_steps,
-        per_device_train_batch_size=args.batch_size, gradient_accumulation_steps=args.grad_accum,
-        max_length=args.max_length, bf16=args.bf16, logging_steps=1, save_strategy="no", report_to="none",
-        seed=args.seed, lr_scheduler_type="constant", warmup_steps=0, gradient_checkpointing=args.gradient_checkpointing,
+        learning_rate=args.lr,
+        num_train_epochs=args.epochs,
+        max_steps=args.max_steps,
+        per_device_train_batch_size=args.batch_size,
+        gradient_accumulation_steps=args.grad_accum,
+        max_length=args.max_length,
+        bf16=args.bf16,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        seed=args.seed,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        gradient_checkpointing=args.gradient_checkpointing,
         completion_only_loss=None,  # TRL: the loss on the completion only for prompt/completion rows
         **extra,
-    )  # fmt: skip
+    )
     if not args.bf16:
         kwargs["use_cpu"] = not _cuda()
     return SFTConfig(**{k: v for k, v in kwargs.items() if k in names})
@@ -120,7 +136,9 @@ def train(args: argparse.Namespace) -> dict:
             from peft import LoraConfig
         except ImportError:
             raise SystemExit("train_sft: --lora needs peft (pip install peft)") from None
-        peft_config = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM")
+        peft_config = LoraConfig(
+            r=args.lora_r, lora_alpha=args.lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM"
+        )
     out = Path(args.out)
     save_dtype = recipe.save_dtype_of(args.save_dtype, base)
     saved: list[dict] = []

@@ -21,8 +21,16 @@ def recipe():
 
 
 def log(step, chosen, rejected, **more):
-    return {"step": step, "epoch": step / 10, "loss": 0.6, "rewards/chosen": chosen, "rewards/rejected": rejected,
-            "rewards/margins": chosen - rejected, "rewards/accuracies": 1.0 if chosen > rejected else 0.0, **more}  # fmt: skip
+    return {
+        "step": step,
+        "epoch": step / 10,
+        "loss": 0.6,
+        "rewards/chosen": chosen,
+        "rewards/rejected": rejected,
+        "rewards/margins": chosen - rejected,
+        "rewards/accuracies": 1.0 if chosen > rejected else 0.0,
+        **more,
+    }
 
 
 def test_reward_rows_keep_the_four_curves_of_each_logged_step(recipe):
@@ -45,7 +53,9 @@ def test_both_rewards_falling_over_a_window_is_one_warning_per_span(recipe):
     assert 3 <= span["from_step"] <= 5 and 11 <= span["to_step"] <= 12
     assert span["chosen"][1] < span["chosen"][0] and span["rejected"][1] < span["rejected"][0]
     text = recipe.falling_text(span)
-    assert text.startswith("warning: rewards/chosen and rewards/rejected both fell over steps") and "--rpo-alpha" in text
+    assert (
+        text.startswith("warning: rewards/chosen and rewards/rejected both fell over steps") and "--rpo-alpha" in text
+    )
     only_rejected = [log(s, 0.1, -0.1 * s) for s in range(1, 10)]  # the margin grows by pushing rejected down alone
     assert recipe.both_falling(recipe.reward_rows(only_rejected), window=4) == []
     assert recipe.both_falling(recipe.reward_rows(both_down), window=10) == []  # fewer rows than the window

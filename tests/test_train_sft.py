@@ -70,7 +70,9 @@ def test_two_stages_sft_then_dpo_from_the_sft_checkpoint_as_reference(run_dir, t
     assert list((stage1 / "checkpoints" / "step-1").glob("*.safetensors"))
 
     stage2 = tmp_path / "sft_dpo"
-    assert dpo.main(["--data", str(run_dir / "export" / "r1"), "--model", str(stage1), "--out", str(stage2), *common]) == 0
+    assert (
+        dpo.main(["--data", str(run_dir / "export" / "r1"), "--model", str(stage1), "--out", str(stage2), *common]) == 0
+    )
     record2 = json.loads((stage2 / "train_dpo.json").read_text())
     assert record2["base"] == record2["reference"] == str(stage1)  # DPO from the SFT checkpoint, its reference too
     assert record2["steps"] == 1 and (stage2 / "checkpoints" / "step-1" / "config.json").is_file()

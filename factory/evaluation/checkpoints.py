@@ -9,7 +9,8 @@ sampled anew and an unchanged one is read back.
 
     candidates in:  base (vllm, /models/student), trained (vllm, runs/dpo)      --checkpoints runs/dpo --like trained
     candidates out: base, trained, step-1, step-2   (step-N from runs/dpo/checkpoints/; the final model, runs/dpo,
-                    is `trained` already: its row is the table's `final`; a final no candidate loads is added as `final`)
+                    is `trained` already: its row is the table's `final`; a final no candidate loads is added
+                    as `final`)
     report/epochs.md, epochs.json:  | checkpoint | epoch | step | score | mean tokens | mean RT (s) |
 """
 
@@ -45,7 +46,9 @@ def saved(folder: str) -> list[dict[str, Any]]:
     known = {Path(c["path"]).name: c for c in record.get("checkpoints", [])}
     found = []
     inner = out / "checkpoints"
-    names = sorted((p.name for p in inner.iterdir() if (p / "config.json").is_file()), key=_order) if inner.is_dir() else []
+    names = (
+        sorted((p.name for p in inner.iterdir() if (p / "config.json").is_file()), key=_order) if inner.is_dir() else []
+    )
     for name in names:
         info = known.get(name, {})
         found.append({"name": name, "path": str(inner / name), "step": info.get("step"), "epoch": info.get("epoch")})
@@ -61,7 +64,9 @@ def with_checkpoints(cfg: RunConfig, folder: str, like: str = "") -> tuple[RunCo
     returns it and the checkpoints (each with its candidate name)."""
     candidates = cfg.eval.candidates
     if not candidates:
-        raise ConfigError("eval.candidates: --checkpoints needs a candidate to copy (--like NAME), e.g. eval.candidates.trained")
+        raise ConfigError(
+            "eval.candidates: --checkpoints needs a candidate to copy (--like NAME), e.g. eval.candidates.trained"
+        )
     like = like or list(candidates)[-1]
     if like not in candidates:
         raise ConfigError(f"--like: {like!r} is not a candidate; candidates: {', '.join(candidates)}")
@@ -69,6 +74,7 @@ def with_checkpoints(cfg: RunConfig, folder: str, like: str = "") -> tuple[RunCo
         raise ConfigError(f"--like: eval.candidates.{like} is an answers file, not an engine to load a checkpoint with")
     out = copy.deepcopy(cfg)
     points = saved(folder)
+
     def folder(model: str) -> str:
         return str(Path(model).expanduser().resolve()) if model else ""
 
@@ -91,11 +97,19 @@ def epoch_table(rows: list[dict[str, Any]], points: list[dict[str, Any]]) -> dic
     table = []
     for point in points:
         row = by_model[point["candidate"]]
-        table.append({
-            "checkpoint": point["name"], "candidate": point["candidate"], "epoch": point["epoch"], "step": point["step"], "score": row["score"],
-            "mean_tokens": row["mean_tokens"], "mean_rt_s": row["mean_rt_s"], "prompts_scored": row["prompts_scored"],
-            "prompts": row["prompts"],
-        })  # fmt: skip
+        table.append(
+            {
+                "checkpoint": point["name"],
+                "candidate": point["candidate"],
+                "epoch": point["epoch"],
+                "step": point["step"],
+                "score": row["score"],
+                "mean_tokens": row["mean_tokens"],
+                "mean_rt_s": row["mean_rt_s"],
+                "prompts_scored": row["prompts_scored"],
+                "prompts": row["prompts"],
+            }
+        )
     return {"rows": table}
 
 
@@ -104,10 +118,14 @@ def _f(value: Any, digits: int) -> str:
 
 
 def epoch_markdown(table: dict[str, Any]) -> str:
-    lines = ["| checkpoint | epoch | step | score | mean tokens | mean RT (s) | prompts scored |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| checkpoint | epoch | step | score | mean tokens | mean RT (s) | prompts scored |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in table["rows"]:
         lines.append(
-            f"| {r['checkpoint']} | {_f(r['epoch'], 2)} | {'-' if r['step'] is None else r['step']} | {_f(r['score'], 1)} "
+            f"| {r['checkpoint']} | {_f(r['epoch'], 2)} | {'-' if r['step'] is None else r['step']} | "
+            f"{_f(r['score'], 1)} "
             f"| {_f(r['mean_tokens'], 1)} | {_f(r['mean_rt_s'], 2)} | {r['prompts_scored']}/{r['prompts']} |"
         )
     return "\n".join(lines)

@@ -250,9 +250,13 @@ def test_every_saved_checkpoint_is_a_candidate_and_the_per_checkpoint_table_is_w
     assert {result["manifest"]["requests"][f"sample:{name}"] for name in ("step-1", "step-2", "final")} == {6}
     rows = rows_by_model(result)
     table = result["epochs"]["rows"]
-    assert [(r["checkpoint"], r["step"], r["epoch"]) for r in table] == [("step-1", 1, 0.5), ("step-2", 2, 1.0), ("final", 2, None)]
+    assert [(r["checkpoint"], r["step"], r["epoch"]) for r in table] == [
+        ("step-1", 1, 0.5), ("step-2", 2, 1.0), ("final", 2, None)
+    ]  # fmt: skip
     for r in table:
-        assert (r["score"], r["mean_tokens"], r["mean_rt_s"]) == tuple(rows[r["checkpoint"]][k] for k in ("score", "mean_tokens", "mean_rt_s"))
+        assert (r["score"], r["mean_tokens"], r["mean_rt_s"]) == tuple(
+            rows[r["checkpoint"]][k] for k in ("score", "mean_tokens", "mean_rt_s")
+        )
     report = tmp_path / "run" / "eval" / "report"
     assert json_mod.loads((report / "epochs.json").read_text())["rows"] == table
     assert "| step-2 | 1.00 | 2 |" in (report / "epochs.md").read_text()
@@ -303,7 +307,9 @@ def test_a_group_judge_asks_once_per_prompt_and_candidate_and_scores_each_answer
             return eval_reply(request)
         content = request.messages[-1]["content"]
         blocks = content.split("[Answer ")[1:]
-        out = {b[0]: {"score": 70 if "customer service" in b else 40, "reason": "r"} for b in blocks if "BROKEN" not in b}
+        out = {
+            b[0]: {"score": 70 if "customer service" in b else 40, "reason": "r"} for b in blocks if "BROKEN" not in b
+        }
         return Completion(tag=None, text=json.dumps(out), finish_reason="stop", prompt_tokens=50, completion_tokens=9)
 
     from tests.fakes import FakeEngine
@@ -312,7 +318,9 @@ def test_a_group_judge_asks_once_per_prompt_and_candidate_and_scores_each_answer
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     point = evaluate(eval_config(tmp_path / "a", "eval.k=2"), eval_engine())
-    group = evaluate(eval_config(tmp_path / "b", "eval.k=2", "judge.mode=group", "judge.sampling.max_tokens=256"), engine)
+    group = evaluate(
+        eval_config(tmp_path / "b", "eval.k=2", "judge.mode=group", "judge.sampling.max_tokens=256"), engine
+    )
     requests = group["manifest"]["requests"]
     assert requests["judge:long"] * 2 == point["manifest"]["requests"]["judge:long"]
     assert rows_by_model(group)["short"]["score"] == pytest.approx(rows_by_model(point)["short"]["score"])
