@@ -12,6 +12,12 @@ from factory.config.base import help_, ranges, validate
 class StageCostConfig:
     input_usd_per_m: float = help_("USD per 1M prompt (input) tokens; 0 = not priced.", 0.0)
     output_usd_per_m: float = help_("USD per 1M completion (output) tokens, reasoning included; 0 = not priced.", 0.0)
+    cached_input_per_m: Optional[float] = help_(
+        "USD per 1M prompt tokens served from the server's prefix cache (the cached tokens its usage reports: "
+        "usage.prompt_tokens_details.cached_tokens, DeepSeek's prompt_cache_hit_tokens); null = input_usd_per_m "
+        "(no discount).",
+        None,
+    )
     tokens_per_s: Optional[float] = help_(
         "Completion tokens per second one replica decodes (all its concurrent sequences together), for "
         "GPU-hours and wall time in `factory plan`; null = as observed in the run's metrics.json.",
@@ -23,7 +29,11 @@ class StageCostConfig:
 
     @staticmethod
     def check(c: Any, p: str) -> None:
-        ranges(c, p, {"input_usd_per_m": ">= 0", "output_usd_per_m": ">= 0", "tokens_per_s": "> 0 or null"})
+        ranges(
+            c, p,
+            {"input_usd_per_m": ">= 0", "output_usd_per_m": ">= 0", "cached_input_per_m": ">= 0 or null",
+             "tokens_per_s": "> 0 or null"},
+        )  # fmt: skip
 
 
 @dataclass

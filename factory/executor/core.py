@@ -72,6 +72,12 @@ class BudgetExceeded(Interrupted):
 BUDGET = "budget"  # self.stopping when the budget stopped the run
 
 
+def cached_tokens(row: dict, prompt_tokens: int) -> int:
+    """Of a stored row's prompt tokens, those its server's prefix cache served (the `cached_tokens` column of
+    samples and judgments; 0 where a table or server has none)."""
+    return min(int(row.get("cached_tokens") or 0), prompt_tokens)
+
+
 class WorkQueue:
     """A stage's pending work: chunks of plan rows (a DataFrame is sliced lazily) or of rendered
     requests coming back for another attempt (those go first)."""
@@ -399,9 +405,10 @@ class Executor:
                 call.received.add(key)
                 writers[call.stage].add([row])
                 prompt, completion = stage.tokens(row)
-                m.add(stage.ok(row), int(row.get("attempts") or 0), prompt, completion, row.get("latency_s"))
+                cached = cached_tokens(row, prompt)
+                m.add(stage.ok(row), int(row.get("attempts") or 0), prompt, completion, row.get("latency_s"), cached)
                 if self.budget is not None:
-                    self.budget.charge(stage.name, prompt, completion)
+                    self.budget.charge(stage.name, prompt, completion, cached)
                     self.progress.extra[stage.name] = self.budget.label(stage.name)
             return
         del calls[event.call_id]
@@ -462,7 +469,7 @@ class Executor:
         for m in self.history:
             total = stages.setdefault(m.name, StageMetrics(m.name))
             for name in ("planned", "rows", "ok", "failed", "requests", "retried_calls", "prompt_tokens",
-                         "completion_tokens", "parts_written", "merges"):  # fmt: skip
+                         "cached_tokens", "completion_tokens", "parts_written", "merges"):  # fmt: skip
                 setattr(total, name, getattr(total, name) + getattr(m, name))
             total.latencies += m.latencies
             if m.first_dispatch is not None:
