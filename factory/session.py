@@ -10,7 +10,8 @@ In order: preflight (before anything is touched) -> the output directory shown w
 its key) -> secrets (the values of every api_key_env, scrubbed from every stored string) -> the lease (one
 writer per directory) -> the budget (cost.max_usd) -> the executor, started when the first graph runs, so a
 refusal found before (a degenerate prompt set) never waits for Ray -> metrics.json -> manifest.json, a typed
-Manifest built here with the pools, spend, timings and history every command records.
+Manifest built here with the pools, spend, timings and history every command records. Both files keep what
+the run directory has cost in all (`totals`) beside this invocation's share (`this_run`): factory/rundir/ledger.py.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from factory.config import RunConfig, to_dict
 from factory.executor import Executor
 from factory.executor.progress import Progress
 from factory.graph import versions
+from factory.rundir import ledger
 from factory.rundir.lease import Lease
 from factory.rundir.secrets import redact, scrub, scrub_all, scrub_table, secret_values
 from factory.rundir.store import RunStore, open_output
@@ -51,6 +53,8 @@ class Manifest:
     spend: dict | None = None
     history: list | None = None
     pairs_build: dict | None = None
+    totals: dict | None = None  # what the run directory has cost in all (factory/rundir/ledger.py)
+    this_run: dict | None = None  # this invocation's share of it
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -98,6 +102,8 @@ class Session:
         self._closed = False
         self.store: RunStore
         self.previous: dict[str, Any] = {}
+        self.base_totals: dict[str, Any] = ledger.empty()
+        self.this_run: dict[str, Any] = ledger.empty()
 
     # -- set-up ------------------------------------------------------------------------------------
     def __enter__(self) -> Session:
@@ -110,6 +116,7 @@ class Session:
         self.lease.__enter__()
         try:
             self.previous = self.store.read_json("manifest.json") or {}
+            self.base_totals = ledger.base_totals(self.store.read_json("metrics.json"), self.previous)
             self.budget = Budget(self.prices, self.cfg.cost.max_usd)
             self.progress = Progress(self.cfg.progress_interval_s)
         except BaseException:
@@ -134,7 +141,7 @@ class Session:
 
     # -- tear-down -----------------------------------------------------------------------------------
     def _close_executor(self) -> None:
-        """metrics.json (scrubbed), then the pools go."""
+        """metrics.json (scrubbed; this invocation's numbers and the directory's totals), then the pools go."""
         executor, self.executor = self.executor, None
         if executor is None:
             if not self._closed:
@@ -143,6 +150,8 @@ class Session:
             return
         try:
             self.metrics = executor.metrics_json()
+            self.this_run = ledger.invocation(self.metrics)
+            self.metrics["totals"] = ledger.add(self.base_totals, self.this_run)
             self.store.write_json("metrics.json", scrub_all(self.metrics, self.secrets))
         finally:
             executor.close()  # closes the progress too
@@ -152,12 +161,20 @@ class Session:
         """Close the executor (metrics.json), complete the manifest (pools, spend, timings, history), scrub
         it and write manifest.json; returns it as written."""
         self._close_executor()
+        totals = self.metrics.get("totals") or ledger.add(self.base_totals, self.this_run)
+        keys = list(manifest.requests)
+        manifest.totals = {**totals, "requests_by_key": ledger.requests_by_key(totals, keys)}
+        manifest.this_run = {**self.this_run, "requests_by_key": ledger.requests_by_key(self.this_run, keys)}
         manifest.pools = self.metrics.get("pools", [])
-        manifest.spend = self.budget.as_dict()
+        manifest.spend = self.budget.as_dict()  # this invocation's, as cost.max_usd counts it; totals.usd: in all
         manifest.timings = {
             **manifest.timings, "overlap": self.metrics.get("overlap_s", 0.0), "total": round(time.perf_counter() - self.t0, 3),
         }  # fmt: skip
-        entry = {"at": time.time(), "requests": manifest.requests, "counts": manifest.counts}
+        entry = {
+            "at": time.time(), "requests": manifest.requests, "counts": manifest.counts,
+            "tokens": {k: self.this_run[k] for k in ("prompt_tokens", "cached_tokens", "completion_tokens")},
+            "usd": self.this_run["usd"], "wall_s": manifest.timings["total"],
+        }  # fmt: skip
         manifest.history = (self.previous.get("history") or []) + [entry]
         written = scrub_all(manifest.to_dict(), self.secrets)
         self.store.write_json("manifest.json", written)
