@@ -262,7 +262,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from factory.commands.cost import BUDGET_EXIT
+    from factory.executor.budget import BUDGET_EXIT
     from factory.executor.core import BudgetExceeded
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

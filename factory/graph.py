@@ -18,9 +18,7 @@ usable rows) plus its stage module; JUDGE_KINDS lists them.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
@@ -74,16 +72,6 @@ def rubric_text(cfg: RunConfig, judge: Any = None) -> str:
 def template_text(cfg: RunConfig) -> str:
     parts = [read_text(p) if p else "" for p in (cfg.prompts.system_prompt_file, cfg.prompts.user_template_file)]
     return "\n---\n".join(parts)
-
-
-def versions() -> dict[str, str]:
-    out = {"python": sys.version.split()[0]}
-    for package in ("factory", "ray", "polars", "pyarrow", "xllamacpp", "openai", "vllm", "omegaconf", "fsspec"):
-        try:
-            out[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
 
 
 def prefilter(cfg: RunConfig, prompts: pl.DataFrame) -> Prefilter | None:

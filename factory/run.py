@@ -19,14 +19,15 @@ from typing import Any
 import polars as pl
 
 from factory import pairs as pair_kernel
-from factory.commands.cost import run_prices
+from factory.executor.budget import run_prices
 from factory.commands.page import write_run_page
 from factory.commands.rebuild import Outputs, write_outputs
 from factory.config import ConfigError, RunConfig
 from factory.graph import RunGraph
 from factory.prompts import load_prompts
 from factory.rundir.schemas import INVALID
-from factory.session import Manifest, Session
+from factory.rundir.manifest import Manifest
+from factory.session import Session
 
 
 @dataclass

@@ -10,70 +10,26 @@ In order: preflight (before anything is touched) -> the output directory shown w
 its key) -> secrets (the values of every api_key_env, scrubbed from every stored string) -> the lease (one
 writer per directory) -> the budget (cost.max_usd) -> the executor, started when the first graph runs, so a
 refusal found before (a degenerate prompt set) never waits for Ray -> metrics.json -> manifest.json, a typed
-Manifest built here with the pools, spend, timings and history every command records. Both files keep what
-the run directory has cost in all (`totals`) beside this invocation's share (`this_run`): factory/rundir/ledger.py.
+Manifest (factory/rundir/manifest.py) completed here with the pools, spend, timings and history every command records.
+Both files keep what the run directory has cost in all (`totals`) beside this invocation's share (`this_run`):
+factory/rundir/ledger.py.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
-from factory.commands.cost import Budget
-from factory.config import RunConfig, to_dict
+from factory.config import RunConfig
 from factory.executor import Executor
+from factory.executor.budget import Budget
 from factory.executor.progress import Progress
-from factory.graph import versions
 from factory.rundir import ledger
 from factory.rundir.lease import Lease
-from factory.rundir.secrets import redact, scrub, scrub_all, scrub_table, secret_values
+from factory.rundir.manifest import Manifest
+from factory.rundir.secrets import scrub, scrub_all, scrub_table, secret_values
 from factory.rundir.store import RunStore, open_output
-
-
-@dataclass
-class Manifest:
-    """manifest.json (a contract: see the README). Built by the command, completed by Session.finish;
-    `extra` keeps keys this version does not know (a newer run's) when a manifest is read and rewritten."""
-
-    config: dict
-    fingerprints: dict
-    counts: dict
-    requests: dict
-    output_dir: str
-    versions: dict = field(default_factory=versions)
-    timings: dict = field(default_factory=dict)
-    command: str | None = None  # "eval" for factory eval
-    parse_status: dict | None = None
-    judges: dict | None = None
-    pairs: dict | None = None
-    target: dict | None = None
-    pools: Any = None
-    spend: dict | None = None
-    history: list | None = None
-    pairs_build: dict | None = None
-    totals: dict | None = None  # what the run directory has cost in all (factory/rundir/ledger.py)
-    this_run: dict | None = None  # this invocation's share of it
-    extra: dict = field(default_factory=dict)
-
-    @classmethod
-    def of_config(cls, cfg: RunConfig, **values: Any) -> Manifest:
-        """A manifest whose `config` is `cfg` as stored (secret-looking keys masked)."""
-        return cls(config=redact(to_dict(cfg)), **values)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Manifest:
-        known = {f.name for f in fields(cls)} - {"extra"}
-        return cls(**{k: v for k, v in data.items() if k in known}, extra={k: v for k, v in data.items() if k not in known})
-
-    def to_dict(self) -> dict:
-        out: dict[str, Any] = {"command": self.command} if self.command else {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name not in ("command", "extra") and value is not None:
-                out[f.name] = value
-        return out | self.extra
 
 
 class Session:

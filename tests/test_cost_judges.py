@@ -10,7 +10,7 @@ import pytest
 
 from factory import config
 from factory.config import ConfigError
-from factory.commands.cost import price_key, run_prices
+from factory.executor.budget import price_key, run_prices
 from factory.executor.core import BudgetExceeded
 from factory.commands.plan import format_plan, make_plan
 from factory.run import run

@@ -1,5 +1,5 @@
-"""No import cycle anywhere in factory/, lazy (function-level) imports included; and `factory.run` (the
-graph of `factory run`) is imported by the CLI alone."""
+"""No import cycle anywhere in factory/, lazy (function-level) imports included; `factory.run` (the
+graph of `factory run`) is imported by the CLI alone; and the library never imports its commands."""
 
 from __future__ import annotations
 
@@ -80,3 +80,36 @@ def test_the_cycle_check_finds_a_cycle():
 def test_only_the_cli_imports_the_run_graph():
     importers = sorted(name for name, targets in import_graph().items() if "factory.run" in targets)
     assert importers == ["factory.cli"]
+
+
+# The command layer: the CLI, the graph of `factory run`, the commands and `factory eval`. Budgets, prices,
+# manifests and the referral rule are library (factory/executor/budget.py, factory/rundir/manifest.py,
+# factory/referral.py), so that no module below this layer imports one above it.
+COMMAND_LAYER = ("factory.cli", "factory.run", "factory.commands", "factory.evaluation")
+
+
+def in_layer(module: str, layer: tuple[str, ...]) -> bool:
+    return any(module == top or module.startswith(top + ".") for top in layer)
+
+
+def upward_imports(graph: dict[str, set[str]], layer: tuple[str, ...] = COMMAND_LAYER) -> list[str]:
+    """'importer -> imported' for every module outside `layer` that imports one inside it."""
+    return sorted(
+        f"{name} -> {target}"
+        for name, targets in graph.items()
+        if not in_layer(name, layer)
+        for target in targets
+        if in_layer(target, layer)
+    )
+
+
+def test_nothing_below_the_command_layer_imports_a_command():
+    graph = import_graph()
+    assert "factory.commands.report" in graph and "factory.executor.budget" in graph
+    assert upward_imports(graph) == []
+
+
+def test_the_layer_check_finds_an_upward_import():
+    graph = {"factory.session": {"factory.commands.cost"}, "factory.commands.plan": {"factory.session"},
+             "factory.run": {"factory.commands.page"}}  # fmt: skip
+    assert upward_imports(graph) == ["factory.session -> factory.commands.cost"]

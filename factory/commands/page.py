@@ -49,6 +49,7 @@ import polars as pl
 
 from factory.commands.page_html import figure, image, build_page
 from factory.commands.page_plots import report_plots
+from factory.config.strategies import LONG2SHORT
 
 PAGE = "report/index.html"
 INPUTS_META = re.compile(rb'<meta name="factory-inputs" content="([0-9a-f]+)">')
@@ -177,7 +178,7 @@ def page_data(
     prepared, decisions = frames["prepared"], frames["decisions"]
     strategy = cfg.pairs.strategy
     by_strategy = {strategy: decisions}
-    if strategy != "long2short" and frames.get("long2short") is not None:
+    if strategy != LONG2SHORT and frames.get("long2short") is not None:
         by_strategy["long2short"] = frames["long2short"]
     kept = {
         s: d.filter(pl.col("outcome") == "kept").with_columns(pl.lit(s).alias("strategy"))
@@ -450,7 +451,7 @@ def inputs_digest(
 ) -> str:
     """The digest of what a page is made from (see the module doc)."""
     from factory import config as config_mod
-    from factory.graph import versions
+    from factory.rundir.manifest import versions
     from factory.rundir.hashing import stable_hash
     from factory.rundir.secrets import redact
 

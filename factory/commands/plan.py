@@ -32,7 +32,7 @@ from typing import Any, Callable
 import polars as pl
 
 from factory.config import EngineConfig, RunConfig, StageCostConfig
-from factory.commands.cost import price_key, priced, tokens_text, unpriced_paid, usd, usd_text
+from factory.executor.budget import price_key, priced, tokens_text, unpriced_paid, usd, usd_text
 from factory.rundir.schemas import JUDGMENTS, REWARDS, SAMPLES
 from factory.stages.sample import SampleStage
 from factory.rundir.store import RunStore
@@ -387,7 +387,7 @@ def target_prompts(cfg: RunConfig, store: RunStore) -> tuple[int, str]:
 
 def make_plan(cfg: RunConfig) -> dict[str, Any]:
     """The plan of `factory run cfg` (see the module doc); nothing is written but plan.json."""
-    from factory.commands.cost import run_prices
+    from factory.executor.budget import run_prices
     from factory.graph import RunGraph
     from factory.prompts import load_prompts
 

@@ -24,7 +24,7 @@ from factory.pairs import export as export_mod
 from factory.graph import RunGraph
 from factory.rundir import ledger
 from factory.rundir.secrets import MASK
-from factory.session import Manifest
+from factory.rundir.manifest import Manifest
 from factory.stages.judge import USABLE
 from factory.rundir.store import RunStore
 

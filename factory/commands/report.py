@@ -41,6 +41,7 @@ import polars as pl
 from factory import pairs as pair_kernel
 from factory.commands.present import markdown, num, png, pyplot
 from factory.config import RunConfig
+from factory.config.strategies import LONG2SHORT
 from factory.pairs import audit, compare, long2short
 from factory.pairs.terms import NOT_JUDGES
 from factory.stages import judge as judge_stage
@@ -134,10 +135,7 @@ def build_report(
         prepared = pair_kernel.prepare(scored, cfg.pairs, cfg.judge.scale_max)
         groups, stats = pair_kernel.decide(prepared, cfg.pairs)
     base = pair_kernel.unfiltered(prepared, scored, cfg.pairs, cfg.judge.scale_max)
-    if cfg.pairs.strategy == "long2short":  # the run's own decisions are long2short's
-        l2s_groups, l2s = groups, stats
-    else:
-        l2s_groups, l2s = pair_kernel.decide(base, replace(cfg.pairs, strategy="long2short"))
+    l2s_groups, l2s = pair_kernel.decide(base, replace(cfg.pairs, strategy=LONG2SHORT))
     if frames is not None:  # the page reuses these decisions instead of making them again
         frames.update(prepared=prepared, decisions=groups, long2short=l2s_groups)
     marked = prepared.marked

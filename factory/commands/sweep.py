@@ -32,6 +32,7 @@ import polars as pl
 
 from factory.commands.present import png, pyplot
 from factory.config import ConfigError, PairsConfig
+from factory.config.strategies import DP_DPO
 from factory.pairs import attach, kernel
 from factory.pairs.marks import Prepared, prepare
 from factory.pairs.terms import weights as term_weights
@@ -50,7 +51,7 @@ def point_config(cfg: PairsConfig, prepared: Prepared, term: str, weight: float)
     if term not in names:
         raise ConfigError(f"sweep.term: {term!r} is not a pair term; the terms are {', '.join(names)}")
     index = names.index(term)
-    base = replace(cfg, strategy="dp_dpo", min_margin=None)
+    base = replace(cfg, strategy=DP_DPO, min_margin=None)
     if term == "length":
         return replace(base, w_len=weight, w_quality=None)
     if term == "quality":
@@ -124,7 +125,7 @@ def sweep_table(
     term: str = "length",
 ) -> pl.DataFrame:
     """The whole grid from one load of the data (see module doc)."""
-    cfg = replace(cfg, strategy="dp_dpo")  # every point is dp_dpo: no strategy's own gate or term (issue 16)
+    cfg = replace(cfg, strategy=DP_DPO)  # every point is dp_dpo: no strategy's own gate or term (issue 16)
     prepared = prepare(scored, cfg, scale_max)
     rows = sweep_points(prepared, cfg, weights, drop_ratios, scale_max, term)
     schema = {c: (pl.String if c == "term" else pl.Int64 if c in COUNTS else pl.Float64) for c in SWEEP_COLUMNS}

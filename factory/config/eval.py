@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Optional
 from factory.config.base import ConfigError, help_, ranges, validate
 from factory.config.cost import StageCostConfig
 from factory.config.engine import EngineConfig, SamplingConfig
-from factory.evaluation.referral import REFERRAL_PATTERNS
+from factory.referral import REFERRAL_PATTERNS
 
 
 @dataclass

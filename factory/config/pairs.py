@@ -10,8 +10,8 @@ from typing import List, Optional
 import polars as pl
 
 from factory.config.base import ConfigError, help_
+from factory.config.strategies import NOT_CORRECT, PAIR_STRATEGIES, RANKED, strategy_of  # noqa: F401 (re-exported)
 
-PAIR_STRATEGIES = ("dp_dpo", "long2short", "quality", "shortest_correct", "reward")
 PAIRINGS = ("one", "best_vs_each", "all_ranked")
 DEDUPE_MODES = ("content", "answer", "off")
 COMBINE_MODES = ("terms", "vote")
@@ -268,8 +268,6 @@ BASE_REASONS = ("engine_error", "truncated", "empty_answer", "no_token_count", "
 NO_JUDGMENT = "no_judgment"
 MISSING_DIMENSION = "missing_dimension"  # a dim_* term's column is null on a judged sample
 DUPLICATE = "duplicate"
-NOT_CORRECT = "not_correct"  # shortest_correct's exclusion reason (pairs.correct_min)
-RANKED = "ranked"  # the reward strategy's one term (pairs.reward_column)
 JUDGE_COLUMN = r"quality(_\w+)?|reward_\w+|verify_\w+"
 # Scored columns that look like a judge's but are not one: the spread of the primary judge's votes.
 NOT_JUDGES = ("quality_spread",)
@@ -325,12 +323,12 @@ def check_terms(cfg: PairsConfig) -> None:
         raise ConfigError(f"pairs.judges: {cfg.judges} names a judge twice")
     taken = {"length": "pairs.w_len", "quality": "pairs.w_quality", DUPLICATE: "pairs.dedupe"}
     taken |= {reason: "a built-in exclusion reason" for reason in (*BASE_REASONS, MISSING_DIMENSION)}
-    if cfg.strategy in ("shortest_correct", "reward"):
-        column = cfg.correct_column if cfg.strategy == "shortest_correct" else cfg.reward_column or cfg.judges[0]
-        key = "pairs.correct_column" if cfg.strategy == "shortest_correct" else "pairs.reward_column"
+    own = strategy_of(cfg).own_term
+    if own is not None:
+        column = own.column(cfg)
         if not re.fullmatch(r"\w+", column) or column in NOT_JUDGES:
-            raise ConfigError(f"{key}: {column!r} is not a score column (quality, quality_<judge>, reward_<name>, ...)")
-        taken[NOT_CORRECT if cfg.strategy == "shortest_correct" else RANKED] = f"pairs.strategy {cfg.strategy}"
+            raise ConfigError(f"{own.key}: {column!r} is not a score column (quality, quality_<judge>, reward_<name>, ...)")
+        taken[own.name] = f"pairs.strategy {cfg.strategy}"
     for i, entry in enumerate(cfg.terms):
         key = f"pairs.terms[{i}]"
         _check_entry(entry, key)

@@ -9,7 +9,7 @@ from typing import Any, List
 import polars as pl
 
 from factory.config.base import ConfigError, help_, one_of
-from factory.evaluation.referral import REFERRAL_PATTERNS
+from factory.referral import REFERRAL_PATTERNS
 
 VERIFIER_RULES = ("reference", "regex", "answerable", "function")
 MATCHES = ("exact", "normalized", "contains")

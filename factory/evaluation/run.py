@@ -37,7 +37,8 @@ from factory.rundir.schemas import INVALID, SAMPLES
 from factory.stages import judge as judge_stage
 from factory.stages import sample as sample_stage
 from factory.rundir.store import RunStore
-from factory.session import Manifest, Session
+from factory.rundir.manifest import Manifest
+from factory.session import Session
 
 
 def eval_dir(cfg: RunConfig) -> str:

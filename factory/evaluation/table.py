@@ -31,7 +31,7 @@ import numpy as np
 import polars as pl
 
 from factory.config import RunConfig
-from factory.evaluation.referral import agrees, answerable_flags, refers
+from factory.referral import agrees, answerable_flags, refers
 from factory.stages.judge import PARSE_FAILURES
 
 CHUNK = 250  # bootstrap resamples per block (bounded memory with many prompts)

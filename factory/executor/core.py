@@ -20,7 +20,7 @@ Stages that share an engine identity (kind, model, resources) share one pool: on
 
 Signals: the first SIGINT/SIGTERM stops dispatching, waits up to STOP_GRACE_S for requests in flight,
 stores every finished row and raises Interrupted (what was kept, how to resume); a second exits at once.
-Budget (optional, factory/commands/cost.py): every stored row is charged stage.tokens(row) at its stage's prices;
+Budget (optional, factory/executor/budget.py): every stored row is charged stage.tokens(row) at its stage's prices;
 once `budget.exceeded()`, dispatching stops as on a first signal, the requests in flight (already paid
 for) finish and are stored, and BudgetExceeded says how to go on.
 """
@@ -136,7 +136,7 @@ class Executor:
         budget: Any = None,
     ):
         self.store, self.cfg, self.scrub = store, cfg, scrub
-        self.budget = budget  # factory.commands.cost.Budget: charge(stage, prompt, completion), exceeded(), label(stage)
+        self.budget = budget  # factory.executor.budget.Budget: charge(stage, prompt, completion), exceeded(), label(stage)
         self.kind = backend
         if backend == "ray":
             from factory.executor.ray import RayBackend
@@ -215,7 +215,7 @@ class Executor:
             )
             self.progress.say(f"[{s.name}] {plan.height} request(s) to make" + (f" ({note})" if note else ""))
             if self.budget is not None and self.budget.max_usd is not None and (plan.height or fed):
-                from factory.commands.cost import price_key, unpriced_paid
+                from factory.executor.budget import price_key, unpriced_paid
 
                 if unpriced_paid([(s.name, s.engine, 1)], self.budget.prices):
                     self.progress.say(

@@ -45,6 +45,7 @@ from dataclasses import dataclass, replace
 import polars as pl
 
 from factory.config import ConfigError, PairsConfig
+from factory.config.strategies import DP_DPO, strategy_of
 from factory.pairs.kernel import Candidates, candidates, decide, outcomes, select, threshold
 from factory.pairs.marks import SCORED_COLUMNS, Prepared, prepare
 from factory.pairs.picks import margin_quantile
@@ -84,9 +85,9 @@ def required(cfg: PairsConfig) -> dict[str, str]:
 def unfiltered(prepared: Prepared, scored: pl.LazyFrame | pl.DataFrame, cfg: PairsConfig, scale_max: float) -> Prepared:
     """The samples prepared without the strategy's own term (shortest_correct's gate, reward's ranked
     column): what another strategy decides on (dp_sft, the report's long2short table, a comparison)."""
-    if cfg.strategy not in ("shortest_correct", "reward"):
+    if strategy_of(cfg).own_term is None:
         return prepared
-    return prepare(scored, replace(cfg, strategy="dp_dpo"), scale_max)
+    return prepare(scored, replace(cfg, strategy=DP_DPO), scale_max)
 
 
 def attach(
@@ -126,7 +127,7 @@ def build(
     if "filter_long" in cfg.sft:
         sft["filter_long"] = sft_filter_long(prepared, scored, prompts, cfg)
     if "dp_sft" in cfg.sft:
-        dp_cfg = replace(cfg, strategy="dp_dpo")
-        dp = decisions if cfg.strategy == "dp_dpo" else decide(unfiltered(prepared, scored, cfg, scale_max), dp_cfg)[0]
+        dp_cfg = replace(cfg, strategy=DP_DPO)
+        dp = decisions if cfg == dp_cfg else decide(unfiltered(prepared, scored, cfg, scale_max), dp_cfg)[0]
         sft["dp_sft"] = sft_dp(dp, scored, prompts, cfg)
     return PairBuild(pairs, sft, stats, decisions, prepared)

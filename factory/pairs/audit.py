@@ -35,6 +35,7 @@ import numpy as np
 import polars as pl
 
 from factory.config import PairsConfig
+from factory.config.strategies import REWARD
 from factory.pairs.kernel import decide
 from factory.pairs.marks import Prepared, prepare
 from factory.pairs.terms import NOT_JUDGES
@@ -135,7 +136,7 @@ def bias_audit(
     valid = scored.select(pl.col("prompt_id", "completion_tokens", *columns).gather(prepared.valid["row"]))
     gaps = [gap_summary(f"build ({cfg.strategy})", decisions)]
     for column in columns:
-        own = replace(cfg, strategy="reward", reward_column=column, judges=[column])
+        own = replace(cfg, strategy=REWARD, reward_column=column, judges=[column])
         gaps.append(gap_summary(f"{column} alone", decide(prepare(scored, own, scale_max), own)[0]))
     scales = scales or {}
     return {

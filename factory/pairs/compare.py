@@ -24,24 +24,16 @@ from typing import Any
 import polars as pl
 
 from factory.config import PairsConfig
+from factory.config.strategies import DP_DPO, PAIR_STRATEGIES, strategy_of
 from factory.pairs.kernel import decide
 from factory.pairs.marks import Prepared, prepare
 
-STRATEGIES = ("dp_dpo", "quality", "long2short", "shortest_correct", "reward")
-OWN_TERM = ("shortest_correct", "reward")  # strategies whose prepared samples differ (a gate, a ranked column)
+STRATEGIES = PAIR_STRATEGIES  # every entry of factory/config/strategies.py, in its order
 
 
 def setting(cfg: PairsConfig) -> str:
     """What a strategy's pairs depend on, in a few words."""
-    if cfg.strategy == "dp_dpo":
-        return f"w_len {cfg.w_len:g}, w_q {cfg.quality_weight:g}, drop {cfg.drop_ratio:g}"
-    if cfg.strategy == "quality":
-        return f"w_len 0, drop {cfg.drop_ratio:g}"
-    if cfg.strategy == "long2short":
-        return f"chosen < {cfg.max_chosen_tokens} tokens"
-    if cfg.strategy == "shortest_correct":
-        return f"{cfg.correct_column} >= {cfg.correct_min:g}"
-    return f"by {cfg.reward_column or cfg.judges[0]}"
+    return strategy_of(cfg).label(cfg)
 
 
 def kept_summary(decisions: pl.DataFrame) -> dict[str, float | None]:
@@ -70,12 +62,12 @@ def compare(
 ) -> list[dict[str, Any]]:
     """One row per strategy (see the module doc). `prepared`: the samples already prepared with a
     strategy that adds no term (dp_dpo, quality, long2short), reused for those three."""
-    if prepared is None or cfg.strategy in OWN_TERM:
-        prepared = prepare(scored, replace(cfg, strategy="dp_dpo"), scale_max)
+    if prepared is None or strategy_of(cfg).own_term is not None:  # a gate or a ranked column: other samples
+        prepared = prepare(scored, replace(cfg, strategy=DP_DPO), scale_max)
     rows = []
     for strategy in strategies:
         each = replace(cfg, strategy=strategy)
-        samples = prepare(scored, each, scale_max) if strategy in OWN_TERM else prepared
+        samples = prepare(scored, each, scale_max) if strategy_of(each).own_term is not None else prepared
         decisions, stats = decide(samples, each)
         rows.append(
             {

@@ -15,7 +15,7 @@
              when set, is delta instead.
 
 Outcome of each candidate pair (the first that applies):
-    no_short_sample  long2short only: the chosen side has max_chosen_tokens tokens or more
+    no_short_sample  long2short only (factory/config/strategies.py): the chosen side has max_chosen_tokens tokens or more
     tied             margin <= 0: no preference (the tie ban, per pair)
     below_margin     margin < delta (long2short, shortest_correct and reward have no delta)
     over_cap         kept, but after max_pairs_per_group pairs of its group (largest margins first)
@@ -35,6 +35,7 @@ import numpy as np
 import polars as pl
 
 from factory.config import PairsConfig
+from factory.config.strategies import strategy_of
 from factory.pairs import vote as votes
 from factory.pairs.marks import Prepared, prepare
 from factory.pairs.picks import extremes, margin_quantile, ranking, score
@@ -43,8 +44,6 @@ from factory.pairs.stats import OUTCOMES, PairStats, summarize
 from factory.pairs.terms import weights as term_weights
 
 KEPT, OVER_CAP, OVER_BALANCE, BELOW_MARGIN, NO_SHORT_SAMPLE, TIED = range(len(OUTCOMES))
-# The strategies that pick without a margin threshold (the recipes as published): only the tie ban holds.
-NO_DELTA = ("long2short", "shortest_correct", "reward")
 _OUTCOME_VALUES = pl.Series("outcome", OUTCOMES, pl.Enum(OUTCOMES))  # gathered by code: no string per pair
 
 
@@ -114,8 +113,8 @@ def _ranked_pairs(prepared: Prepared, s: np.ndarray, pairing: str) -> tuple[np.n
 
 def threshold(cands: Candidates, cfg: PairsConfig) -> tuple[float | None, str | None]:
     """(delta, how it was set): pairs.min_margin, else the drop_ratio quantile of all candidate
-    margins; the NO_DELTA strategies have none."""
-    if cfg.strategy in NO_DELTA:
+    margins; a strategy without a margin threshold (the recipes as published: only the tie ban holds) has none."""
+    if not strategy_of(cfg).delta:
         return None, None
     if cfg.min_margin is not None:
         return float(cfg.min_margin), "min_margin"
@@ -125,7 +124,7 @@ def threshold(cands: Candidates, cfg: PairsConfig) -> tuple[float | None, str | 
 def outcomes(prepared: Prepared, cands: Candidates, delta: float | None, cfg: PairsConfig) -> np.ndarray:
     """The outcome (an index into OUTCOMES) of every candidate pair; see the module doc."""
     tied = cands.margin <= 0
-    if cfg.strategy == "long2short":
+    if strategy_of(cfg).chosen_max_tokens:
         short = prepared.tokens[cands.chosen] < cfg.max_chosen_tokens
         code = np.where(~short, NO_SHORT_SAMPLE, np.where(tied, TIED, KEPT))
     else:

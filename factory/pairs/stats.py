@@ -19,6 +19,7 @@ import numpy as np
 import polars as pl
 
 from factory.config import PairsConfig
+from factory.config.strategies import strategy_of
 from factory.pairs.terms import weights
 
 if TYPE_CHECKING:
@@ -198,7 +199,7 @@ def target_draw(pairs: PairsConfig, kept: int | None = None, rows: int | None = 
     (twice `limit` when no pair survived). `factory run` draws and `factory plan` estimates with it."""
     target = int(pairs.target or 0)
     if kept is None or rows is None:
-        drop = pairs.drop_ratio if pairs.strategy != "long2short" and pairs.min_margin is None else 0.0
+        drop = pairs.drop_ratio if strategy_of(pairs).delta and pairs.min_margin is None else 0.0
         return math.ceil(1.2 * target / (1.0 - drop))
     more = (limit or rows) if kept == 0 else math.ceil(1.1 * (target - kept) * rows / kept)
     return rows + max(more, 1)

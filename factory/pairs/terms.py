@@ -50,6 +50,7 @@ from factory.config.pairs import (  # noqa: F401 (re-exported: the kernel's voca
     default_name,
     source_name,
 )
+from factory.config.strategies import strategy_of
 from factory.pairs import rules
 from factory.pairs.segments import per_group
 
@@ -176,33 +177,22 @@ def resolve(cfg: PairsConfig) -> tuple[list[Term], list[Term]]:
 
 
 def _strategy_term(cfg: PairsConfig) -> Term | None:
-    """The term a strategy adds after pairs.terms: shortest_correct's gate (a filter, weight 0: a sample
-    whose correct_column is below correct_min is excluded as not_correct), reward's ranked column (the
-    only weighted term). Other strategies add none, so their terms are as before."""
-    if cfg.strategy == "shortest_correct":
-        column, key, name = cfg.correct_column, "pairs.correct_column", NOT_CORRECT
-    elif cfg.strategy == "reward":
-        column, key, name = cfg.reward_column or cfg.judges[0], "pairs.reward_column", RANKED
-    else:
+    """The term a strategy adds after pairs.terms (its table entry's own term, factory/config/strategies.py):
+    shortest_correct's gate (a filter, weight 0: a sample whose correct_column is below correct_min is
+    excluded as not_correct), reward's ranked column (the only weighted term). Other strategies add none,
+    so their terms are as before."""
+    own = strategy_of(cfg).own_term
+    if own is None:
         return None
+    column = own.column(cfg)
     source = source_of(column) or ANY_COLUMN
-    below = cfg.correct_min if name == NOT_CORRECT else None
-    return Term(name, key, source, column, source.norm, "higher", exclude_below=below)
+    return Term(own.name, own.key, source, column, source.norm, "higher", exclude_below=own.exclude_below(cfg))
 
 
 def weights(cfg: PairsConfig) -> np.ndarray:
-    """The weight of each term of `resolve(cfg)`, in order. The strategies fix the two shorthand
-    weights (quality: 0 / 1; long2short: length alone, every other weight 0)."""
-    extra = [entry.weight for entry in cfg.terms]
-    if cfg.strategy == "long2short":
-        return np.array([1.0, 0.0] + [0.0] * len(extra))
-    if cfg.strategy == "shortest_correct":  # length alone, among the samples the gate lets through
-        return np.array([1.0, 0.0] + [0.0] * len(extra) + [0.0])
-    if cfg.strategy == "reward":  # the ranked column alone
-        return np.array([0.0, 0.0] + [0.0] * len(extra) + [1.0])
-    if cfg.strategy == "quality":
-        return np.array([0.0, 1.0] + extra)
-    return np.array([cfg.w_len, cfg.quality_weight] + extra)
+    """The weight of each term of `resolve(cfg)`, in order: the strategy's entry fixes them (quality: 0 / 1;
+    long2short: length alone, every other weight 0; factory/config/strategies.py)."""
+    return np.array(strategy_of(cfg).weights(cfg), dtype=float)
 
 
 def normalize(raw: np.ndarray, term: Term, starts: np.ndarray, counts: np.ndarray, scale_max: float) -> np.ndarray:

@@ -11,7 +11,7 @@ Output columns: prompt_id, sample_idx, verify_<name> (Float64; null: no verdict)
                 normalized: lower-cased, whitespace collapsed / contains)
     regex       the answer matches `pattern` (require) / does not (not require)  -
     answerable  it answers (no referral pattern) an answerable prompt or refers  the prompt has no label
-                an unanswerable one (factory/evaluation/referral.py: eval's rule)
+                an unanswerable one (factory/referral.py: eval's rule)
     function    module:function(sample, prompt) says so (a float 0..1 or a bool) it returns None
 
     rows in:   prompt_id=p1 sample_idx=0 answer="Please contact customer service."   prompts: p1 answerable=false
@@ -30,7 +30,7 @@ from typing import Any, Callable
 import polars as pl
 
 from factory.config import ConfigError, VerifierConfig
-from factory.evaluation import referral
+from factory import referral
 from factory.pairs.rules import normalized
 from factory.rundir.hashing import stable_hash
 

@@ -11,7 +11,7 @@ import pytest
 
 from factory import config as config_mod
 from factory.config import ConfigError, StageCostConfig
-from factory.commands.cost import BUDGET_EXIT, Budget
+from factory.executor.budget import BUDGET_EXIT, Budget
 from factory.executor.core import BudgetExceeded
 from factory.executor.progress import Progress, line
 from factory.executor.metrics import StageMetrics

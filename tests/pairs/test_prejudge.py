@@ -66,3 +66,18 @@ def test_a_missing_dimension_is_its_own_reason():
     cfg = PairsConfig(terms=[TermConfig(source="dim_facts", weight=0.2)])
     stats = pairs.select(frame, cfg)[1]
     assert stats.samples_excluded["missing_dimension"] == 1 and stats.samples_excluded["no_judgment"] == 0
+
+
+def test_a_strategy_gate_on_a_verifier_column_is_left_to_the_pair_build():
+    # shortest_correct gating on verify_<name> (judge-free) crashed here: the gate has no pairs.terms entry.
+    cfg = PairsConfig(strategy="shortest_correct", correct_column="verify_v", correct_min=1.0, terms=RULE.terms)
+    assert prejudge.verifier_columns(cfg) == []
+    frame = samples(ROWS).with_columns(pl.lit(0.0).alias("verify_v"))
+    marked = prejudge.passing(frame, cfg).sort("prompt_id", "sample_idx")
+    assert marked["exclusion"].to_list() == [
+        None, "answer_chars", "truncated", "duplicate", "engine_error", "empty_answer", None
+    ]  # fmt: skip
+    gated = PairsConfig(strategy="shortest_correct", correct_column="quality_b", terms=RULE.terms)
+    assert prejudge.passing(samples(ROWS), gated)["exclusion"].to_list() == prejudge.passing(samples(ROWS), RULE)[
+        "exclusion"
+    ].to_list()
