@@ -116,3 +116,13 @@ def test_ledgers_add_per_stage_and_pool():
                                         "tokens_per_s": 30.0}  # fmt: skip
     assert both["wall_s"] == 9.0 and both["usd"] == 0.5 and both["pools"] == {"sample": {"starts": 1, "start_s": 4.0}}
     assert ledger.base_totals({"stages": {}}, {"totals": both}) == both  # an old metrics.json: the manifest's
+
+
+def test_the_run_summary_says_what_the_run_directory_cost_in_all(tmp_path):
+    from factory.commands.summary import run_summary
+
+    engine = FakeEngine()
+    first = local(cfg_for(tmp_path), engine)
+    again = local(cfg_for(tmp_path), engine)
+    line = next(r for r in run_summary(again.manifest, again.scored).splitlines() if "run directory in all" in r)
+    assert line.split("|")[2].strip().startswith(f"{first['totals']['requests']}, ") and "$" in line
