@@ -72,7 +72,11 @@ class Session:
         self.lease.__enter__()
         try:
             self.previous = self.store.read_json("manifest.json") or {}
-            self.base_totals = ledger.base_totals(self.store.read_json("metrics.json"), self.previous)
+            try:
+                metrics = self.store.read_json("metrics.json")
+            except ValueError:  # not JSON: no totals to go on from (it is replaced at the end)
+                metrics = None
+            self.base_totals = ledger.base_totals(metrics, self.previous)
             self.budget = Budget(self.prices, self.cfg.cost.max_usd)
             self.progress = Progress(self.cfg.progress_interval_s)
         except BaseException:

@@ -126,3 +126,12 @@ def test_the_run_summary_says_what_the_run_directory_cost_in_all(tmp_path):
     again = local(cfg_for(tmp_path), engine)
     line = next(r for r in run_summary(again.manifest, again.scored).splitlines() if "run directory in all" in r)
     assert line.split("|")[2].strip().startswith(f"{first['totals']['requests']}, ") and "$" in line
+
+
+def test_a_metrics_json_that_is_not_json_does_not_stop_a_run(tmp_path):
+    first = local(cfg_for(tmp_path), FakeEngine())
+    (tmp_path / "run" / "metrics.json").write_text("{cut")
+    again = local(cfg_for(tmp_path), FakeEngine())
+    assert again["totals"] == first["totals"]  # the manifest's totals, then
+    kept = {k: v for k, v in first["totals"].items() if k != "requests_by_key"}  # the manifest's key only
+    assert read(tmp_path, "metrics.json")["totals"] == kept
