@@ -168,7 +168,7 @@ def glance(cfg: Any, manifest: dict[str, Any], report: dict[str, Any], metrics: 
                           [[n, v.get("engine"), v.get("replicas"), v.get("starts"), v.get("restarts"), v.get("start_s")]
                            for n, v in pools.items()]))  # fmt: skip
     if timings:
-        out.append("<h3>Wall times (s)</h3>")
+        out.append("<h3>Wall times (s) of the invocation that wrote this page</h3>")
         out.append(_table(list(timings), [[float(v) if isinstance(v, (int, float)) else v for v in timings.values()]]))
     fps = manifest.get("fingerprints") or {}
     versions = manifest.get("versions") or {}
