@@ -100,8 +100,8 @@ def test_a_large_run_embeds_a_deterministic_sample_and_says_so(tmp_path):
 
 
 def test_the_run_page_is_written_without_the_report(tmp_path):
-    """`factory run`'s call: numbers, plots and parse statuses from what it has (the manifest), the
-    same pairs as `factory report` embeds."""
+    """write_page without the report's numbers: numbers, plots and parse statuses from what it has (the
+    manifest), the same pairs as `factory report` embeds."""
     url = str(tmp_path / "run")
     make_run(url, n_prompts=8, k=4)
     store, manifest = page_store(url)
@@ -176,7 +176,7 @@ def test_a_rerun_with_nothing_new_leaves_the_page_as_it_is(tmp_path):
 
 
 def strip(side: dict) -> dict:
-    """A side without the judge's reason (the report reads the judgments; the run's call does not)."""
+    """A side without the judge's reason (the report reads the judgments; write_page without them does not)."""
     return {k: v for k, v in side.items() if k != "j"}
 
 
