@@ -28,6 +28,7 @@ from factory.config import ConfigError, EngineConfig, RunConfig
 from factory.engines import kind_of
 from factory.pairs import prejudge
 from factory.pairs.prejudge import Prefilter
+from factory import prompts as prompts_mod
 from factory.prompts import read_text
 from factory.rundir.schemas import JUDGMENTS
 from factory.stages import judge as judge_stage
@@ -72,6 +73,13 @@ def rubric_text(cfg: RunConfig, judge: Any = None) -> str:
 def template_text(cfg: RunConfig) -> str:
     parts = [read_text(p) if p else "" for p in (cfg.prompts.system_prompt_file, cfg.prompts.user_template_file)]
     return "\n---\n".join(parts)
+
+
+def check_prompts(cfg: RunConfig, path: str = "", key: str = "prompts.path") -> None:
+    """The prompts' URL scheme (`path`, default prompts.path) and the user template, each error naming its key."""
+    prompts_mod.check_url(path or cfg.prompts.path, key)
+    if cfg.prompts.user_template_file:
+        prompts_mod.check_template(read_text(cfg.prompts.user_template_file), "prompts.user_template_file")
 
 
 def prefilter(cfg: RunConfig, prompts: pl.DataFrame) -> Prefilter | None:
@@ -342,6 +350,7 @@ class RunGraph:
                 raise ConfigError(f"{key}: no configured judge makes the column {column!r} ({hint}); judge columns: {have}")
         if not cfg.prompts.path:
             raise ConfigError("prompts.path: no prompts file given")
+        check_prompts(cfg)
         from factory.pairs import export as export_mod
 
         export_mod.preflight(cfg)  # a student template (export.template) loads and renders

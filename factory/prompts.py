@@ -9,7 +9,7 @@ Roles are system, user and assistant; `prompts.roles` maps other names first (th
 history says 观众 for the viewer and 主播 for the host: roles: {观众: user, 主播: assistant}).
 
     >>> valid, invalid = prepare_prompts(rows, cfg, system_prompt, user_template)
-    valid:   prompt_id, messages, product_info, history, question, row_index, <other input fields>
+    valid:   prompt_id, messages, prompt_hash, product_info, history, question, row_index, <other input fields>
     invalid: stage="prompts", row_index, prompt_id, reason, raw
 
 A row that cannot be used never stops the run: it goes to `invalid` with its reason (a line that is not
@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from factory.config import ConfigError, PromptsConfig
-from factory.rundir.hashing import stable_hash
+from factory.rundir.hashing import messages_hash
 from factory.rundir.schemas import INVALID, MESSAGES
 
 DEFAULT_USER_TEMPLATE = "Product info:\n{product_info}\n\nConversation so far:\n{history}\n\nViewer comment: {question}"
@@ -75,12 +75,51 @@ def _format(file: str) -> str:
     return FORMATS[suffix]
 
 
+def check_url(path: str, key: str = "prompts.path") -> None:
+    """A URL whose scheme fsspec does not know, or whose backend is not installed, is one error naming
+    `key` (before any request), not a traceback."""
+    for link in path.split("::"):  # a chained URL (simplecache::s3://...) names a filesystem per link
+        protocol = fsspec.core.split_protocol(link)[0]
+        if protocol is None:
+            continue
+        try:
+            fsspec.get_filesystem_class(protocol)
+        except ValueError:
+            raise PromptsFileError(
+                f"{key}: {path}: unknown URL scheme {protocol}:// (a local path needs none; fsspec reads file://, "
+                "s3://, gs://, az://, hf://, http(s)://, memory://, ... with their package installed)"
+            ) from None
+        except ImportError as exc:
+            raise PromptsFileError(f"{key}: {path}: no filesystem for {protocol}:// is installed ({exc})") from None
+
+
+TEMPLATE_FIELDS = ("product_info", "history", "question")
+
+
+def check_template(template: str, key: str = "prompts.user_template_file") -> None:
+    """The user template renders with its three fields, else one error naming `key` and the field (an
+    unknown {field}, a positional {} or {0}, a stray brace, a bad !conversion), before any request."""
+    fields = ", ".join("{" + f + "}" for f in TEMPLATE_FIELDS)
+    literal = "write a literal brace as {{ or }}"
+    try:
+        template.format(**{f: "" for f in TEMPLATE_FIELDS})
+    except KeyError as exc:
+        raise ConfigError(f"{key}: unknown field {{{exc.args[0]}}} in the template (it may use {fields}; {literal})") from None
+    except IndexError:
+        raise ConfigError(f"{key}: a positional field {{}} in the template (name one of {fields}; {literal})") from None
+    except AttributeError as exc:
+        raise ConfigError(f"{key}: a field of the template reads an attribute ({exc}); use {fields} as they are") from None
+    except ValueError as exc:
+        raise ConfigError(f"{key}: the template does not parse: {exc} ({literal}; its fields are {fields})") from None
+
+
 def prompt_files(path: str) -> tuple[Any, list[str]]:
     """(filesystem, files) of `path`: the file itself, or the files of a folder in name order.
     In a folder, names starting with '.' or '_' are not data (_SUCCESS, .DS_Store, .ipynb_checkpoints:
     the Arrow/Spark rule) and are passed over; a subfolder or a file of another kind is an error."""
     if not path:
         raise ValueError("prompts.path: no prompts file given")
+    check_url(path)
     fs, root = fsspec.core.url_to_fs(path)
     if not fs.exists(root):
         raise FileNotFoundError(f"prompts.path: {path} does not exist")
@@ -188,10 +227,10 @@ def _json_rows(fs: Any, file: str, kind: str) -> Iterator[Any]:
         if text.startswith(b"{"):
             try:
                 whole = json.loads(data.decode("utf-8-sig"))
-            except ValueError:  # UnicodeDecodeError included: not one document, read it line by line
+            except (ValueError, RecursionError):  # UnicodeDecodeError included: not one document, read it line by line
                 whole = None
             if isinstance(whole, dict):
-                yield whole
+                yield _checked(whole, name)
                 return
         yield from _json_lines(io.BytesIO(data), name)
         return
@@ -211,7 +250,59 @@ def _json_array(data: bytes, file: str) -> Iterator[Any]:
         raise PromptsFileError(
             f"prompts.path: {file} is not a valid JSON array ({exc.msg} at line {exc.lineno} column {exc.colno})"
         ) from None
-    yield from rows
+    except (RecursionError, ValueError) as exc:  # nested too deep, an integer of too many digits
+        why = "nested deeper than a JSON reader goes" if isinstance(exc, RecursionError) else str(exc).split(";")[0]
+        raise PromptsFileError(
+            f"prompts.path: {file} is a JSON array that cannot be read ({why}): the array cannot be split into rows "
+            "around it; fix the file or write it as JSONL (one bad line is then that row's problem only)"
+        ) from None
+    name = _name(file)
+    for number, row in enumerate(rows, 1):
+        yield _checked(row, f"{name} element {number}")
+
+
+MAX_DEPTH = 64  # nesting levels of a row: a product_info object holds 3 or 4; past this a row is refused
+
+
+def _checked(row: Any, where: str) -> Any:
+    """A parsed JSON row, or an InvalidRow when it cannot be stored or rendered: nested deeper than
+    MAX_DEPTH (every later step would recurse that deep), or holding text that is not valid Unicode (a
+    lone surrogate from a `\\ud800` escape: UTF-8 cannot encode it, so no Parquet file can hold it)."""
+    stack = [(row, 1, None)]
+    while stack:
+        value, depth, field = stack.pop()
+        if depth > MAX_DEPTH:
+            return InvalidRow(f"{where}: nested more than {MAX_DEPTH} levels deep" + (f" (field {field!r})" if field else ""))
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                return InvalidRow(
+                    f"{where}: " + (f"field {field!r} holds" if field else "holds")
+                    + f" text that is not valid Unicode (a lone surrogate \\u{ord(exc.object[exc.start]):04x}), "
+                    "which UTF-8 cannot encode"
+                )  # fmt: skip
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                top = field if field is not None else key
+                stack.append((key, depth, top))
+                stack.append((item, depth + 1, top))
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1, field) for item in value)
+    return row
+
+
+def _parse_line(line: str, where: str) -> Any:
+    """One JSON text -> its row (checked), or an InvalidRow saying why it cannot be one."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        return InvalidRow(f"{where}: not valid JSON ({exc.msg})", raw=line.strip())
+    except RecursionError:
+        return InvalidRow(f"{where}: not usable JSON (nested deeper than a JSON reader goes)", raw=line.strip()[:1000])
+    except ValueError as exc:  # an integer of more digits than Python converts (4300)
+        return InvalidRow(f"{where}: not usable JSON ({str(exc).split(';')[0]})", raw=line.strip()[:1000])
+    return _checked(row, where)
 
 
 def _json_lines(handle: Any, name: str) -> Iterator[Any]:
@@ -225,10 +316,7 @@ def _json_lines(handle: Any, name: str) -> Iterator[Any]:
             continue
         if not line.strip():
             continue
-        try:
-            yield json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield InvalidRow(f"{name} line {line_no}: not valid JSON ({exc.msg})", raw=line.strip())
+        yield _parse_line(line, f"{name} line {line_no}")
 
 
 def _check_messages(value: Any, what: str, roles: dict[str, str] | None = None) -> list[dict[str, str]]:
@@ -322,6 +410,7 @@ FIXED = pa.schema(
         ("prompt_id", pa.string()),
         ("row_index", pa.int64()),
         ("messages", MESSAGES),
+        ("prompt_hash", pa.string()),  # messages_hash(messages): what the samples of this prompt must have answered
         ("product_info", pa.string()),
         ("history", MESSAGES),
         ("question", pa.string()),
@@ -348,7 +437,7 @@ def prepare_prompts(
             if isinstance(row, dict) and cfg.id_column and row.get(cfg.id_column) is not None:
                 given_id = str(row[cfg.id_column])
             rendered = render_row(row, cfg, system_prompt, template)
-            text = stable_hash(rendered["messages"])
+            text = messages_hash(rendered["messages"])
             prompt_id = given_id or text
             if prompt_id in seen:
                 raise InvalidRow(f"duplicate prompt_id {prompt_id!r}")
@@ -371,7 +460,7 @@ def prepare_prompts(
             if key in special or (key == cfg.id_column and key in FIXED.names):
                 continue
             extras[f"input_{key}" if key in FIXED.names else key] = _scalar(value)
-        valid.append({"prompt_id": prompt_id, "row_index": row_index, **rendered, **extras})
+        valid.append({"prompt_id": prompt_id, "row_index": row_index, "prompt_hash": text, **rendered, **extras})
     return _prompts_frame(valid), pl.from_arrow(pa.Table.from_pylist(invalid, schema=INVALID))  # type: ignore[return-value]
 
 
@@ -398,6 +487,7 @@ def load_prompts(cfg: PromptsConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Read `cfg.path` (honouring `cfg.limit`) and prepare it."""
     system_prompt = read_text(cfg.system_prompt_file) if cfg.system_prompt_file else ""
     user_template = read_text(cfg.user_template_file) if cfg.user_template_file else ""
+    check_template(user_template)
     return prepare_prompts(read_rows(cfg.path, cfg.limit), cfg, system_prompt, user_template)
 
 

@@ -28,6 +28,7 @@ from factory.prompts import load_prompts
 from factory.rundir.schemas import INVALID
 from factory.rundir.manifest import Manifest
 from factory.session import Session
+from factory.stages import sample as sample_stage
 
 
 @dataclass
@@ -112,11 +113,13 @@ def _to_target(graph: RunGraph, session: Session, guard: _PromptGuard) -> tuple[
     limit = max(cfg.prompts.limit or pair_kernel.target_draw(cfg.pairs), guard.before)
     requests = {key: 0 for key in graph.request_keys()}
     draws: list[dict[str, int]] = []
+    changed = 0
     while True:
         drawn = replace(cfg, prompts=replace(cfg.prompts, limit=limit))
         manifest, outputs = _round(graph, session, guard, drawn)
         for key, n in manifest.requests.items():
             requests[key] = requests.get(key, 0) + n
+        changed += manifest.counts["prompts_changed"]  # each round against the round before it
         kept, rows = manifest.counts["pairs_kept"], manifest.counts["prompts_in"]
         draws.append({"limit": limit, "prompts_in": rows, "pairs_kept": kept})
         session.progress.pairs_target(kept, target, session.budget.total_label())  # the live pairs bar
@@ -125,10 +128,31 @@ def _to_target(graph: RunGraph, session: Session, guard: _PromptGuard) -> tuple[
         limit = pair_kernel.target_draw(cfg.pairs, kept, rows, limit)
         session.say(f"[target] {kept} of {target} pairs from {rows} prompt rows; drawing up to {limit}")
     manifest.requests = requests
+    manifest.counts["prompts_changed"] = changed
     for name, judge in (manifest.judges or {}).items():  # every round's requests, as `requests`
         judge["requests"] = requests.get(name, 0)
     manifest.target = {"target": target, "met": kept >= target, "draws": draws}
     return manifest, outputs
+
+
+def _changed_prompts(session: Session, prompts: pl.DataFrame) -> list[str]:
+    """Before prompts/ is replaced: stamp the samples stored without their prompt's text hash with the text
+    of prompts/ (the one they answered), then name the prompts whose text changed under the same id since
+    (they are sampled and judged again; their old samples stay stored, unused)."""
+    store = session.store
+    stamped = sample_stage.stamp_prompt_hashes(store)
+    if stamped:
+        session.say(f"[samples] {stamped} stored sample(s) had no prompt_hash (stored by an older version): "
+                    "stamped with the prompt text in prompts/")  # fmt: skip
+    previous = store.read("prompts", columns=["prompt_id", "messages", "prompt_hash"])
+    changed = sample_stage.changed_texts(previous, prompts)
+    if changed:
+        shown = ", ".join(map(repr, changed[:5])) + (", ..." if len(changed) > 5 else "")
+        session.say(
+            f"[prompts] {len(changed)} prompt(s) changed text under the same prompt_id since the last run ({shown}): "
+            "sampled and judged again for the new text; their old samples stay stored, unused"
+        )
+    return changed
 
 
 def _round(
@@ -144,6 +168,7 @@ def _round(
         where = f"row {row['row_index']}" if row["row_index"] is not None else "file"
         session.say(f"[prompts] {where} invalid: {row['reason']}")
     guard.check(cfg, prompts.height, invalid.height)  # before the executor: a refusal never waits for Ray
+    changed = _changed_prompts(session, prompts)
     store.replace("prompts", prompts)
     if invalid.height:
         store.replace("invalid", invalid.to_arrow().cast(INVALID))
@@ -162,6 +187,7 @@ def _round(
         "prompts_in": prompts.height + invalid.height,
         "prompts_valid": prompts.height,
         "prompts_invalid": invalid.height,
+        "prompts_changed": len(changed),
         "samples_expected": prompts.height * cfg.sampler.k,
         **outputs.counts,
     }

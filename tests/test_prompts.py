@@ -114,6 +114,13 @@ OUTCOMES = {
     "garbage.parquet": r"garbage\.parquet is not a readable Parquet file \(ArrowInvalid: ",
     "broken_array.json": r"broken_array\.json is not a valid JSON array \(Expecting ',' delimiter at line 3 column 3\)",
     "prompts.csv": r"prompts\.csv is not a prompts file \(CSV cannot hold the product_info object",
+    "pathological.jsonl": (["p1", "p6"], [
+        (1, "pathological.jsonl line 2: not usable JSON (nested deeper than a JSON reader goes)"),
+        (2, "pathological.jsonl line 3: not usable JSON (Exceeds the limit (4300 digits) for integer string conversion: value has 5000 digits)"),
+        (3, "pathological.jsonl line 4: field 'question' holds text that is not valid Unicode (a lone surrogate \\ud800), which UTF-8 cannot encode"),
+        (4, "pathological.jsonl line 5: nested more than 64 levels deep (field 'product_info')"),
+    ]),
+    "deep_array.json": r"deep_array\.json is a JSON array that cannot be read \(nested deeper than a JSON reader goes\)",
 }
 
 
@@ -250,3 +257,143 @@ def test_prompts_roles_from_yaml_and_the_command_line_and_a_bad_target_names_its
     assert load(None, ["prompts.roles.viewer=user"]).prompts.roles == {"viewer": "user"}
     with pytest.raises(ConfigError, match="prompts.roles.主播"):
         load(None, ["prompts.roles.主播=host"])
+
+
+# -- a prompt's identity for resume is its id and its rendered text ------------------------------------
+def _identity_run(tmp_path, questions, *extra, engine=None, **kw):
+    """`factory run` (fake engine, in process) on prompts a..c with these questions; the manifest."""
+    from tests.fakes import FakeEngine, seeded_reply
+    from tests.test_run import local_run, synthetic_cfg
+
+    def reply(request):  # a sample names the question it answered; a judge's reply as usual
+        if request.json_schema is not None:
+            return seeded_reply(request)
+        return f"<think>{'hmm ' * (request.seed % 3)}</think>about " + request.messages[-1]["content"].rsplit(":", 1)[-1]
+
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(json.dumps({"id": pid, "product_info": PRODUCT, "question": q}) + "\n" for pid, q in questions.items()))
+    cfg = synthetic_cfg(tmp_path, 1, f"prompts.path={path}", "pairs.filter_before_judge=false", *extra)
+    return local_run(cfg, engine or FakeEngine(reply=reply), **kw)
+
+
+def _pair_texts(store):
+    pairs = store.read("pairs")
+    return {
+        row["prompt_id"]: (row["prompt"][-1]["content"], row["chosen"][-1]["content"], row["rejected"][-1]["content"])
+        for row in pairs.iter_rows(named=True)
+    }
+
+
+def test_a_prompt_whose_text_changed_under_its_id_is_sampled_and_judged_again_never_paired_across_texts(tmp_path, capsys):
+    from factory.rundir.store import RunStore
+
+    first = {"a": "is it blue?", "b": "how big is it?", "c": "does it ship free?"}
+    _identity_run(tmp_path, first)
+    fixed = {**first, "b": "how heavy is it?"}
+    manifest = _identity_run(tmp_path, fixed)
+    # k=2: the changed prompt's 2 samples and their 2 judgments, nothing else
+    assert manifest["requests"] == {"sampler": 2, "judge": 2}
+    assert manifest["counts"]["prompts_changed"] == 1
+    assert "1 prompt(s) changed text under the same prompt_id since the last run ('b')" in capsys.readouterr().err
+    store = RunStore(str(tmp_path / "run"))
+    for pid, (prompt, chosen, rejected) in _pair_texts(store).items():
+        question = fixed[pid]
+        assert prompt.endswith(question) and chosen.endswith(question) and rejected.endswith(question), pid
+    samples = store.read("samples")
+    assert samples.filter(pl.col("prompt_id") == "b").height == 4  # the old samples stay stored, unused
+    for export in ("filter_long", "dp_sft"):  # the SFT exports take the same samples
+        sft = store.read(f"sft/{export}")
+        assert sft.height and all(
+            m[-2]["content"].endswith(fixed[pid]) and m[-1]["content"].endswith(fixed[pid])
+            for pid, m in zip(sft["prompt_id"].to_list(), sft["messages"].to_list())
+        ), export
+    # the read-only rebuild reads the same: only samples of the text in prompts/
+    from factory.commands.rebuild import rebuild_pairs
+
+    rebuild_pairs(str(tmp_path / "run"))
+    assert all(c.endswith(fixed[p]) and r.endswith(fixed[p]) for p, (_, c, r) in _pair_texts(store).items())
+    again = _identity_run(tmp_path, fixed)
+    assert again["requests"] == {"sampler": 0, "judge": 0} and again["counts"]["prompts_changed"] == 0
+    back = _identity_run(tmp_path, first)  # back to the first text: its stored samples and judgments answer it
+    assert back["requests"] == {"sampler": 0, "judge": 0} and back["counts"]["prompts_changed"] == 1
+    assert all(c.endswith(first[p]) for p, (_, c, _r) in _pair_texts(store).items())
+    grown = _identity_run(tmp_path, first, "sampler.k=3")  # growth asks only the new keys: one per prompt
+    assert grown["requests"] == {"sampler": 3, "judge": 3} and grown["counts"]["prompts_changed"] == 0
+
+
+def _drop_columns(store, table, *names):
+    """Rewrite a table's parts without `names`: a run directory of the version before they were kept."""
+    for path in store.parts(table):
+        part = store.read_part(path)
+        store.merge(table, [path], part.drop_columns([n for n in names if n in part.column_names]))
+
+
+def test_an_old_run_directory_without_prompt_hashes_resumes_and_a_changed_text_is_asked_again(tmp_path, capsys):
+    from factory.rundir.store import RunStore
+
+    first = {"a": "is it blue?", "b": "how big is it?", "c": "does it ship free?"}
+    _identity_run(tmp_path, first)
+    store = RunStore(str(tmp_path / "run"))
+    _drop_columns(store, "samples", "prompt_hash")
+    _drop_columns(store, "prompts", "prompt_hash")
+    _drop_columns(store, "judgments", "sample_created_at")  # older still: judgments not tied to their sample row
+    same = _identity_run(tmp_path, first)
+    assert same["requests"] == {"sampler": 0, "judge": 0}
+    assert "6 stored sample(s) had no prompt_hash" in capsys.readouterr().err
+    assert store.read("samples")["prompt_hash"].null_count() == 0
+    fixed = {**first, "c": "when does it arrive?"}
+    manifest = _identity_run(tmp_path, fixed)
+    assert manifest["requests"] == {"sampler": 2, "judge": 2} and manifest["counts"]["prompts_changed"] == 1
+    for pid, (prompt, chosen, rejected) in _pair_texts(store).items():
+        assert prompt.endswith(fixed[pid]) and chosen.endswith(fixed[pid]) and rejected.endswith(fixed[pid]), pid
+
+
+@pytest.mark.parametrize(
+    "template, message",
+    [
+        ("{product_info}\n{viewer_name} asks: {question}", r"prompts\.user_template_file: unknown field \{viewer_name\}"),
+        ("Info: {product_info} {history}\nQ: {question} (answer in { braces)", r"prompts\.user_template_file: the template does not parse: .*'\}'"),
+        ("Q: {question} }", r"prompts\.user_template_file: the template does not parse: Single '\}'"),
+        ("Q: {}", r"prompts\.user_template_file: a positional field"),
+    ],
+)
+def test_a_user_template_that_cannot_render_fails_preflight_naming_the_key_and_field(tmp_path, template, message):
+    from factory.config import ConfigError
+    from factory.graph import RunGraph
+    from tests.fakes import FakeEngine
+    from tests.test_run import local_run, synthetic_cfg
+
+    path = tmp_path / "template.txt"
+    path.write_text(template)
+    cfg = synthetic_cfg(tmp_path, 2, f"prompts.user_template_file={path}")
+    with pytest.raises(ConfigError, match=message):
+        RunGraph(cfg).preflight()
+    engine = FakeEngine()
+    with pytest.raises(ConfigError, match=message):
+        local_run(cfg, engine)
+    assert engine.requests == [] and not (tmp_path / "run" / "prompts").exists()
+
+
+def test_an_unknown_url_scheme_for_prompts_path_is_one_error_naming_the_key(tmp_path):
+    from factory.config import ConfigError
+    from factory.graph import RunGraph
+    from tests.test_run import synthetic_cfg
+
+    cfg = synthetic_cfg(tmp_path, 2, "prompts.path=hdfx://bucket/prompts.jsonl")
+    with pytest.raises(ConfigError, match=r"prompts\.path: hdfx://bucket/prompts\.jsonl: unknown URL scheme hdfx://"):
+        RunGraph(cfg).preflight()
+    with pytest.raises(PromptsFileError, match=r"prompts\.path: .*unknown URL scheme hdfx://"):
+        load_prompts(PromptsConfig(path="hdfx://bucket/prompts.jsonl"))
+
+
+def test_a_run_records_every_unusable_row_and_goes_on(tmp_path):
+    from factory.rundir.store import RunStore
+    from tests.test_run import local_run, synthetic_cfg
+
+    cfg = synthetic_cfg(tmp_path, 1, f"prompts.path={CORPUS / 'pathological.jsonl'}")
+    manifest = local_run(cfg)
+    counts = manifest["counts"]
+    assert (counts["prompts_in"], counts["prompts_valid"], counts["prompts_invalid"]) == (6, 2, 4)
+    assert counts["samples_ok"] == 2 * 2 and manifest["requests"]["sampler"] == 4
+    ledger = RunStore(str(tmp_path / "run")).read("invalid")
+    assert ledger["row_index"].to_list() == [1, 2, 3, 4] and ledger["reason"].null_count() == 0

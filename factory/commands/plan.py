@@ -137,7 +137,7 @@ def _passing_share(stage: Any, store: RunStore, up: pl.DataFrame | None) -> tupl
 
     ids = _spread(up.select("prompt_id").unique(maintain_order=True), PASSING_GROUPS)
     keys = up.join(ids, on="prompt_id", how="semi").select("prompt_id", "sample_idx", "sampler_fp")
-    text = judgeable(sample_text(store, keys))
+    text = judgeable(sample_text(store, keys))  # a share of usable text: any prompt text will do
     if not text.height:
         return 1.0, ""
     passed = prefiltered(text, prefilter)["exclusion"].is_null().sum()

@@ -39,7 +39,8 @@ def run_summary(manifest: dict[str, Any], scored: pl.DataFrame, title: str = "fa
     too_few = pairs.get("groups_too_few_by_reason") or {}
     not_paired = {k: v for k, v in groups.items() if k != "kept" and v}
     rows = [
-        ("prompts in / valid / invalid", f"{counts['prompts_in']} / {counts.get('prompts_valid', '-')} / {counts['prompts_invalid']}"),
+        ("prompts in / valid / invalid", f"{counts['prompts_in']} / {counts.get('prompts_valid', '-')} / {counts['prompts_invalid']}"
+         + (f" ({counts['prompts_changed']} with a new text, sampled again)" if counts.get("prompts_changed") else "")),
         ("samples ok / failed", f"{counts['samples_ok']} / {counts['samples_failed']}"),
         ("completion tokens mean / max", f"{_fmt(tokens.mean())} / {_fmt(tokens.max())} ({truncated} hit max_tokens)"),
         ("judgments ok / failed", f"{counts['judgments_ok']} / {counts['judgments_failed']}"),

@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from factory.config import CandidateConfig, ConfigError
 from factory.rundir.schemas import SAMPLES
-from factory.stages.sample import KEY, STATUS_COLUMNS, split_reasoning
+from factory.stages.sample import HASH, KEY, STATUS_COLUMNS, of_prompts, prompt_hashes, split_reasoning
 
 FORMATS = (".parquet", ".jsonl", ".json")
 
@@ -117,9 +117,13 @@ def pending_answers(
     rows, basis = answer_rows(read_answers(candidate.answers_path, key), candidate, id_column, key, fp)
     known = rows.filter(pl.col("prompt_id").is_in(prompts["prompt_id"].implode()))
     usable = known.filter(pl.col("sample_idx") < k).unique(subset=list(KEY), keep="first", maintain_order=True)
+    hashes = prompt_hashes(prompts)
+    if hashes is not None:  # an imported answer is stored for the prompt's text at import, as a sample is
+        text = pl.col("prompt_id").replace_strict(prompts["prompt_id"], hashes, default=None, return_dtype=pl.String)
+        usable = usable.with_columns(text.alias(HASH))
     stored = store.read("samples", SAMPLES, columns=STATUS_COLUMNS)
     if stored is not None and stored.height:
-        done = stored.filter(pl.col("sampler_fp") == fp).select(list(KEY)).unique()
+        done = of_prompts(stored.filter(pl.col("sampler_fp") == fp), prompts["prompt_id"], hashes).select(list(KEY)).unique()
         usable = usable.join(done, on=list(KEY), how="anti", maintain_order="left")
     counts = {
         "rows": rows.height,

@@ -82,6 +82,7 @@ def preflight(cfg: RunConfig, secrets: bool = True) -> None:
     ):
         if path and "://" not in path and not Path(path).is_file():
             raise ConfigError(f"{key}: file not found: {path}")
+    graph.check_prompts(cfg, e.prompts, "eval.prompts")
     judge_stage.check_rubric(graph.rubric_text(cfg), "judge.rubric_file")
 
 
@@ -136,7 +137,8 @@ def prices(cfg: RunConfig) -> dict[str, Any]:
 
 
 def _samples_of(store: RunStore, fp: str, prompts: pl.DataFrame, k: int) -> pl.DataFrame:
-    samples = sample_stage.current_samples(store.read("samples", SAMPLES), fp, prompts["prompt_id"], k)
+    stored = store.read("samples", SAMPLES)
+    samples = sample_stage.current_samples(stored, fp, prompts["prompt_id"], k, sample_stage.prompt_hashes(prompts))
     return samples if samples.height else pl.from_arrow(SAMPLES.empty_table())  # type: ignore[return-value]
 
 
@@ -207,6 +209,7 @@ def evaluate(cfg: RunConfig, backend: str = "ray", build: Any = None, take_over:
     with session:
         store = session.store
         prompts, invalid = eval_prompts(cfg)
+        sample_stage.stamp_prompt_hashes(store)  # samples stored before prompt_hash: from prompts/, before it goes
         store.replace("prompts", prompts)
         if invalid.height:
             store.replace("invalid", invalid.to_arrow().cast(INVALID))

@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 
 import polars as pl
 
-from factory.config import PairsConfig
+from factory.config import BalanceConfig, PairsConfig
 from factory.config.strategies import DP_DPO
 from factory.pairs.marks import judge_free, prepare
 from factory.pairs.terms import resolve
@@ -40,10 +40,15 @@ _PLACEHOLDER = "quality"  # a judged-by-everyone column, so that no judge decide
 def judge_free_config(cfg: PairsConfig) -> PairsConfig:
     """`cfg` reduced to its judge-free exclusions: the rule filter terms (weights dropped) and dedupe;
     the quality judge stands in for pairs.judges. A strategy's own term (shortest_correct's gate, also on a
-    verifier's column) is the pair build's: it has no pairs.terms entry and is left to the build."""
+    verifier's column) is the pair build's: it has no pairs.terms entry and is left to the build. So is
+    pairs.balance: it caps kept pairs per value of a prompts column, a decision on judged groups that
+    excludes no sample (and the samples here carry no prompts column)."""
     terms, _ = resolve(cfg)
     rules = [t.entry for t in terms[2:] if t.entry is not None and t.is_filter and judge_free(t)]
-    return replace(cfg, strategy=DP_DPO, terms=[replace(e, weight=0.0) for e in rules], judges=[_PLACEHOLDER], combine="terms", target=None)  # type: ignore[type-var]
+    return replace(
+        cfg, strategy=DP_DPO, terms=[replace(e, weight=0.0) for e in rules], judges=[_PLACEHOLDER], combine="terms",  # type: ignore[type-var]
+        target=None, balance=BalanceConfig(),
+    )  # fmt: skip
 
 
 def verifier_columns(cfg: PairsConfig) -> list[str]:

@@ -22,3 +22,10 @@ def derive_seed(base_seed: int, *parts: Any) -> int:
     """A 31-bit seed derived from the base seed and the request's identity (reproducible reruns)."""
     digest = hashlib.sha256(json.dumps([base_seed, *parts], default=str).encode()).digest()
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def messages_hash(messages: Any) -> str:
+    """The content hash of a prompt's rendered messages ([{role, content}, ...]): what a sample answered.
+    A prompt_id without an id column is this hash; with one, samples store it beside the id (prompt_hash)
+    so that a prompt whose text changed under the same id is sampled again, never paired with old answers."""
+    return stable_hash([{"role": m["role"], "content": m["content"]} for m in messages])

@@ -13,6 +13,9 @@ SAMPLES = pa.schema(
         ("prompt_id", pa.string()),
         ("sample_idx", pa.int64()),
         ("sampler_fp", pa.string()),
+        # messages_hash of the messages the request sent: a row answers only the prompt text with this hash
+        # (null in rows stored before it was kept; `factory run` fills them from prompts/, stages/sample.py)
+        ("prompt_hash", pa.string()),
         ("seed", pa.int64()),
         ("reasoning", pa.string()),
         ("answer", pa.string()),

@@ -33,6 +33,7 @@ from factory.pairs.prejudge import Prefilter
 from factory.rundir.hashing import stable_hash
 from factory.rundir.schemas import REWARDS, SAMPLES, require_columns
 from factory.stages.base import Emit, latest, read_status
+from factory.stages.sample import current_samples, prompt_hashes
 from factory.stages.scored import USABLE_INPUTS, follow_usable, of_current_samples, plan_usable
 
 KEY = ("prompt_id", "sample_idx", "sampler_fp")
@@ -186,6 +187,7 @@ class RewardStage:
         self.engine = engine if engine is not None else self.cfg.engine
         self._messages = dict(zip(prompts["prompt_id"].to_list(), prompts["messages"].to_list()))
         self.prompt_ids = prompts["prompt_id"]
+        self.hashes = prompt_hashes(prompts)  # which stored samples answered the current text
         self.note = ""
 
     @property
@@ -201,13 +203,6 @@ class RewardStage:
         """Requests per usable upstream sample."""
         return 1
 
-    def _mine(self, samples: pl.DataFrame) -> pl.DataFrame:
-        return samples.filter(
-            (pl.col("sampler_fp") == self.sampler_fp)
-            & pl.col("prompt_id").is_in(list(self._messages))
-            & (pl.col("sample_idx") < self.k)
-        )
-
     def plan(self, store: Any) -> pl.DataFrame:
         """Keys first (samples' and rewards' status, prompt ids as integer codes), then the text of the
         pending samples only (factory/stages/scored.py)."""
@@ -218,7 +213,8 @@ class RewardStage:
             return pending_keys(samples, stored, self.rm_fp, self.cfg.retry_failed)
 
         work, self.note = plan_usable(
-            store, self.prompt_ids, self.sampler_fp, self.k, pending, verb="scored", prefilter=self.prefilter
+            store, self.prompt_ids, self.sampler_fp, self.k, pending, verb="scored", prefilter=self.prefilter,
+            hashes=self.hashes,
         )
         return work
 
@@ -248,8 +244,8 @@ class RewardStage:
     def read(self, store: Any, samples: pl.DataFrame | None = None) -> pl.DataFrame:
         """The current rewards of `samples` (default: this run's stored samples)."""
         if samples is None:
-            status = store.read("samples", SAMPLES, columns=[*KEY, "created_at"])
-            samples = latest(self._mine(status), list(KEY)) if status is not None else pl.DataFrame()
+            status = store.read("samples", SAMPLES, columns=[*KEY, "prompt_hash", "created_at"])
+            samples = current_samples(status, self.sampler_fp, self.prompt_ids, self.k, self.hashes)
         return current_rewards(store.read("rewards", REWARDS), self.rm_fp, samples)
 
     def ok(self, row: dict) -> bool:

@@ -1,13 +1,22 @@
 """Sample stage: K teacher completions per prompt, keyed (prompt_id, sample_idx) under a fingerprint.
 
-Input columns:  prompts  -> prompt_id, messages
-                stored   -> prompt_id, sample_idx, sampler_fp, error, created_at (what is already done)
+Input columns:  prompts  -> prompt_id, messages (and prompt_hash, else computed from messages)
+                stored   -> prompt_id, sample_idx, sampler_fp, prompt_hash, error, created_at (what is done)
 Output columns: samples  -> see factory.rundir.schemas.SAMPLES
 
     >>> stage = SampleStage(cfg, sampler_fp="ab12", prompts=prompts)    # the contract (stages/base.py)
     >>> work = stage.plan(store)                 # prompt_id, sample_idx, seed: only the missing keys
     >>> rows = sample_batch(engine, stage.render(work.to_dicts()), None, cfg.sampler.sampling, "ab12")
-    rows: prompt_id="p1" sample_idx=0 reasoning="..." answer="..." completion_tokens=212 error=None ...
+    rows: prompt_id="p1" sample_idx=0 prompt_hash="9f2c..." reasoning="..." answer="..." error=None ...
+
+A stored sample answers one prompt text: its prompt_hash is the hash of the messages its request sent
+(rundir/hashing.py: messages_hash). Every reader of the stored samples (this stage's plan and read, the
+judges' plans and reads, eval, `factory pairs`) takes only the rows whose prompt_hash is the prompt's
+current one (`answered`), so a prompt whose text changed under the same id is sampled again and its old
+samples stay stored, unused, never paired with the new text. Rows stored before the hash was kept (null)
+are stamped by `factory run` and `factory eval` with the hash of the text in prompts/ (the text the run that
+stored them sent) before prompts/ is replaced (`stamp_prompt_hashes`); until then they count as answering
+the prompt under their id, as they did.
 """
 
 from __future__ import annotations
@@ -21,14 +30,19 @@ import polars as pl
 from factory.config import EngineConfig, RunConfig, SamplingConfig
 from factory.engines import kind_of
 from factory.engines.base import Completion, Engine, Request
-from factory.rundir.hashing import derive_seed, stable_hash
+from factory.rundir.hashing import derive_seed, messages_hash, stable_hash
 from factory.rundir.schemas import SAMPLES, require_columns
+from factory.rundir.store import conform
 from factory.stages.base import Emit, PromptRows, check_inputs, encode, latest, read_status
 
 PLAN_COLUMNS = ("prompt_id", "sample_idx", "seed")
 KEY = ("prompt_id", "sample_idx")
 # What planning and resume read of the stored samples: keys and status, never the text.
-STATUS_COLUMNS = ["prompt_id", "sample_idx", "sampler_fp", "error", "created_at"]
+STATUS_COLUMNS = ["prompt_id", "sample_idx", "sampler_fp", "prompt_hash", "error", "created_at"]
+HASH = "prompt_hash"
+# The prompt_hash stamped on a stored sample whose prompt text is not known (its id was not in prompts/):
+# equal to no messages_hash, so it answers no prompt and its key is asked again should the id come back.
+UNKNOWN_TEXT = "unknown"
 _THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 
 
@@ -51,6 +65,74 @@ def sampler_fingerprint(engine: EngineConfig, sampling: SamplingConfig, model_id
     return stable_hash(identity)
 
 
+def prompt_hashes(prompts: pl.DataFrame) -> pl.Series | None:
+    """The prompt_hash of each prompt, aligned with prompts["prompt_id"]: its column, or computed from its
+    messages (a prompts/ stored before the column existed); None for a frame with neither (nothing to compare)."""
+    if HASH in prompts.columns and not prompts[HASH].null_count():
+        return prompts[HASH]
+    if "messages" in prompts.columns:
+        return pl.Series(HASH, [messages_hash(m) for m in prompts["messages"].to_list()], dtype=pl.String)
+    return None
+
+
+def answered(hashes: pl.Series | None, code: str = "prompt_id") -> pl.Expr:
+    """Stored sample rows (column `code`: the prompt's code into the prompts, stages/base.py encode) that
+    answered the prompt's current text: the same prompt_hash, or none stored (a row from before the hash was
+    kept, not yet stamped: it counts for its id, as it did)."""
+    if hashes is None:
+        return pl.lit(True)
+    return pl.col(HASH).is_null() | (pl.col(HASH) == pl.lit(hashes).gather(pl.col(code)))
+
+
+def of_prompts(stored: pl.DataFrame, prompt_ids: pl.Series, hashes: pl.Series | None) -> pl.DataFrame:
+    """The stored sample rows of these prompts that answered their current text (`answered`)."""
+    codes = pl.col("prompt_id").cast(pl.Enum(prompt_ids), strict=False).to_physical().alias("_code")
+    frame = stored.with_columns(codes).drop_nulls("_code")
+    if hashes is not None and HASH in frame.columns:
+        frame = frame.filter(answered(hashes, "_code"))
+    return frame.drop("_code")
+
+
+def stamp_prompt_hashes(store: Any) -> int:
+    """Give the stored samples that have no prompt_hash (stored before it was kept) the hash of their
+    prompt's text in prompts/ (the text the run that stored them sent; UNKNOWN_TEXT for an id that is not
+    there); each such part is rewritten atomically (store.merge), every other column as it was (judgments
+    still find their sample by created_at). Run by the run's one writer before prompts/ is replaced;
+    returns the rows stamped (0 once done: a rerun reads one column per part)."""
+    legacy = []
+    for path in store.parts("samples"):
+        table = store.read_part(path, [HASH])
+        if HASH not in table.column_names or table.column(HASH).null_count:
+            legacy.append(path)
+    if not legacy:
+        return 0
+    stored = store.read("prompts", columns=["prompt_id", "messages", HASH])
+    hashes = prompt_hashes(stored) if stored is not None else None
+    known = pl.DataFrame(
+        {"prompt_id": stored["prompt_id"] if hashes is not None else [], "_text": hashes if hashes is not None else []},
+        schema={"prompt_id": pl.String, "_text": pl.String},
+    )
+    stamped = 0
+    for path in legacy:
+        frame = pl.from_arrow(conform(store.read_part(path), SAMPLES))
+        stamped += frame[HASH].null_count()  # type: ignore[index]
+        filled = pl.coalesce(HASH, "_text", pl.lit(UNKNOWN_TEXT)).alias(HASH)
+        frame = frame.join(known, on="prompt_id", how="left", maintain_order="left").with_columns(filled).drop("_text")  # type: ignore[union-attr]
+        store.merge("samples", [path], conform(frame.to_arrow(), SAMPLES))
+    return stamped
+
+
+def changed_texts(previous: pl.DataFrame | None, prompts: pl.DataFrame) -> list[str]:
+    """The prompt_ids of `prompts` that `previous` (the prompts/ of the last run) holds with another text:
+    their stored samples answered that text, so they are sampled (and judged) again."""
+    if previous is None or not previous.height:
+        return []
+    before = previous.select("prompt_id", prompt_hashes(previous))
+    now = prompts.select("prompt_id", prompt_hashes(prompts))
+    changed = now.join(before, on="prompt_id", how="inner", suffix="_before", maintain_order="left")
+    return changed.filter(pl.col(HASH) != pl.col(f"{HASH}_before"))["prompt_id"].to_list()
+
+
 def plan_samples(
     prompts: pl.DataFrame,
     stored: pl.DataFrame | None,
@@ -59,7 +141,8 @@ def plan_samples(
     base_seed: int,
     retry_failed: bool = False,
 ) -> pl.DataFrame:
-    """Every (prompt_id, sample_idx < k) not yet stored under `sampler_fp`, with its derived seed.
+    """Every (prompt_id, sample_idx < k) not yet stored under `sampler_fp` for the prompt's current text
+    (`answered`), with its derived seed.
     With `retry_failed`, keys whose latest stored row failed (error set) are planned again; the new
     row supersedes the old one when samples are read (latest `created_at` wins)."""
     require_columns(prompts, ("prompt_id",), "sample.plan")
@@ -67,6 +150,8 @@ def plan_samples(
     if stored is not None and stored.height:
         require_columns(stored, (*KEY, "sampler_fp", *(("error", "created_at") if retry_failed else ())), "sample.plan")
         status = encode(stored.filter(pl.col("sampler_fp") == sampler_fp), prompts["prompt_id"])
+        if HASH in status.columns:
+            status = status.filter(answered(prompt_hashes(prompts)))
     return missing_samples(prompts["prompt_id"], status, k, base_seed, retry_failed)
 
 
@@ -164,6 +249,7 @@ def sample_row(row: dict[str, Any], completion: Completion, engine: Engine, samp
         "prompt_id": row["prompt_id"],
         "sample_idx": row["sample_idx"],
         "sampler_fp": sampler_fp,
+        "prompt_hash": messages_hash(row["messages"]),
         "seed": row["seed"],
         "reasoning": reasoning,
         "answer": answer,
@@ -187,7 +273,8 @@ def failed_samples(requests: list[dict], reason: str, sampler_fp: str, attempts:
     now = time.time()
     return [
         {
-            "prompt_id": r["prompt_id"], "sample_idx": r["sample_idx"], "sampler_fp": sampler_fp, "seed": r["seed"],
+            "prompt_id": r["prompt_id"], "sample_idx": r["sample_idx"], "sampler_fp": sampler_fp,
+            "prompt_hash": messages_hash(r["messages"]) if "messages" in r else None, "seed": r["seed"],
             "reasoning": "", "answer": "", "text": "", "reasoning_tokens": 0, "answer_tokens": 0,
             "completion_tokens": 0, "prompt_tokens": None, "finish_reason": "error", "error": reason,
             "latency_s": 0.0, "attempts": attempts, "model": None, "created_at": now, "cached_tokens": None,
@@ -196,14 +283,16 @@ def failed_samples(requests: list[dict], reason: str, sampler_fp: str, attempts:
     ]  # fmt: skip
 
 
-def current_samples(stored: pl.DataFrame | None, sampler_fp: str, prompt_ids: pl.Series, k: int) -> pl.DataFrame:
-    """The samples this run uses: its fingerprint, its prompts, sample_idx < k, one row per key
-    (the latest, should a retried write have stored a key twice)."""
+def current_samples(
+    stored: pl.DataFrame | None, sampler_fp: str, prompt_ids: pl.Series, k: int, hashes: pl.Series | None = None
+) -> pl.DataFrame:
+    """The samples this run uses: its fingerprint, its prompts (with `hashes`, prompt_hashes of them: only
+    rows that answered their current text), sample_idx < k, one row per key (the latest, should a retried
+    write have stored a key twice)."""
     if stored is None:
         return pl.DataFrame()
-    mine = stored.filter(
-        (pl.col("sampler_fp") == sampler_fp) & pl.col("prompt_id").is_in(prompt_ids.implode()) & (pl.col("sample_idx") < k)
-    )
+    mine = stored.filter((pl.col("sampler_fp") == sampler_fp) & (pl.col("sample_idx") < k))
+    mine = of_prompts(mine, prompt_ids, hashes)
     return latest(mine, list(KEY)).sort("prompt_id", "sample_idx")
 
 
@@ -239,6 +328,7 @@ class SampleStage:
         self.k = k if k is not None else cfg.sampler.k
         self.retry_failed = cfg.sampler.retry_failed if retry_failed is None else retry_failed
         self.prompts = prompts
+        self.hashes = prompt_hashes(prompts)
         self._rows = PromptRows(prompts, ["messages"])
 
     @property
@@ -252,6 +342,7 @@ class SampleStage:
     def plan(self, store: Any) -> pl.DataFrame:
         ids = self.prompts["prompt_id"]
         status = read_status(store, "samples", SAMPLES, STATUS_COLUMNS, ids, pl.col("sampler_fp") == self.sampler_fp)
+        status = status.filter(answered(self.hashes))
         return missing_samples(ids, status, self.k, self.sampling.seed, self.retry_failed)
 
     def follow(self, rows: list[dict]) -> list[dict]:
@@ -264,7 +355,8 @@ class SampleStage:
         return failed_samples(requests, reason, self.sampler_fp)
 
     def read(self, store: Any) -> pl.DataFrame:
-        samples = current_samples(store.read("samples", SAMPLES), self.sampler_fp, self.prompts["prompt_id"], self.k)
+        stored = store.read("samples", SAMPLES)
+        samples = current_samples(stored, self.sampler_fp, self.prompts["prompt_id"], self.k, self.hashes)
         return samples if samples.height else pl.from_arrow(SAMPLES.empty_table())  # type: ignore[return-value]
 
     def ok(self, row: dict) -> bool:

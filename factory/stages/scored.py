@@ -14,11 +14,13 @@ from collections.abc import Callable
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
 
 from factory.pairs import prejudge
 from factory.rundir.schemas import SAMPLES
 from factory.stages.base import latest, read_status
 from factory.stages.sample import STATUS_COLUMNS as SAMPLE_STATUS
+from factory.stages.sample import answered, of_prompts
 
 SAMPLE_KEY = ["prompt_id", "sample_idx", "sampler_fp"]
 # What every judge stage (GenRM, reward model) reads of the stored samples: its declared inputs.
@@ -35,32 +37,41 @@ def judgeable(samples: pl.DataFrame) -> pl.DataFrame:
 
 def of_current_samples(judgments: pl.DataFrame, samples: pl.DataFrame) -> pl.DataFrame:
     """The judgments made of the samples as they are stored now: when both sides carry the sample's
-    created_at, a judgment of an earlier row under the same key (a sample asked again) does not count.
-    Judgments stored before the column existed (null) count."""
+    created_at, a judgment of an earlier row under the same key (a sample asked again, a prompt whose text
+    changed sampled again) does not count. Judgments stored before the column existed (null) count for a
+    sample stored before them, never for one stored after."""
     if "created_at" not in samples.columns or "sample_created_at" not in judgments.columns:
         return judgments.join(samples.select(SAMPLE_KEY).unique(), on=SAMPLE_KEY, how="semi")
     current = samples.select(*SAMPLE_KEY, pl.col("created_at").alias("_current"))
+    legacy = pl.col("sample_created_at").is_null()
+    if "created_at" in judgments.columns:
+        legacy = legacy & (pl.col("created_at").is_null() | (pl.col("created_at") >= pl.col("_current")))
     return (
         judgments.join(current, on=SAMPLE_KEY, how="inner")
-        .filter(pl.col("sample_created_at").is_null() | (pl.col("sample_created_at") == pl.col("_current")))
+        .filter(legacy | (pl.col("sample_created_at") == pl.col("_current")))
         .drop("_current")
     )
 
 
 TEXT_SCHEMA = {
-    "prompt_id": pl.String, "sample_idx": pl.Int64, "sampler_fp": pl.String, "answer": pl.String,
+    "prompt_id": pl.String, "sample_idx": pl.Int64, "sampler_fp": pl.String, "prompt_hash": pl.String, "answer": pl.String,
     "reasoning": pl.String, "error": pl.String, "created_at": pl.Float64, "completion_tokens": pl.Int64,
     "finish_reason": pl.String,
 }  # fmt: skip
 
 
-def sample_text(store: Any, keys: pl.DataFrame) -> pl.DataFrame:
+def sample_text(
+    store: Any, keys: pl.DataFrame, prompt_ids: pl.Series | None = None, hashes: pl.Series | None = None
+) -> pl.DataFrame:
     """answer, reasoning, error (and what the judge-free filters read: completion_tokens,
-    finish_reason) of the sample keys given, read part by part (bounded memory)."""
-    found = [
-        pl.from_arrow(part).join(keys, on=["prompt_id", "sample_idx", "sampler_fp"], how="semi")
-        for part in store.iter_batches("samples", list(TEXT_SCHEMA), SAMPLES)
-    ] if keys.height else []  # fmt: skip
+    finish_reason) of the sample keys given, read part by part (bounded memory). With `prompt_ids` and
+    `hashes` (stages/sample.py prompt_hashes): only as answered for the prompts' current text."""
+
+    def of(part: pa.Table) -> pl.DataFrame:
+        rows = pl.from_arrow(part).join(keys, on=SAMPLE_KEY, how="semi")  # type: ignore[union-attr]
+        return rows if prompt_ids is None else of_prompts(rows, prompt_ids, hashes)
+
+    found = [of(part) for part in store.iter_batches("samples", list(TEXT_SCHEMA), SAMPLES)] if keys.height else []
     if not found:
         return pl.DataFrame(schema=TEXT_SCHEMA)
     text = latest(pl.concat(found), SAMPLE_KEY)  # type: ignore[arg-type]
@@ -105,10 +116,12 @@ def plan_usable(
     per_sample: int = 1,
     verb: str = "judged",
     prefilter: prejudge.Prefilter | None = None,
+    hashes: pl.Series | None = None,
 ) -> tuple[pl.DataFrame, str]:
     """The work of one judge: (work rows, a note on what is not sent).
 
-    Input:  samples/ status columns of this run (sampler_fp, sample_idx < k, these prompts);
+    Input:  samples/ status columns of this run (sampler_fp, sample_idx < k, these prompts, their current
+            text: `hashes`, stages/sample.py prompt_hashes);
             pending(samples) -> the pending keys (SAMPLE_KEY [+ vote]), prompt_id as integer codes,
             from the judge's own stored status.
     Output: the pending keys with answer, reasoning and sample_created_at, usable samples only; the
@@ -117,7 +130,8 @@ def plan_usable(
     exclusions (factory/pairs/prejudge.py); the text is then read for every usable sample of the
     groups with a pending key (a duplicate needs its group), not for the others."""
     mine = (pl.col("sampler_fp") == sampler_fp) & (pl.col("sample_idx") < k)
-    samples = latest(read_status(store, "samples", SAMPLES, SAMPLE_STATUS, prompt_ids, mine), ["prompt_id", "sample_idx"])
+    status = read_status(store, "samples", SAMPLES, SAMPLE_STATUS, prompt_ids, mine).filter(answered(hashes))
+    samples = latest(status, ["prompt_id", "sample_idx"])
     failed = samples.filter(pl.col("error").is_not_null()).height
     usable = samples.filter(pl.col("error").is_null())
     keys = pending(usable)
@@ -126,7 +140,7 @@ def plan_usable(
     read = read.select(SAMPLE_KEY).unique()
     read = read.with_columns(prompt_ids.gather(read["prompt_id"]).alias("prompt_id"))
     keys = keys.with_columns(prompt_ids.gather(keys["prompt_id"]).alias("prompt_id"))
-    text = sample_text(store, read)
+    text = sample_text(store, read, prompt_ids, hashes)
     work = judgeable(keys.join(text, on=SAMPLE_KEY, how="inner", maintain_order="left"))
     empty = (keys.height - work.height) // max(per_sample, 1)
     filtered = ""

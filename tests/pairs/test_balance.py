@@ -63,3 +63,25 @@ def test_balance_config_errors_name_their_key():
     frame, prompts = frame_and_prompts(CATEGORIES)
     with pytest.raises(ConfigError, match="pairs.balance.column: 'shelf'"):
         pairs.build(frame, prompts, PairsConfig(balance=BalanceConfig(column="shelf", cap=1)))
+
+
+def test_factory_run_balances_on_a_prompts_column_with_the_filters_before_judging(tmp_path):
+    """The judges' pre-filter decides on samples alone (no prompts column): balancing is the build's, after."""
+    import json
+
+    from factory.rundir.store import RunStore
+    from tests.test_run import local_run, synthetic_cfg
+
+    path = tmp_path / "prompts.jsonl"
+    rows = [{"id": f"p{i}", "product_info": {"name": f"thing {i}"}, "question": f"q{i}?", "category": "ab"[i % 2]} for i in range(6)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = synthetic_cfg(
+        tmp_path, 1, f"prompts.path={path}", "pairs.filter_before_judge=true", "pairs.drop_ratio=0",
+        "pairs.balance.column=category", "pairs.balance.cap=1",
+    )  # fmt: skip
+    manifest = local_run(cfg)
+    assert manifest["requests"]["judge"] > 0
+    by_value = manifest["pairs"]["balance"]["by_value"]
+    assert set(by_value) == {"a", "b"} and all(v["kept"] == 1 for v in by_value.values())
+    pairs_out = RunStore(str(tmp_path / "run")).read("pairs")
+    assert pairs_out.height == manifest["counts"]["pairs_kept"] == 2

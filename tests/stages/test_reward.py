@@ -8,6 +8,7 @@ import math
 import time
 
 import polars as pl
+import pyarrow as pa
 import pytest
 
 from factory.config import EngineConfig, RewardModelConfig, RunConfig
@@ -115,7 +116,7 @@ def test_plan_asks_once_per_usable_sample_and_a_rerun_asks_nothing(tmp_path):
     rows[1] |= {"error": "HTTP 500", "answer": ""}  # failed sample: never scored
     rows[2] |= {"answer": "   "}  # empty answer: never scored
     rows.append({**sample_rows(1, 1)[0], "sampler_fp": "other"})  # another sampler's sample: not this run's
-    store.append("samples", pl.DataFrame(rows).to_arrow().cast(SAMPLES))
+    store.append("samples", pa.Table.from_pylist(rows, schema=SAMPLES))
     stage, engine = stage_for(), FakeEngine()
     assert run_stage(stage, store, engine) == 4 and len(engine.scored) == 4
     assert "1 failed sample(s) and 1 with an empty answer not scored" == stage.note
@@ -132,7 +133,7 @@ def test_plan_asks_once_per_usable_sample_and_a_rerun_asks_nothing(tmp_path):
 
 def test_a_sample_asked_again_is_scored_again_and_a_failed_reward_only_with_retry_failed(tmp_path):
     store = RunStore(f"memory://reward-retry/{tmp_path.name}")
-    store.append("samples", pl.DataFrame(sample_rows(1, 2)).to_arrow().cast(SAMPLES))
+    store.append("samples", pa.Table.from_pylist(sample_rows(1, 2), schema=SAMPLES))
     stage = stage_for(n_prompts=1)
     engine = FakeEngine(script={("p0", 1, "sfp"): RuntimeError("HTTP 503 (after 4 attempts)")})
     assert run_stage(stage, store, engine) == 2
@@ -147,7 +148,7 @@ def test_a_sample_asked_again_is_scored_again_and_a_failed_reward_only_with_retr
         reward_of("answer 00"), reward_of("answer 01"),
     ]  # fmt: skip
     # Sample 0 is stored again (its part was lost and it was asked again): its reward is of the old row.
-    store.append("samples", pl.DataFrame(sample_rows(1, 1, created_at=time.time())).to_arrow().cast(SAMPLES))
+    store.append("samples", pa.Table.from_pylist(sample_rows(1, 1, created_at=time.time()), schema=SAMPLES))
     work = stage.plan(store)
     assert work.select("prompt_id", "sample_idx").rows() == [("p0", 0)]
     assert stage.read(store).filter(pl.col("sample_idx") == 0).height == 0  # never paired with the old text

@@ -32,6 +32,7 @@ from factory.stages.base import Emit, PromptRows, latest, read_status
 from factory.stages.judge.parse import PARSE_FAILURES, USABLE, missing_dimensions, parse_judgment, parse_tags
 from factory.stages.judge.read import current_judgments
 from factory.stages.judge.rubric import DIMENSIONS, check_rubric, judge_schema, reask_messages, render_rubric
+from factory.stages.sample import current_samples, prompt_hashes
 from factory.stages.scored import SAMPLE_KEY, USABLE_INPUTS, follow_usable, judgeable, of_current_samples, plan_usable
 
 KEY = ("prompt_id", "sample_idx", "sampler_fp", "vote")
@@ -312,6 +313,7 @@ class JudgeStage:
         self.engine = self.cfg.engine
         self.prompts = prompt_fields(prompts)
         self.prompt_ids = prompts["prompt_id"]
+        self.hashes = prompt_hashes(prompts)  # which stored samples answered the current text
         self.note = ""
 
     @property
@@ -327,13 +329,6 @@ class JudgeStage:
     def batch_args(self) -> tuple:
         return (self.cfg, self.judge_fp)
 
-    def _mine(self, samples: pl.DataFrame) -> pl.DataFrame:
-        return samples.filter(
-            (pl.col("sampler_fp") == self.sampler_fp)
-            & pl.col("prompt_id").is_in(self.prompt_ids.implode())
-            & (pl.col("sample_idx") < self.k)
-        )
-
     def plan(self, store: Any) -> pl.DataFrame:
         """Keys first (samples' status, judgments' status, prompt ids as integer codes), then the answer
         text of the pending samples only (factory/stages/scored.py)."""
@@ -344,7 +339,8 @@ class JudgeStage:
             return pending_keys(samples, stored, self.cfg.votes, self.judge_fp, self.cfg.retry_failed)
 
         work, self.note = plan_usable(
-            store, self.prompt_ids, self.sampler_fp, self.k, pending, self.cfg.votes, prefilter=self.prefilter
+            store, self.prompt_ids, self.sampler_fp, self.k, pending, self.cfg.votes, prefilter=self.prefilter,
+            hashes=self.hashes,
         )
         return work.sort(KEY[0], KEY[1], KEY[3], maintain_order=True)  # a prompt's requests together: see follow
 
@@ -368,8 +364,8 @@ class JudgeStage:
     def read(self, store: Any, samples: pl.DataFrame | None = None) -> pl.DataFrame:
         """The current judgments of `samples` (default: this run's stored samples)."""
         if samples is None:
-            status = store.read("samples", SAMPLES, columns=[*SAMPLE_KEY, "created_at"])
-            samples = latest(self._mine(status), SAMPLE_KEY) if status is not None else pl.DataFrame()
+            status = store.read("samples", SAMPLES, columns=[*SAMPLE_KEY, "prompt_hash", "created_at"])
+            samples = current_samples(status, self.sampler_fp, self.prompt_ids, self.k, self.hashes)
         return current_judgments(store.read("judgments", JUDGMENTS), self.judge_fp, samples)
 
     def ok(self, row: dict) -> bool:

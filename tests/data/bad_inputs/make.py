@@ -15,6 +15,9 @@ Each file is one way a prompts file goes wrong (tests/test_prompts.py reads ever
     broken_array.json     a JSON array with a missing comma
     lines.json            one object per line under a .json name
     prompts.csv           a CSV file
+    pathological.jsonl    lines 2-5 parse badly or cannot be stored: nested 100,000 deep, an integer of 5,000
+                          digits, a lone surrogate (a \\ud800 escape) in the question, nested 100 deep (lines 1, 6 good)
+    deep_array.json       a JSON array with an element nested 100,000 deep
 """
 
 from __future__ import annotations
@@ -70,6 +73,13 @@ def main() -> None:
         "broken_array.json": b'[\n  {"id": "p1", "product_info": "x", "question": "q"}\n  {"id": "p2"}\n]\n',
         "lines.json": line(row(1)) + line(row(2)),
         "prompts.csv": b"id,product_info,question\np1,lamp,how bright?\n",
+        "pathological.jsonl": line(row(1))
+        + b'{"id": "p2", "product_info": ' + b"[" * 100_000 + b"]" * 100_000 + b', "question": "q"}\n'
+        + b'{"id": "p3", "product_info": {"lumen": ' + b"9" * 5000 + b'}, "question": "q"}\n'
+        + b'{"id": "p4", "product_info": "lamp", "question": "how bright \\ud800?"}\n'
+        + b'{"id": "p5", "product_info": {"a": ' + b"[" * 100 + b"]" * 100 + b'}, "question": "q"}\n'
+        + line(row(6)),
+        "deep_array.json": b'[{"id": "p1", "product_info": ' + b"[" * 100_000 + b"]" * 100_000 + b', "question": "q"}]',
     }
     good = parquet_bytes(pa.Table.from_pylist([row(i, product_info=f"Lamp {i}") for i in range(40)]))
     files["truncated.parquet"] = good[: len(good) // 2]
