@@ -97,6 +97,8 @@ class Session:
                 scrub=scrubber, budget=self.budget,
             )  # fmt: skip
             self.executor.lease = self.lease
+            executor = self.executor
+            executor.checkpoint = lambda: self._write_metrics(executor)  # a driver killed outright keeps its share
         return self.executor.run(stages)
 
     # -- tear-down -----------------------------------------------------------------------------------
@@ -109,13 +111,17 @@ class Session:
             self._closed = True
             return
         try:
-            self.metrics = executor.metrics_json()
-            self.this_run = ledger.invocation(self.metrics)
-            self.metrics["totals"] = ledger.add(self.base_totals, self.this_run)
-            self.store.write_json("metrics.json", scrub_all(self.metrics, self.secrets))
+            self._write_metrics(executor)
         finally:
             executor.close()  # closes the progress too
             self._closed = True
+
+    def _write_metrics(self, executor: Executor) -> None:
+        """metrics.json: this invocation's numbers so far, and the totals it found plus its share."""
+        self.metrics = executor.metrics_json()
+        self.this_run = ledger.invocation(self.metrics)
+        self.metrics["totals"] = ledger.add(self.base_totals, self.this_run)
+        self.store.write_json("metrics.json", scrub_all(self.metrics, self.secrets))
 
     def finish(self, manifest: Manifest) -> dict[str, Any]:
         """Close the executor (metrics.json), complete the manifest (pools, spend, timings, history), scrub

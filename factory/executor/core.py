@@ -53,6 +53,7 @@ from factory.rundir.store import RunStore
 log = logging.getLogger("factory")
 
 STOP_GRACE_S = 5.0
+METRICS_CHECKPOINT_S = 3.0  # `checkpoint` (metrics.json, with the run directory's totals) at least this often
 WAIT_BEFORE_MAKING_ROOM_S = 2.0  # a started pool not placed by then is taken to wait for resources
 FATAL = "FatalEngineError"
 
@@ -162,6 +163,10 @@ class Executor:
         self._next_alive_check = self._last_event = 0.0
         self.fatal: str | None = None
         self._ids = itertools.count()
+        # Called every METRICS_CHECKPOINT_S while requests run (the session writes metrics.json), so a driver
+        # killed outright loses at most that much of its share of the run directory's totals.
+        self.checkpoint: Callable[[], None] | None = None
+        self._next_checkpoint = time.monotonic() + METRICS_CHECKPOINT_S
 
     # -- pools -------------------------------------------------------------------------------------
     def _pool(self, stage: Stage) -> Any:
@@ -280,6 +285,12 @@ class Executor:
                 for s in stages:
                     metrics[s.name].feeding = upstream_active(s.name)
                 self.progress.tick()
+                if self.checkpoint is not None and now >= self._next_checkpoint:
+                    self._next_checkpoint = now + METRICS_CHECKPOINT_S
+                    try:
+                        self.checkpoint()
+                    except OSError as exc:  # the directory will be written again at the end; go on
+                        log.warning("metrics.json checkpoint not written: %s", exc)
                 if self.fatal or (self.stopping and (not calls or time.monotonic() > self._stop_deadline)):
                     break
                 if events:

@@ -8,9 +8,10 @@ The rows are the ledger's lines: every stored sample and judgment keeps the bill
 (prompt_tokens, cached_tokens, completion_tokens, attempts), and a row is paid once (a rerun asks only for
 missing keys). The totals are their running sum, kept beside the rows: each invocation adds its share to the
 totals it found (metrics.json's, written on every way an invocation ends: done, stopped by a signal or the
-budget, a fatal engine error; else the manifest's), so a rerun with nothing to do adds zero and removes
-nothing. An invocation killed outright (SIGKILL, a lost driver) writes no metrics.json: its rows are kept
-and never paid again, but its share is missing from the totals.
+budget, a fatal engine error; and every few seconds while requests run, factory/executor/core.py
+METRICS_CHECKPOINT_S; else the manifest's), so a rerun with nothing to do adds zero and removes nothing. An
+invocation killed outright (SIGKILL, a lost driver) keeps its rows (never paid again) and the share its last
+checkpoint wrote: what it was paid for in the seconds after that is missing from the totals.
 
 A ledger (both `totals` and `this_run`):
     requests, prompt_tokens, cached_tokens, completion_tokens, usd     summed over the stages

@@ -135,3 +135,49 @@ def test_a_metrics_json_that_is_not_json_does_not_stop_a_run(tmp_path):
     assert again["totals"] == first["totals"]  # the manifest's totals, then
     kept = {k: v for k, v in first["totals"].items() if k != "requests_by_key"}  # the manifest's key only
     assert read(tmp_path, "metrics.json")["totals"] == kept
+
+
+def test_a_driver_killed_outright_keeps_its_share_up_to_its_last_checkpoint(tmp_path):
+    """SIGKILL leaves no time to write anything: the metrics.json the run wrote while it ran holds its share
+    so far, and the next run adds its own to it (never more than the server was sent)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from tests.engines.loopback import FakeModelServer
+
+    root = Path(__file__).resolve().parents[2]
+    with FakeModelServer(delay=0.25) as server:
+        extra = [f"{side}.engine.{o}" for side in ("sampler", "judge")
+                 for o in ("kind=openai", "model=fake", "max_retries=0", "parallel=1", f"base_url={server.url}/v1")]  # fmt: skip
+        overrides = [f"output_dir={tmp_path / 'run'}", *extra]
+        cfg_for(tmp_path)  # writes the prompts and the rubric
+        args = [f"prompts.path={tmp_path / 'prompts.jsonl'}", f"judge.rubric_file={tmp_path / 'rubric.txt'}",
+                "sampler.k=2", "progress_interval_s=60", *PRICED, *overrides]  # fmt: skip
+        code = (
+            "import sys; from factory import config; from factory.run import run; "
+            "run(config.load(None, sys.argv[1:]), backend='local')"
+        )
+        env = {**os.environ, "PYTHONPATH": str(root)}
+        process = subprocess.Popen([sys.executable, "-c", code, *args], cwd=root, env=env, start_new_session=True,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        metrics = tmp_path / "run" / "metrics.json"
+        deadline = time.monotonic() + 60
+        while not (metrics.exists() and json.loads(metrics.read_text())["totals"]["requests"] > 0):
+            assert process.poll() is None and time.monotonic() < deadline, "no checkpoint before the run ended"
+            time.sleep(0.05)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        time.sleep(0.5)
+        assert not (tmp_path / "run" / "manifest.json").exists()  # killed before it could write one
+        killed = json.loads(metrics.read_text())["totals"]
+        sent_before = len(server.chat_requests())
+        assert 0 < killed["requests"] <= sent_before
+        done = run(config.load(None, args), backend="local")
+        sent = len(server.chat_requests())
+    assert done["this_run"]["requests"] == sent - sent_before
+    assert done["totals"]["requests"] == killed["requests"] + done["this_run"]["requests"] <= sent
+    assert done["totals"]["usd"] == pytest.approx(killed["usd"] + done["this_run"]["usd"], abs=1e-6)
