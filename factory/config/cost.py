@@ -18,6 +18,11 @@ class StageCostConfig:
         "(no discount).",
         None,
     )
+    batch_discount: float = help_(
+        "Share taken off both prices for a request sent by batch (its engine has engine.batch: true); 0.5 = "
+        "the batch rate of OpenAI and most providers. Spend, the budget and `factory plan` use it.",
+        0.5,
+    )
     tokens_per_s: Optional[float] = help_(
         "Completion tokens per second one replica decodes (all its concurrent sequences together), for "
         "GPU-hours and wall time in `factory plan`; null = as observed in the run's metrics.json.",
@@ -30,9 +35,10 @@ class StageCostConfig:
     @staticmethod
     def check(c: Any, p: str) -> None:
         ranges(
-            c, p,
+            c,
+            p,
             {"input_usd_per_m": ">= 0", "output_usd_per_m": ">= 0", "cached_input_per_m": ">= 0 or null",
-             "tokens_per_s": "> 0 or null"},
+             "batch_discount": "in [0, 1]", "tokens_per_s": "> 0 or null"},
         )  # fmt: skip
 
 
