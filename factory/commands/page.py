@@ -11,13 +11,13 @@ invocation's requests or timings), the scored samples, the judgments, the prompt
 stored plots. `factory run` leaves a page made from the same inputs as it is (a rerun with nothing new does
 not rewrite it).
 
-The page holds, in one HTML file with no network access (styles, script and plots inline: the
-report's plots as SVG drawn in milliseconds, stored PNGs as base64): the run at a glance (config essentials, fingerprints, versions, the funnel prompts ->
-samples -> valid -> groups -> pairs with every exclusion reason, requests, tokens, spend, engine
-starts, wall times), the report's tables and plots (plus sweep/*.png and the eval's score_vs_rt.png
-when they exist), the judges and their agreement, and three browsers: the kept pairs (chosen and
-rejected side by side; search, sort by margin or token gap, filter by strategy and prompt), the
-groups that gave no kept pair (by reason) and the excluded samples (by reason).
+The page holds, in one HTML file with no network access (styles, script and plots inline: the report's plots
+as SVG drawn in milliseconds, stored PNGs as base64): the run at a glance (config essentials, fingerprints,
+versions, the funnel prompts -> samples -> valid -> groups -> pairs with every exclusion reason, requests,
+tokens, spend, engine starts, wall times), the report's tables and plots (plus sweep/*.png and the eval's
+score_vs_rt.png when they exist), the judges and their agreement, and three browsers: the kept pairs (chosen
+and rejected side by side; search, sort by margin or token gap, filter by strategy and prompt), the groups
+that gave no kept pair (by reason) and the excluded samples (by reason).
 
 What the browsers hold is one JSON document in a `<script type="application/json">` element, drawn by a
 small vanilla script that only ever sets text (model text is untrusted: no HTML is parsed from it).
@@ -108,12 +108,11 @@ class _Sides:
     """Sample records fetched by their row in the scored frame, each fetched once."""
 
     def __init__(self, scored: pl.DataFrame, cfg: Any, reasons: pl.DataFrame | None, max_text_chars: int):
-        from factory.commands.report import SCORE_COLUMNS
-        from factory.pairs.terms import NOT_JUDGES
+        from factory.config.kinds import score_columns
 
         self.scored = scored
         self.scale = cfg.judge.scale_max
-        self.extra = [c for c in scored.select(pl.col(SCORE_COLUMNS)).columns if c not in NOT_JUDGES]
+        self.extra = score_columns(scored.columns)
         self.reasons = reasons
         self.limit = max_text_chars
         self.records: dict[int, dict[str, Any]] = {}
@@ -494,7 +493,9 @@ def write_run_page(store: Any, cfg: Any, manifest: dict[str, Any], outputs: Any)
 
     try:
         judgments = outputs.judgments if outputs.judgments is not None else NO_JUDGMENTS
-        prompts = outputs.prompts if outputs.prompts is not None else store.read("prompts", columns=["prompt_id", "messages"])
+        prompts = outputs.prompts
+        if prompts is None:
+            prompts = store.read("prompts", columns=["prompt_id", "messages"])
         invalid_frame = store.read("invalid", columns=["reason"])
         invalid = invalid_frame["reason"].value_counts(sort=True).rows() if invalid_frame is not None else []
         digest = inputs_digest(cfg, manifest, outputs.scored, prompts, judgments, invalid, stored_plots(store, cfg))
@@ -547,8 +548,9 @@ def inputs_digest(
 
     lasting = {k: v for k, v in manifest.items() if k not in _PER_INVOCATION}
     lasting["judges"] = {
-        name: {k: v for k, v in (judge or {}).items() if k != "requests"} for name, judge in (manifest.get("judges") or {}).items()
-    }  # fmt: skip
+        name: {k: v for k, v in (judge or {}).items() if k != "requests"}
+        for name, judge in (manifest.get("judges") or {}).items()
+    }
     return stable_hash(
         {
             "config": redact(config_mod.to_dict(cfg)),

@@ -117,7 +117,8 @@ def test_cached_prompt_tokens_are_stored_per_row_and_priced_at_the_cached_rate(t
     spend = manifest["spend"]
     for stage, rows, key in (("sample", samples, "sampler"), ("judge", judgments, "judge")):
         inp, outp, cached_price = CACHED_PRICES[key]
-        prompt, cached, completion = (int(rows[c].sum()) for c in ("prompt_tokens", "cached_tokens", "completion_tokens"))
+        columns = ("prompt_tokens", "cached_tokens", "completion_tokens")
+        prompt, cached, completion = (int(rows[c].sum()) for c in columns)
         expected = ((prompt - cached) * inp + cached * cached_price + completion * outp) / 1e6
         assert spend["stages"][stage]["cached_tokens"] == cached
         assert spend["stages"][stage]["usd"] == pytest.approx(expected, abs=1e-6)

@@ -134,7 +134,11 @@ def test_reasoning_content_and_reasoning_tokens_are_read(monkeypatch):
         engine = engine_for(server.url, api_key_env="FACTORY_TEST_API_KEY")
         try:
             (row,) = sample_batch(
-                engine, [{"prompt_id": "p", "sample_idx": 0, "seed": 1, "messages": chat("q")}], None, SamplingConfig(), "fp"
+                engine,
+                [{"prompt_id": "p", "sample_idx": 0, "seed": 1, "messages": chat("q")}],
+                None,
+                SamplingConfig(),
+                "fp",
             )
         finally:
             engine.close()
@@ -156,9 +160,8 @@ def test_cached_prompt_tokens_are_read_from_either_usage_form(style):
     with ScriptedServer([{"body": body}]) as server:
         engine = engine_for(server.url)
         try:
-            (row,) = sample_batch(
-                engine, [{"prompt_id": "p", "sample_idx": 0, "seed": 1, "messages": chat("q")}], None, SamplingConfig(), "fp"
-            )
+            work = [{"prompt_id": "p", "sample_idx": 0, "seed": 1, "messages": chat("q")}]
+            (row,) = sample_batch(engine, work, None, SamplingConfig(), "fp")
         finally:
             engine.close()
     assert (row["prompt_tokens"], row["cached_tokens"]) == (7, 5)
@@ -170,7 +173,8 @@ def test_a_cached_count_that_is_not_a_count_within_the_prompt_is_not_believed():
     type: the client's own model turns "5" into 5 in prompt_tokens_details.)"""
     bodies = {"neg": -1, "over": 8, "text": "5", "flag": True, "none": None, "ok": 7}
     script = {
-        name: [{"body": chat_response(name, cached_tokens=value, cache_style="deepseek")}] for name, value in bodies.items()
+        name: [{"body": chat_response(name, cached_tokens=value, cache_style="deepseek")}]
+        for name, value in bodies.items()
     }
     with ScriptedServer(script) as server:
         engine = engine_for(server.url)
@@ -178,7 +182,8 @@ def test_a_cached_count_that_is_not_a_count_within_the_prompt_is_not_believed():
             done = engine.generate([Request(messages=chat(name), max_tokens=8, tag=name) for name in bodies])
         finally:
             engine.close()
-    assert {c.tag: c.cached_tokens for c in done} == {"neg": None, "over": None, "text": None, "flag": None, "none": None, "ok": 7}
+    believed = {c.tag: c.cached_tokens for c in done}
+    assert believed == {"neg": None, "over": None, "text": None, "flag": None, "none": None, "ok": 7}
 
 
 def test_request_fields_and_json_schema_go_out_as_response_format():
@@ -283,7 +288,6 @@ def test_the_api_example_reads_its_key_from_the_named_variable(monkeypatch):
 
     def preflight(cfg):
         RunGraph(cfg).preflight()
-
 
     path = Path(__file__).resolve().parents[2] / "conf" / "r1_api.yaml"
     monkeypatch.delenv("DEEPSEEK_API_KEY", raising=False)
@@ -461,7 +465,11 @@ def test_credentials_in_base_url_never_reach_a_row_error():
 
 # -- scoring: a reward model behind a vLLM server's pooling routes ----------------------------------
 def conversation(answer: str) -> list[dict[str, str]]:
-    return [{"role": "system", "content": "Be a host."}, *chat("Is link 3 in stock?"), {"role": "assistant", "content": answer}]
+    return [
+        {"role": "system", "content": "Be a host."},
+        *chat("Is link 3 in stock?"),
+        {"role": "assistant", "content": answer},
+    ]
 
 
 def score_one(engine: OpenAIEngine, request=None):
@@ -490,7 +498,9 @@ def test_each_scoring_route_posts_at_the_server_root_and_reads_its_output(route,
     if route == "score":
         assert (body["text_1"], body["text_2"]) == ("Be a host.\n\nIs link 3 in stock?", "Yes!")
     else:
-        assert body["messages"] == conversation("Yes!") and body.get("task") == ("classify" if route == "pooling" else None)
+        assert body["messages"] == conversation("Yes!") and body.get("task") == (
+            "classify" if route == "pooling" else None
+        )
 
 
 def test_scoring_bodies_and_replies_are_the_installed_vllm_servers_own():
@@ -526,9 +536,18 @@ def test_a_scoring_fault_is_retried_alone_and_a_context_overflow_is_the_rows_err
     from factory.engines.base import ScoreRequest
     from tests.engines.loopback import score_response
 
-    overflow = {"status": 400, "body": {"error": {"message": (  # vllm/renderers/params.py, pooling has no output
-        "This model's maximum context length is 512 tokens. However, your prompt contains 700 input tokens, which "
-        "exceeds this limit even without any output tokens. Please reduce the length of the input prompt.")}}}  # fmt: skip
+    overflow = {
+        "status": 400,
+        "body": {
+            "error": {
+                "message": (  # vllm/renderers/params.py, pooling has no output
+                    "This model's maximum context length is 512 tokens. However, your prompt contains 700 input "
+                    "tokens, which "
+                    "exceeds this limit even without any output tokens. Please reduce the length of the input prompt."
+                )
+            }
+        },
+    }
     script = {
         "flaky": [rate_limited("0"), server_error(503), {"body": score_response(1.25)}],
         "long": [overflow],
