@@ -112,8 +112,7 @@ def funnel(report: dict[str, Any], manifest: dict[str, Any], invalid: list[tuple
 def glance(cfg: Any, manifest: dict[str, Any], report: dict[str, Any], metrics: dict[str, Any] | None) -> str:
     """Cards of the headline numbers, then config essentials, requests / tokens / spend / time per stage,
     engine pools, fingerprints and versions."""
-    from factory import config as config_mod
-    from factory.rundir.secrets import redact
+    from factory.rundir.secrets import stored_config
 
     pairs = report["pairs"]
     timings = manifest.get("timings") or {}
@@ -137,7 +136,7 @@ def glance(cfg: Any, manifest: dict[str, Any], report: dict[str, Any], metrics: 
     ]
     out.append("</div>")
 
-    conf = redact(config_mod.to_dict(cfg))
+    conf = stored_config(cfg)  # the manifest's scrub: a value holding a key shows as ***
     sampler, judge, p = conf["sampler"], conf["judge"], conf["pairs"]
     rows = [
         ["prompts", f"{conf['prompts']['path']} (limit {conf['prompts']['limit']})"],
