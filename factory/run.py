@@ -82,7 +82,7 @@ def run(
         else:
             manifest, outputs = _round(graph, session, guard)
         written = session.finish(manifest)
-        write_run_page(session.store, cfg, written, outputs.scored)  # report/index.html (factory.commands.page)
+        write_run_page(session.store, cfg, written, outputs)  # report/index.html (factory.commands.page)
     return RunResult(written, outputs.scored, outputs.pairs)
 
 

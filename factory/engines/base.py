@@ -77,6 +77,7 @@ class Completion:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     reasoning_tokens: int | None = None  # set when the engine's usage reports it
+    cached_tokens: int | None = None  # of prompt_tokens, those the server's prefix cache served (when it says)
     latency_s: float = 0.0
     error: str | None = None
     attempts: int = 1

@@ -257,6 +257,7 @@ def sample_row(row: dict[str, Any], completion: Completion, engine: Engine, samp
         "answer_tokens": a_tok,
         "completion_tokens": c_tok,
         "prompt_tokens": completion.prompt_tokens,
+        "cached_tokens": completion.cached_tokens,
         "finish_reason": completion.finish_reason or ("error" if completion.error else ""),
         "error": completion.error,
         "latency_s": completion.latency_s,
@@ -275,7 +276,7 @@ def failed_samples(requests: list[dict], reason: str, sampler_fp: str, attempts:
             "prompt_hash": messages_hash(r["messages"]) if "messages" in r else None, "seed": r["seed"],
             "reasoning": "", "answer": "", "text": "", "reasoning_tokens": 0, "answer_tokens": 0,
             "completion_tokens": 0, "prompt_tokens": None, "finish_reason": "error", "error": reason,
-            "latency_s": 0.0, "attempts": attempts, "model": None, "created_at": now,
+            "latency_s": 0.0, "attempts": attempts, "model": None, "created_at": now, "cached_tokens": None,
         }
         for r in requests
     ]  # fmt: skip
