@@ -14,7 +14,7 @@ import pytest
 
 from tests.synthetic import make_run
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 R1 = ROOT / "tests" / "pairs" / "fixtures" / "templates" / "deepseek_r1"
 pytestmark = [pytest.mark.vllm, pytest.mark.skipif(not importlib.util.find_spec("trl"), reason="needs trl (vllm tier)")]
 

@@ -13,7 +13,7 @@ import yaml
 from factory import config
 from factory.executor.core import STOP_GRACE_S
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 JOB = yaml.safe_load((ROOT / "jobs" / "rayjob.yaml").read_text())
 
 

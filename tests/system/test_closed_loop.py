@@ -14,7 +14,7 @@ import pytest
 
 from tests.synthetic import make_run
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.vllm,
