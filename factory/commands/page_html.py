@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from factory.commands.page_assets import CSS, SCRIPT
+from factory.commands.report import DIMENSION_HEADERS, dimension_rows
 
 
 def _text(value: Any, digits: int = 3) -> str:
@@ -247,6 +248,9 @@ def judges_section(report: dict[str, Any]) -> str:
         out.append(_table(["tag", "valid", "chosen", "rejected"],
                           [[r["tag"], *("-" if r[s] is None else f"{100 * r[s]:.1f}%" for s in ("valid", "chosen", "rejected"))]
                            for r in report["tags"]]))  # fmt: skip
+    if report.get("dimensions"):
+        out.append("<h3>Dimensions (valid samples)</h3>")
+        out.append(_table(DIMENSION_HEADERS, dimension_rows(report["dimensions"])))
     return "".join(out) or '<p class="note">No judge rows.</p>'
 
 

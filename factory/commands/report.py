@@ -18,6 +18,8 @@ Table "judges": every judge of the run (judge, judges.<name>, reward_models.<nam
 scored column it makes, its stored rows ok / failed; with two or more pairs.judges, their pairwise
 agreement: the share of groups where two judges pick the same chosen and the same rejected sample.
 Table "tags" (when the judge gives tags, judge.tags): each tag's share of valid, chosen, rejected samples.
+Table "dimensions" (when the judge scores dimensions, judge.dimensions): each dim_* column's distribution
+on the valid samples: n, mean, p10 / p25 / median / p75 / p90 and a 10-bin histogram over 0..scale_max.
 Table "strategies" (issue 16): dp_dpo, quality, long2short, shortest_correct and reward on the same
 samples (factory.pairs.compare): pairs kept, mean token and quality gaps, share with the chosen shorter.
 Table "bias audit": per judge and reward model, the within-group rank correlation of score with length,
@@ -116,6 +118,23 @@ def tag_shares(scored: pl.DataFrame, prepared: pair_kernel.Prepared, groups: pl.
     return rows
 
 
+def dimension_distributions(scored: pl.DataFrame, prepared: pair_kernel.Prepared, scale_max: float) -> list[dict[str, Any]]:
+    """Each dim_* column on the valid samples: n, mean, quantiles and a histogram of 10 equal bins over
+    0..scale_max (a score at scale_max falls in the last bin)."""
+    rows = []
+    for column in [c for c in scored.columns if c.startswith("dim_")]:
+        values = scored[column].cast(pl.Float64).gather(prepared.valid["row"]).drop_nulls().fill_nan(None).drop_nulls()
+        array = values.to_numpy()
+        quantiles = np.quantile(array, [0.1, 0.25, 0.5, 0.75, 0.9]).tolist() if len(array) else [None] * 5
+        bins = np.clip((array / scale_max * 10).astype(np.int64), 0, 9) if len(array) else np.empty(0, np.int64)
+        rows.append(
+            {"column": column, "n": len(array), "mean": float(array.mean()) if len(array) else None,
+             **dict(zip(("p10", "p25", "p50", "p75", "p90"), quantiles)),
+             "histogram": np.bincount(bins, minlength=10).tolist()}
+        )  # fmt: skip
+    return rows
+
+
 def build_report(
     scored: pl.DataFrame,
     judgments: pl.DataFrame,
@@ -158,6 +177,7 @@ def build_report(
         "table": table,
         "score_columns": score_columns(scored, prepared, groups),
         "tags": tag_shares(scored, prepared, groups),
+        "dimensions": dimension_distributions(scored, prepared, cfg.judge.scale_max),
         "judges": judge_rows(cfg, judges or {}),
         "strategies": compare.compare(scored, cfg.pairs, cfg.judge.scale_max, prepared=base),  # issue 16
         "bias_audit": audit.bias_audit(scored, prepared, groups, cfg.pairs, cfg.judge.scale_max, judge_scales(cfg)),
@@ -264,6 +284,7 @@ def render_markdown(report: dict[str, Any], cfg: RunConfig, note: str | None = N
                 ],
             )
         )
+    out += dimensions_markdown(report.get("dimensions"), scale)
     if report.get("judges") or pairs["judge_agreement"]:
         out += ["", "## Judges", ""]
     if report.get("judges"):
@@ -337,6 +358,23 @@ def render_markdown(report: dict[str, Any], cfg: RunConfig, note: str | None = N
 def judge_scales(cfg: RunConfig) -> dict[str, float]:
     """Each GenRM judge's quality column -> its scale_max (the audit shows scores on it)."""
     return {"quality": cfg.judge.scale_max} | {f"quality_{n}": j.scale_max for n, j in cfg.judges.items()}
+
+
+DIMENSION_HEADERS = ["dimension", "n", "mean", "p10", "p25", "median", "p75", "p90", "histogram (10 bins, 0 -> max)"]
+
+
+def dimension_rows(rows: list[dict[str, Any]]) -> list[list[Any]]:
+    """The dimensions table's rows (Markdown and the page render the same rows)."""
+    keys = ("n", "mean", "p10", "p25", "p50", "p75", "p90")
+    return [[r["column"], *(r[k] for k in keys), " ".join(str(c) for c in r["histogram"])] for r in rows]
+
+
+def dimensions_markdown(rows: list[dict[str, Any]] | None, scale: str) -> list[str]:
+    if not rows:
+        return []
+    out = ["", "## Dimensions", "", f"Each rubric dimension's scores ({scale}) on the valid samples.", ""]
+    out.append(markdown(DIMENSION_HEADERS, dimension_rows(rows)))
+    return out
 
 
 def balance_markdown(balance: dict[str, Any] | None) -> list[str]:

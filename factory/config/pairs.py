@@ -28,7 +28,8 @@ class TermConfig:
         "(rubric dimension, judge scale), reward_<name> (reward-model raw score), verify_<name> (a verifier's "
         "verdict, 0..1), repetition (repeated n-gram "
         "ratio of `field`), answer_chars (answer length in characters), format (1 when the answer breaks "
-        "`pattern`), think (1 when the <think> block breaks `require`).",
+        "`pattern`), think (1 when the <think> block breaks `require`), tag_<tag> (1 when the judge's tags "
+        "hold <tag>, else 0: exclude_below 1 requires the tag, exclude_above 0 forbids it; after judging).",
         "",
     )
     name: str = help_("Label in stats, reports and exclusion counts; '' = source (repetition: repetition_<field>).", "")
@@ -278,7 +279,8 @@ class SourceSpec:
     """A term source's name pattern and defaults. `scale`: the divisor of norm `scale` ("one": 1,
     "judge": judge.scale_max, None: norm scale is not allowed); `missing`: the exclusion reason of a
     sample without a value; `free`: known without any request (the rules, and verifiers): as a filter it
-    applies before judging. factory/pairs/terms.py gives each one its polars measurement."""
+    applies before judging; `judged`: read from the judge's reply though not a score column (tags): as a
+    filter it applies after judging. factory/pairs/terms.py gives each one its polars measurement."""
 
     pattern: str
     direction: str
@@ -286,6 +288,7 @@ class SourceSpec:
     scale: Optional[str] = None
     missing: Optional[str] = None
     free: bool = False
+    judged: bool = False
 
 
 TERM_SOURCES: dict[str, SourceSpec] = {
@@ -298,6 +301,7 @@ TERM_SOURCES: dict[str, SourceSpec] = {
     "answer_chars": SourceSpec("answer_chars", "lower", "group"),
     "format": SourceSpec("format", "lower", "none", "one"),
     "think": SourceSpec("think", "lower", "none", "one"),
+    "tag": SourceSpec(r"tag_.+", "higher", "none", "one", judged=True),
 }
 
 
@@ -341,7 +345,10 @@ def check_terms(cfg: PairsConfig) -> None:
 def _check_entry(entry: TermConfig, key: str) -> None:
     name = source_name(entry.source)
     if name is None:
-        valid = "length, quality, quality_<judge>, dim_<name>, reward_<name>, verify_<name>, repetition, answer_chars, format, think"
+        valid = (
+            "length, quality, quality_<judge>, dim_<name>, reward_<name>, verify_<name>, repetition, answer_chars, "
+            "format, think, tag_<tag>"
+        )
         raise ConfigError(f"{key}.source: {entry.source!r} is not a term source ({valid})")
     source = TERM_SOURCES[name]
     norm = entry.norm or source.norm

@@ -118,6 +118,26 @@ def test_report_shows_every_judge_their_agreement_dimensions_and_tags(tmp_path, 
     assert valid_share["short"] + valid_share["long"] == pytest.approx(1.0)  # one tag per judgment
     for line in ("## Judges", "| reward_rm ", "| reward_model", "quality_b vs reward_rm", "## Tags", "| dim_question"):
         assert line in out, line
+    # issue 25: each dimension's distribution on the valid samples
+    dims = {r["column"]: r for r in numbers["dimensions"]}
+    assert set(dims) == {"dim_question", "dim_product_info", "dim_self", "dim_instruction"}
+    for row in dims.values():
+        assert sum(row["histogram"]) == row["n"] == numbers["pairs"]["samples_valid"]
+        assert row["p10"] <= row["p25"] <= row["p50"] <= row["p75"] <= row["p90"]
+    assert "## Dimensions" in out
+
+
+def test_dimension_distributions_bin_over_the_judge_scale():
+    frame = scored([("a", 0, 100, 0.9), ("a", 1, 200, 0.5), ("a", 2, 300, 0.5, "length")]).with_columns(
+        pl.Series("dim_question", [100.0, 15.0, 50.0])
+    )
+    numbers = report.build_report(frame, pl.DataFrame({"parse_status": ["ok"] * 3}), RunConfig())
+    (row,) = numbers["dimensions"]
+    # the truncated sample is not valid: 15 in bin 1, 100 (the top of the scale) in the last bin
+    assert row["n"] == 2 and row["histogram"] == [0, 1, 0, 0, 0, 0, 0, 0, 0, 1] and row["mean"] == 57.5
+    assert row["p50"] == pytest.approx(57.5)
+    text = report.render_markdown(numbers, RunConfig())
+    assert "## Dimensions" in text and "| dim_question | 2 " in text
 
 
 def test_a_run_with_one_judge_and_no_tags_reports_as_before():
