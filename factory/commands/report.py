@@ -381,11 +381,15 @@ def balance_markdown(balance: dict[str, Any] | None) -> list[str]:
     """pairs.balance: the cap in force and the pairs kept / dropped per value."""
     if not balance:
         return []
-    cap = balance["cap"] if balance["cap"] is not None else "none (target share not reachable)"
+    cap = balance["cap"] if balance["cap"] is not None else "none" + (" (target share not reachable)" if balance["target_share"] else "")
     share = "" if balance["target_share"] is None else f", target share {balance['target_share']:g}"
-    out = ["", f"## Balance by {balance['column']}", "", f"Cap per value: {cap}{share}.", ""]
-    rows = [[value, c["kept"], c["over_balance"]] for value, c in balance["by_value"].items()]
-    out.append(markdown(["value", "pairs kept", "over_balance"], rows))
+    floor = balance.get("floor")
+    over = "" if floor is None else f" Floor per value: {floor} (each pair repeated at most {balance['max_repeats']} times)."
+    out = ["", f"## Balance by {balance['column']}", "", f"Cap per value: {cap}{share}.{over}", ""]
+    headers = ["value", "pairs kept", "over_balance", *(["repeated"] if floor is not None else [])]
+    rows = [[value, c["kept"], c["over_balance"], *([c["repeated"]] if floor is not None else [])]
+            for value, c in balance["by_value"].items()]  # fmt: skip
+    out.append(markdown(headers, rows))
     return out
 
 
@@ -626,9 +630,10 @@ def run_report(run_dir: str, overrides: list[str] | None = None) -> tuple[str, d
     stored = store.read("pairs")
     stored_n = 0 if stored is None else stored.height
     note = None
-    if stored_n != report["pairs"]["pairs_kept"]:
+    written = report["pairs"]["pairs_kept"] + (report["pairs"].get("pairs_repeated") or 0)  # balance.floor repeats
+    if stored_n != written:
         note = (
-            f"pairs/ holds {stored_n} pairs but these settings keep {report['pairs']['pairs_kept']}: "
+            f"pairs/ holds {stored_n} pairs but these settings write {written}: "
             "run `factory pairs` with the same keys to rebuild it"
         )
     text = render_markdown(report, cfg, note)

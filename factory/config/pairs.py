@@ -72,16 +72,29 @@ class BalanceConfig:
         "pairs (in (0, 1]); with too few values to reach it, nothing is dropped and the stats say so.",
         None,
     )
+    floor: Optional[int] = help_(
+        "Over-sampling (seed 003): a value with fewer kept pairs than this has them repeated, largest margins "
+        "first in turn, up to it (each pair written at most 1 + max_repeats times); the repeats are rows of "
+        "pairs/ with `repeat` >= 1, counted per value and as pairs_repeated.",
+        None,
+    )
+    max_repeats: int = help_("With floor: the most repeats of one pair (the cap on over-sampling).", 3)
 
 
 def check_balance(b: BalanceConfig) -> None:
-    chosen = [k for k in ("cap", "target_share") if getattr(b, k) is not None]
+    chosen = [k for k in ("cap", "target_share", "floor") if getattr(b, k) is not None]
     if not b.column and chosen:
         raise ConfigError(f"pairs.balance.column: required with pairs.balance.{chosen[0]}")
-    if b.column and len(chosen) != 1:
+    if b.column and not chosen:
+        raise ConfigError("pairs.balance.cap: give pairs.balance.cap, pairs.balance.target_share or pairs.balance.floor")
+    if b.cap is not None and b.target_share is not None:
         raise ConfigError("pairs.balance.cap: give exactly one of pairs.balance.cap and pairs.balance.target_share")
     if b.cap is not None and b.cap < 1:
         raise ConfigError(f"pairs.balance.cap: must be >= 1, got {b.cap}")
+    if b.floor is not None and (b.floor < 1 or (b.cap is not None and b.floor > b.cap)):
+        raise ConfigError(f"pairs.balance.floor: must be >= 1 and at most pairs.balance.cap, got {b.floor}")
+    if b.max_repeats < 1:
+        raise ConfigError(f"pairs.balance.max_repeats: must be >= 1, got {b.max_repeats}")
     share = b.target_share
     if share is not None and not (math.isfinite(share) and 0 < share <= 1):
         raise ConfigError(f"pairs.balance.target_share: must be in (0, 1], got {share}")

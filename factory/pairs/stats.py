@@ -63,12 +63,20 @@ class PairStats:
     target: int | None = None
     prompts_needed_more: int | None = None
     balance: dict[str, Any] = field(default_factory=dict)  # pairs.balance: column, cap, per value
+    pairs_repeated: int | None = None  # pairs.balance.floor: the repeat rows written beside the kept pairs
 
     def as_dict(self) -> dict[str, Any]:
         out = dict(self.__dict__)
         if not out["balance"]:
             del out["balance"]
+        if out["pairs_repeated"] is None:
+            del out["pairs_repeated"]
         return out
+
+    @property
+    def pairs_written(self) -> int:
+        """The rows of pairs/: every kept pair once, plus its repeats (pairs.balance.floor)."""
+        return self.pairs_kept + (self.pairs_repeated or 0)
 
 
 def summarize(
@@ -107,6 +115,8 @@ def summarize(
     stats.judge_agreement = agreement
     if cfg.balance.column:
         stats.balance = _balance_counts(frame, cfg, balance_cap)
+    if cfg.balance.floor is not None:
+        stats.pairs_repeated = int(frame["repeats"].sum())
     _fill_means(stats, frame.filter(pl.col("outcome") == "kept"))
     _fill_target(stats)
     return stats
@@ -123,25 +133,33 @@ def group_buckets(group: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.
 
 def _balance_counts(frame: pl.DataFrame, cfg: PairsConfig, cap: int | None) -> dict[str, Any]:
     """pairs.balance: the cap in force and, per value, the pairs kept and dropped as over_balance."""
+    floor = cfg.balance.floor
+    repeats = [pl.col("repeats").sum().alias("repeated")] if floor is not None else []
     counts = (
         frame.group_by("balance_value")
         .agg(
             (pl.col("outcome") == "kept").sum().alias("kept"),
             (pl.col("outcome") == "over_balance").sum().alias("over_balance"),
+            *repeats,
         )
         .sort("balance_value", nulls_last=True)
     )
     share = cfg.balance.target_share
-    return {
+    out = {
         "column": cfg.balance.column,
         "cap": cap,
         "target_share": share,
         "reachable": None if share is None else cap is not None,
         "by_value": {
-            "(null)" if v is None else str(v): {"kept": int(k), "over_balance": int(d)}
-            for v, k, d in counts.iter_rows()
-        },
+            "(null)" if row[0] is None else str(row[0]): {
+                "kept": int(row[1]), "over_balance": int(row[2]), **({"repeated": int(row[3])} if repeats else {})
+            }
+            for row in counts.iter_rows()
+        },  # fmt: skip
     }
+    if floor is not None:
+        out |= {"floor": floor, "max_repeats": cfg.balance.max_repeats}
+    return out
 
 
 def _norm_label(term: Any, prepared: Prepared, cfg: PairsConfig) -> str:
