@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from factory.commands.page_assets import CSS, SCRIPT
-from factory.commands.report import DIMENSION_HEADERS, dimension_rows
+from factory.commands.report import DIMENSION_HEADERS, against_tables, dimension_rows
 
 
 def _text(value: Any, digits: int = 3) -> str:
@@ -335,4 +335,9 @@ def build_page(
     ]  # fmt: skip
     nav = [("glance", "at a glance"), ("funnel", "funnel"), ("tables", "tables"), ("plots", "plots"), ("judges", "judges"),
            ("pairs", "pairs"), ("dropped", "dropped groups"), ("excluded", "excluded samples")]  # fmt: skip
+    against = report.get("against")
+    if against:  # `factory report A --against B`: the same tables as the Markdown's
+        body = "".join(f"<h3>{html.escape(t)}</h3>" + _table(h, rows) for t, h, rows in against_tables(against))
+        sections.insert(5, _section("against", f"Against {against['run']}", body, "A is this run, B the other run."))
+        nav.insert(5, ("against", "against"))
     return render_html(title, sections, data, nav)

@@ -350,6 +350,7 @@ def render_markdown(report: dict[str, Any], cfg: RunConfig, note: str | None = N
     for outcome, n in pairs["pairs_by_outcome"].items():
         rows.append([f"candidate pairs: {outcome}", n, _rate(n, pairs["pairs_candidate"])])
     out.append(markdown(["what", "count", "rate"], rows))
+    out += against_markdown(report.get("against"))
     out += ["", "Plots: lengths.png, margins.png, quality.png.", ""]
     return "\n".join(out)
 
@@ -532,6 +533,74 @@ def write_long_prompts(run_dir: str, path: str, overrides: list[str] | None = No
     )
 
 
+# -- issue 25: `factory report A --against B` (seed 002's version comparison) -----------------------
+def _numbers_of(run_dir: str) -> tuple[dict[str, Any], RunConfig]:
+    """Another run's report numbers, with its own stored config; nothing is written there."""
+    from factory.commands import rebuild
+
+    run = rebuild.read_run(run_dir, None)
+    read = run.graph.scored(run.store, run.prompts)
+    scored = pair_kernel.attach(read.scored, run.prompts, run.cfg.pairs)
+    return build_report(scored, read.judgments, run.cfg, None), run.cfg
+
+
+def against_numbers(a: dict[str, Any], cfg_a: RunConfig, b: dict[str, Any], cfg_b: RunConfig, name: str) -> dict[str, Any]:
+    """This run (A) beside run B: headline counts, each tag's share of valid and chosen samples, each
+    dimension's mean and median on the valid samples (on each run's judge scale). A tag or dimension
+    one run lacks is null there."""
+
+    def count(report: dict[str, Any], key: str) -> Any:
+        return report["pairs"][key]
+
+    totals = [
+        {"what": key, "a": count(a, key), "b": count(b, key)}
+        for key in ("samples_total", "samples_valid", "groups", "pairs_kept")
+    ]
+    tags_a, tags_b = ({r["tag"]: r for r in rep["tags"]} for rep in (a, b))
+    tags = [
+        {"tag": tag, **{f"{side}_{run}": (rows.get(tag) or {}).get(side) for side in ("valid", "chosen") for run, rows in (("a", tags_a), ("b", tags_b))}}
+        for tag in sorted(set(tags_a) | set(tags_b))
+    ]  # fmt: skip
+    dims_a, dims_b = ({r["column"]: r for r in rep.get("dimensions", [])} for rep in (a, b))
+    dimensions = [
+        {"column": col, **{f"{k}_{run}": (rows.get(col) or {}).get(k) for k in ("n", "mean", "p50") for run, rows in (("a", dims_a), ("b", dims_b))}}
+        for col in sorted(set(dims_a) | set(dims_b))
+    ]  # fmt: skip
+    scales = {"a": cfg_a.judge.scale_max, "b": cfg_b.judge.scale_max}
+    return {"run": name, "totals": totals, "tags": tags, "dimensions": dimensions, "scale_max": scales}
+
+
+def against_tables(against: dict[str, Any]) -> list[tuple[str, list[str], list[list[Any]]]]:
+    """The comparison's tables as (title, headers, rows), rendered to Markdown here and to HTML by the page."""
+    out = [("Counts", ["count", "A (this run)", "B", "B - A"],
+            [[r["what"], r["a"], r["b"], r["b"] - r["a"]] for r in against["totals"]])]  # fmt: skip
+    if against["tags"]:
+        rows = [[r["tag"], _rate_value(r["valid_a"]), _rate_value(r["valid_b"]), _points(r["valid_a"], r["valid_b"]),
+                 _rate_value(r["chosen_a"]), _rate_value(r["chosen_b"])] for r in against["tags"]]  # fmt: skip
+        out.append(("Tags (share of samples)", ["tag", "valid A", "valid B", "B - A (points)", "chosen A", "chosen B"], rows))
+    if against["dimensions"]:
+        rows = [[r["column"], r["n_a"], r["n_b"], num(r["mean_a"], 2), num(r["mean_b"], 2),
+                 None if r["mean_a"] is None or r["mean_b"] is None else num(r["mean_b"] - r["mean_a"], 2),
+                 num(r["p50_a"], 2), num(r["p50_b"], 2)] for r in against["dimensions"]]  # fmt: skip
+        out.append(("Dimensions (valid samples)", ["dimension", "n A", "n B", "mean A", "mean B", "B - A", "median A", "median B"], rows))
+    return out
+
+
+def against_markdown(against: dict[str, Any] | None) -> list[str]:
+    if not against:
+        return []
+    scales = against["scale_max"]
+    out = ["", f"## Against {against['run']}", "",
+           f"A is this run, B the other (each with its own stored config; judge scales /{scales['a']:g} and /{scales['b']:g})."]  # fmt: skip
+    for title, headers, rows in against_tables(against):
+        out += ["", f"### {title}", "", markdown(headers, rows)]
+    return out
+
+
+def _points(a: float | None, b: float | None) -> str:
+    return "-" if a is None or b is None else f"{100 * (b - a):+.1f}"
+
+
 def judge_rows(cfg: RunConfig, counts: dict[str, dict[str, int]]) -> list[dict[str, Any]]:
     """One row per judge of the run (the run graph's entries): stage, kind, scored column, config key,
     stored rows ok / failed."""
@@ -615,9 +684,13 @@ def quality_png(report: dict[str, Any], cfg: RunConfig) -> bytes:
 
 
 # -- the command ---------------------------------------------------------------------------------
-def run_report(run_dir: str, overrides: list[str] | None = None) -> tuple[str, dict[str, Any], dict[str, Any]]:
+def run_report(
+    run_dir: str, overrides: list[str] | None = None, against: str | None = None
+) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """`factory report`: report/ in the run directory; returns (markdown, numbers, the page's inputs:
-    factory.commands.page.write_page(**inputs) writes report/index.html from the same numbers)."""
+    factory.commands.page.write_page(**inputs) writes report/index.html from the same numbers).
+    `against` (`--against RUN_B`): another run directory, read with its own stored config (nothing is
+    written there); its tag and dimension shares are shown beside this run's."""
     from factory.commands import rebuild
 
     run = rebuild.read_run(run_dir, overrides)
@@ -627,6 +700,8 @@ def run_report(run_dir: str, overrides: list[str] | None = None) -> tuple[str, d
     scored, frames = pair_kernel.attach(read.scored, prompts, cfg.pairs), read.frames  # balance: a prompt column
     decided: dict[str, Any] = {}
     report = build_report(scored, read.judgments, cfg, graph.judge_counts(frames), decided)
+    if against is not None:  # seed 002: this version's shares beside another run's
+        report["against"] = against_numbers(report, cfg, *_numbers_of(against), against)
     stored = store.read("pairs")
     stored_n = 0 if stored is None else stored.height
     note = None

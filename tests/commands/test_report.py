@@ -182,3 +182,43 @@ def test_report_and_sweep_balance_by_a_prompt_column(tmp_path, capsys):
     assert "## Balance by question" in text and balance["cap"] == 1
     assert sum(v["kept"] for v in balance["by_value"].values()) == numbers["pairs"]["pairs_kept"]
     assert cli.main(["sweep", url, *keys]) == 0
+
+
+def test_report_against_another_run_prints_both_runs_tag_and_dimension_shares(tmp_path, capsys):
+    from tests.test_run import local_run, synthetic_cfg
+
+    def version(name: str, *extra: str) -> str:
+        folder = tmp_path / name
+        folder.mkdir()
+        cfg = synthetic_cfg(folder, 6, "sampler.k=4", "judge.dimensions=true", "judge.tags=true", *extra)
+        local_run(cfg)
+        return cfg.output_dir
+
+    a = version("a", "judge.tag_values=[short,long]")
+    b = version("b", "judge.tag_values=[short,long,rude]", "sampler.k=3")
+    assert cli.main(["report", b]) == 0  # B's own report, to compare with
+    own_b = json.loads((tmp_path / "b" / "run" / "report" / "report.json").read_text())
+    before_b = sorted(p.name for p in (tmp_path / "b" / "run").rglob("*"))
+    capsys.readouterr()
+    assert cli.main(["report", a, "--against", b]) == 0
+    out = capsys.readouterr().out
+    numbers = json.loads((tmp_path / "a" / "run" / "report" / "report.json").read_text())
+    against = numbers["against"]
+    assert against["run"] == b
+    tags = {r["tag"]: r for r in against["tags"]}
+    assert set(tags) == {"short", "long", "rude"} and tags["rude"]["valid_a"] is None
+    for row in numbers["tags"]:  # A's side is A's own report, B's side is B's
+        assert tags[row["tag"]]["valid_a"] == row["valid"]
+    for row in own_b["tags"]:
+        assert tags[row["tag"]]["valid_b"] == row["valid"]
+    dims = {r["column"]: r for r in against["dimensions"]}
+    assert {r["column"]: r["mean"] for r in own_b["dimensions"]} == {c: r["mean_b"] for c, r in dims.items()}
+    assert {r["column"]: r["mean"] for r in numbers["dimensions"]} == {c: r["mean_a"] for c, r in dims.items()}
+    import re
+
+    assert f"## Against {b}" in out and "### Tags (share of samples)" in out
+    assert re.search(r"\| rude +\| +- +\| +\d+\.\d%", out)  # a tag only B has: A's share is -
+    assert "### Dimensions (valid samples)" in out and "| dim_question     |  21 |  16 |" in out
+    assert sorted(p.name for p in (tmp_path / "b" / "run").rglob("*")) == before_b  # nothing written in B
+    page = (tmp_path / "a" / "run" / "report" / "index.html").read_text()
+    assert f"Against {b}" in page and 'href="#against"' in page
