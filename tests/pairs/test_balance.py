@@ -138,3 +138,18 @@ def test_factory_run_writes_the_repeats_to_pairs_and_counts_them_in_the_manifest
     pairs_out = RunStore(str(tmp_path / "run")).read("pairs")
     assert pairs_out.height == counts["pairs_kept"] + counts["pairs_repeated"] and counts["pairs_repeated"] == by_value["b"]["repeated"]
     assert pairs_out.filter(pl.col("repeat") > 0)["prompt_id"].is_in(["p2", "p5"]).all()
+
+
+def test_the_report_shows_the_floor_and_the_repeats_per_value():
+    from factory.commands import report
+    from factory.config import RunConfig
+
+    frame, prompts = frame_and_prompts(CATEGORIES)
+    cfg = RunConfig()
+    cfg.pairs = PairsConfig(drop_ratio=0.0, balance=BalanceConfig(column="category", floor=3))
+    scored_with = pairs.attach(frame, prompts, cfg.pairs)
+    numbers = report.build_report(scored_with, pl.DataFrame({"parse_status": ["ok"]}), cfg)
+    text = report.render_markdown(numbers, cfg)
+    assert numbers["pairs"]["pairs_repeated"] == 1 + 2  # beauty 2 -> 3, null 1 -> 3
+    assert "Floor per value: 3 (each pair repeated at most 3 times)." in text
+    assert "| value   | pairs kept | over_balance | repeated |" in text
