@@ -21,6 +21,7 @@ agreement: the share of groups where two judges pick the same chosen and the sam
 Table "tags" (when the judge gives tags, judge.tags): each tag's share of valid, chosen, rejected samples.
 Table "dimensions" (when the judge scores dimensions, judge.dimensions): each dim_* column's distribution
 on the valid samples: n, mean, p10 / p25 / median / p75 / p90 and a 10-bin histogram over 0..scale_max.
+`--against RUN_B`: tables "against" with B's counts, tag shares and dimension means beside this run's.
 Table "strategies" (issue 16): dp_dpo, quality, long2short, shortest_correct and reward on the same
 samples (factory.pairs.compare): pairs kept, mean token and quality gaps, share with the chosen shorter.
 Table "bias audit": per judge and reward model, the within-group rank correlation of score with length,
@@ -42,18 +43,11 @@ import numpy as np
 import polars as pl
 
 from factory import pairs as pair_kernel
-from factory.commands.present import markdown, num, png, pyplot
-from factory.config import RunConfig
+from factory.commands.present import Table, markdown_tables, num, png, pyplot
+from factory.config import RunConfig, kinds
 from factory.config.strategies import LONG2SHORT
 from factory.pairs import audit, compare, long2short
-from factory.pairs.terms import NOT_JUDGES
 from factory.stages import judge as judge_stage
-
-SCORE_COLUMNS = r"^(quality_\w+|dim_\w+|reward_\w+|verify_\w+)$"
-
-
-
-
 
 
 def set_stats(name: str, tokens: pl.Series, quality: pl.Series, cfg: RunConfig) -> dict[str, Any]:
@@ -84,7 +78,7 @@ def score_columns(scored: pl.DataFrame, prepared: pair_kernel.Prepared, groups: 
     chosen and rejected sides."""
     kept = groups.filter(pl.col("outcome") == "kept")
     rows = []
-    for column in [c for c in scored.select(pl.col(SCORE_COLUMNS)).columns if c not in NOT_JUDGES]:
+    for column in kinds.score_columns(scored.columns):
         values = scored[column].cast(pl.Float64)
 
         def mean(positions: pl.Series, values: pl.Series = values) -> float | None:
@@ -119,7 +113,9 @@ def tag_shares(scored: pl.DataFrame, prepared: pair_kernel.Prepared, groups: pl.
     return rows
 
 
-def dimension_distributions(scored: pl.DataFrame, prepared: pair_kernel.Prepared, scale_max: float) -> list[dict[str, Any]]:
+def dimension_distributions(
+    scored: pl.DataFrame, prepared: pair_kernel.Prepared, scale_max: float
+) -> list[dict[str, Any]]:
     """Each dim_* column on the valid samples: n, mean, quantiles and a histogram of 10 equal bins over
     0..scale_max (a score at scale_max falls in the last bin)."""
     rows = []
@@ -181,7 +177,9 @@ def build_report(
         "dimensions": dimension_distributions(scored, prepared, cfg.judge.scale_max),
         "judges": judge_rows(cfg, judges or {}),
         "strategies": compare.compare(scored, cfg.pairs, cfg.judge.scale_max, prepared=base),  # issue 16
-        "bias_audit": audit.bias_audit(scored, prepared, groups, cfg.pairs, cfg.judge.scale_max, judge_scales(cfg)),
+        "bias_audit": audit.bias_audit(
+            scored, prepared, groups, cfg.pairs, cfg.judge.scale_max, kinds.judge_scales(cfg)
+        ),
         "long2short": {
             "max_chosen_tokens": cfg.pairs.max_chosen_tokens,
             "mean_chosen_tokens": l2s.mean_chosen_tokens,
@@ -192,7 +190,9 @@ def build_report(
             **long2short.source_counts(l2s_groups, cfg.pairs),  # issue 16: the source's 4650 of 4915
         },
         "judgments": {
-            "total": judged, "by_status": parse, "parse_failures": failed,
+            "total": judged,
+            "by_status": parse,
+            "parse_failures": failed,
             "parse_failure_rate": failed / judged if judged else None,
         },  # fmt: skip
         "margins": groups["margin"].to_list(),
@@ -208,109 +208,124 @@ def build_report(
     }
 
 
-def render_markdown(report: dict[str, Any], cfg: RunConfig, note: str | None = None) -> str:
+def report_tables(report: dict[str, Any], cfg: RunConfig) -> list[Table]:
+    """Every table of the report, once, as data: report.md and the page (factory/commands/page_html.py)
+    render these same tables."""
     pairs, l2s = report["pairs"], report["long2short"]
     scale = f"/{cfg.judge.scale_max:g}"
-    out = [f"# factory report: {cfg.output_dir}", ""]
-    if note:
-        out += [f"> {note}", ""]
-    out += ["## Samples and pairs", ""]
-    out.append(
-        markdown(
+    tables = [
+        Table(
+            "Samples and pairs",
             ["set", "n", f"mean score {scale}", "mean tokens", "max tokens", "mean RT (s)", "max RT (s)"],
             [
                 [r["set"], r["n"], r["mean_score"], r["mean_tokens"], r["max_tokens"], r["mean_rt_s"], r["max_rt_s"]]
                 for r in report["table"]
             ],
-        )
-    )
-    out += ["", f"RT = decoded tokens / {cfg.decode_tokens_per_s:g} tokens/s (decode_tokens_per_s).", ""]
+            after=f"RT = decoded tokens / {cfg.decode_tokens_per_s:g} tokens/s (decode_tokens_per_s).",
+        )  # fmt: skip
+    ]
     threshold = "-" if pairs["delta"] is None else f"{pairs['delta']:.4f} ({pairs['delta_rule']})"
     cap = cfg.pairs.max_pairs_per_group
-    out += ["## Pairs", ""]
-    out.append(
-        markdown(
-            ["setting or count", "value"],
-            [
-                ["strategy", report["strategy"]],
-                ["pairing (cap per group)", f"{pairs['pairing']} ({'none' if cap is None else cap})"],
-                ["judges (combine)", f"{', '.join(cfg.pairs.judges)} ({pairs['combine']})"],
-                ["drop_ratio / delta", f"{cfg.pairs.drop_ratio:g} / {threshold}"],
-                ["groups (prompts with samples)", pairs["groups"]],
-                ["groups with a kept pair", pairs["groups_by_outcome"]["kept"]],
-                ["pairs kept / dropped below delta", f"{pairs['pairs_kept']} / {pairs['pairs_dropped']}"],
-                ["mean token gap (rejected - chosen)", pairs["mean_token_gap"]],
-                [
-                    f"mean score gap (chosen - rejected, {scale})",
-                    None if pairs["mean_quality_gap"] is None else pairs["mean_quality_gap"] * cfg.judge.scale_max,
-                ],
-            ],
-        )
-    )
-    out += [
-        "",
-        "## Terms",
-        "",
-        "S = sum of weight x term; a term with bounds also excludes samples (its name is the reason).",
-        "",
-    ]
-    out.append(
-        markdown(
+    gap = None if pairs["mean_quality_gap"] is None else pairs["mean_quality_gap"] * cfg.judge.scale_max
+    tables.append(Table("Pairs", ["setting or count", "value"], [
+        ["strategy", report["strategy"]],
+        ["pairing (cap per group)", f"{pairs['pairing']} ({'none' if cap is None else cap})"],
+        ["judges (combine)", f"{', '.join(cfg.pairs.judges)} ({pairs['combine']})"],
+        ["drop_ratio / delta", f"{cfg.pairs.drop_ratio:g} / {threshold}"],
+        ["groups (prompts with samples)", pairs["groups"]],
+        ["groups with a kept pair", pairs["groups_by_outcome"]["kept"]],
+        ["pairs kept / dropped below delta", f"{pairs['pairs_kept']} / {pairs['pairs_dropped']}"],
+        ["mean token gap (rejected - chosen)", pairs["mean_token_gap"]],
+        [f"mean score gap (chosen - rejected, {scale})", gap],
+    ]))  # fmt: skip
+    tables.append(
+        Table(
+            "Terms",
             ["term", "source", "weight", "norm", "direction", "excluded when", "key"],
             [
                 [t["name"], t["source"], f"{t['weight']:g}", t["norm"], t["direction"], _bounds(t), t["key"]]
                 for t in pairs["terms"]
             ],
+            note="S = sum of weight x term; a term with bounds also excludes samples (its name is the reason).",
         )
     )
     if report["score_columns"]:
-        out += ["", "## Score columns", ""]
-        out.append(
-            markdown(
+        tables.append(
+            Table(
+                "Score columns",
                 ["column", "mean on valid", "mean chosen", "mean rejected"],
                 [
                     [r["column"], num(r["valid"], 3), num(r["chosen"], 3), num(r["rejected"], 3)]
                     for r in report["score_columns"]
                 ],
+                place="judges",
             )
         )
     if report.get("tags"):
-        out += ["", "## Tags", "", "Share of samples whose judgment carries the tag.", ""]
-        out.append(
-            markdown(
-                ["tag", "valid", "chosen", "rejected"],
-                [
-                    [r["tag"], _rate_value(r["valid"]), _rate_value(r["chosen"]), _rate_value(r["rejected"])]
-                    for r in report["tags"]
-                ],
-            )
-        )
-    out += dimensions_markdown(report.get("dimensions"), scale)
-    if report.get("judges") or pairs["judge_agreement"]:
-        out += ["", "## Judges", ""]
+        tables.append(Table(
+            "Tags", ["tag", "valid", "chosen", "rejected"],
+            [[r["tag"], *(_rate_value(r[s]) for s in ("valid", "chosen", "rejected"))] for r in report["tags"]],
+            note="Share of samples whose judgment carries the tag.", place="judges",
+        ))  # fmt: skip
+    if report.get("dimensions"):
+        keys = ("n", "mean", "p10", "p25", "p50", "p75", "p90")
+        headers = ["dimension", "n", "mean", "p10", "p25", "median", "p75", "p90", "histogram (10 bins, 0 -> max)"]
+        tables.append(Table(
+            "Dimensions", headers,
+            [[r["column"], *(r[k] for k in keys), " ".join(map(str, r["histogram"]))] for r in report["dimensions"]],
+            note=f"Each rubric dimension's scores ({scale}) on the valid samples.", place="judges",
+        ))  # fmt: skip
+    title = "Judges"
     if report.get("judges"):
-        out.append(
-            markdown(
+        tables.append(
+            Table(
+                title,
                 ["judge", "kind", "column", "ok", "failed", "key", "mode", "prompt tokens / judgment"],
                 [
-                    [j["stage"], j["kind"], j["column"], j["ok"], j["failed"], j["key"], j.get("mode") or "-",
-                     "-" if j.get("prompt_tokens_per_judgment") is None else f"{j['prompt_tokens_per_judgment']:.0f}"]
+                    [
+                        j["stage"],
+                        j["kind"],
+                        j["column"],
+                        j["ok"],
+                        j["failed"],
+                        j["key"],
+                        j.get("mode") or "-",
+                        "-"
+                        if j.get("prompt_tokens_per_judgment") is None
+                        else f"{j['prompt_tokens_per_judgment']:.0f}",
+                    ]
                     for j in report["judges"]
                 ],  # fmt: skip
+                place="judges",
             )
         )
-        out.append("")
+        title = ""
     if pairs["judge_agreement"]:
-        out += ["Agreement: share of groups where both judges pick the same chosen and rejected sample.", ""]
-        out.append(
-            markdown(["judges", "agreement"], [[k, _rate_value(v)] for k, v in pairs["judge_agreement"].items()])
+        tables.append(
+            Table(
+                title,
+                ["judges", "agreement"],
+                [[k, _rate_value(v)] for k, v in pairs["judge_agreement"].items()],
+                note="Agreement: share of groups where both judges pick the same chosen and rejected sample.",
+                place="judges",
+            )
         )
-    out += balance_markdown(pairs.get("balance"))  # issue 16
-    out += strategies_markdown(report["strategies"], cfg)
-    out += bias_markdown(report["bias_audit"])
-    out += ["", "## long2short", ""]
-    out.append(
-        markdown(
+    tables += balance_tables(pairs.get("balance"))  # issue 16
+    tables.append(strategies_table(report["strategies"], cfg))
+    tables += bias_tables(report["bias_audit"])
+    ran_long = ""
+    if l2s.get("groups_ran_long") is not None:  # issue 16
+        ran_long = (
+            f"Groups that ran long (a sample at or above {l2s['max_chosen_tokens']} tokens): "
+            f"{l2s['groups_ran_long']}, of which succeeded (a sample under it: shortest chosen, longest "
+            f"rejected): {l2s['groups_ran_long_succeeded']}; mean chosen / rejected tokens there "
+            f"{num(l2s['mean_chosen_tokens_ran_long'])} / {num(l2s['mean_rejected_tokens_ran_long'])}. "
+            "The source's re-sampling of only these prompts: `factory pairs RUN_DIR --long-prompts FILE`, then "
+            "a run on FILE (factory/pairs/long2short.py)."
+        )
+    tables.append(
+        Table(
+            "long2short",
             ["mean chosen tokens", "mean rejected tokens", "groups succeeded / total", "no sample under limit"],
             [
                 [
@@ -320,20 +335,17 @@ def render_markdown(report: dict[str, Any], cfg: RunConfig, note: str | None = N
                     f"{l2s['groups_no_short_sample']} (limit < {l2s['max_chosen_tokens']} tokens)",
                 ]
             ],
+            after=ran_long,
         )
     )
-    if l2s.get("groups_ran_long") is not None:  # issue 16
-        out += [
-            "",
-            f"Groups that ran long (a sample at or above {l2s['max_chosen_tokens']} tokens): "
-            f"{l2s['groups_ran_long']}, of which succeeded (a sample under it: shortest chosen, longest "
-            f"rejected): {l2s['groups_ran_long_succeeded']}; mean chosen / rejected tokens there "
-            f"{num(l2s['mean_chosen_tokens_ran_long'])} / {num(l2s['mean_rejected_tokens_ran_long'])}. "
-            "The source's re-sampling of only these prompts: `factory pairs RUN_DIR --long-prompts FILE`, then "
-            "a run on FILE (factory/pairs/long2short.py).",
-        ]
-    out += ["", "## Rates", ""]
-    judged = report["judgments"]
+    tables.append(Table("Rates", ["what", "count", "rate"], rate_rows(report)))
+    return tables + against_tables(report.get("against"))
+
+
+def rate_rows(report: dict[str, Any]) -> list[list[Any]]:
+    """Judge statuses, sample exclusions, group buckets and candidate pair outcomes, every one of them
+    (a zero row says the check ran; the page lists the same rows)."""
+    pairs, judged = report["pairs"], report["judgments"]
     rows = [[f"judgment {status}", n, _rate(n, judged["total"])] for status, n in sorted(judged["by_status"].items())]
     failures = judged.get("parse_failures")  # reports written before it had the count: from the statuses
     if failures is None:
@@ -354,157 +366,85 @@ def render_markdown(report: dict[str, Any], cfg: RunConfig, note: str | None = N
     rows.append(["groups kept (a pair or more)", buckets["kept"], _rate(buckets["kept"], pairs["groups"])])
     for outcome, n in pairs["pairs_by_outcome"].items():
         rows.append([f"candidate pairs: {outcome}", n, _rate(n, pairs["pairs_candidate"])])
-    out.append(markdown(["what", "count", "rate"], rows))
-    out += against_markdown(report.get("against"))
-    out += ["", "Plots: lengths.png, margins.png, quality.png.", ""]
+    return rows
+
+
+def render_markdown(report: dict[str, Any], cfg: RunConfig, note: str | None = None) -> str:
+    out = [f"# factory report: {cfg.output_dir}", ""]
+    if note:
+        out += [f"> {note}", ""]
+    out.append(markdown_tables(report_tables(report, cfg)))
+    out += ["Plots: lengths.png, margins.png, quality.png.", ""]
     return "\n".join(out)
 
 
 # -- issue 16: strategies side by side, the judges' bias audit ---------------------------------------
-def judge_scales(cfg: RunConfig) -> dict[str, float]:
-    """Each GenRM judge's quality column -> its scale_max (the audit shows scores on it)."""
-    return {"quality": cfg.judge.scale_max} | {f"quality_{n}": j.scale_max for n, j in cfg.judges.items()}
-
-
-DIMENSION_HEADERS = ["dimension", "n", "mean", "p10", "p25", "median", "p75", "p90", "histogram (10 bins, 0 -> max)"]
-
-
-def dimension_rows(rows: list[dict[str, Any]]) -> list[list[Any]]:
-    """The dimensions table's rows (Markdown and the page render the same rows)."""
-    keys = ("n", "mean", "p10", "p25", "p50", "p75", "p90")
-    return [[r["column"], *(r[k] for k in keys), " ".join(str(c) for c in r["histogram"])] for r in rows]
-
-
-def dimensions_markdown(rows: list[dict[str, Any]] | None, scale: str) -> list[str]:
-    if not rows:
-        return []
-    out = ["", "## Dimensions", "", f"Each rubric dimension's scores ({scale}) on the valid samples.", ""]
-    out.append(markdown(DIMENSION_HEADERS, dimension_rows(rows)))
-    return out
-
-
-def balance_markdown(balance: dict[str, Any] | None) -> list[str]:
+def balance_tables(balance: dict[str, Any] | None) -> list[Table]:
     """pairs.balance: the cap in force and the pairs kept / dropped per value."""
     if not balance:
         return []
-    cap = balance["cap"] if balance["cap"] is not None else "none" + (" (target share not reachable)" if balance["target_share"] else "")
+    unreached = " (target share not reachable)" if balance["target_share"] else ""
+    cap = balance["cap"] if balance["cap"] is not None else "none" + unreached
     share = "" if balance["target_share"] is None else f", target share {balance['target_share']:g}"
-    floor = balance.get("floor")
-    over = "" if floor is None else f" Floor per value: {floor} (each pair repeated at most {balance['max_repeats']} times)."
-    out = ["", f"## Balance by {balance['column']}", "", f"Cap per value: {cap}{share}.{over}", ""]
+    floor = balance.get("floor")  # pairs.balance.floor: over-sampling
+    over = (
+        ""
+        if floor is None
+        else f" Floor per value: {floor} (each pair repeated at most {balance['max_repeats']} times)."
+    )
     headers = ["value", "pairs kept", "over_balance", *(["repeated"] if floor is not None else [])]
     rows = [[value, c["kept"], c["over_balance"], *([c["repeated"]] if floor is not None else [])]
             for value, c in balance["by_value"].items()]  # fmt: skip
-    out.append(markdown(headers, rows))
-    return out
+    return [Table(f"Balance by {balance['column']}", headers, rows, note=f"Cap per value: {cap}{share}.{over}")]
 
 
-def strategies_markdown(rows: list[dict[str, Any]], cfg: RunConfig) -> list[str]:
-    """The strategies table (factory.pairs.compare), as lines of Markdown."""
+def strategies_table(rows: list[dict[str, Any]], cfg: RunConfig) -> Table:
+    """The strategies table (factory.pairs.compare)."""
     scale = cfg.judge.scale_max
-    out = ["", "## Strategies on the same samples", ""]
-    out.append(
-        "Each recipe through the same kernel, with the run's filters, dedupe, pairing and judges; "
-        f"quality gap on the primary judge's scale (/{scale:g}); no LLM call."
-    )
-    out.append("")
-    out.append(
-        markdown(
-            [
-                "strategy",
-                "setting",
-                "pairs kept",
-                "mean token gap",
-                f"mean quality gap /{scale:g}",
-                "chosen shorter",
-                "mean chosen tokens",
-            ],
-            [
-                [
-                    r["strategy"],
-                    r["setting"],
-                    r["pairs_kept"],
-                    r["mean_token_gap"],
-                    None if r["mean_quality_gap"] is None else r["mean_quality_gap"] * scale,
-                    _rate_value(r["chosen_shorter"]),
-                    r["mean_chosen_tokens"],
-                ]
-                for r in rows
-            ],
-        )  # fmt: skip
-    )
-    return out
+    return Table(
+        "Strategies on the same samples",
+        ["strategy", "setting", "pairs kept", "mean token gap", f"mean quality gap /{scale:g}", "chosen shorter",
+         "mean chosen tokens"],
+        [[r["strategy"], r["setting"], r["pairs_kept"], r["mean_token_gap"],
+          None if r["mean_quality_gap"] is None else r["mean_quality_gap"] * scale, _rate_value(r["chosen_shorter"]),
+          r["mean_chosen_tokens"]] for r in rows],
+        note="Each recipe through the same kernel, with the run's filters, dedupe, pairing and judges; "
+        f"quality gap on the primary judge's scale (/{scale:g}); no LLM call.",
+    )  # fmt: skip
 
 
-def bias_markdown(audit_numbers: dict[str, Any]) -> list[str]:
-    """The bias audit (factory.pairs.audit), as lines of Markdown."""
+def bias_tables(audit_numbers: dict[str, Any]) -> list[Table]:
+    """The bias audit (factory.pairs.audit): length bias, token gaps, score distributions."""
     if not audit_numbers["length_bias"]:
         return []
-    out = ["", "## Bias audit", ""]
-    out.append(
-        "Within each group of valid samples: the rank correlation of each judge's score with length (> 0: "
-        "longer scores higher), and the share of groups where the judge's top-scored sample is longer "
-        '(what "always pick the longer" agrees with) or shorter than its bottom-scored one.'
-    )
-    out.append("")
-    out.append(
-        markdown(
+    return [
+        Table(
+            "Bias audit",
             ["judge", "samples", "groups", "spearman (mean)", "picks longer", "picks shorter", "groups preferring"],
-            [
-                [
-                    r["judge"],
-                    r["samples"],
-                    r["groups"],
-                    num(r["spearman"], 3),
-                    _rate_value(r["picks_longer"]),
-                    _rate_value(r["picks_shorter"]),
-                    r["groups_preferring"],
-                ]
-                for r in audit_numbers["length_bias"]
-            ],
-        )  # fmt: skip
-    )
-    out += ["", "Token gap (rejected - chosen) of the kept pairs: this build's, and each judge's own pairs "
-            "(highest vs lowest score, no length term).", ""]  # fmt: skip
-    out.append(
-        markdown(
-            ["pairs", "n", "mean", "p10", "p25", "median", "p75", "p90", "chosen shorter"],
-            [
-                [
-                    r["pairs"],
-                    r["n"],
-                    r["mean"],
-                    r["p10"],
-                    r["p25"],
-                    r["p50"],
-                    r["p75"],
-                    r["p90"],
-                    _rate_value(r["chosen_shorter"]),
-                ]
-                for r in audit_numbers["gaps"]
-            ],
-        )  # fmt: skip
-    )
-    out += ["", "Score distribution: every stored score; 10 equal bins over the range (a judge that gives the "
-            "bottom or the top of its scale to most samples shows at a glance).", ""]  # fmt: skip
-    out.append(
-        markdown(
-            ["judge", "n", "distinct", "range", "at bottom", "at top", "histogram (low -> high)"],
-            [
-                [
-                    r["judge"],
-                    r["n"],
-                    r["distinct"],
-                    r["range"],
-                    _rate_value(r["at_bottom"]),
-                    _rate_value(r["at_top"]),
-                    " ".join(str(c) for c in r["histogram"]),
-                ]
-                for r in audit_numbers["scores"]
-            ],
-        )  # fmt: skip
-    )
-    return out
+            [[r["judge"], r["samples"], r["groups"], num(r["spearman"], 3), _rate_value(r["picks_longer"]),
+              _rate_value(r["picks_shorter"]), r["groups_preferring"]] for r in audit_numbers["length_bias"]],
+            note="Within each group of valid samples: the rank correlation of each judge's score with length (> 0: "
+            "longer scores higher), and the share of groups where the judge's top-scored sample is longer "
+            '(what "always pick the longer" agrees with) or shorter than its bottom-scored one.',
+            place="judges",
+        ),
+        Table(
+            "", ["pairs", "n", "mean", "p10", "p25", "median", "p75", "p90", "chosen shorter"],
+            [[r["pairs"], r["n"], r["mean"], r["p10"], r["p25"], r["p50"], r["p75"], r["p90"],
+              _rate_value(r["chosen_shorter"])] for r in audit_numbers["gaps"]],
+            note="Token gap (rejected - chosen) of the kept pairs: this build's, and each judge's own pairs "
+            "(highest vs lowest score, no length term).",
+            place="judges",
+        ),
+        Table(
+            "", ["judge", "n", "distinct", "range", "at bottom", "at top", "histogram (low -> high)"],
+            [[r["judge"], r["n"], r["distinct"], r["range"], _rate_value(r["at_bottom"]), _rate_value(r["at_top"]),
+              " ".join(str(c) for c in r["histogram"])] for r in audit_numbers["scores"]],
+            note="Score distribution: every stored score; 10 equal bins over the range (a judge that gives the "
+            "bottom or the top of its scale to most samples shows at a glance).",
+            place="judges",
+        ),
+    ]  # fmt: skip
 
 
 def run_compare(run_dir: str, overrides: list[str] | None = None) -> str:
@@ -515,7 +455,7 @@ def run_compare(run_dir: str, overrides: list[str] | None = None) -> str:
     cfg, prompts = run.cfg, run.prompts
     scored = run.graph.scored(run.store, prompts).scored
     rows = compare.compare(pair_kernel.attach(scored, prompts, cfg.pairs), cfg.pairs, cfg.judge.scale_max)
-    return "\n".join(strategies_markdown(rows, cfg)).strip() + "\n"
+    return markdown_tables([strategies_table(rows, cfg)]).strip() + "\n"
 
 
 def write_long_prompts(run_dir: str, path: str, overrides: list[str] | None = None) -> str:
@@ -549,56 +489,56 @@ def _numbers_of(run_dir: str) -> tuple[dict[str, Any], RunConfig]:
     return build_report(scored, read.judgments, run.cfg, None), run.cfg
 
 
-def against_numbers(a: dict[str, Any], cfg_a: RunConfig, b: dict[str, Any], cfg_b: RunConfig, name: str) -> dict[str, Any]:
+def against_numbers(
+    a: dict[str, Any], cfg_a: RunConfig, b: dict[str, Any], cfg_b: RunConfig, name: str
+) -> dict[str, Any]:
     """This run (A) beside run B: headline counts, each tag's share of valid and chosen samples, each
-    dimension's mean and median on the valid samples (on each run's judge scale). A tag or dimension
+    dimension's n, mean and median on the valid samples (on each run's judge scale). A tag or dimension
     one run lacks is null there."""
-
-    def count(report: dict[str, Any], key: str) -> Any:
-        return report["pairs"][key]
-
     totals = [
-        {"what": key, "a": count(a, key), "b": count(b, key)}
+        {"what": key, "a": a["pairs"][key], "b": b["pairs"][key]}
         for key in ("samples_total", "samples_valid", "groups", "pairs_kept")
     ]
-    tags_a, tags_b = ({r["tag"]: r for r in rep["tags"]} for rep in (a, b))
+    runs = (("a", a), ("b", b))
+    tags_of = {run: {r["tag"]: r for r in rep["tags"]} for run, rep in runs}
+    def pick(rows: dict[str, Any], key: str, field: str) -> Any:
+        return (rows.get(key) or {}).get(field)
+
     tags = [
-        {"tag": tag, **{f"{side}_{run}": (rows.get(tag) or {}).get(side) for side in ("valid", "chosen") for run, rows in (("a", tags_a), ("b", tags_b))}}
-        for tag in sorted(set(tags_a) | set(tags_b))
+        {"tag": tag, **{f"{side}_{run}": pick(tags_of[run], tag, side) for side in ("valid", "chosen") for run in "ab"}}
+        for tag in sorted(set(tags_of["a"]) | set(tags_of["b"]))
     ]  # fmt: skip
-    dims_a, dims_b = ({r["column"]: r for r in rep.get("dimensions", [])} for rep in (a, b))
+    dims_of = {run: {r["column"]: r for r in rep.get("dimensions", [])} for run, rep in runs}
     dimensions = [
-        {"column": col, **{f"{k}_{run}": (rows.get(col) or {}).get(k) for k in ("n", "mean", "p50") for run, rows in (("a", dims_a), ("b", dims_b))}}
-        for col in sorted(set(dims_a) | set(dims_b))
+        {"column": col, **{f"{k}_{run}": pick(dims_of[run], col, k) for k in ("n", "mean", "p50") for run in "ab"}}
+        for col in sorted(set(dims_of["a"]) | set(dims_of["b"]))
     ]  # fmt: skip
     scales = {"a": cfg_a.judge.scale_max, "b": cfg_b.judge.scale_max}
     return {"run": name, "totals": totals, "tags": tags, "dimensions": dimensions, "scale_max": scales}
 
 
-def against_tables(against: dict[str, Any]) -> list[tuple[str, list[str], list[list[Any]]]]:
-    """The comparison's tables as (title, headers, rows), rendered to Markdown here and to HTML by the page."""
-    out = [("Counts", ["count", "A (this run)", "B", "B - A"],
-            [[r["what"], r["a"], r["b"], r["b"] - r["a"]] for r in against["totals"]])]  # fmt: skip
+def against_tables(against: dict[str, Any] | None) -> list[Table]:
+    """The comparison's tables (place "against": report.md and the page's own section)."""
+    if not against:
+        return []
+    scales = against["scale_max"]
+    out = [Table(
+        f"Against {against['run']}", ["count", "A (this run)", "B", "B - A"],
+        [[r["what"], r["a"], r["b"], r["b"] - r["a"]] for r in against["totals"]],
+        note=f"A is this run, B the other (each with its own stored config; judge scales /{scales['a']:g} and "
+        f"/{scales['b']:g}).", place="against",
+    )]  # fmt: skip
     if against["tags"]:
         rows = [[r["tag"], _rate_value(r["valid_a"]), _rate_value(r["valid_b"]), _points(r["valid_a"], r["valid_b"]),
                  _rate_value(r["chosen_a"]), _rate_value(r["chosen_b"])] for r in against["tags"]]  # fmt: skip
-        out.append(("Tags (share of samples)", ["tag", "valid A", "valid B", "B - A (points)", "chosen A", "chosen B"], rows))
+        headers = ["tag", "valid A", "valid B", "B - A (points)", "chosen A", "chosen B"]
+        out.append(Table("", headers, rows, note="Tags (share of samples):", place="against"))
     if against["dimensions"]:
         rows = [[r["column"], r["n_a"], r["n_b"], num(r["mean_a"], 2), num(r["mean_b"], 2),
                  None if r["mean_a"] is None or r["mean_b"] is None else num(r["mean_b"] - r["mean_a"], 2),
                  num(r["p50_a"], 2), num(r["p50_b"], 2)] for r in against["dimensions"]]  # fmt: skip
-        out.append(("Dimensions (valid samples)", ["dimension", "n A", "n B", "mean A", "mean B", "B - A", "median A", "median B"], rows))
-    return out
-
-
-def against_markdown(against: dict[str, Any] | None) -> list[str]:
-    if not against:
-        return []
-    scales = against["scale_max"]
-    out = ["", f"## Against {against['run']}", "",
-           f"A is this run, B the other (each with its own stored config; judge scales /{scales['a']:g} and /{scales['b']:g})."]  # fmt: skip
-    for title, headers, rows in against_tables(against):
-        out += ["", f"### {title}", "", markdown(headers, rows)]
+        headers = ["dimension", "n A", "n B", "mean A", "mean B", "B - A", "median A", "median B"]
+        out.append(Table("", headers, rows, note="Dimensions (valid samples):", place="against"))
     return out
 
 
@@ -612,7 +552,13 @@ def judge_rows(cfg: RunConfig, counts: dict[str, dict[str, int]]) -> list[dict[s
     from factory.graph import RunGraph
 
     return [
-        {"stage": j.stage, "kind": j.kind, "column": j.column, "key": j.key, **counts.get(j.stage, {"ok": 0, "failed": 0})}
+        {
+            "stage": j.stage,
+            "kind": j.kind,
+            "column": j.column,
+            "key": j.key,
+            **counts.get(j.stage, {"ok": 0, "failed": 0}),
+        }
         for j in RunGraph(cfg, stored={}).judges
     ]
 
@@ -635,8 +581,6 @@ def _rate_value(rate: float | None) -> str:
 
 
 # -- plots ---------------------------------------------------------------------------------------
-
-
 
 
 def lengths_png(report: dict[str, Any], cfg: RunConfig) -> bytes:
@@ -697,9 +641,11 @@ def run_report(
     `against` (`--against RUN_B`): another run directory, read with its own stored config (nothing is
     written there); its tag and dimension shares are shown beside this run's."""
     from factory.commands import rebuild
+    from factory.rundir.guard import check_run_dir
 
     run = rebuild.read_run(run_dir, overrides)
     cfg, store, manifest, prompts, graph = run.cfg, run.store, run.manifest, run.prompts, run.graph
+    check_run_dir(store, "RUN_DIR")  # report/ is replaced: never through a link out of the run
     cfg.output_dir = store.url
     read = graph.scored(store, prompts)
     scored, frames = pair_kernel.attach(read.scored, prompts, cfg.pairs), read.frames  # balance: a prompt column

@@ -24,7 +24,8 @@ class CandidateConfig:
     )
     cost: StageCostConfig = help_("Prices and throughput of this candidate's engine.", factory=StageCostConfig)
     decode_tokens_per_s: Optional[float] = help_(
-        "This candidate's decode speed for its RT (e.g. the same model in bf16 and in int8); null = decode_tokens_per_s.",
+        "This candidate's decode speed for its RT (e.g. the same model in bf16 and in int8); "
+        "null = decode_tokens_per_s.",
         None,
     )
 
@@ -95,7 +96,9 @@ class EvalConfig:
             if not re.fullmatch(CANDIDATE_NAME, str(name)) or not isinstance(path, str) or not path:
                 raise ConfigError(f"{p}sets.{name}: a set is name (letters, digits, _ . + -) -> a prompts file path")
         if c.baseline and c.baseline not in names:
-            raise ConfigError(f"{p}baseline: {c.baseline!r} is not a candidate; candidates: {', '.join(names) or 'none'}")
+            raise ConfigError(
+                f"{p}baseline: {c.baseline!r} is not a candidate; candidates: {', '.join(names) or 'none'}"
+            )
         for i, pattern in enumerate(c.referral_patterns):
             try:
                 re.compile(pattern)

@@ -26,7 +26,6 @@ With eval.sets, the same table per set, on all its prompts and on its multi-turn
 from __future__ import annotations
 
 import io
-import re
 from typing import Any
 
 import numpy as np
@@ -85,7 +84,11 @@ def split_tables(
     those of its prompts with a history ("multi_turn"; null when it has none). Judgment counts are the
     candidate's on those prompts."""
     sets = prompts["set"] if "set" in prompts.columns else pl.Series("set", [""] * prompts.height)
-    multi = prompts["history"].list.len().fill_null(0) > 0 if "history" in prompts.columns else pl.Series([False] * prompts.height)
+    multi = (
+        prompts["history"].list.len().fill_null(0) > 0
+        if "history" in prompts.columns
+        else pl.Series([False] * prompts.height)
+    )
     index = pl.DataFrame({"prompt_id": prompts["prompt_id"], "set": sets, "multi_turn": multi})
     out = []
     for name in sets.unique(maintain_order=True).to_list():
@@ -245,12 +248,19 @@ def markdown_table(rows: list[dict[str, Any]], cfg: RunConfig, answerable: bool)
     body = []
     for r in rows:
         line = [
-            r["model"], f"{r['prompts_scored']}/{r['prompts']}", _f(r["score"]), difference_text(r),
+            r["model"],
+            f"{r['prompts_scored']}/{r['prompts']}",
+            _f(r["score"]),
+            difference_text(r),
             f"{_f(r['mean_tokens'])} ({_f(r['mean_reasoning_tokens'])} + {_f(r['mean_answer_tokens'])})",
-            f"{r['max_tokens'] if r['max_tokens'] is not None else '-'} ({r['max_reasoning_tokens'] if r['max_reasoning_tokens'] is not None else '-'} / {r['max_answer_tokens'] if r['max_answer_tokens'] is not None else '-'})",
-            _f(r["mean_rt_s"], 2), _f(r["max_rt_s"], 2), _pct(r["truncated"]),
+            f"{r['max_tokens'] if r['max_tokens'] is not None else '-'} "
+            f"({'-' if r['max_reasoning_tokens'] is None else r['max_reasoning_tokens']} / "
+            f"{'-' if r['max_answer_tokens'] is None else r['max_answer_tokens']})",
+            _f(r["mean_rt_s"], 2),
+            _f(r["max_rt_s"], 2),
+            _pct(r["truncated"]),
             f"{r['judge_parse_failures']}/{r['judgments']}",
-        ]  # fmt: skip
+        ]
         if answerable:
             line.append(f"{_pct(r['answerable_agreement'])} of {r['answerable_labelled']}")
         body.append(line)
@@ -263,7 +273,12 @@ def splits_markdown(splits: list[dict[str, Any]], cfg: RunConfig, answerable: bo
     for split in splits:
         title = f"set {split['set']}" if split["set"] else "all prompts"
         if split["overall"] is not None:
-            out += [f"## {title}: overall ({split['prompts']} prompts)", "", markdown_table(split["overall"], cfg, answerable), ""]
+            out += [
+                f"## {title}: overall ({split['prompts']} prompts)",
+                "",
+                markdown_table(split["overall"], cfg, answerable),
+                "",
+            ]
         if split["multi_turn"] is not None:
             out += [f"## {title}: multi-turn ({split['multi_turn_prompts']} prompts with a history)", "",
                     markdown_table(split["multi_turn"], cfg, answerable), ""]  # fmt: skip
@@ -281,7 +296,8 @@ def notes(cfg: RunConfig, rows: list[dict[str, Any]], extra: list[str]) -> list[
         f"vs {rows[0]['baseline']}: paired by prompt (candidate - baseline): score difference with a bootstrap 95% "
         f"interval ({e.bootstrap} resamples of the prompts, seed {e.seed}), then the mean RT difference.",
         f"RT = completion tokens (reasoning + answer) / {cfg.decode_tokens_per_s:g} tokens/s (decode_tokens_per_s)"
-        + _own_speeds(cfg) + ".",
+        + _own_speeds(cfg)
+        + ".",
     ]
     if any(r["answerable_labelled"] for r in rows):
         out.append(
@@ -292,14 +308,23 @@ def notes(cfg: RunConfig, rows: list[dict[str, Any]], extra: list[str]) -> list[
     for r in rows:
         if r["samples_failed"] or r["judge_engine_errors"]:
             out.append(
-                f"{r['model']}: {r['samples_failed']} failed sample(s), {r['judge_engine_errors']} judge engine error(s)."
+                f"{r['model']}: {r['samples_failed']} failed sample(s), {r['judge_engine_errors']} judge engine "
+                "error(s)."
             )
     return out + extra
 
 
 def _own_speeds(cfg: RunConfig) -> str:
     own = {n: c.decode_tokens_per_s for n, c in cfg.eval.candidates.items() if c.decode_tokens_per_s}
-    return ("; " + ", ".join(f"{n}: {v:g} tokens/s" for n, v in own.items()) + " (eval.candidates.<name>.decode_tokens_per_s)") if own else ""
+    return (
+        (
+            "; "
+            + ", ".join(f"{n}: {v:g} tokens/s" for n, v in own.items())
+            + " (eval.candidates.<name>.decode_tokens_per_s)"
+        )
+        if own
+        else ""
+    )
 
 
 def score_rt_png(rows: list[dict[str, Any]], samples: pl.DataFrame, cfg: RunConfig) -> bytes:
@@ -325,10 +350,6 @@ def score_rt_png(rows: list[dict[str, Any]], samples: pl.DataFrame, cfg: RunConf
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
     return png(fig)
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.+-]", "_", text)
 
 
 def parquet_bytes(frame: pl.DataFrame) -> bytes:

@@ -1,4 +1,5 @@
 import json
+import re
 
 import polars as pl
 import pytest
@@ -214,11 +215,48 @@ def test_report_against_another_run_prints_both_runs_tag_and_dimension_shares(tm
     dims = {r["column"]: r for r in against["dimensions"]}
     assert {r["column"]: r["mean"] for r in own_b["dimensions"]} == {c: r["mean_b"] for c, r in dims.items()}
     assert {r["column"]: r["mean"] for r in numbers["dimensions"]} == {c: r["mean_a"] for c, r in dims.items()}
-    import re
-
-    assert f"## Against {b}" in out and "### Tags (share of samples)" in out
+    assert f"## Against {b}" in out and "Tags (share of samples):" in out
     assert re.search(r"\| rude +\| +- +\| +\d+\.\d%", out)  # a tag only B has: A's share is -
-    assert "### Dimensions (valid samples)" in out and "| dim_question     |  21 |  16 |" in out
+    assert "Dimensions (valid samples):" in out and "| dim_question     |  21 |  16 |" in out
     assert sorted(p.name for p in (tmp_path / "b" / "run").rglob("*")) == before_b  # nothing written in B
     page = (tmp_path / "a" / "run" / "report" / "index.html").read_text()
-    assert f"Against {b}" in page and 'href="#against"' in page
+    assert f"Against {b}" in page and 'href="#against"' in page and "<th>valid B</th>" in page
+
+
+def test_report_md_escapes_markup_and_table_characters_in_values():
+    # issue 22: a judge's tag (or a prompt's text) is any string; raw, a `|` or a newline breaks the table's
+    # row and `<` opens markup.
+    frame = scored([("a", 0, 125, 0.9), ("a", 1, 500, 0.5), ("b", 0, 100, 0.8), ("b", 1, 300, 0.6)])
+    hostile = "sh|ort\nnext <b>line</b>"
+    frame = frame.with_columns(pl.Series("tags", [[hostile], ["plain"], [hostile], []], pl.List(pl.String)))
+    numbers = report.build_report(frame, pl.DataFrame({"parse_status": ["ok"] * 4}), RunConfig())
+    text = report.render_markdown(numbers, RunConfig())
+    tags = text.split("## Tags")[1].split("\n## ")[0]
+    rows = [line for line in tags.splitlines() if line.startswith("|")]
+    assert len(rows) == 2 + 2  # header, rule, one row per tag: the newline did not start a row
+    escaped = next(line for line in rows if "sh" in line)
+    assert "sh\\|ort<br>next &lt;b>line&lt;/b>" in escaped and "<b>" not in text
+    cells = [c for c in re.split(r"(?<!\\)\|", escaped)[1:-1]]
+    assert len(cells) == 4  # tag, valid, chosen, rejected: the `|` in the tag is not a column
+
+
+def test_the_page_and_report_md_render_the_same_tables(tmp_path):
+    # One set of tables (report.report_tables), two generic renderers: the page's terms table has report.md's
+    # columns, and every rate row report.md lists (zero counts too) is on the page.
+    import html
+
+    from factory.commands.page_html import tables_html
+
+    frame = scored([("a", 0, 125, 0.9), ("a", 1, 500, 0.5), ("b", 0, 100, 0.8), ("b", 1, 300, 0.6)])
+    cfg = RunConfig()
+    cfg.pairs = PairsConfig(terms=[TermConfig(source="answer_chars", exclude_above=80)])
+    numbers = report.build_report(frame, pl.DataFrame({"parse_status": ["ok"] * 4}), cfg)
+    tables = report.report_tables(numbers, cfg)
+    page = tables_html(tables)
+    text = report.render_markdown(numbers, cfg)
+    for t in tables:
+        assert all(f"<th>{html.escape(h)}</th>" in page for h in t.headers) and (not t.title or f"## {t.title}" in text)
+    assert "<th>excluded when</th><th>key</th>" in page and "| excluded when |" in text
+    rates = next(t for t in tables if t.title == "Rates")
+    zero = [r[0] for r in rates.rows if r[1] == 0]
+    assert zero and all(f">{html.escape(name)}</td>" in page and f"| {name}" in text for name in zero)

@@ -220,14 +220,18 @@ def test_two_sets_each_get_an_overall_and_a_multi_turn_table_with_each_candidate
         return {r["model"]: r for r in rows}
 
     val_all, val_multi = by_model(splits["val"]["overall"]), by_model(splits["val"]["multi_turn"])
-    assert val_all["long"]["score"] == 40 and val_all["short"]["score"] == 70 and val_all["short"]["prompts_scored"] == 3
+    assert (
+        val_all["long"]["score"] == 40 and val_all["short"]["score"] == 70 and val_all["short"]["prompts_scored"] == 3
+    )
     assert val_multi["short"]["prompts"] == 2 and val_multi["short"]["prompts_scored"] == 1  # p3's judgment broke
     assert (val_multi["short"]["judgments"], val_multi["short"]["judge_parse_failures"]) == (2, 1)
     traffic_all, traffic_multi = by_model(splits["traffic"]["overall"]), by_model(splits["traffic"]["multi_turn"])
     assert traffic_all["long"]["score"] == 20 and traffic_multi["long"]["score"] == 0  # t5: cut inside <think>
     assert traffic_multi["short"]["score_diff"] == 70
     # RT per candidate: long at its own 100 tokens/s, short at decode_tokens_per_s (62.5)
-    assert val_all["long"]["mean_rt_s"] == pytest.approx(30 / 100) and val_all["short"]["mean_rt_s"] == pytest.approx(8 / 62.5)
+    assert val_all["long"]["mean_rt_s"] == pytest.approx(30 / 100) and val_all["short"]["mean_rt_s"] == pytest.approx(
+        8 / 62.5
+    )
     whole = rows_by_model(result)  # the main table: every set's prompts together, as before
     assert whole["long"]["score"] == pytest.approx(200 / 6) and whole["long"]["prompts"] == 6
     text = result["markdown"]
@@ -262,7 +266,9 @@ def test_a_group_judge_asks_once_per_prompt_and_candidate_and_scores_each_answer
             return eval_reply(request)
         content = request.messages[-1]["content"]
         blocks = content.split("[Answer ")[1:]
-        out = {b[0]: {"score": 70 if "customer service" in b else 40, "reason": "r"} for b in blocks if "BROKEN" not in b}
+        out = {
+            b[0]: {"score": 70 if "customer service" in b else 40, "reason": "r"} for b in blocks if "BROKEN" not in b
+        }
         return Completion(tag=None, text=json.dumps(out), finish_reason="stop", prompt_tokens=50, completion_tokens=9)
 
     from tests.fakes import FakeEngine
@@ -271,7 +277,9 @@ def test_a_group_judge_asks_once_per_prompt_and_candidate_and_scores_each_answer
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     point = evaluate(eval_config(tmp_path / "a", "eval.k=2"), eval_engine())
-    group = evaluate(eval_config(tmp_path / "b", "eval.k=2", "judge.mode=group", "judge.sampling.max_tokens=256"), engine)
+    group = evaluate(
+        eval_config(tmp_path / "b", "eval.k=2", "judge.mode=group", "judge.sampling.max_tokens=256"), engine
+    )
     requests = group["manifest"]["requests"]
     assert requests["judge:long"] * 2 == point["manifest"]["requests"]["judge:long"]
     assert rows_by_model(group)["short"]["score"] == pytest.approx(rows_by_model(point)["short"]["score"])

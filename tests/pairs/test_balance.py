@@ -73,7 +73,10 @@ def test_factory_run_balances_on_a_prompts_column_with_the_filters_before_judgin
     from tests.test_run import local_run, synthetic_cfg
 
     path = tmp_path / "prompts.jsonl"
-    rows = [{"id": f"p{i}", "product_info": {"name": f"thing {i}"}, "question": f"q{i}?", "category": "ab"[i % 2]} for i in range(6)]
+    rows = [
+        {"id": f"p{i}", "product_info": {"name": f"thing {i}"}, "question": f"q{i}?", "category": "ab"[i % 2]}
+        for i in range(6)
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     cfg = synthetic_cfg(
         tmp_path, 1, f"prompts.path={path}", "pairs.filter_before_judge=true", "pairs.drop_ratio=0",
@@ -107,7 +110,9 @@ def test_a_floor_repeats_the_pairs_of_rare_values_marked_counted_and_capped():
 
 
 def test_a_floor_goes_in_turn_largest_margins_first_beside_a_cap():
-    frame, prompts = frame_and_prompts({"a0": "a", "a1": "a", "a2": "a", "b0": "b", "b1": "b", "b2": "b", "b3": "b", "b4": "b"})
+    frame, prompts = frame_and_prompts(
+        {"a0": "a", "a1": "a", "a2": "a", "b0": "b", "b1": "b", "b2": "b", "b3": "b", "b4": "b"}
+    )
     cfg = PairsConfig(drop_ratio=0.0, balance=BalanceConfig(column="category", cap=4, floor=4))
     built = pairs.build(frame, prompts, cfg)
     counts = built.pairs.group_by("prompt_id").len().sort("prompt_id").rows()
@@ -126,7 +131,10 @@ def test_factory_run_writes_the_repeats_to_pairs_and_counts_them_in_the_manifest
     from tests.test_run import local_run, synthetic_cfg
 
     path = tmp_path / "prompts.jsonl"
-    rows = [{"id": f"p{i}", "product_info": {"name": f"t{i}"}, "question": f"q{i}?", "category": "aab"[i % 3]} for i in range(6)]
+    rows = [
+        {"id": f"p{i}", "product_info": {"name": f"t{i}"}, "question": f"q{i}?", "category": "aab"[i % 3]}
+        for i in range(6)
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     cfg = synthetic_cfg(
         tmp_path, 1, f"prompts.path={path}", "sampler.k=4", "pairs.drop_ratio=0",
@@ -136,7 +144,10 @@ def test_factory_run_writes_the_repeats_to_pairs_and_counts_them_in_the_manifest
     by_value, counts = manifest["pairs"]["balance"]["by_value"], manifest["counts"]
     assert by_value["a"]["repeated"] == 0 and by_value["b"]["kept"] + by_value["b"]["repeated"] == 4
     pairs_out = RunStore(str(tmp_path / "run")).read("pairs")
-    assert pairs_out.height == counts["pairs_kept"] + counts["pairs_repeated"] and counts["pairs_repeated"] == by_value["b"]["repeated"]
+    assert (
+        pairs_out.height == counts["pairs_kept"] + counts["pairs_repeated"]
+        and counts["pairs_repeated"] == by_value["b"]["repeated"]
+    )
     assert pairs_out.filter(pl.col("repeat") > 0)["prompt_id"].is_in(["p2", "p5"]).all()
 
 

@@ -20,8 +20,10 @@ TAGS = [["short"], ["off_topic"], ["long"], ["short"], ["short"], [], ["off_topi
 
 def kept_pairs(frame: pl.DataFrame, cfg: PairsConfig) -> list[tuple[str, int, int]]:
     built = pairs.build(frame, prompts_for(frame), cfg)
-    return [(r["prompt_id"], r["chosen_idx"], r["rejected_idx"]) for r in built.decisions.filter(
-        pl.col("outcome") == "kept").iter_rows(named=True)], built.stats  # type: ignore[return-value]
+    return [
+        (r["prompt_id"], r["chosen_idx"], r["rejected_idx"])
+        for r in built.decisions.filter(pl.col("outcome") == "kept").iter_rows(named=True)
+    ], built.stats  # type: ignore[return-value]
 
 
 def test_a_forbidden_tag_excludes_its_samples_under_the_term_name_after_judging():
@@ -90,7 +92,10 @@ def test_factory_run_filters_on_a_tag_after_judging_and_counts_it(tmp_path):
     duplicates = excluded.get("duplicate", 0)
     assert excluded["tag_long"] > 0  # the fake judge tags by seed: about half are long
     assert excluded["no_judgment"] == 0  # the tag filter does not stop a sample from being judged
-    assert manifest["pairs"]["samples_total"] == 24 and 24 - duplicates - excluded["tag_long"] == manifest["pairs"]["samples_valid"]
+    assert (
+        manifest["pairs"]["samples_total"] == 24
+        and 24 - duplicates - excluded["tag_long"] == manifest["pairs"]["samples_valid"]
+    )
 
 
 def test_a_tag_term_without_judge_tags_fails_at_preflight(tmp_path):
