@@ -6,6 +6,7 @@ same call works on a laptop and as the entry point of `ray job submit`.
     factory pairs RUN_DIR --compare        the selection strategies side by side (no LLM call, nothing written)
     factory sweep RUN_DIR [key=value ...]  w_len x drop_ratio grid -> sweep/ (csv + heatmaps), no LLM call
     factory report RUN_DIR [key=value ...] tables + PNG plots + index.html -> report/, no LLM call
+    factory report A --against B           the report of A, with A's and B's tag and dimension shares side by side
     factory calibrate [CONFIG] [key=value ...] [--data F] [--out D]   judge agreement on better/worse replies
     factory compact RUN_DIR                merge each table's parts into few large files
     factory doctor RUN_DIR                 read every part; move unreadable ones aside (quarantine)
@@ -92,7 +93,7 @@ def _report(args: argparse.Namespace) -> int:
     _live_note(args.run_dir, "this report covers the rows stored so far")
     if args.max_pairs is not None and args.max_pairs < 1:
         raise ConfigError(f"--max-pairs: must be at least 1, got {args.max_pairs}")
-    text, _, inputs = report.run_report(args.run_dir, args.overrides)
+    text, _, inputs = report.run_report(args.run_dir, args.overrides, args.against)
     page.write_page(**inputs, max_pairs=page.MAX_PAIRS if args.max_pairs is None else args.max_pairs)
     print(text)
     return 0
@@ -210,6 +211,10 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--max-pairs", type=int, default=None,
         help="pairs (and dropped groups, excluded samples) embedded in report/index.html, at most (default 2000)",
+    )  # fmt: skip
+    report.add_argument(
+        "--against", metavar="RUN_B", default=None,
+        help="another run directory: its tag and dimension shares beside this run's (nothing is written there)",
     )  # fmt: skip
     report.set_defaults(func=_report)
     cal = sub.add_parser("calibrate", help="judge agreement on the calibration set (better vs worse replies)")

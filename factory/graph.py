@@ -436,6 +436,12 @@ class RunGraph:
                 raise ConfigError(
                     f"{key}: no configured judge makes the column {column!r} ({hint}); judge columns: {have}"
                 )
+        tags_key = pair_kernel.required(cfg.pairs).get("tags")
+        tags_key = tags_key or ("pairs.balance.column" if cfg.pairs.balance.column == "tags" else None)
+        if tags_key and not cfg.judge.tags:
+            raise ConfigError(
+                f"{tags_key}: reads the judge's tags, which the judge is not asked for (set judge.tags=true)"
+            )
         if not cfg.prompts.path:
             raise ConfigError("prompts.path: no prompts file given")
         check_prompts(cfg)

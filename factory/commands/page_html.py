@@ -331,4 +331,8 @@ def build_page(
         ("dropped", "dropped groups"),
         ("excluded", "excluded samples"),
     ]
+    against = [t for t in tables if t.place == "against"]  # `factory report A --against B`
+    if against:
+        sections.insert(5, _section("against", "Against another run", tables_html(against)))
+        nav.insert(5, ("against", "against"))
     return render_html(title, sections, data, nav)

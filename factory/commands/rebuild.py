@@ -117,7 +117,8 @@ def write_outputs(store: RunStore, graph: RunGraph, prompts: pl.DataFrame, fps: 
     scored = pair_kernel.attach(read.scored, prompts, cfg.pairs)
     built = pair_kernel.build(scored, prompts, cfg.pairs, cfg.judge.scale_max)
     stats, pairs = built.stats, built.pairs
-    store.replace("pairs", pairs.to_arrow().cast(pair_kernel.pairs_schema(cfg.pairs.format)))
+    schema = pair_kernel.pairs_schema(cfg.pairs.format, cfg.pairs.balance.floor is not None)
+    store.replace("pairs", pairs.to_arrow().cast(schema))
     store.remove("sft")  # the layout before each export had its own folder (sft/<export>-*.parquet)
     for export in ("filter_long", "dp_sft"):
         if export in built.sft:  # one folder per export, so that sft/<export>/*.parquet is one data set
@@ -143,6 +144,7 @@ def write_outputs(store: RunStore, graph: RunGraph, prompts: pl.DataFrame, fps: 
         "groups": stats.groups,
         "pairs_kept": stats.pairs_kept,
         "pairs_dropped": stats.pairs_dropped,
+        **({"pairs_repeated": stats.pairs_repeated} if stats.pairs_repeated is not None else {}),
     }
     return Outputs(counts, status, graph.judge_counts(read.frames), stats, scored, pairs, built, judgments, prompts)
 

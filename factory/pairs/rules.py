@@ -103,6 +103,11 @@ def think_violation(require: bool) -> pl.Expr:
     return (~present if require else present).cast(pl.Float64)
 
 
+def has_tag(tag: str) -> pl.Expr:
+    """1.0 when the judge's tags (the `tags` list column) hold `tag`, else 0.0 (no tags: 0.0)."""
+    return pl.col("tags").list.contains(pl.lit(tag, pl.String)).fill_null(False).cast(pl.Float64)
+
+
 def has_reasoning(reasoning: pl.Expr) -> pl.Expr:
     """True when a sample has reasoning: non-blank text. The think term and the exports (a think block
     only where this holds) share it."""

@@ -15,6 +15,7 @@ is better:
     answer_chars      answer length in characters                    group           lower
     format            1 when the answer breaks the regex rule        none            lower
     think             1 when the <think> block breaks the rule       none            lower
+    tag_<tag>         1 when the judge's tags hold <tag>, else 0     none            higher
 
     norm           unit value u                           when the denominator is 0
     group/global   x / max (per prompt / over the run)    term 0
@@ -26,8 +27,10 @@ is better:
 
 So length is the paper's 1 - L / L_max and quality its Q / Q_max. A term whose `exclude_above` or
 `exclude_below` is set is also a filter on the raw value: the sample is excluded under the term's
-name. A new source is one entry in TERM_SOURCES (factory/config/pairs.py) and its measure here; a judge
-kind's sources are its entry's (factory/config/kinds.py), read as they are.
+name (a tag filter: exclude_below 1 requires the tag, exclude_above 0 forbids it; it reads the judge's
+reply, so it applies after judging like the other judge-based filters). A new source is one entry in
+TERM_SOURCES (factory/config/pairs.py) and its measure here; a judge kind's sources are its entry's
+(factory/config/kinds.py), read as they are.
 """
 
 from __future__ import annotations
@@ -57,7 +60,6 @@ from factory.pairs.segments import per_group
 
 if TYPE_CHECKING:
     from factory.config import PairsConfig, TermConfig
-
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,7 @@ _MEASURES: dict[str, tuple] = {
     "answer_chars": (lambda e, n: rules.answer_chars(), lambda e, n: ("answer",)),
     "format": (lambda e, n: rules.format_violation(e.pattern, e.require), lambda e, n: ("answer",)),  # type: ignore[union-attr]
     "think": (lambda e, n: rules.think_violation(e.require), lambda e, n: ("reasoning",)),  # type: ignore[union-attr]
+    "tag": (lambda e, n: rules.has_tag(n.removeprefix("tag_")), lambda e, n: ("tags",)),
 }
 # A judge kind's columns (factory/config/kinds.py) are read as they are.
 SOURCES: dict[str, Source] = {

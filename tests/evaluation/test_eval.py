@@ -191,6 +191,70 @@ def test_samples_live_in_the_eval_directory_keyed_by_candidate_fingerprint(done)
     assert not (tmp_path / "run" / "samples").exists()  # the run's own tables are untouched
 
 
+def test_two_sets_each_get_an_overall_and_a_multi_turn_table_with_each_candidates_rt(tmp_path):
+    """Issue 25 (the source's 4.7): val and later traffic in one eval; multi-turn = prompts with a history;
+    the long candidate decodes at 100 tokens/s of its own (int8, say), the short one at decode_tokens_per_s."""
+    from tests.evaluation.fakes import PROMPTS
+
+    history = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+
+    def write(name: str, rows: list[dict]) -> str:
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return str(path)
+
+    val = write("val", [dict(PROMPTS[i], history=history if i >= 2 else []) for i in range(4)])  # p0..p3
+    traffic = write("traffic", [dict(PROMPTS[i], id=f"t{i}", history=history if i == 5 else []) for i in (4, 5)])
+    cfg = eval_config(
+        tmp_path, "eval.prompts=''", f"eval.sets.val={val}", f"eval.sets.traffic={traffic}",
+        "eval.candidates.long.decode_tokens_per_s=100",
+    )  # fmt: skip
+    result = evaluate(cfg, eval_engine())
+    numbers = json.loads((tmp_path / "run" / "eval" / "report" / "eval.json").read_text())
+    splits = {s["set"]: s for s in numbers["splits"]}
+    assert list(splits) == ["val", "traffic"]
+    assert (splits["val"]["prompts"], splits["val"]["multi_turn_prompts"]) == (4, 2)
+    assert (splits["traffic"]["prompts"], splits["traffic"]["multi_turn_prompts"]) == (2, 1)
+
+    def by_model(rows):
+        return {r["model"]: r for r in rows}
+
+    val_all, val_multi = by_model(splits["val"]["overall"]), by_model(splits["val"]["multi_turn"])
+    assert (
+        val_all["long"]["score"] == 40 and val_all["short"]["score"] == 70 and val_all["short"]["prompts_scored"] == 3
+    )
+    assert val_multi["short"]["prompts"] == 2 and val_multi["short"]["prompts_scored"] == 1  # p3's judgment broke
+    assert (val_multi["short"]["judgments"], val_multi["short"]["judge_parse_failures"]) == (2, 1)
+    traffic_all, traffic_multi = by_model(splits["traffic"]["overall"]), by_model(splits["traffic"]["multi_turn"])
+    assert traffic_all["long"]["score"] == 20 and traffic_multi["long"]["score"] == 0  # t5: cut inside <think>
+    assert traffic_multi["short"]["score_diff"] == 70
+    # RT per candidate: long at its own 100 tokens/s, short at decode_tokens_per_s (62.5)
+    assert val_all["long"]["mean_rt_s"] == pytest.approx(30 / 100) and val_all["short"]["mean_rt_s"] == pytest.approx(
+        8 / 62.5
+    )
+    whole = rows_by_model(result)  # the main table: every set's prompts together, as before
+    assert whole["long"]["score"] == pytest.approx(200 / 6) and whole["long"]["prompts"] == 6
+    text = result["markdown"]
+    for title in ("## set val: overall (4 prompts)", "## set val: multi-turn (2 prompts with a history)",
+                  "## set traffic: overall (2 prompts)", "## set traffic: multi-turn (1 prompts with a history)",
+                  "long: 100 tokens/s"):  # fmt: skip
+        assert title in text, title
+
+
+def test_sets_are_checked_naming_their_key(tmp_path):
+    from factory import config as config_mod
+
+    path = tmp_path / "a.jsonl"
+    path.write_text(json.dumps({"id": "x", "product_info": "p", "question": "q?"}) + "\n")
+    with pytest.raises(ConfigError, match="eval.sets: give eval.sets or eval.prompts"):
+        eval_config(tmp_path, f"eval.sets.a={path}")
+    cfg = eval_config(tmp_path, "eval.prompts=''", f"eval.sets.a={path}", f"eval.sets.b={path}")
+    with pytest.raises(ConfigError, match=r"eval.sets.b: prompt id 'x' is also in eval.sets.a"):
+        evaluation.eval_prompts(cfg)
+    with pytest.raises(ConfigError, match="eval.candidates.long.decode_tokens_per_s"):
+        config_mod.load(None, ["eval.candidates.long.decode_tokens_per_s=0"])
+
+
 def _checkpoint(folder, weights: bytes):
     folder.mkdir(exist_ok=True)
     (folder / "config.json").write_text('{"model_type": "llama"}')
