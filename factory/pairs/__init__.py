@@ -46,6 +46,7 @@ import polars as pl
 
 from factory.config import ConfigError, PairsConfig
 from factory.config.strategies import DP_DPO, strategy_of
+from factory.pairs import rules
 from factory.pairs.kernel import Candidates, candidates, decide, outcomes, select, threshold
 from factory.pairs.marks import SCORED_COLUMNS, Prepared, prepare
 from factory.pairs.picks import margin_quantile
@@ -57,7 +58,7 @@ from factory.rundir.schemas import require_columns
 __all__ = [
     "is_judge_column",
     "OUTCOMES", "SCORED_COLUMNS", "Candidates", "PairBuild", "PairStats", "Prepared", "attach", "build", "candidates",
-    "decide", "margin_quantile", "outcomes", "pairs_schema", "prepare", "render_pairs", "required",
+    "decide", "margin_quantile", "outcomes", "pairs_schema", "prepare", "prompt_side", "render_pairs", "required",
     "select", "sft_dp", "sft_filter_long", "sink_pairs", "target_draw", "target_note", "threshold", "unfiltered",
 ]  # fmt: skip
 
@@ -90,24 +91,43 @@ def unfiltered(prepared: Prepared, scored: pl.LazyFrame | pl.DataFrame, cfg: Pai
     return prepare(scored, replace(cfg, strategy=DP_DPO), scale_max)
 
 
+def prompt_side(cfg: PairsConfig) -> dict[str, str]:
+    """The prompt-side texts the terms read (rules.PROMPT_SIDE: copies_prompt's prompt text, ...) -> the key
+    that asks for them."""
+    needed = required(cfg)
+    return {column: needed[column] for column in rules.PROMPT_SIDE if column in needed}
+
+
 def attach(
     scored: pl.LazyFrame | pl.DataFrame, prompts: pl.LazyFrame | pl.DataFrame, cfg: PairsConfig
 ) -> pl.LazyFrame | pl.DataFrame:
-    """The scored samples with the prompt columns the config reads (pairs.balance.column), joined by
-    prompt_id in their own row order; as they are when none is asked or the samples carry it already."""
-    column = cfg.balance.column
-    if not column or column in scored.lazy().collect_schema().names():
-        return scored
+    """The scored samples with the prompt columns the config reads (pairs.balance.column, and the prompt-side
+    texts of the terms: rules.PROMPT_SIDE), joined by prompt_id in their own row order; as they are when none
+    is asked or the samples carry them already."""
+    have = set(scored.lazy().collect_schema().names())
     names = prompts.lazy().collect_schema().names()
-    if column not in names:
-        raise ConfigError(
-            f"pairs.balance.column: {column!r} is in neither the prompts nor the scored samples (prompts have {names})"
-        )
-    side = prompts.select("prompt_id", pl.col(column).cast(pl.String))
+    side: list[pl.Expr] = []
+    column = cfg.balance.column
+    if column and column not in have:
+        if column not in names:
+            raise ConfigError(
+                f"pairs.balance.column: {column!r} is in neither the prompts nor the scored samples (prompts have {names})"
+            )
+        side.append(pl.col(column).cast(pl.String))
+    for derived, key in prompt_side(cfg).items():
+        source, expression = rules.PROMPT_SIDE[derived]
+        if derived in have:
+            continue
+        if source not in names:
+            raise ConfigError(f"{key}: reads the prompts' {source!r} column, which the prompts lack (they have {names})")
+        side.append(expression.alias(derived))
+    if not side:
+        return scored
+    joined = prompts.select("prompt_id", *side)
     if isinstance(scored, pl.LazyFrame):
-        return scored.join(side.lazy(), on="prompt_id", how="left", maintain_order="left")
-    side = side.collect() if isinstance(side, pl.LazyFrame) else side
-    return scored.join(side, on="prompt_id", how="left", maintain_order="left")
+        return scored.join(joined.lazy(), on="prompt_id", how="left", maintain_order="left")
+    joined = joined.collect() if isinstance(joined, pl.LazyFrame) else joined
+    return scored.join(joined, on="prompt_id", how="left", maintain_order="left")
 
 
 def build(

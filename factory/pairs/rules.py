@@ -183,3 +183,59 @@ def text_signature(text: pl.Series) -> np.ndarray:
 
 def _scratch(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.empty(size, np.uint8), np.empty(size, np.bool_), np.empty(size, np.bool_)
+
+
+# -- overlap with the prompt's own text (copies_prompt, repeats_history) ---------------------------
+# The prompt-side texts these rules compare an answer with, made from the prompts' columns by `attach`
+# (factory/pairs/__init__.py) and joined to the samples by prompt_id. Parts (messages, host turns) are
+# joined by a separator no answer holds, so no n-gram spans two of them.
+PROMPT_TEXT = "_prompt_text"  # every message of the rendered prompt (system prompt, template, history, comment)
+HOST_TURNS = "_host_turns"  # the history's host (assistant) turns
+_PART = "\x1e"
+
+
+def _contents(column: str, role: str | None = None) -> pl.Expr:
+    turns = pl.col(column)
+    if role is not None:
+        turns = turns.list.eval(pl.element().filter(pl.element().struct.field("role") == role))
+    return turns.list.eval(pl.element().struct.field("content")).list.join(f" {_PART} ").fill_null("")
+
+
+PROMPT_SIDE: dict[str, tuple[str, pl.Expr]] = {
+    PROMPT_TEXT: ("messages", _contents("messages")),
+    HOST_TURNS: ("history", _contents("history", "assistant")),
+}  # derived column -> (the prompts column it reads, its expression over the prompts)
+
+
+def _tokens(text: pl.Expr, unit: str) -> pl.Expr:
+    if unit == "char":
+        return text.str.replace_all(" ", "", literal=True).str.split("")
+    return text.str.split(" ")
+
+
+def _grams(tokens: pl.Expr, n: int) -> pl.Expr:
+    """Each row's distinct n-gram hashes (none with fewer than n tokens)."""
+    grams = pl.concat_str([pl.element().shift(-k) for k in range(n)], separator=" ")
+    return tokens.list.eval(grams).list.drop_nulls().list.eval(pl.element().hash()).list.unique()
+
+
+def overlap(reference: str, n: int, unit: str) -> pl.Expr:
+    """The share of the answer's distinct n-grams (words, or characters for `unit: char`) that occur in
+    the `reference` column's text, both normalized (`normalized`): 1.0 when the whole answer occurs in
+    it (also an answer shorter than n tokens: "(none)" copied from the prompt), 0.0 for an answer shorter
+    than n tokens that does not, or an empty one.
+
+        answer "(none)"                     reference "... conversation so far: (none) ..."   -> 1.0
+        answer "link 3 has it in black"     reference "link 3 has it in black and white"      -> 1.0
+        answer "yes, link 3 is in stock"    reference "is it in stock?"                       -> 1/3 (n=3)"""
+    answer, ref = normalized(pl.col("answer")), normalized(pl.col(reference))
+    if unit == "char":
+        answer, ref = answer.str.replace_all(" ", "", literal=True), ref.str.replace_all(" ", "", literal=True)
+        inside = ref.str.contains(answer, literal=True)
+    else:  # whole words: "no" is not inside "(none)"
+        inside = (pl.lit(" ") + ref + pl.lit(" ")).str.contains(pl.lit(" ") + answer + pl.lit(" "), literal=True)
+    mine, theirs = _grams(_tokens(answer, unit), n), _grams(_tokens(ref, unit), n)
+    total = mine.list.len()
+    shared = mine.list.set_intersection(theirs).list.len()
+    share = pl.when(total > 0).then(shared.cast(pl.Float64) / total.cast(pl.Float64)).otherwise(0.0)
+    return pl.when(answer.str.len_bytes() == 0).then(0.0).when(inside).then(1.0).otherwise(share).cast(pl.Float64)

@@ -15,6 +15,8 @@ is better:
     answer_chars      answer length in characters                    group           lower
     format            1 when the answer breaks the regex rule        none            lower
     think             1 when the <think> block breaks the rule       none            lower
+    copies_prompt     share of the answer's n-grams in the prompt   none            lower
+                      (1: the whole answer occurs in it)
 
     norm           unit value u                           when the denominator is 0
     group/global   x / max (per prompt / over the run)    term 0
@@ -104,6 +106,9 @@ _MEASURES: dict[str, tuple] = {
     "answer_chars": (lambda e, n: rules.answer_chars(), lambda e, n: ("answer",)),
     "format": (lambda e, n: rules.format_violation(e.pattern, e.require), lambda e, n: ("answer",)),  # type: ignore[union-attr]
     "think": (lambda e, n: rules.think_violation(e.require), lambda e, n: ("reasoning",)),  # type: ignore[union-attr]
+    "copies_prompt": (
+        lambda e, n: rules.overlap(rules.PROMPT_TEXT, e.n, e.unit), lambda e, n: ("answer", rules.PROMPT_TEXT)  # type: ignore[union-attr]
+    ),
 }
 SOURCES: dict[str, Source] = {name: Source(spec, *_MEASURES[name]) for name, spec in TERM_SOURCES.items()}
 

@@ -1,9 +1,10 @@
 """The judge-free exclusions (factory/pairs/prejudge.py): the kernel's own rules on the samples alone."""
 
 import polars as pl
+import pytest
 
 from factory import pairs
-from factory.config import PairsConfig, TermConfig
+from factory.config import ConfigError, PairsConfig, TermConfig
 from factory.pairs import prejudge
 
 
@@ -81,3 +82,70 @@ def test_a_strategy_gate_on_a_verifier_column_is_left_to_the_pair_build():
     assert prejudge.passing(samples(ROWS), gated)["exclusion"].to_list() == prejudge.passing(samples(ROWS), RULE)[
         "exclusion"
     ].to_list()
+
+
+# -- copies_prompt (issue 25): an answer copied from the prompt's own text -------------------------
+def prompts_frame():
+    user = "Product info:\n- name: Air Fryer\n- link: 3\n\nConversation so far:\n(none)\n\nViewer comment:\nany coupon rn?"
+    return pl.DataFrame(
+        {
+            "prompt_id": ["p1"],
+            "messages": [[{"role": "system", "content": "You are a host."}, {"role": "user", "content": user}]],
+            "history": [[]],
+        },
+        schema_overrides={"history": pl.List(pl.Struct({"role": pl.String, "content": pl.String}))},
+    )
+
+
+COPIES = [
+    ("p1", 0, 3, "stop", None, "(none)"),  # the placeholder, copied
+    ("p1", 1, 9, "stop", None, "Viewer comment: any coupon rn?"),  # the prompt's own lines
+    ("p1", 2, 12, "stop", None, "No coupon in the info, please ask customer service, link 3!"),
+    ("p1", 3, 10, "stop", None, "None today, but the air fryer is on link 3."),
+    ("p1", 4, 2, "stop", None, "no"),  # a whole word: not inside "(none)"
+]
+COPY_RULE = PairsConfig(terms=[TermConfig(source="copies_prompt", exclude_above=0.5)], drop_ratio=0.0)
+
+
+def test_an_answer_copied_from_the_prompt_is_excluded_before_judging_and_by_the_build():
+    marked = prejudge.passing(samples(COPIES), COPY_RULE, prompts_frame()).sort("sample_idx")
+    assert marked["exclusion"].to_list() == ["copies_prompt", "copies_prompt", None, None, None]
+    judged = samples(COPIES).with_columns(pl.Series("quality", [1.0, 1.0, 0.6, 0.5, 0.2]))
+    built = pairs.build(judged, prompts_frame(), COPY_RULE)
+    assert built.stats.samples_excluded["copies_prompt"] == 2
+    kept = built.pairs.row(0, named=True)
+    assert kept["chosen_idx"] not in (0, 1) and kept["rejected_idx"] not in (0, 1)
+    without = pairs.build(judged, prompts_frame(), PairsConfig(drop_ratio=0.0))  # the junk wins without the rule
+    assert without.pairs.row(0, named=True)["chosen_idx"] == 0
+
+
+def test_copies_prompt_values_on_words_and_characters():
+    from factory.pairs import rules
+
+    frame = samples(COPIES).join(
+        prompts_frame().select("prompt_id", rules.PROMPT_SIDE[rules.PROMPT_TEXT][1].alias(rules.PROMPT_TEXT)),
+        on="prompt_id",
+    )
+    values = frame.select(rules.overlap(rules.PROMPT_TEXT, 3, "word").alias("v"))["v"].to_list()
+    assert values == [1.0, 1.0, 0.0, 0.0, 0.0]
+    zh = pl.DataFrame({"answer": ["亲，这款是五号链接哦", "有的哦"], "ref": ["五号链接的锅有货吗", "没有"]})
+    share = zh.select(rules.overlap("ref", 2, "char").alias("v"))["v"].to_list()
+    assert share[0] == pytest.approx(3 / 9) and share[1] == 0.0  # 五号, 号链, 链接 of 9 distinct bigrams
+
+
+def test_copies_prompt_without_the_prompts_names_its_key():
+    with pytest.raises(ConfigError, match=r"pairs\.terms\[0\]: needs the column '_prompt_text'"):
+        prejudge.passing(samples(COPIES), COPY_RULE)
+    with pytest.raises(ConfigError, match=r"pairs\.terms\[0\]: reads the prompts' 'messages' column"):
+        pairs.attach(samples(COPIES), prompts_frame().drop("messages"), COPY_RULE)
+
+
+def test_the_runs_prefilter_reads_the_prompts(tmp_path):
+    """factory run's judge stages filter with graph.prefilter: it carries the prompts the rule reads."""
+    from factory import config, graph
+
+    path = tmp_path / "c.yaml"
+    path.write_text("pairs:\n  terms:\n    - {source: copies_prompt, exclude_above: 0.5}\n")
+    prefilter = graph.prefilter(config.load(path), prompts_frame())
+    marked = prefilter.passing(samples(COPIES)).sort("sample_idx")
+    assert marked["exclusion"].to_list() == ["copies_prompt", "copies_prompt", None, None, None]
