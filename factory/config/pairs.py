@@ -29,7 +29,8 @@ class TermConfig:
         "verdict, 0..1), repetition (repeated n-gram "
         "ratio of `field`), answer_chars (answer length in characters), format (1 when the answer breaks "
         "`pattern`), think (1 when the <think> block breaks `require`), copies_prompt (share of the answer's "
-        "n-grams found in the prompt's own text: 1 for an answer copied from it).",
+        "n-grams found in the prompt's own text: 1 for an answer copied from it), repeats_history (share of the "
+        "answer's n-grams found in the host's earlier turns of its dialogue history).",
         "",
     )
     name: str = help_("Label in stats, reports and exclusion counts; '' = source (repetition: repetition_<field>).", "")
@@ -44,9 +45,9 @@ class TermConfig:
     lo: float = help_("norm fixed: the lower bound.", 0.0)
     hi: Optional[float] = help_("norm fixed: the upper bound (required).", None)
     field: str = help_("repetition: answer or reasoning.", "answer")
-    n: int = help_("repetition, copies_prompt: n-gram size.", 3)
+    n: int = help_("repetition, copies_prompt, repeats_history: n-gram size.", 3)
     unit: str = help_(
-        "repetition, copies_prompt: word (whitespace tokens) or char (characters, whitespace dropped; for CJK).", "word"
+        "repetition, copies_prompt, repeats_history: word (whitespace tokens) or char (characters, whitespace dropped; for CJK).", "word"
     )
     pattern: str = help_("format: the regex (Rust regex syntax) searched in the answer.", "")
     require: bool = help_(
@@ -302,9 +303,10 @@ TERM_SOURCES: dict[str, SourceSpec] = {
     "format": SourceSpec("format", "lower", "none", "one"),
     "think": SourceSpec("think", "lower", "none", "one"),
     "copies_prompt": SourceSpec("copies_prompt", "lower", "none", "one"),
+    "repeats_history": SourceSpec("repeats_history", "lower", "none", "one"),
 }
 # The n-gram sources: `n` and `unit` apply (checked below).
-NGRAM_SOURCES = ("repetition", "copies_prompt")
+NGRAM_SOURCES = ("repetition", "copies_prompt", "repeats_history")
 
 
 def source_name(column: str) -> Optional[str]:
@@ -349,7 +351,7 @@ def _check_entry(entry: TermConfig, key: str) -> None:
     if name is None:
         valid = (
             "length, quality, quality_<judge>, dim_<name>, reward_<name>, verify_<name>, repetition, answer_chars, "
-            "format, think, copies_prompt"
+            "format, think, copies_prompt, repeats_history"
         )
         raise ConfigError(f"{key}.source: {entry.source!r} is not a term source ({valid})")
     source = TERM_SOURCES[name]

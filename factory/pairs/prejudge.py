@@ -15,8 +15,8 @@ and the pair build still counts it under the same reason.
               p1         3           duplicate          (same normalized text as sample 0)
 
 The reasons: engine_error, truncated, empty_answer, no_token_count, every filter term whose source
-needs no judge request (answer_chars, format, think, repetition, copies_prompt, verify_<name> with
-exclude_*; the caller adds the verifiers' columns and passes the prompts), duplicate (among the samples
+needs no judge request (answer_chars, format, think, repetition, copies_prompt, repeats_history,
+verify_<name> with exclude_*; the caller adds the verifiers' columns and passes the prompts), duplicate (among the samples
 that pass those, within the rows given: the caller passes every stored sample of a group it plans).
 Judge-based terms and pairs.judges play no part here: the build decides them after judging.
 """
@@ -61,7 +61,7 @@ def passing(samples: pl.DataFrame, cfg: PairsConfig, prompts: pl.DataFrame | Non
     """samples (COLUMNS, and verifier_columns(cfg); groups as stored) -> prompt_id, sample_idx,
     exclusion (null: send it to the judges; else the reason the pair build will count it under).
     `prompts` (prompt_id, messages, history): what the filters on the prompt's own text read
-    (copies_prompt), joined as the pair build joins them (factory.pairs.attach)."""
+    (copies_prompt, repeats_history), joined as the pair build joins them (factory.pairs.attach)."""
     if not samples.height:
         return pl.DataFrame(schema={"prompt_id": pl.String, "sample_idx": pl.Int64, "exclusion": pl.String})
     reduced = judge_free_config(cfg)
@@ -83,7 +83,7 @@ class Prefilter:
 
     pairs: PairsConfig
     verdicts: Callable[[pl.DataFrame], pl.DataFrame] | None = None
-    prompts: pl.DataFrame | None = None  # what the filters on the prompt's own text read (copies_prompt)
+    prompts: pl.DataFrame | None = None  # what the filters on the prompt's own text read (copies_prompt, ...)
 
     def passing(self, samples: pl.DataFrame) -> pl.DataFrame:
         if self.verdicts is not None and verifier_columns(self.pairs) and samples.height:

@@ -17,6 +17,8 @@ is better:
     think             1 when the <think> block breaks the rule       none            lower
     copies_prompt     share of the answer's n-grams in the prompt   none            lower
                       (1: the whole answer occurs in it)
+    repeats_history   share of the answer's n-grams in the history's none            lower
+                      host (assistant) turns (1: a whole repeat)
 
     norm           unit value u                           when the denominator is 0
     group/global   x / max (per prompt / over the run)    term 0
@@ -108,6 +110,9 @@ _MEASURES: dict[str, tuple] = {
     "think": (lambda e, n: rules.think_violation(e.require), lambda e, n: ("reasoning",)),  # type: ignore[union-attr]
     "copies_prompt": (
         lambda e, n: rules.overlap(rules.PROMPT_TEXT, e.n, e.unit), lambda e, n: ("answer", rules.PROMPT_TEXT)  # type: ignore[union-attr]
+    ),
+    "repeats_history": (
+        lambda e, n: rules.overlap(rules.HOST_TURNS, e.n, e.unit), lambda e, n: ("answer", rules.HOST_TURNS)  # type: ignore[union-attr]
     ),
 }
 SOURCES: dict[str, Source] = {name: Source(spec, *_MEASURES[name]) for name, spec in TERM_SOURCES.items()}

@@ -149,3 +149,62 @@ def test_the_runs_prefilter_reads_the_prompts(tmp_path):
     prefilter = graph.prefilter(config.load(path), prompts_frame())
     marked = prefilter.passing(samples(COPIES)).sort("sample_idx")
     assert marked["exclusion"].to_list() == ["copies_prompt", "copies_prompt", None, None, None]
+
+
+# -- repeats_history (issue 25): a reply that repeats an earlier host turn of its dialogue -----------
+HOST_SAID = "亲，这款保温杯是3号链接哦，现在下单立减20元"
+
+
+def dialogue_prompts():
+    history = [
+        {"role": "user", "content": "保温杯多少钱"},
+        {"role": "assistant", "content": HOST_SAID},
+        {"role": "user", "content": "能保温多久"},
+    ]
+    return pl.DataFrame(
+        {"prompt_id": ["p1"], "messages": [[{"role": "user", "content": "…"}]], "history": [history]},
+        schema_overrides={"history": pl.List(pl.Struct({"role": pl.String, "content": pl.String}))},
+    )
+
+
+REPEATS = [
+    ("p1", 0, 20, "stop", None, HOST_SAID),  # the earlier reply again
+    ("p1", 1, 22, "stop", None, "宝宝，这款保温杯是3号链接哦，现在下单立减20元"),  # the same with another address
+    ("p1", 2, 18, "stop", None, "家人们，商品信息写的是保温12小时，3号链接哈"),
+    ("p1", 3, 30, "stop", None, "保温多久商品信息里没写，建议问问客服哦"),
+]
+
+
+def test_a_reply_repeating_a_host_turn_is_penalized_in_s_and_excluded():
+    from factory.pairs import rules
+
+    frame = samples(REPEATS).join(
+        dialogue_prompts().select("prompt_id", rules.PROMPT_SIDE[rules.HOST_TURNS][1].alias(rules.HOST_TURNS)),
+        on="prompt_id",
+    )
+    values = frame.select(rules.overlap(rules.HOST_TURNS, 3, "char").alias("v"))["v"].to_list()
+    assert values[0] == 1.0 and values[1] > 0.8 and values[2] < 0.2 and values[3] == 0.0
+    judged = samples(REPEATS).with_columns(pl.Series("quality", [0.9, 0.9, 0.7, 0.6]))
+    # A penalty in S: with the term weighted, the repeat is no longer chosen.
+    plain = PairsConfig(w_len=0.0, drop_ratio=0.0)
+    weighted = PairsConfig(w_len=0.0, drop_ratio=0.0, terms=[TermConfig(source="repeats_history", unit="char", weight=0.5)])
+    assert pairs.build(judged, dialogue_prompts(), plain).pairs["chosen_idx"].to_list() == [0]
+    assert pairs.build(judged, dialogue_prompts(), weighted).pairs["chosen_idx"].to_list() == [2]
+    # A filter: excluded before judging and counted by the build under its name.
+    rule = PairsConfig(drop_ratio=0.0, terms=[TermConfig(source="repeats_history", unit="char", exclude_above=0.5)])
+    marked = prejudge.passing(samples(REPEATS), rule, dialogue_prompts()).sort("sample_idx")
+    assert marked["exclusion"].to_list() == ["repeats_history", "repeats_history", None, None]
+    built = pairs.build(judged, dialogue_prompts(), rule)
+    assert built.stats.samples_excluded["repeats_history"] == 2
+    assert set(built.pairs.select("chosen_idx", "rejected_idx").row(0)) == {2, 3}
+
+
+def test_repeats_history_reads_host_turns_only_and_an_empty_history_repeats_nothing():
+    from factory.pairs import rules
+
+    viewer_only = dialogue_prompts().with_columns(
+        pl.Series("history", [[{"role": "user", "content": HOST_SAID}]], dtype=pl.List(pl.Struct({"role": pl.String, "content": pl.String})))
+    )
+    for prompts in (viewer_only, dialogue_prompts().with_columns(pl.col("history").list.head(0))):
+        frame = pairs.attach(samples(REPEATS[:1]), prompts, PairsConfig(terms=[TermConfig(source="repeats_history", weight=1.0)]))
+        assert frame.select(rules.overlap(rules.HOST_TURNS, 3, "char").alias("v"))["v"].to_list() == [0.0]
