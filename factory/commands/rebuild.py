@@ -109,7 +109,8 @@ def write_outputs(store: RunStore, graph: RunGraph, prompts: pl.DataFrame, fps: 
     cfg = graph.cfg
     read = graph.scored(store, prompts, fps)
     judgments = read.judgments
-    built = pair_kernel.build(read.scored, prompts, cfg.pairs, cfg.judge.scale_max)
+    scored = pair_kernel.attach(read.scored, prompts, cfg.pairs)  # the prompt columns the terms and balance read
+    built = pair_kernel.build(scored, prompts, cfg.pairs, cfg.judge.scale_max)
     stats, pairs = built.stats, built.pairs
     store.replace("pairs", pairs.to_arrow().cast(pair_kernel.pairs_schema(cfg.pairs.format)))
     store.remove("sft")  # the layout before each export had its own folder (sft/<export>-*.parquet)
@@ -134,7 +135,7 @@ def write_outputs(store: RunStore, graph: RunGraph, prompts: pl.DataFrame, fps: 
         "pairs_kept": stats.pairs_kept,
         "pairs_dropped": stats.pairs_dropped,
     }
-    return Outputs(counts, status, graph.judge_counts(read.frames), stats, read.scored, pairs)
+    return Outputs(counts, status, graph.judge_counts(read.frames), stats, scored, pairs)  # type: ignore[arg-type]
 
 
 def rebuild_pairs(run_dir: str, overrides: list[str] | None = None) -> tuple[dict[str, Any], pl.DataFrame]:

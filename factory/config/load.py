@@ -46,7 +46,7 @@ def _valid_keys(cls: type, prefix: str = "") -> list[str]:
 
 
 # Keys whose value is a mapping of free names (not checked against the schema).
-FREE_MAPPINGS = ("engine_kwargs", "prompts.roles")
+FREE_MAPPINGS = ("engine_kwargs", "prompts.roles", "prompts.speakers")
 
 
 def _flatten(tree: Any, prefix: str = "") -> list[str]:
