@@ -117,6 +117,7 @@ def test_every_stage_handles_the_chinese_text(live_run):
         pl.element().filter(pl.element().struct.field("role") == "assistant").struct.field("content")).alias("host"))  # fmt: skip
     repeats = samples.join(history, on="prompt_id").filter(pl.col("host").list.contains(pl.col("answer")))
     assert repeats.height > 0 and pairs_stats["samples_excluded"]["repeats_history"] == repeats.height
+    assert repeats.join(judged, on=["prompt_id", "sample_idx"], how="semi").height == 0  # never sent to the judge
 
     pairs = pl.read_parquet(out / "pairs")
     assert pairs.height > 0
