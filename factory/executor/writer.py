@@ -7,10 +7,13 @@
     writer.close()              # last flush, then the run's small parts merged into one
 
 Durability and file count pull apart, so the writer does both: finished rows are written as a small
-part at least every `flush_s` seconds (a kill -9 loses at most that, plus requests in flight), and
-the small parts of the current "open part" are merged into one Parquet file (store.merge: readers
-never see a row twice or not at all) once they hold `part_mb` MiB or are `part_s` seconds old, and at
-the end of the run. The open part's rows stay in memory until then, so a merge never reads back.
+part as soon as a batch of them (`feed_rows`) is in, FEED_MIN_S apart, and at least every `flush_s`
+seconds (a kill -9 loses at most those, plus requests in flight), and the small parts of the current
+"open part" are merged into one Parquet file (store.merge: readers never see a row twice or not at
+all) once they hold `part_mb` MiB or are `part_s` seconds old, and at the end of the run. The open
+part's rows stay in memory until then, so a merge never reads back; their size is kept as they come,
+so a flush costs the same at 2 or 2,000 open parts. A run killed before its merge leaves its small
+parts: the next run merges them first (factory.rundir.compact.merge_leftovers).
 
 One row never costs the others of its flush: a row the schema cannot hold (an integer beyond int64, a
 number where text goes) is replaced by its stage's failed row (`failed`, the stage's own) with the reason
@@ -33,7 +36,7 @@ log = logging.getLogger("factory")
 
 # The columns of a row the schema cannot hold that its failed row keeps: the request's cost and identity.
 KEPT = ("attempts", "latency_s", "prompt_hash")
-FEED_MIN_S = 0.25  # a table that feeds a stage flushes at most this often for it (part count vs latency)
+FEED_MIN_S = 0.25  # a table with a batch of rows in flushes at most this often for it (part count vs latency)
 
 
 class TableWriter:
@@ -51,13 +54,14 @@ class TableWriter:
         """`failed(rows, reason)`: the stage's failed rows for rows the schema cannot hold (without it such
         a row raises, as it would in Arrow); `on_replaced(row, failed_row)` is told of each replacement."""
         self.store, self.table, self.schema, self.cfg = store, table, schema, cfg
-        self.feed_rows = feed_rows  # > 0: a downstream stage waits for these rows; flush once this many
+        self.feed_rows = feed_rows  # > 0: flush once this many (a batch of the stage fed, or of this stage)
         self.scrub = scrub
         self.failed, self.on_replaced = failed, on_replaced
         self.replaced = 0  # rows stored as their stage's failed row, the schema could not hold them
         self._kept = pa.schema([f for f in schema if f.name in KEPT])
         self.buffer: list[dict] = []
         self.open: list[tuple[str, pa.Table]] = []  # small parts of the open part: (path, rows)
+        self.open_bytes = 0  # their Arrow size, kept as they come: a flush never re-sums the open part
         self.open_since = self.last_flush = time.monotonic()
         self.parts_written = self.merges = self.rows_written = 0
 
@@ -92,8 +96,8 @@ class TableWriter:
         if not self.open:
             self.open_since = self.last_flush
         self.open.append((path, table))
-        size = sum(t.nbytes for _, t in self.open)
-        if size >= self.cfg.part_mb * 2**20 or self.last_flush - self.open_since >= self.cfg.part_s:
+        self.open_bytes += table.nbytes
+        if self.open_bytes >= self.cfg.part_mb * 2**20 or self.last_flush - self.open_since >= self.cfg.part_s:
             self.roll()
         return rows
 
@@ -128,7 +132,7 @@ class TableWriter:
         if len(self.open) > 1:
             self.store.merge(self.table, [p for p, _ in self.open], pa.concat_tables([t for _, t in self.open]))
             self.merges += 1
-        self.open = []
+        self.open, self.open_bytes = [], 0
 
     def close(self) -> list[dict]:
         rows = self.flush()
