@@ -98,6 +98,19 @@ def _own(entry: TermConfig | None, name: str) -> tuple[str, ...]:
     return (name,)
 
 
+def _overlap(source: str, entry: TermConfig | None) -> pl.Expr:
+    assert entry is not None
+    reference = rules.OVERLAP[source]
+    return rules.overlap(reference, entry.n, entry.unit, rules.grams_column(reference, entry.n, entry.unit))
+
+
+def _overlap_reads(source: str, entry: TermConfig | None) -> tuple[str, ...]:
+    """The answer, the prompt-side text and its n-grams (both joined by factory.pairs.attach)."""
+    assert entry is not None
+    reference = rules.OVERLAP[source]
+    return ("answer", reference, rules.grams_column(reference, entry.n, entry.unit))
+
+
 _MEASURES: dict[str, tuple] = {
     "length": (lambda e, n: pl.col("completion_tokens").cast(pl.Float64), lambda e, n: ("completion_tokens",)),
     "quality": (_column, _own),
@@ -108,12 +121,8 @@ _MEASURES: dict[str, tuple] = {
     "answer_chars": (lambda e, n: rules.answer_chars(), lambda e, n: ("answer",)),
     "format": (lambda e, n: rules.format_violation(e.pattern, e.require), lambda e, n: ("answer",)),  # type: ignore[union-attr]
     "think": (lambda e, n: rules.think_violation(e.require), lambda e, n: ("reasoning",)),  # type: ignore[union-attr]
-    "copies_prompt": (
-        lambda e, n: rules.overlap(rules.PROMPT_TEXT, e.n, e.unit), lambda e, n: ("answer", rules.PROMPT_TEXT)  # type: ignore[union-attr]
-    ),
-    "repeats_history": (
-        lambda e, n: rules.overlap(rules.HOST_TURNS, e.n, e.unit), lambda e, n: ("answer", rules.HOST_TURNS)  # type: ignore[union-attr]
-    ),
+    "copies_prompt": (lambda e, n: _overlap(n, e), lambda e, n: _overlap_reads(n, e)),
+    "repeats_history": (lambda e, n: _overlap(n, e), lambda e, n: _overlap_reads(n, e)),
 }
 SOURCES: dict[str, Source] = {name: Source(spec, *_MEASURES[name]) for name, spec in TERM_SOURCES.items()}
 
