@@ -196,6 +196,8 @@ def test_a_reply_repeating_a_host_turn_is_penalized_in_s_and_excluded():
     assert marked["exclusion"].to_list() == ["repeats_history", "repeats_history", None, None]
     built = pairs.build(judged, dialogue_prompts(), rule)
     assert built.stats.samples_excluded["repeats_history"] == 2
+    streamed = pairs.build(judged.lazy(), dialogue_prompts().lazy(), rule)  # a Parquet scan's path: the same
+    assert streamed.stats.samples_excluded == built.stats.samples_excluded
     assert set(built.pairs.select("chosen_idx", "rejected_idx").row(0)) == {2, 3}
 
 
