@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 from typing import Any, Iterable, Iterator
 
@@ -76,6 +77,17 @@ def _format(file: str) -> str:
     return FORMATS[suffix]
 
 
+def _looked_at(path: str) -> str:
+    """Where a relative local path was looked for: a path given on the command line is read from the current
+    folder, one written in a YAML config from the config file's folder (config.load made it absolute)."""
+    if "://" in path or os.path.isabs(path):
+        return ""
+    return (
+        f" (looked at {os.path.abspath(path)}: a path on the command line is taken relative to the current folder, "
+        f"{os.getcwd()}; one in a YAML config, to the config file's folder)"
+    )
+
+
 def check_url(path: str, key: str = "prompts.path") -> None:
     """A URL whose scheme fsspec does not know, or whose backend is not installed, is one error naming
     `key` (before any request), not a traceback."""
@@ -105,11 +117,15 @@ def check_template(template: str, key: str = "prompts.user_template_file") -> No
     try:
         template.format(**{f: "" for f in TEMPLATE_FIELDS})
     except KeyError as exc:
-        raise ConfigError(f"{key}: unknown field {{{exc.args[0]}}} in the template (it may use {fields}; {literal})") from None
+        raise ConfigError(
+            f"{key}: unknown field {{{exc.args[0]}}} in the template (it may use {fields}; {literal})"
+        ) from None
     except IndexError:
         raise ConfigError(f"{key}: a positional field {{}} in the template (name one of {fields}; {literal})") from None
     except AttributeError as exc:
-        raise ConfigError(f"{key}: a field of the template reads an attribute ({exc}); use {fields} as they are") from None
+        raise ConfigError(
+            f"{key}: a field of the template reads an attribute ({exc}); use {fields} as they are"
+        ) from None
     except ValueError as exc:
         raise ConfigError(f"{key}: the template does not parse: {exc} ({literal}; its fields are {fields})") from None
 
@@ -123,7 +139,7 @@ def prompt_files(path: str) -> tuple[Any, list[str]]:
     check_url(path)
     fs, root = fsspec.core.url_to_fs(path)
     if not fs.exists(root):
-        raise FileNotFoundError(f"prompts.path: {path} does not exist")
+        raise FileNotFoundError(f"prompts.path: {path} does not exist{_looked_at(path)}")
     if not fs.isdir(root):
         _format(root)
         return fs, [root]
@@ -273,7 +289,9 @@ def _checked(row: Any, where: str) -> Any:
     while stack:
         value, depth, field = stack.pop()
         if depth > MAX_DEPTH:
-            return InvalidRow(f"{where}: nested more than {MAX_DEPTH} levels deep" + (f" (field {field!r})" if field else ""))
+            return InvalidRow(
+                f"{where}: nested more than {MAX_DEPTH} levels deep" + (f" (field {field!r})" if field else "")
+            )
         if isinstance(value, str):
             try:
                 value.encode("utf-8")

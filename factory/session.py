@@ -6,9 +6,10 @@ executor.run): `factory run` and `factory eval` are a graph inside a session.
         done = session.run(graph.stages(prompts))        # the executor; Ray starts here, not before
         session.finish(Manifest(...))                    # metrics.json, then manifest.json
 
-In order: preflight (before anything is touched) -> the output directory shown writable (an error names
-its key) -> secrets (the values of every api_key_env, scrubbed from every stored string) -> the lease (one
-writer per directory) -> the budget (cost.max_usd) -> the small parts a killed run left, merged -> the
+In order: preflight (before anything is touched) -> the output directory shown writable and the run's to
+write (another tool's files, a home folder, a link out of it are refused: factory.rundir.guard; an error
+names its key) -> secrets (the values of every api_key_env, scrubbed from every stored string) -> the lease
+(one writer per directory) -> the budget (cost.max_usd) -> the small parts a killed run left, merged -> the
 executor, started when the first graph runs, so a refusal found before (a degenerate prompt set) never
 waits for Ray -> metrics.json -> manifest.json, a typed Manifest (factory/rundir/manifest.py) completed
 here with the pools, spend, timings and history every command records.
@@ -24,6 +25,7 @@ from factory.config import RunConfig
 from factory.executor import Executor
 from factory.executor.budget import Budget
 from factory.executor.progress import Progress
+from factory.rundir.guard import check_run_dir
 from factory.rundir.lease import Lease
 from factory.rundir.manifest import Manifest
 from factory.rundir.secrets import scrub, scrub_all, scrub_table, secret_values
@@ -32,7 +34,8 @@ from factory.rundir.store import RunStore, open_output
 
 class Session:
     """One requesting command's set-up and tear-down (see the module doc). `prices`: stage name -> its
-    StageCostConfig; `output_key`: the config key named when the directory is not writable."""
+    StageCostConfig, `price_keys`: stage name -> the config key of its prices; `output_key`: the config key
+    named when the directory is not writable."""
 
     def __init__(
         self,
@@ -42,13 +45,14 @@ class Session:
         output_key: str = "output_dir",
         preflight: Callable[[], None] | None = None,
         prices: dict[str, Any] | None = None,
+        price_keys: dict[str, str] | None = None,
         backend: str = "ray",
         build: Any = None,
         take_over: bool = False,
         command: str | None = None,
     ):
         self.cfg, self.output_dir, self.output_key = cfg, output_dir, output_key
-        self._preflight, self.prices = preflight, prices or {}
+        self._preflight, self.prices, self.price_keys = preflight, prices or {}, price_keys or {}
         self.backend, self.build, self.take_over, self.command = backend, build, take_over, command
         self.t0 = time.perf_counter()
         self.executor: Executor | None = None
@@ -62,13 +66,14 @@ class Session:
         if self._preflight is not None:
             self._preflight()
         self.store = open_output(self.output_dir, self.output_key)
+        check_run_dir(self.store, self.output_key)  # another tool's files, $HOME, a link out of the directory
         self.secrets = secret_values(self.cfg)
         command = scrub(self.command or " ".join(["factory", *sys.argv[1:]]), self.secrets)
         self.lease = Lease(self.store, command, take_over=self.take_over)
         self.lease.__enter__()
         try:
             self.previous = self.store.read_json("manifest.json") or {}
-            self.budget = Budget(self.prices, self.cfg.cost.max_usd)
+            self.budget = Budget(self.prices, self.cfg.cost.max_usd, self.price_keys)
             self.progress = Progress(self.cfg.progress_interval_s)
             self._merge_leftovers()
         except BaseException:
@@ -81,7 +86,10 @@ class Session:
         from factory.rundir.compact import merge_leftovers
 
         for name, done in merge_leftovers(self.store, self.cfg.store.compact_mb).items():
-            self.say(f"[store] {name}: merged the {done['parts_before']} small parts a stopped run left into {done['parts_after']}")
+            self.say(
+                f"[store] {name}: merged the {done['parts_before']} small parts a stopped run left into "
+                f"{done['parts_after']}"
+            )
 
     def say(self, text: str) -> None:
         self.progress.say(text)
@@ -121,8 +129,10 @@ class Session:
         manifest.pools = self.metrics.get("pools", [])
         manifest.spend = self.budget.as_dict()
         manifest.timings = {
-            **manifest.timings, "overlap": self.metrics.get("overlap_s", 0.0), "total": round(time.perf_counter() - self.t0, 3),
-        }  # fmt: skip
+            **manifest.timings,
+            "overlap": self.metrics.get("overlap_s", 0.0),
+            "total": round(time.perf_counter() - self.t0, 3),
+        }
         entry = {"at": time.time(), "requests": manifest.requests, "counts": manifest.counts}
         manifest.history = (self.previous.get("history") or []) + [entry]
         written = scrub_all(manifest.to_dict(), self.secrets)

@@ -51,7 +51,10 @@ def test_every_api_key_comes_from_a_kubernetes_secret_on_the_head_and_the_worker
     for container in containers():
         env = {e["name"]: e for e in container["env"]}
         for name in names | {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}:
-            assert "value" not in env[name] and env[name]["valueFrom"]["secretKeyRef"]["name"], (container["name"], name)
+            assert "value" not in env[name] and env[name]["valueFrom"]["secretKeyRef"]["name"], (
+                container["name"],
+                name,
+            )
     runtime = yaml.safe_load(JOB["spec"]["runtimeEnvYAML"])
     assert not names & set(runtime.get("env_vars", {})), "a secret in the runtime env is stored with the job"
 

@@ -89,6 +89,7 @@ def placement_bundles(cfg: EngineConfig) -> tuple[list[dict[str, float]], str] |
 class VLLMKind(EngineKind):
     name = "vllm"
     score_routes = SCORE_ROUTES
+    required = ("model",)
 
     def engine_class(self) -> type:
         return VLLMEngine

@@ -29,7 +29,10 @@ if TYPE_CHECKING:
 # order_flip (pairs.exclude_order_flips) comes last: numbered after the others, which keep their codes.
 OUTCOMES = ("kept", "over_cap", "over_balance", "below_margin", "no_short_sample", "tied", "order_flip")
 # Outcomes only a setting can give, left out of the counts when it is off (manifests stay as they were).
-OPTIONAL_OUTCOMES = {"over_balance": lambda cfg: bool(cfg.balance.column), "order_flip": lambda cfg: cfg.exclude_order_flips}
+OPTIONAL_OUTCOMES = {
+    "over_balance": lambda cfg: bool(cfg.balance.column),
+    "order_flip": lambda cfg: cfg.exclude_order_flips,
+}
 # The buckets a group can end in besides kept / below_margin: the old names, kept for the manifest.
 GROUP_EXCLUSIONS = ("fewer_than_2_valid", "no_short_sample", "tied")
 
@@ -198,10 +201,36 @@ def target_note(stats: PairStats | dict[str, Any]) -> str | None:
     if kept >= target:
         return f"[pairs] target met: {kept} pairs kept >= target {target}"
     if s.get("prompts_needed_more") is None:
-        return f"[pairs] target {target} not met: no pair survived from {groups} prompts, so no estimate of the prompts needed"
+        return (
+            f"[pairs] target {target} not met: no pair survived from {groups} prompts, so no estimate of the "
+            "prompts needed"
+        )
     return (
         f"[pairs] target {target} not met: {kept} pairs from {groups} prompts (survival {kept / groups:.1%}); "
         f"about {s['prompts_needed_more']} more prompts are needed at this rate"
+    )
+
+
+def filter_note(stats: PairStats | dict[str, Any]) -> str | None:
+    """One line when no sample is left valid and filter terms excluded samples (a rule that excludes
+    everything: a regex for another language's answers, a bound on the wrong side), naming each such term."""
+    s = stats if isinstance(stats, dict) else stats.as_dict()
+    excluded = s.get("samples_excluded") or {}
+    filters = [
+        t for t in s.get("terms") or [] if t.get("exclude_above") is not None or t.get("exclude_below") is not None
+    ]
+    hit = [(t, excluded.get(t["name"], 0)) for t in filters if excluded.get(t["name"], 0)]
+    if s.get("samples_valid") or not hit:
+        return None
+    named = "; ".join(
+        f"{t['key']} ({t['name']}"
+        + "".join(f", {k} {t[k]:g}" for k in ("exclude_above", "exclude_below") if t.get(k) is not None)
+        + f") excluded {n}"
+        for t, n in hit
+    )
+    return (
+        f"[pairs] warning: no sample is valid, and the filter {named} of the {s['samples_total']} samples: "
+        "no pair can be made; check the filter's rule (or weight it instead of excluding)"
     )
 
 
@@ -231,6 +260,6 @@ def target_start(pairs: PairsConfig, counts: dict[str, Any] | None = None) -> tu
             "+10% as `factory run` draws"
         )
     return target_draw(pairs), (
-        "no pair stored yet: assumed one group per prompt row, drop_ratio of them dropped, +20% (the first draw of `factory run`)"
+        "no pair stored yet: assumed one group per prompt row, drop_ratio of them dropped, +20% (the first draw of "
+        "`factory run`)"
     )
-
