@@ -16,7 +16,9 @@ from factory import pairs
 from factory.config import PairsConfig, TermConfig
 from factory.pairs import rules
 
-CHARS = "的一是了我不人在他有这个上们来到时大地为子中你说生国年着就那和要她出也得里后自以会家可下而过天去能对小多心好之于"
+CHARS = (
+    "的一是了我不人在他有这个上们来到时大地为子中你说生国年着就那和要她出也得里后自以会家可下而过天去能对小多心好之于"
+)
 
 
 def main(samples: int = 8000, k: int = 8) -> None:
@@ -25,7 +27,9 @@ def main(samples: int = 8000, k: int = 8) -> None:
     prompts = pl.DataFrame(
         {
             "prompt_id": [f"p{i}" for i in range(n_prompts)],
-            "messages": [[{"role": "user", "content": "".join(rng.choice(CHARS) for _ in range(1500))}] for _ in range(n_prompts)],
+            "messages": [
+                [{"role": "user", "content": "".join(rng.choice(CHARS) for _ in range(1500))}] for _ in range(n_prompts)
+            ],
         }
     )
     scored = pl.DataFrame(

@@ -38,11 +38,23 @@ def zh_reply(request: Request) -> Completion:
     text = request.messages[0]["content"] if len(request.messages) < 3 else ""
     if "你是一名严格的评审" in text:
         answer = text.rsplit("主播回复：", 1)[1].split("你的 JSON 评判", 1)[0].strip()
-        return Completion(request.tag, json.dumps({"score": 100 - len(answer) // 2, "reason": "回复简洁"}, ensure_ascii=False), None, "stop", 50, 12)
+        return Completion(
+            request.tag,
+            json.dumps({"score": 100 - len(answer) // 2, "reason": "回复简洁"}, ensure_ascii=False),
+            None,
+            "stop",
+            50,
+            12,
+        )
     text = request.messages[-1]["content"]
     kind = request.seed % 4
     seed = request.seed
-    answer = {0: reply_of(80, seed), 1: reply_of(81, seed), 2: reply_of(20, seed), 3: last_host_turn(request) or reply_of(30, seed)}[kind]
+    answer = {
+        0: reply_of(80, seed),
+        1: reply_of(81, seed),
+        2: reply_of(20, seed),
+        3: last_host_turn(request) or reply_of(30, seed),
+    }[kind]
     reasoning = "观众问的是商品信息，" * (1 + request.seed % 5)
     tokens = len(answer) + len(reasoning)  # one token per character, a stand-in for a Chinese tokenizer
     return Completion(request.tag, answer, reasoning, "stop", 200, tokens, len(reasoning), 0.001)
@@ -68,8 +80,12 @@ def live_run(tmp_path_factory):
 
 def test_the_prompt_set_is_the_sources_shape_and_made_by_its_script(tmp_path):
     made = tmp_path / "live_zh.jsonl"
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "make_live_zh.py"), str(made)], check=True, capture_output=True)
-    assert made.read_bytes() == (ROOT / "conf" / "data" / "live_zh.jsonl").read_bytes()  # deterministic, committed as made
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "make_live_zh.py"), str(made)], check=True, capture_output=True
+    )
+    assert (
+        made.read_bytes() == (ROOT / "conf" / "data" / "live_zh.jsonl").read_bytes()
+    )  # deterministic, committed as made
     rows = [json.loads(line) for line in made.read_text(encoding="utf-8").splitlines()]
     assert 200 <= len(rows) <= 500
     kinds = {r["question_kind"] for r in rows}
@@ -97,7 +113,9 @@ def test_every_stage_handles_the_chinese_text(live_run):
     samples = pl.read_parquet(out / "samples")
     assert samples.height == 160 and samples["error"].null_count() == 160
     # tokens: the engine's counts, reasoning apart; characters: the answer's, not its bytes
-    assert (samples["completion_tokens"] == samples["answer"].str.len_chars() + samples["reasoning"].str.len_chars()).all()
+    assert (
+        samples["completion_tokens"] == samples["answer"].str.len_chars() + samples["reasoning"].str.len_chars()
+    ).all()
     assert (samples["reasoning_tokens"] == samples["reasoning"].str.len_chars()).all()
     assert set(samples["answer"].str.len_chars().to_list()) >= {80, 81, 20}
 
@@ -111,10 +129,19 @@ def test_every_stage_handles_the_chinese_text(live_run):
     judged = judgments.select("prompt_id", "sample_idx").unique()
     eighty = samples.filter(pl.col("answer").str.len_chars() == 80).select("prompt_id", "sample_idx")
     assert eighty.join(judged, on=["prompt_id", "sample_idx"], how="anti").height == 0  # all judged
-    assert samples.filter(pl.col("answer").str.len_chars() > 80).join(judged, on=["prompt_id", "sample_idx"], how="semi").height == 0
+    assert (
+        samples.filter(pl.col("answer").str.len_chars() > 80)
+        .join(judged, on=["prompt_id", "sample_idx"], how="semi")
+        .height
+        == 0
+    )
     # a repeat of the host's earlier turn, excluded under its name
-    history = prompts.select("prompt_id", pl.col("history").list.eval(
-        pl.element().filter(pl.element().struct.field("role") == "assistant").struct.field("content")).alias("host"))  # fmt: skip
+    history = prompts.select(
+        "prompt_id",
+        pl.col("history")
+        .list.eval(pl.element().filter(pl.element().struct.field("role") == "assistant").struct.field("content"))
+        .alias("host"),
+    )
     repeats = samples.join(history, on="prompt_id").filter(pl.col("host").list.contains(pl.col("answer")))
     assert repeats.height > 0 and pairs_stats["samples_excluded"]["repeats_history"] == repeats.height
     assert repeats.join(judged, on=["prompt_id", "sample_idx"], how="semi").height == 0  # never sent to the judge
@@ -155,7 +182,9 @@ def test_the_chinese_calibration_set_covers_the_host_rules_and_its_better_replie
 
     rows, invalid = calibrate.load_calibration(str(CALIBRATION_ZH))
     assert invalid == [] and len(rows) >= 15
-    rules = {json.loads(line)["rule"].split("：")[0] for line in CALIBRATION_ZH.read_text(encoding="utf-8").splitlines()}
+    rules = {
+        json.loads(line)["rule"].split("：")[0] for line in CALIBRATION_ZH.read_text(encoding="utf-8").splitlines()
+    }
     assert {"长度", "国补", "下单", "数字人", "不重复", "标点", "客服", "事实", "链接号"} <= rules
     for row in rows:  # the better reply keeps the mechanical rules: <= 80 characters, only ， and 。
         assert len(row["better"]) <= 80 and not re.search(r"[！？!?…、；]", row["better"]), row["id"]

@@ -23,7 +23,9 @@ def test_fields_are_rendered_with_the_template_and_system_prompt():
     assert row["prompt_id"] == "p1"
     assert row["messages"][0] == {"role": "system", "content": "SYSTEM"}
     user = row["messages"][1]["content"]
-    assert "- name: Air Fryer" in user and "capacity: 5.8 qt" in user and user.endswith("||how big?")  # issue 25: no placeholder
+    assert (
+        "- name: Air Fryer" in user and "capacity: 5.8 qt" in user and user.endswith("||how big?")
+    )  # issue 25: no placeholder
 
 
 DEMO_TEMPLATE = (Path(__file__).resolve().parent.parent / "conf" / "prompts" / "user_template.txt").read_text().strip()
@@ -35,11 +37,16 @@ def test_an_empty_history_renders_no_placeholder_and_no_heading():
     valid, _ = prepare_prompts(rows(GOOD, {**GOOD, "id": "p2", "history": history}), PromptsConfig(), "", DEMO_TEMPLATE)
     empty, full = (m[-1]["content"] for m in valid["messages"].to_list())
     assert "(none)" not in empty and "Conversation so far" not in empty
-    assert empty == "Product info:\n- name: Air Fryer\n- price: $79\n- attributes: capacity: 5.8 qt\n- link: 3\n\n" \
+    assert (
+        empty == "Product info:\n- name: Air Fryer\n- price: $79\n- attributes: capacity: 5.8 qt\n- link: 3\n\n"
         "Viewer comment:\nhow big?\n\nReply to the viewer as the host."
+    )
     assert "Conversation so far:\nViewer: blue one?\nHost: link 3\n\nViewer comment:" in full
     default, _ = prepare_prompts(rows(GOOD), PromptsConfig())  # the built-in template too
-    assert "(none)" not in default["messages"][0][-1]["content"] and "Conversation" not in default["messages"][0][-1]["content"]
+    assert (
+        "(none)" not in default["messages"][0][-1]["content"]
+        and "Conversation" not in default["messages"][0][-1]["content"]
+    )
 
 
 def test_prompts_speakers_name_the_history_turns():

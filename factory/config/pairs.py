@@ -56,7 +56,9 @@ class TermConfig:
     field: str = help_("repetition: answer or reasoning.", "answer")
     n: int = help_("repetition, copies_prompt, repeats_history: n-gram size.", 3)
     unit: str = help_(
-        "repetition, copies_prompt, repeats_history: word (whitespace tokens) or char (characters, whitespace dropped; for CJK).", "word"
+        "repetition, copies_prompt, repeats_history: word (whitespace tokens) or char (characters, whitespace dropped; "
+        "for CJK).",
+        "word",
     )
     pattern: str = help_("format: the regex (Rust regex syntax) searched in the answer.", "")
     require: bool = help_(

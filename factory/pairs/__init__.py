@@ -136,8 +136,8 @@ def attach(
     scored: pl.LazyFrame | pl.DataFrame, prompts: pl.LazyFrame | pl.DataFrame, cfg: PairsConfig
 ) -> pl.LazyFrame | pl.DataFrame:
     """The scored samples with the prompt columns the config reads (pairs.balance.column, and the prompt-side
-    texts of the terms and their n-grams: prompt_side), joined by prompt_id in their own row order; as they are when none
-    is asked or the samples carry them already."""
+    texts of the terms and their n-grams: prompt_side), joined by prompt_id in their own row order; as they are
+    when none is asked or the samples carry them already."""
     have = set(scored.lazy().collect_schema().names())
     names = prompts.lazy().collect_schema().names()
     side: list[pl.Expr] = []
@@ -145,7 +145,8 @@ def attach(
     if column and column not in have:
         if column not in names:
             raise ConfigError(
-                f"pairs.balance.column: {column!r} is in neither the prompts nor the scored samples (prompts have {names})"
+                f"pairs.balance.column: {column!r} is in neither the prompts nor the scored samples (prompts have "
+                f"{names})"
             )
         side.append(pl.col(column).cast(pl.String))
     grams: list[pl.Expr] = []
@@ -156,7 +157,9 @@ def attach(
             grams.append(expression.alias(derived))
             continue
         if source not in names:
-            raise ConfigError(f"{key}: reads the prompts' {source!r} column, which the prompts lack (they have {names})")
+            raise ConfigError(
+                f"{key}: reads the prompts' {source!r} column, which the prompts lack (they have {names})"
+            )
         side.append(expression.alias(derived))
     if not side:
         return scored

@@ -16,8 +16,8 @@ and the pair build still counts it under the same reason.
 
 The reasons: engine_error, truncated, empty_answer, no_token_count, every filter term whose source
 needs no judge request (answer_chars, format, think, repetition, copies_prompt, repeats_history,
-verify_<name> with exclude_*; the caller adds the verifiers' columns and passes the prompts), duplicate (among the samples
-that pass those, within the rows given: the caller passes every stored sample of a group it plans).
+verify_<name> with exclude_*; the caller adds the verifiers' columns and passes the prompts), duplicate
+(among the samples that pass those, within the rows given: the caller passes every stored sample of a group it plans).
 Judge-based terms and pairs.judges play no part here: the build decides them after judging.
 """
 

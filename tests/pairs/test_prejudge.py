@@ -89,7 +89,9 @@ def test_a_strategy_gate_on_a_verifier_column_is_left_to_the_pair_build():
 
 # -- copies_prompt (issue 25): an answer copied from the prompt's own text -------------------------
 def prompts_frame():
-    user = "Product info:\n- name: Air Fryer\n- link: 3\n\nConversation so far:\n(none)\n\nViewer comment:\nany coupon rn?"
+    user = (
+        "Product info:\n- name: Air Fryer\n- link: 3\n\nConversation so far:\n(none)\n\nViewer comment:\nany coupon rn?"
+    )
     return pl.DataFrame(
         {
             "prompt_id": ["p1"],
@@ -190,7 +192,9 @@ def test_a_reply_repeating_a_host_turn_is_penalized_in_s_and_excluded():
     judged = samples(REPEATS).with_columns(pl.Series("quality", [0.9, 0.9, 0.7, 0.6]))
     # A penalty in S: with the term weighted, the repeat is no longer chosen.
     plain = PairsConfig(w_len=0.0, drop_ratio=0.0)
-    weighted = PairsConfig(w_len=0.0, drop_ratio=0.0, terms=[TermConfig(source="repeats_history", unit="char", weight=0.5)])
+    weighted = PairsConfig(
+        w_len=0.0, drop_ratio=0.0, terms=[TermConfig(source="repeats_history", unit="char", weight=0.5)]
+    )
     assert pairs.build(judged, dialogue_prompts(), plain).pairs["chosen_idx"].to_list() == [0]
     assert pairs.build(judged, dialogue_prompts(), weighted).pairs["chosen_idx"].to_list() == [2]
     # A filter: excluded before judging and counted by the build under its name.
@@ -208,8 +212,14 @@ def test_repeats_history_reads_host_turns_only_and_an_empty_history_repeats_noth
     from factory.pairs import rules
 
     viewer_only = dialogue_prompts().with_columns(
-        pl.Series("history", [[{"role": "user", "content": HOST_SAID}]], dtype=pl.List(pl.Struct({"role": pl.String, "content": pl.String})))
+        pl.Series(
+            "history",
+            [[{"role": "user", "content": HOST_SAID}]],
+            dtype=pl.List(pl.Struct({"role": pl.String, "content": pl.String})),
+        )
     )
     for prompts in (viewer_only, dialogue_prompts().with_columns(pl.col("history").list.head(0))):
-        frame = pairs.attach(samples(REPEATS[:1]), prompts, PairsConfig(terms=[TermConfig(source="repeats_history", weight=1.0)]))
+        frame = pairs.attach(
+            samples(REPEATS[:1]), prompts, PairsConfig(terms=[TermConfig(source="repeats_history", weight=1.0)])
+        )
         assert frame.select(rules.overlap(rules.HOST_TURNS, 3, "char").alias("v"))["v"].to_list() == [0.0]
