@@ -107,7 +107,7 @@ def prefilter(cfg: RunConfig, prompts: pl.DataFrame) -> Prefilter | None:
             out = out.join(node.read(samples, prompts), on=KEYS, how="left")  # type: ignore[attr-defined]
         return out
 
-    return Prefilter(cfg.pairs, verdicts if nodes else None)
+    return Prefilter(cfg.pairs, verdicts if nodes else None, prompts)
 
 
 # -- judges ------------------------------------------------------------------------------------------

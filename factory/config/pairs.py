@@ -38,7 +38,10 @@ class TermConfig:
         "verdict, 0..1), repetition (repeated n-gram "
         "ratio of `field`), answer_chars (answer length in characters), format (1 when the answer breaks "
         "`pattern`), think (1 when the <think> block breaks `require`), tag_<tag> (1 when the judge's tags "
-        "hold <tag>, else 0: exclude_below 1 requires the tag, exclude_above 0 forbids it; after judging).",
+        "hold <tag>, else 0: exclude_below 1 requires the tag, exclude_above 0 forbids it; after judging), "
+        "copies_prompt (share of the answer's n-grams found in the prompt's own text: 1 for an answer copied from "
+        "it), repeats_history (share of the answer's n-grams found in the host's earlier turns of its dialogue "
+        "history).",
         "",
     )
     name: str = help_("Label in stats, reports and exclusion counts; '' = source (repetition: repetition_<field>).", "")
@@ -53,8 +56,12 @@ class TermConfig:
     lo: float = help_("norm fixed: the lower bound.", 0.0)
     hi: Optional[float] = help_("norm fixed: the upper bound (required).", None)
     field: str = help_("repetition: answer or reasoning.", "answer")
-    n: int = help_("repetition: n-gram size.", 3)
-    unit: str = help_("repetition: word (whitespace tokens) or char (characters, whitespace dropped; for CJK).", "word")
+    n: int = help_("repetition, copies_prompt, repeats_history: n-gram size.", 3)
+    unit: str = help_(
+        "repetition, copies_prompt, repeats_history: word (whitespace tokens) or char (characters, whitespace dropped; "
+        "for CJK).",
+        "word",
+    )
     pattern: str = help_("format: the regex (Rust regex syntax) searched in the answer.", "")
     require: bool = help_(
         "format: true = the answer must match `pattern`, false = must not; think: true = a non-empty "
@@ -308,7 +315,11 @@ TERM_SOURCES: dict[str, SourceSpec] = {
     "format": SourceSpec("format", "lower", "none", "one"),
     "think": SourceSpec("think", "lower", "none", "one"),
     "tag": SourceSpec(r"tag_.+", "higher", "none", "one", judged=True),
+    "copies_prompt": SourceSpec("copies_prompt", "lower", "none", "one"),
+    "repeats_history": SourceSpec("repeats_history", "lower", "none", "one"),
 }
+# The n-gram sources: `n` and `unit` apply (checked below).
+NGRAM_SOURCES = ("repetition", "copies_prompt", "repeats_history")
 
 
 def source_name(column: str) -> Optional[str]:
@@ -352,8 +363,9 @@ def _check_entry(entry: TermConfig, key: str) -> None:
     name = source_name(entry.source)
     if name is None:
         valid = ", ".join(
-            ["length", *judge_column_names(dims=True), "repetition", "answer_chars", "format", "think", "tag_<tag>"]
-        )
+            ["length", *judge_column_names(dims=True), "repetition", "answer_chars", "format", "think", "tag_<tag>",
+             "copies_prompt", "repeats_history"]
+        )  # fmt: skip
         raise ConfigError(f"{key}.source: {entry.source!r} is not a term source ({valid})")
     source = TERM_SOURCES[name]
     norm = entry.norm or source.norm
@@ -369,9 +381,9 @@ def _check_entry(entry: TermConfig, key: str) -> None:
         value = getattr(entry, field_name)
         if value is not None and not math.isfinite(value):
             raise ConfigError(f"{key}.{field_name}: must be a finite number, got {value}")
-    if entry.source == "repetition":
-        if entry.field not in ("answer", "reasoning"):
-            raise ConfigError(f"{key}.field: {entry.field!r} is not one of answer, reasoning")
+    if entry.source == "repetition" and entry.field not in ("answer", "reasoning"):
+        raise ConfigError(f"{key}.field: {entry.field!r} is not one of answer, reasoning")
+    if entry.source in NGRAM_SOURCES:
         if entry.unit not in ("word", "char"):
             raise ConfigError(f"{key}.unit: {entry.unit!r} is not one of word, char")
         if entry.n < 1:

@@ -5,8 +5,8 @@ and each point of a sweep) is then made from these numbers.
 Exclusion reasons, the first that applies. First those that need no judge (`judge_free`; factory
 run applies them before any judge is asked, factory/pairs/prejudge.py): engine_error, truncated
 (finish_reason "length"), empty_answer, no_token_count, each rule or verifier filter term by name
-(answer_chars, format, think, repetition, verify_*: its raw value above `exclude_above` or below
-`exclude_below`), duplicate
+(answer_chars, format, think, repetition, copies_prompt, repeats_history, verify_*: its raw value above
+`exclude_above` or below `exclude_below`), duplicate
 (pairs.dedupe: among the samples that pass those, the same normalized text as a lower sample_idx of
 the same prompt). Then those a judge decides: no_judgment (a column of pairs.judges or a judge-like
 term is null or NaN), missing_dimension (a dim_* term's column is null while the judges gave a

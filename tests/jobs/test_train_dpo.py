@@ -1,5 +1,6 @@
 """jobs/train_dpo.py without training: its TRL config (the SFT term on chosen), where it reads pairs, and its
-warning for conversational pairs under a template that drops reasoning. Training itself: tests/system/test_closed_loop.py."""
+warning for conversational pairs under a template that drops reasoning. Training itself:
+tests/system/test_closed_loop.py."""
 
 from __future__ import annotations
 
