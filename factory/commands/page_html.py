@@ -48,10 +48,12 @@ def _rate(n: int, total: int) -> str:
     return f"{100 * n / total:.1f}%" if total else "-"
 
 
-def funnel(report: dict[str, Any], manifest: dict[str, Any], invalid: list[tuple[str, int]]) -> str:
-    """prompts -> samples -> valid samples -> groups -> candidate pairs -> kept pairs, each step with
-    what it lost and why, as bars scaled to the first step."""
-    pairs = report["pairs"]
+def funnel_steps(
+    pairs: dict[str, Any], manifest: dict[str, Any], invalid: list[tuple[str, int]]
+) -> list[tuple[str, int, list[tuple[str, int]]]]:
+    """prompts -> samples -> valid samples -> groups -> candidate pairs -> kept pairs: (step, count, [(what
+    was lost, count)]) from the pair stats (manifest["pairs"]) and the manifest; the page and the dataset
+    card render these."""
     counts = manifest.get("counts", {})
     k = (manifest.get("config") or {}).get("sampler", {}).get("k")
     steps: list[tuple[str, int, list[tuple[str, int]]]] = []
@@ -90,6 +92,12 @@ def funnel(report: dict[str, Any], manifest: dict[str, Any], invalid: list[tuple
     steps.append(("kept pairs", pairs["pairs_kept"], lost))
     groups_lost = [(f"groups {b}", n) for b, n in buckets.items() if b not in ("kept", "fewer_than_2_valid") and n]
     steps.append(("groups with a kept pair", buckets.get("kept", 0), groups_lost))
+    return steps
+
+
+def funnel(report: dict[str, Any], manifest: dict[str, Any], invalid: list[tuple[str, int]]) -> str:
+    """The funnel's steps (funnel_steps), each with what it lost and why, as bars scaled to the first step."""
+    steps = funnel_steps(report["pairs"], manifest, invalid)
     top = max([n for _, n, _ in steps] + [1])
     out = ['<div class="funnel">']
     for name, n, why in steps:
@@ -102,6 +110,27 @@ def funnel(report: dict[str, Any], manifest: dict[str, Any], invalid: list[tuple
         )
     out.append("</div>")
     return "".join(out)
+
+
+def essentials(conf: dict[str, Any], terms: list[dict[str, Any]], output: str) -> list[list[str]]:
+    """The config's essentials as (setting, value) rows, from a stored (redacted) config; the page and the
+    dataset card render these."""
+    sampler, judge, p = conf["sampler"], conf["judge"], conf["pairs"]
+    rows = [
+        ["prompts", f"{conf['prompts']['path']} (limit {conf['prompts']['limit']})"],
+        ["sampler", f"{sampler['engine']['kind']}:{sampler['engine']['model'] or 'embedded'} x{sampler['engine']['replicas']}"],
+        ["sampling", f"K={sampler['k']}, temperature {sampler['sampling']['temperature']}, top_p {sampler['sampling']['top_p']}, "
+                     f"max_tokens {sampler['sampling']['max_tokens']}, stop {sampler['sampling']['stop']}"],
+        ["judge", f"{judge['engine']['kind']}:{judge['engine']['model'] or 'embedded'}, votes {judge['votes']}, "
+                  f"scale 0..{judge['scale_max']:g}, rubric {judge['rubric_file'] or 'default'}" if judge.get("enabled", True) else "off"],
+        ["other judges", ", ".join([f"judges.{n}" for n in conf["judges"]] + [f"reward_models.{n}" for n in conf["reward_models"]]) or "-"],
+        ["pairs", f"{p['strategy']}, pairing {p['pairing']}, w_len {p['w_len']}, w_quality {p['w_quality']}, "
+                  f"drop_ratio {p['drop_ratio']}, min_margin {p['min_margin']}, cap {p['max_pairs_per_group']}"],
+        ["judges of S", f"{', '.join(p['judges'])} (combine {p['combine']}), dedupe {p['dedupe']}"],
+        ["terms", ", ".join(t["name"] for t in terms)],
+        ["output", output],
+    ]  # fmt: skip
+    return rows
 
 
 def glance(cfg: Any, manifest: dict[str, Any], report: dict[str, Any], metrics: dict[str, Any] | None) -> str:
@@ -131,22 +160,7 @@ def glance(cfg: Any, manifest: dict[str, Any], report: dict[str, Any], metrics: 
     ]
     out.append("</div>")
 
-    conf = redact(config_mod.to_dict(cfg))
-    sampler, judge, p = conf["sampler"], conf["judge"], conf["pairs"]
-    rows = [
-        ["prompts", f"{conf['prompts']['path']} (limit {conf['prompts']['limit']})"],
-        ["sampler", f"{sampler['engine']['kind']}:{sampler['engine']['model'] or 'embedded'} x{sampler['engine']['replicas']}"],
-        ["sampling", f"K={sampler['k']}, temperature {sampler['sampling']['temperature']}, top_p {sampler['sampling']['top_p']}, "
-                     f"max_tokens {sampler['sampling']['max_tokens']}, stop {sampler['sampling']['stop']}"],
-        ["judge", f"{judge['engine']['kind']}:{judge['engine']['model'] or 'embedded'}, votes {judge['votes']}, "
-                  f"scale 0..{judge['scale_max']:g}, rubric {judge['rubric_file'] or 'default'}" if cfg.judge.enabled else "off"],
-        ["other judges", ", ".join([f"judges.{n}" for n in conf["judges"]] + [f"reward_models.{n}" for n in conf["reward_models"]]) or "-"],
-        ["pairs", f"{p['strategy']}, pairing {p['pairing']}, w_len {p['w_len']}, w_quality {p['w_quality']}, "
-                  f"drop_ratio {p['drop_ratio']}, min_margin {p['min_margin']}, cap {p['max_pairs_per_group']}"],
-        ["judges of S", f"{', '.join(p['judges'])} (combine {p['combine']}), dedupe {p['dedupe']}"],
-        ["terms", ", ".join(t["name"] for t in pairs["terms"])],
-        ["output", manifest.get("output_dir", cfg.output_dir)],
-    ]  # fmt: skip
+    rows = essentials(redact(config_mod.to_dict(cfg)), pairs["terms"], manifest.get("output_dir", cfg.output_dir))
     out.append(_table(["setting", "value"], rows, "kv"))
 
     stage_metrics = (metrics or {}).get("stages") or {}
