@@ -43,7 +43,7 @@ import pyarrow as pa
 
 from factory.config import RunConfig
 from factory.engines import engine_identity
-from factory.executor.metrics import StageMetrics, overlap_s
+from factory.executor.metrics import LiveMetrics, StageMetrics, overlap_s
 from factory.executor.pool import Event
 from factory.executor.progress import Progress
 from factory.executor.writer import TableWriter
@@ -156,6 +156,9 @@ class Executor:
         self._next_alive_check = self._last_event = 0.0
         self.fatal: str | None = None
         self._ids = itertools.count()
+        self.live: LiveMetrics = self.backend.live  # Ray's metrics on the Ray backend (executor/metrics.py)
+        self._pool_names: dict[str, str] = {}  # stage -> its pool's name (the stages sharing it, joined by +)
+        self._in_flight: dict[str, int] = {}  # stage -> requests in flight, as last reported
 
     # -- pools -------------------------------------------------------------------------------------
     def _pool(self, stage: Stage) -> Any:
@@ -192,6 +195,7 @@ class Executor:
         queues = {s.name: WorkQueue() for s in stages}
         metrics = {s.name: StageMetrics(s.name, fed_by=s.upstream if s.upstream in by_name else "") for s in stages}
         pools = {s.name: self._pool(s) for s in stages}
+        self._pool_names = {s.name: "+".join(self.pool_stages[engine_identity(s.engine)]) for s in stages}
         checked: set[str] = set()  # stages whose declared inputs the upstream rows were checked against
         for s in stages:
             plan = s.plan(self.store)
@@ -258,6 +262,7 @@ class Executor:
                 events += self.backend.tick(now)
                 for event in events:
                     self._on_event(event, by_name, calls, queues, writers, metrics)
+                self._report_in_flight(stages, calls)
                 for s in stages:
                     writer = writers[s.name]
                     idle = not len(queues[s.name]) and not any(c.stage == s.name for c in calls.values())
@@ -289,6 +294,7 @@ class Executor:
                     break
         finally:
             restore()
+            self._report_in_flight(stages, {})
             for s in stages:
                 writers[s.name].close()
                 metrics[s.name].feeding = False
@@ -400,6 +406,7 @@ class Executor:
                 writers[call.stage].add([row])
                 prompt, completion = stage.tokens(row)
                 m.add(stage.ok(row), int(row.get("attempts") or 0), prompt, completion, row.get("latency_s"))
+                self.live.row(stage.name, self._pool_names[stage.name], stage.ok(row), int(row.get("attempts") or 0), prompt, completion)
                 if self.budget is not None:
                     self.budget.charge(stage.name, prompt, completion)
                     self.progress.extra[stage.name] = self.budget.label(stage.name)
@@ -422,6 +429,17 @@ class Executor:
         for row in stage.failed(missing, f"failed after {call.attempt + 1} attempts: {error}"):
             writers[call.stage].add([row])
             m.add(False, int(row.get("attempts") or 0), 0, 0, None)
+            self.live.row(stage.name, self._pool_names[stage.name], False, int(row.get("attempts") or 0), 0, 0)
+
+    def _report_in_flight(self, stages: list[Stage], calls: dict[int, _Call]) -> None:
+        """The requests each stage has sent and not had back yet, to the live metrics (Ray's gauge)."""
+        waiting = dict.fromkeys((s.name for s in stages), 0)
+        for call in calls.values():
+            waiting[call.stage] += len(call.expected) - len(call.received)
+        for name, n in waiting.items():
+            if self._in_flight.get(name, 0) != n:  # 0 before the first dispatch: nothing to report, Ray may not be up
+                self._in_flight[name] = n
+                self.live.in_flight(name, self._pool_names[name], n)
 
     def _backend_alive(self) -> bool:
         """While stopping: whether the backend can still hand back the requests in flight (checked every 0.5 s)."""
