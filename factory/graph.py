@@ -33,6 +33,7 @@ from factory import prompts as prompts_mod
 from factory.prompts import read_text
 from factory.rundir.schemas import JUDGMENTS
 from factory.stages import judge as judge_stage
+from factory.stages.adaptive import AdaptiveK
 from factory.stages import reward as reward_stage
 from factory.stages import sample as sample_stage
 from factory.stages import verifier as verifier_stage
@@ -116,6 +117,11 @@ class JudgeNode:
     engine: EngineConfig  # the pool's engine (a reward model's scoring variant)
     fingerprint: str = ""
     dims: dict[str, str] = field(default_factory=dict)  # dim column -> its config key
+
+    @property
+    def fanout(self) -> int:
+        """Rows it stores per judged sample (a GenRM's votes)."""
+        return int(getattr(self.config, "votes", 1) or 1)
 
     def columns(self) -> dict[str, str]:
         """Scored column -> the config key that makes it."""
@@ -361,8 +367,30 @@ class RunGraph:
         """sample -> every judge (each fed by stored samples). With `fps` (a stored run's fingerprints),
         a judge they lack (configured after that run) is left out."""
         fps = self.fingerprints if fps is None else fps
-        graph: list = [sample_stage.SampleStage(self.cfg, fps["sampler"], prompts)]
-        return graph + [j.make_stage(self.cfg, prompts, fps) for j in self.requesting if j.stage in fps]
+        judges = [j.make_stage(self.cfg, prompts, fps) for j in self.requesting if j.stage in fps]
+        adaptive = None
+        if self.cfg.sampler.adaptive.enabled:  # the sampler follows itself and every judge
+            follows = ("sample", *(stage.name for stage in judges))
+            adaptive = AdaptiveK(self.cfg, lambda store: self.decided_view(store, prompts, fps), follows)
+        return [sample_stage.SampleStage(self.cfg, fps["sampler"], prompts, adaptive=adaptive), *judges]
+
+    def decided_view(
+        self, store: Any, prompts: pl.DataFrame, fps: dict[str, str] | None = None
+    ) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+        """What sampler.adaptive decides a group from: the scored samples as the pair build reads them,
+        and the (prompt_id, sample_idx) that every requesting judge has answered with all its votes (None
+        when no judge sends requests)."""
+        from factory import pairs as pair_kernel
+
+        read = self.scored(store, prompts, fps)
+        judged = None
+        for node in self.requesting:
+            if node.stage not in read.frames:
+                continue
+            frame = read.frames[node.stage]
+            done = frame.group_by(KEYS).agg(pl.len().alias("n")).filter(pl.col("n") >= node.fanout).select(KEYS)
+            judged = done if judged is None else judged.join(done, on=KEYS, how="semi")
+        return pair_kernel.attach(read.scored, prompts, self.cfg.pairs), judged  # type: ignore[return-value]
 
     def scored(self, store: Any, prompts: pl.DataFrame, fps: dict[str, str] | None = None) -> Scored:
         """Samples with every judge's columns, in the names the pair kernel reads: quality (and score,

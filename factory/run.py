@@ -104,15 +104,17 @@ class _PromptGuard:
 
 
 def _to_target(graph: RunGraph, session: Session, guard: _PromptGuard) -> tuple[Manifest, Outputs]:
-    """pairs.target: run on a first draw of prompt rows (prompts.limit, else an estimate from the
-    target and drop_ratio), then raise prompts.limit to what the observed survival rate (pairs kept
+    """pairs.target: run on a first draw of prompt rows (prompts.limit, else from the survival rate the
+    run directory already shows, else an estimate from the target and drop_ratio), then raise prompts.limit to what the observed survival rate (pairs kept
     per prompt row) says is needed, +10%, and run again on the same pools: only the new prompts are
     sampled and judged. Stops when the target is met or the pool has no more rows; with no pair yet,
     the draw doubles."""
     cfg = graph.cfg
     target = int(cfg.pairs.target or 0)
-    # A grown run never draws fewer prompts than its outputs were built from.
-    limit = max(cfg.prompts.limit or pair_kernel.target_draw(cfg.pairs), guard.before)
+    # The first draw: prompts.limit, else from the survival rate stored in the directory (as `factory plan`
+    # says); a grown run never draws fewer prompts than its outputs were built from.
+    start, _ = pair_kernel.target_start(cfg.pairs, session.previous.get("counts"))
+    limit = max(cfg.prompts.limit or start, guard.before)
     requests = {key: 0 for key in graph.request_keys()}
     draws: list[dict[str, int]] = []
     changed = 0
@@ -177,7 +179,9 @@ def _round(
     timings["prompts"] = time.perf_counter() - t
     session.say(f"[prompts] {prompts.height} valid, {invalid.height} invalid")
 
-    done = session.run(graph.stages(prompts))
+    stages = graph.stages(prompts)
+    done = session.run(stages)
+    sampler = stages[0]  # its levels, under sampler.adaptive: the samples each prompt was given
     timings["sample"] = done["sample"].elapsed()
     for node in graph.requesting:
         timings[node.stage] = done[node.stage].elapsed()
@@ -190,7 +194,7 @@ def _round(
         "prompts_valid": prompts.height,
         "prompts_invalid": invalid.height,
         "prompts_changed": len(changed),
-        "samples_expected": prompts.height * cfg.sampler.k,
+        "samples_expected": sampler.expected,
         **outputs.counts,
     }
     requests = {"sampler": done["sample"].requests, **{j.stage: done[j.stage].requests for j in graph.requesting}}
@@ -204,5 +208,6 @@ def _round(
         judges=graph.judges_manifest(outputs.judges, requests),
         pairs=outputs.stats.as_dict(),
         output_dir=store.url,
+        adaptive=sampler.adaptive.summary(sampler.current) if sampler.adaptive and sampler.current is not None else None,
     )
     return manifest, outputs

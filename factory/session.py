@@ -8,9 +8,10 @@ executor.run): `factory run` and `factory eval` are a graph inside a session.
 
 In order: preflight (before anything is touched) -> the output directory shown writable (an error names
 its key) -> secrets (the values of every api_key_env, scrubbed from every stored string) -> the lease (one
-writer per directory) -> the budget (cost.max_usd) -> the executor, started when the first graph runs, so a
-refusal found before (a degenerate prompt set) never waits for Ray -> metrics.json -> manifest.json, a typed
-Manifest (factory/rundir/manifest.py) completed here with the pools, spend, timings and history every command records.
+writer per directory) -> the budget (cost.max_usd) -> the small parts a killed run left, merged -> the
+executor, started when the first graph runs, so a refusal found before (a degenerate prompt set) never
+waits for Ray -> metrics.json -> manifest.json, a typed Manifest (factory/rundir/manifest.py) completed
+here with the pools, spend, timings and history every command records.
 """
 
 from __future__ import annotations
@@ -69,10 +70,18 @@ class Session:
             self.previous = self.store.read_json("manifest.json") or {}
             self.budget = Budget(self.prices, self.cfg.cost.max_usd)
             self.progress = Progress(self.cfg.progress_interval_s)
+            self._merge_leftovers()
         except BaseException:
             self.lease.__exit__(*sys.exc_info())
             raise
         return self
+
+    def _merge_leftovers(self) -> None:
+        """A killed run's small parts (its open part) merged before this run adds its own (factory.rundir.compact)."""
+        from factory.rundir.compact import merge_leftovers
+
+        for name, done in merge_leftovers(self.store, self.cfg.store.compact_mb).items():
+            self.say(f"[store] {name}: merged the {done['parts_before']} small parts a stopped run left into {done['parts_after']}")
 
     def say(self, text: str) -> None:
         self.progress.say(text)

@@ -20,6 +20,11 @@ prompt_id (CRC-32), so that every list and every strategy shows the same prompts
 many of how many it holds. The full set stays in pairs/. A text longer than MAX_TEXT_CHARS is cut
 (the page says by how much).
 
+The page has a byte budget, `report.max_page_bytes` (a page of hundreds of MB does not open): when the
+page would be larger, its texts are cut shorter (down to MIN_TEXT_CHARS), then its lists hold fewer
+rows, until it fits; the page says at its top what was trimmed (and the log once), the numbers and
+plots are never trimmed.
+
 Modules: this one (the data, the entry points), page_html (the static HTML, every value escaped),
 page_plots (SVG histograms), page_assets (the inline style and script).
 
@@ -31,6 +36,7 @@ are those of the same prompts (up to the last one shown in hash order).
 
 from __future__ import annotations
 
+import logging
 import time
 import zlib
 from typing import Any
@@ -45,6 +51,8 @@ from factory.config.strategies import LONG2SHORT
 PAGE = "report/index.html"
 MAX_PAIRS = 2_000
 MAX_TEXT_CHARS = 20_000
+MIN_TEXT_CHARS = 500  # the shortest a text is cut to for the byte budget before lists lose rows
+FIT_TRIES = 5  # pages rendered per trim (texts, rows) before it goes to the floor
 SIDE_COLUMNS = ("prompt_id", "sample_idx", "completion_tokens", "finish_reason", "error", "answer", "reasoning")
 
 
@@ -57,13 +65,13 @@ def _round(value: Any, digits: int = 4) -> Any:
     return value
 
 
-def _cut(text: str | None) -> tuple[str, int]:
+def _cut(text: str | None, limit: int = MAX_TEXT_CHARS) -> tuple[str, int]:
     """(text, characters cut off): long reasoning would make the page too large to open."""
     if not text:
         return "", 0
-    if len(text) <= MAX_TEXT_CHARS:
+    if len(text) <= limit:
         return text, 0
-    return text[:MAX_TEXT_CHARS], len(text) - MAX_TEXT_CHARS
+    return text[:limit], len(text) - limit
 
 
 def _order_key(prompt_id: str) -> tuple[int, str]:
@@ -89,7 +97,7 @@ def _first_prompts(frame: pl.DataFrame, limit: int) -> pl.DataFrame:
 class _Sides:
     """Sample records fetched by their row in the scored frame, each fetched once."""
 
-    def __init__(self, scored: pl.DataFrame, cfg: Any, reasons: pl.DataFrame | None):
+    def __init__(self, scored: pl.DataFrame, cfg: Any, reasons: pl.DataFrame | None, max_text_chars: int):
         from factory.commands.report import SCORE_COLUMNS
         from factory.pairs.terms import NOT_JUDGES
 
@@ -97,6 +105,7 @@ class _Sides:
         self.scale = cfg.judge.scale_max
         self.extra = [c for c in scored.select(pl.col(SCORE_COLUMNS)).columns if c not in NOT_JUDGES]
         self.reasons = reasons
+        self.limit = max_text_chars
         self.records: dict[int, dict[str, Any]] = {}
 
     def fetch(self, rows: list[int], exclusion: dict[int, str] | None = None) -> None:
@@ -108,8 +117,8 @@ class _Sides:
         if self.reasons is not None:
             frame = frame.join(self.reasons, on=["prompt_id", "sample_idx"], how="left")
         for row in frame.iter_rows(named=True):
-            answer, answer_cut = _cut(row.get("answer"))
-            reasoning, reasoning_cut = _cut(row.get("reasoning"))
+            answer, answer_cut = _cut(row.get("answer"), self.limit)
+            reasoning, reasoning_cut = _cut(row.get("reasoning"), self.limit)
             quality = row.get("quality")
             record: dict[str, Any] = {
                 "i": row["sample_idx"],
@@ -129,7 +138,7 @@ class _Sides:
             if row.get("tags"):
                 record["g"] = list(row["tags"])
             if row.get("judge_reason"):
-                record["j"] = _cut(row["judge_reason"])[0]
+                record["j"] = _cut(row["judge_reason"], self.limit)[0]
             self.records[row["_row"]] = record
         for row, reason in (exclusion or {}).items():
             self.records[row]["w"] = reason
@@ -162,6 +171,7 @@ def page_data(
     prompts: pl.DataFrame | None,
     judgments: pl.DataFrame | None = None,
     max_pairs: int = MAX_PAIRS,
+    max_text_chars: int = MAX_TEXT_CHARS,
 ) -> dict[str, Any]:
     """The JSON document of the browsers: pairs, dropped groups, excluded samples, the prompts they
     name (messages with their texts held once), and how many of each the run has."""
@@ -219,7 +229,7 @@ def page_data(
     )
     excluded_shown = _first_prompts(excluded, max_pairs)
 
-    sides = _Sides(scored, cfg, judge_reasons(judgments))
+    sides = _Sides(scored, cfg, judge_reasons(judgments), max_text_chars)
     sides.fetch(kept_shown["chosen_row"].to_list() + kept_shown["rejected_row"].to_list())
     shown_ids = set(dropped_shown["prompt_id"].to_list())
     dropped_detail = dropped_pairs.filter(pl.col("prompt_id").is_in(list(shown_ids)))
@@ -272,7 +282,7 @@ def page_data(
         ):
             turns = []
             for message in messages or []:
-                text = _cut(message.get("content"))[0]
+                text = _cut(message.get("content"), max_text_chars)[0]
                 if text not in index:  # a system prompt is held once, not once per prompt
                     index[text] = len(strings)
                     strings.append(text)
@@ -282,7 +292,7 @@ def page_data(
         "strategy": strategy,
         "scale": cfg.judge.scale_max,
         "max_pairs": max_pairs,
-        "max_text_chars": MAX_TEXT_CHARS,
+        "max_text_chars": max_text_chars,
         "pairs": pairs,
         "pairs_total": totals,
         "dropped": dropped_rows,
@@ -359,11 +369,27 @@ def write_page(
         prompts = store.read("prompts", columns=["prompt_id", "messages"])
     figures = [figure(title, svg) for title, svg in report_plots(report, cfg).items()]
     figures += [image(title, png) for title, png in stored_plots(store, cfg).items()]
-    data = page_data(scored, cfg, frames, prompts, judgments, max_pairs)
     invalid_frame = store.read("invalid", columns=["reason"])
     invalid = invalid_frame["reason"].value_counts(sort=True).rows() if invalid_frame is not None else []
-    page = build_page(cfg, manifest, report, data, figures, store.read_json("metrics.json"), invalid, note)
-    encoded = page.encode()
+    metrics = store.read_json("metrics.json")
+    budget = cfg.report.max_page_bytes
+
+    def render(rows: int, chars: int) -> tuple[dict[str, Any], bytes]:
+        data = page_data(scored, cfg, frames, prompts, judgments, rows, chars)
+        trimmed = _trim_note(budget, max_pairs, rows, chars, len(data["pairs"]), full) if full else None
+        warning = " ".join(n for n in (note, trimmed) if n) or None
+        return data, build_page(cfg, manifest, report, data, figures, metrics, invalid, warning).encode()
+
+    full = 0
+    data, encoded = render(max_pairs, MAX_TEXT_CHARS)
+    trimmed = None
+    if len(encoded) > budget:
+        full = len(encoded)
+        data, encoded, rows, chars = _fit(render, budget, max_pairs, data, full)
+        trimmed = {"bytes_untrimmed": full, "max_text_chars": chars, "max_rows": rows}
+        logging.getLogger("factory").warning(
+            "%s: %s", PAGE, _trim_note(budget, max_pairs, rows, chars, len(data["pairs"]), full, len(encoded))
+        )
     store.write_bytes(PAGE, encoded)
     return {
         "path": store.display(PAGE),
@@ -372,14 +398,77 @@ def write_page(
         "pairs_shown": sum(1 for p in data["pairs"] if p["s"] == cfg.pairs.strategy),
         "pairs_total": data["pairs_total"][cfg.pairs.strategy],
         "embedded": {"pairs": len(data["pairs"]), "dropped": len(data["dropped"]), "excluded": len(data["excluded"])},
+        "trimmed": trimmed,
     }
+
+
+def _longest(data: dict[str, Any]) -> int:
+    """The longest text the browsers' data holds (characters)."""
+    sides = [p[s] for p in data["pairs"] for s in ("c", "r")]
+    sides += [d[s] for d in data["dropped"] for s in ("c", "r") if s in d]
+    sides += [x for d in data["dropped"] for x in d.get("samples", [])] + [e["x"] for e in data["excluded"]]
+    texts = [len(side.get(k) or "") for side in sides for k in ("a", "r", "j")] + [len(t) for t in data["strings"]]
+    return max(texts, default=0)
+
+
+def _fit(
+    render: Any, budget: int, max_pairs: int, data: dict[str, Any], size: int
+) -> tuple[dict[str, Any], bytes, int, int]:
+    """From a page of `size` bytes over `budget` (its browsers' `data`): texts cut shorter (down to
+    MIN_TEXT_CHARS), then fewer rows per list, until the page fits or holds one row a list."""
+    longest = min(MAX_TEXT_CHARS, _longest(data))
+    rows, chars, encoded = max_pairs, MAX_TEXT_CHARS, b""
+    if longest > MIN_TEXT_CHARS:
+        chars, data, encoded, size = _shrink(lambda n: render(rows, n), longest, size, budget, MIN_TEXT_CHARS)
+    if size > budget and rows > 1:
+        held = max(len(data[k]) for k in ("pairs", "dropped", "excluded"))  # what the lists hold
+        rows, data, encoded, size = _shrink(lambda n: render(n, chars), held, size, budget, 1)
+    if not encoded:  # nothing to trim (one row a list, short texts): the page as it is, with its note
+        data, encoded = render(rows, chars)
+    return data, encoded, rows, chars
+
+
+def _shrink(render: Any, value: int, size: int, budget: int, floor: int) -> tuple[int, dict[str, Any], bytes, int]:
+    """The largest-found `value` (a text cut, a row cap) whose page fits `budget`, from a page of `size`
+    bytes at `value`: each next guess is where the line through the last two (value, size) points meets
+    95% of the budget (the first: in proportion), 10% to 50% lower each time, never below `floor`;
+    after FIT_TRIES guesses, `floor`."""
+    points = [(value, size)]
+    data: dict[str, Any] = {}
+    encoded = b""
+    while size > budget and value > floor:
+        (v1, s1), (v0, s0) = points[-1], points[-2] if len(points) > 1 else (0, 0)
+        slope = (s1 - s0) / (v1 - v0) if v1 != v0 else 0.0
+        guess = v1 - (s1 - 0.95 * budget) / slope if slope > 0 else v1 * budget / s1 * 0.95
+        value = floor if len(points) > FIT_TRIES else max(floor, v1 // 2, min(int(guess), int(v1 * 0.9)))
+        data, encoded = render(value)
+        size = len(encoded)
+        points.append((value, size))
+    return value, data, encoded, size
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n:,} bytes"
+
+
+def _trim_note(
+    budget: int, max_pairs: int, rows: int, chars: int, embedded: int, full: int, size: int | None = None
+) -> str:
+    """What the page says (and the log, with the size reached) when the byte budget trimmed it."""
+    what = [f"texts cut at {chars:,} characters (not {MAX_TEXT_CHARS:,})"] if chars < MAX_TEXT_CHARS else []
+    if rows < max_pairs:
+        what.append(f"each list holds at most {rows:,} rows (not {max_pairs:,}; {embedded:,} pairs embedded)")
+    reached = "" if size is None else f"; it is {_size(size)}" + (", over: it cannot be met" if size > budget else "")
+    return (
+        f"This page is trimmed to fit report.max_page_bytes={budget:,} (it would be {_size(full)}{reached}): "
+        f"{'; '.join(what) or 'nothing left to trim'}. Every row and every whole text is in the run's Parquet; "
+        "raise report.max_page_bytes for more."
+    )
 
 
 def write_run_page(store: Any, cfg: Any, manifest: dict[str, Any], scored: pl.DataFrame) -> dict[str, Any] | None:
     """`factory run`'s call at its end: the page from what the run holds, or a warning and None when it
     cannot be made (the run's outputs are stored by then; the page is `factory report`'s to redo)."""
-    import logging
-
     try:
         return write_page(store, cfg, manifest, scored)
     except Exception as exc:  # noqa: BLE001 - a page must never turn a finished run into a failed one

@@ -67,7 +67,9 @@ def funnel_steps(
             )
         )
     if counts.get("samples_expected") is not None:
-        steps.append((f"samples asked (x K={k})" if k else "samples asked", counts["samples_expected"], []))
+        adaptive = manifest.get("adaptive")
+        asked = f"samples asked (adaptive, {adaptive['k_min']} to K={k} a prompt)" if adaptive else f"samples asked (x K={k})"
+        steps.append((asked if k else "samples asked", counts["samples_expected"], []))
     stored = pairs["samples_total"]
     failed = pairs["samples_excluded"].get("engine_error", 0)
     missing = max(counts.get("samples_expected", stored) - stored, 0)

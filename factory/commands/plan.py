@@ -3,7 +3,9 @@
 Per stage of the graph, from what the run directory already holds (no engine is built, no model loaded):
 
     requests        the stage's own planning, `stage.plan(store)`: exact for a stage fed by stored rows (the
-                    sampler; the judge for samples already stored). Work that comes from rows not made yet
+                    sampler; the judge for samples already stored). Under sampler.adaptive the sampler's
+                    later steps are estimated from the stored decisions (where the stored groups stopped;
+                    every waiting group at sampler.k, an upper bound, when none is stored) and marked "~". Work that comes from rows not made yet
                     (the judge of samples still to sample) is estimated: upstream requests x the observed
                     share of stored samples that can be judged x votes, and marked "~".
     prompt tokens   the rendered requests counted with the engine's tokenizer where one is at hand without a
@@ -194,6 +196,10 @@ def plan_stage(
     sample = isinstance(stage, SampleStage)
     work = stage.plan(store)  # the stage's own planning: exact from the stored keys
     estimated, notes = _estimated_requests(stage, store, upstream)
+    if sample and stage.adaptive is not None and stage.current is not None:  # later steps: from the stored decisions
+        grown, how = stage.adaptive.growth_estimate(stage.current)
+        estimated += grown
+        notes += [f"sampler.adaptive: {how}"] if how else []
     notes += [stage.note] if getattr(stage, "note", "") else []  # e.g. the samples filtered before judging
     requests = work.height + estimated
     reward = hasattr(stage, "rm_fp")  # a reward model: prompt tokens only, no sampling
@@ -318,19 +324,12 @@ def totals(plans: list[dict[str, Any]]) -> dict[str, Any]:
 
 # -- `factory plan` --------------------------------------------------------------------------------
 def target_prompts(cfg: RunConfig, store: RunStore) -> tuple[int, str]:
-    """(prompt rows to plan for, why) under pairs.target: the survival rate of the last run, else assumed."""
-    from factory.pairs import target_draw
+    """(prompt rows to plan for, why) under pairs.target: where `factory run` starts (pairs.target_start:
+    the survival rate stored in the run directory, else assumed)."""
+    from factory.pairs import target_start
 
     manifest = store.read_json("manifest.json") if store.exists("manifest.json") else None
-    counts = (manifest or {}).get("counts") or {}
-    kept, rows = counts.get("pairs_kept"), counts.get("prompts_in")
-    target = int(cfg.pairs.target or 0)
-    if kept and rows:
-        needed = target_draw(cfg.pairs, kept, rows) if kept < target else rows
-        why = f"survival {kept}/{rows} = {kept / rows:.3f} pairs per prompt row (observed in the last run), +10% as `factory run` draws"
-    else:
-        needed = target_draw(cfg.pairs)
-        why = "no run yet: assumed one group per prompt row, drop_ratio of them dropped, +20% (the first draw of `factory run`)"
+    needed, why = target_start(cfg.pairs, (manifest or {}).get("counts"))
     return max(needed, cfg.prompts.limit or 0), why
 
 

@@ -33,7 +33,14 @@ class EngineConfig:
     # OpenAI-compatible endpoints
     base_url: str = help_("openai: the API base URL, e.g. http://127.0.0.1:8000/v1.", "")
     api_key_env: str = help_("openai: NAME of the environment variable holding the API key (never the key).", "")
-    request_timeout_s: float = help_("openai: per-request timeout in seconds.", 600.0)
+    request_timeout_s: float = help_(
+        "openai: deadline of each attempt in seconds, for the whole reply (a server that keeps sending is cut off).",
+        600.0,
+    )
+    max_reply_bytes: int = help_(
+        "openai: the most bytes of one reply body read; a longer reply is that request's error (not retried).",
+        16 * 2**20,
+    )
     rpm: int = help_("openai: requests-per-minute limit (0 = none).", 0)
     tpm: int = help_("openai: tokens-per-minute limit (0 = none).", 0)
     backoff_s: float = help_("openai: first retry wait (doubles per retry, full jitter, capped at 60 s); Retry-After wins.", 1.0)
@@ -59,8 +66,8 @@ class EngineConfig:
             {
                 "replicas": ">= 1", "parallel": ">= 1", "cpus_per_replica": "> 0", "max_model_len": ">= 1",
                 "batch_size": ">= 1", "watchdog_s": "> 0", "max_retries": ">= 0", "request_timeout_s": "> 0",
-                "rpm": ">= 0", "tpm": ">= 0", "backoff_s": ">= 0", "tensor_parallel_size": ">= 1",
-                "pipeline_parallel_size": ">= 1", "gpu_memory_utilization": "in (0, 1]",
+                "max_reply_bytes": ">= 1", "rpm": ">= 0", "tpm": ">= 0", "backoff_s": ">= 0",
+                "tensor_parallel_size": ">= 1", "pipeline_parallel_size": ">= 1", "gpu_memory_utilization": "in (0, 1]",
             },
         )  # fmt: skip
         if c.kind == "openai" and not c.base_url:

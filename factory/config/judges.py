@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, List
+from typing import Any, List, Optional
 
 from factory.config.base import ConfigError, help_, one_of, ranges
 from factory.config.engine import EngineConfig, SamplingConfig
@@ -14,11 +14,56 @@ JUDGE_NAME = r"[A-Za-z0-9_]+"
 
 
 @dataclass
+class AdaptiveConfig:
+    enabled: bool = help_(
+        "Adaptive K: draw sampler.adaptive.k_min samples per prompt first, judge them, and draw more (step at a "
+        "time, up to sampler.k) only for the groups whose pair is still undecided (fewer than 2 valid samples, "
+        "no candidate pair above the margin threshold, every sample tied, long2short: none under the cap).",
+        False,
+    )
+    k_min: int = help_("Samples every prompt gets first.", 2)
+    step: int = help_("Samples an undecided group gets at each further step.", 2)
+    drop_ratio: Optional[float] = help_(
+        "Stop rule: a group stops growing once its pair passes the margin threshold at this drop ratio (the "
+        "quantile of the judged groups' candidate margins while the run draws); null = pairs.drop_ratio. Higher "
+        "is stricter: fewer groups stop early, their pairs' gaps wider.",
+        None,
+    )
+    min_margin: Optional[float] = help_(
+        "Stop rule as a fixed margin instead of a quantile; null = pairs.min_margin (when set), else the quantile.",
+        None,
+    )
+    give_up: Optional[float] = help_(
+        "Off (null) by default. In (0, 1]: a group that has had at least k_min + step samples and whose best "
+        "candidate pair is below give_up x the stop rule's threshold stops growing (given up: its samples are "
+        "too alike to separate soon). Saves the samples of groups that keep no pair; not for long2short.",
+        None,
+    )
+    replan_s: float = help_(
+        "While the run draws, a group's next step is decided from what is stored at most this often (seconds; "
+        "each decision reads the run's stored samples and judgments); the end of a run decides every group.",
+        2.0,
+    )
+
+    @staticmethod
+    def check(c: Any, p: str) -> None:
+        ranges(c, p, {"k_min": ">= 1", "step": ">= 1", "min_margin": ">= 0 or null", "replan_s": ">= 0",
+                      "give_up": "in (0, 1] or null"})  # fmt: skip
+        if c.k_min < 2:
+            raise ConfigError(f"{p}k_min: needs at least 2 samples per prompt to make a pair, got {c.k_min}")
+        if c.drop_ratio is not None and not 0 <= c.drop_ratio < 1:
+            raise ConfigError(f"{p}drop_ratio: must be in [0, 1) or null, got {c.drop_ratio!r}")
+
+
+@dataclass
 class SamplerConfig:
-    k: int = help_("Samples per prompt.", 4)
+    k: int = help_("Samples per prompt (with sampler.adaptive: the most a prompt may get).", 4)
     engine: EngineConfig = help_("The teacher engine.", factory=EngineConfig)
     sampling: SamplingConfig = help_("Teacher sampling parameters.", factory=SamplingConfig)
     retry_failed: bool = help_("On a rerun, sample again the stored samples that failed (error set).", False)
+    adaptive: AdaptiveConfig = help_(
+        "Adaptive K (off by default): fewer samples for the prompts whose pair is decided early.", factory=AdaptiveConfig
+    )
 
     def __post_init__(self) -> None:
         self.check(self, "sampler.")
@@ -27,6 +72,8 @@ class SamplerConfig:
     def check(c: Any, p: str) -> None:
         if c.k < 2:
             raise ConfigError(f"{p}k: needs at least 2 samples per prompt to make a pair, got {c.k}")
+        if c.adaptive.enabled and c.adaptive.k_min > c.k:
+            raise ConfigError(f"{p}adaptive.k_min: {c.adaptive.k_min} is more than {p}k={c.k}, the most a prompt may get")
 
 
 @dataclass

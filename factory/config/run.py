@@ -1,4 +1,4 @@
-"""The whole run config: every section, output_dir, ray.*, store.*."""
+"""The whole run config: every section, output_dir, ray.*, store.*, report.*."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from factory.config.verifiers import VerifierConfig
 @dataclass
 class StoreConfig:
     flush_s: float = help_(
-        "Finished rows are written at least this often (seconds): a kill -9 loses at most these and the "
-        "requests in flight.",
+        "Finished rows are written at least this often (seconds), and as soon as a batch of them is in (0.25 s "
+        "apart): a kill -9 loses at most these and the requests in flight.",
         5.0,
     )
     part_mb: float = help_("A run's small parts are merged into one Parquet file once they hold this many MiB.", 64.0)
@@ -32,6 +32,23 @@ class StoreConfig:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"store.{name}: must be > 0, got {getattr(self, name)}")
 
+
+
+@dataclass
+class ReportConfig:
+    max_page_bytes: int = help_(
+        "report/index.html at most this many bytes: a larger page has its texts cut shorter, then fewer rows "
+        "in its browsers, and says so at its top (the numbers and plots are never trimmed; every row stays in "
+        "the Parquet tables).",
+        20_000_000,
+    )
+
+    def __post_init__(self) -> None:
+        self.check(self, "report.")
+
+    @staticmethod
+    def check(c: Any, p: str) -> None:
+        ranges(c, p, {"max_page_bytes": ">= 1"})
 
 
 @dataclass
@@ -95,6 +112,7 @@ class RunConfig:
     sweep: SweepConfig = help_("The w_len x drop_ratio grid of `factory sweep`.", factory=SweepConfig)
     ray: RayConfig = help_("Where the work runs.", factory=RayConfig)
     store: StoreConfig = help_("How rows are written to the run directory.", factory=StoreConfig)
+    report: ReportConfig = help_("report/index.html, the run's page.", factory=ReportConfig)
     decode_tokens_per_s: float = help_("Decode speed for the RT (response time) estimate, tokens/s.", 62.5)
     progress_interval_s: float = help_("Seconds between progress lines.", 5.0)
     cost: CostConfig = help_(

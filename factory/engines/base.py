@@ -13,6 +13,15 @@ slower than the watchdog is never mistaken for a stall while its requests comple
 
 Stages and the executor only ever see this protocol.
 
+A reply is untrusted input: `gather` (which every engine hands its results through) checks each one
+against its request before anyone sees it (`checked`): token counts are integers in 0..2**63-1 (what the
+stores' int64 columns hold), an answer is no longer than its request's `max_tokens` could produce
+(usage.completion_tokens <= max_tokens, and at most MAX_CHARS_PER_TOKEN characters a token), texts are
+text, a score is a finite number. A reply that fails becomes that request's error, naming the field:
+
+    Completion(tag=t, text="hi", completion_tokens=-5)
+    -> Completion(tag=t, error="invalid reply: usage.completion_tokens is -5, not a token count (an integer in ...)")
+
 Scoring is a capability some engines have besides generating: `engine.score(requests, on_done)` takes
 `ScoreRequest`s (a conversation that ends with the answer to score) and returns one `Score` per request,
 in order, with the same never-raise-per-request rule. A reward-model judge (factory/stages/reward.py)
@@ -26,6 +35,7 @@ engine is built (`factory.engines.score_routes`).
 from __future__ import annotations
 
 import concurrent.futures
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -203,6 +213,101 @@ def local_token_counter(spec: str) -> tuple[Callable[[str], int] | None, str]:
     return (lambda text: len(local.encode(text, add_special_tokens=False).ids) if text else 0), "counted (tokenizer)"
 
 
+TOKEN_MAX = 2**63 - 1  # the largest count an int64 column holds
+# The most characters one token can decode to, generously: real text averages 1.5 (Chinese) to 4 (English)
+# characters a token, and the longest tokens of common vocabularies (runs of spaces or dashes) are below this.
+# An answer longer than max_tokens * this cannot come from a request capped at max_tokens.
+MAX_CHARS_PER_TOKEN = 32
+_TOKEN_FIELDS = (
+    ("prompt_tokens", "usage.prompt_tokens"),
+    ("completion_tokens", "usage.completion_tokens"),
+    ("reasoning_tokens", "usage.completion_tokens_details.reasoning_tokens"),
+)
+
+
+def token_count(value: Any) -> int | None:
+    """`value` when it is a token count a store can hold (an int in 0..TOKEN_MAX, not a bool), else None."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= TOKEN_MAX:
+        return None
+    return value
+
+
+def _shown(value: Any) -> str:
+    """A short, safe rendering of a server's value for an error text (a 10**5000 is not printed whole)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"{'-' if value < 0 else ''}an integer of {value.bit_length()} bits"
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
+def reply_problem(request: Request, completion: Completion) -> str | None:
+    """What makes a completion unusable as the reply to `request` (see the module doc), or None."""
+    for name, label in _TOKEN_FIELDS:
+        value = getattr(completion, name)
+        if value is not None and token_count(value) is None:
+            return f"{label} is {_shown(value)}, not a token count (an integer in 0..2**63-1)"
+    if completion.reasoning_tokens is not None and completion.completion_tokens is not None:
+        if completion.reasoning_tokens > completion.completion_tokens:
+            return (
+                f"usage.completion_tokens_details.reasoning_tokens is {completion.reasoning_tokens}, more than "
+                f"usage.completion_tokens ({completion.completion_tokens})"
+            )
+    if not isinstance(completion.text, str):
+        return f"message.content is {_shown(completion.text)}, not text"
+    if completion.reasoning is not None and not isinstance(completion.reasoning, str):
+        return f"message.reasoning_content is {_shown(completion.reasoning)}, not text"
+    if not isinstance(completion.finish_reason, str):
+        return f"finish_reason is {_shown(completion.finish_reason)}, not text"
+    if completion.completion_tokens is not None and completion.completion_tokens > request.max_tokens:
+        tokens = completion.completion_tokens
+        return f"usage.completion_tokens is {tokens}, more than the request's max_tokens {request.max_tokens}"
+    chars = len(completion.text) + len(completion.reasoning or "")
+    if chars > request.max_tokens * MAX_CHARS_PER_TOKEN:
+        return (
+            f"the reply has {chars} characters, more than max_tokens {request.max_tokens} can produce "
+            f"(at most {MAX_CHARS_PER_TOKEN} characters a token)"
+        )
+    return None
+
+
+def score_problem(score: Score) -> str | None:
+    """What makes a Score unusable (a value that is not a finite number, a bad token count), or None."""
+    if score.prompt_tokens is not None and token_count(score.prompt_tokens) is None:
+        return f"usage.prompt_tokens is {_shown(score.prompt_tokens)}, not a token count (an integer in 0..2**63-1)"
+    value = score.value
+    try:
+        finite = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    except OverflowError:  # an integer beyond float range
+        finite = False
+    if value is not None and not finite:
+        return f"the score is {_shown(value)}, not a finite number"
+    return None
+
+
+def checked(request: Request | ScoreRequest, result: Completion | Score) -> Completion | Score:
+    """`result` when it is a usable reply to `request`, else that request's error (the field named); an
+    error result passes as it is. The one check of every engine's replies (gather applies it)."""
+    if result.error is not None:
+        return result
+    if isinstance(result, Score):
+        problem = score_problem(result)
+        if problem is None:
+            return result
+        return Score(
+            tag=result.tag, error=f"invalid reply: {problem}", latency_s=result.latency_s, attempts=result.attempts
+        )
+    problem = reply_problem(request, result)  # type: ignore[arg-type]
+    if problem is None:
+        return result
+    return Completion(
+        tag=result.tag,
+        error=f"invalid reply: {problem}",
+        prompt_tokens=token_count(result.prompt_tokens),
+        latency_s=result.latency_s,
+        attempts=result.attempts,
+    )
+
+
 def check_order(requests: list[Request], completions: list[Completion]) -> list[Completion]:
     """Put async results back by tag and refuse a lost or doubled one (Ray Data LLM's rule)."""
     by_tag: dict[Any, Completion] = {}
@@ -219,21 +324,24 @@ def check_order(requests: list[Request], completions: list[Completion]) -> list[
 def gather(
     requests: list[Request], futures: Iterable[concurrent.futures.Future], on_done: OnDone | None
 ) -> list[Completion]:
-    """Wait for one future per request (futures[i] answers requests[i]); hand each Completion to
-    `on_done` in this thread as it lands (never in an engine's worker thread or event loop), then
-    return them in request order. A future that raises (FatalEngineError: per-request failures come
-    back as Completions) cancels the requests still pending and the error goes to the caller at once,
-    without waiting for the slowest request of the batch."""
+    """Wait for one future per request (futures[i] answers requests[i]); check each result against its
+    request (`checked`), hand it to `on_done` in this thread as it lands (never in an engine's worker
+    thread or event loop), then return them in request order. A future that raises (FatalEngineError:
+    per-request failures come back as Completions) cancels the requests still pending and the error goes
+    to the caller at once, without waiting for the slowest request of the batch."""
     futures = list(futures)
     if len(futures) != len(requests):
         raise RuntimeError(f"{len(futures)} futures for {len(requests)} requests")
+    index = {future: i for i, future in enumerate(futures)}
+    results: list[Any] = [None] * len(futures)
     try:
         for future in concurrent.futures.as_completed(futures):
-            completion = future.result()
+            i = index[future]
+            results[i] = checked(requests[i], future.result())
             if on_done is not None:
-                on_done(completion)
+                on_done(results[i])
     except BaseException:
         for future in futures:
             future.cancel()
         raise
-    return [future.result() for future in futures]
+    return results

@@ -5,8 +5,12 @@
     engine.generate([Request(messages=[{"role": "user", "content": "hi"}], max_tokens=64, seed=7)])
     -> [Completion(text="Hello!", reasoning=None, finish_reason="stop", prompt_tokens=9, ...)]
 
-Per replica: at most `parallel` requests in flight, paced to `rpm` / `tpm` (split over the replicas),
-each with `request_timeout_s`. Every failure is one request's own: a 429 (its Retry-After honoured), a
+Per replica: at most `parallel` requests in flight, paced to `rpm` / `tpm` (split over the replicas).
+A reply is untrusted: each attempt has `request_timeout_s` for the whole reply (a server that keeps
+sending is cut off at the deadline, not only one that stalls) and reads at most `max_reply_bytes` of its
+body (more is that request's error at once, not retried: the connection is closed); what it says is then
+checked like every engine's reply (factory.engines.base.checked).
+Every failure is one request's own: a 429 (its Retry-After honoured), a
 5xx, a timeout, a dropped connection, or a 200 that is not usable (a body that is not JSON, `choices: []`,
 `content: null` with no reasoning) is retried alone, `max_retries` times with exponential backoff and
 full jitter; any other error (a 400), or the last retry's, becomes that request's `error` and the rest of
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import importlib
 import json
 import os
 import random
@@ -55,6 +60,7 @@ from factory.engines.base import (
     ScoreRequest,
     gather,
     local_token_counter,
+    token_count,
 )
 from factory.rundir.secrets import redact_url, scrub, secret_values
 
@@ -202,8 +208,24 @@ class OpenAIEngine:
     async def _make_client(self) -> Any:
         api_key = os.environ.get(self.cfg.api_key_env, "") if self.cfg.api_key_env else ""
         host = urllib.parse.urlsplit(self.cfg.base_url).hostname or ""
-        # A loopback server is never reached through an HTTP proxy from the environment.
-        http_client = self._openai.DefaultAsyncHttpxClient(trust_env=False) if host in _LOOPBACK else None
+        cap = self.cfg.max_reply_bytes
+        client_class = self._openai.DefaultAsyncHttpxClient
+        # httpx or, in newer openai releases, its fork httpx2: the library the client is built on.
+        http = importlib.import_module(client_class.__mro__[1].__module__.split(".")[0])
+        capped_stream = capped_stream_class(http.AsyncByteStream)
+
+        async def capped(response: Any) -> None:  # before the body is read: count what it reads
+            response.stream = capped_stream(response.stream, cap)
+            encoding = response.headers.get("content-encoding", "").strip().lower()
+            if encoding not in ("", "identity") and hasattr(response, "_get_content_decoder"):
+                # A compressed body is capped once decoded too (a small gzip can decode to gigabytes). The
+                # client's decoder is private API: where it is absent, the raw bytes' cap is what holds.
+                response._decoder = _CappedDecoder(response._get_content_decoder(), cap)
+
+        http_client = client_class(
+            trust_env=host not in _LOOPBACK,  # a loopback server is never reached through a proxy of the environment
+            event_hooks={"response": [capped]},
+        )
         return self._openai.AsyncOpenAI(
             base_url=self.cfg.base_url,
             api_key=api_key or "EMPTY",  # local servers take any key; the client refuses none
@@ -265,7 +287,13 @@ class OpenAIEngine:
                 used = estimate  # tokens charged to `tpm` when the server does not say
                 sent += 1
                 try:
-                    response = await call()
+                    try:
+                        response = await asyncio.wait_for(call(), self.cfg.request_timeout_s)
+                    except asyncio.TimeoutError:
+                        raise _Deadline(
+                            f"timeout after {time.perf_counter() - start:.1f}s: no whole reply within "
+                            f"engine.request_timeout_s ({self.cfg.request_timeout_s:g}s)"
+                        ) from None
                     used = _used_tokens(response, estimate)
                     completion = finish(response, time.perf_counter() - start, sent)
                 except self._openai.APIStatusError as exc:
@@ -285,6 +313,11 @@ class OpenAIEngine:
                         sent -= 1
                     kind = "timeout" if isinstance(exc, self._openai.APITimeoutError) else "connection error"
                     error = self._scrub(f"{kind} after {time.perf_counter() - start:.1f}s: {exc}")
+                except _Deadline as exc:  # retried like a timeout of the client
+                    used = 0
+                    error = self._scrub(str(exc))
+                except ReplyTooLarge as exc:  # not retried: a server that sent this much would again
+                    return self._done(failed(self._scrub(str(exc)), sent))
                 except _BadReply as exc:  # a 200 that holds no usable answer: no choices, null content
                     error = self._scrub(str(exc))
                 except ValueError as exc:  # a 200 whose body is not the JSON of a chat completion
@@ -408,12 +441,80 @@ class _BadReply(Exception):
     """A 200 reply without a usable answer: one request's failure, retried like a 5xx."""
 
 
+class _Deadline(Exception):
+    """No whole reply within engine.request_timeout_s: retried like a timeout."""
+
+
+class ReplyTooLarge(Exception):
+    """A reply body over engine.max_reply_bytes: that request's error, not retried."""
+
+
+def capped_stream_class(byte_stream: type) -> type:
+    """A response body stream (a subclass of the HTTP library's AsyncByteStream) that stops with
+    ReplyTooLarge once more than `cap` bytes came (the raw bytes on the wire), so a body that never ends
+    costs at most `cap` bytes of memory."""
+
+    class CappedStream(byte_stream):  # type: ignore[misc, valid-type]
+        def __init__(self, stream: Any, cap: int):
+            self.stream, self.cap = stream, cap
+
+        async def __aiter__(self) -> Any:
+            read = 0
+            async for chunk in self.stream:
+                read += len(chunk)
+                if read > self.cap:
+                    cap = f"engine.max_reply_bytes ({self.cap} bytes)"
+                    raise ReplyTooLarge(f"reply body over {cap}: the server sent more; not read further")
+                yield chunk
+
+        async def aclose(self) -> None:
+            await self.stream.aclose()
+
+    return CappedStream
+
+
+class _CappedDecoder:
+    """The HTTP library's content decoder, stopping with ReplyTooLarge once it decoded more than `cap` bytes
+    (its decode/flush return bytes in httpx, an iterator of bytes in httpx2: either is counted)."""
+
+    def __init__(self, inner: Any, cap: int):
+        self.inner, self.cap, self.read = inner, cap, 0
+
+    def _add(self, size: int) -> None:
+        self.read += size
+        if self.read > self.cap:
+            cap = f"engine.max_reply_bytes ({self.cap} bytes)"
+            raise ReplyTooLarge(f"reply body over {cap} once decompressed; not read further")
+
+    def _count(self, out: Any) -> Any:
+        if isinstance(out, (bytes, bytearray)):
+            self._add(len(out))
+            return out
+        return self._counted(out)
+
+    def _counted(self, parts: Any) -> Any:
+        for part in parts:
+            self._add(len(part))
+            yield part
+
+    def decode(self, data: bytes) -> Any:
+        return self._count(self.inner.decode(data))
+
+    def flush(self) -> Any:
+        return self._count(self.inner.flush())
+
+
 def _used_tokens(response: Any, estimate: int) -> int:
+    """Tokens to charge `tpm` with: the reply's usage.total_tokens; the estimate when it has none, or one
+    that is not a token count (a lie never moves the pacer)."""
     if isinstance(response, dict):  # a scoring route's JSON
         usage = response.get("usage")
-        return int((usage.get("total_tokens") if isinstance(usage, dict) else None) or estimate)
+        return token_count(usage.get("total_tokens") if isinstance(usage, dict) else None) or estimate
     usage = getattr(response, "usage", None)
-    return (getattr(usage, "total_tokens", None) or 0) if usage is not None else estimate
+    if usage is None:
+        return estimate
+    total = getattr(usage, "total_tokens", None)
+    return 0 if total is None else (token_count(total) if token_count(total) is not None else estimate)
 
 
 def score_value(route: str, reply: Any, label: int) -> tuple[float, int | None]:

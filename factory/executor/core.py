@@ -9,8 +9,10 @@ One run() plans every stage from what is stored (keys only), then loops:
   first, so groups finish early), rendered right before it is sent;
 - collect: finished rows come back per request (Event "rows"), are matched to their request by key
   (a row not asked for, or twice, is dropped with a warning) and buffered in the stage's writer;
-- store: a writer flushes at least every `store.flush_s` seconds, and as soon as a downstream stage
-  can use a batch of its rows; once rows are durable they are handed to the stages they feed
+- store: a writer flushes at least every `store.flush_s` seconds, and as soon as it holds a batch of
+  rows (a downstream stage's batch, else its own stage's: judgments are stored as promptly as the
+  samples they judge, so a kill re-pays little more than the requests in flight); once rows are
+  durable they are handed to the stages they feed
   (`follow`), so judging runs while sampling runs and a kill at any point resumes exactly: a
   judgment is only ever made of a stored sample;
 - fail: a batch that raises, or whose replica dies or stalls, has its unfinished requests sent again
@@ -191,7 +193,9 @@ class Executor:
         if store is not None:
             self.store = store
         by_name = {s.name: s for s in stages}
-        feeds = {s.name: [d for d in stages if d.upstream == s.name] for s in stages}
+        # A stage is fed by its upstream's stored rows, and follows those of the stages it names in `follows`
+        # (sampler.adaptive: the sampler follows itself and the judges to draw a group's next step).
+        feeds = {s.name: [d for d in stages if d.upstream == s.name or s.name in getattr(d, "follows", ())] for s in stages}
         queues = {s.name: WorkQueue() for s in stages}
         metrics = {s.name: StageMetrics(s.name, fed_by=s.upstream if s.upstream in by_name else "") for s in stages}
         pools = {s.name: self._pool(s) for s in stages}
@@ -222,7 +226,8 @@ class Executor:
         writers = {
             s.name: TableWriter(
                 self.store, s.table, s.schema, self.cfg.store,
-                feed_rows=max((d.batch_size for d in feeds[s.name]), default=0), scrub=self.scrub,
+                feed_rows=max((d.batch_size for d in feeds[s.name]), default=s.batch_size), scrub=self.scrub,
+                failed=s.failed, on_replaced=lambda row, new, s=s: metrics[s.name].recount(s.ok(row), s.ok(new)),
             )
             for s in stages
         }  # fmt: skip
@@ -270,7 +275,8 @@ class Executor:
                         stored = writer.flush()
                         if not self.stopping and not self.fatal:
                             for downstream in feeds[s.name]:
-                                if stored and downstream.name not in checked:  # once: rows share a schema
+                                fed = downstream.upstream == s.name  # else it only follows these rows
+                                if fed and stored and downstream.name not in checked:  # once: rows share a schema
                                     check_inputs(downstream, stored[0].keys(), f"the rows of {s.name}")
                                     checked.add(downstream.name)
                                 work = downstream.follow(stored)
@@ -291,7 +297,8 @@ class Executor:
                 if not calls and not any(len(q) for q in queues.values()) and not any(
                     writers[s.name].pending for s in stages if feeds[s.name]
                 ):
-                    break
+                    if self.stopping or self.fatal or not self._settle(stages, queues, metrics):
+                        break
         finally:
             restore()
             self._report_in_flight(stages, {})
@@ -311,6 +318,21 @@ class Executor:
                 "run the same command again to resume: only the missing keys are requested"
             )
         return metrics
+
+    def _settle(self, stages: list[Stage], queues: dict, metrics: dict) -> bool:
+        """Nothing is left to do: a stage with `settle` (sampler.adaptive) plans from what is stored once
+        more; True when one found work (the loop goes on)."""
+        found = False
+        for s in stages:
+            settle = getattr(s, "settle", None)
+            work = settle(self.store) if settle is not None else []
+            if work:
+                queues[s.name].extend(work)
+                metrics[s.name].planned += len(work)
+                if all(m is not metrics[s.name] for m in self.progress.stages):
+                    self.progress.track(metrics[s.name])
+                found = True
+        return found
 
     def _start_pools(self, stages: list[Stage], pools: dict, wanted: Callable[[Stage], bool], now: float) -> None:
         """Start the pools that have work, in stage order, as far as the cluster holds them. When it cannot

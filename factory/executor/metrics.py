@@ -53,6 +53,11 @@ class StageMetrics:
             self.latencies.append(float(latency))
         self.last_row = time.monotonic()
 
+    def recount(self, was_ok: bool, now_ok: bool) -> None:
+        """A row counted as `was_ok` was stored as `now_ok` (the writer replaced a row it could not store)."""
+        self.ok += int(now_ok) - int(was_ok)
+        self.failed += int(was_ok) - int(now_ok)
+
     def elapsed(self) -> float:
         if self.first_dispatch is None:
             return 0.0

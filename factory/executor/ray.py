@@ -52,16 +52,78 @@ def init_ray(cfg: RayConfig) -> None:
     main = threading.current_thread() is threading.main_thread()
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)} if main else {}
     try:
-        if address:
-            ray.init(address=address, **kwargs)
-        else:
-            # Ray nices its workers (15) to keep its own daemons responsive; here the workers are the engines,
-            # and on a shared machine a niced engine yields its cores to every other process.
-            ray.init(num_cpus=cfg.num_cpus, include_dashboard=False, _system_config={"worker_niceness": 0}, **kwargs)
+        with startup_messages_to_ray_log():
+            if address:
+                ray.init(address=address, **kwargs)
+            else:
+                # Ray nices its workers (15) to keep its own daemons responsive; here the workers are the engines,
+                # and on a shared machine a niced engine yields its cores to every other process.
+                ray.init(num_cpus=cfg.num_cpus, include_dashboard=False, _system_config={"worker_niceness": 0}, **kwargs)
     finally:
         for sig, handler in handlers.items():
             if callable(handler):
                 signal.signal(sig, handler)
+
+
+STARTUP_LOG = "factory_ray_startup.log"  # in Ray's session log folder (e.g. /tmp/ray/session_latest/logs/)
+
+
+class _Held(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def ray_log_dir() -> str | None:
+    """The log folder of this driver's Ray session, or None (Ray not started, or its internals moved)."""
+    try:
+        from ray._private import worker
+
+        node = worker._global_node
+        return None if node is None else node.get_logs_dir_path()
+    except Exception:  # noqa: BLE001 - a private API moved: no file, the messages stay on stderr
+        return None
+
+
+@contextlib.contextmanager
+def startup_messages_to_ray_log() -> Any:
+    """What Ray's Python side logs while it starts (the token-auth notice on every run, below ERROR) goes to
+    STARTUP_LOG in Ray's session log folder instead of among the run's progress lines; an error, and
+    everything when there is no such folder (Ray did not start), stays on stderr as before."""
+    import warnings
+
+    ray_logger = logging.getLogger("ray")
+    held, saved = _Held(), ray_logger.handlers[:]
+    ray_logger.handlers = [held]
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
+            yield
+    finally:
+        ray_logger.handlers = saved
+        for item in caught:
+            held.records.append(
+                logging.LogRecord("ray", logging.WARNING, item.filename, item.lineno, f"{item.category.__name__}: "
+                                  f"{item.message}", None, None)
+            )  # fmt: skip
+        folder = ray_log_dir()
+        kept = []
+        if folder is not None and held.records:
+            formatter = logging.Formatter("%(asctime)s\t%(levelname)s %(filename)s:%(lineno)s -- %(message)s")
+            try:
+                with open(os.path.join(folder, STARTUP_LOG), "a", encoding="utf-8") as handle:
+                    handle.writelines(formatter.format(r) + "\n" for r in held.records)
+                kept = [r for r in held.records if r.levelno < logging.ERROR]
+            except OSError:
+                pass
+        for record in held.records:
+            if record not in kept:
+                for handler in saved:
+                    if record.levelno >= handler.level:
+                        handler.handle(record)
 
 
 def ray_alive(timeout: float = 0.5) -> bool:

@@ -46,19 +46,19 @@ import polars as pl
 
 from factory.config import ConfigError, PairsConfig
 from factory.config.strategies import DP_DPO, strategy_of
-from factory.pairs.kernel import Candidates, candidates, decide, outcomes, select, threshold
-from factory.pairs.marks import SCORED_COLUMNS, Prepared, prepare
+from factory.pairs.kernel import DECIDED, Candidates, candidates, decide, decided, outcomes, select, threshold
+from factory.pairs.marks import SCORED_COLUMNS, Prepared, judge_free_reasons, prepare
 from factory.pairs.picks import margin_quantile
 from factory.pairs.render import pairs_schema, render_pairs, sft_dp, sft_filter_long, sink_pairs
-from factory.pairs.stats import OUTCOMES, PairStats, target_draw, target_note
+from factory.pairs.stats import OUTCOMES, PairStats, target_draw, target_note, target_start
 from factory.pairs.terms import NOT_JUDGES, required_columns, resolve
 from factory.rundir.schemas import require_columns
 
 __all__ = [
     "is_judge_column",
-    "OUTCOMES", "SCORED_COLUMNS", "Candidates", "PairBuild", "PairStats", "Prepared", "attach", "build", "candidates",
-    "decide", "margin_quantile", "outcomes", "pairs_schema", "prepare", "render_pairs", "required",
-    "select", "sft_dp", "sft_filter_long", "sink_pairs", "target_draw", "target_note", "threshold", "unfiltered",
+    "DECIDED", "OUTCOMES", "SCORED_COLUMNS", "Candidates", "PairBuild", "PairStats", "Prepared", "attach", "build",
+    "candidates", "decide", "decided", "judge_free_reasons", "margin_quantile", "outcomes", "pairs_schema", "prepare",
+    "render_pairs", "required", "select", "sft_dp", "sft_filter_long", "sink_pairs", "target_draw", "target_note", "target_start", "threshold", "unfiltered",
 ]  # fmt: skip
 
 

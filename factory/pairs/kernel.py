@@ -40,7 +40,7 @@ from factory.pairs import vote as votes
 from factory.pairs.marks import Prepared, prepare
 from factory.pairs.picks import extremes, margin_quantile, ranking, score
 from factory.pairs.segments import segments
-from factory.pairs.stats import OUTCOMES, PairStats, summarize
+from factory.pairs.stats import OUTCOMES, PairStats, group_buckets, summarize
 from factory.pairs.terms import weights as term_weights
 
 KEPT, OVER_CAP, OVER_BALANCE, BELOW_MARGIN, NO_SHORT_SAMPLE, TIED = range(len(OUTCOMES))
@@ -200,6 +200,24 @@ def decide(prepared: Prepared, cfg: PairsConfig) -> tuple[pl.DataFrame, PairStat
     frame = decisions_frame(prepared, cands, codes)
     agreement = votes.agreement(prepared, term_weights(cfg))
     return frame, summarize(prepared, frame, cands.group, codes, delta, rule, cfg, agreement, cands.balance_cap)
+
+
+# The group buckets whose pair the build keeps: more samples cannot give such a group a pair it lacks.
+DECIDED = (KEPT, OVER_CAP, OVER_BALANCE)
+
+
+def decided(prepared: Prepared, cfg: PairsConfig, delta: float | None = None) -> pl.Series:
+    """The prompt_ids whose group is decided under `cfg`: its bucket is kept (or over_cap, over_balance).
+    The others are undecided: fewer_than_2_valid, below_margin (no candidate pair at or above delta),
+    tied, no_short_sample (long2short). `delta`: the threshold to decide at (sampler.adaptive passes the
+    one of every judged group); None: these groups' own (`threshold`). sampler.adaptive asks this of the
+    judged groups to know which get more samples."""
+    cands = candidates(prepared, cfg)
+    if delta is None:
+        delta, _ = threshold(cands, cfg)
+    groups, bucket = group_buckets(cands.group, outcomes(prepared, cands, delta, cfg))
+    done = groups[np.isin(bucket, DECIDED)]
+    return prepared.valid["prompt_id"].gather(prepared.starts[done])
 
 
 def select(

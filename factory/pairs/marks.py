@@ -78,6 +78,14 @@ def check_columns(
             )
 
 
+def judge_free_reasons(cfg: PairsConfig) -> set[str]:
+    """The exclusion reasons that need no judge (decided on the samples alone): a sample excluded for one
+    of them is out of its pair whatever a judge would say."""
+    terms, _ = resolve(cfg)
+    free = {"engine_error", "truncated", "empty_answer", "no_token_count", DUPLICATE}
+    return free | {t.name for t in terms if t.is_filter and judge_free(t)}
+
+
 def value_column(i: int, term: Term) -> str:
     """Where term i's raw value sits in the collected frame: a score column under its own name (so a
     judge that is also a term is held once), length as completion_tokens, a rule as raw_<i>."""

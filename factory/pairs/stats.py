@@ -94,11 +94,7 @@ def summarize(
     shown = [name for name in OUTCOMES if name not in OPTIONAL_OUTCOMES or OPTIONAL_OUTCOMES[name](cfg)]
     stats.pairs_by_outcome = {name: int(n) for name, n in zip(OUTCOMES, by_pair) if name in shown}
     stats.pairs_kept, stats.pairs_dropped = stats.pairs_by_outcome["kept"], stats.pairs_by_outcome["below_margin"]
-    if len(codes):
-        starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
-        bucket = np.bincount(np.minimum.reduceat(codes, starts), minlength=len(OUTCOMES))
-    else:
-        bucket = np.zeros(len(OUTCOMES), np.int64)
+    bucket = np.bincount(group_buckets(group, codes)[1], minlength=len(OUTCOMES))
     stats.groups_by_outcome = {"fewer_than_2_valid": excluded["fewer_than_2_valid"]} | {
         name: int(n) for name, n in zip(OUTCOMES, bucket) if name != "over_cap" and name in shown
     }
@@ -114,6 +110,15 @@ def summarize(
     _fill_means(stats, frame.filter(pl.col("outcome") == "kept"))
     _fill_target(stats)
     return stats
+
+
+def group_buckets(group: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(group, bucket) of every group with a candidate pair: its best pair outcome (the lowest code; the
+    pairs of a group are contiguous). Groups without one are fewer_than_2_valid."""
+    if not len(codes):
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    return group[starts], np.minimum.reduceat(codes, starts).astype(np.int64)
 
 
 def _balance_counts(frame: pl.DataFrame, cfg: PairsConfig, cap: int | None) -> dict[str, Any]:
@@ -203,3 +208,22 @@ def target_draw(pairs: PairsConfig, kept: int | None = None, rows: int | None = 
         return math.ceil(1.2 * target / (1.0 - drop))
     more = (limit or rows) if kept == 0 else math.ceil(1.1 * (target - kept) * rows / kept)
     return rows + max(more, 1)
+
+
+def target_start(pairs: PairsConfig, counts: dict[str, Any] | None = None) -> tuple[int, str]:
+    """(prompt rows, why): where `pairs.target` starts. A run directory whose manifest `counts` hold kept
+    pairs starts from the survival rate stored there (target_draw after that round: what is still missing
+    at that rate, +10%; its own rows when the target is met already); else the first estimate.
+    `factory run` draws this many first and `factory plan` plans for it: one number."""
+    counts = counts or {}
+    kept, rows, target = counts.get("pairs_kept"), counts.get("prompts_in"), int(pairs.target or 0)
+    if kept and rows:
+        needed = target_draw(pairs, kept, rows) if kept < target else int(rows)
+        return needed, (
+            f"survival {kept}/{rows} = {kept / rows:.3f} pairs per prompt row (stored in the run directory), "
+            "+10% as `factory run` draws"
+        )
+    return target_draw(pairs), (
+        "no pair stored yet: assumed one group per prompt row, drop_ratio of them dropped, +20% (the first draw of `factory run`)"
+    )
+

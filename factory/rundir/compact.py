@@ -12,6 +12,7 @@ are streamed record batch by record batch, so memory stays bounded whatever the 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -42,10 +43,20 @@ def _batches(store: RunStore, paths: list[str], schema: pa.Schema) -> Iterator[p
                 yield conform(pa.Table.from_batches([batch]), schema)
 
 
-def compact_table(store: RunStore, name: str, target_mb: float) -> dict[str, Any]:
-    """Merge every part of `name` into files of about `target_mb` MiB of Arrow data each."""
+# What RunStore.append names a part; a merge's parts end in -<n> (part-<ns>-<id>-000.parquet).
+_SMALL_PART = re.compile(r"part-\d+-[0-9a-f]{8}\.parquet")
+
+
+def small_parts(store: RunStore, name: str) -> list[str]:
+    """The parts of `name` a writer appended and no merge has taken in yet."""
+    return [p for p in store.parts(name) if _SMALL_PART.fullmatch(p.rsplit("/", 1)[-1])]
+
+
+def compact_table(store: RunStore, name: str, target_mb: float, only_small: bool = False) -> dict[str, Any]:
+    """Merge every part of `name` (only its small parts when `only_small`) into files of about
+    `target_mb` MiB of Arrow data each."""
     store.recover(name)
-    parts = store.parts(name)
+    parts = small_parts(store, name) if only_small else store.parts(name)
     before = len(parts)
     if before <= 1:
         return {"parts_before": before, "parts_after": before, "rows": None}
@@ -69,3 +80,16 @@ def compact_table(store: RunStore, name: str, target_mb: float) -> dict[str, Any
 
 def compact(store: RunStore, target_mb: float) -> dict[str, dict[str, Any]]:
     return {name: compact_table(store, name, target_mb) for name in tables(store)}
+
+
+def merge_leftovers(store: RunStore, target_mb: float) -> dict[str, dict[str, Any]]:
+    """What a requesting command does first, under its lease: finish the merges a killed run committed,
+    and merge the small parts it left (its open part, which only its end would have merged) into one
+    file per table, as `factory compact` would, the merged files of earlier rolls left as they are.
+    Returns the tables that had leftovers: {name: {parts_before, parts_after, rows}}."""
+    done = {}
+    for name in tables(store):
+        store.recover(name)
+        if len(small_parts(store, name)) > 1:
+            done[name] = compact_table(store, name, target_mb, only_small=True)
+    return done

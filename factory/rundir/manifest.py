@@ -48,6 +48,7 @@ class Manifest:
     spend: dict | None = None
     history: list | None = None
     pairs_build: dict | None = None
+    adaptive: dict | None = None  # sampler.adaptive: the rule and the groups by samples given and by state
     extra: dict = field(default_factory=dict)
 
     @classmethod

@@ -9,6 +9,10 @@ A stage turns work items into stored rows with an engine passed in. It declares:
                                   rows; the executor checks them before the first work (missing column named)
     plan(store) -> DataFrame      the work still missing, from stored key/status columns only
     follow(rows) -> list[dict]    the work made by upstream rows that were just stored
+    follows (optional)            more stages whose stored rows it follows (follow is called with them
+                                  too; the sampler under sampler.adaptive follows itself and the judges)
+    settle(store) (optional)      called when nothing else is left to do: more work from what is stored
+                                  (the executor goes on while a stage finds some)
     render(work) -> list[dict]    the request rows one batch sends (messages etc.), built at dispatch
     run_batch, batch_args         run_batch(engine, requests, emit, *batch_args) -> None, on an engine
                                   actor: emit(rows) hands each finished row back as soon as it is done

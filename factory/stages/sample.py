@@ -21,7 +21,6 @@ the prompt under their id, as they did.
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 
@@ -33,7 +32,9 @@ from factory.engines.base import Completion, Engine, Request
 from factory.rundir.hashing import derive_seed, messages_hash, stable_hash
 from factory.rundir.schemas import SAMPLES, require_columns
 from factory.rundir.store import conform
+from factory.stages.adaptive import AdaptiveK
 from factory.stages.base import Emit, PromptRows, check_inputs, encode, latest, read_status
+from factory.stages.think import think_blocks
 
 PLAN_COLUMNS = ("prompt_id", "sample_idx", "seed")
 KEY = ("prompt_id", "sample_idx")
@@ -43,7 +44,6 @@ HASH = "prompt_hash"
 # The prompt_hash stamped on a stored sample whose prompt text is not known (its id was not in prompts/):
 # equal to no messages_hash, so it answers no prompt and its key is asked again should the id come back.
 UNKNOWN_TEXT = "unknown"
-_THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 
 
 def sampler_fingerprint(engine: EngineConfig, sampling: SamplingConfig, model_id: str, template: str) -> str:
@@ -156,13 +156,21 @@ def plan_samples(
 
 
 def missing_samples(
-    prompt_ids: pl.Series, status: pl.DataFrame | None, k: int, base_seed: int, retry_failed: bool
+    prompt_ids: pl.Series,
+    status: pl.DataFrame | None,
+    k: int,
+    base_seed: int,
+    retry_failed: bool,
+    levels: pl.Series | None = None,
 ) -> pl.DataFrame:
     """The plan from this fingerprint's stored status rows, their prompt_id a code into `prompt_ids`
-    (stages/base.py: read_status, encode): integer joins only, then the missing keys decoded."""
+    (stages/base.py: read_status, encode): integer joins only, then the missing keys decoded.
+    `levels` (sampler.adaptive): per prompt, in the order of `prompt_ids`, the samples it gets (<= k)."""
     key = list(KEY)
     codes = pl.DataFrame({"prompt_id": pl.arange(0, prompt_ids.len(), dtype=pl.UInt32, eager=True)})
     wanted = codes.join(pl.DataFrame({"sample_idx": list(range(k))}, schema={"sample_idx": pl.Int64}), how="cross")
+    if levels is not None:
+        wanted = wanted.filter(pl.col("sample_idx") < levels.gather(wanted["prompt_id"]))
     if status is not None and status.height:
         done = latest(status, key).filter(pl.col("error").is_null()) if retry_failed else status
         wanted = wanted.join(done.select(key).unique(), on=key, how="anti", maintain_order="left")
@@ -175,11 +183,11 @@ def split_reasoning(text: str, reasoning: str | None = None) -> tuple[str, str]:
     """(reasoning, answer) from `<think>...</think>answer` or from an API's separate reasoning field.
     An unclosed `<think>` (truncated mid-thought) leaves the answer empty."""
     text = text or ""
+    found, rest = think_blocks(text)
     if reasoning is not None:
-        return reasoning.strip(), _THINK.sub("", text).strip()
-    found = _THINK.findall(text)
+        return reasoning.strip(), rest.strip()
     if found:
-        return "\n".join(part.strip() for part in found).strip(), _THINK.sub("", text).strip()
+        return "\n".join(part.strip() for part in found).strip(), rest.strip()
     if "<think>" in text:
         return text.split("<think>", 1)[1].strip(), ""
     if "</think>" in text:  # templates that open the think block in the prompt
@@ -317,10 +325,21 @@ class SampleStage:
         k: int | None = None,
         retry_failed: bool | None = None,
         name: str = "sample",
+        adaptive: AdaptiveK | None = None,
     ):
         """`factory run`'s sampler from `cfg.sampler`; `factory eval` passes a candidate's engine, sampling,
-        k and a stage name of its own (one sample stage per candidate, all writing samples/)."""
+        k and a stage name of its own (one sample stage per candidate, all writing samples/).
+        `adaptive` (sampler.adaptive): the levels that say how many samples each prompt gets; the stage then
+        also follows the stored rows of `adaptive.follows` (itself and the judges) to draw a group's next
+        step as soon as its current one is judged."""
         check_inputs(self, prompts.columns, "the prompts")
+        self.adaptive = adaptive
+        self.follows: tuple[str, ...] = adaptive.follows if adaptive is not None else ()
+        self.current: pl.DataFrame | None = None  # the last levels decided (sampler.adaptive)
+        self._asked: set[tuple[str, int]] = set()  # keys handed to the executor in this pass
+        self._store: Any = None
+        self.grown_early = 0  # keys of later steps drawn while the run was still sampling or judging
+        self.note = ""
         self.cfg, self.sampler_fp, self.name = cfg, sampler_fp, name
         self.engine = engine if engine is not None else cfg.sampler.engine
         self.sampling = sampling if sampling is not None else cfg.sampler.sampling
@@ -339,13 +358,55 @@ class SampleStage:
         return (self.sampling, self.sampler_fp)
 
     def plan(self, store: Any) -> pl.DataFrame:
+        self._store, self._asked = store, set()
+        work = self._missing(store)
+        if self.adaptive is not None:
+            self._asked = set(work.select(KEY).iter_rows())
+            self.note = (
+                f"sampler.adaptive: {self.adaptive.k_min} a prompt first, {self.adaptive.step} more at a time for "
+                f"the groups still undecided once judged, up to {self.k}"
+            )
+        return work
+
+    def _missing(self, store: Any) -> pl.DataFrame:
         ids = self.prompts["prompt_id"]
         status = read_status(store, "samples", SAMPLES, STATUS_COLUMNS, ids, pl.col("sampler_fp") == self.sampler_fp)
         status = status.filter(answered(self.hashes))
-        return missing_samples(ids, status, self.k, self.sampling.seed, self.retry_failed)
+        levels = None
+        if self.adaptive is not None:
+            self.current = self.adaptive.levels(store, ids)
+            levels = self.current["level"]
+        return missing_samples(ids, status, self.k, self.sampling.seed, self.retry_failed, levels)
+
+    @property
+    def expected(self) -> int:
+        """The samples the run asks for: prompts x k, or (sampler.adaptive) what the levels give."""
+        if self.adaptive is not None and self.current is not None:
+            return int(self.current["level"].sum())
+        return self.prompts.height * self.k
 
     def follow(self, rows: list[dict]) -> list[dict]:
-        return []  # the first stage: fed by the prompts only
+        """Without sampler.adaptive: nothing (the first stage, fed by the prompts only). With it: rows of
+        this stage or a judge were stored, so some group's step may be complete: its next step's keys,
+        decided from the store (at most every sampler.adaptive.replan_s seconds; `settle` decides the rest)."""
+        if self.adaptive is None or self._store is None or not self.adaptive.due():
+            return []
+        work = self._next_step()
+        self.grown_early += len(work)
+        return work
+
+    def settle(self, store: Any) -> list[dict]:
+        """When nothing else is left to do: every group decided again from the store; the keys still
+        missing under the rule (sampler.adaptive; none without it)."""
+        if self.adaptive is None:
+            return []
+        self._store = store
+        return self._next_step()
+
+    def _next_step(self) -> list[dict]:
+        work = [row for row in self._missing(self._store).to_dicts() if (row["prompt_id"], row["sample_idx"]) not in self._asked]
+        self._asked.update((row["prompt_id"], row["sample_idx"]) for row in work)
+        return work
 
     def render(self, work: list[dict]) -> list[dict]:
         return [{**row, "messages": self._rows[row["prompt_id"]]["messages"]} for row in work]

@@ -251,3 +251,61 @@ def test_a_group_with_too_few_valid_samples_shows_its_samples_and_their_reasons(
     assert reasons == ["engine_error"] * 3 + ["valid"]
     assert all("HTTP 500" in s["e"] for s in group["samples"] if s.get("w") == "engine_error")
     assert dict(data["excluded_reasons"])["engine_error"] == 3
+
+
+def long_reply(request) -> str:
+    """Long reasoning (as a reasoning model's), a judge's JSON when asked for one."""
+    from tests.fakes import seeded_reply
+
+    if request.json_schema is not None:
+        return seeded_reply(request)
+    return f"<think>{'step ' * (600 + request.seed % 50)}</think>" + " ".join(["word"] * (3 + request.seed % 7))
+
+
+def test_the_page_keeps_to_its_byte_budget_and_says_what_it_trimmed(tmp_path, caplog):
+    from dataclasses import replace
+
+    from factory.graph import RunGraph
+
+    url = str(tmp_path / "run")
+    make_run(url, n_prompts=40, k=4, engine=FakeEngine(reply=long_reply))
+    store, manifest = page_store(url)
+    cfg, _, _ = open_run(url)
+    scored = RunGraph(cfg).scored(store, store.read("prompts"), manifest["fingerprints"]).scored
+    html_path = tmp_path / "run" / "report" / "index.html"
+    whole = page.write_page(store, cfg, manifest, scored)
+    assert whole["trimmed"] is None and "trimmed to fit" not in html_path.read_text()
+
+    budget = whole["bytes"] // 2
+    small = replace(cfg, report=replace(cfg.report, max_page_bytes=budget))
+    with caplog.at_level("WARNING", logger="factory"):
+        info = page.write_page(store, small, manifest, scored)
+    html = html_path.read_text()
+    assert info["bytes"] == len(html.encode()) <= budget < whole["bytes"]  # main: rows capped, bytes not
+    data = blob(html)
+    assert data["max_text_chars"] == info["trimmed"]["max_text_chars"] < page.MAX_TEXT_CHARS
+    assert any(side.get("cut") for p in data["pairs"] for side in (p["c"], p["r"]))  # each cut says by how much
+    note = f"This page is trimmed to fit report.max_page_bytes={budget:,}"
+    assert note in html and f"texts cut at {data['max_text_chars']:,} characters" in html
+    assert [r.getMessage() for r in caplog.records if "trimmed to fit" in r.getMessage()]  # and the log, once
+    assert len([r for r in caplog.records if "trimmed to fit" in r.getMessage()]) == 1
+
+    # A budget texts alone cannot meet: the lists hold fewer rows, and the page says how many.
+    tight = whole["bytes"] // 5
+    info = page.write_page(store, replace(cfg, report=replace(cfg.report, max_page_bytes=tight)), manifest, scored)
+    data = blob(html_path.read_text())
+    rows = info["trimmed"]["max_rows"]
+    assert info["bytes"] <= tight and data["max_text_chars"] == page.MIN_TEXT_CHARS
+    assert rows < whole["embedded"]["pairs"] and data["max_pairs"] == rows
+    assert all(len([p for p in data["pairs"] if p["s"] == s]) <= rows for s in ("dp_dpo", "long2short"))
+    assert len(data["dropped"]) <= rows and len(data["excluded"]) <= rows
+    assert f"each list holds at most {rows:,} rows" in html_path.read_text()
+
+
+def test_report_max_page_bytes_is_checked_naming_the_key():
+    from factory import config
+    from factory.config import ConfigError
+
+    assert config.load(None, []).report.max_page_bytes == 20_000_000
+    with pytest.raises(ConfigError, match=r"report\.max_page_bytes: must be >= 1"):
+        config.load(None, ["report.max_page_bytes=0"])

@@ -82,6 +82,7 @@ def test_help_table_lists_every_key_with_help():
         ("judge.engine.parallel=0", "judge.engine.parallel: must be >= 1, got 0"),
         ("sampler.engine.max_retries=-1", "sampler.engine.max_retries: must be >= 0, got -1"),
         ("sampler.engine.request_timeout_s=nan", "sampler.engine.request_timeout_s: must be > 0, got nan"),
+        ("judge.engine.max_reply_bytes=0", "judge.engine.max_reply_bytes: must be >= 1, got 0"),
         ("sampler.engine.watchdog_s=inf", "sampler.engine.watchdog_s: must be > 0, got inf"),
         ("judge.scale_max=0", "judge.scale_max: must be > 0, got 0.0"),
         ("ray.num_cpus=0", "ray.num_cpus: must be >= 1 or null, got 0"),

@@ -2,7 +2,8 @@
 
 - `ScriptedServer`: answers POST /v1/chat/completions from a script, for what a real local model
   server will not do on demand: 429 + Retry-After, 5xx, hangs, a malformed 200 body, a dropped
-  connection, `choices: []`, `content: null`, a 401 that echoes the key. It counts every request.
+  connection, `choices: []`, `content: null`, a 401 that echoes the key, and what a lying server says:
+  usage it makes up (`lying_usage`), a body that never ends (`endless`). It counts every request.
 - `CountingProxy`: forwards every request to a real server and records what it received, so a test
   can count the requests a run made and see which keys (seeds) they were for.
 - Scoring: `score_response` is a 200 body of a vLLM server's /classify, /pooling or /score route (the
@@ -17,6 +18,7 @@ import threading
 import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from typing import Any
 
 from tests.fakes import reward_of
@@ -139,13 +141,17 @@ class ScriptedServer(_Server):
     `script` is a list of steps (each chat request takes the next one; the last repeats), or a dict
     {content: [steps]} giving each request its own sequence of steps, keyed by the content of its
     last message: attempt n of that request takes step n (the last repeats), whatever the order in
-    which a concurrent batch arrives. A step is a dict; the helpers below make each fault:
+    which a concurrent batch arrives, or a function of the request's JSON that returns its step.
+    A step is a dict; the helpers below make each fault:
     {"status": 429, "headers": {"Retry-After": "1"}, "body": {...}, "delay": 0.0} plus
     "raw": bytes sent as the body as they are, "drop": close the connection without a reply,
     "hang": seconds to stall before answering (released when the server stops),
-    "echo_auth": put the request's Authorization header into the error message."""
+    "echo_auth": put the request's Authorization header into the error message,
+    "stream": {"chunk": bytes, "every": seconds, "for_s": seconds}: a 200 whose body never ends (a
+    Content-Length it never reaches): `chunk` sent every `every` seconds until the client leaves, the
+    server stops, or `for_s` seconds passed (then the connection closes: the test is bounded in time)."""
 
-    def __init__(self, script: list[dict] | dict[str, list[dict]]):
+    def __init__(self, script: list[dict] | dict[str, list[dict]] | Callable[[dict], dict]):
         self.script = script
         self.step = 0
         self.steps_by_key: dict[str, int] = {}
@@ -163,6 +169,9 @@ class ScriptedServer(_Server):
                     return
                 server.stopping.wait(step.get("hang", 0.0))
                 time.sleep(step.get("delay", 0.0))
+                if "stream" in step:
+                    self._stream(server, **step["stream"])
+                    return
                 body = step.get("body", chat_response())
                 if step.get("echo_auth"):
                     key = self.headers.get("Authorization", "")
@@ -173,9 +182,31 @@ class ScriptedServer(_Server):
                 except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
                     pass
 
+            def _stream(self, server: ScriptedServer, chunk: bytes, every: float = 0.0, for_s: float = 20.0) -> None:
+                self.close_connection = True
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(10**15))  # a body that never ends
+                self.end_headers()
+                until = time.monotonic() + for_s
+                try:
+                    self.wfile.write(b'{"id": "x", "choices": [{"index": 0, "message": {"content": "')
+                    while time.monotonic() < until and not server.stopping.is_set():
+                        self.wfile.write(chunk)
+                        self.wfile.flush()
+                        with server.lock:
+                            server.streamed += len(chunk)
+                        if every:
+                            server.stopping.wait(every)
+                except (BrokenPipeError, ConnectionResetError):  # the client stopped reading: what we want
+                    pass
+
         super().__init__(Handler)
+        self.streamed = 0  # body bytes sent by `stream` steps
 
     def next_step(self, request: dict) -> dict:
+        if callable(self.script):  # a rule: the request's JSON -> its step
+            return self.script(request)
         with self.lock:
             if isinstance(self.script, dict):
                 key = request_key(request)
@@ -234,6 +265,18 @@ def null_content() -> dict:
     body = chat_response()
     body["choices"][0]["message"]["content"] = None
     return {"body": body}
+
+
+def lying_usage(content: str = "ok", **usage: object) -> dict:
+    """A 200 whose usage says what the server likes (completion_tokens=-5, prompt_tokens=2**70, ...)."""
+    body = chat_response(content)
+    body["usage"].update(usage)
+    return {"body": body}
+
+
+def endless(chunk_bytes: int = 65536, every: float = 0.0, for_s: float = 20.0) -> dict:
+    """A 200 whose body keeps coming: `chunk_bytes` every `every` seconds (0: as fast as it can)."""
+    return {"stream": {"chunk": b"x" * chunk_bytes, "every": every, "for_s": for_s}}
 
 
 def unauthorized(status: int = 401) -> dict:

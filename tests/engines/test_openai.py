@@ -173,7 +173,7 @@ def test_rpm_spaces_requests_out():
     with ScriptedServer([{}]) as server:
         engine = engine_for(server.url, rpm=120, parallel=8)  # one request per 0.5 s
         try:
-            out = engine.generate([Request(messages=chat("hi"), max_tokens=4, tag=i) for i in range(5)])
+            out = engine.generate([Request(messages=chat("hi"), max_tokens=8, tag=i) for i in range(5)])
         finally:
             engine.close()
         times = sorted(server.chat_times())

@@ -687,3 +687,57 @@ def test_dimensions_become_score_terms_and_an_old_run_without_dims_still_reads(t
     rescored = RunGraph(run_cfg).scored(store, store.read("prompts"), manifest["fingerprints"]).scored
     cols = ["prompt_id", "sample_idx", "dim_question", "dim_facts"]
     assert rescored.select(cols).sort(cols[:2]).equals(scored.select(cols).sort(cols[:2]))
+
+
+# -- hostile judge text: a lying or runaway judge costs time linear in what it sent ------------------------
+def test_a_score_that_is_not_a_number_is_unparseable_never_a_number_from_the_reason():
+    for text in (
+        '{"score": "high", "reason": "I would give it a score of 7"}',
+        '{"reason": "score: 80 at most", "score": null}',
+        '{"score": {"value": 70}, "reason": "Score: 70"} 70/100',
+    ):
+        parsed = judge.parse_judgment(text, 100)
+        assert parsed["status"] == "unparseable" and parsed["score"] is None, (text, parsed)
+        assert parsed["reason"].startswith("the JSON score is not a number: "), parsed
+    # a numeric key wins over a non-numeric one of lower rank, as before
+    assert judge.parse_judgment('{"score": "n/a", "overall": 61}', 100)["score"] == 61
+
+
+# Each case is built in the subprocess (1-5 MB of text), parsed, and its (status, score) printed. The
+# subprocess has a generous timeout: the parser's old patterns took minutes on these (quadratic).
+HOSTILE = {
+    "digits": ('"1" * 2_000_000', ("unparseable", None)),
+    "digits_then_verdict": ('"1" * 2_000_000 + chr(10) + json.dumps({"score": 85})', ("ok", 85.0)),
+    "spaces_after_a_number": ('"1" + " " * 3_000_000 + "x"', ("unparseable", None)),
+    "opened_thinks": ('"<think>" * 500_000', ("unparseable", None)),
+    "thinks_then_verdict": ('"<think>a" * 300_000 + "</think>" + json.dumps({"score": 40})', ("ok", 40.0)),
+    "nested_objects": ("'{\"a\":' * 1_000_000", ("unparseable", None)),
+    "nested_blocks": ("('{\"a\":' * 900 + 'x') * 1_000", ("unparseable", None)),
+    "score_words": ('"score: " * 700_000', ("unparseable", None)),
+    "long_string_score": ("json.dumps({'score': '1' + ' ' * 2_000_000 + 'x'})", ("unparseable", None)),
+    "verdict_after_5mb": ('"{x} " * 1_250_000 + json.dumps({"score": 70, "reason": "ok"})', ("ok", 70.0)),
+}
+
+
+def test_megabytes_of_hostile_judge_text_parse_and_end_as_what_they_are():
+    import subprocess
+    import sys
+
+    code = "\n".join(
+        [
+            "import json",
+            "from factory.stages.judge.parse import parse_judgment, parse_tags",
+            "out = {}",
+            *(
+                f"text = {expr}\n"
+                f"parsed = parse_judgment(text, 100); parse_tags(text)\n"
+                f"out[{name!r}] = [parsed['status'], parsed['score']]"
+                for name, (expr, _) in HOSTILE.items()
+            ),
+            "print(json.dumps(out))",
+        ]
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = json.loads(done.stdout)
+    assert got == {name: list(expected) for name, (_, expected) in HOSTILE.items()}

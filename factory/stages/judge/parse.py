@@ -3,6 +3,10 @@
 Every judgment is a score or a reason: parse_status is one of
 ok | retried_ok (parsed after a re-ask) | unparseable | out_of_range | missing_dimensions |
 truncated | engine_error.
+
+A judge's text is untrusted: every step here runs in time linear in its length (no pattern that
+backtracks over a run of digits or spaces, no search restarted at every `<think>`, a bounded budget for
+the JSON objects tried), so megabytes of hostile text cost milliseconds and end as `unparseable`.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ import json
 import math
 import re
 from typing import Any
+
+from factory.stages.think import think_blocks
 
 
 
@@ -22,10 +28,16 @@ USABLE = ("ok", "retried_ok")
 PARSE_FAILURES = ("unparseable", "out_of_range", "missing_dimensions", "truncated")
 REASK_ECHO_CHARS = 600  # how much of a failed reply goes back to the judge with the correction
 
-_THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
 _THINK_OPEN = re.compile(r"<think>", re.IGNORECASE)
 _THINK_CLOSE = re.compile(r"</think>", re.IGNORECASE)
-_NUMBER = r"-?\d+(?:\.\d+)?"
+# A number starts where no digit or point precedes it: a run of N digits is tried once, not N times.
+_NUMBER = r"(?<![\d.])-?\d+(?:\.\d+)?"
+_NUMBER_CHARS = 64  # a JSON string longer than this is not a score ("85", " 85 / 100 ")
+# JSON objects tried per character of text: a failed attempt is charged the characters it may have read.
+_JSON_BUDGET = 4
+# The most characters of a judge's final text (after its reasoning) read for the score: its verdict is at
+# the end, and no rubric's verdict is this long; more than this is hostile or runaway text.
+PARSE_CHARS = 65_536
 # "score: 85", "**Score:** 85", "Overall score is 85/100", "评分：85" - the words a judge puts before its number.
 _SCORE_TEXT = re.compile(
     r"(?<![a-z])(?:overall[ _]score|final[ _]score|total[ _]score|score|rating|评分|得分|总分|分数)"
@@ -42,7 +54,7 @@ def strip_reasoning(text: str) -> tuple[str, bool]:
 
     R1-style output: closed <think> blocks go; a `</think>` without its opening tag (templates that
     open the block in the prompt) keeps what follows it; an unclosed <think> keeps what precedes it."""
-    body = _THINK_BLOCK.sub("", text)
+    body = think_blocks(text, ignore_case=True)[1]
     closes = list(_THINK_CLOSE.finditer(body))
     if closes:
         body = body[closes[-1].end() :]
@@ -52,20 +64,36 @@ def strip_reasoning(text: str) -> tuple[str, bool]:
     return body.strip(), False
 
 
+def _verdict(text: str | None) -> tuple[str, bool]:
+    """strip_reasoning, then the last PARSE_CHARS characters of what is left."""
+    body, in_think = strip_reasoning(text or "")
+    return body[-PARSE_CHARS:], in_think
+
+
 def _json_objects(text: str) -> list[dict]:
-    """Every top-level JSON object in the text (fenced or bare), in order."""
+    """Every top-level JSON object in the text (fenced or bare), in order: from each `{` not inside an
+    object already found. Attempts that fail are charged the text they may have read (to the error's
+    position, or to the end for nesting too deep to decode); once that passes _JSON_BUDGET times the
+    text's length, no more are tried (hostile text: what was found so far is kept)."""
     found = []
     decoder = json.JSONDecoder()
+    budget = _JSON_BUDGET * len(text)
     index = text.find("{")
     while index != -1:
         try:
             value, end = decoder.raw_decode(text, index)
-        except (ValueError, RecursionError):  # also ints too long to convert (> 4300 digits)
-            index = text.find("{", index + 1)
+        except json.JSONDecodeError as exc:
+            budget -= max(exc.pos - index, 1)
+        except (ValueError, RecursionError):  # ints too long to convert (> 4300 digits), nesting too deep
+            budget -= len(text) - index
+        else:
+            if isinstance(value, dict):
+                found.append(value)
+            index = text.find("{", end)
             continue
-        if isinstance(value, dict):
-            found.append(value)
-        index = text.find("{", end)
+        if budget <= 0:
+            break
+        index = text.find("{", index + 1)
     return found
 
 
@@ -80,19 +108,22 @@ def _number(value: Any) -> tuple[float, float | None] | None:
             return math.inf, None
     if isinstance(value, float):
         return value, None
-    if isinstance(value, str):
+    if isinstance(value, str) and len(value) <= _NUMBER_CHARS:
         match = re.fullmatch(rf"\s*({_NUMBER})\s*(?:(?:/|out of)\s*({_NUMBER}))?\s*", value, re.IGNORECASE)
         if match:
             return float(match.group(1)), float(match.group(2)) if match.group(2) else None
     return None
 
 
+_ABSENT = object()
+
+
 def _lookup(obj: dict, keys: tuple[str, ...]) -> Any:
+    """The first of `keys` (any case) whose value is a number; else the value of the first one present
+    (a score that is not a number: "high", null); else _ABSENT."""
     lowered = {str(k).strip().lower(): v for k, v in obj.items()}
-    for key in keys:
-        if key in lowered and _number(lowered[key]) is not None:
-            return lowered[key]
-    return None
+    present = [lowered[key] for key in keys if key in lowered]
+    return next((v for v in present if _number(v) is not None), present[0] if present else _ABSENT)
 
 
 def _dimensions(obj: dict, scale_max: float) -> dict[str, float] | None:
@@ -123,21 +154,28 @@ def missing_dimensions(parsed: dict[str, Any], names: list[str] | tuple[str, ...
 def parse_judgment(text: str | None, scale_max: float) -> dict[str, Any]:
     """Judge text -> {score, status, reason, dimensions}. Never raises; status says what went wrong.
 
-    Order: strip <think> blocks; the last JSON object with a numeric "score" (or overall/rating);
-    else the last "score: N" form; else the last "N/M" or "N out of M" with M == scale_max.
-    Then: a non-finite number is unparseable; a score stated on another scale ("8/10" on 0..100) or
-    outside 0..scale_max is out_of_range (never clipped, never rescaled: the judge is re-asked).
+    Order: strip <think> blocks (the last PARSE_CHARS characters of what is left are read); the last
+    JSON object with a "score" (or overall/rating) key: its number, and when it is not a number ("high",
+    null) the judgment is unparseable (never a number read from elsewhere in the text); else the last
+    "score: N" form; else the last "N/M" or "N out of M" with M == scale_max. Then: a non-finite number
+    is unparseable; a score stated on another scale ("8/10" on 0..100) or outside 0..scale_max is
+    out_of_range (never clipped, never rescaled: the judge is re-asked).
     """
-    body, in_think = strip_reasoning(text or "")
+    body, in_think = _verdict(text)
     found: tuple[float, float | None] | None = None
     reason, dimensions = "", None
     for obj in reversed(_json_objects(body)):
         value = _lookup(obj, _SCORE_KEYS)
-        if value is not None:
-            found = _number(value)
-            reason = str(obj.get("reason") or obj.get("explanation") or "")
-            dimensions = _dimensions(obj, scale_max)
-            break
+        if value is _ABSENT:
+            continue
+        found = _number(value)
+        if found is None:
+            shown = repr(value) if len(repr(value)) <= 60 else f"{repr(value)[:57]}..."
+            why = f"the JSON score is not a number: {shown}"
+            return {"score": None, "status": "unparseable", "reason": why, "dimensions": None}
+        reason = str(obj.get("reason") or obj.get("explanation") or "")
+        dimensions = _dimensions(obj, scale_max)
+        break
     if found is None:
         matches = _SCORE_TEXT.findall(body)
         if matches:
@@ -173,7 +211,7 @@ def parse_judgment(text: str | None, scale_max: float) -> dict[str, Any]:
 def parse_tags(text: str | None, allowed: tuple[str, ...] | list[str] = ()) -> list[str] | None:
     """The `tags` list of the judge's last JSON object that has one (after <think> blocks), each tag
     stripped, once, in order; only `allowed` ones when given. None when the judge gave no list."""
-    body, _ = strip_reasoning(text or "")
+    body, _ = _verdict(text)
     for obj in reversed(_json_objects(body)):
         found = obj.get("tags")
         if isinstance(found, list):
