@@ -174,9 +174,8 @@ class GenRMNode(JudgeNode):
         judge_stage.check_room(self.config, self.key)
 
     def make_stage(self, cfg: RunConfig, prompts: pl.DataFrame, fps: dict[str, str]) -> Any:
-        return judge_stage.JudgeStage(
-            cfg, fps, prompts, self.rubric, name=self.stage, judge=self.config, prefilter=prefilter(cfg, prompts)
-        )
+        stage = judge_stage.GroupJudgeStage if self.config.mode == "group" else judge_stage.JudgeStage
+        return stage(cfg, fps, prompts, self.rubric, name=self.stage, judge=self.config, prefilter=prefilter(cfg, prompts))
 
     def per_sample(self, frame: pl.DataFrame) -> list[pl.DataFrame]:
         prefix = "dim_" if self.column == "quality" else f"dim_{self.column.removeprefix('quality_')}_"
@@ -188,6 +187,13 @@ class GenRMNode(JudgeNode):
 
     def usable(self) -> pl.Expr:
         return pl.col("parse_status").is_in(judge_stage.USABLE)
+
+    def counts(self, frame: pl.DataFrame) -> dict[str, Any]:
+        """ok / failed, its mode, and the prompt tokens one judged sample cost (a group request's are split
+        over the samples it shows): what the report's judges table compares the modes with."""
+        tokens = frame["prompt_tokens"].drop_nulls() if frame.height and "prompt_tokens" in frame.columns else None
+        per = round(float(tokens.mean()), 1) if tokens is not None and tokens.len() else None  # type: ignore[arg-type]
+        return super().counts(frame) | {"mode": self.config.mode, "prompt_tokens_per_judgment": per}
 
 
 @dataclass
@@ -403,6 +409,8 @@ class RunGraph:
         judgments = frames.get("judge", NO_JUDGMENTS)
         scored = judge_stage.with_quality(samples, judgments)
         parts = [judge_stage.sample_dims(judgments), judge_stage.sample_tags(judgments)]
+        if self.cfg.judge.enabled and self.cfg.judge.orders == 2 and judgments.height:  # order flips (pairs)
+            parts.append(judge_stage.order_quality(judgments))
         for node in self.judges:
             if not node.requests:  # a verifier: computed from what was just read
                 frames[node.stage] = node.read(samples, prompts)  # type: ignore[attr-defined]

@@ -6,7 +6,8 @@ prompt with a clearly better and a clearly worse host reply:
     {"id": "cal-01", "product_info": {...}, "history": [...], "question": "...", "better": "...", "worse": "..."}
 
 Both replies are judged apart (pointwise, as the pipeline judges samples), with the run's judge
-config: engine, rubric, scale, votes, re-asks. A row agrees when the better reply's quality is
+config: engine, rubric, scale, votes, re-asks; with judge.mode group, together in one request as answers
+A and B (their order shuffled by the seed; judge.orders 2 asks both orders), as a group is judged. A row agrees when the better reply's quality is
 strictly higher, ties when both are equal, disagrees when lower, and is unscored when either side
 has no usable vote. Nothing is cached: a calibration always asks the judge.
 
@@ -113,6 +114,26 @@ def plan_calibration(rows: list[dict], cfg: JudgeConfig, rubric: str) -> list[di
     return plan
 
 
+def plan_group_calibration(rows: list[dict], cfg: JudgeConfig, rubric: str) -> list[dict]:
+    """judge.mode group: one group request per row and order, the two replies as answers A and B."""
+    from factory.stages.judge.group import group_key, shown_order
+
+    judge_stage.check_rubric(rubric)
+    plan = []
+    for row in rows:
+        for order in range(cfg.orders):
+            members = shown_order(cfg.sampling.seed, row["id"], [0, 1], order)
+            answers = [{"answer": row[SIDES[i]], "reasoning": ""} for i in members]
+            plan.append({
+                "prompt_id": row["id"], "sampler_fp": CALIBRATION_FP, "vote": order, "members": members,
+                "created": [None, None], "group_pool": CALIBRATION_FP,
+                "group_key": group_key(row["id"], [(i, None) for i in members], order),
+                "seed": derive_seed(cfg.sampling.seed, "calibration", row["id"], order),
+                "messages": judge_stage.render_group(rubric, row, answers, cfg),
+            })  # fmt: skip
+    return plan
+
+
 def agreement(rows: list[dict], judgments: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Per-row outcome and the summary counts.
 
@@ -179,6 +200,11 @@ class CalibrationStage:
 
     def __init__(self, plan: list[dict], cfg: JudgeConfig, judge_fp: str):
         self.requests, self.cfg, self.judge_fp, self.engine = plan, cfg, judge_fp, cfg.engine
+        self.group = cfg.mode == "group"
+        if self.group:  # one request answers both replies of a row
+            self.run_batch = judge_stage.group_judge_batch
+            self.answers = lambda r: [(r["prompt_id"], i, r["sampler_fp"], r["vote"]) for i in r["members"]]
+            self.rows_of = lambda work: 2 * (work.height if isinstance(work, pl.DataFrame) else len(work))
 
     @property
     def batch_size(self) -> int:
@@ -189,6 +215,8 @@ class CalibrationStage:
         return (self.cfg, self.judge_fp)
 
     def plan(self, store: Any) -> pl.DataFrame:
+        if self.group:
+            return pl.DataFrame(self.requests)
         return pl.DataFrame(self.requests, schema=judge_stage.REQUEST_SCHEMA)
 
     def follow(self, rows: list[dict]) -> list[dict]:
@@ -198,6 +226,8 @@ class CalibrationStage:
         return work  # planned already rendered
 
     def failed(self, requests: list[dict], reason: str) -> list[dict]:
+        if self.group:
+            return judge_stage.group_failed(requests, reason, self.cfg, self.judge_fp)
         return judge_stage.failed_judgments(requests, reason, self.judge_fp)
 
     def read(self, store: Any) -> pl.DataFrame:
@@ -218,7 +248,8 @@ def calibrate(
     `build(engine_cfg) -> Engine` makes the judge engine (the registry's builder by default)."""
     from factory.executor import Executor
 
-    stage = CalibrationStage(plan_calibration(rows, cfg.judge, rubric), cfg.judge, judge_fp)
+    plan = (plan_group_calibration if cfg.judge.mode == "group" else plan_calibration)(rows, cfg.judge, rubric)
+    stage = CalibrationStage(plan, cfg.judge, judge_fp)
     scratch = RunStore(f"memory://factory-calibration-{uuid.uuid4().hex}")
     try:
         with Executor(scratch, cfg, backend="local", build=build) as executor:
@@ -230,6 +261,9 @@ def calibrate(
     per_row, summary = agreement(rows, judgments)
     summary["requests"] = int(judgments["attempts"].sum()) if judgments.height else 0
     summary["completion_tokens"] = int(judgments["completion_tokens"].fill_null(0).sum()) if judgments.height else 0
+    summary["prompt_tokens"] = int(judgments["prompt_tokens"].fill_null(0).sum()) if judgments.height else 0
+    # what judging one reply cost in prompt tokens: group mode sends the rubric once for both replies
+    summary["prompt_tokens_per_judgment"] = summary["prompt_tokens"] / judgments.height if judgments.height else None
     return judgments, per_row, summary
 
 
@@ -254,7 +288,7 @@ def run_calibration(
     rows, invalid = load_calibration(data, limit)
     for bad in invalid:
         print(f"[calibrate] row {bad['row_index']} invalid: {bad['reason']}", file=sys.stderr)
-    total = len(rows) * len(SIDES) * cfg.judge.votes
+    total = len(rows) * len(SIDES) * cfg.judge.votes * cfg.judge.orders
     print(
         f"[calibrate] {len(rows)} rows -> {total} judgments with {cfg.judge.engine.kind} judge {model}", file=sys.stderr
     )
@@ -269,6 +303,8 @@ def run_calibration(
             "engine": cfg.judge.engine.kind,
             "rubric_file": cfg.judge.rubric_file or str(graph.DEFAULT_RUBRIC),
             "votes": cfg.judge.votes,
+            "mode": cfg.judge.mode,
+            "orders": cfg.judge.orders,
             "scale_max": cfg.judge.scale_max,
             "structured": cfg.judge.structured,
             "data": data,
@@ -303,7 +339,9 @@ def summary_table(summary: dict[str, Any]) -> str:
         ("agreement (scored rows)", share(summary["agreement_of_scored"])),
         ("mean score better / worse", f"{score(summary['mean_score_better'])} / {score(summary['mean_score_worse'])}"),
         ("judgments by parse_status", statuses),
+        ("judge mode", f"{summary.get('mode', 'pointwise')}" + (f", {summary['orders']} orders" if summary.get("orders", 1) > 1 else "")),
         ("LLM requests", str(summary["requests"])),
+        ("prompt tokens per judgment", "-" if summary.get("prompt_tokens_per_judgment") is None else f"{summary['prompt_tokens_per_judgment']:.0f}"),
         ("time", f"{summary['seconds']:.1f}s"),
         ("output", summary["output"]),
     ]  # fmt: skip

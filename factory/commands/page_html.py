@@ -240,8 +240,10 @@ def report_tables(report: dict[str, Any], cfg: Any) -> str:
 def judges_section(report: dict[str, Any]) -> str:
     out = []
     if report.get("judges"):
-        out.append(_table(["judge", "kind", "column", "ok", "failed", "key"],
-                          [[j["stage"], j["kind"], j["column"], j["ok"], j["failed"], j["key"]] for j in report["judges"]]))  # fmt: skip
+        tokens = lambda j: "-" if j.get("prompt_tokens_per_judgment") is None else f"{j['prompt_tokens_per_judgment']:.0f}"  # noqa: E731
+        out.append(_table(["judge", "kind", "column", "ok", "failed", "key", "mode", "prompt tokens / judgment"],
+                          [[j["stage"], j["kind"], j["column"], j["ok"], j["failed"], j["key"], j.get("mode") or "-", tokens(j)]
+                           for j in report["judges"]]))  # fmt: skip
     agreement = report["pairs"].get("judge_agreement") or {}
     if agreement:
         out.append(

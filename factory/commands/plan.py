@@ -115,6 +115,10 @@ def _estimated_requests(stage: Any, store: RunStore, upstream: dict[str, Any] | 
     else:
         share, how = 1.0, "assumed, no sample stored yet"
     passing, passing_how = _passing_share(stage, store, up)
+    groups = getattr(stage, "group_requests", None)
+    if groups is not None:  # judge.mode group: one request per prompt the upstream adds samples to, per order
+        estimated, why = groups(upstream["_work"])
+        return estimated, [f"{estimated} of its requests are estimated: {why}"]
     estimated = round(upstream["requests"] * share * passing * fanout)
     note = (
         f"{estimated} of its requests are estimated: {upstream['requests']} {upstream['stage']} requests x "
@@ -175,6 +179,7 @@ def _prompt_tokens(
         )  # fmt: skip
         future_mean, future_how = per_request([r["messages"] for r in stage.render(future.to_dicts())])
         answer = upstream["answer_tokens"] + (upstream["reasoning_tokens"] if stage.cfg.include_reasoning else 0)
+        answer *= getattr(stage, "answers_per_request", 1)  # a group request shows k answers
         total += estimated * (future_mean + answer)
         how = how or future_how
         notes.append(f"estimated requests' prompts hold an answer of ~{answer:.0f} tokens ({upstream['answer_how']})")

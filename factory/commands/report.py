@@ -15,7 +15,8 @@ Table "long2short": mean chosen / rejected tokens, groups succeeded / total.
 Table "terms": each term of S (name, source, weight, normalization, direction, filter bounds).
 Table "score columns": mean of every quality_*, dim_* and reward_* column on valid, chosen, rejected.
 Table "judges": every judge of the run (judge, judges.<name>, reward_models.<name>): its kind, the
-scored column it makes, its stored rows ok / failed; with two or more pairs.judges, their pairwise
+scored column it makes, its stored rows ok / failed, a GenRM's mode (pointwise, group) and prompt tokens
+per judgment (a group request's split over its samples); with two or more pairs.judges, their pairwise
 agreement: the share of groups where two judges pick the same chosen and the same rejected sample.
 Table "tags" (when the judge gives tags, judge.tags): each tag's share of valid, chosen, rejected samples.
 Table "strategies" (issue 16): dp_dpo, quality, long2short, shortest_correct and reward on the same
@@ -269,8 +270,12 @@ def render_markdown(report: dict[str, Any], cfg: RunConfig, note: str | None = N
     if report.get("judges"):
         out.append(
             markdown(
-                ["judge", "kind", "column", "ok", "failed", "key"],
-                [[j["stage"], j["kind"], j["column"], j["ok"], j["failed"], j["key"]] for j in report["judges"]],
+                ["judge", "kind", "column", "ok", "failed", "key", "mode", "prompt tokens / judgment"],
+                [
+                    [j["stage"], j["kind"], j["column"], j["ok"], j["failed"], j["key"], j.get("mode") or "-",
+                     "-" if j.get("prompt_tokens_per_judgment") is None else f"{j['prompt_tokens_per_judgment']:.0f}"]
+                    for j in report["judges"]
+                ],  # fmt: skip
             )
         )
         out.append("")

@@ -29,6 +29,7 @@ RULES = {
     "> 0": lambda v: v > 0,
     ">= 1": lambda v: v >= 1,
     "in (0, 1]": lambda v: 0 < v <= 1,
+    "in [0, 1]": lambda v: 0 <= v <= 1,
 }
 
 

@@ -12,6 +12,11 @@ from factory.config.base import help_, ranges, validate
 class StageCostConfig:
     input_usd_per_m: float = help_("USD per 1M prompt (input) tokens; 0 = not priced.", 0.0)
     output_usd_per_m: float = help_("USD per 1M completion (output) tokens, reasoning included; 0 = not priced.", 0.0)
+    batch_discount: float = help_(
+        "Share taken off both prices for a request sent by batch (its engine has engine.batch: true); 0.5 = "
+        "the batch rate of OpenAI and most providers. Spend, the budget and `factory plan` use it.",
+        0.5,
+    )
     tokens_per_s: Optional[float] = help_(
         "Completion tokens per second one replica decodes (all its concurrent sequences together), for "
         "GPU-hours and wall time in `factory plan`; null = as observed in the run's metrics.json.",
@@ -23,7 +28,11 @@ class StageCostConfig:
 
     @staticmethod
     def check(c: Any, p: str) -> None:
-        ranges(c, p, {"input_usd_per_m": ">= 0", "output_usd_per_m": ">= 0", "tokens_per_s": "> 0 or null"})
+        ranges(
+            c,
+            p,
+            {"input_usd_per_m": ">= 0", "output_usd_per_m": ">= 0", "batch_discount": "in [0, 1]", "tokens_per_s": "> 0 or null"},
+        )
 
 
 @dataclass

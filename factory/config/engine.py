@@ -44,6 +44,15 @@ class EngineConfig:
     rpm: int = help_("openai: requests-per-minute limit (0 = none).", 0)
     tpm: int = help_("openai: tokens-per-minute limit (0 = none).", 0)
     backoff_s: float = help_("openai: first retry wait (doubles per retry, full jitter, capped at 60 s); Retry-After wins.", 1.0)
+    batch: bool = help_(
+        "openai: send requests through the provider's batch API (/v1/files + /v1/batches) instead of one call "
+        "each: every executor call of engine.batch_size requests is one batch file, polled until it ends; its id "
+        "is stored in the run's batches/ at once, so a restarted run polls it instead of sending it again. "
+        "Priced at cost.*.batch_discount off the list prices. Chat requests only (not a reward model's scores).",
+        False,
+    )
+    batch_poll_s: float = help_("openai, engine.batch: seconds between two polls of a batch's status.", 30.0)
+    batch_window: str = help_("openai, engine.batch: the batch's completion_window (what the provider accepts).", "24h")
     # vLLM
     tensor_parallel_size: int = help_("vllm: GPUs per model shard group (TP).", 1)
     pipeline_parallel_size: int = help_("vllm: pipeline stages (PP); a replica gets TP x PP GPUs.", 1)
@@ -66,12 +75,14 @@ class EngineConfig:
             {
                 "replicas": ">= 1", "parallel": ">= 1", "cpus_per_replica": "> 0", "max_model_len": ">= 1",
                 "batch_size": ">= 1", "watchdog_s": "> 0", "max_retries": ">= 0", "request_timeout_s": "> 0",
-                "max_reply_bytes": ">= 1", "rpm": ">= 0", "tpm": ">= 0", "backoff_s": ">= 0",
+                "max_reply_bytes": ">= 1", "rpm": ">= 0", "tpm": ">= 0", "backoff_s": ">= 0", "batch_poll_s": "> 0",
                 "tensor_parallel_size": ">= 1", "pipeline_parallel_size": ">= 1", "gpu_memory_utilization": "in (0, 1]",
             },
         )  # fmt: skip
         if c.kind == "openai" and not c.base_url:
             raise ConfigError(f"{p}base_url: required when {p}kind is openai")
+        if c.batch and c.kind != "openai":
+            raise ConfigError(f"{p}batch: the batch API is a capability of the openai kind, not of {c.kind}")
         if c.kind == "vllm" and not c.model:
             raise ConfigError(f"{p}model: required when {p}kind is vllm")
         one_of(c, p, "device", ("cuda", "cpu"))

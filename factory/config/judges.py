@@ -11,6 +11,7 @@ from factory.config.engine import EngineConfig, SamplingConfig
 
 # A judge or reward model's name becomes a stage name and a scored column (quality_<name>, reward_<name>).
 JUDGE_NAME = r"[A-Za-z0-9_]+"
+JUDGE_MODES = ("pointwise", "group")
 
 
 @dataclass
@@ -108,6 +109,18 @@ class JudgeConfig:
         factory=list,
     )
     retry_failed: bool = help_("On a rerun, judge again the stored judgments that failed with engine_error.", False)
+    mode: str = help_(
+        "pointwise: one request per sample (the rubric filled with its answer); group: one request per prompt "
+        "showing its usable samples together as labelled answers A, B, ... in a seeded shuffled order, the judge "
+        "scoring each (same scale, dimensions and tags). A group judgment is keyed by the samples it saw: a group "
+        "that grows is judged again.",
+        "pointwise",
+    )
+    orders: int = help_(
+        "judge.mode group: 2 also asks each group in the reverse order (stored as vote 1; quality is the mean), so "
+        "the pairs count the pairs whose chosen and rejected swap between the orders (pairs.exclude_order_flips).",
+        1,
+    )
     enabled: bool = help_(
         "false: this judge does not run (no stage, no request). For `judge`: the quality column stays empty, so "
         "pairs.judges must name other judges (a reward-model-only run).",
@@ -120,6 +133,13 @@ class JudgeConfig:
     @staticmethod
     def check(c: Any, p: str) -> None:
         ranges(c, p, {"votes": ">= 1", "scale_max": "> 0", "max_reasks": ">= 0"})
+        one_of(c, p, "mode", JUDGE_MODES)
+        if c.orders not in (1, 2):
+            raise ConfigError(f"{p}orders: 1 or 2 (the shuffled order, and its reverse), got {c.orders!r}")
+        if c.orders == 2 and c.mode != "group":
+            raise ConfigError(f"{p}orders: 2 asks a group in two orders; it needs {p}mode=group")
+        if c.mode == "group" and c.votes != 1:
+            raise ConfigError(f"{p}votes: {p}mode=group asks each group once per order; use {p}orders, not votes={c.votes}")
         names = list(c.dimension_names)
         if c.dimensions and not names:
             raise ConfigError(f"{p}dimension_names: empty, but {p}dimensions is true")

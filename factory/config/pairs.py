@@ -104,6 +104,12 @@ class PairsConfig:
         0.3,
     )
     min_margin: Optional[float] = help_("Absolute margin threshold; when set it replaces drop_ratio.", None)
+    exclude_order_flips: bool = help_(
+        "With judge.mode group and judge.orders 2: a pair whose chosen and rejected swap between the two orders "
+        "(the judge prefers each side in one of them) is dropped as order_flip instead of kept. Flips are counted "
+        "in the stats (order_flips of order_pairs) either way.",
+        False,
+    )
     length_norm: str = help_("L_max: group (per prompt), global (whole run) or fixed (length_max).", "group")
     length_max: Optional[float] = help_("L_max when length_norm is fixed.", None)
     quality_norm: str = help_("Q_max: scale (the rubric's scale_max) or group (per prompt max).", "scale")

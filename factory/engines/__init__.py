@@ -55,6 +55,13 @@ def build_engine(cfg: EngineConfig) -> Engine:
     return engine_class(cfg.kind)(cfg)
 
 
+def bind_run_dir(engine: Engine, url: str | None) -> None:
+    """Hand an engine the run directory when it keeps state there (the openai kind's batch ids, batches/)."""
+    bind = getattr(engine, "bind_run_dir", None)
+    if bind is not None and url:
+        bind(url)
+
+
 # Per-stage settings: two stages whose engines differ only in these still share one pool.
 PER_STAGE = ("batch_size",)
 
@@ -65,6 +72,7 @@ def engine_identity(cfg: EngineConfig) -> str:
 
 
 __all__ = [
-    "Completion", "Engine", "EngineKind", "FatalEngineError", "Request", "Resources", "build_engine", "engine_class",
+    "Completion", "Engine", "EngineKind", "FatalEngineError", "Request", "Resources", "bind_run_dir", "build_engine",
+    "engine_class",
     "requires", "MissingDependency", "engine_identity", "kind_of",
 ]  # fmt: skip

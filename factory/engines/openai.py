@@ -22,6 +22,9 @@ credentials) replaced by ***, so a server that echoes the key cannot get it stor
 `usage.completion_tokens_details.reasoning_tokens` are read when the server sends them; otherwise the
 sample stage finds `<think>` in the content and splits the tokens with `engine.tokenizer`.
 
+Batch mode (`engine.batch: true`): generate() sends its requests as one provider batch instead
+(factory/engines/openai_batch.py: submit, poll, collect, the batch ids kept in the run's batches/).
+
 Scoring (a reward model behind a vLLM server, `vllm serve RM --runner pooling`): `score()` posts each
 ScoreRequest to the server's root (base_url without /v1), with the same slots, limits, retries and
 error rules as a chat request:
@@ -201,6 +204,23 @@ class OpenAIEngine:
         self._thread.start()
         self.client = client or self._call(self._make_client())
         self._slots, self._rpm, self._tpm = self._call(self._make_limits())
+        self._batch = None
+        if cfg.batch:
+            from factory.engines.openai_batch import BatchSender
+
+            self._batch = BatchSender(self)
+
+    def bind_run_dir(self, url: str) -> None:
+        """Batch mode keeps its batch ids in the run directory (batches/): the executor hands it over."""
+        if self._batch is not None:
+            from factory.rundir.store import RunStore
+
+            self._batch.bind(RunStore(url))
+
+    @property
+    def polls(self) -> int:
+        """Successful polls of running batches: a replica's heartbeat while its batch runs at the provider."""
+        return self._batch.polls if self._batch is not None else 0
 
     def _call(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
@@ -418,6 +438,8 @@ class OpenAIEngine:
 
     # -- the Engine protocol ---------------------------------------------------------------------
     def generate(self, requests: list[Request], on_done: OnDone | None = None) -> list[Completion]:
+        if self._batch is not None:
+            return self._batch.generate(requests, on_done)
         futures = [asyncio.run_coroutine_threadsafe(self._one(r), self._loop) for r in requests]
         return gather(requests, futures, on_done)
 
@@ -426,9 +448,15 @@ class OpenAIEngine:
             return None
         return [self._tokenizer.count(text) for text in texts]
 
+    def stop_waiting(self) -> None:
+        """The run stops: calls waiting on batches return now (the batches stay stored and are polled again)."""
+        if self._batch is not None:
+            self._batch.stop.set()
+
     def close(self) -> None:
         if self._loop.is_closed():
             return
+        self.stop_waiting()
         try:
             self._call(self.client.close())
         finally:

@@ -124,16 +124,20 @@ def stages(cfg: RunConfig, prompts: pl.DataFrame, fps: dict[str, Any]) -> list:
                 cfg, fp, prompts, engine=c.engine, sampling=c.sampling, k=e.k, retry_failed=e.retry_failed,
                 name=f"sample:{name}",
             ))  # fmt: skip
-        judges.append(judge_stage.JudgeStage(
+        group = {"resample_failed": e.retry_failed} if cfg.judge.mode == "group" else {}  # one group per prompt
+        judge_class = judge_stage.GroupJudgeStage if group else judge_stage.JudgeStage
+        judges.append(judge_class(
             cfg, {f"judge:{name}": fps["judge"], "sampler": fp}, prompts, rubric, k=e.k, name=f"judge:{name}",
-            upstream=None if c.answers_path else f"sample:{name}",
+            upstream=None if c.answers_path else f"sample:{name}", **group,
         ))  # fmt: skip
     return samplers + judges
 
 
 def prices(cfg: RunConfig) -> dict[str, Any]:
-    out = {f"sample:{name}": c.cost for name, c in cfg.eval.candidates.items()}
-    return out | {f"judge:{name}": cfg.cost.judge for name in cfg.eval.candidates}
+    from factory.executor.budget import at_rate
+
+    out = {f"sample:{name}": at_rate(c.cost, c.engine) for name, c in cfg.eval.candidates.items()}
+    return out | {f"judge:{name}": at_rate(cfg.cost.judge, cfg.judge.engine) for name in cfg.eval.candidates}
 
 
 def _samples_of(store: RunStore, fp: str, prompts: pl.DataFrame, k: int) -> pl.DataFrame:

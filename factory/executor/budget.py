@@ -7,12 +7,14 @@
 
 Dollars are what the stored rows say they used (prompt and completion tokens, reasoning included, re-asks
 summed), at `input_usd_per_m` / `output_usd_per_m` per million tokens. A request that failed for good
-stores no token count and is charged nothing (APIs do not bill errors).
+stores no token count and is charged nothing (APIs do not bill errors). A stage whose engine sends by
+batch (`engine.batch: true`) is priced at the batch rate: `batch_discount` off both prices (`at_rate`).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 from factory.config import ConfigError, StageCostConfig
@@ -120,14 +122,28 @@ class Budget:
         )
 
 
+def at_rate(price: StageCostConfig, engine: Any) -> StageCostConfig:
+    """What one request of `engine` pays: the list prices, or `batch_discount` off both when it sends by batch."""
+    if not getattr(engine, "batch", False) or not price.batch_discount:
+        return price
+    keep = 1.0 - price.batch_discount
+    return replace(price, input_usd_per_m=price.input_usd_per_m * keep, output_usd_per_m=price.output_usd_per_m * keep)
+
+
+def _engine(entries: Any, name: str) -> Any:
+    entry = entries.get(name) if hasattr(entries, "get") else None
+    return entry.engine if entry is not None else None
+
+
 def run_prices(cfg: Any) -> dict[str, StageCostConfig]:
     """`factory run`'s stage -> prices: sample, judge, judge_<name> (cost.judges.<name>), reward_<name>
-    (cost.reward_models.<name>); a judge or reward model with no entry is not priced."""
+    (cost.reward_models.<name>), each at its engine's rate (at_rate); a judge or reward model with no entry
+    is not priced."""
     return {
-        "sample": cfg.cost.sampler,
-        "judge": cfg.cost.judge,
-        **{f"judge_{name}": price for name, price in cfg.cost.judges.items()},
-        **{f"reward_{name}": price for name, price in cfg.cost.reward_models.items()},
+        "sample": at_rate(cfg.cost.sampler, cfg.sampler.engine),
+        "judge": at_rate(cfg.cost.judge, cfg.judge.engine),
+        **{f"judge_{n}": at_rate(p, _engine(cfg.judges, n)) for n, p in cfg.cost.judges.items()},
+        **{f"reward_{n}": at_rate(p, _engine(cfg.reward_models, n)) for n, p in cfg.cost.reward_models.items()},
     }
 
 

@@ -120,6 +120,21 @@ class _Call:
     received: set[tuple] = field(default_factory=set)
 
 
+def answered_keys(stage: Stage, request: dict) -> list[tuple]:
+    """The stored rows' keys one request answers: its own key, or those a stage names (a group judge's
+    request answers every sample it shows)."""
+    answers = getattr(stage, "answers", None)
+    return answers(request) if answers is not None else [row_key(request, stage.key)]
+
+
+def planned_rows(stage: Stage, work: list[dict] | pl.DataFrame) -> int:
+    """The rows a stage's work will store (a group judge's request stores one per sample it shows)."""
+    rows = getattr(stage, "rows_of", None)
+    if rows is not None:
+        return rows(work)
+    return work.height if isinstance(work, pl.DataFrame) else len(work)
+
+
 class Executor:
     def __init__(
         self,
@@ -169,7 +184,8 @@ class Executor:
         if stage.name not in names:
             names.append(stage.name)
         if identity not in self.pools:
-            self.pools[identity] = self.backend.pool(stage.engine, stage.name)
+            # Engines that keep state in the run directory (batch ids) get the executor's store.
+            self.pools[identity] = self.backend.pool(stage.engine, stage.name, run_dir=self.store.url)
         return self.pools[identity]
 
     def close(self) -> None:
@@ -204,7 +220,7 @@ class Executor:
         for s in stages:
             plan = s.plan(self.store)
             queues[s.name].extend(plan)
-            metrics[s.name].planned = plan.height
+            metrics[s.name].planned = planned_rows(s, plan)
             fed = s.upstream in by_name and metrics[s.upstream].planned
             note = "; ".join(
                 part
@@ -281,7 +297,7 @@ class Executor:
                                     checked.add(downstream.name)
                                 work = downstream.follow(stored)
                                 queues[downstream.name].extend(work)
-                                metrics[downstream.name].planned += len(work)
+                                metrics[downstream.name].planned += planned_rows(downstream, work)
                 for s in stages:
                     metrics[s.name].feeding = upstream_active(s.name)
                 self.progress.tick()
@@ -406,7 +422,7 @@ class Executor:
                 attempt, work, rendered = queue.take(stage.batch_size)
                 requests = work if rendered else stage.render(work)
                 call_id = next(self._ids)
-                expected = {row_key(r, stage.key): i for i, r in enumerate(requests)}
+                expected = {key: i for i, r in enumerate(requests) for key in answered_keys(stage, r)}
                 calls[call_id] = _Call(stage.name, requests, attempt, expected)
                 pool.submit(call_id, stage.run_batch, requests, stage.batch_args)
                 if metrics[stage.name].first_dispatch is None:
@@ -434,7 +450,8 @@ class Executor:
                     self.progress.extra[stage.name] = self.budget.label(stage.name)
             return
         del calls[event.call_id]
-        missing = [call.requests[i] for key, i in call.expected.items() if key not in call.received]
+        lacking = sorted({i for key, i in call.expected.items() if key not in call.received})
+        missing = [call.requests[i] for i in lacking]  # a request that answers several keys goes back whole
         error = event.payload
         if not missing and event.kind == "done" and error is None:
             return

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from factory.config import EngineConfig
+from factory.engines import bind_run_dir
 from factory.executor.metrics import LiveMetrics
 from factory.executor.pool import Event, reason_of
 
@@ -20,8 +21,11 @@ IN_FLIGHT_PER_REPLICA = 2
 
 
 class LocalPool:
-    def __init__(self, cfg: EngineConfig, name: str, build: Callable, events: queue.Queue, owns: Callable[[], bool]):
+    def __init__(
+        self, cfg: EngineConfig, name: str, build: Callable, events: queue.Queue, owns: Callable[[], bool], run_dir: str | None = None
+    ):
         self.cfg, self.name, self.build, self.events, self.owns = cfg, name, build, events, owns
+        self.run_dir = run_dir
         self.engines: list[Any] = []
         self.locks: list[threading.Lock | None] = []
         self.load: list[int] = []
@@ -36,6 +40,8 @@ class LocalPool:
             return
         t0 = time.monotonic()
         self.engines = [self.build(self.cfg) for _ in range(self.cfg.replicas)]
+        for engine in self.engines:
+            bind_run_dir(engine, self.run_dir)
         self.locks = [None if getattr(e, "concurrent_batches", False) else threading.Lock() for e in self.engines]
         self.load = [0] * len(self.engines)
         workers = IN_FLIGHT_PER_REPLICA * len(self.engines)
@@ -88,6 +94,10 @@ class LocalPool:
             self.load[index] -= 1
 
     def close(self) -> None:
+        for engine in self.engines:  # a call waiting on a provider's batch returns (the batch stays stored)
+            stop = getattr(engine, "stop_waiting", None)
+            if stop is not None:
+                stop()
         if self.threads is not None:
             self.threads.shutdown(wait=True, cancel_futures=True)
             self.threads = None
@@ -108,8 +118,8 @@ class LocalBackend:
         self.pools: list[LocalPool] = []
         self.live = LiveMetrics()  # nothing live beyond the progress lines and metrics.json
 
-    def pool(self, cfg: EngineConfig, name: str) -> LocalPool:
-        pool = LocalPool(cfg, name, self.build, self.events, lambda: self.close_engines)
+    def pool(self, cfg: EngineConfig, name: str, run_dir: str | None = None) -> LocalPool:
+        pool = LocalPool(cfg, name, self.build, self.events, lambda: self.close_engines, run_dir)
         self.pools.append(pool)
         return pool
 

@@ -195,10 +195,11 @@ def _actor_class() -> Any:
     class EngineActor:
         """Holds one engine; runs stage batch functions on it and hands finished rows over as they come."""
 
-        def __init__(self, engine_cfg: EngineConfig, build: Callable | None = None):
-            from factory.engines import build_engine
+        def __init__(self, engine_cfg: EngineConfig, build: Callable | None = None, run_dir: str | None = None):
+            from factory.engines import bind_run_dir, build_engine
 
             self.engine = (build or build_engine)(engine_cfg)
+            bind_run_dir(self.engine, run_dir)
             self.lock = threading.Lock()
             self.outbox: dict[int, list[dict]] = {}
             self.emitted = 0
@@ -230,7 +231,8 @@ def _actor_class() -> Any:
             """Rows finished since the last poll, by call; and a heartbeat that grows per finished request."""
             with self.lock:
                 out, self.outbox = self.outbox, {}
-                return out, self.emitted + int(getattr(self.engine, "finished", 0))
+                # A batch engine's polls count too: its batch runs at the provider for hours.
+                return out, self.emitted + int(getattr(self.engine, "finished", 0)) + int(getattr(self.engine, "polls", 0))
 
         def close(self) -> None:
             self.engine.close()
@@ -256,10 +258,12 @@ class RayPool:
     `build(engine_cfg) -> Engine` replaces the registry's builder (tests pass fake engines this way);
     it is pickled to the actors, so define it where cloudpickle can take it by value."""
 
-    def __init__(self, cfg: EngineConfig, name: str, build: Callable | None = None, on_start: Callable | None = None):
+    def __init__(
+        self, cfg: EngineConfig, name: str, build: Callable | None = None, on_start: Callable | None = None, run_dir: str | None = None
+    ):
         import ray
 
-        self.cfg, self.name, self.build = cfg, name, build
+        self.cfg, self.name, self.build, self.run_dir = cfg, name, build, run_dir
         self._on_start = on_start  # starts or joins Ray (the backend's), once, before the first actor
         self._ray = ray
         self._cls = _actor_class()
@@ -351,7 +355,7 @@ class RayPool:
     def _spawn(self, index: int) -> None:
         replica = self.replicas[index]
         replica.generation += 1
-        replica.actor = self._cls.options(**self._options(index)).remote(self.cfg, self.build)
+        replica.actor = self._cls.options(**self._options(index)).remote(self.cfg, self.build, self.run_dir)
         replica.ready, replica.calls, replica.poll_ref, replica.beat = False, set(), None, None
         replica.last_progress = time.monotonic()
         self.refs[replica.actor.ready.remote()] = ("ready", index, replica.generation, -1)
@@ -590,8 +594,8 @@ class RayBackend:
         or refused before any request, never waits for it."""
         init_ray(self.cfg)
 
-    def pool(self, cfg: EngineConfig, name: str) -> RayPool:
-        pool = RayPool(cfg, name, self.build, on_start=self._init)
+    def pool(self, cfg: EngineConfig, name: str, run_dir: str | None = None) -> RayPool:
+        pool = RayPool(cfg, name, self.build, on_start=self._init, run_dir=run_dir)
         self.pools.append(pool)
         return pool
 

@@ -20,6 +20,8 @@ Outcome of each candidate pair (the first that applies):
     below_margin     margin < delta (long2short, shortest_correct and reward have no delta)
     over_cap         kept, but after max_pairs_per_group pairs of its group (largest margins first)
     over_balance     kept, but past pairs.balance's cap for its value of the balance column
+    order_flip       pairs.exclude_order_flips: it would be kept, but the judge's two orders (judge.orders 2)
+                     prefer its sides the other way round (checked before the caps)
     kept
 A group's bucket is its best pair outcome in the order kept, over_balance (only with pairs.balance),
 below_margin, no_short_sample, tied
@@ -37,13 +39,13 @@ import polars as pl
 from factory.config import PairsConfig
 from factory.config.strategies import strategy_of
 from factory.pairs import vote as votes
-from factory.pairs.marks import Prepared, prepare
+from factory.pairs.marks import ORDER_COLUMNS, Prepared, prepare
 from factory.pairs.picks import extremes, margin_quantile, ranking, score
 from factory.pairs.segments import segments
 from factory.pairs.stats import OUTCOMES, PairStats, group_buckets, summarize
 from factory.pairs.terms import weights as term_weights
 
-KEPT, OVER_CAP, OVER_BALANCE, BELOW_MARGIN, NO_SHORT_SAMPLE, TIED = range(len(OUTCOMES))
+KEPT, OVER_CAP, OVER_BALANCE, BELOW_MARGIN, NO_SHORT_SAMPLE, TIED, ORDER_FLIP = range(len(OUTCOMES))
 _OUTCOME_VALUES = pl.Series("outcome", OUTCOMES, pl.Enum(OUTCOMES))  # gathered by code: no string per pair
 
 
@@ -130,6 +132,9 @@ def outcomes(prepared: Prepared, cands: Candidates, delta: float | None, cfg: Pa
     else:
         above = cands.margin >= (delta if delta is not None else 0.0)
         code = np.where(tied, TIED, np.where(above, KEPT, BELOW_MARGIN))
+    if cfg.exclude_order_flips and len(code):
+        flipped, _ = order_flips(prepared, cands)
+        code = np.where((code == KEPT) & flipped, ORDER_FLIP, code)
     if cfg.max_pairs_per_group is not None and len(code):
         kept = (code == KEPT).astype(np.int64)
         running = np.cumsum(kept)  # kept pairs so far; minus those of earlier groups = rank in the group
@@ -139,6 +144,19 @@ def outcomes(prepared: Prepared, cands: Candidates, delta: float | None, cfg: Pa
     if cfg.balance.column:
         code, cands.balance_cap = _balance(prepared, cands, code, cfg)
     return code.astype(np.int8)
+
+
+def order_flips(prepared: Prepared, cands: Candidates) -> tuple[np.ndarray, np.ndarray]:
+    """(flipped, scored) per candidate pair: scored when both orders gave both sides a quality; flipped
+    when the chosen side is preferred in one order and the rejected side in the other (a strict swap)."""
+    if not all(c in prepared.valid.columns for c in ORDER_COLUMNS):
+        none = np.zeros(len(cands.chosen), bool)
+        return none, none
+    first, second = (prepared.valid[c].fill_null(np.nan).to_numpy() for c in ORDER_COLUMNS)
+    d0 = first[cands.chosen] - first[cands.rejected]
+    d1 = second[cands.chosen] - second[cands.rejected]
+    scored = np.isfinite(d0) & np.isfinite(d1)
+    return scored & (d0 * d1 < 0), scored
 
 
 def _balance(
@@ -199,7 +217,11 @@ def decide(prepared: Prepared, cfg: PairsConfig) -> tuple[pl.DataFrame, PairStat
     codes = outcomes(prepared, cands, delta, cfg)
     frame = decisions_frame(prepared, cands, codes)
     agreement = votes.agreement(prepared, term_weights(cfg))
-    return frame, summarize(prepared, frame, cands.group, codes, delta, rule, cfg, agreement, cands.balance_cap)
+    stats = summarize(prepared, frame, cands.group, codes, delta, rule, cfg, agreement, cands.balance_cap)
+    if all(c in prepared.valid.columns for c in ORDER_COLUMNS):
+        flipped, scored = order_flips(prepared, cands)
+        stats.order_pairs, stats.order_flips = int(scored.sum()), int(flipped.sum())
+    return frame, stats
 
 
 # The group buckets whose pair the build keeps: more samples cannot give such a group a pair it lacks.

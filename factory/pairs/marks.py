@@ -32,6 +32,8 @@ from factory.pairs.terms import BASE_REASONS, DUPLICATE, NO_JUDGMENT, Term, norm
 
 _GROUP_MIX = np.uint64(0x9E3779B97F4A7C15)  # odd multipliers: fold the group (and sample_idx) into the text key
 _SAMPLE_MIX = np.uint64(0xC2B2AE3D27D4EB4F)
+# The primary judge's quality in each order (judge.mode group, judge.orders 2): the kernel counts flips.
+ORDER_COLUMNS = ("order0_quality", "order1_quality")
 SCORED_COLUMNS = ("prompt_id", "sample_idx", "completion_tokens", "finish_reason", "error", "answer", "quality")
 
 
@@ -317,6 +319,7 @@ def prepare(scored: pl.LazyFrame | pl.DataFrame, cfg: PairsConfig, scale_max: fl
             (pl.col("answer").str.strip_chars().str.len_bytes() > 0).fill_null(False).alias("_has_answer"),
             *[pl.col(c).cast(pl.Float64) for c in scores],
             *([pl.col(cfg.balance.column).cast(pl.String).alias("_balance")] if cfg.balance.column else []),
+            *[pl.col(c).cast(pl.Float64) for c in ORDER_COLUMNS if c in names],  # judge.orders 2: order flips
             *[v for i, v in rule_values.items() if i not in batched],
             *([pl.col("key") if in_memory else rules.duplicate_key(key_from).alias("key")] if key_from else []),
         )

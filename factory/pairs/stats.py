@@ -26,9 +26,10 @@ if TYPE_CHECKING:
     from factory.pairs.marks import Prepared
 
 # Pair outcomes, in the priority a group's bucket takes (the first any of its pairs has).
-OUTCOMES = ("kept", "over_cap", "over_balance", "below_margin", "no_short_sample", "tied")
+# order_flip (pairs.exclude_order_flips) comes last: numbered after the others, which keep their codes.
+OUTCOMES = ("kept", "over_cap", "over_balance", "below_margin", "no_short_sample", "tied", "order_flip")
 # Outcomes only a setting can give, left out of the counts when it is off (manifests stay as they were).
-OPTIONAL_OUTCOMES = {"over_balance": lambda cfg: bool(cfg.balance.column)}
+OPTIONAL_OUTCOMES = {"over_balance": lambda cfg: bool(cfg.balance.column), "order_flip": lambda cfg: cfg.exclude_order_flips}
 # The buckets a group can end in besides kept / below_margin: the old names, kept for the manifest.
 GROUP_EXCLUSIONS = ("fewer_than_2_valid", "no_short_sample", "tied")
 
@@ -63,11 +64,17 @@ class PairStats:
     target: int | None = None
     prompts_needed_more: int | None = None
     balance: dict[str, Any] = field(default_factory=dict)  # pairs.balance: column, cap, per value
+    # judge.orders 2: candidate pairs both orders scored, and those whose chosen and rejected swap between them
+    order_pairs: int | None = None
+    order_flips: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = dict(self.__dict__)
         if not out["balance"]:
             del out["balance"]
+        for name in ("order_pairs", "order_flips"):
+            if out[name] is None:
+                del out[name]
         return out
 
 

@@ -60,6 +60,11 @@ JUDGMENTS = pa.schema(
         ("latency_s", pa.float64()),
         ("created_at", pa.float64()),
         ("prompt_tokens", pa.int64()),  # summed over re-asks; null in rows stored before it was kept
+        # judge.mode group (null in pointwise rows): the group request this row is one answer of.
+        ("group_key", pa.string()),  # the exact samples shown, in their order, and the order number
+        ("group_pool", pa.string()),  # the stored samples the group was drawn from: when it changes, re-judged
+        ("group_order", pa.list_(pa.int64())),  # sample_idx of the answers as shown, label A first
+        ("label", pa.string()),  # this sample's label in the request
     ]
 )
 
@@ -78,6 +83,25 @@ REWARDS = pa.schema(
         ("prompt_tokens", pa.int64()),
         ("latency_s", pa.float64()),
         ("created_at", pa.float64()),
+    ]
+)
+
+# batches/: one row per provider batch (engine.batch) and status seen, appended as it changes; the latest row
+# of a batch_id is its state. custom_ids are the requests it holds (factory/engines/openai_batch.py).
+BATCHES = pa.schema(
+    [
+        ("batch_id", pa.string()),
+        ("server", pa.string()),  # engine.base_url with any credentials redacted
+        ("model", pa.string()),
+        ("input_file_id", pa.string()),
+        ("output_file_id", pa.string()),
+        ("error_file_id", pa.string()),
+        ("status", pa.string()),
+        ("custom_ids", pa.list_(pa.string())),
+        ("keys", pa.list_(pa.string())),  # each request's key (its tag) as JSON, in custom_ids' order
+        ("error", pa.string()),
+        ("created_at", pa.float64()),  # when the batch was created
+        ("updated_at", pa.float64()),  # when this status was seen
     ]
 )
 

@@ -151,3 +151,33 @@ def test_cli_on_the_embedded_model(tmp_path, capsys):
     assert summary["agree"] + summary["tie"] + summary["disagree"] + summary["unscored"] == 2
     assert sum(summary["parse_status"].values()) == 4
     assert "agreement (all rows)" in capsys.readouterr().out
+
+
+def group_judge(score_of) -> FakeEngine:
+    """A group judge: each [Answer X] block of the host reply scored by `score_of(answer)`; counts requests."""
+
+    def reply(request: Request):
+        shown = re.search(r"Host reply:\n(.*?)\n\nYour JSON verdict:", request.messages[0]["content"], re.DOTALL)
+        blocks = re.findall(r"\[Answer ([A-Z]+)\]\n(.*?)(?=\n\n\[Answer |\Z)", shown.group(1), re.DOTALL)
+        return json.dumps({label: {"score": score_of(answer), "reason": "r"} for label, answer in blocks})
+
+    return FakeEngine(reply=reply, shuffle=False, model_name="group-judge")
+
+
+@pytest.mark.parametrize("orders", [1, 2])
+def test_group_mode_judges_both_replies_in_one_request_per_order(tmp_path, orders):
+    rows, _ = calibrate.load_calibration(str(calibrate.DEFAULT_DATA))
+    better = {r["better"] for r in rows}
+    engine = group_judge(lambda answer: 90 if answer in better else 20)
+    cfg = RunConfig(output_dir=str(tmp_path / "run"))
+    cfg.judge.mode, cfg.judge.orders = "group", orders
+    summary = calibrate.run_calibration(cfg, out=str(tmp_path / "cal"), engine=engine)
+    assert summary["requests"] == len(engine.requests) == 20 * orders  # one request per row and order
+    assert summary["judgments"] == 40 * orders and summary["agree"] == 20 and summary["agreement"] == 1.0
+    # the fake bills 10 prompt tokens a request: a group request shares them over its two replies
+    assert summary["prompt_tokens"] == 10 * 20 * orders and summary["prompt_tokens_per_judgment"] == 5
+    shown = [re.findall(r"\[Answer ([A-Z]+)\]\n(.*?)(?=\n\n\[Answer |\n\nYour JSON verdict:)", r.messages[0]["content"], re.DOTALL)
+             for r in engine.requests]  # fmt: skip
+    firsts = [blocks[0][1] in better for blocks in shown[:20]]
+    assert 0 < sum(firsts) < 20  # the better reply is not always shown first: the order is shuffled
+    assert "group" in calibrate.summary_table(summary)

@@ -189,3 +189,29 @@ def test_samples_live_in_the_eval_directory_keyed_by_candidate_fingerprint(done)
         [{"sampler_fp": fps["long"], "len": 6}, {"sampler_fp": fps["short"], "len": 6}], key=lambda r: r["sampler_fp"]
     )
     assert not (tmp_path / "run" / "samples").exists()  # the run's own tables are untouched
+
+
+def test_a_group_judge_asks_once_per_prompt_and_candidate_and_scores_each_answer(tmp_path):
+    """judge.mode group in eval: the candidate's k answers of a prompt in one request (eval.k=2: half the
+    pointwise requests), each scored as a pointwise judge scores it."""
+    from factory.engines.base import Completion, Request
+    from tests.evaluation.fakes import eval_reply
+
+    def reply(request: Request) -> Completion:
+        if request.json_schema is None or "A" not in request.json_schema["properties"]:
+            return eval_reply(request)
+        content = request.messages[-1]["content"]
+        blocks = content.split("[Answer ")[1:]
+        out = {b[0]: {"score": 70 if "customer service" in b else 40, "reason": "r"} for b in blocks if "BROKEN" not in b}
+        return Completion(tag=None, text=json.dumps(out), finish_reason="stop", prompt_tokens=50, completion_tokens=9)
+
+    from tests.fakes import FakeEngine
+
+    engine = FakeEngine(reply=reply, shuffle=False, model_name="fake-eval")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    point = evaluate(eval_config(tmp_path / "a", "eval.k=2"), eval_engine())
+    group = evaluate(eval_config(tmp_path / "b", "eval.k=2", "judge.mode=group", "judge.sampling.max_tokens=256"), engine)
+    requests = group["manifest"]["requests"]
+    assert requests["judge:long"] * 2 == point["manifest"]["requests"]["judge:long"]
+    assert rows_by_model(group)["short"]["score"] == pytest.approx(rows_by_model(point)["short"]["score"])

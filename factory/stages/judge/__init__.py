@@ -15,7 +15,15 @@ from factory.stages.judge.parse import (
     parse_tags,
     strip_reasoning,
 )
-from factory.stages.judge.read import DIMS_DTYPE, current_judgments, sample_dims, sample_quality, sample_tags, with_quality
+from factory.stages.judge.read import (
+    DIMS_DTYPE,
+    current_judgments,
+    order_quality,
+    sample_dims,
+    sample_quality,
+    sample_tags,
+    with_quality,
+)
 from factory.stages.judge.rubric import (
     DIMENSIONS,
     FREE_TAGS_MAX,
@@ -25,6 +33,9 @@ from factory.stages.judge.rubric import (
     judge_schema,
     minimal_reply,
     reask_messages,
+    group_labels,
+    group_schema,
+    render_group,
     render_rubric,
     rubric_fields,
 )
@@ -42,11 +53,13 @@ from factory.stages.judge.stage import (
     prompt_fields,
     render_requests,
 )
+from factory.stages.judge.group import GroupJudgeStage, group_failed, group_judge_batch
 from factory.stages.scored import SAMPLE_KEY, judgeable, of_current_samples, sample_text
 
 __all__ = [
     "DIMENSIONS", "DIMS_DTYPE", "FREE_TAGS_MAX", "KEY", "PARSE_FAILURES", "REQUEST_SCHEMA", "RUBRIC_FIELDS", "SAMPLE_KEY",
-    "STATUSES", "STATUS_COLUMNS", "USABLE", "JudgeStage", "check_room", "check_rubric", "current_judgments", "failed_judgments",
+    "STATUSES", "STATUS_COLUMNS", "USABLE", "GroupJudgeStage", "JudgeStage", "group_failed", "group_judge_batch", "order_quality",
+    "group_labels", "group_schema", "render_group", "check_room", "check_rubric", "current_judgments", "failed_judgments",
     "judge_batch", "judge_fingerprint", "judge_schema", "judgeable", "judgment_row", "minimal_reply", "missing_dimensions", "of_current_samples",
     "parse_judgment", "parse_tags", "pending_keys", "plan_judgments", "prompt_fields", "reask_messages",
     "render_requests", "render_rubric", "rubric_fields", "sample_dims", "sample_quality", "sample_tags",

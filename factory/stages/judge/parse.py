@@ -220,3 +220,28 @@ def parse_tags(text: str | None, allowed: tuple[str, ...] | list[str] = ()) -> l
                 tags = [t for t in tags if t in allowed]
             return list(dict.fromkeys(tags))
     return None
+
+
+def parse_group(text: str | None, labels: list[str], scale_max: float) -> dict[str, dict[str, Any]]:
+    """A group judge's reply -> label -> {score, status, reason, dimensions, tags_text}: the last JSON object
+    holding any of the labels, each label's value read as a pointwise reply; a label it lacks is unparseable."""
+    body, in_think = strip_reasoning(text or "")
+    found: dict | None = None
+    for obj in reversed(_json_objects(body)):
+        if any(isinstance(obj.get(label), dict) for label in labels):
+            found = obj
+            break
+    out = {}
+    for label in labels:
+        value = found.get(label) if found is not None else None
+        if isinstance(value, dict):
+            one = json.dumps(value, ensure_ascii=False)
+            out[label] = {**parse_judgment(one, scale_max), "text": one}
+        else:
+            why = f"no score for answer {label}"
+            if found is None:
+                why = "empty judge output" if not body else "no JSON object with the answers' labels in judge output"
+            if found is None and in_think:
+                why = "judge output ended inside <think> with no scores (raise judge.sampling.max_tokens?)"
+            out[label] = {"score": None, "status": "unparseable", "reason": why, "dimensions": None, "text": ""}
+    return out

@@ -99,3 +99,14 @@ def sample_tags(judgments: pl.DataFrame) -> pl.DataFrame:
         return pl.DataFrame(schema={"prompt_id": pl.String, "sample_idx": pl.Int64, "tags": pl.List(pl.String)})
     usable = judgments.filter(pl.col("parse_status").is_in(USABLE) & pl.col("tags").is_not_null())
     return usable.group_by(keys).agg(pl.col("tags").list.explode(keep_nulls=False, empty_as_null=False).unique().sort())
+
+
+def order_quality(judgments: pl.DataFrame) -> pl.DataFrame:
+    """judge.orders 2: prompt_id, sample_idx, order0_quality, order1_quality (each order's usable quality,
+    null when that order gave none); what the pair kernel counts order flips with."""
+    usable = judgments.filter(pl.col("parse_status").is_in(USABLE) & pl.col("vote").is_in([0, 1]))
+    out = judgments.select("prompt_id", "sample_idx").unique()
+    for order in (0, 1):
+        one = usable.filter(pl.col("vote") == order).select("prompt_id", "sample_idx", pl.col("quality").alias(f"order{order}_quality"))
+        out = out.join(one, on=["prompt_id", "sample_idx"], how="left")
+    return out

@@ -141,3 +141,52 @@ def reask_messages(
     )
     echo = body[-REASK_ECHO_CHARS:] or "(no reply)"
     return [*messages, {"role": "assistant", "content": echo}, {"role": "user", "content": correction}]
+
+
+# -- judge.mode group: one request shows a prompt's samples together ---------------------------------
+def group_labels(n: int) -> list[str]:
+    """A, B, ..., Z, AA, AB, ...: the labels of n answers in the order shown."""
+    out = []
+    for i in range(n):
+        label, i = "", i + 1
+        while i:
+            i, rest = divmod(i - 1, 26)
+            label = chr(ord("A") + rest) + label
+        out.append(label)
+    return out
+
+
+def group_schema(labels: list[str], cfg: JudgeConfig) -> dict:
+    """One object per label, each the pointwise schema (score first, then dimensions, tags, reason)."""
+    one = judge_schema(cfg.scale_max, cfg.dimensions, cfg.dimension_names, cfg.tags, cfg.tag_values)
+    return {"type": "object", "properties": {label: one for label in labels}, "required": labels, "additionalProperties": False}
+
+
+def render_group(rubric: str, prompt: dict, answers: list[dict], cfg: JudgeConfig) -> list[dict[str, str]]:
+    """One group request's messages: the rubric filled once, its {answer} holding every answer under its
+    label (reasoning in <think> tags with include_reasoning), then what to reply: one JSON object per label."""
+    labels = group_labels(len(answers))
+    blocks = []
+    for label, sample in zip(labels, answers):
+        text = sample.get("answer") or ""
+        reasoning = (sample.get("reasoning") or "") if cfg.include_reasoning else ""
+        blocks.append(f"[Answer {label}]\n" + (f"<think>{reasoning}</think>\n" if reasoning else "") + text)
+    shown = "\n\n".join(blocks)
+    content = rubric.format(
+        product_info=prompt.get("product_info") or "(none)",
+        history=render_history(prompt.get("history") or []),
+        question=prompt.get("question") or "",
+        answer=shown,
+        reasoning="(shown with each answer)" if cfg.include_reasoning else "(not shown)",
+        scale_max=int(cfg.scale_max) if float(cfg.scale_max).is_integer() else cfg.scale_max,
+    )
+    top = int(cfg.scale_max) if float(cfg.scale_max).is_integer() else cfg.scale_max
+    one = minimal_reply(cfg.scale_max, cfg.dimensions, cfg.dimension_names, cfg.tags).replace(str(top), "<0 to %s>" % top)
+    one = one.replace('"reason": ""', '"reason": "<one short sentence>"')
+    example = ", ".join(f'"{label}": {one}' for label in labels[:2]) + (", ..." if len(labels) > 2 else "")
+    instruction = (
+        f"\n\nThe {len(labels)} answers above ({', '.join(labels)}) are replies to the same viewer. Score each one "
+        f"on its own against the rubric, from 0 to {top}, and reply with only one JSON object holding every "
+        f"label: {{{example}}}"
+    )
+    return [{"role": "user", "content": content + instruction}]

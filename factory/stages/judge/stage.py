@@ -64,6 +64,8 @@ def judge_fingerprint(cfg: JudgeConfig, model_id: str, rubric: str) -> str:
             identity["dimension_names"] = list(cfg.dimension_names)
     if cfg.tags:
         identity["tags"] = list(cfg.tag_values) or True
+    if cfg.mode != "pointwise":  # a group judgment saw other answers beside this one
+        identity["mode"] = cfg.mode
     return stable_hash(identity)
 
 
