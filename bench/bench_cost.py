@@ -61,7 +61,11 @@ PRICES = {"hit": 0.14, "miss": 0.55, "output": 2.19}
 BATCH_FACTOR = 0.5  # a batch route's price, as a share of the list price (issue 24's batch mode)
 CACHE_BLOCK = 64  # tokens per prefix-cache unit
 JUDGE_THINKING = 250  # a reasoning GenRM's thinking tokens per judgment
-KINDS = (("clear", 0.35, 30.0, 220.0), ("mixed", 0.35, 12.0, 90.0), ("flat", 0.30, 1.0, 8.0))  # name, share, q sd, len sd
+KINDS = (
+    ("clear", 0.35, 30.0, 220.0),
+    ("mixed", 0.35, 12.0, 90.0),
+    ("flat", 0.30, 1.0, 8.0),
+)  # name, share, q sd, len sd
 
 
 def unit(*parts: object) -> float:
@@ -185,8 +189,15 @@ def serve() -> tuple[Server, Provider]:
 
 def write_prompts(path: Path, n: int) -> Path:
     """n prompts in the demo's shape: its product rows, each viewer's question its own."""
-    base = [json.loads(line) for line in (HERE.parent / "conf" / "data" / "demo_prompts.jsonl").read_text().splitlines() if line.strip()]
-    rows = [{**base[i % len(base)], "id": f"bench-{i:05d}", "question": f"{base[i % len(base)]['question']} (viewer {i})"} for i in range(n)]
+    base = [
+        json.loads(line)
+        for line in (HERE.parent / "conf" / "data" / "demo_prompts.jsonl").read_text().splitlines()
+        if line.strip()
+    ]
+    rows = [
+        {**base[i % len(base)], "id": f"bench-{i:05d}", "question": f"{base[i % len(base)]['question']} (viewer {i})"}
+        for i in range(n)
+    ]
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return path
 
@@ -200,8 +211,15 @@ def arms(k: int) -> list[tuple[str, list[str]]]:
     for k_min, stop, give_up in points:
         rule = [] if stop is None else [f"sampler.adaptive.drop_ratio={stop}"]
         rule += [] if give_up is None else [f"sampler.adaptive.give_up={give_up}"]
-        name = f"adaptive k_min={k_min} stop={'pairs' if stop is None else f'q{stop:g}'}" + (f" give_up={give_up:g}" if give_up else "")
-        out.append((name, ["sampler.adaptive.enabled=true", f"sampler.adaptive.k_min={k_min}", "sampler.adaptive.step=2", *rule]))
+        name = f"adaptive k_min={k_min} stop={'pairs' if stop is None else f'q{stop:g}'}" + (
+            f" give_up={give_up:g}" if give_up else ""
+        )
+        out.append(
+            (
+                name,
+                ["sampler.adaptive.enabled=true", f"sampler.adaptive.k_min={k_min}", "sampler.adaptive.step=2", *rule],
+            )
+        )
     return out
 
 
@@ -232,14 +250,23 @@ def run_arm(name: str, overrides: list[str], prompts: Path, k: int) -> dict:
     teacher, judge = provider.totals("teacher"), provider.totals("judge")
     stats = manifest["pairs"]
     return {
-        "name": name, "cfg": cfg, "store": store, "seconds": seconds,
-        "sample_requests": teacher["requests"], "judge_requests": judge["requests"],
-        "miss": teacher["miss"] + judge["miss"], "hit": teacher["hit"] + judge["hit"],
-        "output": teacher["output"] + judge["output"], "usd": teacher["usd"] + judge["usd"],
-        "kept": manifest["counts"]["pairs_kept"], "token_gap": stats["mean_token_gap"],
-        "quality_gap": stats["mean_quality_gap"], "pairs": store.read("pairs").select("prompt_id", "chosen_idx", "rejected_idx"),
-        "adaptive": manifest.get("adaptive"), "unpaired": unpaired_share(store),
-    }  # fmt: skip
+        "name": name,
+        "cfg": cfg,
+        "store": store,
+        "seconds": seconds,
+        "sample_requests": teacher["requests"],
+        "judge_requests": judge["requests"],
+        "miss": teacher["miss"] + judge["miss"],
+        "hit": teacher["hit"] + judge["hit"],
+        "output": teacher["output"] + judge["output"],
+        "usd": teacher["usd"] + judge["usd"],
+        "kept": manifest["counts"]["pairs_kept"],
+        "token_gap": stats["mean_token_gap"],
+        "quality_gap": stats["mean_quality_gap"],
+        "pairs": store.read("pairs").select("prompt_id", "chosen_idx", "rejected_idx"),
+        "adaptive": manifest.get("adaptive"),
+        "unpaired": unpaired_share(store),
+    }
 
 
 def unpaired_share(store: RunStore) -> float:
@@ -261,9 +288,7 @@ def baseline_scores(arm: dict) -> dict[tuple[str, int], float]:
 
 def direction_share(base: dict, arm: dict, s: dict[tuple[str, int], float]) -> float:
     kept = arm["pairs"].join(base["pairs"].select("prompt_id"), on="prompt_id", how="semi")
-    agree = sum(
-        1 for p, c, r in kept.iter_rows() if (p, c) in s and (p, r) in s and s[(p, c)] > s[(p, r)]
-    )
+    agree = sum(1 for p, c, r in kept.iter_rows() if (p, c) in s and (p, r) in s and s[(p, c)] > s[(p, r)])
     return agree / base["pairs"].height if base["pairs"].height else float("nan")
 
 
@@ -278,8 +303,11 @@ def main() -> None:
     args = parser.parse_args()
     prompts = write_prompts(Path(tempfile.mkdtemp(prefix="bench-cost-prompts-")) / "prompts.jsonl", args.prompts)
     kinds = pl.Series([prompt_kind(m)[0] for m in _user_texts(prompts)]).value_counts(sort=True)
-    print(f"{args.prompts} prompts ({', '.join(f'{k} {n}' for k, n in kinds.iter_rows())}), K={args.k}; "
-          f"USD at DeepSeek-R1 list prices (per M: miss ${PRICES['miss']}, hit ${PRICES['hit']}, output ${PRICES['output']})\n")  # fmt: skip
+    print(
+        f"{args.prompts} prompts ({', '.join(f'{k} {n}' for k, n in kinds.iter_rows())}), K={args.k}; "
+        f"USD at DeepSeek-R1 list prices (per M: miss ${PRICES['miss']}, hit ${PRICES['hit']}, output "
+        f"${PRICES['output']})\n"
+    )
     results = []
     for name, overrides in arms(args.k):
         results.append(run_arm(name, overrides, prompts, args.k))
@@ -308,19 +336,27 @@ def main() -> None:
 
 def frontier(results: list[dict], base: dict) -> None:
     """The adaptive arms by USD per kept pair, the points no other beats on cost and both gaps marked."""
-    print("\nfrontier (adaptive K: USD per kept pair against the gaps, x the baseline; goal <= 0.40 with both gaps >= 0.95)")
+    print(
+        "\nfrontier (adaptive K: USD per kept pair against the gaps, x the baseline; goal <= 0.40 with both gaps >= "
+        "0.95)"
+    )
     ranked = sorted(results, key=lambda r: r["cost_x"])
     best = None
     for r in ranked:
         dominated = any(
-            o is not r and o["cost_x"] <= r["cost_x"] and o["token_x"] >= r["token_x"] and o["quality_x"] >= r["quality_x"]
+            o is not r
+            and o["cost_x"] <= r["cost_x"]
+            and o["token_x"] >= r["token_x"]
+            and o["quality_x"] >= r["quality_x"]
             and (o["cost_x"], o["token_x"], o["quality_x"]) != (r["cost_x"], r["token_x"], r["quality_x"])
             for o in results
-        )  # fmt: skip
+        )
         gaps_ok = r["token_x"] >= 0.95 and r["quality_x"] >= 0.95
         if gaps_ok and best is None:
             best = r
-        mark = ("goal " if gaps_ok and r["cost_x"] <= 0.4 else "gaps ok " if gaps_ok else "") + ("" if dominated else "(frontier)")
+        mark = ("goal " if gaps_ok and r["cost_x"] <= 0.4 else "gaps ok " if gaps_ok else "") + (
+            "" if dominated else "(frontier)"
+        )
         state = r["adaptive"]["groups_by_samples"] if r["adaptive"] else {}
         print(f"  {r['cost_x']:.2f}x cost  token gap {r['token_x']:.2f}x  quality gap {r['quality_x']:.2f}x  "
               f"{r['name']:<44} samples per group {state}  {mark}")  # fmt: skip
@@ -328,19 +364,30 @@ def frontier(results: list[dict], base: dict) -> None:
         print(f"goal met by {best['name']}: {best['cost_x']:.2f}x the baseline's USD per kept pair")
         return
     cheapest = ranked[0]
-    print(f"no adaptive point reaches 0.40x with both gaps >= 0.95x (cheapest: {cheapest['name']} at "
-          f"{cheapest['cost_x']:.2f}x, gaps {cheapest['token_x']:.2f}x / {cheapest['quality_x']:.2f}x"
-          + (f"; cheapest keeping the gaps: {best['name']} at {best['cost_x']:.2f}x" if best else "") + "). Why:")
+    print(
+        f"no adaptive point reaches 0.40x with both gaps >= 0.95x (cheapest: {cheapest['name']} at "
+        f"{cheapest['cost_x']:.2f}x, gaps {cheapest['token_x']:.2f}x / {cheapest['quality_x']:.2f}x"
+        + (f"; cheapest keeping the gaps: {best['name']} at {best['cost_x']:.2f}x" if best else "")
+        + "). Why:"
+    )
     if best is not None:
-        full = best["adaptive"]["groups_by_samples"].get(str(max(int(n) for n in best["adaptive"]["groups_by_samples"])), 0)
+        full = best["adaptive"]["groups_by_samples"].get(
+            str(max(int(n) for n in best["adaptive"]["groups_by_samples"])), 0
+        )
         groups = sum(best["adaptive"]["groups_by_samples"].values())
-        print(f"  - a kept pair's gaps come from its group's extremes: a group stopped at k_min samples gives a "
-              f"narrower pair than the best of k, so the rule that keeps the gaps grows {full} of {groups} groups to k")
-    print(f"  - {base['unpaired']:.0%} of the baseline's samples are in groups that keep no pair (groups whose samples "
-          "never separate); an undecided group grows to k, so an arm pays for them in full unless "
-          "sampler.adaptive.give_up stops them")
-    print("  - the combined goal counts on the other modes of issue 24 on top (group judging: fewer judge prompt "
-          "tokens per sample; batch: half price), not in this bench until they are on main (ARMS)")
+        print(
+            f"  - a kept pair's gaps come from its group's extremes: a group stopped at k_min samples gives a "
+            f"narrower pair than the best of k, so the rule that keeps the gaps grows {full} of {groups} groups to k"
+        )
+    print(
+        f"  - {base['unpaired']:.0%} of the baseline's samples are in groups that keep no pair (groups whose samples "
+        "never separate); an undecided group grows to k, so an arm pays for them in full unless "
+        "sampler.adaptive.give_up stops them"
+    )
+    print(
+        "  - the combined goal counts on the other modes of issue 24 on top (group judging: fewer judge prompt "
+        "tokens per sample; batch: half price), not in this bench until they are on main (ARMS)"
+    )
 
 
 def _user_texts(prompts: Path) -> list[str]:

@@ -94,8 +94,10 @@ def factory_arm(args: argparse.Namespace) -> None:
         written = {name: m.parts_written for name, m in done.items()}
         after_run = parts_on_disk(root)
         result = compact.compact(store, target_mb=1024)
-        print(f"3. parts of that run: flushed during it {written}, on disk after it {after_run}, "
-              f"after factory compact { {t: r['parts_after'] for t, r in result.items()} } (goals <= 50, <= 4)")  # fmt: skip
+        print(
+            f"3. parts of that run: flushed during it {written}, on disk after it {after_run}, "
+            f"after factory compact { {t: r['parts_after'] for t, r in result.items()} } (goals <= 50, <= 4)"
+        )
 
 
 # Modules the old code imports under the names they had before the layout of this phase.
@@ -106,7 +108,9 @@ MOVED = {"factory.keys": "factory.rundir.hashing", "factory.schemas": "factory.r
 def load_before(path: str, name: str) -> types.ModuleType:
     for old, new in MOVED.items():
         sys.modules.setdefault(old, importlib.import_module(new))
-    source = subprocess.run(["git", "show", f"{BEFORE}:{path}"], cwd=HERE.parent, capture_output=True, text=True, check=True)
+    source = subprocess.run(
+        ["git", "show", f"{BEFORE}:{path}"], cwd=HERE.parent, capture_output=True, text=True, check=True
+    )
     spec = importlib.util.spec_from_loader(name, loader=None)
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     sys.modules[name] = module

@@ -53,14 +53,19 @@ def main() -> None:
             for k in args.k:
                 point_texts, group_texts = [], []
                 for i, row in enumerate(rows):
-                    answers = [row["better"], row["worse"]] + [replies[(2 * i + 2 + j) % len(replies)] for j in range(k - 2)]
+                    answers = [row["better"], row["worse"]] + [
+                        replies[(2 * i + 2 + j) % len(replies)] for j in range(k - 2)
+                    ]
                     answers = answers[:k]
                     point_texts += [render_rubric(rubric, row, {"answer": a}, cfg)[0]["content"] for a in answers]
                     group_texts.append(render_group(rubric, row, [{"answer": a} for a in answers], cfg)[0]["content"])
                 point = sum(count(point_texts)) / len(point_texts)
                 group_total = sum(count(group_texts))
                 group = group_total / (len(rows) * k)
-                print(f"| {rubric_file} | {k} | {point:.0f} | {group:.0f} | {group / point:.2f}x | {group_total / len(rows):.0f} |")
+                print(
+                    f"| {rubric_file} | {k} | {point:.0f} | {group:.0f} | {group / point:.2f}x | "
+                    f"{group_total / len(rows):.0f} |"
+                )
     finally:
         if engine is not None:
             engine.close()

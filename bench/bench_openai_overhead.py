@@ -95,7 +95,8 @@ def main() -> None:
         batch_size=max(1, 2 * args.concurrency), cpus_per_replica=0.5, max_model_len=1024,
     )  # fmt: skip
     print(
-        f"{len(rows)} requests ({args.prompts} prompts x K={args.k}), max_tokens {args.max_tokens}, concurrency {args.concurrency}"
+        f"{len(rows)} requests ({args.prompts} prompts x K={args.k}), max_tokens {args.max_tokens}, concurrency "
+        f"{args.concurrency}"
     )
     asyncio.run(bare(base_url, rows[: args.concurrency], sampling, args.concurrency))  # warm the server
 

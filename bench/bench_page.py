@@ -44,14 +44,21 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="bench-page-") as folder:
             store = RunStore(folder)
             cfg = config_mod.load(None, [f"output_dir={folder}", "sampler.k=8"])
-            manifest = {"config": config_mod.to_dict(cfg), "output_dir": folder, "parse_status": dict(judgments["parse_status"].value_counts().iter_rows())}
+            manifest = {
+                "config": config_mod.to_dict(cfg),
+                "output_dir": folder,
+                "parse_status": dict(judgments["parse_status"].value_counts().iter_rows()),
+            }
             t = time.perf_counter()
             frames: dict = {}
             numbers = report_mod.build_report(scored, judgments, cfg, None, frames)
             numbers_s = time.perf_counter() - t
             chars = scored.select(pl.col("reasoning").str.len_chars().mean()).item()
-            print(f"\n{args.groups} groups x K=8, {numbers['pairs']['pairs_kept']} pairs kept, reasoning ~{chars:.0f} chars "
-                  f"(report numbers and decisions: {numbers_s:.2f}s)")  # fmt: skip
+            print(
+                f"\n{args.groups} groups x K=8, {numbers['pairs']['pairs_kept']} pairs kept, reasoning ~{chars:.0f} "
+                "chars "
+                f"(report numbers and decisions: {numbers_s:.2f}s)"
+            )
             ways = {
                 "report": dict(report=numbers, frames=frames, judgments=judgments, prompts=prompts),
                 "run": dict(prompts=prompts),
@@ -61,10 +68,13 @@ def main() -> None:
                 cpu = time.process_time()
                 info = page.write_page(store, cfg, manifest, scored, **kwargs)
                 cpu = time.process_time() - cpu
-                print(f"  {name:6} {info['pairs_shown']:>6} of {info['pairs_total']} pairs embedded "
-                      f"(+{info['embedded']['pairs'] - info['pairs_shown']} long2short, {info['embedded']['dropped']} dropped "
-                      f"groups, {info['embedded']['excluded']} excluded samples): "
-                      f"{info['bytes'] / 2**20:7.2f} MiB, written in {info['seconds']:.2f}s wall, {cpu:.2f}s CPU")  # fmt: skip
+                print(
+                    f"  {name:6} {info['pairs_shown']:>6} of {info['pairs_total']} pairs embedded "
+                    f"(+{info['embedded']['pairs'] - info['pairs_shown']} long2short, {info['embedded']['dropped']} "
+                    "dropped "
+                    f"groups, {info['embedded']['excluded']} excluded samples): "
+                    f"{info['bytes'] / 2**20:7.2f} MiB, written in {info['seconds']:.2f}s wall, {cpu:.2f}s CPU"
+                )
             print(f"  (report's 3 matplotlib PNGs, for scale: {png_seconds(numbers, cfg):.2f}s)")
 
 

@@ -243,7 +243,8 @@ def bench_1m(groups: int, k: int, reasoning_repeat: int) -> None:
             / 2**20
         )
         print(
-            f"== {groups} groups x K={k} from Parquet ({size:.0f} MiB on disk, {text_mib:.0f} MiB of reasoning + answer "
+            f"== {groups} groups x K={k} from Parquet ({size:.0f} MiB on disk, {text_mib:.0f} MiB of reasoning + "
+            "answer "
             f"text, generated in {time.perf_counter() - start:.0f} s)"
         )
         subprocess.run([sys.executable, str(Path(__file__)), "--worker-1m", folder], check=True)

@@ -57,15 +57,26 @@ class ServiceTimeEngine(InstantEngine):
 
 
 def engine(name: str, args: argparse.Namespace) -> EngineConfig:
-    return EngineConfig(kind="openai", base_url=f"http://127.0.0.1:9/{name}", model=name, parallel=args.parallel,
-                        batch_size=args.parallel, cpus_per_replica=0.5, engine_kwargs={"service_s": args.service_s})  # fmt: skip
+    return EngineConfig(
+        kind="openai",
+        base_url=f"http://127.0.0.1:9/{name}",
+        model=name,
+        parallel=args.parallel,
+        batch_size=args.parallel,
+        cpus_per_replica=0.5,
+        engine_kwargs={"service_s": args.service_s},
+    )
 
 
 def overlap(args: argparse.Namespace) -> None:
     from bench_executor import prompts_frame
 
     cfg = RunConfig(progress_interval_s=3600)
-    cfg.sampler.k, cfg.sampler.engine, cfg.sampler.sampling = args.k, engine("sampler", args), SamplingConfig(max_tokens=8)
+    cfg.sampler.k, cfg.sampler.engine, cfg.sampler.sampling = (
+        args.k,
+        engine("sampler", args),
+        SamplingConfig(max_tokens=8),
+    )
     cfg.judge.engine = engine("judge", args)
     prompts = prompts_frame(args.prompts)
     fps = {"sampler": "bench", "judge": "bench-judge"}
@@ -93,7 +104,10 @@ def overlap(args: argparse.Namespace) -> None:
     n = args.prompts * args.k
     print(f"1. {n} samples and {n} judgments, {args.service_s:g} s a request, {args.parallel} at once per stage")
     print(f"   sample alone {sample_alone:.2f} s, judge alone {judge_alone:.2f} s")
-    print(f"   sample -> judge together {together:.2f} s: together / max(alone) = {together / longest:.3f}  (goal <= 1.15)")
+    print(
+        f"   sample -> judge together {together:.2f} s: together / max(alone) = {together / longest:.3f}  (goal <= "
+        "1.15)"
+    )
     print(f"   one after the other {one_after_other:.2f} s: / max(alone) = {one_after_other / longest:.3f}  (before)")
 
 

@@ -119,13 +119,20 @@ def main() -> None:
         disk = sum(p.stat().st_size for p in (root / "samples").glob("*.parquet"))
         print(f"stored: {args.groups * args.k:,} samples, {text / 1e9:.1f} GB of reasoning text "
               f"({disk / 1e6:.0f} MB of zstd Parquet), {len(store.parts('samples'))} parts")  # fmt: skip
-        code = PLAN.format(paths=[str(HERE), str(HERE.parent)], root=str(root), pool=str(root / "pool.parquet"), k=args.k)
-        result = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+        code = PLAN.format(
+            paths=[str(HERE), str(HERE.parent)], root=str(root), pool=str(root / "pool.parquet"), k=args.k
+        )
+        result = json.loads(
+            subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        )
         total = result["sample_plan_s"] + result["judge_plan_s"]
         print(f"growth step +10% prompts, planned in a fresh process: sample plan {result['sample_plan_s']:.2f} s "
               f"({result['sample_plan_rows']:,} keys), judge plan {result['judge_plan_s']:.2f} s "
               f"({result['judge_plan_rows']:,} rows); {total:.2f} s in all (goal < 10 s)")  # fmt: skip
-        print(f"peak RSS {result['peak_rss_mib']:.0f} MiB (goal < 1024), prompts loaded in {result['load_prompts_s']:.2f} s")
+        print(
+            f"peak RSS {result['peak_rss_mib']:.0f} MiB (goal < 1024), prompts loaded in "
+            f"{result['load_prompts_s']:.2f} s"
+        )
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)

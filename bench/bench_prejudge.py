@@ -47,7 +47,10 @@ def main() -> None:
         prompts = store.read("prompts")
         samples = store.read("samples", SAMPLES)
         planned = {}
-        for label, extra in (("before (filter_before_judge=false)", ["pairs.filter_before_judge=false"]), ("after", [])):
+        for label, extra in (
+            ("before (filter_before_judge=false)", ["pairs.filter_before_judge=false"]),
+            ("after", []),
+        ):
             cfg = config.load(args.config, [f"output_dir={copy}", rule, *extra])
             stage = RunGraph(cfg).stages(prompts)[1]
             t = time.perf_counter()

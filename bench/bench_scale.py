@@ -155,7 +155,8 @@ def answered(base_url: str) -> dict[str, int]:
 
 
 def part_files(out: Path) -> dict[str, int]:
-    return {name: len(list((out / name).glob("*.parquet"))) for name in ("samples", "judgments") if (out / name).is_dir()}
+    tables = [name for name in ("samples", "judgments") if (out / name).is_dir()]
+    return {name: len(list((out / name).glob("*.parquet"))) for name in tables}
 
 
 RUN_SCRIPT = (
@@ -192,13 +193,17 @@ def kill_arm(code: str, overrides: list[str], base_url: str, out: Path, total: i
         return
     after = answered(base_url)
     samples = pl.read_parquet(out / "samples" / "*.parquet").select("prompt_id", "sample_idx").unique().height
-    judgments = pl.read_parquet(out / "judgments" / "*.parquet").select("prompt_id", "sample_idx", "vote").unique().height
+    judgments = (
+        pl.read_parquet(out / "judgments" / "*.parquet").select("prompt_id", "sample_idx", "vote").unique().height
+    )
     paid = {m: after[m] - before.get(m, 0) for m in after}
     print(f"\nkill -9 at {kill_at:.0%} of the samples, then the same run again:")
     print(f"  part files the kill left   {left}")
     print(f"  part files after resuming  {part_files(out)}")
-    print(f"  requests paid twice        samples {paid['teacher'] - samples:,}, judgments {paid['judge'] - judgments:,} "
-          f"(answered {paid}, stored keys: samples {samples:,}, judgments {judgments:,})")  # fmt: skip
+    print(
+        f"  requests paid twice        samples {paid['teacher'] - samples:,}, judgments {paid['judge'] - judgments:,} "
+        f"(answered {paid}, stored keys: samples {samples:,}, judgments {judgments:,})"
+    )
 
 
 def main() -> None:
@@ -210,8 +215,12 @@ def main() -> None:
     parser.add_argument("--open-parts", default="250,1000,2000", help="N of the flush-cost figure")
     parser.add_argument("--code", default=str(HERE.parent), help="the checkout whose factory is measured")
     parser.add_argument("--keep", help="run directory to keep (default: a temporary one)")
-    parser.add_argument("--kill-at", type=float, default=0.5,
-                        help="the kill arm: SIGKILL a second run at this share of its samples, then resume (0 = skip)")
+    parser.add_argument(
+        "--kill-at",
+        type=float,
+        default=0.5,
+        help="the kill arm: SIGKILL a second run at this share of its samples, then resume (0 = skip)",
+    )
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -270,11 +279,17 @@ def main() -> None:
     print(f"driver CPU               {cpu:.1f} s = {1000 * cpu / max(requests, 1):.2f} ms per request")
     print(f"flushes (parts written)  {flushes}")
     print("flush cost               " + ", ".join(f"{ms:.2f} ms at {n:,} open parts" for n, ms in costs.items()))
-    print(f"page bytes               {page.stat().st_size if page.exists() else 0:,} ({page.stat().st_size / 2**20 if page.exists() else 0:.1f} MiB)")
+    print(
+        f"page bytes               {page.stat().st_size if page.exists() else 0:,} "
+        f"({page.stat().st_size / 2**20 if page.exists() else 0:.1f} MiB)"
+    )
     print(f"page trim note           {trimmed}")
     print(f"peak RSS (driver)        {peak_rss_mib():,.0f} MiB")
     print(f"parts after the run      {parts}")
-    print(f"machine load (1 min)     {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (shared: figures are a loaded machine's)")
+    print(
+        f"machine load (1 min)     {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (shared: figures are a loaded "
+        "machine's)"
+    )
 
 
 if __name__ == "__main__":

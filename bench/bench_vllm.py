@@ -121,7 +121,8 @@ def main() -> None:
     rows = plan(args.prompts, args.k)
     sampling = SamplingConfig(temperature=0.9, top_p=0.95, max_tokens=args.max_tokens)
     print(
-        f"{len(rows)} requests ({args.prompts} prompts x K={args.k}), max_tokens {args.max_tokens}, {args.device}, {model}"
+        f"{len(rows)} requests ({args.prompts} prompts x K={args.k}), max_tokens {args.max_tokens}, {args.device}, "
+        f"{model}"
     )
 
     start = time.perf_counter()

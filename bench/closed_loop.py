@@ -106,13 +106,19 @@ def table(rows: list[dict], pairs: int, training: dict) -> tuple[str, dict]:
         return "-" if value is None else format(value, fmt)
 
     lines = [
-        "| model | prompts scored | score | vs base (95% CI) | mean tokens | max tokens | mean RT (s) | pairs (seen in training) | training |",
+        "| model | prompts scored | score | vs base (95% CI) | mean tokens | max tokens | mean RT (s) | pairs (seen in "
+        "training) | training |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        diff = "baseline" if row is base else (
-            f"{num(row['score_diff'], '+.1f')} [{num(row['score_diff_low'], '+.1f')}, {num(row['score_diff_high'], '+.1f')}]"
-        )  # fmt: skip
+        diff = (
+            "baseline"
+            if row is base
+            else (
+                f"{num(row['score_diff'], '+.1f')} [{num(row['score_diff_low'], '+.1f')}, "
+                f"{num(row['score_diff_high'], '+.1f')}]"
+            )
+        )
         train_text = "-" if row is base else f"{training['steps']} steps, {training['train_seconds']:.0f} s"
         seen = min(pairs, training["steps"] * training["args"]["batch_size"] * training["args"]["grad_accum"])
         lines.append(
@@ -120,7 +126,11 @@ def table(rows: list[dict], pairs: int, training: dict) -> tuple[str, dict]:
             f"{num(row['mean_tokens'], '.1f')} | {num(row['max_tokens'], 'd')} | {num(row['mean_rt_s'], '.2f')} | "
             f"{'-' if row is base else f'{pairs} ({seen} seen)'} | {train_text} |"
         )
-    ratio = trained["mean_tokens"] / base["mean_tokens"] if base["mean_tokens"] and trained["mean_tokens"] is not None else None
+    ratio = (
+        trained["mean_tokens"] / base["mean_tokens"]
+        if base["mean_tokens"] and trained["mean_tokens"] is not None
+        else None
+    )
     low = trained["score_diff_low"]
     verdict = {
         "token_ratio": ratio,
@@ -128,8 +138,12 @@ def table(rows: list[dict], pairs: int, training: dict) -> tuple[str, dict]:
         "score_goal": low is not None and trained["score_diff_high"] is not None and trained["score_diff_high"] >= 0,
     }
     verdict["goal_met"] = verdict["tokens_goal"] and verdict["score_goal"]
-    lines += ["", f"trained / base mean tokens: {num(ratio, '.2f')} (goal <= 0.80: {'met' if verdict['tokens_goal'] else 'missed'}); "
-              f"score difference's 95% interval not wholly below 0: {'yes' if verdict['score_goal'] else 'no'}"]  # fmt: skip
+    lines += [
+        "",
+        f"trained / base mean tokens: {num(ratio, '.2f')} (goal <= 0.80: "
+        f"{'met' if verdict['tokens_goal'] else 'missed'}); "
+        f"score difference's 95% interval not wholly below 0: {'yes' if verdict['score_goal'] else 'no'}",
+    ]
     return "\n".join(lines), verdict
 
 
@@ -140,7 +154,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--k", type=int, default=4)
     p.add_argument("--pairs-from", default="", help="a run directory whose pairs to train on (skips factory run)")
     p.add_argument("--steps", type=int, default=60, help="optimizer steps of DPO")
-    p.add_argument("--train-minutes", type=float, default=15, help="training time budget (stops after the step past it)")
+    p.add_argument(
+        "--train-minutes", type=float, default=15, help="training time budget (stops after the step past it)"
+    )
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--lr", type=float, default=2e-5)
     p.add_argument("--beta", type=float, default=0.1)

@@ -34,9 +34,15 @@ UNANSWERABLE = [
     "is it cheaper in the store", "do u have it in purple", "is the new version coming soon",
 ]  # fmt: skip
 HISTORY = [
-    [{"role": "user", "content": "hi!! just joined"}, {"role": "assistant", "content": "Welcome in! Ask me anything about today's deals!"}],
-    [{"role": "user", "content": "is this the one from yesterday?"}, {"role": "assistant", "content": "Yes, same product, same link!"}],
-]  # fmt: skip
+    [
+        {"role": "user", "content": "hi!! just joined"},
+        {"role": "assistant", "content": "Welcome in! Ask me anything about today's deals!"},
+    ],
+    [
+        {"role": "user", "content": "is this the one from yesterday?"},
+        {"role": "assistant", "content": "Yes, same product, same link!"},
+    ],
+]
 
 
 def products() -> list[dict]:
@@ -54,7 +60,9 @@ def comments(info: dict, rng: random.Random) -> list[tuple[str, bool]]:
     out = [(rng.choice(ASK_FACT).format(attr=attr), True) for attr in info.get("attributes", {})]
     out += [(t.format(attr=attr), True) for attr in info.get("attributes", {}) for t in rng.sample(ASK_FACT, 2)]
     out += [(t.format(price=info.get("price", "")), True) for t in rng.sample(ASK_PRICE, 2)]
-    out += [(t, True) for t in rng.sample(ASK_COUPON, 2)] + [(t.format(short=short), True) for t in rng.sample(ASK_LINK, 2)]
+    out += [(t, True) for t in rng.sample(ASK_COUPON, 2)] + [
+        (t.format(short=short), True) for t in rng.sample(ASK_LINK, 2)
+    ]
     out += [(t, False) for t in rng.sample(UNANSWERABLE, 4)]
     return out
 

@@ -140,8 +140,12 @@ def _doctor(args: argparse.Namespace) -> int:
     if not found:
         print(f"factory doctor: every part of {store.url} reads whole")
         return 0
-    print(table([(f"{f['table']}/{f['part']}", f["reason"][:90]) for f in found], f"factory doctor: {len(found)} part(s) quarantined"))
-    print(f"moved to {store.display(doctor.QUARANTINE)}/; run `factory run` with the same config to request their keys again")
+    rows = [(f"{f['table']}/{f['part']}", f["reason"][:90]) for f in found]
+    print(table(rows, f"factory doctor: {len(found)} part(s) quarantined"))
+    print(
+        f"moved to {store.display(doctor.QUARANTINE)}/; run `factory run` with the same config to request their keys "
+        "again"
+    )
     return 1
 
 
@@ -150,7 +154,10 @@ def _export(args: argparse.Namespace) -> int:  # issue 15
 
     _live_note(args.run_dir, "this export is built from the pairs stored so far")
     record = export.export_run(args.run_dir, args.template or "", args.name or "", args.overrides)
-    print(f"factory export: {record['rows']} pairs -> {record['path']}/ (TRL standard format, template {record['template']})")
+    print(
+        f"factory export: {record['rows']} pairs -> {record['path']}/ (TRL standard format, template "
+        f"{record['template']})"
+    )
     return 0
 
 
@@ -169,7 +176,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("config", help="YAML config, e.g. conf/demo.yaml")
     run.add_argument("overrides", nargs="*", help="key=value overrides, e.g. sampler.k=8")
     run.add_argument("--dry-run", action="store_true", help="print the plan (as `factory plan`) and send nothing")
-    run.add_argument("--take-over", action="store_true", help="take the run directory's lease from a run you know is dead")
+    run.add_argument(
+        "--take-over", action="store_true", help="take the run directory's lease from a run you know is dead"
+    )
     run.add_argument(
         "--allow-fewer-prompts", action="store_true",
         help="replace prompts/, pairs/ and sft/ even when this run has fewer valid prompts than they were built from",
@@ -212,12 +221,15 @@ def parser() -> argparse.ArgumentParser:
     compact.add_argument("--target-mb", type=float, help="size of each merged file, MiB (default: store.compact_mb)")
     compact.add_argument("--take-over", action="store_true", help="take the lease from a run you know is dead")
     compact.set_defaults(func=_compact)
-    doc = sub.add_parser("doctor", help="read every part; move unreadable ones to _quarantine/ (a rerun asks again for their keys)")
+    doc = sub.add_parser(
+        "doctor", help="read every part; move unreadable ones to _quarantine/ (a rerun asks again for their keys)"
+    )
     doc.add_argument("run_dir")
     doc.add_argument("--take-over", action="store_true", help="take the lease from a run you know is dead")
     doc.set_defaults(func=_doctor)
     exp = sub.add_parser(  # issue 15
-        "export", help="pairs/ under the student's chat template -> export/<name>/ (TRL standard format, reasoning kept)"
+        "export",
+        help="pairs/ under the student's chat template -> export/<name>/ (TRL standard format, reasoning kept)",
     )
     exp.add_argument("run_dir")
     exp.add_argument("overrides", nargs="*", help="key=value overrides, e.g. export.keep_bos=true")
@@ -234,7 +246,9 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("config", help="YAML config with an eval: section, e.g. conf/eval_demo.yaml")
     ev.add_argument("overrides", nargs="*", help="key=value overrides, e.g. eval.k=4")
     ev.add_argument("--dry-run", action="store_true", help="print the plan of the eval and send nothing")
-    ev.add_argument("--take-over", action="store_true", help="take the eval directory's lease from a run you know is dead")
+    ev.add_argument(
+        "--take-over", action="store_true", help="take the eval directory's lease from a run you know is dead"
+    )
     ev.set_defaults(func=_eval)
     return top
 

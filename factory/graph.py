@@ -7,25 +7,35 @@ checks read it instead of naming conventions:
     graph = RunGraph(cfg)                     # model identities and fingerprints (no request, no Ray)
     graph.fingerprints                        # {"sampler": fp, "judge": fp, "judge_b": fp, "reward_rm": fp}
     [(j.stage, j.key, j.column) for j in graph.judges]
-        -> [("judge", "judge", "quality"), ("judge_b", "judges.b", "quality_b"), ("reward_rm", "reward_models.rm", "reward_rm"),
+        -> [("judge", "judge", "quality"), ("judge_b", "judges.b", "quality_b"),
+            ("reward_rm", "reward_models.rm", "reward_rm"),
             ("verify_ref", "verifiers.ref", "verify_ref")]   # a verifier makes no request: no stage
     graph.stages(prompts)                     # SampleStage, JudgeStage..., RewardStage... for the executor
     graph.scored(store, prompts, fps)         # samples + every judge's per-sample columns, as stored
 
-A judge kind is one JudgeNode subclass here (its config entries, fingerprint, stage, per-sample columns,
-usable rows) plus its stage module; JUDGE_KINDS lists them.
+A new judge kind touches five files (six if it is priced):
+    factory/config/kinds.py      its vocabulary: config section, stage / column / dims / price names, table,
+                                 scale, term sources (the config's, the kernel's and the report's column
+                                 checks, the prices and the preflight hints derive from it)
+    factory/config/<section>.py  its entry's config dataclass and checks
+    factory/config/run.py        the RunConfig field of its section (factory/config/cost.py: its prices)
+    factory/graph.py             its JudgeNode subclass here (entries, fingerprint, check, stage, per-sample
+                                 columns, usable rows) in NODES
+    factory/stages/<kind>.py     its stage (none for a kind computed when read, as the verifiers)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import polars as pl
 
 from factory.config import ConfigError, EngineConfig, RunConfig
+from factory.config.kinds import GENRM, JUDGE_KINDS, REWARD_MODEL, VERIFIER, JudgeKind, judge_kind
 from factory.engines import kind_of
+from factory.executor.budget import at_rate
 from factory.pairs import prejudge
 from factory.pairs.prejudge import Prefilter
 from factory import defaults
@@ -104,19 +114,49 @@ def prefilter(cfg: RunConfig, prompts: pl.DataFrame) -> Prefilter | None:
 # -- judges ------------------------------------------------------------------------------------------
 @dataclass
 class JudgeNode:
-    """One judge of the graph. `stage` names its stage, fingerprint, manifest `requests`/`judges` entry and
-    metrics; `key` its config key; `column` the scored column it makes (dims: more columns)."""
+    """One judge of the graph: entry `name` of its kind (None: the kind's primary entry, `judge`). `stage`
+    names its stage, fingerprint, manifest `requests`/`judges` entry and metrics; `key` its config key;
+    `column` the scored column it makes (dims: more columns); `price` its StageCostConfig (None: not priced)
+    under `price_key`. The names come from the kind's vocabulary (factory/config/kinds.py)."""
 
-    kind: ClassVar[str] = ""
-    table: ClassVar[str] = ""
+    vocab: ClassVar[JudgeKind]
     requests: ClassVar[bool] = True  # false: computed in process when read (no engine, no executor stage)
-    stage: str
-    key: str
-    column: str
+    name: str | None
     config: Any
     engine: EngineConfig  # the pool's engine (a reward model's scoring variant)
     fingerprint: str = ""
     dims: dict[str, str] = field(default_factory=dict)  # dim column -> its config key
+    price: Any = None
+
+    @property
+    def kind(self) -> str:
+        return self.vocab.name
+
+    @property
+    def table(self) -> str:
+        return self.vocab.table
+
+    @property
+    def stage(self) -> str:
+        return self.vocab.stage_of(self.name)
+
+    @property
+    def key(self) -> str:
+        return self.vocab.key_of(self.name)
+
+    @property
+    def column(self) -> str:
+        return self.vocab.column_of(self.name)
+
+    @property
+    def price_key(self) -> str:
+        return self.vocab.price_key(self.name)
+
+    @classmethod
+    def named(cls, cfg: RunConfig) -> list[tuple[str | None, Any]]:
+        """(name, config entry) of every entry of this kind in `cfg`: the primary one first, if the kind has one."""
+        primary = [(None, getattr(cfg, cls.vocab.primary))] if cls.vocab.primary else []
+        return primary + list(getattr(cfg, cls.vocab.section).items())
 
     @property
     def fanout(self) -> int:
@@ -150,24 +190,28 @@ class JudgeNode:
 class GenRMNode(JudgeNode):
     """A generative judge: `judge` or `judges.<name>` (stage judge_<name>), table judgments/."""
 
-    kind: ClassVar[str] = "genrm"
-    table: ClassVar[str] = "judgments"
+    vocab: ClassVar[JudgeKind] = GENRM
     rubric: str = ""
 
     @classmethod
     def entries(cls, cfg: RunConfig, stored: dict[str, str] | None = None) -> list[JudgeNode]:
-        entries = [("judge", "judge", "quality", "dim_", cfg.judge)] if cfg.judge.enabled else []
-        entries += [(f"judge_{n}", f"judges.{n}", f"quality_{n}", f"dim_{n}_", j) for n, j in cfg.judges.items() if j.enabled]
-        nodes: list[JudgeNode] = []
-        for stage, key, column, prefix, judge in entries:
-            check_file(f"{key}.rubric_file", judge.rubric_file)
-            dims = {f"{prefix}{d}": f"{key}.dimension_names" for d in judge.dimension_names} if judge.dimensions else {}
-            rubric = rubric_text(cfg, judge)
-            fp = stored.get(stage, "") if stored is not None else judge_stage.judge_fingerprint(
-                judge, model_id(judge.engine, f"{key}.engine"), rubric
-            )
-            nodes.append(cls(stage, key, column, judge, judge.engine, fp, dims, rubric))
-        return nodes
+        return [cls.of(cfg, name, stored) for name, judge in cls.named(cfg) if judge.enabled]
+
+    @classmethod
+    def of(cls, cfg: RunConfig, name: str | None = None, stored: dict[str, str] | None = None) -> GenRMNode:
+        """The node of one GenRM entry (default the primary `judge`, enabled or not: factory eval and factory
+        calibrate judge with it): its rubric read (the file checked first) and its fingerprint."""
+        judge = getattr(cfg, GENRM.primary) if name is None else getattr(cfg, GENRM.section)[name]
+        key, prefix = GENRM.key_of(name), GENRM.dims_of(name)
+        check_file(f"{key}.rubric_file", judge.rubric_file)
+        dims = {f"{prefix}{d}": f"{key}.dimension_names" for d in judge.dimension_names} if judge.dimensions else {}
+        rubric = rubric_text(cfg, judge)
+        fp = (
+            stored.get(GENRM.stage_of(name), "")
+            if stored is not None
+            else judge_stage.judge_fingerprint(judge, model_id(judge.engine, f"{key}.engine"), rubric)
+        )
+        return cls(name, judge, judge.engine, fp, dims, GENRM.price_of(cfg.cost, name), rubric)
 
     def check(self) -> None:
         judge_stage.check_rubric(self.rubric, f"{self.key}.rubric_file")
@@ -175,13 +219,19 @@ class GenRMNode(JudgeNode):
 
     def make_stage(self, cfg: RunConfig, prompts: pl.DataFrame, fps: dict[str, str]) -> Any:
         stage = judge_stage.GroupJudgeStage if self.config.mode == "group" else judge_stage.JudgeStage
-        return stage(cfg, fps, prompts, self.rubric, name=self.stage, judge=self.config, prefilter=prefilter(cfg, prompts))
+        return stage(
+            cfg, fps, prompts, self.rubric, name=self.stage, judge=self.config, prefilter=prefilter(cfg, prompts)
+        )
 
     def per_sample(self, frame: pl.DataFrame) -> list[pl.DataFrame]:
-        prefix = "dim_" if self.column == "quality" else f"dim_{self.column.removeprefix('quality_')}_"
+        prefix = self.vocab.dims_of(self.name)
         if not frame.height:
-            return [pl.DataFrame({"prompt_id": [], "sample_idx": [], self.column: []},
-                                 schema={"prompt_id": pl.String, "sample_idx": pl.Int64, self.column: pl.Float64})]  # fmt: skip
+            return [
+                pl.DataFrame(
+                    {"prompt_id": [], "sample_idx": [], self.column: []},
+                    schema={"prompt_id": pl.String, "sample_idx": pl.Int64, self.column: pl.Float64},
+                )
+            ]
         quality = judge_stage.sample_quality(frame).select(*KEYS, pl.col("quality").alias(self.column))
         return [quality, judge_stage.sample_dims(frame, prefix)]
 
@@ -200,20 +250,20 @@ class GenRMNode(JudgeNode):
 class RewardNode(JudgeNode):
     """A reward model: `reward_models.<name>` (stage reward_<name>), table rewards/."""
 
-    kind: ClassVar[str] = "reward_model"
-    table: ClassVar[str] = "rewards"
-    name: str = ""
+    vocab: ClassVar[JudgeKind] = REWARD_MODEL
 
     @classmethod
     def entries(cls, cfg: RunConfig, stored: dict[str, str] | None = None) -> list[JudgeNode]:
         nodes: list[JudgeNode] = []
-        for name, rm in cfg.reward_models.items():
-            key = f"reward_models.{name}"
-            fp = stored.get(f"reward_{name}", "") if stored is not None else reward_stage.reward_fingerprint(
-                rm, model_id(rm.engine, f"{key}.engine")
+        for name, rm in cls.named(cfg):
+            stage, key = REWARD_MODEL.stage_of(name), REWARD_MODEL.key_of(name)
+            fp = (
+                stored.get(stage, "")
+                if stored is not None
+                else reward_stage.reward_fingerprint(rm, model_id(rm.engine, f"{key}.engine"))
             )
             scorer = kind_of(rm.engine).scorer_config(rm.engine)
-            nodes.append(cls(f"reward_{name}", key, f"reward_{name}", rm, scorer, fp, {}, name))
+            nodes.append(cls(name, rm, scorer, fp, {}, REWARD_MODEL.price_of(cfg.cost, name)))
         return nodes
 
     def check(self) -> None:
@@ -225,10 +275,14 @@ class RewardNode(JudgeNode):
                 "pooling runner) or openai (a vLLM server's classify/pooling/score routes)"
             )
         if self.config.route not in routes:
-            raise ConfigError(f"{self.key}.route: the {engine.kind} engine serves {', '.join(routes)}, not {self.config.route!r}")
+            raise ConfigError(
+                f"{self.key}.route: the {engine.kind} engine serves {', '.join(routes)}, not {self.config.route!r}"
+            )
 
     def make_stage(self, cfg: RunConfig, prompts: pl.DataFrame, fps: dict[str, str]) -> Any:
-        return reward_stage.RewardStage(cfg, self.name, fps, prompts, engine=self.engine, prefilter=prefilter(cfg, prompts))
+        return reward_stage.RewardStage(
+            cfg, self.name, fps, prompts, engine=self.engine, prefilter=prefilter(cfg, prompts)
+        )
 
     def per_sample(self, frame: pl.DataFrame) -> list[pl.DataFrame]:
         return [reward_stage.sample_rewards(frame, self.column)]
@@ -242,18 +296,12 @@ class VerifierNode(JudgeNode):
     """A verifier: `verifiers.<name>` (stage verify_<name>), no table, no engine, no request. Its column is
     computed from the stored samples and prompts whenever they are read (factory/stages/verifier.py)."""
 
-    kind: ClassVar[str] = "verifier"
-    table: ClassVar[str] = ""
+    vocab: ClassVar[JudgeKind] = VERIFIER
     requests: ClassVar[bool] = False
 
     @classmethod
     def entries(cls, cfg: RunConfig, stored: dict[str, str] | None = None) -> list[JudgeNode]:
-        nodes: list[JudgeNode] = []
-        for name, verifier in cfg.verifiers.items():
-            key, column = f"verifiers.{name}", f"verify_{name}"
-            fp = verifier_stage.verifier_fingerprint(verifier)
-            nodes.append(cls(f"verify_{name}", key, column, verifier, EngineConfig(), fp))
-        return nodes
+        return [cls(name, v, EngineConfig(), verifier_stage.verifier_fingerprint(v)) for name, v in cls.named(cfg)]
 
     def check(self) -> None:
         verifier_stage.check(self.config, self.key)
@@ -272,8 +320,8 @@ class VerifierNode(JudgeNode):
         return pl.col(self.column).is_not_null()
 
 
-# Every judge kind, in graph order. A new kind: a JudgeNode subclass with `entries` and its stage module.
-JUDGE_KINDS: list[Callable[[RunConfig, dict[str, str] | None], list[JudgeNode]]] = [GenRMNode.entries, RewardNode.entries, VerifierNode.entries]
+# The node of every judge kind (factory/config/kinds.py lists the kinds, in graph order).
+NODES: dict[str, type[JudgeNode]] = {node.vocab.name: node for node in (GenRMNode, RewardNode, VerifierNode)}
 
 
 # -- the graph --------------------------------------------------------------------------------------
@@ -302,7 +350,7 @@ class RunGraph:
         if stored is None:
             check_file("prompts.system_prompt_file", cfg.prompts.system_prompt_file)
             check_file("prompts.user_template_file", cfg.prompts.user_template_file)
-        self.judges: list[JudgeNode] = [node for entries in JUDGE_KINDS for node in entries(cfg, stored)]
+        self.judges: list[JudgeNode] = [node for k in JUDGE_KINDS for node in NODES[k.name].entries(cfg, stored)]
         if stored is not None:
             self.sampler_fp = stored.get("sampler", "")
             return
@@ -317,7 +365,10 @@ class RunGraph:
 
     def engines(self) -> list[tuple[str, EngineConfig]]:
         """(config key, engine) of every stage."""
-        return [("sampler.engine", self.cfg.sampler.engine), *((f"{j.key}.engine", j.config.engine) for j in self.requesting)]
+        return [
+            ("sampler.engine", self.cfg.sampler.engine),
+            *((f"{j.key}.engine", j.config.engine) for j in self.requesting),
+        ]
 
     @property
     def requesting(self) -> list[JudgeNode]:
@@ -327,6 +378,17 @@ class RunGraph:
     def columns(self) -> dict[str, str]:
         """Every judge column the scored samples will have -> the config key that makes it."""
         return {column: key for j in self.judges for column, key in j.columns().items()}
+
+    def prices(self) -> dict[str, Any]:
+        """Stage -> its StageCostConfig, for the budget and the plan: sample (cost.sampler), then every judge
+        with a price (cost.judge, cost.judges.<name>, cost.reward_models.<name>); an unpriced one is left out."""
+        cfg, priced = self.cfg, [j for j in self.requesting if j.price is not None]
+        sample = at_rate(cfg.cost.sampler, cfg.sampler.engine)  # a stage sending by batch pays the batch rate
+        return {"sample": sample, **{j.stage: at_rate(j.price, j.config.engine) for j in priced}}
+
+    def price_keys(self) -> dict[str, str]:
+        """Stage -> the config key of its prices (named where a paid stage has none)."""
+        return {"sample": "cost.sampler", **{j.stage: j.price_key for j in self.requesting}}
 
     def request_keys(self) -> list[str]:
         """The keys of manifest `requests`: sampler, then each judge stage."""
@@ -348,19 +410,24 @@ class RunGraph:
         for node in self.judges:
             node.check()
         if not self.judges:
-            raise ConfigError("judge.enabled: false, and no other judge (judges.<name>, reward_models.<name>) is configured")
+            raise ConfigError(
+                "judge.enabled: false, and no other judge (judges.<name>, reward_models.<name>) is configured"
+            )
         seen: dict[str, str] = {}
         for node in self.judges:
             if node.fingerprint in seen:
-                raise ConfigError(f"{node.key}: the same judge as {seen[node.fingerprint]} (same model, rubric, settings); drop one")
+                raise ConfigError(
+                    f"{node.key}: the same judge as {seen[node.fingerprint]} (same model, rubric, settings); drop one"
+                )
             seen[node.fingerprint] = node.key
         made = self.columns()
         for column, key in pair_kernel.required(cfg.pairs).items():
             if pair_kernel.is_judge_column(column) and column not in made:
                 have = ", ".join(sorted(made)) or "none"
-                hint = {"q": "define judges.<name>", "r": "define reward_models.<name>", "v": "define verifiers.<name>", "d": "set judge.dimensions=true and list it in judge.dimension_names"}[column[0]]  # fmt: skip
-                hint = "judge.enabled is false" if column == "quality" else hint
-                raise ConfigError(f"{key}: no configured judge makes the column {column!r} ({hint}); judge columns: {have}")
+                hint = judge_kind(column).hint(column)  # type: ignore[union-attr]
+                raise ConfigError(
+                    f"{key}: no configured judge makes the column {column!r} ({hint}); judge columns: {have}"
+                )
         if not cfg.prompts.path:
             raise ConfigError("prompts.path: no prompts file given")
         check_prompts(cfg)

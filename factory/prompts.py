@@ -104,11 +104,15 @@ def check_template(template: str, key: str = "prompts.user_template_file") -> No
     try:
         template.format(**{f: "" for f in TEMPLATE_FIELDS})
     except KeyError as exc:
-        raise ConfigError(f"{key}: unknown field {{{exc.args[0]}}} in the template (it may use {fields}; {literal})") from None
+        raise ConfigError(
+            f"{key}: unknown field {{{exc.args[0]}}} in the template (it may use {fields}; {literal})"
+        ) from None
     except IndexError:
         raise ConfigError(f"{key}: a positional field {{}} in the template (name one of {fields}; {literal})") from None
     except AttributeError as exc:
-        raise ConfigError(f"{key}: a field of the template reads an attribute ({exc}); use {fields} as they are") from None
+        raise ConfigError(
+            f"{key}: a field of the template reads an attribute ({exc}); use {fields} as they are"
+        ) from None
     except ValueError as exc:
         raise ConfigError(f"{key}: the template does not parse: {exc} ({literal}; its fields are {fields})") from None
 
@@ -272,7 +276,9 @@ def _checked(row: Any, where: str) -> Any:
     while stack:
         value, depth, field = stack.pop()
         if depth > MAX_DEPTH:
-            return InvalidRow(f"{where}: nested more than {MAX_DEPTH} levels deep" + (f" (field {field!r})" if field else ""))
+            return InvalidRow(
+                f"{where}: nested more than {MAX_DEPTH} levels deep" + (f" (field {field!r})" if field else "")
+            )
         if isinstance(value, str):
             try:
                 value.encode("utf-8")

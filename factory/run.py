@@ -19,7 +19,6 @@ from typing import Any
 import polars as pl
 
 from factory import pairs as pair_kernel
-from factory.executor.budget import run_prices
 from factory.commands.page import write_run_page
 from factory.commands.card import write_card
 from factory.commands.rebuild import Outputs, write_outputs
@@ -66,8 +65,8 @@ def run(
     without replacing anything."""
     graph = RunGraph(cfg)
     session = Session(
-        cfg, cfg.output_dir, preflight=graph.preflight, prices=run_prices(cfg), backend=backend, build=build,
-        take_over=take_over, command=command,
+        cfg, cfg.output_dir, preflight=graph.preflight, prices=graph.prices(), price_keys=graph.price_keys(),
+        backend=backend, build=build, take_over=take_over, command=command,
     )  # fmt: skip
     with session:
         guard = _PromptGuard(session.previous, allow_fewer_prompts)
@@ -105,10 +104,10 @@ class _PromptGuard:
 
 def _to_target(graph: RunGraph, session: Session, guard: _PromptGuard) -> tuple[Manifest, Outputs]:
     """pairs.target: run on a first draw of prompt rows (prompts.limit, else from the survival rate the
-    run directory already shows, else an estimate from the target and drop_ratio), then raise prompts.limit to what the observed survival rate (pairs kept
-    per prompt row) says is needed, +10%, and run again on the same pools: only the new prompts are
-    sampled and judged. Stops when the target is met or the pool has no more rows; with no pair yet,
-    the draw doubles."""
+    run directory already shows, else an estimate from the target and drop_ratio), then raise prompts.limit to
+    what the observed survival rate (pairs kept per prompt row) says is needed, +10%, and run again on the
+    same pools: only the new prompts are sampled and judged. Stops when the target is met or the pool has no
+    more rows; with no pair yet, the draw doubles."""
     cfg = graph.cfg
     target = int(cfg.pairs.target or 0)
     # The first draw: prompts.limit, else from the survival rate stored in the directory (as `factory plan`
@@ -208,6 +207,8 @@ def _round(
         judges=graph.judges_manifest(outputs.judges, requests),
         pairs=outputs.stats.as_dict(),
         output_dir=store.url,
-        adaptive=sampler.adaptive.summary(sampler.current) if sampler.adaptive and sampler.current is not None else None,
+        adaptive=sampler.adaptive.summary(sampler.current)
+        if sampler.adaptive and sampler.current is not None
+        else None,
     )
     return manifest, outputs

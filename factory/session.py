@@ -32,7 +32,8 @@ from factory.rundir.store import RunStore, open_output
 
 class Session:
     """One requesting command's set-up and tear-down (see the module doc). `prices`: stage name -> its
-    StageCostConfig; `output_key`: the config key named when the directory is not writable."""
+    StageCostConfig, `price_keys`: stage name -> the config key of its prices; `output_key`: the config key
+    named when the directory is not writable."""
 
     def __init__(
         self,
@@ -42,13 +43,14 @@ class Session:
         output_key: str = "output_dir",
         preflight: Callable[[], None] | None = None,
         prices: dict[str, Any] | None = None,
+        price_keys: dict[str, str] | None = None,
         backend: str = "ray",
         build: Any = None,
         take_over: bool = False,
         command: str | None = None,
     ):
         self.cfg, self.output_dir, self.output_key = cfg, output_dir, output_key
-        self._preflight, self.prices = preflight, prices or {}
+        self._preflight, self.prices, self.price_keys = preflight, prices or {}, price_keys or {}
         self.backend, self.build, self.take_over, self.command = backend, build, take_over, command
         self.t0 = time.perf_counter()
         self.executor: Executor | None = None
@@ -68,7 +70,7 @@ class Session:
         self.lease.__enter__()
         try:
             self.previous = self.store.read_json("manifest.json") or {}
-            self.budget = Budget(self.prices, self.cfg.cost.max_usd)
+            self.budget = Budget(self.prices, self.cfg.cost.max_usd, self.price_keys)
             self.progress = Progress(self.cfg.progress_interval_s)
             self._merge_leftovers()
         except BaseException:
@@ -81,7 +83,10 @@ class Session:
         from factory.rundir.compact import merge_leftovers
 
         for name, done in merge_leftovers(self.store, self.cfg.store.compact_mb).items():
-            self.say(f"[store] {name}: merged the {done['parts_before']} small parts a stopped run left into {done['parts_after']}")
+            self.say(
+                f"[store] {name}: merged the {done['parts_before']} small parts a stopped run left into "
+                f"{done['parts_after']}"
+            )
 
     def say(self, text: str) -> None:
         self.progress.say(text)
@@ -121,8 +126,10 @@ class Session:
         manifest.pools = self.metrics.get("pools", [])
         manifest.spend = self.budget.as_dict()
         manifest.timings = {
-            **manifest.timings, "overlap": self.metrics.get("overlap_s", 0.0), "total": round(time.perf_counter() - self.t0, 3),
-        }  # fmt: skip
+            **manifest.timings,
+            "overlap": self.metrics.get("overlap_s", 0.0),
+            "total": round(time.perf_counter() - self.t0, 3),
+        }
         entry = {"at": time.time(), "requests": manifest.requests, "counts": manifest.counts}
         manifest.history = (self.previous.get("history") or []) + [entry]
         written = scrub_all(manifest.to_dict(), self.secrets)

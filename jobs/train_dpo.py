@@ -39,9 +39,15 @@ sys.path.insert(0, str(ROOT))  # the checkout's factory, also inside a Ray job's
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True, help="export/<name>/ or pairs/ folder of Parquet (or a run directory: its pairs/)")
-    p.add_argument("--model", default="", help="HF checkpoint folder of the student; '' = the embedded SmolLM2-135M, converted")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--data", required=True, help="export/<name>/ or pairs/ folder of Parquet (or a run directory: its pairs/)"
+    )
+    p.add_argument(
+        "--model", default="", help="HF checkpoint folder of the student; '' = the embedded SmolLM2-135M, converted"
+    )
     p.add_argument("--out", required=True, help="folder for the trained checkpoint")
     p.add_argument("--beta", type=float, default=0.1, help="DPO beta")
     p.add_argument("--rpo-alpha", type=float, default=1.0, help="weight of the SFT (NLL) term on chosen; 0 = plain DPO")
@@ -60,7 +66,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     p.add_argument("--limit", type=int, default=0, help="use only the first N pairs (0 = all)")
-    p.add_argument("--time-limit-s", type=float, default=0, help="stop after the step that passes this many seconds (0 = none)")
+    p.add_argument(
+        "--time-limit-s", type=float, default=0, help="stop after the step that passes this many seconds (0 = none)"
+    )
     return p.parse_args(argv)
 
 
@@ -102,12 +110,24 @@ def dpo_config(args: argparse.Namespace, **extra):
         else:
             sft = {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, args.rpo_alpha]}
     kwargs = dict(
-        beta=args.beta, learning_rate=args.lr, num_train_epochs=args.epochs, max_steps=args.max_steps,
-        per_device_train_batch_size=args.batch_size, gradient_accumulation_steps=args.grad_accum,
-        max_length=args.max_length, bf16=args.bf16, logging_steps=1, save_strategy="no", report_to="none",
-        seed=args.seed, lr_scheduler_type="constant", warmup_steps=0, gradient_checkpointing=args.gradient_checkpointing,
-        **sft, **extra,
-    )  # fmt: skip
+        beta=args.beta,
+        learning_rate=args.lr,
+        num_train_epochs=args.epochs,
+        max_steps=args.max_steps,
+        per_device_train_batch_size=args.batch_size,
+        gradient_accumulation_steps=args.grad_accum,
+        max_length=args.max_length,
+        bf16=args.bf16,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        seed=args.seed,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        gradient_checkpointing=args.gradient_checkpointing,
+        **sft,
+        **extra,
+    )
     if not args.bf16:
         kwargs["use_cpu"] = not _cuda()
     return DPOConfig(**{k: v for k, v in kwargs.items() if k in names})
@@ -176,7 +196,9 @@ def train(args: argparse.Namespace) -> dict:
             from peft import LoraConfig
         except ImportError:
             raise SystemExit("train_dpo: --lora needs peft (pip install peft)") from None
-        peft_config = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM")
+        peft_config = LoraConfig(
+            r=args.lora_r, lora_alpha=args.lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM"
+        )
     reference = None if peft_config else AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
     out = Path(args.out)
     config = dpo_config(args, output_dir=str(out / "_trainer"))

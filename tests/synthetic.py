@@ -29,7 +29,13 @@ def make_run(url: str, n_prompts: int = 6, k: int = 4, engine: FakeEngine | None
     rubric.write_text("Rate {answer} from 0 to {scale_max}.")
     cfg = config_mod.load(
         None,
-        [f"output_dir={url}", f"prompts.path={prompts}", f"sampler.k={k}", f"judge.rubric_file={rubric}", "progress_interval_s=60"],
+        [
+            f"output_dir={url}",
+            f"prompts.path={prompts}",
+            f"sampler.k={k}",
+            f"judge.rubric_file={rubric}",
+            "progress_interval_s=60",
+        ],
     )
     engine = engine or FakeEngine()
     run(cfg, backend="local", build=lambda _cfg: engine)

@@ -19,7 +19,8 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.vllm,
     pytest.mark.skipif(
-        not all(importlib.util.find_spec(m) for m in ("vllm", "trl", "gguf")), reason="needs the vllm tier (vllm, trl, gguf)"
+        not all(importlib.util.find_spec(m) for m in ("vllm", "trl", "gguf")),
+        reason="needs the vllm tier (vllm, trl, gguf)",
     ),
 ]
 

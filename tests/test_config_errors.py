@@ -42,7 +42,9 @@ def test_the_cli_prints_one_error_line_and_exits_2(command, capsys, tmp_path):
 def test_a_yaml_file_that_does_not_parse_names_the_file_and_line(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text('sampler:\n  k: 2\npairs:\n  terms:\n    - {source: format, pattern: "\\d+"}\n')
-    with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML: found unknown escape character \(line 5, column"):
+    with pytest.raises(
+        ConfigError, match=r"bad\.yaml: not valid YAML: found unknown escape character \(line 5, column"
+    ):
         config.load(bad)
     assert main(["plan", str(bad)]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1

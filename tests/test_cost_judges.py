@@ -10,7 +10,8 @@ import pytest
 
 from factory import config
 from factory.config import ConfigError
-from factory.executor.budget import price_key, run_prices
+from factory.evaluation.run import price_keys as eval_price_keys
+from factory.graph import RunGraph
 from factory.executor.core import BudgetExceeded
 from factory.commands.plan import format_plan, make_plan
 from factory.run import run
@@ -42,13 +43,17 @@ def priced(*keys: str) -> list[str]:
 
 
 def test_price_keys_name_the_stage_and_a_price_for_an_unknown_judge_is_refused(tmp_path):
-    assert [price_key(s) for s in ("sample", "judge", "judge_b", "reward_rm", "sample:short", "judge:short")] == [
+    # The price keys come from the graph's nodes (and factory eval's stages), not from parsing stage names.
+    with FakeModelServer(delay=0.0) as server:
+        cfg = config.load(None, overrides(tmp_path, server.url, *priced("judges.b", "reward_models.rm"),
+                                          "eval.candidates.short.sampling.temperature=0.5"))  # fmt: skip
+    graph = RunGraph(cfg)
+    keys = graph.price_keys() | eval_price_keys(cfg)
+    assert [keys[s] for s in ("sample", "judge", "judge_b", "reward_rm", "sample:short", "judge:short")] == [
         "cost.sampler", "cost.judge", "cost.judges.b", "cost.reward_models.rm", "eval.candidates.short.cost",
         "cost.judge",
     ]  # fmt: skip
-    with FakeModelServer(delay=0.0) as server:
-        cfg = config.load(None, overrides(tmp_path, server.url, *priced("judges.b", "reward_models.rm")))
-    assert set(run_prices(cfg)) == {"sample", "judge", "judge_b", "reward_rm"}
+    assert set(graph.prices()) == {"sample", "judge", "judge_b", "reward_rm"}
     with pytest.raises(ConfigError, match=r"^cost\.judges\.c: no judges\.c is configured \(judges: b\)"):
         config.load(None, overrides(tmp_path, "http://127.0.0.1:9", "cost.judges.c.input_usd_per_m=1"))
     with pytest.raises(ConfigError, match=r"cost\.reward_models\.rm\.input_usd_per_m: must be >= 0"):
@@ -75,7 +80,9 @@ def test_the_plan_prices_every_judge_and_says_when_its_total_leaves_one_out(tmp_
     full = make_plan(config.load(None, overrides(tmp_path, url, *priced(*PRICES))))
     rm = {p["stage"]: p for p in full["stages"]}["reward_rm"]
     assert rm["usd"] == pytest.approx(rm["prompt_tokens"] * 110.0 / 1e6, rel=1e-3) and rm["usd"] > 0
-    assert full["total"]["usd_unpriced"] == [] and full["total"]["usd"] == pytest.approx(plan["total"]["usd"] + rm["usd"])
+    assert full["total"]["usd_unpriced"] == [] and full["total"]["usd"] == pytest.approx(
+        plan["total"]["usd"] + rm["usd"]
+    )
     assert "unpriced" not in format_plan(full)
 
 
@@ -84,7 +91,12 @@ def test_the_live_spend_charges_every_judge_and_reward_model_at_its_price(tmp_pa
         manifest = run(config.load(None, overrides(tmp_path, server.url, *priced(*PRICES))), backend="local")
     spend = manifest["spend"]["stages"]
     assert set(spend) == {"sample", "judge", "judge_b", "reward_rm"}
-    for stage, key in (("sample", "sampler"), ("judge", "judge"), ("judge_b", "judges.b"), ("reward_rm", "reward_models.rm")):
+    for stage, key in (
+        ("sample", "sampler"),
+        ("judge", "judge"),
+        ("judge_b", "judges.b"),
+        ("reward_rm", "reward_models.rm"),
+    ):
         inp, outp = PRICES[key]
         s = spend[stage]
         assert s["prompt_tokens"] > 0

@@ -85,7 +85,17 @@ def test_run_directory_contract(run_dir):
     for folder in ("prompts", "samples", "judgments", "pairs", "invalid"):
         assert list((out / folder).glob("*.parquet")), folder
     samples = pa.concat_tables([pq.read_table(p) for p in (out / "samples").glob("*.parquet")])
-    for column in ("prompt_id", "sample_idx", "reasoning", "answer", "reasoning_tokens", "answer_tokens", "completion_tokens", "finish_reason", "error"):
+    for column in (
+        "prompt_id",
+        "sample_idx",
+        "reasoning",
+        "answer",
+        "reasoning_tokens",
+        "answer_tokens",
+        "completion_tokens",
+        "finish_reason",
+        "error",
+    ):
         assert column in samples.column_names
     judgments = pa.concat_tables([pq.read_table(p) for p in (out / "judgments").glob("*.parquet")])
     for column in ("prompt_id", "sample_idx", "vote", "score", "quality", "parse_status"):

@@ -13,7 +13,11 @@ from factory.stages.judge import JudgeStage
 from factory.stages.reward import RewardStage
 
 DEMO = Path(__file__).resolve().parent.parent / "conf" / "demo.yaml"
-RM = ["reward_models.rm.engine.kind=vllm", "reward_models.rm.engine.model=/models/rm", "reward_models.rm.engine.device=cpu"]
+RM = [
+    "reward_models.rm.engine.kind=vllm",
+    "reward_models.rm.engine.model=/models/rm",
+    "reward_models.rm.engine.device=cpu",
+]
 PROMPTS = pl.DataFrame({"prompt_id": ["p"], "messages": [[{"role": "user", "content": "q"}]],
                         "product_info": ["x"], "history": [[]], "question": ["q"]})  # fmt: skip
 

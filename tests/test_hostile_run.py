@@ -58,11 +58,17 @@ def test_a_mix_of_good_and_hostile_replies_stores_every_good_row_and_an_error_ro
         cfg = config.load(
             None,
             [
-                f"output_dir={tmp_path / 'run'}", f"prompts.path={prompts}", "sampler.k=2", f"judge.rubric_file={rubric}",
-                "progress_interval_s=60", f"sampler.sampling.max_tokens={MAX_TOKENS}", "judge.max_reasks=1",
-                *(f"sampler.engine.{e}" for e in engine), *(f"judge.engine.{e}" for e in engine),
+                f"output_dir={tmp_path / 'run'}",
+                f"prompts.path={prompts}",
+                "sampler.k=2",
+                f"judge.rubric_file={rubric}",
+                "progress_interval_s=60",
+                f"sampler.sampling.max_tokens={MAX_TOKENS}",
+                "judge.max_reasks=1",
+                *(f"sampler.engine.{e}" for e in engine),
+                *(f"judge.engine.{e}" for e in engine),
             ],
-        )  # fmt: skip
+        )
         manifest = run(cfg, backend="local", command="factory run test")
         endless_requests = sum(1 for body in server.chat_requests() if "q2?" in body["messages"][-1]["content"])
     samples = pl.read_parquet(tmp_path / "run" / "samples").sort("prompt_id", "sample_idx")

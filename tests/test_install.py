@@ -77,7 +77,9 @@ def test_calibrate_outside_the_checkout_uses_the_shipped_rubric_and_data(install
     with FakeModelServer(delay=0.0) as judge:
         config = tmp_path / "config.yaml"
         config.write_text(yaml.safe_dump({"judge": {"engine": engine(judge.url), "rubric_file": ""}}))
-        done = factory_cli(installed, tmp_path, "calibrate", str(config), "--limit", "2", "--out", str(tmp_path / "cal"))
+        done = factory_cli(
+            installed, tmp_path, "calibrate", str(config), "--limit", "2", "--out", str(tmp_path / "cal")
+        )
         assert done.returncode == 0, done.stdout + done.stderr
         sent = json.dumps(judge.chat_requests())
     summary = json.loads((tmp_path / "cal" / "calibration.json").read_text())

@@ -97,7 +97,9 @@ class Cluster:
                 return
             time.sleep(1)
         logs = {log.name: log.read_text()[-1500:] for log in sorted(self.tmp.glob("*.log"))}
-        pytest.fail(f"the cluster did not reach {nodes} node(s) with {cpus} CPU(s): {done.stdout} {done.stderr[-1000:]} {logs}")
+        pytest.fail(
+            f"the cluster did not reach {nodes} node(s) with {cpus} CPU(s): {done.stdout} {done.stderr[-1000:]} {logs}"
+        )
 
     @staticmethod
     def kill(node: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
@@ -211,9 +213,11 @@ def test_a_lost_worker_node_is_replaced_and_the_run_finishes_exactly(cluster, tm
     # every row stored before the kill is kept as it was
     kept = before.join(samples.select("prompt_id", "sample_idx", "created_at"), on=["prompt_id", "sample_idx"])
     assert kept.height == before.height and (kept["created_at"] == kept["created_at_right"]).all()
-    assert judged_before.height == 0 or judged_before.select("prompt_id", "sample_idx").join(
-        judgments, on=["prompt_id", "sample_idx"]
-    ).height == judged_before.height
+    assert (
+        judged_before.height == 0
+        or judged_before.select("prompt_id", "sample_idx").join(judgments, on=["prompt_id", "sample_idx"]).height
+        == judged_before.height
+    )
     # re-sent: at most what the lost replicas had in flight, per stage
     resent_samples, resent_judgments = sample_requests - len(keys), judge_requests - len(keys)
     assert 0 <= resent_samples <= IN_FLIGHT and 0 <= resent_judgments <= IN_FLIGHT

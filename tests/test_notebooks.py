@@ -22,7 +22,9 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
     monkeypatch.setenv("FACTORY_RUN_DIR", str(tmp_path / "run"))
     monkeypatch.setenv("FACTORY_EVAL_DIR", str(make_eval(tmp_path / "eval")))
     notebook = nbformat.read(path, as_version=4)
-    nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    nbclient.NotebookClient(
+        notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+    ).execute()
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert any(EXPECTED.get(path.name, "pairs; columns") in o.get("text", "") for o in outputs)

@@ -72,7 +72,9 @@ def test_messages_column_is_used_as_is_and_id_defaults_to_a_hash():
 def test_jsonl_on_memory_fs_with_limit_and_a_broken_line():
     url = "memory://prompts-test/p.jsonl"
     with fsspec.open(url, "w") as handle:
-        handle.write(json.dumps(GOOD) + "\n{broken\n" + json.dumps({**GOOD, "id": "p3", "question": "another one?"}) + "\n")
+        handle.write(
+            json.dumps(GOOD) + "\n{broken\n" + json.dumps({**GOOD, "id": "p3", "question": "another one?"}) + "\n"
+        )
     valid, invalid = load_prompts(PromptsConfig(path=url))
     assert valid["prompt_id"].to_list() == ["p1", "p3"]
     assert "line 2: not valid JSON" in invalid["reason"][0]
@@ -114,13 +116,26 @@ OUTCOMES = {
     "garbage.parquet": r"garbage\.parquet is not a readable Parquet file \(ArrowInvalid: ",
     "broken_array.json": r"broken_array\.json is not a valid JSON array \(Expecting ',' delimiter at line 3 column 3\)",
     "prompts.csv": r"prompts\.csv is not a prompts file \(CSV cannot hold the product_info object",
-    "pathological.jsonl": (["p1", "p6"], [
-        (1, "pathological.jsonl line 2: not usable JSON (nested deeper than a JSON reader goes)"),
-        (2, "pathological.jsonl line 3: not usable JSON (Exceeds the limit (4300 digits) for integer string conversion: value has 5000 digits)"),
-        (3, "pathological.jsonl line 4: field 'question' holds text that is not valid Unicode (a lone surrogate \\ud800), which UTF-8 cannot encode"),
-        (4, "pathological.jsonl line 5: nested more than 64 levels deep (field 'product_info')"),
-    ]),
-    "deep_array.json": r"deep_array\.json is a JSON array that cannot be read \(nested deeper than a JSON reader goes\)",
+    "pathological.jsonl": (
+        ["p1", "p6"],
+        [
+            (1, "pathological.jsonl line 2: not usable JSON (nested deeper than a JSON reader goes)"),
+            (
+                2,
+                "pathological.jsonl line 3: not usable JSON (Exceeds the limit (4300 digits) for integer string "
+                "conversion: value has 5000 digits)",
+            ),
+            (
+                3,
+                "pathological.jsonl line 4: field 'question' holds text that is not valid Unicode (a lone surrogate "
+                "\\ud800), which UTF-8 cannot encode",
+            ),
+            (4, "pathological.jsonl line 5: nested more than 64 levels deep (field 'product_info')"),
+        ],
+    ),
+    "deep_array.json": (
+        r"deep_array\.json is a JSON array that cannot be read \(nested deeper than a JSON reader goes\)"
+    ),
 }
 
 
@@ -207,7 +222,9 @@ def test_a_folder_without_prompts_files_is_an_error(tmp_path):
 
 def test_limit_counts_rows_not_empty_files(tmp_path):
     (tmp_path / "a.jsonl").write_bytes(b"")
-    (tmp_path / "b.jsonl").write_text("".join(json.dumps({**GOOD, "id": f"p{i}", "question": f"q{i}?"}) + "\n" for i in range(5)))
+    (tmp_path / "b.jsonl").write_text(
+        "".join(json.dumps({**GOOD, "id": f"p{i}", "question": f"q{i}?"}) + "\n" for i in range(5))
+    )
     valid, invalid = load_prompts(PromptsConfig(path=str(tmp_path), limit=2))
     assert valid["prompt_id"].to_list() == ["p0", "p1"] and invalid["row_index"].to_list() == [None]
 
@@ -268,10 +285,14 @@ def _identity_run(tmp_path, questions, *extra, engine=None, **kw):
     def reply(request):  # a sample names the question it answered; a judge's reply as usual
         if request.json_schema is not None:
             return seeded_reply(request)
-        return f"<think>{'hmm ' * (request.seed % 3)}</think>about " + request.messages[-1]["content"].rsplit(":", 1)[-1]
+        return (
+            f"<think>{'hmm ' * (request.seed % 3)}</think>about " + request.messages[-1]["content"].rsplit(":", 1)[-1]
+        )
 
     path = tmp_path / "prompts.jsonl"
-    path.write_text("".join(json.dumps({"id": pid, "product_info": PRODUCT, "question": q}) + "\n" for pid, q in questions.items()))
+    path.write_text(
+        "".join(json.dumps({"id": pid, "product_info": PRODUCT, "question": q}) + "\n" for pid, q in questions.items())
+    )
     cfg = synthetic_cfg(tmp_path, 1, f"prompts.path={path}", "pairs.filter_before_judge=false", *extra)
     return local_run(cfg, engine or FakeEngine(reply=reply), **kw)
 
@@ -284,7 +305,9 @@ def _pair_texts(store):
     }
 
 
-def test_a_prompt_whose_text_changed_under_its_id_is_sampled_and_judged_again_never_paired_across_texts(tmp_path, capsys):
+def test_a_prompt_whose_text_changed_under_its_id_is_sampled_and_judged_again_never_paired_across_texts(
+    tmp_path, capsys
+):
     from factory.rundir.store import RunStore
 
     first = {"a": "is it blue?", "b": "how big is it?", "c": "does it ship free?"}
@@ -351,8 +374,14 @@ def test_an_old_run_directory_without_prompt_hashes_resumes_and_a_changed_text_i
 @pytest.mark.parametrize(
     "template, message",
     [
-        ("{product_info}\n{viewer_name} asks: {question}", r"prompts\.user_template_file: unknown field \{viewer_name\}"),
-        ("Info: {product_info} {history}\nQ: {question} (answer in { braces)", r"prompts\.user_template_file: the template does not parse: .*'\}'"),
+        (
+            "{product_info}\n{viewer_name} asks: {question}",
+            r"prompts\.user_template_file: unknown field \{viewer_name\}",
+        ),
+        (
+            "Info: {product_info} {history}\nQ: {question} (answer in { braces)",
+            r"prompts\.user_template_file: the template does not parse: .*'\}'",
+        ),
         ("Q: {question} }", r"prompts\.user_template_file: the template does not parse: Single '\}'"),
         ("Q: {}", r"prompts\.user_template_file: a positional field"),
     ],

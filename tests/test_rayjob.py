@@ -81,7 +81,10 @@ def test_every_api_key_comes_from_a_kubernetes_secret_on_the_head_and_the_worker
     for container in containers(job):
         env = {e["name"]: e for e in container["env"]}
         for key in names | {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}:
-            assert "value" not in env[key] and env[key]["valueFrom"]["secretKeyRef"]["name"], (container["name"], key)
+            assert "value" not in env[key] and env[key]["valueFrom"]["secretKeyRef"]["name"], (
+                container["name"],
+                key,
+            )
     runtime = yaml.safe_load(job["spec"]["runtimeEnvYAML"])
     assert not names & set(runtime.get("env_vars", {})), "a secret in the runtime env is stored with the job"
 

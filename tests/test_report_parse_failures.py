@@ -15,7 +15,9 @@ def test_the_parse_failure_row_holds_its_count_and_rate():
     numbers = report.build_report(frame, pl.DataFrame({"parse_status": statuses}), RunConfig())
     assert numbers["judgments"]["parse_failures"] == 2
     text = report.render_markdown(numbers, RunConfig())
-    cells = [c.strip() for c in next(row for row in text.splitlines() if "judge parse failures" in row).split("|")[1:-1]]
+    cells = [
+        c.strip() for c in next(row for row in text.splitlines() if "judge parse failures" in row).split("|")[1:-1]
+    ]
     assert cells == ["judge parse failures (not ok)", "2", "25.0%"]
 
 
@@ -23,5 +25,7 @@ def test_a_report_json_from_before_the_count_still_fills_the_cell():
     frame = scored([("a", 0, 125, 0.9), ("a", 1, 500, 0.5)])
     numbers = report.build_report(frame, pl.DataFrame({"parse_status": ["ok", "unparseable"]}), RunConfig())
     del numbers["judgments"]["parse_failures"]
-    line = next(row for row in report.render_markdown(numbers, RunConfig()).splitlines() if "judge parse failures" in row)
+    line = next(
+        row for row in report.render_markdown(numbers, RunConfig()).splitlines() if "judge parse failures" in row
+    )
     assert [c.strip() for c in line.split("|")[1:-1]] == ["judge parse failures (not ok)", "1", "50.0%"]

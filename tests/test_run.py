@@ -33,9 +33,16 @@ def test_unset_api_key_variable_is_named(monkeypatch):
     monkeypatch.delenv("FACTORY_TEST_KEY", raising=False)
     cfg = config.load(
         DEMO,
-        ["judge.engine.kind=openai", "judge.engine.base_url=http://127.0.0.1:9/v1", "judge.engine.model=m", "judge.engine.api_key_env=FACTORY_TEST_KEY"],
+        [
+            "judge.engine.kind=openai",
+            "judge.engine.base_url=http://127.0.0.1:9/v1",
+            "judge.engine.model=m",
+            "judge.engine.api_key_env=FACTORY_TEST_KEY",
+        ],
     )
-    with pytest.raises(ConfigError, match=r"judge\.engine\.api_key_env: environment variable 'FACTORY_TEST_KEY' is not set"):
+    with pytest.raises(
+        ConfigError, match=r"judge\.engine\.api_key_env: environment variable 'FACTORY_TEST_KEY' is not set"
+    ):
         preflight(cfg)
 
 
@@ -106,7 +113,9 @@ def test_no_valid_prompt_is_an_error_and_replaces_nothing(tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n\n")
     with pytest.raises(ConfigError, match=r"prompts.path: no valid prompt in .*empty.jsonl"):
-        local_run(config.load(None, [f"output_dir={tmp_path / 'run'}", f"prompts.path={empty}", "progress_interval_s=60"]))
+        local_run(
+            config.load(None, [f"output_dir={tmp_path / 'run'}", f"prompts.path={empty}", "progress_interval_s=60"])
+        )
     assert sorted(p.name for p in (tmp_path / "run" / "pairs").iterdir()) == pairs_before
 
 
@@ -157,8 +166,18 @@ def test_target_rounds_reuse_one_pool_and_ask_only_for_new_prompts(tmp_path):
     prompts = write_prompts(tmp_path / "pool.jsonl", 300)
     rubric = tmp_path / "rubric.txt"
     rubric.write_text("Rate {answer} from 0 to {scale_max}.")
-    cfg = config.load(None, [f"output_dir={tmp_path / 'run'}", f"prompts.path={prompts}", f"judge.rubric_file={rubric}",
-                             "sampler.k=4", "prompts.limit=1", "pairs.target=60", "progress_interval_s=60"])  # fmt: skip
+    cfg = config.load(
+        None,
+        [
+            f"output_dir={tmp_path / 'run'}",
+            f"prompts.path={prompts}",
+            f"judge.rubric_file={rubric}",
+            "sampler.k=4",
+            "prompts.limit=1",
+            "pairs.target=60",
+            "progress_interval_s=60",
+        ],
+    )
     builds, engine = [], FakeEngine()
     manifest = run(cfg, backend="local", build=lambda c: builds.append(c) or engine, command="t")
     draws = manifest["target"]["draws"]
@@ -219,6 +238,8 @@ def test_read_only_commands_say_when_a_run_is_writing(tmp_path, capsys):
     assert "a run is writing" in err and "'factory run live.yaml'" in err and "rows stored so far" in err
     assert main(["report", str(tmp_path / "run")]) == 0
     assert "a run is writing" not in capsys.readouterr().err
+
+
 # -- judge ensembles and reward models ------------------------------------------------------------------
 RM = ["reward_models.rm.engine.kind=openai", "reward_models.rm.engine.base_url=http://127.0.0.1:9/v1",
       "reward_models.rm.engine.model=rm"]  # fmt: skip
@@ -235,7 +256,8 @@ RM = ["reward_models.rm.engine.kind=openai", "reward_models.rm.engine.base_url=h
          "pairs.judges: no configured judge makes the column 'reward_x' (define reward_models.<name>); judge columns: "
          "quality, reward_rm"),
         (["pairs.judges=[quality,quality_c]"],
-         "pairs.judges: no configured judge makes the column 'quality_c' (define judges.<name>); judge columns: quality"),
+         "pairs.judges: no configured judge makes the column 'quality_c' (define judges.<name>); judge columns: "
+         "quality"),
         (["pairs.terms=[{source: dim_question, weight: 0.2}]"],
          "pairs.terms[0]: no configured judge makes the column 'dim_question' (set judge.dimensions=true and list it "
          "in judge.dimension_names); judge columns: quality"),
@@ -255,7 +277,9 @@ def test_the_same_judge_twice_a_missing_rubric_and_an_unset_key_are_named(tmp_pa
         preflight(synthetic_cfg(tmp_path, 2, f"judges.b.rubric_file={rubric}"))
     with pytest.raises(ConfigError, match=r"^judges\.b\.rubric_file: file not found: .*none\.txt"):
         preflight(synthetic_cfg(tmp_path, 2, f"judges.b.rubric_file={tmp_path / 'none.txt'}"))
-    with pytest.raises(ConfigError, match=r"^reward_models\.rm\.engine\.api_key_env: .*'FACTORY_TEST_RM_KEY' is not set"):
+    with pytest.raises(
+        ConfigError, match=r"^reward_models\.rm\.engine\.api_key_env: .*'FACTORY_TEST_RM_KEY' is not set"
+    ):
         preflight(synthetic_cfg(tmp_path, 2, *RM, "reward_models.rm.engine.api_key_env=FACTORY_TEST_RM_KEY"))
     preflight(synthetic_cfg(tmp_path, 2, f"judges.b.rubric_file={rubric}", "judges.b.sampling.seed=1", *RM))
 
@@ -275,16 +299,32 @@ def test_every_judge_scores_each_usable_sample_once_under_its_own_fingerprint(tm
     store = RunStore(cfg.output_dir)
     samples = store.read("samples").select("prompt_id", "sample_idx", "answer")
     rewards = store.read("rewards").join(samples, on=["prompt_id", "sample_idx"])
-    assert rewards.height == 8 and set(rewards["rm"]) == {"rm"} and set(rewards["rm_fp"]) == {first["fingerprints"]["reward_rm"]}
+    assert (
+        rewards.height == 8
+        and set(rewards["rm"]) == {"rm"}
+        and set(rewards["rm_fp"]) == {first["fingerprints"]["reward_rm"]}
+    )
     assert rewards["score"].to_list() == [reward_of(a) for a in rewards["answer"]]
     assert len(engine.scored) == 8
     judged = store.read("judgments")
     assert judged.group_by("judge_fp").len().sort("judge_fp")["len"].to_list() == [8, 8]
-    assert set(first["pairs"]["judge_agreement"]) == {"quality vs quality_b", "quality vs reward_rm", "quality_b vs reward_rm"}
+    assert set(first["pairs"]["judge_agreement"]) == {
+        "quality vs quality_b",
+        "quality vs reward_rm",
+        "quality_b vs reward_rm",
+    }
     # A rerun asks nothing; a new reward model asks only for itself; a new route is a new fingerprint.
     assert local_run(cfg, engine)["requests"] == {"sampler": 0, "judge": 0, "judge_b": 0, "reward_rm": 0}
-    more = synthetic_cfg(tmp_path, 4, *ensemble, *(o.replace(".rm.", ".rm2.") for o in RM), "reward_models.rm2.route=score")
-    assert local_run(more, engine)["requests"] == {"sampler": 0, "judge": 0, "judge_b": 0, "reward_rm": 0, "reward_rm2": 8}
+    more = synthetic_cfg(
+        tmp_path, 4, *ensemble, *(o.replace(".rm.", ".rm2.") for o in RM), "reward_models.rm2.route=score"
+    )
+    assert local_run(more, engine)["requests"] == {
+        "sampler": 0,
+        "judge": 0,
+        "judge_b": 0,
+        "reward_rm": 0,
+        "reward_rm2": 8,
+    }
     assert [r.route for r in engine.scored[8:]] == ["score"] * 8
     rerouted = synthetic_cfg(tmp_path, 4, *ensemble, "reward_models.rm.route=pooling")
     assert local_run(rerouted, engine)["requests"]["reward_rm"] == 8
@@ -301,10 +341,17 @@ def test_a_failed_reward_excludes_its_sample_and_retry_failed_asks_for_it_alone(
     assert manifest["judges"]["reward_rm"]["failed"] == 1 and manifest["judges"]["reward_rm"]["ok"] == 3
     assert manifest["pairs"]["samples_excluded"]["no_judgment"] == 1
     failed = RunStore(cfg.output_dir).read("rewards").filter(pl.col("error").is_not_null())
-    assert failed.select("prompt_id", "sample_idx", "score", "error").rows() == [("p1", 0, None, "HTTP 500: rm down (after 4 attempts)")]
+    assert failed.select("prompt_id", "sample_idx", "score", "error").rows() == [
+        ("p1", 0, None, "HTTP 500: rm down (after 4 attempts)")
+    ]
     assert local_run(cfg, engine)["requests"]["reward_rm"] == 0  # a failed row is kept: a rerun pays nothing
-    again = local_run(synthetic_cfg(tmp_path, 2, *RM, "pairs.judges=[quality,reward_rm]", "reward_models.rm.retry_failed=true"), FakeEngine())
-    assert again["requests"] == {"sampler": 0, "judge": 0, "reward_rm": 1} and again["judges"]["reward_rm"]["failed"] == 0
+    again = local_run(
+        synthetic_cfg(tmp_path, 2, *RM, "pairs.judges=[quality,reward_rm]", "reward_models.rm.retry_failed=true"),
+        FakeEngine(),
+    )
+    assert (
+        again["requests"] == {"sampler": 0, "judge": 0, "reward_rm": 1} and again["judges"]["reward_rm"]["failed"] == 0
+    )
     assert again["pairs"]["samples_excluded"].get("no_judgment", 0) == 0
 
 
@@ -313,7 +360,16 @@ def test_an_ensemble_of_one_judge_is_that_judge_at_the_run_level(tmp_path):
     judge is b: same judgments through stage judge_b, column quality_b and the kernel."""
     from factory.rundir.store import RunStore
 
-    picks = ["prompt_id", "chosen_idx", "rejected_idx", "chosen_tokens", "rejected_tokens", "chosen_score", "rejected_score", "margin"]
+    picks = [
+        "prompt_id",
+        "chosen_idx",
+        "rejected_idx",
+        "chosen_tokens",
+        "rejected_tokens",
+        "chosen_score",
+        "rejected_score",
+        "margin",
+    ]
     for folder in ("alone", "ensemble-terms", "ensemble-vote"):
         (tmp_path / folder).mkdir()
     alone = synthetic_cfg(tmp_path / "alone", 6, "judge.sampling.seed=7", "sampler.k=4", "pairs.drop_ratio=0.2")
@@ -322,8 +378,16 @@ def test_an_ensemble_of_one_judge_is_that_judge_at_the_run_level(tmp_path):
     assert expected.height >= 3
     for combine in ("terms", "vote"):
         out = tmp_path / f"ensemble-{combine}"
-        cfg = synthetic_cfg(out, 6, "judges.b.sampling.seed=7", f"judges.b.rubric_file={tmp_path / 'alone' / 'rubric.txt'}",
-                            "sampler.k=4", "pairs.drop_ratio=0.2", "pairs.judges=[quality_b]", f"pairs.combine={combine}")  # fmt: skip
+        cfg = synthetic_cfg(
+            out,
+            6,
+            "judges.b.sampling.seed=7",
+            f"judges.b.rubric_file={tmp_path / 'alone' / 'rubric.txt'}",
+            "sampler.k=4",
+            "pairs.drop_ratio=0.2",
+            "pairs.judges=[quality_b]",
+            f"pairs.combine={combine}",
+        )
         manifest = local_run(cfg)
         assert manifest["fingerprints"]["judge_b"] == local_run(alone)["fingerprints"]["judge"]
         got = RunStore(cfg.output_dir).read("pairs").select(picks).sort("prompt_id")
@@ -339,7 +403,8 @@ def test_a_reward_model_alone_judges_a_run_when_the_genrm_is_off(tmp_path):
     with pytest.raises(ConfigError) as raised:
         preflight(synthetic_cfg(tmp_path, 2, "judge.enabled=false", *RM))
     assert str(raised.value) == (
-        "pairs.judges: no configured judge makes the column 'quality' (judge.enabled is false); judge columns: reward_rm"
+        "pairs.judges: no configured judge makes the column 'quality' (judge.enabled is false); judge columns: "
+        "reward_rm"
     )
     engine = FakeEngine()
     cfg = synthetic_cfg(tmp_path, 4, "judge.enabled=false", *RM, "pairs.judges=[reward_rm]", "pairs.drop_ratio=0")
@@ -383,7 +448,9 @@ def test_a_target_run_counts_every_judges_requests_over_its_draws(tmp_path):
     manifest = local_run(cfg, engine)
     assert len(manifest["target"]["draws"]) >= 2 and manifest["target"]["met"]
     asked = manifest["counts"]["prompts_valid"] * 2
-    assert manifest["requests"] == {"sampler": asked, "judge": asked, "reward_rm": asked} == {
-        name: j["requests"] for name, j in {"sampler": {"requests": asked}, **manifest["judges"]}.items()
-    }
+    assert (
+        manifest["requests"]
+        == {"sampler": asked, "judge": asked, "reward_rm": asked}
+        == {name: j["requests"] for name, j in {"sampler": {"requests": asked}, **manifest["judges"]}.items()}
+    )
     assert len(engine.scored) == asked

@@ -31,7 +31,9 @@ def test_the_sft_term_on_chosen_is_in_the_loss_with_its_weight(recipe, tmp_path)
     else:  # TRL without rpo_alpha: the same loss as sigmoid + alpha x NLL on chosen
         assert list(config.loss_type) == ["sigmoid", "sft"] and list(config.loss_weights) == [1.0, 0.5]
     assert recipe.sft_term(config) != "none"
-    plain = recipe.dpo_config(recipe.parse_args(["--data", "x", "--out", str(tmp_path), "--rpo-alpha", "0"]), output_dir=str(tmp_path))
+    plain = recipe.dpo_config(
+        recipe.parse_args(["--data", "x", "--out", str(tmp_path), "--rpo-alpha", "0"]), output_dir=str(tmp_path)
+    )
     assert recipe.sft_term(plain) == "none"
 
 
@@ -41,7 +43,9 @@ def test_pairs_are_read_from_an_export_or_a_run_directory(recipe, tmp_path, caps
     run = tmp_path / "run"
     make_run(str(run), n_prompts=6, k=4)
     conversational = recipe.load_pairs(str(run))  # a run directory: its pairs/
-    assert conversational.column_names == ["prompt", "chosen", "rejected"] and isinstance(conversational[0]["prompt"], list)
+    assert conversational.column_names == ["prompt", "chosen", "rejected"] and isinstance(
+        conversational[0]["prompt"], list
+    )
     template = ROOT / "tests" / "pairs" / "fixtures" / "templates" / "deepseek_r1"
     assert main(["export", str(run), "--template", str(template), "--name", "r1"]) == 0
     standard = recipe.load_pairs(str(run / "export" / "r1"), limit=2)

@@ -46,4 +46,6 @@ def test_trl_sees_conversational_preference_rows_and_renders_them(pairs_file):
     assert answer in rendered["chosen"]
     for side in ("chosen", "rejected"):  # a think block exactly where the sample has reasoning (never an empty one)
         content = dataset[0][side][0]["content"]
-        assert ("<think>" in rendered[side]) == content.startswith("<think>\n") and "<think>\n\n</think>" not in rendered[side]
+        assert ("<think>" in rendered[side]) == content.startswith(
+            "<think>\n"
+        ) and "<think>\n\n</think>" not in rendered[side]

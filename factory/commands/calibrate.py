@@ -5,11 +5,11 @@ prompt with a clearly better and a clearly worse host reply:
 
     {"id": "cal-01", "product_info": {...}, "history": [...], "question": "...", "better": "...", "worse": "..."}
 
-Both replies are judged apart (pointwise, as the pipeline judges samples), with the run's judge
-config: engine, rubric, scale, votes, re-asks; with judge.mode group, together in one request as answers
-A and B (their order shuffled by the seed; judge.orders 2 asks both orders), as a group is judged. A row agrees when the better reply's quality is
-strictly higher, ties when both are equal, disagrees when lower, and is unscored when either side
-has no usable vote. Nothing is cached: a calibration always asks the judge.
+Both replies are judged apart (pointwise, as the pipeline judges samples), with the run's judge config:
+engine, rubric, scale, votes, re-asks; with judge.mode group, together in one request as answers A and B
+(their order shuffled by the seed; judge.orders 2 asks both orders), as a group is judged. A row agrees when
+the better reply's quality is strictly higher, ties when both are equal, disagrees when lower, and is unscored
+when either side has no usable vote. Nothing is cached: a calibration always asks the judge.
 
     agreement = agree / rows   (a judge that ignores the reply ties every row: 0; a coin flip: ~0.5)
 
@@ -35,6 +35,7 @@ from factory.rundir.hashing import derive_seed
 from factory.prompts import InvalidRow, read_rows, render_product_info
 from factory.rundir.schemas import JUDGMENTS
 from factory.stages import judge as judge_stage
+from factory.stages.base import BaseStage
 from factory.rundir.store import RunStore
 
 DEFAULT_DATA = defaults.CALIBRATION  # package data (factory/data/calibration.jsonl; conf/data/ links to it)
@@ -186,7 +187,7 @@ def agreement(rows: list[dict], judgments: pl.DataFrame) -> tuple[pl.DataFrame, 
     return per_row, summary
 
 
-class CalibrationStage:
+class CalibrationStage(BaseStage):
     """Judges the calibration plan (stage contract, factory/stages/base.py); nothing is cached, so
     its plan is every request, whatever is stored."""
 
@@ -194,8 +195,7 @@ class CalibrationStage:
     table = "judgments"
     key = judge_stage.KEY
     schema = JUDGMENTS
-    upstream = None
-    inputs = ()  # its plan is given whole
+    batch_fields = ("cfg", "judge_fp")  # its plan is given whole: no inputs, no upstream
     run_batch = staticmethod(judge_stage.judge_batch)
 
     def __init__(self, plan: list[dict], cfg: JudgeConfig, judge_fp: str):
@@ -206,21 +206,10 @@ class CalibrationStage:
             self.answers = lambda r: [(r["prompt_id"], i, r["sampler_fp"], r["vote"]) for i in r["members"]]
             self.rows_of = lambda work: 2 * (work.height if isinstance(work, pl.DataFrame) else len(work))
 
-    @property
-    def batch_size(self) -> int:
-        return self.engine.batch_size
-
-    @property
-    def batch_args(self) -> tuple:
-        return (self.cfg, self.judge_fp)
-
     def plan(self, store: Any) -> pl.DataFrame:
         if self.group:
             return pl.DataFrame(self.requests)
         return pl.DataFrame(self.requests, schema=judge_stage.REQUEST_SCHEMA)
-
-    def follow(self, rows: list[dict]) -> list[dict]:
-        return []
 
     def render(self, work: list[dict]) -> list[dict]:
         return work  # planned already rendered
@@ -281,10 +270,10 @@ def run_calibration(
     t0 = time.perf_counter()
     data = data or str(DEFAULT_DATA)
     out = out or f"{cfg.output_dir.rstrip('/')}/calibration"
-    rubric = graph.rubric_text(cfg)
-    judge_stage.check_rubric(rubric, "judge.rubric_file")
+    node = graph.GenRMNode.of(cfg)  # the run's primary judge: its rubric and fingerprint
+    rubric, judge_fp = node.rubric, node.fingerprint
+    judge_stage.check_rubric(rubric, f"{node.key}.rubric_file")
     model = graph.model_id(cfg.judge.engine, "judge.engine")
-    judge_fp = judge_stage.judge_fingerprint(cfg.judge, model, rubric)
     rows, invalid = load_calibration(data, limit)
     for bad in invalid:
         print(f"[calibrate] row {bad['row_index']} invalid: {bad['reason']}", file=sys.stderr)
@@ -334,15 +323,27 @@ def summary_table(summary: dict[str, Any]) -> str:
     rows = [
         ("judge", f"{summary['engine']} {summary['model']}"),
         ("rows (invalid)", f"{summary['rows']} ({summary['rows_invalid']})"),
-        ("agree / tie / disagree / unscored", f"{summary['agree']} / {summary['tie']} / {summary['disagree']} / {summary['unscored']}"),
+        (
+            "agree / tie / disagree / unscored",
+            f"{summary['agree']} / {summary['tie']} / {summary['disagree']} / {summary['unscored']}",
+        ),
         ("agreement (all rows)", share(summary["agreement"])),
         ("agreement (scored rows)", share(summary["agreement_of_scored"])),
         ("mean score better / worse", f"{score(summary['mean_score_better'])} / {score(summary['mean_score_worse'])}"),
         ("judgments by parse_status", statuses),
-        ("judge mode", f"{summary.get('mode', 'pointwise')}" + (f", {summary['orders']} orders" if summary.get("orders", 1) > 1 else "")),
+        (
+            "judge mode",
+            f"{summary.get('mode', 'pointwise')}"
+            + (f", {summary['orders']} orders" if summary.get("orders", 1) > 1 else ""),
+        ),
         ("LLM requests", str(summary["requests"])),
-        ("prompt tokens per judgment", "-" if summary.get("prompt_tokens_per_judgment") is None else f"{summary['prompt_tokens_per_judgment']:.0f}"),
+        (
+            "prompt tokens per judgment",
+            "-"
+            if summary.get("prompt_tokens_per_judgment") is None
+            else f"{summary['prompt_tokens_per_judgment']:.0f}",
+        ),
         ("time", f"{summary['seconds']:.1f}s"),
         ("output", summary["output"]),
-    ]  # fmt: skip
+    ]
     return table(rows, "factory calibrate")

@@ -33,6 +33,7 @@ from typing import Any
 import yaml
 
 from factory.commands.page_html import essentials, funnel_steps
+from factory.commands.present import markdown
 from factory.rundir.store import RunStore
 
 CARD = "README.md"
@@ -64,14 +65,7 @@ def front_matter(tables: list[tuple[str, str]]) -> str:
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
-    def cell(value: Any) -> str:
-        return str(value).replace("|", "\\|").replace("\n", " ")
-
-    return [
-        "| " + " | ".join(headers) + " |",
-        "|" + "---|" * len(headers),
-        *("| " + " | ".join(cell(v) for v in row) + " |" for row in rows),
-    ]
+    return markdown(headers, rows).splitlines()  # the reports' one Markdown table renderer
 
 
 def render(manifest: dict[str, Any], tables: list[tuple[str, str]]) -> str:
@@ -96,7 +90,9 @@ def render(manifest: dict[str, Any], tables: list[tuple[str, str]]) -> str:
     ]
     if conf:
         lines += ["## Generating config", ""]
-        lines += _table(["setting", "value"], essentials(conf, stats.get("terms") or [], manifest.get("output_dir", "")))
+        lines += _table(
+            ["setting", "value"], essentials(conf, stats.get("terms") or [], manifest.get("output_dir", ""))
+        )
         lines += [""]
     p = conf.get("pairs") or {}
     if p:
@@ -105,13 +101,26 @@ def render(manifest: dict[str, Any], tables: list[tuple[str, str]]) -> str:
     if stats:
         lines += ["## Funnel", ""]
         steps = funnel_steps(stats, manifest, [])
-        lines += _table(["step", "count", "lost"], [[s, n, ", ".join(f"{r} {c}" for r, c in why if c) or "-"] for s, n, why in steps])
+        lines += _table(
+            ["step", "count", "lost"],
+            [[s, n, ", ".join(f"{r} {c}" for r, c in why if c) or "-"] for s, n, why in steps],
+        )
         lines += [""]
     if counts:
-        lines += ["## Counts", "", *_table(["count", "value"], [[k, v] for k, v in counts.items() if not isinstance(v, dict)]), ""]
+        lines += [
+            "## Counts",
+            "",
+            *_table(["count", "value"], [[k, v] for k, v in counts.items() if not isinstance(v, dict)]),
+            "",
+        ]
     fingerprints = manifest.get("fingerprints") or {}
     if fingerprints:
-        lines += ["## Fingerprints", "", *_table(["stage", "fingerprint"], [[k, v] for k, v in fingerprints.items()]), ""]
+        lines += [
+            "## Fingerprints",
+            "",
+            *_table(["stage", "fingerprint"], [[k, v] for k, v in fingerprints.items()]),
+            "",
+        ]
     versions = manifest.get("versions") or {}
     if versions:
         lines += ["## Versions", "", ", ".join(f"{k} {v}" for k, v in versions.items()), ""]

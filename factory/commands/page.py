@@ -4,13 +4,13 @@
     info = write_page(store, cfg, manifest, scored, report=numbers, frames=frames, judgments=j, prompts=p)
                                                               # what `factory report` calls (nothing recomputed)
 
-The page holds, in one HTML file with no network access (styles, script and plots inline: the
-report's plots as SVG drawn in milliseconds, stored PNGs as base64): the run at a glance (config essentials, fingerprints, versions, the funnel prompts ->
-samples -> valid -> groups -> pairs with every exclusion reason, requests, tokens, spend, engine
-starts, wall times), the report's tables and plots (plus sweep/*.png and the eval's score_vs_rt.png
-when they exist), the judges and their agreement, and three browsers: the kept pairs (chosen and
-rejected side by side; search, sort by margin or token gap, filter by strategy and prompt), the
-groups that gave no kept pair (by reason) and the excluded samples (by reason).
+The page holds, in one HTML file with no network access (styles, script and plots inline: the report's plots
+as SVG drawn in milliseconds, stored PNGs as base64): the run at a glance (config essentials, fingerprints,
+versions, the funnel prompts -> samples -> valid -> groups -> pairs with every exclusion reason, requests,
+tokens, spend, engine starts, wall times), the report's tables and plots (plus sweep/*.png and the eval's
+score_vs_rt.png when they exist), the judges and their agreement, and three browsers: the kept pairs (chosen
+and rejected side by side; search, sort by margin or token gap, filter by strategy and prompt), the groups
+that gave no kept pair (by reason) and the excluded samples (by reason).
 
 What the browsers hold is one JSON document in a `<script type="application/json">` element, drawn by a
 small vanilla script that only ever sets text (model text is untrusted: no HTML is parsed from it).
@@ -98,12 +98,11 @@ class _Sides:
     """Sample records fetched by their row in the scored frame, each fetched once."""
 
     def __init__(self, scored: pl.DataFrame, cfg: Any, reasons: pl.DataFrame | None, max_text_chars: int):
-        from factory.commands.report import SCORE_COLUMNS
-        from factory.pairs.terms import NOT_JUDGES
+        from factory.config.kinds import score_columns
 
         self.scored = scored
         self.scale = cfg.judge.scale_max
-        self.extra = [c for c in scored.select(pl.col(SCORE_COLUMNS)).columns if c not in NOT_JUDGES]
+        self.extra = score_columns(scored.columns)
         self.reasons = reasons
         self.limit = max_text_chars
         self.records: dict[int, dict[str, Any]] = {}

@@ -13,6 +13,9 @@ from typing import Any
 import numpy as np
 
 from factory.commands.page_assets import CSS, SCRIPT
+from factory.commands.present import Table
+from factory.commands.report import report_tables
+from factory.config.kinds import JUDGE_KINDS
 
 
 def _text(value: Any, digits: int = 3) -> str:
@@ -44,10 +47,6 @@ def _section(anchor: str, title: str, body: str, note: str = "") -> str:
     return f'<section id="{anchor}"><h2>{html.escape(title)}</h2>{note_html}{body}</section>'
 
 
-def _rate(n: int, total: int) -> str:
-    return f"{100 * n / total:.1f}%" if total else "-"
-
-
 def funnel_steps(
     pairs: dict[str, Any], manifest: dict[str, Any], invalid: list[tuple[str, int]]
 ) -> list[tuple[str, int, list[tuple[str, int]]]]:
@@ -68,7 +67,11 @@ def funnel_steps(
         )
     if counts.get("samples_expected") is not None:
         adaptive = manifest.get("adaptive")
-        asked = f"samples asked (adaptive, {adaptive['k_min']} to K={k} a prompt)" if adaptive else f"samples asked (x K={k})"
+        asked = (
+            f"samples asked (adaptive, {adaptive['k_min']} to K={k} a prompt)"
+            if adaptive
+            else f"samples asked (x K={k})"
+        )
         steps.append((asked if k else "samples asked", counts["samples_expected"], []))
     stored = pairs["samples_total"]
     failed = pairs["samples_excluded"].get("engine_error", 0)
@@ -120,18 +123,33 @@ def essentials(conf: dict[str, Any], terms: list[dict[str, Any]], output: str) -
     sampler, judge, p = conf["sampler"], conf["judge"], conf["pairs"]
     rows = [
         ["prompts", f"{conf['prompts']['path']} (limit {conf['prompts']['limit']})"],
-        ["sampler", f"{sampler['engine']['kind']}:{sampler['engine']['model'] or 'embedded'} x{sampler['engine']['replicas']}"],
-        ["sampling", f"K={sampler['k']}, temperature {sampler['sampling']['temperature']}, top_p {sampler['sampling']['top_p']}, "
-                     f"max_tokens {sampler['sampling']['max_tokens']}, stop {sampler['sampling']['stop']}"],
-        ["judge", f"{judge['engine']['kind']}:{judge['engine']['model'] or 'embedded'}, votes {judge['votes']}, "
-                  f"scale 0..{judge['scale_max']:g}, rubric {judge['rubric_file'] or 'default'}" if judge.get("enabled", True) else "off"],
-        ["other judges", ", ".join([f"judges.{n}" for n in conf["judges"]] + [f"reward_models.{n}" for n in conf["reward_models"]]) or "-"],
-        ["pairs", f"{p['strategy']}, pairing {p['pairing']}, w_len {p['w_len']}, w_quality {p['w_quality']}, "
-                  f"drop_ratio {p['drop_ratio']}, min_margin {p['min_margin']}, cap {p['max_pairs_per_group']}"],
+        [
+            "sampler",
+            f"{sampler['engine']['kind']}:{sampler['engine']['model'] or 'embedded'} x{sampler['engine']['replicas']}",
+        ],
+        [
+            "sampling",
+            f"K={sampler['k']}, temperature {sampler['sampling']['temperature']}, top_p "
+            f"{sampler['sampling']['top_p']}, "
+            f"max_tokens {sampler['sampling']['max_tokens']}, stop {sampler['sampling']['stop']}",
+        ],
+        [
+            "judge",
+            f"{judge['engine']['kind']}:{judge['engine']['model'] or 'embedded'}, votes {judge['votes']}, "
+            f"scale 0..{judge['scale_max']:g}, rubric {judge['rubric_file'] or 'default'}"
+            if judge.get("enabled", True)
+            else "off",
+        ],
+        ["other judges", ", ".join(f"{k.section}.{n}" for k in JUDGE_KINDS for n in conf[k.section]) or "-"],
+        [
+            "pairs",
+            f"{p['strategy']}, pairing {p['pairing']}, w_len {p['w_len']}, w_quality {p['w_quality']}, "
+            f"drop_ratio {p['drop_ratio']}, min_margin {p['min_margin']}, cap {p['max_pairs_per_group']}",
+        ],
         ["judges of S", f"{', '.join(p['judges'])} (combine {p['combine']}), dedupe {p['dedupe']}"],
         ["terms", ", ".join(t["name"] for t in terms)],
         ["output", output],
-    ]  # fmt: skip
+    ]
     return rows
 
 
@@ -203,72 +221,24 @@ def glance(cfg: Any, manifest: dict[str, Any], report: dict[str, Any], metrics: 
     return "".join(out)
 
 
-def report_tables(report: dict[str, Any], cfg: Any) -> str:
-    """The tables of `factory report`, from its numbers."""
-    scale = cfg.judge.scale_max
-    out = [_table(["set", "n", f"mean score /{scale:g}", "mean tokens", "max tokens", "mean RT (s)", "max RT (s)"],
-                  [[r["set"], r["n"], r["mean_score"], r["mean_tokens"], r["max_tokens"], r["mean_rt_s"], r["max_rt_s"]]
-                   for r in report["table"]])]  # fmt: skip
-    out.append(f'<p class="note">RT = decoded tokens / {cfg.decode_tokens_per_s:g} tokens/s (decode_tokens_per_s).</p>')
-    pairs = report["pairs"]
-    out.append("<h3>Terms of S</h3>")
-    out.append(_table(["term", "source", "weight", "norm", "direction", "exclude above", "exclude below"],
-                      [[t["name"], t["source"], t["weight"], t["norm"], t["direction"], t["exclude_above"], t["exclude_below"]]
-                       for t in pairs["terms"]]))  # fmt: skip
-    l2s = report["long2short"]
-    out.append("<h3>long2short</h3>")
-    out.append(_table(["mean chosen tokens", "mean rejected tokens", "groups succeeded", "groups", "no sample under limit"],
-                      [[l2s["mean_chosen_tokens"], l2s["mean_rejected_tokens"], l2s["groups_succeeded"], l2s["groups_total"],
-                        f"{l2s['groups_no_short_sample']} (limit {l2s['max_chosen_tokens']} tokens)"]]))  # fmt: skip
-    judged = report["judgments"]
-    rows = [[f"judgment {s}", n, _rate(n, judged["total"])] for s, n in sorted(judged["by_status"].items())]
-    rows += [
-        [f"samples excluded: {r}", n, _rate(n, pairs["samples_total"])] for r, n in pairs["samples_excluded"].items()
-    ]
-    rows += [[f"groups: {b}", n, _rate(n, pairs["groups"])] for b, n in pairs["groups_by_outcome"].items()]
-    rows += [
-        [f"candidate pairs: {o}", n, _rate(n, pairs["pairs_candidate"])] for o, n in pairs["pairs_by_outcome"].items()
-    ]
-    out.append("<h3>Rates</h3>")
-    out.append(_table(["what", "count", "rate"], [r for r in rows if r[1]]))
-    out.append(
-        '<p class="note">Reasons, buckets and outcomes with a count of 0 are left out (report.md lists them).</p>'
-    )
-    return "".join(out)
-
-
-def judges_section(report: dict[str, Any]) -> str:
+def tables_html(tables: list[Table]) -> str:
+    """Report tables (factory.commands.report.report_tables) as HTML: each under its <h3> title, its note
+    before it, its after-sentence below; every value escaped."""
     out = []
-    if report.get("judges"):
-        tokens = lambda j: "-" if j.get("prompt_tokens_per_judgment") is None else f"{j['prompt_tokens_per_judgment']:.0f}"  # noqa: E731
-        out.append(_table(["judge", "kind", "column", "ok", "failed", "key", "mode", "prompt tokens / judgment"],
-                          [[j["stage"], j["kind"], j["column"], j["ok"], j["failed"], j["key"], j.get("mode") or "-", tokens(j)]
-                           for j in report["judges"]]))  # fmt: skip
-    agreement = report["pairs"].get("judge_agreement") or {}
-    if agreement:
-        out.append(
-            '<p class="note">Agreement: the share of groups where both judges pick the same chosen and rejected sample.</p>'
-        )
-        out.append(
-            _table(
-                ["judges", "agreement"], [[k, "-" if v is None else f"{100 * v:.1f}%"] for k, v in agreement.items()]
-            )
-        )
-    if report.get("score_columns"):
-        out.append("<h3>Score columns (mean)</h3>")
-        out.append(_table(["column", "valid", "chosen", "rejected"],
-                          [[r["column"], r["valid"], r["chosen"], r["rejected"]] for r in report["score_columns"]]))  # fmt: skip
-    if report.get("tags"):
-        out.append("<h3>Tags (share of samples)</h3>")
-        out.append(_table(["tag", "valid", "chosen", "rejected"],
-                          [[r["tag"], *("-" if r[s] is None else f"{100 * r[s]:.1f}%" for s in ("valid", "chosen", "rejected"))]
-                           for r in report["tags"]]))  # fmt: skip
-    return "".join(out) or '<p class="note">No judge rows.</p>'
+    for t in tables:
+        out += [f"<h3>{html.escape(t.title)}</h3>"] if t.title else []
+        out += [f'<p class="note">{html.escape(t.note)}</p>'] if t.note else []
+        out.append(_table(t.headers, t.rows))
+        out += [f'<p class="note">{html.escape(t.after)}</p>'] if t.after else []
+    return "".join(out)
 
 
 def image(title: str, png: bytes) -> str:
     data = base64.b64encode(png).decode()
-    return f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(title)}</figcaption></figure>'
+    return (
+        f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{html.escape(title)}</figcaption></figure>"
+    )
 
 
 def figure(title: str, svg: str) -> str:
@@ -289,7 +259,8 @@ def render_html(title: str, sections: list[str], data: dict[str, Any], nav: list
         f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"
         f"<header><h1>{html.escape(title)}</h1><nav>{links}</nav></header><main>"
         + "".join(sections)
-        + f'</main><script type="application/json" id="page-data">{blob}</script><script>{SCRIPT}</script></body></html>'
+        + f'</main><script type="application/json" id="page-data">{blob}</script>'
+        + f"<script>{SCRIPT}</script></body></html>"
     )
 
 
@@ -298,8 +269,10 @@ def _browser(kind: str, label: str) -> str:
     controls = {
         "pairs": '<input type="search" id="pairs-search" placeholder="search prompt, answers, reasoning">'
         '<label>sort <select id="pairs-sort"><option value="margin-desc">margin, largest first</option>'
-        '<option value="margin-asc">margin, smallest first</option><option value="gap-desc">token gap, largest first</option>'
-        '<option value="gap-asc">token gap, smallest first</option><option value="prompt">prompt id</option></select></label>'
+        '<option value="margin-asc">margin, smallest first</option><option value="gap-desc">token gap, largest '
+        "first</option>"
+        '<option value="gap-asc">token gap, smallest first</option><option value="prompt">prompt '
+        "id</option></select></label>"
         '<label>strategy <select id="pairs-strategy"></select></label>'
         '<label>prompt <input id="pairs-prompt" list="prompt-ids" placeholder="prompt_id"></label>',
         "dropped": '<input type="search" id="dropped-search" placeholder="search text">'
@@ -312,7 +285,8 @@ def _browser(kind: str, label: str) -> str:
     return (
         f'<div class="controls" id="{kind}-controls">{controls}</div>'
         f'<p class="count"><span id="{kind}-count" data-n="0"></span> <span id="{kind}-note" class="note"></span></p>'
-        f'<div class="pager" id="{kind}-pager-top"></div><div class="list" id="{kind}-list" aria-label="{html.escape(label)}"></div>'
+        f'<div class="pager" id="{kind}-pager-top"></div><div class="list" id="{kind}-list" '
+        f'aria-label="{html.escape(label)}"></div>'
         f'<div class="pager" id="{kind}-pager"></div>'
     )
 
@@ -328,23 +302,53 @@ def build_page(
     note: str | None = None,
 ) -> str:
     title = f"factory run: {manifest.get('output_dir') or cfg.output_dir}"
+    tables = report_tables(report, cfg)  # the same tables as report.md
     warning = f'<p class="warn">{html.escape(note)}</p>' if note else ""
     generated = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     sections = [
-        _section("glance", "The run at a glance", warning + glance(cfg, manifest, report, metrics),
-                 f"Page written {generated}; pair numbers are the pair kernel's with this report's settings."),
-        _section("funnel", "Funnel", funnel(report, manifest, invalid or []),
-                 "Each step with what it lost and why; bars are scaled to the largest step."),
-        _section("tables", "Samples and pairs", report_tables(report, cfg)),
+        _section(
+            "glance",
+            "The run at a glance",
+            warning + glance(cfg, manifest, report, metrics),
+            f"Page written {generated}; pair numbers are the pair kernel's with this report's settings.",
+        ),
+        _section(
+            "funnel",
+            "Funnel",
+            funnel(report, manifest, invalid or []),
+            "Each step with what it lost and why; bars are scaled to the largest step.",
+        ),
+        _section("tables", "Samples and pairs", tables_html([t for t in tables if t.place == "tables"])),
         _section("plots", "Plots", '<div class="plots">' + "".join(figures) + "</div>"),
-        _section("judges", "Judges", judges_section(report)),
-        _section("pairs", "Pairs", _browser("pairs", "kept pairs"),
-                 "Chosen (left) and rejected (right); the reasoning is folded. Token gap = rejected - chosen tokens."),
-        _section("dropped", "Groups without a kept pair", _browser("dropped", "dropped groups"),
-                 "Each group's best candidate pair and why it was not kept; groups with fewer than 2 valid samples show their samples."),
+        _section(
+            "judges",
+            "Judges",
+            tables_html([t for t in tables if t.place == "judges"]) or '<p class="note">No judge rows.</p>',
+        ),
+        _section(
+            "pairs",
+            "Pairs",
+            _browser("pairs", "kept pairs"),
+            "Chosen (left) and rejected (right); the reasoning is folded. Token gap = rejected - chosen tokens.",
+        ),
+        _section(
+            "dropped",
+            "Groups without a kept pair",
+            _browser("dropped", "dropped groups"),
+            "Each group's best candidate pair and why it was not kept; groups with fewer than 2 valid samples show "
+            "their samples.",
+        ),
         _section("excluded", "Excluded samples", _browser("excluded", "excluded samples")),
         '<datalist id="prompt-ids"></datalist>',
-    ]  # fmt: skip
-    nav = [("glance", "at a glance"), ("funnel", "funnel"), ("tables", "tables"), ("plots", "plots"), ("judges", "judges"),
-           ("pairs", "pairs"), ("dropped", "dropped groups"), ("excluded", "excluded samples")]  # fmt: skip
+    ]
+    nav = [
+        ("glance", "at a glance"),
+        ("funnel", "funnel"),
+        ("tables", "tables"),
+        ("plots", "plots"),
+        ("judges", "judges"),
+        ("pairs", "pairs"),
+        ("dropped", "dropped groups"),
+        ("excluded", "excluded samples"),
+    ]
     return render_html(title, sections, data, nav)

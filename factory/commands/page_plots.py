@@ -60,8 +60,10 @@ def histogram(
 
     out = [
         f'<svg class="plot" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" height="{HEIGHT}" role="img" '
-        f'aria-label="{html.escape(title)}" xmlns="http://www.w3.org/2000/svg" font-size="11" font-family="sans-serif">',
-        f'<text x="{WIDTH / 2}" y="16" text-anchor="middle" font-size="13" font-weight="600">{html.escape(title)}</text>',
+        f'aria-label="{html.escape(title)}" xmlns="http://www.w3.org/2000/svg" font-size="11" '
+        'font-family="sans-serif">',
+        f'<text x="{WIDTH / 2}" y="16" text-anchor="middle" font-size="13" '
+        f'font-weight="600">{html.escape(title)}</text>',
     ]
     for tick in _ticks(0, top, 5):
         y = sy(tick)
@@ -93,7 +95,8 @@ def histogram(
             base = base + count
     for x, _ in lines:
         out.append(
-            f'<line x1="{sx(x):.1f}" x2="{sx(x):.1f}" y1="{TOP}" y2="{TOP + height}" stroke="#d62728" stroke-dasharray="5,3"/>'
+            f'<line x1="{sx(x):.1f}" x2="{sx(x):.1f}" y1="{TOP}" y2="{TOP + height}" stroke="#d62728" '
+            'stroke-dasharray="5,3"/>'
         )
     legend = [(name, COLORS[i % len(COLORS)], "") for i, (name, _) in enumerate(clean) if len(clean) > 1]
     legend += [(label, "#d62728", "5,3") for _, label in lines]
@@ -101,14 +104,16 @@ def histogram(
         y = TOP + 8 + 14 * i
         x = LEFT + width - 230
         out.append(
-            f'<line x1="{x}" x2="{x + 16}" y1="{y}" y2="{y}" stroke="{color}" stroke-width="3" stroke-dasharray="{dash}"/>'
+            f'<line x1="{x}" x2="{x + 16}" y1="{y}" y2="{y}" stroke="{color}" stroke-width="3" '
+            f'stroke-dasharray="{dash}"/>'
         )
         out.append(f'<text x="{x + 20}" y="{y + 4}">{html.escape(name)}</text>')
     out.append(f'<line x1="{LEFT}" x2="{LEFT + width}" y1="{TOP + height}" y2="{TOP + height}" stroke="#555"/>')
     out.append(f'<line x1="{LEFT}" x2="{LEFT}" y1="{TOP}" y2="{TOP + height}" stroke="#555"/>')
     out.append(f'<text x="{LEFT + width / 2}" y="{HEIGHT - 8}" text-anchor="middle">{html.escape(xlabel)}</text>')
     out.append(
-        f'<text transform="translate(13 {TOP + height / 2}) rotate(-90)" text-anchor="middle">{html.escape(ylabel)}</text>'
+        f'<text transform="translate(13 {TOP + height / 2}) rotate(-90)" '
+        f'text-anchor="middle">{html.escape(ylabel)}</text>'
     )
     out.append("</svg>")
     return "".join(out)
@@ -134,7 +139,8 @@ def report_plots(report: dict[str, Any], cfg: Any) -> dict[str, str]:
     margins_values = margins_values[np.isfinite(margins_values)]
     delta = pairs["delta"]
     margins = histogram(
-        f"Margins ({report['strategy']}, {pairs['pairing']}, w_len {cfg.pairs.w_len:g}, drop_ratio {cfg.pairs.drop_ratio:g})",
+        f"Margins ({report['strategy']}, {pairs['pairing']}, w_len {cfg.pairs.w_len:g}, drop_ratio "
+        f"{cfg.pairs.drop_ratio:g})",
         [("candidate pairs", margins_values)],
         np.histogram_bin_edges(margins_values if len(margins_values) else [0.0, 1.0], bins=40),
         "candidate pair margin S_chosen - S_rejected",

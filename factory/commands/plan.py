@@ -3,11 +3,12 @@
 Per stage of the graph, from what the run directory already holds (no engine is built, no model loaded):
 
     requests        the stage's own planning, `stage.plan(store)`: exact for a stage fed by stored rows (the
-                    sampler; the judge for samples already stored). Under sampler.adaptive the sampler's
-                    later steps are estimated from the stored decisions (where the stored groups stopped;
-                    every waiting group at sampler.k, an upper bound, when none is stored) and marked "~". Work that comes from rows not made yet
-                    (the judge of samples still to sample) is estimated: upstream requests x the observed
-                    share of stored samples that can be judged x votes, and marked "~".
+                    sampler; the judge for samples already stored). Under sampler.adaptive the sampler's later
+                    steps are estimated from the stored decisions (where the stored groups stopped; every
+                    waiting group at sampler.k, an upper bound, when none is stored) and marked "~". Work that
+                    comes from rows not made yet (the judge of samples still to sample) is estimated: upstream
+                    requests x the observed share of stored samples that can be judged x votes, and marked
+                    "~".
     prompt tokens   the rendered requests counted with the engine's tokenizer where one is at hand without a
                     model (`engine.tokenizer`: a tokenizer.json, or `server` for a running server's /tokenize;
                     a vLLM model folder's tokenizer.json); else estimated from characters: at the chars/token
@@ -31,7 +32,7 @@ from typing import Any, Callable
 import polars as pl
 
 from factory.config import EngineConfig, RunConfig, StageCostConfig
-from factory.executor.budget import price_key, priced, tokens_text, unpriced_paid, usd, usd_text
+from factory.executor.budget import priced, tokens_text, unpriced_paid, usd, usd_text
 from factory.rundir.schemas import JUDGMENTS, REWARDS, SAMPLES
 from factory.stages.sample import SampleStage
 from factory.rundir.store import RunStore
@@ -141,7 +142,8 @@ def _passing_share(stage: Any, store: RunStore, up: pl.DataFrame | None) -> tupl
     if not text.height:
         return 1.0, ""
     passed = prefiltered(text, prefilter)["exclusion"].is_null().sum()
-    return passed / text.height, f" x {passed / text.height:.0%} passing the pair filters before judging (observed on {text.height})"
+    share = passed / text.height
+    return share, f" x {share:.0%} passing the pair filters before judging (observed on {text.height})"
 
 
 PASSING_GROUPS = 500  # prompts whose stored samples' text the pass-share estimate reads
@@ -262,7 +264,9 @@ def plan_stage(
         "gpu_hours": completion_tokens / tps / 3600 * gpus if tps and gpus else None,  # replicas split it, not add
         "wall_s": completion_tokens / (tps * stage.engine.replicas) if tps else None,
         "pool": engine_identity(stage.engine),
-        "unpriced_paid": bool(unpriced_paid([(stage.name, stage.engine, requests)], {stage.name: price} if price else {})),
+        "unpriced_paid": bool(
+            unpriced_paid([(stage.name, stage.engine, requests)], {stage.name: price} if price else {})
+        ),
         "notes": notes,
     }
     if sample:  # what a judge fed by this stage will see of its answers
@@ -292,16 +296,22 @@ def _observed_tps(store: RunStore, name: str, replicas: int) -> float | None:
 
 
 def plan_stages(
-    store: RunStore, stages: list, prices: dict[str, StageCostConfig], feeds: dict[str, dict] | None = None
+    store: RunStore,
+    stages: list,
+    prices: dict[str, StageCostConfig],
+    feeds: dict[str, dict] | None = None,
+    price_keys: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """The plan of each stage of a graph, in order (an upstream stage before the stages it feeds).
     `feeds`: stage name -> an upstream-like dict for work that arrives outside the graph (eval's imported
-    answers): requests, fingerprint, _work (prompt_id), share (value, how), answer_tokens, reasoning_tokens."""
+    answers): requests, fingerprint, _work (prompt_id), share (value, how), answer_tokens, reasoning_tokens.
+    `price_keys`: stage name -> the config key of its prices (each plan's price_key)."""
     plans: dict[str, dict[str, Any]] = {}
     for stage in stages:
         upstream = plans.get(stage.upstream) if stage.upstream else (feeds or {}).get(stage.name)
         observed = _observed_tps(store, stage.name, stage.engine.replicas)
         plans[stage.name] = plan_stage(stage, store, upstream, prices.get(stage.name), observed)
+        plans[stage.name]["price_key"] = (price_keys or {}).get(stage.name, f"cost.{stage.name}")
     return list(plans.values())
 
 
@@ -340,7 +350,6 @@ def target_prompts(cfg: RunConfig, store: RunStore) -> tuple[int, str]:
 
 def make_plan(cfg: RunConfig) -> dict[str, Any]:
     """The plan of `factory run cfg` (see the module doc); nothing is written but plan.json."""
-    from factory.executor.budget import run_prices
     from factory.graph import RunGraph
     from factory.prompts import load_prompts
 
@@ -361,7 +370,7 @@ def make_plan(cfg: RunConfig) -> dict[str, Any]:
         )
     fps = graph.fingerprints
     stages = graph.stages(prompts)
-    plans = plan_stages(store, stages, run_prices(cfg))
+    plans = plan_stages(store, stages, graph.prices(), price_keys=graph.price_keys())
     return finish(
         {
             "command": "run",
@@ -409,9 +418,13 @@ def format_plan(plan: dict[str, Any]) -> str:
         prompt = ("<= " if bound else "" if p["prompt_tokens_how"].startswith("counted") else "~") + tokens_text(
             p["prompt_tokens"]
         )
-        completion = ("<= " if "upper bound" in p["completion_tokens_how"] else "" if p["completion_tokens_how"].startswith("none") else "~") + tokens_text(
-            p["completion_tokens"]
-        )
+        completion = (
+            "<= "
+            if "upper bound" in p["completion_tokens_how"]
+            else ""
+            if p["completion_tokens_how"].startswith("none")
+            else "~"
+        ) + tokens_text(p["completion_tokens"])
         rows.append(
             [
                 p["stage"],
@@ -448,7 +461,8 @@ def format_plan(plan: dict[str, Any]) -> str:
         speed = p["tokens_per_s_per_replica"]
         if speed:
             out.append(
-                f"{p['stage']}: {speed:.1f} completion tokens/s per replica ({p['tokens_per_s_how']}) x {p['replicas']} "
+                f"{p['stage']}: {speed:.1f} completion tokens/s per replica ({p['tokens_per_s_how']}) x "
+                f"{p['replicas']} "
                 f"replica(s) of {p['gpus_per_replica']} GPU(s)"
             )
     if any(not p["tokens_per_s_per_replica"] for p in plan["stages"] if p["requests"]):
@@ -457,8 +471,9 @@ def format_plan(plan: dict[str, Any]) -> str:
             "or a finished run's metrics.json"
         )
     if unpriced:
+        keys = {p["stage"]: p.get("price_key", f"cost.{p['stage']}") for p in plan["stages"]}
         out.append(
-            "USD total leaves out " + ", ".join(f"{name} (no price: {price_key(name)}.input_usd_per_m / "
+            "USD total leaves out " + ", ".join(f"{name} (no price: {keys[name]}.input_usd_per_m / "
                                                 f"output_usd_per_m)" for name in unpriced)
         )  # fmt: skip
     elif not any(p["usd"] is not None for p in plan["stages"]):

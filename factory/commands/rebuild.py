@@ -125,7 +125,11 @@ def write_outputs(store: RunStore, graph: RunGraph, prompts: pl.DataFrame, fps: 
         print(note, file=sys.stderr)
     samples = read.samples
     usable = judgments.filter(pl.col("parse_status").is_in(USABLE)).height if judgments.height else 0
-    status = dict(zip(*judgments["parse_status"].value_counts().to_dict(as_series=False).values())) if judgments.height else {}
+    status = (
+        dict(zip(*judgments["parse_status"].value_counts().to_dict(as_series=False).values()))
+        if judgments.height
+        else {}
+    )
     counts = {
         "samples_ok": samples.filter(pl.col("error").is_null()).height,
         "samples_failed": samples.filter(pl.col("error").is_not_null()).height,

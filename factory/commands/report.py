@@ -40,14 +40,12 @@ import numpy as np
 import polars as pl
 
 from factory import pairs as pair_kernel
-from factory.commands.present import markdown, num, png, pyplot
-from factory.config import RunConfig
+from factory.commands.present import Table, markdown_tables, num, png, pyplot
+from factory.config import RunConfig, kinds
 from factory.config.strategies import LONG2SHORT
 from factory.pairs import audit, compare, long2short
-from factory.pairs.terms import NOT_JUDGES
 from factory.stages import judge as judge_stage
 
-SCORE_COLUMNS = r"^(quality_\w+|dim_\w+|reward_\w+|verify_\w+)$"
 
 
 
@@ -82,7 +80,7 @@ def score_columns(scored: pl.DataFrame, prepared: pair_kernel.Prepared, groups: 
     chosen and rejected sides."""
     kept = groups.filter(pl.col("outcome") == "kept")
     rows = []
-    for column in [c for c in scored.select(pl.col(SCORE_COLUMNS)).columns if c not in NOT_JUDGES]:
+    for column in kinds.score_columns(scored.columns):
         values = scored[column].cast(pl.Float64)
 
         def mean(positions: pl.Series, values: pl.Series = values) -> float | None:
@@ -161,7 +159,9 @@ def build_report(
         "tags": tag_shares(scored, prepared, groups),
         "judges": judge_rows(cfg, judges or {}),
         "strategies": compare.compare(scored, cfg.pairs, cfg.judge.scale_max, prepared=base),  # issue 16
-        "bias_audit": audit.bias_audit(scored, prepared, groups, cfg.pairs, cfg.judge.scale_max, judge_scales(cfg)),
+        "bias_audit": audit.bias_audit(
+            scored, prepared, groups, cfg.pairs, cfg.judge.scale_max, kinds.judge_scales(cfg)
+        ),
         "long2short": {
             "max_chosen_tokens": cfg.pairs.max_chosen_tokens,
             "mean_chosen_tokens": l2s.mean_chosen_tokens,
@@ -172,7 +172,9 @@ def build_report(
             **long2short.source_counts(l2s_groups, cfg.pairs),  # issue 16: the source's 4650 of 4915
         },
         "judgments": {
-            "total": judged, "by_status": parse, "parse_failures": failed,
+            "total": judged,
+            "by_status": parse,
+            "parse_failures": failed,
             "parse_failure_rate": failed / judged if judged else None,
         },  # fmt: skip
         "margins": groups["margin"].to_list(),
@@ -188,108 +190,104 @@ def build_report(
     }
 
 
-def render_markdown(report: dict[str, Any], cfg: RunConfig, note: str | None = None) -> str:
+def report_tables(report: dict[str, Any], cfg: RunConfig) -> list[Table]:
+    """Every table of the report, once, as data: report.md and the page (factory/commands/page_html.py)
+    render these same tables."""
     pairs, l2s = report["pairs"], report["long2short"]
     scale = f"/{cfg.judge.scale_max:g}"
-    out = [f"# factory report: {cfg.output_dir}", ""]
-    if note:
-        out += [f"> {note}", ""]
-    out += ["## Samples and pairs", ""]
-    out.append(
-        markdown(
+    tables = [
+        Table(
+            "Samples and pairs",
             ["set", "n", f"mean score {scale}", "mean tokens", "max tokens", "mean RT (s)", "max RT (s)"],
             [
                 [r["set"], r["n"], r["mean_score"], r["mean_tokens"], r["max_tokens"], r["mean_rt_s"], r["max_rt_s"]]
                 for r in report["table"]
             ],
-        )
-    )
-    out += ["", f"RT = decoded tokens / {cfg.decode_tokens_per_s:g} tokens/s (decode_tokens_per_s).", ""]
+            after=f"RT = decoded tokens / {cfg.decode_tokens_per_s:g} tokens/s (decode_tokens_per_s).",
+        )  # fmt: skip
+    ]
     threshold = "-" if pairs["delta"] is None else f"{pairs['delta']:.4f} ({pairs['delta_rule']})"
     cap = cfg.pairs.max_pairs_per_group
-    out += ["## Pairs", ""]
-    out.append(
-        markdown(
-            ["setting or count", "value"],
-            [
-                ["strategy", report["strategy"]],
-                ["pairing (cap per group)", f"{pairs['pairing']} ({'none' if cap is None else cap})"],
-                ["judges (combine)", f"{', '.join(cfg.pairs.judges)} ({pairs['combine']})"],
-                ["drop_ratio / delta", f"{cfg.pairs.drop_ratio:g} / {threshold}"],
-                ["groups (prompts with samples)", pairs["groups"]],
-                ["groups with a kept pair", pairs["groups_by_outcome"]["kept"]],
-                ["pairs kept / dropped below delta", f"{pairs['pairs_kept']} / {pairs['pairs_dropped']}"],
-                ["mean token gap (rejected - chosen)", pairs["mean_token_gap"]],
-                [
-                    f"mean score gap (chosen - rejected, {scale})",
-                    None if pairs["mean_quality_gap"] is None else pairs["mean_quality_gap"] * cfg.judge.scale_max,
-                ],
-            ],
-        )
-    )
-    out += [
-        "",
-        "## Terms",
-        "",
-        "S = sum of weight x term; a term with bounds also excludes samples (its name is the reason).",
-        "",
-    ]
-    out.append(
-        markdown(
+    gap = None if pairs["mean_quality_gap"] is None else pairs["mean_quality_gap"] * cfg.judge.scale_max
+    tables.append(Table("Pairs", ["setting or count", "value"], [
+        ["strategy", report["strategy"]],
+        ["pairing (cap per group)", f"{pairs['pairing']} ({'none' if cap is None else cap})"],
+        ["judges (combine)", f"{', '.join(cfg.pairs.judges)} ({pairs['combine']})"],
+        ["drop_ratio / delta", f"{cfg.pairs.drop_ratio:g} / {threshold}"],
+        ["groups (prompts with samples)", pairs["groups"]],
+        ["groups with a kept pair", pairs["groups_by_outcome"]["kept"]],
+        ["pairs kept / dropped below delta", f"{pairs['pairs_kept']} / {pairs['pairs_dropped']}"],
+        ["mean token gap (rejected - chosen)", pairs["mean_token_gap"]],
+        [f"mean score gap (chosen - rejected, {scale})", gap],
+    ]))  # fmt: skip
+    tables.append(
+        Table(
+            "Terms",
             ["term", "source", "weight", "norm", "direction", "excluded when", "key"],
             [
                 [t["name"], t["source"], f"{t['weight']:g}", t["norm"], t["direction"], _bounds(t), t["key"]]
                 for t in pairs["terms"]
             ],
+            note="S = sum of weight x term; a term with bounds also excludes samples (its name is the reason).",
         )
     )
     if report["score_columns"]:
-        out += ["", "## Score columns", ""]
-        out.append(
-            markdown(
+        tables.append(
+            Table(
+                "Score columns",
                 ["column", "mean on valid", "mean chosen", "mean rejected"],
                 [
                     [r["column"], num(r["valid"], 3), num(r["chosen"], 3), num(r["rejected"], 3)]
                     for r in report["score_columns"]
                 ],
+                place="judges",
             )
         )
     if report.get("tags"):
-        out += ["", "## Tags", "", "Share of samples whose judgment carries the tag.", ""]
-        out.append(
-            markdown(
-                ["tag", "valid", "chosen", "rejected"],
-                [
-                    [r["tag"], _rate_value(r["valid"]), _rate_value(r["chosen"]), _rate_value(r["rejected"])]
-                    for r in report["tags"]
-                ],
-            )
-        )
-    if report.get("judges") or pairs["judge_agreement"]:
-        out += ["", "## Judges", ""]
+        tables.append(Table(
+            "Tags", ["tag", "valid", "chosen", "rejected"],
+            [[r["tag"], *(_rate_value(r[s]) for s in ("valid", "chosen", "rejected"))] for r in report["tags"]],
+            note="Share of samples whose judgment carries the tag.", place="judges",
+        ))  # fmt: skip
+    title = "Judges"
     if report.get("judges"):
-        out.append(
-            markdown(
+        tables.append(
+            Table(
+                title,
                 ["judge", "kind", "column", "ok", "failed", "key", "mode", "prompt tokens / judgment"],
-                [
-                    [j["stage"], j["kind"], j["column"], j["ok"], j["failed"], j["key"], j.get("mode") or "-",
-                     "-" if j.get("prompt_tokens_per_judgment") is None else f"{j['prompt_tokens_per_judgment']:.0f}"]
-                    for j in report["judges"]
-                ],  # fmt: skip
+                [[j["stage"], j["kind"], j["column"], j["ok"], j["failed"], j["key"], j.get("mode") or "-",
+                  "-" if j.get("prompt_tokens_per_judgment") is None else f"{j['prompt_tokens_per_judgment']:.0f}"]
+                 for j in report["judges"]],  # fmt: skip
+                place="judges",
             )
         )
-        out.append("")
+        title = ""
     if pairs["judge_agreement"]:
-        out += ["Agreement: share of groups where both judges pick the same chosen and rejected sample.", ""]
-        out.append(
-            markdown(["judges", "agreement"], [[k, _rate_value(v)] for k, v in pairs["judge_agreement"].items()])
+        tables.append(
+            Table(
+                title,
+                ["judges", "agreement"],
+                [[k, _rate_value(v)] for k, v in pairs["judge_agreement"].items()],
+                note="Agreement: share of groups where both judges pick the same chosen and rejected sample.",
+                place="judges",
+            )
         )
-    out += balance_markdown(pairs.get("balance"))  # issue 16
-    out += strategies_markdown(report["strategies"], cfg)
-    out += bias_markdown(report["bias_audit"])
-    out += ["", "## long2short", ""]
-    out.append(
-        markdown(
+    tables += balance_tables(pairs.get("balance"))  # issue 16
+    tables.append(strategies_table(report["strategies"], cfg))
+    tables += bias_tables(report["bias_audit"])
+    ran_long = ""
+    if l2s.get("groups_ran_long") is not None:  # issue 16
+        ran_long = (
+            f"Groups that ran long (a sample at or above {l2s['max_chosen_tokens']} tokens): "
+            f"{l2s['groups_ran_long']}, of which succeeded (a sample under it: shortest chosen, longest "
+            f"rejected): {l2s['groups_ran_long_succeeded']}; mean chosen / rejected tokens there "
+            f"{num(l2s['mean_chosen_tokens_ran_long'])} / {num(l2s['mean_rejected_tokens_ran_long'])}. "
+            "The source's re-sampling of only these prompts: `factory pairs RUN_DIR --long-prompts FILE`, then "
+            "a run on FILE (factory/pairs/long2short.py)."
+        )
+    tables.append(
+        Table(
+            "long2short",
             ["mean chosen tokens", "mean rejected tokens", "groups succeeded / total", "no sample under limit"],
             [
                 [
@@ -299,20 +297,17 @@ def render_markdown(report: dict[str, Any], cfg: RunConfig, note: str | None = N
                     f"{l2s['groups_no_short_sample']} (limit < {l2s['max_chosen_tokens']} tokens)",
                 ]
             ],
+            after=ran_long,
         )
     )
-    if l2s.get("groups_ran_long") is not None:  # issue 16
-        out += [
-            "",
-            f"Groups that ran long (a sample at or above {l2s['max_chosen_tokens']} tokens): "
-            f"{l2s['groups_ran_long']}, of which succeeded (a sample under it: shortest chosen, longest "
-            f"rejected): {l2s['groups_ran_long_succeeded']}; mean chosen / rejected tokens there "
-            f"{num(l2s['mean_chosen_tokens_ran_long'])} / {num(l2s['mean_rejected_tokens_ran_long'])}. "
-            "The source's re-sampling of only these prompts: `factory pairs RUN_DIR --long-prompts FILE`, then "
-            "a run on FILE (factory/pairs/long2short.py).",
-        ]
-    out += ["", "## Rates", ""]
-    judged = report["judgments"]
+    tables.append(Table("Rates", ["what", "count", "rate"], rate_rows(report)))
+    return tables
+
+
+def rate_rows(report: dict[str, Any]) -> list[list[Any]]:
+    """Judge statuses, sample exclusions, group buckets and candidate pair outcomes, every one of them
+    (a zero row says the check ran; the page lists the same rows)."""
+    pairs, judged = report["pairs"], report["judgments"]
     rows = [[f"judgment {status}", n, _rate(n, judged["total"])] for status, n in sorted(judged["by_status"].items())]
     failures = judged.get("parse_failures")  # reports written before it had the count: from the statuses
     if failures is None:
@@ -333,135 +328,77 @@ def render_markdown(report: dict[str, Any], cfg: RunConfig, note: str | None = N
     rows.append(["groups kept (a pair or more)", buckets["kept"], _rate(buckets["kept"], pairs["groups"])])
     for outcome, n in pairs["pairs_by_outcome"].items():
         rows.append([f"candidate pairs: {outcome}", n, _rate(n, pairs["pairs_candidate"])])
-    out.append(markdown(["what", "count", "rate"], rows))
-    out += ["", "Plots: lengths.png, margins.png, quality.png.", ""]
+    return rows
+
+
+def render_markdown(report: dict[str, Any], cfg: RunConfig, note: str | None = None) -> str:
+    out = [f"# factory report: {cfg.output_dir}", ""]
+    if note:
+        out += [f"> {note}", ""]
+    out.append(markdown_tables(report_tables(report, cfg)))
+    out += ["Plots: lengths.png, margins.png, quality.png.", ""]
     return "\n".join(out)
 
 
 # -- issue 16: strategies side by side, the judges' bias audit ---------------------------------------
-def judge_scales(cfg: RunConfig) -> dict[str, float]:
-    """Each GenRM judge's quality column -> its scale_max (the audit shows scores on it)."""
-    return {"quality": cfg.judge.scale_max} | {f"quality_{n}": j.scale_max for n, j in cfg.judges.items()}
-
-
-def balance_markdown(balance: dict[str, Any] | None) -> list[str]:
+def balance_tables(balance: dict[str, Any] | None) -> list[Table]:
     """pairs.balance: the cap in force and the pairs kept / dropped per value."""
     if not balance:
         return []
     cap = balance["cap"] if balance["cap"] is not None else "none (target share not reachable)"
     share = "" if balance["target_share"] is None else f", target share {balance['target_share']:g}"
-    out = ["", f"## Balance by {balance['column']}", "", f"Cap per value: {cap}{share}.", ""]
     rows = [[value, c["kept"], c["over_balance"]] for value, c in balance["by_value"].items()]
-    out.append(markdown(["value", "pairs kept", "over_balance"], rows))
-    return out
+    return [Table(f"Balance by {balance['column']}", ["value", "pairs kept", "over_balance"], rows,
+                  note=f"Cap per value: {cap}{share}.")]  # fmt: skip
 
 
-def strategies_markdown(rows: list[dict[str, Any]], cfg: RunConfig) -> list[str]:
-    """The strategies table (factory.pairs.compare), as lines of Markdown."""
+def strategies_table(rows: list[dict[str, Any]], cfg: RunConfig) -> Table:
+    """The strategies table (factory.pairs.compare)."""
     scale = cfg.judge.scale_max
-    out = ["", "## Strategies on the same samples", ""]
-    out.append(
-        "Each recipe through the same kernel, with the run's filters, dedupe, pairing and judges; "
-        f"quality gap on the primary judge's scale (/{scale:g}); no LLM call."
-    )
-    out.append("")
-    out.append(
-        markdown(
-            [
-                "strategy",
-                "setting",
-                "pairs kept",
-                "mean token gap",
-                f"mean quality gap /{scale:g}",
-                "chosen shorter",
-                "mean chosen tokens",
-            ],
-            [
-                [
-                    r["strategy"],
-                    r["setting"],
-                    r["pairs_kept"],
-                    r["mean_token_gap"],
-                    None if r["mean_quality_gap"] is None else r["mean_quality_gap"] * scale,
-                    _rate_value(r["chosen_shorter"]),
-                    r["mean_chosen_tokens"],
-                ]
-                for r in rows
-            ],
-        )  # fmt: skip
-    )
-    return out
+    return Table(
+        "Strategies on the same samples",
+        ["strategy", "setting", "pairs kept", "mean token gap", f"mean quality gap /{scale:g}", "chosen shorter",
+         "mean chosen tokens"],
+        [[r["strategy"], r["setting"], r["pairs_kept"], r["mean_token_gap"],
+          None if r["mean_quality_gap"] is None else r["mean_quality_gap"] * scale, _rate_value(r["chosen_shorter"]),
+          r["mean_chosen_tokens"]] for r in rows],
+        note="Each recipe through the same kernel, with the run's filters, dedupe, pairing and judges; "
+        f"quality gap on the primary judge's scale (/{scale:g}); no LLM call.",
+    )  # fmt: skip
 
 
-def bias_markdown(audit_numbers: dict[str, Any]) -> list[str]:
-    """The bias audit (factory.pairs.audit), as lines of Markdown."""
+def bias_tables(audit_numbers: dict[str, Any]) -> list[Table]:
+    """The bias audit (factory.pairs.audit): length bias, token gaps, score distributions."""
     if not audit_numbers["length_bias"]:
         return []
-    out = ["", "## Bias audit", ""]
-    out.append(
-        "Within each group of valid samples: the rank correlation of each judge's score with length (> 0: "
-        "longer scores higher), and the share of groups where the judge's top-scored sample is longer "
-        '(what "always pick the longer" agrees with) or shorter than its bottom-scored one.'
-    )
-    out.append("")
-    out.append(
-        markdown(
+    return [
+        Table(
+            "Bias audit",
             ["judge", "samples", "groups", "spearman (mean)", "picks longer", "picks shorter", "groups preferring"],
-            [
-                [
-                    r["judge"],
-                    r["samples"],
-                    r["groups"],
-                    num(r["spearman"], 3),
-                    _rate_value(r["picks_longer"]),
-                    _rate_value(r["picks_shorter"]),
-                    r["groups_preferring"],
-                ]
-                for r in audit_numbers["length_bias"]
-            ],
-        )  # fmt: skip
-    )
-    out += ["", "Token gap (rejected - chosen) of the kept pairs: this build's, and each judge's own pairs "
-            "(highest vs lowest score, no length term).", ""]  # fmt: skip
-    out.append(
-        markdown(
-            ["pairs", "n", "mean", "p10", "p25", "median", "p75", "p90", "chosen shorter"],
-            [
-                [
-                    r["pairs"],
-                    r["n"],
-                    r["mean"],
-                    r["p10"],
-                    r["p25"],
-                    r["p50"],
-                    r["p75"],
-                    r["p90"],
-                    _rate_value(r["chosen_shorter"]),
-                ]
-                for r in audit_numbers["gaps"]
-            ],
-        )  # fmt: skip
-    )
-    out += ["", "Score distribution: every stored score; 10 equal bins over the range (a judge that gives the "
-            "bottom or the top of its scale to most samples shows at a glance).", ""]  # fmt: skip
-    out.append(
-        markdown(
-            ["judge", "n", "distinct", "range", "at bottom", "at top", "histogram (low -> high)"],
-            [
-                [
-                    r["judge"],
-                    r["n"],
-                    r["distinct"],
-                    r["range"],
-                    _rate_value(r["at_bottom"]),
-                    _rate_value(r["at_top"]),
-                    " ".join(str(c) for c in r["histogram"]),
-                ]
-                for r in audit_numbers["scores"]
-            ],
-        )  # fmt: skip
-    )
-    return out
+            [[r["judge"], r["samples"], r["groups"], num(r["spearman"], 3), _rate_value(r["picks_longer"]),
+              _rate_value(r["picks_shorter"]), r["groups_preferring"]] for r in audit_numbers["length_bias"]],
+            note="Within each group of valid samples: the rank correlation of each judge's score with length (> 0: "
+            "longer scores higher), and the share of groups where the judge's top-scored sample is longer "
+            '(what "always pick the longer" agrees with) or shorter than its bottom-scored one.',
+            place="judges",
+        ),
+        Table(
+            "", ["pairs", "n", "mean", "p10", "p25", "median", "p75", "p90", "chosen shorter"],
+            [[r["pairs"], r["n"], r["mean"], r["p10"], r["p25"], r["p50"], r["p75"], r["p90"],
+              _rate_value(r["chosen_shorter"])] for r in audit_numbers["gaps"]],
+            note="Token gap (rejected - chosen) of the kept pairs: this build's, and each judge's own pairs "
+            "(highest vs lowest score, no length term).",
+            place="judges",
+        ),
+        Table(
+            "", ["judge", "n", "distinct", "range", "at bottom", "at top", "histogram (low -> high)"],
+            [[r["judge"], r["n"], r["distinct"], r["range"], _rate_value(r["at_bottom"]), _rate_value(r["at_top"]),
+              " ".join(str(c) for c in r["histogram"])] for r in audit_numbers["scores"]],
+            note="Score distribution: every stored score; 10 equal bins over the range (a judge that gives the "
+            "bottom or the top of its scale to most samples shows at a glance).",
+            place="judges",
+        ),
+    ]  # fmt: skip
 
 
 def run_compare(run_dir: str, overrides: list[str] | None = None) -> str:
@@ -472,7 +409,7 @@ def run_compare(run_dir: str, overrides: list[str] | None = None) -> str:
     cfg, prompts = run.cfg, run.prompts
     scored = run.graph.scored(run.store, prompts).scored
     rows = compare.compare(pair_kernel.attach(scored, prompts, cfg.pairs), cfg.pairs, cfg.judge.scale_max)
-    return "\n".join(strategies_markdown(rows, cfg)).strip() + "\n"
+    return markdown_tables([strategies_table(rows, cfg)]).strip() + "\n"
 
 
 def write_long_prompts(run_dir: str, path: str, overrides: list[str] | None = None) -> str:
@@ -501,7 +438,13 @@ def judge_rows(cfg: RunConfig, counts: dict[str, dict[str, int]]) -> list[dict[s
     from factory.graph import RunGraph
 
     return [
-        {"stage": j.stage, "kind": j.kind, "column": j.column, "key": j.key, **counts.get(j.stage, {"ok": 0, "failed": 0})}
+        {
+            "stage": j.stage,
+            "kind": j.kind,
+            "column": j.column,
+            "key": j.key,
+            **counts.get(j.stage, {"ok": 0, "failed": 0}),
+        }
         for j in RunGraph(cfg, stored={}).judges
     ]
 
@@ -524,8 +467,6 @@ def _rate_value(rate: float | None) -> str:
 
 
 # -- plots ---------------------------------------------------------------------------------------
-
-
 
 
 def lengths_png(report: dict[str, Any], cfg: RunConfig) -> bytes:

@@ -39,18 +39,31 @@ def run_summary(manifest: dict[str, Any], scored: pl.DataFrame, title: str = "fa
     too_few = pairs.get("groups_too_few_by_reason") or {}
     not_paired = {k: v for k, v in groups.items() if k != "kept" and v}
     rows = [
-        ("prompts in / valid / invalid", f"{counts['prompts_in']} / {counts.get('prompts_valid', '-')} / {counts['prompts_invalid']}"
-         + (f" ({counts['prompts_changed']} with a new text, sampled again)" if counts.get("prompts_changed") else "")),
+        (
+            "prompts in / valid / invalid",
+            f"{counts['prompts_in']} / {counts.get('prompts_valid', '-')} / {counts['prompts_invalid']}"
+            + (
+                f" ({counts['prompts_changed']} with a new text, sampled again)"
+                if counts.get("prompts_changed")
+                else ""
+            ),
+        ),
         ("samples ok / failed", f"{counts['samples_ok']} / {counts['samples_failed']}"),
         ("completion tokens mean / max", f"{_fmt(tokens.mean())} / {_fmt(tokens.max())} ({truncated} hit max_tokens)"),
         ("judgments ok / failed", f"{counts['judgments_ok']} / {counts['judgments_failed']}"),
-        *((f"{name} ok / failed", f"{j['ok']} / {j['failed']}") for name, j in manifest.get("judges", {}).items() if name != "judge"),
+        *(
+            (f"{name} ok / failed", f"{j['ok']} / {j['failed']}")
+            for name, j in manifest.get("judges", {}).items()
+            if name != "judge"
+        ),
         ("mean judge score", f"{_fmt(score.mean())} / {scale:g}" if score.len() else "-"),
         ("samples excluded, by reason", _reasons(pairs.get("samples_excluded") or {})),
         ("groups not paired, by reason", _reasons(not_paired)),
         ("  fewer than 2 valid, mostly", _reasons(too_few)),
-        ("pairs kept / dropped below delta",
-         f"{counts['pairs_kept']} / {counts['pairs_dropped']} pairs, from {pairs.get('groups', 0)} groups"),
+        (
+            "pairs kept / dropped below delta",
+            f"{counts['pairs_kept']} / {counts['pairs_dropped']} pairs, from {pairs.get('groups', 0)} groups",
+        ),
         ("margin threshold (delta)", _fmt(pairs.get("delta"), 3)),
         ("mean token gap (rejected - chosen)", _fmt(pairs.get("mean_token_gap"))),
         ("mean score gap (chosen - rejected)", f"{gap * scale:.1f} / {scale:g}" if gap is not None else "-"),
@@ -63,7 +76,10 @@ def run_summary(manifest: dict[str, Any], scored: pl.DataFrame, title: str = "fa
         start = f" ({pool['start_s']:.1f}s to load)" if pool.get("start_s") else ""
         rows.append((f"pool {name}", f"{pool['starts']} start(s){start}, {pool['restarts']} restart(s)"))
     rows += [
-        ("time prompts / sample / judge / pairs", " / ".join(f"{timings.get(k, 0):.1f}s" for k in ("prompts", "sample", "judge", "pairs"))),
+        (
+            "time prompts / sample / judge / pairs",
+            " / ".join(f"{timings.get(k, 0):.1f}s" for k in ("prompts", "sample", "judge", "pairs")),
+        ),
         ("time overlapping / total", f"{timings.get('overlap', 0):.1f}s / {timings['total']:.1f}s"),
         ("output", manifest["output_dir"]),
     ]

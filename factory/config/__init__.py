@@ -18,17 +18,64 @@ from factory.config.cost import CostConfig, StageCostConfig
 from factory.config.engine import ENGINE_KINDS, EngineConfig, SamplingConfig
 from factory.config.export import ExportConfig
 from factory.config.eval import CANDIDATE_NAME, CandidateConfig, EvalConfig
-from factory.config.judges import JUDGE_NAME, SCORE_ROUTES, AdaptiveConfig, JudgeConfig, RewardModelConfig, SamplerConfig
+from factory.config.judges import (
+    JUDGE_NAME,
+    SCORE_ROUTES,
+    AdaptiveConfig,
+    JudgeConfig,
+    RewardModelConfig,
+    SamplerConfig,
+)
 from factory.config.load import check_keys, help_table, load, to_dict
-from factory.config.pairs import COMBINE_MODES, BalanceConfig, DEDUPE_MODES, PAIR_STRATEGIES, PAIRINGS, PairsConfig, SweepConfig, TermConfig
+from factory.config.pairs import (
+    COMBINE_MODES,
+    BalanceConfig,
+    DEDUPE_MODES,
+    PAIR_STRATEGIES,
+    PAIRINGS,
+    PairsConfig,
+    SweepConfig,
+    TermConfig,
+)
 from factory.config.prompts import PromptsConfig
 from factory.config.run import RayConfig, ReportConfig, RunConfig, StoreConfig
 from factory.config.verifiers import VERIFIER_RULES, VerifierConfig
 
 __all__ = [
-    "BalanceConfig", "CANDIDATE_NAME", "COMBINE_MODES", "DEDUPE_MODES", "ENGINE_KINDS", "JUDGE_NAME", "PAIRINGS", "PAIR_STRATEGIES",
-    "SCORE_ROUTES", "CandidateConfig", "ConfigError", "CostConfig", "EngineConfig", "EvalConfig", "ExportConfig", "JudgeConfig",
-    "AdaptiveConfig", "PairsConfig", "PromptsConfig", "RayConfig", "ReportConfig", "RewardModelConfig", "RunConfig", "VERIFIER_RULES", "VerifierConfig", "SamplerConfig", "SamplingConfig",
-    "StageCostConfig", "StoreConfig", "SweepConfig", "TermConfig", "check_keys", "help_table", "load", "to_dict",
+    "BalanceConfig",
+    "CANDIDATE_NAME",
+    "COMBINE_MODES",
+    "DEDUPE_MODES",
+    "ENGINE_KINDS",
+    "JUDGE_NAME",
+    "PAIRINGS",
+    "PAIR_STRATEGIES",
+    "SCORE_ROUTES",
+    "CandidateConfig",
+    "ConfigError",
+    "CostConfig",
+    "EngineConfig",
+    "EvalConfig",
+    "ExportConfig",
+    "JudgeConfig",
+    "AdaptiveConfig",
+    "PairsConfig",
+    "PromptsConfig",
+    "RayConfig",
+    "ReportConfig",
+    "RewardModelConfig",
+    "RunConfig",
+    "VERIFIER_RULES",
+    "VerifierConfig",
+    "SamplerConfig",
+    "SamplingConfig",
+    "StageCostConfig",
+    "StoreConfig",
+    "SweepConfig",
+    "TermConfig",
+    "check_keys",
+    "help_table",
+    "load",
+    "to_dict",
     "validate",
-]  # fmt: skip
+]

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
 from factory.config.base import help_, ranges, validate
+from factory.config.kinds import JUDGE_KINDS
 
 
 @dataclass
@@ -31,7 +32,12 @@ class StageCostConfig:
         ranges(
             c,
             p,
-            {"input_usd_per_m": ">= 0", "output_usd_per_m": ">= 0", "batch_discount": "in [0, 1]", "tokens_per_s": "> 0 or null"},
+            {
+                "input_usd_per_m": ">= 0",
+                "output_usd_per_m": ">= 0",
+                "batch_discount": "in [0, 1]",
+                "tokens_per_s": "> 0 or null",
+            },
         )
 
 
@@ -70,6 +76,6 @@ class CostConfig:
     @staticmethod
     def check(c: Any, p: str) -> None:
         ranges(c, p, {"max_usd": "> 0 or null"})
-        for mapping in ("judges", "reward_models"):  # per judge and reward model prices
+        for mapping in (k.price for k in JUDGE_KINDS if k.price):  # per judge and reward model prices
             for name in getattr(c, mapping, {}).keys():
                 validate(getattr(c, mapping)[name], StageCostConfig, f"{p}{mapping}.{name}.")

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from typing import Any, List, Optional
 
 from factory.config.base import ConfigError, help_, one_of, ranges
+from factory.engines import ENGINES, kind_of
 
-ENGINE_KINDS = ("llamacpp", "openai", "vllm")
+ENGINE_KINDS = tuple(ENGINES)  # the engine registry's kinds (factory/engines/__init__.py)
 
 
 @dataclass
@@ -43,7 +44,9 @@ class EngineConfig:
     )
     rpm: int = help_("openai: requests-per-minute limit (0 = none).", 0)
     tpm: int = help_("openai: tokens-per-minute limit (0 = none).", 0)
-    backoff_s: float = help_("openai: first retry wait (doubles per retry, full jitter, capped at 60 s); Retry-After wins.", 1.0)
+    backoff_s: float = help_(
+        "openai: first retry wait (doubles per retry, full jitter, capped at 60 s); Retry-After wins.", 1.0
+    )
     batch: bool = help_(
         "openai: send requests through the provider's batch API (/v1/files + /v1/batches) instead of one call "
         "each: every executor call of engine.batch_size requests is one batch file, polled until it ends; its id "
@@ -79,12 +82,12 @@ class EngineConfig:
                 "tensor_parallel_size": ">= 1", "pipeline_parallel_size": ">= 1", "gpu_memory_utilization": "in (0, 1]",
             },
         )  # fmt: skip
-        if c.kind == "openai" and not c.base_url:
-            raise ConfigError(f"{p}base_url: required when {p}kind is openai")
-        if c.batch and c.kind != "openai":
-            raise ConfigError(f"{p}batch: the batch API is a capability of the openai kind, not of {c.kind}")
-        if c.kind == "vllm" and not c.model:
-            raise ConfigError(f"{p}model: required when {p}kind is vllm")
+        for name in kind_of(c.kind).required:  # the engine kind says what it cannot do without
+            if not getattr(c, name):
+                raise ConfigError(f"{p}{name}: required when {p}kind is {c.kind}")
+        if c.batch and not kind_of(c.kind).batch_api:
+            served = " / ".join(k for k in ENGINES if kind_of(k).batch_api)
+            raise ConfigError(f"{p}batch: the batch API is a capability of the {served} kind, not of {c.kind}")
         one_of(c, p, "device", ("cuda", "cpu"))
 
 
@@ -95,7 +98,7 @@ class SamplingConfig:
     max_tokens: int = help_("Max completion tokens (reasoning + answer).", 512)
     seed: int = help_("Base seed; request i of a prompt uses a seed derived from (seed, prompt_id, i).", 0)
     stop: List[str] = help_(
-        "Stop strings: the reply ends before the first one (finish_reason stop); in YAML, stop: [\"\\n\"] "
+        'Stop strings: the reply ends before the first one (finish_reason stop); in YAML, stop: ["\\n"] '
         "(a newline) for one-line replies. [] = none. Part of the fingerprint only when set.",
         factory=list,
     )

@@ -77,7 +77,9 @@ class EvalConfig:
                 raise ConfigError(f"{p}candidates.{name}: a candidate name is letters, digits and _ . + - only")
             validate(c.candidates[name], CandidateConfig, f"{p}candidates.{name}.")
         if c.baseline and c.baseline not in names:
-            raise ConfigError(f"{p}baseline: {c.baseline!r} is not a candidate; candidates: {', '.join(names) or 'none'}")
+            raise ConfigError(
+                f"{p}baseline: {c.baseline!r} is not a candidate; candidates: {', '.join(names) or 'none'}"
+            )
         for i, pattern in enumerate(c.referral_patterns):
             try:
                 re.compile(pattern)

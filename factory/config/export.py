@@ -33,6 +33,10 @@ class ExportConfig:
 
     def __post_init__(self) -> None:
         if self.name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", self.name):
-            raise ConfigError(f"export.name: {self.name!r} is not letters, digits and _ . + - (it names export/<name>/)")
+            raise ConfigError(
+                f"export.name: {self.name!r} is not letters, digits and _ . + - (it names export/<name>/)"
+            )
         if bool(self.think_open) != bool(self.think_close):
-            raise ConfigError("export.think_open: give both think markers (export.think_open and export.think_close) or neither")
+            raise ConfigError(
+                "export.think_open: give both think markers (export.think_open and export.think_close) or neither"
+            )

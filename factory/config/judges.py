@@ -8,6 +8,7 @@ from typing import Any, List, Optional
 
 from factory.config.base import ConfigError, help_, one_of, ranges
 from factory.config.engine import EngineConfig, SamplingConfig
+from factory.engines import ENGINES, kind_of
 
 # A judge or reward model's name becomes a stage name and a scored column (quality_<name>, reward_<name>).
 JUDGE_NAME = r"[A-Za-z0-9_]+"
@@ -63,7 +64,8 @@ class SamplerConfig:
     sampling: SamplingConfig = help_("Teacher sampling parameters.", factory=SamplingConfig)
     retry_failed: bool = help_("On a rerun, sample again the stored samples that failed (error set).", False)
     adaptive: AdaptiveConfig = help_(
-        "Adaptive K (off by default): fewer samples for the prompts whose pair is decided early.", factory=AdaptiveConfig
+        "Adaptive K (off by default): fewer samples for the prompts whose pair is decided early.",
+        factory=AdaptiveConfig,
     )
 
     def __post_init__(self) -> None:
@@ -74,7 +76,9 @@ class SamplerConfig:
         if c.k < 2:
             raise ConfigError(f"{p}k: needs at least 2 samples per prompt to make a pair, got {c.k}")
         if c.adaptive.enabled and c.adaptive.k_min > c.k:
-            raise ConfigError(f"{p}adaptive.k_min: {c.adaptive.k_min} is more than {p}k={c.k}, the most a prompt may get")
+            raise ConfigError(
+                f"{p}adaptive.k_min: {c.adaptive.k_min} is more than {p}k={c.k}, the most a prompt may get"
+            )
 
 
 @dataclass
@@ -139,7 +143,9 @@ class JudgeConfig:
         if c.orders == 2 and c.mode != "group":
             raise ConfigError(f"{p}orders: 2 asks a group in two orders; it needs {p}mode=group")
         if c.mode == "group" and c.votes != 1:
-            raise ConfigError(f"{p}votes: {p}mode=group asks each group once per order; use {p}orders, not votes={c.votes}")
+            raise ConfigError(
+                f"{p}votes: {p}mode=group asks each group once per order; use {p}orders, not votes={c.votes}"
+            )
         names = list(c.dimension_names)
         if c.dimensions and not names:
             raise ConfigError(f"{p}dimension_names: empty, but {p}dimensions is true")
@@ -149,7 +155,12 @@ class JudgeConfig:
         if len(set(names)) != len(names):
             raise ConfigError(f"{p}dimension_names: {names} names a dimension twice")
         # Local engines are deterministic per seed at temperature 0: every vote would be the same.
-        if c.votes > 1 and c.sampling.temperature == 0 and c.engine.kind != "openai":
+        if (
+            c.votes > 1
+            and c.sampling.temperature == 0
+            and c.engine.kind in ENGINES
+            and kind_of(c.engine.kind).same_votes_at_zero
+        ):
             raise ConfigError(
                 f"{p}votes: {c.votes} votes at {p}sampling.temperature 0 would all be identical; "
                 "raise the temperature or use votes=1"

@@ -78,9 +78,14 @@ def check_keys(keys: list[str], where: str) -> None:
 
 
 # Mappings of dataclasses: key prefix -> the type of each entry (checked by check_keys).
-_MAPPINGS: dict[str, type] = {"cost.judges": StageCostConfig, "cost.reward_models": StageCostConfig, 
-    "judges": JudgeConfig, "reward_models": RewardModelConfig, "verifiers": VerifierConfig, "eval.candidates": CandidateConfig,
-}  # fmt: skip
+_MAPPINGS: dict[str, type] = {
+    "cost.judges": StageCostConfig,
+    "cost.reward_models": StageCostConfig,
+    "judges": JudgeConfig,
+    "reward_models": RewardModelConfig,
+    "verifiers": VerifierConfig,
+    "eval.candidates": CandidateConfig,
+}
 
 
 def _mapping_keys(key: str) -> list[str] | None:
@@ -102,7 +107,9 @@ def _resolve_paths(data: dict, base: Path) -> None:
     judge_names = list(judges) if isinstance(judges, dict) else []
     candidates = (data.get("eval") or {}).get("candidates") if isinstance(data.get("eval"), dict) else None
     names = list(candidates) if isinstance(candidates, dict) else []
-    more = tuple(f"judges.{n}.rubric_file" for n in judge_names) + tuple(f"eval.candidates.{n}.answers_path" for n in names)
+    more = tuple(f"judges.{n}.rubric_file" for n in judge_names) + tuple(
+        f"eval.candidates.{n}.answers_path" for n in names
+    )
     for dotted in _PATH_KEYS + more:
         node = data
         parts = dotted.split(".")
@@ -197,4 +204,3 @@ def help_table(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, 
         else:
             rows.append((key, repr(default), f.metadata.get("help", "")))
     return rows
-

@@ -10,6 +10,15 @@ from typing import List, Optional
 import polars as pl
 
 from factory.config.base import ConfigError, help_
+from factory.config.kinds import (  # noqa: F401 (re-exported: the kernel's vocabulary)
+    JUDGE_KINDS,
+    MISSING_DIMENSION,
+    NO_JUDGMENT,
+    NOT_JUDGES,
+    SourceSpec,
+    is_judge_score,
+    judge_column_names,
+)
 from factory.config.strategies import NOT_CORRECT, PAIR_STRATEGIES, RANKED, strategy_of  # noqa: F401 (re-exported)
 
 PAIRINGS = ("one", "best_vs_each", "all_ranked")
@@ -65,7 +74,9 @@ class BalanceConfig:
     the kept pairs of each value, or the share no value may exceed. Checked by PairsConfig."""
 
     column: str = help_("A prompts column (or scored column) whose values are balanced; '' = no balancing.", "")
-    cap: Optional[int] = help_("At most this many kept pairs per value (largest margins first); the rest: over_balance.", None)
+    cap: Optional[int] = help_(
+        "At most this many kept pairs per value (largest margins first); the rest: over_balance.", None
+    )
     target_share: Optional[float] = help_(
         "Instead of cap: the largest per-value cap under which no value holds more than this share of the kept "
         "pairs (in (0, 1]); with too few values to reach it, nothing is dropped and the stats say so.",
@@ -271,35 +282,11 @@ NORMS = ("group", "global", "group_minmax", "global_minmax", "fixed", "scale", "
 DIRECTIONS = ("higher", "lower")
 # Sample exclusions checked before any term, in this order (the first that applies is counted).
 BASE_REASONS = ("engine_error", "truncated", "empty_answer", "no_token_count", "no_judgment")
-NO_JUDGMENT = "no_judgment"
-MISSING_DIMENSION = "missing_dimension"  # a dim_* term's column is null on a judged sample
 DUPLICATE = "duplicate"
-JUDGE_COLUMN = r"quality(_\w+)?|reward_\w+|verify_\w+"
-# Scored columns that look like a judge's but are not one: the spread of the primary judge's votes.
-NOT_JUDGES = ("quality_spread",)
-
-
-@dataclass(frozen=True)
-class SourceSpec:
-    """A term source's name pattern and defaults. `scale`: the divisor of norm `scale` ("one": 1,
-    "judge": judge.scale_max, None: norm scale is not allowed); `missing`: the exclusion reason of a
-    sample without a value; `free`: known without any request (the rules, and verifiers): as a filter it
-    applies before judging. factory/pairs/terms.py gives each one its polars measurement."""
-
-    pattern: str
-    direction: str
-    norm: str
-    scale: Optional[str] = None
-    missing: Optional[str] = None
-    free: bool = False
-
-
+# The judge kinds' columns (factory/config/kinds.py) between length and the text rules.
 TERM_SOURCES: dict[str, SourceSpec] = {
     "length": SourceSpec("length", "lower", "group"),
-    "quality": SourceSpec(r"quality(_\w+)?", "higher", "scale", "one", "no_judgment"),
-    "dim": SourceSpec(r"dim_\w+", "higher", "scale", "judge", MISSING_DIMENSION),
-    "reward": SourceSpec(r"reward_\w+", "higher", "group_minmax", None, "no_judgment"),
-    "verify": SourceSpec(r"verify_\w+", "higher", "scale", "one", "no_judgment", free=True),
+    **{name: spec for kind in JUDGE_KINDS for name, spec in kind.sources.items()},
     "repetition": SourceSpec("repetition", "lower", "none", "one"),
     "answer_chars": SourceSpec("answer_chars", "lower", "group"),
     "format": SourceSpec("format", "lower", "none", "one"),
@@ -321,10 +308,8 @@ def check_terms(cfg: PairsConfig) -> None:
     if not cfg.judges:
         raise ConfigError("pairs.judges: needs at least one judge column (quality is the primary judge)")
     for column in cfg.judges:
-        if not re.fullmatch(JUDGE_COLUMN, column) or column in NOT_JUDGES:
-            raise ConfigError(
-                f"pairs.judges: {column!r} is not a judge column (quality, quality_<judge>, reward_<name>, verify_<name>)"
-            )
+        if not is_judge_score(column):
+            raise ConfigError(f"pairs.judges: {column!r} is not a judge column ({', '.join(judge_column_names())})")
     if len(set(cfg.judges)) != len(cfg.judges):
         raise ConfigError(f"pairs.judges: {cfg.judges} names a judge twice")
     taken = {"length": "pairs.w_len", "quality": "pairs.w_quality", DUPLICATE: "pairs.dedupe"}
@@ -333,7 +318,9 @@ def check_terms(cfg: PairsConfig) -> None:
     if own is not None:
         column = own.column(cfg)
         if not re.fullmatch(r"\w+", column) or column in NOT_JUDGES:
-            raise ConfigError(f"{own.key}: {column!r} is not a score column (quality, quality_<judge>, reward_<name>, ...)")
+            raise ConfigError(
+                f"{own.key}: {column!r} is not a score column (quality, quality_<judge>, reward_<name>, ...)"
+            )
         taken[own.name] = f"pairs.strategy {cfg.strategy}"
     for i, entry in enumerate(cfg.terms):
         key = f"pairs.terms[{i}]"
@@ -347,7 +334,7 @@ def check_terms(cfg: PairsConfig) -> None:
 def _check_entry(entry: TermConfig, key: str) -> None:
     name = source_name(entry.source)
     if name is None:
-        valid = "length, quality, quality_<judge>, dim_<name>, reward_<name>, verify_<name>, repetition, answer_chars, format, think"
+        valid = ", ".join(["length", *judge_column_names(dims=True), "repetition", "answer_chars", "format", "think"])
         raise ConfigError(f"{key}.source: {entry.source!r} is not a term source ({valid})")
     source = TERM_SOURCES[name]
     norm = entry.norm or source.norm

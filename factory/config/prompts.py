@@ -12,7 +12,9 @@ class PromptsConfig:
     path: str = help_("Prompts file or folder (.parquet, .jsonl, .json array), any fsspec URL.", "")
     limit: Optional[int] = help_("Use only the first N prompts (in file order).", None)
     id_column: Optional[str] = help_("Column with a stable prompt id; null = hash of the rendered messages.", "id")
-    messages_column: str = help_("Column with ready chat messages; used when present instead of the template.", "messages")
+    messages_column: str = help_(
+        "Column with ready chat messages; used when present instead of the template.", "messages"
+    )
     product_info_column: str = help_("Column with the product info (object or text).", "product_info")
     history_column: str = help_("Column with the dialogue history (list of {role, content}).", "history")
     question_column: str = help_("Column with the viewer's question.", "question")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Dict, Optional
 
 from factory.config.base import ConfigError, help_, ranges, validate
@@ -11,6 +11,7 @@ from factory.config.cost import CostConfig
 from factory.config.eval import EvalConfig
 from factory.config.export import ExportConfig
 from factory.config.judges import JUDGE_NAME, JudgeConfig, RewardModelConfig, SamplerConfig
+from factory.config.kinds import JUDGE_KINDS, NOT_JUDGES
 from factory.config.pairs import PairsConfig, SweepConfig
 from factory.config.prompts import PromptsConfig
 from factory.config.verifiers import VerifierConfig
@@ -131,20 +132,29 @@ class RunConfig:
     def check(c: Any, p: str) -> None:
         ranges(c, p, {"decode_tokens_per_s": "> 0", "progress_interval_s": "> 0"})
         check_names(c, p)
-        for mapping in ("judges", "reward_models"):  # a price names a configured judge / reward model
-            for name in getattr(c.cost, mapping).keys():
-                if name not in getattr(c, mapping):
-                    have = ", ".join(getattr(c, mapping).keys()) or "none"
-                    raise ConfigError(f"{p}cost.{mapping}.{name}: no {mapping}.{name} is configured ({mapping}: {have})")
+        for kind in (k for k in JUDGE_KINDS if k.price):  # a price names a configured judge / reward model
+            entries = getattr(c, kind.section)
+            for name in getattr(c.cost, kind.price).keys():
+                if name not in entries:
+                    have = ", ".join(entries.keys()) or "none"
+                    raise ConfigError(
+                        f"{p}cost.{kind.price}.{name}: no {kind.section}.{name} is configured ({kind.section}: {have})"
+                    )
 
 
 def check_names(c: Any, p: str) -> None:
-    """Names of `judges` and `reward_models` (they become stage and column names), and every entry's keys."""
-    for mapping, item, column in (("judges", JudgeConfig, "quality"), ("reward_models", RewardModelConfig, "reward"),
-                                  ("verifiers", VerifierConfig, "verify")):  # fmt: skip
+    """Names of every judge kind's entries (judges, reward_models, verifiers: they become stage and column
+    names), and every entry's keys."""
+    items = {f.name: f.metadata.get("item") for f in fields(RunConfig)}
+    for kind in JUDGE_KINDS:
+        mapping = kind.section
         for name in getattr(c, mapping).keys():
             if not re.fullmatch(JUDGE_NAME, str(name)):
-                raise ConfigError(f"{p}{mapping}.{name}: a name is letters, digits and _ (it names {column}_<name>)")
-            if mapping == "judges" and name == "spread":
-                raise ConfigError(f"{p}judges.spread: quality_spread is the primary judge's vote spread; rename it")
-            validate(getattr(c, mapping)[name], item, f"{p}{mapping}.{name}.")
+                raise ConfigError(
+                    f"{p}{mapping}.{name}: a name is letters, digits and _ (it names {kind.column}<name>)"
+                )
+            if kind.column_of(str(name)) in NOT_JUDGES:
+                raise ConfigError(
+                    f"{p}{mapping}.{name}: {kind.column_of(str(name))} is the primary judge's vote spread; rename it"
+                )
+            validate(getattr(c, mapping)[name], items[mapping], f"{p}{mapping}.{name}.")

@@ -1,11 +1,11 @@
 """The pair strategies, one entry each: everything else asks this table instead of comparing names.
 
-    strategy          weights of S (length, quality, pairs.terms, own)   own term              delta  outcome rule
-    dp_dpo            w_len, w_quality, the terms' weights               -                     yes    margin
-    quality           0, 1, the terms' weights                           -                     yes    margin
-    long2short        1, 0, 0 ...                                        -                     no     chosen under max_chosen_tokens
-    shortest_correct  1, 0, 0 ..., 0                                     not_correct (a gate)  no     margin
-    reward            0, 0, 0 ..., 1                                     ranked                no     margin
+    strategy          weights of S (length, quality, terms, own)  own term              delta  outcome rule
+    dp_dpo            w_len, w_quality, the terms' weights        -                     yes    margin
+    quality           0, 1, the terms' weights                    -                     yes    margin
+    long2short        1, 0, 0 ...                                 -                     no     chosen short enough
+    shortest_correct  1, 0, 0 ..., 0                              not_correct (a gate)  no     margin
+    reward            0, 0, 0 ..., 1                              ranked                no     margin
 
 An own term is added after pairs.terms (factory/pairs/terms.py): shortest_correct's gate on
 pairs.correct_column (a filter: below pairs.correct_min is excluded as not_correct), reward's ranked
@@ -67,7 +67,9 @@ STRATEGIES: dict[str, Strategy] = {
             lambda cfg: f"w_len {cfg.w_len:g}, w_q {cfg.quality_weight:g}, drop {cfg.drop_ratio:g}",
             delta=True,
         ),
-        Strategy("quality", lambda cfg: [0.0, 1.0, *_extra(cfg)], lambda cfg: f"w_len 0, drop {cfg.drop_ratio:g}", delta=True),
+        Strategy(
+            "quality", lambda cfg: [0.0, 1.0, *_extra(cfg)], lambda cfg: f"w_len 0, drop {cfg.drop_ratio:g}", delta=True
+        ),
         Strategy(
             "long2short",
             lambda cfg: [1.0, 0.0, *_none(cfg)],

@@ -169,11 +169,17 @@ class EngineKind:
         kind_of(cfg).score_routes           the ScoreRequest routes it serves (() = cannot score)
         kind_of(cfg).scorer_config(cfg)     the config of an engine that scores
         kind_of(cfg).engine_class()         generate (and score) live on the engine it builds
+        kind_of(cfg).required               engine.* fields it cannot do without (checked when the config loads)
+        kind_of(cfg).same_votes_at_zero     whether judge votes at temperature 0 would all be alike
     """
 
     name = ""
     score_routes: tuple[str, ...] = ()
     billed_per_token = False  # its requests go to a server that may bill per token (cost.*: unpriced warnings)
+    required: tuple[str, ...] = ()  # engine.* fields that must be set for this kind (factory/config/engine.py)
+    batch_api = False  # it can send requests through a provider's batch API (engine.batch)
+    # Deterministic per seed at temperature 0 (a local engine): votes with different seeds would all be the same.
+    same_votes_at_zero = True
 
     def engine_class(self) -> type:
         raise NotImplementedError
@@ -306,19 +312,6 @@ def checked(request: Request | ScoreRequest, result: Completion | Score) -> Comp
         latency_s=result.latency_s,
         attempts=result.attempts,
     )
-
-
-def check_order(requests: list[Request], completions: list[Completion]) -> list[Completion]:
-    """Put async results back by tag and refuse a lost or doubled one (Ray Data LLM's rule)."""
-    by_tag: dict[Any, Completion] = {}
-    for completion in completions:
-        if completion.tag in by_tag:
-            raise RuntimeError(f"engine returned tag {completion.tag!r} twice")
-        by_tag[completion.tag] = completion
-    missing = [r.tag for r in requests if r.tag not in by_tag]
-    if missing or len(by_tag) != len(requests):
-        raise RuntimeError(f"engine lost {len(missing)} completion(s), e.g. tag {missing[:1]}")
-    return [by_tag[r.tag] for r in requests]
 
 
 def gather(

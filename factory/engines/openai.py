@@ -5,22 +5,21 @@
     engine.generate([Request(messages=[{"role": "user", "content": "hi"}], max_tokens=64, seed=7)])
     -> [Completion(text="Hello!", reasoning=None, finish_reason="stop", prompt_tokens=9, ...)]
 
-Per replica: at most `parallel` requests in flight, paced to `rpm` / `tpm` (split over the replicas).
-A reply is untrusted: each attempt has `request_timeout_s` for the whole reply (a server that keeps
-sending is cut off at the deadline, not only one that stalls) and reads at most `max_reply_bytes` of its
-body (more is that request's error at once, not retried: the connection is closed); what it says is then
-checked like every engine's reply (factory.engines.base.checked).
-Every failure is one request's own: a 429 (its Retry-After honoured), a
-5xx, a timeout, a dropped connection, or a 200 that is not usable (a body that is not JSON, `choices: []`,
-`content: null` with no reasoning) is retried alone, `max_retries` times with exponential backoff and
-full jitter; any other error (a 400), or the last retry's, becomes that request's `error` and the rest of
-the batch goes on, never re-sent. `Completion.attempts` counts the attempts sent. A 401/403 is the one
+Per replica: at most `parallel` requests in flight, paced to `rpm` / `tpm` (split over the replicas). A reply
+is untrusted: each attempt has `request_timeout_s` for the whole reply (a server that keeps sending is cut off
+at the deadline, not only one that stalls) and reads at most `max_reply_bytes` of its body (more is that
+request's error at once, not retried: the connection is closed); what it says is then checked like every
+engine's reply (factory.engines.base.checked). Every failure is one request's own: a 429 (its Retry-After
+honoured), a 5xx, a timeout, a dropped connection, or a 200 that is not usable (a body that is not JSON,
+`choices: []`, `content: null` with no reasoning) is retried alone, `max_retries` times with exponential
+backoff and full jitter; any other error (a 400), or the last retry's, becomes that request's `error` and the
+rest of the batch goes on, never re-sent. `Completion.attempts` counts the attempts sent. A 401/403 is the one
 error that is not per request: the key is refused, so generate() raises FatalEngineError after that one
 attempt and sends nothing more. Error texts are one line with every secret value (the API key, base_url
-credentials) replaced by ***, so a server that echoes the key cannot get it stored.
-`engine_kwargs.extra_body` (a mapping) is sent with every request, for server-specific fields. DeepSeek's `reasoning_content` and
-`usage.completion_tokens_details.reasoning_tokens` are read when the server sends them; otherwise the
-sample stage finds `<think>` in the content and splits the tokens with `engine.tokenizer`.
+credentials) replaced by ***, so a server that echoes the key cannot get it stored. `engine_kwargs.extra_body`
+(a mapping) is sent with every request, for server-specific fields. DeepSeek's `reasoning_content` and
+`usage.completion_tokens_details.reasoning_tokens` are read when the server sends them; otherwise the sample
+stage finds `<think>` in the content and splits the tokens with `engine.tokenizer`.
 
 Batch mode (`engine.batch: true`): generate() sends its requests as one provider batch instead
 (factory/engines/openai_batch.py: submit, poll, collect, the batch ids kept in the run's batches/).
@@ -574,6 +573,9 @@ class OpenAIKind(EngineKind):
     name = "openai"
     score_routes = SCORE_ROUTES
     billed_per_token = True  # an API, or a server someone runs
+    required = ("base_url",)
+    batch_api = True
+    same_votes_at_zero = False  # a server's sampling need not be deterministic per seed
 
     def engine_class(self) -> type:
         return OpenAIEngine

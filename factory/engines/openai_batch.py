@@ -191,7 +191,8 @@ class BatchSender:
                         finish(cid, self._completion(request, value, batch, tries or 1))
                     elif batch["batch_id"] in self.mine and (verdict == "error" or tries > self.cfg.max_retries):
                         attempts = f" (after {tries} batch(es))" if verdict == "again" else ""
-                        finish(cid, Completion(tag=request.tag, error=self.engine._scrub(value + attempts), attempts=tries))
+                        error = self.engine._scrub(value + attempts)
+                        finish(cid, Completion(tag=request.tag, error=error, attempts=tries))
                     else:
                         send.append(cid)
             if adopted:
@@ -203,13 +204,16 @@ class BatchSender:
         return [done[cid] for cid in bodies]
 
     def _completion(self, request: Request, body: dict, batch: dict, attempts: int) -> Completion:
-        """A 200 line's Completion, checked as a synchronous reply is; a body without an answer is the request's error."""
+        """A 200 line's Completion, checked as a synchronous reply is; a body without an answer is the
+        request's error."""
         latency = max(0.0, (batch.get("updated_at") or 0) - (batch.get("created_at") or 0))
         try:
             response = self.engine._openai.types.chat.ChatCompletion.model_validate(body)
             return self.engine._completion(request, response, latency, attempts)
         except Exception as exc:  # noqa: BLE001 - a malformed reply is this request's failure
-            return Completion(tag=request.tag, error=self.engine._scrub(f"malformed reply in the batch: {exc}"), attempts=attempts)
+            return Completion(
+                tag=request.tag, error=self.engine._scrub(f"malformed reply in the batch: {exc}"), attempts=attempts
+            )
 
     # -- the provider's routes ---------------------------------------------------------------------
     def _api(self, make: Any, what: str) -> Any:
@@ -222,7 +226,9 @@ class BatchSender:
                 return self.engine._call(make())
             except openai.APIStatusError as exc:
                 if exc.status_code in (401, 403):
-                    raise FatalEngineError(self.engine._fatal_message(exc.status_code, self.engine._scrub(str(exc)))) from None
+                    raise FatalEngineError(
+                        self.engine._fatal_message(exc.status_code, self.engine._scrub(str(exc)))
+                    ) from None
                 retry = exc.status_code in (408, 409, 429) or exc.status_code >= 500
                 error: Exception = exc
             except openai.APIConnectionError as exc:
@@ -236,13 +242,17 @@ class BatchSender:
         lines = [{"custom_id": cid, "method": "POST", "url": ENDPOINT, "body": body} for cid, _, body in items]
         data = "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines).encode()
         client = self.engine.client
-        upload = self._api(lambda: client.files.create(file=("factory-batch.jsonl", data), purpose="batch"), "uploading a batch file")
+        upload = self._api(
+            lambda: client.files.create(file=("factory-batch.jsonl", data), purpose="batch"), "uploading a batch file"
+        )
         keys = [json.dumps(request.tag, default=str) for _, request, _ in items]
         cids = [cid for cid, _, _ in items]
         # The uploaded file's row first: a run killed while the batch is being created finds it by this file.
         self._record(_Uploaded(upload.id), cids, keys)
         batch = self._api(
-            lambda: client.batches.create(input_file_id=upload.id, endpoint=ENDPOINT, completion_window=self.cfg.batch_window),
+            lambda: client.batches.create(
+                input_file_id=upload.id, endpoint=ENDPOINT, completion_window=self.cfg.batch_window
+            ),
             "creating a batch",
         )
         with self.lock:
@@ -257,6 +267,7 @@ class BatchSender:
         The provider's recent batches are searched for one over that file; found, it is polled like any
         stored batch; not found, the row is marked abandoned and its requests are sent (nothing was paid)."""
         file_id = uploaded["input_file_id"]
+
         async def newest() -> Any:  # the client's list is an awaitable paginator, not a coroutine
             return await self.engine.client.batches.list(limit=100)
 
@@ -278,11 +289,17 @@ class BatchSender:
                 if time.monotonic() - self.polled.get(batch_id, 0.0) < self.cfg.batch_poll_s:
                     continue
                 self.polled[batch_id] = time.monotonic()
-                batch = self._api(lambda b=batch_id: self.engine.client.batches.retrieve(b), f"polling batch {batch_id}")
+                batch = self._api(
+                    lambda b=batch_id: self.engine.client.batches.retrieve(b), f"polling batch {batch_id}"
+                )
                 self.polls += 1
                 if batch.status != known["status"] or batch.output_file_id != known["output_file_id"]:
                     errors = getattr(batch, "errors", None)
-                    text = "; ".join(f"{e.code}: {e.message}" for e in (errors.data or [])) if errors and errors.data else None
+                    text = (
+                        "; ".join(f"{e.code}: {e.message}" for e in (errors.data or []))
+                        if errors and errors.data
+                        else None
+                    )
                     self._record(batch, known["custom_ids"], known["keys"], text)
                 if batch.status in ENDED:
                     return

@@ -72,7 +72,9 @@ def tested_range() -> str:
         requirements = [Requirement(r) for r in metadata.requires("factory") or []]
     except metadata.PackageNotFoundError:
         return ""
-    found = [r for r in requirements if r.name == "vllm" and r.marker is not None and r.marker.evaluate({"extra": "vllm"})]
+    found = [
+        r for r in requirements if r.name == "vllm" and r.marker is not None and r.marker.evaluate({"extra": "vllm"})
+    ]
     return str(found[0].specifier) if found else ""
 
 
@@ -110,7 +112,9 @@ def vllm_api() -> dict[str, Any]:
 
     version, spec = installed_version(), tested_range()
     if version and spec and not in_range(version, spec):
-        logging.getLogger("factory").warning("vllm %s is outside the tested range vllm%s (pyproject's vllm extra)", version, spec)
+        logging.getLogger("factory").warning(
+            "vllm %s is outside the tested range vllm%s (pyproject's vllm extra)", version, spec
+        )
     return {
         "AsyncLLM": AsyncLLM, "AsyncEngineArgs": AsyncEngineArgs, "SamplingParams": SamplingParams,
         "StructuredOutputsParams": StructuredOutputsParams, "PoolingParams": PoolingParams,
@@ -149,6 +153,7 @@ def placement_bundles(cfg: EngineConfig) -> tuple[list[dict[str, float]], str] |
 class VLLMKind(EngineKind):
     name = "vllm"
     score_routes = SCORE_ROUTES
+    required = ("model",)
 
     def engine_class(self) -> type:
         return VLLMEngine

@@ -98,13 +98,27 @@ def answer_rows(
             measure = count or chars_tokens
             r_tok, a_tok = round(measure(reasoning)) if reasoning else 0, round(measure(answer)) if answer else 0
             total = r_tok + a_tok
-        out.append({
-            "prompt_id": prompt_id, "sample_idx": idx, "sampler_fp": fp, "seed": None, "reasoning": reasoning,
-            "answer": answer, "text": row.get("text") or (f"<think>{reasoning}</think>{answer}" if reasoning else answer),
-            "reasoning_tokens": r_tok, "answer_tokens": a_tok, "completion_tokens": total, "prompt_tokens": None,
-            "finish_reason": str(row.get("finish_reason") or "stop"), "error": None, "latency_s": None,
-            "attempts": 0, "model": f"answers:{key.split('.')[2]}", "created_at": now,
-        })  # fmt: skip
+        out.append(
+            {
+                "prompt_id": prompt_id,
+                "sample_idx": idx,
+                "sampler_fp": fp,
+                "seed": None,
+                "reasoning": reasoning,
+                "answer": answer,
+                "text": row.get("text") or (f"<think>{reasoning}</think>{answer}" if reasoning else answer),
+                "reasoning_tokens": r_tok,
+                "answer_tokens": a_tok,
+                "completion_tokens": total,
+                "prompt_tokens": None,
+                "finish_reason": str(row.get("finish_reason") or "stop"),
+                "error": None,
+                "latency_s": None,
+                "attempts": 0,
+                "model": f"answers:{key.split('.')[2]}",
+                "created_at": now,
+            }
+        )
     table = pa.Table.from_pylist(out, schema=SAMPLES) if out else SAMPLES.empty_table()
     return pl.from_arrow(table), basis  # type: ignore[return-value]
 
@@ -123,7 +137,8 @@ def pending_answers(
         usable = usable.with_columns(text.alias(HASH))
     stored = store.read("samples", SAMPLES, columns=STATUS_COLUMNS)
     if stored is not None and stored.height:
-        done = of_prompts(stored.filter(pl.col("sampler_fp") == fp), prompts["prompt_id"], hashes).select(list(KEY)).unique()
+        mine = of_prompts(stored.filter(pl.col("sampler_fp") == fp), prompts["prompt_id"], hashes)
+        done = mine.select(list(KEY)).unique()
         usable = usable.join(done, on=list(KEY), how="anti", maintain_order="left")
     counts = {
         "rows": rows.height,

@@ -83,7 +83,8 @@ def preflight(cfg: RunConfig, secrets: bool = True) -> None:
         if path and "://" not in path and not Path(path).is_file():
             raise ConfigError(f"{key}: file not found: {path}")
     graph.check_prompts(cfg, e.prompts, "eval.prompts")
-    judge_stage.check_rubric(graph.rubric_text(cfg), "judge.rubric_file")
+    judge = graph.GenRMNode.of(cfg, stored={})  # the run's primary judge node (no model file looked at)
+    judge_stage.check_rubric(judge.rubric, f"{judge.key}.rubric_file")
 
 
 def fingerprints(cfg: RunConfig) -> dict[str, Any]:
@@ -95,15 +96,16 @@ def fingerprints(cfg: RunConfig) -> dict[str, Any]:
         if c.answers_path:
             out[name] = answers_mod.answers_fingerprint(c.answers_path, f"{key}.answers_path")
         else:
-            out[name] = sample_stage.sampler_fingerprint(c.engine, c.sampling, graph.model_id(c.engine, f"{key}.engine"), template)
+            out[name] = sample_stage.sampler_fingerprint(
+                c.engine, c.sampling, graph.model_id(c.engine, f"{key}.engine"), template
+            )
         twin = next((other for other, fp in out.items() if fp == out[name] and other != name), None)
         if twin is not None:
             raise ConfigError(
                 f"{key}: samples exactly as eval.candidates.{twin} (same model, engine kind, sampling and template, "
                 "or the same answers file); change one of them or drop it"
             )
-    judge = judge_stage.judge_fingerprint(cfg.judge, graph.model_id(cfg.judge.engine, "judge.engine"), graph.rubric_text(cfg))
-    return {"judge": judge, "candidates": out}
+    return {"judge": graph.GenRMNode.of(cfg).fingerprint, "candidates": out}
 
 
 def eval_prompts(cfg: RunConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -115,7 +117,7 @@ def eval_prompts(cfg: RunConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
 
 def stages(cfg: RunConfig, prompts: pl.DataFrame, fps: dict[str, Any]) -> list:
     """One sample stage per candidate with an engine, then one judge stage per candidate."""
-    e, rubric = cfg.eval, graph.rubric_text(cfg)
+    e, rubric = cfg.eval, graph.GenRMNode.of(cfg, stored={}).rubric
     samplers, judges = [], []
     for name, c in e.candidates.items():
         fp = fps["candidates"][name]
@@ -140,6 +142,16 @@ def prices(cfg: RunConfig) -> dict[str, Any]:
     return out | {f"judge:{name}": at_rate(cfg.cost.judge, cfg.judge.engine) for name in cfg.eval.candidates}
 
 
+def price_keys(cfg: RunConfig) -> dict[str, str]:
+    """Stage -> the config key of its prices (named where a paid stage has none)."""
+    judge = graph.GenRMNode.of(cfg, stored={}).price_key
+    return {
+        k: v
+        for name in cfg.eval.candidates
+        for k, v in ((f"sample:{name}", f"eval.candidates.{name}.cost"), (f"judge:{name}", judge))
+    }
+
+
 def _samples_of(store: RunStore, fp: str, prompts: pl.DataFrame, k: int) -> pl.DataFrame:
     stored = store.read("samples", SAMPLES)
     samples = sample_stage.current_samples(stored, fp, prompts["prompt_id"], k, sample_stage.prompt_hashes(prompts))
@@ -158,8 +170,23 @@ def collect(
         judgments[name] = judged
         scored = judge_stage.with_quality(samples, judged)
         frames.append(scored.with_columns(pl.lit(name).alias("candidate")))
-    columns = ["candidate", "prompt_id", "sample_idx", "sampler_fp", "error", "finish_reason", "reasoning", "answer",
-               "completion_tokens", "reasoning_tokens", "answer_tokens", "score", "quality", "votes_ok", "votes"]  # fmt: skip
+    columns = [
+        "candidate",
+        "prompt_id",
+        "sample_idx",
+        "sampler_fp",
+        "error",
+        "finish_reason",
+        "reasoning",
+        "answer",
+        "completion_tokens",
+        "reasoning_tokens",
+        "answer_tokens",
+        "score",
+        "quality",
+        "votes_ok",
+        "votes",
+    ]
     return pl.concat([f.select(columns) for f in frames], how="vertical_relaxed"), judgments
 
 
@@ -186,11 +213,16 @@ def write_outputs(
     store.write_bytes("report/eval.parquet", table_mod.parquet_bytes(pl.DataFrame(rows, infer_schema_length=None)))
     store.write_bytes("report/eval_samples.parquet", table_mod.parquet_bytes(detail.drop("reasoning")))
     numbers = {
-        "baseline": rows[0]["baseline"], "decode_tokens_per_s": cfg.decode_tokens_per_s, "scale_max": cfg.judge.scale_max,
-        "k": cfg.eval.k, "bootstrap": cfg.eval.bootstrap, "seed": cfg.eval.seed,
+        "baseline": rows[0]["baseline"],
+        "decode_tokens_per_s": cfg.decode_tokens_per_s,
+        "scale_max": cfg.judge.scale_max,
+        "k": cfg.eval.k,
+        "bootstrap": cfg.eval.bootstrap,
+        "seed": cfg.eval.seed,
         "answerable_method": "rule: eval.referral_patterns on the reply text" if answerable else None,
-        "models": rows, "notes": notes,
-    }  # fmt: skip
+        "models": rows,
+        "notes": notes,
+    }
     store.write_bytes("report/eval.json", json.dumps(numbers, indent=2, default=str).encode())
     store.write_bytes("report/score_vs_rt.png", table_mod.score_rt_png(rows, detail, cfg))
     return {"rows": rows, "markdown": text, "notes": notes}
@@ -207,9 +239,16 @@ def evaluate(cfg: RunConfig, backend: str = "ray", build: Any = None, take_over:
         fps.update(fingerprints(cfg))
 
     session = Session(
-        cfg, eval_dir(cfg), output_key="eval.output_dir", preflight=check, prices=prices(cfg), backend=backend,
-        build=build, take_over=take_over,
-    )  # fmt: skip
+        cfg,
+        eval_dir(cfg),
+        output_key="eval.output_dir",
+        preflight=check,
+        prices=prices(cfg),
+        price_keys=price_keys(cfg),
+        backend=backend,
+        build=build,
+        take_over=take_over,
+    )
     with session:
         store = session.store
         prompts, invalid = eval_prompts(cfg)
@@ -226,7 +265,9 @@ def evaluate(cfg: RunConfig, backend: str = "ray", build: Any = None, take_over:
         stage_graph = stages(cfg, prompts, fps)
         session.say(f"[eval] {prompts.height} held-out prompts, {len(cfg.eval.candidates)} candidates -> {store.url}")
         for name, counts in imported.items():
-            session.say(f"[eval] {name}: {counts['to_import']} answers imported from its file ({counts['tokens']} token counts)")
+            session.say(
+                f"[eval] {name}: {counts['to_import']} answers imported from its file ({counts['tokens']} token counts)"
+            )
         done = session.run(stage_graph)
         samples, judgments = collect(store, cfg, prompts, fps, stage_graph)
         extra = [
@@ -256,7 +297,8 @@ def evaluate(cfg: RunConfig, backend: str = "ray", build: Any = None, take_over:
 
 
 def eval_plan(cfg: RunConfig) -> dict[str, Any]:
-    """`factory eval --dry-run`: the plan of every stage (factory/commands/plan.py), nothing sent, only plan.json written."""
+    """`factory eval --dry-run`: the plan of every stage (factory/commands/plan.py), nothing sent, only
+    plan.json written."""
     from factory.commands import plan as plan_mod
 
     t0 = time.perf_counter()
@@ -278,7 +320,7 @@ def eval_plan(cfg: RunConfig) -> dict[str, Any]:
                 "reasoning_tokens": float(judgeable["reasoning_tokens"].mean() or 0.0) if judgeable.height else 0.0,  # type: ignore[arg-type]
                 "answer_how": "the answers file",
             }  # fmt: skip
-    plans = plan_mod.plan_stages(store, stages(cfg, prompts, fps), prices(cfg), feeds)
+    plans = plan_mod.plan_stages(store, stages(cfg, prompts, fps), prices(cfg), feeds, price_keys(cfg))
     head = {
         "command": "eval",
         "output_dir": store.url,

@@ -24,7 +24,6 @@ Per candidate:
 from __future__ import annotations
 
 import io
-import re
 from typing import Any
 
 import numpy as np
@@ -200,12 +199,19 @@ def markdown_table(rows: list[dict[str, Any]], cfg: RunConfig, answerable: bool)
     body = []
     for r in rows:
         line = [
-            r["model"], f"{r['prompts_scored']}/{r['prompts']}", _f(r["score"]), difference_text(r),
+            r["model"],
+            f"{r['prompts_scored']}/{r['prompts']}",
+            _f(r["score"]),
+            difference_text(r),
             f"{_f(r['mean_tokens'])} ({_f(r['mean_reasoning_tokens'])} + {_f(r['mean_answer_tokens'])})",
-            f"{r['max_tokens'] if r['max_tokens'] is not None else '-'} ({r['max_reasoning_tokens'] if r['max_reasoning_tokens'] is not None else '-'} / {r['max_answer_tokens'] if r['max_answer_tokens'] is not None else '-'})",
-            _f(r["mean_rt_s"], 2), _f(r["max_rt_s"], 2), _pct(r["truncated"]),
+            f"{r['max_tokens'] if r['max_tokens'] is not None else '-'} "
+            f"({'-' if r['max_reasoning_tokens'] is None else r['max_reasoning_tokens']} / "
+            f"{'-' if r['max_answer_tokens'] is None else r['max_answer_tokens']})",
+            _f(r["mean_rt_s"], 2),
+            _f(r["max_rt_s"], 2),
+            _pct(r["truncated"]),
             f"{r['judge_parse_failures']}/{r['judgments']}",
-        ]  # fmt: skip
+        ]
         if answerable:
             line.append(f"{_pct(r['answerable_agreement'])} of {r['answerable_labelled']}")
         body.append(line)
@@ -231,7 +237,8 @@ def notes(cfg: RunConfig, rows: list[dict[str, Any]], extra: list[str]) -> list[
     for r in rows:
         if r["samples_failed"] or r["judge_engine_errors"]:
             out.append(
-                f"{r['model']}: {r['samples_failed']} failed sample(s), {r['judge_engine_errors']} judge engine error(s)."
+                f"{r['model']}: {r['samples_failed']} failed sample(s), {r['judge_engine_errors']} judge engine "
+                "error(s)."
             )
     return out + extra
 
@@ -259,10 +266,6 @@ def score_rt_png(rows: list[dict[str, Any]], samples: pl.DataFrame, cfg: RunConf
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
     return png(fig)
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.+-]", "_", text)
 
 
 def parquet_bytes(frame: pl.DataFrame) -> bytes:

@@ -1,6 +1,6 @@
 """What requests cost: prices per stage, the spend of a running command and its optional budget.
 
-    budget = Budget({"sample": cfg.cost.sampler, "judge": cfg.cost.judge}, max_usd=cfg.cost.max_usd)
+    budget = Budget(graph.prices(), max_usd=cfg.cost.max_usd, keys=graph.price_keys())  # factory/graph.py
     Executor(store, cfg, budget=budget)        # charges each stored row: stage.tokens(row) at its prices
     budget.exceeded()                           # True once the charged dollars reach max_usd
     budget.as_dict()                            # metrics.json / manifest "spend"
@@ -55,7 +55,10 @@ class Budget:
     The executor calls `charge` for every row it stores and `exceeded` before it dispatches; stages with
     no price entry are charged tokens only."""
 
-    def __init__(self, prices: dict[str, StageCostConfig], max_usd: float | None = None):
+    def __init__(
+        self, prices: dict[str, StageCostConfig], max_usd: float | None = None, keys: dict[str, str] | None = None
+    ):
+        """`prices`: stage -> its prices; `keys`: stage -> the config key of its prices (named in warnings)."""
         if max_usd is not None and not any(priced(p) for p in prices.values()):
             raise ConfigError(
                 f"cost.max_usd: {max_usd:g} is set but no stage has a price (cost.sampler.*_usd_per_m, "
@@ -63,8 +66,13 @@ class Budget:
                 "eval.candidates.<name>.cost.*), so the budget could never be reached"
             )
         self.prices = prices
+        self.keys = keys or {}
         self.max_usd = max_usd
         self.stages: dict[str, dict[str, float]] = {}
+
+    def key(self, stage: str) -> str:
+        """The config key that prices `stage` (cost.sampler, cost.judges.b, eval.candidates.x.cost, ...)."""
+        return self.keys.get(stage, f"cost.{stage}")
 
     def charge(self, stage: str, prompt_tokens: int, completion_tokens: int) -> None:
         spent = self.stages.setdefault(stage, {"prompt_tokens": 0, "completion_tokens": 0, "usd": 0.0})
@@ -118,7 +126,8 @@ class Budget:
         return (
             f"budget reached: cost.max_usd={self.max_usd:g}, this invocation spent {usd_text(self.usd)} ({by_stage}); "
             "no new request was sent and every finished row is stored. Run the same command again to go on "
-            "(only the missing keys are requested; it may spend up to cost.max_usd again), or raise or drop cost.max_usd"
+            "(only the missing keys are requested; it may spend up to cost.max_usd again), or raise or drop "
+            "cost.max_usd"
         )
 
 
@@ -128,38 +137,6 @@ def at_rate(price: StageCostConfig, engine: Any) -> StageCostConfig:
         return price
     keep = 1.0 - price.batch_discount
     return replace(price, input_usd_per_m=price.input_usd_per_m * keep, output_usd_per_m=price.output_usd_per_m * keep)
-
-
-def _engine(entries: Any, name: str) -> Any:
-    entry = entries.get(name) if hasattr(entries, "get") else None
-    return entry.engine if entry is not None else None
-
-
-def run_prices(cfg: Any) -> dict[str, StageCostConfig]:
-    """`factory run`'s stage -> prices: sample, judge, judge_<name> (cost.judges.<name>), reward_<name>
-    (cost.reward_models.<name>), each at its engine's rate (at_rate); a judge or reward model with no entry
-    is not priced."""
-    return {
-        "sample": at_rate(cfg.cost.sampler, cfg.sampler.engine),
-        "judge": at_rate(cfg.cost.judge, cfg.judge.engine),
-        **{f"judge_{n}": at_rate(p, _engine(cfg.judges, n)) for n, p in cfg.cost.judges.items()},
-        **{f"reward_{n}": at_rate(p, _engine(cfg.reward_models, n)) for n, p in cfg.cost.reward_models.items()},
-    }
-
-
-def price_key(stage: str) -> str:
-    """The config keys that price a stage: sample -> cost.sampler, judge_r1 -> cost.judges.r1, ..."""
-    if stage == "sample":
-        return "cost.sampler"
-    if stage == "judge" or stage.startswith("judge:"):
-        return "cost.judge"
-    if stage.startswith("sample:"):
-        return f"eval.candidates.{stage.split(':', 1)[1]}.cost"
-    if stage.startswith("judge_"):
-        return f"cost.judges.{stage.removeprefix('judge_')}"
-    if stage.startswith("reward_"):
-        return f"cost.reward_models.{stage.removeprefix('reward_')}"
-    return f"cost.{stage}"
 
 
 def billed_per_token(engine: Any) -> bool:

@@ -147,7 +147,7 @@ class Executor:
         budget: Any = None,
     ):
         self.store, self.cfg, self.scrub = store, cfg, scrub
-        self.budget = budget  # factory.executor.budget.Budget: charge(stage, prompt, completion), exceeded(), label(stage)
+        self.budget = budget
         self.kind = backend
         if backend == "ray":
             from factory.executor.ray import RayBackend
@@ -211,7 +211,9 @@ class Executor:
         by_name = {s.name: s for s in stages}
         # A stage is fed by its upstream's stored rows, and follows those of the stages it names in `follows`
         # (sampler.adaptive: the sampler follows itself and the judges to draw a group's next step).
-        feeds = {s.name: [d for d in stages if d.upstream == s.name or s.name in getattr(d, "follows", ())] for s in stages}
+        feeds = {
+            s.name: [d for d in stages if d.upstream == s.name or s.name in getattr(d, "follows", ())] for s in stages
+        }
         queues = {s.name: WorkQueue() for s in stages}
         metrics = {s.name: StageMetrics(s.name, fed_by=s.upstream if s.upstream in by_name else "") for s in stages}
         pools = {s.name: self._pool(s) for s in stages}
@@ -233,11 +235,12 @@ class Executor:
             )
             self.progress.say(f"[{s.name}] {plan.height} request(s) to make" + (f" ({note})" if note else ""))
             if self.budget is not None and self.budget.max_usd is not None and (plan.height or fed):
-                from factory.executor.budget import price_key, unpriced_paid
+                from factory.executor.budget import unpriced_paid
 
                 if unpriced_paid([(s.name, s.engine, 1)], self.budget.prices):
                     self.progress.say(
-                        f"[{s.name}] warning: cost.max_usd does not count this stage: no price ({price_key(s.name)}.*)"
+                        f"[{s.name}] warning: cost.max_usd does not count this stage: no price "
+                        f"({self.budget.key(s.name)}.*)"
                     )
         writers = {
             s.name: TableWriter(
@@ -255,11 +258,16 @@ class Executor:
                 return False
             up = stage.upstream
             return bool(
-                len(queues[up]) or writers[up].pending or any(c.stage == up for c in calls.values()) or upstream_active(up)
+                len(queues[up])
+                or writers[up].pending
+                or any(c.stage == up for c in calls.values())
+                or upstream_active(up)
             )
 
         def wanted(s: Stage) -> bool:
-            return bool(len(queues[s.name]) or metrics[s.name].feeding or any(c.stage == s.name for c in calls.values()))
+            return bool(
+                len(queues[s.name]) or metrics[s.name].feeding or any(c.stage == s.name for c in calls.values())
+            )
 
         for s in stages:
             metrics[s.name].feeding = upstream_active(s.name)
@@ -308,10 +316,14 @@ class Executor:
                 if self.stopping and calls and time.monotonic() - self._last_event > 1.0 and not self._backend_alive():
                     # The actors are processes of their own and still hand rows back for a moment; once
                     # none comes, what is in flight is lost with Ray (a rerun asks for those keys again).
-                    self.progress.say(f"[factory] Ray's processes were stopped too: {len(calls)} batch(es) in flight are lost")
+                    self.progress.say(
+                        f"[factory] Ray's processes were stopped too: {len(calls)} batch(es) in flight are lost"
+                    )
                     break
-                if not calls and not any(len(q) for q in queues.values()) and not any(
-                    writers[s.name].pending for s in stages if feeds[s.name]
+                if (
+                    not calls
+                    and not any(len(q) for q in queues.values())
+                    and not any(writers[s.name].pending for s in stages if feeds[s.name])
                 ):
                     if self.stopping or self.fatal or not self._settle(stages, queues, metrics):
                         break
@@ -321,7 +333,10 @@ class Executor:
             for s in stages:
                 writers[s.name].close()
                 metrics[s.name].feeding = False
-                metrics[s.name].parts_written, metrics[s.name].merges = writers[s.name].parts_written, writers[s.name].merges
+                metrics[s.name].parts_written, metrics[s.name].merges = (
+                    writers[s.name].parts_written,
+                    writers[s.name].merges,
+                )
             self.progress.tick(force=True)
         if self.fatal:
             raise FatalRunError(self.fatal)
@@ -381,7 +396,11 @@ class Executor:
             since = self._pending_since.setdefault(id(pool), now)
             if now - since < WAIT_BEFORE_MAKING_ROOM_S:
                 return
-            idle = [p for p in distinct if p.started and p is not pool and not any(wanted(s) for s in stages if pools[s.name] is p)]
+            idle = [
+                p
+                for p in distinct
+                if p.started and p is not pool and not any(wanted(s) for s in stages if pools[s.name] is p)
+            ]
             for other in idle:
                 self.progress.say(
                     f"[executor] the cluster cannot hold the {stage.name} pool beside the others: closing the idle "
@@ -443,8 +462,9 @@ class Executor:
                 call.received.add(key)
                 writers[call.stage].add([row])
                 prompt, completion = stage.tokens(row)
-                m.add(stage.ok(row), int(row.get("attempts") or 0), prompt, completion, row.get("latency_s"))
-                self.live.row(stage.name, self._pool_names[stage.name], stage.ok(row), int(row.get("attempts") or 0), prompt, completion)
+                ok, attempts = stage.ok(row), int(row.get("attempts") or 0)
+                m.add(ok, attempts, prompt, completion, row.get("latency_s"))
+                self.live.row(stage.name, self._pool_names[stage.name], ok, attempts, prompt, completion)
                 if self.budget is not None:
                     self.budget.charge(stage.name, prompt, completion)
                     self.progress.extra[stage.name] = self.budget.label(stage.name)

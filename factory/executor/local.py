@@ -22,7 +22,13 @@ IN_FLIGHT_PER_REPLICA = 2
 
 class LocalPool:
     def __init__(
-        self, cfg: EngineConfig, name: str, build: Callable, events: queue.Queue, owns: Callable[[], bool], run_dir: str | None = None
+        self,
+        cfg: EngineConfig,
+        name: str,
+        build: Callable,
+        events: queue.Queue,
+        owns: Callable[[], bool],
+        run_dir: str | None = None,
     ):
         self.cfg, self.name, self.build, self.events, self.owns = cfg, name, build, events, owns
         self.run_dir = run_dir
@@ -63,9 +69,6 @@ class LocalPool:
 
     def capacity(self) -> int:
         return IN_FLIGHT_PER_REPLICA * len(self.engines) - len(self.calls) if self.started else 0
-
-    def in_flight(self) -> int:
-        return len(self.calls)
 
     def submit(self, call_id: int, fn: Callable, requests: list[dict], args: tuple) -> None:
         index = min(range(len(self.engines)), key=lambda i: self.load[i])

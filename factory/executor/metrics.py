@@ -110,7 +110,11 @@ class LiveMetrics:
 
 def overlap_s(stages: list[dict[str, Any]]) -> float:
     """Seconds during which at least two stages were running (from their started_at / ended_at)."""
-    spans = sorted((s["started_at"], s["ended_at"]) for s in stages if s.get("started_at") is not None and s.get("ended_at") is not None)
+    spans = sorted(
+        (s["started_at"], s["ended_at"])
+        for s in stages
+        if s.get("started_at") is not None and s.get("ended_at") is not None
+    )
     events = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans])
     total, active, last = 0.0, 0, None
     for at, step in events:

@@ -91,14 +91,17 @@ class Progress:
                 transient=False,
             )
             self._rich.start()
-        self._tasks[m.name] = self._rich.add_task(m.name, total=max(m.planned, 1), count="", failed=0, speed="", extra="", eta="")
+        self._tasks[m.name] = self._rich.add_task(
+            m.name, total=max(m.planned, 1), count="", failed=0, speed="", extra="", eta=""
+        )
 
     def tick(self, force: bool = False) -> None:
         now = time.monotonic()
         if self.live:
             for m in self.stages:
                 elapsed = m.elapsed()
-                speed = f"{m.completion_tokens / elapsed if elapsed > 0 else 0:.1f} tok/s {m.rows / elapsed if elapsed > 0 else 0:.2f} rows/s"
+                tok_s, rows_s = (m.completion_tokens / elapsed, m.rows / elapsed) if elapsed > 0 else (0, 0)
+                speed = f"{tok_s:.1f} tok/s {rows_s:.2f} rows/s"
                 self._rich.update(
                     self._tasks[m.name], total=max(m.planned, 1), completed=m.rows,
                     count=f"{m.rows}/{m.planned}{'+' if m.feeding else ''}", failed=m.failed, speed=speed,

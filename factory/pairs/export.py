@@ -8,7 +8,8 @@ and each side is exactly the continuation the student should produce.
 
     rows in:   prompt=[{system}, {user}]  chosen: reasoning="stock is 12", answer="Yes, link 3!"   (+ pairs' metadata)
     row out (DeepSeek-R1's template):
-               prompt   = "<｜begin▁of▁sentence｜>SYSTEM<｜User｜>USER<｜Assistant｜><think>\\n"   (the generation prompt)
+               prompt   = "<｜begin▁of▁sentence｜>SYSTEM<｜User｜>USER<｜Assistant｜><think>\\n"
+                          (the generation prompt)
                chosen   = "stock is 12\\n</think>\\n\\nYes, link 3!<｜end▁of▁sentence｜>"
                rejected = ...,  prompt_id, chosen_idx, ..., strategy   (the pairs/ columns, unchanged)
 
@@ -95,7 +96,9 @@ def _template_of(config: dict, key: str) -> str | None:
         named = {t.get("name"): t.get("template") for t in found if isinstance(t, dict)}
         found = named.get("default")
         if found is None:
-            raise ConfigError(f"{key}: the tokenizer's named chat templates have no 'default' ({', '.join(map(str, named))})")
+            raise ConfigError(
+                f"{key}: the tokenizer's named chat templates have no 'default' ({', '.join(map(str, named))})"
+            )
     return found if isinstance(found, str) and found.strip() else None
 
 
@@ -125,7 +128,8 @@ def load_template(
             text = (folder / "chat_template.jinja").read_text(encoding="utf-8")
     if not text:
         raise ConfigError(
-            f"{key}: no chat template in {path} (looked for chat_template.jinja and tokenizer_config.json's chat_template)"
+            f"{key}: no chat template in {path} (looked for chat_template.jinja and tokenizer_config.json's "
+            "chat_template)"
         )
     opened = think_open or _marker(text, open_=True)
     closed = think_close or _marker(text, open_=False)
@@ -139,7 +143,9 @@ def load_template(
     except ConfigError as exc:
         raise ConfigError(f"{key}: {exc}") from None
     except Exception as exc:  # a template error (syntax, raise_exception, a missing variable) names the key
-        raise ConfigError(f"{key}: the chat template in {path} does not render a conversation ({type(exc).__name__}: {exc})") from None
+        raise ConfigError(
+            f"{key}: the chat template in {path} does not render a conversation ({type(exc).__name__}: {exc})"
+        ) from None
     return template
 
 
@@ -172,7 +178,9 @@ def _compiled(text: str) -> Any:
     def raise_exception(message: str) -> None:
         raise jinja2.exceptions.TemplateError(message)
 
-    def tojson(value: Any, ensure_ascii: bool = False, indent: Any = None, separators: Any = None, sort_keys: bool = False) -> str:
+    def tojson(
+        value: Any, ensure_ascii: bool = False, indent: Any = None, separators: Any = None, sort_keys: bool = False
+    ) -> str:
         return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[Generation, loopcontrols])
@@ -310,7 +318,9 @@ def templated_pairs(
         named = named.with_columns(pl.lit(True).alias(f"_{side}_found"))
         rows = rows.join(named, on=["prompt_id", f"{side}_idx"], how="left", maintain_order="left")
     rows = rows.join(prompts.select("prompt_id", "messages"), on="prompt_id", how="left", maintain_order="left")
-    missing = rows.filter(pl.col("messages").is_null() | pl.col("_chosen_found").is_null() | pl.col("_rejected_found").is_null())
+    missing = rows.filter(
+        pl.col("messages").is_null() | pl.col("_chosen_found").is_null() | pl.col("_rejected_found").is_null()
+    )
     if missing.height:
         raise ConfigError(
             f"pairs/ names {missing.height} pair(s) whose prompt or samples are not stored under this run's "
@@ -323,7 +333,9 @@ def templated_pairs(
         out["prompt"].append(_strip_bos(template, frame.prompt, keep_bos))
         for side, reasoning, answer in (("chosen", row[1], row[2]), ("rejected", row[3], row[4])):
             out[side].append(continuation(template, messages, reasoning if include_reasoning else None, answer, frame))
-    meta = rows.drop("messages", "_chosen_r", "_chosen_a", "_rejected_r", "_rejected_a", "_chosen_found", "_rejected_found")
+    meta = rows.drop(
+        "messages", "_chosen_r", "_chosen_a", "_rejected_r", "_rejected_a", "_chosen_found", "_rejected_found"
+    )
     return pl.DataFrame(out, schema={"prompt": pl.String, "chosen": pl.String, "rejected": pl.String}).hstack(meta)
 
 
@@ -365,34 +377,53 @@ def preflight(cfg: Any) -> None:
 def sides_of(scored: pl.DataFrame | pl.LazyFrame, pairs: pl.DataFrame) -> pl.DataFrame:
     """The text of the samples `pairs` names (prompt_id, sample_idx, reasoning, answer): only those are read."""
     keys = pl.concat(
-        [pairs.select("prompt_id", pl.col(f"{side}_idx").cast(pl.Int64).alias("sample_idx")) for side in ("chosen", "rejected")]
+        [
+            pairs.select("prompt_id", pl.col(f"{side}_idx").cast(pl.Int64).alias("sample_idx"))
+            for side in ("chosen", "rejected")
+        ]
     ).unique()
     wanted = scored.lazy().select("prompt_id", pl.col("sample_idx").cast(pl.Int64), "reasoning", "answer")
     return wanted.join(keys.lazy(), on=["prompt_id", "sample_idx"], how="semi").collect()
 
 
 def write_export(
-    store: Any, cfg: Any, pairs: pl.DataFrame, scored: pl.DataFrame | pl.LazyFrame, prompts: pl.DataFrame,
+    store: Any,
+    cfg: Any,
+    pairs: pl.DataFrame,
+    scored: pl.DataFrame | pl.LazyFrame,
+    prompts: pl.DataFrame,
     template: StudentTemplate | None = None,
 ) -> dict[str, Any]:
     """export/<name>/*.parquet (+ _export.json saying how it was made) from the current pairs; returns that record."""
     template = template or student_template(cfg)
     if template is None:
-        raise ConfigError("export.template: no student chat template given (a tokenizer folder, tokenizer_config.json or .jinja)")
+        raise ConfigError(
+            "export.template: no student chat template given (a tokenizer folder, tokenizer_config.json or .jinja)"
+        )
     name = export_name(template, cfg.export.name)
-    rows = templated_pairs(pairs, sides_of(scored, pairs), prompts, template, cfg.pairs.include_reasoning, cfg.export.keep_bos)
+    rows = templated_pairs(
+        pairs, sides_of(scored, pairs), prompts, template, cfg.pairs.include_reasoning, cfg.export.keep_bos
+    )
     store.replace(f"export/{name}", rows)
     record = {
-        "name": name, "template": template.source, "rows": rows.height, "format": "standard",
-        "keeps_reasoning_in_conversational": keeps_reasoning(template), "think_markers": [template.think_open, template.think_close],
-        "bos_in_prompt": bool(cfg.export.keep_bos), "eos_token": template.eos_token, "strategy": cfg.pairs.strategy,
+        "name": name,
+        "template": template.source,
+        "rows": rows.height,
+        "format": "standard",
+        "keeps_reasoning_in_conversational": keeps_reasoning(template),
+        "think_markers": [template.think_open, template.think_close],
+        "bos_in_prompt": bool(cfg.export.keep_bos),
+        "eos_token": template.eos_token,
+        "strategy": cfg.pairs.strategy,
         "include_reasoning": cfg.pairs.include_reasoning,
-    }  # fmt: skip
+    }
     store.write_json(f"export/{name}/_export.json", record)
     return record
 
 
-def after_pairs(store: Any, cfg: Any, pairs: pl.DataFrame, scored: pl.DataFrame | pl.LazyFrame, prompts: pl.DataFrame) -> None:
+def after_pairs(
+    store: Any, cfg: Any, pairs: pl.DataFrame, scored: pl.DataFrame | pl.LazyFrame, prompts: pl.DataFrame
+) -> None:
     """What `factory run` and `factory pairs` do once pairs/ is written: with a student template, warn (once)
     when it drops pairs/' reasoning, and write the export unless export.enabled is false."""
     template = student_template(cfg)
@@ -403,4 +434,6 @@ def after_pairs(store: Any, cfg: Any, pairs: pl.DataFrame, scored: pl.DataFrame 
         _WARNED.add(template.source)
     if cfg.export.enabled:
         record = write_export(store, cfg, pairs, scored, prompts, template)
-        print(f"export/{name}/: {record['rows']} pairs under the student's template ({template.source})", file=sys.stderr)
+        print(
+            f"export/{name}/: {record['rows']} pairs under the student's template ({template.source})", file=sys.stderr
+        )

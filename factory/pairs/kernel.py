@@ -15,7 +15,8 @@
              when set, is delta instead.
 
 Outcome of each candidate pair (the first that applies):
-    no_short_sample  long2short only (factory/config/strategies.py): the chosen side has max_chosen_tokens tokens or more
+    no_short_sample  long2short only (its outcome rule, factory/config/strategies.py): the chosen side has
+                     max_chosen_tokens tokens or more
     tied             margin <= 0: no preference (the tie ban, per pair)
     below_margin     margin < delta (long2short, shortest_correct and reward have no delta)
     over_cap         kept, but after max_pairs_per_group pairs of its group (largest margins first)

@@ -187,11 +187,11 @@ def _exact_keys(
     marked: pl.DataFrame, scored: pl.DataFrame, columns: tuple[str, ...]
 ) -> tuple[pl.DataFrame, np.ndarray]:
     """`key` holds an answer-level key (rules.text_signature, or the hash of the normalized answer: equal
-    for equal normalized answers, not only then): among the rows otherwise valid, those whose signature repeats in their group get the
-    hash of their normalized texts (rules.duplicate_key), as the streaming path computes for every row.
-    A row whose signature is alone in its group has no duplicate, so its signature stands for it
-    (equal to a hash of the others by chance at 2^-64). Returns the frame and which rows
-    may be duplicates (the only rows the duplicate marking needs to look at)."""
+    for equal normalized answers, not only then): among the rows otherwise valid, those whose signature
+    repeats in their group get the hash of their normalized texts (rules.duplicate_key), as the streaming path
+    computes for every row. A row whose signature is alone in its group has no duplicate, so its signature
+    stands for it (equal to a hash of the others by chance at 2^-64). Returns the frame and which rows may be
+    duplicates (the only rows the duplicate marking needs to look at)."""
     valid = marked["exclusion"].is_null().to_numpy()
     with np.errstate(over="ignore"):
         in_group = marked["key"].to_numpy().astype(np.uint64) ^ (
@@ -239,10 +239,7 @@ def _mark_duplicates(marked: pl.DataFrame, reasons: tuple[str, ...], among: np.n
     is_copy = np.zeros(marked.height, dtype=bool)
     is_copy[position[later]] = True
     return marked.with_columns(
-        pl.when(pl.Series(is_copy))
-        .then(_reason(DUPLICATE, reasons))
-        .otherwise(pl.col("exclusion"))
-        .alias("exclusion")
+        pl.when(pl.Series(is_copy)).then(_reason(DUPLICATE, reasons)).otherwise(pl.col("exclusion")).alias("exclusion")
     ).drop("key")
 
 

@@ -40,7 +40,9 @@ def assistant_content(reasoning: pl.Expr, answer: pl.Expr, include_reasoning: bo
     which a trainer would teach the student to emit."""
     if not include_reasoning:
         return answer.fill_null("")
-    think = pl.concat_str([pl.lit("<think>\n"), reasoning.fill_null(""), pl.lit("\n</think>\n\n"), answer.fill_null("")])
+    think = pl.concat_str(
+        [pl.lit("<think>\n"), reasoning.fill_null(""), pl.lit("\n</think>\n\n"), answer.fill_null("")]
+    )
     return pl.when(has_reasoning(reasoning)).then(think).otherwise(answer.fill_null(""))
 
 

@@ -132,13 +132,13 @@ _SIGNATURE_BYTES = 1 << 18  # bytes handled at once: the scratch buffers stay in
 
 def text_signature(text: pl.Series) -> np.ndarray:
     """A u64 per row that is equal for any two texts whose normalized forms (`normalized`) are equal.
-    It counts only characters that neither lower-casing nor whitespace collapsing changes or makes:
-    ASCII characters above the space except i and k (which the lower case of U+0130 and of the Kelvin
-    sign produce), case folded (byte | 0x20), by the sum of their bytes; and the CJK characters U+4000..U+9FFF (UTF-8 lead byte 0xE4..0xE9: no
-    case, not whitespace), by the sum of a hash of each. Any other character counts nothing, so equal
-    signatures are only a necessary condition: the duplicate check compares the normalized texts of
-    the rows whose signatures repeat in their group. Five uint8 passes over the bytes into two scratch
-    buffers (no array allocated per pass), several times cheaper than normalizing the text."""
+    It counts only characters that neither lower-casing nor whitespace collapsing changes or makes: ASCII
+    characters above the space except i and k (which the lower case of U+0130 and of the Kelvin sign produce),
+    case folded (byte | 0x20), by the sum of their bytes; and the CJK characters U+4000..U+9FFF (UTF-8 lead
+    byte 0xE4..0xE9: no case, not whitespace), by the sum of a hash of each. Any other character counts
+    nothing, so equal signatures are only a necessary condition: the duplicate check compares the normalized
+    texts of the rows whose signatures repeat in their group. Five uint8 passes over the bytes into two
+    scratch buffers (no array allocated per pass), several times cheaper than normalizing the text."""
     array = text.cast(pl.String).to_arrow()
     array = array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
     if array.type != pa.large_string():

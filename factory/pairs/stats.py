@@ -29,7 +29,10 @@ if TYPE_CHECKING:
 # order_flip (pairs.exclude_order_flips) comes last: numbered after the others, which keep their codes.
 OUTCOMES = ("kept", "over_cap", "over_balance", "below_margin", "no_short_sample", "tied", "order_flip")
 # Outcomes only a setting can give, left out of the counts when it is off (manifests stay as they were).
-OPTIONAL_OUTCOMES = {"over_balance": lambda cfg: bool(cfg.balance.column), "order_flip": lambda cfg: cfg.exclude_order_flips}
+OPTIONAL_OUTCOMES = {
+    "over_balance": lambda cfg: bool(cfg.balance.column),
+    "order_flip": lambda cfg: cfg.exclude_order_flips,
+}
 # The buckets a group can end in besides kept / below_margin: the old names, kept for the manifest.
 GROUP_EXCLUSIONS = ("fewer_than_2_valid", "no_short_sample", "tied")
 
@@ -198,7 +201,10 @@ def target_note(stats: PairStats | dict[str, Any]) -> str | None:
     if kept >= target:
         return f"[pairs] target met: {kept} pairs kept >= target {target}"
     if s.get("prompts_needed_more") is None:
-        return f"[pairs] target {target} not met: no pair survived from {groups} prompts, so no estimate of the prompts needed"
+        return (
+            f"[pairs] target {target} not met: no pair survived from {groups} prompts, so no estimate of the "
+            "prompts needed"
+        )
     return (
         f"[pairs] target {target} not met: {kept} pairs from {groups} prompts (survival {kept / groups:.1%}); "
         f"about {s['prompts_needed_more']} more prompts are needed at this rate"
@@ -231,6 +237,6 @@ def target_start(pairs: PairsConfig, counts: dict[str, Any] | None = None) -> tu
             "+10% as `factory run` draws"
         )
     return target_draw(pairs), (
-        "no pair stored yet: assumed one group per prompt row, drop_ratio of them dropped, +20% (the first draw of `factory run`)"
+        "no pair stored yet: assumed one group per prompt row, drop_ratio of them dropped, +20% (the first draw of "
+        "`factory run`)"
     )
-

@@ -26,7 +26,8 @@ is better:
 
 So length is the paper's 1 - L / L_max and quality its Q / Q_max. A term whose `exclude_above` or
 `exclude_below` is set is also a filter on the raw value: the sample is excluded under the term's
-name. A new source is one entry in TERM_SOURCES (factory/config/pairs.py) and its measure here.
+name. A new source is one entry in TERM_SOURCES (factory/config/pairs.py) and its measure here; a judge
+kind's sources are its entry's (factory/config/kinds.py), read as they are.
 """
 
 from __future__ import annotations
@@ -96,16 +97,15 @@ def _own(entry: TermConfig | None, name: str) -> tuple[str, ...]:
 
 _MEASURES: dict[str, tuple] = {
     "length": (lambda e, n: pl.col("completion_tokens").cast(pl.Float64), lambda e, n: ("completion_tokens",)),
-    "quality": (_column, _own),
-    "dim": (_column, _own),
-    "reward": (_column, _own),
-    "verify": (_column, _own),
     "repetition": (lambda e, n: rules.repetition(e.field, e.n, e.unit), lambda e, n: (e.field,)),  # type: ignore[union-attr]
     "answer_chars": (lambda e, n: rules.answer_chars(), lambda e, n: ("answer",)),
     "format": (lambda e, n: rules.format_violation(e.pattern, e.require), lambda e, n: ("answer",)),  # type: ignore[union-attr]
     "think": (lambda e, n: rules.think_violation(e.require), lambda e, n: ("reasoning",)),  # type: ignore[union-attr]
 }
-SOURCES: dict[str, Source] = {name: Source(spec, *_MEASURES[name]) for name, spec in TERM_SOURCES.items()}
+# A judge kind's columns (factory/config/kinds.py) are read as they are.
+SOURCES: dict[str, Source] = {
+    name: Source(spec, *_MEASURES.get(name, (_column, _own))) for name, spec in TERM_SOURCES.items()
+}
 
 
 def source_of(column: str) -> Source | None:
@@ -166,10 +166,19 @@ def resolve(cfg: PairsConfig) -> tuple[list[Term], list[Term]]:
         assert source is not None
         terms.append(
             Term(
-                default_name(entry), f"pairs.terms[{i}]", source, entry.source, entry.norm or source.norm,
-                entry.direction or source.direction, entry, entry.lo, entry.hi, entry.exclude_above, entry.exclude_below,
+                default_name(entry),
+                f"pairs.terms[{i}]",
+                source,
+                entry.source,
+                entry.norm or source.norm,
+                entry.direction or source.direction,
+                entry,
+                entry.lo,
+                entry.hi,
+                entry.exclude_above,
+                entry.exclude_below,
             )
-        )  # fmt: skip
+        )
     strategy_term = _strategy_term(cfg)
     if strategy_term is not None:
         terms.append(strategy_term)

@@ -64,7 +64,8 @@ def describe(lease: dict[str, Any], now: float | None = None) -> str:
     now = now or time.time()
     return (
         f"{lease.get('command', '?')!r} by {lease.get('owner', '?')} on {lease.get('host', '?')} "
-        f"(pid {lease.get('pid', '?')}, started {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(lease.get('started_at', 0)))}, "
+        f"(pid {lease.get('pid', '?')}, started "
+        f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(lease.get('started_at', 0)))}, "
         f"last heartbeat {now - float(lease.get('heartbeat_at', 0)):.0f}s ago)"
     )
 
@@ -130,7 +131,9 @@ class Lease:
         time.sleep(SETTLE_S)
         mine = self.store.read_json(LEASE) or {}
         if mine.get("token") != self.token:
-            raise LeaseHeld(f"output_dir {self.store.url}: another run took the lease at the same moment: {describe(mine)}")
+            raise LeaseHeld(
+                f"output_dir {self.store.url}: another run took the lease at the same moment: {describe(mine)}"
+            )
         self._thread = threading.Thread(target=self._beat, name="factory-lease", daemon=True)
         self._thread.start()
         return self

@@ -59,7 +59,9 @@ class Manifest:
     @classmethod
     def from_dict(cls, data: dict) -> Manifest:
         known = {f.name for f in fields(cls)} - {"extra"}
-        return cls(**{k: v for k, v in data.items() if k in known}, extra={k: v for k, v in data.items() if k not in known})
+        return cls(
+            **{k: v for k, v in data.items() if k in known}, extra={k: v for k, v in data.items() if k not in known}
+        )
 
     def to_dict(self) -> dict:
         out: dict[str, Any] = {"command": self.command} if self.command else {}

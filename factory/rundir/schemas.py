@@ -135,10 +135,6 @@ PAIRS = pa.schema(
 )
 
 
-def polars_schema(schema: pa.Schema) -> dict[str, pl.DataType]:
-    return dict(pl.from_arrow(schema.empty_table()).schema)  # type: ignore[union-attr]
-
-
 def require_columns(frame: pl.DataFrame | pl.LazyFrame, needed: list[str] | tuple[str, ...], stage: str) -> None:
     """Fail before any work when an input frame lacks a column the stage needs, naming it."""
     names = frame.collect_schema().names() if isinstance(frame, pl.LazyFrame) else frame.columns

@@ -208,7 +208,8 @@ class RunStore:
             except FileNotFoundError:  # merged away between the listing and the read: its rows are in the new part
                 continue
             if schema is not None:
-                wanted = schema if columns is None else pa.schema([schema.field(c) for c in columns if c in schema.names])
+                picked = [schema.field(c) for c in columns if c in schema.names] if columns is not None else []
+                wanted = schema if columns is None else pa.schema(picked)
                 table = conform(table, wanted)
             yield table
 
@@ -233,9 +234,7 @@ class RunStore:
                 self.read_part(path, columns)  # raises CorruptPartError naming the part
                 raise
 
-    def read(
-        self, name: str, schema: pa.Schema | None = None, columns: list[str] | None = None
-    ) -> pl.DataFrame | None:
+    def read(self, name: str, schema: pa.Schema | None = None, columns: list[str] | None = None) -> pl.DataFrame | None:
         """All parts of `name` (only `columns` when given) as one DataFrame, or None when there are none."""
         if not self.parts(name):
             return None

@@ -99,13 +99,19 @@ class AdaptiveK:
         ladder = list(range(self.k_min, self.k, self.step)) + [self.k]
         reached = self._complete_prefix(scored, judged, prompt_ids, ladder)
         delta = self.delta = self._threshold(scored, reached)
-        level = reached.select("prompt_id", pl.lit(self.k_min, pl.Int64).alias("level"), pl.lit("waiting").alias("state"))
+        level = reached.select(
+            "prompt_id", pl.lit(self.k_min, pl.Int64).alias("level"), pl.lit("waiting").alias("state")
+        )
         for at in ladder:
-            walking = reached.join(level.filter((pl.col("state") == "waiting") & (pl.col("level") == at)), on="prompt_id")
+            walking = reached.join(
+                level.filter((pl.col("state") == "waiting") & (pl.col("level") == at)), on="prompt_id"
+            )
             walking = walking.filter(pl.col("reached") >= at)  # complete at this step: decide it
             if not walking.height:
                 break
-            ours = scored.join(walking.select("prompt_id"), on="prompt_id", how="semi").filter(pl.col("sample_idx") < at)
+            ours = scored.join(walking.select("prompt_id"), on="prompt_id", how="semi").filter(
+                pl.col("sample_idx") < at
+            )
             prepared = pair_kernel.prepare(ours, self.pairs, self.scale_max)
             done = pair_kernel.decided(prepared, self.pairs, delta)
             hopeless = pl.lit(False)
@@ -123,8 +129,11 @@ class AdaptiveK:
             )  # fmt: skip
             grow = step & (pl.col("state") == "waiting")
             level = level.with_columns(
-                pl.when(grow).then(pl.min_horizontal(pl.col("level") + self.step, pl.lit(self.k))).otherwise("level").alias("level")
-            )  # fmt: skip
+                pl.when(grow)
+                .then(pl.min_horizontal(pl.col("level") + self.step, pl.lit(self.k)))
+                .otherwise("level")
+                .alias("level")
+            )
         return level.with_columns(pl.col("state").cast(pl.Enum(STATES)))
 
     def _complete_prefix(
@@ -137,7 +146,9 @@ class AdaptiveK:
         settled = pl.DataFrame(schema={"prompt_id": pl.String, "sample_idx": pl.Int64})
         if scored.height:
             marked = pair_kernel.prepare(scored, self.pairs, self.scale_max).marked
-            marked = marked.select("prompt_id", pl.col("sample_idx").cast(pl.Int64), pl.col("exclusion").cast(pl.String))
+            marked = marked.select(
+                "prompt_id", pl.col("sample_idx").cast(pl.Int64), pl.col("exclusion").cast(pl.String)
+            )
             marked = marked.join(scored.select(*KEY, "error"), on=KEY, how="left")
             if self.retry_failed:  # a failed sample is asked again in this run: not settled yet
                 marked = marked.filter(pl.col("error").is_null())
@@ -169,12 +180,18 @@ class AdaptiveK:
         by_level = levels.group_by("level").agg(pl.len().alias("n")).sort("level")
         by_state = levels.group_by("state").agg(pl.len().alias("n"))
         return {
-            "k_min": self.k_min, "step": self.step, "k": self.k,
-            "stop_rule": {"drop_ratio": self.pairs.drop_ratio, "min_margin": self.pairs.min_margin, "give_up": self.give_up},
+            "k_min": self.k_min,
+            "step": self.step,
+            "k": self.k,
+            "stop_rule": {
+                "drop_ratio": self.pairs.drop_ratio,
+                "min_margin": self.pairs.min_margin,
+                "give_up": self.give_up,
+            },
             "samples_asked": int(levels["level"].sum()),
             "groups_by_samples": {str(k): int(n) for k, n in by_level.iter_rows()},
             "groups_by_state": {s: int(dict(by_state.iter_rows()).get(s, 0)) for s in STATES},
-        }  # fmt: skip
+        }
 
     def growth_estimate(self, levels: pl.DataFrame) -> tuple[int, str]:
         """(samples beyond the current levels the rule will likely ask for, how): for `factory plan`. Each

@@ -20,7 +20,10 @@ A stage turns work items into stored rows with an engine passed in. It declares:
     read(store) -> DataFrame      the stage's current rows as stored (latest row per key)
     ok(row), tokens(row)          for progress and metrics
 
-Stages never import Ray; the tests drive them with lists of rows and a fake engine.
+Stages never import Ray; the tests drive them with lists of rows and a fake engine. BaseStage holds the
+members most stages share (batch size from the engine, batch_args from `batch_fields`, no follow-on work, a
+row ok without an error, prompt + completion tokens); a stage writes only what differs. A batch function hands
+each finished row on through one Batch (emit, by tag, and the check that none was lost).
 """
 
 from __future__ import annotations
@@ -65,6 +68,55 @@ class Stage(Protocol):
     def ok(self, row: dict) -> bool: ...
 
     def tokens(self, row: dict) -> tuple[int, int]: ...
+
+
+class BaseStage:
+    """The stage contract's shared defaults (see the module doc). `batch_fields`: the attributes handed to
+    run_batch after (engine, requests, emit), in order."""
+
+    upstream: str | None = None
+    inputs: tuple[str, ...] = ()
+    batch_fields: tuple[str, ...] = ()
+    engine: EngineConfig
+
+    @property
+    def batch_size(self) -> int:
+        return self.engine.batch_size
+
+    @property
+    def batch_args(self) -> tuple:
+        return tuple(getattr(self, name) for name in self.batch_fields)
+
+    def follow(self, rows: list[dict]) -> list[dict]:
+        return []  # fed by its plan only (no upstream rows make work)
+
+    def ok(self, row: dict) -> bool:
+        return row["error"] is None
+
+    def tokens(self, row: dict) -> tuple[int, int]:
+        return int(row.get("prompt_tokens") or 0), int(row.get("completion_tokens") or 0)
+
+
+class Batch:
+    """The rows of one batch as they finish: `add(tag, row)` keeps the row under its request's tag and hands
+    it to `emit` at once (the executor stores it before the slowest request is back); `rows(tags, what)` are
+    the rows in request order, and one error naming how many (and which first) the engine lost."""
+
+    def __init__(self, emit: Emit | None):
+        self.emit = emit
+        self.by_tag: dict[Any, dict] = {}
+
+    def add(self, tag: Any, row: dict) -> None:
+        self.by_tag[tag] = row
+        if self.emit is not None:
+            self.emit([row])
+
+    def rows(self, tags: Iterable[Any], what: str) -> list[dict]:
+        tags = list(tags)
+        missing = [tag for tag in tags if tag not in self.by_tag]
+        if missing:
+            raise RuntimeError(f"engine lost {len(missing)} {what}, e.g. {missing[0]}")
+        return [self.by_tag[tag] for tag in tags]
 
 
 def read_status(

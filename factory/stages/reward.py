@@ -7,7 +7,8 @@ Output columns: rewards  -> see factory.rundir.schemas.REWARDS
 
     >>> stage = RewardStage(cfg, "rm", fps, prompts)   # cfg.reward_models["rm"]; fps["reward_rm"] its fingerprint
     >>> work = stage.plan(store)                # the usable samples not yet scored under this fingerprint
-    >>> rows = reward_batch(engine, stage.render(work.to_dicts()), None, cfg.reward_models["rm"], "rm", fps["reward_rm"])
+    >>> requests = stage.render(work.to_dicts())
+    >>> rows = reward_batch(engine, requests, None, cfg.reward_models["rm"], "rm", fps["reward_rm"])
     rows: prompt_id="p1" sample_idx=0 sampler_fp="ab12" rm="rm" rm_fp="c0ffee" score=1.73 error=None attempts=1 ...
     >>> sample_rewards(stage.read(store), "reward_rm")   # prompt_id, sample_idx, reward_rm (null when failed)
 
@@ -32,17 +33,13 @@ from factory.engines.base import Engine, Score, Scorer, ScoreRequest
 from factory.pairs.prejudge import Prefilter
 from factory.rundir.hashing import stable_hash
 from factory.rundir.schemas import REWARDS, SAMPLES, require_columns
-from factory.stages.base import Emit, latest, read_status
+from factory.stages.base import BaseStage, Batch, Emit, latest, read_status
 from factory.stages.sample import current_samples, prompt_hashes
 from factory.stages.scored import USABLE_INPUTS, follow_usable, of_current_samples, plan_usable
 
 KEY = ("prompt_id", "sample_idx", "sampler_fp")
 # What planning and resume read of the stored rewards: keys and status only.
 STATUS_COLUMNS = [*KEY, "rm_fp", "error", "sample_created_at", "created_at"]
-WORK_SCHEMA = {
-    "prompt_id": pl.String, "sample_idx": pl.Int64, "sampler_fp": pl.String, "answer": pl.String,
-    "reasoning": pl.String, "sample_created_at": pl.Float64,
-}  # fmt: skip
 
 
 def reward_fingerprint(rm: RewardModelConfig, model_id: str) -> str:
@@ -81,19 +78,9 @@ def reward_batch(
         ScoreRequest(messages=row["messages"], route=cfg.route, label=cfg.label, activation=cfg.activation, tag=tag)
         for tag, row in by_tag.items()
     ]
-    out: dict[tuple, dict] = {}
-
-    def done(score: Score) -> None:
-        row = reward_row(by_tag[score.tag], score, name, rm_fp)
-        out[score.tag] = row
-        if emit is not None:
-            emit([row])
-
-    engine.score(requests, on_done=done)  # type: ignore[attr-defined]
-    missing = [tag for tag in by_tag if tag not in out]
-    if missing:
-        raise RuntimeError(f"engine lost {len(missing)} score(s), e.g. {missing[0]}")
-    return [out[tag] for tag in by_tag]
+    batch = Batch(emit)
+    engine.score(requests, on_done=lambda s: batch.add(s.tag, reward_row(by_tag[s.tag], s, name, rm_fp)))  # type: ignore[attr-defined]
+    return batch.rows(by_tag, "score(s)")
 
 
 def reward_row(row: dict[str, Any], score: Score, name: str, rm_fp: str) -> dict:
@@ -154,7 +141,7 @@ def sample_rewards(rewards: pl.DataFrame, column: str) -> pl.DataFrame:
     return latest(rewards, ["prompt_id", "sample_idx"]).select("prompt_id", "sample_idx", score.alias(column))
 
 
-class RewardStage:
+class RewardStage(BaseStage):
     """One reward model as the executor drives it (factory/stages/base.py): fed by stored samples.
     Stage `reward_<name>`, table rewards/ (every reward model's rows, told apart by rm_fp)."""
 
@@ -163,6 +150,7 @@ class RewardStage:
     schema = REWARDS
     upstream = "sample"
     inputs = USABLE_INPUTS
+    batch_fields = ("cfg", "rm_name", "rm_fp")
     run_batch = staticmethod(reward_batch)
 
     def __init__(
@@ -189,14 +177,6 @@ class RewardStage:
         self.prompt_ids = prompts["prompt_id"]
         self.hashes = prompt_hashes(prompts)  # which stored samples answered the current text
         self.note = ""
-
-    @property
-    def batch_size(self) -> int:
-        return self.engine.batch_size
-
-    @property
-    def batch_args(self) -> tuple:
-        return (self.cfg, self.rm_name, self.rm_fp)
 
     @property
     def fanout(self) -> int:
@@ -248,8 +228,5 @@ class RewardStage:
             samples = current_samples(status, self.sampler_fp, self.prompt_ids, self.k, self.hashes)
         return current_rewards(store.read("rewards", REWARDS), self.rm_fp, samples)
 
-    def ok(self, row: dict) -> bool:
-        return row["error"] is None
-
     def tokens(self, row: dict) -> tuple[int, int]:
-        return int(row.get("prompt_tokens") or 0), 0
+        return int(row.get("prompt_tokens") or 0), 0  # a score request has prompt tokens only

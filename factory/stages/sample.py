@@ -33,7 +33,7 @@ from factory.rundir.hashing import derive_seed, messages_hash, stable_hash
 from factory.rundir.schemas import SAMPLES, require_columns
 from factory.rundir.store import conform
 from factory.stages.adaptive import AdaptiveK
-from factory.stages.base import Emit, PromptRows, check_inputs, encode, latest, read_status
+from factory.stages.base import BaseStage, Batch, Emit, PromptRows, check_inputs, encode, latest, read_status
 from factory.stages.think import think_blocks
 
 PLAN_COLUMNS = ("prompt_id", "sample_idx", "seed")
@@ -231,19 +231,9 @@ def sample_batch(
         )
         for row in rows
     ]
-    out: dict[tuple, dict] = {}
-
-    def done(completion: Completion) -> None:
-        row = sample_row(by_tag[completion.tag], completion, engine, sampler_fp)
-        out[completion.tag] = row
-        if emit is not None:
-            emit([row])
-
-    engine.generate(requests, on_done=done)
-    missing = [tag for tag in by_tag if tag not in out]
-    if missing:
-        raise RuntimeError(f"engine lost {len(missing)} completion(s), e.g. {missing[0]}")
-    return [out[tag] for tag in by_tag]
+    batch = Batch(emit)
+    engine.generate(requests, on_done=lambda c: batch.add(c.tag, sample_row(by_tag[c.tag], c, engine, sampler_fp)))
+    return batch.rows(by_tag, "completion(s)")
 
 
 def sample_row(row: dict[str, Any], completion: Completion, engine: Engine, sampler_fp: str) -> dict:
@@ -303,15 +293,16 @@ def current_samples(
     return latest(mine, list(KEY)).sort("prompt_id", "sample_idx")
 
 
-class SampleStage:
-    """The sample stage as the executor drives it (factory/stages/base.py)."""
+class SampleStage(BaseStage):
+    """The sample stage as the executor drives it (factory/stages/base.py): the first stage, fed by the
+    prompts only."""
 
     name = "sample"
     table = "samples"
     key = KEY
     schema = SAMPLES
-    upstream = None
     inputs = ("prompt_id", "messages")  # of the prompts
+    batch_fields = ("sampling", "sampler_fp")
     run_batch = staticmethod(sample_batch)
 
     def __init__(
@@ -348,14 +339,6 @@ class SampleStage:
         self.prompts = prompts
         self.hashes = prompt_hashes(prompts)
         self._rows = PromptRows(prompts, ["messages"])
-
-    @property
-    def batch_size(self) -> int:
-        return self.engine.batch_size
-
-    @property
-    def batch_args(self) -> tuple:
-        return (self.sampling, self.sampler_fp)
 
     def plan(self, store: Any) -> pl.DataFrame:
         self._store, self._asked = store, set()
@@ -404,7 +387,8 @@ class SampleStage:
         return self._next_step()
 
     def _next_step(self) -> list[dict]:
-        work = [row for row in self._missing(self._store).to_dicts() if (row["prompt_id"], row["sample_idx"]) not in self._asked]
+        missing = self._missing(self._store).to_dicts()
+        work = [row for row in missing if (row["prompt_id"], row["sample_idx"]) not in self._asked]
         self._asked.update((row["prompt_id"], row["sample_idx"]) for row in work)
         return work
 
@@ -418,9 +402,3 @@ class SampleStage:
         stored = store.read("samples", SAMPLES)
         samples = current_samples(stored, self.sampler_fp, self.prompts["prompt_id"], self.k, self.hashes)
         return samples if samples.height else pl.from_arrow(SAMPLES.empty_table())  # type: ignore[return-value]
-
-    def ok(self, row: dict) -> bool:
-        return row["error"] is None
-
-    def tokens(self, row: dict) -> tuple[int, int]:
-        return int(row.get("prompt_tokens") or 0), int(row.get("completion_tokens") or 0)

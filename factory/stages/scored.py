@@ -54,10 +54,17 @@ def of_current_samples(judgments: pl.DataFrame, samples: pl.DataFrame) -> pl.Dat
 
 
 TEXT_SCHEMA = {
-    "prompt_id": pl.String, "sample_idx": pl.Int64, "sampler_fp": pl.String, "prompt_hash": pl.String, "answer": pl.String,
-    "reasoning": pl.String, "error": pl.String, "created_at": pl.Float64, "completion_tokens": pl.Int64,
+    "prompt_id": pl.String,
+    "sample_idx": pl.Int64,
+    "sampler_fp": pl.String,
+    "prompt_hash": pl.String,
+    "answer": pl.String,
+    "reasoning": pl.String,
+    "error": pl.String,
+    "created_at": pl.Float64,
+    "completion_tokens": pl.Int64,
     "finish_reason": pl.String,
-}  # fmt: skip
+}
 
 
 def sample_text(

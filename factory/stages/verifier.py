@@ -82,7 +82,9 @@ def verdicts(samples: pl.DataFrame, prompts: pl.DataFrame, cfg: VerifierConfig, 
     if cfg.rule == "answerable":
         labels = prompts.select("prompt_id", referral.answerable_flags(prompts[cfg.column]).alias("_label"))
         frame = frame.join(labels, on="prompt_id", how="left")
-        return _out(frame, referral.agrees(pl.col("_label"), referral.refers(text, list(cfg.referral_patterns))), column)
+        return _out(
+            frame, referral.agrees(pl.col("_label"), referral.refers(text, list(cfg.referral_patterns))), column
+        )
     reference = prompts.select("prompt_id", pl.col(cfg.column).cast(pl.String).alias("_reference"))
     frame = frame.join(reference, on="prompt_id", how="left")
     ref = pl.col("_reference")
@@ -99,7 +101,9 @@ def _out(frame: pl.DataFrame, verdict: pl.Expr, column: str) -> pl.DataFrame:
     return frame.select(*KEYS, pl.when(pl.col("_ok")).then(verdict.cast(pl.Float64)).alias(column))
 
 
-def _by_function(samples: pl.DataFrame, prompts: pl.DataFrame, cfg: VerifierConfig, column: str, key: str) -> pl.DataFrame:
+def _by_function(
+    samples: pl.DataFrame, prompts: pl.DataFrame, cfg: VerifierConfig, column: str, key: str
+) -> pl.DataFrame:
     fn = load_function(cfg.function, f"{key}.function")
     by_id = {row["prompt_id"]: row for row in prompts.iter_rows(named=True)}
     values: list[float | None] = []
@@ -110,10 +114,15 @@ def _by_function(samples: pl.DataFrame, prompts: pl.DataFrame, cfg: VerifierConf
         try:
             value = fn({k: row[k] for k in (*KEYS, "answer", "reasoning")}, by_id.get(row["prompt_id"], {}))
         except Exception as exc:  # a user's rule: name it and the sample
-            raise ValueError(f"{key}.function: {cfg.function} raised {exc!r} on {row['prompt_id']}/{row['sample_idx']}") from exc
+            raise ValueError(
+                f"{key}.function: {cfg.function} raised {exc!r} on {row['prompt_id']}/{row['sample_idx']}"
+            ) from exc
         if value is not None:
             value = float(value)
             if not (math.isfinite(value) and 0.0 <= value <= 1.0):
-                raise ValueError(f"{key}.function: {cfg.function} returned {value} (not in 0..1) on {row['prompt_id']}/{row['sample_idx']}")
+                raise ValueError(
+                    f"{key}.function: {cfg.function} returned {value} (not in 0..1) on "
+                    f"{row['prompt_id']}/{row['sample_idx']}"
+                )
         values.append(value)
     return samples.select(*KEYS).with_columns(pl.Series(column, values, dtype=pl.Float64))

@@ -176,8 +176,12 @@ def test_group_mode_judges_both_replies_in_one_request_per_order(tmp_path, order
     assert summary["judgments"] == 40 * orders and summary["agree"] == 20 and summary["agreement"] == 1.0
     # the fake bills 10 prompt tokens a request: a group request shares them over its two replies
     assert summary["prompt_tokens"] == 10 * 20 * orders and summary["prompt_tokens_per_judgment"] == 5
-    shown = [re.findall(r"\[Answer ([A-Z]+)\]\n(.*?)(?=\n\n\[Answer |\n\nYour JSON verdict:)", r.messages[0]["content"], re.DOTALL)
-             for r in engine.requests]  # fmt: skip
+    shown = [
+        re.findall(
+            r"\[Answer ([A-Z]+)\]\n(.*?)(?=\n\n\[Answer |\n\nYour JSON verdict:)", r.messages[0]["content"], re.DOTALL
+        )
+        for r in engine.requests
+    ]
     firsts = [blocks[0][1] in better for blocks in shown[:20]]
     assert 0 < sum(firsts) < 20  # the better reply is not always shown first: the order is shuffled
     assert "group" in calibrate.summary_table(summary)

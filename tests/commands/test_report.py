@@ -1,4 +1,5 @@
 import json
+import re
 
 import polars as pl
 import pytest
@@ -162,3 +163,42 @@ def test_report_and_sweep_balance_by_a_prompt_column(tmp_path, capsys):
     assert "## Balance by question" in text and balance["cap"] == 1
     assert sum(v["kept"] for v in balance["by_value"].values()) == numbers["pairs"]["pairs_kept"]
     assert cli.main(["sweep", url, *keys]) == 0
+
+
+def test_report_md_escapes_markup_and_table_characters_in_values():
+    # issue 22: a judge's tag (or a prompt's text) is any string; raw, a `|` or a newline breaks the table's
+    # row and `<` opens markup.
+    frame = scored([("a", 0, 125, 0.9), ("a", 1, 500, 0.5), ("b", 0, 100, 0.8), ("b", 1, 300, 0.6)])
+    hostile = "sh|ort\nnext <b>line</b>"
+    frame = frame.with_columns(pl.Series("tags", [[hostile], ["plain"], [hostile], []], pl.List(pl.String)))
+    numbers = report.build_report(frame, pl.DataFrame({"parse_status": ["ok"] * 4}), RunConfig())
+    text = report.render_markdown(numbers, RunConfig())
+    tags = text.split("## Tags")[1].split("\n## ")[0]
+    rows = [line for line in tags.splitlines() if line.startswith("|")]
+    assert len(rows) == 2 + 2  # header, rule, one row per tag: the newline did not start a row
+    escaped = next(line for line in rows if "sh" in line)
+    assert "sh\\|ort<br>next &lt;b>line&lt;/b>" in escaped and "<b>" not in text
+    cells = [c for c in re.split(r"(?<!\\)\|", escaped)[1:-1]]
+    assert len(cells) == 4  # tag, valid, chosen, rejected: the `|` in the tag is not a column
+
+
+def test_the_page_and_report_md_render_the_same_tables(tmp_path):
+    # One set of tables (report.report_tables), two generic renderers: the page's terms table has report.md's
+    # columns, and every rate row report.md lists (zero counts too) is on the page.
+    import html
+
+    from factory.commands.page_html import tables_html
+
+    frame = scored([("a", 0, 125, 0.9), ("a", 1, 500, 0.5), ("b", 0, 100, 0.8), ("b", 1, 300, 0.6)])
+    cfg = RunConfig()
+    cfg.pairs = PairsConfig(terms=[TermConfig(source="answer_chars", exclude_above=80)])
+    numbers = report.build_report(frame, pl.DataFrame({"parse_status": ["ok"] * 4}), cfg)
+    tables = report.report_tables(numbers, cfg)
+    page = tables_html(tables)
+    text = report.render_markdown(numbers, cfg)
+    for t in tables:
+        assert all(f"<th>{html.escape(h)}</th>" in page for h in t.headers) and (not t.title or f"## {t.title}" in text)
+    assert "<th>excluded when</th><th>key</th>" in page and "| excluded when |" in text
+    rates = next(t for t in tables if t.title == "Rates")
+    zero = [r[0] for r in rates.rows if r[1] == 0]
+    assert zero and all(f">{html.escape(name)}</td>" in page and f"| {name}" in text for name in zero)

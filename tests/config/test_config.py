@@ -165,7 +165,8 @@ def test_judges_and_reward_models_are_mappings_of_typed_entries(tmp_path):
     (tmp_path / "rubrics" / "r1.txt").write_text("Rate {answer} from 0 to {scale_max}.")
     path = tmp_path / "c.yaml"
     path.write_text(
-        "judges:\n  r1:\n    rubric_file: rubrics/r1.txt\n    engine: {kind: openai, base_url: 'http://h/v1', model: r1}\n"
+        "judges:\n  r1:\n    rubric_file: rubrics/r1.txt\n    engine: {kind: openai, base_url: 'http://h/v1', model: "
+        "r1}\n"
         "reward_models:\n  rm:\n    engine: {kind: vllm, model: /m/rm}\n    route: classify\n"
     )
     cfg = config.load(path, ["reward_models.rm2.engine.kind=openai", "reward_models.rm2.engine.base_url=http://h/v1",
@@ -173,21 +174,28 @@ def test_judges_and_reward_models_are_mappings_of_typed_entries(tmp_path):
     assert cfg.judges["r1"].rubric_file == str(tmp_path / "rubrics" / "r1.txt")  # relative to the YAML file
     assert isinstance(cfg.judges["r1"], config.JudgeConfig) and cfg.judges["r1"].dimensions is True
     assert cfg.judges["r1"].sampling.temperature == 0.2  # an entry's defaults are judge.*'s
-    assert [(n, r.engine.kind, r.route) for n, r in cfg.reward_models.items()] == [("rm", "vllm", "classify"), ("rm2", "openai", "score")]
+    assert [(n, r.engine.kind, r.route) for n, r in cfg.reward_models.items()] == [
+        ("rm", "vllm", "classify"),
+        ("rm2", "openai", "score"),
+    ]
     assert config.load(DEMO).judges == {} and config.load(DEMO).reward_models == {}
 
 
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("judges.b.engine.knd=x", "unknown config key 'judges.b.engine.knd' in the command line; did you mean 'judges.b.engine.kind'?"),
-        ("reward_models.rm.rout=score", "unknown config key 'reward_models.rm.rout' in the command line; did you mean 'reward_models.rm.route'?"),
+        ("judges.b.engine.knd=x",
+         "unknown config key 'judges.b.engine.knd' in the command line; did you mean 'judges.b.engine.kind'?"),
+        ("reward_models.rm.rout=score",
+         "unknown config key 'reward_models.rm.rout' in the command line; did you mean 'reward_models.rm.route'?"),
         ("reward_models.rm.route=rank", "reward_models.rm.route: 'rank' is not one of classify, pooling, score"),
-        ("reward_models.my-rm.label=0", "reward_models.my-rm: a name is letters, digits and _ (it names reward_<name>)"),
+        ("reward_models.my-rm.label=0",
+         "reward_models.my-rm: a name is letters, digits and _ (it names reward_<name>)"),
         ("judges.spread.votes=1", "judges.spread: quality_spread is the primary judge's vote spread; rename it"),
         ("judges.b.sampling.temperature=-1", "judges.b.sampling.temperature: must be >= 0, got -1.0"),
         ("judge.dimension_names=[a,a]", "judge.dimension_names: ['a', 'a'] names a dimension twice"),
-        ("judge.dimension_names=[a-b]", "judge.dimension_names: 'a-b' is not letters, digits and _ (it names dim_<name>)"),
+        ("judge.dimension_names=[a-b]",
+         "judge.dimension_names: 'a-b' is not letters, digits and _ (it names dim_<name>)"),
     ],
 )  # fmt: skip
 def test_a_bad_judge_or_reward_model_entry_names_its_full_key(override, message):
@@ -200,5 +208,6 @@ def test_factory_keys_lists_the_entries_of_judges_and_reward_models():
     keys = [k for k, _, _ in config.help_table()]
     for key in ("judges", "judges.<name>.rubric_file", "judges.<name>.engine.kind", "judge.dimension_names",
                 "judge.tags", "judge.tag_values", "reward_models", "reward_models.<name>.route",
-                "reward_models.<name>.label", "reward_models.<name>.activation", "reward_models.<name>.engine.model"):  # fmt: skip
+                "reward_models.<name>.label", "reward_models.<name>.activation",
+                "reward_models.<name>.engine.model"):  # fmt: skip
         assert key in keys, key

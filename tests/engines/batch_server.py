@@ -79,12 +79,23 @@ class BatchServer(_Server):
                         server.inputs[batch_id] = lines
                         for line in lines:
                             server.lines[line["custom_id"]] += 1
-                        plan = server.plans[len(server.batches)] if len(server.batches) < len(server.plans) else "complete"
-                        batch = {"id": batch_id, "object": "batch", "endpoint": request["endpoint"],
-                                 "input_file_id": request["input_file_id"], "completion_window": request["completion_window"],
-                                 "status": "validating", "created_at": int(time.time()), "plan": plan,
-                                 "output_file_id": None, "error_file_id": None, "errors": None,
-                                 "request_counts": {"total": len(lines), "completed": 0, "failed": 0}}  # fmt: skip
+                        plan = (
+                            server.plans[len(server.batches)] if len(server.batches) < len(server.plans) else "complete"
+                        )
+                        batch = {
+                            "id": batch_id,
+                            "object": "batch",
+                            "endpoint": request["endpoint"],
+                            "input_file_id": request["input_file_id"],
+                            "completion_window": request["completion_window"],
+                            "status": "validating",
+                            "created_at": int(time.time()),
+                            "plan": plan,
+                            "output_file_id": None,
+                            "error_file_id": None,
+                            "errors": None,
+                            "request_counts": {"total": len(lines), "completed": 0, "failed": 0},
+                        }
                         server.batches[batch_id] = batch
                         return self._send(200, json.dumps(server.public(batch)).encode())
                     if self.path.endswith("/chat/completions"):
@@ -98,8 +109,13 @@ class BatchServer(_Server):
                     with server.lock:
                         server.lists += 1
                         newest = [server.public(b) for b in reversed(server.batches.values())][:100]
-                    body = {"object": "list", "data": newest, "has_more": False,
-                            "first_id": newest[0]["id"] if newest else None, "last_id": newest[-1]["id"] if newest else None}  # fmt: skip
+                    body = {
+                        "object": "list",
+                        "data": newest,
+                        "has_more": False,
+                        "first_id": newest[0]["id"] if newest else None,
+                        "last_id": newest[-1]["id"] if newest else None,
+                    }
                     return self._send(200, json.dumps(body).encode())
                 found = re.fullmatch(r"/v1/batches/([\w-]+)", self.path)
                 with server.lock:
@@ -146,7 +162,10 @@ class BatchServer(_Server):
             return batch
         if plan == "fail":
             batch["status"] = "failed"
-            batch["errors"] = {"object": "list", "data": [{"code": "invalid_request", "message": "bad line", "line": 1}]}
+            batch["errors"] = {
+                "object": "list",
+                "data": [{"code": "invalid_request", "message": "bad line", "line": 1}],
+            }
             return batch
         lines = self.inputs[batch_id]
         answered = lines[: len(lines) // 2] if plan == "expire_half" else lines
@@ -161,10 +180,18 @@ class BatchServer(_Server):
             out.append({"id": f"r{i}", "custom_id": line["custom_id"], "error": None,
                         "response": {"status_code": 200, "request_id": "x", "body": answer(line["body"])}})  # fmt: skip
         for line in lines[len(answered) :]:
-            errors.append({"id": "e", "custom_id": line["custom_id"], "response": None,
-                           "error": {"code": "batch_expired", "message": "This request could not be executed before the completion window expired."}})  # fmt: skip
+            errors.append(
+                {
+                    "id": "e",
+                    "custom_id": line["custom_id"],
+                    "response": None,
+                    "error": {
+                        "code": "batch_expired",
+                        "message": "This request could not be executed before the completion window expired.",
+                    },
+                }
+            )
         batch["status"] = "expired" if plan == "expire_half" else "completed"
         batch["output_file_id"], batch["error_file_id"] = self._file(out), self._file(errors)
         batch["request_counts"] = {"total": len(lines), "completed": len(out), "failed": len(errors)}
         return batch
-

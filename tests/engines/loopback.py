@@ -50,7 +50,9 @@ def score_response(values: float | list[float], route: str = "classify", prompt_
     """The 200 body of a vLLM scoring route: `values` are the head's outputs (one float: one label)."""
     values = values if isinstance(values, list) else [values]
     if route == "classify":
-        data = [{"index": 0, "label": f"LABEL_{values.index(max(values))}", "probs": values, "num_classes": len(values)}]
+        data = [
+            {"index": 0, "label": f"LABEL_{values.index(max(values))}", "probs": values, "num_classes": len(values)}
+        ]
     elif route == "pooling":
         data = [{"index": 0, "object": "pooling", "data": values}]
     else:

@@ -130,12 +130,17 @@ ENGINES = [
     pytest.param("llamacpp", marks=pytest.mark.slow),
     pytest.param("openai", marks=pytest.mark.slow),
     pytest.param(
-        "vllm", marks=[pytest.mark.slow, pytest.mark.vllm, pytest.mark.skipif(not HAS_VLLM, reason="vllm not installed")]
+        "vllm",
+        marks=[pytest.mark.slow, pytest.mark.vllm, pytest.mark.skipif(not HAS_VLLM, reason="vllm not installed")],
     ),
     pytest.param(
         "vllm-cuda",
-        marks=[pytest.mark.slow, pytest.mark.vllm, pytest.mark.gpu,
-               pytest.mark.skipif(not HAS_VLLM, reason="vllm not installed")],
+        marks=[
+            pytest.mark.slow,
+            pytest.mark.vllm,
+            pytest.mark.gpu,
+            pytest.mark.skipif(not HAS_VLLM, reason="vllm not installed"),
+        ],
     ),  # fmt: skip
 ]
 
@@ -185,8 +190,13 @@ def test_json_schema_constrained_output_parses_and_satisfies_the_schema(subject)
     out, _, _ = run(
         subject.engine,
         [
-            Request(messages=chat("Rate the reply 'ok' from 0 to 9 as JSON."), max_tokens=24, seed=s,
-                    json_schema=schema, tag=s)
+            Request(
+                messages=chat("Rate the reply 'ok' from 0 to 9 as JSON."),
+                max_tokens=24,
+                seed=s,
+                json_schema=schema,
+                tag=s,
+            )
             for s in range(2)
         ],  # fmt: skip
     )
@@ -197,7 +207,9 @@ def test_json_schema_constrained_output_parses_and_satisfies_the_schema(subject)
 
 def test_stop_strings_end_the_reply_before_them(subject):
     def ask(stop: list[str] | None):
-        request = Request(messages=chat("Count from 1 to 30."), max_tokens=48, temperature=0.0, seed=1, stop=stop, tag=0)
+        request = Request(
+            messages=chat("Count from 1 to 30."), max_tokens=48, temperature=0.0, seed=1, stop=stop, tag=0
+        )
         (completion,) = subject.engine.generate([request])
         assert completion.error is None, completion.error
         return completion
@@ -238,8 +250,10 @@ def test_a_prompt_over_the_context_fails_only_its_own_request(subject):
         ],
     )
     long, fine = out
-    assert long.error is not None and long.error.startswith("prompt has ") and long.error.endswith(
-        f"max_model_len {MAX_MODEL_LEN}"
+    assert (
+        long.error is not None
+        and long.error.startswith("prompt has ")
+        and long.error.endswith(f"max_model_len {MAX_MODEL_LEN}")
     ), long.error
     assert int(long.error.split()[2]) > MAX_MODEL_LEN and long.attempts <= 1 and not long.text
     assert fine.error is None and fine.text

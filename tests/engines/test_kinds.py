@@ -44,3 +44,65 @@ def test_weights_enter_the_fingerprint_only_where_they_change_what_the_model_say
 def test_token_counter_without_a_tokenizer_says_why():
     count, how = kind_of("openai").token_counter(EngineConfig(kind="openai", base_url="http://x/v1", model="m"))
     assert count is None and "no tokenizer" in how
+
+
+def engine_kind_branches(tree, kinds) -> list[int]:
+    """Lines that compare with an engine kind's name (or a tuple of them), or key a dict by one."""
+    import ast
+
+    def literal(node) -> bool:
+        if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+            return any(literal(e) for e in node.elts)
+        return isinstance(node, ast.Constant) and node.value in kinds
+
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare) and any(literal(o) for o in [node.left, *node.comparators]):
+            lines.append(node.lineno)
+        elif isinstance(node, ast.Dict) and any(k is not None and literal(k) for k in node.keys):
+            lines.append(node.lineno)
+        elif isinstance(node, ast.MatchValue) and literal(node.value):
+            lines.append(node.lineno)
+    return lines
+
+
+def test_no_module_outside_the_engines_branches_on_an_engine_kind():
+    import ast
+    from pathlib import Path
+
+    import factory
+    from factory.engines import ENGINES
+
+    package = Path(factory.__file__).resolve().parent
+    found = {
+        str(path.relative_to(package)): engine_kind_branches(ast.parse(path.read_text()), set(ENGINES))
+        for path in package.rglob("*.py")
+        if "engines" not in path.relative_to(package).parts
+    }
+    assert len(found) > 50
+    assert {path: lines for path, lines in found.items() if lines} == {}
+
+
+def test_the_engine_kind_scan_finds_a_branch():
+    import ast
+
+    code = 'if c.kind == "openai": pass\nx = kind in ("vllm", "llamacpp")\nhint = {"vllm": 1}[kind]\n'
+    assert engine_kind_branches(ast.parse(code), {"openai", "vllm", "llamacpp"}) == [1, 2, 3]
+    assert engine_kind_branches(ast.parse('if kind == "parquet": pass'), {"openai", "vllm", "llamacpp"}) == []
+
+
+def test_the_config_asks_the_engine_kind_what_it_requires_and_whether_zero_temperature_votes_repeat():
+    from factory.config import ConfigError, JudgeConfig, SamplingConfig
+
+    assert [kind_of(k).required for k in sorted(ENGINES)] == [(), ("base_url",), ("model",)]
+    with pytest.raises(ConfigError, match=r"^engine\.model: required when engine\.kind is vllm$"):
+        EngineConfig(kind="vllm")
+    with pytest.raises(ConfigError, match=r"^engine\.base_url: required when engine\.kind is openai$"):
+        EngineConfig(kind="openai")
+    zero = SamplingConfig(temperature=0.0)
+    with pytest.raises(
+        ConfigError, match=r"^judge\.votes: 3 votes at judge\.sampling\.temperature 0 would all be identical"
+    ):
+        JudgeConfig(votes=3, sampling=zero, engine=EngineConfig(kind="llamacpp"))
+    served = EngineConfig(kind="openai", base_url="http://127.0.0.1:9/v1")
+    assert JudgeConfig(votes=3, sampling=zero, engine=served).votes == 3  # a server's votes may differ

@@ -134,7 +134,11 @@ def test_reasoning_content_and_reasoning_tokens_are_read(monkeypatch):
         engine = engine_for(server.url, api_key_env="FACTORY_TEST_API_KEY")
         try:
             (row,) = sample_batch(
-                engine, [{"prompt_id": "p", "sample_idx": 0, "seed": 1, "messages": chat("q")}], None, SamplingConfig(), "fp"
+                engine,
+                [{"prompt_id": "p", "sample_idx": 0, "seed": 1, "messages": chat("q")}],
+                None,
+                SamplingConfig(),
+                "fp",
             )
         finally:
             engine.close()
@@ -250,7 +254,6 @@ def test_the_api_example_reads_its_key_from_the_named_variable(monkeypatch):
 
     def preflight(cfg):
         RunGraph(cfg).preflight()
-
 
     path = Path(__file__).resolve().parents[2] / "conf" / "r1_api.yaml"
     monkeypatch.delenv("DEEPSEEK_API_KEY", raising=False)
@@ -428,7 +431,11 @@ def test_credentials_in_base_url_never_reach_a_row_error():
 
 # -- scoring: a reward model behind a vLLM server's pooling routes ----------------------------------
 def conversation(answer: str) -> list[dict[str, str]]:
-    return [{"role": "system", "content": "Be a host."}, *chat("Is link 3 in stock?"), {"role": "assistant", "content": answer}]
+    return [
+        {"role": "system", "content": "Be a host."},
+        *chat("Is link 3 in stock?"),
+        {"role": "assistant", "content": answer},
+    ]
 
 
 def score_one(engine: OpenAIEngine, request=None):
@@ -457,7 +464,9 @@ def test_each_scoring_route_posts_at_the_server_root_and_reads_its_output(route,
     if route == "score":
         assert (body["text_1"], body["text_2"]) == ("Be a host.\n\nIs link 3 in stock?", "Yes!")
     else:
-        assert body["messages"] == conversation("Yes!") and body.get("task") == ("classify" if route == "pooling" else None)
+        assert body["messages"] == conversation("Yes!") and body.get("task") == (
+            "classify" if route == "pooling" else None
+        )
 
 
 def test_scoring_bodies_and_replies_are_the_installed_vllm_servers_own():
@@ -493,9 +502,18 @@ def test_a_scoring_fault_is_retried_alone_and_a_context_overflow_is_the_rows_err
     from factory.engines.base import ScoreRequest
     from tests.engines.loopback import score_response
 
-    overflow = {"status": 400, "body": {"error": {"message": (  # vllm/renderers/params.py, pooling has no output
-        "This model's maximum context length is 512 tokens. However, your prompt contains 700 input tokens, which "
-        "exceeds this limit even without any output tokens. Please reduce the length of the input prompt.")}}}  # fmt: skip
+    overflow = {
+        "status": 400,
+        "body": {
+            "error": {
+                "message": (  # vllm/renderers/params.py, pooling has no output
+                    "This model's maximum context length is 512 tokens. However, your prompt contains 700 input "
+                    "tokens, which "
+                    "exceeds this limit even without any output tokens. Please reduce the length of the input prompt."
+                )
+            }
+        },
+    }
     script = {
         "flaky": [rate_limited("0"), server_error(503), {"body": score_response(1.25)}],
         "long": [overflow],

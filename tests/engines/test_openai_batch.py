@@ -40,7 +40,8 @@ def batch_engine(url: str, run_dir: Path, **extra) -> OpenAIEngine:
 
 def requests(n: int = 4) -> list[Request]:
     return [
-        Request(messages=[{"role": "user", "content": f"q{i}"}], max_tokens=16, seed=100 + i, tag=("p", i)) for i in range(n)
+        Request(messages=[{"role": "user", "content": f"q{i}"}], max_tokens=16, seed=100 + i, tag=("p", i))
+        for i in range(n)
     ]
 
 
@@ -72,7 +73,9 @@ def test_one_call_is_one_batch_its_id_stored_and_no_chat_request_sent(tmp_path):
     assert line["body"]["model"] == "m" and line["body"]["seed"] == 100 and len(line["custom_id"]) == 32
     rows = journal(tmp_path)
     assert [(r["batch_id"], r["status"]) for r in rows] == [
-        ("file:file-0", "uploaded"), ("batch_0", "validating"), ("batch_0", "completed")
+        ("file:file-0", "uploaded"),
+        ("batch_0", "validating"),
+        ("batch_0", "completed"),
     ]  # the file's row before the create call, the batch's the moment it exists, then each status seen
     assert rows[1]["input_file_id"] == "file-0" and rows[-1]["output_file_id"]
     assert sorted(rows[0]["custom_ids"]) == sorted(server.lines) and len(rows[0]["keys"]) == 4
@@ -103,7 +106,9 @@ def test_a_driver_killed_between_create_and_download_is_resumed_by_polling_its_s
             deadline = time.monotonic() + 60
             while server.polls < 2 and time.monotonic() < deadline and driver.poll() is None:
                 time.sleep(0.05)  # created, stored and polled at least once: it runs at the provider
-            assert server.creates == 1 and server.polls >= 2, driver.communicate(timeout=5)[0] if driver.poll() is not None else ""
+            assert server.creates == 1 and server.polls >= 2, (
+                driver.communicate(timeout=5)[0] if driver.poll() is not None else ""
+            )
         finally:
             os.killpg(driver.pid, signal.SIGKILL)
             driver.wait(timeout=10)

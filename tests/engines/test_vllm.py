@@ -237,7 +237,8 @@ def test_the_cluster_examples_load_and_ask_for_the_gpus_docs_cluster_md_explains
 def test_a_scorer_loads_the_pooling_runner_unless_told_otherwise():
     cfg = EngineConfig(kind="vllm", model="/rm", device="cpu")
     assert engine_args(scorer_config(cfg))["runner"] == "pooling" and "runner" not in engine_args(cfg)
-    mine = scorer_config(EngineConfig(kind="vllm", model="/rm", engine_kwargs={"runner": "auto", "convert": "classify"}))
+    kwargs = {"runner": "auto", "convert": "classify"}
+    mine = scorer_config(EngineConfig(kind="vllm", model="/rm", engine_kwargs=kwargs))
     assert engine_args(mine)["runner"] == "auto" and engine_args(mine)["convert"] == "classify"
 
 
@@ -295,7 +296,9 @@ def test_reward_model_scores_are_the_score_heads_raw_logit_of_the_whole_conversa
     assert all(s.error is None and s.prompt_tokens > 10 for s in out)
     ids = [scorer.conversation_ids(c) for c in conversations]
     text = scorer.tokenizer.decode(ids[0])
-    assert text.startswith("<|im_start|>system") and text.rstrip().endswith("in stock!<|im_end|>")  # no generation prompt
+    assert text.startswith("<|im_start|>system") and text.rstrip().endswith(
+        "in stock!<|im_end|>"
+    )  # no generation prompt
     expected = reference_scores(rm_dir, ids)
     assert [s.value for s in out] == pytest.approx(expected, abs=2e-3)
     assert len({round(s.value, 3) for s in out}) == len(conversations)  # the answer changes the score
@@ -367,10 +370,12 @@ def test_factory_run_scores_every_usable_sample_with_a_reward_model_in_a_ray_act
     messages = dict(zip(*store.read("prompts").select("prompt_id", "messages").to_dict(as_series=False).values()))
     joined = samples.join(rewards, on=["prompt_id", "sample_idx"]).sort("prompt_id", "sample_idx")
     ids = [
-        tokenizer.encode(tokenizer.apply_chat_template(rm_conversation(messages[p], {"answer": a}, False), tokenize=False),
-                         add_special_tokens=False)
+        tokenizer.encode(
+            tokenizer.apply_chat_template(rm_conversation(messages[p], {"answer": a}, False), tokenize=False),
+            add_special_tokens=False,
+        )
         for p, a in zip(joined["prompt_id"], joined["answer"])
-    ]  # fmt: skip
+    ]
     assert joined["score"].to_list() == pytest.approx(reference_scores(rm_dir, ids), abs=2e-3)
     again = run(config.load(ROOT / "conf" / "demo.yaml", overrides))
     assert again["requests"] == {"sampler": 0, "judge": 0, "reward_rm": 0}

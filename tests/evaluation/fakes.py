@@ -39,8 +39,14 @@ def eval_reply(request: Request) -> Completion:
         if "q5?" in question:
             return Completion(tag=None, text="<think>" + "r " * 64, finish_reason="length",
                               prompt_tokens=11, completion_tokens=64, reasoning_tokens=64)  # fmt: skip
-        return Completion(tag=None, text="<think>" + "r " * 20 + "</think>It is on link 3.",
-                          finish_reason="stop", prompt_tokens=11, completion_tokens=30, reasoning_tokens=20)  # fmt: skip
+        return Completion(
+            tag=None,
+            text="<think>" + "r " * 20 + "</think>It is on link 3.",
+            finish_reason="stop",
+            prompt_tokens=11,
+            completion_tokens=30,
+            reasoning_tokens=20,
+        )
     answer = "BROKEN" if "q3?" in question else "Ask customer service."
     return Completion(tag=None, text=f"<think>x</think>{answer}", finish_reason="length",
                       prompt_tokens=11, completion_tokens=8, reasoning_tokens=2)  # fmt: skip

@@ -202,7 +202,9 @@ def test_a_group_judge_asks_once_per_prompt_and_candidate_and_scores_each_answer
             return eval_reply(request)
         content = request.messages[-1]["content"]
         blocks = content.split("[Answer ")[1:]
-        out = {b[0]: {"score": 70 if "customer service" in b else 40, "reason": "r"} for b in blocks if "BROKEN" not in b}
+        out = {
+            b[0]: {"score": 70 if "customer service" in b else 40, "reason": "r"} for b in blocks if "BROKEN" not in b
+        }
         return Completion(tag=None, text=json.dumps(out), finish_reason="stop", prompt_tokens=50, completion_tokens=9)
 
     from tests.fakes import FakeEngine
@@ -211,7 +213,9 @@ def test_a_group_judge_asks_once_per_prompt_and_candidate_and_scores_each_answer
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     point = evaluate(eval_config(tmp_path / "a", "eval.k=2"), eval_engine())
-    group = evaluate(eval_config(tmp_path / "b", "eval.k=2", "judge.mode=group", "judge.sampling.max_tokens=256"), engine)
+    group = evaluate(
+        eval_config(tmp_path / "b", "eval.k=2", "judge.mode=group", "judge.sampling.max_tokens=256"), engine
+    )
     requests = group["manifest"]["requests"]
     assert requests["judge:long"] * 2 == point["manifest"]["requests"]["judge:long"]
     assert rows_by_model(group)["short"]["score"] == pytest.approx(rows_by_model(point)["short"]["score"])

@@ -11,15 +11,35 @@ import pyarrow as pa
 from factory.config import EngineConfig
 from factory.engines.base import Request
 
-SCHEMA = pa.schema([("key", pa.int64()), ("text", pa.string()), ("error", pa.string()), ("attempts", pa.int64()), ("created_at", pa.float64())])
+SCHEMA = pa.schema(
+    [
+        ("key", pa.int64()),
+        ("text", pa.string()),
+        ("error", pa.string()),
+        ("attempts", pa.int64()),
+        ("created_at", pa.float64()),
+    ]
+)
 
 
 def echo(engine: Any, rows: list[dict], emit: Any) -> None:
     """The batch function: one request per row; each row emitted as its request finishes."""
-    requests = [Request(messages=[{"role": "user", "content": str(r["key"])}], max_tokens=4, tag=r["key"]) for r in rows]
+    requests = [
+        Request(messages=[{"role": "user", "content": str(r["key"])}], max_tokens=4, tag=r["key"]) for r in rows
+    ]
 
     def done(completion: Any) -> None:
-        emit([{"key": completion.tag, "text": completion.text, "error": completion.error, "attempts": 1, "created_at": time.time()}])
+        emit(
+            [
+                {
+                    "key": completion.tag,
+                    "text": completion.text,
+                    "error": completion.error,
+                    "attempts": 1,
+                    "created_at": time.time(),
+                }
+            ]
+        )
 
     engine.generate(requests, on_done=done)
 
@@ -45,7 +65,9 @@ class EchoStage:
 
     def plan(self, store: Any) -> pl.DataFrame:
         done = store.read(self.table, SCHEMA, columns=["key"])
-        keys = pl.DataFrame({"key": list(range(self.n_rows)) if self.upstream is None else []}, schema={"key": pl.Int64})
+        keys = pl.DataFrame(
+            {"key": list(range(self.n_rows)) if self.upstream is None else []}, schema={"key": pl.Int64}
+        )
         return keys if done is None else keys.join(done, on="key", how="anti")
 
     def follow(self, rows: list[dict]) -> list[dict]:
@@ -55,7 +77,9 @@ class EchoStage:
         return work
 
     def failed(self, requests: list[dict], reason: str) -> list[dict]:
-        return [{"key": r["key"], "text": None, "error": reason, "attempts": 0, "created_at": time.time()} for r in requests]
+        return [
+            {"key": r["key"], "text": None, "error": reason, "attempts": 0, "created_at": time.time()} for r in requests
+        ]
 
     def read(self, store: Any) -> pl.DataFrame:
         return store.read(self.table, SCHEMA)

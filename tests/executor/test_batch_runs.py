@@ -16,7 +16,8 @@ import polars as pl
 import pytest
 import yaml
 
-from factory.executor.budget import run_prices, usd
+from factory.executor.budget import usd
+from factory.graph import RunGraph
 from factory.config import load
 from factory.rundir.schemas import BATCHES
 from factory.rundir.store import RunStore
@@ -48,7 +49,9 @@ def write_config(tmp_path: Path, url: str, n_prompts: int = 4, batch: bool = Tru
     return path
 
 
-DRIVER = "import sys; from factory.config import load; from factory.run import run; run(load(sys.argv[1]), backend='local')"
+DRIVER = (
+    "import sys; from factory.config import load; from factory.run import run; run(load(sys.argv[1]), backend='local')"
+)
 
 
 def test_a_run_killed_while_its_batch_runs_resumes_by_polling_it_and_pays_each_request_once(tmp_path):
@@ -81,7 +84,8 @@ def test_a_run_killed_while_its_batch_runs_resumes_by_polling_it_and_pays_each_r
         tokens = spend["stages"]["sample"]
         half = {k: v / 2 for k, v in PRICES.items()}
         assert tokens["usd"] == pytest.approx(
-            (tokens["prompt_tokens"] * half["input_usd_per_m"] + tokens["completion_tokens"] * half["output_usd_per_m"]) / 1e6
+            (tokens["prompt_tokens"] * half["input_usd_per_m"] + tokens["completion_tokens"] * half["output_usd_per_m"])
+            / 1e6
         )
         assert tokens["prompt_tokens"] == 8 * 7 and tokens["usd"] > 0
         again = run(load(config), backend="local")
@@ -91,10 +95,12 @@ def test_a_run_killed_while_its_batch_runs_resumes_by_polling_it_and_pays_each_r
 def test_batch_mode_is_priced_at_the_batch_rate(tmp_path):
     batch = load(write_config(tmp_path, "http://127.0.0.1:9", batch=True))
     plain = load(write_config(tmp_path, "http://127.0.0.1:9", batch=False))
-    assert usd(1e6, 1e6, run_prices(batch)["sample"]) == pytest.approx(2.5)  # (1 + 4) x (1 - 0.5)
-    assert usd(1e6, 1e6, run_prices(plain)["sample"]) == pytest.approx(5.0)  # not by batch: the list prices
+    assert usd(1e6, 1e6, RunGraph(batch, stored={}).prices()["sample"]) == pytest.approx(2.5)  # (1 + 4) x (1 - 0.5)
+    assert usd(1e6, 1e6, RunGraph(plain, stored={}).prices()["sample"]) == pytest.approx(
+        5.0
+    )  # not by batch: the list prices
     deeper = load(write_config(tmp_path, "http://127.0.0.1:9"), ["cost.judge.batch_discount=0.75"])
-    assert usd(1e6, 1e6, run_prices(deeper)["judge"]) == pytest.approx(1.25)
+    assert usd(1e6, 1e6, RunGraph(deeper, stored={}).prices()["judge"]) == pytest.approx(1.25)
     with pytest.raises(Exception, match=r"cost\.judge\.batch_discount: must be in \[0, 1\]"):
         load(write_config(tmp_path, "http://127.0.0.1:9"), ["cost.judge.batch_discount=1.5"])
 
@@ -107,4 +113,6 @@ def test_on_ray_the_replica_journals_its_batches_into_the_run_directory(tmp_path
     assert result["counts"]["samples_ok"] == 4 and result["counts"]["judgments_ok"] == 4
     assert server.chats == 0 and set(server.lines.values()) == {1}
     stored = RunStore(str(tmp_path / "run")).read("batches", BATCHES)
-    assert stored is not None and set(stored.filter(~pl.col("batch_id").str.starts_with("file:"))["batch_id"]) == set(server.inputs)
+    assert stored is not None and set(stored.filter(~pl.col("batch_id").str.starts_with("file:"))["batch_id"]) == set(
+        server.inputs
+    )

@@ -153,7 +153,11 @@ def test_progress_line_and_overlap():
     m.add(False, 2, 10, 0, None)
     text = line(m)
     assert text.startswith("[sample] 2/4+ (50%) failed 1 |") and "tok/s" in text and "waiting for" in text
-    spans = [{"started_at": 0.0, "ended_at": 10.0}, {"started_at": 4.0, "ended_at": 12.0}, {"started_at": None, "ended_at": None}]
+    spans = [
+        {"started_at": 0.0, "ended_at": 10.0},
+        {"started_at": 4.0, "ended_at": 12.0},
+        {"started_at": None, "ended_at": None},
+    ]
     assert overlap_s(spans) == 6.0
 
 

@@ -19,7 +19,8 @@ def test_a_run_with_no_valid_prompt_is_refused_without_starting_ray(tmp_path):
         "from factory import config\n"
         "from factory.config import ConfigError\n"
         "from factory.run import run\n"
-        f"cfg = config.load(None, ['output_dir={tmp_path / 'run'}', 'prompts.path={empty}', 'progress_interval_s=60'])\n"
+        f"cfg = config.load(None, ['output_dir={tmp_path / 'run'}', 'prompts.path={empty}', "
+        "'progress_interval_s=60'])\n"
         "try:\n"
         "    run(cfg, command='factory run test')\n"
         "except ConfigError as exc:\n"
@@ -27,7 +28,9 @@ def test_a_run_with_no_valid_prompt_is_refused_without_starting_ray(tmp_path):
         "print('ray started:', ray.is_initialized())\n"
     )
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
     took = time.monotonic() - started
     assert "refused: prompts.path: no valid prompt" in done.stdout, done.stdout + done.stderr
     assert "ray started: False" in done.stdout

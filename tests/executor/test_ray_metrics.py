@@ -98,9 +98,15 @@ def test_requests_failures_tokens_and_in_flight_read_back_from_rays_metrics_endp
     while True:  # the node exports what the driver recorded every report interval
         got = scrape(ray_metrics_port)
         values = {key: got.get((key[0], frozenset({("stage", key[1]), ("pool", pool)}))) for key in want}
-        tokens = got.get(("ray_factory_tokens_total", frozenset({("stage", "echo"), ("pool", pool), ("kind", "completion")})))
-        flight = [got.get(("ray_factory_in_flight", frozenset({("stage", s), ("pool", pool)}))) for s in ("echo", "echo2")]
-        if (values == want and tokens == figures["echo"]["completion_tokens"] and flight == [0.0, 0.0]) or time.monotonic() > deadline:
+        tokens = got.get(
+            ("ray_factory_tokens_total", frozenset({("stage", "echo"), ("pool", pool), ("kind", "completion")}))
+        )
+        flight = [
+            got.get(("ray_factory_in_flight", frozenset({("stage", s), ("pool", pool)}))) for s in ("echo", "echo2")
+        ]
+        if (
+            values == want and tokens == figures["echo"]["completion_tokens"] and flight == [0.0, 0.0]
+        ) or time.monotonic() > deadline:
             break
         time.sleep(0.5)
     assert values == want

@@ -64,7 +64,9 @@ class SlowLoad:
 
 
 def engine_cfg(cpus: float) -> EngineConfig:
-    return EngineConfig(kind="llamacpp", replicas=1, batch_size=2, max_retries=1, cpus_per_replica=cpus, watchdog_s=60.0)
+    return EngineConfig(
+        kind="llamacpp", replicas=1, batch_size=2, max_retries=1, cpus_per_replica=cpus, watchdog_s=60.0
+    )
 
 
 def run_echo(cpus: float, load_s: float, timeout: float | None = 600.0, fits: bool | None = None, n_rows: int = 4):
@@ -72,7 +74,9 @@ def run_echo(cpus: float, load_s: float, timeout: float | None = 600.0, fits: bo
     stream = io.StringIO()
     cfg = RunConfig(ray=RayConfig(placement_timeout_s=timeout))
     error = None
-    with Executor(store, cfg, backend="ray", build=lambda _c: SlowLoad(load_s), progress=Progress(60, stream, live=False)) as ex:
+    with Executor(
+        store, cfg, backend="ray", build=lambda _c: SlowLoad(load_s), progress=Progress(60, stream, live=False)
+    ) as ex:
         if fits is not None:
             ex.backend.fits = lambda pool, reserved=(): fits  # as a cluster that reported room it did not have
         try:

@@ -27,7 +27,9 @@ class _CountingTable:
 
 
 def _rows(start: int, n: int = 3) -> list[dict]:
-    return [{"key": i, "text": "x" * 50, "error": None, "attempts": 1, "created_at": 0.0} for i in range(start, start + n)]
+    return [
+        {"key": i, "text": "x" * 50, "error": None, "attempts": 1, "created_at": 0.0} for i in range(start, start + n)
+    ]
 
 
 def test_a_flush_does_not_ask_the_size_of_every_open_part():

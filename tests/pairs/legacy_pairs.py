@@ -385,7 +385,10 @@ def target_note(stats: PairStats | dict[str, Any]) -> str | None:
     if kept >= target:
         return f"[pairs] target met: {kept} pairs kept >= target {target}"
     if s.get("prompts_needed_more") is None:
-        return f"[pairs] target {target} not met: no pair survived from {groups} prompts, so no estimate of the prompts needed"
+        return (
+            f"[pairs] target {target} not met: no pair survived from {groups} prompts, so no estimate of the "
+            "prompts needed"
+        )
     return (
         f"[pairs] target {target} not met: {kept} pairs from {groups} prompts (survival {kept / groups:.1%}); "
         f"about {s['prompts_needed_more']} more prompts are needed at this rate"

@@ -73,7 +73,10 @@ def test_factory_run_balances_on_a_prompts_column_with_the_filters_before_judgin
     from tests.test_run import local_run, synthetic_cfg
 
     path = tmp_path / "prompts.jsonl"
-    rows = [{"id": f"p{i}", "product_info": {"name": f"thing {i}"}, "question": f"q{i}?", "category": "ab"[i % 2]} for i in range(6)]
+    rows = [
+        {"id": f"p{i}", "product_info": {"name": f"thing {i}"}, "question": f"q{i}?", "category": "ab"[i % 2]}
+        for i in range(6)
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     cfg = synthetic_cfg(
         tmp_path, 1, f"prompts.path={path}", "pairs.filter_before_judge=true", "pairs.drop_ratio=0",

@@ -28,7 +28,8 @@ def random_groups(seed: int, n: int = 60):
 @pytest.mark.parametrize(
     "cfg",
     [PairsConfig(), PairsConfig(min_margin=0.2), PairsConfig(w_len=0.0, drop_ratio=0.5),
-     PairsConfig(strategy="long2short", max_chosen_tokens=120), PairsConfig(pairing="all_ranked", max_pairs_per_group=1)],
+     PairsConfig(strategy="long2short", max_chosen_tokens=120),
+     PairsConfig(pairing="all_ranked", max_pairs_per_group=1)],
 )  # fmt: skip
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_decided_groups_are_the_groups_the_build_keeps_a_pair_of(cfg, seed):

@@ -38,28 +38,33 @@ EXPECTED = {
         f"<think>\nstock is 12\n</think>\n\nYes, link 3!{R1_EOS}",
     ),
     "qwen3": (
-        "<|im_start|>system\nYou are a host.<|im_end|>\n<|im_start|>user\nIs link 3 in stock?<|im_end|>\n<|im_start|>assistant\n",
+        "<|im_start|>system\nYou are a host.<|im_end|>\n<|im_start|>user\nIs link 3 in "
+        "stock?<|im_end|>\n<|im_start|>assistant\n",
         "<think>\nstock is 12\n</think>\n\nYes, link 3!<|im_end|>",
     ),
     "llama3": (
-        "<|start_header_id|>system<|end_header_id|>\n\nYou are a host.<|eot_id|><|start_header_id|>user<|end_header_id|>"
+        "<|start_header_id|>system<|end_header_id|>\n\nYou are a "
+        "host.<|eot_id|><|start_header_id|>user<|end_header_id|>"
         "\n\nIs link 3 in stock?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
         "<think>\nstock is 12\n</think>\n\nYes, link 3!<|eot_id|>",
     ),
     "chatml": (
-        "<|im_start|>system\nYou are a host.<|im_end|>\n<|im_start|>user\nIs link 3 in stock?<|im_end|>\n<|im_start|>assistant\n",
+        "<|im_start|>system\nYou are a host.<|im_end|>\n<|im_start|>user\nIs link 3 in "
+        "stock?<|im_end|>\n<|im_start|>assistant\n",
         "<think>\nstock is 12\n</think>\n\nYes, link 3!<|im_end|>",
     ),
     "smollm2": (
-        "<|im_start|>system\nYou are a host.<|im_end|>\n<|im_start|>user\nIs link 3 in stock?<|im_end|>\n<|im_start|>assistant\n",
+        "<|im_start|>system\nYou are a host.<|im_end|>\n<|im_start|>user\nIs link 3 in "
+        "stock?<|im_end|>\n<|im_start|>assistant\n",
         "<think>\nstock is 12\n</think>\n\nYes, link 3!<|im_end|>",
     ),
 }
 # A side without reasoning: the answer alone, unless the student's own template writes a think block there.
 NO_REASONING = {
-    "deepseek_r1": f"\n</think>\n\nYes, link 3!{R1_EOS}",  # its generation prompt opened <think>\n: the student closes it
+    # its generation prompt opened <think>\n: the student closes it
+    "deepseek_r1": f"\n</think>\n\nYes, link 3!{R1_EOS}",
     "deepseek_r1_distill": f"Yes, link 3!{R1_EOS}",
-    "qwen3": "<think>\n\n</think>\n\nYes, link 3!<|im_end|>",  # Qwen3 writes this on every last turn (its no-think form)
+    "qwen3": "<think>\n\n</think>\n\nYes, link 3!<|im_end|>",  # Qwen3 writes this on every last turn (no-think)
     "llama3": "Yes, link 3!<|eot_id|>",
     "chatml": "Yes, link 3!<|im_end|>",
     "smollm2": "Yes, link 3!<|im_end|>",
@@ -76,14 +81,23 @@ def test_each_template_gives_the_prompt_and_the_exact_continuation(name):
     assert continuation(template, MESSAGES, "  \n", "Yes, link 3!") == NO_REASONING[name]  # blank reasoning is none
     # What the template itself writes for the whole conversation starts with prompt + side (keeping templates)
     if keeps_reasoning(template):
-        full = template.render([*MESSAGES, {"role": "assistant", "content": template.content("stock is 12", "Yes, link 3!")}], False)
+        full = template.render(
+            [*MESSAGES, {"role": "assistant", "content": template.content("stock is 12", "Yes, link 3!")}], False
+        )
         bos = template.bos_token if template.writes_bos() else ""
         assert full.startswith(bos + prompt + side)
 
 
 def test_r1_templates_drop_reasoning_and_the_others_keep_it():
     kept = {name: keeps_reasoning(load_template(str(path))) for name, path in ALL.items()}
-    assert kept == {"deepseek_r1": False, "deepseek_r1_distill": False, "qwen3": True, "llama3": True, "chatml": True, "smollm2": True}
+    assert kept == {
+        "deepseek_r1": False,
+        "deepseek_r1_distill": False,
+        "qwen3": True,
+        "llama3": True,
+        "chatml": True,
+        "smollm2": True,
+    }
 
 
 def test_bos_is_left_to_the_tokenizer_unless_asked():
@@ -123,7 +137,8 @@ def test_custom_think_markers_are_taken_from_the_template_or_the_config(tmp_path
         (lambda p: p.mkdir(), "no chat template"),
         (lambda p: (p.mkdir(), (p / "tokenizer_config.json").write_text("{nope")), "not readable JSON"),
         (lambda p: (p.mkdir(), (p / "chat_template.jinja").write_text("{% for m in messages %}")), "does not render"),
-        (lambda p: (p.mkdir(), (p / "chat_template.jinja").write_text("{{ raise_exception('roles must alternate') }}")), "roles must alternate"),
+        (lambda p: (p.mkdir(), (p / "chat_template.jinja").write_text("{{ raise_exception('roles must alternate') }}")),
+         "roles must alternate"),
     ],
 )  # fmt: skip
 def test_a_bad_template_is_one_error_naming_the_key(tmp_path, setup, message):
@@ -171,7 +186,9 @@ def test_factory_export_writes_the_templated_pairs_with_their_metadata(run_dir, 
     assert record["rows"][0] == export.height and record["keeps_reasoning_in_conversational"][0] is False
 
 
-def test_factory_pairs_with_a_student_template_writes_the_export_and_warns_only_when_reasoning_is_dropped(run_dir, capsys):
+def test_factory_pairs_with_a_student_template_writes_the_export_and_warns_only_when_reasoning_is_dropped(
+    run_dir, capsys
+):
     assert main(["pairs", run_dir, f"export.template={ALL['chatml']}"]) == 0
     err = capsys.readouterr().err
     assert "warning" not in err and "export/chatml/" in err
@@ -207,7 +224,9 @@ def test_no_output_holds_an_empty_think_block(run_dir):
     assert any(t.startswith("<think>\n") for t in texts) and any("<think>" not in t for t in texts)
     prompts = pl.read_parquet(f"{run_dir}/prompts/*.parquet")
     for name in ("deepseek_r1_distill", "llama3", "chatml", "smollm2"):
-        rows = templated_pairs(pairs, pl.read_parquet(f"{run_dir}/samples/*.parquet"), prompts, load_template(str(ALL[name])))
+        rows = templated_pairs(
+            pairs, pl.read_parquet(f"{run_dir}/samples/*.parquet"), prompts, load_template(str(ALL[name]))
+        )
         assert not [t for t in rows["chosen"].to_list() + rows["rejected"].to_list() if empty.search(t)], name
     assert main(["pairs", run_dir, "pairs.format=standard"]) == 0
     standard = pl.read_parquet(f"{run_dir}/pairs/*.parquet")
@@ -220,8 +239,12 @@ def test_pairs_whose_samples_are_not_stored_are_one_error_not_a_silent_drop(run_
     samples = pl.read_parquet(f"{run_dir}/samples/*.parquet")
     prompts = pl.read_parquet(f"{run_dir}/prompts/*.parquet")
     first = pairs.row(0, named=True)
-    gone = samples.filter(~((pl.col("prompt_id") == first["prompt_id"]) & (pl.col("sample_idx") == first["chosen_idx"])))
-    with pytest.raises(ConfigError, match=f"1 pair\\(s\\) whose prompt or samples are not stored.*{first['prompt_id']}"):
+    gone = samples.filter(
+        ~((pl.col("prompt_id") == first["prompt_id"]) & (pl.col("sample_idx") == first["chosen_idx"]))
+    )
+    with pytest.raises(
+        ConfigError, match=f"1 pair\\(s\\) whose prompt or samples are not stored.*{first['prompt_id']}"
+    ):
         templated_pairs(pairs, gone, prompts, load_template(str(ALL["chatml"])))
     empty = samples.with_columns(pl.lit(None, pl.String).alias("answer"))  # stored, but no answer text: written as ""
     rows = templated_pairs(pairs, empty, prompts, load_template(str(ALL["chatml"])))

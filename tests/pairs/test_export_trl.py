@@ -42,8 +42,13 @@ def student_tokenizer(base, template_path: Path):
     special = {"eos_token": template.eos_token}
     if template.bos_token:
         special["bos_token"] = template.bos_token
-    markers = sorted({t for t in ("<｜User｜>", "<｜Assistant｜>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")
-                      if t in template.text})  # fmt: skip
+    markers = sorted(
+        {
+            t
+            for t in ("<｜User｜>", "<｜Assistant｜>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")
+            if t in template.text
+        }
+    )
     tokenizer.add_special_tokens({**special, "additional_special_tokens": markers})
     tokenizer.add_tokens(["<think>", "</think>"])
     tokenizer.chat_template = template.text
@@ -78,7 +83,11 @@ def _dpo_rows(dataset, tokenizer, tmp_path):
         num_key_value_heads=2, max_position_embeddings=4096,
     ))  # fmt: skip
     args = DPOConfig(
-        output_dir=str(tmp_path / "dpo"), report_to="none", max_length=None, per_device_train_batch_size=2, bf16=False,
+        output_dir=str(tmp_path / "dpo"),
+        report_to="none",
+        max_length=None,
+        per_device_train_batch_size=2,
+        bf16=False,
         use_cpu=True,
     )
     reference = copy.deepcopy(model)  # TRL would load a reference from the model's path; this one has none
@@ -89,7 +98,9 @@ def _dpo_rows(dataset, tokenizer, tmp_path):
     ]
 
 
-def test_dpo_trainer_keeps_every_sides_reasoning_from_the_r1_export_and_loses_it_from_pairs(base_tokenizer, tmp_path, capsys):
+def test_dpo_trainer_keeps_every_sides_reasoning_from_the_r1_export_and_loses_it_from_pairs(
+    base_tokenizer, tmp_path, capsys
+):
     import datasets
 
     from factory.cli import main
@@ -123,8 +134,12 @@ def test_dpo_trainer_keeps_every_sides_reasoning_from_the_r1_export_and_loses_it
                 assert thought in row[side] and row[side].index(thought) < row[side].index("</think>")
 
     lost = _dpo_rows(pairs, tokenizer, tmp_path)  # the same pairs, conversational, through the same template
-    kept = [thought for row, source in zip(lost, pairs) for side in ("chosen", "rejected")
-            if (thought := reasoning[(source["prompt_id"], source[f"{side}_idx"])]) and thought in row[side]]  # fmt: skip
+    kept = [
+        thought
+        for row, source in zip(lost, pairs)
+        for side in ("chosen", "rejected")
+        if (thought := reasoning[(source["prompt_id"], source[f"{side}_idx"])]) and thought in row[side]
+    ]
     assert kept == []  # R1's template dropped every side's reasoning: why the export exists
 
 

@@ -316,7 +316,10 @@ def test_properties_of_any_pair_build(groups, w_len, drop):
 # Distinct margins by construction: each group's margin is a distinct multiple of 1e-4 on top of its own
 # base quality, and a coin says which sample holds the better one.
 DISTINCT_MARGIN_GROUPS = st.lists(
-    st.tuples(st.integers(1, 5000), st.floats(0, 0.5), st.booleans()), min_size=5, max_size=200, unique_by=lambda g: g[0]
+    st.tuples(st.integers(1, 5000), st.floats(0, 0.5), st.booleans()),
+    min_size=5,
+    max_size=200,
+    unique_by=lambda g: g[0],
 )
 
 
@@ -377,14 +380,25 @@ def test_rebuild_makes_no_request_and_follows_the_new_settings(tmp_path):
 
     rebuild_pairs(url, ["pairs.sft=[]"])
     store = RunStore(url)
-    assert store.parts("sft/filter_long") == store.parts("sft/dp_sft") == []  # exports no longer asked for do not linger
+    assert (
+        store.parts("sft/filter_long") == store.parts("sft/dp_sft") == []
+    )  # exports no longer asked for do not linger
 
 
 def test_duplicates_in_memory_and_over_a_scan_are_the_same(tmp_path):
     # In memory, the answers' signatures pick the rows to compare; a scan hashes every row's normalized
     # text. Both must mark the same duplicates (issue 16's fast path).
-    answers = ["Link 3 is in stock", "link 3  IS in stock", "Link 3 is in stock!", "3 link is in stock", "好货 好货", "好货好货"]
-    rows = [(f"g{g}", i, 100 + 10 * i, 0.5, None, None, answers[(g + i) % len(answers)]) for g in range(8) for i in range(6)]
+    answers = [
+        "Link 3 is in stock",
+        "link 3  IS in stock",
+        "Link 3 is in stock!",
+        "3 link is in stock",
+        "好货 好货",
+        "好货好货",
+    ]
+    rows = [
+        (f"g{g}", i, 100 + 10 * i, 0.5, None, None, answers[(g + i) % len(answers)]) for g in range(8) for i in range(6)
+    ]
     frame = scored(rows).with_columns(pl.lit("same thinking").alias("reasoning"))
     frame.write_parquet(tmp_path / "scored.parquet")
     repetition = [TermConfig(source="repetition", field="answer", weight=0.1)]  # the answer normalized anyway

@@ -175,7 +175,10 @@ def test_duplicates_count_once_keeping_the_lowest_sample_idx():
     # Duplicates are decided before judging (on what needs no judge): an unjudged original still
     # makes its later copies duplicates, which are never judged.
     unjudged = frame.with_columns(
-        pl.when(pl.col("sample_idx") == 0).then(pl.lit("stop")).otherwise(pl.col("finish_reason")).alias("finish_reason"),
+        pl.when(pl.col("sample_idx") == 0)
+        .then(pl.lit("stop"))
+        .otherwise(pl.col("finish_reason"))
+        .alias("finish_reason"),
         pl.when(pl.col("sample_idx").is_in([0, 3])).then(None).otherwise(pl.col("quality")).alias("quality"),
     )
     counts = pairs.select(unjudged, PairsConfig(drop_ratio=0.0))[1].samples_excluded

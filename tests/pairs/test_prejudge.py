@@ -61,7 +61,9 @@ def test_the_build_counts_a_sample_never_judged_under_its_rule_reason_not_no_jud
 
 
 def test_a_missing_dimension_is_its_own_reason():
-    frame = samples([("p1", 0, 40, "stop", None, "a"), ("p1", 1, 41, "stop", None, "b"), ("p1", 2, 42, "stop", None, "c")])
+    frame = samples(
+        [("p1", 0, 40, "stop", None, "a"), ("p1", 1, 41, "stop", None, "b"), ("p1", 2, 42, "stop", None, "c")]
+    )
     frame = frame.with_columns(pl.lit(0.5).alias("quality"), pl.Series("dim_facts", [3.0, None, 4.0]))
     cfg = PairsConfig(terms=[TermConfig(source="dim_facts", weight=0.2)])
     stats = pairs.select(frame, cfg)[1]
@@ -78,6 +80,7 @@ def test_a_strategy_gate_on_a_verifier_column_is_left_to_the_pair_build():
         None, "answer_chars", "truncated", "duplicate", "engine_error", "empty_answer", None
     ]  # fmt: skip
     gated = PairsConfig(strategy="shortest_correct", correct_column="quality_b", terms=RULE.terms)
-    assert prejudge.passing(samples(ROWS), gated)["exclusion"].to_list() == prejudge.passing(samples(ROWS), RULE)[
-        "exclusion"
-    ].to_list()
+    assert (
+        prejudge.passing(samples(ROWS), gated)["exclusion"].to_list()
+        == prejudge.passing(samples(ROWS), RULE)["exclusion"].to_list()
+    )

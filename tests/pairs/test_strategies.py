@@ -203,6 +203,9 @@ def test_strategy_names_are_compared_only_in_the_strategies_table():
 def test_the_strategy_scan_finds_a_comparison():
     import ast
 
-    code = 'if cfg.strategy == "long2short": pass\nx = cfg.pairs.strategy in ("reward", "dp_dpo")\nreplace(cfg, strategy="quality")\n'
+    code = (
+        'if cfg.strategy == "long2short": pass\nx = cfg.pairs.strategy in ("reward", "dp_dpo")\n'
+        'replace(cfg, strategy="quality")\n'
+    )
     assert strategy_comparisons(ast.parse(code)) == [1, 2, 3]
     assert strategy_comparisons(ast.parse('if term.name == "quality": pass\nif strategy_of(cfg).delta: pass')) == []

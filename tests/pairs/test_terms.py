@@ -186,7 +186,8 @@ def test_yaml_terms_load_typed(tmp_path):
 def test_factory_keys_lists_the_term_fields_with_help():
     rows = {key: text for key, _, text in help_table()}
     for key in ("pairs.terms", "pairs.terms[].source", "pairs.terms[].exclude_above", "pairs.pairing",
-                "pairs.max_pairs_per_group", "pairs.dedupe", "pairs.judges", "pairs.combine", "sweep.term"):  # fmt: skip
+                "pairs.max_pairs_per_group", "pairs.dedupe", "pairs.judges", "pairs.combine",
+                "sweep.term"):  # fmt: skip
         assert rows[key], key
 
 

@@ -87,7 +87,9 @@ def test_an_unreadable_part_is_named(store):
 
     store.append("samples", pa.table({"a": [1]}))
     store.write_bytes("samples/part-9-bad.parquet", b"PAR1 garbage, not a footer")
-    with pytest.raises(CorruptPartError, match=r"samples/part-9-bad\.parquet: not a readable Parquet part.*factory doctor"):
+    with pytest.raises(
+        CorruptPartError, match=r"samples/part-9-bad\.parquet: not a readable Parquet part.*factory doctor"
+    ):
         store.read("samples")
 
 

@@ -148,17 +148,22 @@ def test_a_looser_stop_rule_asks_nothing_and_a_stricter_one_only_its_new_steps(t
     engine = FakeEngine(reply=reply)
     run(cfg_of(tmp_path), backend="local", build=lambda _c: engine, command="t")
     before = len(engine.requests)
-    looser = run(cfg_of(tmp_path, "sampler.adaptive.min_margin=0.01"), backend="local", build=lambda _c: engine, command="t")
+    looser_cfg = cfg_of(tmp_path, "sampler.adaptive.min_margin=0.01")
+    looser = run(looser_cfg, backend="local", build=lambda _c: engine, command="t")
     assert looser["requests"]["sampler"] == 0 and len(engine.requests) == before
     # stricter than p1's 0.4 at 4 samples but not p0's 0.8 at 2: p1 grows to k, nothing else is asked
-    stricter = run(cfg_of(tmp_path, "sampler.adaptive.min_margin=0.5"), backend="local", build=lambda _c: engine, command="t")
+    stricter = run(
+        cfg_of(tmp_path, "sampler.adaptive.min_margin=0.5"), backend="local", build=lambda _c: engine, command="t"
+    )
     assert per_prompt(sampled(engine, before)) == {"p1": [4, 5]} and stricter["requests"]["sampler"] == 2
 
 
 def test_give_up_stops_the_groups_with_no_pair_near_the_threshold_after_one_more_step(tmp_path):
     """give_up 0.5: after 4 samples a group needs a pair at 0.15 to go on; p2 (tied) and p3 (0.05) stop."""
     engine = FakeEngine(reply=reply)
-    manifest = run(cfg_of(tmp_path, "sampler.adaptive.give_up=0.5"), backend="local", build=lambda _c: engine, command="t")
+    manifest = run(
+        cfg_of(tmp_path, "sampler.adaptive.give_up=0.5"), backend="local", build=lambda _c: engine, command="t"
+    )
     assert per_prompt(sampled(engine)) == {"p0": [0, 1], "p1": [0, 1, 2, 3], "p2": [0, 1, 2, 3], "p3": [0, 1, 2, 3]}
     assert manifest["adaptive"]["groups_by_state"] == {"waiting": 0, "decided": 2, "exhausted": 0, "given_up": 2}
     assert sorted(RunStore(str(tmp_path / "run")).read("pairs")["prompt_id"].to_list()) == ["p0", "p1"]
@@ -182,7 +187,11 @@ def test_a_quantile_stop_rule_ends_with_every_group_decided_or_at_k(tmp_path):
     engine = FakeEngine(reply=reply)
     cfg = cfg_of(tmp_path, "pairs.min_margin=null", "pairs.drop_ratio=0.5", n=4)
     manifest = run(cfg, backend="local", build=lambda _c: engine, command="t")
-    counts = pl.DataFrame(stored_keys(tmp_path), schema=["prompt_id", "sample_idx"], orient="row").group_by("prompt_id").len()
+    counts = (
+        pl.DataFrame(stored_keys(tmp_path), schema=["prompt_id", "sample_idx"], orient="row")
+        .group_by("prompt_id")
+        .len()
+    )
     pairs = set(RunStore(str(tmp_path / "run")).read("pairs")["prompt_id"])
     short = set(counts.filter(pl.col("len") < 6)["prompt_id"])
     assert short and short <= pairs

@@ -176,9 +176,42 @@ def test_any_text_never_raises_and_usable_means_in_range(text, scale):
 
 
 FRAGMENTS = st.sampled_from(
-    ['{', '}', '"score"', "'score'", "Score", "score", ":", "：", "=", " ", "\n", ",", '"', "-", ".", "/", "out of",
-     "0", "7", "42", "100", "101", "1e400", "NaN", "<think>", "</think>", "```json", "```", "评分", "null", "true", "[", "]"]
-)  # fmt: skip
+    [
+        "{",
+        "}",
+        '"score"',
+        "'score'",
+        "Score",
+        "score",
+        ":",
+        "：",
+        "=",
+        " ",
+        "\n",
+        ",",
+        '"',
+        "-",
+        ".",
+        "/",
+        "out of",
+        "0",
+        "7",
+        "42",
+        "100",
+        "101",
+        "1e400",
+        "NaN",
+        "<think>",
+        "</think>",
+        "```json",
+        "```",
+        "评分",
+        "null",
+        "true",
+        "[",
+        "]",
+    ]
+)
 
 
 @given(st.lists(FRAGMENTS, max_size=40).map("".join), st.sampled_from([10, 100]))
@@ -581,13 +614,18 @@ def test_pipeline_judge_cache_counts_requests_end_to_end(tmp_path):
 
 # -- dimensions and tags: typed per judgment, per sample in the scored frame -------------------------
 def test_the_schema_asks_for_the_configured_dimensions_and_tags():
-    schema = judge.judge_schema(5, dimensions=True, names=["style", "facts"], tags=True, tag_values=["short", "off_topic"])
+    schema = judge.judge_schema(
+        5, dimensions=True, names=["style", "facts"], tags=True, tag_values=["short", "off_topic"]
+    )
     assert list(schema["properties"]) == ["score", "dimensions", "tags", "reason"] == schema["required"]
     assert schema["properties"]["dimensions"]["required"] == ["style", "facts"]
     assert schema["properties"]["dimensions"]["properties"]["facts"] == {"type": "integer", "minimum": 0, "maximum": 5}
     assert schema["properties"]["tags"] == {
-        "type": "array", "items": {"type": "string", "enum": ["short", "off_topic"]}, "maxItems": 2, "uniqueItems": True,
-    }  # fmt: skip
+        "type": "array",
+        "items": {"type": "string", "enum": ["short", "off_topic"]},
+        "maxItems": 2,
+        "uniqueItems": True,
+    }
     free = judge.judge_schema(5, tags=True)["properties"]["tags"]
     assert free["items"] == {"type": "string"} and free["maxItems"] == judge.FREE_TAGS_MAX and free["uniqueItems"]
 
@@ -596,7 +634,9 @@ def test_the_fingerprint_keeps_old_keys_and_follows_new_dimension_names_and_tags
     with_dims = judge.judge_fingerprint(cfg(dimensions=True), "m", "r {answer}")
     default_names = cfg(dimensions=True, dimension_names=list(judge.DIMENSIONS))
     assert judge.judge_fingerprint(default_names, "m", "r {answer}") == with_dims  # stored judgments keep their key
-    assert judge.judge_fingerprint(cfg(dimension_names=["a"]), "m", "r {answer}") == judge.judge_fingerprint(cfg(), "m", "r {answer}")
+    assert judge.judge_fingerprint(cfg(dimension_names=["a"]), "m", "r {answer}") == judge.judge_fingerprint(
+        cfg(), "m", "r {answer}"
+    )
     others = {
         judge.judge_fingerprint(cfg(dimensions=True, dimension_names=["style"]), "m", "r {answer}"),
         judge.judge_fingerprint(cfg(tags=True), "m", "r {answer}"),
@@ -625,15 +665,23 @@ def test_a_judgment_stores_one_typed_score_per_dimension_and_its_tags():
             {"score": 80, "reason": "ok", "dimensions": {"style": 4, "facts": 2.5, "bad": 99},
              "tags": ["short", "rude", "short"]}))  # fmt: skip
 
-    config = cfg(scale_max=5, dimensions=True, dimension_names=["style", "facts"], tags=True, tag_values=["short", "long"])
+    config = cfg(
+        scale_max=5, dimensions=True, dimension_names=["style", "facts"], tags=True, tag_values=["short", "long"]
+    )
     rows = judge.judge_batch(replies(), plan_rows(config=cfg(scale_max=5)), None, config, "jfp")
     assert {r["parse_status"] for r in rows} == {"out_of_range"}  # 80 on a 0..5 scale: no tags kept then
     assert all(r["tags"] is None for r in rows)
-    config = cfg(scale_max=100, dimensions=True, dimension_names=["style", "facts"], tags=True, tag_values=["short", "long"])
+    config = cfg(
+        scale_max=100, dimensions=True, dimension_names=["style", "facts"], tags=True, tag_values=["short", "long"]
+    )
     rows = judge.judge_batch(replies(), plan_rows(config=config), None, config, "jfp")
     row = rows[0]
     assert row["parse_status"] == "ok" and row["dimensions"] is None
-    assert row["dims"] == [{"name": "style", "score": 4.0}, {"name": "facts", "score": 2.5}, {"name": "bad", "score": 99.0}]
+    assert row["dims"] == [
+        {"name": "style", "score": 4.0},
+        {"name": "facts", "score": 2.5},
+        {"name": "bad", "score": 99.0},
+    ]
     assert row["tags"] == ["short"]
     table = pa.Table.from_pylist(rows, schema=JUDGMENTS)  # the typed columns hold them as they are
     assert table.schema.field("dims").type == pa.list_(pa.struct([("name", pa.string()), ("score", pa.float64())]))
@@ -646,18 +694,29 @@ def test_sample_dims_average_usable_votes_and_read_the_json_of_older_runs():
             "prompt_id": ["p1", "p1", "p1", "p2", "p3"],
             "sample_idx": [0, 0, 0, 0, 0],
             "parse_status": ["ok", "retried_ok", "unparseable", "ok", "ok"],
-            "dims": [[{"name": "style", "score": 4.0}, {"name": "facts", "score": 1.0}], [{"name": "style", "score": 2.0}],
-                     [{"name": "style", "score": 0.0}], None, [{"name": "bad name", "score": 3.0}]],
+            "dims": [
+                [{"name": "style", "score": 4.0}, {"name": "facts", "score": 1.0}],
+                [{"name": "style", "score": 2.0}],
+                [{"name": "style", "score": 0.0}],
+                None,
+                [{"name": "bad name", "score": 3.0}],
+            ],
             "dimensions": [None, None, None, '{"style": 5, "facts": 3}', None],  # p2: stored before `dims`
         },
         schema_overrides={"dims": dims},
-    )  # fmt: skip
+    )
     out = judge.sample_dims(judgments).sort("prompt_id")
     assert out.columns == ["prompt_id", "sample_idx", "dim_facts", "dim_style"]
     assert out.rows() == [("p1", 0, 1.0, 3.0), ("p2", 0, 3.0, 5.0)]  # p3's only dimension is not a column name
     assert judge.sample_dims(judgments, "dim_b_").columns[2:] == ["dim_b_facts", "dim_b_style"]
-    tags = pl.DataFrame({"prompt_id": ["p1", "p1", "p2"], "sample_idx": [0, 0, 0], "parse_status": ["ok", "ok", "unparseable"],
-                         "tags": [["b", "a"], ["a", "c"], ["z"]]})  # fmt: skip
+    tags = pl.DataFrame(
+        {
+            "prompt_id": ["p1", "p1", "p2"],
+            "sample_idx": [0, 0, 0],
+            "parse_status": ["ok", "ok", "unparseable"],
+            "tags": [["b", "a"], ["a", "c"], ["z"]],
+        }
+    )
     assert judge.sample_tags(tags).rows() == [("p1", 0, ["a", "b", "c"])]
 
 

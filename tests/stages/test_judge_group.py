@@ -51,8 +51,16 @@ def write_config(folder: Path, k: int = 4, n_prompts: int = 3, **extra: str) -> 
     prompts = write_prompts(folder / "prompts.jsonl", n_prompts)
     rubric = folder / "rubric.txt"
     rubric.write_text("Question: {question}\nRate from 0 to {scale_max}:\n{answer}")
-    overrides = [f"output_dir={folder / 'run'}", f"prompts.path={prompts}", f"sampler.k={k}",
-                 f"judge.rubric_file={rubric}", "judge.mode=group", "pairs.dedupe='off'", "progress_interval_s=60", "judge.sampling.max_tokens=512"]  # fmt: skip
+    overrides = [
+        f"output_dir={folder / 'run'}",
+        f"prompts.path={prompts}",
+        f"sampler.k={k}",
+        f"judge.rubric_file={rubric}",
+        "judge.mode=group",
+        "pairs.dedupe='off'",
+        "progress_interval_s=60",
+        "judge.sampling.max_tokens=512",
+    ]
     return config_mod.load(None, overrides + [f"{key}={value}" for key, value in extra.items()])
 
 
@@ -77,13 +85,18 @@ def test_one_request_per_group_shows_the_prompt_once_and_stores_a_row_per_sample
     assert rows.height == 12 and set(rows["parse_status"]) == {"ok"}
     assert rows.group_by("prompt_id").agg(pl.col("group_key").n_unique())["group_key"].to_list() == [1, 1, 1]
     one = rows.filter(pl.col("prompt_id") == rows["prompt_id"][0]).sort("label")
-    assert one["label"].to_list() == ["A", "B", "C", "D"] and one["sample_idx"].to_list() == one["group_order"][0].to_list()
+    assert (
+        one["label"].to_list() == ["A", "B", "C", "D"]
+        and one["sample_idx"].to_list() == one["group_order"][0].to_list()
+    )
     assert one["attempts"].to_list() == [1, 0, 0, 0]  # the request is counted once, on the first answer shown
     assert result["requests"]["judge"] == 3 and result["counts"]["judgments_ok"] == 12
     # the score each sample got is the one its own answer earned, wherever it was shown
     samples = RunStore(str(tmp_path / "run")).read("samples")
     words = {(r["prompt_id"], r["sample_idx"]): len(r["answer"].split()) for r in samples.iter_rows(named=True)}
-    assert all(r["score"] == min(100, 10 * words[(r["prompt_id"], r["sample_idx"])]) for r in rows.iter_rows(named=True))
+    assert all(
+        r["score"] == min(100, 10 * words[(r["prompt_id"], r["sample_idx"])]) for r in rows.iter_rows(named=True)
+    )
     assert result.pairs.height > 0  # the pair kernel reads the rows as it reads pointwise ones
     again = run(write_config(tmp_path), backend="local", build=lambda _cfg: engine)
     assert again["requests"] == {"sampler": 0, "judge": 0}
@@ -129,7 +142,9 @@ def test_a_group_that_grows_is_judged_again_and_the_old_judgments_are_kept(tmp_p
 def test_two_orders_are_asked_and_their_flips_counted_then_excluded(tmp_path):
     # A judge that favours whatever it is shown first: close answers swap between the two orders.
     engine = FakeEngine(reply=group_reply(position_bias=25))
-    result = run(write_config(tmp_path, n_prompts=6, **{"judge.orders": "2"}), backend="local", build=lambda _cfg: engine)
+    result = run(
+        write_config(tmp_path, n_prompts=6, **{"judge.orders": "2"}), backend="local", build=lambda _cfg: engine
+    )
     asked = judge_requests(engine)
     assert len(asked) == 12  # 6 prompts x 2 orders
     by_prompt: dict[str, list[list[str]]] = {}
@@ -161,7 +176,9 @@ def test_a_reply_missing_an_answer_is_re_asked_and_the_others_keep_their_score()
 
 def test_group_rendering_labels_every_answer_once():
     cfg = config_mod.load(None, ["judge.mode=group"]).judge
-    messages = render_group("Q: {question}\n{answer}", {"question": "which link?"}, [{"answer": "x"}, {"answer": "y"}], cfg)
+    messages = render_group(
+        "Q: {question}\n{answer}", {"question": "which link?"}, [{"answer": "x"}, {"answer": "y"}], cfg
+    )
     text = messages[0]["content"]
     assert text.count("which link?") == 1 and "[Answer A]\nx" in text and "[Answer B]\ny" in text
     assert '"A": {"score"' in text
@@ -188,14 +205,17 @@ def test_group_batch_re_asks_a_reply_missing_an_answer_and_keeps_the_first_usabl
     from factory.stages.judge.group import group_judge_batch
 
     cfg = config_mod.load(None, ["judge.mode=group"]).judge
-    replies = iter(['{"A": {"score": 70, "reason": "r"}}', '{"A": {"score": 1, "reason": "r"}, "B": {"score": 40, "reason": "r"}}'])
+    replies = iter(
+        ['{"A": {"score": 70, "reason": "r"}}', '{"A": {"score": 1, "reason": "r"}, "B": {"score": 40, "reason": "r"}}']
+    )
     engine = FakeEngine(reply=lambda request: next(replies))
     row = {"prompt_id": "p", "sampler_fp": "s", "vote": 0, "members": [3, 1], "created": [1.0, 2.0], "group_key": "g",
            "group_pool": "pool", "seed": 5, "messages": [{"role": "user", "content": "judge A and B"}]}  # fmt: skip
     out = group_judge_batch(engine, [row], None, cfg, "fp")
     assert len(engine.requests) == 2 and "B: no score for answer B" in engine.requests[1].messages[-1]["content"]
     assert [(r["sample_idx"], r["label"], r["score"], r["parse_status"]) for r in out] == [
-        (3, "A", 70, "ok"), (1, "B", 40, "retried_ok")
+        (3, "A", 70, "ok"),
+        (1, "B", 40, "retried_ok"),
     ]
     assert [r["attempts"] for r in out] == [2, 0] and [r["sample_created_at"] for r in out] == [1.0, 2.0]
     assert sum(r["prompt_tokens"] for r in out) == 20  # two requests of 10 prompt tokens, split over the rows
@@ -292,5 +312,7 @@ def test_group_judging_on_ray_matches_the_local_executor(tmp_path):
                                       "judge.engine.cpus_per_replica": "0.5"})  # fmt: skip
         result = run(cfg, backend=backend, build=fake_group_engine)  # built in each actor on Ray
         assert result["requests"]["judge"] == 3, backend
-        rows[backend] = stored_judgments(folder).sort("prompt_id", "sample_idx").select("prompt_id", "sample_idx", "score", "label")
+        rows[backend] = (
+            stored_judgments(folder).sort("prompt_id", "sample_idx").select("prompt_id", "sample_idx", "score", "label")
+        )
     assert rows["ray"].equals(rows["local"])

@@ -81,10 +81,19 @@ def test_statuses_reach_the_scored_frame_as_unjudged_and_a_dim_term_counts_its_o
          "dims": [[{"name": "facts", "score": 7.0}], None, None]},
     )  # fmt: skip
     samples = pl.DataFrame(
-        {"prompt_id": ["a"] * 3, "sample_idx": [0, 1, 2], "completion_tokens": [10, 20, 30], "finish_reason": ["stop"] * 3,
-         "error": [None] * 3, "answer": ["x", "y", "z"], "reasoning": [""] * 3},
-    )  # fmt: skip
-    scored = judge.with_quality(samples, votes).join(judge.sample_dims(votes), on=["prompt_id", "sample_idx"], how="left")
+        {
+            "prompt_id": ["a"] * 3,
+            "sample_idx": [0, 1, 2],
+            "completion_tokens": [10, 20, 30],
+            "finish_reason": ["stop"] * 3,
+            "error": [None] * 3,
+            "answer": ["x", "y", "z"],
+            "reasoning": [""] * 3,
+        },
+    )
+    scored = judge.with_quality(samples, votes).join(
+        judge.sample_dims(votes), on=["prompt_id", "sample_idx"], how="left"
+    )
     stats = pairs.select(scored, PairsConfig(terms=[TermConfig(source="dim_facts", weight=0.1)]))[1]
     # sample 1: its judgment is not usable (no_judgment); sample 2: judged, but no facts dimension
     assert stats.samples_excluded["no_judgment"] == 1 and stats.samples_excluded["missing_dimension"] == 1
@@ -92,7 +101,9 @@ def test_statuses_reach_the_scored_frame_as_unjudged_and_a_dim_term_counts_its_o
 
 def test_preflight_says_when_max_tokens_cannot_hold_the_json():
     base = ["judge.dimensions=true", "judge.tags=true", "judge.tag_values=[price,stock]"]
-    with pytest.raises(ConfigError, match=r"judge\.sampling\.max_tokens: 16 cannot hold the JSON asked for .*dimensions"):
+    with pytest.raises(
+        ConfigError, match=r"judge\.sampling\.max_tokens: 16 cannot hold the JSON asked for .*dimensions"
+    ):
         RunGraph(config.load("conf/demo.yaml", [*base, "judge.sampling.max_tokens=16"])).preflight(credentials=False)
     RunGraph(config.load("conf/demo.yaml", [*base, "judge.sampling.max_tokens=256"])).preflight(credentials=False)
     with pytest.raises(ConfigError, match=r"judges\.b\.sampling\.max_tokens: 4 "):

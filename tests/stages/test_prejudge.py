@@ -61,11 +61,16 @@ def test_loosening_the_filter_later_asks_only_for_the_judgments_now_missing(tmp_
     samples = RunStore(str(tmp_path / "run")).read("samples", SAMPLES)
     passes = {
         limit: set(
-            prejudge.passing(samples, cfg_of(tmp_path, "run", f"pairs.terms=[{{source: answer_chars, exclude_above: {limit}}}]").pairs)
-            .filter(pl.col("exclusion").is_null()).select("prompt_id", "sample_idx").iter_rows()
+            prejudge.passing(
+                samples,
+                cfg_of(tmp_path, "run", f"pairs.terms=[{{source: answer_chars, exclude_above: {limit}}}]").pairs,
+            )
+            .filter(pl.col("exclusion").is_null())
+            .select("prompt_id", "sample_idx")
+            .iter_rows()
         )
         for limit in (25, 35)
-    }  # fmt: skip
+    }
     assert passes[25] < passes[35]
     assert looser["requests"] == {"sampler": 0, "judge": len(passes[35] - passes[25])}
     assert len(judged(engine)) == len(passes[35] - passes[25])
@@ -89,7 +94,9 @@ def test_factory_plan_shows_the_saving(tmp_path):
     unfiltered = plan_stage(RunGraph(unfiltered_cfg).stages(prompts)[1], store, None, None, None)
     assert unfiltered["requests"] == samples.height and filtered["requests"] == survivors
     saved = samples.height - survivors
-    assert any(n.startswith(f"{saved} excluded before judging by the pair filters (answer_chars") for n in filtered["notes"])
+    assert any(
+        n.startswith(f"{saved} excluded before judging by the pair filters (answer_chars") for n in filtered["notes"]
+    )
 
 
 def test_factory_plan_estimates_future_judge_requests_at_the_observed_pass_share(tmp_path):

@@ -127,7 +127,15 @@ def test_stop_strings_reach_every_request_and_the_fingerprint_only_when_set():
     engine_cfg = EngineConfig()
     plain = sampler_fingerprint(engine_cfg, SamplingConfig(max_tokens=16), "m", "t")
     # A config without stop keeps the key samples had before the option existed.
-    identity = {"kind": "llamacpp", "model": "m", "temperature": 0.8, "top_p": 0.95, "max_tokens": 16, "seed": 0, "template": "t"}
+    identity = {
+        "kind": "llamacpp",
+        "model": "m",
+        "temperature": 0.8,
+        "top_p": 0.95,
+        "max_tokens": 16,
+        "seed": 0,
+        "template": "t",
+    }
     assert plain == stable_hash(identity)
     assert sampler_fingerprint(engine_cfg, SamplingConfig(max_tokens=16, stop=["\n"]), "m", "t") != plain
 

@@ -17,7 +17,9 @@ SAMPLES = pl.DataFrame(
         "error": [None, None, None, None, "HTTP 500"],
     }
 )
-PROMPTS = pl.DataFrame({"prompt_id": ["p1", "p2", "p3"], "ref": ["link 3,  YES.", None, "x"], "answerable": ["true", "false", "true"]})
+PROMPTS = pl.DataFrame(
+    {"prompt_id": ["p1", "p2", "p3"], "ref": ["link 3,  YES.", None, "x"], "answerable": ["true", "false", "true"]}
+)
 
 
 def run_rule(**kw):

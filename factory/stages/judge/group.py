@@ -80,7 +80,9 @@ def current_group_judgments(stored: pl.DataFrame | None, judge_fp: str, samples:
         .unique(["prompt_id", "vote"], keep="last")
         .select("prompt_id", "vote", "group_key")
     )
-    return latest(every.join(newest, on=["prompt_id", "vote", "group_key"], how="semi"), ["prompt_id", "sample_idx", "vote"])
+    return latest(
+        every.join(newest, on=["prompt_id", "vote", "group_key"], how="semi"), ["prompt_id", "sample_idx", "vote"]
+    )
 
 
 def group_judge_batch(
@@ -106,7 +108,9 @@ def group_judge_batch(
                 top_p=cfg.sampling.top_p,
                 seed=(rows[i]["seed"] + round_no) & 0x7FFFFFFF,
                 stop=list(cfg.sampling.stop) or None,
-                json_schema=group_schema(state[i]["labels"], cfg) if cfg.structured and engine.supports_json_schema else None,
+                json_schema=group_schema(state[i]["labels"], cfg)
+                if cfg.structured and engine.supports_json_schema
+                else None,
                 tag=i,
             )
             for i in pending
@@ -241,7 +245,10 @@ class GroupJudgeStage(JudgeStage):
         """`factory plan`: the group requests the planned samples will lead to (each prompt they complete is
         judged again in every order) and how that was counted."""
         prompts = sample_work["prompt_id"].n_unique() if sample_work.height else 0
-        return prompts * self.cfg.orders, f"{prompts} prompt(s) getting samples x {self.cfg.orders} order(s), one group each"
+        return (
+            prompts * self.cfg.orders,
+            f"{prompts} prompt(s) getting samples x {self.cfg.orders} order(s), one group each",
+        )
 
     def rows_of(self, work: list[dict] | pl.DataFrame) -> int:
         """Judgment rows the work will store: one per sample each group request shows."""
@@ -264,7 +271,9 @@ class GroupJudgeStage(JudgeStage):
         else:
             complete = set(counts.filter(pl.col("len") >= self.k)["prompt_id"].to_list())
         redo: set[str] = set()
-        if self.resample_failed and self.upstream is not None:  # their failed samples come back (ok or failed again) before the group is drawn
+        if (
+            self.resample_failed and self.upstream is not None
+        ):  # their failed samples come back (ok or failed again) before the group is drawn
             redo = set(status.filter(pl.col("error").is_not_null())["prompt_id"].to_list())
             complete -= redo
             status = status.filter(pl.col("error").is_null() | ~pl.col("prompt_id").is_in(list(redo)))
@@ -291,7 +300,9 @@ class GroupJudgeStage(JudgeStage):
         for row in lost.iter_rows(named=True):  # a failed sample completes its group too
             self._partial.setdefault(row["prompt_id"], {})[row["sample_idx"]] = {**dict.fromkeys(TEXT_SCHEMA), **row}
         work = []
-        by_prompt = {pid: group for (pid,), group in text.filter(pl.col("prompt_id").is_in(list(pending))).group_by("prompt_id")}
+        by_prompt = {
+            pid: group for (pid,), group in text.filter(pl.col("prompt_id").is_in(list(pending))).group_by("prompt_id")
+        }
         failed = status.filter(pl.col("error").is_not_null()).height
         for pid in sorted(pending):
             work += self._groups(pid, by_prompt.get(pid), pools[pid], have)
@@ -351,12 +362,22 @@ class GroupJudgeStage(JudgeStage):
         for row in work:
             if "members" not in row:
                 members = list(range(self.k))
-                row = {**row, "members": members, "created": [None] * self.k, "group_pool": "", "group_key": "",
-                       "answers": [row.get("answer") or ""] * self.k, "reasonings": [row.get("reasoning") or ""] * self.k}  # fmt: skip
+                row = {
+                    **row,
+                    "members": members,
+                    "created": [None] * self.k,
+                    "group_pool": "",
+                    "group_key": "",
+                    "answers": [row.get("answer") or ""] * self.k,
+                    "reasonings": [row.get("reasoning") or ""] * self.k,
+                }
             answers = [{"answer": a, "reasoning": r} for a, r in zip(row["answers"], row["reasonings"])]
             seed = derive_seed(self.cfg.sampling.seed, "judge-group", row["prompt_id"], row["group_key"])
             messages = render_group(self.rubric, self.prompts[row["prompt_id"]], answers, self.cfg)
-            out.append({k: v for k, v in row.items() if k not in ("answers", "reasonings")} | {"seed": seed, "messages": messages})
+            out.append(
+                {k: v for k, v in row.items() if k not in ("answers", "reasonings")}
+                | {"seed": seed, "messages": messages}
+            )
         return out
 
     def failed(self, requests: list[dict], reason: str) -> list[dict]:

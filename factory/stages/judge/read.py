@@ -25,9 +25,12 @@ def with_quality(samples: pl.DataFrame, judgments: pl.DataFrame) -> pl.DataFrame
     Output: the samples' columns + quality, score, quality_spread, votes_ok, votes."""
     if not judgments.height:
         return samples.with_columns(
-            pl.lit(None, pl.Float64).alias("quality"), pl.lit(None, pl.Float64).alias("score"),
-            pl.lit(0.0).alias("quality_spread"), pl.lit(0, pl.Int64).alias("votes_ok"), pl.lit(0, pl.Int64).alias("votes"),
-        )  # fmt: skip
+            pl.lit(None, pl.Float64).alias("quality"),
+            pl.lit(None, pl.Float64).alias("score"),
+            pl.lit(0.0).alias("quality_spread"),
+            pl.lit(0, pl.Int64).alias("votes_ok"),
+            pl.lit(0, pl.Int64).alias("votes"),
+        )
     return samples.join(sample_quality(judgments), on=["prompt_id", "sample_idx"], how="left")
 
 
@@ -107,6 +110,8 @@ def order_quality(judgments: pl.DataFrame) -> pl.DataFrame:
     usable = judgments.filter(pl.col("parse_status").is_in(USABLE) & pl.col("vote").is_in([0, 1]))
     out = judgments.select("prompt_id", "sample_idx").unique()
     for order in (0, 1):
-        one = usable.filter(pl.col("vote") == order).select("prompt_id", "sample_idx", pl.col("quality").alias(f"order{order}_quality"))
+        one = usable.filter(pl.col("vote") == order).select(
+            "prompt_id", "sample_idx", pl.col("quality").alias(f"order{order}_quality")
+        )
         out = out.join(one, on=["prompt_id", "sample_idx"], how="left")
     return out

@@ -159,7 +159,8 @@ def group_labels(n: int) -> list[str]:
 def group_schema(labels: list[str], cfg: JudgeConfig) -> dict:
     """One object per label, each the pointwise schema (score first, then dimensions, tags, reason)."""
     one = judge_schema(cfg.scale_max, cfg.dimensions, cfg.dimension_names, cfg.tags, cfg.tag_values)
-    return {"type": "object", "properties": {label: one for label in labels}, "required": labels, "additionalProperties": False}
+    properties = {label: one for label in labels}
+    return {"type": "object", "properties": properties, "required": labels, "additionalProperties": False}
 
 
 def render_group(rubric: str, prompt: dict, answers: list[dict], cfg: JudgeConfig) -> list[dict[str, str]]:
@@ -181,7 +182,9 @@ def render_group(rubric: str, prompt: dict, answers: list[dict], cfg: JudgeConfi
         scale_max=int(cfg.scale_max) if float(cfg.scale_max).is_integer() else cfg.scale_max,
     )
     top = int(cfg.scale_max) if float(cfg.scale_max).is_integer() else cfg.scale_max
-    one = minimal_reply(cfg.scale_max, cfg.dimensions, cfg.dimension_names, cfg.tags).replace(str(top), "<0 to %s>" % top)
+    one = minimal_reply(cfg.scale_max, cfg.dimensions, cfg.dimension_names, cfg.tags).replace(
+        str(top), "<0 to %s>" % top
+    )
     one = one.replace('"reason": ""', '"reason": "<one short sentence>"')
     example = ", ".join(f'"{label}": {one}' for label in labels[:2]) + (", ..." if len(labels) > 2 else "")
     instruction = (

@@ -28,7 +28,7 @@ from factory.engines.base import Completion, Engine, Request
 from factory.pairs.prejudge import Prefilter
 from factory.rundir.hashing import derive_seed, stable_hash
 from factory.rundir.schemas import JUDGMENTS, SAMPLES, require_columns
-from factory.stages.base import Emit, PromptRows, latest, read_status
+from factory.stages.base import BaseStage, Batch, Emit, PromptRows, latest, read_status
 from factory.stages.judge.parse import PARSE_FAILURES, USABLE, missing_dimensions, parse_judgment, parse_tags
 from factory.stages.judge.read import current_judgments
 from factory.stages.judge.rubric import DIMENSIONS, check_rubric, judge_schema, reask_messages, render_rubric
@@ -81,7 +81,9 @@ def pending_keys(
     The same rubric plans nothing, a changed rubric (new judge_fp) plans every vote again. With
     `retry_failed`, stored engine_error judgments are planned again (the new row supersedes)."""
     key = list(KEY)
-    wanted = samples.select(SAMPLE_KEY).join(pl.DataFrame({"vote": list(range(votes))}, schema={"vote": pl.Int64}), how="cross")
+    wanted = samples.select(SAMPLE_KEY).join(
+        pl.DataFrame({"vote": list(range(votes))}, schema={"vote": pl.Int64}), how="cross"
+    )
     if stored is not None and stored.height:
         require_columns(stored, (*key, "judge_fp", "parse_status", "created_at"), "judge.plan")
         done = of_current_samples(stored.filter(pl.col("judge_fp") == judge_fp), samples)
@@ -169,7 +171,7 @@ def judge_batch(
         {"result": None, "attempts": 0, "reasks": 0, "tokens": None, "latency": 0.0, "messages": row["messages"]}
         for row in rows
     ]
-    out: list[dict | None] = [None] * len(rows)
+    batch = Batch(emit)
     pending = list(range(len(rows)))
     for round_no in range(cfg.max_reasks + 1):
         if not pending:
@@ -194,16 +196,11 @@ def judge_batch(
             if _absorb(state[i], completion, round_no, rows[i], cfg):
                 retry.append(i)
                 return
-            out[i] = judgment_row(rows[i], state[i], cfg, judge_fp)
-            if emit is not None:
-                emit([out[i]])
+            batch.add(i, judgment_row(rows[i], state[i], cfg, judge_fp))
 
         engine.generate(requests, on_done=done)
         pending = sorted(retry)
-    lost = [i for i, row in enumerate(out) if row is None]
-    if lost:
-        raise RuntimeError(f"engine lost {len(lost)} judge completion(s), e.g. row {lost[0]}")
-    return out  # type: ignore[return-value]
+    return batch.rows(range(len(rows)), "judge completion(s) (by row)")
 
 
 def _absorb(current: dict, completion: Completion, round_no: int, row: dict, cfg: JudgeConfig) -> bool:
@@ -270,11 +267,18 @@ def failed_judgments(requests: list[dict], reason: str, judge_fp: str, attempts:
     """The rows stored for judge requests that could not be served (their replica kept failing):
     judgment_row's fields, with parse_status engine_error."""
     current = {"attempts": attempts, "reasks": 0, "tokens": None, "latency": 0.0}
-    result = {"score": None, "status": "engine_error", "reason": reason, "dimensions": None, "raw": None, "error": reason}
+    result = {
+        "score": None,
+        "status": "engine_error",
+        "reason": reason,
+        "dimensions": None,
+        "raw": None,
+        "error": reason,
+    }
     return [judgment_row(r, {**current, "result": result}, JudgeConfig(), judge_fp) for r in requests]
 
 
-class JudgeStage:
+class JudgeStage(BaseStage):
     """The judge stage as the executor drives it (factory/stages/base.py): fed by stored samples.
     `factory run` has one per judge: `judge` (cfg.judge) and `judge_<name>` for each cfg.judges entry,
     each under its own fingerprint fps[<stage name>], all writing judgments/."""
@@ -285,6 +289,7 @@ class JudgeStage:
     schema = JUDGMENTS
     upstream = "sample"
     inputs = USABLE_INPUTS
+    batch_fields = ("cfg", "judge_fp")
     run_batch = staticmethod(judge_batch)
 
     def __init__(
@@ -320,13 +325,6 @@ class JudgeStage:
         """Judge requests per usable upstream sample (`factory plan` estimates with it)."""
         return self.cfg.votes
 
-    @property
-    def batch_size(self) -> int:
-        return self.engine.batch_size
-
-    @property
-    def batch_args(self) -> tuple:
-        return (self.cfg, self.judge_fp)
 
     def plan(self, store: Any) -> pl.DataFrame:
         """Keys first (samples' status, judgments' status, prompt ids as integer codes), then the answer
@@ -367,6 +365,3 @@ class JudgeStage:
 
     def ok(self, row: dict) -> bool:
         return row["parse_status"] in USABLE
-
-    def tokens(self, row: dict) -> tuple[int, int]:
-        return int(row.get("prompt_tokens") or 0), int(row.get("completion_tokens") or 0)
