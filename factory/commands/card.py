@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from factory.commands.page_html import essentials, funnel_steps
+from factory.commands.run_facts import essentials, funnel_steps
 from factory.commands.present import markdown
 from factory.rundir.store import RunStore
 
