@@ -182,6 +182,10 @@ class JudgeNode:
         ok = frame.filter(self.usable()).height if frame.height else 0
         return {"ok": ok, "failed": frame.height - ok}
 
+    def cut_key(self) -> str | None:
+        """The config key that bounds its replies (a judgment cut there is counted `truncated`), if any."""
+        return None
+
     def check(self) -> None:
         """Preflight of this judge beyond its engine (rubric, routes), each error naming its key."""
 
@@ -239,11 +243,16 @@ class GenRMNode(JudgeNode):
         return pl.col("parse_status").is_in(judge_stage.USABLE)
 
     def counts(self, frame: pl.DataFrame) -> dict[str, Any]:
-        """ok / failed, its mode, and the prompt tokens one judged sample cost (a group request's are split
-        over the samples it shows): what the report's judges table compares the modes with."""
+        """ok / failed, of the failed those cut at this judge's own max_tokens (`truncated`), its mode, and the
+        prompt tokens one judged sample cost (a group request's are split over the samples it shows): what the
+        report's judges table compares the modes with."""
         tokens = frame["prompt_tokens"].drop_nulls() if frame.height and "prompt_tokens" in frame.columns else None
         per = round(float(tokens.mean()), 1) if tokens is not None and tokens.len() else None  # type: ignore[arg-type]
-        return super().counts(frame) | {"mode": self.config.mode, "prompt_tokens_per_judgment": per}
+        cut = frame.filter(pl.col("parse_status") == "truncated").height if frame.height else 0
+        return super().counts(frame) | {"truncated": cut, "mode": self.config.mode, "prompt_tokens_per_judgment": per}
+
+    def cut_key(self) -> str | None:
+        return f"{self.key}.sampling.max_tokens"
 
 
 @dataclass
@@ -495,11 +504,13 @@ class RunGraph:
 
     def judges_manifest(self, counts: dict[str, dict[str, int]], requests: dict[str, int]) -> dict[str, dict]:
         """manifest `judges`: per judge stage its kind, the scored column it makes, fingerprint, stored
-        rows ok / failed and the requests this invocation made."""
+        rows ok / failed (a generative judge's: of them `truncated`, cut at its `max_tokens_key`) and the
+        requests this invocation made."""
         return {
             j.stage: {
                 "kind": j.kind, "column": j.column, "fingerprint": j.fingerprint,
                 **counts.get(j.stage, {"ok": 0, "failed": 0}), "requests": requests.get(j.stage, 0),
+                **({"max_tokens_key": j.cut_key()} if j.cut_key() else {}),
             }
             for j in self.judges
         }  # fmt: skip

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from typing import Any, Iterable, Iterator
 
 import fsspec
@@ -73,6 +74,17 @@ def _format(file: str) -> str:
         hint = _HINT.get(suffix, f"prompts are read from {', '.join(FORMATS)} files")
         raise PromptsFileError(f"prompts.path: {file} is not a prompts file ({hint})")
     return FORMATS[suffix]
+
+
+def _looked_at(path: str) -> str:
+    """Where a relative local path was looked for: a path given on the command line is read from the current
+    folder, one written in a YAML config from the config file's folder (config.load made it absolute)."""
+    if "://" in path or os.path.isabs(path):
+        return ""
+    return (
+        f" (looked at {os.path.abspath(path)}: a path on the command line is taken relative to the current folder, "
+        f"{os.getcwd()}; one in a YAML config, to the config file's folder)"
+    )
 
 
 def check_url(path: str, key: str = "prompts.path") -> None:
@@ -126,7 +138,7 @@ def prompt_files(path: str) -> tuple[Any, list[str]]:
     check_url(path)
     fs, root = fsspec.core.url_to_fs(path)
     if not fs.exists(root):
-        raise FileNotFoundError(f"prompts.path: {path} does not exist")
+        raise FileNotFoundError(f"prompts.path: {path} does not exist{_looked_at(path)}")
     if not fs.isdir(root):
         _format(root)
         return fs, [root]

@@ -6,9 +6,10 @@ executor.run): `factory run` and `factory eval` are a graph inside a session.
         done = session.run(graph.stages(prompts))        # the executor; Ray starts here, not before
         session.finish(Manifest(...))                    # metrics.json, then manifest.json
 
-In order: preflight (before anything is touched) -> the output directory shown writable (an error names
-its key) -> secrets (the values of every api_key_env, scrubbed from every stored string) -> the lease (one
-writer per directory) -> the budget (cost.max_usd) -> the small parts a killed run left, merged -> the
+In order: preflight (before anything is touched) -> the output directory shown writable and the run's to
+write (another tool's files, a home folder, a link out of it are refused: factory.rundir.guard; an error
+names its key) -> secrets (the values of every api_key_env, scrubbed from every stored string) -> the lease
+(one writer per directory) -> the budget (cost.max_usd) -> the small parts a killed run left, merged -> the
 executor, started when the first graph runs, so a refusal found before (a degenerate prompt set) never
 waits for Ray -> metrics.json -> manifest.json, a typed Manifest (factory/rundir/manifest.py) completed
 here with the pools, spend, timings and history every command records.
@@ -24,6 +25,7 @@ from factory.config import RunConfig
 from factory.executor import Executor
 from factory.executor.budget import Budget
 from factory.executor.progress import Progress
+from factory.rundir.guard import check_run_dir
 from factory.rundir.lease import Lease
 from factory.rundir.manifest import Manifest
 from factory.rundir.secrets import scrub, scrub_all, scrub_table, secret_values
@@ -64,6 +66,7 @@ class Session:
         if self._preflight is not None:
             self._preflight()
         self.store = open_output(self.output_dir, self.output_key)
+        check_run_dir(self.store, self.output_key)  # another tool's files, $HOME, a link out of the directory
         self.secrets = secret_values(self.cfg)
         command = scrub(self.command or " ".join(["factory", *sys.argv[1:]]), self.secrets)
         self.lease = Lease(self.store, command, take_over=self.take_over)

@@ -64,9 +64,18 @@ def test_a_stored_run_without_a_judge_leaves_its_stage_out():
 def test_manifest_entries_per_judge():
     graph = RunGraph(ensemble())
     entries = graph.judges_manifest({"judge": {"ok": 3, "failed": 1}}, {"judge": 4, "reward_rm": 2})
-    assert entries["judge"] == {"kind": "genrm", "column": "quality", "fingerprint": graph.fingerprints["judge"],
-                                "ok": 3, "failed": 1, "requests": 4}  # fmt: skip
+    assert entries["judge"] == {
+        "kind": "genrm",
+        "column": "quality",
+        "fingerprint": graph.fingerprints["judge"],
+        "ok": 3,
+        "failed": 1,
+        "requests": 4,
+        "max_tokens_key": "judge.sampling.max_tokens",
+    }
+    assert entries["judge_b"]["max_tokens_key"] == "judges.b.sampling.max_tokens"
     assert entries["reward_rm"]["kind"] == "reward_model" and entries["reward_rm"]["requests"] == 2
+    assert "max_tokens_key" not in entries["reward_rm"]
     assert entries["judge_b"]["requests"] == 0 and entries["judge_b"]["ok"] == 0
 
 

@@ -454,3 +454,80 @@ def test_a_target_run_counts_every_judges_requests_over_its_draws(tmp_path):
         == {name: j["requests"] for name, j in {"sampler": {"requests": asked}, **manifest["judges"]}.items()}
     )
     assert len(engine.scored) == asked
+
+
+def test_a_config_value_holding_the_key_is_scrubbed_on_the_page_as_in_the_manifest(tmp_path, monkeypatch):
+    # A value that interpolates the API key's variable (a stop string here; a header or a URL in real configs):
+    # the manifest scrubs it, and the page renders the config through the same scrub.
+    monkeypatch.setenv("FACTORY_TEST_SECRET", "sk-live-abcdef123456")
+    cfg = synthetic_cfg(
+        tmp_path,
+        2,
+        "sampler.engine.api_key_env=FACTORY_TEST_SECRET",
+        "sampler.sampling.stop=['x${oc.env:FACTORY_TEST_SECRET}']",
+    )
+    assert cfg.sampler.sampling.stop == ["xsk-live-abcdef123456"]
+    local_run(cfg)
+    page = (tmp_path / "run" / "report" / "index.html").read_text()
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["config"]["sampler"]["sampling"]["stop"] == ["x***"]
+    assert "sk-live-abcdef123456" not in page and "x***" in page
+
+
+def test_judgments_cut_at_the_judges_max_tokens_are_counted_and_the_summary_names_the_key(tmp_path):
+    from factory.commands.summary import run_summary
+    from factory.engines.base import Completion
+    from tests.fakes import FakeEngine, seeded_reply
+
+    def cut(answer: str) -> bool:  # the judge runs out of tokens on the answers of an odd number of words
+        return len(answer.split()) % 2 == 1
+
+    def reply(request):
+        rated = next((m["content"] for m in request.messages if m["content"].startswith("Rate ")), None)
+        if (
+            request.json_schema is not None
+            and rated is not None
+            and cut(rated.removeprefix("Rate ").split(" from 0")[0])
+        ):
+            return Completion(tag=None, text='{"reason": "the reply names the link and the pri', finish_reason="length",
+                              prompt_tokens=10, completion_tokens=96)  # fmt: skip
+        return seeded_reply(request)
+
+    manifest = local_run(
+        synthetic_cfg(tmp_path, 6, "judge.max_reasks=1", "judge.sampling.max_tokens=96"), FakeEngine(reply=reply)
+    )
+    answers = pl.read_parquet(tmp_path / "run" / "samples")["answer"].to_list()
+    expected = sum(cut(a) for a in answers)
+    assert 0 < expected < len(answers) == 12
+    judge = manifest["judges"]["judge"]
+    assert (
+        manifest["parse_status"]["truncated"]
+        == judge["truncated"]
+        == expected
+        == manifest["counts"]["judgments_failed"]
+    )
+    assert "unparseable" not in manifest["parse_status"] and judge["max_tokens_key"] == "judge.sampling.max_tokens"
+    text = run_summary(manifest, manifest.scored)
+    assert "| judge replies cut at max_tokens" in text
+    assert (
+        f"{expected} of 12 judgments (failed; their samples no_judgment): raise judge.sampling.max_tokens (now 96)"
+        in text
+    )
+    from factory.commands.rebuild import rebuild_pairs
+
+    rebuilt, scored = rebuild_pairs(str(tmp_path / "run"))  # `factory pairs` keeps the count and the key
+    assert rebuilt["judges"]["judge"]["truncated"] == expected
+    assert "raise judge.sampling.max_tokens (now 96)" in run_summary(rebuilt, scored)
+
+
+def test_a_filter_that_excludes_every_sample_says_so_once_naming_the_term(tmp_path, capsys):
+    # The README's link-number rule on answers that name none (as the demo's English answers do).
+    term = "pairs.terms=[{source: format, pattern: '\\d+号链接', exclude_above: 0}]"
+    manifest = local_run(synthetic_cfg(tmp_path, 4, term))
+    assert manifest["pairs"]["samples_excluded"]["format"] == 8 and manifest["pairs"]["samples_valid"] == 0
+    err = capsys.readouterr().err
+    assert err.count("[pairs] warning: no sample is valid") == 1
+    assert "the filter pairs.terms[0] (format, exclude_above 0) excluded 8 of the 8 samples: no pair can be made" in err
+    (tmp_path / "plain").mkdir()
+    local_run(synthetic_cfg(tmp_path / "plain", 4))
+    assert "no sample is valid" not in capsys.readouterr().err

@@ -8,6 +8,7 @@ from typing import Any
 from factory.commands import card, rebuild
 from factory.config import ConfigError
 from factory.pairs.export import export_name, student_template, warn_if_dropped, write_export  # noqa: F401
+from factory.rundir.guard import check_run_dir
 
 
 def export_run(run_dir: str, template: str = "", name: str = "", overrides: list[str] | None = None) -> dict[str, Any]:
@@ -17,6 +18,7 @@ def export_run(run_dir: str, template: str = "", name: str = "", overrides: list
     more += [f"export.name={name}"] if name else []
     run = rebuild.read_run(run_dir, [*(overrides or []), *more])
     cfg, store = run.cfg, run.store
+    check_run_dir(store, "RUN_DIR")  # export/<name>/ is replaced: never through a link out of the run
     chosen = student_template(cfg)
     if chosen is None:
         raise ConfigError("export.template: no student chat template given (--template PATH or export.template=PATH)")

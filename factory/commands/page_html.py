@@ -69,8 +69,7 @@ def funnel(report: dict[str, Any], manifest: dict[str, Any], invalid: list[tuple
 def glance(cfg: Any, manifest: dict[str, Any], report: dict[str, Any], metrics: dict[str, Any] | None) -> str:
     """Cards of the headline numbers, then config essentials, requests / tokens / spend / time per stage,
     engine pools, fingerprints and versions."""
-    from factory import config as config_mod
-    from factory.rundir.secrets import redact
+    from factory.rundir.secrets import stored_config
 
     pairs = report["pairs"]
     spend = manifest.get("spend") or {}
@@ -93,7 +92,8 @@ def glance(cfg: Any, manifest: dict[str, Any], report: dict[str, Any], metrics: 
     ]
     out.append("</div>")
 
-    rows = essentials(redact(config_mod.to_dict(cfg)), pairs["terms"], manifest.get("output_dir", cfg.output_dir))
+    conf = stored_config(cfg)  # the manifest's scrub: a value holding a key shows as ***
+    rows = essentials(conf, pairs["terms"], manifest.get("output_dir", cfg.output_dir))
     out.append(_table(["setting", "value"], rows, "kv"))
 
     stage_metrics = (metrics or {}).get("stages") or {}

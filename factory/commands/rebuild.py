@@ -18,7 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from factory import config as config_mod
 from factory.commands import card
-from factory.config.load import parse_override
+from factory.config.load import override_layer
 from factory.config import ConfigError, RunConfig
 from factory import pairs as pair_kernel
 from factory.pairs import export as export_mod
@@ -26,6 +26,7 @@ from factory.graph import RunGraph
 from factory.rundir.secrets import MASK
 from factory.rundir.manifest import Manifest
 from factory.stages.judge import USABLE
+from factory.rundir.guard import check_run_dir
 from factory.rundir.store import RunStore
 
 
@@ -48,7 +49,7 @@ def open_run(run_dir: str, overrides: list[str] | None = None) -> tuple[RunConfi
             raise ConfigError(f"override {item!r} is not of the form key=value")
         config_mod.check_keys([item.split("=", 1)[0]], "the command line")
     if overrides:
-        layers.extend(parse_override(o) for o in overrides)  # one error line naming the key
+        layers.extend(override_layer(o) for o in overrides)  # one error line naming the key; $NAME expanded
     try:
         cfg = OmegaConf.to_object(OmegaConf.merge(*layers))
     except ConfigError:
@@ -120,9 +121,9 @@ def write_outputs(store: RunStore, graph: RunGraph, prompts: pl.DataFrame, fps: 
         else:  # an export no longer asked for must not linger as if current
             store.remove(f"sft/{export}")
     export_mod.after_pairs(store, cfg, pairs, read.scored, prompts)  # export/<name>/ + the reasoning warning
-    note = pair_kernel.target_note(stats)
-    if note:
-        print(note, file=sys.stderr)
+    for note in (pair_kernel.filter_note(stats), pair_kernel.target_note(stats)):
+        if note:
+            print(note, file=sys.stderr)
     samples = read.samples
     usable = judgments.filter(pl.col("parse_status").is_in(USABLE)).height if judgments.height else 0
     status = (
@@ -146,6 +147,7 @@ def rebuild_pairs(run_dir: str, overrides: list[str] | None = None) -> tuple[dic
     """`factory pairs`: pairs/ and sft/ from stored samples and judgments; the manifest is updated."""
     t0 = time.perf_counter()
     run = read_run(run_dir, overrides)
+    check_run_dir(run.store, "RUN_DIR")  # pairs/ and sft/ are replaced: never through a link out of the run
     store, graph = run.store, run.graph
     outputs = write_outputs(store, graph, run.prompts, run.manifest["fingerprints"])
     manifest = Manifest.from_dict(run.manifest)
@@ -158,6 +160,9 @@ def rebuild_pairs(run_dir: str, overrides: list[str] | None = None) -> tuple[dic
     judges = manifest.judges or {}
     for name, counts in outputs.judges.items():  # stored rows now; this command makes no request
         judges.setdefault(name, {}).update({**counts, "requests": 0})
+    for node in graph.judges:  # a run made before the key was recorded gets it too (the summary names it)
+        if node.cut_key() and node.stage in judges:
+            judges[node.stage]["max_tokens_key"] = node.cut_key()
     manifest.judges = judges
     manifest.requests = {key: 0 for key in graph.request_keys()}
     manifest.output_dir = store.url  # the run may have been copied or moved since `factory run`

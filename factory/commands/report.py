@@ -523,9 +523,11 @@ def run_report(run_dir: str, overrides: list[str] | None = None) -> tuple[str, d
     """`factory report`: report/ in the run directory; returns (markdown, numbers, the page's inputs:
     factory.commands.page.write_page(**inputs) writes report/index.html from the same numbers)."""
     from factory.commands import rebuild
+    from factory.rundir.guard import check_run_dir
 
     run = rebuild.read_run(run_dir, overrides)
     cfg, store, manifest, prompts, graph = run.cfg, run.store, run.manifest, run.prompts, run.graph
+    check_run_dir(store, "RUN_DIR")  # report/ is replaced: never through a link out of the run
     cfg.output_dir = store.url
     read = graph.scored(store, prompts)
     scored, frames = pair_kernel.attach(read.scored, prompts, cfg.pairs), read.frames  # balance: a prompt column

@@ -25,6 +25,29 @@ def _reasons(counts: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in items) or "-"
 
 
+def _setting(config: dict[str, Any], key: str) -> Any:
+    """The value of dotted `key` in a stored config, or None."""
+    node: Any = config
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def _cut_judgments(manifest: dict[str, Any]) -> list[tuple[str, str]]:
+    """A row per judge with judgments cut at its own max_tokens: how many, and the key to raise."""
+    rows = []
+    for name, judge in (manifest.get("judges") or {}).items():
+        cut, key = judge.get("truncated"), judge.get("max_tokens_key")
+        if cut and key:
+            now = _setting(manifest.get("config") or {}, key)
+            rows.append((
+                f"{name} replies cut at max_tokens",
+                f"{cut} of {judge['ok'] + judge['failed']} judgments (failed; their samples no_judgment): raise {key}"
+                + (f" (now {now})" if now is not None else ""),
+            ))  # fmt: skip
+    return rows
+
+
 def run_summary(manifest: dict[str, Any], scored: pl.DataFrame, title: str = "factory run summary") -> str:
     """The table a run (or a pair build) ends with: what came in, what it cost, why groups did or did
     not become pairs, and where it went. Scores and gaps are in points of the judge's scale."""
@@ -56,6 +79,7 @@ def run_summary(manifest: dict[str, Any], scored: pl.DataFrame, title: str = "fa
             for name, j in manifest.get("judges", {}).items()
             if name != "judge"
         ),
+        *_cut_judgments(manifest),
         ("mean judge score", f"{_fmt(score.mean())} / {scale:g}" if score.len() else "-"),
         ("samples excluded, by reason", _reasons(pairs.get("samples_excluded") or {})),
         ("groups not paired, by reason", _reasons(not_paired)),

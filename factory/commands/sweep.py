@@ -241,10 +241,12 @@ def run_sweep(run_dir: str, overrides: list[str] | None = None) -> tuple[pl.Data
     import time
 
     from factory.commands import rebuild
+    from factory.rundir.guard import check_run_dir
 
     t0 = time.perf_counter()
     run = rebuild.read_run(run_dir, overrides)
     cfg, store, prompts = run.cfg, run.store, run.prompts
+    check_run_dir(store, "RUN_DIR")  # sweep/ is replaced: never through a link out of the run
     scored = attach(run.graph.scored(store, prompts).scored, prompts, cfg.pairs)  # pairs.balance reads a prompt column
     t_load = time.perf_counter()
     table = sweep_table(

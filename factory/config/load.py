@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from dataclasses import MISSING, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from omegaconf import OmegaConf
 
@@ -102,7 +103,13 @@ def _is_url(path: str) -> bool:
     return "://" in path
 
 
-def _resolve_paths(data: dict, base: Path) -> None:
+# Keys that name where a run writes: not resolved against the YAML file's folder (relative to the current one).
+_OUTPUT_KEYS = ("output_dir", "eval.output_dir")
+_ENV_VAR = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")  # $NAME; ${...} is OmegaConf's (${oc.env:NAME})
+
+
+def _path_keys(data: dict) -> tuple[str, ...]:
+    """Every key of `data` that holds a file path (judges.<name>.rubric_file and the like included)."""
     judges = data.get("judges")
     judge_names = list(judges) if isinstance(judges, dict) else []
     candidates = (data.get("eval") or {}).get("candidates") if isinstance(data.get("eval"), dict) else None
@@ -110,18 +117,62 @@ def _resolve_paths(data: dict, base: Path) -> None:
     more = tuple(f"judges.{n}.rubric_file" for n in judge_names) + tuple(
         f"eval.candidates.{n}.answers_path" for n in names
     )
-    for dotted in _PATH_KEYS + more:
-        node = data
+    return _PATH_KEYS + more
+
+
+def _path_values(data: dict, keys: tuple[str, ...]) -> Iterator[tuple[str, dict, str]]:
+    """(dotted key, its mapping, its last part) of each key of `keys` that holds a non-empty string in `data`."""
+    for dotted in keys:
+        node: Any = data
         parts = dotted.split(".")
         for part in parts[:-1]:
             node = node.get(part) if isinstance(node, dict) else None
-            if node is None:
-                break
-        if not isinstance(node, dict):
-            continue
-        value = node.get(parts[-1])
-        if isinstance(value, str) and value and not _is_url(value) and not os.path.isabs(value):
-            node[parts[-1]] = str((base / value).resolve())
+        if isinstance(node, dict) and isinstance(node.get(parts[-1]), str) and node[parts[-1]]:
+            yield dotted, node, parts[-1]
+
+
+def expand_path(key: str, value: str) -> str:
+    """`value` with each `$NAME` replaced by that environment variable and a leading `~` by the home folder;
+    a variable that is not set is a ConfigError naming `key` (never a folder literally named `$NAME`)."""
+
+    def variable(match: re.Match) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise ConfigError(
+                f"{key}: {value!r} uses ${name}, which is not set in the environment; set it, or write the path out"
+            )
+        return os.environ[name]
+
+    value = _ENV_VAR.sub(variable, value)
+    return os.path.expanduser(value) if value.startswith("~") else value
+
+
+def _engine_keys(node: Any, prefix: str = "") -> tuple[str, ...]:
+    """`<...>.engine.model` and `.engine.tokenizer` at any depth (a GGUF file, a model or tokenizer folder)."""
+    if not isinstance(node, dict):
+        return ()
+    found: tuple[str, ...] = ()
+    for key, value in node.items():
+        if key == "engine" and isinstance(value, dict):
+            found += (f"{prefix}engine.model", f"{prefix}engine.tokenizer")
+        elif isinstance(value, dict) and not str(key).endswith(FREE_MAPPINGS):
+            found += _engine_keys(value, f"{prefix}{key}.")
+    return found
+
+
+def _expand_paths(data: dict) -> dict:
+    """Expand `$NAME` and `~` in every path, output and model key of `data` (a YAML file's tree or one
+    override's)."""
+    for dotted, node, last in _path_values(data, _path_keys(data) + _OUTPUT_KEYS + _engine_keys(data)):
+        node[last] = expand_path(dotted, node[last])
+    return data
+
+
+def _resolve_paths(data: dict, base: Path) -> None:
+    for _, node, last in _path_values(data, _path_keys(data)):
+        value = node[last]
+        if not _is_url(value) and not os.path.isabs(value):
+            node[last] = str((base / value).resolve())
 
 
 # -- a value YAML cannot read is one error line naming its key (or file and line) --------------------
@@ -145,6 +196,12 @@ def parse_override(item: str) -> Any:
         raise ConfigError(f"{key.strip()}: cannot read the value {value!r}: {_yaml_problem(exc)}{hint}") from None
 
 
+def override_layer(item: str) -> Any:
+    """One `key=value` as an OmegaConf layer, with `$NAME` and `~` expanded in its paths as in a YAML file."""
+    layer = OmegaConf.to_container(parse_override(item), resolve=False)
+    return OmegaConf.create(_expand_paths(layer))  # type: ignore[arg-type]
+
+
 def _load_yaml(path: Path) -> Any:
     try:
         return OmegaConf.load(path)
@@ -164,15 +221,14 @@ def load(path: str | os.PathLike | None = None, overrides: list[str] | None = No
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the config must be a mapping of keys")
         check_keys(_flatten(data), str(path))
-        _resolve_paths(data, path.parent.resolve())
+        _resolve_paths(_expand_paths(data), path.parent.resolve())
         layers.append(OmegaConf.create(data))
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
         key = item.split("=", 1)[0].strip().lstrip("+")
         check_keys([key], "the command line")
-    if overrides:
-        layers.extend(parse_override(o.lstrip("+")) for o in overrides)  # one error line per bad value
+    layers.extend(override_layer(item.lstrip("+")) for item in overrides or [])  # one error line per bad value
     try:
         merged = OmegaConf.merge(*layers)
         validate(merged, RunConfig)  # before any object is built, so that errors name the full key

@@ -50,7 +50,7 @@ from factory.pairs.kernel import DECIDED, Candidates, candidates, decide, decide
 from factory.pairs.marks import SCORED_COLUMNS, Prepared, judge_free_reasons, prepare
 from factory.pairs.picks import margin_quantile
 from factory.pairs.render import pairs_schema, render_pairs, sft_dp, sft_filter_long, sink_pairs
-from factory.pairs.stats import OUTCOMES, PairStats, target_draw, target_note, target_start
+from factory.pairs.stats import OUTCOMES, PairStats, filter_note, target_draw, target_note, target_start
 from factory.pairs.terms import required_columns, resolve
 from factory.rundir.schemas import require_columns
 
@@ -68,6 +68,7 @@ __all__ = [
     "candidates",
     "decide",
     "decided",
+    "filter_note",
     "judge_free_reasons",
     "margin_quantile",
     "outcomes",

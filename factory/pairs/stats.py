@@ -211,6 +211,29 @@ def target_note(stats: PairStats | dict[str, Any]) -> str | None:
     )
 
 
+def filter_note(stats: PairStats | dict[str, Any]) -> str | None:
+    """One line when no sample is left valid and filter terms excluded samples (a rule that excludes
+    everything: a regex for another language's answers, a bound on the wrong side), naming each such term."""
+    s = stats if isinstance(stats, dict) else stats.as_dict()
+    excluded = s.get("samples_excluded") or {}
+    filters = [
+        t for t in s.get("terms") or [] if t.get("exclude_above") is not None or t.get("exclude_below") is not None
+    ]
+    hit = [(t, excluded.get(t["name"], 0)) for t in filters if excluded.get(t["name"], 0)]
+    if s.get("samples_valid") or not hit:
+        return None
+    named = "; ".join(
+        f"{t['key']} ({t['name']}"
+        + "".join(f", {k} {t[k]:g}" for k in ("exclude_above", "exclude_below") if t.get(k) is not None)
+        + f") excluded {n}"
+        for t, n in hit
+    )
+    return (
+        f"[pairs] warning: no sample is valid, and the filter {named} of the {s['samples_total']} samples: "
+        "no pair can be made; check the filter's rule (or weight it instead of excluding)"
+    )
+
+
 def target_draw(pairs: PairsConfig, kept: int | None = None, rows: int | None = None, limit: int | None = None) -> int:
     """The prompt rows to draw for `pairs.target`: with nothing observed, target / (1 - drop_ratio) + 20%;
     after a round that kept `kept` pairs of `rows` prompt rows, enough more at that survival rate + 10%

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field, fields
 from importlib import metadata
 from typing import Any
 
-from factory.config import RunConfig, to_dict
-from factory.rundir.secrets import redact
+from factory.config import RunConfig
+from factory.rundir.secrets import stored_config
 
 
 def versions() -> dict[str, str]:
@@ -53,8 +53,8 @@ class Manifest:
 
     @classmethod
     def of_config(cls, cfg: RunConfig, **values: Any) -> Manifest:
-        """A manifest whose `config` is `cfg` as stored (secret-looking keys masked)."""
-        return cls(config=redact(to_dict(cfg)), **values)
+        """A manifest whose `config` is `cfg` as stored (secrets masked, factory.rundir.secrets.stored_config)."""
+        return cls(config=stored_config(cfg), **values)
 
     @classmethod
     def from_dict(cls, data: dict) -> Manifest:

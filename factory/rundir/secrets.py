@@ -108,6 +108,15 @@ def redact(value: Any) -> Any:
     return value
 
 
+def stored_config(cfg: Any) -> dict:
+    """The config as every output shows it (manifest.json, the page): secret-looking keys masked, and every
+    secret value the config points at scrubbed from the values, such as a header or a URL that interpolates
+    the API key's variable (`${oc.env:OPENAI_API_KEY}`)."""
+    from factory.config import to_dict
+
+    return scrub_all(redact(to_dict(cfg)), secret_values(cfg))
+
+
 def scrub(text: str, secrets: Iterable[str]) -> str:
     """`text` with every secret value replaced by ***; the longest first, so a secret that contains
     another is masked whole. None and '' pass through."""
@@ -151,4 +160,14 @@ def scrub_table(table: Any, secrets: Iterable[str]) -> Any:
     return table
 
 
-__all__ = ["MASK", "redact", "redact_url", "scrub", "scrub_all", "scrub_table", "secret_values", "url_credentials"]
+__all__ = [
+    "MASK",
+    "redact",
+    "redact_url",
+    "scrub",
+    "scrub_all",
+    "scrub_table",
+    "secret_values",
+    "stored_config",
+    "url_credentials",
+]

@@ -23,8 +23,9 @@ from factory.stages.think import think_blocks
 STATUSES = ("ok", "retried_ok", "unparseable", "out_of_range", "missing_dimensions", "truncated", "engine_error")
 USABLE = ("ok", "retried_ok")
 # What a re-ask can fix; an engine error was already retried. missing_dimensions: a dimension asked for
-# (judge.dimensions) is absent or off the scale; truncated: the reply was cut at judge.sampling.max_tokens
-# (a score read from a cut reply is not trusted: its dimensions and tags may be lost with the rest).
+# (judge.dimensions) is absent or off the scale; truncated: the reply was cut at judge.sampling.max_tokens,
+# before its verdict or after (a score read from a cut reply is not trusted: its dimensions and tags may be
+# lost with the rest); its cure is a larger max_tokens, which the run's summary names.
 PARSE_FAILURES = ("unparseable", "out_of_range", "missing_dimensions", "truncated")
 REASK_ECHO_CHARS = 600  # how much of a failed reply goes back to the judge with the correction
 

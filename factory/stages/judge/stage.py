@@ -222,7 +222,10 @@ def _absorb(current: dict, completion: Completion, round_no: int, row: dict, cfg
         if completion.finish_reason == "length" and parsed["status"] in ("ok", "missing_dimensions"):
             parsed = {**parsed, "status": "truncated", "reason": "reply cut at judge.sampling.max_tokens"}
         elif completion.finish_reason == "length" and parsed["status"] in PARSE_FAILURES:
-            parsed["reason"] += " (output cut at judge.sampling.max_tokens)"
+            # Cut before a verdict: the judge's own max_tokens lost it (not a reply it could not make), so it
+            # is counted as truncated, the status whose cure is a larger max_tokens.
+            reason = f"reply cut at judge.sampling.max_tokens before a verdict ({parsed['reason']})"
+            parsed = {**parsed, "status": "truncated", "reason": reason}
         if parsed["status"] == "ok" and round_no > 0:
             parsed["status"] = "retried_ok"
     if previous is not None and parsed["status"] not in USABLE:
