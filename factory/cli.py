@@ -12,6 +12,7 @@ same call works on a laptop and as the entry point of `ray job submit`.
     factory keys                           every config key with its default and help
     factory plan CONFIG [key=value ...]    requests, tokens, USD, GPU-hours of a run; no request (= run --dry-run)
     factory eval CONFIG [key=value ...]    candidate models on held-out prompts, judged -> EVAL_DIR/report/
+    factory eval CONFIG --checkpoints TRAIN_OUT [--like NAME]   + every saved checkpoint, per-checkpoint table
     factory export RUN_DIR --template PATH [--name NAME] [key=value ...]   pairs under the student's chat template
 """
 
@@ -158,6 +159,8 @@ def _export(args: argparse.Namespace) -> int:  # issue 15
         f"factory export: {record['rows']} pairs -> {record['path']}/ (TRL standard format, template "
         f"{record['template']})"
     )
+    for folder in record["sft"].values():
+        print(f"factory export: {folder['rows']} SFT rows -> {folder['path']}/ (TRL prompt/completion)")
     return 0
 
 
@@ -249,6 +252,14 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--take-over", action="store_true", help="take the eval directory's lease from a run you know is dead"
     )
+    ev.add_argument(
+        "--checkpoints",
+        help="a training output folder: each of its checkpoints (checkpoints/*/ and the final) is a candidate; "
+        "report/epochs.md tables them",
+    )
+    ev.add_argument(
+        "--like", help="with --checkpoints: the candidate whose engine and sampling they copy (default: the last)"
+    )
     ev.set_defaults(func=_eval)
     return top
 
@@ -267,11 +278,18 @@ def _eval(args: argparse.Namespace) -> int:
     from factory.evaluation import run as evaluation
 
     cfg = config.load(args.config, args.overrides)
+    points = None
+    if args.checkpoints:  # one candidate per checkpoint a recipe saved, and the per-checkpoint table
+        from factory.evaluation import checkpoints
+
+        cfg, points = checkpoints.with_checkpoints(cfg, args.checkpoints, args.like or "")
     if args.dry_run:
         print(plan.format_plan(evaluation.eval_plan(cfg)))
         return 0
-    result = evaluation.evaluate(cfg, take_over=args.take_over)
+    result = evaluation.evaluate(cfg, take_over=args.take_over, checkpoints=points)
     print(result["markdown"])
+    if points:
+        print("\n" + result["epochs"]["markdown"])
     return 0
 
 

@@ -72,18 +72,19 @@ def glance(cfg: Any, manifest: dict[str, Any], report: dict[str, Any], metrics: 
     from factory.rundir.secrets import stored_config
 
     pairs = report["pairs"]
-    spend = manifest.get("spend") or {}
     timings = manifest.get("timings") or {}
-    requests = manifest.get("requests") or {}
+    # What the run directory has cost in all (every invocation; a rerun with nothing to do adds nothing).
+    totals = manifest.get("totals") or (metrics or {}).get("totals") or {}
+    cached = f" ({_text(totals.get('cached_tokens'))} cached)" if totals.get("cached_tokens") else ""
     cards = [
         ("pairs kept", _text(pairs["pairs_kept"])),
         ("prompts", _text((manifest.get("counts") or {}).get("prompts_valid", pairs["groups"]))),
         ("valid samples", f"{pairs['samples_valid']:,} / {pairs['samples_total']:,}"),
         ("delta", _text(pairs["delta"], 4)),
-        ("requests (this invocation)", _text(sum(v for v in requests.values() if isinstance(v, int)))),
-        ("tokens in / out", f"{_text(spend.get('prompt_tokens'))} / {_text(spend.get('completion_tokens'))}"),
-        ("spend", "-" if spend.get("usd") is None else f"${spend['usd']:.4f}"),
-        ("wall time", "-" if timings.get("total") is None else f"{timings['total']:.1f} s"),
+        ("requests (all invocations)", _text(totals.get("requests"))),
+        ("tokens in / out", f"{_text(totals.get('prompt_tokens'))}{cached} / {_text(totals.get('completion_tokens'))}"),
+        ("spend", "-" if totals.get("usd") is None else f"${totals['usd']:.4f}"),
+        ("requesting time", "-" if totals.get("wall_s") is None else f"{totals['wall_s']:.1f} s"),
     ]
     out = ['<div class="cards">']
     out += [
@@ -96,31 +97,25 @@ def glance(cfg: Any, manifest: dict[str, Any], report: dict[str, Any], metrics: 
     rows = essentials(conf, pairs["terms"], manifest.get("output_dir", cfg.output_dir))
     out.append(_table(["setting", "value"], rows, "kv"))
 
-    stage_metrics = (metrics or {}).get("stages") or {}
-    spend_stages = spend.get("stages") or {}
-    names = list(dict.fromkeys([*stage_metrics, *spend_stages]))
-    if names:
-        stage_rows = []
-        for name in names:
-            m, s = stage_metrics.get(name, {}), spend_stages.get(name, {})
-            latency = m.get("latency_s") or {}
-            stage_rows.append([
-                name, m.get("requests"), m.get("ok"), m.get("failed"), s.get("prompt_tokens", m.get("prompt_tokens")),
-                s.get("completion_tokens", m.get("completion_tokens")), s.get("usd"), m.get("tokens_per_s"),
-                latency.get("p50"), latency.get("p95"), m.get("wall_s"),
-            ])  # fmt: skip
-        out.append("<h3>Stages (last invocation, metrics.json)</h3>")
-        out.append(_table(["stage", "requests", "ok", "failed", "tokens in", "tokens out", "USD", "tok/s",
-                           "latency p50 (s)", "p95 (s)", "wall (s)"], stage_rows))  # fmt: skip
+    stages = totals.get("stages") or {}
+    if stages:
+        stage_rows = [
+            [name, s.get("requests"), s.get("ok"), s.get("failed"), s.get("prompt_tokens"), s.get("cached_tokens"),
+             s.get("completion_tokens"), s.get("usd"), s.get("tokens_per_s"), s.get("wall_s")]
+            for name, s in stages.items()
+        ]  # fmt: skip
+        out.append("<h3>Stages (every invocation of this run directory: metrics.json totals)</h3>")
+        out.append(_table(["stage", "requests", "ok", "failed", "tokens in", "cached in", "tokens out", "USD", "tok/s",
+                           "wall (s)"], stage_rows))  # fmt: skip
     out.append('<div class="row"><div>')
     pools = manifest.get("pools") or (metrics or {}).get("pools") or {}
     if pools:
-        out.append("<h3>Engine pools</h3>")
+        out.append("<h3>Engine pools (the invocation that wrote this page)</h3>")
         out.append(_table(["pool", "engine", "replicas", "starts", "restarts", "start (s)"],
                           [[n, v.get("engine"), v.get("replicas"), v.get("starts"), v.get("restarts"), v.get("start_s")]
                            for n, v in pools.items()]))  # fmt: skip
     if timings:
-        out.append("<h3>Wall times (s)</h3>")
+        out.append("<h3>Wall times (s) of the invocation that wrote this page</h3>")
         out.append(_table(list(timings), [[float(v) if isinstance(v, (int, float)) else v for v in timings.values()]]))
     fps = manifest.get("fingerprints") or {}
     versions = manifest.get("versions") or {}

@@ -121,12 +121,18 @@ def build_report(
     cfg: RunConfig,
     judges: dict[str, dict[str, int]] | None = None,
     frames: dict[str, Any] | None = None,
+    built: pair_kernel.PairBuild | None = None,
 ) -> dict[str, Any]:
     """All the numbers of the report (plots aside) from scored samples and judgments; `judges`: stored
     rows ok / failed per judge stage (factory.graph.RunGraph.judge_counts). A `frames` dict is filled with
-    the decisions behind them (prepared, decisions, long2short), for the page's pair browser."""
-    prepared = pair_kernel.prepare(scored, cfg.pairs, cfg.judge.scale_max)
-    groups, stats = pair_kernel.decide(prepared, cfg.pairs)
+    the decisions behind them (prepared, decisions, long2short), for the page's pair browser. `built`: the
+    pair build of these samples under `cfg.pairs` (`factory run` hands its own over), so the kernel does not
+    decide them again."""
+    if built is not None:
+        prepared, groups, stats = built.prepared, built.decisions, built.stats
+    else:
+        prepared = pair_kernel.prepare(scored, cfg.pairs, cfg.judge.scale_max)
+        groups, stats = pair_kernel.decide(prepared, cfg.pairs)
     base = pair_kernel.unfiltered(prepared, scored, cfg.pairs, cfg.judge.scale_max)
     l2s_groups, l2s = pair_kernel.decide(base, replace(cfg.pairs, strategy=LONG2SHORT))
     if frames is not None:  # the page reuses these decisions instead of making them again

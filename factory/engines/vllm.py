@@ -50,6 +50,7 @@ from factory.engines.base import (
     Resources,
     Score,
     ScoreRequest,
+    folder_digest,
     gather,
     local_token_counter,
 )
@@ -157,6 +158,14 @@ class VLLMKind(EngineKind):
 
     def engine_class(self) -> type:
         return VLLMEngine
+
+    def model_id(self, cfg: EngineConfig) -> str:
+        """A local checkpoint folder by its contents (its name and `folder_digest`), so a model retrained
+        into the same path is sampled anew; a hub name as it is."""
+        if cfg.model and Path(cfg.model).expanduser().is_dir():
+            folder = Path(cfg.model).expanduser()
+            return f"{folder.name}@sha256:{folder_digest(folder)[:16]}"
+        return cfg.model
 
     def weights(self, cfg: EngineConfig) -> dict[str, Any]:
         """The weights' dtype and quantization change what the model says: part of the fingerprints."""

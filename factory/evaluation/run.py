@@ -15,6 +15,8 @@ The eval directory (eval.output_dir, default OUTPUT_DIR/eval) is a run directory
     report/eval.md  eval.json  eval.parquet      the table (one row per model), its notes and numbers
     report/eval_samples.parquet                  one row per (model, prompt, sample): score, tokens, RT, ...
     report/score_vs_rt.png                       mean score against mean RT per model
+    report/epochs.md  epochs.json  epochs.png    with --checkpoints: one row per saved checkpoint (§4.9's table;
+                                                 factory/evaluation/checkpoints.py)
 """
 
 from __future__ import annotations
@@ -228,8 +230,11 @@ def write_outputs(
     return {"rows": rows, "markdown": text, "notes": notes}
 
 
-def evaluate(cfg: RunConfig, backend: str = "ray", build: Any = None, take_over: bool = False) -> dict[str, Any]:
+def evaluate(
+    cfg: RunConfig, backend: str = "ray", build: Any = None, take_over: bool = False, checkpoints: list | None = None
+) -> dict[str, Any]:
     """One `factory eval`: returns {"manifest", "rows", "markdown", "notes"} (the table is also in report/).
+    `checkpoints` (factory.evaluation.checkpoints.with_checkpoints): also report/epochs.*, returned as "epochs".
     As `factory run`, inside a Session: checked before any request, the eval directory shown writable and
     its lease taken, secrets scrubbed from every stored part, metrics and manifest."""
     fps: dict[str, Any] = {}
@@ -277,6 +282,10 @@ def evaluate(cfg: RunConfig, backend: str = "ray", build: Any = None, take_over:
             for name, c in imported.items()
         ]
         outputs = write_outputs(store, cfg, samples, judgments, prompts, extra)
+        if checkpoints:
+            from factory.evaluation import checkpoints as checkpoints_mod
+
+            outputs["epochs"] = checkpoints_mod.write_epochs(store, outputs["rows"], checkpoints)
         manifest = Manifest.of_config(
             cfg,
             command="eval",

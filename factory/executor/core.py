@@ -55,6 +55,7 @@ from factory.rundir.store import RunStore
 log = logging.getLogger("factory")
 
 STOP_GRACE_S = 5.0
+METRICS_CHECKPOINT_S = 3.0  # `checkpoint` (metrics.json, with the run directory's totals) at least this often
 WAIT_BEFORE_MAKING_ROOM_S = 2.0  # a started pool not placed by then is taken to wait for resources
 FATAL = "FatalEngineError"
 
@@ -72,6 +73,12 @@ class BudgetExceeded(Interrupted):
 
 
 BUDGET = "budget"  # self.stopping when the budget stopped the run
+
+
+def cached_tokens(row: dict, prompt_tokens: int) -> int:
+    """Of a stored row's prompt tokens, those its server's prefix cache served (the `cached_tokens` column of
+    samples and judgments; 0 where a table or server has none)."""
+    return min(int(row.get("cached_tokens") or 0), prompt_tokens)
 
 
 class WorkQueue:
@@ -176,6 +183,10 @@ class Executor:
         self.live: LiveMetrics = self.backend.live  # Ray's metrics on the Ray backend (executor/metrics.py)
         self._pool_names: dict[str, str] = {}  # stage -> its pool's name (the stages sharing it, joined by +)
         self._in_flight: dict[str, int] = {}  # stage -> requests in flight, as last reported
+        # Called every METRICS_CHECKPOINT_S while requests run (the session writes metrics.json), so a driver
+        # killed outright loses at most that much of its share of the run directory's totals.
+        self.checkpoint: Callable[[], None] | None = None
+        self._next_checkpoint = time.monotonic() + METRICS_CHECKPOINT_S
 
     # -- pools -------------------------------------------------------------------------------------
     def _pool(self, stage: Stage) -> Any:
@@ -309,6 +320,12 @@ class Executor:
                 for s in stages:
                     metrics[s.name].feeding = upstream_active(s.name)
                 self.progress.tick()
+                if self.checkpoint is not None and now >= self._next_checkpoint:
+                    self._next_checkpoint = now + METRICS_CHECKPOINT_S
+                    try:
+                        self.checkpoint()
+                    except OSError as exc:  # the directory will be written again at the end; go on
+                        log.warning("metrics.json checkpoint not written: %s", exc)
                 if self.fatal or (self.stopping and (not calls or time.monotonic() > self._stop_deadline)):
                     break
                 if events:
@@ -454,20 +471,26 @@ class Executor:
         stage = by_name[call.stage]
         m = metrics[call.stage]
         if event.kind == "rows":
+            accepted = []
             for row in event.payload:
                 key = row_key(row, stage.key)
                 if key not in call.expected or key in call.received:
                     log.warning("%s: dropped a row nobody asked for (or twice): %s", stage.name, key)
                     continue
                 call.received.add(key)
+                accepted.append(row)
                 writers[call.stage].add([row])
                 prompt, completion = stage.tokens(row)
+                cached = cached_tokens(row, prompt)
                 ok, attempts = stage.ok(row), int(row.get("attempts") or 0)
-                m.add(ok, attempts, prompt, completion, row.get("latency_s"))
+                m.add(ok, attempts, prompt, completion, row.get("latency_s"), cached)
                 self.live.row(stage.name, self._pool_names[stage.name], ok, attempts, prompt, completion)
                 if self.budget is not None:
-                    self.budget.charge(stage.name, prompt, completion)
+                    self.budget.charge(stage.name, prompt, completion, cached)
                     self.progress.extra[stage.name] = self.budget.label(stage.name)
+            seen = getattr(stage, "seen", None)
+            if seen is not None and accepted:
+                seen(accepted)
             return
         del calls[event.call_id]
         lacking = sorted({i for key, i in call.expected.items() if key not in call.received})
@@ -539,7 +562,7 @@ class Executor:
         for m in self.history:
             total = stages.setdefault(m.name, StageMetrics(m.name))
             for name in ("planned", "rows", "ok", "failed", "requests", "retried_calls", "prompt_tokens",
-                         "completion_tokens", "parts_written", "merges"):  # fmt: skip
+                         "cached_tokens", "completion_tokens", "parts_written", "merges"):  # fmt: skip
                 setattr(total, name, getattr(total, name) + getattr(m, name))
             total.latencies += m.latencies
             if m.first_dispatch is not None:
