@@ -40,6 +40,9 @@ def test_the_card_names_pairs_each_sft_export_and_each_trainer_export(run_dir):
         "sft_dp_sft": "sft/dp_sft/*.parquet",
         "sft_filter_long": "sft/filter_long/*.parquet",
         "export_chatml": "export/chatml/*.parquet",
+        # the SFT exports under the student's template (factory export writes them beside export/chatml/)
+        "sft_dp_sft.chatml": "sft/dp_sft.chatml/*.parquet",
+        "sft_filter_long.chatml": "sft/filter_long.chatml/*.parquet",
     }
     manifest = pl.read_json(f"{run_dir}/manifest.json").to_dicts()[0]
     for fp in manifest["fingerprints"].values():
