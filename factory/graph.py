@@ -38,6 +38,7 @@ from factory.engines import kind_of
 from factory.executor.budget import at_rate
 from factory.pairs import prejudge
 from factory.pairs.prejudge import Prefilter
+from factory import defaults
 from factory import prompts as prompts_mod
 from factory.prompts import read_text
 from factory.rundir.schemas import JUDGMENTS
@@ -47,7 +48,7 @@ from factory.stages import reward as reward_stage
 from factory.stages import sample as sample_stage
 from factory.stages import verifier as verifier_stage
 
-DEFAULT_RUBRIC = Path(__file__).resolve().parent.parent / "conf" / "rubrics" / "default_en.txt"
+DEFAULT_RUBRIC = defaults.RUBRIC  # package data, so an installed factory has it (factory/defaults.py)
 NO_JUDGMENTS = pl.from_arrow(JUDGMENTS.empty_table())  # the primary judge's when judge.enabled is false
 KEYS = ["prompt_id", "sample_idx"]
 

@@ -20,6 +20,7 @@ import polars as pl
 
 from factory import pairs as pair_kernel
 from factory.commands.page import write_run_page
+from factory.commands.card import write_card
 from factory.commands.rebuild import Outputs, write_outputs
 from factory.config import ConfigError, RunConfig
 from factory.graph import RunGraph
@@ -82,6 +83,7 @@ def run(
         else:
             manifest, outputs = _round(graph, session, guard)
         written = session.finish(manifest)
+        write_card(session.store, written)  # README.md, the dataset card (factory.commands.card)
         write_run_page(session.store, cfg, written, outputs)  # report/index.html (factory.commands.page)
     return RunResult(written, outputs.scored, outputs.pairs)
 

@@ -15,7 +15,7 @@ import numpy as np
 from factory.commands.page_assets import CSS, SCRIPT
 from factory.commands.present import Table
 from factory.commands.report import report_tables
-from factory.config.kinds import JUDGE_KINDS
+from factory.commands.run_facts import essentials, funnel_steps
 
 
 def _text(value: Any, digits: int = 3) -> str:
@@ -48,53 +48,8 @@ def _section(anchor: str, title: str, body: str, note: str = "") -> str:
 
 
 def funnel(report: dict[str, Any], manifest: dict[str, Any], invalid: list[tuple[str, int]]) -> str:
-    """prompts -> samples -> valid samples -> groups -> candidate pairs -> kept pairs, each step with
-    what it lost and why, as bars scaled to the first step."""
-    pairs = report["pairs"]
-    counts = manifest.get("counts", {})
-    k = (manifest.get("config") or {}).get("sampler", {}).get("k")
-    steps: list[tuple[str, int, list[tuple[str, int]]]] = []
-    if counts.get("prompts_in") is not None:
-        steps.append(("prompt rows in", counts["prompts_in"], []))
-        steps.append(
-            (
-                "valid prompts",
-                counts.get("prompts_valid", 0),
-                invalid or [("invalid", counts.get("prompts_invalid", 0))],
-            )
-        )
-    if counts.get("samples_expected") is not None:
-        adaptive = manifest.get("adaptive")
-        asked = (
-            f"samples asked (adaptive, {adaptive['k_min']} to K={k} a prompt)"
-            if adaptive
-            else f"samples asked (x K={k})"
-        )
-        steps.append((asked if k else "samples asked", counts["samples_expected"], []))
-    stored = pairs["samples_total"]
-    failed = pairs["samples_excluded"].get("engine_error", 0)
-    missing = max(counts.get("samples_expected", stored) - stored, 0)
-    steps.append(("samples stored", stored, [("not stored (stopped, budget)", missing)] if missing else []))
-    reasons = [(r, n) for r, n in pairs["samples_excluded"].items() if n]
-    steps.append(("valid samples", pairs["samples_valid"], reasons))
-    del failed
-    buckets = pairs["groups_by_outcome"]
-    too_few = [
-        (f"fewer_than_2_valid, mostly {c}", n) for c, n in sorted(pairs["groups_too_few_by_reason"].items()) if n
-    ]
-    steps.append(("groups (prompts with samples)", pairs["groups"], []))
-    steps.append(
-        (
-            "groups with >= 2 valid",
-            pairs["groups_candidate"],
-            too_few or [("fewer_than_2_valid", buckets.get("fewer_than_2_valid", 0))],
-        )
-    )
-    steps.append(("candidate pairs", pairs["pairs_candidate"], []))
-    lost = [(o, n) for o, n in pairs["pairs_by_outcome"].items() if o != "kept" and n]
-    steps.append(("kept pairs", pairs["pairs_kept"], lost))
-    groups_lost = [(f"groups {b}", n) for b, n in buckets.items() if b not in ("kept", "fewer_than_2_valid") and n]
-    steps.append(("groups with a kept pair", buckets.get("kept", 0), groups_lost))
+    """The funnel's steps (funnel_steps), each with what it lost and why, as bars scaled to the first step."""
+    steps = funnel_steps(report["pairs"], manifest, invalid)
     top = max([n for _, n, _ in steps] + [1])
     out = ['<div class="funnel">']
     for name, n, why in steps:
@@ -107,6 +62,8 @@ def funnel(report: dict[str, Any], manifest: dict[str, Any], invalid: list[tuple
         )
     out.append("</div>")
     return "".join(out)
+
+
 
 
 def glance(cfg: Any, manifest: dict[str, Any], report: dict[str, Any], metrics: dict[str, Any] | None) -> str:
@@ -137,36 +94,7 @@ def glance(cfg: Any, manifest: dict[str, Any], report: dict[str, Any], metrics: 
     out.append("</div>")
 
     conf = stored_config(cfg)  # the manifest's scrub: a value holding a key shows as ***
-    sampler, judge, p = conf["sampler"], conf["judge"], conf["pairs"]
-    rows = [
-        ["prompts", f"{conf['prompts']['path']} (limit {conf['prompts']['limit']})"],
-        [
-            "sampler",
-            f"{sampler['engine']['kind']}:{sampler['engine']['model'] or 'embedded'} x{sampler['engine']['replicas']}",
-        ],
-        [
-            "sampling",
-            f"K={sampler['k']}, temperature {sampler['sampling']['temperature']}, top_p "
-            f"{sampler['sampling']['top_p']}, "
-            f"max_tokens {sampler['sampling']['max_tokens']}, stop {sampler['sampling']['stop']}",
-        ],
-        [
-            "judge",
-            f"{judge['engine']['kind']}:{judge['engine']['model'] or 'embedded'}, votes {judge['votes']}, "
-            f"scale 0..{judge['scale_max']:g}, rubric {judge['rubric_file'] or 'default'}"
-            if cfg.judge.enabled
-            else "off",
-        ],
-        ["other judges", ", ".join(f"{k.section}.{n}" for k in JUDGE_KINDS for n in conf[k.section]) or "-"],
-        [
-            "pairs",
-            f"{p['strategy']}, pairing {p['pairing']}, w_len {p['w_len']}, w_quality {p['w_quality']}, "
-            f"drop_ratio {p['drop_ratio']}, min_margin {p['min_margin']}, cap {p['max_pairs_per_group']}",
-        ],
-        ["judges of S", f"{', '.join(p['judges'])} (combine {p['combine']}), dedupe {p['dedupe']}"],
-        ["terms", ", ".join(t["name"] for t in pairs["terms"])],
-        ["output", manifest.get("output_dir", cfg.output_dir)],
-    ]
+    rows = essentials(conf, pairs["terms"], manifest.get("output_dir", cfg.output_dir))
     out.append(_table(["setting", "value"], rows, "kv"))
 
     stages = totals.get("stages") or {}

@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from factory import config as config_mod
+from factory.commands import card
 from factory.config.load import override_layer
 from factory.config import ConfigError, RunConfig
 from factory import pairs as pair_kernel
@@ -179,4 +180,5 @@ def rebuild_pairs(run_dir: str, overrides: list[str] | None = None) -> tuple[dic
     manifest.pools = {}  # this command starts no engine (the run's pools are in its metrics.json)
     written = manifest.to_dict()
     store.write_json("manifest.json", written)
+    card.write_card(store, written)
     return written, outputs.scored

@@ -8,6 +8,11 @@ metrics.json (in the run directory), per stage:
     latency_s      {p50, p95, max} of the rows' request latency
     wall_s, started_at, ended_at   first dispatch -> last row stored (seconds since the run began)
 and per pool: starts, start_s (engine load seconds), restarts; and the overlap of the stages' walls.
+
+Live, on the Ray backend: the same rows as `ray.util.metrics` counters and a gauge, tagged by stage and pool,
+exported as Ray exports its own metrics (each node's metrics_export_port; Prometheus names with Ray's
+`ray_` prefix): factory_requests_total, factory_failures_total, factory_tokens_total{kind=prompt|completion},
+factory_in_flight (LiveMetrics; ray.RayLiveMetrics records them).
 """
 
 from __future__ import annotations
@@ -102,6 +107,17 @@ class StageMetrics:
             "started_at": None if self.first_dispatch is None else round(self.first_dispatch - t0, 3),
             "ended_at": None if self.last_row is None else round(self.last_row - t0, 3),
         }
+
+
+class LiveMetrics:
+    """Where the executor reports each stored row and the requests in flight as they happen. This one drops
+    them (the in-process executor); the Ray backend's records them in Ray's metrics (ray.RayLiveMetrics)."""
+
+    def row(self, stage: str, pool: str, ok: bool, requests: int, prompt_tokens: int, completion_tokens: int) -> None:
+        pass
+
+    def in_flight(self, stage: str, pool: str, requests: int) -> None:
+        pass
 
 
 def overlap_s(stages: list[dict[str, Any]]) -> float:
