@@ -9,7 +9,7 @@ Data: bench/synth.py (short texts: a ~50-character reasoning, `--reasoning-repea
 ~30-character answer). For each text length, the page is written (to a temporary local run directory,
 through RunStore) three ways:
   report   what `factory report` does after its tables: numbers and decisions given (the page's own cost)
-  run      what `factory run` does at its end: the numbers computed by the page (write_run_page)
+  run      the numbers computed by the page (write_page without them; `factory run` hands over its own)
   all      as report, but every pair, dropped group and excluded sample embedded (max_pairs = no cap)
 """
 

@@ -11,7 +11,8 @@
 3. eval: `factory eval` with two candidates on the vLLM engine (CPU), base and trained checkpoints, same
    sampling, on --eval-prompts held-out prompts (conf/data/loop_eval_prompts.jsonl, none used in training),
    judged by the embedded judge: mean and max completion tokens, mean RT, score with the paired bootstrap
-   95% interval of the difference.
+   95% interval of the difference. Each loop evaluates into a fresh folder, OUT/eval/<UTC time>/, so no
+   answer of an earlier loop is reused (the eval also knows a local checkpoint by its contents).
 
 Prints the table (and writes OUT/closed_loop.md + .json). Goal: trained mean tokens <= 0.8 x base with the
 score difference's 95% interval not wholly below 0. Not a timed test: the figures are what this machine made.
@@ -85,12 +86,22 @@ def candidate(name: str, model: Path, args: argparse.Namespace) -> list[str]:
     ]  # fmt: skip
 
 
-def evaluate(run: Path, student: Path, trained: Path, args: argparse.Namespace) -> dict:
+def fresh_eval_dir(out: Path) -> Path:
+    """OUT/eval/<UTC time>[-n]: a folder no earlier loop wrote, so nothing of an earlier run's answers (an
+    older model once at the trained path, other eval settings) is read back into this run's table."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    folder, n = out / "eval" / stamp, 1
+    while folder.exists():
+        folder, n = out / "eval" / f"{stamp}-{n}", n + 1
+    return folder
+
+
+def evaluate(run: Path, student: Path, trained: Path, args: argparse.Namespace, folder: Path) -> dict:
     from factory import config
     from factory.evaluation import run as evaluation
 
     overrides = [
-        f"output_dir={run}", f"eval.output_dir={run / 'eval'}", f"eval.limit={args.eval_prompts}",
+        f"output_dir={run}", f"eval.output_dir={folder}", f"eval.limit={args.eval_prompts}",
         *candidate("base", student, args), *candidate("trained", trained, args), "eval.baseline=base",
     ]  # fmt: skip
     t0 = time.perf_counter()
@@ -182,10 +193,12 @@ def main(argv: list[str] | None = None) -> dict:
         data = out / "export" / "student"
     record = json.loads((data / "_export.json").read_text())
     training = train(data, student, out / "trained", args)
-    evaluated = evaluate(run if not args.pairs_from else out, student, out / "trained", args)
+    folder = fresh_eval_dir(out)
+    evaluated = evaluate(run if not args.pairs_from else out, student, out / "trained", args, folder)
     text, verdict = table(evaluated["rows"], record["rows"], training)
     summary = {
         "pairs": record["rows"], "pairs_run": pairs_info, "training": training, "eval_seconds": evaluated["seconds"],
+        "eval_dir": str(folder),
         "models": evaluated["rows"], "verdict": verdict, "args": vars(args),
     }  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)

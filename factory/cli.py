@@ -6,12 +6,14 @@ same call works on a laptop and as the entry point of `ray job submit`.
     factory pairs RUN_DIR --compare        the selection strategies side by side (no LLM call, nothing written)
     factory sweep RUN_DIR [key=value ...]  w_len x drop_ratio grid -> sweep/ (csv + heatmaps), no LLM call
     factory report RUN_DIR [key=value ...] tables + PNG plots + index.html -> report/, no LLM call
+    factory report A --against B           the report of A, with A's and B's tag and dimension shares side by side
     factory calibrate [CONFIG] [key=value ...] [--data F] [--out D]   judge agreement on better/worse replies
     factory compact RUN_DIR                merge each table's parts into few large files
     factory doctor RUN_DIR                 read every part; move unreadable ones aside (quarantine)
     factory keys                           every config key with its default and help
     factory plan CONFIG [key=value ...]    requests, tokens, USD, GPU-hours of a run; no request (= run --dry-run)
     factory eval CONFIG [key=value ...]    candidate models on held-out prompts, judged -> EVAL_DIR/report/
+    factory eval CONFIG --checkpoints TRAIN_OUT [--like NAME]   + every saved checkpoint, per-checkpoint table
     factory export RUN_DIR --template PATH [--name NAME] [key=value ...]   pairs under the student's chat template
 """
 
@@ -91,7 +93,7 @@ def _report(args: argparse.Namespace) -> int:
     _live_note(args.run_dir, "this report covers the rows stored so far")
     if args.max_pairs is not None and args.max_pairs < 1:
         raise ConfigError(f"--max-pairs: must be at least 1, got {args.max_pairs}")
-    text, _, inputs = report.run_report(args.run_dir, args.overrides)
+    text, _, inputs = report.run_report(args.run_dir, args.overrides, args.against)
     page.write_page(**inputs, max_pairs=page.MAX_PAIRS if args.max_pairs is None else args.max_pairs)
     print(text)
     return 0
@@ -158,6 +160,8 @@ def _export(args: argparse.Namespace) -> int:  # issue 15
         f"factory export: {record['rows']} pairs -> {record['path']}/ (TRL standard format, template "
         f"{record['template']})"
     )
+    for folder in record["sft"].values():
+        print(f"factory export: {folder['rows']} SFT rows -> {folder['path']}/ (TRL prompt/completion)")
     return 0
 
 
@@ -208,6 +212,10 @@ def parser() -> argparse.ArgumentParser:
         "--max-pairs", type=int, default=None,
         help="pairs (and dropped groups, excluded samples) embedded in report/index.html, at most (default 2000)",
     )  # fmt: skip
+    report.add_argument(
+        "--against", metavar="RUN_B", default=None,
+        help="another run directory: its tag and dimension shares beside this run's (nothing is written there)",
+    )  # fmt: skip
     report.set_defaults(func=_report)
     cal = sub.add_parser("calibrate", help="judge agreement on the calibration set (better vs worse replies)")
     cal.add_argument("config", nargs="?", help="YAML config whose judge is used (default: built-in defaults)")
@@ -249,6 +257,14 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--take-over", action="store_true", help="take the eval directory's lease from a run you know is dead"
     )
+    ev.add_argument(
+        "--checkpoints",
+        help="a training output folder: each of its checkpoints (checkpoints/*/ and the final) is a candidate; "
+        "report/epochs.md tables them",
+    )
+    ev.add_argument(
+        "--like", help="with --checkpoints: the candidate whose engine and sampling they copy (default: the last)"
+    )
     ev.set_defaults(func=_eval)
     return top
 
@@ -267,11 +283,18 @@ def _eval(args: argparse.Namespace) -> int:
     from factory.evaluation import run as evaluation
 
     cfg = config.load(args.config, args.overrides)
+    points = None
+    if args.checkpoints:  # one candidate per checkpoint a recipe saved, and the per-checkpoint table
+        from factory.evaluation import checkpoints
+
+        cfg, points = checkpoints.with_checkpoints(cfg, args.checkpoints, args.like or "")
     if args.dry_run:
         print(plan.format_plan(evaluation.eval_plan(cfg)))
         return 0
-    result = evaluation.evaluate(cfg, take_over=args.take_over)
+    result = evaluation.evaluate(cfg, take_over=args.take_over, checkpoints=points)
     print(result["markdown"])
+    if points:
+        print("\n" + result["epochs"]["markdown"])
     return 0
 
 

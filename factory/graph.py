@@ -38,6 +38,7 @@ from factory.engines import kind_of
 from factory.executor.budget import at_rate
 from factory.pairs import prejudge
 from factory.pairs.prejudge import Prefilter
+from factory import defaults
 from factory import prompts as prompts_mod
 from factory.prompts import read_text
 from factory.rundir.schemas import JUDGMENTS
@@ -47,7 +48,7 @@ from factory.stages import reward as reward_stage
 from factory.stages import sample as sample_stage
 from factory.stages import verifier as verifier_stage
 
-DEFAULT_RUBRIC = Path(__file__).resolve().parent.parent / "conf" / "rubrics" / "default_en.txt"
+DEFAULT_RUBRIC = defaults.RUBRIC  # package data, so an installed factory has it (factory/defaults.py)
 NO_JUDGMENTS = pl.from_arrow(JUDGMENTS.empty_table())  # the primary judge's when judge.enabled is false
 KEYS = ["prompt_id", "sample_idx"]
 
@@ -107,7 +108,7 @@ def prefilter(cfg: RunConfig, prompts: pl.DataFrame) -> Prefilter | None:
             out = out.join(node.read(samples, prompts), on=KEYS, how="left")  # type: ignore[attr-defined]
         return out
 
-    return Prefilter(cfg.pairs, verdicts if nodes else None)
+    return Prefilter(cfg.pairs, verdicts if nodes else None, prompts)
 
 
 # -- judges ------------------------------------------------------------------------------------------
@@ -436,6 +437,12 @@ class RunGraph:
                 raise ConfigError(
                     f"{key}: no configured judge makes the column {column!r} ({hint}); judge columns: {have}"
                 )
+        tags_key = pair_kernel.required(cfg.pairs).get("tags")
+        tags_key = tags_key or ("pairs.balance.column" if cfg.pairs.balance.column == "tags" else None)
+        if tags_key and not cfg.judge.tags:
+            raise ConfigError(
+                f"{tags_key}: reads the judge's tags, which the judge is not asked for (set judge.tags=true)"
+            )
         if not cfg.prompts.path:
             raise ConfigError("prompts.path: no prompts file given")
         check_prompts(cfg)

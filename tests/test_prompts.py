@@ -23,7 +23,39 @@ def test_fields_are_rendered_with_the_template_and_system_prompt():
     assert row["prompt_id"] == "p1"
     assert row["messages"][0] == {"role": "system", "content": "SYSTEM"}
     user = row["messages"][1]["content"]
-    assert "- name: Air Fryer" in user and "capacity: 5.8 qt" in user and user.endswith("|(none)|how big?")
+    assert (
+        "- name: Air Fryer" in user and "capacity: 5.8 qt" in user and user.endswith("||how big?")
+    )  # issue 25: no placeholder
+
+
+DEMO_TEMPLATE = (Path(__file__).resolve().parent.parent / "conf" / "prompts" / "user_template.txt").read_text().strip()
+
+
+def test_an_empty_history_renders_no_placeholder_and_no_heading():
+    """Issue 25: `Conversation so far: (none)` was copied by the demo's 135M model as its answer (and judged 100)."""
+    history = [{"role": "user", "content": "blue one?"}, {"role": "assistant", "content": "link 3"}]
+    valid, _ = prepare_prompts(rows(GOOD, {**GOOD, "id": "p2", "history": history}), PromptsConfig(), "", DEMO_TEMPLATE)
+    empty, full = (m[-1]["content"] for m in valid["messages"].to_list())
+    assert "(none)" not in empty and "Conversation so far" not in empty
+    assert (
+        empty == "Product info:\n- name: Air Fryer\n- price: $79\n- attributes: capacity: 5.8 qt\n- link: 3\n\n"
+        "Viewer comment:\nhow big?\n\nReply to the viewer as the host."
+    )
+    assert "Conversation so far:\nViewer: blue one?\nHost: link 3\n\nViewer comment:" in full
+    default, _ = prepare_prompts(rows(GOOD), PromptsConfig())  # the built-in template too
+    assert (
+        "(none)" not in default["messages"][0][-1]["content"]
+        and "Conversation" not in default["messages"][0][-1]["content"]
+    )
+
+
+def test_prompts_speakers_name_the_history_turns():
+    history = [{"role": "观众", "content": "有货吗"}, {"role": "主播", "content": "有的哦"}]
+    cfg = PromptsConfig(roles={"观众": "user", "主播": "assistant"}, speakers={"user": "观众", "assistant": "主播"})
+    valid, _ = prepare_prompts(rows({**GOOD, "history": history}), cfg, "", "{history}")
+    assert valid["messages"][0][0]["content"] == "观众: 有货吗\n主播: 有的哦"
+    with pytest.raises(Exception, match=r"prompts\.speakers\.viewer"):
+        PromptsConfig(speakers={"viewer": "x"})
 
 
 def test_history_is_rendered_as_speaker_turns():

@@ -426,7 +426,8 @@ def test_the_ensemble_example_loads_passes_preflight_and_builds_one_stage_per_ju
     from factory.engines import engine_identity
 
     monkeypatch.setenv("DEEPSEEK_API_KEY", "sk-test-0000")
-    cfg = config.load(DEMO.parent / "r1_ensemble.yaml")
+    student = Path(__file__).resolve().parent / "pairs" / "fixtures" / "templates" / "deepseek_r1_distill"
+    cfg = config.load(DEMO.parent / "r1_ensemble.yaml", [f"export.template={student}"])  # it names /models/...
     preflight(cfg)
     fps = fingerprints(cfg)
     assert list(fps) == ["sampler", "judge", "reward_skywork", "reward_served"] and len(set(fps.values())) == 4
@@ -454,6 +455,54 @@ def test_a_target_run_counts_every_judges_requests_over_its_draws(tmp_path):
         == {name: j["requests"] for name, j in {"sampler": {"requests": asked}, **manifest["judges"]}.items()}
     )
     assert len(engine.scored) == asked
+
+
+@pytest.mark.parametrize("name", ["r1_api", "r1_distill_14b_vllm", "r1_ensemble", "r1_vllm_multinode"])
+def test_the_shipped_reasoning_configs_name_the_students_template(name, monkeypatch):
+    """Each reasoning-teacher example sets export.template (an R1-Distill student's tokenizer folder); where that
+    folder is not there, preflight stops before any request naming export.template and what to point it at."""
+    from factory.pairs.export import keeps_reasoning, load_template
+
+    monkeypatch.setenv("DEEPSEEK_API_KEY", "sk-test-0000")
+    cfg = config.load(DEMO.parent / f"{name}.yaml")
+    assert cfg.export.template == "/models/DeepSeek-R1-Distill-Qwen-14B" and cfg.export.enabled
+    missing = r"^export\.template: not found: /models/DeepSeek-R1-Distill-Qwen-14B \(the student's tokenizer folder"
+    with pytest.raises(ConfigError, match=missing):
+        load_template(cfg.export.template)
+    student = Path(__file__).resolve().parent / "pairs" / "fixtures" / "templates" / "deepseek_r1_distill"
+    assert not keeps_reasoning(load_template(str(student)))  # why it is set: this template drops pairs/' reasoning
+
+
+def test_a_run_says_once_when_the_teacher_reasons_and_no_student_template_is_set(tmp_path, capsys):
+    """The fake teacher writes <think> blocks: the run says so once, as the first reasoning is stored (a
+    pairs.target run's several rounds included); with export.template set, or a teacher that does not
+    reason, it says nothing."""
+    from factory.run import REASONING_NOTICE, run
+    from tests.fakes import FakeEngine, seeded_reply
+    from tests.synthetic import write_prompts
+
+    prompts = write_prompts(tmp_path / "pool.jsonl", 300)
+    rubric = tmp_path / "rubric.txt"
+    rubric.write_text("Rate {answer} from 0 to {scale_max}.")
+    base = [f"prompts.path={prompts}", f"judge.rubric_file={rubric}", "sampler.k=4", "progress_interval_s=60"]
+    target = config.load(None, [f"output_dir={tmp_path / 'a'}", "prompts.limit=1", "pairs.target=60", *base])
+    manifest = run(target, backend="local", build=lambda _c: FakeEngine(), command="t")
+    assert len(manifest["target"]["draws"]) >= 2
+    assert capsys.readouterr().err.count(REASONING_NOTICE) == 1
+
+    chatml = Path(__file__).resolve().parent / "pairs" / "fixtures" / "templates" / "chatml.jinja"
+    templated = config.load(
+        None, [f"output_dir={tmp_path / 'b'}", "prompts.limit=4", f"export.template={chatml}", *base]
+    )
+    run(templated, backend="local", build=lambda _c: FakeEngine(), command="t")
+    assert REASONING_NOTICE not in capsys.readouterr().err
+
+    def plain(request):  # a teacher without reasoning (the judge's replies as before)
+        return seeded_reply(request) if request.json_schema is not None else "word " * 3
+
+    plain_cfg = config.load(None, [f"output_dir={tmp_path / 'c'}", "prompts.limit=4", *base])
+    run(plain_cfg, backend="local", build=lambda _c: FakeEngine(reply=plain), command="t")
+    assert REASONING_NOTICE not in capsys.readouterr().err
 
 
 def test_a_config_value_holding_the_key_is_scrubbed_on_the_page_as_in_the_manifest(tmp_path, monkeypatch):

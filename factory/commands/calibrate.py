@@ -23,12 +23,12 @@ import io
 import sys
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pyarrow.parquet as pq
 
+from factory import defaults
 from factory.config import JudgeConfig, RunConfig
 from factory.engines.base import Engine
 from factory.rundir.hashing import derive_seed
@@ -38,7 +38,7 @@ from factory.stages import judge as judge_stage
 from factory.stages.base import BaseStage
 from factory.rundir.store import RunStore
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "conf" / "data" / "calibration.jsonl"
+DEFAULT_DATA = defaults.CALIBRATION  # package data (factory/data/calibration.jsonl; conf/data/ links to it)
 SIDES = ("better", "worse")  # sample_idx 0 and 1 of each row
 CALIBRATION_FP = "calibration"  # stands in for the sampler fingerprint in the judgment rows
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from factory.commands import rebuild
+from factory.commands import card, rebuild
 from factory.config import ConfigError
 from factory.pairs.export import export_name, student_template, warn_if_dropped, write_export  # noqa: F401
 from factory.rundir.guard import check_run_dir
@@ -28,5 +28,6 @@ def export_run(run_dir: str, template: str = "", name: str = "", overrides: list
     samples = run.graph.stages(run.prompts)[0].read(store)  # the sampler's rows
     record = write_export(store, cfg, pairs, samples, run.prompts, chosen)
     record["path"] = store.display(f"export/{record['name']}")
+    card.write_card(store, run.manifest)  # the card names the new export
     warn_if_dropped(chosen, cfg.pairs.format, record["name"])
     return record

@@ -1,8 +1,15 @@
 """`report/index.html`: one self-contained page per run that a person reads, with a pair browser.
 
-    info = write_page(store, cfg, manifest, scored)          # what `factory run` calls at its end
+    info = write_run_page(store, cfg, manifest, outputs)    # what `factory run` calls at its end: its pair
+                                                              # build and judgments handed over, nothing decided again
     info = write_page(store, cfg, manifest, scored, report=numbers, frames=frames, judgments=j, prompts=p)
                                                               # what `factory report` calls (nothing recomputed)
+
+The page names what it was made from (a digest of its inputs in a `<meta name="factory-inputs">`): the config
+as shown, the manifest's lasting numbers (counts, pair stats, judges, the run directory's totals; not this
+invocation's requests or timings), the scored samples, the judgments, the prompts, the invalid rows, the
+stored plots. `factory run` leaves a page made from the same inputs as it is (a rerun with nothing new does
+not rewrite it).
 
 The page holds, in one HTML file with no network access (styles, script and plots inline: the report's plots
 as SVG drawn in milliseconds, stored PNGs as base64): the run at a glance (config essentials, fingerprints,
@@ -36,7 +43,9 @@ are those of the same prompts (up to the last one shown in hash order).
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 import time
 import zlib
 from typing import Any
@@ -49,6 +58,7 @@ from factory.commands.page_plots import report_plots
 from factory.config.strategies import LONG2SHORT
 
 PAGE = "report/index.html"
+INPUTS_META = re.compile(rb'<meta name="factory-inputs" content="([0-9a-f]+)">')
 MAX_PAIRS = 2_000
 MAX_TEXT_CHARS = 20_000
 MIN_TEXT_CHARS = 500  # the shortest a text is cut to for the byte budget before lists lose rows
@@ -340,9 +350,11 @@ def write_page(
     frames: dict[str, Any] | None = None,
     max_pairs: int = MAX_PAIRS,
     note: str | None = None,
+    digest: str | None = None,
 ) -> dict[str, Any]:
     """Write report/index.html through the run store (atomically) and return {path, bytes, seconds,
-    pairs_shown, pairs_total (the run's strategy's), embedded (rows of each browser list)}. Without
+    pairs_shown, pairs_total (the run's strategy's), embedded (rows of each browser list), trimmed, inputs (the
+    digest of its inputs, see the module doc; `digest` when the caller has it already)}. Without
     `report` / `frames`, the numbers are computed here from `scored`
     (the judgments' parse statuses then come from the manifest). The report's plots are drawn here as
     SVG; sweep/ and eval plots are read from the store (PNG) when they exist."""
@@ -366,10 +378,13 @@ def write_page(
         report = report_mod.build_report(scored, counted, cfg, judges, frames=frames)
     if prompts is None:
         prompts = store.read("prompts", columns=["prompt_id", "messages"])
-    figures = [figure(title, svg) for title, svg in report_plots(report, cfg).items()]
-    figures += [image(title, png) for title, png in stored_plots(store, cfg).items()]
+    plots = stored_plots(store, cfg)
     invalid_frame = store.read("invalid", columns=["reason"])
     invalid = invalid_frame["reason"].value_counts(sort=True).rows() if invalid_frame is not None else []
+    if digest is None:
+        digest = inputs_digest(cfg, manifest, scored, prompts, judgments, invalid, plots, max_pairs, note)
+    figures = [figure(title, svg) for title, svg in report_plots(report, cfg).items()]
+    figures += [image(title, png) for title, png in plots.items()]
     metrics = store.read_json("metrics.json")
     budget = cfg.report.max_page_bytes
 
@@ -389,8 +404,10 @@ def write_page(
         logging.getLogger("factory").warning(
             "%s: %s", PAGE, _trim_note(budget, max_pairs, rows, chars, len(data["pairs"]), full, len(encoded))
         )
+    encoded = encoded.replace(b'<meta charset="utf-8">', b'<meta charset="utf-8">' + _meta(digest), 1)
     store.write_bytes(PAGE, encoded)
     return {
+        "inputs": digest,
         "path": store.display(PAGE),
         "bytes": len(encoded),
         "seconds": round(time.perf_counter() - t0, 3),
@@ -465,13 +482,95 @@ def _trim_note(
     )
 
 
-def write_run_page(store: Any, cfg: Any, manifest: dict[str, Any], scored: pl.DataFrame) -> dict[str, Any] | None:
-    """`factory run`'s call at its end: the page from what the run holds, or a warning and None when it
-    cannot be made (the run's outputs are stored by then; the page is `factory report`'s to redo)."""
+def write_run_page(store: Any, cfg: Any, manifest: dict[str, Any], outputs: Any) -> dict[str, Any] | None:
+    """`factory run`'s call at its end, with its pair build (factory.commands.rebuild.Outputs: scored, built,
+    judgments, prompts, judges) handed over: the page shows what `factory report`'s shows (judge reasons
+    included) and the pair kernel decides nothing again. A page already made from the same inputs is left as it
+    is ({"path", "inputs", "unchanged": True}). When the page cannot be made: a warning and None (the run's
+    outputs are stored by then; the page is `factory report`'s to redo)."""
+    from factory.commands import report as report_mod
+    from factory.graph import NO_JUDGMENTS
+
     try:
-        return write_page(store, cfg, manifest, scored)
+        judgments = outputs.judgments if outputs.judgments is not None else NO_JUDGMENTS
+        prompts = outputs.prompts
+        if prompts is None:
+            prompts = store.read("prompts", columns=["prompt_id", "messages"])
+        invalid_frame = store.read("invalid", columns=["reason"])
+        invalid = invalid_frame["reason"].value_counts(sort=True).rows() if invalid_frame is not None else []
+        digest = inputs_digest(cfg, manifest, outputs.scored, prompts, judgments, invalid, stored_plots(store, cfg))
+        if page_inputs(store) == digest:
+            return {"path": store.display(PAGE), "inputs": digest, "unchanged": True}
+        frames: dict[str, Any] = {}
+        report = report_mod.build_report(outputs.scored, judgments, cfg, outputs.judges, frames, built=outputs.built)
+        return write_page(
+            store, cfg, manifest, outputs.scored, prompts=prompts, judgments=judgments, report=report, frames=frames,
+            digest=digest,
+        )  # fmt: skip
     except Exception as exc:  # noqa: BLE001 - a page must never turn a finished run into a failed one
         logging.getLogger("factory").warning(
             "report/index.html not written (%s: %s); `factory report %s` writes it", type(exc).__name__, exc, store.url
         )
         return None
+
+
+# -- what a page was made from ------------------------------------------------------------------------
+# Manifest keys that change with every invocation without changing what the page shows of the run.
+_PER_INVOCATION = ("requests", "timings", "history", "pools", "spend", "this_run", "pairs_build")
+
+
+def _meta(digest: str) -> bytes:
+    return f'<meta name="factory-inputs" content="{digest}">'.encode()
+
+
+def _frame_digest(frame: pl.DataFrame | None) -> str:
+    if frame is None or not frame.height:
+        return "-"
+    return hashlib.sha256(frame.hash_rows(seed=7).to_numpy().tobytes() + str(frame.schema).encode()).hexdigest()[:16]
+
+
+def inputs_digest(
+    cfg: Any,
+    manifest: dict[str, Any],
+    scored: pl.DataFrame,
+    prompts: pl.DataFrame | None,
+    judgments: pl.DataFrame | None,
+    invalid: list,
+    plots: dict[str, bytes],
+    max_pairs: int = MAX_PAIRS,
+    note: str | None = None,
+) -> str:
+    """The digest of what a page is made from (see the module doc)."""
+    from factory import config as config_mod
+    from factory.rundir.manifest import versions
+    from factory.rundir.hashing import stable_hash
+    from factory.rundir.secrets import redact
+
+    lasting = {k: v for k, v in manifest.items() if k not in _PER_INVOCATION}
+    lasting["judges"] = {
+        name: {k: v for k, v in (judge or {}).items() if k != "requests"}
+        for name, judge in (manifest.get("judges") or {}).items()
+    }
+    return stable_hash(
+        {
+            "config": redact(config_mod.to_dict(cfg)),
+            "manifest": lasting,
+            "scored": _frame_digest(scored),
+            "prompts": _frame_digest(None if prompts is None else prompts.select("prompt_id", "messages")),
+            "judgments": _frame_digest(judgments),
+            "invalid": invalid,
+            "plots": {title: hashlib.sha256(png).hexdigest()[:16] for title, png in plots.items()},
+            "max_pairs": max_pairs,
+            "note": note,
+            "code": versions(),  # a new version may draw the page otherwise
+        }
+    )
+
+
+def page_inputs(store: Any) -> str | None:
+    """The inputs digest the stored page names, or None (no page, or one written before pages named it)."""
+    if not store.exists(PAGE):
+        return None
+    with store.fs.open(store.path(PAGE), "rb") as handle:
+        found = INPUTS_META.search(handle.read(4096))
+    return found.group(1).decode() if found else None

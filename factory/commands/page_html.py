@@ -15,7 +15,7 @@ import numpy as np
 from factory.commands.page_assets import CSS, SCRIPT
 from factory.commands.present import Table
 from factory.commands.report import report_tables
-from factory.config.kinds import JUDGE_KINDS
+from factory.commands.run_facts import essentials, funnel_steps
 
 
 def _text(value: Any, digits: int = 3) -> str:
@@ -48,53 +48,8 @@ def _section(anchor: str, title: str, body: str, note: str = "") -> str:
 
 
 def funnel(report: dict[str, Any], manifest: dict[str, Any], invalid: list[tuple[str, int]]) -> str:
-    """prompts -> samples -> valid samples -> groups -> candidate pairs -> kept pairs, each step with
-    what it lost and why, as bars scaled to the first step."""
-    pairs = report["pairs"]
-    counts = manifest.get("counts", {})
-    k = (manifest.get("config") or {}).get("sampler", {}).get("k")
-    steps: list[tuple[str, int, list[tuple[str, int]]]] = []
-    if counts.get("prompts_in") is not None:
-        steps.append(("prompt rows in", counts["prompts_in"], []))
-        steps.append(
-            (
-                "valid prompts",
-                counts.get("prompts_valid", 0),
-                invalid or [("invalid", counts.get("prompts_invalid", 0))],
-            )
-        )
-    if counts.get("samples_expected") is not None:
-        adaptive = manifest.get("adaptive")
-        asked = (
-            f"samples asked (adaptive, {adaptive['k_min']} to K={k} a prompt)"
-            if adaptive
-            else f"samples asked (x K={k})"
-        )
-        steps.append((asked if k else "samples asked", counts["samples_expected"], []))
-    stored = pairs["samples_total"]
-    failed = pairs["samples_excluded"].get("engine_error", 0)
-    missing = max(counts.get("samples_expected", stored) - stored, 0)
-    steps.append(("samples stored", stored, [("not stored (stopped, budget)", missing)] if missing else []))
-    reasons = [(r, n) for r, n in pairs["samples_excluded"].items() if n]
-    steps.append(("valid samples", pairs["samples_valid"], reasons))
-    del failed
-    buckets = pairs["groups_by_outcome"]
-    too_few = [
-        (f"fewer_than_2_valid, mostly {c}", n) for c, n in sorted(pairs["groups_too_few_by_reason"].items()) if n
-    ]
-    steps.append(("groups (prompts with samples)", pairs["groups"], []))
-    steps.append(
-        (
-            "groups with >= 2 valid",
-            pairs["groups_candidate"],
-            too_few or [("fewer_than_2_valid", buckets.get("fewer_than_2_valid", 0))],
-        )
-    )
-    steps.append(("candidate pairs", pairs["pairs_candidate"], []))
-    lost = [(o, n) for o, n in pairs["pairs_by_outcome"].items() if o != "kept" and n]
-    steps.append(("kept pairs", pairs["pairs_kept"], lost))
-    groups_lost = [(f"groups {b}", n) for b, n in buckets.items() if b not in ("kept", "fewer_than_2_valid") and n]
-    steps.append(("groups with a kept pair", buckets.get("kept", 0), groups_lost))
+    """The funnel's steps (funnel_steps), each with what it lost and why, as bars scaled to the first step."""
+    steps = funnel_steps(report["pairs"], manifest, invalid)
     top = max([n for _, n, _ in steps] + [1])
     out = ['<div class="funnel">']
     for name, n, why in steps:
@@ -109,24 +64,27 @@ def funnel(report: dict[str, Any], manifest: dict[str, Any], invalid: list[tuple
     return "".join(out)
 
 
+
+
 def glance(cfg: Any, manifest: dict[str, Any], report: dict[str, Any], metrics: dict[str, Any] | None) -> str:
     """Cards of the headline numbers, then config essentials, requests / tokens / spend / time per stage,
     engine pools, fingerprints and versions."""
     from factory.rundir.secrets import stored_config
 
     pairs = report["pairs"]
-    spend = manifest.get("spend") or {}
     timings = manifest.get("timings") or {}
-    requests = manifest.get("requests") or {}
+    # What the run directory has cost in all (every invocation; a rerun with nothing to do adds nothing).
+    totals = manifest.get("totals") or (metrics or {}).get("totals") or {}
+    cached = f" ({_text(totals.get('cached_tokens'))} cached)" if totals.get("cached_tokens") else ""
     cards = [
         ("pairs kept", _text(pairs["pairs_kept"])),
         ("prompts", _text((manifest.get("counts") or {}).get("prompts_valid", pairs["groups"]))),
         ("valid samples", f"{pairs['samples_valid']:,} / {pairs['samples_total']:,}"),
         ("delta", _text(pairs["delta"], 4)),
-        ("requests (this invocation)", _text(sum(v for v in requests.values() if isinstance(v, int)))),
-        ("tokens in / out", f"{_text(spend.get('prompt_tokens'))} / {_text(spend.get('completion_tokens'))}"),
-        ("spend", "-" if spend.get("usd") is None else f"${spend['usd']:.4f}"),
-        ("wall time", "-" if timings.get("total") is None else f"{timings['total']:.1f} s"),
+        ("requests (all invocations)", _text(totals.get("requests"))),
+        ("tokens in / out", f"{_text(totals.get('prompt_tokens'))}{cached} / {_text(totals.get('completion_tokens'))}"),
+        ("spend", "-" if totals.get("usd") is None else f"${totals['usd']:.4f}"),
+        ("requesting time", "-" if totals.get("wall_s") is None else f"{totals['wall_s']:.1f} s"),
     ]
     out = ['<div class="cards">']
     out += [
@@ -136,63 +94,28 @@ def glance(cfg: Any, manifest: dict[str, Any], report: dict[str, Any], metrics: 
     out.append("</div>")
 
     conf = stored_config(cfg)  # the manifest's scrub: a value holding a key shows as ***
-    sampler, judge, p = conf["sampler"], conf["judge"], conf["pairs"]
-    rows = [
-        ["prompts", f"{conf['prompts']['path']} (limit {conf['prompts']['limit']})"],
-        [
-            "sampler",
-            f"{sampler['engine']['kind']}:{sampler['engine']['model'] or 'embedded'} x{sampler['engine']['replicas']}",
-        ],
-        [
-            "sampling",
-            f"K={sampler['k']}, temperature {sampler['sampling']['temperature']}, top_p "
-            f"{sampler['sampling']['top_p']}, "
-            f"max_tokens {sampler['sampling']['max_tokens']}, stop {sampler['sampling']['stop']}",
-        ],
-        [
-            "judge",
-            f"{judge['engine']['kind']}:{judge['engine']['model'] or 'embedded'}, votes {judge['votes']}, "
-            f"scale 0..{judge['scale_max']:g}, rubric {judge['rubric_file'] or 'default'}"
-            if cfg.judge.enabled
-            else "off",
-        ],
-        ["other judges", ", ".join(f"{k.section}.{n}" for k in JUDGE_KINDS for n in conf[k.section]) or "-"],
-        [
-            "pairs",
-            f"{p['strategy']}, pairing {p['pairing']}, w_len {p['w_len']}, w_quality {p['w_quality']}, "
-            f"drop_ratio {p['drop_ratio']}, min_margin {p['min_margin']}, cap {p['max_pairs_per_group']}",
-        ],
-        ["judges of S", f"{', '.join(p['judges'])} (combine {p['combine']}), dedupe {p['dedupe']}"],
-        ["terms", ", ".join(t["name"] for t in pairs["terms"])],
-        ["output", manifest.get("output_dir", cfg.output_dir)],
-    ]
+    rows = essentials(conf, pairs["terms"], manifest.get("output_dir", cfg.output_dir))
     out.append(_table(["setting", "value"], rows, "kv"))
 
-    stage_metrics = (metrics or {}).get("stages") or {}
-    spend_stages = spend.get("stages") or {}
-    names = list(dict.fromkeys([*stage_metrics, *spend_stages]))
-    if names:
-        stage_rows = []
-        for name in names:
-            m, s = stage_metrics.get(name, {}), spend_stages.get(name, {})
-            latency = m.get("latency_s") or {}
-            stage_rows.append([
-                name, m.get("requests"), m.get("ok"), m.get("failed"), s.get("prompt_tokens", m.get("prompt_tokens")),
-                s.get("completion_tokens", m.get("completion_tokens")), s.get("usd"), m.get("tokens_per_s"),
-                latency.get("p50"), latency.get("p95"), m.get("wall_s"),
-            ])  # fmt: skip
-        out.append("<h3>Stages (last invocation, metrics.json)</h3>")
-        out.append(_table(["stage", "requests", "ok", "failed", "tokens in", "tokens out", "USD", "tok/s",
-                           "latency p50 (s)", "p95 (s)", "wall (s)"], stage_rows))  # fmt: skip
+    stages = totals.get("stages") or {}
+    if stages:
+        stage_rows = [
+            [name, s.get("requests"), s.get("ok"), s.get("failed"), s.get("prompt_tokens"), s.get("cached_tokens"),
+             s.get("completion_tokens"), s.get("usd"), s.get("tokens_per_s"), s.get("wall_s")]
+            for name, s in stages.items()
+        ]  # fmt: skip
+        out.append("<h3>Stages (every invocation of this run directory: metrics.json totals)</h3>")
+        out.append(_table(["stage", "requests", "ok", "failed", "tokens in", "cached in", "tokens out", "USD", "tok/s",
+                           "wall (s)"], stage_rows))  # fmt: skip
     out.append('<div class="row"><div>')
     pools = manifest.get("pools") or (metrics or {}).get("pools") or {}
     if pools:
-        out.append("<h3>Engine pools</h3>")
+        out.append("<h3>Engine pools (the invocation that wrote this page)</h3>")
         out.append(_table(["pool", "engine", "replicas", "starts", "restarts", "start (s)"],
                           [[n, v.get("engine"), v.get("replicas"), v.get("starts"), v.get("restarts"), v.get("start_s")]
                            for n, v in pools.items()]))  # fmt: skip
     if timings:
-        out.append("<h3>Wall times (s)</h3>")
+        out.append("<h3>Wall times (s) of the invocation that wrote this page</h3>")
         out.append(_table(list(timings), [[float(v) if isinstance(v, (int, float)) else v for v in timings.values()]]))
     fps = manifest.get("fingerprints") or {}
     versions = manifest.get("versions") or {}
@@ -336,4 +259,8 @@ def build_page(
         ("dropped", "dropped groups"),
         ("excluded", "excluded samples"),
     ]
+    against = [t for t in tables if t.place == "against"]  # `factory report A --against B`
+    if against:
+        sections.insert(5, _section("against", "Against another run", tables_html(against)))
+        nav.insert(5, ("against", "against"))
     return render_html(title, sections, data, nav)

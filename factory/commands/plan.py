@@ -20,7 +20,10 @@ Per stage of the graph, from what the run directory already holds (no engine is 
     pairs.target    prompt rows needed at the survival rate of the last run (pairs kept / prompt rows in its
                     manifest), else assumed: target / (1 - drop_ratio) + 20%; the plan is made for that many.
 
-The plan is printed and written to OUTPUT_DIR/plan.json (the folder is made when it does not exist yet).
+The plan is printed and written to OUTPUT_DIR/plan.json (the folder is made when it does not exist yet): the
+plan of the run the directory holds, or of its first run. A what-if plan, of a config that differs from the
+one the directory's manifest records (a larger sampler.k, other prices, another judge), is written to
+OUTPUT_DIR/plan.whatif.json instead, with the differing keys: plan.json stays the run's.
 """
 
 from __future__ import annotations
@@ -78,13 +81,15 @@ def _stored_samples(store: RunStore, fp: str) -> pl.DataFrame | None:
         "completion_tokens",
         "answer_tokens",
         "reasoning_tokens",
+        "cached_tokens",
     ]
     stored = store.read("samples", SAMPLES, columns=cols)
     return None if stored is None else stored.filter(pl.col("sampler_fp") == fp)
 
 
 def _stored_judgments(store: RunStore, fp: str) -> pl.DataFrame | None:
-    stored = store.read("judgments", JUDGMENTS, columns=["judge_fp", "attempts", "prompt_tokens", "completion_tokens"])
+    columns = ["prompt_id", "judge_fp", "attempts", "prompt_tokens", "completion_tokens", "cached_tokens"]
+    stored = store.read("judgments", JUDGMENTS, columns=columns)
     return None if stored is None else stored.filter(pl.col("judge_fp") == fp)
 
 
@@ -151,10 +156,12 @@ PASSING_GROUPS = 500  # prompts whose stored samples' text the pass-share estima
 
 def _prompt_tokens(
     stage: Any, store: RunStore, work: pl.DataFrame, estimated: int, upstream: dict[str, Any] | None, stored: Any
-) -> tuple[float, str, list[str]]:
-    """(prompt tokens of every planned request, how they were had, notes): the rendered requests (at most
-    COUNT_AT_MOST of them, the rest extrapolated) counted or estimated; an estimated judge request is its
-    rubric and prompt rendered around an answer of the upstream's expected length."""
+) -> tuple[float, str, list[str], float | None]:
+    """(prompt tokens of every planned request, how they were had, notes, prompt tokens of their prefixes): the
+    rendered requests (at most COUNT_AT_MOST of them, the rest extrapolated) counted or estimated; an estimated
+    judge request is its rubric and prompt rendered around an answer of the upstream's expected length. The
+    prefix of a judge request is the request rendered with an empty answer (its rubric and prompt, what the
+    requests of one prompt share); None for a sample request (all of it is shared by its prompt's K requests)."""
     count, count_how = tokenizer_counter(stage.engine)
     ratio = _observed_ratio(stage, stored) if isinstance(stage, SampleStage) else None
 
@@ -170,9 +177,15 @@ def _prompt_tokens(
         guess = sum(chars_tokens(m["content"] or "") for ms in batch for m in ms) / len(batch)
         return guess + overhead, "est. chars (~4/token, 1.5 CJK)"
 
-    rendered = [r["messages"] for r in stage.render(_spread(work, COUNT_AT_MOST).to_dicts())] if work.height else []
+    spread = _spread(work, COUNT_AT_MOST).to_dicts() if work.height else []
+    rendered = [r["messages"] for r in stage.render(spread)] if spread else []
     exact_mean, how = per_request(rendered)
     total, notes = work.height * exact_mean, []
+    judged = hasattr(stage, "judge_fp")  # a judge's requests: rubric + prompt + an answer
+    prefix: float | None = None
+    if judged:
+        bare = [{**row, "answer": "", "reasoning": ""} for row in spread]
+        prefix = work.height * per_request([r["messages"] for r in stage.render(bare)] if bare else [])[0]
     if estimated and upstream is not None:
         ids = _spread(upstream["_work"].select("prompt_id").unique(maintain_order=True), COUNT_AT_MOST)
         future = ids.with_columns(
@@ -183,11 +196,38 @@ def _prompt_tokens(
         answer = upstream["answer_tokens"] + (upstream["reasoning_tokens"] if stage.cfg.include_reasoning else 0)
         answer *= getattr(stage, "answers_per_request", 1)  # a group request shows k answers
         total += estimated * (future_mean + answer)
+        if prefix is not None:
+            prefix += estimated * future_mean
         how = how or future_how
         notes.append(f"estimated requests' prompts hold an answer of ~{answer:.0f} tokens ({upstream['answer_how']})")
         if "upper bound" in upstream["answer_how"]:
             how += "; the answers to judge at max_tokens (upper bound)"
-    return total, how or "-", notes
+    return total, how or "-", notes, prefix
+
+
+def _cached_tokens(
+    stage: Any, work: pl.DataFrame, requests: int, upstream: dict[str, Any] | None, stored: pl.DataFrame | None,
+    prompt_tokens: float, prefix: float | None,
+) -> tuple[float, str]:
+    """(prompt tokens a server's prefix cache would serve, how): the share of prompt tokens the server reported
+    cached on this fingerprint's stored rows, else an estimate: the requests of one prompt after its first
+    share a prefix (a sample's whole prompt, K requests sent together; a judge's rubric and prompt), which a
+    server that caches prefixes serves from its cache. An upper bound: a cache may be cold or evicted."""
+    if hasattr(stage, "rm_fp") or not requests:
+        return 0.0, "none"
+    if stored is not None and stored.height and "cached_tokens" in stored.columns:
+        known = stored.filter(pl.col("cached_tokens").is_not_null() & pl.col("prompt_tokens").is_not_null())
+        if known.height:
+            share = float(known["cached_tokens"].sum()) / max(float(known["prompt_tokens"].sum()), 1.0)
+            return prompt_tokens * share, f"observed share {share:.0%} over {known.height} stored rows"
+    ids = [work["prompt_id"]] if work.height else []
+    if upstream is not None and upstream.get("requests") and "_work" in upstream and upstream["_work"].height:
+        ids.append(upstream["_work"]["prompt_id"])
+    prompts = pl.concat(ids).n_unique() if ids else 0
+    repeat = max(requests - prompts, 0) / requests  # the requests after the first of their prompt
+    if prefix is None:  # a sample request: its prompt is its prefix
+        return prompt_tokens * repeat, "est. up to: the requests of a prompt after its first (one prefix)"
+    return prefix * repeat, "est. up to: a judge request's rubric and prompt, after the first of its prompt"
 
 
 def plan_stage(
@@ -215,8 +255,9 @@ def plan_stage(
         stored = _stored_samples(store, fingerprint)
     else:
         stored = _stored_rewards(store, fingerprint) if reward else _stored_judgments(store, fingerprint)
-    prompt_tokens, prompt_how, more = _prompt_tokens(stage, store, work, estimated, upstream, stored)
+    prompt_tokens, prompt_how, more, prefix = _prompt_tokens(stage, store, work, estimated, upstream, stored)
     notes += more
+    cached_tokens, cached_how = _cached_tokens(stage, work, requests, upstream, stored, prompt_tokens, prefix)
 
     # completion tokens: the stored rows' mean, else max_tokens as an upper bound
     done = None if stored is None else stored.filter(pl.col("error").is_null()) if sample else stored
@@ -233,15 +274,16 @@ def plan_stage(
     )
     if attempts and attempts > 1:  # a judgment's completion tokens already sum its re-asks; its prompt is sent again
         prompt_tokens *= attempts
+        cached_tokens *= attempts
         notes.append(f"prompt tokens x {attempts:.2f} attempts per judgment (re-asks observed)")
     completion_tokens = requests * mean_completion
 
     # dollars, GPU-hours and wall time
     priced_here = price is not None and priced(price)
-    cost_in = usd(prompt_tokens, 0, price) if priced_here else None  # type: ignore[arg-type]
+    cost_in = usd(prompt_tokens, 0, price, cached_tokens) if priced_here else None  # type: ignore[arg-type]
     cost_out = usd(0, completion_tokens, price) if priced_here else None  # type: ignore[arg-type]
     configured = price.tokens_per_s if price is not None else None
-    tps, tps_how = (configured, "cost tokens_per_s") if configured else (observed_tps, "observed in metrics.json")
+    tps, tps_how = (configured, "cost tokens_per_s") if configured else (observed_tps, "observed, metrics.json totals")
     gpus = kind_of(stage.engine).resources(stage.engine).gpus
     plan = {
         "stage": stage.name,
@@ -252,6 +294,8 @@ def plan_stage(
         "requests_estimated": estimated,
         "prompt_tokens": round(prompt_tokens),
         "prompt_tokens_how": prompt_how,
+        "cached_tokens": round(cached_tokens),
+        "cached_tokens_how": cached_how,
         "completion_tokens": round(completion_tokens),
         "completion_tokens_how": completion_how,
         "usd_input": cost_in,
@@ -289,10 +333,15 @@ def _observed_ratio(stage: SampleStage, stored: pl.DataFrame | None) -> tuple[fl
 
 
 def _observed_tps(store: RunStore, name: str, replicas: int) -> float | None:
+    """Completion tokens/s per replica the stage decoded over every invocation of the run directory (metrics.json
+    `totals`, so a rerun with nothing to do keeps it); a metrics.json written before totals were kept: its own."""
     metrics = store.read_json("metrics.json") if store.exists("metrics.json") else None
-    stage = ((metrics or {}).get("stages") or {}).get(name) or {}
-    rate = stage.get("tokens_per_s")
-    return rate / replicas if rate and stage.get("completion_tokens") else None
+    for stages in (((metrics or {}).get("totals") or {}).get("stages"), (metrics or {}).get("stages")):
+        stage = (stages or {}).get(name) or {}
+        rate = stage.get("tokens_per_s")
+        if rate and stage.get("completion_tokens"):
+            return rate / replicas
+    return None
 
 
 def plan_stages(
@@ -326,6 +375,7 @@ def totals(plans: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "requests": sum(p["requests"] for p in plans),
         "prompt_tokens": sum(p["prompt_tokens"] for p in plans),
+        "cached_tokens": sum(p.get("cached_tokens") or 0 for p in plans),
         "completion_tokens": sum(p["completion_tokens"] for p in plans),
         "usd": sum(known) if known else None,
         # stages sending requests to a per-token server with no price: the USD total leaves them out
@@ -371,6 +421,7 @@ def make_plan(cfg: RunConfig) -> dict[str, Any]:
     fps = graph.fingerprints
     stages = graph.stages(prompts)
     plans = plan_stages(store, stages, graph.prices(), price_keys=graph.price_keys())
+    whatif = differing_keys(graph.cfg, store)
     return finish(
         {
             "command": "run",
@@ -380,6 +431,7 @@ def make_plan(cfg: RunConfig) -> dict[str, Any]:
             "target": target,
             "fingerprints": fps,
             "max_usd": cfg.cost.max_usd,
+            **({"whatif": whatif} if whatif else {}),
         },
         plans,
         store,
@@ -387,7 +439,38 @@ def make_plan(cfg: RunConfig) -> dict[str, Any]:
     )
 
 
+WHATIF_PLAN = "plan.whatif.json"
+
+
+def differing_keys(cfg: RunConfig, store: RunStore) -> list[str]:
+    """The config keys in which `cfg` differs from the run the directory's manifest records ([] when equal, or
+    when there is no run yet): output_dir aside (a run may be moved), and prompts.limit when the run drew to a
+    pairs.target (its manifest records the drawn limit)."""
+    from factory.config import to_dict
+    from factory.rundir.secrets import redact
+
+    manifest = store.read_json("manifest.json") if store.exists("manifest.json") else None
+    stored = (manifest or {}).get("config")
+    if not isinstance(stored, dict) or (manifest or {}).get("command") == "eval":
+        return []
+    mine, theirs = _flat(redact(to_dict(cfg))), _flat(stored)
+    ignored = {"output_dir"} | ({"prompts.limit"} if (stored.get("pairs") or {}).get("target") else set())
+    return sorted(k for k in mine.keys() | theirs.keys() if k not in ignored and mine.get(k) != theirs.get(k))
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict) or not tree:
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out |= _flat(value, f"{prefix}{key}.") if isinstance(value, dict) and value else {f"{prefix}{key}": value}
+    return out
+
+
 def finish(head: dict[str, Any], plans: list[dict[str, Any]], store: RunStore, t0: float) -> dict[str, Any]:
+    """The plan dict, written to plan.json, or to plan.whatif.json when `head` has `whatif` keys (`written`:
+    where it went)."""
+    name = WHATIF_PLAN if head.get("whatif") else "plan.json"
     plan = {
         **head,
         "stages": [{k: v for k, v in p.items() if not k.startswith("_")} for p in plans],
@@ -395,8 +478,9 @@ def finish(head: dict[str, Any], plans: list[dict[str, Any]], store: RunStore, t
         "requests_sent": 0,
         "seconds": round(time.perf_counter() - t0, 3),
         "at": time.time(),
+        "written": RunStore(store.url).display(name),
     }
-    RunStore(store.url).write_json("plan.json", plan)
+    RunStore(store.url).write_json(name, plan)
     return plan
 
 
@@ -425,12 +509,16 @@ def format_plan(plan: dict[str, Any]) -> str:
             if p["completion_tokens_how"].startswith("none")
             else "~"
         ) + tokens_text(p["completion_tokens"])
+        cached = p.get("cached_tokens") or 0
         rows.append(
             [
                 p["stage"],
                 p["engine"],
                 requests,
                 prompt,
+                (("~" if p.get("cached_tokens_how", "").startswith("observed") else "<= ") + tokens_text(cached))
+                if cached
+                else "-",
                 completion,
                 usd_text(p["usd"]),
                 hours(p["gpu_hours"]),
@@ -440,7 +528,8 @@ def format_plan(plan: dict[str, Any]) -> str:
     t = plan["total"]
     unpriced = t.get("usd_unpriced") or []
     total_usd = usd_text(t["usd"]) if not unpriced else f">= {usd_text(t['usd'] or 0.0)}, {len(unpriced)} unpriced"
-    rows.append(["total", "", str(t["requests"]), tokens_text(t["prompt_tokens"]), tokens_text(t["completion_tokens"]),
+    rows.append(["total", "", str(t["requests"]), tokens_text(t["prompt_tokens"]),
+                 tokens_text(t.get("cached_tokens") or 0), tokens_text(t["completion_tokens"]),
                  total_usd, hours(t["gpu_hours"]), wall(t["wall_s"])])  # fmt: skip
     kind = "eval" if plan.get("command") == "eval" else "run"
     existing = "existing" if plan["run_directory"] == "exists" else "new"
@@ -453,10 +542,14 @@ def format_plan(plan: dict[str, Any]) -> str:
         out.append(f"pairs.target {target['target']}: {target['prompt_rows']} prompt rows planned; {target['why']}")
         if target.get("short"):
             out.append(f"  warning: {target['short']}")
-    headers = ["stage", "engine", "requests", "prompt tokens", "completion tokens", "USD", "GPU-hours", "wall"]
+    headers = ["stage", "engine", "requests", "prompt tokens", "of them cached", "completion tokens", "USD"]
+    headers += ["GPU-hours", "wall"]
     out += ["", markdown(headers, rows), ""]
     for p in plan["stages"]:
         out.append(f"{p['stage']}: prompt tokens {p['prompt_tokens_how']}; completion {p['completion_tokens_how']}")
+        if p.get("cached_tokens"):
+            how = p["cached_tokens_how"]
+            out.append(f"{p['stage']}: cached prompt tokens {how} (priced at cost.*.cached_input_per_m)")
         out += [f"{p['stage']}: {note}" for note in p["notes"]]
         speed = p["tokens_per_s_per_replica"]
         if speed:
@@ -483,5 +576,13 @@ def format_plan(plan: dict[str, Any]) -> str:
         )
     if plan.get("max_usd") is not None:
         out.append(f"budget: cost.max_usd={plan['max_usd']:g} stops each invocation once reached")
-    out.append(f"written: {plan['output_dir']}/plan.json")
+    whatif = plan.get("whatif")
+    if whatif:
+        shown = ", ".join(whatif[:6]) + (f" and {len(whatif) - 6} more" if len(whatif) > 6 else "")
+        out.append(
+            f"written: {plan['written']} (a what-if: this config differs from the run's in {shown}; "
+            "plan.json, the plan of the run the directory holds, is untouched)"
+        )
+    else:
+        out.append(f"written: {plan.get('written') or plan['output_dir'] + '/plan.json'}")
     return "\n".join(out)

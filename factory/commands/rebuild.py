@@ -17,11 +17,13 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from factory import config as config_mod
+from factory.commands import card
 from factory.config.load import override_layer
 from factory.config import ConfigError, RunConfig
 from factory import pairs as pair_kernel
 from factory.pairs import export as export_mod
 from factory.graph import RunGraph
+from factory.rundir import ledger
 from factory.rundir.secrets import MASK
 from factory.rundir.manifest import Manifest
 from factory.stages.judge import USABLE
@@ -101,8 +103,11 @@ class Outputs:
     parse_status: dict[str, int]
     judges: dict[str, dict[str, int]]
     stats: Any  # factory.pairs.PairStats
-    scored: pl.DataFrame
+    scored: pl.DataFrame  # with the prompt columns the pairs read (pair_kernel.attach)
     pairs: pl.DataFrame
+    built: Any = None  # the factory.pairs.PairBuild itself: the page decides nothing again
+    judgments: pl.DataFrame | None = None  # the primary judge's current judgments (their reasons go on the page)
+    prompts: pl.DataFrame | None = None  # the prompts the build was made from
 
 
 def write_outputs(store: RunStore, graph: RunGraph, prompts: pl.DataFrame, fps: dict[str, str]) -> Outputs:
@@ -110,16 +115,18 @@ def write_outputs(store: RunStore, graph: RunGraph, prompts: pl.DataFrame, fps: 
     cfg = graph.cfg
     read = graph.scored(store, prompts, fps)
     judgments = read.judgments
-    built = pair_kernel.build(read.scored, prompts, cfg.pairs, cfg.judge.scale_max)
+    scored = pair_kernel.attach(read.scored, prompts, cfg.pairs)
+    built = pair_kernel.build(scored, prompts, cfg.pairs, cfg.judge.scale_max)
     stats, pairs = built.stats, built.pairs
-    store.replace("pairs", pairs.to_arrow().cast(pair_kernel.pairs_schema(cfg.pairs.format)))
+    schema = pair_kernel.pairs_schema(cfg.pairs.format, cfg.pairs.balance.floor is not None)
+    store.replace("pairs", pairs.to_arrow().cast(schema))
     store.remove("sft")  # the layout before each export had its own folder (sft/<export>-*.parquet)
     for export in ("filter_long", "dp_sft"):
         if export in built.sft:  # one folder per export, so that sft/<export>/*.parquet is one data set
             store.replace(f"sft/{export}", built.sft[export])
         else:  # an export no longer asked for must not linger as if current
             store.remove(f"sft/{export}")
-    export_mod.after_pairs(store, cfg, pairs, read.scored, prompts)  # export/<name>/ + the reasoning warning
+    export_mod.after_pairs(store, cfg, pairs, scored, prompts)  # export/<name>/ + the reasoning warning
     for note in (pair_kernel.filter_note(stats), pair_kernel.target_note(stats)):
         if note:
             print(note, file=sys.stderr)
@@ -138,8 +145,9 @@ def write_outputs(store: RunStore, graph: RunGraph, prompts: pl.DataFrame, fps: 
         "groups": stats.groups,
         "pairs_kept": stats.pairs_kept,
         "pairs_dropped": stats.pairs_dropped,
+        **({"pairs_repeated": stats.pairs_repeated} if stats.pairs_repeated is not None else {}),
     }
-    return Outputs(counts, status, graph.judge_counts(read.frames), stats, read.scored, pairs)
+    return Outputs(counts, status, graph.judge_counts(read.frames), stats, scored, pairs, built, judgments, prompts)
 
 
 def rebuild_pairs(run_dir: str, overrides: list[str] | None = None) -> tuple[dict[str, Any], pl.DataFrame]:
@@ -164,10 +172,13 @@ def rebuild_pairs(run_dir: str, overrides: list[str] | None = None) -> tuple[dic
             judges[node.stage]["max_tokens_key"] = node.cut_key()
     manifest.judges = judges
     manifest.requests = {key: 0 for key in graph.request_keys()}
+    # The run directory's totals stay as the last requesting command left them; this command adds nothing.
+    manifest.this_run = {**ledger.empty(), "requests_by_key": dict(manifest.requests)}
     manifest.output_dir = store.url  # the run may have been copied or moved since `factory run`
     pairs_s = round(time.perf_counter() - t0, 3)
     manifest.timings = {"prompts": 0.0, "sample": 0.0, "judge": 0.0, "pairs": pairs_s, "total": pairs_s}
     manifest.pools = {}  # this command starts no engine (the run's pools are in its metrics.json)
     written = manifest.to_dict()
     store.write_json("manifest.json", written)
+    card.write_card(store, written)
     return written, outputs.scored

@@ -19,6 +19,9 @@ scored column it makes, its stored rows ok / failed, a GenRM's mode (pointwise, 
 per judgment (a group request's split over its samples); with two or more pairs.judges, their pairwise
 agreement: the share of groups where two judges pick the same chosen and the same rejected sample.
 Table "tags" (when the judge gives tags, judge.tags): each tag's share of valid, chosen, rejected samples.
+Table "dimensions" (when the judge scores dimensions, judge.dimensions): each dim_* column's distribution
+on the valid samples: n, mean, p10 / p25 / median / p75 / p90 and a 10-bin histogram over 0..scale_max.
+`--against RUN_B`: tables "against" with B's counts, tag shares and dimension means beside this run's.
 Table "strategies" (issue 16): dp_dpo, quality, long2short, shortest_correct and reward on the same
 samples (factory.pairs.compare): pairs kept, mean token and quality gaps, share with the chosen shorter.
 Table "bias audit": per judge and reward model, the within-group rank correlation of score with length,
@@ -45,11 +48,6 @@ from factory.config import RunConfig, kinds
 from factory.config.strategies import LONG2SHORT
 from factory.pairs import audit, compare, long2short
 from factory.stages import judge as judge_stage
-
-
-
-
-
 
 
 def set_stats(name: str, tokens: pl.Series, quality: pl.Series, cfg: RunConfig) -> dict[str, Any]:
@@ -115,18 +113,43 @@ def tag_shares(scored: pl.DataFrame, prepared: pair_kernel.Prepared, groups: pl.
     return rows
 
 
+def dimension_distributions(
+    scored: pl.DataFrame, prepared: pair_kernel.Prepared, scale_max: float
+) -> list[dict[str, Any]]:
+    """Each dim_* column on the valid samples: n, mean, quantiles and a histogram of 10 equal bins over
+    0..scale_max (a score at scale_max falls in the last bin)."""
+    rows = []
+    for column in [c for c in scored.columns if c.startswith("dim_")]:
+        values = scored[column].cast(pl.Float64).gather(prepared.valid["row"]).drop_nulls().fill_nan(None).drop_nulls()
+        array = values.to_numpy()
+        quantiles = np.quantile(array, [0.1, 0.25, 0.5, 0.75, 0.9]).tolist() if len(array) else [None] * 5
+        bins = np.clip((array / scale_max * 10).astype(np.int64), 0, 9) if len(array) else np.empty(0, np.int64)
+        rows.append(
+            {"column": column, "n": len(array), "mean": float(array.mean()) if len(array) else None,
+             **dict(zip(("p10", "p25", "p50", "p75", "p90"), quantiles)),
+             "histogram": np.bincount(bins, minlength=10).tolist()}
+        )  # fmt: skip
+    return rows
+
+
 def build_report(
     scored: pl.DataFrame,
     judgments: pl.DataFrame,
     cfg: RunConfig,
     judges: dict[str, dict[str, int]] | None = None,
     frames: dict[str, Any] | None = None,
+    built: pair_kernel.PairBuild | None = None,
 ) -> dict[str, Any]:
     """All the numbers of the report (plots aside) from scored samples and judgments; `judges`: stored
     rows ok / failed per judge stage (factory.graph.RunGraph.judge_counts). A `frames` dict is filled with
-    the decisions behind them (prepared, decisions, long2short), for the page's pair browser."""
-    prepared = pair_kernel.prepare(scored, cfg.pairs, cfg.judge.scale_max)
-    groups, stats = pair_kernel.decide(prepared, cfg.pairs)
+    the decisions behind them (prepared, decisions, long2short), for the page's pair browser. `built`: the
+    pair build of these samples under `cfg.pairs` (`factory run` hands its own over), so the kernel does not
+    decide them again."""
+    if built is not None:
+        prepared, groups, stats = built.prepared, built.decisions, built.stats
+    else:
+        prepared = pair_kernel.prepare(scored, cfg.pairs, cfg.judge.scale_max)
+        groups, stats = pair_kernel.decide(prepared, cfg.pairs)
     base = pair_kernel.unfiltered(prepared, scored, cfg.pairs, cfg.judge.scale_max)
     l2s_groups, l2s = pair_kernel.decide(base, replace(cfg.pairs, strategy=LONG2SHORT))
     if frames is not None:  # the page reuses these decisions instead of making them again
@@ -157,6 +180,7 @@ def build_report(
         "table": table,
         "score_columns": score_columns(scored, prepared, groups),
         "tags": tag_shares(scored, prepared, groups),
+        "dimensions": dimension_distributions(scored, prepared, cfg.judge.scale_max),
         "judges": judge_rows(cfg, judges or {}),
         "strategies": compare.compare(scored, cfg.pairs, cfg.judge.scale_max, prepared=base),  # issue 16
         "bias_audit": audit.bias_audit(
@@ -249,15 +273,35 @@ def report_tables(report: dict[str, Any], cfg: RunConfig) -> list[Table]:
             [[r["tag"], *(_rate_value(r[s]) for s in ("valid", "chosen", "rejected"))] for r in report["tags"]],
             note="Share of samples whose judgment carries the tag.", place="judges",
         ))  # fmt: skip
+    if report.get("dimensions"):
+        keys = ("n", "mean", "p10", "p25", "p50", "p75", "p90")
+        headers = ["dimension", "n", "mean", "p10", "p25", "median", "p75", "p90", "histogram (10 bins, 0 -> max)"]
+        tables.append(Table(
+            "Dimensions", headers,
+            [[r["column"], *(r[k] for k in keys), " ".join(map(str, r["histogram"]))] for r in report["dimensions"]],
+            note=f"Each rubric dimension's scores ({scale}) on the valid samples.", place="judges",
+        ))  # fmt: skip
     title = "Judges"
     if report.get("judges"):
         tables.append(
             Table(
                 title,
                 ["judge", "kind", "column", "ok", "failed", "key", "mode", "prompt tokens / judgment"],
-                [[j["stage"], j["kind"], j["column"], j["ok"], j["failed"], j["key"], j.get("mode") or "-",
-                  "-" if j.get("prompt_tokens_per_judgment") is None else f"{j['prompt_tokens_per_judgment']:.0f}"]
-                 for j in report["judges"]],  # fmt: skip
+                [
+                    [
+                        j["stage"],
+                        j["kind"],
+                        j["column"],
+                        j["ok"],
+                        j["failed"],
+                        j["key"],
+                        j.get("mode") or "-",
+                        "-"
+                        if j.get("prompt_tokens_per_judgment") is None
+                        else f"{j['prompt_tokens_per_judgment']:.0f}",
+                    ]
+                    for j in report["judges"]
+                ],  # fmt: skip
                 place="judges",
             )
         )
@@ -301,7 +345,7 @@ def report_tables(report: dict[str, Any], cfg: RunConfig) -> list[Table]:
         )
     )
     tables.append(Table("Rates", ["what", "count", "rate"], rate_rows(report)))
-    return tables
+    return tables + against_tables(report.get("against"))
 
 
 def rate_rows(report: dict[str, Any]) -> list[list[Any]]:
@@ -345,11 +389,19 @@ def balance_tables(balance: dict[str, Any] | None) -> list[Table]:
     """pairs.balance: the cap in force and the pairs kept / dropped per value."""
     if not balance:
         return []
-    cap = balance["cap"] if balance["cap"] is not None else "none (target share not reachable)"
+    unreached = " (target share not reachable)" if balance["target_share"] else ""
+    cap = balance["cap"] if balance["cap"] is not None else "none" + unreached
     share = "" if balance["target_share"] is None else f", target share {balance['target_share']:g}"
-    rows = [[value, c["kept"], c["over_balance"]] for value, c in balance["by_value"].items()]
-    return [Table(f"Balance by {balance['column']}", ["value", "pairs kept", "over_balance"], rows,
-                  note=f"Cap per value: {cap}{share}.")]  # fmt: skip
+    floor = balance.get("floor")  # pairs.balance.floor: over-sampling
+    over = (
+        ""
+        if floor is None
+        else f" Floor per value: {floor} (each pair repeated at most {balance['max_repeats']} times)."
+    )
+    headers = ["value", "pairs kept", "over_balance", *(["repeated"] if floor is not None else [])]
+    rows = [[value, c["kept"], c["over_balance"], *([c["repeated"]] if floor is not None else [])]
+            for value, c in balance["by_value"].items()]  # fmt: skip
+    return [Table(f"Balance by {balance['column']}", headers, rows, note=f"Cap per value: {cap}{share}.{over}")]
 
 
 def strategies_table(rows: list[dict[str, Any]], cfg: RunConfig) -> Table:
@@ -430,6 +482,74 @@ def write_long_prompts(run_dir: str, path: str, overrides: list[str] | None = No
         f"{path}; sample them again: factory run CONFIG prompts.path={path} sampler.k=16 pairs.strategy=long2short "
         "output_dir=NEW_DIR"
     )
+
+
+# -- issue 25: `factory report A --against B` (seed 002's version comparison) -----------------------
+def _numbers_of(run_dir: str) -> tuple[dict[str, Any], RunConfig]:
+    """Another run's report numbers, with its own stored config; nothing is written there."""
+    from factory.commands import rebuild
+
+    run = rebuild.read_run(run_dir, None)
+    read = run.graph.scored(run.store, run.prompts)
+    scored = pair_kernel.attach(read.scored, run.prompts, run.cfg.pairs)
+    return build_report(scored, read.judgments, run.cfg, None), run.cfg
+
+
+def against_numbers(
+    a: dict[str, Any], cfg_a: RunConfig, b: dict[str, Any], cfg_b: RunConfig, name: str
+) -> dict[str, Any]:
+    """This run (A) beside run B: headline counts, each tag's share of valid and chosen samples, each
+    dimension's n, mean and median on the valid samples (on each run's judge scale). A tag or dimension
+    one run lacks is null there."""
+    totals = [
+        {"what": key, "a": a["pairs"][key], "b": b["pairs"][key]}
+        for key in ("samples_total", "samples_valid", "groups", "pairs_kept")
+    ]
+    runs = (("a", a), ("b", b))
+    tags_of = {run: {r["tag"]: r for r in rep["tags"]} for run, rep in runs}
+    def pick(rows: dict[str, Any], key: str, field: str) -> Any:
+        return (rows.get(key) or {}).get(field)
+
+    tags = [
+        {"tag": tag, **{f"{side}_{run}": pick(tags_of[run], tag, side) for side in ("valid", "chosen") for run in "ab"}}
+        for tag in sorted(set(tags_of["a"]) | set(tags_of["b"]))
+    ]  # fmt: skip
+    dims_of = {run: {r["column"]: r for r in rep.get("dimensions", [])} for run, rep in runs}
+    dimensions = [
+        {"column": col, **{f"{k}_{run}": pick(dims_of[run], col, k) for k in ("n", "mean", "p50") for run in "ab"}}
+        for col in sorted(set(dims_of["a"]) | set(dims_of["b"]))
+    ]  # fmt: skip
+    scales = {"a": cfg_a.judge.scale_max, "b": cfg_b.judge.scale_max}
+    return {"run": name, "totals": totals, "tags": tags, "dimensions": dimensions, "scale_max": scales}
+
+
+def against_tables(against: dict[str, Any] | None) -> list[Table]:
+    """The comparison's tables (place "against": report.md and the page's own section)."""
+    if not against:
+        return []
+    scales = against["scale_max"]
+    out = [Table(
+        f"Against {against['run']}", ["count", "A (this run)", "B", "B - A"],
+        [[r["what"], r["a"], r["b"], r["b"] - r["a"]] for r in against["totals"]],
+        note=f"A is this run, B the other (each with its own stored config; judge scales /{scales['a']:g} and "
+        f"/{scales['b']:g}).", place="against",
+    )]  # fmt: skip
+    if against["tags"]:
+        rows = [[r["tag"], _rate_value(r["valid_a"]), _rate_value(r["valid_b"]), _points(r["valid_a"], r["valid_b"]),
+                 _rate_value(r["chosen_a"]), _rate_value(r["chosen_b"])] for r in against["tags"]]  # fmt: skip
+        headers = ["tag", "valid A", "valid B", "B - A (points)", "chosen A", "chosen B"]
+        out.append(Table("", headers, rows, note="Tags (share of samples):", place="against"))
+    if against["dimensions"]:
+        rows = [[r["column"], r["n_a"], r["n_b"], num(r["mean_a"], 2), num(r["mean_b"], 2),
+                 None if r["mean_a"] is None or r["mean_b"] is None else num(r["mean_b"] - r["mean_a"], 2),
+                 num(r["p50_a"], 2), num(r["p50_b"], 2)] for r in against["dimensions"]]  # fmt: skip
+        headers = ["dimension", "n A", "n B", "mean A", "mean B", "B - A", "median A", "median B"]
+        out.append(Table("", headers, rows, note="Dimensions (valid samples):", place="against"))
+    return out
+
+
+def _points(a: float | None, b: float | None) -> str:
+    return "-" if a is None or b is None else f"{100 * (b - a):+.1f}"
 
 
 def judge_rows(cfg: RunConfig, counts: dict[str, dict[str, int]]) -> list[dict[str, Any]]:
@@ -519,9 +639,13 @@ def quality_png(report: dict[str, Any], cfg: RunConfig) -> bytes:
 
 
 # -- the command ---------------------------------------------------------------------------------
-def run_report(run_dir: str, overrides: list[str] | None = None) -> tuple[str, dict[str, Any], dict[str, Any]]:
+def run_report(
+    run_dir: str, overrides: list[str] | None = None, against: str | None = None
+) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """`factory report`: report/ in the run directory; returns (markdown, numbers, the page's inputs:
-    factory.commands.page.write_page(**inputs) writes report/index.html from the same numbers)."""
+    factory.commands.page.write_page(**inputs) writes report/index.html from the same numbers).
+    `against` (`--against RUN_B`): another run directory, read with its own stored config (nothing is
+    written there); its tag and dimension shares are shown beside this run's."""
     from factory.commands import rebuild
     from factory.rundir.guard import check_run_dir
 
@@ -533,12 +657,15 @@ def run_report(run_dir: str, overrides: list[str] | None = None) -> tuple[str, d
     scored, frames = pair_kernel.attach(read.scored, prompts, cfg.pairs), read.frames  # balance: a prompt column
     decided: dict[str, Any] = {}
     report = build_report(scored, read.judgments, cfg, graph.judge_counts(frames), decided)
+    if against is not None:  # seed 002: this version's shares beside another run's
+        report["against"] = against_numbers(report, cfg, *_numbers_of(against), against)
     stored = store.read("pairs")
     stored_n = 0 if stored is None else stored.height
     note = None
-    if stored_n != report["pairs"]["pairs_kept"]:
+    written = report["pairs"]["pairs_kept"] + (report["pairs"].get("pairs_repeated") or 0)  # balance.floor repeats
+    if stored_n != written:
         note = (
-            f"pairs/ holds {stored_n} pairs but these settings keep {report['pairs']['pairs_kept']}: "
+            f"pairs/ holds {stored_n} pairs but these settings write {written}: "
             "run `factory pairs` with the same keys to rebuild it"
         )
     text = render_markdown(report, cfg, note)

@@ -94,6 +94,16 @@ def run_summary(manifest: dict[str, Any], scored: pl.DataFrame, title: str = "fa
         # sampler / judge, then each more judge of the run (judge_<name>, reward_<name>)
         ("requests " + " / ".join(manifest["requests"]), " / ".join(str(n) for n in manifest["requests"].values())),
     ]
+    totals = manifest.get("totals")
+    if totals:  # what the run directory has cost over every invocation (a rerun with nothing to do adds 0)
+        from factory.executor.budget import tokens_text, usd_text
+
+        cached = f" ({tokens_text(totals['cached_tokens'])} cached)" if totals.get("cached_tokens") else ""
+        rows.append((
+            "run directory in all: requests, tokens in / out, USD",
+            f"{totals['requests']}, {tokens_text(totals['prompt_tokens'])}{cached} / "
+            f"{tokens_text(totals['completion_tokens'])}, {usd_text(totals['usd'])}",
+        ))  # fmt: skip
     for name, pool in (manifest.get("pools") or {}).items():
         if not pool.get("starts"):
             continue  # no engine was started by this command (factory pairs, a rerun with nothing to do)

@@ -13,6 +13,12 @@ from factory.config.kinds import JUDGE_KINDS
 class StageCostConfig:
     input_usd_per_m: float = help_("USD per 1M prompt (input) tokens; 0 = not priced.", 0.0)
     output_usd_per_m: float = help_("USD per 1M completion (output) tokens, reasoning included; 0 = not priced.", 0.0)
+    cached_input_per_m: Optional[float] = help_(
+        "USD per 1M prompt tokens served from the server's prefix cache (the cached tokens its usage reports: "
+        "usage.prompt_tokens_details.cached_tokens, DeepSeek's prompt_cache_hit_tokens); null = input_usd_per_m "
+        "(no discount).",
+        None,
+    )
     batch_discount: float = help_(
         "Share taken off both prices for a request sent by batch (its engine has engine.batch: true); 0.5 = "
         "the batch rate of OpenAI and most providers. Spend, the budget and `factory plan` use it.",
@@ -35,6 +41,7 @@ class StageCostConfig:
             {
                 "input_usd_per_m": ">= 0",
                 "output_usd_per_m": ">= 0",
+                "cached_input_per_m": ">= 0 or null",
                 "batch_discount": "in [0, 1]",
                 "tokens_per_s": "> 0 or null",
             },

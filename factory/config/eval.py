@@ -23,6 +23,11 @@ class CandidateConfig:
         "",
     )
     cost: StageCostConfig = help_("Prices and throughput of this candidate's engine.", factory=StageCostConfig)
+    decode_tokens_per_s: Optional[float] = help_(
+        "This candidate's decode speed for its RT (e.g. the same model in bf16 and in int8); "
+        "null = decode_tokens_per_s.",
+        None,
+    )
 
 
 # Candidate names become stage names and file names.
@@ -36,6 +41,12 @@ class EvalConfig:
         "Held-out prompts file or folder (same format and prompts.* rendering as the run's prompts).", ""
     )
     limit: Optional[int] = help_("Use only the first N held-out prompts.", None)
+    sets: Dict[str, str] = help_(
+        "Several held-out sets in one eval: name -> prompts file, e.g. {val: val.jsonl, traffic: later.jsonl} "
+        "(instead of eval.prompts; eval.limit applies to each). Each set gets its table, overall and "
+        "multi-turn (the prompts with a history); a prompt id in two sets is refused.",
+        factory=dict,
+    )
     k: int = help_("Samples per prompt and candidate; a prompt's score is the mean of its K.", 1)
     candidates: Dict[str, CandidateConfig] = field(
         default_factory=dict,
@@ -76,6 +87,14 @@ class EvalConfig:
             if not re.fullmatch(CANDIDATE_NAME, str(name)):
                 raise ConfigError(f"{p}candidates.{name}: a candidate name is letters, digits and _ . + - only")
             validate(c.candidates[name], CandidateConfig, f"{p}candidates.{name}.")
+            speed = c.candidates[name].decode_tokens_per_s
+            if speed is not None and not speed > 0:
+                raise ConfigError(f"{p}candidates.{name}.decode_tokens_per_s: must be > 0 or null, got {speed}")
+        if c.sets and c.prompts:
+            raise ConfigError(f"{p}sets: give eval.sets or eval.prompts, not both")
+        for name, path in c.sets.items():
+            if not re.fullmatch(CANDIDATE_NAME, str(name)) or not isinstance(path, str) or not path:
+                raise ConfigError(f"{p}sets.{name}: a set is name (letters, digits, _ . + -) -> a prompts file path")
         if c.baseline and c.baseline not in names:
             raise ConfigError(
                 f"{p}baseline: {c.baseline!r} is not a candidate; candidates: {', '.join(names) or 'none'}"

@@ -30,7 +30,8 @@ class SourceSpec:
     """A term source's name pattern and defaults. `scale`: the divisor of norm `scale` ("one": 1,
     "judge": judge.scale_max, None: norm scale is not allowed); `missing`: the exclusion reason of a
     sample without a value; `free`: known without any request (the rules, and verifiers): as a filter it
-    applies before judging. factory/pairs/terms.py gives each one its polars measurement."""
+    applies before judging; `judged`: read from the judge's reply though not a score column (tags): as a
+    filter it applies after judging. factory/pairs/terms.py gives each one its polars measurement."""
 
     pattern: str
     direction: str
@@ -38,6 +39,7 @@ class SourceSpec:
     scale: Optional[str] = None
     missing: Optional[str] = None
     free: bool = False
+    judged: bool = False
 
 
 @dataclass(frozen=True)

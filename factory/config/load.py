@@ -47,7 +47,7 @@ def _valid_keys(cls: type, prefix: str = "") -> list[str]:
 
 
 # Keys whose value is a mapping of free names (not checked against the schema).
-FREE_MAPPINGS = ("engine_kwargs", "prompts.roles")
+FREE_MAPPINGS = ("engine_kwargs", "prompts.roles", "eval.sets", "prompts.speakers")
 
 
 def _flatten(tree: Any, prefix: str = "") -> list[str]:

@@ -37,7 +37,11 @@ class TermConfig:
         "(rubric dimension, judge scale), reward_<name> (reward-model raw score), verify_<name> (a verifier's "
         "verdict, 0..1), repetition (repeated n-gram "
         "ratio of `field`), answer_chars (answer length in characters), format (1 when the answer breaks "
-        "`pattern`), think (1 when the <think> block breaks `require`).",
+        "`pattern`), think (1 when the <think> block breaks `require`), tag_<tag> (1 when the judge's tags "
+        "hold <tag>, else 0: exclude_below 1 requires the tag, exclude_above 0 forbids it; after judging), "
+        "copies_prompt (share of the answer's n-grams found in the prompt's own text: 1 for an answer copied from "
+        "it), repeats_history (share of the answer's n-grams found in the host's earlier turns of its dialogue "
+        "history).",
         "",
     )
     name: str = help_("Label in stats, reports and exclusion counts; '' = source (repetition: repetition_<field>).", "")
@@ -52,8 +56,12 @@ class TermConfig:
     lo: float = help_("norm fixed: the lower bound.", 0.0)
     hi: Optional[float] = help_("norm fixed: the upper bound (required).", None)
     field: str = help_("repetition: answer or reasoning.", "answer")
-    n: int = help_("repetition: n-gram size.", 3)
-    unit: str = help_("repetition: word (whitespace tokens) or char (characters, whitespace dropped; for CJK).", "word")
+    n: int = help_("repetition, copies_prompt, repeats_history: n-gram size.", 3)
+    unit: str = help_(
+        "repetition, copies_prompt, repeats_history: word (whitespace tokens) or char (characters, whitespace dropped; "
+        "for CJK).",
+        "word",
+    )
     pattern: str = help_("format: the regex (Rust regex syntax) searched in the answer.", "")
     require: bool = help_(
         "format: true = the answer must match `pattern`, false = must not; think: true = a non-empty "
@@ -82,16 +90,31 @@ class BalanceConfig:
         "pairs (in (0, 1]); with too few values to reach it, nothing is dropped and the stats say so.",
         None,
     )
+    floor: Optional[int] = help_(
+        "Over-sampling (seed 003): a value with fewer kept pairs than this has them repeated, largest margins "
+        "first in turn, up to it (each pair written at most 1 + max_repeats times); the repeats are rows of "
+        "pairs/ with `repeat` >= 1, counted per value and as pairs_repeated.",
+        None,
+    )
+    max_repeats: int = help_("With floor: the most repeats of one pair (the cap on over-sampling).", 3)
 
 
 def check_balance(b: BalanceConfig) -> None:
-    chosen = [k for k in ("cap", "target_share") if getattr(b, k) is not None]
+    chosen = [k for k in ("cap", "target_share", "floor") if getattr(b, k) is not None]
     if not b.column and chosen:
         raise ConfigError(f"pairs.balance.column: required with pairs.balance.{chosen[0]}")
-    if b.column and len(chosen) != 1:
+    if b.column and not chosen:
+        raise ConfigError(
+            "pairs.balance.cap: give pairs.balance.cap, pairs.balance.target_share or pairs.balance.floor"
+        )
+    if b.cap is not None and b.target_share is not None:
         raise ConfigError("pairs.balance.cap: give exactly one of pairs.balance.cap and pairs.balance.target_share")
     if b.cap is not None and b.cap < 1:
         raise ConfigError(f"pairs.balance.cap: must be >= 1, got {b.cap}")
+    if b.floor is not None and (b.floor < 1 or (b.cap is not None and b.floor > b.cap)):
+        raise ConfigError(f"pairs.balance.floor: must be >= 1 and at most pairs.balance.cap, got {b.floor}")
+    if b.max_repeats < 1:
+        raise ConfigError(f"pairs.balance.max_repeats: must be >= 1, got {b.max_repeats}")
     share = b.target_share
     if share is not None and not (math.isfinite(share) and 0 < share <= 1):
         raise ConfigError(f"pairs.balance.target_share: must be in (0, 1], got {share}")
@@ -291,7 +314,12 @@ TERM_SOURCES: dict[str, SourceSpec] = {
     "answer_chars": SourceSpec("answer_chars", "lower", "group"),
     "format": SourceSpec("format", "lower", "none", "one"),
     "think": SourceSpec("think", "lower", "none", "one"),
+    "tag": SourceSpec(r"tag_.+", "higher", "none", "one", judged=True),
+    "copies_prompt": SourceSpec("copies_prompt", "lower", "none", "one"),
+    "repeats_history": SourceSpec("repeats_history", "lower", "none", "one"),
 }
+# The n-gram sources: `n` and `unit` apply (checked below).
+NGRAM_SOURCES = ("repetition", "copies_prompt", "repeats_history")
 
 
 def source_name(column: str) -> Optional[str]:
@@ -334,7 +362,10 @@ def check_terms(cfg: PairsConfig) -> None:
 def _check_entry(entry: TermConfig, key: str) -> None:
     name = source_name(entry.source)
     if name is None:
-        valid = ", ".join(["length", *judge_column_names(dims=True), "repetition", "answer_chars", "format", "think"])
+        valid = ", ".join(
+            ["length", *judge_column_names(dims=True), "repetition", "answer_chars", "format", "think", "tag_<tag>",
+             "copies_prompt", "repeats_history"]
+        )  # fmt: skip
         raise ConfigError(f"{key}.source: {entry.source!r} is not a term source ({valid})")
     source = TERM_SOURCES[name]
     norm = entry.norm or source.norm
@@ -350,9 +381,9 @@ def _check_entry(entry: TermConfig, key: str) -> None:
         value = getattr(entry, field_name)
         if value is not None and not math.isfinite(value):
             raise ConfigError(f"{key}.{field_name}: must be a finite number, got {value}")
-    if entry.source == "repetition":
-        if entry.field not in ("answer", "reasoning"):
-            raise ConfigError(f"{key}.field: {entry.field!r} is not one of answer, reasoning")
+    if entry.source == "repetition" and entry.field not in ("answer", "reasoning"):
+        raise ConfigError(f"{key}.field: {entry.field!r} is not one of answer, reasoning")
+    if entry.source in NGRAM_SOURCES:
         if entry.unit not in ("word", "char"):
             raise ConfigError(f"{key}.unit: {entry.unit!r} is not one of word, char")
         if entry.n < 1:

@@ -30,6 +30,11 @@ class PromptsConfig:
         "{观众: user, 主播: assistant} (viewer, host); a role neither mapped nor standard makes the row invalid.",
         factory=dict,
     )
+    speakers: Dict[str, str] = help_(
+        "How the user template shows the history's turns: role -> speaker name, e.g. {user: 观众, assistant: 主播}; "
+        "unnamed roles: Viewer (user), Host (assistant), System.",
+        factory=dict,
+    )
 
     def __post_init__(self) -> None:
         self.check(self, "prompts.")
@@ -40,3 +45,6 @@ class PromptsConfig:
         for name, role in (c.roles or {}).items():
             if role not in ("system", "user", "assistant"):
                 raise ConfigError(f"{p}roles.{name}: {role!r} is not one of system, user, assistant")
+        for role in c.speakers or {}:
+            if role not in ("system", "user", "assistant"):
+                raise ConfigError(f"{p}speakers.{role}: {role!r} is not one of system, user, assistant")

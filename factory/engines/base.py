@@ -35,7 +35,9 @@ engine is built (`factory.engines.score_routes`).
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
 import math
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -75,6 +77,7 @@ class Completion:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     reasoning_tokens: int | None = None  # set when the engine's usage reports it
+    cached_tokens: int | None = None  # of prompt_tokens, those the server's prefix cache served (when it says)
     latency_s: float = 0.0
     error: str | None = None
     attempts: int = 1
@@ -201,6 +204,33 @@ class EngineKind:
 
     def scorer_config(self, cfg: Any) -> Any:
         return cfg
+
+
+_DIGESTS: dict[tuple, str] = {}
+
+
+def folder_digest(folder: str | os.PathLike) -> str:
+    """sha256 of a local checkpoint folder's contents: every top-level file's name and bytes (config,
+    tokenizer, weights), streamed 1 MiB at a time. Sub-folders (a trainer's checkpoint-N/) and hidden files
+    are not part of the model the folder loads as. A retrained checkpoint written over the same path gets a
+    new digest even when its sizes and mtimes match; within one process a folder whose files' inodes, sizes
+    and change times (ctime) did not move is hashed once.
+
+        folder_digest("/ckpt/trained") -> "3f2a9c...": 64 hex digits
+    """
+    files = sorted((e for e in os.scandir(folder) if e.is_file() and not e.name.startswith(".")), key=lambda e: e.name)
+    # ctime moves on every write and cannot be set back (utime sets only atime and mtime)
+    memo = (os.path.realpath(folder), tuple((e.name, e.inode(), e.stat().st_size, e.stat().st_ctime_ns) for e in files))
+    if memo in _DIGESTS:
+        return _DIGESTS[memo]
+    digest = hashlib.sha256()
+    for entry in files:
+        digest.update(f"{entry.name}\0{entry.stat().st_size}\0".encode())
+        with open(entry.path, "rb") as handle:
+            while chunk := handle.read(2**20):
+                digest.update(chunk)
+    _DIGESTS[memo] = digest.hexdigest()
+    return _DIGESTS[memo]
 
 
 def local_token_counter(spec: str) -> tuple[Callable[[str], int] | None, str]:

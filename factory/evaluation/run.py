@@ -12,9 +12,12 @@ only that candidate and a rerun makes 0 requests.
 The eval directory (eval.output_dir, default OUTPUT_DIR/eval) is a run directory of its own:
     manifest.json, metrics.json, plan.json (--dry-run)
     prompts/ invalid/ samples/ judgments/        as in a run (samples of every candidate, by fingerprint)
-    report/eval.md  eval.json  eval.parquet      the table (one row per model), its notes and numbers
+    report/eval.md  eval.json  eval.parquet      the table (one row per model), its notes and numbers; with
+                                                 eval.sets, each set's table overall and multi-turn (eval.json splits)
     report/eval_samples.parquet                  one row per (model, prompt, sample): score, tokens, RT, ...
     report/score_vs_rt.png                       mean score against mean RT per model
+    report/epochs.md  epochs.json  epochs.png    with --checkpoints: one row per saved checkpoint (§4.9's table;
+                                                 factory/evaluation/checkpoints.py)
 """
 
 from __future__ import annotations
@@ -60,10 +63,11 @@ def preflight(cfg: RunConfig, secrets: bool = True) -> None:
             "eval.candidates: no candidate model; add some, e.g. eval.candidates.base.sampling.temperature=0.7 "
             "or an eval: section as in conf/eval_demo.yaml"
         )
-    if not e.prompts:
+    if not e.prompts and not e.sets:
         raise ConfigError("eval.prompts: no held-out prompts file given")
-    if "://" not in e.prompts and not Path(e.prompts).exists():
-        raise ConfigError(f"eval.prompts: not found: {e.prompts}")
+    for path, key in prompt_sets(cfg).values():
+        if "://" not in path and not Path(path).exists():
+            raise ConfigError(f"{key}: not found: {path}")
     for name, candidate in e.candidates.items():
         key = f"eval.candidates.{name}"
         if candidate.answers_path:
@@ -82,7 +86,8 @@ def preflight(cfg: RunConfig, secrets: bool = True) -> None:
     ):
         if path and "://" not in path and not Path(path).is_file():
             raise ConfigError(f"{key}: file not found: {path}")
-    graph.check_prompts(cfg, e.prompts, "eval.prompts")
+    for path, key in prompt_sets(cfg).values():
+        graph.check_prompts(cfg, path, key)
     judge = graph.GenRMNode.of(cfg, stored={})  # the run's primary judge node (no model file looked at)
     judge_stage.check_rubric(judge.rubric, f"{judge.key}.rubric_file")
 
@@ -108,11 +113,33 @@ def fingerprints(cfg: RunConfig) -> dict[str, Any]:
     return {"judge": graph.GenRMNode.of(cfg).fingerprint, "candidates": out}
 
 
+def prompt_sets(cfg: RunConfig) -> dict[str, tuple[str, str]]:
+    """The held-out sets: name -> (prompts path, its config key); one unnamed set from eval.prompts
+    when eval.sets is not given."""
+    if cfg.eval.sets:
+        return {name: (path, f"eval.sets.{name}") for name, path in cfg.eval.sets.items()}
+    return {"": (cfg.eval.prompts, "eval.prompts")}
+
+
 def eval_prompts(cfg: RunConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
-    prompts, invalid = load_prompts(replace(cfg.prompts, path=cfg.eval.prompts, limit=cfg.eval.limit))
-    if not prompts.height:
-        raise ConfigError(f"eval.prompts: no valid prompt in {cfg.eval.prompts} ({invalid.height} invalid rows)")
-    return prompts, invalid
+    """Every set's prompts (eval.sets: each with a `set` column naming it, in the sets' order) and invalid rows."""
+    parts, bad, seen = [], [], {}
+    for name, (path, key) in prompt_sets(cfg).items():
+        prompts, invalid = load_prompts(replace(cfg.prompts, path=path, limit=cfg.eval.limit))
+        if not prompts.height:
+            raise ConfigError(f"{key}: no valid prompt in {path} ({invalid.height} invalid rows)")
+        if not name:
+            return prompts, invalid
+        for prompt_id in prompts["prompt_id"]:
+            if prompt_id in seen:
+                raise ConfigError(
+                    f"{key}: prompt id {prompt_id!r} is also in eval.sets.{seen[prompt_id]}; "
+                    "ids must differ across sets"
+                )
+            seen[prompt_id] = name
+        parts.append(prompts.with_columns(pl.lit(name).alias("set")))
+        bad.append(invalid)
+    return pl.concat(parts, how="diagonal_relaxed"), pl.concat(bad, how="diagonal_relaxed")
 
 
 def stages(cfg: RunConfig, prompts: pl.DataFrame, fps: dict[str, Any]) -> list:
@@ -204,8 +231,10 @@ def write_outputs(
     rows = table_mod.build_table(detail, judgments, names, cfg, prompts.height)
     answerable = any(r["answerable_labelled"] for r in rows)
     notes = table_mod.notes(cfg, rows, extra_notes)
+    splits = table_mod.split_tables(detail, judgments, names, cfg, prompts)
     text = "\n".join(
         [f"# factory eval: {store.url}", "", table_mod.markdown_table(rows, cfg, answerable), ""]
+        + table_mod.splits_markdown(splits, cfg, answerable)
         + [f"- {n}" for n in notes]
         + ["", "Files: eval.parquet, eval.json, eval_samples.parquet, score_vs_rt.png", ""]
     )
@@ -222,14 +251,18 @@ def write_outputs(
         "answerable_method": "rule: eval.referral_patterns on the reply text" if answerable else None,
         "models": rows,
         "notes": notes,
+        "splits": splits,
     }
     store.write_bytes("report/eval.json", json.dumps(numbers, indent=2, default=str).encode())
     store.write_bytes("report/score_vs_rt.png", table_mod.score_rt_png(rows, detail, cfg))
     return {"rows": rows, "markdown": text, "notes": notes}
 
 
-def evaluate(cfg: RunConfig, backend: str = "ray", build: Any = None, take_over: bool = False) -> dict[str, Any]:
+def evaluate(
+    cfg: RunConfig, backend: str = "ray", build: Any = None, take_over: bool = False, checkpoints: list | None = None
+) -> dict[str, Any]:
     """One `factory eval`: returns {"manifest", "rows", "markdown", "notes"} (the table is also in report/).
+    `checkpoints` (factory.evaluation.checkpoints.with_checkpoints): also report/epochs.*, returned as "epochs".
     As `factory run`, inside a Session: checked before any request, the eval directory shown writable and
     its lease taken, secrets scrubbed from every stored part, metrics and manifest."""
     fps: dict[str, Any] = {}
@@ -277,6 +310,10 @@ def evaluate(cfg: RunConfig, backend: str = "ray", build: Any = None, take_over:
             for name, c in imported.items()
         ]
         outputs = write_outputs(store, cfg, samples, judgments, prompts, extra)
+        if checkpoints:
+            from factory.evaluation import checkpoints as checkpoints_mod
+
+            outputs["epochs"] = checkpoints_mod.write_epochs(store, outputs["rows"], checkpoints)
         manifest = Manifest.of_config(
             cfg,
             command="eval",
@@ -325,7 +362,11 @@ def eval_plan(cfg: RunConfig) -> dict[str, Any]:
         "command": "eval",
         "output_dir": store.url,
         "run_directory": "exists" if store.exists("manifest.json") or store.parts("samples") else "new",
-        "prompts": {"valid": prompts.height, "invalid": invalid.height, "path": cfg.eval.prompts},
+        "prompts": {
+            "valid": prompts.height,
+            "invalid": invalid.height,
+            "path": cfg.eval.prompts or dict(cfg.eval.sets),
+        },
         "target": None,
         "fingerprints": fps,
         "max_usd": cfg.cost.max_usd,

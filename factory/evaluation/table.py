@@ -10,7 +10,8 @@ Per candidate:
                     eval.empty_answer_score (0 by default); engine errors and judge failures are left out
                     and counted.
     tokens          mean / max completion tokens of the replies (reasoning and answer apart)
-    RT              tokens / decode_tokens_per_s: mean / max seconds
+    RT              tokens / the candidate's decode speed (eval.candidates.<name>.decode_tokens_per_s, else
+                    decode_tokens_per_s): mean / max seconds
     truncated       share of replies that ended at max_tokens (finish_reason length)
     parse failures  judgments the judge's output could not be used for (unparseable, out_of_range)
     answerable      where prompts carry the label: share of replies whose decision (answer, or refer the
@@ -19,6 +20,7 @@ Per candidate:
     vs baseline     paired by prompt: mean over the prompts both have a score for of (candidate - baseline)
                     score, with a seeded bootstrap 95% interval (eval.bootstrap resamples of the prompts);
                     the RT difference likewise paired, on prompts both answered.
+With eval.sets, the same table per set, on all its prompts and on its multi-turn ones (a history).
 """
 
 from __future__ import annotations
@@ -57,12 +59,59 @@ def per_sample(scored: pl.DataFrame, prompts: pl.DataFrame, cfg: RunConfig) -> p
         pl.when(~ok).then(None)
         .when(pl.col("empty")).then(pl.lit(fill, pl.Float64))
         .otherwise(pl.col("score")).alias("eval_score"),
-        pl.when(ok).then(pl.col("completion_tokens") / cfg.decode_tokens_per_s).alias("rt_s"),
+        pl.when(ok).then(pl.col("completion_tokens") / _speed(cfg)).alias("rt_s"),
         pl.when(ok).then(pl.col("finish_reason") == "length").alias("truncated"),
         pl.when(ok).then(refers(pl.col("answer"), list(e.referral_patterns))).alias("refers"),
     ).with_columns(
         pl.when(ok).then(agrees(pl.col("answerable"), pl.col("refers"))).alias("agrees")
     )  # fmt: skip
+
+
+def speeds(cfg: RunConfig) -> dict[str, float]:
+    """Each candidate's decode speed (eval.candidates.<name>.decode_tokens_per_s, else decode_tokens_per_s)."""
+    return {n: c.decode_tokens_per_s or cfg.decode_tokens_per_s for n, c in cfg.eval.candidates.items()}
+
+
+def _speed(cfg: RunConfig) -> pl.Expr:
+    return pl.col("candidate").replace_strict(speeds(cfg), default=cfg.decode_tokens_per_s, return_dtype=pl.Float64)
+
+
+def split_tables(
+    detail: pl.DataFrame, judgments: dict[str, pl.DataFrame], names: list[str], cfg: RunConfig, prompts: pl.DataFrame
+) -> list[dict[str, Any]]:
+    """The source's columns (its section 4.7): per held-out set (eval.sets; one unnamed set otherwise) the
+    table on its prompts ("overall"; for the unnamed set that is the main table, left out here) and on
+    those of its prompts with a history ("multi_turn"; null when it has none). Judgment counts are the
+    candidate's on those prompts."""
+    sets = prompts["set"] if "set" in prompts.columns else pl.Series("set", [""] * prompts.height)
+    multi = (
+        prompts["history"].list.len().fill_null(0) > 0
+        if "history" in prompts.columns
+        else pl.Series([False] * prompts.height)
+    )
+    index = pl.DataFrame({"prompt_id": prompts["prompt_id"], "set": sets, "multi_turn": multi})
+    out = []
+    for name in sets.unique(maintain_order=True).to_list():
+        mine = index.filter(pl.col("set") == name)
+        multi_ids = mine.filter("multi_turn")["prompt_id"]
+
+        def table(ids: pl.Series) -> list[dict[str, Any]]:
+            part = detail.filter(pl.col("prompt_id").is_in(ids.implode()))
+            judged = {n: _judgments_on(j, ids) for n, j in judgments.items()}
+            return build_table(part, judged, names, cfg, ids.len())
+
+        out.append({
+            "set": name, "prompts": mine.height, "multi_turn_prompts": multi_ids.len(),
+            "overall": table(mine["prompt_id"]) if name else None,
+            "multi_turn": table(multi_ids) if multi_ids.len() else None,
+        })  # fmt: skip
+    return out if any(s["overall"] or s["multi_turn"] for s in out) else []
+
+
+def _judgments_on(judgments: pl.DataFrame, ids: pl.Series) -> pl.DataFrame:
+    if not judgments.height or "prompt_id" not in judgments.columns:
+        return judgments
+    return judgments.filter(pl.col("prompt_id").is_in(ids.implode()))
 
 
 def paired_bootstrap(diffs: np.ndarray, resamples: int, seed: int) -> tuple[float, float] | None:
@@ -218,6 +267,26 @@ def markdown_table(rows: list[dict[str, Any]], cfg: RunConfig, answerable: bool)
     return markdown(headers, body)
 
 
+def splits_markdown(splits: list[dict[str, Any]], cfg: RunConfig, answerable: bool) -> list[str]:
+    """Each held-out set's tables (overall, multi-turn), as lines of Markdown."""
+    out = []
+    for split in splits:
+        title = f"set {split['set']}" if split["set"] else "all prompts"
+        if split["overall"] is not None:
+            out += [
+                f"## {title}: overall ({split['prompts']} prompts)",
+                "",
+                markdown_table(split["overall"], cfg, answerable),
+                "",
+            ]
+        if split["multi_turn"] is not None:
+            out += [f"## {title}: multi-turn ({split['multi_turn_prompts']} prompts with a history)", "",
+                    markdown_table(split["multi_turn"], cfg, answerable), ""]  # fmt: skip
+        elif split["set"]:
+            out += [f"{title}: no prompt with a history (no multi-turn table).", ""]
+    return out
+
+
 def notes(cfg: RunConfig, rows: list[dict[str, Any]], extra: list[str]) -> list[str]:
     e = cfg.eval
     empty = "left out" if e.empty_answer_score is None else f"scored {e.empty_answer_score:g}"
@@ -226,7 +295,9 @@ def notes(cfg: RunConfig, rows: list[dict[str, Any]], extra: list[str]) -> list[
         f"n = prompts scored / held-out prompts. Empty answers {empty}; engine errors and judge failures left out.",
         f"vs {rows[0]['baseline']}: paired by prompt (candidate - baseline): score difference with a bootstrap 95% "
         f"interval ({e.bootstrap} resamples of the prompts, seed {e.seed}), then the mean RT difference.",
-        f"RT = completion tokens (reasoning + answer) / {cfg.decode_tokens_per_s:g} tokens/s (decode_tokens_per_s).",
+        f"RT = completion tokens (reasoning + answer) / {cfg.decode_tokens_per_s:g} tokens/s (decode_tokens_per_s)"
+        + _own_speeds(cfg)
+        + ".",
     ]
     if any(r["answerable_labelled"] for r in rows):
         out.append(
@@ -241,6 +312,19 @@ def notes(cfg: RunConfig, rows: list[dict[str, Any]], extra: list[str]) -> list[
                 "error(s)."
             )
     return out + extra
+
+
+def _own_speeds(cfg: RunConfig) -> str:
+    own = {n: c.decode_tokens_per_s for n, c in cfg.eval.candidates.items() if c.decode_tokens_per_s}
+    return (
+        (
+            "; "
+            + ", ".join(f"{n}: {v:g} tokens/s" for n, v in own.items())
+            + " (eval.candidates.<name>.decode_tokens_per_s)"
+        )
+        if own
+        else ""
+    )
 
 
 def score_rt_png(rows: list[dict[str, Any]], samples: pl.DataFrame, cfg: RunConfig) -> bytes:

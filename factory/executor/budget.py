@@ -6,9 +6,10 @@
     budget.as_dict()                            # metrics.json / manifest "spend"
 
 Dollars are what the stored rows say they used (prompt and completion tokens, reasoning included, re-asks
-summed), at `input_usd_per_m` / `output_usd_per_m` per million tokens. A request that failed for good
-stores no token count and is charged nothing (APIs do not bill errors). A stage whose engine sends by
-batch (`engine.batch: true`) is priced at the batch rate: `batch_discount` off both prices (`at_rate`).
+summed), at `input_usd_per_m` / `output_usd_per_m` per million tokens; the prompt tokens the server's prefix
+cache served (the row's `cached_tokens`) at `cached_input_per_m` (null: the input price). A request that
+failed for good stores no token count and is charged nothing (APIs do not bill errors). A stage whose engine
+sends by batch (`engine.batch: true`) is priced at the batch rate: `batch_discount` off both prices (`at_rate`).
 """
 
 from __future__ import annotations
@@ -22,12 +23,16 @@ from factory.config import ConfigError, StageCostConfig
 BUDGET_EXIT = 5  # the exit status of a command stopped by cost.max_usd (3: lease held, 4: fatal, 130: signal)
 
 
-def usd(prompt_tokens: float, completion_tokens: float, price: StageCostConfig) -> float:
-    return (prompt_tokens * price.input_usd_per_m + completion_tokens * price.output_usd_per_m) / 1e6
+def usd(prompt_tokens: float, completion_tokens: float, price: StageCostConfig, cached_tokens: float = 0) -> float:
+    """Dollars of these tokens; `cached_tokens` (a part of `prompt_tokens`) at the cached input price."""
+    cached = min(max(cached_tokens, 0), prompt_tokens)
+    cached_price = price.input_usd_per_m if price.cached_input_per_m is None else price.cached_input_per_m
+    missed = (prompt_tokens - cached) * price.input_usd_per_m
+    return (missed + cached * cached_price + completion_tokens * price.output_usd_per_m) / 1e6
 
 
 def priced(price: StageCostConfig) -> bool:
-    return bool(price.input_usd_per_m or price.output_usd_per_m)
+    return bool(price.input_usd_per_m or price.output_usd_per_m or price.cached_input_per_m)
 
 
 def tokens_text(n: float) -> str:
@@ -47,6 +52,10 @@ def usd_text(value: float | None) -> str:
     if value >= 100:
         return f"${value:,.0f}"
     return f"${value:.2f}" if value >= 1 else f"${value:.4f}"
+
+
+def _nothing() -> dict[str, float]:
+    return {"prompt_tokens": 0, "cached_tokens": 0, "completion_tokens": 0, "usd": 0.0}
 
 
 class Budget:
@@ -74,13 +83,14 @@ class Budget:
         """The config key that prices `stage` (cost.sampler, cost.judges.b, eval.candidates.x.cost, ...)."""
         return self.keys.get(stage, f"cost.{stage}")
 
-    def charge(self, stage: str, prompt_tokens: int, completion_tokens: int) -> None:
-        spent = self.stages.setdefault(stage, {"prompt_tokens": 0, "completion_tokens": 0, "usd": 0.0})
+    def charge(self, stage: str, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> None:
+        spent = self.stages.setdefault(stage, _nothing())
         spent["prompt_tokens"] += prompt_tokens
+        spent["cached_tokens"] += cached_tokens
         spent["completion_tokens"] += completion_tokens
         price = self.prices.get(stage)
         if price is not None:
-            spent["usd"] += usd(prompt_tokens, completion_tokens, price)
+            spent["usd"] += usd(prompt_tokens, completion_tokens, price, cached_tokens)
 
     @property
     def usd(self) -> float:
@@ -91,8 +101,9 @@ class Budget:
 
     def label(self, stage: str) -> str:
         """The progress line's spend field: 'in 12.3k out 4.5k tok $0.0123 (all $0.05 of $1.00)'."""
-        spent = self.stages.get(stage, {"prompt_tokens": 0, "completion_tokens": 0, "usd": 0.0})
-        text = f"in {tokens_text(spent['prompt_tokens'])} out {tokens_text(spent['completion_tokens'])} tok"
+        spent = self.stages.get(stage, _nothing())
+        cached = f" ({tokens_text(spent['cached_tokens'])} cached)" if spent.get("cached_tokens") else ""
+        text = f"in {tokens_text(spent['prompt_tokens'])}{cached} out {tokens_text(spent['completion_tokens'])} tok"
         if any(priced(p) for p in self.prices.values()):
             text += f" {usd_text(spent['usd'])}"
             total = usd_text(self.usd) + (f" of {usd_text(self.max_usd)}" if self.max_usd is not None else "")
@@ -110,10 +121,12 @@ class Budget:
             "usd": round(self.usd, 6),
             "max_usd": self.max_usd,
             "prompt_tokens": int(sum(s["prompt_tokens"] for s in self.stages.values())),
+            "cached_tokens": int(sum(s["cached_tokens"] for s in self.stages.values())),
             "completion_tokens": int(sum(s["completion_tokens"] for s in self.stages.values())),
             "stages": {
                 name: {
                     "prompt_tokens": int(s["prompt_tokens"]),
+                    "cached_tokens": int(s["cached_tokens"]),
                     "completion_tokens": int(s["completion_tokens"]),
                     "usd": round(s["usd"], 6),
                 }
@@ -136,7 +149,11 @@ def at_rate(price: StageCostConfig, engine: Any) -> StageCostConfig:
     if not getattr(engine, "batch", False) or not price.batch_discount:
         return price
     keep = 1.0 - price.batch_discount
-    return replace(price, input_usd_per_m=price.input_usd_per_m * keep, output_usd_per_m=price.output_usd_per_m * keep)
+    cached = None if price.cached_input_per_m is None else price.cached_input_per_m * keep
+    return replace(
+        price, input_usd_per_m=price.input_usd_per_m * keep, output_usd_per_m=price.output_usd_per_m * keep,
+        cached_input_per_m=cached,
+    )  # fmt: skip
 
 
 def billed_per_token(engine: Any) -> bool:

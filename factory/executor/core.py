@@ -45,7 +45,7 @@ import pyarrow as pa
 
 from factory.config import RunConfig
 from factory.engines import engine_identity
-from factory.executor.metrics import StageMetrics, overlap_s
+from factory.executor.metrics import LiveMetrics, StageMetrics, overlap_s
 from factory.executor.pool import Event
 from factory.executor.progress import Progress
 from factory.executor.writer import TableWriter
@@ -55,6 +55,7 @@ from factory.rundir.store import RunStore
 log = logging.getLogger("factory")
 
 STOP_GRACE_S = 5.0
+METRICS_CHECKPOINT_S = 3.0  # `checkpoint` (metrics.json, with the run directory's totals) at least this often
 WAIT_BEFORE_MAKING_ROOM_S = 2.0  # a started pool not placed by then is taken to wait for resources
 FATAL = "FatalEngineError"
 
@@ -72,6 +73,12 @@ class BudgetExceeded(Interrupted):
 
 
 BUDGET = "budget"  # self.stopping when the budget stopped the run
+
+
+def cached_tokens(row: dict, prompt_tokens: int) -> int:
+    """Of a stored row's prompt tokens, those its server's prefix cache served (the `cached_tokens` column of
+    samples and judgments; 0 where a table or server has none)."""
+    return min(int(row.get("cached_tokens") or 0), prompt_tokens)
 
 
 class WorkQueue:
@@ -173,6 +180,13 @@ class Executor:
         self._next_alive_check = self._last_event = 0.0
         self.fatal: str | None = None
         self._ids = itertools.count()
+        self.live: LiveMetrics = self.backend.live  # Ray's metrics on the Ray backend (executor/metrics.py)
+        self._pool_names: dict[str, str] = {}  # stage -> its pool's name (the stages sharing it, joined by +)
+        self._in_flight: dict[str, int] = {}  # stage -> requests in flight, as last reported
+        # Called every METRICS_CHECKPOINT_S while requests run (the session writes metrics.json), so a driver
+        # killed outright loses at most that much of its share of the run directory's totals.
+        self.checkpoint: Callable[[], None] | None = None
+        self._next_checkpoint = time.monotonic() + METRICS_CHECKPOINT_S
 
     # -- pools -------------------------------------------------------------------------------------
     def _pool(self, stage: Stage) -> Any:
@@ -214,6 +228,7 @@ class Executor:
         queues = {s.name: WorkQueue() for s in stages}
         metrics = {s.name: StageMetrics(s.name, fed_by=s.upstream if s.upstream in by_name else "") for s in stages}
         pools = {s.name: self._pool(s) for s in stages}
+        self._pool_names = {s.name: "+".join(self.pool_stages[engine_identity(s.engine)]) for s in stages}
         checked: set[str] = set()  # stages whose declared inputs the upstream rows were checked against
         for s in stages:
             plan = s.plan(self.store)
@@ -287,6 +302,7 @@ class Executor:
                 events += self.backend.tick(now)
                 for event in events:
                     self._on_event(event, by_name, calls, queues, writers, metrics)
+                self._report_in_flight(stages, calls)
                 for s in stages:
                     writer = writers[s.name]
                     idle = not len(queues[s.name]) and not any(c.stage == s.name for c in calls.values())
@@ -304,6 +320,12 @@ class Executor:
                 for s in stages:
                     metrics[s.name].feeding = upstream_active(s.name)
                 self.progress.tick()
+                if self.checkpoint is not None and now >= self._next_checkpoint:
+                    self._next_checkpoint = now + METRICS_CHECKPOINT_S
+                    try:
+                        self.checkpoint()
+                    except OSError as exc:  # the directory will be written again at the end; go on
+                        log.warning("metrics.json checkpoint not written: %s", exc)
                 if self.fatal or (self.stopping and (not calls or time.monotonic() > self._stop_deadline)):
                     break
                 if events:
@@ -324,6 +346,7 @@ class Executor:
                         break
         finally:
             restore()
+            self._report_in_flight(stages, {})
             for s in stages:
                 writers[s.name].close()
                 metrics[s.name].feeding = False
@@ -448,18 +471,26 @@ class Executor:
         stage = by_name[call.stage]
         m = metrics[call.stage]
         if event.kind == "rows":
+            accepted = []
             for row in event.payload:
                 key = row_key(row, stage.key)
                 if key not in call.expected or key in call.received:
                     log.warning("%s: dropped a row nobody asked for (or twice): %s", stage.name, key)
                     continue
                 call.received.add(key)
+                accepted.append(row)
                 writers[call.stage].add([row])
                 prompt, completion = stage.tokens(row)
-                m.add(stage.ok(row), int(row.get("attempts") or 0), prompt, completion, row.get("latency_s"))
+                cached = cached_tokens(row, prompt)
+                ok, attempts = stage.ok(row), int(row.get("attempts") or 0)
+                m.add(ok, attempts, prompt, completion, row.get("latency_s"), cached)
+                self.live.row(stage.name, self._pool_names[stage.name], ok, attempts, prompt, completion)
                 if self.budget is not None:
-                    self.budget.charge(stage.name, prompt, completion)
+                    self.budget.charge(stage.name, prompt, completion, cached)
                     self.progress.extra[stage.name] = self.budget.label(stage.name)
+            seen = getattr(stage, "seen", None)
+            if seen is not None and accepted:
+                seen(accepted)
             return
         del calls[event.call_id]
         lacking = sorted({i for key, i in call.expected.items() if key not in call.received})
@@ -480,6 +511,17 @@ class Executor:
         for row in stage.failed(missing, f"failed after {call.attempt + 1} attempts: {error}"):
             writers[call.stage].add([row])
             m.add(False, int(row.get("attempts") or 0), 0, 0, None)
+            self.live.row(stage.name, self._pool_names[stage.name], False, int(row.get("attempts") or 0), 0, 0)
+
+    def _report_in_flight(self, stages: list[Stage], calls: dict[int, _Call]) -> None:
+        """The requests each stage has sent and not had back yet, to the live metrics (Ray's gauge)."""
+        waiting = dict.fromkeys((s.name for s in stages), 0)
+        for call in calls.values():
+            waiting[call.stage] += len(call.expected) - len(call.received)
+        for name, n in waiting.items():
+            if self._in_flight.get(name, 0) != n:  # 0 before the first dispatch: nothing to report, Ray may not be up
+                self._in_flight[name] = n
+                self.live.in_flight(name, self._pool_names[name], n)
 
     def _backend_alive(self) -> bool:
         """While stopping: whether the backend can still hand back the requests in flight (checked every 0.5 s)."""
@@ -520,7 +562,7 @@ class Executor:
         for m in self.history:
             total = stages.setdefault(m.name, StageMetrics(m.name))
             for name in ("planned", "rows", "ok", "failed", "requests", "retried_calls", "prompt_tokens",
-                         "completion_tokens", "parts_written", "merges"):  # fmt: skip
+                         "cached_tokens", "completion_tokens", "parts_written", "merges"):  # fmt: skip
                 setattr(total, name, getattr(total, name) + getattr(m, name))
             total.latencies += m.latencies
             if m.first_dispatch is not None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from factory.config import EngineConfig
 from factory.engines import bind_run_dir
+from factory.executor.metrics import LiveMetrics
 from factory.executor.pool import Event, reason_of
 
 IN_FLIGHT_PER_REPLICA = 2
@@ -118,6 +119,7 @@ class LocalBackend:
         self.close_engines = True  # False when the caller lent its own engine and closes it itself
         self.events: queue.Queue = queue.Queue()
         self.pools: list[LocalPool] = []
+        self.live = LiveMetrics()  # nothing live beyond the progress lines and metrics.json
 
     def pool(self, cfg: EngineConfig, name: str, run_dir: str | None = None) -> LocalPool:
         pool = LocalPool(cfg, name, self.build, self.events, lambda: self.close_engines, run_dir)

@@ -2,11 +2,17 @@
 
 metrics.json (in the run directory), per stage:
     requests       LLM requests actually sent (every attempt, re-asks and retries included)
-    rows, ok, failed, retried_calls, prompt_tokens, completion_tokens, parts_written, merges
+    rows, ok, failed, retried_calls, prompt_tokens, cached_tokens (of prompt_tokens, served by the server's
+    prefix cache), completion_tokens, parts_written, merges
     tokens_per_s, rows_per_s       completion tokens and rows per second of the stage's wall time
     latency_s      {p50, p95, max} of the rows' request latency
     wall_s, started_at, ended_at   first dispatch -> last row stored (seconds since the run began)
 and per pool: starts, start_s (engine load seconds), restarts; and the overlap of the stages' walls.
+
+Live, on the Ray backend: the same rows as `ray.util.metrics` counters and a gauge, tagged by stage and pool,
+exported as Ray exports its own metrics (each node's metrics_export_port; Prometheus names with Ray's
+`ray_` prefix): factory_requests_total, factory_failures_total, factory_tokens_total{kind=prompt|completion},
+factory_in_flight (LiveMetrics; ray.RayLiveMetrics records them).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ class StageMetrics:
     requests: int = 0
     retried_calls: int = 0
     prompt_tokens: int = 0
+    cached_tokens: int = 0
     completion_tokens: int = 0
     latencies: list[float] = field(default_factory=list)
     first_dispatch: float | None = None
@@ -37,12 +44,21 @@ class StageMetrics:
     parts_written: int = 0  # small parts flushed (durability), before the merges
     merges: int = 0
 
-    def add(self, ok: bool, requests: int, prompt_tokens: int, completion_tokens: int, latency: float | None) -> None:
+    def add(
+        self,
+        ok: bool,
+        requests: int,
+        prompt_tokens: int,
+        completion_tokens: int,
+        latency: float | None,
+        cached_tokens: int = 0,
+    ) -> None:
         self.rows += 1
         self.ok += int(ok)
         self.failed += int(not ok)
         self.requests += requests
         self.prompt_tokens += prompt_tokens
+        self.cached_tokens += cached_tokens
         self.completion_tokens += completion_tokens
         if latency:
             self.latencies.append(float(latency))
@@ -76,6 +92,7 @@ class StageMetrics:
             "parts_written": self.parts_written,
             "merges": self.merges,
             "prompt_tokens": self.prompt_tokens,
+            "cached_tokens": self.cached_tokens,
             "completion_tokens": self.completion_tokens,
             "tokens_per_s": round(self.completion_tokens / wall, 2) if wall > 1e-6 else None,
             "rows_per_s": round(self.rows / wall, 3) if wall > 1e-6 else None,
@@ -90,6 +107,17 @@ class StageMetrics:
             "started_at": None if self.first_dispatch is None else round(self.first_dispatch - t0, 3),
             "ended_at": None if self.last_row is None else round(self.last_row - t0, 3),
         }
+
+
+class LiveMetrics:
+    """Where the executor reports each stored row and the requests in flight as they happen. This one drops
+    them (the in-process executor); the Ray backend's records them in Ray's metrics (ray.RayLiveMetrics)."""
+
+    def row(self, stage: str, pool: str, ok: bool, requests: int, prompt_tokens: int, completion_tokens: int) -> None:
+        pass
+
+    def in_flight(self, stage: str, pool: str, requests: int) -> None:
+        pass
 
 
 def overlap_s(stages: list[dict[str, Any]]) -> float:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from factory.config import ConfigError, EngineConfig, RayConfig
+from factory.executor.metrics import LiveMetrics
 from factory.executor.pool import Event, reason_of
 
 log = logging.getLogger("factory")
@@ -543,6 +544,58 @@ class EngineStartError(RuntimeError):
     pass
 
 
+class RayLiveMetrics(LiveMetrics):
+    """The executor's live figures as Ray metrics, recorded in the driver and exported like Ray's own (the
+    dashboard's metrics view, Prometheus, Grafana): per (stage, pool) factory_requests (LLM requests sent,
+    every attempt), factory_failures (rows stored with an error), factory_tokens (tag kind: prompt or
+    completion) and the gauge factory_in_flight (requests sent and not answered yet). Made on first use:
+    Ray is running by then (a row or a dispatch comes from a started pool)."""
+
+    def __init__(self) -> None:
+        self._metrics: dict[str, Any] | None = None
+        self._broken = False
+
+    def _made(self) -> dict[str, Any] | None:
+        """The metrics, or None where they cannot be recorded (Ray not up; Ray's metrics API failed once:
+        logged, and the run goes on without them: the figures are in metrics.json anyway)."""
+        import ray
+
+        if self._broken or not ray.is_initialized():
+            return None
+        if self._metrics is None:
+            from ray.util.metrics import Counter, Gauge
+
+            tags = ("stage", "pool")
+            self._metrics = {
+                "requests": Counter("factory_requests", "LLM requests sent (every attempt)", tag_keys=tags),
+                "failures": Counter("factory_failures", "rows stored with an error", tag_keys=tags),
+                "tokens": Counter("factory_tokens", "tokens of the stored rows", tag_keys=(*tags, "kind")),
+                "in_flight": Gauge("factory_in_flight", "requests sent and not answered yet", tag_keys=tags),
+            }
+        return self._metrics
+
+    def row(self, stage: str, pool: str, ok: bool, requests: int, prompt_tokens: int, completion_tokens: int) -> None:
+        tags = {"stage": stage, "pool": pool}
+        steps = [("requests", requests, tags), ("failures", int(not ok), tags)]
+        tokens = (("prompt", prompt_tokens), ("completion", completion_tokens))
+        steps += [("tokens", n, {**tags, "kind": kind}) for kind, n in tokens]
+        self._record([(name, "inc", n, t) for name, n, t in steps if n])
+
+    def in_flight(self, stage: str, pool: str, requests: int) -> None:
+        self._record([("in_flight", "set", requests, {"stage": stage, "pool": pool})])
+
+    def _record(self, steps: list[tuple[str, str, int, dict[str, str]]]) -> None:
+        made = self._made()
+        if made is None:
+            return
+        try:
+            for name, method, value, tags in steps:
+                getattr(made[name], method)(value, tags=tags)
+        except Exception as exc:  # noqa: BLE001 - live metrics must never stop a run
+            self._broken = True
+            logging.getLogger("factory").warning("Ray metrics off for this run (%s: %s)", type(exc).__name__, exc)
+
+
 class RayBackend:
     """Makes RayPools and waits on all of their pending refs at once."""
 
@@ -553,6 +606,7 @@ class RayBackend:
         self.cfg = cfg
         self.build = build
         self.pools: list[RayPool] = []
+        self.live = RayLiveMetrics()
 
     def _init(self) -> None:
         """Ray starts (or is joined) when a pool is about to start, not before: a run with nothing to do,

@@ -46,6 +46,7 @@ import polars as pl
 from factory.config import ConfigError, PairsConfig
 from factory.config import kinds
 from factory.config.strategies import DP_DPO, strategy_of
+from factory.pairs import rules
 from factory.pairs.kernel import DECIDED, Candidates, candidates, decide, decided, outcomes, select, threshold
 from factory.pairs.marks import SCORED_COLUMNS, Prepared, judge_free_reasons, prepare
 from factory.pairs.picks import margin_quantile
@@ -74,6 +75,7 @@ __all__ = [
     "outcomes",
     "pairs_schema",
     "prepare",
+    "prompt_side",
     "render_pairs",
     "required",
     "select",
@@ -114,24 +116,58 @@ def unfiltered(prepared: Prepared, scored: pl.LazyFrame | pl.DataFrame, cfg: Pai
     return prepare(scored, replace(cfg, strategy=DP_DPO), scale_max)
 
 
+def prompt_side(cfg: PairsConfig) -> dict[str, tuple[str, str | None, pl.Expr]]:
+    """The prompt-side columns the terms read -> (the key that asks for them, the prompts column they are made
+    from, their expression): each text of rules.PROMPT_SIDE a term compares answers with, then its n-grams
+    (made from the text, once per prompt: None)."""
+    out: dict[str, tuple[str, str | None, pl.Expr]] = {}
+    for term in resolve(cfg)[0]:
+        reference = rules.OVERLAP.get(term.column)
+        if reference is None or term.entry is None:
+            continue
+        source, text = rules.PROMPT_SIDE[reference]
+        out.setdefault(reference, (term.key, source, text))
+        grams = rules.reference_grams(reference, term.entry.n, term.entry.unit)
+        out.setdefault(rules.grams_column(reference, term.entry.n, term.entry.unit), (term.key, None, grams))
+    return out
+
+
 def attach(
     scored: pl.LazyFrame | pl.DataFrame, prompts: pl.LazyFrame | pl.DataFrame, cfg: PairsConfig
 ) -> pl.LazyFrame | pl.DataFrame:
-    """The scored samples with the prompt columns the config reads (pairs.balance.column), joined by
-    prompt_id in their own row order; as they are when none is asked or the samples carry it already."""
-    column = cfg.balance.column
-    if not column or column in scored.lazy().collect_schema().names():
-        return scored
+    """The scored samples with the prompt columns the config reads (pairs.balance.column, and the prompt-side
+    texts of the terms and their n-grams: prompt_side), joined by prompt_id in their own row order; as they are
+    when none is asked or the samples carry them already."""
+    have = set(scored.lazy().collect_schema().names())
     names = prompts.lazy().collect_schema().names()
-    if column not in names:
-        raise ConfigError(
-            f"pairs.balance.column: {column!r} is in neither the prompts nor the scored samples (prompts have {names})"
-        )
-    side = prompts.select("prompt_id", pl.col(column).cast(pl.String))
+    side: list[pl.Expr] = []
+    column = cfg.balance.column
+    if column and column not in have:
+        if column not in names:
+            raise ConfigError(
+                f"pairs.balance.column: {column!r} is in neither the prompts nor the scored samples (prompts have "
+                f"{names})"
+            )
+        side.append(pl.col(column).cast(pl.String))
+    grams: list[pl.Expr] = []
+    for derived, (key, source, expression) in prompt_side(cfg).items():
+        if derived in have:
+            continue
+        if source is None:  # n-grams of a text: made once per prompt, from the text
+            grams.append(expression.alias(derived))
+            continue
+        if source not in names:
+            raise ConfigError(
+                f"{key}: reads the prompts' {source!r} column, which the prompts lack (they have {names})"
+            )
+        side.append(expression.alias(derived))
+    if not side:
+        return scored
+    joined = prompts.select("prompt_id", *side).with_columns(*grams)
     if isinstance(scored, pl.LazyFrame):
-        return scored.join(side.lazy(), on="prompt_id", how="left", maintain_order="left")
-    side = side.collect() if isinstance(side, pl.LazyFrame) else side
-    return scored.join(side, on="prompt_id", how="left", maintain_order="left")
+        return scored.join(joined.lazy(), on="prompt_id", how="left", maintain_order="left")
+    joined = joined.collect() if isinstance(joined, pl.LazyFrame) else joined
+    return scored.join(joined, on="prompt_id", how="left", maintain_order="left")
 
 
 def build(

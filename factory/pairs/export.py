@@ -27,6 +27,14 @@ Where the student's own template writes a think block on every final turn, the s
 generation prompt opens `<think>\\n`, so a side without reasoning closes it; Qwen3 writes `<think>\\n\\n</think>`
 on its last turn): that is the student's format, not an empty block the factory adds.
 
+The SFT exports (sft/filter_long/, sft/dp_sft/) get the same treatment: sft/<export>.<name>/*.parquet holds each
+of their rows as TRL prompt/completion strings under the student's template (`templated_sft`), the completion
+what the student produces (reasoning in its markers, answer, end-of-turn), beside the conversational form.
+
+    row in (sft/filter_long/):  prompt_id, sample_idx, messages=[..., {assistant}], completion_tokens, quality, source
+    row out (sft/filter_long.r1/): prompt = "...<｜Assistant｜><think>\n", completion = "stock is 12\n</think>\n\nYes,
+                                link 3!<｜end▁of▁sentence｜>", prompt_id, sample_idx, completion_tokens, quality, source
+
 The template (export.template) is a tokenizer folder (chat_template.jinja or tokenizer_config.json), a
 tokenizer_config.json, or a .jinja file; special tokens (bos_token, eos_token) come from the
 tokenizer_config.json beside it. Rendered with jinja2 the way transformers does (sandboxed, trim_blocks,
@@ -109,7 +117,10 @@ def load_template(
     a probe conversation. Every problem is a ConfigError naming `key`."""
     where = Path(path).expanduser()
     if not where.exists():
-        raise ConfigError(f"{key}: not found: {path}")
+        raise ConfigError(
+            f"{key}: not found: {path} (the student's tokenizer folder, e.g. /models/DeepSeek-R1-Distill-Qwen-14B; "
+            f'{key}="" writes pairs/ only)'
+        )
     folder = where if where.is_dir() else where.parent
     config: dict = {}
     config_file = folder / "tokenizer_config.json" if where.is_dir() or where.suffix == ".jinja" else where
@@ -339,6 +350,53 @@ def templated_pairs(
     return pl.DataFrame(out, schema={"prompt": pl.String, "chosen": pl.String, "rejected": pl.String}).hstack(meta)
 
 
+SFT_EXPORTS = ("filter_long", "dp_sft")
+
+
+def sft_folder(export: str, name: str) -> str:
+    """Where the templated form of an SFT export lives, beside its conversational form: sft/<export>.<name>."""
+    return f"sft/{export}.{name}"
+
+
+def templated_sft(
+    rows: pl.DataFrame,
+    sides: pl.DataFrame,
+    prompts: pl.DataFrame,
+    template: StudentTemplate,
+    include_reasoning: bool = True,
+    keep_bos: bool = False,
+) -> pl.DataFrame:
+    """SFT rows (sft/filter_long or sft/dp_sft in any format: only prompt_id, sample_idx and their metadata are
+    read) -> prompt, completion strings under `template`, then prompt_id, sample_idx and the other columns
+    unchanged. `sides`: prompt_id, sample_idx, reasoning, answer."""
+    text = sides.select("prompt_id", pl.col("sample_idx").cast(pl.Int64), "reasoning", "answer").unique(
+        ["prompt_id", "sample_idx"], keep="first"
+    )
+    meta = rows.drop("messages", "prompt", "completion", strict=False).with_columns(pl.col("sample_idx").cast(pl.Int64))
+    found = meta.join(text.with_columns(pl.lit(True).alias("_found")), on=["prompt_id", "sample_idx"], how="left",
+                      maintain_order="left")  # fmt: skip
+    found = found.join(prompts.select("prompt_id", "messages"), on="prompt_id", how="left", maintain_order="left")
+    missing = found.filter(pl.col("messages").is_null() | pl.col("_found").is_null())
+    if missing.height:
+        raise ConfigError(
+            f"sft/ names {missing.height} sample(s) not stored under this run's fingerprints (first: prompt_id "
+            f"{missing['prompt_id'][0]!r}); rebuild them with `factory pairs`"
+        )
+    out: dict[str, list[str]] = {"prompt": [], "completion": []}
+    frames: dict[str, tuple[list[dict[str, str]], Frame]] = {}
+    texts = found.select("prompt_id", "messages", "reasoning", "answer")
+    for prompt_id, messages, reasoning, answer in texts.iter_rows():
+        if prompt_id not in frames:  # a prompt's frame is rendered once for all its samples
+            listed = [{"role": m["role"], "content": m["content"]} for m in messages]
+            frames[prompt_id] = (listed, Frame.of(template, listed))
+        listed, frame = frames[prompt_id]
+        out["prompt"].append(_strip_bos(template, frame.prompt, keep_bos))
+        out["completion"].append(
+            continuation(template, listed, reasoning if include_reasoning else None, answer, frame)
+        )
+    return pl.DataFrame(out, schema={"prompt": pl.String, "completion": pl.String}).hstack(meta)
+
+
 def warn_if_dropped(template: StudentTemplate, fmt: str, name: str, stream: Any = None) -> bool:
     """The warning `factory run` / `factory pairs` print once when the student's template drops the reasoning
     of the conversational pairs/ rows (returns whether it warned)."""
@@ -346,10 +404,11 @@ def warn_if_dropped(template: StudentTemplate, fmt: str, name: str, stream: Any 
         return False
     print(
         f"warning: the student's chat template ({template.source}) keeps only the text after "
-        f"{template.think_close} of an assistant turn: a trainer that applies it to pairs/ trains on the answers "
-        f"alone, without the reasoning. export/{name}/ (written by `factory run`/`factory pairs` with export.template "
-        "set, or by `factory export RUN_DIR --template PATH`) has the same pairs with the template applied and the "
-        "reasoning kept (TRL standard format): train on that.",
+        f"{template.think_close} of an assistant turn: a trainer that applies it to pairs/ or to sft/filter_long/ and "
+        f"sft/dp_sft/ trains on the answers alone, without the reasoning. export/{name}/ and "
+        f"{sft_folder('filter_long', name)}/, {sft_folder('dp_sft', name)}/ (written by `factory run`/`factory pairs` "
+        "with export.template set, or by `factory export RUN_DIR --template PATH`) hold the same rows with the "
+        "template applied and the reasoning kept (TRL standard format): train on those.",
         file=stream or sys.stderr,
     )
     return True
@@ -382,6 +441,10 @@ def sides_of(scored: pl.DataFrame | pl.LazyFrame, pairs: pl.DataFrame) -> pl.Dat
             for side in ("chosen", "rejected")
         ]
     ).unique()
+    return _sides_at(scored, keys)
+
+
+def _sides_at(scored: pl.DataFrame | pl.LazyFrame, keys: pl.DataFrame) -> pl.DataFrame:
     wanted = scored.lazy().select("prompt_id", pl.col("sample_idx").cast(pl.Int64), "reasoning", "answer")
     return wanted.join(keys.lazy(), on=["prompt_id", "sample_idx"], how="semi").collect()
 
@@ -416,9 +479,36 @@ def write_export(
         "eos_token": template.eos_token,
         "strategy": cfg.pairs.strategy,
         "include_reasoning": cfg.pairs.include_reasoning,
+        "sft": write_sft_exports(store, cfg, scored, prompts, template, name),
     }
     store.write_json(f"export/{name}/_export.json", record)
     return record
+
+
+def write_sft_exports(
+    store: Any,
+    cfg: Any,
+    scored: pl.DataFrame | pl.LazyFrame,
+    prompts: pl.DataFrame,
+    template: StudentTemplate,
+    name: str,
+) -> dict[str, dict[str, Any]]:
+    """sft/<export>.<name>/ for each SFT export stored in sft/<export>/ (what pairs.sft asked for); one no
+    longer there is removed, so nothing lingers as if current. Returns {export: {"path", "rows"}}."""
+    written = {}
+    for export in SFT_EXPORTS:
+        folder = sft_folder(export, name)
+        rows = store.read(f"sft/{export}") if export in cfg.pairs.sft else None
+        if rows is None:
+            store.remove(folder)
+            continue
+        keys = rows.select("prompt_id", pl.col("sample_idx").cast(pl.Int64)).unique()
+        templated = templated_sft(
+            rows, _sides_at(scored, keys), prompts, template, cfg.pairs.include_reasoning, cfg.export.keep_bos
+        )
+        store.replace(folder, templated)
+        written[export] = {"path": folder, "rows": templated.height}
+    return written
 
 
 def after_pairs(
@@ -434,6 +524,8 @@ def after_pairs(
         _WARNED.add(template.source)
     if cfg.export.enabled:
         record = write_export(store, cfg, pairs, scored, prompts, template)
+        sft = "".join(f", {folder['path']}/: {folder['rows']} rows" for folder in record["sft"].values())
         print(
-            f"export/{name}/: {record['rows']} pairs under the student's template ({template.source})", file=sys.stderr
+            f"export/{name}/: {record['rows']} pairs{sft} under the student's template ({template.source})",
+            file=sys.stderr,
         )

@@ -24,6 +24,8 @@ Outcome of each candidate pair (the first that applies):
     order_flip       pairs.exclude_order_flips: it would be kept, but the judge's two orders (judge.orders 2)
                      prefer its sides the other way round (checked before the caps)
     kept
+A kept pair of a value with fewer kept pairs than pairs.balance.floor is written more than once
+(`repeats` extra copies, `_oversample`): an outcome still counts it once.
 A group's bucket is its best pair outcome in the order kept, over_balance (only with pairs.balance),
 below_margin, no_short_sample, tied
 (or fewer_than_2_valid), so every group is in exactly one bucket and every candidate pair in one outcome.
@@ -61,6 +63,7 @@ class Candidates:
     margin: np.ndarray
     score: np.ndarray  # S of every valid sample
     balance_cap: int | None = None  # pairs.balance: the per-value cap in force (set by `outcomes`)
+    repeats: np.ndarray | None = None  # pairs.balance.floor: extra copies of each candidate pair (set by `outcomes`)
 
     @cached_property
     def sorted_margins(self) -> np.ndarray:
@@ -142,9 +145,39 @@ def outcomes(prepared: Prepared, cands: Candidates, delta: float | None, cfg: Pa
         starts, counts = segments(cands.group)
         before = np.repeat(running[starts] - kept[starts], counts)
         code = np.where((kept == 1) & (running - before > cfg.max_pairs_per_group), OVER_CAP, code)
-    if cfg.balance.column:
+    if cfg.balance.column and (cfg.balance.cap is not None or cfg.balance.target_share is not None):
         code, cands.balance_cap = _balance(prepared, cands, code, cfg)
+    if cfg.balance.floor is not None:
+        cands.repeats = _oversample(prepared, cands, code, cfg)
     return code.astype(np.int8)
+
+
+def _value_ranks(prepared: Prepared, cands: Candidates, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Of the kept pairs (positions in cands): the dense id of each one's balance value (nulls: 0) and its
+    rank within the value (largest margins first, then the pair order)."""
+    values = prepared.valid["_balance"].gather(cands.chosen[kept])
+    ids = values.rank("dense").fill_null(0).to_numpy().astype(np.int64)
+    order = np.lexsort((kept, -cands.margin[kept], ids))
+    sorted_ids = ids[order]
+    starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+    return ids, rank
+
+
+def _oversample(prepared: Prepared, cands: Candidates, code: np.ndarray, cfg: PairsConfig) -> np.ndarray:
+    """pairs.balance.floor: the extra copies of each candidate pair (0 unless kept). A value with m kept
+    pairs, 0 < m < floor, needs floor - m more rows: they go to its pairs in turn, largest margins first
+    (pair r gets (need // m) + (r < need % m)), each pair at most max_repeats."""
+    repeats = np.zeros(len(code), np.int64)
+    kept = np.flatnonzero(code == KEPT)
+    if not len(kept):
+        return repeats
+    ids, rank = _value_ranks(prepared, cands, kept)
+    m = np.bincount(ids)[ids]
+    need = np.maximum(cfg.balance.floor - m, 0)  # type: ignore[operator]
+    repeats[kept] = np.minimum(need // m + (rank < need % m), cfg.balance.max_repeats)
+    return repeats
 
 
 def order_flips(prepared: Prepared, cands: Candidates) -> tuple[np.ndarray, np.ndarray]:
@@ -170,8 +203,7 @@ def _balance(
     kept = np.flatnonzero(code == KEPT)
     if not len(kept):
         return code, cfg.balance.cap
-    values = prepared.valid["_balance"].gather(cands.chosen[kept])
-    ids = values.rank("dense").fill_null(0).to_numpy().astype(np.int64)  # nulls: value 0
+    ids, rank = _value_ranks(prepared, cands, kept)
     counts = np.bincount(ids)
     cap = cfg.balance.cap
     if cap is None:
@@ -183,12 +215,8 @@ def _balance(
         if not len(fits):
             return code, None
         cap = int(c[fits[-1]])
-    order = np.lexsort((kept, -cands.margin[kept], ids))
-    sorted_ids = ids[order]
-    starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
-    rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
     code = code.copy()
-    code[kept[order[rank >= cap]]] = OVER_BALANCE
+    code[kept[rank >= cap]] = OVER_BALANCE
     return code, cap
 
 
@@ -208,6 +236,8 @@ def decisions_frame(prepared: Prepared, cands: Candidates, codes: np.ndarray) ->
     columns += [pl.Series("margin", cands.margin), _OUTCOME_VALUES.gather(codes).alias("outcome")]
     if "_balance" in valid.columns:  # pairs.balance: the value each pair counts under
         columns.append(valid["_balance"].gather(cands.chosen).alias("balance_value"))
+    if cands.repeats is not None:  # pairs.balance.floor: the copies written after the pair itself
+        columns.append(pl.Series("repeats", cands.repeats, pl.Int64))
     return pl.DataFrame(columns)
 
 

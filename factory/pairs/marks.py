@@ -5,8 +5,8 @@ and each point of a sweep) is then made from these numbers.
 Exclusion reasons, the first that applies. First those that need no judge (`judge_free`; factory
 run applies them before any judge is asked, factory/pairs/prejudge.py): engine_error, truncated
 (finish_reason "length"), empty_answer, no_token_count, each rule or verifier filter term by name
-(answer_chars, format, think, repetition, verify_*: its raw value above `exclude_above` or below
-`exclude_below`), duplicate
+(answer_chars, format, think, repetition, copies_prompt, repeats_history, verify_*: its raw value above
+`exclude_above` or below `exclude_below`), duplicate
 (pairs.dedupe: among the samples that pass those, the same normalized text as a lower sample_idx of
 the same prompt). Then those a judge decides: no_judgment (a column of pairs.judges or a judge-like
 term is null or NaN), missing_dimension (a dim_* term's column is null while the judges gave a
@@ -80,6 +80,15 @@ def check_columns(
             )
 
 
+def balance_value(column: str, schema: pl.Schema) -> pl.Expr:
+    """pairs.balance: the value a sample counts under. A list column (the judge's tags): its distinct
+    entries sorted and joined by '+' ("long+off_topic"), no entry is null; any other column as a string."""
+    if isinstance(schema[column], pl.List):
+        joined = pl.col(column).list.eval(pl.element().cast(pl.String)).list.unique().list.sort().list.join("+")
+        return pl.when(pl.col(column).list.len() > 0).then(joined).otherwise(None)
+    return pl.col(column).cast(pl.String)
+
+
 def judge_free_reasons(cfg: PairsConfig) -> set[str]:
     """The exclusion reasons that need no judge (decided on the samples alone): a sample excluded for one
     of them is out of its pair whatever a judge would say."""
@@ -103,8 +112,9 @@ def _score_columns(terms: list[Term], judges: list[Term]) -> set[str]:
 
 def judge_free(term: Term) -> bool:
     """A term whose value needs no judge request (length, the text rules, verifiers): as a filter it
-    applies before judging."""
-    return term.source.missing is None or term.source.spec.free
+    applies before judging. A tag term reads the judge's reply: after."""
+    spec = term.source.spec
+    return (term.source.missing is None and not spec.judged) or spec.free
 
 
 def _missing_reasons(terms: list[Term], judges: list[Term]) -> dict[str, list[str]]:
@@ -315,7 +325,11 @@ def prepare(scored: pl.LazyFrame | pl.DataFrame, cfg: PairsConfig, scale_max: fl
             # Some non-whitespace character (as r"\S" finds, without a regex: strip removes White_Space)
             (pl.col("answer").str.strip_chars().str.len_bytes() > 0).fill_null(False).alias("_has_answer"),
             *[pl.col(c).cast(pl.Float64) for c in scores],
-            *([pl.col(cfg.balance.column).cast(pl.String).alias("_balance")] if cfg.balance.column else []),
+            *(
+                [balance_value(cfg.balance.column, frame.collect_schema()).alias("_balance")]
+                if cfg.balance.column
+                else []
+            ),
             *[pl.col(c).cast(pl.Float64) for c in ORDER_COLUMNS if c in names],  # judge.orders 2: order flips
             *[v for i, v in rule_values.items() if i not in batched],
             *([pl.col("key") if in_memory else rules.duplicate_key(key_from).alias("key")] if key_from else []),

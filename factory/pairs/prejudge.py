@@ -15,9 +15,9 @@ and the pair build still counts it under the same reason.
               p1         3           duplicate          (same normalized text as sample 0)
 
 The reasons: engine_error, truncated, empty_answer, no_token_count, every filter term whose source
-needs no judge request (answer_chars, format, think, repetition, verify_<name> with exclude_*; the
-caller adds the verifiers' columns), duplicate (among the samples
-that pass those, within the rows given: the caller passes every stored sample of a group it plans).
+needs no judge request (answer_chars, format, think, repetition, copies_prompt, repeats_history,
+verify_<name> with exclude_*; the caller adds the verifiers' columns and passes the prompts), duplicate
+(among the samples that pass those, within the rows given: the caller passes every stored sample of a group it plans).
 Judge-based terms and pairs.judges play no part here: the build decides them after judging.
 """
 
@@ -57,13 +57,22 @@ def verifier_columns(cfg: PairsConfig) -> list[str]:
     return sorted({t.column for t in terms[2:] if t.source.missing is not None})
 
 
-def passing(samples: pl.DataFrame, cfg: PairsConfig) -> pl.DataFrame:
+def passing(samples: pl.DataFrame, cfg: PairsConfig, prompts: pl.DataFrame | None = None) -> pl.DataFrame:
     """samples (COLUMNS, and verifier_columns(cfg); groups as stored) -> prompt_id, sample_idx,
-    exclusion (null: send it to the judges; else the reason the pair build will count it under)."""
+    exclusion (null: send it to the judges; else the reason the pair build will count it under).
+    `prompts` (prompt_id, messages, history): what the filters on the prompt's own text read
+    (copies_prompt, repeats_history), joined as the pair build joins them (factory.pairs.attach)."""
     if not samples.height:
         return pl.DataFrame(schema={"prompt_id": pl.String, "sample_idx": pl.Int64, "exclusion": pl.String})
-    frame = samples.select(*COLUMNS, *verifier_columns(cfg)).with_columns(pl.lit(1.0).alias(_PLACEHOLDER))
-    marked = prepare(frame, judge_free_config(cfg)).marked
+    reduced = judge_free_config(cfg)
+    from factory.pairs import attach, prompt_side
+
+    side = list(prompt_side(reduced))
+    if side and prompts is not None:
+        samples = attach(samples, prompts, reduced)  # type: ignore[assignment]
+    frame = samples.select(*COLUMNS, *verifier_columns(cfg), *[c for c in side if c in samples.columns])
+    frame = frame.with_columns(pl.lit(1.0).alias(_PLACEHOLDER))
+    marked = prepare(frame, reduced).marked
     return marked.select("prompt_id", pl.col("sample_idx").cast(pl.Int64), pl.col("exclusion").cast(pl.String))
 
 
@@ -74,11 +83,12 @@ class Prefilter:
 
     pairs: PairsConfig
     verdicts: Callable[[pl.DataFrame], pl.DataFrame] | None = None
+    prompts: pl.DataFrame | None = None  # what the filters on the prompt's own text read (copies_prompt, ...)
 
     def passing(self, samples: pl.DataFrame) -> pl.DataFrame:
         if self.verdicts is not None and verifier_columns(self.pairs) and samples.height:
             samples = samples.join(self.verdicts(samples), on=["prompt_id", "sample_idx"], how="left")
-        return passing(samples, self.pairs)
+        return passing(samples, self.pairs, self.prompts)
 
 
 def reasons_note(excluded: pl.DataFrame) -> str:

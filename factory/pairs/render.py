@@ -25,13 +25,15 @@ from factory.rundir.schemas import PAIRS
 
 
 # -- rendering ---------------------------------------------------------------------------------
-def pairs_schema(fmt: str) -> pa.Schema:
-    """PAIRS for the conversational format; prompt/chosen/rejected as plain strings for standard."""
-    if fmt == "conversational":
-        return PAIRS
-    return pa.schema(
-        [pa.field(f.name, pa.string()) if f.name in ("prompt", "chosen", "rejected") else f for f in PAIRS]
-    )
+def pairs_schema(fmt: str, repeat: bool = False) -> pa.Schema:
+    """PAIRS for the conversational format; prompt/chosen/rejected as plain strings for standard.
+    `repeat` (pairs.balance.floor): a last int64 column, 0 on a pair's own row, 1.. on its repeats."""
+    schema = PAIRS
+    if fmt != "conversational":
+        schema = pa.schema(
+            [pa.field(f.name, pa.string()) if f.name in ("prompt", "chosen", "rejected") else f for f in PAIRS]
+        )
+    return schema.append(pa.field("repeat", pa.int64())) if repeat else schema
 
 
 def assistant_content(reasoning: pl.Expr, answer: pl.Expr, include_reasoning: bool) -> pl.Expr:
@@ -147,7 +149,7 @@ def render_pairs(
     """Kept pairs (of the decisions from `factory.pairs.kernel.decide`, in prompt_id order) -> pairs rows in
     `pairs_schema(cfg.format)`, in prompt_id order. Lazy only where `prompts` is (a Parquet scan
     then streams into sink_parquet); in memory every step runs eagerly, which is faster here."""
-    kept = groups.filter(pl.col("outcome") == "kept")
+    kept = _with_repeats(groups.filter(pl.col("outcome") == "kept"))
     prompt = pl.col("messages") if cfg.format == "conversational" else prompt_text(pl.col("messages"))
     side = as_messages if cfg.format == "conversational" else (lambda content: content)
     content = fetch_content(scored, pl.concat([kept["chosen_row"], kept["rejected_row"]]), cfg)
@@ -171,7 +173,18 @@ def render_pairs(
         *[pl.col(f"{s}_{c}").cast(pl.Float64) for c in ("quality", "score") for s in ("chosen", "rejected")],
         "margin",
         pl.lit(cfg.strategy).alias("strategy"),
+        *(["repeat"] if "repeat" in kept.columns else []),
     )
+
+
+def _with_repeats(kept: pl.DataFrame) -> pl.DataFrame:
+    """pairs.balance.floor: each kept pair followed by its `repeats` copies, marked `repeat` 0, 1, ..."""
+    if "repeats" not in kept.columns:
+        return kept
+    times = kept["repeats"].to_numpy() + 1
+    at = np.repeat(np.arange(kept.height), times)
+    first = np.repeat(np.cumsum(times) - times, times)
+    return kept[at].with_columns(pl.Series("repeat", np.arange(len(at)) - first, pl.Int64))
 
 
 def sink_pairs(
@@ -187,7 +200,7 @@ def sink_pairs(
     import pyarrow.parquet as pq
 
     kept = groups.filter(pl.col("outcome") == "kept")
-    schema = pairs_schema(cfg.format)
+    schema = pairs_schema(cfg.format, "repeats" in kept.columns)
     written = 0
     with pq.ParquetWriter(path, schema, compression="zstd") as writer:
         for start in range(0, max(kept.height, 1), batch):

@@ -14,7 +14,8 @@ words). Two samples are duplicates when their normalized texts are equal (64-bit
 The repeated n-gram ratio reads the normalized text (`normalized_columns`) one batch at a time: polars
 splits and hashes the tokens, numpy forms the n-gram hashes over the batch's flat token array, and
 polars counts distinct n-grams per row. Two different n-grams share a 64-bit hash with negligible
-probability.
+probability. The overlap rules (copies_prompt, repeats_history) compare the same n-gram hashes of the
+answer with those of a prompt-side text, which `factory.pairs.attach` makes once per prompt.
 """
 
 from __future__ import annotations
@@ -46,9 +47,10 @@ def normalized_columns(columns: set[str]) -> list[pl.Expr]:
     return [normalized(pl.col(c)).alias(normalized_column(c)) for c in sorted(columns)]
 
 
-def repeated_ngram_ratio(text: pl.Series, n: int, unit: str) -> pl.Series:
-    """1 - distinct n-grams / n-grams of each normalized text (0 with fewer than n tokens), one batch at
-    a time with no loop over rows."""
+def ngram_hashes(text: pl.Series, n: int, unit: str) -> pl.Series:
+    """Each normalized text's n-gram hashes, in order (none with fewer than n tokens), one batch at a time
+    with no loop over rows: polars splits and hashes the tokens, numpy forms the n-gram hashes over the
+    batch's flat token array."""
     tokens = text.str.replace_all(" ", "", literal=True).str.split("") if unit == "char" else text.str.split(" ")
     arrow = tokens.list.eval(pl.element().hash()).to_arrow()
     if isinstance(arrow, pa.ChunkedArray):
@@ -57,24 +59,28 @@ def repeated_ngram_ratio(text: pl.Series, n: int, unit: str) -> pl.Series:
     offsets -= offsets[0]
     flat = arrow.values.to_numpy(zero_copy_only=False).astype(np.uint64, copy=False)[: offsets[-1]]
     starts, lengths = offsets[:-1], np.diff(offsets)
-    if not len(flat):
-        return pl.Series(text.name, np.zeros(len(lengths)))
-    # An empty text splits into one empty token: it has none. Any other row's tokens are all words.
-    lengths[(lengths == 1) & (flat[np.minimum(starts, len(flat) - 1)] == _EMPTY)] = 0
+    if len(flat):  # an empty text splits into one empty token: it has none. Any other row's tokens are all words.
+        lengths[(lengths == 1) & (flat[np.minimum(starts, len(flat) - 1)] == _EMPTY)] = 0
     grams = np.maximum(lengths - (n - 1), 0)
     total = int(grams.sum())
+    gram_offsets = np.r_[0, np.cumsum(grams)]
     if total == 0:
-        return pl.Series(text.name, np.zeros(len(lengths)))
+        return pl.Series(text.name, pa.LargeListArray.from_arrays(pa.array(gram_offsets), pa.array([], pa.uint64())))
     span = len(flat) - (n - 1)
     with np.errstate(over="ignore"):
         gram_hash = flat[:span].copy()
         for k in range(1, n):
             gram_hash = gram_hash * _MIX + flat[k : k + span]
     # Row r's n-grams start at starts[r] .. starts[r] + grams[r] - 1: none crosses into the next row.
-    gram_offsets = np.r_[0, np.cumsum(grams)]
     take = np.repeat(starts - gram_offsets[:-1], grams) + np.arange(total)
-    per_row = pa.LargeListArray.from_arrays(pa.array(gram_offsets), pa.array(gram_hash[take]))
-    distinct = pl.Series(per_row).list.n_unique().to_numpy().astype(np.float64)
+    return pl.Series(text.name, pa.LargeListArray.from_arrays(pa.array(gram_offsets), pa.array(gram_hash[take])))
+
+
+def repeated_ngram_ratio(text: pl.Series, n: int, unit: str) -> pl.Series:
+    """1 - distinct n-grams / n-grams of each normalized text (0 with fewer than n tokens)."""
+    per_row = ngram_hashes(text, n, unit)
+    grams = per_row.list.len().to_numpy().astype(np.float64)
+    distinct = per_row.list.n_unique().to_numpy().astype(np.float64)
     return pl.Series(text.name, np.where(grams > 0, 1.0 - distinct / np.maximum(grams, 1), 0.0))
 
 
@@ -101,6 +107,11 @@ def think_violation(require: bool) -> pl.Expr:
     forbidden."""
     present = has_reasoning(pl.col("reasoning"))
     return (~present if require else present).cast(pl.Float64)
+
+
+def has_tag(tag: str) -> pl.Expr:
+    """1.0 when the judge's tags (the `tags` list column) hold `tag`, else 0.0 (no tags: 0.0)."""
+    return pl.col("tags").list.contains(pl.lit(tag, pl.String)).fill_null(False).cast(pl.Float64)
 
 
 def has_reasoning(reasoning: pl.Expr) -> pl.Expr:
@@ -183,3 +194,76 @@ def text_signature(text: pl.Series) -> np.ndarray:
 
 def _scratch(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.empty(size, np.uint8), np.empty(size, np.bool_), np.empty(size, np.bool_)
+
+
+# -- overlap with the prompt's own text (copies_prompt, repeats_history) ---------------------------
+# The prompt-side texts these rules compare an answer with, made from the prompts' columns by `attach`
+# (factory/pairs/__init__.py) and joined to the samples by prompt_id. Parts (messages, host turns) are
+# joined by a separator no answer holds, so no n-gram spans two of them.
+PROMPT_TEXT = "_prompt_text"  # every message of the rendered prompt (system prompt, template, history, comment)
+HOST_TURNS = "_host_turns"  # the history's host (assistant) turns
+_PART = "\x1e"
+
+
+def _contents(column: str, role: str | None = None) -> pl.Expr:
+    turns = pl.col(column)
+    if role is not None:
+        turns = turns.list.eval(pl.element().filter(pl.element().struct.field("role") == role))
+    return turns.list.eval(pl.element().struct.field("content")).list.join(f" {_PART} ").fill_null("")
+
+
+PROMPT_SIDE: dict[str, tuple[str, pl.Expr]] = {
+    PROMPT_TEXT: ("messages", normalized(_contents("messages"))),
+    HOST_TURNS: ("history", normalized(_contents("history", "assistant"))),
+}  # derived column -> (the prompts column it reads, its normalized text: once per prompt)
+OVERLAP = {"copies_prompt": PROMPT_TEXT, "repeats_history": HOST_TURNS}  # term source -> the text it compares with
+
+
+def _grams(text: pl.Expr, n: int, unit: str) -> pl.Expr:
+    """Each normalized text's distinct n-gram hashes (ngram_hashes, as the repetition rule forms them)."""
+    return text.map_batches(
+        partial(ngram_hashes, n=n, unit=unit), return_dtype=pl.List(pl.UInt64), is_elementwise=True
+    ).list.unique()
+
+
+def grams_column(reference: str, n: int, unit: str) -> str:
+    """Where `attach` puts the distinct n-gram hashes of a prompt-side text: computed once per prompt, not
+    once per sample (a prompt's text is far longer than its K answers)."""
+    return f"{reference}_{unit}{n}"
+
+
+def reference_grams(reference: str, n: int, unit: str) -> pl.Expr:
+    """The distinct n-gram hashes of the `reference` column's normalized text, as `overlap` compares them."""
+    return _grams(normalized(pl.col(reference)), n, unit)
+
+
+def _text_of(text: pl.Expr, unit: str) -> pl.Expr:
+    out = normalized(text)
+    return out.str.replace_all(" ", "", literal=True) if unit == "char" else out
+
+
+def overlap(reference: str, n: int, unit: str, grams: str | None = None) -> pl.Expr:
+    """The share of the answer's distinct n-grams (words, or characters for `unit: char`) that occur in
+    the `reference` column's text, both normalized (`normalized`): 1.0 when the whole answer occurs in
+    it (also an answer shorter than n tokens: "(none)" copied from the prompt), 0.0 for an answer shorter
+    than n tokens that does not, or an empty one.
+
+        answer "(none)"                     reference "... conversation so far: (none) ..."   -> 1.0
+        answer "link 3 has it in black"     reference "link 3 has it in black and white"      -> 1.0
+        answer "yes, link 3 is in stock"    reference "is it in stock?"                       -> 1/3 (n=3)
+
+    `grams`: a column holding reference_grams of the reference (grams_column, made once per prompt by
+    `attach`, beside the reference text already normalized); without it both are made here, per row."""
+    answer = _text_of(pl.col("answer"), unit)
+    ref = pl.col(reference) if grams else normalized(pl.col(reference))
+    ref = ref.str.replace_all(" ", "", literal=True) if unit == "char" else ref
+    if unit == "char":
+        inside = ref.str.contains(answer, literal=True)
+    else:  # whole words: "no" is not inside "(none)"
+        inside = (pl.lit(" ") + ref + pl.lit(" ")).str.contains(pl.lit(" ") + answer + pl.lit(" "), literal=True)
+    mine = _grams(normalized(pl.col("answer")), n, unit)
+    theirs = pl.col(grams) if grams else reference_grams(reference, n, unit)
+    total = mine.list.len()
+    shared = mine.list.set_intersection(theirs).list.len()
+    share = pl.when(total > 0).then(shared.cast(pl.Float64) / total.cast(pl.Float64)).otherwise(0.0)
+    return pl.when(answer.str.len_bytes() == 0).then(0.0).when(inside).then(1.0).otherwise(share).cast(pl.Float64)

@@ -67,6 +67,7 @@ class PairStats:
     target: int | None = None
     prompts_needed_more: int | None = None
     balance: dict[str, Any] = field(default_factory=dict)  # pairs.balance: column, cap, per value
+    pairs_repeated: int | None = None  # pairs.balance.floor: the repeat rows written beside the kept pairs
     # judge.orders 2: candidate pairs both orders scored, and those whose chosen and rejected swap between them
     order_pairs: int | None = None
     order_flips: int | None = None
@@ -75,10 +76,15 @@ class PairStats:
         out = dict(self.__dict__)
         if not out["balance"]:
             del out["balance"]
-        for name in ("order_pairs", "order_flips"):
+        for name in ("pairs_repeated", "order_pairs", "order_flips"):
             if out[name] is None:
                 del out[name]
         return out
+
+    @property
+    def pairs_written(self) -> int:
+        """The rows of pairs/: every kept pair once, plus its repeats (pairs.balance.floor)."""
+        return self.pairs_kept + (self.pairs_repeated or 0)
 
 
 def summarize(
@@ -117,6 +123,8 @@ def summarize(
     stats.judge_agreement = agreement
     if cfg.balance.column:
         stats.balance = _balance_counts(frame, cfg, balance_cap)
+    if cfg.balance.floor is not None:
+        stats.pairs_repeated = int(frame["repeats"].sum())
     _fill_means(stats, frame.filter(pl.col("outcome") == "kept"))
     _fill_target(stats)
     return stats
@@ -133,25 +141,35 @@ def group_buckets(group: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.
 
 def _balance_counts(frame: pl.DataFrame, cfg: PairsConfig, cap: int | None) -> dict[str, Any]:
     """pairs.balance: the cap in force and, per value, the pairs kept and dropped as over_balance."""
+    floor = cfg.balance.floor
+    repeats = [pl.col("repeats").sum().alias("repeated")] if floor is not None else []
     counts = (
         frame.group_by("balance_value")
         .agg(
             (pl.col("outcome") == "kept").sum().alias("kept"),
             (pl.col("outcome") == "over_balance").sum().alias("over_balance"),
+            *repeats,
         )
         .sort("balance_value", nulls_last=True)
     )
     share = cfg.balance.target_share
-    return {
+    out = {
         "column": cfg.balance.column,
         "cap": cap,
         "target_share": share,
         "reachable": None if share is None else cap is not None,
         "by_value": {
-            "(null)" if v is None else str(v): {"kept": int(k), "over_balance": int(d)}
-            for v, k, d in counts.iter_rows()
-        },
+            "(null)" if row[0] is None else str(row[0]): {
+                "kept": int(row[1]),
+                "over_balance": int(row[2]),
+                **({"repeated": int(row[3])} if repeats else {}),
+            }
+            for row in counts.iter_rows()
+        },  # fmt: skip
     }
+    if floor is not None:
+        out |= {"floor": floor, "max_repeats": cfg.balance.max_repeats}
+    return out
 
 
 def _norm_label(term: Any, prepared: Prepared, cfg: PairsConfig) -> str:

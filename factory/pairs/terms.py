@@ -15,6 +15,11 @@ is better:
     answer_chars      answer length in characters                    group           lower
     format            1 when the answer breaks the regex rule        none            lower
     think             1 when the <think> block breaks the rule       none            lower
+    tag_<tag>         1 when the judge's tags hold <tag>, else 0     none            higher
+    copies_prompt     share of the answer's n-grams in the prompt   none            lower
+                      (1: the whole answer occurs in it)
+    repeats_history   share of the answer's n-grams in the history's none            lower
+                      host (assistant) turns (1: a whole repeat)
 
     norm           unit value u                           when the denominator is 0
     group/global   x / max (per prompt / over the run)    term 0
@@ -26,8 +31,10 @@ is better:
 
 So length is the paper's 1 - L / L_max and quality its Q / Q_max. A term whose `exclude_above` or
 `exclude_below` is set is also a filter on the raw value: the sample is excluded under the term's
-name. A new source is one entry in TERM_SOURCES (factory/config/pairs.py) and its measure here; a judge
-kind's sources are its entry's (factory/config/kinds.py), read as they are.
+name (a tag filter: exclude_below 1 requires the tag, exclude_above 0 forbids it; it reads the judge's
+reply, so it applies after judging like the other judge-based filters). A new source is one entry in
+TERM_SOURCES (factory/config/pairs.py) and its measure here; a judge kind's sources are its entry's
+(factory/config/kinds.py), read as they are.
 """
 
 from __future__ import annotations
@@ -57,7 +64,6 @@ from factory.pairs.segments import per_group
 
 if TYPE_CHECKING:
     from factory.config import PairsConfig, TermConfig
-
 
 
 @dataclass(frozen=True)
@@ -95,12 +101,28 @@ def _own(entry: TermConfig | None, name: str) -> tuple[str, ...]:
     return (name,)
 
 
+def _overlap(source: str, entry: TermConfig | None) -> pl.Expr:
+    assert entry is not None
+    reference = rules.OVERLAP[source]
+    return rules.overlap(reference, entry.n, entry.unit, rules.grams_column(reference, entry.n, entry.unit))
+
+
+def _overlap_reads(source: str, entry: TermConfig | None) -> tuple[str, ...]:
+    """The answer, the prompt-side text and its n-grams (both joined by factory.pairs.attach)."""
+    assert entry is not None
+    reference = rules.OVERLAP[source]
+    return ("answer", reference, rules.grams_column(reference, entry.n, entry.unit))
+
+
 _MEASURES: dict[str, tuple] = {
     "length": (lambda e, n: pl.col("completion_tokens").cast(pl.Float64), lambda e, n: ("completion_tokens",)),
     "repetition": (lambda e, n: rules.repetition(e.field, e.n, e.unit), lambda e, n: (e.field,)),  # type: ignore[union-attr]
     "answer_chars": (lambda e, n: rules.answer_chars(), lambda e, n: ("answer",)),
     "format": (lambda e, n: rules.format_violation(e.pattern, e.require), lambda e, n: ("answer",)),  # type: ignore[union-attr]
     "think": (lambda e, n: rules.think_violation(e.require), lambda e, n: ("reasoning",)),  # type: ignore[union-attr]
+    "tag": (lambda e, n: rules.has_tag(n.removeprefix("tag_")), lambda e, n: ("tags",)),
+    "copies_prompt": (lambda e, n: _overlap(n, e), lambda e, n: _overlap_reads(n, e)),
+    "repeats_history": (lambda e, n: _overlap(n, e), lambda e, n: _overlap_reads(n, e)),
 }
 # A judge kind's columns (factory/config/kinds.py) are read as they are.
 SOURCES: dict[str, Source] = {

@@ -48,6 +48,8 @@ class Manifest:
     spend: dict | None = None
     history: list | None = None
     pairs_build: dict | None = None
+    totals: dict | None = None  # what the run directory has cost in all (factory/rundir/ledger.py)
+    this_run: dict | None = None  # this invocation's share of it
     adaptive: dict | None = None  # sampler.adaptive: the rule and the groups by samples given and by state
     extra: dict = field(default_factory=dict)
 

@@ -30,6 +30,8 @@ SAMPLES = pa.schema(
         ("attempts", pa.int64()),
         ("model", pa.string()),
         ("created_at", pa.float64()),
+        # of prompt_tokens, those the server's prefix cache served (null: it did not say; null in older rows)
+        ("cached_tokens", pa.int64()),
     ]
 )
 
@@ -60,6 +62,7 @@ JUDGMENTS = pa.schema(
         ("latency_s", pa.float64()),
         ("created_at", pa.float64()),
         ("prompt_tokens", pa.int64()),  # summed over re-asks; null in rows stored before it was kept
+        ("cached_tokens", pa.int64()),  # of prompt_tokens, served by the server's prefix cache (summed over re-asks)
         # judge.mode group (null in pointwise rows): the group request this row is one answer of.
         ("group_key", pa.string()),  # the exact samples shown, in their order, and the order number
         ("group_pool", pa.string()),  # the stored samples the group was drawn from: when it changes, re-judged

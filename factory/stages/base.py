@@ -19,6 +19,8 @@ A stage turns work items into stored rows with an engine passed in. It declares:
     failed(requests, reason)      the rows stored for requests that could not be served (same schema)
     read(store) -> DataFrame      the stage's current rows as stored (latest row per key)
     ok(row), tokens(row)          for progress and metrics
+    seen(rows) (optional)         called with the rows of each reply as they are stored (the sampler tells
+                                  `factory run` when the first reasoning arrives)
 
 Stages never import Ray; the tests drive them with lists of rows and a fake engine. BaseStage holds the
 members most stages share (batch size from the engine, batch_args from `batch_fields`, no follow-on work, a

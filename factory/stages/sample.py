@@ -22,6 +22,7 @@ the prompt under their id, as they did.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import polars as pl
@@ -256,6 +257,7 @@ def sample_row(row: dict[str, Any], completion: Completion, engine: Engine, samp
         "answer_tokens": a_tok,
         "completion_tokens": c_tok,
         "prompt_tokens": completion.prompt_tokens,
+        "cached_tokens": completion.cached_tokens,
         "finish_reason": completion.finish_reason or ("error" if completion.error else ""),
         "error": completion.error,
         "latency_s": completion.latency_s,
@@ -274,7 +276,7 @@ def failed_samples(requests: list[dict], reason: str, sampler_fp: str, attempts:
             "prompt_hash": messages_hash(r["messages"]) if "messages" in r else None, "seed": r["seed"],
             "reasoning": "", "answer": "", "text": "", "reasoning_tokens": 0, "answer_tokens": 0,
             "completion_tokens": 0, "prompt_tokens": None, "finish_reason": "error", "error": reason,
-            "latency_s": 0.0, "attempts": attempts, "model": None, "created_at": now,
+            "latency_s": 0.0, "attempts": attempts, "model": None, "created_at": now, "cached_tokens": None,
         }
         for r in requests
     ]  # fmt: skip
@@ -340,6 +342,7 @@ class SampleStage(BaseStage):
         self.prompts = prompts
         self.hashes = prompt_hashes(prompts)
         self._rows = PromptRows(prompts, ["messages"])
+        self.on_reasoning: Callable[[], None] | None = None  # called once, when a stored sample first has reasoning
 
     def plan(self, store: Any) -> pl.DataFrame:
         self._store, self._asked = store, set()
@@ -411,3 +414,9 @@ class SampleStage(BaseStage):
         stored = store.read("samples", SAMPLES)
         samples = current_samples(stored, self.sampler_fp, self.prompts["prompt_id"], self.k, self.hashes)
         return samples if samples.height else pl.from_arrow(SAMPLES.empty_table())  # type: ignore[return-value]
+
+    def seen(self, rows: list[dict]) -> None:
+        """Rows just stored: the first time one holds reasoning, `on_reasoning` is called (then dropped)."""
+        if self.on_reasoning is not None and any((row.get("reasoning") or "").strip() for row in rows):
+            hook, self.on_reasoning = self.on_reasoning, None
+            hook()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 
+import polars as pl
 import pytest
 
 from factory import config as config_mod
@@ -30,7 +31,8 @@ def test_budget_charges_each_stage_at_its_prices():
     assert budget.exceeded()
     spent = budget.as_dict()
     assert spent["prompt_tokens"] == 1500 and spent["completion_tokens"] == 2260
-    assert spent["stages"]["judge"] == {"prompt_tokens": 500, "completion_tokens": 10, "usd": 0.0}
+    # cached_tokens: the prompt tokens a server's prefix cache served (issue 24), none here
+    assert spent["stages"]["judge"] == {"prompt_tokens": 500, "cached_tokens": 0, "completion_tokens": 10, "usd": 0.0}
     assert budget.label("sample") == "in 1000 out 2250 tok $0.0100 (all $0.0100 of $0.0100)"
     assert "Run the same command again" in budget.stop_message()
 
@@ -77,6 +79,63 @@ def test_the_budget_stops_sending_keeps_what_finished_and_a_rerun_goes_on(tmp_pa
     manifest = run(config(tmp_path, *PRICED), backend="local", build=lambda _c: engine)
     assert manifest["requests"]["sampler"] == 16 - stored.height  # only the missing keys
     assert manifest["counts"]["samples_ok"] == 16
+
+
+CACHED_PRICES = {"sampler": (2.0, 8.0, 0.5), "judge": (1.0, 4.0, 0.25)}  # input, output, cached input per 1M
+
+
+@pytest.mark.parametrize("style", ["openai", "deepseek"])
+def test_cached_prompt_tokens_are_stored_per_row_and_priced_at_the_cached_rate(tmp_path, style):
+    """A provider-like loopback server with a prefix cache: the K samples of a prompt after the first, and the
+    judge requests sharing the rubric's opening words, are billed cached. Every row keeps its cached tokens; the
+    spend (metrics, manifest, ledger totals) prices them at cost.*.cached_input_per_m."""
+    from factory.rundir.schemas import JUDGMENTS
+    from tests.engines.loopback import FakeModelServer
+
+    prices = [
+        f"cost.{stage}.{key}={value}"
+        for stage, values in CACHED_PRICES.items()
+        for key, value in zip(("input_usd_per_m", "output_usd_per_m", "cached_input_per_m"), values)
+    ]
+    engine = [f"{side}.engine.{o}" for side in ("sampler", "judge")
+              for o in ("kind=openai", "model=fake", "max_retries=0")]  # fmt: skip
+    with FakeModelServer(delay=0.0, cache=style) as server:
+        cfg = config(tmp_path, *prices, *engine, f"sampler.engine.base_url={server.url}/v1",
+                     f"judge.engine.base_url={server.url}/v1")  # fmt: skip
+        manifest = run(cfg, backend="local")
+        reported = sum(server.cached_reported)
+    store = RunStore(str(tmp_path / "run"))
+    samples, judgments = store.read("samples", SAMPLES), store.read("judgments", JUDGMENTS)
+    assert samples.height == 16 and judgments.height > 0
+    for rows in (samples, judgments):
+        assert rows["cached_tokens"].null_count() == 0
+        assert (rows["cached_tokens"] <= rows["prompt_tokens"]).all()
+    # The second sample of a prompt repeats its whole prompt: all of it cached.
+    assert samples.filter(pl.col("cached_tokens") == pl.col("prompt_tokens")).height >= 8
+    assert judgments["cached_tokens"].sum() > 0
+    assert samples["cached_tokens"].sum() + judgments["cached_tokens"].sum() == reported > 0
+    spend = manifest["spend"]
+    for stage, rows, key in (("sample", samples, "sampler"), ("judge", judgments, "judge")):
+        inp, outp, cached_price = CACHED_PRICES[key]
+        columns = ("prompt_tokens", "cached_tokens", "completion_tokens")
+        prompt, cached, completion = (int(rows[c].sum()) for c in columns)
+        expected = ((prompt - cached) * inp + cached * cached_price + completion * outp) / 1e6
+        assert spend["stages"][stage]["cached_tokens"] == cached
+        assert spend["stages"][stage]["usd"] == pytest.approx(expected, abs=1e-6)
+        assert manifest["totals"]["stages"][stage]["cached_tokens"] == cached
+        assert manifest["totals"]["stages"][stage]["usd"] == pytest.approx(expected, abs=1e-6)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["stages"]["sample"]["cached_tokens"] == int(samples["cached_tokens"].sum())
+
+
+def test_unset_cached_price_charges_cached_tokens_at_the_input_price():
+    full = Budget({"sample": StageCostConfig(input_usd_per_m=2.0)})
+    full.charge("sample", 1000, 0, cached_tokens=600)
+    cheap = Budget({"sample": StageCostConfig(input_usd_per_m=2.0, cached_input_per_m=0.5)})
+    cheap.charge("sample", 1000, 0, cached_tokens=600)
+    assert full.usd == pytest.approx(0.002) and cheap.usd == pytest.approx((400 * 2.0 + 600 * 0.5) / 1e6)
+    assert cheap.as_dict()["cached_tokens"] == 600
+    assert cheap.label("sample").startswith("in 1000 (600 cached) out 0 tok")
 
 
 def test_the_cli_exits_3_with_the_message(monkeypatch, capsys, tmp_path):

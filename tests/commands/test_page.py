@@ -100,8 +100,8 @@ def test_a_large_run_embeds_a_deterministic_sample_and_says_so(tmp_path):
 
 
 def test_the_run_page_is_written_without_the_report(tmp_path):
-    """`factory run`'s call: numbers, plots and parse statuses from what it has (the manifest), the
-    same pairs as `factory report` embeds."""
+    """write_page without the report's numbers: numbers, plots and parse statuses from what it has (the
+    manifest), the same pairs as `factory report` embeds."""
     url = str(tmp_path / "run")
     make_run(url, n_prompts=8, k=4)
     store, manifest = page_store(url)
@@ -118,8 +118,65 @@ def test_the_run_page_is_written_without_the_report(tmp_path):
     assert "judgment ok" in (tmp_path / "run" / "report" / "index.html").read_text()
 
 
+def _run_cfg(tmp_path, *extra):
+    from factory import config
+    from tests.synthetic import write_prompts
+
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 8)
+    rubric = tmp_path / "rubric.txt"
+    rubric.write_text("Rate {answer} from 0 to {scale_max}.")
+    return config.load(
+        None,
+        [f"output_dir={tmp_path / 'run'}", f"prompts.path={prompts}", "sampler.k=4", f"judge.rubric_file={rubric}",
+         "progress_interval_s=60", *extra],
+    )  # fmt: skip
+
+
+def _local_run(cfg):
+    from factory.run import run
+
+    engine = FakeEngine()
+    return run(cfg, backend="local", build=lambda _c: engine, command="factory run test")
+
+
+def test_the_run_page_has_what_the_report_page_has_judge_reasons_included(tmp_path):
+    _local_run(_run_cfg(tmp_path))
+    path = tmp_path / "run" / "report" / "index.html"
+    from_run = blob(path.read_text())
+    assert any("j" in p["c"] for p in from_run["pairs"])  # the judge's reasons, handed over by the run
+    assert cli.main(["report", str(tmp_path / "run")]) == 0
+    assert blob(path.read_text()) == from_run
+
+
+def test_the_pair_kernel_decides_once_at_the_end_of_a_run(tmp_path, monkeypatch):
+    """The page is handed the run's pair build: the samples are prepared and decided under the run's strategy
+    once (the report's long2short table is its own decision)."""
+    from factory import pairs as pair_kernel
+
+    prepared, decided = [], []
+    real_prepare, real_decide = pair_kernel.prepare, pair_kernel.decide
+    monkeypatch.setattr(pair_kernel, "prepare", lambda *a, **k: prepared.append(1) or real_prepare(*a, **k))
+    monkeypatch.setattr(pair_kernel, "decide", lambda p, c: decided.append(c.strategy) or real_decide(p, c))
+    _local_run(_run_cfg(tmp_path))
+    assert (tmp_path / "run" / "report" / "index.html").exists()
+    assert len(prepared) == 1 and decided.count("dp_dpo") == 1 and decided.count("long2short") == 1
+
+
+def test_a_rerun_with_nothing_new_leaves_the_page_as_it_is(tmp_path):
+    path = tmp_path / "run" / "report" / "index.html"
+    _local_run(_run_cfg(tmp_path))
+    before, content = path.stat(), path.read_bytes()
+    again = _local_run(_run_cfg(tmp_path))
+    assert again["requests"] == {"sampler": 0, "judge": 0}
+    after = path.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns) and path.read_bytes() == content
+    _local_run(_run_cfg(tmp_path, "pairs.w_len=0.3"))  # other pairs, still no request: a new page
+    assert path.stat().st_mtime_ns != before.st_mtime_ns and path.read_bytes() != content
+    assert page.page_inputs(page_store(str(tmp_path / "run"))[0]) is not None
+
+
 def strip(side: dict) -> dict:
-    """A side without the judge's reason (the report reads the judgments; the run's call does not)."""
+    """A side without the judge's reason (the report reads the judgments; write_page without them does not)."""
     return {k: v for k, v in side.items() if k != "j"}
 
 

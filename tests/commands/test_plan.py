@@ -170,3 +170,63 @@ def test_a_plan_needs_no_api_key(tmp_path, monkeypatch, no_engine):
         "sampler.engine.model=r1", "sampler.engine.api_key_env=FACTORY_PLAN_KEY",
     )  # fmt: skip
     assert by_stage(make_plan(cfg))["sample"]["requests"] == 12
+
+
+def test_a_what_if_plan_leaves_the_runs_plan_json_as_it_is(tmp_path, capsys):
+    out = tmp_path / "run"
+    cfg = cfg_for(tmp_path)
+    make_plan(cfg)
+    run(cfg, backend="local", build=lambda _c: FakeEngine())
+    own = make_plan(cfg)  # the config of the run the directory holds: its plan
+    assert "whatif" not in own and own["written"] == f"{out}/plan.json"
+    before = (out / "plan.json").read_bytes()
+    whatif = make_plan(cfg_for(tmp_path, "sampler.k=3", "cost.sampler.output_usd_per_m=9"))
+    assert (out / "plan.json").read_bytes() == before
+    assert whatif["whatif"] == ["cost.sampler.output_usd_per_m", "sampler.k"]
+    assert whatif["written"] == f"{out}/plan.whatif.json"
+    assert json.loads((out / "plan.whatif.json").read_text())["whatif"] == whatif["whatif"]
+    assert by_stage(whatif)["sample"]["requests"] == 6
+    from factory.commands.plan import format_plan
+
+    text = format_plan(whatif)
+    assert f"written: {out}/plan.whatif.json (a what-if: this config differs from the run's in " in text
+    assert "plan.json, the plan of the run the directory holds, is untouched" in text
+
+
+def test_the_plan_reads_the_throughput_of_every_invocation_after_a_rerun(tmp_path):
+    """metrics.json of a rerun with nothing to do has no throughput of its own; its totals keep the first run's."""
+    engine = FakeEngine(latency=0.002)
+    cfg = cfg_for(tmp_path)
+    run(cfg, backend="local", build=lambda _c: engine)
+    run(cfg, backend="local", build=lambda _c: engine)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["stages"]["sample"]["tokens_per_s"] is None  # this invocation sampled nothing
+    observed = metrics["totals"]["stages"]["sample"]["tokens_per_s"]
+    sample = by_stage(make_plan(cfg_for(tmp_path, "sampler.k=3")))["sample"]
+    assert observed and sample["tokens_per_s_per_replica"] == pytest.approx(observed / cfg.sampler.engine.replicas)
+    assert sample["tokens_per_s_how"] == "observed, metrics.json totals" and sample["wall_s"] is not None
+
+
+CACHED = ["cost.sampler.cached_input_per_m=0.5", "cost.judge.input_usd_per_m=1", "cost.judge.cached_input_per_m=0.1"]
+
+
+def test_the_plan_estimates_cached_prompt_tokens_then_reads_the_share_observed(tmp_path):
+    """Before any run: the K requests of a prompt after its first share its prompt, a judge's requests of one
+    prompt after its first share the rubric and prompt; priced at cached_input_per_m. After a run whose server
+    reported cached tokens: the share it reported."""
+    fresh = by_stage(make_plan(cfg_for(tmp_path, *CACHED)))
+    sample, judge = fresh["sample"], fresh["judge"]
+    assert sample["requests"] == 12 and sample["cached_tokens"] == round(sample["prompt_tokens"] * 6 / 12)
+    assert sample["cached_tokens_how"].startswith("est. up to")
+    assert sample["usd_input"] == pytest.approx(
+        ((sample["prompt_tokens"] - sample["cached_tokens"]) * 2 + sample["cached_tokens"] * 0.5) / 1e6, rel=1e-2
+    )
+    assert 0 < judge["cached_tokens"] < judge["prompt_tokens"] * 6 / 12  # the prefix only: not the answers
+
+    def usage(request, text):  # a server whose cache served 4 of every 10 prompt tokens
+        return {"prompt_tokens": 10, "cached_tokens": 4, "completion_tokens": len(text.split()), "latency_s": 0.001}
+
+    run(cfg_for(tmp_path, *CACHED), backend="local", build=lambda _c: FakeEngine(usage=usage))
+    seen = by_stage(make_plan(cfg_for(tmp_path, *CACHED, "sampler.k=3")))["sample"]
+    assert seen["cached_tokens_how"] == "observed share 40% over 12 stored rows"
+    assert seen["cached_tokens"] == round(seen["prompt_tokens"] * 0.4)

@@ -119,6 +119,26 @@ def test_report_shows_every_judge_their_agreement_dimensions_and_tags(tmp_path, 
     assert valid_share["short"] + valid_share["long"] == pytest.approx(1.0)  # one tag per judgment
     for line in ("## Judges", "| reward_rm ", "| reward_model", "quality_b vs reward_rm", "## Tags", "| dim_question"):
         assert line in out, line
+    # issue 25: each dimension's distribution on the valid samples
+    dims = {r["column"]: r for r in numbers["dimensions"]}
+    assert set(dims) == {"dim_question", "dim_product_info", "dim_self", "dim_instruction"}
+    for row in dims.values():
+        assert sum(row["histogram"]) == row["n"] == numbers["pairs"]["samples_valid"]
+        assert row["p10"] <= row["p25"] <= row["p50"] <= row["p75"] <= row["p90"]
+    assert "## Dimensions" in out
+
+
+def test_dimension_distributions_bin_over_the_judge_scale():
+    frame = scored([("a", 0, 100, 0.9), ("a", 1, 200, 0.5), ("a", 2, 300, 0.5, "length")]).with_columns(
+        pl.Series("dim_question", [100.0, 15.0, 50.0])
+    )
+    numbers = report.build_report(frame, pl.DataFrame({"parse_status": ["ok"] * 3}), RunConfig())
+    (row,) = numbers["dimensions"]
+    # the truncated sample is not valid: 15 in bin 1, 100 (the top of the scale) in the last bin
+    assert row["n"] == 2 and row["histogram"] == [0, 1, 0, 0, 0, 0, 0, 0, 0, 1] and row["mean"] == 57.5
+    assert row["p50"] == pytest.approx(57.5)
+    text = report.render_markdown(numbers, RunConfig())
+    assert "## Dimensions" in text and "| dim_question | 2 " in text
 
 
 def test_a_run_with_one_judge_and_no_tags_reports_as_before():
@@ -163,6 +183,44 @@ def test_report_and_sweep_balance_by_a_prompt_column(tmp_path, capsys):
     assert "## Balance by question" in text and balance["cap"] == 1
     assert sum(v["kept"] for v in balance["by_value"].values()) == numbers["pairs"]["pairs_kept"]
     assert cli.main(["sweep", url, *keys]) == 0
+
+
+def test_report_against_another_run_prints_both_runs_tag_and_dimension_shares(tmp_path, capsys):
+    from tests.test_run import local_run, synthetic_cfg
+
+    def version(name: str, *extra: str) -> str:
+        folder = tmp_path / name
+        folder.mkdir()
+        cfg = synthetic_cfg(folder, 6, "sampler.k=4", "judge.dimensions=true", "judge.tags=true", *extra)
+        local_run(cfg)
+        return cfg.output_dir
+
+    a = version("a", "judge.tag_values=[short,long]")
+    b = version("b", "judge.tag_values=[short,long,rude]", "sampler.k=3")
+    assert cli.main(["report", b]) == 0  # B's own report, to compare with
+    own_b = json.loads((tmp_path / "b" / "run" / "report" / "report.json").read_text())
+    before_b = sorted(p.name for p in (tmp_path / "b" / "run").rglob("*"))
+    capsys.readouterr()
+    assert cli.main(["report", a, "--against", b]) == 0
+    out = capsys.readouterr().out
+    numbers = json.loads((tmp_path / "a" / "run" / "report" / "report.json").read_text())
+    against = numbers["against"]
+    assert against["run"] == b
+    tags = {r["tag"]: r for r in against["tags"]}
+    assert set(tags) == {"short", "long", "rude"} and tags["rude"]["valid_a"] is None
+    for row in numbers["tags"]:  # A's side is A's own report, B's side is B's
+        assert tags[row["tag"]]["valid_a"] == row["valid"]
+    for row in own_b["tags"]:
+        assert tags[row["tag"]]["valid_b"] == row["valid"]
+    dims = {r["column"]: r for r in against["dimensions"]}
+    assert {r["column"]: r["mean"] for r in own_b["dimensions"]} == {c: r["mean_b"] for c, r in dims.items()}
+    assert {r["column"]: r["mean"] for r in numbers["dimensions"]} == {c: r["mean_a"] for c, r in dims.items()}
+    assert f"## Against {b}" in out and "Tags (share of samples):" in out
+    assert re.search(r"\| rude +\| +- +\| +\d+\.\d%", out)  # a tag only B has: A's share is -
+    assert "Dimensions (valid samples):" in out and "| dim_question     |  21 |  16 |" in out
+    assert sorted(p.name for p in (tmp_path / "b" / "run").rglob("*")) == before_b  # nothing written in B
+    page = (tmp_path / "a" / "run" / "report" / "index.html").read_text()
+    assert f"Against {b}" in page and 'href="#against"' in page and "<th>valid B</th>" in page
 
 
 def test_report_md_escapes_markup_and_table_characters_in_values():

@@ -26,13 +26,25 @@ from tests.fakes import reward_of
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def chat_response(content: str = "ok", *, reasoning: str | None = None, reasoning_tokens: int | None = None) -> dict:
+def chat_response(
+    content: str = "ok",
+    *,
+    reasoning: str | None = None,
+    reasoning_tokens: int | None = None,
+    cached_tokens: Any = None,
+    cache_style: str = "openai",
+) -> dict:
+    """A 200 body of /v1/chat/completions. `cached_tokens`: the prompt tokens the server says its prefix cache
+    served, as OpenAI and vLLM say it (`cache_style` "openai": usage.prompt_tokens_details.cached_tokens) or
+    as DeepSeek does ("deepseek": usage.prompt_cache_hit_tokens and prompt_cache_miss_tokens)."""
     message: dict[str, Any] = {"role": "assistant", "content": content}
     if reasoning is not None:
         message["reasoning_content"] = reasoning
     usage: dict[str, Any] = {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}
     if reasoning_tokens is not None:
         usage["completion_tokens_details"] = {"reasoning_tokens": reasoning_tokens}
+    if cached_tokens is not None:
+        set_cached(usage, cached_tokens, cache_style)
     return {
         "id": "x",
         "object": "chat.completion",
@@ -41,6 +53,15 @@ def chat_response(content: str = "ok", *, reasoning: str | None = None, reasonin
         "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
         "usage": usage,
     }
+
+
+def set_cached(usage: dict[str, Any], cached: Any, style: str) -> None:
+    if style == "deepseek":
+        usage["prompt_cache_hit_tokens"] = cached
+        if isinstance(cached, int) and isinstance(usage.get("prompt_tokens"), int):
+            usage["prompt_cache_miss_tokens"] = usage["prompt_tokens"] - cached
+    else:
+        usage["prompt_tokens_details"] = {"cached_tokens": cached}
 
 
 SCORE_PATHS = ("/classify", "/pooling", "/score")
@@ -315,15 +336,35 @@ class CountingProxy(_Server):
         super().__init__(Handler)
 
 
+def _shared_words(text: str, seen: str) -> int:
+    """Words of `text` that lie wholly in the prefix it shares with `seen`."""
+    n = 0
+    for a, b in zip(text, seen):
+        if a != b:
+            break
+        n += 1
+    if n == len(text):
+        return len(text.split())
+    words = text[:n].split()
+    return len(words) - (1 if words and not text[n - 1].isspace() else 0)
+
+
 class FakeModelServer(_Server):
     """An OpenAI-compatible server that answers like a tiny model, after `delay` seconds: a sample
     (`<think>..</think>answer`, its length from the seed) or, for a request with a JSON schema (a
     judge's), `{"score": seed % 101, "reason": "r"}`; a POST to /classify, /pooling or /score like a
     reward model (`tests.fakes.reward_of` of the answer). Records when each request arrived and when its
-    reply went out (`replied`: (time.time(), seed, is_judge)), for tests of what a killed run kept."""
+    reply went out (`replied`: (time.time(), seed, is_judge)), for tests of what a killed run kept.
 
-    def __init__(self, delay: float = 0.2):
+    `cache` ("openai" or "deepseek", see chat_response) makes it bill like a provider with a prefix cache: a
+    chat request's prompt tokens are the words of its messages, and those of the longest prefix (in whole
+    words) it shares with a prompt received before are reported cached."""
+
+    def __init__(self, delay: float = 0.2, cache: str | None = None):
         self.delay = delay
+        self.cache = cache
+        self.prompts_seen: list[str] = []
+        self.cached_reported: list[int] = []  # the cached tokens each reply reported
         self.replied: list[tuple[float, int, bool]] = []
 
         class Handler(_Handler):
@@ -347,6 +388,14 @@ class FakeModelServer(_Server):
                     content = f"<think>{'hm ' * (seed % 5)}</think>" + " ".join(["word"] * (2 + seed % 9))
                 body = chat_response(content)
                 body["usage"]["completion_tokens"] = len(content.split())
+                if server.cache:
+                    text = "\n".join(m.get("content") or "" for m in request.get("messages") or [])
+                    with server.lock:
+                        cached = max((_shared_words(text, seen) for seen in server.prompts_seen), default=0)
+                        server.prompts_seen.append(text)
+                        server.cached_reported.append(cached)
+                    body["usage"]["prompt_tokens"] = len(text.split())
+                    set_cached(body["usage"], cached, server.cache)
                 try:
                     self._send(200, json.dumps(body).encode())
                 except (BrokenPipeError, ConnectionResetError):

@@ -152,6 +152,40 @@ def test_reasoning_content_and_reasoning_tokens_are_read(monkeypatch):
     )
 
 
+@pytest.mark.parametrize("style", ["openai", "deepseek"])
+def test_cached_prompt_tokens_are_read_from_either_usage_form(style):
+    """usage.prompt_tokens_details.cached_tokens (OpenAI, vLLM) or prompt_cache_hit_tokens (DeepSeek): stored
+    on the sample row beside prompt_tokens."""
+    body = chat_response("The answer.", cached_tokens=5, cache_style=style)
+    with ScriptedServer([{"body": body}]) as server:
+        engine = engine_for(server.url)
+        try:
+            work = [{"prompt_id": "p", "sample_idx": 0, "seed": 1, "messages": chat("q")}]
+            (row,) = sample_batch(engine, work, None, SamplingConfig(), "fp")
+        finally:
+            engine.close()
+    assert (row["prompt_tokens"], row["cached_tokens"]) == (7, 5)
+
+
+def test_a_cached_count_that_is_not_a_count_within_the_prompt_is_not_believed():
+    """A negative, a non-integer, or more cached tokens than the prompt has (7): no cached count (the prompt
+    is priced in full); a server that says nothing: none either. (DeepSeek's field, which the client does not
+    type: the client's own model turns "5" into 5 in prompt_tokens_details.)"""
+    bodies = {"neg": -1, "over": 8, "text": "5", "flag": True, "none": None, "ok": 7}
+    script = {
+        name: [{"body": chat_response(name, cached_tokens=value, cache_style="deepseek")}]
+        for name, value in bodies.items()
+    }
+    with ScriptedServer(script) as server:
+        engine = engine_for(server.url)
+        try:
+            done = engine.generate([Request(messages=chat(name), max_tokens=8, tag=name) for name in bodies])
+        finally:
+            engine.close()
+    believed = {c.tag: c.cached_tokens for c in done}
+    assert believed == {"neg": None, "over": None, "text": None, "flag": None, "none": None, "ok": 7}
+
+
 def test_request_fields_and_json_schema_go_out_as_response_format():
     schema = {"type": "object", "properties": {"score": {"type": "integer"}}, "required": ["score"]}
     request = Request(
@@ -260,7 +294,8 @@ def test_the_api_example_reads_its_key_from_the_named_variable(monkeypatch):
     with pytest.raises(ConfigError, match=r"sampler\.engine\.api_key_env: environment variable 'DEEPSEEK_API_KEY'"):
         preflight(config.load(path))
     monkeypatch.setenv("DEEPSEEK_API_KEY", "sk-secret-value")
-    cfg = config.load(path)
+    student = Path(__file__).resolve().parents[1] / "pairs" / "fixtures" / "templates" / "deepseek_r1_distill"
+    cfg = config.load(path, [f"export.template={student}"])  # the shipped config names /models/...: here a copy
     preflight(cfg)
     assert "sk-secret-value" not in json.dumps(redact(config.to_dict(cfg)))
 

@@ -12,7 +12,7 @@ from factory.config import ConfigError
 from factory.evaluation import run as evaluation
 from factory.evaluation.table import difference_text, paired_bootstrap
 from factory.rundir.store import RunStore
-from tests.evaluation.fakes import eval_config, eval_engine, sampled
+from tests.evaluation.fakes import eval_config, eval_engine, sampled, write_prompts
 
 
 def evaluate(cfg, engine):
@@ -189,6 +189,175 @@ def test_samples_live_in_the_eval_directory_keyed_by_candidate_fingerprint(done)
         [{"sampler_fp": fps["long"], "len": 6}, {"sampler_fp": fps["short"], "len": 6}], key=lambda r: r["sampler_fp"]
     )
     assert not (tmp_path / "run" / "samples").exists()  # the run's own tables are untouched
+
+
+def test_two_sets_each_get_an_overall_and_a_multi_turn_table_with_each_candidates_rt(tmp_path):
+    """Issue 25 (the source's 4.7): val and later traffic in one eval; multi-turn = prompts with a history;
+    the long candidate decodes at 100 tokens/s of its own (int8, say), the short one at decode_tokens_per_s."""
+    from tests.evaluation.fakes import PROMPTS
+
+    history = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+
+    def write(name: str, rows: list[dict]) -> str:
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return str(path)
+
+    val = write("val", [dict(PROMPTS[i], history=history if i >= 2 else []) for i in range(4)])  # p0..p3
+    traffic = write("traffic", [dict(PROMPTS[i], id=f"t{i}", history=history if i == 5 else []) for i in (4, 5)])
+    cfg = eval_config(
+        tmp_path, "eval.prompts=''", f"eval.sets.val={val}", f"eval.sets.traffic={traffic}",
+        "eval.candidates.long.decode_tokens_per_s=100",
+    )  # fmt: skip
+    result = evaluate(cfg, eval_engine())
+    numbers = json.loads((tmp_path / "run" / "eval" / "report" / "eval.json").read_text())
+    splits = {s["set"]: s for s in numbers["splits"]}
+    assert list(splits) == ["val", "traffic"]
+    assert (splits["val"]["prompts"], splits["val"]["multi_turn_prompts"]) == (4, 2)
+    assert (splits["traffic"]["prompts"], splits["traffic"]["multi_turn_prompts"]) == (2, 1)
+
+    def by_model(rows):
+        return {r["model"]: r for r in rows}
+
+    val_all, val_multi = by_model(splits["val"]["overall"]), by_model(splits["val"]["multi_turn"])
+    assert (
+        val_all["long"]["score"] == 40 and val_all["short"]["score"] == 70 and val_all["short"]["prompts_scored"] == 3
+    )
+    assert val_multi["short"]["prompts"] == 2 and val_multi["short"]["prompts_scored"] == 1  # p3's judgment broke
+    assert (val_multi["short"]["judgments"], val_multi["short"]["judge_parse_failures"]) == (2, 1)
+    traffic_all, traffic_multi = by_model(splits["traffic"]["overall"]), by_model(splits["traffic"]["multi_turn"])
+    assert traffic_all["long"]["score"] == 20 and traffic_multi["long"]["score"] == 0  # t5: cut inside <think>
+    assert traffic_multi["short"]["score_diff"] == 70
+    # RT per candidate: long at its own 100 tokens/s, short at decode_tokens_per_s (62.5)
+    assert val_all["long"]["mean_rt_s"] == pytest.approx(30 / 100) and val_all["short"]["mean_rt_s"] == pytest.approx(
+        8 / 62.5
+    )
+    whole = rows_by_model(result)  # the main table: every set's prompts together, as before
+    assert whole["long"]["score"] == pytest.approx(200 / 6) and whole["long"]["prompts"] == 6
+    text = result["markdown"]
+    for title in ("## set val: overall (4 prompts)", "## set val: multi-turn (2 prompts with a history)",
+                  "## set traffic: overall (2 prompts)", "## set traffic: multi-turn (1 prompts with a history)",
+                  "long: 100 tokens/s"):  # fmt: skip
+        assert title in text, title
+
+
+def test_sets_are_checked_naming_their_key(tmp_path):
+    from factory import config as config_mod
+
+    path = tmp_path / "a.jsonl"
+    path.write_text(json.dumps({"id": "x", "product_info": "p", "question": "q?"}) + "\n")
+    with pytest.raises(ConfigError, match="eval.sets: give eval.sets or eval.prompts"):
+        eval_config(tmp_path, f"eval.sets.a={path}")
+    cfg = eval_config(tmp_path, "eval.prompts=''", f"eval.sets.a={path}", f"eval.sets.b={path}")
+    with pytest.raises(ConfigError, match=r"eval.sets.b: prompt id 'x' is also in eval.sets.a"):
+        evaluation.eval_prompts(cfg)
+    with pytest.raises(ConfigError, match="eval.candidates.long.decode_tokens_per_s"):
+        config_mod.load(None, ["eval.candidates.long.decode_tokens_per_s=0"])
+
+
+def _checkpoint(folder, weights: bytes):
+    folder.mkdir(exist_ok=True)
+    (folder / "config.json").write_text('{"model_type": "llama"}')
+    (folder / "model.safetensors").write_bytes(weights)
+    return folder
+
+
+def test_a_checkpoint_retrained_at_the_same_path_is_evaluated_anew(tmp_path):
+    """A local checkpoint is known by its contents, not its path: new weights of the same size and mtime at
+    the same path are a new model (sampled and judged again); the same bytes are the cached model."""
+    import os
+
+    ckpt = _checkpoint(tmp_path / "trained", b"\x01" * 64)
+    key = "eval.candidates.long.engine"
+    extra = (f"{key}.kind=vllm", f"{key}.model={ckpt}")
+    engine = eval_engine()
+    first = evaluate(eval_config(tmp_path, *extra), engine)
+    assert first["manifest"]["requests"]["sample:long"] == 6
+    again = evaluate(eval_config(tmp_path, *extra), engine)
+    assert again["manifest"]["requests"]["sample:long"] == 0  # same bytes: cached
+    stat = os.stat(ckpt / "model.safetensors")
+    (ckpt / "model.safetensors").write_bytes(b"\x02" * 64)  # retrained: same size, same mtime
+    os.utime(ckpt / "model.safetensors", ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    retrained = evaluate(eval_config(tmp_path, *extra), engine)
+    assert retrained["manifest"]["requests"]["sample:long"] == 6
+    assert retrained["manifest"]["requests"]["judge:long"] == first["manifest"]["requests"]["judge:long"] == 5
+    assert retrained["manifest"]["requests"]["sample:short"] == 0
+    fps = [r["manifest"]["fingerprints"]["candidates"]["long"] for r in (first, again, retrained)]
+    assert fps[0] == fps[1] != fps[2]
+
+
+def test_every_saved_checkpoint_is_a_candidate_and_the_per_checkpoint_table_is_written(tmp_path):
+    """`factory eval --checkpoints TRAIN_OUT --like long`: checkpoints/step-1, step-2 and the final model, each a copy
+    of candidate long with its folder as engine.model, sampled and judged; report/epochs.* tables them in order."""
+    import json as json_mod
+
+    from factory.evaluation import checkpoints
+
+    out = _checkpoint(tmp_path / "dpo", b"\x03" * 64)
+    (out / "checkpoints").mkdir()
+    for step, byte in ((2, b"\x05"), (1, b"\x04")):
+        _checkpoint(out / "checkpoints" / f"step-{step}", byte * 64)
+    (out / "train_dpo.json").write_text(json_mod.dumps({"steps": 2, "checkpoints": [
+        {"name": "step-1", "step": 1, "epoch": 0.5, "path": "/elsewhere/checkpoints/step-1"},
+        {"name": "step-2", "step": 2, "epoch": 1.0, "path": "/elsewhere/checkpoints/step-2"},
+    ]}))  # fmt: skip
+    base = _checkpoint(tmp_path / "base", b"\x01" * 64)
+    cfg = eval_config(tmp_path, "eval.candidates.long.engine.kind=vllm", f"eval.candidates.long.engine.model={base}")
+    expanded, points = checkpoints.with_checkpoints(cfg, str(out), "long")
+    assert [p["candidate"] for p in points] == ["step-1", "step-2", "final"]
+    assert list(expanded.eval.candidates) == ["long", "short", "step-1", "step-2", "final"]
+    assert expanded.eval.candidates["step-2"].engine.model == str(out / "checkpoints" / "step-2")
+    assert expanded.eval.candidates["final"].sampling == cfg.eval.candidates["long"].sampling
+    assert list(cfg.eval.candidates) == ["long", "short"]  # the loaded config is left as it was
+
+    result = evaluation.evaluate(expanded, backend="local", build=lambda _cfg: eval_engine(), checkpoints=points)
+    assert {result["manifest"]["requests"][f"sample:{name}"] for name in ("step-1", "step-2", "final")} == {6}
+    rows = rows_by_model(result)
+    table = result["epochs"]["rows"]
+    assert [(r["checkpoint"], r["step"], r["epoch"]) for r in table] == [
+        ("step-1", 1, 0.5), ("step-2", 2, 1.0), ("final", 2, None)
+    ]  # fmt: skip
+    for r in table:
+        assert (r["score"], r["mean_tokens"], r["mean_rt_s"]) == tuple(
+            rows[r["checkpoint"]][k] for k in ("score", "mean_tokens", "mean_rt_s")
+        )
+    report = tmp_path / "run" / "eval" / "report"
+    assert json_mod.loads((report / "epochs.json").read_text())["rows"] == table
+    assert "| step-2 | 1.00 | 2 |" in (report / "epochs.md").read_text()
+    assert (report / "epochs.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_checkpoints_errors_name_the_option(tmp_path):
+    from factory.evaluation import checkpoints
+
+    cfg = eval_config(tmp_path)
+    with pytest.raises(ConfigError, match="^--checkpoints: not a folder"):
+        checkpoints.with_checkpoints(cfg, str(tmp_path / "missing"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="^--checkpoints: no checkpoint in"):
+        checkpoints.with_checkpoints(cfg, str(tmp_path / "empty"))
+    with pytest.raises(ConfigError, match="^--like: 'nope' is not a candidate"):
+        checkpoints.with_checkpoints(cfg, str(_checkpoint(tmp_path / "out", b"\x01")), "nope")
+
+
+def test_factory_eval_dry_run_plans_every_checkpoint(tmp_path, capsys):
+    from factory.cli import main
+
+    out = _checkpoint(tmp_path / "dpo", b"\x03" * 64)
+    (out / "checkpoints").mkdir()
+    _checkpoint(out / "checkpoints" / "epoch-1", b"\x04" * 64)
+    rubric = tmp_path / "rubric.txt"
+    rubric.write_text("Rate the host reply {answer} from 0 to {scale_max}.")
+    conf = tmp_path / "eval.yaml"
+    conf.write_text(
+        f"output_dir: {tmp_path / 'run'}\neval:\n  prompts: {write_prompts(tmp_path)}\n  candidates:\n"
+        f"    trained:\n      engine: {{kind: vllm, model: {out}}}\n      sampling: {{max_tokens: 64}}\n"
+        f"judge:\n  rubric_file: {rubric}\n"
+    )
+    assert main(["eval", str(conf), "--checkpoints", str(out), "--dry-run"]) == 0
+    plan = capsys.readouterr().out
+    assert "sample:epoch-1" in plan and "sample:trained" in plan
+    assert "sample:final" not in plan  # the final model is candidate trained already: sampled once
 
 
 def test_a_group_judge_asks_once_per_prompt_and_candidate_and_scores_each_answer(tmp_path):

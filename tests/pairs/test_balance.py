@@ -88,3 +88,79 @@ def test_factory_run_balances_on_a_prompts_column_with_the_filters_before_judgin
     assert set(by_value) == {"a", "b"} and all(v["kept"] == 1 for v in by_value.values())
     pairs_out = RunStore(str(tmp_path / "run")).read("pairs")
     assert pairs_out.height == manifest["counts"]["pairs_kept"] == 2
+
+
+# -- issue 25: over-sampling to a floor ------------------------------------------------------------
+def test_a_floor_repeats_the_pairs_of_rare_values_marked_counted_and_capped():
+    frame, prompts = frame_and_prompts(CATEGORIES)
+    cfg = PairsConfig(drop_ratio=0.0, balance=BalanceConfig(column="category", floor=4, max_repeats=1))
+    built = pairs.build(frame, prompts, cfg)
+    rows = built.pairs.select("prompt_id", "repeat").rows()
+    # beauty (2 pairs) reaches 4: b0 and b1 once more each; null (1 pair, at most 1 repeat) reaches 2;
+    # kitchen (6 pairs) is above the floor: written once
+    assert rows == [("b0", 0), ("b0", 1), ("b1", 0), ("b1", 1), *[(f"k{i}", 0) for i in range(6)], ("n0", 0), ("n0", 1)]
+    repeated = built.pairs.filter(pl.col("repeat") == 1)
+    original = built.pairs.filter(pl.col("repeat") == 0, pl.col("prompt_id").is_in(["b0", "b1", "n0"]))
+    assert repeated.drop("repeat").equals(original.drop("repeat"))  # a repeat is the same pair
+    stats = built.stats
+    assert stats.pairs_kept == 9 and stats.pairs_repeated == 3 and stats.pairs_written == built.pairs.height == 12
+    assert stats.balance["by_value"]["beauty"] == {"kept": 2, "over_balance": 0, "repeated": 2}
+    assert stats.balance["by_value"]["(null)"]["repeated"] == 1  # the cap: 2 more were wanted
+    assert stats.as_dict()["pairs_repeated"] == 3 and sum(stats.pairs_by_outcome.values()) == stats.pairs_candidate
+
+
+def test_a_floor_goes_in_turn_largest_margins_first_beside_a_cap():
+    frame, prompts = frame_and_prompts(
+        {"a0": "a", "a1": "a", "a2": "a", "b0": "b", "b1": "b", "b2": "b", "b3": "b", "b4": "b"}
+    )
+    cfg = PairsConfig(drop_ratio=0.0, balance=BalanceConfig(column="category", cap=4, floor=4))
+    built = pairs.build(frame, prompts, cfg)
+    counts = built.pairs.group_by("prompt_id").len().sort("prompt_id").rows()
+    # a: 3 pairs, one more for the largest margin (a2); b: capped at 4 (b0 over_balance), no repeat
+    assert counts == [("a0", 1), ("a1", 1), ("a2", 2), ("b1", 1), ("b2", 1), ("b3", 1), ("b4", 1)]
+    assert built.stats.balance["by_value"]["b"] == {"kept": 4, "over_balance": 1, "repeated": 0}
+    with pytest.raises(ConfigError, match="pairs.balance.floor"):
+        load(None, ["pairs.balance.column=c", "pairs.balance.cap=2", "pairs.balance.floor=3"])
+    assert "repeat" not in pairs.build(frame, prompts, PairsConfig(drop_ratio=0.0)).pairs.columns
+
+
+def test_factory_run_writes_the_repeats_to_pairs_and_counts_them_in_the_manifest(tmp_path):
+    import json
+
+    from factory.rundir.store import RunStore
+    from tests.test_run import local_run, synthetic_cfg
+
+    path = tmp_path / "prompts.jsonl"
+    rows = [
+        {"id": f"p{i}", "product_info": {"name": f"t{i}"}, "question": f"q{i}?", "category": "aab"[i % 3]}
+        for i in range(6)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = synthetic_cfg(
+        tmp_path, 1, f"prompts.path={path}", "sampler.k=4", "pairs.drop_ratio=0",
+        "pairs.balance.column=category", "pairs.balance.floor=4",
+    )  # fmt: skip
+    manifest = local_run(cfg)
+    by_value, counts = manifest["pairs"]["balance"]["by_value"], manifest["counts"]
+    assert by_value["a"]["repeated"] == 0 and by_value["b"]["kept"] + by_value["b"]["repeated"] == 4
+    pairs_out = RunStore(str(tmp_path / "run")).read("pairs")
+    assert (
+        pairs_out.height == counts["pairs_kept"] + counts["pairs_repeated"]
+        and counts["pairs_repeated"] == by_value["b"]["repeated"]
+    )
+    assert pairs_out.filter(pl.col("repeat") > 0)["prompt_id"].is_in(["p2", "p5"]).all()
+
+
+def test_the_report_shows_the_floor_and_the_repeats_per_value():
+    from factory.commands import report
+    from factory.config import RunConfig
+
+    frame, prompts = frame_and_prompts(CATEGORIES)
+    cfg = RunConfig()
+    cfg.pairs = PairsConfig(drop_ratio=0.0, balance=BalanceConfig(column="category", floor=3))
+    scored_with = pairs.attach(frame, prompts, cfg.pairs)
+    numbers = report.build_report(scored_with, pl.DataFrame({"parse_status": ["ok"]}), cfg)
+    text = report.render_markdown(numbers, cfg)
+    assert numbers["pairs"]["pairs_repeated"] == 1 + 2  # beauty 2 -> 3, null 1 -> 3
+    assert "Floor per value: 3 (each pair repeated at most 3 times)." in text
+    assert "| value   | pairs kept | over_balance | repeated |" in text

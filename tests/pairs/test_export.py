@@ -164,6 +164,7 @@ def test_factory_export_writes_the_templated_pairs_with_their_metadata(run_dir, 
     assert main(["export", run_dir, "--template", str(ALL["deepseek_r1"]), "--name", "r1"]) == 0
     out = capsys.readouterr()
     assert "export/r1" in out.out and "keeps only the text after </think>" in out.err  # R1 warns about pairs/
+    assert "SFT rows -> " in out.out and "sft/filter_long.r1/" in out.out and "sft/dp_sft.r1/" in out.out
     export = pl.read_parquet(f"{run_dir}/export/r1/*.parquet")
     pairs = pl.read_parquet(f"{run_dir}/pairs/*.parquet")
     assert export.columns[:3] == ["prompt", "chosen", "rejected"] and export.height == pairs.height > 0
@@ -249,3 +250,38 @@ def test_pairs_whose_samples_are_not_stored_are_one_error_not_a_silent_drop(run_
     empty = samples.with_columns(pl.lit(None, pl.String).alias("answer"))  # stored, but no answer text: written as ""
     rows = templated_pairs(pairs, empty, prompts, load_template(str(ALL["chatml"])))
     assert rows.height == pairs.height
+
+
+def test_the_sft_exports_are_written_under_the_student_template_beside_the_conversational_form(run_dir, capsys):
+    """sft/filter_long.<name>/ and sft/dp_sft.<name>/: one prompt/completion row per conversational SFT row, the
+    completion exactly what the student produces (R1: reasoning then </think>, answer, end of sentence)."""
+    assert main(["pairs", run_dir, f"export.template={ALL['deepseek_r1']}", "export.name=r1"]) == 0
+    err = capsys.readouterr().err
+    assert "sft/filter_long/ and sft/dp_sft/ trains on the answers alone" in err  # the conversational SFT: warned
+    assert "sft/filter_long.r1/" in err and "sft/dp_sft.r1/" in err
+    samples = _sides(run_dir)
+    for export in ("filter_long", "dp_sft"):
+        conversational = pl.read_parquet(f"{run_dir}/sft/{export}/*.parquet")
+        templated = pl.read_parquet(f"{run_dir}/sft/{export}.r1/*.parquet")
+        assert templated.columns[:2] == ["prompt", "completion"] and templated.height == conversational.height > 0
+        assert templated.drop("prompt", "completion").equals(conversational.drop("messages"))
+        with_reasoning = 0
+        for row in templated.iter_rows(named=True):
+            sample = samples[(row["prompt_id"], row["sample_idx"])]
+            assert row["prompt"].endswith("<｜Assistant｜><think>\n") and not row["prompt"].startswith(R1_BOS)
+            if sample["reasoning"].strip():
+                with_reasoning += 1
+                assert row["completion"] == f"{sample['reasoning']}\n</think>\n\n{sample['answer']}{R1_EOS}"
+            else:
+                assert row["completion"] == f"\n</think>\n\n{sample['answer']}{R1_EOS}"
+        assert with_reasoning > 0, export
+    record = pl.read_json(f"{run_dir}/export/r1/_export.json")
+    assert record["sft"][0]["filter_long"]["rows"] == pl.read_parquet(f"{run_dir}/sft/filter_long.r1/*.parquet").height
+    # an SFT export no longer asked for goes, its templated form too (nothing lingers as if current)
+    assert (
+        main(["pairs", run_dir, f"export.template={ALL['deepseek_r1']}", "export.name=r1", "pairs.sft=[filter_long]"])
+        == 0
+    )
+    assert not list(Path(run_dir, "sft", "dp_sft.r1").glob("*.parquet"))
+    assert list(Path(run_dir, "sft", "filter_long.r1").glob("*.parquet"))
+    assert main(["pairs", run_dir]) == 0  # back to the run's own settings for the other tests

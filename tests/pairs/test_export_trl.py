@@ -1,6 +1,7 @@
 """The export through the trainer's own tokenization (STYLE 20): TRL's DPOTrainer tokenizes export/<name>/ with a
 DeepSeek-R1-style policy tokenizer and keeps every side's reasoning, where the conversational pairs/ lose it (and
-that is warned about). Our renderer also equals transformers' apply_chat_template on every fixture template.
+that is warned about); TRL's SFTTrainer does the same with sft/<export>.<name>/ against sft/<export>/. Our renderer
+also equals transformers' apply_chat_template on every fixture template.
 
 The R1 tokenizer is SmolLM2's (converted offline from the shipped GGUF) with R1's special tokens added and R1's
 chat template; the policy is a tiny random Llama of that vocabulary: the test is about tokenization, not weights.
@@ -141,6 +142,60 @@ def test_dpo_trainer_keeps_every_sides_reasoning_from_the_r1_export_and_loses_it
         if (thought := reasoning[(source["prompt_id"], source[f"{side}_idx"])]) and thought in row[side]
     ]
     assert kept == []  # R1's template dropped every side's reasoning: why the export exists
+
+
+def _sft_rows(dataset, tokenizer, tmp_path):
+    """What TRL's SFTTrainer makes of `dataset` (its own tokenization): the decoded training sequence and, for
+    prompt/completion rows, the decoded tokens of its completion mask (what the loss is computed on)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from trl import SFTConfig, SFTTrainer
+
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=2, max_position_embeddings=4096,
+    ))  # fmt: skip
+    args = SFTConfig(output_dir=str(tmp_path / "sft"), report_to="none", max_length=None, bf16=False, use_cpu=True)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    out = []
+    for row in trainer.train_dataset:
+        ids = row["input_ids"]
+        mask = row.get("completion_mask") or [1] * len(ids)
+        out.append({
+            "text": tokenizer.decode(ids, skip_special_tokens=False),
+            "loss": tokenizer.decode([t for t, m in zip(ids, mask) if m], skip_special_tokens=False),
+        })  # fmt: skip
+    return out
+
+
+def test_sft_trainer_keeps_every_completions_reasoning_from_the_r1_sft_exports_and_loses_it_from_sft(
+    base_tokenizer, tmp_path, capsys
+):
+    import datasets
+
+    from factory.cli import main
+
+    run = str(tmp_path / "run")
+    make_run(run, n_prompts=8, k=4)
+    assert main(["export", run, "--template", str(R1), "--name", "r1"]) == 0
+    assert "sft/filter_long/ and sft/dp_sft/ trains on the answers alone" in capsys.readouterr().err
+    tokenizer, template = student_tokenizer(base_tokenizer, R1)
+    samples = pl.read_parquet(f"{run}/samples/*.parquet")
+    reasoning = {(r["prompt_id"], r["sample_idx"]): r["reasoning"].strip() for r in samples.iter_rows(named=True)}
+    for export in ("filter_long", "dp_sft"):
+        templated = datasets.load_dataset("parquet", data_files=f"{run}/sft/{export}.r1/*.parquet", split="train")
+        thoughts = [reasoning[(row["prompt_id"], row["sample_idx"])] for row in templated]
+        assert sum(map(bool, thoughts)) > 0, export
+        trained = _sft_rows(templated, tokenizer, tmp_path)
+        assert len(trained) == templated.num_rows
+        for row, source, thought in zip(trained, templated, thoughts):
+            assert row["text"] == template.bos_token + source["prompt"] + source["completion"]  # one BOS, one EOS
+            assert row["loss"].endswith(source["completion"]) and row["loss"].count(template.eos_token) == 1
+            if thought:  # the reasoning is in the tokens the loss is computed on, before </think>
+                assert thought in row["loss"] and row["loss"].index(thought) < row["loss"].index("</think>")
+        conversational = datasets.load_dataset("parquet", data_files=f"{run}/sft/{export}/*.parquet", split="train")
+        lost = _sft_rows(conversational, tokenizer, tmp_path)  # the same rows as messages, through the same template
+        kept = [t for row, t in zip(lost, thoughts) if t and t in row["text"]]
+        assert kept == [], export  # R1's template dropped every completion's reasoning: why the export exists
 
 
 def test_the_export_prompt_is_what_the_student_sees_at_inference(base_tokenizer):

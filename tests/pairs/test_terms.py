@@ -146,6 +146,8 @@ def test_a_missing_column_names_the_key_that_needs_it():
         ("pairs.terms=[{source: repetition, field: prompt}]", r"pairs\.terms\[0\]\.field"),
         ("pairs.terms=[{source: repetition, n: 0}]", r"pairs\.terms\[0\]\.n"),
         ("pairs.terms=[{source: repetition, unit: byte}]", r"pairs\.terms\[0\]\.unit"),
+        ("pairs.terms=[{source: copies_prompt, unit: byte}]", r"pairs\.terms\[0\]\.unit"),  # issue 25
+        ("pairs.terms=[{source: repeats_history, n: 0}]", r"pairs\.terms\[0\]\.n"),
         ("pairs.terms=[{source: format}]", r"pairs\.terms\[0\]\.pattern"),
         ("pairs.terms=[{source: format, pattern: '(?<=x)y'}]", r"pairs\.terms\[0\]\.pattern"),
         ("pairs.terms=[{source: answer_chars}, {source: answer_chars}]", r"pairs\.terms\[1\]\.name"),

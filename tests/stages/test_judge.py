@@ -748,6 +748,72 @@ def test_dimensions_become_score_terms_and_an_old_run_without_dims_still_reads(t
     assert rescored.select(cols).sort(cols[:2]).equals(scored.select(cols).sort(cols[:2]))
 
 
+# -- a prompt's requests go out together (issue 24: a server's prefix cache serves the shared prefix) ------------
+def _order_cfg(tmp_path, *extra):
+    from factory import config
+    from tests.synthetic import write_prompts
+
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 4)
+    rubric = tmp_path / "rubric.txt"
+    rubric.write_text("Rate {answer} from 0 to {scale_max}.")
+    return config.load(
+        None,
+        [f"output_dir={tmp_path / 'run'}", f"prompts.path={prompts}", "sampler.k=3", f"judge.rubric_file={rubric}",
+         "judge.engine.batch_size=64", "progress_interval_s=60", *extra],
+    )  # fmt: skip
+
+
+def _runs(order: list) -> list:
+    """The prompt ids of `order`, one entry per run of equal neighbours."""
+    return [p for i, p in enumerate(order) if i == 0 or order[i - 1] != p]
+
+
+def test_the_samples_and_judgments_of_a_prompt_are_dispatched_next_to_each_other(tmp_path):
+    """The sampler plans a prompt's K keys together; the judge plans a prompt's requests together even when the
+    stored samples interleave the prompts (they were stored as they finished)."""
+    from factory.run import run
+
+    from factory.rundir.hashing import derive_seed
+
+    cfg = _order_cfg(tmp_path, "pairs.filter_before_judge=false")
+    first = FakeEngine(shuffle=False)
+    run(cfg, backend="local", build=lambda _c: first, command="t")
+    sampled = [r.tag[0] for r in first.requests if r.json_schema is None]
+    assert len(sampled) == 12 and len(_runs(sampled)) == 4  # each prompt's K=3 samples adjacent
+    store = RunStore(str(tmp_path / "run"))
+    interleaved = store.read("samples", SAMPLES).sort("sample_idx", "prompt_id")  # p1 0, p2 0, ..., p1 1, ...
+    assert len(_runs(interleaved["prompt_id"].to_list())) == 12
+    store.remove("samples")
+    store.append("samples", interleaved.to_arrow().cast(SAMPLES))
+    store.remove("judgments")
+    again = FakeEngine(shuffle=False)
+    run(cfg, backend="local", build=lambda _c: again, command="t")
+    judged = [r for r in again.requests if r.json_schema is not None]
+    assert len(judged) == 12 and not [r for r in again.requests if r.json_schema is None]
+    keys = interleaved.select("prompt_id", "sample_idx").rows()
+    prompt_of = {derive_seed(cfg.judge.sampling.seed, "judge", p, i, 0): p for p, i in keys}
+    order = [prompt_of[r.seed] for r in judged]
+    assert len(_runs(order)) == 4  # each prompt's 3 judge requests adjacent
+
+
+def test_judge_work_from_stored_rows_is_grouped_by_prompt(tmp_path):
+    from factory.graph import RunGraph
+    from factory.prompts import load_prompts
+
+    cfg = _order_cfg(tmp_path, "pairs.filter_before_judge=false")
+    prompts, _ = load_prompts(cfg.prompts)
+    graph = RunGraph(cfg)
+    judge_stage = graph.stages(prompts)[1]
+    ids = prompts["prompt_id"].to_list()[:2]
+    rows = [
+        {"prompt_id": p, "sample_idx": i, "sampler_fp": graph.fingerprints["sampler"], "error": None,
+         "answer": f"answer {p} {i}", "reasoning": "", "created_at": 1.0}
+        for i in range(2) for p in ids
+    ]  # fmt: skip
+    work = judge_stage.follow(rows)
+    assert [(w["prompt_id"], w["sample_idx"]) for w in work] == [(ids[0], 0), (ids[0], 1), (ids[1], 0), (ids[1], 1)]
+
+
 # -- hostile judge text: a lying or runaway judge costs time linear in what it sent ------------------------
 def test_a_score_that_is_not_a_number_is_unparseable_never_a_number_from_the_reason():
     for text in (

@@ -221,6 +221,23 @@ def test_group_batch_re_asks_a_reply_missing_an_answer_and_keeps_the_first_usabl
     assert sum(r["prompt_tokens"] for r in out) == 20  # two requests of 10 prompt tokens, split over the rows
 
 
+def test_a_group_requests_cached_prompt_tokens_are_split_over_its_rows_like_its_prompt_tokens():
+    from factory.stages.judge.group import group_judge_batch
+
+    cfg = config_mod.load(None, ["judge.mode=group"]).judge
+    reply = '{"A": {"score": 70, "reason": "r"}, "B": {"score": 40, "reason": "r"}, "C": {"score": 9, "reason": "r"}}'
+
+    def usage(request, text):
+        return {"prompt_tokens": 11, "cached_tokens": 8, "completion_tokens": 3, "latency_s": 0.001}
+
+    engine = FakeEngine(reply=lambda request: reply, usage=usage)
+    row = {"prompt_id": "p", "sampler_fp": "s", "vote": 0, "members": [0, 1, 2], "created": [1.0, 2.0, 3.0],
+           "group_key": "g", "group_pool": "pool", "seed": 5,
+           "messages": [{"role": "user", "content": "A, B, C"}]}  # fmt: skip
+    out = group_judge_batch(engine, [row], None, cfg, "fp")
+    assert [r["cached_tokens"] for r in out] == [3, 3, 2] and [r["prompt_tokens"] for r in out] == [4, 4, 3]
+
+
 def test_a_group_request_whose_batch_keeps_failing_stores_engine_error_for_every_answer(tmp_path):
     from tests.fakes import Raise
 

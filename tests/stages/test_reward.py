@@ -25,7 +25,7 @@ def sample_rows(n_prompts: int = 2, k: int = 2, fp: str = "sfp", created_at: flo
         {"prompt_id": f"p{p}", "sample_idx": i, "sampler_fp": fp, "seed": i, "reasoning": f"think {p}{i}",
          "answer": f"answer {p}{i}", "text": "", "reasoning_tokens": 2, "answer_tokens": 2, "completion_tokens": 4,
          "prompt_tokens": 9, "finish_reason": "stop", "error": None, "latency_s": 0.1, "attempts": 1, "model": "m",
-         "created_at": created_at}
+         "created_at": created_at, "cached_tokens": None}
         for p in range(n_prompts) for i in range(k)
     ]  # fmt: skip
 

@@ -93,7 +93,8 @@ def group_judge_batch(
     rows are handed to `emit` together as soon as they are final."""
     state = [
         {"labels": group_labels(len(row["members"])), "results": {}, "attempts": 0, "reasks": 0, "tokens": None,
-         "prompt_tokens": None, "latency": 0.0, "messages": row["messages"], "raw": None, "error": None}
+         "prompt_tokens": None, "cached_tokens": None, "latency": 0.0, "messages": row["messages"], "raw": None,
+         "error": None}
         for row in rows
     ]  # fmt: skip
     out: list[list[dict] | None] = [None] * len(rows)
@@ -140,9 +141,12 @@ def _absorb(current: dict, completion: Completion, round_no: int, cfg: JudgeConf
     current["attempts"] += completion.attempts
     current["reasks"] = round_no
     current["latency"] += completion.latency_s or 0.0
-    for field, value in (("tokens", completion.completion_tokens), ("prompt_tokens", completion.prompt_tokens)):
+    for field, value in (
+        ("tokens", completion.completion_tokens), ("prompt_tokens", completion.prompt_tokens),
+        ("cached_tokens", completion.cached_tokens),
+    ):  # fmt: skip
         if value is not None:
-            current[field] = (current[field] or 0) + value
+            current[field] = (current.get(field) or 0) + value
     current["raw"], current["error"] = completion.text, completion.error
     labels = current["labels"]
     if completion.error:
@@ -184,6 +188,7 @@ def group_rows(row: dict, current: dict, cfg: JudgeConfig, judge_fp: str) -> lis
     """One judgment row per answer shown (label A first)."""
     n = len(row["members"])
     prompt_tokens, completion_tokens = _shares(current["prompt_tokens"], n), _shares(current["tokens"], n)
+    cached_tokens = _shares(current.get("cached_tokens"), n)  # split as the prompt's: never over a row's prompt
     out = []
     for i, (label, sample_idx) in enumerate(zip(current["labels"], row["members"])):
         result = current["results"][label]
@@ -193,6 +198,7 @@ def group_rows(row: dict, current: dict, cfg: JudgeConfig, judge_fp: str) -> lis
             "reasks": current["reasks"],
             "tokens": completion_tokens[i],
             "prompt_tokens": prompt_tokens[i],
+            "cached_tokens": cached_tokens[i],
             "latency": current["latency"],
         }
         member = {"prompt_id": row["prompt_id"], "sample_idx": sample_idx, "sampler_fp": row["sampler_fp"],

@@ -213,6 +213,8 @@ def _absorb(current: dict, completion: Completion, round_no: int, row: dict, cfg
         current["tokens"] = (current["tokens"] or 0) + completion.completion_tokens
     if completion.prompt_tokens is not None:
         current["prompt_tokens"] = (current.get("prompt_tokens") or 0) + completion.prompt_tokens
+    if completion.cached_tokens is not None:
+        current["cached_tokens"] = (current.get("cached_tokens") or 0) + completion.cached_tokens
     if completion.error:
         parsed = {"score": None, "status": "engine_error", "reason": completion.error, "dimensions": None}
     else:
@@ -260,6 +262,7 @@ def judgment_row(row: dict, current: dict, cfg: JudgeConfig, judge_fp: str) -> d
         "reasks": current["reasks"],
         "completion_tokens": current["tokens"],
         "prompt_tokens": current.get("prompt_tokens"),
+        "cached_tokens": current.get("cached_tokens"),
         "error": result["error"],
         "latency_s": current["latency"],
         "created_at": time.time(),
@@ -342,16 +345,18 @@ class JudgeStage(BaseStage):
             store, self.prompt_ids, self.sampler_fp, self.k, pending, self.cfg.votes, prefilter=self.prefilter,
             hashes=self.hashes,
         )
-        return work
+        return work.sort(KEY[0], KEY[1], KEY[3], maintain_order=True)  # a prompt's requests together: see follow
 
     def follow(self, rows: list[dict]) -> list[dict]:
-        """Samples just stored -> their judge work (every vote of each usable one)."""
+        """Samples just stored -> their judge work (every vote of each usable one), a prompt's requests next to
+        each other in dispatch order: they share the rubric and the prompt, a prefix a server's cache can serve."""
         work = []
         for row in follow_usable(rows, self.sampler_fp, self.k, self.prompts, self.prefilter):
             for vote in range(self.cfg.votes):
                 work.append({**{k: row[k] for k in SAMPLE_KEY}, "vote": vote, "answer": row["answer"],
                              "reasoning": row["reasoning"], "sample_created_at": row["created_at"]})  # fmt: skip
-        return work
+        return sorted(work, key=lambda w: (w["prompt_id"], w["sample_idx"], w["vote"]))
+
 
     def render(self, work: list[dict]) -> list[dict]:
         return render_requests(work, self.prompts, self.rubric, self.cfg)

@@ -13,7 +13,7 @@ from factory.rundir.store import RunStore
 moto_server = pytest.importorskip("moto.server")
 pytest.importorskip("s3fs")
 
-DEMO = Path(__file__).resolve().parent.parent / "conf" / "demo.yaml"
+DEMO = Path(__file__).resolve().parents[2] / "conf" / "demo.yaml"
 
 
 def _free_port() -> int:

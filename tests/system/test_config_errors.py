@@ -11,7 +11,7 @@ from factory import config
 from factory.cli import main
 from factory.config import ConfigError
 
-DEMO = str(Path(__file__).resolve().parent.parent / "conf" / "demo.yaml")
+DEMO = str(Path(__file__).resolve().parents[2] / "conf" / "demo.yaml")
 
 
 @pytest.mark.parametrize(

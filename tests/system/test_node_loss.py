@@ -26,11 +26,11 @@ import pytest
 
 from tests.engines.loopback import FakeModelServer
 from tests.executor.test_runs import write_config
-from tests.test_jobs import free_ports
+from tests.system.test_jobs import free_ports
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 IN_FLIGHT = 2 * 2  # IN_FLIGHT_PER_REPLICA batches x batch_size requests per replica (write_config's engines)
 

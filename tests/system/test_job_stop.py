@@ -15,7 +15,7 @@ import pytest
 
 from tests.engines.loopback import FakeModelServer
 from tests.executor.test_runs import keys, write_config
-from tests.test_jobs import BIN, ROOT, ray_head  # noqa: F401 - the fixture
+from tests.system.test_jobs import BIN, ROOT, ray_head  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.slow
 

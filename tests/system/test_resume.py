@@ -26,7 +26,7 @@ from tests.engines.loopback import counting_llama
 
 pytestmark = pytest.mark.slow
 
-DEMO = Path(__file__).resolve().parent.parent / "conf" / "demo.yaml"
+DEMO = Path(__file__).resolve().parents[2] / "conf" / "demo.yaml"
 SEED = 0
 
 

@@ -9,7 +9,7 @@ from tests.synthetic import make_run
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.ipynb"))
 # What each notebook prints once it has read its directory (a notebook not listed reads a run).
 EXPECTED = {"eval.ipynb": "2 models; columns"}
 

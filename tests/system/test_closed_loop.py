@@ -14,7 +14,7 @@ import pytest
 
 from tests.synthetic import make_run
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.vllm,
@@ -54,6 +54,8 @@ def test_pairs_train_a_checkpoint_that_factory_eval_compares_with_the_base(tmp_p
     assert models["trained"]["paired_prompts"] == scored  # paired by prompt: those both candidates have a score for
     table = (out / "closed_loop.md").read_text()
     assert "| base |" in table and "| trained |" in table and "trained / base mean tokens" in table
-    eval_json = json.loads((out / "eval" / "report" / "eval.json").read_text())
+    folder = Path(summary["eval_dir"])  # a fresh folder per loop run, under OUT/eval/
+    assert folder.parent == out / "eval" and closed_loop.fresh_eval_dir(out) != folder
+    eval_json = json.loads((folder / "report" / "eval.json").read_text())
     assert [m["model"] for m in eval_json["models"]] == ["base", "trained"]
     assert set(summary["verdict"]) == {"token_ratio", "tokens_goal", "score_goal", "goal_met"}

@@ -17,7 +17,7 @@ from factory.rundir.schemas import PAIRS
 
 pytestmark = pytest.mark.slow
 
-DEMO = Path(__file__).resolve().parent.parent / "conf" / "demo.yaml"
+DEMO = Path(__file__).resolve().parents[2] / "conf" / "demo.yaml"
 
 
 @pytest.fixture(scope="module")

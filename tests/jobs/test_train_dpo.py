@@ -1,5 +1,6 @@
 """jobs/train_dpo.py without training: its TRL config (the SFT term on chosen), where it reads pairs, and its
-warning for conversational pairs under a template that drops reasoning. Training itself: tests/test_closed_loop.py."""
+warning for conversational pairs under a template that drops reasoning. Training itself:
+tests/system/test_closed_loop.py."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 
 from tests.synthetic import make_run
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.vllm, pytest.mark.skipif(not importlib.util.find_spec("trl"), reason="needs trl (vllm tier)")]
 
 

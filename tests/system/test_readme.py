@@ -11,7 +11,7 @@ import pytest
 
 from factory import cli
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 REPO_PATH = re.compile(r"(?<![\w./-])((?:conf|jobs|bench|scripts|notebooks|tests|docs|factory)/[\w./-]*\w)")
 PLACEHOLDER = re.compile(r"\[|\b(CONFIG|RUN_DIR|FILE|PATH|NAME|NEW_DIR|N)\b")
