@@ -396,7 +396,7 @@ def baseline_scores(arm: dict) -> dict[tuple[str, int], float]:
     """S of every valid sample of the baseline, as its own pair build scores it."""
     cfg, store = arm["cfg"], arm["store"]
     prompts = store.read("prompts")
-    scored = RunGraph(cfg).scored(store, prompts).scored
+    scored = pair_kernel.attach(RunGraph(cfg).scored(store, prompts).scored, prompts, cfg.pairs)
     prepared = pair_kernel.prepare(scored, cfg.pairs, cfg.judge.scale_max)
     s = score(prepared, weights(cfg.pairs))
     return dict(zip(zip(prepared.valid["prompt_id"].to_list(), prepared.valid["sample_idx"].to_list()), s.tolist()))
