@@ -20,7 +20,8 @@ class StageCostConfig:
         None,
     )
     batch_discount: float = help_(
-        "Share taken off both prices for a request sent by batch (its engine has engine.batch: true); 0.5 = "
+        "Share taken off every price (input, cached input, output) for a request sent by batch (its engine has "
+        "engine.batch: true); 0.5 = "
         "the batch rate of OpenAI and most providers. Spend, the budget and `factory plan` use it.",
         0.5,
     )

@@ -105,6 +105,15 @@ def test_batch_mode_is_priced_at_the_batch_rate(tmp_path):
         load(write_config(tmp_path, "http://127.0.0.1:9"), ["cost.judge.batch_discount=1.5"])
 
 
+def test_the_batch_rate_takes_the_discount_off_the_cached_input_price_too(tmp_path):
+    cached = ["cost.sampler.cached_input_per_m=0.25"]
+    batch = load(write_config(tmp_path, "http://127.0.0.1:9", batch=True), cached)
+    plain = load(write_config(tmp_path, "http://127.0.0.1:9", batch=False), cached)
+    # 1M prompt tokens all served from the cache, no output: the cached price, halved by batch
+    assert usd(1e6, 0, RunGraph(plain, stored={}).prices()["sample"], cached_tokens=1e6) == pytest.approx(0.25)
+    assert usd(1e6, 0, RunGraph(batch, stored={}).prices()["sample"], cached_tokens=1e6) == pytest.approx(0.125)
+
+
 @pytest.mark.slow
 def test_on_ray_the_replica_journals_its_batches_into_the_run_directory(tmp_path):
     with BatchServer() as server:
