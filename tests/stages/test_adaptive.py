@@ -104,7 +104,7 @@ def test_a_group_steps_up_while_the_run_still_draws(tmp_path):
     from factory.prompts import load_prompts
 
     cfg = cfg_of(tmp_path, "store.flush_s=0.05")
-    engine = FakeEngine(reply=reply, latency=0.01)
+    engine = FakeEngine(reply=reply, latency=0.2)
     prompts, _ = load_prompts(cfg.prompts)
     stages = RunGraph(cfg).stages(prompts)
     store = RunStore(cfg.output_dir)
