@@ -56,7 +56,11 @@ def test_first_run_makes_every_request_once(run_dir):
     judgments = pa.concat_tables([pq.read_table(p) for p in (out_of(run_dir) / "judgments").glob("*.parquet")])
     samples = pa.concat_tables([pq.read_table(p) for p in (out_of(run_dir) / "samples").glob("*.parquet")])
     # the samples the pair filters that need no judge let through (truncated, duplicates... are never judged)
-    judgeable = passing(pl.from_arrow(samples), open_run(str(out_of(run_dir)))[0].pairs)["exclusion"].is_null().sum()
+    stored = (out_of(run_dir) / "prompts").glob("*.parquet")
+    prompts = pl.from_arrow(pa.concat_tables([pq.read_table(p) for p in stored]))
+    pairs_cfg = open_run(str(out_of(run_dir)))[0].pairs
+    # the demo's copies_prompt filter reads the prompt's own text, as the judges' prefilter does
+    judgeable = passing(pl.from_arrow(samples), pairs_cfg, prompts)["exclusion"].is_null().sum()
     # one judgment per judgeable sample; every request the judge sent counted (re-asks included)
     assert judgments.num_rows == counts["judgments_ok"] + counts["judgments_failed"] == judgeable
     assert first["requests"]["judge"] == sum(judgments.column("attempts").to_pylist())
