@@ -64,6 +64,26 @@ def add_common_args(p: Any) -> None:
     p.add_argument("--save-per-epoch", action="store_true", help="also write OUT/checkpoints/epoch-E/ after each epoch")
 
 
+def cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def check_template(model_dir: Path, what: str) -> None:
+    """Warn when the student's template drops the reasoning of a conversational export (factory.pairs.export);
+    `what` names the recipe in the message when the template cannot be read."""
+    import sys
+
+    from factory.config import ConfigError
+    from factory.pairs.export import load_template, warn_if_dropped
+
+    try:
+        warn_if_dropped(load_template(str(model_dir), "--model"), "conversational", "<name>")
+    except ConfigError as exc:
+        print(f"{what}: could not check the student's template ({exc})", file=sys.stderr)
+
+
 def parquet_files(data: str, what: str) -> list[str]:
     folder = Path(data)
     files = sorted(str(f) for f in folder.glob("*.parquet")) if "://" not in data else [f"{data.rstrip('/')}/*.parquet"]

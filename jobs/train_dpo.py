@@ -113,7 +113,7 @@ def dpo_config(args: argparse.Namespace, **extra):
         **extra,
     )
     if not args.bf16:
-        kwargs["use_cpu"] = not _cuda()
+        kwargs["use_cpu"] = not recipe.cuda()
     return DPOConfig(**{k: v for k, v in kwargs.items() if k in names})
 
 
@@ -124,23 +124,11 @@ def sft_term(config) -> str:
     return f"loss sigmoid + {weights['sft']} x sft" if "sft" in weights else "none"
 
 
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
 def warn_conversational(dataset, model_dir: Path) -> None:
     """pairs/ (conversational) under a template that drops reasoning: say so (factory.pairs.export)."""
     if not isinstance(dataset[0]["prompt"], list):
         return
-    from factory.config import ConfigError
-    from factory.pairs.export import load_template, warn_if_dropped
-
-    try:
-        warn_if_dropped(load_template(str(model_dir), "--model"), "conversational", "<name>")
-    except ConfigError as exc:
-        print(f"train_dpo: could not check the student's template ({exc})", file=sys.stderr)
+    recipe.check_template(model_dir, "train_dpo")
 
 
 def train(args: argparse.Namespace) -> dict:

@@ -93,27 +93,15 @@ def sft_config(args: argparse.Namespace, **extra):
         **extra,
     )
     if not args.bf16:
-        kwargs["use_cpu"] = not _cuda()
+        kwargs["use_cpu"] = not recipe.cuda()
     return SFTConfig(**{k: v for k, v in kwargs.items() if k in names})
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def warn_conversational(dataset, model_dir: Path) -> None:
     """sft/<export>/ (conversational) under a template that drops reasoning: say so (factory.pairs.export)."""
     if "messages" not in dataset.column_names:
         return
-    from factory.config import ConfigError
-    from factory.pairs.export import load_template, warn_if_dropped
-
-    try:
-        warn_if_dropped(load_template(str(model_dir), "--model"), "conversational", "<name>")
-    except ConfigError as exc:
-        print(f"train_sft: could not check the student's template ({exc})", file=sys.stderr)
+    recipe.check_template(model_dir, "train_sft")
 
 
 def train(args: argparse.Namespace) -> dict:
