@@ -35,14 +35,14 @@ from typing import Any
 import polars as pl
 
 from factory.config import JudgeConfig
-from factory.engines.base import Completion, Engine, Request
+from factory.engines.base import Completion, Engine
 from factory.rundir.hashing import derive_seed, stable_hash
 from factory.rundir.schemas import JUDGMENTS, SAMPLES
 from factory.stages.base import Emit, latest, read_status
 from factory.stages.judge.parse import PARSE_FAILURES, USABLE, missing_dimensions, parse_group, parse_tags
 from factory.stages.judge.read import current_judgments
 from factory.stages.judge.rubric import group_labels, group_schema, reask_messages, render_group
-from factory.stages.judge.stage import JudgeStage, judgment_row
+from factory.stages.judge.stage import JudgeStage, judge_request, judgment_row
 from factory.stages.sample import STATUS_COLUMNS as SAMPLE_STATUS
 from factory.stages.sample import answered, current_samples
 from factory.stages.scored import SAMPLE_KEY, TEXT_SCHEMA, judgeable, of_current_samples, prefiltered, sample_text
@@ -103,17 +103,9 @@ def group_judge_batch(
         if not pending:
             break
         requests = [
-            Request(
-                messages=state[i]["messages"],
-                max_tokens=cfg.sampling.max_tokens,
-                temperature=cfg.sampling.temperature,
-                top_p=cfg.sampling.top_p,
-                seed=(rows[i]["seed"] + round_no) & 0x7FFFFFFF,
-                stop=list(cfg.sampling.stop) or None,
-                json_schema=group_schema(state[i]["labels"], cfg)
-                if cfg.structured and engine.supports_json_schema
-                else None,
-                tag=i,
+            judge_request(
+                cfg, state[i]["messages"], rows[i]["seed"], round_no,
+                group_schema(state[i]["labels"], cfg) if cfg.structured and engine.supports_json_schema else None, i,
             )
             for i in pending
         ]

@@ -177,17 +177,7 @@ def judge_batch(
         if not pending:
             break
         requests = [
-            Request(
-                messages=state[i]["messages"],
-                max_tokens=cfg.sampling.max_tokens,
-                temperature=cfg.sampling.temperature,
-                top_p=cfg.sampling.top_p,
-                seed=(rows[i]["seed"] + round_no) & 0x7FFFFFFF,
-                stop=list(cfg.sampling.stop) or None,
-                json_schema=schema,
-                tag=i,
-            )
-            for i in pending
+judge_request(cfg, state[i]["messages"], rows[i]["seed"], round_no, schema, i) for i in pending
         ]
         retry: list[int] = []
 
@@ -373,3 +363,17 @@ class JudgeStage(BaseStage):
 
     def ok(self, row: dict) -> bool:
         return row["parse_status"] in USABLE
+
+
+def judge_request(cfg: JudgeConfig, messages: list, seed: int, round_no: int, schema: Any, tag: int) -> Request:
+    """One judge request (pointwise or group) under the judge's sampling; each re-ask round its own seed."""
+    return Request(
+        messages=messages,
+        max_tokens=cfg.sampling.max_tokens,
+        temperature=cfg.sampling.temperature,
+        top_p=cfg.sampling.top_p,
+        seed=(seed + round_no) & 0x7FFFFFFF,
+        stop=list(cfg.sampling.stop) or None,
+        json_schema=schema,
+        tag=tag,
+    )
