@@ -132,7 +132,8 @@ class Lease:
         mine = self.store.read_json(LEASE) or {}
         if mine.get("token") != self.token:
             raise LeaseHeld(
-                f"output_dir {self.store.url}: another run took the lease at the same moment: {describe(mine)}"
+                f"output_dir {self.store.url} is being written by {describe(mine)}, which took the lease at the "
+                f"same moment as this run; two runs on one directory would pay for every request twice"
             )
         self._thread = threading.Thread(target=self._beat, name="factory-lease", daemon=True)
         self._thread.start()

@@ -26,3 +26,21 @@ def test_a_second_writer_is_refused_naming_the_holder_and_a_dead_ones_lease_is_t
     assert manifest["counts"]["samples_ok"] == 8
     assert "taking over the stale lease of 'factory run crashed.yaml'" in capsys.readouterr().err
     assert not store.exists("_lease.json")  # released at the end
+
+
+def test_two_writers_at_the_same_instant_the_later_write_wins_and_the_other_refuses(tmp_path, monkeypatch):
+    """Both read no lease, both write: the one whose write was overwritten refuses, naming the winner with the
+    same words as any refusal (so a user and a script see one message for one situation)."""
+    import factory.rundir.lease as lease_mod
+    from factory.rundir.lease import Lease, LeaseHeld
+    from factory.rundir.store import RunStore
+
+    store = RunStore(str(tmp_path / "run"))
+    rival = Lease(store, "factory run rival.yaml")
+    real_sleep = lease_mod.time.sleep
+    # The rival's write lands while this run waits between its own write and the read-back.
+    monkeypatch.setattr(lease_mod.time, "sleep", lambda s: (store.write_json(lease_mod.LEASE, rival._record()),
+                                                            real_sleep(0)))  # fmt: skip
+    with pytest.raises(LeaseHeld, match=r"is being written by 'factory run rival.yaml'.*same moment"):
+        Lease(store, "factory run mine.yaml").acquire()
+    assert store.read_json(lease_mod.LEASE)["token"] == rival.token  # the winner's lease is left alone
