@@ -365,8 +365,13 @@ class RunGraph:
             return
         engine = cfg.sampler.engine
         self.sampler_fp = sample_stage.sampler_fingerprint(
-            engine, cfg.sampler.sampling, model_id(engine, "sampler.engine"), template_text(cfg)
+            engine, cfg.sampler.sampling, model_id(engine, "sampler.engine"), template_text(cfg), self.flag_form
         )
+
+    @property
+    def flag_form(self) -> Any:
+        """sampler.can_answer's FlagForm for the teacher (None when off): its requests ask for the flag."""
+        return sample_stage.flag_form(self.cfg.sampler.engine, self.cfg.sampler)
 
     @property
     def fingerprints(self) -> dict[str, str]:
@@ -460,7 +465,9 @@ class RunGraph:
         if self.cfg.sampler.adaptive.enabled:  # the sampler follows itself and every judge
             follows = ("sample", *(stage.name for stage in judges))
             adaptive = AdaptiveK(self.cfg, lambda store: self.decided_view(store, prompts, fps), follows)
-        sampler = sample_stage.SampleStage(self.cfg, fps["sampler"], prompts, adaptive=adaptive)
+        sampler = sample_stage.SampleStage(
+            self.cfg, fps["sampler"], prompts, adaptive=adaptive, can_answer=self.flag_form
+        )
         if adaptive is not None:  # a group judge draws each prompt's group at the sampler's current level
             for stage in judges:
                 if hasattr(stage, "levels"):

@@ -58,6 +58,33 @@ class AdaptiveConfig:
 
 
 @dataclass
+class CanAnswerConfig:
+    enabled: bool = help_(
+        "Ask the teacher for the source's output form (seed 000 section 2.2): a can-answer flag (can the product "
+        "info answer the viewer's question?) and the reply. The flag is stored in samples.can_answer (null when "
+        "the reply cannot be read in the form: counted as counts.can_answer_unparsed, its text kept as the answer), "
+        "the answer holds the reply alone (factory/stages/flag.py). Part of the sampler fingerprint.",
+        False,
+    )
+    structured: bool = help_(
+        "JSON {can_answer, reply} under a JSON schema where the teacher's engine kind takes one; false (or an "
+        "engine without JSON schema): the line format, a first line `can_answer: yes|no` (or 能回答: 是|否), then "
+        "the reply.",
+        True,
+    )
+    language: str = help_("en or zh: the language of the built-in instruction that asks for the form.", "en")
+    instruction: str = help_(
+        "The text appended to the prompt's last user message to ask for the form; '' = the built-in one of the "
+        "form and language.",
+        "",
+    )
+
+    @staticmethod
+    def check(c: Any, p: str) -> None:
+        one_of(c, p, "language", ("en", "zh"))
+
+
+@dataclass
 class SamplerConfig:
     k: int = help_("Samples per prompt (with sampler.adaptive: the most a prompt may get).", 4)
     engine: EngineConfig = help_("The teacher engine.", factory=EngineConfig)
@@ -66,6 +93,11 @@ class SamplerConfig:
     adaptive: AdaptiveConfig = help_(
         "Adaptive K (off by default): fewer samples for the prompts whose pair is decided early.",
         factory=AdaptiveConfig,
+    )
+    can_answer: CanAnswerConfig = help_(
+        "The teacher's can-answer flag with its reply (off by default): samples.can_answer, the can_answer "
+        "verifier, the flag_contradiction term and eval's agreement with the teacher.",
+        factory=CanAnswerConfig,
     )
 
     def __post_init__(self) -> None:

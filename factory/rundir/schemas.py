@@ -32,6 +32,9 @@ SAMPLES = pa.schema(
         ("created_at", pa.float64()),
         # of prompt_tokens, those the server's prefix cache served (null: it did not say; null in older rows)
         ("cached_tokens", pa.int64()),
+        # sampler.can_answer: the teacher's flag read from its reply (factory/stages/flag.py); null when the
+        # option is off, the reply could not be read in the form, or the sample failed (and in older rows)
+        ("can_answer", pa.bool_()),
     ]
 )
 

@@ -35,6 +35,7 @@ from factory.rundir.schemas import SAMPLES, require_columns
 from factory.rundir.store import conform
 from factory.stages.adaptive import AdaptiveK
 from factory.stages.base import BaseStage, Batch, Emit, PromptRows, check_inputs, encode, latest, read_status
+from factory.stages.flag import FlagForm, form_of, parse_flag
 from factory.stages.think import think_blocks
 
 PLAN_COLUMNS = ("prompt_id", "sample_idx", "seed")
@@ -47,9 +48,12 @@ HASH = "prompt_hash"
 UNKNOWN_TEXT = "unknown"
 
 
-def sampler_fingerprint(engine: EngineConfig, sampling: SamplingConfig, model_id: str, template: str) -> str:
+def sampler_fingerprint(
+    engine: EngineConfig, sampling: SamplingConfig, model_id: str, template: str, can_answer: FlagForm | None = None
+) -> str:
     """What makes samples comparable: model, engine kind, sampling params and the prompt template
-    (and, for vLLM, the weights' dtype and quantization, which change what the model says).
+    (and, for vLLM, the weights' dtype and quantization, which change what the model says; with
+    sampler.can_answer, the flag's form and instruction: another request).
     K is not in it: growing K 4 -> 8 reuses the first 4 samples of every prompt."""
     identity = {
         "kind": engine.kind,
@@ -63,7 +67,14 @@ def sampler_fingerprint(engine: EngineConfig, sampling: SamplingConfig, model_id
     if sampling.stop:  # only when set: samples stored before the option existed keep their key
         identity["stop"] = list(sampling.stop)
     identity |= kind_of(engine).weights(engine)  # e.g. vLLM's dtype and quantization
+    if can_answer is not None:  # only when asked for: samples stored before the option keep their key
+        identity["can_answer"] = can_answer.identity()
     return stable_hash(identity)
+
+
+def flag_form(engine: EngineConfig, sampler: Any) -> FlagForm | None:
+    """sampler.can_answer's form for this teacher (json where its engine kind takes a JSON schema), or None."""
+    return form_of(sampler.can_answer, bool(getattr(kind_of(engine).engine_class(), "supports_json_schema", False)))
 
 
 def prompt_hashes(prompts: pl.DataFrame) -> pl.Series | None:
@@ -215,14 +226,23 @@ def token_split(completion: Completion, reasoning: str, answer: str, engine: Eng
 
 
 def sample_batch(
-    engine: Engine, rows: list[dict[str, Any]], emit: Emit | None, sampling: SamplingConfig, sampler_fp: str
+    engine: Engine,
+    rows: list[dict[str, Any]],
+    emit: Emit | None,
+    sampling: SamplingConfig,
+    sampler_fp: str,
+    can_answer: FlagForm | None = None,
 ) -> list[dict]:
     """Run one batch of planned samples (with their messages) on `engine` -> sample rows, one per
-    plan row, in plan order; each row is also handed to `emit` as soon as its request finishes."""
+    plan row, in plan order; each row is also handed to `emit` as soon as its request finishes.
+    `can_answer` (sampler.can_answer): each request asks for the flag and the reply (factory/stages/flag.py),
+    under its JSON schema where the engine takes one."""
     by_tag = {(row["prompt_id"], row["sample_idx"]): row for row in rows}
+    schema = can_answer.schema if can_answer is not None and engine.supports_json_schema else None
     requests = [
         Request(
-            messages=row["messages"],
+            messages=can_answer.messages(row["messages"]) if can_answer is not None else row["messages"],
+            json_schema=schema,
             max_tokens=sampling.max_tokens,
             temperature=sampling.temperature,
             top_p=sampling.top_p,
@@ -233,17 +253,27 @@ def sample_batch(
         for row in rows
     ]
     batch = Batch(emit)
-    engine.generate(requests, on_done=lambda c: batch.add(c.tag, sample_row(by_tag[c.tag], c, engine, sampler_fp)))
+    flagged = can_answer is not None
+    engine.generate(
+        requests, on_done=lambda c: batch.add(c.tag, sample_row(by_tag[c.tag], c, engine, sampler_fp, flagged))
+    )
     return batch.rows(by_tag, "completion(s)")
 
 
-def sample_row(row: dict[str, Any], completion: Completion, engine: Engine, sampler_fp: str) -> dict:
-    """One stored sample from its plan row and the engine's completion."""
+def sample_row(
+    row: dict[str, Any], completion: Completion, engine: Engine, sampler_fp: str, flagged: bool = False
+) -> dict:
+    """One stored sample from its plan row and the engine's completion. `flagged` (sampler.can_answer): the
+    answer is read as flag + reply (parse_flag): can_answer holds the flag (null: not readable), answer the
+    reply alone; the token counts are of what was decoded (the flag line or JSON is in answer_tokens)."""
     reasoning, answer = split_reasoning(completion.text, completion.reasoning)
     if completion.error:
         r_tok = a_tok = c_tok = 0
     else:
         r_tok, a_tok, c_tok = token_split(completion, reasoning, answer, engine)
+    can_answer = None
+    if flagged and not completion.error:
+        can_answer, answer = parse_flag(answer)
     return {
         "prompt_id": row["prompt_id"],
         "sample_idx": row["sample_idx"],
@@ -252,6 +282,7 @@ def sample_row(row: dict[str, Any], completion: Completion, engine: Engine, samp
         "seed": row["seed"],
         "reasoning": reasoning,
         "answer": answer,
+        "can_answer": can_answer,
         "text": completion.text,
         "reasoning_tokens": r_tok,
         "answer_tokens": a_tok,
@@ -274,7 +305,7 @@ def failed_samples(requests: list[dict], reason: str, sampler_fp: str, attempts:
         {
             "prompt_id": r["prompt_id"], "sample_idx": r["sample_idx"], "sampler_fp": sampler_fp,
             "prompt_hash": messages_hash(r["messages"]) if "messages" in r else None, "seed": r["seed"],
-            "reasoning": "", "answer": "", "text": "", "reasoning_tokens": 0, "answer_tokens": 0,
+            "reasoning": "", "answer": "", "can_answer": None, "text": "", "reasoning_tokens": 0, "answer_tokens": 0,
             "completion_tokens": 0, "prompt_tokens": None, "finish_reason": "error", "error": reason,
             "latency_s": 0.0, "attempts": attempts, "model": None, "created_at": now, "cached_tokens": None,
         }
@@ -304,7 +335,7 @@ class SampleStage(BaseStage):
     key = KEY
     schema = SAMPLES
     inputs = ("prompt_id", "messages")  # of the prompts
-    batch_fields = ("sampling", "sampler_fp")
+    batch_fields = ("sampling", "sampler_fp", "can_answer")
     run_batch = staticmethod(sample_batch)
 
     def __init__(
@@ -319,13 +350,16 @@ class SampleStage(BaseStage):
         retry_failed: bool | None = None,
         name: str = "sample",
         adaptive: AdaptiveK | None = None,
+        can_answer: FlagForm | None = None,
     ):
         """`factory run`'s sampler from `cfg.sampler`; `factory eval` passes a candidate's engine, sampling,
         k and a stage name of its own (one sample stage per candidate, all writing samples/).
         `adaptive` (sampler.adaptive): the levels that say how many samples each prompt gets; the stage then
         also follows the stored rows of `adaptive.follows` (itself and the judges) to draw a group's next
-        step as soon as its current one is judged."""
+        step as soon as its current one is judged.
+        `can_answer` (sampler.can_answer, `flag_form`): the teacher is asked for its flag with each reply."""
         check_inputs(self, prompts.columns, "the prompts")
+        self.can_answer = can_answer
         self.adaptive = adaptive
         self.follows: tuple[str, ...] = adaptive.follows if adaptive is not None else ()
         self.current: pl.DataFrame | None = None  # the last levels decided (sampler.adaptive)
