@@ -328,6 +328,13 @@ class VerifierNode(JudgeNode):
     def usable(self) -> pl.Expr:
         return pl.col(self.column).is_not_null()
 
+    def counts(self, frame: pl.DataFrame) -> dict[str, Any]:
+        """ok / failed, and `mean`: the mean verdict of the ok rows (the can_answer rule: the share of samples
+        whose teacher flag agrees with the label; answerable: whose reply's decision does)."""
+        out: dict[str, Any] = super().counts(frame)
+        verdicts = frame[self.column].drop_nulls() if frame.height else pl.Series([], dtype=pl.Float64)
+        return out | {"mean": float(verdicts.mean()) if verdicts.len() else None}  # type: ignore[arg-type]
+
 
 # The node of every judge kind (factory/config/kinds.py lists the kinds, in graph order).
 NODES: dict[str, type[JudgeNode]] = {node.vocab.name: node for node in (GenRMNode, RewardNode, VerifierNode)}

@@ -1,7 +1,8 @@
 """The seed's rule for an unanswerable question: refer the viewer to customer service. These regexes
 (case-insensitive) mark a reply that does; `eval.referral_patterns` defaults to them. The rule itself
 (a label, whether a reply refers, whether the two agree) is here once, for factory eval's answerable
-agreement and for the answerable verifier (factory/stages/verifier.py)."""
+agreement and its agreement with the teacher's flags, for the answerable verifier (factory/stages/verifier.py)
+and for the flag_contradiction term (a teacher's can-answer flag against its own reply, factory/pairs/terms.py)."""
 
 from __future__ import annotations
 
@@ -38,3 +39,10 @@ def agrees(answerable: pl.Expr, referred: pl.Expr) -> pl.Expr:
     """The reply's decision is right: it answers an answerable question or refers an unanswerable one
     (null where the label is)."""
     return pl.when(answerable.is_not_null()).then(answerable != referred)
+
+
+def contradicts(flag: pl.Expr, referred: pl.Expr) -> pl.Expr:
+    """The teacher's can-answer flag and its own reply disagree (the flag taken as the label of `agrees`):
+    it says it can answer and refers the viewer on, or says it cannot and answers. False where the flag is
+    null (nothing to contradict)."""
+    return agrees(flag, referred).not_().fill_null(False)

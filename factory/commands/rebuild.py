@@ -110,6 +110,18 @@ class Outputs:
     prompts: pl.DataFrame | None = None  # the prompts the build was made from
 
 
+def flag_counts(samples: pl.DataFrame) -> dict[str, int]:
+    """sampler.can_answer: the samples without an error by the teacher's flag; they add up to samples_ok
+    (unparsed: a reply the flag could not be read from, kept with a null flag)."""
+    ok = samples.filter(pl.col("error").is_null())
+    flag = ok["can_answer"] if "can_answer" in ok.columns else pl.Series([None] * ok.height, dtype=pl.Boolean)
+    return {
+        "can_answer_yes": int((flag == True).sum()),  # noqa: E712 (polars: elementwise)
+        "can_answer_no": int((flag == False).sum()),  # noqa: E712
+        "can_answer_unparsed": flag.null_count(),
+    }
+
+
 def write_outputs(store: RunStore, graph: RunGraph, prompts: pl.DataFrame, fps: dict[str, str]) -> Outputs:
     """pairs/ and sft/ from what is stored: no LLM call."""
     cfg = graph.cfg
@@ -146,6 +158,7 @@ def write_outputs(store: RunStore, graph: RunGraph, prompts: pl.DataFrame, fps: 
         "pairs_kept": stats.pairs_kept,
         "pairs_dropped": stats.pairs_dropped,
         **({"pairs_repeated": stats.pairs_repeated} if stats.pairs_repeated is not None else {}),
+        **(flag_counts(samples) if cfg.sampler.can_answer.enabled else {}),
     }
     return Outputs(counts, status, graph.judge_counts(read.frames), stats, scored, pairs, built, judgments, prompts)
 

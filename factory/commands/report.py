@@ -15,7 +15,8 @@ Table "long2short": mean chosen / rejected tokens, groups succeeded / total.
 Table "terms": each term of S (name, source, weight, normalization, direction, filter bounds).
 Table "score columns": mean of every quality_*, dim_* and reward_* column on valid, chosen, rejected.
 Table "judges": every judge of the run (judge, judges.<name>, reward_models.<name>): its kind, the
-scored column it makes, its stored rows ok / failed, a GenRM's mode (pointwise, group) and prompt tokens
+scored column it makes, its stored rows ok / failed, a verifier's mean verdict over its ok rows (the can_answer
+rule: the teacher's flag agreeing with the hand label), a GenRM's mode (pointwise, group) and prompt tokens
 per judgment (a group request's split over its samples); with two or more pairs.judges, their pairwise
 agreement: the share of groups where two judges pick the same chosen and the same rejected sample.
 Table "tags" (when the judge gives tags, judge.tags): each tag's share of valid, chosen, rejected samples.
@@ -286,7 +287,7 @@ def report_tables(report: dict[str, Any], cfg: RunConfig) -> list[Table]:
         tables.append(
             Table(
                 title,
-                ["judge", "kind", "column", "ok", "failed", "key", "mode", "prompt tokens / judgment"],
+                ["judge", "kind", "column", "ok", "failed", "mean verdict", "key", "mode", "prompt tokens / judgment"],
                 [
                     [
                         j["stage"],
@@ -294,6 +295,7 @@ def report_tables(report: dict[str, Any], cfg: RunConfig) -> list[Table]:
                         j["column"],
                         j["ok"],
                         j["failed"],
+                        "-" if j.get("mean") is None else f"{j['mean']:.3f} of {j['ok']}",
                         j["key"],
                         j.get("mode") or "-",
                         "-"

@@ -69,6 +69,13 @@ class EvalConfig:
         "behind the answerable agreement.",
         factory=lambda: list(REFERRAL_PATTERNS),
     )
+    teacher_run: str = help_(
+        "The run directory whose samples hold the teacher's can-answer flags (sampler.can_answer) for the held-out "
+        "prompts: each candidate's refusal agreement with them (a prompt's flag: the majority of its samples' "
+        "flags under that run's sampler fingerprint, for the same prompt text; a tie gives none); '' = output_dir "
+        "(the run of this config). Prompts without a flag are left out of that column.",
+        "",
+    )
     empty_answer_score: Optional[float] = help_(
         "Score of a reply with an empty answer (not sent to the judge, e.g. cut inside <think>); "
         "null = left out of the mean like a judge failure.",

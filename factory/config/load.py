@@ -104,7 +104,7 @@ def _is_url(path: str) -> bool:
 
 
 # Keys that name where a run writes: not resolved against the YAML file's folder (relative to the current one).
-_OUTPUT_KEYS = ("output_dir", "eval.output_dir")
+_OUTPUT_KEYS = ("output_dir", "eval.output_dir", "eval.teacher_run")
 _ENV_VAR = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")  # $NAME; ${...} is OmegaConf's (${oc.env:NAME})
 
 

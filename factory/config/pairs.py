@@ -41,7 +41,9 @@ class TermConfig:
         "hold <tag>, else 0: exclude_below 1 requires the tag, exclude_above 0 forbids it; after judging), "
         "copies_prompt (share of the answer's n-grams found in the prompt's own text: 1 for an answer copied from "
         "it), repeats_history (share of the answer's n-grams found in the host's earlier turns of its dialogue "
-        "history).",
+        "history), flag_contradiction (1 when the teacher's can-answer flag, sampler.can_answer, contradicts its "
+        "own reply: it says it can answer and the reply refers the viewer to customer service, or it says it "
+        "cannot and the reply answers; 0 without a flag; exclude_above 0 excludes them before judging).",
         "",
     )
     name: str = help_("Label in stats, reports and exclusion counts; '' = source (repetition: repetition_<field>).", "")
@@ -62,7 +64,11 @@ class TermConfig:
         "for CJK).",
         "word",
     )
-    pattern: str = help_("format: the regex (Rust regex syntax) searched in the answer.", "")
+    pattern: str = help_(
+        "format: the regex (Rust regex syntax) searched in the answer; flag_contradiction: the regex that marks a "
+        "reply as referring the viewer on ('' = factory/referral.py's REFERRAL_PATTERNS, eval's default).",
+        "",
+    )
     require: bool = help_(
         "format: true = the answer must match `pattern`, false = must not; think: true = a non-empty "
         "reasoning is required, false = forbidden.",
@@ -317,6 +323,7 @@ TERM_SOURCES: dict[str, SourceSpec] = {
     "tag": SourceSpec(r"tag_.+", "higher", "none", "one", judged=True),
     "copies_prompt": SourceSpec("copies_prompt", "lower", "none", "one"),
     "repeats_history": SourceSpec("repeats_history", "lower", "none", "one"),
+    "flag_contradiction": SourceSpec("flag_contradiction", "lower", "none", "one"),
 }
 # The n-gram sources: `n` and `unit` apply (checked below).
 NGRAM_SOURCES = ("repetition", "copies_prompt", "repeats_history")
@@ -364,7 +371,7 @@ def _check_entry(entry: TermConfig, key: str) -> None:
     if name is None:
         valid = ", ".join(
             ["length", *judge_column_names(dims=True), "repetition", "answer_chars", "format", "think", "tag_<tag>",
-             "copies_prompt", "repeats_history"]
+             "copies_prompt", "repeats_history", "flag_contradiction"]
         )  # fmt: skip
         raise ConfigError(f"{key}.source: {entry.source!r} is not a term source ({valid})")
     source = TERM_SOURCES[name]
@@ -388,9 +395,9 @@ def _check_entry(entry: TermConfig, key: str) -> None:
             raise ConfigError(f"{key}.unit: {entry.unit!r} is not one of word, char")
         if entry.n < 1:
             raise ConfigError(f"{key}.n: must be >= 1, got {entry.n}")
-    if entry.source == "format":
-        if not entry.pattern:
-            raise ConfigError(f"{key}.pattern: required for a format term")
+    if entry.source == "format" and not entry.pattern:
+        raise ConfigError(f"{key}.pattern: required for a format term")
+    if entry.source in ("format", "flag_contradiction") and entry.pattern:
         try:
             pl.Series([""]).str.contains(entry.pattern)
         except pl.exceptions.PolarsError as exc:

@@ -11,7 +11,7 @@ import polars as pl
 from factory.config.base import ConfigError, help_, one_of
 from factory.referral import REFERRAL_PATTERNS
 
-VERIFIER_RULES = ("reference", "regex", "answerable", "function")
+VERIFIER_RULES = ("reference", "regex", "answerable", "can_answer", "function")
 MATCHES = ("exact", "normalized", "contains")
 
 
@@ -24,10 +24,14 @@ class VerifierConfig:
         "reference: the answer matches the prompt's `column` (see match); regex: the answer matches `pattern` "
         "(require true) or does not (require false); answerable: the answer answers when the prompt's `column` "
         "label is true and refers the viewer to customer service (referral_patterns) when false, the rule of "
-        "factory eval's answerable agreement; function: the Python callable `function` decides.",
+        "factory eval's answerable agreement; can_answer: the teacher's own can-answer flag (samples.can_answer, "
+        "sampler.can_answer) equals the prompt's `column` label (null when either is missing): the flag's "
+        "agreement with the hand label; function: the Python callable `function` decides.",
         "reference",
     )
-    column: str = help_("reference / answerable: the prompts' column holding the reference answer / the label.", "")
+    column: str = help_(
+        "reference / answerable / can_answer: the prompts' column holding the reference answer / the label.", ""
+    )
     match: str = help_(
         "reference: exact (the same text), normalized (the same once lower-cased and whitespace-collapsed, as "
         "pairs.dedupe compares), contains (the normalized reference occurs in the normalized answer).",
@@ -51,7 +55,7 @@ class VerifierConfig:
         one_of(c, p, "rule", VERIFIER_RULES)
         one_of(c, p, "match", MATCHES)
         one_of(c, p, "field", ("answer", "reasoning"))
-        if c.rule in ("reference", "answerable") and not c.column:
+        if c.rule in ("reference", "answerable", "can_answer") and not c.column:
             raise ConfigError(f"{p}column: the {c.rule} rule needs the prompts' column to read")
         if c.rule == "regex":
             if not c.pattern:

@@ -68,6 +68,9 @@ def preflight(cfg: RunConfig, secrets: bool = True) -> None:
     for path, key in prompt_sets(cfg).values():
         if "://" not in path and not Path(path).exists():
             raise ConfigError(f"{key}: not found: {path}")
+    run = e.teacher_run
+    if run and "://" not in run and not (Path(run) / "manifest.json").is_file():
+        raise ConfigError(f"eval.teacher_run: no run directory (its manifest.json) at {run}")
     for name, candidate in e.candidates.items():
         key = f"eval.candidates.{name}"
         if candidate.answers_path:
@@ -217,6 +220,28 @@ def collect(
     return pl.concat([f.select(columns) for f in frames], how="vertical_relaxed"), judgments
 
 
+def teacher_flags(cfg: RunConfig, prompts: pl.DataFrame) -> pl.DataFrame | None:
+    """The teacher's can-answer flag per held-out prompt (table.majority_flags) from the samples of
+    eval.teacher_run (else output_dir) under that run's sampler fingerprint (its manifest's), only those that
+    answered the prompt's current text; None when that run holds none (no run there, no flags)."""
+    url = cfg.eval.teacher_run or cfg.output_dir
+    try:
+        store = RunStore(url, create=False)
+        manifest = store.read_json("manifest.json") if store.exists("manifest.json") else None
+    except (OSError, ValueError):
+        return None
+    fp = ((manifest or {}).get("fingerprints") or {}).get("sampler")
+    if not fp:
+        return None
+    stored = store.read("samples", SAMPLES)
+    hashes = sample_stage.prompt_hashes(prompts)
+    samples = sample_stage.current_samples(stored, fp, prompts["prompt_id"], 2**31, hashes)
+    if not samples.height:
+        return None
+    flags = table_mod.majority_flags(samples)
+    return flags if flags.height else None
+
+
 def write_outputs(
     store: RunStore,
     cfg: RunConfig,
@@ -227,14 +252,15 @@ def write_outputs(
 ) -> dict[str, Any]:
     """report/: the table as Markdown, JSON and Parquet, the per-sample Parquet and the PNG."""
     names = list(cfg.eval.candidates)
-    detail = table_mod.per_sample(samples, prompts, cfg)
+    detail = table_mod.per_sample(samples, prompts, cfg, teacher_flags(cfg, prompts))
     rows = table_mod.build_table(detail, judgments, names, cfg, prompts.height)
     answerable = any(r["answerable_labelled"] for r in rows)
+    teacher = any(r["teacher_flagged"] for r in rows)
     notes = table_mod.notes(cfg, rows, extra_notes)
     splits = table_mod.split_tables(detail, judgments, names, cfg, prompts)
     text = "\n".join(
-        [f"# factory eval: {store.url}", "", table_mod.markdown_table(rows, cfg, answerable), ""]
-        + table_mod.splits_markdown(splits, cfg, answerable)
+        [f"# factory eval: {store.url}", "", table_mod.markdown_table(rows, cfg, answerable, teacher), ""]
+        + table_mod.splits_markdown(splits, cfg, answerable, teacher)
         + [f"- {n}" for n in notes]
         + ["", "Files: eval.parquet, eval.json, eval_samples.parquet, score_vs_rt.png", ""]
     )
@@ -249,6 +275,7 @@ def write_outputs(
         "bootstrap": cfg.eval.bootstrap,
         "seed": cfg.eval.seed,
         "answerable_method": "rule: eval.referral_patterns on the reply text" if answerable else None,
+        "teacher_run": (cfg.eval.teacher_run or cfg.output_dir) if teacher else None,
         "models": rows,
         "notes": notes,
         "splits": splits,

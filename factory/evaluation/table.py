@@ -17,6 +17,11 @@ Per candidate:
     answerable      where prompts carry the label: share of replies whose decision (answer, or refer the
                     viewer to customer service) agrees with it. The decision is a rule on the reply text:
                     a reply refers when it matches one of eval.referral_patterns (case-insensitive).
+    teacher agree   where the teacher's run holds can-answer flags for the prompt (sampler.can_answer,
+                    eval.teacher_run): the same decision against the teacher's flag (seed 000 §3.3, refusal
+                    agreement with R1), per prompt the share of its replies that agree, then the mean over the
+                    prompts; n = the prompts with a flag and a reply. A prompt's flag is the majority of its
+                    teacher samples' flags (`majority_flags`; a tie gives none).
     vs baseline     paired by prompt: mean over the prompts both have a score for of (candidate - baseline)
                     score, with a seeded bootstrap 95% interval (eval.bootstrap resamples of the prompts);
                     the RT difference likewise paired, on prompts both answered.
@@ -38,12 +43,29 @@ from factory.stages.judge import PARSE_FAILURES
 CHUNK = 250  # bootstrap resamples per block (bounded memory with many prompts)
 
 
-def per_sample(scored: pl.DataFrame, prompts: pl.DataFrame, cfg: RunConfig) -> pl.DataFrame:
+def majority_flags(samples: pl.DataFrame) -> pl.DataFrame:
+    """The teacher's samples (prompt_id, can_answer, error) -> prompt_id, teacher_can_answer (the majority of
+    its samples' flags, those without an error or a null flag; a tie: null), teacher_flags (how many counted).
+
+        p1: true, true, false -> true (3)      p2: true, false -> null (2)      p3: null, null -> no row"""
+    flagged = samples.filter(pl.col("error").is_null() & pl.col("can_answer").is_not_null())
+    yes, n = pl.col("can_answer").cast(pl.Int64).sum(), pl.len()
+    return flagged.group_by("prompt_id").agg(
+        pl.when(2 * yes > n).then(True).when(2 * yes < n).then(False).alias("teacher_can_answer"),
+        n.cast(pl.Int64).alias("teacher_flags"),
+    )
+
+
+def per_sample(
+    scored: pl.DataFrame, prompts: pl.DataFrame, cfg: RunConfig, flags: pl.DataFrame | None = None
+) -> pl.DataFrame:
     """Each candidate's samples with the columns the table is made of.
 
     Input:  candidate, prompt_id, sample_idx, error, finish_reason, answer, completion_tokens,
-            reasoning_tokens, answer_tokens, score (null when not judged usably)
-    Output: + empty, eval_score, rt_s, truncated, refers, answerable, agrees"""
+            reasoning_tokens, answer_tokens, score (null when not judged usably); `flags` (majority_flags of
+            the teacher's samples): prompt_id, teacher_can_answer
+    Output: + empty, eval_score, rt_s, truncated, refers, answerable, agrees, teacher_can_answer,
+            teacher_agrees"""
     e = cfg.eval
     column = e.answerable_column
     labels = prompts.select("prompt_id")
@@ -53,6 +75,10 @@ def per_sample(scored: pl.DataFrame, prompts: pl.DataFrame, cfg: RunConfig) -> p
         labels = labels.with_columns(pl.lit(None, pl.Boolean).alias("answerable"))
     ok = pl.col("error").is_null()
     empty = ok & (pl.col("answer").fill_null("").str.strip_chars().str.len_chars() == 0)
+    if flags is not None and flags.height:
+        labels = labels.join(flags.select("prompt_id", "teacher_can_answer"), on="prompt_id", how="left")
+    else:
+        labels = labels.with_columns(pl.lit(None, pl.Boolean).alias("teacher_can_answer"))
     frame = scored.join(labels, on="prompt_id", how="left").with_columns(empty.alias("empty"))
     fill = e.empty_answer_score
     return frame.with_columns(
@@ -63,7 +89,8 @@ def per_sample(scored: pl.DataFrame, prompts: pl.DataFrame, cfg: RunConfig) -> p
         pl.when(ok).then(pl.col("finish_reason") == "length").alias("truncated"),
         pl.when(ok).then(refers(pl.col("answer"), list(e.referral_patterns))).alias("refers"),
     ).with_columns(
-        pl.when(ok).then(agrees(pl.col("answerable"), pl.col("refers"))).alias("agrees")
+        pl.when(ok).then(agrees(pl.col("answerable"), pl.col("refers"))).alias("agrees"),
+        pl.when(ok).then(agrees(pl.col("teacher_can_answer"), pl.col("refers"))).alias("teacher_agrees"),
     )  # fmt: skip
 
 
@@ -148,6 +175,7 @@ def model_row(name: str, frame: pl.DataFrame, judgments: pl.DataFrame, prompts_n
     per_prompt = _prompt_means(frame, "eval_score")
     statuses = judgments["parse_status"] if judgments.height else pl.Series([], dtype=pl.String)
     labelled = ok.filter(pl.col("agrees").is_not_null())
+    teacher = _prompt_means(ok.with_columns(pl.col("teacher_agrees").cast(pl.Float64)), "teacher_agrees")
     return {
         "model": name,
         "prompts": prompts_n,
@@ -170,6 +198,8 @@ def model_row(name: str, frame: pl.DataFrame, judgments: pl.DataFrame, prompts_n
         "judge_engine_errors": int((statuses == "engine_error").sum()),
         "answerable_labelled": labelled.height,
         "answerable_agreement": _mean(labelled["agrees"].cast(pl.Float64)),
+        "teacher_flagged": teacher.height,
+        "teacher_agreement": _mean(teacher["teacher_agrees"]),
         "refers": _mean(ok["refers"].cast(pl.Float64)),
     }
 
@@ -235,7 +265,7 @@ def difference_text(row: dict[str, Any]) -> str:
     return f"{_f(row['score_diff'], 1, True)} pt{interval}, {_f(row['rt_diff_s'], 2, True)} s"
 
 
-def markdown_table(rows: list[dict[str, Any]], cfg: RunConfig, answerable: bool) -> str:
+def markdown_table(rows: list[dict[str, Any]], cfg: RunConfig, answerable: bool, teacher: bool = False) -> str:
     from factory.commands.present import markdown
 
     scale = f"/{cfg.judge.scale_max:g}"
@@ -245,6 +275,8 @@ def markdown_table(rows: list[dict[str, Any]], cfg: RunConfig, answerable: bool)
     ]  # fmt: skip
     if answerable:
         headers.append("answerable agree")
+    if teacher:
+        headers.append("teacher agree")
     body = []
     for r in rows:
         line = [
@@ -263,11 +295,13 @@ def markdown_table(rows: list[dict[str, Any]], cfg: RunConfig, answerable: bool)
         ]
         if answerable:
             line.append(f"{_pct(r['answerable_agreement'])} of {r['answerable_labelled']}")
+        if teacher:
+            line.append(f"{_pct(r['teacher_agreement'])} of {r['teacher_flagged']}")
         body.append(line)
     return markdown(headers, body)
 
 
-def splits_markdown(splits: list[dict[str, Any]], cfg: RunConfig, answerable: bool) -> list[str]:
+def splits_markdown(splits: list[dict[str, Any]], cfg: RunConfig, answerable: bool, teacher: bool = False) -> list[str]:
     """Each held-out set's tables (overall, multi-turn), as lines of Markdown."""
     out = []
     for split in splits:
@@ -276,12 +310,12 @@ def splits_markdown(splits: list[dict[str, Any]], cfg: RunConfig, answerable: bo
             out += [
                 f"## {title}: overall ({split['prompts']} prompts)",
                 "",
-                markdown_table(split["overall"], cfg, answerable),
+                markdown_table(split["overall"], cfg, answerable, teacher),
                 "",
             ]
         if split["multi_turn"] is not None:
             out += [f"## {title}: multi-turn ({split['multi_turn_prompts']} prompts with a history)", "",
-                    markdown_table(split["multi_turn"], cfg, answerable), ""]  # fmt: skip
+                    markdown_table(split["multi_turn"], cfg, answerable, teacher), ""]  # fmt: skip
         elif split["set"]:
             out += [f"{title}: no prompt with a history (no multi-turn table).", ""]
     return out
@@ -304,6 +338,13 @@ def notes(cfg: RunConfig, rows: list[dict[str, Any]], extra: list[str]) -> list[
             "answerable agree: rule on the reply text, not the judge: a reply that matches eval.referral_patterns "
             f"({', '.join(e.referral_patterns)}) refers the viewer to customer service; it agrees when it refers "
             f"exactly on the prompts labelled {e.answerable_column}: false."
+        )
+    if any(r["teacher_flagged"] for r in rows):
+        out.append(
+            "teacher agree: the same rule against the teacher's can-answer flags (sampler.can_answer) in "
+            f"{e.teacher_run or cfg.output_dir}: a reply agrees when it refers exactly on the prompts the teacher "
+            "flagged as not answerable; per prompt over its replies, then over the prompts with a flag (a prompt's "
+            "flag: the majority of its teacher samples' flags)."
         )
     for r in rows:
         if r["samples_failed"] or r["judge_engine_errors"]:

@@ -70,7 +70,10 @@ def passing(samples: pl.DataFrame, cfg: PairsConfig, prompts: pl.DataFrame | Non
     side = list(prompt_side(reduced))
     if side and prompts is not None:
         samples = attach(samples, prompts, reduced)  # type: ignore[assignment]
-    frame = samples.select(*COLUMNS, *verifier_columns(cfg), *[c for c in side if c in samples.columns])
+    terms, _ = resolve(reduced)
+    read = {c for t in terms[2:] for c in t.reads} - set(COLUMNS) - set(side)  # e.g. can_answer (flag_contradiction)
+    sample_side = sorted(c for c in read if c in samples.columns and c not in verifier_columns(cfg))
+    frame = samples.select(*COLUMNS, *verifier_columns(cfg), *sample_side, *[c for c in side if c in samples.columns])
     frame = frame.with_columns(pl.lit(1.0).alias(_PLACEHOLDER))
     marked = prepare(frame, reduced).marked
     return marked.select("prompt_id", pl.col("sample_idx").cast(pl.Int64), pl.col("exclusion").cast(pl.String))

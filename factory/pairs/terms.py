@@ -20,6 +20,9 @@ is better:
                       (1: the whole answer occurs in it)
     repeats_history   share of the answer's n-grams in the history's none            lower
                       host (assistant) turns (1: a whole repeat)
+    flag_contradiction 1 when the teacher's can-answer flag          none            lower
+                      contradicts its own reply (factory/referral.py: it refers yet says it can answer, or
+                      answers yet says it cannot); 0 without a flag
 
     norm           unit value u                           when the denominator is 0
     group/global   x / max (per prompt / over the run)    term 0
@@ -59,6 +62,7 @@ from factory.config.pairs import (  # noqa: F401 (re-exported: the kernel's voca
     source_name,
 )
 from factory.config.strategies import strategy_of
+from factory import referral
 from factory.pairs import rules
 from factory.pairs.segments import per_group
 
@@ -114,6 +118,11 @@ def _overlap_reads(source: str, entry: TermConfig | None) -> tuple[str, ...]:
     return ("answer", reference, rules.grams_column(reference, entry.n, entry.unit))
 
 
+def _contradiction(entry: TermConfig | None) -> pl.Expr:
+    patterns = [entry.pattern] if entry is not None and entry.pattern else list(referral.REFERRAL_PATTERNS)
+    return referral.contradicts(pl.col("can_answer"), referral.refers(pl.col("answer"), patterns)).cast(pl.Float64)
+
+
 _MEASURES: dict[str, tuple] = {
     "length": (lambda e, n: pl.col("completion_tokens").cast(pl.Float64), lambda e, n: ("completion_tokens",)),
     "repetition": (lambda e, n: rules.repetition(e.field, e.n, e.unit), lambda e, n: (e.field,)),  # type: ignore[union-attr]
@@ -123,6 +132,7 @@ _MEASURES: dict[str, tuple] = {
     "tag": (lambda e, n: rules.has_tag(n.removeprefix("tag_")), lambda e, n: ("tags",)),
     "copies_prompt": (lambda e, n: _overlap(n, e), lambda e, n: _overlap_reads(n, e)),
     "repeats_history": (lambda e, n: _overlap(n, e), lambda e, n: _overlap_reads(n, e)),
+    "flag_contradiction": (lambda e, n: _contradiction(e), lambda e, n: ("answer", "can_answer")),
 }
 # A judge kind's columns (factory/config/kinds.py) are read as they are.
 SOURCES: dict[str, Source] = {

@@ -48,8 +48,8 @@ INSTRUCTIONS = {
         "not enough to answer it); then write the host's reply on the next line."
     ),
     ("lines", "zh"): (
-        "输出格式：第一行写“能回答: 是”或“能回答: 否”，表示商品信息能否回答观众问题（问题与商品不符，或商品信息不足以回答，"
-        "都属于不能回答）；第二行起写主播回复。"
+        "输出格式：第一行写“能回答: 是”或“能回答: 否”，表示商品信息能否回答观众问题"
+        "（问题与商品不符，或商品信息不足以回答，都属于不能回答）；第二行起写主播回复。"
     ),
     ("json", "en"): (
         'Output format: a JSON object {"can_answer": true or false, "reply": "the host\'s reply"}; can_answer says '
@@ -57,8 +57,8 @@ INSTRUCTIONS = {
         "products or the info is not enough to answer it)."
     ),
     ("json", "zh"): (
-        '输出格式：一个 JSON 对象 {"can_answer": true 或 false, "reply": "主播回复"}；can_answer 表示商品信息能否回答观众问题'
-        "（问题与商品不符，或商品信息不足以回答，都为 false）。"
+        '输出格式：一个 JSON 对象 {"can_answer": true 或 false, "reply": "主播回复"}；'
+        "can_answer 表示商品信息能否回答观众问题（问题与商品不符，或商品信息不足以回答，都为 false）。"
     ),
 }
 

@@ -64,6 +64,7 @@ TEXT_SCHEMA = {
     "created_at": pl.Float64,
     "completion_tokens": pl.Int64,
     "finish_reason": pl.String,
+    "can_answer": pl.Boolean,  # sampler.can_answer: the flag_contradiction filter reads it
 }
 
 
@@ -71,7 +72,7 @@ def sample_text(
     store: Any, keys: pl.DataFrame, prompt_ids: pl.Series | None = None, hashes: pl.Series | None = None
 ) -> pl.DataFrame:
     """answer, reasoning, error (and what the judge-free filters read: completion_tokens,
-    finish_reason) of the sample keys given, read part by part (bounded memory). With `prompt_ids` and
+    finish_reason, can_answer) of the sample keys given, read part by part (bounded memory). With `prompt_ids` and
     `hashes` (stages/sample.py prompt_hashes): only as answered for the prompts' current text."""
 
     def of(part: pa.Table) -> pl.DataFrame:

@@ -12,6 +12,8 @@ Output columns: prompt_id, sample_idx, verify_<name> (Float64; null: no verdict)
     regex       the answer matches `pattern` (require) / does not (not require)  -
     answerable  it answers (no referral pattern) an answerable prompt or refers  the prompt has no label
                 an unanswerable one (factory/referral.py: eval's rule)
+    can_answer  the teacher's flag (samples.can_answer, sampler.can_answer)      the prompt has no label, or
+                equals the prompt's label                                        the sample no flag
     function    module:function(sample, prompt) says so (a float 0..1 or a bool) it returns None
 
     rows in:   prompt_id=p1 sample_idx=0 answer="Please contact customer service."   prompts: p1 answerable=false
@@ -35,6 +37,7 @@ from factory.pairs.rules import normalized
 from factory.rundir.hashing import stable_hash
 
 KEYS = ["prompt_id", "sample_idx"]
+LABELLED = ("reference", "answerable", "can_answer")  # the rules that read a prompts column
 
 
 def verifier_fingerprint(cfg: VerifierConfig) -> str:
@@ -60,7 +63,7 @@ def check(cfg: VerifierConfig, key: str, prompts: pl.DataFrame | None = None) ->
     """Preflight: the callable loads; the prompts (when given) have the column the rule reads."""
     if cfg.rule == "function":
         load_function(cfg.function, f"{key}.function")
-    if prompts is not None and cfg.rule in ("reference", "answerable") and cfg.column not in prompts.columns:
+    if prompts is not None and cfg.rule in LABELLED and cfg.column not in prompts.columns:
         raise ConfigError(f"{key}.column: the prompts have no column {cfg.column!r} (they have {prompts.columns})")
 
 
@@ -70,7 +73,8 @@ def verdicts(samples: pl.DataFrame, prompts: pl.DataFrame, cfg: VerifierConfig, 
     counts those samples under no_judgment, by name."""
     ok = pl.col("error").is_null() if "error" in samples.columns else pl.lit(True)
     text = pl.col(cfg.field)
-    frame = samples.select(*KEYS, cfg.field, ok.alias("_ok"))
+    flag = pl.col("can_answer") if "can_answer" in samples.columns else pl.lit(None)
+    frame = samples.select(*KEYS, cfg.field, ok.alias("_ok"), flag.cast(pl.Boolean).alias("_flag"))
     if cfg.rule == "function":
         return _by_function(samples, prompts, cfg, column, key)
     if cfg.rule == "regex":
@@ -79,9 +83,11 @@ def verdicts(samples: pl.DataFrame, prompts: pl.DataFrame, cfg: VerifierConfig, 
         return _out(frame, verdict, column)
     if cfg.column not in prompts.columns:
         return _out(frame, pl.lit(None, pl.Boolean), column)
-    if cfg.rule == "answerable":
+    if cfg.rule in ("answerable", "can_answer"):
         labels = prompts.select("prompt_id", referral.answerable_flags(prompts[cfg.column]).alias("_label"))
         frame = frame.join(labels, on="prompt_id", how="left")
+        if cfg.rule == "can_answer":
+            return _out(frame, pl.col("_flag") == pl.col("_label"), column)
         return _out(
             frame, referral.agrees(pl.col("_label"), referral.refers(text, list(cfg.referral_patterns))), column
         )

@@ -388,3 +388,57 @@ def test_a_group_judge_asks_once_per_prompt_and_candidate_and_scores_each_answer
     requests = group["manifest"]["requests"]
     assert requests["judge:long"] * 2 == point["manifest"]["requests"]["judge:long"]
     assert rows_by_model(group)["short"]["score"] == pytest.approx(rows_by_model(point)["short"]["score"])
+
+
+def test_refusal_agreement_with_the_teachers_flags_beside_the_labels(tmp_path):
+    """Issue 25 (seed 000 §3.3: refusal agreement with R1): the teacher run's samples hold its can-answer flags;
+    a prompt's flag is the majority of its samples' (p5's tie gives none), each candidate's refusal (the referral
+    rule on its reply) agrees when it refers exactly where the teacher said it cannot answer."""
+    import pyarrow as pa
+
+    from factory.rundir.schemas import SAMPLES
+
+    teacher = RunStore(str(tmp_path / "run"))
+    teacher.write_json("manifest.json", {"fingerprints": {"sampler": "teacher-fp"}})
+    flags = {f"p{i}": [True, True, False] for i in range(4)} | {"p4": [False, False], "p5": [True, False]}
+    rows = [
+        {"prompt_id": p, "sample_idx": i, "sampler_fp": "teacher-fp", "answer": "x", "can_answer": flag,
+         "error": None, "created_at": 1.0}
+        for p, fs in flags.items() for i, flag in enumerate(fs)
+    ]  # fmt: skip
+    rows.append({**rows[0], "sampler_fp": "another-teacher", "sample_idx": 7, "can_answer": False})  # not this run's
+    rows.append({**rows[0], "sample_idx": 8, "can_answer": None})  # unparsed: not counted
+    rows += [{**rows[0], "sample_idx": 9 + i, "can_answer": False, "error": "HTTP 500"} for i in range(3)]  # failed
+    teacher.append("samples", pa.Table.from_pylist(rows, schema=SAMPLES))
+
+    result = evaluate(eval_config(tmp_path), eval_engine())
+    rows_of = rows_by_model(result)
+    # long answers p0..p4 (agrees on p0..p3, the teacher flagged p4 as not answerable); short refers on all but p3
+    assert (rows_of["long"]["teacher_agreement"], rows_of["long"]["teacher_flagged"]) == (pytest.approx(4 / 5), 5)
+    assert (rows_of["short"]["teacher_agreement"], rows_of["short"]["teacher_flagged"]) == (pytest.approx(2 / 5), 5)
+    assert rows_of["long"]["answerable_agreement"] == pytest.approx(4 / 6)  # the labels' column beside it
+    text = result["markdown"]
+    assert "| teacher agree" in text and "80% of 5" in text and "40% of 5" in text
+    numbers = json.loads((tmp_path / "run" / "eval" / "report" / "eval.json").read_text())
+    assert numbers["teacher_run"] == str(tmp_path / "run")
+
+
+def test_without_a_teacher_run_there_is_no_teacher_column_and_a_named_one_must_exist(done, tmp_path):
+    _, _, _, result = done
+    assert all(r["teacher_flagged"] == 0 for r in result["rows"]) and "teacher agree" not in result["markdown"]
+    with pytest.raises(ConfigError, match="eval.teacher_run: no run directory"):
+        evaluation.preflight(eval_config(tmp_path, f"eval.teacher_run={tmp_path / 'nowhere'}"), secrets=False)
+
+
+def test_a_prompts_teacher_flag_is_the_majority_of_its_samples():
+    from factory.evaluation.table import majority_flags
+
+    samples = pl.DataFrame(
+        {
+            "prompt_id": ["a", "a", "a", "b", "b", "c", "d"],
+            "can_answer": [True, True, False, True, False, None, False],
+            "error": [None, None, None, None, None, None, "x"],
+        }
+    )
+    out = {r["prompt_id"]: (r["teacher_can_answer"], r["teacher_flags"]) for r in majority_flags(samples).to_dicts()}
+    assert out == {"a": (True, 3), "b": (None, 2)}

@@ -223,3 +223,43 @@ def test_repeats_history_reads_host_turns_only_and_an_empty_history_repeats_noth
             samples(REPEATS[:1]), prompts, PairsConfig(terms=[TermConfig(source="repeats_history", weight=1.0)])
         )
         assert frame.select(rules.overlap(rules.HOST_TURNS, 3, "char").alias("v"))["v"].to_list() == [0.0]
+
+
+# -- flag_contradiction (issue 25): the teacher's can-answer flag against its own reply ------------
+FLAGGED = [
+    ("p1", 0, 10, "stop", None, "亲，3号链接49元哦。", True),  # says it can, answers: fine
+    ("p1", 1, 10, "stop", None, "亲，这个问题问问客服哈。", True),  # says it can, refers: contradiction
+    ("p1", 2, 10, "stop", None, "亲，这个要联系客服哦。", False),  # says it cannot, refers: fine
+    ("p1", 3, 10, "stop", None, "亲，5号链接有货哦。", False),  # says it cannot, answers: contradiction
+    ("p1", 4, 10, "stop", None, "亲，问客服吧。", None),  # no flag (unparsed): nothing to contradict
+    ("p1", 5, 10, "stop", None, "Please contact customer service.", True),  # the English referral too
+]
+FLAG_RULE = PairsConfig(terms=[TermConfig(source="flag_contradiction", exclude_above=0)], drop_ratio=0.0)
+
+
+def flagged_samples(rows=FLAGGED):
+    return samples([r[:6] for r in rows]).with_columns(pl.Series("can_answer", [r[6] for r in rows], pl.Boolean))
+
+
+def test_a_sample_whose_flag_contradicts_its_reply_is_excluded_before_judging_and_counted():
+    marked = prejudge.passing(flagged_samples(), FLAG_RULE).sort("sample_idx")
+    reason = "flag_contradiction"
+    assert marked["exclusion"].to_list() == [None, reason, None, reason, None, reason]
+    judged = flagged_samples().with_columns(pl.Series("quality", [0.5, 1.0, 0.4, 0.9, 0.3, 0.95]))
+    built = pairs.build(judged, prompts_frame(), FLAG_RULE)
+    assert built.stats.samples_excluded[reason] == 3 and built.stats.samples_valid == 3
+    kept = built.pairs.row(0, named=True)
+    assert {kept["chosen_idx"], kept["rejected_idx"]} <= {0, 2, 4}
+    without = pairs.build(judged, prompts_frame(), PairsConfig(drop_ratio=0.0))  # the contradiction wins without it
+    assert without.pairs.row(0, named=True)["chosen_idx"] == 1
+
+
+def test_flag_contradiction_takes_its_own_referral_pattern_and_names_a_missing_flag_column():
+    own = PairsConfig(terms=[TermConfig(source="flag_contradiction", pattern="联系", exclude_above=0)])
+    marked = prejudge.passing(flagged_samples(), own).sort("sample_idx")
+    # only 联系 marks a referral now: sample 1 (问问客服) answers as its flag says, sample 2 refers as its flag says
+    assert marked["exclusion"].to_list() == [None, None, None, "flag_contradiction", None, None]
+    with pytest.raises(ConfigError, match=r"pairs\.terms\[0\]: needs the column 'can_answer'"):
+        prejudge.passing(samples([r[:6] for r in FLAGGED]), FLAG_RULE)
+    with pytest.raises(ConfigError, match=r"pairs\.terms\[0\]\.pattern: not a valid regex"):
+        PairsConfig(terms=[TermConfig(source="flag_contradiction", pattern="(")])

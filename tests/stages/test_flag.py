@@ -136,3 +136,74 @@ def test_the_token_counts_are_what_was_decoded():
     _, rows = _rows(form, {("a", 0): done})
     assert rows[("a", 0)]["answer"] == "Link 3." and rows[("a", 0)]["completion_tokens"] == 9
     assert rows[("a", 0)]["answer_tokens"] == 9  # the flag line was decoded too
+
+
+# -- a run with the flag: its counts, the can_answer verifier, the flag_contradiction filter --------------
+def flag_reply(request):
+    """The teacher by its seed: a flag and a reply that agree (yes + answer, no + referral), a contradiction (yes +
+    referral), or no flag at all; the judge (a JSON schema) as the fake's default."""
+    from tests.fakes import seeded_reply
+
+    if request.json_schema is not None:
+        return seeded_reply(request)
+    return {
+        0: "can_answer: yes\nLink 3 is in stock.",
+        1: "can_answer: no\nPlease ask customer service.",
+        2: "can_answer: yes\nPlease ask customer service.",
+        3: "Link 3 is in stock.",
+    }[request.seed % 4]
+
+
+def test_a_run_counts_the_flags_excludes_contradictions_and_verifies_the_flag_against_the_label(tmp_path, capsys):
+    from factory import cli
+    from factory.graph import RunGraph
+    from factory.rundir.store import RunStore
+    from tests.stages.test_prejudge import cfg_of, local_run
+
+    path = tmp_path / "labelled.jsonl"
+    rows = [
+        {"id": f"p{i}", "product_info": {"name": f"thing {i}"}, "history": [], "question": f"q{i}?",
+         "answerable": ["yes", "no", ""][i % 3]}
+        for i in range(6)
+    ]  # fmt: skip
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = cfg_of(
+        tmp_path, "run", f"prompts.path={path}", "sampler.can_answer.enabled=true",
+        "sampler.can_answer.structured=false", "verifiers.flag.rule=can_answer", "verifiers.flag.column=answerable",
+        "pairs.terms=[{source: flag_contradiction, exclude_above: 0}]",
+    )  # fmt: skip
+    engine = FakeEngine(reply=flag_reply)
+    manifest = local_run(cfg, engine)
+    sampled = [r for r in engine.requests if r.json_schema is None]
+    asked = INSTRUCTIONS[("lines", "en")]
+    assert len(sampled) == 24 and all(r.messages[-1]["content"].endswith(asked) for r in sampled)
+
+    samples = pl.read_parquet(tmp_path / "run" / "samples")
+    kind = samples["seed"] % 4
+    counts = manifest["counts"]
+    assert counts["can_answer_yes"] == int(kind.is_in([0, 2]).sum())
+    assert counts["can_answer_no"] == int((kind == 1).sum())
+    assert counts["can_answer_unparsed"] == int((kind == 3).sum()) > 0
+    assert counts["can_answer_yes"] + counts["can_answer_no"] + counts["can_answer_unparsed"] == counts["samples_ok"]
+    assert samples.filter(kind != 3)["answer"].str.starts_with("can_answer").sum() == 0  # the reply alone
+
+    contradictions = int((kind == 2).sum())
+    assert contradictions > 0 and manifest["pairs"]["samples_excluded"]["flag_contradiction"] == contradictions
+    judged = set(pl.read_parquet(tmp_path / "run" / "judgments").select("prompt_id", "sample_idx").iter_rows())
+    contradicting = set(samples.filter(kind == 2).select("prompt_id", "sample_idx").iter_rows())
+    assert judged and not judged & contradicting  # never sent to the judge
+
+    # the verifier: the flag against the hand label (p0, p3 yes; p1, p4 no; p2, p5 unlabelled)
+    label = {r["id"]: {"yes": True, "no": False}.get(r["answerable"]) for r in rows}
+    by_hand = [
+        float(flag == label[p]) for p, flag in samples.select("prompt_id", "can_answer").iter_rows()
+        if flag is not None and label[p] is not None
+    ]  # fmt: skip
+    scored = RunGraph(cfg).scored(RunStore(cfg.output_dir), RunStore(cfg.output_dir).read("prompts")).scored
+    assert scored["verify_flag"].drop_nulls().len() == len(by_hand) > 0
+    entry = manifest["judges"]["verify_flag"]
+    assert entry["ok"] == len(by_hand) and entry["mean"] == pytest.approx(sum(by_hand) / len(by_hand))
+    assert cli.main(["report", cfg.output_dir]) == 0
+    out = capsys.readouterr().out
+    assert "| verify_flag " in out and f"{sum(by_hand) / len(by_hand):.3f} of {len(by_hand)}" in out
+    assert "flag_contradiction" in out
