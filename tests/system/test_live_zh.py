@@ -13,6 +13,7 @@ import pytest
 
 from factory import config
 from factory.engines.base import Completion, Request
+from factory.stages.flag import INSTRUCTIONS
 
 ROOT = Path(__file__).resolve().parents[2]
 LIVE_ZH = ROOT / "conf" / "live_zh.yaml"
@@ -55,9 +56,14 @@ def zh_reply(request: Request) -> Completion:
         2: reply_of(20, seed),
         3: last_host_turn(request) or reply_of(30, seed),
     }[kind]
+    assert text.endswith(INSTRUCTIONS[("lines", "zh")])  # sampler.can_answer asked for the source's output form
+    # sampler.can_answer (the line format): the flag first, by the seed: yes, no (which these replies contradict:
+    # none refers the viewer to customer service), or no flag line at all
+    flag = {0: "能回答: 是\n", 1: "能回答: 否\n", 2: ""}[(request.seed // 4) % 3]
     reasoning = "观众问的是商品信息，" * (1 + request.seed % 5)
-    tokens = len(answer) + len(reasoning)  # one token per character, a stand-in for a Chinese tokenizer
-    return Completion(request.tag, answer, reasoning, "stop", 200, tokens, len(reasoning), 0.001)
+    content = flag + answer
+    tokens = len(content) + len(reasoning)  # one token per character, a stand-in for a Chinese tokenizer
+    return Completion(request.tag, content, reasoning, "stop", 200, tokens, len(reasoning), 0.001)
 
 
 @pytest.fixture(scope="module")
@@ -112,10 +118,19 @@ def test_every_stage_handles_the_chinese_text(live_run):
 
     samples = pl.read_parquet(out / "samples")
     assert samples.height == 160 and samples["error"].null_count() == 160
-    # tokens: the engine's counts, reasoning apart; characters: the answer's, not its bytes
+    # tokens: the engine's counts (of what was decoded: the flag line too), reasoning apart; characters: the
+    # answer's, not its bytes (issue 25's flag: the flag line was added to the fake teacher's reply)
     assert (
-        samples["completion_tokens"] == samples["answer"].str.len_chars() + samples["reasoning"].str.len_chars()
+        samples["completion_tokens"] == samples["text"].str.len_chars() + samples["reasoning"].str.len_chars()
     ).all()
+    # the teacher's flag apart from its reply: the answer is the reply alone
+    flagged = samples["text"].str.starts_with("能回答: ")
+    assert samples.filter(flagged)["can_answer"].null_count() == 0
+    assert samples.filter(~flagged)["can_answer"].is_null().all()
+    assert (samples.filter(flagged)["text"].str.split("\n").list.get(1) == samples.filter(flagged)["answer"]).all()
+    counts = manifest["counts"]
+    assert counts["can_answer_unparsed"] == int((~flagged).sum()) > 0
+    assert counts["can_answer_yes"] + counts["can_answer_no"] + counts["can_answer_unparsed"] == counts["samples_ok"]
     assert (samples["reasoning_tokens"] == samples["reasoning"].str.len_chars()).all()
     assert set(samples["answer"].str.len_chars().to_list()) >= {80, 81, 20}
 
@@ -127,7 +142,8 @@ def test_every_stage_handles_the_chinese_text(live_run):
     over = samples.filter(pl.col("answer").str.len_chars() > 80).height
     assert over > 0 and pairs_stats["samples_excluded"]["answer_chars"] == over
     judged = judgments.select("prompt_id", "sample_idx").unique()
-    eighty = samples.filter(pl.col("answer").str.len_chars() == 80).select("prompt_id", "sample_idx")
+    eighty = samples.filter((pl.col("answer").str.len_chars() == 80) & pl.col("can_answer").ne_missing(False))
+    eighty = eighty.select("prompt_id", "sample_idx")
     assert eighty.join(judged, on=["prompt_id", "sample_idx"], how="anti").height == 0  # all judged
     assert (
         samples.filter(pl.col("answer").str.len_chars() > 80)
@@ -145,6 +161,15 @@ def test_every_stage_handles_the_chinese_text(live_run):
     repeats = samples.join(history, on="prompt_id").filter(pl.col("host").list.contains(pl.col("answer")))
     assert repeats.height > 0 and pairs_stats["samples_excluded"]["repeats_history"] == repeats.height
     assert repeats.join(judged, on=["prompt_id", "sample_idx"], how="semi").height == 0  # never sent to the judge
+
+    # the flag that contradicts its reply ("cannot answer", then an answer): excluded under its name, never judged
+    contradicting = samples.filter(pl.col("can_answer").eq_missing(False))
+    assert contradicting.join(judged, on=["prompt_id", "sample_idx"], how="semi").height == 0
+    earlier = contradicting.join(repeats, on=["prompt_id", "sample_idx"], how="anti")
+    earlier = earlier.filter(pl.col("answer").str.len_chars() <= 80)  # not already out under an earlier term
+    assert pairs_stats["samples_excluded"]["flag_contradiction"] == earlier.height > 0
+    # the flag against the hand label (verifiers.flag, rule can_answer): its agreement in the manifest
+    assert manifest["judges"]["verify_flag"]["ok"] > 0 and 0 <= manifest["judges"]["verify_flag"]["mean"] <= 1
 
     pairs = pl.read_parquet(out / "pairs")
     assert pairs.height > 0
