@@ -233,7 +233,8 @@ def teacher_flags(cfg: RunConfig, prompts: pl.DataFrame) -> pl.DataFrame | None:
     fp = ((manifest or {}).get("fingerprints") or {}).get("sampler")
     if not fp:
         return None
-    stored = store.read("samples", SAMPLES)
+    columns = ["prompt_id", "sample_idx", "sampler_fp", "prompt_hash", "error", "created_at", "can_answer"]
+    stored = store.read("samples", SAMPLES, columns=columns)  # the flags, never the texts
     hashes = sample_stage.prompt_hashes(prompts)
     samples = sample_stage.current_samples(stored, fp, prompts["prompt_id"], 2**31, hashes)
     if not samples.height:
