@@ -213,7 +213,9 @@ class GenRMNode(JudgeNode):
         fp = (
             stored.get(GENRM.stage_of(name), "")
             if stored is not None
-            else judge_stage.judge_fingerprint(judge, model_id(judge.engine, f"{key}.engine"), rubric)
+            else judge_stage.judge_fingerprint(
+                judge, model_id(judge.engine, f"{key}.engine"), rubric, dict(cfg.prompts.speakers or {})
+            )
         )
         return cls(name, judge, judge.engine, fp, dims, GENRM.price_of(cfg.cost, name), rubric)
 

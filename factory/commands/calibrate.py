@@ -95,7 +95,9 @@ def load_calibration(path: str, limit: int | None = None) -> tuple[list[dict], l
     return rows, invalid
 
 
-def plan_calibration(rows: list[dict], cfg: JudgeConfig, rubric: str) -> list[dict]:
+def plan_calibration(
+    rows: list[dict], cfg: JudgeConfig, rubric: str, speakers: dict[str, str] | None = None
+) -> list[dict]:
     """Judge plan rows (the shape judge_batch takes): every row x side x vote."""
     judge_stage.check_rubric(rubric)
     plan = []
@@ -109,13 +111,17 @@ def plan_calibration(rows: list[dict], cfg: JudgeConfig, rubric: str) -> list[di
                         "sampler_fp": CALIBRATION_FP,
                         "vote": vote,
                         "seed": derive_seed(cfg.sampling.seed, "calibration", row["id"], sample_idx, vote),
-                        "messages": judge_stage.render_rubric(rubric, row, {"answer": row[side], "reasoning": ""}, cfg),
+                        "messages": judge_stage.render_rubric(
+                            rubric, row, {"answer": row[side], "reasoning": ""}, cfg, speakers
+                        ),
                     }
                 )
     return plan
 
 
-def plan_group_calibration(rows: list[dict], cfg: JudgeConfig, rubric: str) -> list[dict]:
+def plan_group_calibration(
+    rows: list[dict], cfg: JudgeConfig, rubric: str, speakers: dict[str, str] | None = None
+) -> list[dict]:
     """judge.mode group: one group request per row and order, the two replies as answers A and B."""
     from factory.stages.judge.group import group_key, shown_order
 
@@ -130,7 +136,7 @@ def plan_group_calibration(rows: list[dict], cfg: JudgeConfig, rubric: str) -> l
                 "created": [None, None], "group_pool": CALIBRATION_FP,
                 "group_key": group_key(row["id"], [(i, None) for i in members], order),
                 "seed": derive_seed(cfg.sampling.seed, "calibration", row["id"], order),
-                "messages": judge_stage.render_group(rubric, row, answers, cfg),
+                "messages": judge_stage.render_group(rubric, row, answers, cfg, speakers),
             })  # fmt: skip
     return plan
 
@@ -237,7 +243,8 @@ def calibrate(
     `build(engine_cfg) -> Engine` makes the judge engine (the registry's builder by default)."""
     from factory.executor import Executor
 
-    plan = (plan_group_calibration if cfg.judge.mode == "group" else plan_calibration)(rows, cfg.judge, rubric)
+    plan_of = plan_group_calibration if cfg.judge.mode == "group" else plan_calibration
+    plan = plan_of(rows, cfg.judge, rubric, dict(cfg.prompts.speakers or {}))
     stage = CalibrationStage(plan, cfg.judge, judge_fp)
     scratch = RunStore(f"memory://factory-calibration-{uuid.uuid4().hex}")
     try:

@@ -235,3 +235,43 @@ def test_factory_calibrate_runs_the_chinese_set_with_the_live_zh_judge(tmp_path)
     assert (summary["rows"], summary["agree"], summary["agreement"]) == (len(rows), len(rows), 1.0)
     assert summary["parse_status"] == {"ok": 2 * len(rows)}
     assert "cal-zh-10" in (tmp_path / "cal" / "calibration.csv").read_text(encoding="utf-8")
+
+
+# -- the judge shows the history under the configured speakers (prompts.speakers: 观众 / 主播) ------------
+def test_the_chinese_judge_shows_the_history_under_the_configured_speakers(live_run):
+    from factory.graph import GenRMNode, RunGraph
+    from factory.stages import judge as judge_stage
+
+    cfg, out, _ = live_run
+    prompts = pl.read_parquet(out / "prompts")
+    multi = prompts.filter(pl.col("history").list.len() > 0).head(1)
+    node = GenRMNode.of(cfg)
+    stage = judge_stage.JudgeStage(cfg, {"judge": node.fingerprint, "sampler": "s"}, multi, node.rubric)
+    work = {"prompt_id": multi["prompt_id"][0], "sample_idx": 0, "sampler_fp": "s", "vote": 0, "answer": "亲，有的哦",
+            "reasoning": ""}  # fmt: skip
+    shown = stage.render([work])[0]["messages"][0]["content"]
+    history = shown.split("对话历史：\n", 1)[1].split("\n\n", 1)[0]
+    turns = multi["history"][0].to_list()
+    assert history.splitlines()[0] == f"观众: {turns[0]['content']}" and "\n主播: " in history
+    assert "Viewer:" not in shown and "Host:" not in shown
+    # the same with a group judge and in factory calibrate's requests
+    prompt = stage.prompts[work["prompt_id"]]
+    group = judge_stage.render_group(node.rubric, prompt, [work], cfg.judge, stage.speakers)
+    assert "\n主播: " in group[0]["content"].split("对话历史：\n", 1)[1]
+    # the names the judge saw are part of its fingerprint (only when set): other names, another request
+    other = config.load(LIVE_ZH, [f"output_dir={out}", "prompts.speakers.user=弹幕用户"])
+    assert GenRMNode.of(other).fingerprint != node.fingerprint
+    assert RunGraph(cfg).fingerprints["judge"] == node.fingerprint
+
+
+def test_factory_calibrate_shows_the_configured_speakers(tmp_path):
+    from factory.commands import calibrate
+
+    rows, _ = calibrate.load_calibration(str(CALIBRATION_ZH))
+    cfg = config.load(LIVE_ZH, [f"output_dir={tmp_path / 'run'}", "judge.engine.api_key_env=''"])
+    from factory.graph import GenRMNode
+
+    plan = calibrate.plan_calibration(rows, cfg.judge, GenRMNode.of(cfg).rubric, dict(cfg.prompts.speakers))
+    with_history = [p for p, r in zip(plan[::2], rows) if r["history"]]
+    assert with_history and all("\n主播: " in p["messages"][0]["content"] for p in with_history)
+    assert not any("Host: " in p["messages"][0]["content"] for p in plan)

@@ -471,7 +471,7 @@ class GroupJudgeStage(JudgeStage):
                 }
             answers = [{"answer": a, "reasoning": r} for a, r in zip(row["answers"], row["reasonings"])]
             seed = derive_seed(self.cfg.sampling.seed, "judge-group", row["prompt_id"], row["group_key"])
-            messages = render_group(self.rubric, self.prompts[row["prompt_id"]], answers, self.cfg)
+            messages = render_group(self.rubric, self.prompts[row["prompt_id"]], answers, self.cfg, self.speakers)
             out.append(
                 {k: v for k, v in row.items() if k not in ("answers", "reasonings")}
                 | {"seed": seed, "messages": messages}

@@ -104,9 +104,13 @@ def check_rubric(rubric: str, key: str = "judge.rubric_file") -> None:
         raise ConfigError(f"{key}: the rubric has no {{answer}} field, so the judge would never see the reply")
 
 
-def render_rubric(rubric: str, prompt: dict, sample: dict, cfg: JudgeConfig) -> list[dict[str, str]]:
+def render_rubric(
+    rubric: str, prompt: dict, sample: dict, cfg: JudgeConfig, speakers: dict[str, str] | None = None
+) -> list[dict[str, str]]:
     """One judge request's messages: the rubric filled with the prompt's fields and the sample's answer.
-    The reasoning is shown (in <think> tags before the answer, and as {reasoning}) only with include_reasoning."""
+    The reasoning is shown (in <think> tags before the answer, and as {reasoning}) only with include_reasoning.
+    `speakers` (prompts.speakers): the names the history's turns are shown under, as in the teacher's prompt
+    (观众 / 主播 for the source's Chinese turns; default Viewer / Host)."""
     answer = sample.get("answer") or ""
     reasoning = (sample.get("reasoning") or "") if cfg.include_reasoning else ""
     if reasoning and "reasoning" not in rubric_fields(rubric):
@@ -114,7 +118,7 @@ def render_rubric(rubric: str, prompt: dict, sample: dict, cfg: JudgeConfig) -> 
     history = prompt.get("history") or []
     content = rubric.format(
         product_info=prompt.get("product_info") or "(none)",
-        history=render_history(history),
+        history=render_history(history, speakers=speakers),
         question=prompt.get("question") or "",
         answer=answer,
         reasoning=reasoning or "(not shown)",
@@ -163,9 +167,12 @@ def group_schema(labels: list[str], cfg: JudgeConfig) -> dict:
     return {"type": "object", "properties": properties, "required": labels, "additionalProperties": False}
 
 
-def render_group(rubric: str, prompt: dict, answers: list[dict], cfg: JudgeConfig) -> list[dict[str, str]]:
+def render_group(
+    rubric: str, prompt: dict, answers: list[dict], cfg: JudgeConfig, speakers: dict[str, str] | None = None
+) -> list[dict[str, str]]:
     """One group request's messages: the rubric filled once, its {answer} holding every answer under its
-    label (reasoning in <think> tags with include_reasoning), then what to reply: one JSON object per label."""
+    label (reasoning in <think> tags with include_reasoning), then what to reply: one JSON object per label.
+    `speakers`: as render_rubric's."""
     labels = group_labels(len(answers))
     blocks = []
     for label, sample in zip(labels, answers):
@@ -175,7 +182,7 @@ def render_group(rubric: str, prompt: dict, answers: list[dict], cfg: JudgeConfi
     shown = "\n\n".join(blocks)
     content = rubric.format(
         product_info=prompt.get("product_info") or "(none)",
-        history=render_history(prompt.get("history") or []),
+        history=render_history(prompt.get("history") or [], speakers=speakers),
         question=prompt.get("question") or "",
         answer=shown,
         reasoning="(shown with each answer)" if cfg.include_reasoning else "(not shown)",

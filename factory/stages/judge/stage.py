@@ -31,7 +31,14 @@ from factory.rundir.schemas import JUDGMENTS, SAMPLES, require_columns
 from factory.stages.base import BaseStage, Batch, Emit, PromptRows, latest, read_status
 from factory.stages.judge.parse import PARSE_FAILURES, USABLE, missing_dimensions, parse_judgment, parse_tags
 from factory.stages.judge.read import current_judgments
-from factory.stages.judge.rubric import DIMENSIONS, check_rubric, judge_schema, reask_messages, render_rubric
+from factory.stages.judge.rubric import (
+    DIMENSIONS,
+    check_rubric,
+    judge_schema,
+    reask_messages,
+    render_rubric,
+    rubric_fields,
+)
 from factory.stages.sample import current_samples, prompt_hashes
 from factory.stages.scored import SAMPLE_KEY, USABLE_INPUTS, follow_usable, judgeable, of_current_samples, plan_usable
 
@@ -40,8 +47,9 @@ KEY = ("prompt_id", "sample_idx", "sampler_fp", "vote")
 STATUS_COLUMNS = [*KEY, "judge_fp", "parse_status", "sample_created_at", "created_at"]
 
 
-def judge_fingerprint(cfg: JudgeConfig, model_id: str, rubric: str) -> str:
-    """What makes judgments comparable: judge model, rubric text, scale, output format and judge sampling.
+def judge_fingerprint(cfg: JudgeConfig, model_id: str, rubric: str, speakers: dict[str, str] | None = None) -> str:
+    """What makes judgments comparable: judge model, rubric text, scale, output format and judge sampling
+    (and prompts.speakers, the names the rubric's {history} shows the turns under, when set).
     `votes` and `max_reasks` are not in it: growing votes 1 -> 3 reuses vote 0 of every sample."""
     identity = {
         "kind": cfg.engine.kind,
@@ -66,6 +74,8 @@ def judge_fingerprint(cfg: JudgeConfig, model_id: str, rubric: str) -> str:
         identity["tags"] = list(cfg.tag_values) or True
     if cfg.mode != "pointwise":  # a group judgment saw other answers beside this one
         identity["mode"] = cfg.mode
+    if speakers and "history" in rubric_fields(rubric):
+        identity["speakers"] = dict(sorted(speakers.items()))
     return stable_hash(identity)
 
 
@@ -100,9 +110,11 @@ def plan_judgments(
     cfg: JudgeConfig,
     judge_fp: str,
     rubric: str,
+    speakers: dict[str, str] | None = None,
 ) -> pl.DataFrame:
     """Every (usable sample, vote) not yet judged under `judge_fp`, rendered: the request rows
-    judge_batch takes (prompt_id, sample_idx, sampler_fp, vote, seed, messages)."""
+    judge_batch takes (prompt_id, sample_idx, sampler_fp, vote, seed, messages). `speakers`:
+    prompts.speakers (render_rubric)."""
     require_columns(samples, ("prompt_id", "sample_idx", "sampler_fp", "answer", "reasoning", "error"), "judge.plan")
     check_rubric(rubric)
     work = judgeable(samples).select(
@@ -112,7 +124,7 @@ def plan_judgments(
     if "created_at" in work.columns:
         work = work.rename({"created_at": "sample_created_at"})
     work = keys.join(work, on=["prompt_id", "sample_idx", "sampler_fp"], how="left", maintain_order="left")
-    rows = render_requests(work.to_dicts(), prompt_fields(prompts), rubric, cfg)
+    rows = render_requests(work.to_dicts(), prompt_fields(prompts), rubric, cfg, speakers)
     return pl.DataFrame(rows, schema=REQUEST_SCHEMA)
 
 
@@ -133,7 +145,9 @@ def prompt_fields(prompts: pl.DataFrame) -> Mapping[str, dict]:
     return PromptRows(prompts, ["product_info", "history", "question"])
 
 
-def render_requests(work: list[dict], prompts: Mapping[str, dict], rubric: str, cfg: JudgeConfig) -> list[dict]:
+def render_requests(
+    work: list[dict], prompts: Mapping[str, dict], rubric: str, cfg: JudgeConfig, speakers: dict[str, str] | None = None
+) -> list[dict]:
     """Work rows (keys + answer, reasoning) -> request rows with their derived seed and rubric messages."""
     orphans = {row["prompt_id"] for row in work if row["prompt_id"] not in prompts}
     if orphans:
@@ -146,7 +160,7 @@ def render_requests(work: list[dict], prompts: Mapping[str, dict], rubric: str, 
             "vote": row["vote"],
             "sample_created_at": row.get("sample_created_at"),
             "seed": derive_seed(cfg.sampling.seed, "judge", row["prompt_id"], row["sample_idx"], row["vote"]),
-            "messages": render_rubric(rubric, prompts[row["prompt_id"]], row, cfg),
+            "messages": render_rubric(rubric, prompts[row["prompt_id"]], row, cfg, speakers),
         }
         for row in work
     ]
@@ -312,6 +326,7 @@ class JudgeStage(BaseStage):
         self.k = k if k is not None else cfg.sampler.k
         self.engine = self.cfg.engine
         self.prompts = prompt_fields(prompts)
+        self.speakers = dict(cfg.prompts.speakers or {})  # the history's turns as the teacher's prompt names them
         self.prompt_ids = prompts["prompt_id"]
         self.hashes = prompt_hashes(prompts)  # which stored samples answered the current text
         self.note = ""
@@ -349,7 +364,7 @@ class JudgeStage(BaseStage):
 
 
     def render(self, work: list[dict]) -> list[dict]:
-        return render_requests(work, self.prompts, self.rubric, self.cfg)
+        return render_requests(work, self.prompts, self.rubric, self.cfg, self.speakers)
 
     def failed(self, requests: list[dict], reason: str) -> list[dict]:
         return failed_judgments(requests, reason, self.judge_fp)
