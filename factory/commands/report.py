@@ -287,7 +287,7 @@ def report_tables(report: dict[str, Any], cfg: RunConfig) -> list[Table]:
         tables.append(
             Table(
                 title,
-                ["judge", "kind", "column", "ok", "failed", "mean verdict", "key", "mode", "prompt tokens / judgment"],
+                ["judge", "kind", "column", "ok", "failed", "key", "mode", "prompt tokens / judgment", "mean verdict"],
                 [
                     [
                         j["stage"],
@@ -295,12 +295,12 @@ def report_tables(report: dict[str, Any], cfg: RunConfig) -> list[Table]:
                         j["column"],
                         j["ok"],
                         j["failed"],
-                        "-" if j.get("mean") is None else f"{j['mean']:.3f} of {j['ok']}",
                         j["key"],
                         j.get("mode") or "-",
                         "-"
                         if j.get("prompt_tokens_per_judgment") is None
                         else f"{j['prompt_tokens_per_judgment']:.0f}",
+                        "-" if j.get("mean") is None else f"{j['mean']:.3f} of {j['ok']}",
                     ]
                     for j in report["judges"]
                 ],  # fmt: skip
