@@ -8,7 +8,8 @@ Two forms (`form_of`):
             flag, the reply follows on the next lines:
                 can_answer: yes            能回答: 是            能否回答观众问题：否
                 Link 3 is 49 yuan.         家人们，3号链接49元哦。
-            (yes/no, true/false, 是/否, 能/不能, 可以/不可以; ':' or '：').
+            (yes/no, true/false, 是/否, 能/不能, 可以/不可以; ':' or '：'; a label before the reply, 主播回复：
+            or reply:, is dropped).
 
 The instruction asking for the form is appended to the prompt's last user message when the request is made
 (the prompt's own messages and prompt_hash stay as they are); its text and the form are in the sampler
@@ -69,6 +70,8 @@ _FLAG_LINE = re.compile(
     r"(?P<value>[^\s*`。.，,]+)[*`\s]*[。.]?\s*$",
     re.IGNORECASE,
 )
+# A label the reply may carry after the flag line (the source's form names both parts): dropped.
+_REPLY_LABEL = re.compile(r"^\s*[*`]*(?:主播回复|回复|host reply|reply)[*`\s]*[:：]\s*", re.IGNORECASE)
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(?P<body>.*?)\s*```\s*$", re.DOTALL)
 
 
@@ -139,7 +142,7 @@ def _from_lines(text: str) -> tuple[bool, str] | None:
     flag = _value(found.group("value"))
     if flag is None:
         return None
-    return flag, rest.strip()
+    return flag, _REPLY_LABEL.sub("", rest.strip(), count=1).strip()
 
 
 def parse_flag(answer: str) -> tuple[bool | None, str]:

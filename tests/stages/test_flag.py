@@ -31,6 +31,8 @@ PROMPTS = pl.DataFrame(
         ("能回答：是\n\n家人们，3号链接49元哦。", (True, "家人们，3号链接49元哦。")),
         ("能否回答观众问题：不能\n亲，问问客服哈。", (False, "亲，问问客服哈。")),
         ("can_answer: yes\nLink 3 is 49 yuan.", (True, "Link 3 is 49 yuan.")),
+        ("能否回答观众问题：能\n主播回复：家人们，3号链接有货哦。", (True, "家人们，3号链接有货哦。")),
+        ("**can_answer:** no\nReply: Please ask customer service.", (False, "Please ask customer service.")),
         ("Can answer: NO\nPlease ask customer service.", (False, "Please ask customer service.")),
         ('{"can_answer": true, "reply": "Link 3."}', (True, "Link 3.")),
         ('```json\n{"can_answer": false, "reply": "问客服哦"}\n```', (False, "问客服哦")),
