@@ -60,6 +60,8 @@ def generate_and_report(engine, rows, emit) -> None:
         "world_size": parallel.world_size, "tp": parallel.tensor_parallel_size,
         "backend": parallel.distributed_executor_backend, "pg": ray.get_runtime_context().get_placement_group_id(),
         "workers": workers,
+        # The group vLLM hands to the engine process it spawns (where its Ray executor would place GPU workers).
+        "vllm_pg": parallel.placement_group.id.hex() if parallel.placement_group is not None else None,
     }  # fmt: skip
     emit(
         [
@@ -126,7 +128,7 @@ def test_tensor_parallel_2_runs_in_the_replicas_placement_group_on_two_cpu_worke
     reports = [json.loads(r["text"]) for r in rows]
     for report in reports:
         assert (report["world_size"], report["tp"], report["backend"]) == (2, 2, "mp")
-        assert report["pg"] == group["placement_group_id"]  # the actor runs in the replica's group
+        assert report["pg"] == report["vllm_pg"] == group["placement_group_id"]  # the actor's group reaches vLLM
         assert sorted(report["workers"]) == ["Worker_TP0", "Worker_TP1"]  # two vLLM worker processes
         assert 1 <= report["tokens"] <= MAX_TOKENS
     # Each worker's threads are bound to a core of its own (vLLM's binding, cpu_environment's even split).
