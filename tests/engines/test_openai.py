@@ -216,7 +216,7 @@ def test_rpm_spaces_requests_out():
             engine.close()
         times = sorted(server.chat_times())
     assert all(c.error is None for c in out)
-    assert times[-1] - times[0] >= 4 * 0.5 - 0.05
+    assert times[-1] - times[0] >= 4 * 0.5 - 0.3  # spaced out (unspaced: ~0 s); slack for arrival jitter on a loaded machine
 
 
 def test_tpm_charges_the_tokens_actually_used():
