@@ -235,13 +235,14 @@ def sample_batch(
 ) -> list[dict]:
     """Run one batch of planned samples (with their messages) on `engine` -> sample rows, one per
     plan row, in plan order; each row is also handed to `emit` as soon as its request finishes.
-    `can_answer` (sampler.can_answer): each request asks for the flag and the reply (factory/stages/flag.py),
-    under its JSON schema where the engine takes one."""
+    `can_answer` (sampler.can_answer): the rows (SampleStage.render) ask for the flag and the reply
+    (factory/stages/flag.py); the request carries its JSON schema where the engine takes one, and each
+    reply is read as flag + reply."""
     by_tag = {(row["prompt_id"], row["sample_idx"]): row for row in rows}
     schema = can_answer.schema if can_answer is not None and engine.supports_json_schema else None
     requests = [
         Request(
-            messages=can_answer.messages(row["messages"]) if can_answer is not None else row["messages"],
+            messages=row["messages"],
             json_schema=schema,
             max_tokens=sampling.max_tokens,
             temperature=sampling.temperature,
@@ -278,7 +279,7 @@ def sample_row(
         "prompt_id": row["prompt_id"],
         "sample_idx": row["sample_idx"],
         "sampler_fp": sampler_fp,
-        "prompt_hash": messages_hash(row["messages"]),
+        "prompt_hash": row.get("prompt_hash") or messages_hash(row["messages"]),
         "seed": row["seed"],
         "reasoning": reasoning,
         "answer": answer,
@@ -304,7 +305,8 @@ def failed_samples(requests: list[dict], reason: str, sampler_fp: str, attempts:
     return [
         {
             "prompt_id": r["prompt_id"], "sample_idx": r["sample_idx"], "sampler_fp": sampler_fp,
-            "prompt_hash": messages_hash(r["messages"]) if "messages" in r else None, "seed": r["seed"],
+            "prompt_hash": r.get("prompt_hash") or (messages_hash(r["messages"]) if "messages" in r else None),
+            "seed": r["seed"],
             "reasoning": "", "answer": "", "can_answer": None, "text": "", "reasoning_tokens": 0, "answer_tokens": 0,
             "completion_tokens": 0, "prompt_tokens": None, "finish_reason": "error", "error": reason,
             "latency_s": 0.0, "attempts": attempts, "model": None, "created_at": now, "cached_tokens": None,
@@ -439,7 +441,16 @@ class SampleStage(BaseStage):
         return work
 
     def render(self, work: list[dict]) -> list[dict]:
-        return [{**row, "messages": self._rows[row["prompt_id"]]["messages"]} for row in work]
+        """The request rows: the prompt's messages, with sampler.can_answer its instruction appended to the
+        last user message and `prompt_hash` the hash of the prompt's own messages (what a stored row answers)."""
+        if self.can_answer is None:
+            return [{**row, "messages": self._rows[row["prompt_id"]]["messages"]} for row in work]
+        out = []
+        for row in work:
+            messages = self._rows[row["prompt_id"]]["messages"]
+            asked = self.can_answer.messages(messages)
+            out.append({**row, "messages": asked, "prompt_hash": messages_hash(messages)})
+        return out
 
     def failed(self, requests: list[dict], reason: str) -> list[dict]:
         return failed_samples(requests, reason, self.sampler_fp)

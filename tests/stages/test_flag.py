@@ -117,6 +117,20 @@ def test_each_request_asks_for_the_flag_and_each_row_holds_it_apart_from_the_rep
     assert rows[("a", 0)]["prompt_hash"] == messages_hash(PROMPTS["messages"][0].to_list())
 
 
+def test_the_stage_renders_the_request_as_sent_so_factory_plan_counts_the_instruction():
+    from factory.rundir.hashing import messages_hash
+
+    form = form_of(CanAnswerConfig(enabled=True, structured=False), True)
+    plan = plan_samples(PROMPTS, None, k=1, sampler_fp="fp", base_seed=0).to_dicts()
+    plain, asked = (
+        SampleStage(RunConfig(), "fp", PROMPTS).render(plan),
+        SampleStage(RunConfig(), "fp", PROMPTS, can_answer=form).render(plan),
+    )
+    for before, after, messages in zip(plain, asked, PROMPTS["messages"].to_list()):
+        assert after["messages"][-1]["content"] == before["messages"][-1]["content"] + "\n\n" + form.instruction
+        assert after["prompt_hash"] == messages_hash(messages)  # what a stored row answers: the prompt's own text
+
+
 def test_the_json_form_sends_its_schema_where_the_engine_takes_one():
     form = form_of(CanAnswerConfig(enabled=True), True)
     reply = json.dumps({"can_answer": False, "reply": "Please ask customer service."})
