@@ -532,8 +532,8 @@ def against_tables(against: dict[str, Any] | None) -> list[Table]:
     out = [Table(
         f"Against {against['run']}", ["count", "A (this run)", "B", "B - A"],
         [[r["what"], r["a"], r["b"], r["b"] - r["a"]] for r in against["totals"]],
-        note=f"A is this run, B the other (each with its own stored config; judge scales /{scales['a']:g} and "
-        f"/{scales['b']:g}).", place="against",
+        note=f"A is this run, B the other (each with its own stored config and last pair build; judge scales "
+        f"/{scales['a']:g} and /{scales['b']:g}).", place="against",
     )]  # fmt: skip
     if against["tags"]:
         rows = [[r["tag"], _rate_value(r["valid_a"]), _rate_value(r["valid_b"]), _points(r["valid_a"], r["valid_b"]),
