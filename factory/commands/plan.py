@@ -416,6 +416,7 @@ def make_plan(cfg: RunConfig) -> dict[str, Any]:
         cfg = replace(cfg, prompts=replace(cfg.prompts, limit=limit))
         target = {"target": cfg.pairs.target, "prompt_rows": limit, "why": why}
     prompts, invalid = load_prompts(cfg.prompts)
+    graph.check_reads(prompts)  # the run would refuse it before any request: so does its plan
     if target is not None and prompts.height + invalid.height < target["prompt_rows"]:
         target["short"] = (
             f"the prompt pool holds only {prompts.height + invalid.height} rows of the {target['prompt_rows']} needed"
