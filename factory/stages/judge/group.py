@@ -45,7 +45,7 @@ from factory.stages.judge.read import current_judgments
 from factory.stages.judge.rubric import group_labels, group_schema, reask_messages, render_group
 from factory.stages.judge.stage import JudgeStage, judgment_row
 from factory.stages.sample import STATUS_COLUMNS as SAMPLE_STATUS
-from factory.stages.sample import answered, current_samples
+from factory.stages.sample import answered
 from factory.stages.scored import SAMPLE_KEY, TEXT_SCHEMA, judgeable, of_current_samples, prefiltered, sample_text
 
 GROUP_STATUS = ["prompt_id", "vote", "judge_fp", "sampler_fp", "group_pool", "parse_status", "created_at"]
@@ -177,6 +177,7 @@ class GroupJudgeStage(JudgeStage):
     it answers the judgment key of every sample it shows (`answers`)."""
 
     run_batch = staticmethod(group_judge_batch)
+    current_rows = staticmethod(current_group_judgments)
 
     def __init__(self, cfg: Any, *args: Any, resample_failed: bool | None = None, **kwargs: Any):
         """As JudgeStage; `resample_failed`: whether the sample stage feeding it asks its failed samples again
@@ -436,8 +437,3 @@ class GroupJudgeStage(JudgeStage):
     def failed(self, requests: list[dict], reason: str) -> list[dict]:
         return group_failed(requests, reason, self.cfg, self.judge_fp)
 
-    def read(self, store: Any, samples: pl.DataFrame | None = None) -> pl.DataFrame:
-        if samples is None:
-            status = store.read("samples", SAMPLES, columns=[*SAMPLE_KEY, "prompt_hash", "created_at"])
-            samples = current_samples(status, self.sampler_fp, self.prompt_ids, self.k, self.hashes)
-        return current_group_judgments(store.read("judgments", JUDGMENTS), self.judge_fp, samples)

@@ -27,13 +27,13 @@ from factory.config import JudgeConfig, RunConfig
 from factory.engines.base import Engine
 from factory.pairs.prejudge import Prefilter
 from factory.rundir.hashing import derive_seed, stable_hash
-from factory.rundir.schemas import JUDGMENTS, SAMPLES, require_columns
+from factory.rundir.schemas import JUDGMENTS, require_columns
 from factory.stages.base import BaseStage, Batch, Emit, PromptRows, latest, read_status
 from factory.stages.judge import reask
 from factory.stages.judge.parse import USABLE, parse_judgment, parse_tags
 from factory.stages.judge.read import current_judgments
 from factory.stages.judge.rubric import DIMENSIONS, check_rubric, judge_schema, reask_messages, render_rubric
-from factory.stages.sample import current_samples, prompt_hashes
+from factory.stages.sample import current_sample_keys, prompt_hashes
 from factory.stages.scored import SAMPLE_KEY, USABLE_INPUTS, follow_usable, judgeable, of_current_samples, plan_usable
 
 KEY = ("prompt_id", "sample_idx", "sampler_fp", "vote")
@@ -315,12 +315,14 @@ class JudgeStage(BaseStage):
     def failed(self, requests: list[dict], reason: str) -> list[dict]:
         return failed_judgments(requests, reason, self.judge_fp)
 
+    # (stored judgments, judge_fp, samples) -> the current ones: the group judge's are its latest groups
+    current_rows = staticmethod(current_judgments)
+
     def read(self, store: Any, samples: pl.DataFrame | None = None) -> pl.DataFrame:
         """The current judgments of `samples` (default: this run's stored samples)."""
         if samples is None:
-            status = store.read("samples", SAMPLES, columns=[*SAMPLE_KEY, "prompt_hash", "created_at"])
-            samples = current_samples(status, self.sampler_fp, self.prompt_ids, self.k, self.hashes)
-        return current_judgments(store.read("judgments", JUDGMENTS), self.judge_fp, samples)
+            samples = current_sample_keys(store, self.sampler_fp, self.prompt_ids, self.k, self.hashes)
+        return self.current_rows(store.read("judgments", JUDGMENTS), self.judge_fp, samples)
 
     def ok(self, row: dict) -> bool:
         return row["parse_status"] in USABLE
