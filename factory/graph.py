@@ -478,6 +478,9 @@ class RunGraph:
         from factory import pairs as pair_kernel
 
         pair_kernel.check_reads(self.cfg.pairs, self.scored_columns(), prompts.columns)
+        for node in self.judges:  # a verifier's label or reference column is one the prompts hold
+            if isinstance(node, VerifierNode):
+                verifier_stage.check(node.config, node.key, prompts)
 
     def scored_columns(self) -> list[str]:
         """The columns of `scored(...)` as the config decides them, before any sample: the samples' own, the
