@@ -132,6 +132,7 @@ class RunConfig:
     def check(c: Any, p: str) -> None:
         ranges(c, p, {"decode_tokens_per_s": "> 0", "progress_interval_s": "> 0"})
         check_names(c, p)
+        check_flag_readers(c, p)
         for kind in (k for k in JUDGE_KINDS if k.price):  # a price names a configured judge / reward model
             entries = getattr(c, kind.section)
             for name in getattr(c.cost, kind.price).keys():
@@ -140,6 +141,24 @@ class RunConfig:
                     raise ConfigError(
                         f"{p}cost.{kind.price}.{name}: no {kind.section}.{name} is configured ({kind.section}: {have})"
                     )
+
+
+def check_flag_readers(c: Any, p: str) -> None:
+    """What reads the teacher's can-answer flag (a can_answer verifier, a flag_contradiction term) needs the
+    teacher to be asked for it: without sampler.can_answer every flag is null (no verdict, no contradiction)."""
+    if c.sampler.can_answer.enabled:
+        return
+    for name, entry in c.verifiers.items():
+        if entry.rule == "can_answer":
+            raise ConfigError(
+                f"{p}verifiers.{name}.rule: can_answer reads the teacher's flag; set {p}sampler.can_answer.enabled=true"
+            )
+    for i, term in enumerate(c.pairs.terms):
+        if term.source == "flag_contradiction":
+            raise ConfigError(
+                f"{p}pairs.terms[{i}].source: flag_contradiction reads the teacher's flag; set "
+                f"{p}sampler.can_answer.enabled=true"
+            )
 
 
 def check_names(c: Any, p: str) -> None:

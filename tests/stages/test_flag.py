@@ -223,3 +223,18 @@ def test_a_run_counts_the_flags_excludes_contradictions_and_verifies_the_flag_ag
     out = capsys.readouterr().out
     assert "| verify_flag " in out and f"{sum(by_hand) / len(by_hand):.3f} of {len(by_hand)}" in out
     assert "flag_contradiction" in out
+
+
+@pytest.mark.parametrize(
+    "extra, key",
+    [
+        (["verifiers.flag.rule=can_answer", "verifiers.flag.column=answerable"], r"verifiers\.flag\.rule"),
+        (["pairs.terms=[{source: flag_contradiction, exclude_above: 0}]"], r"pairs\.terms\[0\]\.source"),
+    ],
+)
+def test_what_reads_the_flag_needs_the_teacher_asked_for_it(extra, key):
+    from factory import config
+
+    with pytest.raises(ConfigError, match=key + r": .*sampler\.can_answer\.enabled=true"):
+        config.load(None, extra)
+    config.load(None, [*extra, "sampler.can_answer.enabled=true"])  # fine with it
