@@ -50,13 +50,15 @@ _NUMBER = re.compile(r"\d+(?:[.,]\d{1,2})?")
 
 
 def product_info(prompt: dict) -> dict | None:
-    """The prompt's product_info as a dict (stored as an object or as JSON text); None when it has none."""
+    """The prompt's product_info as a dict: stored as an object, as JSON text, or as the text the prompts
+    loader renders ("- name: ...\n- link: 3", one "- key: value" line each); None when it has none."""
     info = prompt.get("product_info")
     if isinstance(info, str):
         try:
             info = json.loads(info)
         except ValueError:
-            return None
+            lines = [line[2:].partition(": ") for line in info.splitlines() if line.startswith("- ")]
+            info = {key.strip(): value.strip() for key, sep, value in lines if sep} or None
     return info if isinstance(info, dict) else None
 
 

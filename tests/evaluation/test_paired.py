@@ -104,3 +104,11 @@ def test_the_rules_run_as_verifier_functions():
     price = VerifierConfig(rule="function", function="factory.referral:prices_from_info")
     assert verifier.verdicts(samples, prompts, link, "v", "k")["v"].to_list() == [1.0, 0.0]
     assert verifier.verdicts(samples, prompts, price, "v", "k")["v"].to_list() == [1.0, 0.0]
+
+
+def test_the_rules_read_the_rendered_product_info_too():
+    rendered = "- name: FlexGrip Yoga Mat\n- price: $32.00\n- coupons: $5 off orders over $25\n- link: 15"
+    prompt = {"product_info": rendered, "answerable": "true"}
+    assert names_link({"answer": "link 15!"}, prompt) == 1.0 and names_link({"answer": "link 1"}, prompt) == 0.0
+    assert prices_from_info({"answer": "$32.00 now"}, prompt) == 1.0
+    assert prices_from_info({"answer": "$31 now"}, prompt) == 0.0
