@@ -1,22 +1,32 @@
 """The closed loop: pairs from the factory train a student that answers shorter at the same quality.
 
-    python bench/closed_loop.py                                   # the whole loop on this machine (no GPU)
-    python bench/closed_loop.py --prompts 40 --steps 20 --eval-prompts 20   # smaller
+    python bench/closed_loop.py --stages sft,dpo                  # the whole loop on this machine (no GPU)
+    python bench/closed_loop.py --prompts 8 --steps 2 --eval-prompts 8 --no-controls   # smaller
 
 1. pairs: `factory run conf/closed_loop.yaml` (the embedded SmolLM2-135M as teacher and judge, K samples of
-   --prompts prompts of conf/data/loop_prompts.jsonl), with export.template = the student checkpoint, so the
-   run also writes export/student/ (the pairs under the student's chat template).
-2. train: jobs/train_dpo.py on export/student/ (DPO + the SFT term on chosen), from the student checkpoint: the
-   same SmolLM2-135M converted offline from the shipped GGUF to a transformers folder (nothing downloaded).
-3. eval: `factory eval` with two candidates on the vLLM engine (CPU), base and trained checkpoints, same
-   sampling, on --eval-prompts held-out prompts (conf/data/loop_eval_prompts.jsonl, none used in training),
-   judged by the embedded judge: mean and max completion tokens, mean RT, score with the paired bootstrap
-   95% interval of the difference. Each loop evaluates into a fresh folder, OUT/eval/<UTC time>/, so no
-   answer of an earlier loop is reused (the eval also knows a local checkpoint by its contents).
+   --prompts prompts of conf/data/loop_prompts.jsonl; the system prompt asks for a short <think> block, replies
+   stop at "\nViewer", not at the first newline), with export.template = the student checkpoint, so the run
+   also writes export/student/ and sft/filter_long.student/ under the student's chat template.
+2. train (jobs/train_sft.py, jobs/train_dpo.py; the student is the same SmolLM2-135M converted offline from the
+   shipped GGUF to a transformers folder, nothing downloaded):
+     --stages dpo      trained     DP-DPO (+ the SFT term on chosen) from the base
+     --stages sft,dpo  sft         filter-long SFT from the base
+                       sft_dpo     DP-DPO from the sft checkpoint (also its reference model)
+     controls          sft_chosen  SFT on the pairs' chosen sides only (what DPO adds beyond imitating them)
+                       base_brief  the base with a brevity instruction (conf/prompts/host_system_think_brief.txt)
+3. eval: `factory eval` on the vLLM engine (CPU), every arm with the same sampling on --eval-prompts held-out
+   prompts (conf/data/loop_eval_prompts.jsonl: products no training prompt mentions), judged by the embedded
+   judge, into a fresh folder OUT/eval/<UTC time>/ (and -brief/ for base_brief's system prompt).
+4. the table (loop_samples, loop_table; statistics in factory/evaluation/paired.py): every row on the same
+   paired prompts (those every arm has a score for; the rest counted by arm and reason; a judge reply cut at
+   max_tokens whose score parsed is kept), reasoning and answer tokens apart, the token ratio with its paired
+   bootstrap 95% interval, the paired score difference with its interval read as non-inferiority at
+   NON_INFERIORITY_MARGIN (fixed here, before any run), the seed's rules as a second judge (RULES, through the
+   verifier stage), degenerate shares, and the first paired replies.
 
-Prints the table (and writes OUT/closed_loop.md + .json). Goal: trained mean tokens <= 0.8 x base with the
-score difference's 95% interval not wholly below 0. Not a timed test: the figures are what this machine made.
---pairs-from RUN_DIR skips step 1 and trains on that run's pairs (the toy-size test uses a synthetic run).
+Writes OUT/closed_loop.md + .json (manifest counts, pairs, steps, seconds). Goal: the last arm's token ratio
+interval below 1 and non-inferior. Not a timed test: the figures are what this machine made. --pairs-from
+RUN_DIR skips step 1 and trains on that run's pairs (the toy-size test uses a synthetic run).
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ def test_pairs_train_a_checkpoint_that_factory_eval_compares_with_the_base(tmp_p
     assert export["rows"] == summary["pairs"] and export["format"] == "standard"
 
     models = {row["model"]: row for row in summary["models"]}
-    assert set(models) == {"base", "sft_chosen", "trained"}  # the brief base has its own eval folder
+    assert set(models) == {"base", "sft_chosen", "trained", "base_brief"}  # base_brief: its own eval folder
     for row in models.values():  # each sampled on both held-out prompts, through the vLLM engine, and judged
         assert row["prompts"] == 2 and row["samples"] == 2 and row["samples_failed"] == 0
         assert row["judgments"] == 2 and row["mean_tokens"] > 0
