@@ -41,7 +41,7 @@ from factory.pairs.prejudge import Prefilter
 from factory import defaults
 from factory import prompts as prompts_mod
 from factory.prompts import read_text
-from factory.rundir.schemas import JUDGMENTS
+from factory.rundir.schemas import JUDGMENTS, SAMPLES
 from factory.stages import judge as judge_stage
 from factory.stages.adaptive import AdaptiveK
 from factory.stages import reward as reward_stage
@@ -443,12 +443,38 @@ class RunGraph:
             raise ConfigError(
                 f"{tags_key}: reads the judge's tags, which the judge is not asked for (set judge.tags=true)"
             )
+        allowed = cfg.judge.tag_values if cfg.judge.tags else []
+        for term in pair_kernel.resolve(cfg.pairs)[0]:
+            if allowed and term.reads == ("tags",) and term.column.removeprefix("tag_") not in allowed:
+                raise ConfigError(
+                    f"{term.key}: the tag {term.column.removeprefix('tag_')!r} is not one of judge.tag_values "
+                    f"{list(allowed)} (the judge's other tags are dropped: the term could never hold)"
+                )
         if not cfg.prompts.path:
             raise ConfigError("prompts.path: no prompts file given")
         check_prompts(cfg)
         from factory.pairs import export as export_mod
 
         export_mod.preflight(cfg)  # a student template (export.template) loads and renders
+
+    def check_reads(self, prompts: pl.DataFrame) -> None:
+        """Before any request, once the prompts are loaded (factory run, factory plan): every column the pair
+        build reads (pairs.balance.column, the terms', pairs.dedupe's, the prompt-side texts') is one the scored
+        samples will have or the prompts hold; else a ConfigError naming the key and the columns there are."""
+        from factory import pairs as pair_kernel
+
+        pair_kernel.check_reads(self.cfg.pairs, self.scored_columns(), prompts.columns)
+        for node in self.judges:  # a verifier's label or reference column is one the prompts hold
+            if isinstance(node, VerifierNode):
+                verifier_stage.check(node.config, node.key, prompts)
+
+    def scored_columns(self) -> list[str]:
+        """The columns of `scored(...)` as the config decides them, before any sample: the samples' own, the
+        primary judge's quality columns and tags (and its order flips' under judge.orders 2), every judge's."""
+        names = [*SAMPLES.names, *judge_stage.QUALITY_COLUMNS, "tags"]
+        if self.cfg.judge.enabled and self.cfg.judge.orders == 2:
+            names += judge_stage.ORDER_COLUMNS
+        return names + [column for column in self.columns() if column not in names]
 
     # -- stages and what they stored --------------------------------------------------------------
     def stages(self, prompts: pl.DataFrame, fps: dict[str, str] | None = None) -> list:

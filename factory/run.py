@@ -179,6 +179,7 @@ def _round(
         where = f"row {row['row_index']}" if row["row_index"] is not None else "file"
         session.say(f"[prompts] {where} invalid: {row['reason']}")
     guard.check(cfg, prompts.height, invalid.height)  # before the executor: a refusal never waits for Ray
+    graph.check_reads(prompts)  # a column the pair build reads and nothing will hold: refused before any request
     changed = _changed_prompts(session, prompts)
     store.replace("prompts", prompts)
     if invalid.height:

@@ -87,3 +87,25 @@ def test_a_judge_column_no_judge_makes_is_named_at_preflight():
 def test_a_missing_rubric_file_is_named_before_it_is_read(tmp_path):
     with pytest.raises(ConfigError, match=r"judges\.b\.rubric_file: file not found"):
         RunGraph(ensemble(f"judges.b.rubric_file={tmp_path}/none.txt"))
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["judge.tags=true", "judge.dimensions=true", "judge.dimension_names=[clarity]", "judges.b.sampling.seed=1",
+         "reward_models.rm.engine.kind=openai", "reward_models.rm.engine.base_url=http://127.0.0.1:9/v1",
+         "verifiers.v.rule=regex", "verifiers.v.pattern=x"],
+        ["judge.mode=group", "judge.orders=2", "judge.sampling.max_tokens=256"],
+    ],
+)  # fmt: skip
+def test_the_scored_columns_known_before_a_run_are_the_ones_the_run_reads(tmp_path, extra):
+    # What the preflight checks pairs.balance.column and the terms against (RunGraph.check_reads).
+    from factory.prompts import load_prompts
+    from factory.rundir.store import RunStore
+    from tests.test_run import local_run, synthetic_cfg
+
+    cfg = synthetic_cfg(tmp_path, 3, *extra)
+    local_run(cfg)
+    graph = RunGraph(cfg)
+    scored = graph.scored(RunStore(cfg.output_dir), load_prompts(cfg.prompts)[0]).scored
+    assert sorted(graph.scored_columns()) == sorted(scored.columns)

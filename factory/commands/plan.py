@@ -36,6 +36,7 @@ import polars as pl
 
 from factory.config import EngineConfig, RunConfig, StageCostConfig
 from factory.executor.budget import priced, tokens_text, unpriced_paid, usd, usd_text
+from factory.rundir.guard import check_run_dir
 from factory.rundir.schemas import JUDGMENTS, REWARDS, SAMPLES
 from factory.stages.sample import SampleStage
 from factory.rundir.store import RunStore
@@ -407,6 +408,7 @@ def make_plan(cfg: RunConfig) -> dict[str, Any]:
     graph = RunGraph(cfg)
     graph.preflight(credentials=False)  # a plan sends nothing: no API key needed
     store = RunStore(cfg.output_dir, create=False)
+    check_run_dir(store, "output_dir")  # plan.json is written there: the same refusal as the run's, before any work
     existed = store.exists("manifest.json") or bool(store.parts("samples"))
     target = None
     if cfg.pairs.target:
@@ -414,6 +416,7 @@ def make_plan(cfg: RunConfig) -> dict[str, Any]:
         cfg = replace(cfg, prompts=replace(cfg.prompts, limit=limit))
         target = {"target": cfg.pairs.target, "prompt_rows": limit, "why": why}
     prompts, invalid = load_prompts(cfg.prompts)
+    graph.check_reads(prompts)  # the run would refuse it before any request: so does its plan
     if target is not None and prompts.height + invalid.height < target["prompt_rows"]:
         target["short"] = (
             f"the prompt pool holds only {prompts.height + invalid.height} rows of the {target['prompt_rows']} needed"

@@ -77,6 +77,14 @@ def stored_prompts(store: RunStore) -> pl.DataFrame:
     return prompts
 
 
+def built_with(run_dir: str) -> list[str]:
+    """The overrides the run's pairs/ was last built with (`factory pairs RUN_DIR k=v`, recorded as the
+    manifest's pairs_build): what a reader of pairs/ (report, --against) applies first, so that it describes
+    the pairs on disk. [] after a `factory run` or a plain `factory pairs`."""
+    _store, manifest = run_store(run_dir)
+    return list((manifest.get("pairs_build") or {}).get("overrides") or [])
+
+
 @dataclass
 class StoredRun:
     """A run directory opened for reading: its config (overrides applied), store, manifest, prompts, and

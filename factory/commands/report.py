@@ -36,6 +36,7 @@ pair kernel `factory pairs` runs (factory.pairs); a stale pairs/ folder is point
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import replace
 from typing import Any
 
@@ -489,7 +490,7 @@ def _numbers_of(run_dir: str) -> tuple[dict[str, Any], RunConfig]:
     """Another run's report numbers, with its own stored config; nothing is written there."""
     from factory.commands import rebuild
 
-    run = rebuild.read_run(run_dir, None)
+    run = rebuild.read_run(run_dir, rebuild.built_with(run_dir))  # the settings its pairs/ was built with
     read = run.graph.scored(run.store, run.prompts)
     scored = pair_kernel.attach(read.scored, run.prompts, run.cfg.pairs)
     return build_report(scored, read.judgments, run.cfg, None), run.cfg
@@ -531,8 +532,8 @@ def against_tables(against: dict[str, Any] | None) -> list[Table]:
     out = [Table(
         f"Against {against['run']}", ["count", "A (this run)", "B", "B - A"],
         [[r["what"], r["a"], r["b"], r["b"] - r["a"]] for r in against["totals"]],
-        note=f"A is this run, B the other (each with its own stored config; judge scales /{scales['a']:g} and "
-        f"/{scales['b']:g}).", place="against",
+        note=f"A is this run, B the other (each with its own stored config and last pair build; judge scales "
+        f"/{scales['a']:g} and /{scales['b']:g}).", place="against",
     )]  # fmt: skip
     if against["tags"]:
         rows = [[r["tag"], _rate_value(r["valid_a"]), _rate_value(r["valid_b"]), _points(r["valid_a"], r["valid_b"]),
@@ -649,7 +650,12 @@ def run_report(
     from factory.commands import rebuild
     from factory.rundir.guard import check_run_dir
 
-    run = rebuild.read_run(run_dir, overrides)
+    # The settings pairs/ was last built with come first (`factory pairs RUN k=v`), then this command's own:
+    # the report describes the pairs on disk unless asked otherwise.
+    built = rebuild.built_with(run_dir)
+    if built:
+        print(f"[report] pairs/ was built with {' '.join(built)} (factory pairs): applied", file=sys.stderr)
+    run = rebuild.read_run(run_dir, [*built, *(overrides or [])])
     cfg, store, manifest, prompts, graph = run.cfg, run.store, run.manifest, run.prompts, run.graph
     check_run_dir(store, "RUN_DIR")  # report/ is replaced: never through a link out of the run
     cfg.output_dir = store.url

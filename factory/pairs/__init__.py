@@ -48,7 +48,7 @@ from factory.config import kinds
 from factory.config.strategies import DP_DPO, strategy_of
 from factory.pairs import rules
 from factory.pairs.kernel import DECIDED, Candidates, candidates, decide, decided, outcomes, select, threshold
-from factory.pairs.marks import SCORED_COLUMNS, Prepared, judge_free_reasons, prepare
+from factory.pairs.marks import SCORED_COLUMNS, Prepared, check_columns, judge_free_reasons, prepare
 from factory.pairs.picks import margin_quantile
 from factory.pairs.render import pairs_schema, render_pairs, sft_dp, sft_filter_long, sink_pairs
 from factory.pairs.stats import OUTCOMES, PairStats, filter_note, target_draw, target_note, target_start
@@ -67,6 +67,7 @@ __all__ = [
     "attach",
     "build",
     "candidates",
+    "check_reads",
     "decide",
     "decided",
     "filter_note",
@@ -138,15 +139,28 @@ def attach(
     """The scored samples with the prompt columns the config reads (pairs.balance.column, and the prompt-side
     texts of the terms and their n-grams: prompt_side), joined by prompt_id in their own row order; as they are
     when none is asked or the samples carry them already."""
-    have = set(scored.lazy().collect_schema().names())
-    names = prompts.lazy().collect_schema().names()
+    have = scored.lazy().collect_schema().names()
+    side, grams = _joined(cfg, have, prompts.lazy().collect_schema().names())
+    if not side:
+        return scored
+    joined = prompts.select("prompt_id", *side).with_columns(*grams)
+    if isinstance(scored, pl.LazyFrame):
+        return scored.join(joined.lazy(), on="prompt_id", how="left", maintain_order="left")
+    joined = joined.collect() if isinstance(joined, pl.LazyFrame) else joined
+    return scored.join(joined, on="prompt_id", how="left", maintain_order="left")
+
+
+def _joined(cfg: PairsConfig, have: list[str], names: list[str]) -> tuple[list[pl.Expr], list[pl.Expr]]:
+    """What `attach` joins onto samples with columns `have` from prompts with columns `names`: the prompts'
+    columns (the balance column, the prompt-side texts) and the n-grams made from them. A column the config
+    names that neither holds is a ConfigError naming its key and the columns there are."""
     side: list[pl.Expr] = []
     column = cfg.balance.column
     if column and column not in have:
         if column not in names:
             raise ConfigError(
                 f"pairs.balance.column: {column!r} is in neither the prompts nor the scored samples (prompts have "
-                f"{names})"
+                f"{names}; the scored samples have {have})"
             )
         side.append(pl.col(column).cast(pl.String))
     grams: list[pl.Expr] = []
@@ -161,13 +175,18 @@ def attach(
                 f"{key}: reads the prompts' {source!r} column, which the prompts lack (they have {names})"
             )
         side.append(expression.alias(derived))
-    if not side:
-        return scored
-    joined = prompts.select("prompt_id", *side).with_columns(*grams)
-    if isinstance(scored, pl.LazyFrame):
-        return scored.join(joined.lazy(), on="prompt_id", how="left", maintain_order="left")
-    joined = joined.collect() if isinstance(joined, pl.LazyFrame) else joined
-    return scored.join(joined, on="prompt_id", how="left", maintain_order="left")
+    return side, grams
+
+
+def check_reads(cfg: PairsConfig, scored: list[str], prompts: list[str]) -> None:
+    """Before any request (the run and the plan, once the prompts are loaded): every column the pair build
+    will read is there, checked as the build checks it (`attach`, then the kernel's marks.check_columns) on the
+    column names alone: `scored` the scored samples' columns as the run's graph makes them, `prompts` the
+    prompts' columns. A ConfigError names the key and lists the columns there are."""
+    side, grams = _joined(cfg, scored, prompts)
+    names = [*scored, *(e.meta.output_name() for e in (*side, *grams))]
+    terms, judges = resolve(cfg)
+    check_columns(names, terms, judges, rules.key_columns(cfg.dedupe, cfg.include_reasoning), cfg.balance.column)
 
 
 def build(

@@ -32,9 +32,9 @@ from factory.engines import kind_of
 from factory.engines.base import Engine, Score, Scorer, ScoreRequest
 from factory.pairs.prejudge import Prefilter
 from factory.rundir.hashing import stable_hash
-from factory.rundir.schemas import REWARDS, SAMPLES, require_columns
+from factory.rundir.schemas import REWARDS, require_columns
 from factory.stages.base import BaseStage, Batch, Emit, latest, read_status
-from factory.stages.sample import current_samples, prompt_hashes
+from factory.stages.sample import current_sample_keys, prompt_hashes
 from factory.stages.scored import USABLE_INPUTS, follow_usable, of_current_samples, plan_usable
 
 KEY = ("prompt_id", "sample_idx", "sampler_fp")
@@ -224,8 +224,7 @@ class RewardStage(BaseStage):
     def read(self, store: Any, samples: pl.DataFrame | None = None) -> pl.DataFrame:
         """The current rewards of `samples` (default: this run's stored samples)."""
         if samples is None:
-            status = store.read("samples", SAMPLES, columns=[*KEY, "prompt_hash", "created_at"])
-            samples = current_samples(status, self.sampler_fp, self.prompt_ids, self.k, self.hashes)
+            samples = current_sample_keys(store, self.sampler_fp, self.prompt_ids, self.k, self.hashes)
         return current_rewards(store.read("rewards", REWARDS), self.rm_fp, samples)
 
     def tokens(self, row: dict) -> tuple[int, int]:

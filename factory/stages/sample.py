@@ -295,6 +295,16 @@ def current_samples(
     return latest(mine, list(KEY)).sort("prompt_id", "sample_idx")
 
 
+def current_sample_keys(
+    store: Any, sampler_fp: str, prompt_ids: pl.Series, k: int, hashes: pl.Series | None = None
+) -> pl.DataFrame:
+    """current_samples of the stored rows, read for their key and identity alone (prompt_id, sample_idx,
+    sampler_fp, prompt_hash, created_at): the samples a judge's stored rows are matched with when it reads the
+    run (JudgeStage, GroupJudgeStage and RewardStage `read` without samples handed over)."""
+    status = store.read("samples", SAMPLES, columns=[*KEY, "sampler_fp", "prompt_hash", "created_at"])
+    return current_samples(status, sampler_fp, prompt_ids, k, hashes)
+
+
 class SampleStage(BaseStage):
     """The sample stage as the executor drives it (factory/stages/base.py): the first stage, fed by the
     prompts only."""

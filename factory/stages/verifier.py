@@ -67,7 +67,8 @@ def check(cfg: VerifierConfig, key: str, prompts: pl.DataFrame | None = None) ->
 def verdicts(samples: pl.DataFrame, prompts: pl.DataFrame, cfg: VerifierConfig, column: str, key: str) -> pl.DataFrame:
     """Samples + prompts -> prompt_id, sample_idx, `column` (see the module doc). A prompt column the
     rule needs and the prompts lack gives no verdict (null) rather than an error: the pair build then
-    counts those samples under no_judgment, by name."""
+    counts those samples under no_judgment, by name (`factory run` and `factory plan` refuse such a config
+    before any request: RunGraph.check_reads)."""
     ok = pl.col("error").is_null() if "error" in samples.columns else pl.lit(True)
     text = pl.col(cfg.field)
     frame = samples.select(*KEYS, cfg.field, ok.alias("_ok"))

@@ -140,7 +140,8 @@ def test_pairs_target_plans_the_prompts_needed_at_the_observed_survival_rate(tmp
     cfg = cfg_for(tmp_path, f"prompts.path={big}", "pairs.target=300")
     fresh = make_plan(cfg)
     assert fresh["target"]["prompt_rows"] == math.ceil(1.2 * 300 / 0.7) and "assumed" in fresh["target"]["why"]
-    (tmp_path / "run" / "manifest.json").write_text(json.dumps({"counts": {"pairs_kept": 30, "prompts_in": 100}}))
+    counts = {"pairs_kept": 30, "prompts_in": 100}  # a factory manifest's keys (the guard refuses another tool's)
+    (tmp_path / "run" / "manifest.json").write_text(json.dumps({"config": None, "fingerprints": {}, "counts": counts}))
     seen = make_plan(cfg)
     assert seen["target"]["prompt_rows"] == 100 + math.ceil(1.1 * 270 * 100 / 30)
     assert seen["prompts"]["valid"] + seen["prompts"]["invalid"] == 1090

@@ -260,3 +260,29 @@ def test_the_page_and_report_md_render_the_same_tables(tmp_path):
     rates = next(t for t in tables if t.title == "Rates")
     zero = [r[0] for r in rates.rows if r[1] == 0]
     assert zero and all(f">{html.escape(name)}</td>" in page and f"| {name}" in text for name in zero)
+
+
+def test_report_describes_the_pairs_on_disk_after_a_pairs_build_with_overrides(tmp_path, capsys):
+    """`factory pairs RUN k=v` writes pairs/ under those settings and records them (pairs_build); the report of
+    that run, alone or as --against's B, reads the run under them, so its counts are those of pairs/ (a copy
+    of a run rebuilt as a second version was reported with the first version's settings)."""
+    import shutil
+
+    from factory.rundir.store import RunStore
+
+    a = str(tmp_path / "a")
+    make_run(a, n_prompts=8, k=4)
+    b = str(tmp_path / "b")
+    shutil.copytree(a, b)
+    assert cli.main(["pairs", b, "pairs.drop_ratio=0.0", "pairs.pairing=all_ranked"]) == 0
+    on_disk = RunStore(b).read("pairs").height
+    capsys.readouterr()
+    assert cli.main(["report", b]) == 0
+    captured = capsys.readouterr()
+    numbers = json.loads((tmp_path / "b" / "report" / "report.json").read_text())
+    assert numbers["pairs"]["pairs_kept"] == on_disk and "pairs/ holds" not in captured.out
+    assert "pairs/ was built with pairs.drop_ratio=0.0 pairs.pairing=all_ranked" in captured.err
+    assert cli.main(["report", a, "--against", b]) == 0
+    against = json.loads((tmp_path / "a" / "report" / "report.json").read_text())["against"]
+    kept = {r["what"]: r for r in against["totals"]}["pairs_kept"]
+    assert kept["b"] == on_disk and kept["a"] == RunStore(a).read("pairs").height and kept["a"] < kept["b"]

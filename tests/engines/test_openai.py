@@ -216,7 +216,8 @@ def test_rpm_spaces_requests_out():
             engine.close()
         times = sorted(server.chat_times())
     assert all(c.error is None for c in out)
-    assert times[-1] - times[0] >= 4 * 0.5 - 0.05
+    # Spaced out (unspaced requests arrive within ~0 s); slack for arrival jitter on a loaded machine.
+    assert times[-1] - times[0] >= 4 * 0.5 - 0.3
 
 
 def test_tpm_charges_the_tokens_actually_used():

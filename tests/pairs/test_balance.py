@@ -164,3 +164,31 @@ def test_the_report_shows_the_floor_and_the_repeats_per_value():
     assert numbers["pairs"]["pairs_repeated"] == 1 + 2  # beauty 2 -> 3, null 1 -> 3
     assert "Floor per value: 3 (each pair repeated at most 3 times)." in text
     assert "| value   | pairs kept | over_balance | repeated |" in text
+
+
+@pytest.mark.parametrize("column", ["shelf", "quality_b", "dim_style"])
+def test_a_balance_column_nothing_holds_is_refused_before_any_request(tmp_path, column):
+    # Before: the run paid every sample and judgment, then the pair build failed on the column.
+    from factory.commands.plan import make_plan
+    from tests.fakes import FakeEngine
+    from tests.test_run import local_run, synthetic_cfg
+
+    cfg = synthetic_cfg(tmp_path, 3, f"pairs.balance.column={column}", "pairs.balance.cap=1")
+    engine = FakeEngine()
+    message = rf"^pairs.balance.column: '{column}' is in neither the prompts nor the scored samples \(prompts have "
+    with pytest.raises(ConfigError, match=message) as refused:
+        local_run(cfg, engine)
+    assert not engine.requests and not (tmp_path / "run" / "samples").exists()
+    assert "'question'" in str(refused.value) and "'completion_tokens', " in str(refused.value)  # what there is
+    with pytest.raises(ConfigError, match=message):
+        make_plan(cfg)  # the plan refuses it as the run would
+
+
+def test_a_balance_column_of_the_prompts_or_the_scored_samples_passes_the_check(tmp_path):
+    from factory.graph import RunGraph
+    from factory.prompts import load_prompts
+    from tests.test_run import synthetic_cfg
+
+    for column in ("question", "finish_reason", "quality", "votes"):
+        cfg = synthetic_cfg(tmp_path, 3, f"pairs.balance.column={column}", "pairs.balance.cap=1")
+        RunGraph(cfg).check_reads(load_prompts(cfg.prompts)[0])  # no error

@@ -107,3 +107,23 @@ def test_a_tag_term_without_judge_tags_fails_at_preflight(tmp_path):
     cfg = synthetic_cfg(tmp_path, 2, "pairs.balance.column=tags", "pairs.balance.cap=1")
     with pytest.raises(ConfigError, match=r"pairs.balance.column: reads the judge's tags"):
         local_run(cfg)
+
+
+def test_a_tag_term_naming_a_tag_outside_judge_tag_values_fails_at_preflight(tmp_path):
+    # The judge's tags outside judge.tag_values are dropped: such a term could never hold (a filter on it would
+    # exclude every sample, or none), found only after every judgment was paid.
+    from tests.fakes import FakeEngine
+    from tests.test_run import local_run, synthetic_cfg
+
+    engine = FakeEngine()
+    cfg = synthetic_cfg(
+        tmp_path, 2, "judge.tags=true", "judge.tag_values=[short,long]",
+        "pairs.terms=[{source: tag_long, weight: 0.1}, {source: tag_off_topic, exclude_above: 0}]",
+    )  # fmt: skip
+    with pytest.raises(
+        ConfigError, match=r"^pairs.terms\[1\]: the tag 'off_topic' is not one of judge.tag_values \['short', 'long'\]"
+    ):
+        local_run(cfg, engine)
+    assert not engine.requests
+    free = synthetic_cfg(tmp_path, 2, "judge.tags=true", "pairs.terms=[{source: tag_off_topic, exclude_above: 0}]")
+    assert local_run(free, engine)["requests"]["judge"] == 4  # free-text tags (no tag_values): any tag may come

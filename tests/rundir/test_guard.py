@@ -57,6 +57,44 @@ def test_a_directory_holding_another_tools_files_is_refused_naming_them(tmp_path
     )  # nothing written beside them
 
 
+@pytest.mark.parametrize("name, content", [("manifest.json", '{"name": "another tool"}'), ("plan.json", "[1, 2]")])
+def test_a_plan_refuses_a_directory_holding_another_tools_files_as_the_run_does(tmp_path, capsys, name, content):
+    # `factory plan`, `factory run --dry-run` and `factory eval --dry-run` write plan.json there: the run's refusal.
+    from factory.cli import main
+    from factory.commands.plan import make_plan
+    from factory.evaluation.run import eval_plan
+    from tests.evaluation.fakes import eval_config
+
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / name).write_text(content)
+    cfg = cfg_for(tmp_path, theirs)
+    with pytest.raises(ConfigError, match=rf"^output_dir: .*theirs holds files a run would replace \({name}\)"):
+        make_plan(cfg)
+    conf = tmp_path / "run.yaml"
+    conf.write_text(json.dumps(config.to_dict(cfg)))
+    for argv in (["plan", str(conf)], ["run", str(conf), "--dry-run"]):
+        assert main(argv) == 2
+        assert f"output_dir: {theirs} holds files a run would replace ({name})" in capsys.readouterr().err
+    (tmp_path / "eval").mkdir()
+    with pytest.raises(ConfigError, match=rf"^eval.output_dir: .*theirs holds files a run would replace \({name}\)"):
+        eval_plan(eval_config(tmp_path / "eval", f"eval.output_dir={theirs}"))
+    assert sorted(p.name for p in theirs.iterdir()) == [name] and (theirs / name).read_text() == content
+
+
+def test_a_plan_refuses_a_link_out_of_the_run_directory(tmp_path):
+    from factory.commands.plan import make_plan
+
+    cfg = cfg_for(tmp_path, tmp_path / "run")
+    local_run(cfg)
+    (tmp_path / "elsewhere").mkdir()
+    os.rename(tmp_path / "run" / "report", tmp_path / "moved")
+    (tmp_path / "run" / "report").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    with pytest.raises(ConfigError, match=r"^output_dir: .*run/report is a symbolic link to .*elsewhere, out of"):
+        make_plan(cfg)
+    assert not (tmp_path / "run" / "plan.json").exists() and not list((tmp_path / "elsewhere").iterdir())
+
+
 def test_a_factory_run_cut_short_before_its_manifest_resumes(tmp_path):
     # A first run stopped by Ctrl-C leaves metrics.json, prompts/ and samples/ but no manifest.json; `factory
     # plan` writes plan.json first: both are the factory's own and the run goes on.

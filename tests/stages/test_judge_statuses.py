@@ -118,3 +118,23 @@ def test_the_tag_list_is_bounded_and_fingerprints_stay():
     assert judge.judge_fingerprint(plain, "m", "r {answer}") == judge.judge_fingerprint(
         JudgeConfig(tags=True, tag_values=["price"], max_reasks=5), "m", "r {answer}"
     )
+
+
+def test_the_pointwise_and_the_group_judge_count_re_ask_and_truncate_alike():
+    # One re-ask loop for both (factory/stages/judge/reask.py). Round 0 gives no verdict; the re-ask is cut at
+    # max_tokens before one: truncated (the key to raise), its reason naming the first failure, 2 attempts.
+    cfg = config.load(None, ["judge.max_reasks=1"]).judge
+    point = judge.judge_batch(Replies(("no verdict", "stop"), ('{"sco', "length")), [row()], None, cfg, "jfp")[0]
+    group_cfg = config.load(None, ["judge.mode=group", "judge.max_reasks=1"]).judge
+    engine = Replies(('{"A": {"score": 70, "reason": "r"}}', "stop"), ('{"B": {"sco', "length"))
+    group = {"prompt_id": "p1", "sampler_fp": "s", "vote": 0, "members": [3, 1], "created": [1.0, 2.0],
+             "group_key": "g", "group_pool": "pool", "seed": 5,
+             "messages": [{"role": "user", "content": "A, B"}]}  # fmt: skip
+    first, second = judge.group_judge_batch(engine, [group], None, group_cfg, "jfp")
+    assert (first["label"], first["parse_status"], first["score"]) == ("A", "ok", 70)  # its first usable score
+    for out in (point, second):
+        assert out["parse_status"] == "truncated" and out["quality"] is None and out["reasks"] == 1
+        assert out["reason"].startswith("reply cut at judge.sampling.max_tokens before a verdict (")
+        assert "; after 1 re-ask(s), first: " in out["reason"]
+    assert point["attempts"] == 2 and first["attempts"] + second["attempts"] == 2
+    assert "no score for answer B" in second["reason"]  # the group's first failure, named

@@ -116,3 +116,16 @@ def test_the_report_lists_the_verifier(tmp_path, capsys):
     assert cli.main(["report", cfg.output_dir]) == 0
     out = capsys.readouterr().out
     assert "| verify_short " in out and "| verifier" in out
+
+
+def test_a_label_column_the_prompts_lack_fails_before_any_request(tmp_path):
+    """A reference/answerable verifier naming a column no prompt has is a config error at preflight (it would
+    give no verdict for any sample, after paying for them all), naming the key and the columns there are."""
+    from tests.fakes import FakeEngine
+    from tests.stages.test_prejudge import cfg_of, local_run
+
+    cfg = cfg_of(tmp_path, "run", "verifiers.ok.rule=answerable", "verifiers.ok.column=can_answer_label")
+    engine = FakeEngine()
+    with pytest.raises(ConfigError, match=r"verifiers\.ok\.column: the prompts have no column 'can_answer_label'"):
+        local_run(cfg, engine)
+    assert engine.requests == []

@@ -16,6 +16,8 @@ from factory.stages.judge.parse import (
     strip_reasoning,
 )
 from factory.stages.judge.read import (
+    ORDER_COLUMNS,
+    QUALITY_COLUMNS,
     DIMS_DTYPE,
     current_judgments,
     order_quality,
@@ -59,6 +61,8 @@ from factory.stages.scored import SAMPLE_KEY, judgeable, of_current_samples, sam
 __all__ = [
     "DIMENSIONS",
     "DIMS_DTYPE",
+    "ORDER_COLUMNS",
+    "QUALITY_COLUMNS",
     "FREE_TAGS_MAX",
     "KEY",
     "PARSE_FAILURES",

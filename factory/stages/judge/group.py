@@ -35,16 +35,17 @@ from typing import Any
 import polars as pl
 
 from factory.config import JudgeConfig
-from factory.engines.base import Completion, Engine
+from factory.engines.base import Engine
 from factory.rundir.hashing import derive_seed, stable_hash
 from factory.rundir.schemas import JUDGMENTS, SAMPLES
 from factory.stages.base import Emit, latest, read_status
-from factory.stages.judge.parse import PARSE_FAILURES, USABLE, missing_dimensions, parse_group, parse_tags
+from factory.stages.judge import reask
+from factory.stages.judge.parse import USABLE, parse_group, parse_tags
 from factory.stages.judge.read import current_judgments
 from factory.stages.judge.rubric import group_labels, group_schema, reask_messages, render_group
-from factory.stages.judge.stage import JudgeStage, judge_request, judgment_row
+from factory.stages.judge.stage import JudgeStage, judgment_row
 from factory.stages.sample import STATUS_COLUMNS as SAMPLE_STATUS
-from factory.stages.sample import answered, current_samples
+from factory.stages.sample import answered
 from factory.stages.scored import SAMPLE_KEY, TEXT_SCHEMA, judgeable, of_current_samples, prefiltered, sample_text
 
 GROUP_STATUS = ["prompt_id", "vote", "judge_fp", "sampler_fp", "group_pool", "parse_status", "created_at"]
@@ -90,82 +91,36 @@ def group_judge_batch(
     engine: Engine, rows: list[dict[str, Any]], emit: Emit | None, cfg: JudgeConfig, judge_fp: str
 ) -> list[dict]:
     """Judge a batch of group requests -> one judgment row per answer shown, in request order; a group's
-    rows are handed to `emit` together as soon as they are final."""
-    state = [
-        {"labels": group_labels(len(row["members"])), "results": {}, "attempts": 0, "reasks": 0, "tokens": None,
-         "prompt_tokens": None, "cached_tokens": None, "latency": 0.0, "messages": row["messages"], "raw": None,
-         "error": None}
-        for row in rows
-    ]  # fmt: skip
+    rows are handed to `emit` together as soon as they are final. A reply that leaves some answers without a
+    usable score is re-asked for them, in the pointwise judge's loop (factory/stages/judge/reask.py)."""
+    states = [reask.start(row["messages"], group_labels(len(row["members"]))) for row in rows]
     out: list[list[dict] | None] = [None] * len(rows)
-    pending = list(range(len(rows)))
-    for round_no in range(cfg.max_reasks + 1):
-        if not pending:
-            break
-        requests = [
-            judge_request(
-                cfg, state[i]["messages"], rows[i]["seed"], round_no,
-                group_schema(state[i]["labels"], cfg) if cfg.structured and engine.supports_json_schema else None, i,
-            )
-            for i in pending
-        ]
-        retry: list[int] = []
 
-        def done(completion: Completion, round_no: int = round_no, retry: list[int] = retry) -> None:
-            i = completion.tag
-            if _absorb(state[i], completion, round_no, cfg):
-                retry.append(i)
-                return
-            out[i] = group_rows(rows[i], state[i], cfg, judge_fp)
-            if emit is not None:
-                emit(out[i])
+    def schema(i: int) -> Any:
+        return group_schema(states[i]["keys"], cfg) if cfg.structured and engine.supports_json_schema else None
 
-        engine.generate(requests, on_done=done)
-        pending = sorted(retry)
+    def parse(state: dict, text: str | None) -> dict[str, dict]:
+        return parse_group(text, state["keys"], cfg.scale_max)
+
+    def again(i: int, reply: str | None, failing: list[str]) -> list[dict]:
+        results, labels = states[i]["results"], states[i]["keys"]
+        why = "; ".join(f"{label}: {results[label]['reason']}" for label in failing[:4])
+        messages = reask_messages(states[i]["messages"][:1], reply, why, cfg)
+        messages[-1]["content"] += (
+            f" Give one object per answer label ({', '.join(labels)}), each with those fields, in one JSON object."
+        )
+        return messages
+
+    def final(i: int) -> None:
+        out[i] = group_rows(rows[i], states[i], cfg, judge_fp)
+        if emit is not None:
+            emit(out[i])
+
+    reask.ask(engine, rows, states, cfg, schema, parse, again, final)
     lost = [i for i, group in enumerate(out) if group is None]
     if lost:
         raise RuntimeError(f"engine lost {len(lost)} group judge completion(s), e.g. row {lost[0]}")
     return [row for group in out for row in group]  # type: ignore[union-attr]
-
-
-def _absorb(current: dict, completion: Completion, round_no: int, cfg: JudgeConfig) -> bool:
-    """Fold one completion into a group's state; True when the group is to be re-asked."""
-    current["attempts"] += completion.attempts
-    current["reasks"] = round_no
-    current["latency"] += completion.latency_s or 0.0
-    for field, value in (
-        ("tokens", completion.completion_tokens), ("prompt_tokens", completion.prompt_tokens),
-        ("cached_tokens", completion.cached_tokens),
-    ):  # fmt: skip
-        if value is not None:
-            current[field] = (current.get(field) or 0) + value
-    current["raw"], current["error"] = completion.text, completion.error
-    labels = current["labels"]
-    if completion.error:
-        parsed = {label: {"score": None, "status": "engine_error", "reason": completion.error, "dimensions": None,
-                          "text": ""} for label in labels}  # fmt: skip
-    else:
-        parsed = parse_group(completion.text, labels, cfg.scale_max)
-        for label, one in parsed.items():
-            if cfg.dimensions:
-                one = {**one, **missing_dimensions(one, list(cfg.dimension_names))}
-            if completion.finish_reason == "length" and one["status"] in ("ok", "missing_dimensions"):
-                one = {**one, "status": "truncated", "reason": "reply cut at judge.sampling.max_tokens"}
-            if one["status"] == "ok" and round_no > 0:
-                one["status"] = "retried_ok"
-            parsed[label] = one
-    for label, one in parsed.items():  # an answer keeps the first usable score it got
-        if current["results"].get(label, {}).get("status") not in USABLE:
-            current["results"][label] = one
-    failing = [label for label in labels if current["results"][label]["status"] in PARSE_FAILURES]
-    if failing and round_no < cfg.max_reasks:
-        why = "; ".join(f"{label}: {current['results'][label]['reason']}" for label in failing[:4])
-        current["messages"] = reask_messages(current["messages"][:1], completion.text, why, cfg)
-        current["messages"][-1]["content"] += (
-            f" Give one object per answer label ({', '.join(labels)}), each with those fields, in one JSON object."
-        )
-        return True
-    return False
 
 
 def _shares(total: int | None, n: int) -> list[int | None]:
@@ -182,7 +137,7 @@ def group_rows(row: dict, current: dict, cfg: JudgeConfig, judge_fp: str) -> lis
     prompt_tokens, completion_tokens = _shares(current["prompt_tokens"], n), _shares(current["tokens"], n)
     cached_tokens = _shares(current.get("cached_tokens"), n)  # split as the prompt's: never over a row's prompt
     out = []
-    for i, (label, sample_idx) in enumerate(zip(current["labels"], row["members"])):
+    for i, (label, sample_idx) in enumerate(zip(group_labels(n), row["members"])):
         result = current["results"][label]
         one = {
             "result": {**result, "raw": current["raw"], "error": current["error"]},
@@ -209,7 +164,7 @@ def group_failed(requests: list[dict], reason: str, cfg: JudgeConfig, judge_fp: 
     out = []
     for request in requests:
         labels = group_labels(len(request["members"]))
-        current = {"labels": labels, "attempts": 0, "reasks": 0, "tokens": None, "prompt_tokens": None,
+        current = {"attempts": 0, "reasks": 0, "tokens": None, "prompt_tokens": None,
                    "latency": 0.0, "raw": None, "error": reason,
                    "results": {label: {"score": None, "status": "engine_error", "reason": reason, "dimensions": None}
                                for label in labels}}  # fmt: skip
@@ -222,6 +177,7 @@ class GroupJudgeStage(JudgeStage):
     it answers the judgment key of every sample it shows (`answers`)."""
 
     run_batch = staticmethod(group_judge_batch)
+    current_rows = staticmethod(current_group_judgments)
 
     def __init__(self, cfg: Any, *args: Any, resample_failed: bool | None = None, **kwargs: Any):
         """As JudgeStage; `resample_failed`: whether the sample stage feeding it asks its failed samples again
@@ -481,8 +437,3 @@ class GroupJudgeStage(JudgeStage):
     def failed(self, requests: list[dict], reason: str) -> list[dict]:
         return group_failed(requests, reason, self.cfg, self.judge_fp)
 
-    def read(self, store: Any, samples: pl.DataFrame | None = None) -> pl.DataFrame:
-        if samples is None:
-            status = store.read("samples", SAMPLES, columns=[*SAMPLE_KEY, "prompt_hash", "created_at"])
-            samples = current_samples(status, self.sampler_fp, self.prompt_ids, self.k, self.hashes)
-        return current_group_judgments(store.read("judgments", JUDGMENTS), self.judge_fp, samples)

@@ -17,6 +17,10 @@ from factory.stages.judge.parse import USABLE
 from factory.stages.scored import of_current_samples
 
 DIMS_DTYPE = pl.List(pl.Struct({"name": pl.String, "score": pl.Float64}))
+# The columns with_quality adds to the samples, and order_quality's (judge.orders 2): what the scored samples
+# hold of the primary judge besides its dim_<name> and tags (RunGraph.scored_columns lists them before a run).
+QUALITY_COLUMNS = ("quality", "score", "quality_spread", "votes_ok", "votes")
+ORDER_COLUMNS = ("order0_quality", "order1_quality")
 
 
 def with_quality(samples: pl.DataFrame, judgments: pl.DataFrame) -> pl.DataFrame:
@@ -24,12 +28,13 @@ def with_quality(samples: pl.DataFrame, judgments: pl.DataFrame) -> pl.DataFrame
 
     Output: the samples' columns + quality, score, quality_spread, votes_ok, votes."""
     if not judgments.height:
+        quality, score, spread, ok, votes = QUALITY_COLUMNS
         return samples.with_columns(
-            pl.lit(None, pl.Float64).alias("quality"),
-            pl.lit(None, pl.Float64).alias("score"),
-            pl.lit(0.0).alias("quality_spread"),
-            pl.lit(0, pl.Int64).alias("votes_ok"),
-            pl.lit(0, pl.Int64).alias("votes"),
+            pl.lit(None, pl.Float64).alias(quality),
+            pl.lit(None, pl.Float64).alias(score),
+            pl.lit(0.0).alias(spread),
+            pl.lit(0, pl.Int64).alias(ok),
+            pl.lit(0, pl.Int64).alias(votes),
         )
     return samples.join(sample_quality(judgments), on=["prompt_id", "sample_idx"], how="left")
 
@@ -109,9 +114,7 @@ def order_quality(judgments: pl.DataFrame) -> pl.DataFrame:
     null when that order gave none); what the pair kernel counts order flips with."""
     usable = judgments.filter(pl.col("parse_status").is_in(USABLE) & pl.col("vote").is_in([0, 1]))
     out = judgments.select("prompt_id", "sample_idx").unique()
-    for order in (0, 1):
-        one = usable.filter(pl.col("vote") == order).select(
-            "prompt_id", "sample_idx", pl.col("quality").alias(f"order{order}_quality")
-        )
+    for order, name in enumerate(ORDER_COLUMNS):
+        one = usable.filter(pl.col("vote") == order).select("prompt_id", "sample_idx", pl.col("quality").alias(name))
         out = out.join(one, on=["prompt_id", "sample_idx"], how="left")
     return out

@@ -24,15 +24,16 @@ from typing import Any
 import polars as pl
 
 from factory.config import JudgeConfig, RunConfig
-from factory.engines.base import Completion, Engine, Request
+from factory.engines.base import Engine
 from factory.pairs.prejudge import Prefilter
 from factory.rundir.hashing import derive_seed, stable_hash
-from factory.rundir.schemas import JUDGMENTS, SAMPLES, require_columns
+from factory.rundir.schemas import JUDGMENTS, require_columns
 from factory.stages.base import BaseStage, Batch, Emit, PromptRows, latest, read_status
-from factory.stages.judge.parse import PARSE_FAILURES, USABLE, missing_dimensions, parse_judgment, parse_tags
+from factory.stages.judge import reask
+from factory.stages.judge.parse import USABLE, parse_judgment, parse_tags
 from factory.stages.judge.read import current_judgments
 from factory.stages.judge.rubric import DIMENSIONS, check_rubric, judge_schema, reask_messages, render_rubric
-from factory.stages.sample import current_samples, prompt_hashes
+from factory.stages.sample import current_sample_keys, prompt_hashes
 from factory.stages.scored import SAMPLE_KEY, USABLE_INPUTS, follow_usable, judgeable, of_current_samples, plan_usable
 
 KEY = ("prompt_id", "sample_idx", "sampler_fp", "vote")
@@ -158,76 +159,36 @@ def judge_batch(
     """Judge a batch of planned rows -> judgment rows (one per plan row, same order); each row is
     also handed to `emit` as soon as it is final.
 
-    A row whose output cannot be parsed (unparseable, out_of_range) is re-asked up to max_reasks
-    times with a new seed and the correction above; parsed on a re-ask -> retried_ok. An engine error
-    is not re-asked here (the engine already retried it). `attempts` counts the LLM requests made,
-    `completion_tokens` and `latency_s` add up over them; `raw` is the last reply."""
+    A row whose output cannot be parsed (unparseable, out_of_range, missing_dimensions, truncated) is
+    re-asked up to max_reasks times with a new seed and the correction above; parsed on a re-ask ->
+    retried_ok. An engine error is not re-asked here (the engine already retried it). `attempts` counts
+    the LLM requests made, `completion_tokens` and `latency_s` add up over them; `raw` is the last reply
+    (the loop is the group judge's too: factory/stages/judge/reask.py)."""
     schema = (
         judge_schema(cfg.scale_max, cfg.dimensions, cfg.dimension_names, cfg.tags, cfg.tag_values)
         if cfg.structured and engine.supports_json_schema
         else None
     )
-    state = [
-        {"result": None, "attempts": 0, "reasks": 0, "tokens": None, "latency": 0.0, "messages": row["messages"]}
-        for row in rows
-    ]
+    states = [reask.start(row["messages"], [ONE]) for row in rows]
     batch = Batch(emit)
-    pending = list(range(len(rows)))
-    for round_no in range(cfg.max_reasks + 1):
-        if not pending:
-            break
-        requests = [
-judge_request(cfg, state[i]["messages"], rows[i]["seed"], round_no, schema, i) for i in pending
-        ]
-        retry: list[int] = []
 
-        def done(completion: Completion, round_no: int = round_no, retry: list[int] = retry) -> None:
-            i = completion.tag
-            if _absorb(state[i], completion, round_no, rows[i], cfg):
-                retry.append(i)
-                return
-            batch.add(i, judgment_row(rows[i], state[i], cfg, judge_fp))
+    def again(i: int, reply: str | None, failing: list[str]) -> list[dict]:
+        return reask_messages(rows[i]["messages"], reply, states[i]["results"][ONE]["reason"], cfg)
 
-        engine.generate(requests, on_done=done)
-        pending = sorted(retry)
+    def final(i: int) -> None:
+        state = states[i]
+        result = {**state["results"][ONE], "raw": state["raw"], "error": state["error"]}
+        batch.add(i, judgment_row(rows[i], {**state, "result": result}, cfg, judge_fp))
+
+    reask.ask(engine, rows, states, cfg, lambda i: schema, _parse(cfg), again, final)
     return batch.rows(range(len(rows)), "judge completion(s) (by row)")
 
 
-def _absorb(current: dict, completion: Completion, round_no: int, row: dict, cfg: JudgeConfig) -> bool:
-    """Fold one completion into a row's state; True when the row is to be re-asked."""
-    previous = current["result"]
-    current["attempts"] += completion.attempts
-    current["reasks"] = round_no
-    current["latency"] += completion.latency_s or 0.0
-    if completion.completion_tokens is not None:
-        current["tokens"] = (current["tokens"] or 0) + completion.completion_tokens
-    if completion.prompt_tokens is not None:
-        current["prompt_tokens"] = (current.get("prompt_tokens") or 0) + completion.prompt_tokens
-    if completion.cached_tokens is not None:
-        current["cached_tokens"] = (current.get("cached_tokens") or 0) + completion.cached_tokens
-    if completion.error:
-        parsed = {"score": None, "status": "engine_error", "reason": completion.error, "dimensions": None}
-    else:
-        parsed = parse_judgment(completion.text, cfg.scale_max)
-        if cfg.dimensions:
-            parsed = missing_dimensions(parsed, list(cfg.dimension_names))
-        if completion.finish_reason == "length" and parsed["status"] in ("ok", "missing_dimensions"):
-            parsed = {**parsed, "status": "truncated", "reason": "reply cut at judge.sampling.max_tokens"}
-        elif completion.finish_reason == "length" and parsed["status"] in PARSE_FAILURES:
-            # Cut before a verdict: the judge's own max_tokens lost it (not a reply it could not make), so it
-            # is counted as truncated, the status whose cure is a larger max_tokens.
-            reason = f"reply cut at judge.sampling.max_tokens before a verdict ({parsed['reason']})"
-            parsed = {**parsed, "status": "truncated", "reason": reason}
-        if parsed["status"] == "ok" and round_no > 0:
-            parsed["status"] = "retried_ok"
-    if previous is not None and parsed["status"] not in USABLE:
-        parsed["reason"] += f"; after {round_no} re-ask(s), first: {previous['first_reason']}"
-    parsed["first_reason"] = previous["first_reason"] if previous else parsed["reason"]
-    current["result"] = {**parsed, "raw": completion.text, "error": completion.error}
-    if parsed["status"] in PARSE_FAILURES and round_no < cfg.max_reasks:
-        current["messages"] = reask_messages(row["messages"], completion.text, parsed["reason"], cfg)
-        return True
-    return False
+ONE = ""  # the key of a pointwise reply's one score (a group reply's are its answer labels)
+
+
+def _parse(cfg: JudgeConfig) -> reask.Parse:
+    return lambda state, text: {ONE: parse_judgment(text, cfg.scale_max)}
 
 
 def judgment_row(row: dict, current: dict, cfg: JudgeConfig, judge_fp: str) -> dict:
@@ -354,26 +315,14 @@ class JudgeStage(BaseStage):
     def failed(self, requests: list[dict], reason: str) -> list[dict]:
         return failed_judgments(requests, reason, self.judge_fp)
 
+    # (stored judgments, judge_fp, samples) -> the current ones: the group judge's are its latest groups
+    current_rows = staticmethod(current_judgments)
+
     def read(self, store: Any, samples: pl.DataFrame | None = None) -> pl.DataFrame:
         """The current judgments of `samples` (default: this run's stored samples)."""
         if samples is None:
-            status = store.read("samples", SAMPLES, columns=[*SAMPLE_KEY, "prompt_hash", "created_at"])
-            samples = current_samples(status, self.sampler_fp, self.prompt_ids, self.k, self.hashes)
-        return current_judgments(store.read("judgments", JUDGMENTS), self.judge_fp, samples)
+            samples = current_sample_keys(store, self.sampler_fp, self.prompt_ids, self.k, self.hashes)
+        return self.current_rows(store.read("judgments", JUDGMENTS), self.judge_fp, samples)
 
     def ok(self, row: dict) -> bool:
         return row["parse_status"] in USABLE
-
-
-def judge_request(cfg: JudgeConfig, messages: list, seed: int, round_no: int, schema: Any, tag: int) -> Request:
-    """One judge request (pointwise or group) under the judge's sampling; each re-ask round its own seed."""
-    return Request(
-        messages=messages,
-        max_tokens=cfg.sampling.max_tokens,
-        temperature=cfg.sampling.temperature,
-        top_p=cfg.sampling.top_p,
-        seed=(seed + round_no) & 0x7FFFFFFF,
-        stop=list(cfg.sampling.stop) or None,
-        json_schema=schema,
-        tag=tag,
-    )
