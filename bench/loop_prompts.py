@@ -7,8 +7,9 @@ brand, category, attributes, price, coupons, link). Each product gets viewer com
 (answerable: true), about its price, coupon and link, and about what no product info holds (warranty abroad,
 delivery dates, what it is made in: answerable: false, the host should send them to customer service), in
 the chat-style spellings of the demo. A few carry a short history. Deterministic (seeded): rerunning writes
-the same files. A prompt's id says its product and question; the held-out file shares no prompt text with
-the training file (a 15% split of the prompts, by hash, after de-duplication).
+the same files. A prompt's id says its product and question. The held-out file is split by product: its
+prompts are about HELD_OUT products only (a fixed choice, one in five, over the categories), none of which
+the training file mentions, so the eval asks about products the student never saw in training.
 """
 
 from __future__ import annotations
@@ -45,6 +46,11 @@ HISTORY = [
 ]
 
 
+# Every fifth product of products() (4 of 20: the air fryer, the brick set, the smart watch, the kettle):
+# a kitchen appliance, a toy, a wearable and a home appliance held out; fixed here, not drawn per run.
+HELD_OUT_EVERY = 5
+
+
 def products() -> list[dict]:
     seen: dict[str, dict] = {}
     for name in ("demo_prompts.jsonl", "eval_prompts.jsonl"):
@@ -79,10 +85,10 @@ def make(seed: int = 0) -> tuple[list[dict], list[dict]]:
             digest = hashlib.sha256(f"{info['name']}|{question}".encode()).hexdigest()
             rows.append({
                 "id": f"loop-{p:02d}-{digest[:8]}", "product_info": info, "history": history,
-                "question": question, "answerable": answerable, "_split": int(digest[8:12], 16) % 100,
+                "question": question, "answerable": answerable, "_held_out": p % HELD_OUT_EVERY == 0,
             })  # fmt: skip
-    train = [{k: v for k, v in r.items() if k != "_split"} for r in rows if r["_split"] >= 15]
-    held_out = [{k: v for k, v in r.items() if k != "_split"} for r in rows if r["_split"] < 15]
+    train = [{k: v for k, v in r.items() if k != "_held_out"} for r in rows if not r["_held_out"]]
+    held_out = [{k: v for k, v in r.items() if k != "_held_out"} for r in rows if r["_held_out"]]
     rng.shuffle(train)  # prompts.limit then takes a mix of products
     rng.shuffle(held_out)
     return train, held_out

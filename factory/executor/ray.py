@@ -329,8 +329,8 @@ class RayPool:
         if self.groups[index] is None:
             from ray.util.placement_group import placement_group
 
-            bundles, strategy = spec
-            group = placement_group(bundles, strategy=strategy, name=f"factory-{self.name}-{index}")
+            bundles, packing = spec
+            group = placement_group(bundles, strategy=packing, name=f"factory-{self.name}-{index}")
             try:
                 self._ray.get(group.ready(), timeout=self.cfg.watchdog_s)
             except self._ray.exceptions.RayError as exc:
@@ -340,9 +340,9 @@ class RayPool:
                     for name, amount in bundle.items():
                         totals[name] = totals.get(name, 0.0) + amount
                 asked = " + ".join(f"{amount:g} {name}" for name, amount in sorted(totals.items(), reverse=True))
-                where = "all on one node" if strategy == "STRICT_PACK" else "packed on few nodes"
+                where = "all on one node" if packing == "STRICT_PACK" else "packed on few nodes"
                 raise ConfigError(
-                    f"{self.name}: could not reserve {asked} in {len(bundles)} bundle(s), {where} ({strategy}), "
+                    f"{self.name}: could not reserve {asked} in {len(bundles)} bundle(s), {where} ({packing}), "
                     f"for replica {index} (engine.tensor_parallel_size={self.cfg.tensor_parallel_size} x "
                     f"pipeline_parallel_size={self.cfg.pipeline_parallel_size}) within "
                     f"engine.watchdog_s={self.cfg.watchdog_s:g}s ({type(exc).__name__})"
