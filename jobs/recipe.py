@@ -70,6 +70,35 @@ def cuda() -> bool:
     return torch.cuda.is_available()
 
 
+def trainer_config(config_class: Any, args: Any, **own: Any) -> Any:
+    """TRL's DPOConfig or SFTConfig for the arguments both recipes share (add_common_args), with each recipe's
+    `own` keys; the keys this TRL's class lacks are left out, and off bf16 the run stays on CPU unless CUDA is
+    there."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(config_class)}
+    kwargs = dict(
+        learning_rate=args.lr,
+        num_train_epochs=args.epochs,
+        max_steps=args.max_steps,
+        per_device_train_batch_size=args.batch_size,
+        gradient_accumulation_steps=args.grad_accum,
+        max_length=args.max_length,
+        bf16=args.bf16,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        seed=args.seed,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        gradient_checkpointing=args.gradient_checkpointing,
+        **own,
+    )
+    if not args.bf16:
+        kwargs["use_cpu"] = not cuda()
+    return config_class(**{k: v for k, v in kwargs.items() if k in names})
+
+
 def check_template(model_dir: Path, what: str) -> None:
     """Warn when the student's template drops the reasoning of a conversational export (factory.pairs.export);
     `what` names the recipe in the message when the template cannot be read."""

@@ -93,28 +93,7 @@ def dpo_config(args: argparse.Namespace, **extra):
             sft = {"rpo_alpha": args.rpo_alpha}
         else:
             sft = {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, args.rpo_alpha]}
-    kwargs = dict(
-        beta=args.beta,
-        learning_rate=args.lr,
-        num_train_epochs=args.epochs,
-        max_steps=args.max_steps,
-        per_device_train_batch_size=args.batch_size,
-        gradient_accumulation_steps=args.grad_accum,
-        max_length=args.max_length,
-        bf16=args.bf16,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        seed=args.seed,
-        lr_scheduler_type="constant",
-        warmup_steps=0,
-        gradient_checkpointing=args.gradient_checkpointing,
-        **sft,
-        **extra,
-    )
-    if not args.bf16:
-        kwargs["use_cpu"] = not recipe.cuda()
-    return DPOConfig(**{k: v for k, v in kwargs.items() if k in names})
+    return recipe.trainer_config(DPOConfig, args, beta=args.beta, **sft, **extra)
 
 
 def sft_term(config) -> str:

@@ -23,7 +23,6 @@ and with --save-every N / --save-per-epoch plain checkpoints OUT/checkpoints/ste
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import shutil
 import sys
@@ -73,28 +72,8 @@ def load_sft(data: str, limit: int = 0):
 def sft_config(args: argparse.Namespace, **extra):
     from trl import SFTConfig
 
-    names = {f.name for f in dataclasses.fields(SFTConfig)}
-    kwargs = dict(
-        learning_rate=args.lr,
-        num_train_epochs=args.epochs,
-        max_steps=args.max_steps,
-        per_device_train_batch_size=args.batch_size,
-        gradient_accumulation_steps=args.grad_accum,
-        max_length=args.max_length,
-        bf16=args.bf16,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        seed=args.seed,
-        lr_scheduler_type="constant",
-        warmup_steps=0,
-        gradient_checkpointing=args.gradient_checkpointing,
-        completion_only_loss=None,  # TRL: the loss on the completion only for prompt/completion rows
-        **extra,
-    )
-    if not args.bf16:
-        kwargs["use_cpu"] = not recipe.cuda()
-    return SFTConfig(**{k: v for k, v in kwargs.items() if k in names})
+    # TRL: the loss on the completion only for prompt/completion rows
+    return recipe.trainer_config(SFTConfig, args, completion_only_loss=None, **extra)
 
 
 def warn_conversational(dataset, model_dir: Path) -> None:
