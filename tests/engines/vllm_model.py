@@ -27,7 +27,7 @@ def reward_model(seed: int = 0) -> Path:
     if (out / "config.json").is_file():
         return out
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
     config = AutoConfig.from_pretrained(src)
     config.num_labels = 1
@@ -39,16 +39,7 @@ def reward_model(seed: int = 0) -> Path:
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():  # logits of order 1 on the final norm's hidden states
         model.score.weight.copy_(torch.randn(model.score.weight.shape, generator=generator) / config.hidden_size**0.5)
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    model.save_pretrained(tmp, safe_serialization=True)
-    AutoTokenizer.from_pretrained(src).save_pretrained(tmp)
-    try:
-        tmp.rename(out)  # atomic: a concurrent builder loses the race harmlessly
-    except OSError:
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    return _save_atomically(model, src, out)
 
 
 def sharded_model(seed: int = 0) -> Path:
@@ -61,18 +52,26 @@ def sharded_model(seed: int = 0) -> Path:
     if (out / "config.json").is_file():
         return out
     import torch
-    from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
+    from transformers import AutoConfig, LlamaForCausalLM
 
     config = AutoConfig.from_pretrained(src)
     config.update({"hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2, "num_attention_heads": 4,
                    "num_key_value_heads": 2, "head_dim": 64})  # fmt: skip
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config).to(torch.bfloat16)
+    return _save_atomically(model, src, out)
+
+
+def _save_atomically(model, src: Path, out: Path) -> Path:
+    """`model` and the tokenizer of `src` into `out`, written aside and renamed (atomic: a concurrent builder
+    loses the race harmlessly)."""
+    from transformers import AutoTokenizer
+
     tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
     model.save_pretrained(tmp, safe_serialization=True)
     AutoTokenizer.from_pretrained(src).save_pretrained(tmp)
     try:
-        tmp.rename(out)  # atomic: a concurrent builder loses the race harmlessly
+        tmp.rename(out)
     except OSError:
         import shutil
 
